@@ -1,0 +1,295 @@
+// Package app is the master's plumbing: configuration, the database pool and
+// migrations, the embedded PostgreSQL, the Fiber, gRPC and River lifecycles, the
+// module contract, authorization, the error envelope, pagination and validation
+// helpers. It never imports a module.
+//
+// The lifecycle of a master process:
+//
+//  1. LoadConfig reads config.yaml and NXMESH_* overrides.
+//  2. New creates data_dir, loads or generates secrets, starts the embedded
+//     PostgreSQL when database.url is empty, opens the shared pool, applies River's
+//     and the application's migrations, and builds the Casbin enforcer.
+//  3. main.go constructs each module with app.Deps and lists them.
+//  4. Run syncs the modules' policies, registers their River workers and periodic
+//     jobs, mounts their routes and gRPC services, and starts River, gRPC and HTTP.
+//  5. On context cancellation (SIGTERM) Run stops accepting requests, lets
+//     in-flight requests finish within http.shutdown_timeout, stops gRPC and River
+//     gracefully, closes the pool and finally stops the embedded PostgreSQL.
+package app
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/filesystem"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"google.golang.org/grpc"
+	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/app/authz"
+)
+
+type pgxTx = pgx.Tx
+
+// App is a running master's plumbing.
+type App struct {
+	Deps Deps
+
+	cfg      Config
+	logger   *slog.Logger
+	db       *Database
+	embedded *EmbeddedPostgres
+	migrator *Migrator
+	registry *prometheus.Registry
+	routes   *Routes
+	fiber    *fiber.App
+}
+
+// New prepares the plumbing (steps 2 of the lifecycle). Close it when Run is not
+// called.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err error) {
+	a = &App{cfg: cfg, logger: logger, routes: &Routes{}}
+	defer func() {
+		if err != nil {
+			a.Close(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data_dir: %w", err)
+	}
+	secrets, err := LoadSecrets(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.openDatabase(ctx); err != nil {
+		return nil, err
+	}
+	if err := a.migrator.Up(ctx); err != nil {
+		return nil, err
+	}
+	enforcer, err := authz.New(a.db.Gorm)
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := river.NewClient(riverdatabasesql.New(a.db.SQL), &river.Config{Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("river insert client: %w", err)
+	}
+	a.registry = prometheus.NewRegistry()
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.Deps = Deps{
+		Config:  cfg,
+		DB:      a.db.Gorm,
+		SQL:     a.db.SQL,
+		Pool:    a.db.Pool,
+		Authz:   enforcer,
+		Jobs:    jobs,
+		Secrets: secrets,
+		Metrics: a.registry,
+		Logger:  logger,
+	}
+	return a, nil
+}
+
+// OpenForMigrations connects (starting the embedded PostgreSQL if needed) without
+// applying migrations, for `nxmesh migrate`.
+func OpenForMigrations(ctx context.Context, cfg Config, logger *slog.Logger) (*App, *Migrator, error) {
+	a := &App{cfg: cfg, logger: logger}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create data_dir: %w", err)
+	}
+	if err := a.openDatabase(ctx); err != nil {
+		a.Close(ctx)
+		return nil, nil, err
+	}
+	return a, a.migrator, nil
+}
+
+func (a *App) openDatabase(ctx context.Context) error {
+	url := a.cfg.Database.URL
+	if url == "" {
+		pg, err := StartEmbeddedPostgres(ctx, a.cfg.DataDir, a.logger)
+		if err != nil {
+			return fmt.Errorf("embedded postgres: %w", err)
+		}
+		a.embedded = pg
+		url = pg.URL()
+	}
+	db, err := OpenDatabase(ctx, url, a.cfg.Database.MaxConns)
+	if err != nil {
+		return err
+	}
+	a.db = db
+	m, err := NewMigrator(db, a.logger)
+	if err != nil {
+		return err
+	}
+	a.migrator = m
+	return nil
+}
+
+// Close releases the database and stops the embedded PostgreSQL.
+func (a *App) Close(ctx context.Context) {
+	if a.db != nil {
+		a.db.Close()
+		a.db = nil
+	}
+	if a.embedded != nil {
+		if err := a.embedded.Stop(ctx); err != nil {
+			a.logger.Error("stop embedded postgres", "error", err)
+		}
+		a.embedded = nil
+	}
+}
+
+// Routes returns every route mounted by Mount.
+func (a *App) Routes() []Route { return a.routes.All() }
+
+// Fiber returns the HTTP app built by Mount (for tests: app.Fiber().Test).
+func (a *App) Fiber() *fiber.App { return a.fiber }
+
+// Mount builds the HTTP app: operational endpoints and every module's routes,
+// each behind the guard for its Access. Run calls it; tests may call it alone.
+func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
+	var policies []authz.Policy
+	for _, m := range mods {
+		policies = append(policies, m.Policies()...)
+	}
+	if err := a.Deps.Authz.Sync(ctx, policies); err != nil {
+		return err
+	}
+	metrics := newHTTPMetrics(a.registry)
+	a.fiber = newFiber(a.cfg, a.logger, metrics, &w)
+	g := &guard{w: &w, authz: a.Deps.Authz, limiter: newRateLimiter(a.cfg.Auth.RateLimitPerMinute, time.Minute)}
+	root := Routers{
+		API:    &Router{kind: KindAPI, prefix: "/v1", fr: a.fiber.Group("/v1"), reg: a.routes, guard: g.handlers},
+		Public: &Router{kind: KindPublic, fr: a.fiber, reg: a.routes, guard: g.handlers},
+		UI:     &Router{kind: KindUI, fr: a.fiber, reg: a.routes, guard: g.handlers},
+	}
+	ops := root.ForModule("app")
+	ops.Public.Get("/healthz", Public(), Doc{Summary: "Process is up"}, func(c *fiber.Ctx) error {
+		return c.JSON(fiber.Map{"status": "ok"})
+	})
+	ops.Public.Get("/readyz", Public(), Doc{Summary: "Database reachable and migrations current"}, a.readyz)
+	ops.Public.Get("/metrics", Public(), Doc{Summary: "Prometheus metrics of the master"},
+		adaptor.HTTPHandler(promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{})))
+	ops.Public.Get("/docs", Public(), Doc{Summary: "Browsable API reference"}, a.docsHandler(w.Version))
+	ops.API.Get("/openapi.json", Public(), Doc{Summary: "OpenAPI 3.1 document of this API"}, a.openapiHandler(w.Version))
+	if w.Static != nil {
+		ops.Public.Get("/static/*", Public(), Doc{Summary: "Static assets of the admin"}, filesystem.New(filesystem.Config{
+			Root:   http.FS(w.Static),
+			MaxAge: 3600,
+		}))
+	}
+	for _, m := range mods {
+		m.Routes(root.ForModule(m.Name()))
+	}
+	return nil
+}
+
+func (a *App) readyz(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(c.UserContext(), 3*time.Second)
+	defer cancel()
+	if err := a.db.Pool.Ping(ctx); err != nil {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable", "database": "unreachable"})
+	}
+	ok, err := a.migrator.Current(ctx)
+	if err != nil || !ok {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "unavailable", "database": "ok", "migrations": "pending"})
+	}
+	return c.JSON(fiber.Map{"status": "ok", "database": "ok", "migrations": "current"})
+}
+
+// Run mounts the modules and serves until ctx is cancelled (steps 4 and 5).
+func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
+	defer a.Close(context.Background())
+	if err := a.Mount(ctx, mods, w); err != nil {
+		return err
+	}
+
+	workers := river.NewWorkers()
+	var periodic []*river.PeriodicJob
+	for _, m := range mods {
+		periodic = append(periodic, m.Jobs(workers)...)
+	}
+	worker, err := river.NewClient(riverpgxv5.New(a.db.Pool), &river.Config{
+		Queues:       map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}},
+		Workers:      workers,
+		PeriodicJobs: periodic,
+		Logger:       a.logger,
+	})
+	if err != nil {
+		return fmt.Errorf("river client: %w", err)
+	}
+	if err := worker.Start(ctx); err != nil {
+		return fmt.Errorf("start river: %w", err)
+	}
+
+	gs := grpc.NewServer()
+	for _, m := range mods {
+		m.GRPC(gs)
+	}
+	errc := make(chan error, 2)
+	if len(gs.GetServiceInfo()) > 0 {
+		lis, err := net.Listen("tcp", a.cfg.GRPC.Addr)
+		if err != nil {
+			return fmt.Errorf("listen grpc %s: %w", a.cfg.GRPC.Addr, err)
+		}
+		a.logger.Info("grpc listening", "addr", lis.Addr().String())
+		go func() { errc <- gs.Serve(lis) }()
+	}
+
+	lis, err := net.Listen("tcp", a.cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("listen http %s: %w", a.cfg.HTTP.Addr, err)
+	}
+	a.logger.Info("http listening", "addr", lis.Addr().String())
+	go func() { errc <- a.fiber.Listener(lis) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	a.logger.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), a.cfg.HTTP.ShutdownTimeout)
+	defer cancel()
+	if err := a.fiber.ShutdownWithContext(shutCtx); err != nil {
+		a.logger.Error("http shutdown", "error", err)
+	}
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutCtx.Done():
+		gs.Stop()
+	}
+	if err := worker.Stop(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		a.logger.Error("river shutdown", "error", err)
+	}
+	return runErr
+}
+
+// SQLTx returns the *sql.Tx under a GORM transaction, for River's InsertTx.
+func SQLTx(tx *gorm.DB) (*sql.Tx, error) {
+	t, ok := tx.Statement.ConnPool.(*sql.Tx)
+	if !ok {
+		return nil, errors.New("not inside a transaction")
+	}
+	return t, nil
+}

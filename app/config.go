@@ -1,0 +1,231 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the master's configuration. Every key is documented in config.yaml and
+// can be overridden by an environment variable named NXMESH_ followed by the key's
+// path in upper case with dots replaced by underscores (database.url →
+// NXMESH_DATABASE_URL).
+type Config struct {
+	// DataDir holds generated secrets and the embedded PostgreSQL cluster.
+	DataDir string `yaml:"data_dir"`
+
+	Database DatabaseConfig `yaml:"database"`
+	HTTP     HTTPConfig     `yaml:"http"`
+	GRPC     GRPCConfig     `yaml:"grpc"`
+	Auth     AuthConfig     `yaml:"auth"`
+	Admin    AdminConfig    `yaml:"admin"`
+	SMTP     SMTPConfig     `yaml:"smtp"`
+	Log      LogConfig      `yaml:"log"`
+}
+
+// DatabaseConfig selects the PostgreSQL server.
+type DatabaseConfig struct {
+	// URL of an external PostgreSQL; empty starts the embedded one under data_dir.
+	URL string `yaml:"url"`
+	// MaxConns caps the shared pgx pool.
+	MaxConns int `yaml:"max_conns"`
+}
+
+// HTTPConfig configures the REST API, the admin and the operational endpoints.
+type HTTPConfig struct {
+	Addr string `yaml:"addr"`
+	// PublicURL is the externally visible base URL, used in links and e-mails.
+	PublicURL string `yaml:"public_url"`
+	// SecureCookies marks the admin session cookie Secure.
+	SecureCookies bool `yaml:"secure_cookies"`
+	// ShutdownTimeout bounds how long in-flight requests may take after SIGTERM.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// BodyLimit is the largest accepted request body in bytes.
+	BodyLimit int `yaml:"body_limit"`
+}
+
+// GRPCConfig configures the agent-facing gRPC listener.
+type GRPCConfig struct {
+	Addr string `yaml:"addr"`
+}
+
+// AuthConfig holds authentication secrets and limits.
+type AuthConfig struct {
+	// JWTSecret signs access tokens; generated into data_dir when empty.
+	JWTSecret string `yaml:"jwt_secret"`
+	// EncryptionKey (32 bytes, base64 or hex) encrypts private keys at rest;
+	// generated into data_dir when empty.
+	EncryptionKey string `yaml:"encryption_key"`
+	// AccessTokenTTL is the lifetime of access JWTs.
+	AccessTokenTTL time.Duration `yaml:"access_token_ttl"`
+	// RefreshTokenTTL is the lifetime of refresh tokens and admin sessions.
+	RefreshTokenTTL time.Duration `yaml:"refresh_token_ttl"`
+	// RateLimitPerMinute is the request budget of one credential.
+	RateLimitPerMinute int `yaml:"rate_limit_per_minute"`
+	// LoginAttemptsPerAccount is the number of failed logins allowed per account
+	// within LoginWindow before further attempts are refused.
+	LoginAttemptsPerAccount int `yaml:"login_attempts_per_account"`
+	// LoginAttemptsPerIP is the same budget per client IP.
+	LoginAttemptsPerIP int `yaml:"login_attempts_per_ip"`
+	// LoginWindow is the throttling window.
+	LoginWindow time.Duration `yaml:"login_window"`
+	// RequireEmailCode makes the emailed one-time code mandatory for every user.
+	RequireEmailCode bool `yaml:"require_email_code"`
+}
+
+// AdminConfig names the first administrator created on first start.
+type AdminConfig struct {
+	Email    string `yaml:"email"`
+	Password string `yaml:"password"`
+}
+
+// SMTPConfig configures outgoing mail (one-time codes, invitations).
+type SMTPConfig struct {
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	From     string `yaml:"from"`
+	// TLS is "none", "starttls" or "tls".
+	TLS string `yaml:"tls"`
+}
+
+// LogConfig configures slog.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig returns the configuration used for keys that are not set.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:  "./data",
+		Database: DatabaseConfig{MaxConns: 20},
+		HTTP: HTTPConfig{
+			Addr:            "127.0.0.1:8080",
+			PublicURL:       "http://127.0.0.1:8080",
+			SecureCookies:   true,
+			ShutdownTimeout: 15 * time.Second,
+			BodyLimit:       1 << 20,
+		},
+		GRPC: GRPCConfig{Addr: "127.0.0.1:9443"},
+		Auth: AuthConfig{
+			AccessTokenTTL:          time.Hour,
+			RefreshTokenTTL:         30 * 24 * time.Hour,
+			RateLimitPerMinute:      1000,
+			LoginAttemptsPerAccount: 5,
+			LoginAttemptsPerIP:      20,
+			LoginWindow:             15 * time.Minute,
+		},
+		SMTP: SMTPConfig{Port: 25, From: "nxmesh@localhost", TLS: "none"},
+		Log:  LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// LoadConfig reads path (if it exists; an empty path means defaults only) and then
+// applies NXMESH_* environment overrides from env (os.Environ form).
+func LoadConfig(path string, env []string) (Config, error) {
+	cfg := DefaultConfig()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return cfg, fmt.Errorf("read config %s: %w", path, err)
+		default:
+			if err := yaml.Unmarshal(b, &cfg); err != nil {
+				return cfg, fmt.Errorf("parse config %s: %w", path, err)
+			}
+		}
+	}
+	vars := map[string]string{}
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "NXMESH_") {
+			vars[k] = v
+		}
+	}
+	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "NXMESH", vars); err != nil {
+		return cfg, err
+	}
+	if cfg.DataDir != "" {
+		abs, err := filepath.Abs(cfg.DataDir)
+		if err != nil {
+			return cfg, fmt.Errorf("data_dir: %w", err)
+		}
+		cfg.DataDir = abs
+	}
+	return cfg, nil
+}
+
+// EnvNames lists every configuration key with its environment variable name.
+func EnvNames() map[string]string {
+	out := map[string]string{}
+	var walk func(t reflect.Type, key, env string)
+	walk = func(t reflect.Type, key, env string) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := f.Tag.Get("yaml")
+			k, e := strings.TrimPrefix(key+"."+tag, "."), env+"_"+strings.ToUpper(tag)
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+				walk(f.Type, k, e)
+				continue
+			}
+			out[k] = e
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "", "NXMESH")
+	return out
+}
+
+func applyEnv(v reflect.Value, prefix string, vars map[string]string) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name := prefix + "_" + strings.ToUpper(f.Tag.Get("yaml"))
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct {
+			if err := applyEnv(fv, name, vars); err != nil {
+				return err
+			}
+			continue
+		}
+		raw, ok := vars[name]
+		if !ok {
+			continue
+		}
+		switch {
+		case fv.Type() == reflect.TypeOf(time.Duration(0)):
+			d, err := time.ParseDuration(raw)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			fv.SetInt(int64(d))
+		case fv.Kind() == reflect.String:
+			fv.SetString(raw)
+		case fv.Kind() == reflect.Int:
+			n, err := strconv.Atoi(raw)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			fv.SetInt(int64(n))
+		case fv.Kind() == reflect.Bool:
+			b, err := strconv.ParseBool(raw)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			fv.SetBool(b)
+		default:
+			return fmt.Errorf("%s: unsupported kind %s", name, fv.Kind())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,52 @@
+package app
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+
+	t.Run("EnvironmentOverridesFile", func(t *testing.T) {
+		t.Parallel()
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(path, []byte("http:\n  addr: 127.0.0.1:1\nauth:\n  login_window: 1m\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig(path, []string{"NXMESH_HTTP_ADDR=127.0.0.1:2", "NXMESH_DATABASE_URL=postgres://x", "NXMESH_AUTH_LOGIN_WINDOW=2m", "NXMESH_ADMIN_EMAIL=a@b.c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.HTTP.Addr != "127.0.0.1:2" || cfg.Database.URL != "postgres://x" || cfg.Auth.LoginWindow != 2*time.Minute || cfg.Admin.Email != "a@b.c" {
+			t.Fatalf("overrides not applied: %+v", cfg)
+		}
+	})
+
+	t.Run("RejectsBadEnvironmentValue", func(t *testing.T) {
+		t.Parallel()
+		_, err := LoadConfig("", []string{"NXMESH_DATABASE_MAX_CONNS=many"})
+		if err == nil || !strings.Contains(err.Error(), "NXMESH_DATABASE_MAX_CONNS") {
+			t.Fatalf("want error naming the variable, got %v", err)
+		}
+	})
+
+	t.Run("ShippedFileListsEveryKey", func(t *testing.T) {
+		t.Parallel()
+		b, err := os.ReadFile("../config.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for key, env := range EnvNames() {
+			if !strings.Contains(string(b), env) {
+				t.Errorf("config.yaml does not mention %s (%s)", key, env)
+			}
+		}
+		if _, err := LoadConfig("../config.yaml", nil); err != nil {
+			t.Fatalf("shipped config does not load: %v", err)
+		}
+	})
+}

@@ -1,0 +1,151 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Error categories. Modules wrap these in their own sentinels
+// (var ErrSlugTaken = fmt.Errorf("%w: slug taken", app.ErrConflict)); the HTTP edge maps
+// a category to seed 000's error code and status once.
+var (
+	ErrNotFound     = errors.New("not found")
+	ErrConflict     = errors.New("conflict")
+	ErrInvalid      = errors.New("validation failed")
+	ErrUnauthorized = errors.New("unauthorized")
+	ErrForbidden    = errors.New("forbidden")
+	ErrRateLimited  = errors.New("rate limited")
+	ErrUnavailable  = errors.New("service unavailable")
+)
+
+// Error codes of seed 000's error envelope.
+const (
+	CodeUnauthorized       = "UNAUTHORIZED"
+	CodeForbidden          = "FORBIDDEN"
+	CodeNotFound           = "NOT_FOUND"
+	CodeMethodNotAllowed   = "METHOD_NOT_ALLOWED"
+	CodeValidation         = "VALIDATION_ERROR"
+	CodeConflict           = "CONFLICT"
+	CodePayloadTooLarge    = "PAYLOAD_TOO_LARGE"
+	CodeRateLimited        = "RATE_LIMITED"
+	CodeInternal           = "INTERNAL_ERROR"
+	CodeServiceUnavailable = "SERVICE_UNAVAILABLE"
+)
+
+// FieldError describes one invalid field. Field is the JSON path of the value
+// (locations[1].custom_headers[0].value).
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+	Code    string `json:"code"`
+}
+
+// Field error codes.
+const (
+	FieldRequired      = "REQUIRED"
+	FieldInvalidFormat = "INVALID_FORMAT"
+	FieldInvalidValue  = "INVALID_VALUE"
+	FieldUnknown       = "UNKNOWN_FIELD"
+	FieldTooLong       = "TOO_LONG"
+	FieldNotFound      = "NOT_FOUND"
+)
+
+// ValidationError is a 422 with one detail per bad field.
+type ValidationError struct {
+	Fields []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	if len(e.Fields) == 0 {
+		return ErrInvalid.Error()
+	}
+	return fmt.Sprintf("%s: %s %s", ErrInvalid, e.Fields[0].Field, e.Fields[0].Message)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (e *ValidationError) Unwrap() error { return ErrInvalid }
+
+// Invalid returns a ValidationError for a single field.
+func Invalid(field, code, message string) *ValidationError {
+	return &ValidationError{Fields: []FieldError{{Field: field, Code: code, Message: message}}}
+}
+
+// HTTPError is an error with an explicit status, code and public message. Use it
+// for the rare failure that has no category (405, 413).
+type HTTPError struct {
+	Status  int
+	Code    string
+	Message string
+	// RetryAfter, in seconds, is sent as Retry-After when positive.
+	RetryAfter int
+}
+
+func (e *HTTPError) Error() string { return e.Message }
+
+// RateLimited returns a 429 that tells the client when to retry.
+func RateLimited(retryAfterSeconds int) error {
+	return &HTTPError{Status: http.StatusTooManyRequests, Code: CodeRateLimited, Message: "Too many requests", RetryAfter: retryAfterSeconds}
+}
+
+// publicError is what the edge sends for err.
+type publicError struct {
+	Status     int
+	Code       string
+	Message    string
+	Details    []FieldError
+	RetryAfter int
+}
+
+// classify maps an error to its public form. Messages of categorized errors are
+// shown to the client, so modules must not wrap secrets into them.
+func classify(err error) publicError {
+	var he *HTTPError
+	if errors.As(err, &he) {
+		return publicError{Status: he.Status, Code: he.Code, Message: he.Message, RetryAfter: he.RetryAfter}
+	}
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		return publicError{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "Request validation failed", Details: ve.Fields}
+	}
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return publicError{Status: http.StatusNotFound, Code: CodeNotFound, Message: messageOf(err, "Resource not found")}
+	case errors.Is(err, ErrConflict):
+		return publicError{Status: http.StatusConflict, Code: CodeConflict, Message: messageOf(err, "Resource conflict")}
+	case errors.Is(err, ErrInvalid):
+		return publicError{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: messageOf(err, "Request validation failed")}
+	case errors.Is(err, ErrUnauthorized):
+		return publicError{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: messageOf(err, "Authentication required")}
+	case errors.Is(err, ErrForbidden):
+		return publicError{Status: http.StatusForbidden, Code: CodeForbidden, Message: messageOf(err, "Insufficient permissions")}
+	case errors.Is(err, ErrRateLimited):
+		return publicError{Status: http.StatusTooManyRequests, Code: CodeRateLimited, Message: messageOf(err, "Too many requests"), RetryAfter: 60}
+	case errors.Is(err, ErrUnavailable):
+		return publicError{Status: http.StatusServiceUnavailable, Code: CodeServiceUnavailable, Message: messageOf(err, "Service temporarily unavailable")}
+	}
+	return publicError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "Internal server error"}
+}
+
+// messageOf returns the text that follows the category in err's message, so
+// "create organization: conflict: slug already in use" shows as "Slug already in
+// use"; the bare category gives def.
+func messageOf(err error, def string) string {
+	msg := err.Error()
+	for _, c := range []error{ErrNotFound, ErrConflict, ErrInvalid, ErrUnauthorized, ErrForbidden, ErrRateLimited, ErrUnavailable} {
+		if !errors.Is(err, c) {
+			continue
+		}
+		i := strings.Index(msg, c.Error()+": ")
+		if i < 0 {
+			return def
+		}
+		rest := msg[i+len(c.Error())+2:]
+		if rest == "" {
+			return def
+		}
+		return strings.ToUpper(rest[:1]) + rest[1:]
+	}
+	return def
+}

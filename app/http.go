@@ -1,0 +1,319 @@
+package app
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Wiring connects the plumbing to the modules that know identities and roles.
+// main.go fills it from the auth and orgs modules.
+type Wiring struct {
+	// AuthenticateAPI returns the caller of an API request (Authorization: Bearer
+	// or X-API-Key), nil when no credential was presented, or an error wrapping
+	// ErrUnauthorized for a bad one.
+	AuthenticateAPI func(c *fiber.Ctx) (*Principal, error)
+	// AuthenticateUI returns the caller of an admin request from its session
+	// cookie, nil when there is none.
+	AuthenticateUI func(c *fiber.Ctx) (*Principal, error)
+	// Role returns a user's role in scope, "" when the user is not a member.
+	Role func(ctx context.Context, userID uuid.UUID, s Scope) (string, error)
+	// ErrorPage renders an admin error page.
+	ErrorPage func(c *fiber.Ctx, status int, message string) error
+	// Static is served under /static/.
+	Static fs.FS
+	// Version is shown in the OpenAPI document.
+	Version string
+}
+
+const (
+	localPrincipal = "nxmesh.principal"
+	localScope     = "nxmesh.scope"
+	localRole      = "nxmesh.role"
+	localKind      = "nxmesh.kind"
+	localRequestID = "nxmesh.request_id"
+)
+
+// Caller returns the authenticated caller of c (nil on public routes).
+func Caller(c *fiber.Ctx) *Principal {
+	p, _ := c.Locals(localPrincipal).(*Principal)
+	return p
+}
+
+// ScopeOf returns the scope resolved for a Require route.
+func ScopeOf(c *fiber.Ctx) Scope {
+	s, _ := c.Locals(localScope).(Scope)
+	return s
+}
+
+// RoleOf returns the caller's role in the scope of a Require route.
+func RoleOf(c *fiber.Ctx) string {
+	r, _ := c.Locals(localRole).(string)
+	return r
+}
+
+// RequestID returns the request's id.
+func RequestID(c *fiber.Ctx) string {
+	id, _ := c.Locals(localRequestID).(string)
+	return id
+}
+
+// Ctx returns the request's context.Context (principal and request info included).
+func Ctx(c *fiber.Ctx) context.Context { return c.UserContext() }
+
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
+
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nxmesh_http_requests_total", Help: "HTTP requests by method, route and status.",
+		}, []string{"method", "route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "nxmesh_http_request_duration_seconds", Help: "HTTP request latency by method and route.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"method", "route"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+// newFiber builds the Fiber app with the request-id, logging, metrics and
+// recovery middleware and the error handler that writes seed 000's envelope.
+func newFiber(cfg Config, logger *slog.Logger, metrics *httpMetrics, w *Wiring) *fiber.App {
+	f := fiber.New(fiber.Config{
+		DisableStartupMessage: true,
+		BodyLimit:             cfg.HTTP.BodyLimit,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          60 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		ErrorHandler:          errorHandler(logger, w),
+		// Unknown JSON fields are rejected by Bind; keep strict routing.
+		StrictRouting: false,
+		CaseSensitive: true,
+		ProxyHeader:   "",
+	})
+	f.Use(func(c *fiber.Ctx) (err error) {
+		start := time.Now()
+		id := c.Get(fiber.HeaderXRequestID)
+		if !requestIDPattern.MatchString(id) {
+			id = uuid.NewString()
+		}
+		c.Locals(localRequestID, id)
+		c.Set(fiber.HeaderXRequestID, id)
+		c.SetUserContext(WithRequestInfo(c.UserContext(), RequestInfo{ID: id, IP: c.IP()}))
+		defer func() {
+			if r := recover(); r != nil {
+				logger.ErrorContext(c.UserContext(), "panic", "panic", r, "path", c.Path())
+				err = errors.New("panic")
+			}
+			if err != nil {
+				if herr := c.App().ErrorHandler(c, err); herr != nil {
+					_ = c.SendStatus(http.StatusInternalServerError)
+				}
+			}
+			status := c.Response().StatusCode()
+			route := c.Route().Path
+			metrics.requests.WithLabelValues(c.Method(), route, strconv.Itoa(status)).Inc()
+			metrics.duration.WithLabelValues(c.Method(), route).Observe(time.Since(start).Seconds())
+			logger.LogAttrs(c.UserContext(), slog.LevelInfo, "http request",
+				slog.String("method", c.Method()), slog.String("path", c.Path()),
+				slog.Int("status", status), slog.Duration("duration", time.Since(start)),
+				slog.String("ip", c.IP()))
+			err = nil
+		}()
+		return c.Next()
+	})
+	return f
+}
+
+// errorHandler writes every failure as seed 000's envelope (JSON API) or an
+// error page (admin), and logs 5xx once.
+func errorHandler(logger *slog.Logger, w *Wiring) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		var pe publicError
+		var fe *fiber.Error
+		if errors.As(err, &fe) {
+			pe = fiberError(fe)
+		} else {
+			pe = classify(err)
+		}
+		if pe.Status >= 500 {
+			logger.ErrorContext(c.UserContext(), "request failed", "error", err, "path", c.Path())
+		}
+		if pe.RetryAfter > 0 {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(pe.RetryAfter))
+		}
+		if kind, _ := c.Locals(localKind).(RouterKind); kind == KindUI && w != nil && w.ErrorPage != nil {
+			c.Status(pe.Status)
+			return w.ErrorPage(c, pe.Status, pe.Message)
+		}
+		body := fiber.Map{"code": pe.Code, "message": pe.Message, "request_id": RequestID(c)}
+		if len(pe.Details) > 0 {
+			body["details"] = pe.Details
+		}
+		return c.Status(pe.Status).JSON(fiber.Map{"error": body})
+	}
+}
+
+func fiberError(fe *fiber.Error) publicError {
+	switch fe.Code {
+	case http.StatusNotFound:
+		return publicError{Status: fe.Code, Code: CodeNotFound, Message: "Resource not found"}
+	case http.StatusMethodNotAllowed:
+		return publicError{Status: fe.Code, Code: CodeMethodNotAllowed, Message: "Method not allowed"}
+	case http.StatusRequestEntityTooLarge:
+		return publicError{Status: fe.Code, Code: CodePayloadTooLarge, Message: "Request body too large"}
+	case http.StatusUnprocessableEntity, http.StatusBadRequest:
+		return publicError{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "Request validation failed"}
+	case http.StatusUnauthorized:
+		return publicError{Status: fe.Code, Code: CodeUnauthorized, Message: "Authentication required"}
+	case http.StatusForbidden:
+		return publicError{Status: fe.Code, Code: CodeForbidden, Message: "Insufficient permissions"}
+	case http.StatusTooManyRequests:
+		return publicError{Status: fe.Code, Code: CodeRateLimited, Message: "Too many requests", RetryAfter: 60}
+	case http.StatusServiceUnavailable:
+		return publicError{Status: fe.Code, Code: CodeServiceUnavailable, Message: "Service temporarily unavailable"}
+	}
+	if fe.Code >= 500 {
+		return publicError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "Internal server error"}
+	}
+	return publicError{Status: fe.Code, Code: CodeValidation, Message: fe.Message}
+}
+
+// guard builds the handler chain that enforces a route's Access.
+type guard struct {
+	w     *Wiring
+	authz interface {
+		Allowed(role, domain, object, action string) (bool, error)
+	}
+	limiter *rateLimiter
+}
+
+func (g *guard) handlers(kind RouterKind, a Access) []fiber.Handler {
+	mark := func(c *fiber.Ctx) error {
+		c.Locals(localKind, kind)
+		return c.Next()
+	}
+	if a.kind == accessPublic {
+		return []fiber.Handler{mark}
+	}
+	hs := []fiber.Handler{mark, g.authenticate(kind)}
+	if kind == KindUI {
+		hs = append(hs, csrf)
+	}
+	if a.kind == accessPermission {
+		hs = append(hs, g.authorize(a))
+	}
+	return hs
+}
+
+func (g *guard) authenticate(kind RouterKind) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		var p *Principal
+		var err error
+		if kind == KindUI {
+			p, err = g.w.AuthenticateUI(c)
+		} else {
+			p, err = g.w.AuthenticateAPI(c)
+		}
+		if err != nil && !errors.Is(err, ErrUnauthorized) {
+			return err
+		}
+		if p == nil || err != nil {
+			if kind == KindUI {
+				if c.Get("HX-Request") == "true" {
+					c.Set("HX-Redirect", "/login")
+					return c.SendStatus(http.StatusUnauthorized)
+				}
+				return c.Redirect("/login?next="+url.QueryEscape(c.OriginalURL()), http.StatusSeeOther)
+			}
+			if err != nil {
+				return err
+			}
+			return ErrUnauthorized
+		}
+		if retry := g.limiter.take(p.Credential(), time.Now()); retry > 0 {
+			return RateLimited(retry)
+		}
+		c.Locals(localPrincipal, p)
+		c.SetUserContext(WithPrincipal(c.UserContext(), p))
+		return c.Next()
+	}
+}
+
+// csrf requires unsafe admin requests to echo the session's CSRF token in the
+// X-CSRF-Token header (htmx) or the _csrf form field (plain forms).
+func csrf(c *fiber.Ctx) error {
+	switch c.Method() {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return c.Next()
+	}
+	p := Caller(c)
+	sent := c.Get("X-CSRF-Token")
+	if sent == "" {
+		sent = c.FormValue("_csrf")
+	}
+	if p == nil || p.CSRFToken == "" || subtle.ConstantTimeCompare([]byte(sent), []byte(p.CSRFToken)) != 1 {
+		return &HTTPError{Status: http.StatusForbidden, Code: CodeForbidden, Message: "Invalid or missing CSRF token; reload the page"}
+	}
+	return c.Next()
+}
+
+// authorize resolves the scope of the addressed object and checks the caller's
+// role in it. Callers outside the scope get 404 so ids of other organizations
+// are not disclosed.
+func (g *guard) authorize(a Access) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		p := Caller(c)
+		scope, err := a.Scope(c)
+		if err != nil {
+			return err
+		}
+		role, err := g.roleIn(c.UserContext(), p, scope)
+		if err != nil {
+			return err
+		}
+		if role == "" {
+			return ErrNotFound
+		}
+		ok, err := g.authz.Allowed(role, scope.OrgID.String(), a.Object, a.Action)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrForbidden
+		}
+		c.Locals(localScope, scope)
+		c.Locals(localRole, role)
+		return c.Next()
+	}
+}
+
+func (g *guard) roleIn(ctx context.Context, p *Principal, s Scope) (string, error) {
+	if k := p.APIKey; k != nil {
+		if k.OrgID != s.OrgID || (k.WorkspaceID != uuid.Nil && k.WorkspaceID != s.WorkspaceID) {
+			return "", nil
+		}
+		return k.Role, nil
+	}
+	if p.Superadmin {
+		return "owner", nil
+	}
+	return g.w.Role(ctx, p.UserID, s)
+}

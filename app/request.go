@@ -1,0 +1,212 @@
+package app
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+)
+
+// Bind decodes the JSON object in c's body into dst. Unknown fields, a body that is
+// not a JSON object, trailing data and type mismatches are 422s naming the field.
+func Bind(c *fiber.Ctx, dst any) error {
+	return DecodeJSON(c.Body(), dst)
+}
+
+// DecodeJSON is Bind for a byte slice.
+func DecodeJSON(body []byte, dst any) error {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return Invalid("body", FieldInvalidFormat, "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Invalid("body", FieldInvalidFormat, "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			field = "body"
+		}
+		return Invalid(field, FieldInvalidFormat, fmt.Sprintf("must be %s", jsonKind(te.Type.Kind().String())))
+	case errors.As(err, &se):
+		return Invalid("body", FieldInvalidFormat, fmt.Sprintf("malformed JSON at byte %d", se.Offset))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+		return Invalid(name, FieldUnknown, "unknown field")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return Invalid("body", FieldInvalidFormat, "truncated JSON")
+	}
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		return ve
+	}
+	return Invalid("body", FieldInvalidFormat, "malformed JSON")
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "slice", "array":
+		return "an array"
+	case "map", "struct":
+		return "an object"
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
+		return "an integer"
+	case "float32", "float64":
+		return "a number"
+	}
+	return "of another type"
+}
+
+// ParamUUID reads a UUID path parameter. A malformed id is reported as 404: no
+// object has that id.
+func ParamUUID(c *fiber.Ctx, name string) (uuid.UUID, error) {
+	id, err := uuid.Parse(c.Params(name))
+	if err != nil || len(c.Params(name)) != 36 {
+		return uuid.Nil, fmt.Errorf("%w: no such %s", ErrNotFound, strings.TrimSuffix(name, "_id"))
+	}
+	return id, nil
+}
+
+// Page is a pagination request. per_page is capped at MaxPerPage (not rejected).
+type Page struct {
+	Page    int `json:"page"`
+	PerPage int `json:"per_page"`
+}
+
+// Pagination bounds.
+const (
+	DefaultPerPage = 20
+	MaxPerPage     = 100
+)
+
+// Offset is the number of rows to skip.
+func (p Page) Offset() int { return (p.Page - 1) * p.PerPage }
+
+// ParsePage reads page and per_page. Non-numbers and values below 1 are 422s;
+// per_page above MaxPerPage is capped to MaxPerPage.
+func ParsePage(c *fiber.Ctx) (Page, error) {
+	p := Page{Page: 1, PerPage: DefaultPerPage}
+	v := &Validator{}
+	if s := c.Query("page"); s != "" {
+		n, err := strconv.Atoi(s)
+		v.Check(err == nil && n >= 1, "page", FieldInvalidValue, "must be an integer of at least 1")
+		p.Page = n
+	}
+	if s := c.Query("per_page"); s != "" {
+		n, err := strconv.Atoi(s)
+		v.Check(err == nil && n >= 1, "per_page", FieldInvalidValue, "must be an integer of at least 1")
+		p.PerPage = min(n, MaxPerPage)
+	}
+	if p.Page > 1_000_000 {
+		v.Add("page", FieldInvalidValue, "is too large")
+	}
+	return p, v.Err()
+}
+
+// ListMeta is the meta object of a paginated list.
+type ListMeta struct {
+	Page    int   `json:"page"`
+	PerPage int   `json:"per_page"`
+	Total   int64 `json:"total"`
+}
+
+// List is seed 000's paginated envelope.
+type List[T any] struct {
+	Data []T      `json:"data"`
+	Meta ListMeta `json:"meta"`
+}
+
+// NewList builds the envelope; a nil slice is sent as [].
+func NewList[T any](items []T, p Page, total int64) List[T] {
+	if items == nil {
+		items = []T{}
+	}
+	return List[T]{Data: items, Meta: ListMeta{Page: p.Page, PerPage: p.PerPage, Total: total}}
+}
+
+// Validator collects field errors.
+type Validator struct {
+	fields []FieldError
+}
+
+// Add records a bad field.
+func (v *Validator) Add(field, code, message string) {
+	v.fields = append(v.fields, FieldError{Field: field, Code: code, Message: message})
+}
+
+// Check records a bad field when ok is false and reports ok.
+func (v *Validator) Check(ok bool, field, code, message string) bool {
+	if !ok {
+		v.Add(field, code, message)
+	}
+	return ok
+}
+
+// Merge adds the fields of err when it is a ValidationError (prefixing each field
+// with prefix) and returns other errors unchanged.
+func (v *Validator) Merge(prefix string, err error) error {
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	for _, f := range ve.Fields {
+		if prefix != "" {
+			f.Field = prefix + "." + f.Field
+		}
+		v.fields = append(v.fields, f)
+	}
+	return nil
+}
+
+// OK reports whether no field failed.
+func (v *Validator) OK() bool { return len(v.fields) == 0 }
+
+// Err returns a *ValidationError listing every bad field, or nil.
+func (v *Validator) Err() error {
+	if len(v.fields) == 0 {
+		return nil
+	}
+	return &ValidationError{Fields: v.fields}
+}
+
+// Time is a timestamp that marshals as RFC 3339 in UTC with second precision.
+type Time struct{ time.Time }
+
+// MarshalJSON writes RFC 3339 UTC.
+func (t Time) MarshalJSON() ([]byte, error) {
+	if t.IsZero() {
+		return []byte("null"), nil
+	}
+	return []byte(`"` + t.UTC().Format(time.RFC3339) + `"`), nil
+}
+
+// TimePtr converts an optional time.
+func TimePtr(t *time.Time) *Time {
+	if t == nil {
+		return nil
+	}
+	return &Time{*t}
+}
