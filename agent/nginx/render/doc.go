@@ -1,0 +1,115 @@
+// Package render turns an agentv1.ConfigUpdate into nginx configuration
+// files. The master uses it for previews and diffs; the agent uses it to
+// produce the files it installs, tests with nginx -t and reloads.
+//
+// # Output
+//
+// Render returns Files, a map from a path relative to Options.ConfDir to the
+// file's content:
+//
+//   - http.conf: included inside the http{} block of the main nginx.conf. It
+//     holds GlobalSettings.nginx_directives, a map{} for WebSocket upgrades when
+//     a location needs one, limit_req_zone lines, the upstream{} blocks used by
+//     virtual hosts, and one server{} block per virtual host (plus one per
+//     HTTP-to-HTTPS redirect and, when Options.StatusPort is set, a loopback
+//     stub_status server).
+//   - stream.conf: included inside a stream{} block. It holds the upstream{}
+//     blocks used by streams and one server{} block per stream.
+//   - certs/<id>.crt and certs/<id>.key: PEM files of every certificate a
+//     virtual host or stream refers to.
+//   - htpasswd/<vhost-id>: basic-auth users of a virtual host, one
+//     "username:hash" line each.
+//
+// http.conf and stream.conf are always present, possibly holding only a
+// comment. MainConfig renders a complete nginx.conf that includes both.
+// FileMode says which permissions each file should be installed with.
+//
+// The output is a pure function of the input: virtual hosts are sorted by
+// (listen port, server_name, id), upstreams by id, streams by (listen port,
+// protocol, id), and map fields by key. Locations, headers, rewrite rules and
+// upstream servers keep the order they have in the input, because that order
+// is meaningful to nginx or to the user.
+//
+// # Safety
+//
+// Every file is built as a crossplane directive tree and serialised with
+// crossplane.Build; no user string is ever pasted into config text. Every
+// argument is checked with ValidateArg, which rejects the few values that
+// crossplane cannot quote so that nginx (and crossplane.Parse) read them back
+// unchanged. A value that fails is reported as an error naming the field, and
+// nothing is rendered. CheckRoundTrip re-parses the output with both
+// crossplane and a reimplementation of nginx's tokenizer and compares the
+// result with the tree that was built; the fuzz test drives it.
+//
+// The renderer guarantees parse fidelity, not that nginx accepts every
+// directive: the grammar of each field (allowed header names, variables,
+// directive names, address syntax, ...) is validated by the master before a
+// ConfigUpdate is sent, and nginx -t catches the rest on the agent.
+//
+// # Rendering choices
+//
+//   - Upstream names are derived from ids, never from user-chosen names:
+//     "u_" + lower-cased id with "-" replaced by "_". Ids may only contain
+//     ASCII letters, digits, "-" and "_"; ids whose names collide are an
+//     error. Only upstreams referenced by a location (http.conf) or a stream
+//     (stream.conf) are rendered.
+//   - LEAST_CONNECTIONS renders least_conn. IP_HASH renders ip_hash in http
+//     and "hash $remote_addr consistent" in stream, which has no ip_hash;
+//     "backup" servers are rejected with either. ROUND_ROBIN and
+//     WEIGHTED_ROUND_ROBIN render no directive; server weights are always
+//     written when non-zero. Zero max_fails and fail_timeout are omitted
+//     (nginx defaults apply). Health checks render nothing: open-source nginx
+//     has no active checks, the agent runs them itself.
+//   - A location path may start with a modifier ("=", "~", "~*", "^~")
+//     followed by a space; the modifier becomes its own argument.
+//   - A location is proxied when it has upstream_id (proxy_pass
+//     http://u_<id>, which wins) or proxy_pass (used literally). Proxied
+//     locations get proxy_set_header defaults (Host, X-Real-IP,
+//     X-Forwarded-For, X-Forwarded-Proto) and their custom_headers become
+//     proxy_set_header lines, i.e. request headers to the upstream; a custom
+//     header replaces a default of the same name, and Header.always is
+//     ignored. In all other locations custom_headers become add_header lines
+//     (response headers), with "always" when Header.always is set.
+//   - websocket: proxy_http_version 1.1 plus Upgrade and Connection headers,
+//     the latter from a map so that plain requests send an empty Connection
+//     header. Upstreams with keepalive get proxy_http_version 1.1 and an
+//     empty Connection header, as nginx's keepalive requires.
+//   - redirect_https adds a server{} on port 80 with the same server names
+//     that answers "return 301 https://$host$request_uri" (with ":port" when
+//     the HTTPS port is not 443). It requires ssl_enabled and a port other
+//     than 80.
+//   - redirect_to makes a redirect-only host: "return <code>
+//     <redirect_to>$request_uri" at server level, without one trailing "/" of
+//     redirect_to; its locations are not rendered. The code is
+//     redirect_code, 301 when zero; 301, 302, 303, 307 and 308 are accepted.
+//     nginx runs "return" before its access and rate-limiting phases, so
+//     the access list, basic auth and rate limit of a redirect-only host
+//     are rendered but do not apply to the redirect.
+//   - Access lists render deny lines first, then allow lines, then "deny
+//     all" when there is any allow line: a denied range inside an allowed
+//     one stays denied. Basic auth renders auth_basic (realm, "Restricted"
+//     when empty) and auth_basic_user_file. The password hashes are written
+//     as given. nginx checks $apr1$ and {SHA} hashes itself and hands
+//     the others to the system's crypt(3); with Debian 12's nginx 1.22 and
+//     libxcrypt, TestLiveNginx verifies that bcrypt ($2y$, $2b$, $2a$),
+//     SHA-crypt ($5$, $6$), $apr1$ and {SHA} hashes all work.
+//   - rate_limit renders "limit_req_zone $binary_remote_addr
+//     zone=rl_<vhost-id>:10m rate=<n>r/s" in http.conf and "limit_req
+//     zone=rl_<vhost-id> [burst=<n> nodelay]" in the server; zero
+//     requests_per_second disables it.
+//   - custom_directives (server, location) and
+//     GlobalSettings.nginx_directives (http.conf) are rendered sorted by
+//     name. The name must be a plain directive name ([a-z0-9_], starting
+//     with a letter; "if" and "include" are refused). The value is split
+//     into arguments on spaces, as nginx would split an unquoted value; it
+//     may not contain control characters. GlobalSettings.env_vars is not
+//     rendered (it concerns the agent's process environment).
+//   - http3_enabled renders nothing: QUIC needs nginx 1.25 or later and the
+//     supported nginx (Debian 12) is 1.22. http2_enabled adds "http2" to
+//     listen, the form nginx 1.22 understands.
+//   - Streams: "listen <port> [udp] [ssl] [proxy_protocol]", proxy_pass to
+//     the upstream, "proxy_protocol on" when the upstream is sent the PROXY
+//     protocol, proxy_connect_timeout, proxy_timeout, and bandwidth_limit as
+//     both proxy_download_rate and proxy_upload_rate. UDP streams cannot use
+//     TLS.
+package render

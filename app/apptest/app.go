@@ -1,0 +1,72 @@
+package apptest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"testing"
+
+	"github.com/nxmesh/nxmesh/app"
+)
+
+// Config returns a configuration for a test master: a fresh database, data_dir in
+// t.TempDir(), a fixed JWT secret and encryption key, loopback listeners on free
+// ports, and non-Secure cookies (tests talk plain HTTP).
+func Config(t testing.TB) app.Config {
+	t.Helper()
+	cfg := app.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Database.URL = NewDatabase(t)
+	cfg.Database.MaxConns = 8
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.GRPC.Addr = "127.0.0.1:0"
+	cfg.HTTP.SecureCookies = false
+	cfg.Auth.JWTSecret = "test-jwt-secret-test-jwt-secret-0123456789"
+	cfg.Auth.EncryptionKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes
+	return cfg
+}
+
+// Logger returns a logger that writes to the test log when NXMESH_TEST_LOG is
+// set and discards otherwise.
+func Logger(t testing.TB) *slog.Logger {
+	if os.Getenv("NXMESH_TEST_LOG") == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// NewApp returns a master on a fresh, migrated database. Adjust configuration
+// with mutate (may be nil). Mount modules with a.Mount and drive HTTP with Do or
+// a.Fiber().Test.
+func NewApp(t testing.TB, mutate func(*app.Config)) *app.App {
+	t.Helper()
+	cfg := Config(t)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	a, err := app.New(context.Background(), cfg, Logger(t))
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	t.Cleanup(func() { a.Close(context.Background()) })
+	return a
+}
+
+// Do sends req to a's HTTP app (after Mount) and returns the response.
+func Do(t testing.TB, a *app.App, req *http.Request) *http.Response {
+	t.Helper()
+	resp, err := a.Fiber().Test(req, -1)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	return resp
+}

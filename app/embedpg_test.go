@@ -1,0 +1,223 @@
+package app
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// embeddedTestDir is a fresh data directory directly under the temporary directory:
+// t.TempDir() sits below a 0700 directory that the unprivileged user the server runs
+// as (when tests run as root) could not reach.
+func embeddedTestDir(t *testing.T, pattern string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+func startEmbeddedForTest(t *testing.T, dir string) *EmbeddedPostgres {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg, err := StartEmbeddedPostgresWith(ctx, dir, nil, EmbeddedOptions{Fast: true})
+	if err != nil {
+		t.Fatalf("start embedded postgres: %v", err)
+	}
+	t.Cleanup(func() { _ = pg.Stop(context.Background()) })
+	return pg
+}
+
+func stopEmbeddedForTest(t *testing.T, pg *EmbeddedPostgres) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pg.Stop(ctx); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+}
+
+func connectEmbedded(t *testing.T, pg *EmbeddedPostgres) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatalf("connect %s: %v", pg.URL(), err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+func TestEmbeddedPostgresPersistsAcrossRestarts(t *testing.T) {
+	t.Parallel()
+	dir := embeddedTestDir(t, "nxmesh-embedpg-")
+	ctx := context.Background()
+
+	pg := startEmbeddedForTest(t, dir)
+	conn := connectEmbedded(t, pg)
+	var one int
+	if err := conn.QueryRow(ctx, "select 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("select 1 = %d, %v", one, err)
+	}
+	var db, listen string
+	if err := conn.QueryRow(ctx, "select current_database(), current_setting('listen_addresses')").Scan(&db, &listen); err != nil {
+		t.Fatal(err)
+	}
+	if db != "nxmesh" || listen != "" {
+		t.Fatalf("database %q listen_addresses %q, want nxmesh and empty", db, listen)
+	}
+	if _, err := conn.Exec(ctx, "create table kept (v text); insert into kept values ('still here')"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close(ctx)
+	stopEmbeddedForTest(t, pg)
+	if err := pg.Stop(ctx); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+
+	if _, err := os.Stat(filepath.Join(dir, "postgres", "PG_VERSION")); err != nil {
+		t.Fatalf("cluster not under data dir: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "postgres.log")); err != nil || fi.Size() == 0 {
+		t.Fatalf("postgres.log missing or empty: %v", err)
+	}
+
+	pg2 := startEmbeddedForTest(t, dir)
+	conn2 := connectEmbedded(t, pg2)
+	var v string
+	if err := conn2.QueryRow(ctx, "select v from kept").Scan(&v); err != nil || v != "still here" {
+		t.Fatalf("after restart: %q, %v", v, err)
+	}
+	_ = conn2.Close(ctx)
+	stopEmbeddedForTest(t, pg2)
+}
+
+// A crash leaves postmaster.pid behind; its PID may then belong to an unrelated
+// live process (here: the test itself).
+func TestEmbeddedPostgresStaleLocks(t *testing.T) {
+	t.Parallel()
+	dir := embeddedTestDir(t, "nxmesh-embedpg-")
+	pg := startEmbeddedForTest(t, dir)
+
+	// Kill the server the hard way, like a crash would.
+	if err := syscall.Kill(pg.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-pg.done
+	pidFile := filepath.Join(dir, "postgres", "postmaster.pid")
+	if _, err := os.Stat(pidFile); err != nil {
+		t.Fatalf("expected a stale postmaster.pid: %v", err)
+	}
+	pg2 := startEmbeddedForTest(t, dir)
+	stopEmbeddedForTest(t, pg2)
+
+	stale := strconv.Itoa(os.Getpid()) + "\n" + filepath.Join(dir, "postgres") + "\n"
+	if err := os.WriteFile(pidFile, []byte(stale), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pg3 := startEmbeddedForTest(t, dir)
+	connectEmbedded(t, pg3)
+}
+
+func TestEmbeddedPostgresRefusesSecondServer(t *testing.T) {
+	t.Parallel()
+	dir := embeddedTestDir(t, "nxmesh-embedpg-")
+	startEmbeddedForTest(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pg, err := StartEmbeddedPostgresWith(ctx, dir, nil, EmbeddedOptions{Fast: true})
+	if err == nil {
+		_ = pg.Stop(ctx)
+		t.Fatal("second server on the same data directory started")
+	}
+	if !strings.Contains(err.Error(), "already in use") {
+		t.Fatalf("unexpected error: %v", err)
+	}
+}
+
+func TestEmbeddedPostgresLongDataDir(t *testing.T) {
+	t.Parallel()
+	parent := embeddedTestDir(t, "nxmesh-embedpg-")
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(parent, strings.Repeat("d", 60), strings.Repeat("e", 60))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pg := startEmbeddedForTest(t, dir)
+	if strings.HasPrefix(pg.socketDir, dir) {
+		t.Fatalf("socket dir %s should have moved out of the long data dir", pg.socketDir)
+	}
+	if n := len(filepath.Join(pg.socketDir, socketFileName)); n > maxSocketPathLen {
+		t.Fatalf("socket path is %d bytes", n)
+	}
+	conn := connectEmbedded(t, pg)
+	if _, err := conn.Exec(context.Background(), "select 1"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close(context.Background())
+	stopEmbeddedForTest(t, pg)
+}
+
+func TestEmbeddedPostgresUnreachableDataDirAsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root runs the server as another user")
+	}
+	t.Parallel()
+	parent := embeddedTestDir(t, "nxmesh-embedpg-")
+	if err := os.Chmod(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(parent, "sub", "data")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(parent, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := StartEmbeddedPostgresWith(context.Background(), dir, nil, EmbeddedOptions{Fast: true})
+	if err == nil {
+		t.Fatal("started although the data directory is unreachable")
+	}
+	if !strings.Contains(err.Error(), "cannot reach the data directory") {
+		t.Fatalf("unexpected error: %v", err)
+	}
+	if fi, err := os.Stat(parent); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("parent directory changed: %v %v", fi.Mode(), err)
+	}
+}
+
+func TestEmbeddedFindPostgresBinaries(t *testing.T) {
+	dir, err := FindPostgresBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"initdb", "postgres"} {
+		if !isExecutable(filepath.Join(dir, name)) {
+			t.Errorf("%s not in %s", name, dir)
+		}
+	}
+	if !strings.Contains(ErrPostgresNotFound.Error(), "install the PostgreSQL server package (`apt-get install postgresql`) or set `database.url` / NXMESH_DATABASE_URL") {
+		t.Errorf("error text changed: %v", ErrPostgresNotFound)
+	}
+}
+
+func TestEmbeddedVersionOrder(t *testing.T) {
+	for _, c := range []struct{ a, b string }{{"9.6", "10"}, {"15", "16"}, {"13", "13.1"}} {
+		if !versionLess(c.a, c.b) || versionLess(c.b, c.a) {
+			t.Errorf("want %s < %s", c.a, c.b)
+		}
+	}
+}

@@ -1,0 +1,273 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/authz"
+)
+
+// API key format: "nxm_" followed by 40 base62 characters (about 238 bits).
+const (
+	apiKeyPrefix     = "nxm_"
+	apiKeyRandomLen  = 40
+	apiKeyDisplayLen = 12
+	maxAPIKeyNameLen = 100
+)
+
+// ObjectAPIKey is the Casbin object of API keys, for the routes that manage them.
+const ObjectAPIKey = "auth.apikey"
+
+// newAPIKeySecret returns a new secret, its stored hash and its display prefix.
+func newAPIKeySecret() (secret string, hash []byte, prefix string, err error) {
+	r, err := randomBase62(apiKeyRandomLen)
+	if err != nil {
+		return "", nil, "", err
+	}
+	secret = apiKeyPrefix + r
+	return secret, hashToken(secret), secret[:apiKeyDisplayLen], nil
+}
+
+// CreateAPIKeyParams describes a new API key.
+type CreateAPIKeyParams struct {
+	OrgID uuid.UUID
+	// WorkspaceID limits the key to one workspace of OrgID; uuid.Nil means the
+	// whole organization.
+	WorkspaceID uuid.UUID
+	Name        string
+	// Role is the key's role in its scope (authz.Role*).
+	Role string
+	// ExpiresAt, when set, must be in the future.
+	ExpiresAt *time.Time
+	// CreatedBy is the user the key acts for; disabling that user revokes it.
+	CreatedBy uuid.UUID
+}
+
+// CreateAPIKey creates a key and returns it with its secret, which is shown only
+// this once: only a SHA-256 of it is stored. Limiting the role to what the
+// creator may grant is the caller's job.
+func (s *Service) CreateAPIKey(ctx context.Context, p CreateAPIKeyParams) (APIKey, string, error) {
+	name := strings.TrimSpace(p.Name)
+	now := s.now()
+	v := &app.Validator{}
+	if v.Check(name != "", "name", app.FieldRequired, "is required") {
+		v.Check(utf8.RuneCountInString(name) <= maxAPIKeyNameLen, "name", app.FieldTooLong,
+			fmt.Sprintf("must be at most %d characters", maxAPIKeyNameLen))
+	}
+	if v.Check(p.Role != "", "role", app.FieldRequired, "is required") {
+		v.Check(authz.ValidRole(p.Role), "role", app.FieldInvalidValue, "must be one of "+strings.Join(authz.Roles, ", "))
+	}
+	if p.ExpiresAt != nil {
+		v.Check(p.ExpiresAt.After(now), "expires_at", app.FieldInvalidValue, "must be in the future")
+	}
+	if p.OrgID == uuid.Nil {
+		return APIKey{}, "", fmt.Errorf("create api key: %w: no organization", app.ErrNotFound)
+	}
+	if p.CreatedBy == uuid.Nil {
+		return APIKey{}, "", errors.New("create api key: no creator")
+	}
+	secret, hash, prefix, err := newAPIKeySecret()
+	if err != nil {
+		return APIKey{}, "", err
+	}
+	row := apiKeyRow{
+		ID:             uuid.New(),
+		OrganizationID: p.OrgID,
+		Name:           name,
+		Prefix:         prefix,
+		KeyHash:        hash,
+		Role:           p.Role,
+		CreatedBy:      &p.CreatedBy,
+		CreatedAt:      now,
+	}
+	if p.ExpiresAt != nil {
+		t := p.ExpiresAt.UTC().Truncate(time.Microsecond)
+		row.ExpiresAt = &t
+	}
+	if p.WorkspaceID != uuid.Nil {
+		row.WorkspaceID = &p.WorkspaceID
+	}
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if p.WorkspaceID != uuid.Nil {
+			var n int64
+			if err := tx.Table("workspaces").Where("id = ? AND organization_id = ?", p.WorkspaceID, p.OrgID).Count(&n).Error; err != nil {
+				return err
+			}
+			v.Check(n == 1, "workspace_id", app.FieldNotFound, "no such workspace in this organization")
+		}
+		if err := v.Err(); err != nil {
+			return err
+		}
+		if err := tx.Create(&row).Error; err != nil {
+			if errors.Is(err, gorm.ErrForeignKeyViolated) {
+				return fmt.Errorf("%w: organization or creator not found", app.ErrNotFound)
+			}
+			return err
+		}
+		return app.Audit(ctx, tx, app.AuditParams{
+			OrgID: p.OrgID, WorkspaceID: p.WorkspaceID,
+			Action: "apikey.create", ObjectType: "apikey", ObjectID: row.ID.String(), After: row.apiKey(),
+		})
+	})
+	if err != nil {
+		return APIKey{}, "", fmt.Errorf("create api key %q: %w", name, err)
+	}
+	return row.apiKey(), secret, nil
+}
+
+// ListAPIKeys returns a page of the organization's keys (revoked ones too),
+// newest first, and the total count.
+func (s *Service) ListAPIKeys(ctx context.Context, orgID uuid.UUID, page app.Page) ([]APIKey, int64, error) {
+	q := s.db.WithContext(ctx).Model(&apiKeyRow{}).Where("organization_id = ?", orgID)
+	var total int64
+	if err := q.Count(&total).Error; err != nil {
+		return nil, 0, fmt.Errorf("count api keys: %w", err)
+	}
+	var rows []apiKeyRow
+	if err := q.Order("created_at DESC, id").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
+		return nil, 0, fmt.Errorf("list api keys: %w", err)
+	}
+	out := make([]APIKey, len(rows))
+	for i, r := range rows {
+		out[i] = r.apiKey()
+	}
+	return out, total, nil
+}
+
+// GetAPIKey returns the organization's key with keyID.
+func (s *Service) GetAPIKey(ctx context.Context, orgID, keyID uuid.UUID) (APIKey, error) {
+	var row apiKeyRow
+	err := s.db.WithContext(ctx).Where("id = ? AND organization_id = ?", keyID, orgID).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return APIKey{}, ErrAPIKeyNotFound
+	}
+	if err != nil {
+		return APIKey{}, fmt.Errorf("get api key %s: %w", keyID, err)
+	}
+	return row.apiKey(), nil
+}
+
+// lockAPIKey reads the organization's key with keyID for update in tx.
+func lockAPIKey(tx *gorm.DB, orgID, keyID uuid.UUID) (apiKeyRow, error) {
+	var row apiKeyRow
+	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ? AND organization_id = ?", keyID, orgID).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return row, ErrAPIKeyNotFound
+	}
+	return row, err
+}
+
+// RevokeAPIKey revokes the organization's key with keyID; requests with it get
+// 401 from then on. Revoking a revoked key changes nothing.
+func (s *Service) RevokeAPIKey(ctx context.Context, orgID, keyID uuid.UUID) error {
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		row, err := lockAPIKey(tx, orgID, keyID)
+		if err != nil {
+			return err
+		}
+		if row.RevokedAt != nil {
+			return nil
+		}
+		before := row.apiKey()
+		now := s.now()
+		row.RevokedAt = &now
+		if err := tx.Model(&row).Update("revoked_at", now).Error; err != nil {
+			return err
+		}
+		return app.Audit(ctx, tx, app.AuditParams{
+			OrgID: orgID, WorkspaceID: derefUUID(row.WorkspaceID),
+			Action: "apikey.revoke", ObjectType: "apikey", ObjectID: keyID.String(), Before: before, After: row.apiKey(),
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("revoke api key %s: %w", keyID, err)
+	}
+	return nil
+}
+
+// RotateAPIKey replaces the secret of the organization's key with keyID, keeping
+// its id, name, scope, role and expiry. The old secret stops working at once;
+// the new one is returned this once.
+func (s *Service) RotateAPIKey(ctx context.Context, orgID, keyID uuid.UUID) (APIKey, string, error) {
+	secret, hash, prefix, err := newAPIKeySecret()
+	if err != nil {
+		return APIKey{}, "", err
+	}
+	var out APIKey
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		row, err := lockAPIKey(tx, orgID, keyID)
+		if err != nil {
+			return err
+		}
+		if row.RevokedAt != nil {
+			return ErrAPIKeyRevoked
+		}
+		before := row.apiKey()
+		row.KeyHash, row.Prefix, row.LastUsedAt = hash, prefix, nil
+		if err := tx.Model(&row).Updates(map[string]any{"key_hash": hash, "prefix": prefix, "last_used_at": nil}).Error; err != nil {
+			return err
+		}
+		out = row.apiKey()
+		return app.Audit(ctx, tx, app.AuditParams{
+			OrgID: orgID, WorkspaceID: derefUUID(row.WorkspaceID),
+			Action: "apikey.rotate", ObjectType: "apikey", ObjectID: keyID.String(), Before: before, After: out,
+		})
+	})
+	if err != nil {
+		return APIKey{}, "", fmt.Errorf("rotate api key %s: %w", keyID, err)
+	}
+	return out, secret, nil
+}
+
+// AuthenticateAPIKey returns the caller of an API key: its scope and role, and
+// the creating user (for audit). Revoked and expired keys and keys of a
+// disabled creator are refused. last_used_at is written at most once a minute
+// per key.
+func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*app.Principal, error) {
+	if !strings.HasPrefix(key, apiKeyPrefix) || len(key) != len(apiKeyPrefix)+apiKeyRandomLen {
+		return nil, ErrInvalidAPIKey
+	}
+	now := s.now()
+	var row struct {
+		ID             uuid.UUID
+		OrganizationID uuid.UUID
+		WorkspaceID    *uuid.UUID
+		Role           string
+		CreatedBy      uuid.UUID
+		LastUsedAt     *time.Time
+		Email          string
+	}
+	res := s.db.WithContext(ctx).Raw(`
+		SELECT k.id, k.organization_id, k.workspace_id, k.role, k.created_by, k.last_used_at, u.email
+		FROM api_keys k JOIN users u ON u.id = k.created_by
+		WHERE k.key_hash = ? AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)
+		  AND u.disabled_at IS NULL`, hashToken(key), now).Scan(&row)
+	if res.Error != nil {
+		return nil, fmt.Errorf("authenticate api key: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil, ErrInvalidAPIKey
+	}
+	if row.LastUsedAt == nil || now.Sub(*row.LastUsedAt) >= touchInterval {
+		// The condition keeps concurrent requests on several replicas to one write.
+		if err := s.db.WithContext(ctx).Model(&apiKeyRow{}).
+			Where("id = ? AND (last_used_at IS NULL OR last_used_at <= ?)", row.ID, now.Add(-touchInterval)).
+			Update("last_used_at", now).Error; err != nil {
+			s.logger.WarnContext(ctx, "record api key use", "api_key_id", row.ID, "error", err)
+		}
+	}
+	return &app.Principal{
+		UserID: row.CreatedBy,
+		Email:  row.Email,
+		APIKey: &app.APIKeyScope{ID: row.ID, OrgID: row.OrganizationID, WorkspaceID: derefUUID(row.WorkspaceID), Role: row.Role},
+	}, nil
+}

@@ -1,0 +1,83 @@
+// Package auth is who is calling: users and their passwords, the optional
+// second factor by emailed one-time code, API sessions (access JWT plus rotated
+// refresh token), admin cookie sessions, API keys, and login throttling.
+//
+// How a request is authenticated (main.go wires AuthenticateAPI and
+// AuthenticateUI into app.Wiring):
+//
+//  1. An API request carries X-API-Key, or Authorization: Bearer with either
+//     an API key ("nxm_…") or an access JWT (HS256, 1 h, claims sub = user,
+//     sid = session). An admin request carries the nxmesh_session cookie.
+//  2. The credential is checked cryptographically (JWT signature and expiry) or
+//     by its SHA-256 (refresh tokens, session cookies and API keys are stored
+//     only hashed).
+//  3. One indexed query then confirms that the session or key is not revoked or
+//     expired and that the user is not disabled, on every request, so logout,
+//     refresh-token reuse, key revocation and disabling a user take effect at
+//     once on every replica.
+//
+// Refresh tokens are rotated on every use; a session is one family of them.
+// Presenting a used refresh token again revokes the whole family.
+//
+// Logins are throttled per account and per client IP from the login_attempts
+// table (shared by all replicas): /v1/auth/login, /login/init, /login/verify
+// and the admin login page all go through VerifyPassword or VerifyEmailCode.
+//
+// The Service holds the domain logic; the JSON handlers in api.go and the admin
+// pages call the same exported methods.
+package auth
+
+import (
+	"github.com/gofiber/fiber/v2"
+	"github.com/riverqueue/river"
+	"google.golang.org/grpc"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/authz"
+)
+
+// Module is the auth module.
+type Module struct {
+	svc *Service
+}
+
+var _ app.Module = (*Module)(nil)
+
+// New builds the auth module over d.
+func New(d app.Deps) *Module {
+	return &Module{svc: NewService(d)}
+}
+
+// Service returns the module's service, for other modules, main.go and the
+// admin pages.
+func (m *Module) Service() *Service { return m.svc }
+
+// Name is "auth".
+func (m *Module) Name() string { return "auth" }
+
+// Policies declares who may manage API keys (see policies).
+func (m *Module) Policies() []authz.Policy { return policies() }
+
+// Jobs registers the hourly auth.cleanup job.
+func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJobs(w, m.svc) }
+
+// GRPC registers nothing: agents do not authenticate as users.
+func (m *Module) GRPC(grpc.ServiceRegistrar) {}
+
+// Routes mounts /v1/auth/* and /v1/users*.
+func (m *Module) Routes(r app.Routers) {
+	m.bindAuth(r.API)
+	m.bindUsers(r.API)
+	m.mountUI(r.UI)
+}
+
+// AuthenticateAPI is app.Wiring.AuthenticateAPI: the caller of an API request,
+// nil when it presents no credential, or an error wrapping app.ErrUnauthorized.
+func (m *Module) AuthenticateAPI(c *fiber.Ctx) (*app.Principal, error) {
+	return m.svc.authenticateAPI(c)
+}
+
+// AuthenticateUI is app.Wiring.AuthenticateUI: the caller of an admin request
+// from its nxmesh_session cookie (with the session's CSRF token), nil without
+// a cookie.
+func (m *Module) AuthenticateUI(c *fiber.Ctx) (*app.Principal, error) { return m.svc.authenticateUI(c) }

@@ -1,0 +1,359 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/riverqueue/river"
+	"google.golang.org/grpc"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/apptest"
+	"github.com/nxmesh/nxmesh/app/authz"
+)
+
+func TestMain(m *testing.M) { apptest.Main(m) }
+
+const (
+	testSMTPUser = "mailer"
+	testSMTPPass = "mailer-secret"
+	testPassword = "correct horse battery"
+)
+
+// bundle is one test's master: a fresh database, the auth module mounted with a
+// probe module, a controllable clock and an SMTP server capturing mail.
+type bundle struct {
+	app   *app.App
+	mod   *Module
+	svc   *Service
+	clock *testClock
+	mail  *mailbox
+	ctx   context.Context
+}
+
+// setup builds a bundle; mutate adjusts the configuration before app.New.
+func setup(t *testing.T, mutate func(*app.Config)) *bundle {
+	t.Helper()
+	mb := startSMTP(t)
+	a := apptest.NewApp(t, func(cfg *app.Config) {
+		host, port, _ := net.SplitHostPort(mb.addr)
+		cfg.SMTP.Host = host
+		cfg.SMTP.Port, _ = strconv.Atoi(port)
+		cfg.SMTP.Username = testSMTPUser
+		cfg.SMTP.Password = testSMTPPass
+		cfg.SMTP.From = "nxmesh@example.test"
+		cfg.SMTP.TLS = "none"
+		if mutate != nil {
+			mutate(cfg)
+		}
+	})
+	mod := New(a.Deps)
+	clk := &testClock{now: time.Now().UTC().Truncate(time.Second)}
+	mod.Service().Now = clk.Now
+	ctx := context.Background()
+	err := a.Mount(ctx, []app.Module{mod, probeModule{}}, app.Wiring{
+		AuthenticateAPI: mod.AuthenticateAPI,
+		AuthenticateUI:  mod.AuthenticateUI,
+		// Auth does not know memberships; only API keys and superadmins reach
+		// the probe's Require route.
+		Role: func(context.Context, uuid.UUID, app.Scope) (string, error) { return "", nil },
+	})
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	return &bundle{app: a, mod: mod, svc: mod.Service(), clock: clk, mail: mb, ctx: ctx}
+}
+
+// probeModule mounts routes that show what the guard made of a credential.
+type probeModule struct{}
+
+func (probeModule) Name() string                             { return "probe" }
+func (probeModule) Policies() []authz.Policy                 { return nil }
+func (probeModule) Jobs(*river.Workers) []*river.PeriodicJob { return nil }
+func (probeModule) GRPC(grpc.ServiceRegistrar)               {}
+func (probeModule) Routes(r app.Routers) {
+	orgScope := func(c *fiber.Ctx) (app.Scope, error) {
+		id, err := app.ParamUUID(c, "id")
+		return app.Scope{OrgID: id}, err
+	}
+	r.API.Get("/probe/orgs/:id/keys", app.Require(ObjectAPIKey, authz.Read, orgScope), app.Doc{Summary: "probe"},
+		func(c *fiber.Ctx) error {
+			p := app.Caller(c)
+			return c.JSON(fiber.Map{"user_id": p.UserID, "email": p.Email, "role": app.RoleOf(c), "api_key": p.APIKey != nil})
+		})
+	r.UI.Get("/probe/ui", app.Authenticated(), app.Doc{Summary: "probe"}, func(c *fiber.Ctx) error {
+		return c.SendString(app.Caller(c).Email)
+	})
+	r.UI.Post("/probe/ui", app.Authenticated(), app.Doc{Summary: "probe"}, func(c *fiber.Ctx) error {
+		return c.SendString("posted")
+	})
+}
+
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r response) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %s: %v", r.Body, err)
+	}
+}
+
+type errorEnvelope struct {
+	Error struct {
+		Code      string           `json:"code"`
+		Message   string           `json:"message"`
+		RequestID string           `json:"request_id"`
+		Details   []app.FieldError `json:"details"`
+	} `json:"error"`
+}
+
+func (r response) errorBody(t *testing.T) errorEnvelope {
+	t.Helper()
+	var e errorEnvelope
+	r.decode(t, &e)
+	return e
+}
+
+// expect fails the test unless r has status and, for errors, code.
+func (r response) expect(t *testing.T, status int, code string) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status = %d, want %d; body %s", r.Status, status, r.Body)
+	}
+	if code != "" {
+		if got := r.errorBody(t).Error.Code; got != code {
+			t.Fatalf("error code = %q, want %q; body %s", got, code, r.Body)
+		}
+	}
+}
+
+// do sends a request; body is JSON-encoded unless it is a string. headers are
+// name, value pairs.
+func (b *bundle) do(t *testing.T, method, path string, body any, headers ...string) response {
+	t.Helper()
+	var rd io.Reader
+	switch v := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(v)
+	default:
+		raw, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp := apptest.Do(t, b.app, req)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+}
+
+func bearer(token string) []string { return []string{"Authorization", "Bearer " + token} }
+
+func (b *bundle) createUser(t *testing.T, email string, superadmin bool) User {
+	t.Helper()
+	u, err := b.svc.CreateUser(b.ctx, CreateUserParams{Email: email, Password: testPassword, Name: "Test", Superadmin: superadmin})
+	if err != nil {
+		t.Fatalf("create user %s: %v", email, err)
+	}
+	return u
+}
+
+// login signs in over HTTP and returns the tokens.
+func (b *bundle) login(t *testing.T, email string) TokenPair {
+	t.Helper()
+	r := b.do(t, "POST", "/v1/auth/login", map[string]string{"email": email, "password": testPassword})
+	r.expect(t, http.StatusOK, "")
+	var pair TokenPair
+	r.decode(t, &pair)
+	return pair
+}
+
+// createOrg inserts an organization directly (the orgs module is not mounted).
+func (b *bundle) createOrg(t *testing.T, requireEmailCode bool) uuid.UUID {
+	t.Helper()
+	id := uuid.New()
+	if err := b.app.Deps.DB.Exec(`INSERT INTO organizations (id, name, slug, require_email_code) VALUES (?, ?, ?, ?)`,
+		id, "Org "+id.String()[:8], "org-"+id.String()[:8], requireEmailCode).Error; err != nil {
+		t.Fatalf("insert organization: %v", err)
+	}
+	return id
+}
+
+func (b *bundle) createWorkspace(t *testing.T, orgID uuid.UUID) uuid.UUID {
+	t.Helper()
+	id := uuid.New()
+	if err := b.app.Deps.DB.Exec(`INSERT INTO workspaces (id, organization_id, name, slug) VALUES (?, ?, 'WS', ?)`,
+		id, orgID, "ws-"+id.String()[:8]).Error; err != nil {
+		t.Fatalf("insert workspace: %v", err)
+	}
+	return id
+}
+
+// mailbox is a real SMTP server (go-smtp) on 127.0.0.1 that requires AUTH PLAIN
+// with testSMTPUser/testSMTPPass and captures every message.
+type mailbox struct {
+	addr string
+	ch   chan capturedMail
+}
+
+type capturedMail struct {
+	From string
+	To   []string
+	Data string
+}
+
+var codePattern = regexp.MustCompile(`\b(\d{6})\b`)
+
+// Code returns the one-time code in the message.
+func (m capturedMail) Code(t *testing.T) string {
+	t.Helper()
+	match := codePattern.FindStringSubmatch(m.Data)
+	if match == nil {
+		t.Fatalf("no code in message:\n%s", m.Data)
+	}
+	return match[1]
+}
+
+func startSMTP(t *testing.T) *mailbox {
+	t.Helper()
+	mb := &mailbox{ch: make(chan capturedMail, 64)}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		return &smtpSession{mb: mb}, nil
+	}))
+	srv.Domain = "localhost"
+	srv.AllowInsecureAuth = true
+	srv.ReadTimeout = 10 * time.Second
+	srv.WriteTimeout = 10 * time.Second
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb.addr = l.Addr().String()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+	})
+	return mb
+}
+
+// next returns the next captured message, failing after a generous timeout.
+func (m *mailbox) next(t *testing.T) capturedMail {
+	t.Helper()
+	select {
+	case msg := <-m.ch:
+		return msg
+	case <-time.After(10 * time.Second):
+		t.Fatal("no mail arrived")
+		return capturedMail{}
+	}
+}
+
+// empty fails the test if a message was captured. Delivery is synchronous with
+// the request that sends it, so checking after the response is enough.
+func (m *mailbox) empty(t *testing.T) {
+	t.Helper()
+	select {
+	case msg := <-m.ch:
+		t.Fatalf("unexpected mail to %v:\n%s", msg.To, msg.Data)
+	default:
+	}
+}
+
+type smtpSession struct {
+	mb     *mailbox
+	authed bool
+	from   string
+	to     []string
+}
+
+func (s *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+func (s *smtpSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, username, password string) error {
+		if username != testSMTPUser || password != testSMTPPass {
+			return errors.New("invalid credentials")
+		}
+		s.authed = true
+		return nil
+	}), nil
+}
+
+func (s *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
+	if !s.authed {
+		return smtp.ErrAuthRequired
+	}
+	s.from = from
+	return nil
+}
+
+func (s *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.to = append(s.to, to)
+	return nil
+}
+
+func (s *smtpSession) Data(r io.Reader) error {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.mb.ch <- capturedMail{From: s.from, To: s.to, Data: string(raw)}
+	return nil
+}
+
+func (s *smtpSession) Reset() { s.from, s.to = "", nil }
+
+func (s *smtpSession) Logout() error { return nil }

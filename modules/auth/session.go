@@ -1,0 +1,182 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/app"
+)
+
+// SessionCookie is the name of the admin session cookie.
+const SessionCookie = "nxmesh_session"
+
+// touchInterval is how stale last_used_at of an API key or admin session may
+// get before a request refreshes it: one write per minute, not per request.
+const touchInterval = time.Minute
+
+// AuthenticateAccessToken returns the caller of an access JWT. Besides the
+// signature and expiry, every request checks in one indexed query that the
+// session is not revoked and the user is not disabled, so logging out,
+// refresh-token reuse and disabling a user take effect at once.
+func (s *Service) AuthenticateAccessToken(ctx context.Context, token string) (*app.Principal, error) {
+	userID, sessionID, err := parseAccessToken(s.jwtKey, token, s.now)
+	if err != nil {
+		return nil, err
+	}
+	var row struct {
+		Email        string
+		IsSuperadmin bool
+	}
+	res := s.db.WithContext(ctx).Raw(`
+		SELECT u.email, u.is_superadmin
+		FROM auth_sessions s JOIN users u ON u.id = s.user_id
+		WHERE s.id = ? AND s.user_id = ? AND s.kind = ? AND s.revoked_at IS NULL
+		  AND s.expires_at > ? AND u.disabled_at IS NULL`,
+		sessionID, userID, sessionAPI, s.now()).Scan(&row)
+	if res.Error != nil {
+		return nil, fmt.Errorf("authenticate access token: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil, ErrInvalidToken
+	}
+	return &app.Principal{UserID: userID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: sessionID}, nil
+}
+
+// CreateWebSession starts an admin session for the user (after VerifyPassword
+// and, when required, VerifyEmailCode) and returns the cookie value and the
+// session's CSRF token. Only the cookie value's hash is stored. It counts as
+// the account's successful login.
+func (s *Service) CreateWebSession(ctx context.Context, userID uuid.UUID, ip, userAgent string) (token string, csrf string, err error) {
+	u, err := s.GetUser(ctx, userID)
+	if err != nil {
+		return "", "", fmt.Errorf("create web session: %w", err)
+	}
+	if u.Disabled {
+		return "", "", fmt.Errorf("create web session: %w", ErrUserDisabled)
+	}
+	token, hash, err := newOpaqueToken()
+	if err != nil {
+		return "", "", err
+	}
+	if csrf, _, err = newOpaqueToken(); err != nil {
+		return "", "", err
+	}
+	now := s.now()
+	sess := sessionRow{
+		ID:         uuid.New(),
+		UserID:     userID,
+		Kind:       sessionWeb,
+		TokenHash:  hash,
+		CSRFToken:  csrf,
+		IP:         ip,
+		UserAgent:  truncate(userAgent, 512),
+		CreatedAt:  now,
+		LastUsedAt: now,
+		ExpiresAt:  now.Add(s.cfg.RefreshTokenTTL),
+	}
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&sess).Error; err != nil {
+			return err
+		}
+		s.recordAttempt(ctx, tx, u.Email, ip, true)
+		return nil
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("create web session: %w", err)
+	}
+	return token, csrf, nil
+}
+
+// WebSessionTTL is how long an admin session lasts (auth.refresh_token_ttl),
+// for the cookie's expiry.
+func (s *Service) WebSessionTTL() time.Duration { return s.cfg.RefreshTokenTTL }
+
+// RevokeWebSession ends the admin session whose cookie value is token. An
+// unknown token is not an error.
+func (s *Service) RevokeWebSession(ctx context.Context, token string) error {
+	if token == "" {
+		return nil
+	}
+	err := s.db.WithContext(ctx).Model(&sessionRow{}).
+		Where("token_hash = ? AND kind = ? AND revoked_at IS NULL", hashToken(token), sessionWeb).
+		Updates(map[string]any{"revoked_at": s.now(), "revoked_reason": "logout"}).Error
+	if err != nil {
+		return fmt.Errorf("revoke web session: %w", err)
+	}
+	return nil
+}
+
+// AuthenticateWebSession returns the caller of an admin session cookie value,
+// with the session's CSRF token.
+func (s *Service) AuthenticateWebSession(ctx context.Context, token string) (*app.Principal, error) {
+	now := s.now()
+	var row struct {
+		ID           uuid.UUID
+		UserID       uuid.UUID
+		CSRFToken    string `gorm:"column:csrf_token"`
+		LastUsedAt   time.Time
+		Email        string
+		IsSuperadmin bool
+	}
+	res := s.db.WithContext(ctx).Raw(`
+		SELECT s.id, s.user_id, s.csrf_token, s.last_used_at, u.email, u.is_superadmin
+		FROM auth_sessions s JOIN users u ON u.id = s.user_id
+		WHERE s.token_hash = ? AND s.kind = ? AND s.revoked_at IS NULL
+		  AND s.expires_at > ? AND u.disabled_at IS NULL`,
+		hashToken(token), sessionWeb, now).Scan(&row)
+	if res.Error != nil {
+		return nil, fmt.Errorf("authenticate web session: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil, ErrInvalidSession
+	}
+	if now.Sub(row.LastUsedAt) >= touchInterval {
+		if err := s.db.WithContext(ctx).Model(&sessionRow{}).Where("id = ?", row.ID).
+			Update("last_used_at", now).Error; err != nil {
+			s.logger.WarnContext(ctx, "record session use", "session_id", row.ID, "error", err)
+		}
+	}
+	return &app.Principal{
+		UserID: row.UserID, Email: row.Email, Superadmin: row.IsSuperadmin,
+		SessionID: row.ID, CSRFToken: row.CSRFToken,
+	}, nil
+}
+
+// authenticateAPI returns the caller of an API request: an API key in X-API-Key
+// or as a Bearer value starting with "nxm_", otherwise a Bearer access JWT. No
+// credential gives nil, nil.
+func (s *Service) authenticateAPI(c *fiber.Ctx) (*app.Principal, error) {
+	ctx := c.UserContext()
+	if key := strings.TrimSpace(c.Get("X-API-Key")); key != "" {
+		return s.AuthenticateAPIKey(ctx, key)
+	}
+	h := strings.TrimSpace(c.Get(fiber.HeaderAuthorization))
+	if h == "" {
+		return nil, nil
+	}
+	scheme, token, _ := strings.Cut(h, " ")
+	token = strings.TrimSpace(token)
+	if !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return nil, ErrInvalidToken
+	}
+	if strings.HasPrefix(token, apiKeyPrefix) {
+		return s.AuthenticateAPIKey(ctx, token)
+	}
+	return s.AuthenticateAccessToken(ctx, token)
+}
+
+// authenticateUI returns the caller of an admin request from its session
+// cookie; no cookie gives nil, nil.
+func (s *Service) authenticateUI(c *fiber.Ctx) (*app.Principal, error) {
+	token := c.Cookies(SessionCookie)
+	if token == "" {
+		return nil, nil
+	}
+	return s.AuthenticateWebSession(c.UserContext(), token)
+}

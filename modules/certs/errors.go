@@ -1,0 +1,20 @@
+package certs
+
+import (
+	"fmt"
+
+	"github.com/nxmesh/nxmesh/app"
+)
+
+// Errors returned by the service. Each wraps an app category, which the HTTP edge
+// maps to a status; the text after the category is the public message.
+var (
+	// ErrCertificateNotFound: no certificate has the id.
+	ErrCertificateNotFound = fmt.Errorf("%w: no such certificate", app.ErrNotFound)
+	// ErrCertificateInUse: virtual hosts or streams use the certificate. The
+	// returned error names them after this text.
+	ErrCertificateInUse = fmt.Errorf("%w: certificate is in use", app.ErrConflict)
+	// ErrDuplicateCertificate: the workspace already holds this certificate (same
+	// leaf fingerprint).
+	ErrDuplicateCertificate = fmt.Errorf("%w: this certificate is already stored in the workspace", app.ErrConflict)
+)

@@ -1,0 +1,72 @@
+// Package orgs is the tenancy of the master: organizations, their workspaces,
+// their members and roles, and the organization's view of the audit log.
+//
+// Every other module scopes its objects with this package: ScopeOrg and
+// ScopeWorkspace resolve /v1/organizations/:id/... and /v1/workspaces/:id/...
+// routes for the route guard, and Service.Role is the guard's membership lookup
+// (app.Wiring.Role).
+//
+// Roles are owner > admin > operator > viewer (app/authz). Besides the Casbin
+// matrix in policies.go, the service enforces the rules that depend on the member
+// being changed: only owners grant the owner role or change or remove an owner,
+// and an organization always keeps one owner. Membership changes lock the
+// organization's row, so concurrent changes cannot remove the last owner between
+// them.
+//
+// The management routes of API keys (auth module) are mounted here, under the
+// organization they belong to, because they need the organization's workspaces
+// and the caller's role in it; the keys themselves are created, listed, revoked
+// and rotated by the auth service.
+//
+// Models marshal themselves to the API's JSON (timestamps as app.Time), so the
+// API, the admin pages and the audit log's before/after share one representation.
+package orgs
+
+import (
+	"github.com/riverqueue/river"
+	"google.golang.org/grpc"
+	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/modules/auth"
+)
+
+// Module is the orgs module.
+type Module struct {
+	db  *gorm.DB
+	svc *Service
+}
+
+var _ app.Module = (*Module)(nil)
+
+// New builds the module. authSvc manages the API keys whose routes this module
+// mounts.
+func New(d app.Deps, authSvc *auth.Service) *Module {
+	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, authSvc)}
+}
+
+// Service returns the module's service (for main.go's wiring and the admin pages).
+func (m *Module) Service() *Service { return m.svc }
+
+// Name is "orgs".
+func (m *Module) Name() string { return "orgs" }
+
+// Policies returns the role matrix documented in policies.go.
+func (m *Module) Policies() []authz.Policy { return policies() }
+
+// Jobs registers nothing: the module has no background work.
+func (m *Module) Jobs(*river.Workers) []*river.PeriodicJob { return nil }
+
+// GRPC registers nothing.
+func (m *Module) GRPC(grpc.ServiceRegistrar) {}
+
+// Routes mounts the JSON API (api.go).
+func (m *Module) Routes(r app.Routers) {
+	m.bindOrganizations(r.API)
+	m.bindWorkspaces(r.API)
+	m.bindMembers(r.API)
+	m.bindAudit(r.API)
+	m.bindAPIKeys(r.API)
+	m.mountUI(r.UI)
+}

@@ -1,0 +1,34 @@
+package orgs
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/nxmesh/nxmesh/app"
+)
+
+// TestModule_Routes checks that every API route of the module needs a credential,
+// is documented and appears in the OpenAPI document.
+func TestModule_Routes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	doc := app.OpenAPI(b.app.Routes(), "test")
+	paths := doc["paths"].(map[string]any)
+	n := 0
+	for _, r := range b.app.Routes() {
+		if r.Module != "orgs" || r.Kind != app.KindAPI {
+			continue
+		}
+		n++
+		if r.Doc.Summary == "" || r.Access.IsPublic() {
+			t.Errorf("%s %s: summary %q, public %v", r.Method, r.Path, r.Doc.Summary, r.Access.IsPublic())
+		}
+		ops, _ := paths[strings.TrimPrefix(r.OpenAPIPath(), "/v1")].(map[string]any)
+		if _, ok := ops[strings.ToLower(r.Method)]; !ok {
+			t.Errorf("%s %s missing from the OpenAPI document", r.Method, r.Path)
+		}
+	}
+	if n != 19 {
+		t.Errorf("%d API routes, want 19", n)
+	}
+}

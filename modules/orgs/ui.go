@@ -1,0 +1,700 @@
+package orgs
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/modules/auth"
+	"github.com/nxmesh/nxmesh/views"
+)
+
+// The admin pages of organizations, workspaces, members, API keys and the audit
+// log. Each page handler builds its data through the same service methods as the
+// API and renders a full page, or only the content for htmx (views.Page). A form
+// posts to its own route: on success the handler redirects back to the page with
+// a flash message (views.SeeOther); on a validation error, a conflict or a rule of
+// the service it re-renders the page with the form's values and messages.
+//
+// Workspace-level routes address the workspace alone (/workspaces/:ws/...), so
+// the guard resolves its organization from the row and a workspace of another
+// organization cannot be reached through a foreign /orgs/:org/ prefix.
+
+// Sections of the navigation (the tab marked current).
+const (
+	SectionWorkspaces = "workspaces"
+	SectionMembers    = "members"
+	SectionAPIKeys    = "api-keys"
+	SectionAudit      = "audit"
+	SectionOverview   = "overview"
+)
+
+// navLimit bounds the entries of each switcher.
+const navLimit = 50
+
+// mountUI mounts the admin pages; Routes calls it with the UI router.
+func (m *Module) mountUI(ui *app.Router) {
+	org := ScopeOrg(m.db, "org")
+	ws := ScopeWorkspace(m.db, "ws")
+
+	ui.Get("/", app.Authenticated(), app.Doc{Summary: "Admin home: the first organization, or the organizations page"}, m.uiHome)
+	ui.Get("/orgs", app.Authenticated(), app.Doc{Summary: "Organizations page"}, m.uiOrganizations)
+	ui.Post("/orgs", app.Authenticated(), app.Doc{Summary: "Create an organization (form)"}, m.uiCreateOrganization)
+	ui.Get("/orgs/:org", app.Require(ObjOrganization, authz.Read, org), app.Doc{Summary: "An organization's landing page"}, m.uiOrganization)
+
+	ui.Get("/orgs/:org/workspaces", app.Require(ObjWorkspace, authz.Read, org), app.Doc{Summary: "Workspaces page"}, m.uiWorkspaces)
+	ui.Post("/orgs/:org/workspaces", app.Require(ObjWorkspace, authz.Write, org), app.Doc{Summary: "Create a workspace (form)"}, m.uiCreateWorkspace)
+	ui.Get("/workspaces/:ws", app.Require(ObjWorkspace, authz.Read, ws), app.Doc{Summary: "Workspace overview page"}, m.uiWorkspace)
+	ui.Post("/workspaces/:ws/rename", app.Require(ObjWorkspace, authz.Write, ws), app.Doc{Summary: "Rename a workspace (form)"}, m.uiRenameWorkspace)
+	ui.Post("/workspaces/:ws/delete", app.Require(ObjWorkspace, authz.Delete, ws), app.Doc{Summary: "Delete a workspace (form)"}, m.uiDeleteWorkspace)
+
+	ui.Get("/orgs/:org/members", app.Require(ObjMember, authz.Read, org), app.Doc{Summary: "Members page"}, m.uiMembers)
+	ui.Post("/orgs/:org/members", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Add a member (form)"}, m.uiAddMember)
+	ui.Post("/orgs/:org/members/:user/role", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Change a member's role (form)"}, m.uiChangeRole)
+	ui.Post("/orgs/:org/members/:user/remove", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Remove a member (form)"}, m.uiRemoveMember)
+
+	ui.Get("/orgs/:org/api-keys", app.Require(ObjAPIKey, authz.Read, org), app.Doc{Summary: "API keys page"}, m.uiAPIKeys)
+	ui.Post("/orgs/:org/api-keys", app.Require(ObjAPIKey, authz.Write, org), app.Doc{Summary: "Create an API key (form; shows the key once)"}, m.uiCreateAPIKey)
+	ui.Post("/orgs/:org/api-keys/:key/revoke", app.Require(ObjAPIKey, authz.Delete, org), app.Doc{Summary: "Revoke an API key (form)"}, m.uiRevokeAPIKey)
+	ui.Post("/orgs/:org/api-keys/:key/rotate", app.Require(ObjAPIKey, authz.Write, org), app.Doc{Summary: "Rotate an API key (form; shows the new key once)"}, m.uiRotateAPIKey)
+
+	ui.Get("/orgs/:org/audit", app.Require(ObjAudit, authz.Read, org), app.Doc{Summary: "Audit log page", Query: []string{"page", "per_page", "actor", "object_type", "workspace_id"}}, m.uiAudit)
+}
+
+// ---- Shell and helpers ----
+
+// Shell builds the layout around a page of organization orgID (uuid.Nil: none)
+// and workspace wsID (uuid.Nil: none): the user, the CSRF token, the switchers
+// and the section tabs, with section marked current. Pages of other modules in a
+// workspace use it too, so every page shares one navigation.
+func (m *Module) Shell(c *fiber.Ctx, title string, orgID, wsID uuid.UUID, section string) (views.Shell, error) {
+	ctx := app.Ctx(c)
+	p := app.Caller(c)
+	s := views.Shell{Title: title, Nav: views.Nav{AllOrgs: "/orgs"}}
+	if p != nil {
+		s.User, s.CSRF = p.Email, p.CSRFToken
+	}
+	orgs, _, err := m.svc.ListOrganizations(ctx, p, app.Page{Page: 1, PerPage: navLimit})
+	if err != nil {
+		return s, fmt.Errorf("navigation: %w", err)
+	}
+	for _, o := range orgs {
+		s.Nav.Orgs = append(s.Nav.Orgs, views.Link{Label: o.Name, Href: uiOrgPath(o.ID), Active: o.ID == orgID})
+	}
+	if orgID == uuid.Nil {
+		return s, nil
+	}
+	org, err := m.svc.GetOrganization(ctx, orgID)
+	if err != nil {
+		return s, err
+	}
+	s.Nav.Org = &views.Link{Label: org.Name, Href: uiOrgPath(org.ID), Active: true}
+	wss, _, err := m.svc.ListWorkspaces(ctx, orgID, app.Page{Page: 1, PerPage: navLimit})
+	if err != nil {
+		return s, fmt.Errorf("navigation: %w", err)
+	}
+	for _, w := range wss {
+		l := views.Link{Label: w.Name, Href: uiWorkspacePath(w.ID), Active: w.ID == wsID}
+		s.Nav.Workspaces = append(s.Nav.Workspaces, l)
+		if l.Active {
+			s.Nav.Workspace = &l
+		}
+	}
+	if wsID != uuid.Nil && s.Nav.Workspace == nil {
+		w, err := m.svc.GetWorkspace(ctx, wsID)
+		if err != nil {
+			return s, err
+		}
+		s.Nav.Workspace = &views.Link{Label: w.Name, Href: uiWorkspacePath(w.ID), Active: true}
+	}
+	role := app.RoleOf(c)
+	if wsID != uuid.Nil {
+		s.Nav.Sections = []views.Link{
+			{Label: "Overview", Href: uiWorkspacePath(wsID), Active: section == SectionOverview},
+		}
+		return s, nil
+	}
+	add := func(label, href, key, object string) {
+		if uiAllowed(role, object, authz.Read) {
+			s.Nav.Sections = append(s.Nav.Sections, views.Link{Label: label, Href: href, Active: section == key})
+		}
+	}
+	add("Workspaces", uiOrgPath(orgID)+"/workspaces", SectionWorkspaces, ObjWorkspace)
+	add("Members", uiOrgPath(orgID)+"/members", SectionMembers, ObjMember)
+	add("API keys", uiOrgPath(orgID)+"/api-keys", SectionAPIKeys, ObjAPIKey)
+	add("Audit log", uiOrgPath(orgID)+"/audit", SectionAudit, ObjAudit)
+	return s, nil
+}
+
+// allowed reports whether role may act on object by this module's default
+// policies; pages use it to hide forms the guard would refuse anyway.
+func uiAllowed(role, object, action string) bool {
+	for _, p := range policies() {
+		if p.Role == role && p.Object == object && p.Action == action {
+			return true
+		}
+	}
+	return false
+}
+
+func uiOrgPath(id uuid.UUID) string       { return "/orgs/" + id.String() }
+func uiWorkspacePath(id uuid.UUID) string { return "/workspaces/" + id.String() }
+
+// formValues reads the named fields of a submitted form.
+func uiFormValues(c *fiber.Ctx, names ...string) map[string]string {
+	out := make(map[string]string, len(names))
+	for _, n := range names {
+		out[n] = c.FormValue(n)
+	}
+	return out
+}
+
+// slugify derives a slug from a name: lowercase ASCII letters and digits, other
+// runs of characters become '-'.
+func uiSlugify(name string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
+		switch {
+		case r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r)):
+			b.WriteRune(r)
+			dash = false
+		case b.Len() > 0 && !dash:
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	s := strings.Trim(b.String(), "-")
+	if len(s) > MaxSlugLength {
+		s = strings.Trim(s[:MaxSlugLength], "-")
+	}
+	return s
+}
+
+// when formats a timestamp for tables.
+func uiWhen(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+func uiWhenPtr(t *app.Time) string {
+	if t == nil {
+		return "—"
+	}
+	return uiWhen(t.Time)
+}
+
+func uiShortID(s string) string {
+	if len(s) > 8 {
+		return s[:8]
+	}
+	return s
+}
+
+func uiPrettyJSON(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	var b bytes.Buffer
+	if err := json.Indent(&b, raw, "", "  "); err != nil {
+		return string(raw)
+	}
+	return b.String()
+}
+
+var uiRoleOptions = []views.Option{
+	{Value: authz.RoleViewer, Label: "Viewer"},
+	{Value: authz.RoleOperator, Label: "Operator"},
+	{Value: authz.RoleAdmin, Label: "Admin"},
+	{Value: authz.RoleOwner, Label: "Owner"},
+}
+
+// ---- Home and organizations ----
+
+func (m *Module) uiHome(c *fiber.Ctx) error {
+	orgs, _, err := m.svc.ListOrganizations(app.Ctx(c), app.Caller(c), app.Page{Page: 1, PerPage: 1})
+	if err != nil {
+		return err
+	}
+	if len(orgs) == 0 {
+		return c.Redirect("/orgs", http.StatusSeeOther)
+	}
+	return c.Redirect(uiOrgPath(orgs[0].ID)+"/workspaces", http.StatusSeeOther)
+}
+
+func (m *Module) uiOrganization(c *fiber.Ctx) error {
+	return c.Redirect(uiOrgPath(app.ScopeOf(c).OrgID)+"/workspaces", http.StatusSeeOther)
+}
+
+func (m *Module) uiOrganizations(c *fiber.Ctx) error {
+	return m.renderOrganizations(c, http.StatusOK, views.Form{})
+}
+
+func (m *Module) renderOrganizations(c *fiber.Ctx, status int, form views.Form) error {
+	page, err := app.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	orgs, total, err := m.svc.ListOrganizations(app.Ctx(c), app.Caller(c), page)
+	if err != nil {
+		return err
+	}
+	shell, err := m.Shell(c, "Organizations", uuid.Nil, uuid.Nil, "")
+	if err != nil {
+		return err
+	}
+	p := app.Caller(c)
+	return views.Page(c, status, shell, organizationsPage(organizationsData{
+		Orgs:      orgs,
+		Pager:     views.NewPager(page, total, "/orgs", nil),
+		Form:      form,
+		CSRF:      shell.CSRF,
+		CanCreate: p != nil && p.APIKey == nil,
+	}))
+}
+
+func (m *Module) uiCreateOrganization(c *fiber.Ctx) error {
+	vals := uiFormValues(c, "name", "slug")
+	slug := strings.TrimSpace(vals["slug"])
+	if slug == "" {
+		slug = uiSlugify(vals["name"])
+	}
+	org, err := m.svc.CreateOrganization(app.Ctx(c), CreateOrganizationParams{
+		Name: vals["name"], Slug: slug, OwnerID: app.Caller(c).UserID,
+	})
+	if err != nil {
+		form, status, ok := views.FormFromError(err, vals, "name", "slug")
+		if !ok {
+			return err
+		}
+		return m.renderOrganizations(c, status, form)
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Organization %q created.", org.Name)})
+	return views.SeeOther(c, uiOrgPath(org.ID)+"/workspaces")
+}
+
+// ---- Workspaces ----
+
+type workspacesState struct {
+	create   views.Form
+	rename   views.Form
+	renameID uuid.UUID
+}
+
+func (m *Module) uiWorkspaces(c *fiber.Ctx) error {
+	return m.renderWorkspaces(c, http.StatusOK, workspacesState{})
+}
+
+func (m *Module) renderWorkspaces(c *fiber.Ctx, status int, st workspacesState) error {
+	orgID := app.ScopeOf(c).OrgID
+	page, err := app.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	wss, total, err := m.svc.ListWorkspaces(app.Ctx(c), orgID, page)
+	if err != nil {
+		return err
+	}
+	shell, err := m.Shell(c, "Workspaces", orgID, uuid.Nil, SectionWorkspaces)
+	if err != nil {
+		return err
+	}
+	role := app.RoleOf(c)
+	return views.Page(c, status, shell, workspacesPage(workspacesData{
+		OrgID:      orgID,
+		Workspaces: wss,
+		Pager:      views.NewPager(page, total, uiOrgPath(orgID)+"/workspaces", nil),
+		Create:     st.create,
+		Rename:     st.rename,
+		RenameID:   st.renameID,
+		CSRF:       shell.CSRF,
+		CanWrite:   uiAllowed(role, ObjWorkspace, authz.Write),
+		CanDelete:  uiAllowed(role, ObjWorkspace, authz.Delete),
+	}))
+}
+
+func (m *Module) uiCreateWorkspace(c *fiber.Ctx) error {
+	orgID := app.ScopeOf(c).OrgID
+	vals := uiFormValues(c, "name", "slug")
+	slug := strings.TrimSpace(vals["slug"])
+	if slug == "" {
+		slug = uiSlugify(vals["name"])
+	}
+	ws, err := m.svc.CreateWorkspace(app.Ctx(c), CreateWorkspaceParams{OrgID: orgID, Name: vals["name"], Slug: slug})
+	if err != nil {
+		form, status, ok := views.FormFromError(err, vals, "name", "slug")
+		if !ok {
+			return err
+		}
+		return m.renderWorkspaces(c, status, workspacesState{create: form})
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Workspace %q created.", ws.Name)})
+	return views.SeeOther(c, uiOrgPath(orgID)+"/workspaces")
+}
+
+func (m *Module) uiRenameWorkspace(c *fiber.Ctx) error {
+	scope := app.ScopeOf(c)
+	vals := uiFormValues(c, "name")
+	name := vals["name"]
+	ws, err := m.svc.UpdateWorkspace(app.Ctx(c), scope.WorkspaceID, UpdateWorkspaceParams{Name: &name})
+	if err != nil {
+		form, status, ok := views.FormFromError(err, vals, "name")
+		if !ok {
+			return err
+		}
+		return m.renderWorkspaces(c, status, workspacesState{rename: form, renameID: scope.WorkspaceID})
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Workspace renamed to %q.", ws.Name)})
+	return views.SeeOther(c, uiOrgPath(scope.OrgID)+"/workspaces")
+}
+
+func (m *Module) uiDeleteWorkspace(c *fiber.Ctx) error {
+	scope := app.ScopeOf(c)
+	ws, err := m.svc.GetWorkspace(app.Ctx(c), scope.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	if err := m.svc.DeleteWorkspace(app.Ctx(c), scope.WorkspaceID); err != nil {
+		return err
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Workspace %q deleted.", ws.Name)})
+	return views.SeeOther(c, uiOrgPath(scope.OrgID)+"/workspaces")
+}
+
+func (m *Module) uiWorkspace(c *fiber.Ctx) error {
+	scope := app.ScopeOf(c)
+	ws, err := m.svc.GetWorkspace(app.Ctx(c), scope.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	shell, err := m.Shell(c, ws.Name, scope.OrgID, ws.ID, SectionOverview)
+	if err != nil {
+		return err
+	}
+	return views.Page(c, http.StatusOK, shell, workspacePage(ws))
+}
+
+// ---- Members ----
+
+type membersState struct {
+	add    views.Form
+	role   views.Form
+	roleOf uuid.UUID
+}
+
+func (m *Module) uiMembers(c *fiber.Ctx) error {
+	return m.renderMembers(c, http.StatusOK, membersState{})
+}
+
+func (m *Module) renderMembers(c *fiber.Ctx, status int, st membersState) error {
+	orgID := app.ScopeOf(c).OrgID
+	page, err := app.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	members, total, err := m.svc.ListMembers(app.Ctx(c), orgID, page)
+	if err != nil {
+		return err
+	}
+	shell, err := m.Shell(c, "Members", orgID, uuid.Nil, SectionMembers)
+	if err != nil {
+		return err
+	}
+	if st.add.Values == nil {
+		st.add.Values = map[string]string{"role": authz.RoleViewer}
+	}
+	role := app.RoleOf(c)
+	return views.Page(c, status, shell, membersPage(membersData{
+		OrgID:     orgID,
+		Members:   members,
+		Pager:     views.NewPager(page, total, uiOrgPath(orgID)+"/members", nil),
+		Add:       st.add,
+		Role:      st.role,
+		RoleOf:    st.roleOf,
+		CSRF:      shell.CSRF,
+		CanWrite:  uiAllowed(role, ObjMember, authz.Write),
+		CanDelete: uiAllowed(role, ObjMember, authz.Delete),
+	}))
+}
+
+func (m *Module) uiAddMember(c *fiber.Ctx) error {
+	orgID := app.ScopeOf(c).OrgID
+	vals := uiFormValues(c, "email", "role")
+	mem, err := m.svc.AddMember(app.Ctx(c), AddMemberParams{OrgID: orgID, Email: vals["email"], Role: vals["role"]})
+	if err != nil {
+		form, status, ok := views.FormFromError(err, vals, "email", "role")
+		if !ok {
+			return err
+		}
+		return m.renderMembers(c, status, membersState{add: form})
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s added as %s.", mem.Email, mem.Role)})
+	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
+}
+
+func (m *Module) uiChangeRole(c *fiber.Ctx) error {
+	orgID := app.ScopeOf(c).OrgID
+	userID, err := app.ParamUUID(c, "user")
+	if err != nil {
+		return ErrMemberNotFound
+	}
+	vals := uiFormValues(c, "role")
+	mem, err := m.svc.UpdateMember(app.Ctx(c), UpdateMemberParams{OrgID: orgID, UserID: userID, Role: vals["role"]})
+	if err != nil {
+		form, status, ok := views.FormFromError(err, vals, "role")
+		if !ok {
+			return err
+		}
+		return m.renderMembers(c, status, membersState{role: form, roleOf: userID})
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s is now %s.", mem.Email, mem.Role)})
+	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
+}
+
+func (m *Module) uiRemoveMember(c *fiber.Ctx) error {
+	orgID := app.ScopeOf(c).OrgID
+	userID, err := app.ParamUUID(c, "user")
+	if err != nil {
+		return ErrMemberNotFound
+	}
+	mem, err := m.svc.GetMember(app.Ctx(c), orgID, userID)
+	if err != nil {
+		return err
+	}
+	if err := m.svc.RemoveMember(app.Ctx(c), orgID, userID); err != nil {
+		form, status, ok := views.FormFromError(err, nil)
+		if !ok {
+			return err
+		}
+		return m.renderMembers(c, status, membersState{role: form, roleOf: userID})
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s removed from the organization.", mem.Email)})
+	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
+}
+
+// ---- Audit log ----
+
+// auditObjectTypes are offered in the filter; any other type can be typed in.
+var auditObjectTypes = []string{ObjectOrganization, ObjectWorkspace, ObjectMember, "apikey", "user"}
+
+func (m *Module) uiAudit(c *fiber.Ctx) error {
+	orgID := app.ScopeOf(c).OrgID
+	ctx := app.Ctx(c)
+	vals := map[string]string{"actor": c.Query("actor"), "object_type": c.Query("object_type")}
+	filter := views.Form{Values: vals}
+	status := http.StatusOK
+	page, err := app.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	f, err := parseAuditFilter(c, orgID)
+	if err != nil {
+		var ok bool
+		if filter, status, ok = views.FormFromError(err, vals, "actor", "object_type", "workspace_id"); !ok {
+			return err
+		}
+		f = AuditFilter{OrgID: orgID}
+	}
+	var entries []AuditEntry
+	var total int64
+	if status == http.StatusOK {
+		if entries, total, err = m.svc.ListAudit(ctx, f, page); err != nil {
+			return err
+		}
+	}
+	members, _, err := m.svc.ListMembers(ctx, orgID, app.Page{Page: 1, PerPage: app.MaxPerPage})
+	if err != nil {
+		return err
+	}
+	actors := []views.Option{{Value: "", Label: "Anyone"}}
+	for _, mem := range members {
+		actors = append(actors, views.Option{Value: mem.UserID.String(), Label: mem.Email})
+	}
+	types := []views.Option{{Value: "", Label: "Any"}}
+	for _, t := range auditObjectTypes {
+		types = append(types, views.Option{Value: t, Label: t})
+	}
+	if t := vals["object_type"]; t != "" && !uiContains(auditObjectTypes, t) {
+		types = append(types, views.Option{Value: t, Label: t})
+	}
+	shell, err := m.Shell(c, "Audit log", orgID, uuid.Nil, SectionAudit)
+	if err != nil {
+		return err
+	}
+	query := url.Values{}
+	for k, v := range vals {
+		if v != "" {
+			query.Set(k, v)
+		}
+	}
+	return views.Page(c, status, shell, auditPage(auditData{
+		OrgID:   orgID,
+		Entries: entries,
+		Pager:   views.NewPager(page, total, uiOrgPath(orgID)+"/audit", query),
+		Filter:  filter,
+		Actors:  actors,
+		Types:   types,
+	}))
+}
+
+func uiContains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ---- API keys ----
+
+// apiKeysState is what a submission adds to the API keys page: the create
+// form's values and errors, or a key secret to show this once.
+type apiKeysState struct {
+	create views.Form
+	shown  *shownKey
+	flash  *views.Flash
+}
+
+type shownKey struct {
+	Name    string
+	Secret  string
+	Rotated bool
+}
+
+func (m *Module) uiAPIKeys(c *fiber.Ctx) error {
+	return m.renderAPIKeys(c, http.StatusOK, apiKeysState{})
+}
+
+func (m *Module) renderAPIKeys(c *fiber.Ctx, status int, st apiKeysState) error {
+	orgID := app.ScopeOf(c).OrgID
+	ctx := app.Ctx(c)
+	page, err := app.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	keys, total, err := m.svc.ListAPIKeys(ctx, orgID, page)
+	if err != nil {
+		return err
+	}
+	wss, _, err := m.svc.ListWorkspaces(ctx, orgID, app.Page{Page: 1, PerPage: app.MaxPerPage})
+	if err != nil {
+		return err
+	}
+	names := make(map[uuid.UUID]string, len(wss))
+	scopes := []views.Option{{Value: "", Label: "Whole organization"}}
+	for _, w := range wss {
+		names[w.ID] = w.Name
+		scopes = append(scopes, views.Option{Value: w.ID.String(), Label: "Workspace: " + w.Name})
+	}
+	shell, err := m.Shell(c, "API keys", orgID, uuid.Nil, SectionAPIKeys)
+	if err != nil {
+		return err
+	}
+	shell.Flash = st.flash
+	if st.create.Values == nil {
+		st.create.Values = map[string]string{"role": authz.RoleViewer}
+	}
+	role := app.RoleOf(c)
+	return views.Page(c, status, shell, apiKeysPage(apiKeysData{
+		OrgID:          orgID,
+		Keys:           keys,
+		WorkspaceNames: names,
+		Pager:          views.NewPager(page, total, uiOrgPath(orgID)+"/api-keys", nil),
+		Create:         st.create,
+		Scopes:         scopes,
+		Shown:          st.shown,
+		CSRF:           shell.CSRF,
+		Now:            time.Now(),
+		CanWrite:       uiAllowed(role, ObjAPIKey, authz.Write),
+		CanDelete:      uiAllowed(role, ObjAPIKey, authz.Delete),
+	}))
+}
+
+func (m *Module) uiCreateAPIKey(c *fiber.Ctx) error {
+	scope := app.ScopeOf(c)
+	vals := uiFormValues(c, "name", "role", "workspace_id", "expires_at")
+	fail := func(err error) error {
+		form, status, ok := views.FormFromError(err, vals, "name", "role", "workspace_id", "expires_at")
+		if !ok {
+			return err
+		}
+		return m.renderAPIKeys(c, status, apiKeysState{create: form})
+	}
+	v := &app.Validator{}
+	p := CreateAPIKeyParams{OrgID: scope.OrgID, Name: vals["name"], Role: vals["role"], CreatedBy: app.Caller(c).UserID}
+	if s := vals["workspace_id"]; s != "" {
+		id, err := uuid.Parse(s)
+		v.Check(err == nil, "workspace_id", app.FieldInvalidFormat, "must be a workspace of this organization")
+		p.WorkspaceID = id
+	}
+	if s := strings.TrimSpace(vals["expires_at"]); s != "" {
+		t, err := time.Parse(time.DateOnly, s)
+		v.Check(err == nil, "expires_at", app.FieldInvalidFormat, "must be a date (YYYY-MM-DD)")
+		p.ExpiresAt = &t
+	}
+	if err := v.Err(); err != nil {
+		return fail(err)
+	}
+	key, err := m.svc.CreateAPIKey(app.Ctx(c), p)
+	if err != nil {
+		return fail(err)
+	}
+	return m.renderAPIKeys(c, http.StatusCreated, apiKeysState{shown: &shownKey{Name: key.Name, Secret: key.Key}})
+}
+
+func (m *Module) uiRevokeAPIKey(c *fiber.Ctx) error {
+	orgID := app.ScopeOf(c).OrgID
+	keyID, err := app.ParamUUID(c, "key")
+	if err != nil {
+		return auth.ErrAPIKeyNotFound
+	}
+	if err := m.svc.RevokeAPIKey(app.Ctx(c), orgID, keyID); err != nil {
+		form, status, ok := views.FormFromError(err, nil)
+		if !ok {
+			return err
+		}
+		return m.renderAPIKeys(c, status, apiKeysState{flash: &views.Flash{Kind: views.FlashError, Message: form.Message}})
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: "API key revoked."})
+	return views.SeeOther(c, uiOrgPath(orgID)+"/api-keys")
+}
+
+func (m *Module) uiRotateAPIKey(c *fiber.Ctx) error {
+	orgID := app.ScopeOf(c).OrgID
+	keyID, err := app.ParamUUID(c, "key")
+	if err != nil {
+		return auth.ErrAPIKeyNotFound
+	}
+	key, err := m.svc.RotateAPIKey(app.Ctx(c), orgID, keyID)
+	if err != nil {
+		form, status, ok := views.FormFromError(err, nil)
+		if !ok {
+			return err
+		}
+		return m.renderAPIKeys(c, status, apiKeysState{flash: &views.Flash{Kind: views.FlashError, Message: form.Message}})
+	}
+	return m.renderAPIKeys(c, http.StatusOK, apiKeysState{shown: &shownKey{Name: key.Name, Secret: key.Key, Rotated: true}})
+}
+
+// uiFirst returns the first non-empty string.
+func uiFirst(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}

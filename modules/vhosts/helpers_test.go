@@ -1,0 +1,357 @@
+package vhosts
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/crypto/bcrypt"
+	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/apptest"
+	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/modules/auth"
+	"github.com/nxmesh/nxmesh/modules/certs"
+	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/upstreams"
+)
+
+func TestMain(m *testing.M) { apptest.Main(m) }
+
+const testPassword = "correct horse battery staple"
+
+// env is one master shared by the subtests of a top-level test: auth, orgs,
+// upstreams, certs and vhosts mounted on a fresh database and wired the way
+// main.go wires them, and four signed-in users. Subtests get their own
+// organization and workspace from env.setup, so they run in parallel without
+// seeing each other's rows.
+type env struct {
+	app   *app.App
+	db    *gorm.DB
+	svc   *Service
+	ups   *upstreams.Service
+	certs *certs.Service
+	orgs  *orgs.Service
+	users map[string]auth.User
+	// tokens are access tokens of "owner", "operator", "viewer" (members of
+	// every organization setup creates) and "outsider" (owner of another one).
+	tokens map[string]string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	a := apptest.NewApp(t, func(cfg *app.Config) { cfg.Auth.RateLimitPerMinute = 1_000_000 })
+	authMod := auth.New(a.Deps)
+	orgsMod := orgs.New(a.Deps, authMod.Service())
+	// The lower modules call into vhosts, which is built after them.
+	var vh *Module
+	upsMod := upstreams.New(a.Deps, upstreams.Options{
+		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
+			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
+		},
+		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
+			return vh.Service().UpstreamUsers(ctx, tx, id)
+		},
+	})
+	certsMod := certs.New(a.Deps, certs.Options{
+		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
+			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
+		},
+		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
+			return vh.Service().CertificateUsers(ctx, tx, id)
+		},
+	})
+	vh = New(a.Deps, upsMod.Service(), certsMod.Service())
+	vh.svc.bcryptCost = bcrypt.MinCost
+	ctx := context.Background()
+	err := a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{
+		AuthenticateAPI: authMod.AuthenticateAPI,
+		AuthenticateUI:  authMod.AuthenticateUI,
+		Role:            orgsMod.Service().Role,
+	})
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	e := &env{app: a, db: a.Deps.DB, svc: vh.Service(), ups: upsMod.Service(), certs: certsMod.Service(),
+		orgs: orgsMod.Service(), users: map[string]auth.User{}, tokens: map[string]string{}}
+	for _, role := range []string{"owner", "operator", "viewer", "outsider"} {
+		email := role + "@example.test"
+		u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: testPassword, Name: role})
+		if err != nil {
+			t.Fatalf("create user %s: %v", email, err)
+		}
+		e.users[role] = u
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		e.call(t, "", http.MethodPost, "/v1/auth/login", map[string]string{"email": email, "password": testPassword}, http.StatusOK, &tok)
+		e.tokens[role] = tok.AccessToken
+	}
+	return e
+}
+
+// bundle is one subtest's fixture: a fresh organization (owner, operator and
+// viewer members) with one workspace, an upstream and a certificate for
+// api.example.com in it.
+type bundle struct {
+	*env
+	ctx      context.Context
+	orgID    uuid.UUID
+	ws       uuid.UUID
+	upstream upstreams.Upstream
+	cert     certs.Certificate
+}
+
+func (e *env) setup(t *testing.T) *bundle {
+	t.Helper()
+	ctx := context.Background()
+	slug := "o" + uuid.NewString()[:8]
+	org, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Org " + slug, Slug: slug, OwnerID: e.users["owner"].ID})
+	if err != nil {
+		t.Fatalf("create organization: %v", err)
+	}
+	for _, role := range []string{authz.RoleOperator, authz.RoleViewer} {
+		if _, err := e.orgs.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: e.users[role].Email, Role: role}); err != nil {
+			t.Fatalf("add %s: %v", role, err)
+		}
+	}
+	ws, err := e.orgs.CreateWorkspace(ctx, orgs.CreateWorkspaceParams{OrgID: org.ID, Name: "Production", Slug: "production"})
+	if err != nil {
+		t.Fatalf("create workspace: %v", err)
+	}
+	b := &bundle{env: e, ctx: ctx, orgID: org.ID, ws: ws.ID}
+	b.upstream = b.createUpstream(t, "api-backend", "10.0.1.20:8080", "10.0.1.21:8080")
+	b.cert = b.createCert(t, "api.example.com")
+	return b
+}
+
+// createUpstream creates an upstream in the bundle's workspace.
+func (b *bundle) createUpstream(t *testing.T, name string, addrs ...string) upstreams.Upstream {
+	t.Helper()
+	servers := make([]upstreams.ServerInput, len(addrs))
+	for i, a := range addrs {
+		servers[i] = upstreams.ServerInput{Address: a}
+	}
+	u, err := b.ups.Create(b.ctx, upstreams.CreateParams{WorkspaceID: b.ws, Name: name, Servers: servers})
+	if err != nil {
+		t.Fatalf("create upstream %s: %v", name, err)
+	}
+	return u
+}
+
+// createCert uploads a fresh self-signed certificate for domain.
+func (b *bundle) createCert(t *testing.T, domain string) certs.Certificate {
+	t.Helper()
+	certPEM, keyPEM := selfSigned(t, domain)
+	c, err := b.certs.Create(b.ctx, certs.CreateParams{WorkspaceID: b.ws, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM})
+	if err != nil {
+		t.Fatalf("upload certificate for %s: %v", domain, err)
+	}
+	return c
+}
+
+// selfSigned returns a certificate for domain valid for 90 days and its key.
+func selfSigned(t *testing.T, domain string) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("generate key: %v", err)
+	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		t.Fatalf("serial: %v", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: domain},
+		DNSNames:     []string{domain},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(90 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatalf("create certificate: %v", err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatalf("marshal key: %v", err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}))
+}
+
+// do sends a request as the user whose token is tok ("" for none) with the
+// given Accept header ("" for none) and returns the status and body.
+func (e *env) do(t *testing.T, tok, method, path string, body any, accept string) (int, []byte) {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = bytes.NewBufferString(b)
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			t.Fatalf("marshal body: %v", err)
+		}
+		r = bytes.NewReader(raw)
+	}
+	req := httptest.NewRequest(method, path, r)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp := apptest.Do(t, e.app, req)
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	return resp.StatusCode, out
+}
+
+// call is do that fails the test unless the status is want, and decodes the
+// body into out (when non-nil).
+func (e *env) call(t *testing.T, tok, method, path string, body any, want int, out any) []byte {
+	t.Helper()
+	status, raw := e.do(t, tok, method, path, body, "")
+	if status != want {
+		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, status, want, raw)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
+		}
+	}
+	return raw
+}
+
+// as calls the API as role.
+func (b *bundle) as(t *testing.T, role, method, path string, body any, want int, out any) []byte {
+	t.Helper()
+	return b.call(t, b.tokens[role], method, path, body, want, out)
+}
+
+func (b *bundle) vhostsPath() string  { return fmt.Sprintf("/v1/workspaces/%s/virtual-hosts", b.ws) }
+func (b *bundle) streamsPath() string { return fmt.Sprintf("/v1/workspaces/%s/streams", b.ws) }
+func (b *bundle) configPath() string  { return fmt.Sprintf("/v1/workspaces/%s/config", b.ws) }
+
+// createVHost creates a virtual host through the API as the operator.
+func (b *bundle) createVHost(t *testing.T, body any) VirtualHost {
+	t.Helper()
+	var v VirtualHost
+	b.as(t, "operator", http.MethodPost, b.vhostsPath(), body, http.StatusCreated, &v)
+	return v
+}
+
+// createStream creates a stream through the API as the operator.
+func (b *bundle) createStream(t *testing.T, body any) Stream {
+	t.Helper()
+	var s Stream
+	b.as(t, "operator", http.MethodPost, b.streamsPath(), body, http.StatusCreated, &s)
+	return s
+}
+
+// version is the workspace's current configuration version.
+func (b *bundle) version(t *testing.T) int64 {
+	t.Helper()
+	v, err := b.svc.CurrentVersion(b.ctx, b.ws)
+	if err != nil {
+		t.Fatalf("current version: %v", err)
+	}
+	return v
+}
+
+// summaries are the summaries of the workspace's versions, oldest first.
+func (b *bundle) summaries(t *testing.T) []string {
+	t.Helper()
+	var rows []configVersionRow
+	if err := b.db.Select("version", "summary").Where("workspace_id = ?", b.ws).Order("version").Find(&rows).Error; err != nil {
+		t.Fatalf("read versions: %v", err)
+	}
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		if r.Version != int64(i+1) {
+			t.Fatalf("versions are not consecutive from 1: position %d holds version %d", i, r.Version)
+		}
+		out[i] = r.Summary
+	}
+	return out
+}
+
+// apiError is seed 000's error envelope.
+type apiError struct {
+	Error struct {
+		Code    string           `json:"code"`
+		Message string           `json:"message"`
+		Details []app.FieldError `json:"details"`
+	} `json:"error"`
+}
+
+// fields are the details' field paths of an error body.
+func fields(t *testing.T, raw []byte) []string {
+	t.Helper()
+	var e apiError
+	if err := json.Unmarshal(raw, &e); err != nil {
+		t.Fatalf("decode error %s: %v", raw, err)
+	}
+	out := make([]string, len(e.Error.Details))
+	for i, d := range e.Error.Details {
+		out[i] = d.Field
+	}
+	return out
+}
+
+// expectFields fails unless raw is a 422 naming exactly want.
+func expectFields(t *testing.T, status int, raw []byte, want ...string) {
+	t.Helper()
+	if status != http.StatusUnprocessableEntity {
+		t.Fatalf("status %d, want 422; body %s", status, raw)
+	}
+	got := fields(t, raw)
+	slices.Sort(got)
+	w := slices.Clone(want)
+	slices.Sort(w)
+	if !slices.Equal(got, w) {
+		t.Fatalf("details fields = %v, want %v; body %s", got, w, raw)
+	}
+}
+
+// jsonObject round-trips v into a generic JSON object for editing.
+func jsonObject(t *testing.T, v any) map[string]any {
+	t.Helper()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("unmarshal: %v", err)
+	}
+	return m
+}

@@ -1,0 +1,19 @@
+// Package static holds the admin's browser assets: vendored htmx and Pico CSS
+// (exact versions and licenses in README.md) and the admin's own stylesheet.
+// They are embedded in the binary and served under /static/.
+package static
+
+import "embed"
+
+// FS is the embedded asset tree: app.css and vendor/*.
+//
+//go:embed app.css vendor
+var FS embed.FS
+
+// Paths of the assets the layout links to. The vendored file names carry their
+// version, so a dependency upgrade changes the URL and no cache serves the old file.
+const (
+	HTMX   = "/static/vendor/htmx-2.0.4.min.js"
+	Pico   = "/static/vendor/pico-2.0.6.min.css"
+	AppCSS = "/static/app.css"
+)

@@ -1,0 +1,280 @@
+// Package views holds the admin's shared templ components — the page layout with
+// the organization and workspace switchers, flash messages, tables, form fields
+// with their error messages, pagination and the error page — and the helpers that
+// let one handler serve a full page or, for htmx, only the fragment.
+//
+// A module's ui.go builds a Shell (title, user, CSRF token, navigation) and its
+// page content as a templ component, then calls Page. Forms work without
+// JavaScript (POST, then SeeOther to the page) and are enhanced with hx-post
+// targeting #content: the same handler answers with the content fragment, and
+// SeeOther becomes an HX-Location. A failed submission re-renders the form with
+// the submitted values and the service's messages (FormFromError).
+package views
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/nxmesh/nxmesh/app"
+)
+
+// Shell is what every signed-in page has around its content.
+type Shell struct {
+	// Title is the page's heading and document title.
+	Title string
+	// User is the signed-in user's e-mail address.
+	User string
+	// CSRF is the session's token; forms send it as _csrf, htmx as X-CSRF-Token.
+	CSRF string
+	// Nav is the navigation: switchers and the sections of the current scope.
+	Nav Nav
+	// Flash is a message to show above the content (set by Page from the flash
+	// cookie when empty).
+	Flash *Flash
+}
+
+// Nav is the navigation bar: the organization switcher, the workspace switcher
+// of the current organization and the section tabs.
+type Nav struct {
+	// Orgs are the organizations the user may switch to.
+	Orgs []Link
+	// Org is the current organization, nil outside one.
+	Org *Link
+	// Workspaces are the current organization's workspaces.
+	Workspaces []Link
+	// Workspace is the current workspace, nil outside one.
+	Workspace *Link
+	// Sections are the tabs of the current organization or workspace.
+	Sections []Link
+	// AllOrgs links to the organizations page.
+	AllOrgs string
+}
+
+// Link is a labelled target in the navigation.
+type Link struct {
+	Label  string
+	Href   string
+	Active bool
+}
+
+// FlashKind selects a flash message's colour.
+type FlashKind string
+
+// Flash kinds.
+const (
+	FlashSuccess FlashKind = "success"
+	FlashError   FlashKind = "error"
+	FlashInfo    FlashKind = "info"
+)
+
+// Flash is a one-time message shown at the top of the next page.
+type Flash struct {
+	Kind    FlashKind
+	Message string
+}
+
+// Form is a form's submitted values and the errors to show with them.
+type Form struct {
+	// Values are the submitted values by field name.
+	Values map[string]string
+	// Errors are messages by field name (the JSON field names of the service).
+	Errors map[string]string
+	// Message is a form-level error: a conflict, or field errors that no input of
+	// the form displays.
+	Message string
+}
+
+// Value returns the submitted value of name.
+func (f Form) Value(name string) string { return f.Values[name] }
+
+// Error returns the message for name, "" when the field is fine.
+func (f Form) Error(name string) string { return f.Errors[name] }
+
+// Failed reports whether the form has any error to show.
+func (f Form) Failed() bool { return f.Message != "" || len(f.Errors) > 0 }
+
+// FormFromError turns a service error into form errors and the status to
+// re-render the form with. A validation error (422) puts each message next to
+// its field when fields lists it, otherwise into the form-level message. A
+// conflict (409), a rule of the service that refuses the change (403, e.g.
+// "only an owner can grant the owner role"), bad credentials (401), throttling
+// (429) and an unavailable dependency (503) become the form-level message. ok
+// is false for any other error (not found, internal), which the caller returns
+// for the error page.
+func FormFromError(err error, values map[string]string, fields ...string) (f Form, status int, ok bool) {
+	f = Form{Values: values, Errors: map[string]string{}}
+	var ve *app.ValidationError
+	if errors.As(err, &ve) {
+		var other []string
+		for _, fe := range ve.Fields {
+			if contains(fields, fe.Field) {
+				if f.Errors[fe.Field] == "" {
+					f.Errors[fe.Field] = fieldMessage(fe.Message)
+				}
+				continue
+			}
+			other = append(other, fieldLabel(fe.Field)+" "+fe.Message)
+		}
+		if len(other) > 0 {
+			f.Message = sentence(strings.Join(other, "; "))
+		}
+		return f, http.StatusUnprocessableEntity, true
+	}
+	status, msg, known := ErrorMessage(err)
+	switch status {
+	case http.StatusConflict, http.StatusForbidden, http.StatusUnauthorized, http.StatusUnprocessableEntity,
+		http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		if known {
+			f.Message = msg
+			return f, status, true
+		}
+	}
+	return f, 0, false
+}
+
+// ErrorMessage returns the status and public message the API would answer err
+// with; known is false for an uncategorized error (a 500 whose text must not
+// be shown).
+func ErrorMessage(err error) (status int, message string, known bool) {
+	var he *app.HTTPError
+	if errors.As(err, &he) {
+		return he.Status, he.Message, true
+	}
+	if errors.As(err, new(*app.ValidationError)) {
+		return http.StatusUnprocessableEntity, "Request validation failed", true
+	}
+	for _, c := range []struct {
+		err    error
+		status int
+		def    string
+	}{
+		{app.ErrNotFound, http.StatusNotFound, "Resource not found"},
+		{app.ErrConflict, http.StatusConflict, "The change conflicts with the current state"},
+		{app.ErrInvalid, http.StatusUnprocessableEntity, "The form is not valid"},
+		{app.ErrUnauthorized, http.StatusUnauthorized, "Authentication required"},
+		{app.ErrForbidden, http.StatusForbidden, "You are not allowed to make this change"},
+		{app.ErrRateLimited, http.StatusTooManyRequests, "Too many requests"},
+		{app.ErrUnavailable, http.StatusServiceUnavailable, "Service temporarily unavailable"},
+	} {
+		if errors.Is(err, c.err) {
+			return c.status, publicMessage(err, c.err, c.def), true
+		}
+	}
+	return http.StatusInternalServerError, "Internal server error", false
+}
+
+// publicMessage returns the text after the category, as the API shows it.
+func publicMessage(err, category error, def string) string {
+	msg := err.Error()
+	i := strings.Index(msg, category.Error()+": ")
+	if i < 0 {
+		return def
+	}
+	return sentence(msg[i+len(category.Error())+2:])
+}
+
+// fieldMessage phrases a field's message for display under its input: the
+// service's "is required" reads "This field is required".
+func fieldMessage(msg string) string {
+	if strings.HasPrefix(msg, "is ") || strings.HasPrefix(msg, "has ") {
+		return "This field " + msg
+	}
+	return sentence(msg)
+}
+
+func sentence(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func fieldLabel(field string) string {
+	return strings.ReplaceAll(field, "_", " ")
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// FieldProps describes one input of a form.
+type FieldProps struct {
+	// Name is the input's name and the service's JSON field name.
+	Name  string
+	Label string
+	// Type is the input type; "text" when empty.
+	Type         string
+	Placeholder  string
+	Help         string
+	Required     bool
+	Autocomplete string
+	// Options are the choices of a select field.
+	Options []Option
+}
+
+// Option is one choice of a select field.
+type Option struct {
+	Value string
+	Label string
+}
+
+func (p FieldProps) inputType() string {
+	if p.Type == "" {
+		return "text"
+	}
+	return p.Type
+}
+
+func (p FieldProps) id() string { return "f-" + p.Name }
+
+func (p FieldProps) errorID() string { return "f-" + p.Name + "-error" }
+
+// Pager renders the pagination of a list.
+type Pager struct {
+	Page    int
+	PerPage int
+	Total   int64
+	// Path is the list's path; Query its current filters (page is replaced).
+	Path  string
+	Query url.Values
+}
+
+// NewPager builds a Pager for the list at path with the filters in query.
+func NewPager(p app.Page, total int64, path string, query url.Values) Pager {
+	return Pager{Page: p.Page, PerPage: p.PerPage, Total: total, Path: path, Query: query}
+}
+
+// Pages is the number of pages (at least 1).
+func (p Pager) Pages() int {
+	if p.PerPage <= 0 || p.Total <= 0 {
+		return 1
+	}
+	return int((p.Total + int64(p.PerPage) - 1) / int64(p.PerPage))
+}
+
+// Href is the URL of page n with the current filters.
+func (p Pager) Href(n int) string {
+	q := url.Values{}
+	for k, v := range p.Query {
+		q[k] = append([]string(nil), v...)
+	}
+	q.Set("page", strconv.Itoa(n))
+	if p.PerPage > 0 && p.PerPage != app.DefaultPerPage {
+		q.Set("per_page", strconv.Itoa(p.PerPage))
+	}
+	return p.Path + "?" + q.Encode()
+}
+
+// HasPrev reports whether there is a previous page.
+func (p Pager) HasPrev() bool { return p.Page > 1 }
+
+// HasNext reports whether there is a next page.
+func (p Pager) HasNext() bool { return p.Page < p.Pages() }
