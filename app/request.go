@@ -2,10 +2,13 @@ package app
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -20,21 +23,194 @@ func Bind(c *fiber.Ctx, dst any) error {
 	return DecodeJSON(c.Body(), dst)
 }
 
-// DecodeJSON is Bind for a byte slice.
+// DecodeJSON is Bind for a byte slice. Before decoding, the document is walked
+// against dst's type so that unknown fields and type mismatches are reported with
+// their full JSON path (servers[1].weight), one detail per bad field.
 func DecodeJSON(body []byte, dst any) error {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return Invalid("body", FieldInvalidFormat, "request body must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
+	dec.UseNumber()
+	var generic any
+	if err := dec.Decode(&generic); err != nil {
 		return jsonError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Invalid("body", FieldInvalidFormat, "unexpected data after the JSON object")
 	}
+	v := &Validator{}
+	checkShape(v, generic, reflect.TypeOf(dst), "")
+	if err := v.Err(); err != nil {
+		return err
+	}
+	dec = json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return jsonError(err)
+	}
 	return nil
+}
+
+var textUnmarshaler = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
+var jsonUnmarshaler = reflect.TypeOf((*json.Unmarshaler)(nil)).Elem()
+
+func joinPath(base, key string) string {
+	if base == "" {
+		return key
+	}
+	return base + "." + key
+}
+
+// checkShape reports values of doc that t cannot hold, and object keys t does not
+// have, by JSON path.
+func checkShape(v *Validator, doc any, t reflect.Type, path string) {
+	for t.Kind() == reflect.Pointer {
+		if doc == nil {
+			return
+		}
+		t = t.Elem()
+	}
+	if doc == nil {
+		return
+	}
+	field := path
+	if field == "" {
+		field = "body"
+	}
+	if reflect.PointerTo(t).Implements(jsonUnmarshaler) {
+		return
+	}
+	if reflect.PointerTo(t).Implements(textUnmarshaler) {
+		str, ok := doc.(string)
+		if !ok {
+			v.Add(field, FieldInvalidFormat, "must be a string")
+			return
+		}
+		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(str)); err != nil {
+			msg := "has an invalid format"
+			if t == uuidType {
+				msg = "must be a UUID"
+			}
+			v.Add(field, FieldInvalidFormat, msg)
+		}
+		return
+	}
+	switch t.Kind() {
+	case reflect.Interface:
+		return
+	case reflect.String:
+		if _, ok := doc.(string); !ok {
+			v.Add(field, FieldInvalidFormat, "must be a string")
+		}
+	case reflect.Bool:
+		if _, ok := doc.(bool); !ok {
+			v.Add(field, FieldInvalidFormat, "must be a boolean")
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n, ok := doc.(json.Number)
+		if !ok {
+			v.Add(field, FieldInvalidFormat, "must be an integer")
+			return
+		}
+		i, err := n.Int64()
+		if err != nil || reflect.Zero(t).OverflowInt(i) {
+			v.Add(field, FieldInvalidValue, "must be an integer in range")
+		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n, ok := doc.(json.Number)
+		if !ok {
+			v.Add(field, FieldInvalidFormat, "must be an integer")
+			return
+		}
+		i, err := strconv.ParseUint(n.String(), 10, 64)
+		if err != nil || reflect.Zero(t).OverflowUint(i) {
+			v.Add(field, FieldInvalidValue, "must be a non-negative integer in range")
+		}
+	case reflect.Float32, reflect.Float64:
+		if _, ok := doc.(json.Number); !ok {
+			v.Add(field, FieldInvalidFormat, "must be a number")
+		}
+	case reflect.Slice, reflect.Array:
+		arr, ok := doc.([]any)
+		if !ok {
+			if t.Elem().Kind() == reflect.Uint8 {
+				if _, ok := doc.(string); ok {
+					return
+				}
+			}
+			v.Add(field, FieldInvalidFormat, "must be an array")
+			return
+		}
+		for i, e := range arr {
+			checkShape(v, e, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+		}
+	case reflect.Map:
+		obj, ok := doc.(map[string]any)
+		if !ok {
+			v.Add(field, FieldInvalidFormat, "must be an object")
+			return
+		}
+		for k, e := range obj {
+			checkShape(v, e, t.Elem(), joinPath(path, k))
+		}
+	case reflect.Struct:
+		obj, ok := doc.(map[string]any)
+		if !ok {
+			v.Add(field, FieldInvalidFormat, "must be an object")
+			return
+		}
+		fields := jsonFields(t)
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ft, ok := fields[k]
+			if !ok {
+				v.Add(joinPath(path, k), FieldUnknown, "unknown field")
+				continue
+			}
+			checkShape(v, obj[k], ft, joinPath(path, k))
+		}
+	}
+}
+
+// jsonFields maps the JSON names of t's fields (embedded structs flattened) to
+// their types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				for k, v := range jsonFields(ft) {
+					if _, ok := out[k]; !ok {
+						out[k] = v
+					}
+				}
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
 }
 
 func jsonError(err error) error {

@@ -1,0 +1,73 @@
+package app
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/uuid"
+)
+
+type bindServer struct {
+	Address string `json:"address"`
+	Weight  *int   `json:"weight"`
+}
+
+type bindBody struct {
+	Name    string            `json:"name"`
+	ID      uuid.UUID         `json:"id"`
+	Servers []bindServer      `json:"servers"`
+	Labels  map[string]string `json:"labels"`
+	Port    uint16            `json:"port"`
+}
+
+func TestDecodeJSON(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		body   string
+		fields []string
+	}{
+		{"AcceptsValidBody", `{"name":"a","servers":[{"address":"x:1","weight":2}],"labels":{"k":"v"},"port":80}`, nil},
+		{"RejectsNonObject", `[1,2]`, []string{"body"}},
+		{"RejectsEmptyBody", ``, []string{"body"}},
+		{"RejectsTrailingData", `{"name":"a"} {}`, []string{"body"}},
+		{"RejectsMalformed", `{"name":`, []string{"body"}},
+		{"NamesUnknownTopLevelField", `{"nam":"a"}`, []string{"nam"}},
+		{"NamesUnknownNestedFieldWithIndex", `{"servers":[{"address":"x:1"},{"adress":"y"}]}`, []string{"servers[1].adress"}},
+		{"NamesTypeMismatchWithIndex", `{"servers":[{"address":"x:1","weight":"heavy"}]}`, []string{"servers[0].weight"}},
+		{"NamesEveryBadField", `{"name":1,"port":70000,"labels":{"k":2}}`, []string{"labels.k", "name", "port"}},
+		{"RejectsFractionForInteger", `{"port":1.5}`, []string{"port"}},
+		{"RejectsNumberForUUID", `{"id":5}`, []string{"id"}},
+		{"RejectsMalformedUUID", `{"id":"nope"}`, []string{"id"}},
+		{"AcceptsNullForPointer", `{"servers":[{"address":"x","weight":null}]}`, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var dst bindBody
+			err := DecodeJSON([]byte(tc.body), &dst)
+			if tc.fields == nil {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("want ValidationError, got %v", err)
+			}
+			var got []string
+			for _, f := range ve.Fields {
+				got = append(got, f.Field)
+			}
+			if len(got) != len(tc.fields) {
+				t.Fatalf("fields = %v, want %v", got, tc.fields)
+			}
+			for i := range got {
+				if got[i] != tc.fields[i] {
+					t.Fatalf("fields = %v, want %v", got, tc.fields)
+				}
+			}
+		})
+	}
+}
