@@ -49,6 +49,10 @@ type HTTPConfig struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// BodyLimit is the largest accepted request body in bytes.
 	BodyLimit int `yaml:"body_limit"`
+	// TrustedProxies are comma-separated IPs or CIDRs of reverse proxies whose
+	// X-Forwarded-For header gives the client IP (throttling, audit). Empty: the
+	// peer address is the client.
+	TrustedProxies string `yaml:"trusted_proxies"`
 }
 
 // GRPCConfig configures the agent-facing gRPC listener.

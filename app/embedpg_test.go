@@ -115,6 +115,9 @@ func TestEmbeddedPostgresStaleLocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-pg.done
+	if err := pg.Stop(context.Background()); err == nil {
+		t.Error("Stop of a killed server reported no error")
+	}
 	pidFile := filepath.Join(dir, "postgres", "postmaster.pid")
 	if _, err := os.Stat(pidFile); err != nil {
 		t.Fatalf("expected a stale postmaster.pid: %v", err)

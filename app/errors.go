@@ -80,6 +80,8 @@ type HTTPError struct {
 	Message string
 	// RetryAfter, in seconds, is sent as Retry-After when positive.
 	RetryAfter int
+	// Details, optional, name fields involved.
+	Details []FieldError
 }
 
 func (e *HTTPError) Error() string { return e.Message }
@@ -103,7 +105,7 @@ type publicError struct {
 func classify(err error) publicError {
 	var he *HTTPError
 	if errors.As(err, &he) {
-		return publicError{Status: he.Status, Code: he.Code, Message: he.Message, RetryAfter: he.RetryAfter}
+		return publicError{Status: he.Status, Code: he.Code, Message: he.Message, RetryAfter: he.RetryAfter, Details: he.Details}
 	}
 	var ve *ValidationError
 	if errors.As(err, &ve) {

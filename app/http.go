@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -96,18 +97,21 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 // newFiber builds the Fiber app with the request-id, logging, metrics and
 // recovery middleware and the error handler that writes seed 000's envelope.
 func newFiber(cfg Config, logger *slog.Logger, metrics *httpMetrics, w *Wiring) *fiber.App {
-	f := fiber.New(fiber.Config{
+	fc := fiber.Config{
 		DisableStartupMessage: true,
 		BodyLimit:             cfg.HTTP.BodyLimit,
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          60 * time.Second,
 		IdleTimeout:           120 * time.Second,
 		ErrorHandler:          errorHandler(logger, w),
-		// Unknown JSON fields are rejected by Bind; keep strict routing.
-		StrictRouting: false,
-		CaseSensitive: true,
-		ProxyHeader:   "",
-	})
+		CaseSensitive:         true,
+	}
+	if proxies := splitList(cfg.HTTP.TrustedProxies); len(proxies) > 0 {
+		fc.EnableTrustedProxyCheck = true
+		fc.TrustedProxies = proxies
+		fc.ProxyHeader = fiber.HeaderXForwardedFor
+	}
+	f := fiber.New(fc)
 	f.Use(func(c *fiber.Ctx) (err error) {
 		start := time.Now()
 		id := c.Get(fiber.HeaderXRequestID)
@@ -316,4 +320,14 @@ func (g *guard) roleIn(ctx context.Context, p *Principal, s Scope) (string, erro
 		return "owner", nil
 	}
 	return g.w.Role(ctx, p.UserID, s)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

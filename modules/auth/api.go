@@ -100,19 +100,16 @@ func (m *Module) login(c *fiber.Ctx) error {
 
 // emailCodeRequired answers a password login that needs the emailed code: 401
 // UNAUTHORIZED with a detail {"field":"code","code":"OTP_REQUIRED"} telling the
-// client to switch to /v1/auth/login/init. app's error envelope carries
-// details only for 422s, so this one answer is written here, in the same shape.
-func emailCodeRequired(c *fiber.Ctx) error {
-	msg := "A one-time code sent by email is required"
-	return c.Status(http.StatusUnauthorized).JSON(fiber.Map{"error": fiber.Map{
-		"code":       app.CodeUnauthorized,
-		"message":    msg,
-		"request_id": app.RequestID(c),
-		"details": []app.FieldError{{
+// client to switch to /v1/auth/login/init.
+func emailCodeRequired(*fiber.Ctx) error {
+	return &app.HTTPError{
+		Status: http.StatusUnauthorized, Code: app.CodeUnauthorized,
+		Message: "A one-time code sent by email is required",
+		Details: []app.FieldError{{
 			Field: "code", Code: "OTP_REQUIRED",
 			Message: "request a code with POST /v1/auth/login/init, then sign in with POST /v1/auth/login/verify",
 		}},
-	}})
+	}
 }
 
 func (m *Module) loginInit(c *fiber.Ctx) error {

@@ -114,11 +114,15 @@ func TestAPIKeys(t *testing.T) {
 		_ = k
 	})
 
-	t.Run("RoleBelowAdminCannotReadKeys", func(t *testing.T) {
+	t.Run("RoleBelowAdminCannotManageKeys", func(t *testing.T) {
 		t.Parallel()
 		b := keySetup(t)
-		_, secret := create(t, b, CreateAPIKeyParams{Role: "operator"})
-		b.do(t, "GET", "/v1/probe/orgs/"+b.org.String()+"/keys", nil, "X-API-Key", secret).expect(t, http.StatusForbidden, app.CodeForbidden)
+		_, operator := create(t, b, CreateAPIKeyParams{Role: "operator"})
+		_, admin := create(t, b, CreateAPIKeyParams{Role: "admin"})
+		path := "/v1/probe/orgs/" + b.org.String() + "/keys"
+		b.do(t, "GET", path, nil, "X-API-Key", operator).expect(t, http.StatusOK, "")
+		b.do(t, "POST", path, nil, "X-API-Key", operator).expect(t, http.StatusForbidden, app.CodeForbidden)
+		b.do(t, "POST", path, nil, "X-API-Key", admin).expect(t, http.StatusOK, "")
 	})
 
 	t.Run("WorkspaceKeyIsLimitedToItsWorkspace", func(t *testing.T) {

@@ -92,11 +92,12 @@ func (probeModule) Routes(r app.Routers) {
 		id, err := app.ParamUUID(c, "id")
 		return app.Scope{OrgID: id}, err
 	}
-	r.API.Get("/probe/orgs/:id/keys", app.Require(ObjectAPIKey, authz.Read, orgScope), app.Doc{Summary: "probe"},
-		func(c *fiber.Ctx) error {
-			p := app.Caller(c)
-			return c.JSON(fiber.Map{"user_id": p.UserID, "email": p.Email, "role": app.RoleOf(c), "api_key": p.APIKey != nil})
-		})
+	show := func(c *fiber.Ctx) error {
+		p := app.Caller(c)
+		return c.JSON(fiber.Map{"user_id": p.UserID, "email": p.Email, "role": app.RoleOf(c), "api_key": p.APIKey != nil})
+	}
+	r.API.Get("/probe/orgs/:id/keys", app.Require(ObjectAPIKey, authz.Read, orgScope), app.Doc{Summary: "probe"}, show)
+	r.API.Post("/probe/orgs/:id/keys", app.Require(ObjectAPIKey, authz.Write, orgScope), app.Doc{Summary: "probe"}, show)
 	r.UI.Get("/probe/ui", app.Authenticated(), app.Doc{Summary: "probe"}, func(c *fiber.Ctx) error {
 		return c.SendString(app.Caller(c).Email)
 	})
