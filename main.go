@@ -24,6 +24,7 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/static"
 	"github.com/nxmesh/nxmesh/views"
 )
@@ -113,16 +114,21 @@ func load(path string, stderr io.Writer) (app.Config, *slog.Logger, error) {
 
 // modules constructs every module of the master, in dependency order.
 type modules struct {
-	auth *auth.Module
-	orgs *orgs.Module
+	auth      *auth.Module
+	orgs      *orgs.Module
+	upstreams *upstreams.Module
 }
 
 func newModules(d app.Deps) modules {
 	a := auth.New(d)
-	return modules{auth: a, orgs: orgs.New(d, a.Service())}
+	return modules{
+		auth:      a,
+		orgs:      orgs.New(d, a.Service()),
+		upstreams: upstreams.New(d, upstreams.Options{}),
+	}
 }
 
-func (m modules) list() []app.Module { return []app.Module{m.auth, m.orgs} }
+func (m modules) list() []app.Module { return []app.Module{m.auth, m.orgs, m.upstreams} }
 
 func (m modules) wiring() app.Wiring {
 	return app.Wiring{

@@ -240,7 +240,7 @@ func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
 		return fmt.Errorf("start river: %w", err)
 	}
 
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(w.GRPCServerOptions...)
 	for _, m := range mods {
 		m.GRPC(gs)
 	}

@@ -55,9 +55,22 @@ type HTTPConfig struct {
 	TrustedProxies string `yaml:"trusted_proxies"`
 }
 
-// GRPCConfig configures the agent-facing gRPC listener.
+// GRPCConfig configures the agent-facing gRPC listener and the agents' CA.
 type GRPCConfig struct {
 	Addr string `yaml:"addr"`
+	// PublicAddr is host:port agents dial, shown in install commands; empty:
+	// the host of http.public_url with the port of Addr.
+	PublicAddr string `yaml:"public_addr"`
+	// TLSHosts are extra names and addresses (comma-separated) in the server
+	// certificate, besides localhost, 127.0.0.1, ::1 and the machine's hostname.
+	TLSHosts string `yaml:"tls_hosts"`
+	// CACertFile and CAKeyFile hold the agents' CA (PEM). Empty: the CA under
+	// data_dir/agents-ca/, generated on first start.
+	CACertFile string `yaml:"ca_cert_file"`
+	CAKeyFile  string `yaml:"ca_key_file"`
+	// HeartbeatInterval is how often agents report health; an agent is offline
+	// after three missed heartbeats.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 }
 
 // AuthConfig holds authentication secrets and limits.
@@ -121,7 +134,7 @@ func DefaultConfig() Config {
 			ShutdownTimeout: 15 * time.Second,
 			BodyLimit:       1 << 20,
 		},
-		GRPC: GRPCConfig{Addr: "127.0.0.1:9443"},
+		GRPC: GRPCConfig{Addr: "127.0.0.1:9443", HeartbeatInterval: 10 * time.Second},
 		Auth: AuthConfig{
 			AccessTokenTTL:          time.Hour,
 			RefreshTokenTTL:         30 * 24 * time.Hour,

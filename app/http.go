@@ -16,6 +16,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 )
 
 // Wiring connects the plumbing to the modules that know identities and roles.
@@ -36,6 +37,9 @@ type Wiring struct {
 	Static fs.FS
 	// Version is shown in the OpenAPI document.
 	Version string
+	// GRPCServerOptions configure the agents' gRPC server (transport
+	// credentials, keepalive); the agents module provides them.
+	GRPCServerOptions []grpc.ServerOption
 }
 
 const (
@@ -114,13 +118,13 @@ func newFiber(cfg Config, logger *slog.Logger, metrics *httpMetrics, w *Wiring) 
 	f := fiber.New(fc)
 	f.Use(func(c *fiber.Ctx) (err error) {
 		start := time.Now()
-		id := c.Get(fiber.HeaderXRequestID)
+		id := strings.Clone(c.Get(fiber.HeaderXRequestID))
 		if !requestIDPattern.MatchString(id) {
 			id = uuid.NewString()
 		}
 		c.Locals(localRequestID, id)
 		c.Set(fiber.HeaderXRequestID, id)
-		c.SetUserContext(WithRequestInfo(c.UserContext(), RequestInfo{ID: id, IP: c.IP()}))
+		c.SetUserContext(WithRequestInfo(c.UserContext(), RequestInfo{ID: id, IP: strings.Clone(c.IP())}))
 		defer func() {
 			if r := recover(); r != nil {
 				logger.ErrorContext(c.UserContext(), "panic", "panic", r, "path", c.Path())
@@ -132,9 +136,13 @@ func newFiber(cfg Config, logger *slog.Logger, metrics *httpMetrics, w *Wiring) 
 				}
 			}
 			status := c.Response().StatusCode()
-			route := c.Route().Path
-			metrics.requests.WithLabelValues(c.Method(), route, strconv.Itoa(status)).Inc()
-			metrics.duration.WithLabelValues(c.Method(), route).Observe(time.Since(start).Seconds())
+			// Fiber's strings alias reused buffers: copy what outlives the request.
+			method, route := strings.Clone(c.Method()), strings.Clone(c.Route().Path)
+			if status == http.StatusNotFound && route == "/" {
+				route = "unmatched"
+			}
+			metrics.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+			metrics.duration.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 			logger.LogAttrs(c.UserContext(), slog.LevelInfo, "http request",
 				slog.String("method", c.Method()), slog.String("path", c.Path()),
 				slog.Int("status", status), slog.Duration("duration", time.Since(start)),

@@ -100,7 +100,12 @@ func (g *schemaGen) operation(r Route) map[string]any {
 	if r.Doc.List {
 		query = append([]string{"page", "per_page"}, query...)
 	}
+	seen := map[string]bool{}
 	for _, q := range query {
+		if seen[q] {
+			continue
+		}
+		seen[q] = true
 		s := map[string]any{"type": "string"}
 		if q == "page" || q == "per_page" {
 			s = map[string]any{"type": "integer", "minimum": 1}

@@ -1,0 +1,403 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/apptest"
+	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/modules/auth"
+	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/upstreams"
+)
+
+// master is the whole master as main.go wires it, on a fresh database.
+type master struct {
+	a    *app.App
+	mods modules
+}
+
+func newMaster(t *testing.T) *master {
+	t.Helper()
+	a := apptest.NewApp(t, func(c *app.Config) { c.Auth.RateLimitPerMinute = 1 << 30 })
+	mods := newModules(a.Deps)
+	if err := a.Mount(context.Background(), mods.list(), mods.wiring()); err != nil {
+		t.Fatal(err)
+	}
+	return &master{a: a, mods: mods}
+}
+
+func (m *master) do(t *testing.T, method, path, token string, body []byte) (int, []byte) {
+	t.Helper()
+	req := httptest.NewRequest(method, path, bytes.NewReader(body))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp := apptest.Do(t, m.a, req)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// principals of the access matrix: a member of each role, and the owner of
+// another organization.
+var principals = []string{"anonymous", authz.RoleViewer, authz.RoleOperator, authz.RoleAdmin, authz.RoleOwner, "outsider"}
+
+type people struct {
+	users  map[string]auth.User
+	tokens map[string]string
+}
+
+func (m *master) people(t *testing.T) people {
+	t.Helper()
+	ctx := context.Background()
+	p := people{users: map[string]auth.User{}, tokens: map[string]string{}}
+	for _, who := range append(principals[1:], "member") {
+		email := who + "@example.com"
+		u, err := m.mods.auth.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: "password-" + who})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := m.mods.auth.Service().Login(ctx, auth.LoginParams{Email: email, Password: "password-" + who, IP: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.users[who], p.tokens[who] = u, pair.AccessToken
+	}
+	if _, err := m.mods.orgs.Service().CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Elsewhere", Slug: "elsewhere", OwnerID: p.users["outsider"].ID}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// relogin replaces who's token when it no longer works.
+func (m *master) relogin(t *testing.T, p people, who string) {
+	t.Helper()
+	if status, _ := m.do(t, http.MethodGet, "/v1/users/me", p.tokens[who], nil); status != http.StatusUnauthorized {
+		return
+	}
+	pair, err := m.mods.auth.Service().Login(context.Background(), auth.LoginParams{Email: who + "@example.com", Password: "password-" + who, IP: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.tokens[who] = pair.AccessToken
+}
+
+// fixture is one organization with an object of every kind, so every path
+// parameter of every route has a real value.
+type fixture struct {
+	params map[string]string // "<collection>/:id" or ":name" → value
+}
+
+var fixtureSeq struct {
+	sync.Mutex
+	n int
+}
+
+func (m *master) fixture(t *testing.T, p people) fixture {
+	t.Helper()
+	fixtureSeq.Lock()
+	fixtureSeq.n++
+	n := fixtureSeq.n
+	fixtureSeq.Unlock()
+	ctx := context.Background()
+	os := m.mods.orgs.Service()
+	org, err := os.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Org", Slug: fmt.Sprintf("org-%d", n), OwnerID: p.users[authz.RoleOwner].ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{authz.RoleViewer, authz.RoleOperator, authz.RoleAdmin} {
+		if _, err := os.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: p.users[role].Email, Role: role}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: p.users["member"].Email, Role: authz.RoleViewer}); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := os.CreateWorkspace(ctx, orgs.CreateWorkspaceParams{OrgID: org.ID, Name: "WS", Slug: "ws"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.CreateAPIKey(ctx, orgs.CreateAPIKeyParams{OrgID: org.ID, Name: "k", Role: authz.RoleViewer, CreatedBy: p.users[authz.RoleOwner].ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	weight := 1
+	up, err := m.mods.upstreams.Service().Create(ctx, upstreams.CreateParams{WorkspaceID: ws.ID, Name: "api", Servers: []upstreams.ServerInput{{Address: "127.0.0.1:8081", Weight: &weight}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixture{params: map[string]string{
+		"organizations/:id": org.ID.String(),
+		"workspaces/:id":    ws.ID.String(),
+		"users/:id":         p.users["member"].ID.String(),
+		":user_id":          p.users["member"].ID.String(),
+		"orgs/:id":          org.ID.String(),
+		":org":              org.ID.String(),
+		":key_id":           key.ID.String(),
+		"upstreams/:id":     up.ID.String(),
+	}}
+}
+
+// path fills route's parameters from f.
+func (f fixture) path(t *testing.T, route string) string {
+	segs := strings.Split(route, "/")
+	for i, s := range segs {
+		if s == "*" {
+			segs[i] = "app.css" // a file that exists under /static/
+			continue
+		}
+		if !strings.HasPrefix(s, ":") {
+			continue
+		}
+		v, ok := f.params[s]
+		if !ok && i > 0 {
+			v, ok = f.params[segs[i-1]+"/"+s]
+		}
+		if !ok {
+			t.Fatalf("route %s: no fixture value for %s; add one to fixture()", route, s)
+		}
+		segs[i] = v
+	}
+	return strings.Join(segs, "/")
+}
+
+// TestRoutes_AccessMatrix walks every registered route with every principal and
+// asserts the outcome: anonymous callers get 401 on every non-public route, a
+// member of another organization gets 404 for this organization's ids, a role
+// the route's policy does not allow gets 403, an allowed role gets past the guard,
+// and a viewer may read (GET) but never write.
+func TestRoutes_AccessMatrix(t *testing.T) {
+	m := newMaster(t)
+	p := m.people(t)
+	shared := m.fixture(t, p)
+	routes := m.a.Routes()
+	sort.Slice(routes, func(i, j int) bool { return routes[i].Method+routes[i].Path < routes[j].Method+routes[j].Path })
+	checked := 0
+	for _, r := range routes {
+		if r.Kind == app.KindUI {
+			continue // the admin is walked by TestRoutes_AdminRequiresSession
+		}
+		for _, who := range principals {
+			name := fmt.Sprintf("%s %s as %s", r.Method, r.Path, who)
+			f := shared
+			if r.Method != http.MethodGet {
+				f = m.fixture(t, p) // writes may destroy what they touch
+			}
+			path := f.path(t, r.Path)
+			var body []byte
+			if r.Method == http.MethodPost || r.Method == http.MethodPatch || r.Method == http.MethodPut {
+				body = []byte(`{}`)
+			}
+			status, resp := m.do(t, r.Method, path, p.tokens[who], body)
+			checked++
+			if r.Method != http.MethodGet && who != "anonymous" {
+				m.relogin(t, p, who) // the call may have ended the caller's session (logout)
+			}
+			switch {
+			case r.Access.IsPublic():
+				if status == http.StatusUnauthorized || status == http.StatusForbidden {
+					t.Errorf("%s: public route answered %d: %s", name, status, resp)
+				}
+			case who == "anonymous":
+				if status != http.StatusUnauthorized {
+					t.Errorf("%s: status %d, want 401: %s", name, status, resp)
+				}
+			case !r.Access.IsPermission():
+				if status == http.StatusUnauthorized {
+					t.Errorf("%s: signed-in caller got 401: %s", name, resp)
+				}
+			case who == "outsider":
+				if status != http.StatusNotFound {
+					t.Errorf("%s: status %d, want 404 for another organization's id: %s", name, status, resp)
+				}
+			default:
+				allowed, err := m.a.Deps.Authz.Allowed(who, "", r.Access.Object, r.Access.Action)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if who == authz.RoleViewer && allowed != (r.Method == http.MethodGet) {
+					t.Errorf("%s: viewer allowed=%v by policy %s/%s; viewers read everything and write nothing", name, allowed, r.Access.Object, r.Access.Action)
+				}
+				if allowed && (status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound) {
+					t.Errorf("%s: allowed by policy but status %d: %s", name, status, resp)
+				}
+				if !allowed && status != http.StatusForbidden {
+					t.Errorf("%s: denied by policy but status %d, want 403: %s", name, status, resp)
+				}
+			}
+			if status >= 500 {
+				t.Errorf("%s: server error %d: %s", name, status, resp)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no route was checked")
+	}
+	t.Logf("checked %d (route, principal) pairs", checked)
+}
+
+// TestRoutes_AdminRequiresSession asserts every admin page redirects a caller
+// without a session to /login, and every unsafe admin request without a CSRF
+// token is refused.
+func TestRoutes_AdminRequiresSession(t *testing.T) {
+	m := newMaster(t)
+	p := m.people(t)
+	f := m.fixture(t, p)
+	for _, r := range m.a.Routes() {
+		if r.Kind != app.KindUI || r.Access.IsPublic() {
+			continue
+		}
+		path := f.path(t, r.Path)
+		status, body := m.do(t, r.Method, path, "", nil)
+		if status != http.StatusSeeOther && status != http.StatusFound {
+			t.Errorf("%s %s without session: status %d, want a redirect to /login: %s", r.Method, r.Path, status, body)
+		}
+	}
+}
+
+// TestOpenAPI_MatchesRoutes fails when a /v1 route served by the HTTP app is
+// missing from /v1/openapi.json, or the document lists an operation that is not
+// served.
+func TestOpenAPI_MatchesRoutes(t *testing.T) {
+	m := newMaster(t)
+	status, body := m.do(t, http.MethodGet, "/v1/openapi.json", "", nil)
+	if status != http.StatusOK {
+		t.Fatalf("openapi.json: %d", status)
+	}
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.1") {
+		t.Fatalf("openapi version %q, want 3.1.x", doc.OpenAPI)
+	}
+	documented := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			documented[strings.ToUpper(method)+" /v1"+path] = true
+		}
+	}
+	served := map[string]bool{}
+	for _, r := range m.a.Fiber().GetRoutes(true) {
+		if !strings.HasPrefix(r.Path, "/v1/") || r.Method == http.MethodHead {
+			continue
+		}
+		served[r.Method+" "+app.Route{Path: r.Path}.OpenAPIPath()] = true
+	}
+	for k := range served {
+		if !documented[k] {
+			t.Errorf("served but not in openapi.json: %s", k)
+		}
+	}
+	for k := range documented {
+		if !served[k] {
+			t.Errorf("in openapi.json but not served: %s", k)
+		}
+	}
+	if len(served) < 10 {
+		t.Fatalf("only %d /v1 routes served", len(served))
+	}
+	status, page := m.do(t, http.MethodGet, "/docs", "", nil)
+	if status != http.StatusOK || !bytes.Contains(page, []byte("/v1/organizations/{id}/workspaces")) {
+		t.Fatalf("/docs: status %d, does not list the workspaces route", status)
+	}
+}
+
+// TestServe_Conventions checks the behaviour every route shares: request ids,
+// the error envelope on unknown routes and methods, body limits, health.
+func TestServe_Conventions(t *testing.T) {
+	m := newMaster(t)
+	cases := []struct {
+		name, method, path string
+		body               []byte
+		status             int
+		code               string
+	}{
+		{"UnknownRouteIs404Envelope", http.MethodGet, "/v1/nope", nil, 404, app.CodeNotFound},
+		{"WrongMethodIs405Envelope", http.MethodPut, "/v1/organizations", []byte(`{}`), 405, app.CodeMethodNotAllowed},
+		{"MissingTokenIs401", http.MethodGet, "/v1/organizations", nil, 401, app.CodeUnauthorized},
+		{"MalformedJSONIs422", http.MethodPost, "/v1/auth/login", []byte(`{"email":`), 422, app.CodeValidation},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(tc.method, tc.path, bytes.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			resp := apptest.Do(t, m.a, req)
+			defer resp.Body.Close()
+			var env struct {
+				Error struct {
+					Code      string `json:"code"`
+					RequestID string `json:"request_id"`
+				} `json:"error"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&env)
+			if resp.StatusCode != tc.status || env.Error.Code != tc.code {
+				t.Fatalf("status %d code %q, want %d %q", resp.StatusCode, env.Error.Code, tc.status, tc.code)
+			}
+			if id := resp.Header.Get("X-Request-ID"); id == "" || id != env.Error.RequestID {
+				t.Fatalf("X-Request-ID %q, envelope request_id %q", id, env.Error.RequestID)
+			}
+		})
+	}
+	t.Run("OversizedBodyIs413", func(t *testing.T) {
+		// Over a real socket: the limit is enforced while the body is read.
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = m.a.Fiber().Listener(lis) }()
+		resp, err := http.Post("http://"+lis.Addr().String()+"/v1/auth/login", "application/json", bytes.NewReader(bytes.Repeat([]byte("a"), 2<<20)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !bytes.Contains(body, []byte(app.CodePayloadTooLarge)) {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+	})
+	t.Run("KeepsCallerRequestID", func(t *testing.T) {
+		req := httptest.NewRequest(http.MethodGet, "/healthz", nil)
+		req.Header.Set("X-Request-ID", "trace-123")
+		resp := apptest.Do(t, m.a, req)
+		if got := resp.Header.Get("X-Request-ID"); got != "trace-123" {
+			t.Fatalf("X-Request-ID = %q", got)
+		}
+	})
+	t.Run("ReadyWhenMigrated", func(t *testing.T) {
+		status, body := m.do(t, http.MethodGet, "/readyz", "", nil)
+		if status != http.StatusOK || !bytes.Contains(body, []byte(`"migrations":"current"`)) {
+			t.Fatalf("readyz: %d %s", status, body)
+		}
+	})
+	t.Run("ServesMetrics", func(t *testing.T) {
+		status, body := m.do(t, http.MethodGet, "/metrics", "", nil)
+		if status != http.StatusOK || !bytes.Contains(body, []byte("nxmesh_http_requests_total")) {
+			t.Fatalf("metrics: %d %s", status, body)
+		}
+	})
+}
+
+var _ = uuid.Nil
+
+func TestMain(m *testing.M) { apptest.Main(m) }
