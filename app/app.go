@@ -191,10 +191,11 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 	ops.Public.Get("/docs", Public(), Doc{Summary: "Browsable API reference"}, a.docsHandler(w.Version))
 	ops.API.Get("/openapi.json", Public(), Doc{Summary: "OpenAPI 3.1 document of this API"}, a.openapiHandler(w.Version))
 	if w.Static != nil {
-		ops.Public.Get("/static/*", Public(), Doc{Summary: "Static assets of the admin"}, filesystem.New(filesystem.Config{
-			Root:   http.FS(w.Static),
-			MaxAge: 3600,
-		}))
+		assets := http.FS(w.Static)
+		ops.Public.Get("/static/*", Public(), Doc{Summary: "Static assets of the admin"}, func(c *fiber.Ctx) error {
+			c.Set(fiber.HeaderCacheControl, "public, max-age=3600")
+			return filesystem.SendFile(c, assets, c.Params("*"))
+		})
 	}
 	for _, m := range mods {
 		m.Routes(root.ForModule(m.Name()))

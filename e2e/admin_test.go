@@ -11,9 +11,9 @@
 // check the same pages' contract (redirects, cookies, CSRF, status codes, full
 // page or htmx fragment) with a plain client.
 //
-// The master serves plain HTTP here, so cfg.HTTP.SecureCookies is false (as in
-// apptest.Config): a Secure cookie set over http:// is not sent back by browsers
-// other than for localhost.
+// The master serves plain HTTP on 127.0.0.1 with the default
+// http.secure_cookies=true: browsers (and Go's cookie jar) treat loopback as a
+// secure context, so Secure cookies work there as they do behind TLS.
 package e2e
 
 import (
@@ -72,7 +72,7 @@ func startMaster(t *testing.T, mutate func(*app.Config)) *master {
 	ctx := context.Background()
 	mb := startSMTP(t)
 	a := apptest.NewApp(t, func(cfg *app.Config) {
-		cfg.HTTP.SecureCookies = false
+		cfg.HTTP.SecureCookies = true
 		host, port, _ := net.SplitHostPort(mb.addr)
 		cfg.SMTP = app.SMTPConfig{Host: host, From: "nxmesh@example.test", TLS: "none"}
 		cfg.SMTP.Port, _ = strconv.Atoi(port)
@@ -534,8 +534,8 @@ func TestAdmin_SignIn(t *testing.T) {
 		if ck == nil || ck.Value == "" {
 			t.Fatalf("no %s cookie set; Set-Cookie: %v", auth.SessionCookie, p.header.Values("Set-Cookie"))
 		}
-		if !ck.HttpOnly || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.Secure {
-			t.Errorf("session cookie HttpOnly=%v SameSite=%v Path=%q Secure=%v, want HttpOnly, Lax, /, not Secure over http",
+		if !ck.HttpOnly || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || !ck.Secure {
+			t.Errorf("session cookie HttpOnly=%v SameSite=%v Path=%q Secure=%v, want HttpOnly, Lax, /, Secure",
 				ck.HttpOnly, ck.SameSite, ck.Path, ck.Secure)
 		}
 		expectStatus(t, c.get(m.workspacesPath()), http.StatusOK)

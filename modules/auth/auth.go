@@ -38,14 +38,15 @@ import (
 
 // Module is the auth module.
 type Module struct {
-	svc *Service
+	svc           *Service
+	secureCookies bool
 }
 
 var _ app.Module = (*Module)(nil)
 
 // New builds the auth module over d.
 func New(d app.Deps) *Module {
-	return &Module{svc: NewService(d)}
+	return &Module{svc: NewService(d), secureCookies: d.Config.HTTP.SecureCookies}
 }
 
 // Service returns the module's service, for other modules, main.go and the

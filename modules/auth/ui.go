@@ -53,10 +53,10 @@ func (m *Module) mountUI(ui *app.Router) {
 	ui.Post("/logout", app.Authenticated(), app.Doc{Summary: "Sign out of the admin (form)"}, m.uiLogout)
 }
 
-// uiSecureCookies decides the Secure attribute of the admin's cookies: set
-// when the request reached the master over HTTPS (directly, or through a proxy
-// that says so in X-Forwarded-Proto).
-func uiSecureCookies(c *fiber.Ctx) bool { return c.Secure() }
+// uiSecureCookies decides the Secure attribute of the admin's cookies: set when
+// http.secure_cookies is on (browsers accept Secure cookies from http://localhost
+// and 127.0.0.1 too), or when the request reached the master over HTTPS.
+func (m *Module) uiSecureCookies(c *fiber.Ctx) bool { return m.secureCookies || c.Secure() }
 
 // uiSafeNext returns next when it is a path on this site, else "/": it must
 // start with one "/" (not "//" or "/\", which browsers treat as another host)
@@ -84,13 +84,13 @@ func uiRandomToken() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-func uiSetCookie(c *fiber.Ctx, name, value, path string, maxAge time.Duration) {
+func (m *Module) uiSetCookie(c *fiber.Ctx, name, value, path string, maxAge time.Duration) {
 	ck := &fiber.Cookie{
 		Name:     name,
 		Value:    value,
 		Path:     path,
 		HTTPOnly: true,
-		Secure:   uiSecureCookies(c),
+		Secure:   m.uiSecureCookies(c),
 		SameSite: fiber.CookieSameSiteLaxMode,
 	}
 	if maxAge > 0 {
@@ -105,7 +105,7 @@ func uiSetCookie(c *fiber.Ctx, name, value, path string, maxAge time.Duration) {
 
 // uiLoginCSRF returns the sign-in form's CSRF token, reusing the browser's
 // cookie when it holds a well-formed one (so two open tabs both work).
-func uiLoginCSRF(c *fiber.Ctx) (string, error) {
+func (m *Module) uiLoginCSRF(c *fiber.Ctx) (string, error) {
 	tok := c.Cookies(uiCSRFCookie)
 	if len(tok) != 43 || strings.Trim(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
 		var err error
@@ -113,7 +113,7 @@ func uiLoginCSRF(c *fiber.Ctx) (string, error) {
 			return "", err
 		}
 	}
-	uiSetCookie(c, uiCSRFCookie, tok, uiLoginPath, time.Hour)
+	m.uiSetCookie(c, uiCSRFCookie, tok, uiLoginPath, time.Hour)
 	return tok, nil
 }
 
@@ -140,7 +140,7 @@ func (m *Module) uiLogin(c *fiber.Ctx) error {
 }
 
 func (m *Module) renderLogin(c *fiber.Ctx, status int, form views.Form, next string) error {
-	tok, err := uiLoginCSRF(c)
+	tok, err := m.uiLoginCSRF(c)
 	if err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func (m *Module) uiLoginSubmit(c *fiber.Ctx) error {
 	if _, err := m.svc.StartEmailCode(ctx, u); err != nil {
 		return m.uiLoginFailed(c, err, vals, next)
 	}
-	uiSetCookie(c, uiLoginCookie, u.Email, uiLoginPath, uiCodeWait)
+	m.uiSetCookie(c, uiLoginCookie, u.Email, uiLoginPath, uiCodeWait)
 	return c.Redirect("/login/code?next="+url.QueryEscape(next), http.StatusSeeOther)
 }
 
@@ -210,9 +210,9 @@ func (m *Module) uiStartSession(c *fiber.Ctx, u User, next string) error {
 	if err != nil {
 		return err
 	}
-	uiSetCookie(c, SessionCookie, tok, "/", m.svc.WebSessionTTL())
-	uiSetCookie(c, uiCSRFCookie, "", uiLoginPath, 0)
-	uiSetCookie(c, uiLoginCookie, "", uiLoginPath, 0)
+	m.uiSetCookie(c, SessionCookie, tok, "/", m.svc.WebSessionTTL())
+	m.uiSetCookie(c, uiCSRFCookie, "", uiLoginPath, 0)
+	m.uiSetCookie(c, uiLoginCookie, "", uiLoginPath, 0)
 	return c.Redirect(next, http.StatusSeeOther)
 }
 
@@ -228,7 +228,7 @@ func (m *Module) uiCode(c *fiber.Ctx) error {
 }
 
 func (m *Module) renderCode(c *fiber.Ctx, status int, form views.Form, email, next string) error {
-	tok, err := uiLoginCSRF(c)
+	tok, err := m.uiLoginCSRF(c)
 	if err != nil {
 		return err
 	}
@@ -265,7 +265,7 @@ func (m *Module) uiLogout(c *fiber.Ctx) error {
 	if err := m.svc.RevokeWebSession(app.Ctx(c), c.Cookies(SessionCookie)); err != nil {
 		return err
 	}
-	uiSetCookie(c, SessionCookie, "", "/", 0)
+	m.uiSetCookie(c, SessionCookie, "", "/", 0)
 	views.SetFlash(c, views.Flash{Kind: views.FlashInfo, Message: "You are signed out."})
 	return views.Redirect(c, "/login")
 }

@@ -284,7 +284,7 @@ func membersPage(d membersData) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = views.Field(d.Add, views.FieldProps{Name: "email", Label: "Email of an existing user", Type: "email", Required: true, Placeholder: "jane@example.com", Autocomplete: "off"}).Render(ctx, templ_7745c5c3_Buffer)
+			templ_7745c5c3_Err = views.Field(d.Add, views.FieldProps{Name: "email", Label: "Email of an existing user", Type: "email", Required: true, Placeholder: "e.g. jane@example.com", Autocomplete: "off"}).Render(ctx, templ_7745c5c3_Buffer)
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}

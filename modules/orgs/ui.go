@@ -44,31 +44,31 @@ const navLimit = 50
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	org := ScopeOrg(m.db, "org")
-	ws := ScopeWorkspace(m.db, "ws")
+	org := ScopeOrg(m.db, "id")
+	ws := ScopeWorkspace(m.db, "id")
 
 	ui.Get("/", app.Authenticated(), app.Doc{Summary: "Admin home: the first organization, or the organizations page"}, m.uiHome)
 	ui.Get("/orgs", app.Authenticated(), app.Doc{Summary: "Organizations page"}, m.uiOrganizations)
 	ui.Post("/orgs", app.Authenticated(), app.Doc{Summary: "Create an organization (form)"}, m.uiCreateOrganization)
-	ui.Get("/orgs/:org", app.Require(ObjOrganization, authz.Read, org), app.Doc{Summary: "An organization's landing page"}, m.uiOrganization)
+	ui.Get("/orgs/:id", app.Require(ObjOrganization, authz.Read, org), app.Doc{Summary: "An organization's landing page"}, m.uiOrganization)
 
-	ui.Get("/orgs/:org/workspaces", app.Require(ObjWorkspace, authz.Read, org), app.Doc{Summary: "Workspaces page"}, m.uiWorkspaces)
-	ui.Post("/orgs/:org/workspaces", app.Require(ObjWorkspace, authz.Write, org), app.Doc{Summary: "Create a workspace (form)"}, m.uiCreateWorkspace)
-	ui.Get("/workspaces/:ws", app.Require(ObjWorkspace, authz.Read, ws), app.Doc{Summary: "Workspace overview page"}, m.uiWorkspace)
-	ui.Post("/workspaces/:ws/rename", app.Require(ObjWorkspace, authz.Write, ws), app.Doc{Summary: "Rename a workspace (form)"}, m.uiRenameWorkspace)
-	ui.Post("/workspaces/:ws/delete", app.Require(ObjWorkspace, authz.Delete, ws), app.Doc{Summary: "Delete a workspace (form)"}, m.uiDeleteWorkspace)
+	ui.Get("/orgs/:id/workspaces", app.Require(ObjWorkspace, authz.Read, org), app.Doc{Summary: "Workspaces page"}, m.uiWorkspaces)
+	ui.Post("/orgs/:id/workspaces", app.Require(ObjWorkspace, authz.Write, org), app.Doc{Summary: "Create a workspace (form)"}, m.uiCreateWorkspace)
+	ui.Get("/workspaces/:id", app.Require(ObjWorkspace, authz.Read, ws), app.Doc{Summary: "Workspace overview page"}, m.uiWorkspace)
+	ui.Post("/workspaces/:id/rename", app.Require(ObjWorkspace, authz.Write, ws), app.Doc{Summary: "Rename a workspace (form)"}, m.uiRenameWorkspace)
+	ui.Post("/workspaces/:id/delete", app.Require(ObjWorkspace, authz.Delete, ws), app.Doc{Summary: "Delete a workspace (form)"}, m.uiDeleteWorkspace)
 
-	ui.Get("/orgs/:org/members", app.Require(ObjMember, authz.Read, org), app.Doc{Summary: "Members page"}, m.uiMembers)
-	ui.Post("/orgs/:org/members", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Add a member (form)"}, m.uiAddMember)
-	ui.Post("/orgs/:org/members/:user/role", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Change a member's role (form)"}, m.uiChangeRole)
-	ui.Post("/orgs/:org/members/:user/remove", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Remove a member (form)"}, m.uiRemoveMember)
+	ui.Get("/orgs/:id/members", app.Require(ObjMember, authz.Read, org), app.Doc{Summary: "Members page"}, m.uiMembers)
+	ui.Post("/orgs/:id/members", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Add a member (form)"}, m.uiAddMember)
+	ui.Post("/orgs/:id/members/:user_id/role", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Change a member's role (form)"}, m.uiChangeRole)
+	ui.Post("/orgs/:id/members/:user_id/remove", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Remove a member (form)"}, m.uiRemoveMember)
 
-	ui.Get("/orgs/:org/api-keys", app.Require(ObjAPIKey, authz.Read, org), app.Doc{Summary: "API keys page"}, m.uiAPIKeys)
-	ui.Post("/orgs/:org/api-keys", app.Require(ObjAPIKey, authz.Write, org), app.Doc{Summary: "Create an API key (form; shows the key once)"}, m.uiCreateAPIKey)
-	ui.Post("/orgs/:org/api-keys/:key/revoke", app.Require(ObjAPIKey, authz.Delete, org), app.Doc{Summary: "Revoke an API key (form)"}, m.uiRevokeAPIKey)
-	ui.Post("/orgs/:org/api-keys/:key/rotate", app.Require(ObjAPIKey, authz.Write, org), app.Doc{Summary: "Rotate an API key (form; shows the new key once)"}, m.uiRotateAPIKey)
+	ui.Get("/orgs/:id/api-keys", app.Require(ObjAPIKey, authz.Read, org), app.Doc{Summary: "API keys page"}, m.uiAPIKeys)
+	ui.Post("/orgs/:id/api-keys", app.Require(ObjAPIKey, authz.Write, org), app.Doc{Summary: "Create an API key (form; shows the key once)"}, m.uiCreateAPIKey)
+	ui.Post("/orgs/:id/api-keys/:key_id/revoke", app.Require(ObjAPIKey, authz.Delete, org), app.Doc{Summary: "Revoke an API key (form)"}, m.uiRevokeAPIKey)
+	ui.Post("/orgs/:id/api-keys/:key_id/rotate", app.Require(ObjAPIKey, authz.Write, org), app.Doc{Summary: "Rotate an API key (form; shows the new key once)"}, m.uiRotateAPIKey)
 
-	ui.Get("/orgs/:org/audit", app.Require(ObjAudit, authz.Read, org), app.Doc{Summary: "Audit log page", Query: []string{"page", "per_page", "actor", "object_type", "workspace_id"}}, m.uiAudit)
+	ui.Get("/orgs/:id/audit", app.Require(ObjAudit, authz.Read, org), app.Doc{Summary: "Audit log page", Query: []string{"page", "per_page", "actor", "object_type", "workspace_id"}}, m.uiAudit)
 }
 
 // ---- Shell and helpers ----
@@ -446,7 +446,7 @@ func (m *Module) uiAddMember(c *fiber.Ctx) error {
 
 func (m *Module) uiChangeRole(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
-	userID, err := app.ParamUUID(c, "user")
+	userID, err := app.ParamUUID(c, "user_id")
 	if err != nil {
 		return ErrMemberNotFound
 	}
@@ -465,7 +465,7 @@ func (m *Module) uiChangeRole(c *fiber.Ctx) error {
 
 func (m *Module) uiRemoveMember(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
-	userID, err := app.ParamUUID(c, "user")
+	userID, err := app.ParamUUID(c, "user_id")
 	if err != nil {
 		return ErrMemberNotFound
 	}
@@ -657,7 +657,7 @@ func (m *Module) uiCreateAPIKey(c *fiber.Ctx) error {
 
 func (m *Module) uiRevokeAPIKey(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
-	keyID, err := app.ParamUUID(c, "key")
+	keyID, err := app.ParamUUID(c, "key_id")
 	if err != nil {
 		return auth.ErrAPIKeyNotFound
 	}
@@ -674,7 +674,7 @@ func (m *Module) uiRevokeAPIKey(c *fiber.Ctx) error {
 
 func (m *Module) uiRotateAPIKey(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
-	keyID, err := app.ParamUUID(c, "key")
+	keyID, err := app.ParamUUID(c, "key_id")
 	if err != nil {
 		return auth.ErrAPIKeyNotFound
 	}
