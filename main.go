@@ -21,10 +21,15 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/modules/auth"
+	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
+	"github.com/nxmesh/nxmesh/modules/vhosts"
 	"github.com/nxmesh/nxmesh/static"
 	"github.com/nxmesh/nxmesh/views"
 )
@@ -117,18 +122,38 @@ type modules struct {
 	auth      *auth.Module
 	orgs      *orgs.Module
 	upstreams *upstreams.Module
+	certs     *certs.Module
+	vhosts    *vhosts.Module
 }
 
 func newModules(d app.Deps) modules {
-	a := auth.New(d)
-	return modules{
-		auth:      a,
-		orgs:      orgs.New(d, a.Service()),
-		upstreams: upstreams.New(d, upstreams.Options{}),
+	var m modules
+	m.auth = auth.New(d)
+	m.orgs = orgs.New(d, m.auth.Service())
+	// Lower modules report changes to, and ask for their users from, the vhosts
+	// module, which owns the workspace's versioned configuration.
+	changed := func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
+		return m.vhosts.Service().ConfigChanged(ctx, tx, ws, summary)
 	}
+	m.upstreams = upstreams.New(d, upstreams.Options{
+		ChangeFunc: changed,
+		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
+			return m.vhosts.Service().UpstreamUsers(ctx, tx, id)
+		},
+	})
+	m.certs = certs.New(d, certs.Options{
+		ChangeFunc: changed,
+		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
+			return m.vhosts.Service().CertificateUsers(ctx, tx, id)
+		},
+	})
+	m.vhosts = vhosts.New(d, m.upstreams.Service(), m.certs.Service())
+	return m
 }
 
-func (m modules) list() []app.Module { return []app.Module{m.auth, m.orgs, m.upstreams} }
+func (m modules) list() []app.Module {
+	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts}
+}
 
 func (m modules) wiring() app.Wiring {
 	return app.Wiring{

@@ -3,9 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,15 +20,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/google/uuid"
+	"time"
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/app/authz"
 	"github.com/nxmesh/nxmesh/modules/auth"
+	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
+	"github.com/nxmesh/nxmesh/modules/vhosts"
 )
 
 // master is the whole master as main.go wires it, on a fresh database.
@@ -143,7 +151,27 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	certPEM, keyPEM := selfSigned(t, "www.example.com")
+	cert, err := m.mods.certs.Service().Create(ctx, certs.CreateParams{WorkspaceID: ws.ID, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM, Provider: "upload"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vh, err := m.mods.vhosts.Service().CreateVirtualHost(ctx, ws.ID, vhosts.VirtualHostInput{
+		Name: "www", ServerName: "www.example.com",
+		Locations: []vhosts.Location{{Path: "/", UpstreamID: up.ID.String()}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.mods.vhosts.Service().CreateStream(ctx, ws.ID, vhosts.StreamInput{Name: "db", ListenPort: 5432, UpstreamID: up.ID.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return fixture{params: map[string]string{
+		"certificates/:id":  cert.ID.String(),
+		"virtual-hosts/:id": vh.ID.String(),
+		"streams/:id":       st.ID.String(),
+		":version":          "1",
 		"organizations/:id": org.ID.String(),
 		"workspaces/:id":    ws.ID.String(),
 		"users/:id":         p.users["member"].ID.String(),
@@ -153,6 +181,30 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 		":key_id":           key.ID.String(),
 		"upstreams/:id":     up.ID.String(),
 	}}
+}
+
+// selfSigned returns a PEM certificate and key for name, valid for a day.
+func selfSigned(t *testing.T, name string) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
 }
 
 // path fills route's parameters from f.
@@ -397,7 +449,5 @@ func TestServe_Conventions(t *testing.T) {
 		}
 	})
 }
-
-var _ = uuid.Nil
 
 func TestMain(m *testing.M) { apptest.Main(m) }

@@ -93,7 +93,11 @@ func (g *schemaGen) operation(r Route) map[string]any {
 	for _, seg := range strings.Split(r.Path, "/") {
 		if strings.HasPrefix(seg, ":") {
 			name := strings.TrimSuffix(strings.TrimPrefix(seg, ":"), "?")
-			params = append(params, map[string]any{"name": name, "in": "path", "required": true, "schema": map[string]any{"type": "string", "format": "uuid"}})
+			schema := map[string]any{"type": "string", "format": "uuid"}
+			if name == "version" {
+				schema = map[string]any{"type": "integer", "minimum": 1}
+			}
+			params = append(params, map[string]any{"name": name, "in": "path", "required": true, "schema": schema})
 		}
 	}
 	query := r.Doc.Query

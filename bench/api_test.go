@@ -107,13 +107,16 @@ func serve(b *testing.B, f *fiber.App) string {
 		b.Fatal(err)
 	}
 	go func() { _ = f.Listener(lis) }()
-	b.Cleanup(func() { _ = f.Shutdown() })
+	b.Cleanup(func() { _ = f.ShutdownWithTimeout(2 * time.Second) })
 	return "http://" + lis.Addr().String()
 }
 
 func client() *http.Client {
 	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency * 2}, Timeout: 10 * time.Second}
 }
+
+// closeIdle drops c's keep-alive connections so servers can shut down.
+func closeIdle(c *http.Client) { c.CloseIdleConnections() }
 
 func login(b *testing.B, base, email, password string) string {
 	body, _ := json.Marshal(map[string]string{"email": email, "password": password})
@@ -134,7 +137,9 @@ func login(b *testing.B, base, email, password string) string {
 func get(b *testing.B, url, token string) []byte {
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := client().Do(req)
+	c := client()
+	defer closeIdle(c)
+	resp, err := c.Do(req)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -188,6 +193,7 @@ func load(b *testing.B, url, token string) result {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	closeIdle(c)
 	if failed != nil {
 		b.Fatalf("load %s: %v", url, failed)
 	}
@@ -195,3 +201,5 @@ func load(b *testing.B, url, token string) result {
 	pct := func(p float64) time.Duration { return lat[int(float64(len(lat)-1)*p)].Round(10 * time.Microsecond) }
 	return result{rps: float64(len(lat)) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99)}
 }
+
+func TestMain(m *testing.M) { apptest.Main(m) }

@@ -90,8 +90,9 @@ m = (r.sub == p.sub || g(r.sub, p.sub, r.dom)) && (p.dom == "*" || r.dom == p.do
 
 // Enforcer wraps a Casbin enforcer. It is safe for concurrent use.
 type Enforcer struct {
-	mu sync.RWMutex
-	e  *casbin.Enforcer
+	mu    sync.RWMutex
+	e     *casbin.Enforcer
+	cache map[[4]string]bool // decisions since the last policy change
 }
 
 // New builds an enforcer whose policies live in db (table casbin_rule).
@@ -111,7 +112,7 @@ func New(db *gorm.DB) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("casbin enforcer: %w", err)
 	}
-	return &Enforcer{e: e}, nil
+	return &Enforcer{e: e, cache: map[[4]string]bool{}}, nil
 }
 
 // Sync makes the stored default policies (domain "*") exactly ps and reloads.
@@ -119,6 +120,7 @@ func New(db *gorm.DB) (*Enforcer, error) {
 func (en *Enforcer) Sync(ctx context.Context, ps []Policy) error {
 	en.mu.Lock()
 	defer en.mu.Unlock()
+	clear(en.cache)
 	if err := en.e.LoadPolicy(); err != nil {
 		return fmt.Errorf("load policies: %w", err)
 	}
@@ -156,13 +158,26 @@ func (en *Enforcer) Sync(ctx context.Context, ps []Policy) error {
 	return nil
 }
 
-// Allowed reports whether role may do action on object in the organization domain.
+// Allowed reports whether role may do action on object in the organization
+// domain. Decisions are cached until the policies change (Sync), so the matcher
+// runs once per distinct question.
 func (en *Enforcer) Allowed(role, domain, object, action string) (bool, error) {
+	key := [4]string{role, domain, object, action}
 	en.mu.RLock()
-	defer en.mu.RUnlock()
+	ok, hit := en.cache[key]
+	en.mu.RUnlock()
+	if hit {
+		return ok, nil
+	}
+	en.mu.Lock()
+	defer en.mu.Unlock()
 	ok, err := en.e.Enforce("role:"+role, domain, object, action)
 	if err != nil {
 		return false, fmt.Errorf("enforce %s %s %s: %w", role, object, action, err)
 	}
+	if len(en.cache) > 100_000 {
+		clear(en.cache)
+	}
+	en.cache[key] = ok
 	return ok, nil
 }

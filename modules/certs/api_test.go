@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -399,6 +400,51 @@ func TestCertificatesAPI(t *testing.T) {
 		}
 		if !slices.Equal(got, ids) {
 			t.Errorf("listed %v, want %v (oldest first)", got, ids)
+		}
+	})
+
+	t.Run("ConcurrentChangesToOneWorkspace", func(t *testing.T) {
+		t.Parallel()
+		ws := b.newWorkspace(t)
+		const n = 8
+		type upload struct{ chain, key string }
+		uploads := make([]upload, n)
+		for i := range uploads {
+			name := "c" + strconv.Itoa(i) + ".example.com"
+			leaf, key := p.issue(t, leafSpec{cn: name, dns: []string{name}}, false)
+			uploads[i] = upload{certsPEM(leaf, p.inter), b.keyPEM(t, key)}
+		}
+		first := b.upload(t, ws, uploads[0].chain, uploads[0].key)
+		var wg sync.WaitGroup
+		results := make(chan string, n)
+		for _, u := range uploads[1:] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				status, body := b.as(t, "operator", http.MethodPost, "/v1/workspaces/"+ws.String()+"/certificates",
+					map[string]any{"certificate_pem": u.chain, "private_key_pem": u.key})
+				if status != http.StatusCreated {
+					results <- "upload: " + strconv.Itoa(status) + " " + string(body)
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if status, body := b.as(t, "operator", http.MethodDelete, "/v1/certificates/"+first.ID, nil); status != http.StatusNoContent {
+				results <- "delete: " + strconv.Itoa(status) + " " + string(body)
+			}
+		}()
+		wg.Wait()
+		close(results)
+		for r := range results {
+			t.Error(r)
+		}
+		if got := b.countRows(t, "certificates", "workspace_id = ?", ws); got != n-1 {
+			t.Errorf("%d certificates stored, want %d", got, n-1)
+		}
+		if got := len(b.hooks.changesOf(ws)); got != n+1 {
+			t.Errorf("%d ChangeFunc calls, want %d", got, n+1)
 		}
 	})
 

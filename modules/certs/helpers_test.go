@@ -74,7 +74,12 @@ type change struct {
 	visible     int64
 }
 
+// change locks the workspace's row as the vhosts module's ChangeFunc does, and
+// records the call.
 func (h *hooks) change(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, summary string) error {
+	if err := tx.WithContext(ctx).Exec("SELECT 1 FROM workspaces WHERE id = ? FOR UPDATE", workspaceID).Error; err != nil {
+		return err
+	}
 	var n int64
 	if err := tx.WithContext(ctx).Table("certificates").Where("workspace_id = ?", workspaceID).Count(&n).Error; err != nil {
 		return err

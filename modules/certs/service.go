@@ -73,6 +73,23 @@ func (s *Service) changed(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUI
 	return nil
 }
 
+// lockWorkspace locks the workspace's row until tx ends (SELECT ... FOR UPDATE)
+// and returns its organization. Every configuration change of a workspace takes
+// this lock first, as the vhosts module's changes and its ChangeFunc do, so
+// changes serialize in one lock order: workspace, then the objects in it.
+// (Inserting first would take a KEY SHARE lock on the workspace through the
+// foreign key, and two such transactions upgrading it in ChangeFunc deadlock.)
+func lockWorkspace(tx *gorm.DB, workspaceID uuid.UUID) (uuid.UUID, error) {
+	var ids []uuid.UUID
+	if err := tx.Raw("SELECT organization_id FROM workspaces WHERE id = ? FOR UPDATE", workspaceID).Scan(&ids).Error; err != nil {
+		return uuid.Nil, fmt.Errorf("lock workspace %s: %w", workspaceID, err)
+	}
+	if len(ids) == 0 {
+		return uuid.Nil, orgs.ErrWorkspaceNotFound
+	}
+	return ids[0], nil
+}
+
 // workspaceOrg returns the organization of a workspace.
 func workspaceOrg(tx *gorm.DB, workspaceID uuid.UUID) (uuid.UUID, error) {
 	var ids []uuid.UUID
@@ -127,14 +144,20 @@ func (s *Service) Get(ctx context.Context, id uuid.UUID) (Certificate, error) {
 }
 
 // Exists reports whether the workspace has a certificate with id, in tx (nil:
-// the service's connection). Other modules validate references with it.
+// the service's connection). Other modules validate references with it. Inside
+// a transaction it locks the certificate's row (FOR KEY SHARE) until the
+// transaction ends, so the certificate cannot be deleted under a reference
+// being written; Delete waits and then sees the new user.
 func (s *Service) Exists(ctx context.Context, tx *gorm.DB, workspaceID, id uuid.UUID) (bool, error) {
-	var n int64
-	err := s.conn(ctx, tx).Model(&certificateRow{}).Where("id = ? AND workspace_id = ?", id, workspaceID).Count(&n).Error
-	if err != nil {
+	q := s.conn(ctx, tx).Model(&certificateRow{})
+	if tx != nil {
+		q = q.Clauses(clause.Locking{Strength: "KEY SHARE"})
+	}
+	var ids []uuid.UUID
+	if err := q.Where("id = ? AND workspace_id = ?", id, workspaceID).Limit(1).Pluck("id", &ids).Error; err != nil {
 		return false, fmt.Errorf("look up certificate %s in workspace %s: %w", id, workspaceID, err)
 	}
-	return n > 0, nil
+	return len(ids) > 0, nil
 }
 
 // Material returns the chains and decrypted private keys of the certificates
@@ -243,7 +266,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Certificate, erro
 	}
 	var cert Certificate
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		orgID, err := workspaceOrg(tx, p.WorkspaceID)
+		orgID, err := lockWorkspace(tx, p.WorkspaceID)
 		if err != nil {
 			return err
 		}
@@ -322,8 +345,20 @@ func validateCreate(p CreateParams, now time.Time) (upload, string, error) {
 func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 	var deleted Certificate
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var wsIDs []uuid.UUID
+		if err := tx.Model(&certificateRow{}).Where("id = ?", id).Limit(1).Pluck("workspace_id", &wsIDs).Error; err != nil {
+			return fmt.Errorf("delete certificate %s: %w", id, err)
+		}
+		if len(wsIDs) == 0 {
+			return ErrCertificateNotFound
+		}
+		orgID, err := lockWorkspace(tx, wsIDs[0])
+		if err != nil {
+			return err
+		}
 		var row certificateRow
-		err := tx.Select(publicColumns).Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Take(&row, "id = ?", id).Error
+		err = tx.Select(publicColumns).Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).
+			Take(&row, "id = ? AND workspace_id = ?", id, wsIDs[0]).Error
 		if errors.Is(err, gorm.ErrRecordNotFound) {
 			return ErrCertificateNotFound
 		}
@@ -344,10 +379,6 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 				return fmt.Errorf("%w; stop using it first", ErrCertificateInUse)
 			}
 			return fmt.Errorf("delete certificate %s: %w", id, err)
-		}
-		orgID, err := workspaceOrg(tx, row.WorkspaceID)
-		if err != nil {
-			return err
 		}
 		deleted = row.certificate(s.now())
 		if err := s.changed(ctx, tx, row.WorkspaceID, fmt.Sprintf("certificate %q deleted", row.Domain)); err != nil {

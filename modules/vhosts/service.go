@@ -52,6 +52,33 @@ func NewService(db *gorm.DB, logger *slog.Logger, ups *upstreams.Service, certSv
 // method returns equals what a later read returns.
 func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
+// maxAttempts is how often a write transaction is tried when PostgreSQL
+// aborts it to break a deadlock or a serialization conflict.
+const maxAttempts = 3
+
+// transaction runs fn in a transaction, again (up to maxAttempts) when
+// PostgreSQL aborted it to break a deadlock (40P01) or a serialization
+// failure (40001). This module's transactions lock the workspace row first
+// and no other row before it; a deadlock remains possible only for a rollback,
+// which rewrites upstream rows while holding the workspace, against an
+// upstream change that locked its row before calling ConfigChanged.
+func (s *Service) transaction(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	var err error
+	for attempt := 1; attempt <= maxAttempts; attempt++ {
+		err = s.db.WithContext(ctx).Transaction(fn)
+		if !isRetryable(err) || ctx.Err() != nil {
+			return err
+		}
+		s.logger.WarnContext(ctx, "configuration change aborted by the database, retrying", "attempt", attempt, "error", err)
+	}
+	return err
+}
+
+func isRetryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.Is(err, gorm.ErrDuplicatedKey) || (errors.As(err, &pgErr) && pgErr.Code == "23505")
@@ -63,14 +90,21 @@ type workspaceLock struct {
 	Version int64
 }
 
-// lockWorkspace locks the workspace's row until tx ends (SELECT ... FOR
-// UPDATE) and returns its organization and current configuration version.
+// lockWorkspace locks the workspace's row until tx ends and returns its
+// organization and current configuration version.
+//
+// The lock is FOR NO KEY UPDATE, not FOR UPDATE: it excludes every other
+// configuration change of the workspace, but not the FOR KEY SHARE locks that
+// PostgreSQL takes on the workspace row for the foreign key of every row
+// inserted into it. With FOR UPDATE, two transactions that each inserted a row
+// (an upstream, a certificate) before calling ConfigChanged would each wait
+// for the other's key-share lock: a deadlock.
 func lockWorkspace(tx *gorm.DB, id uuid.UUID) (workspaceLock, error) {
 	var rows []struct {
 		OrganizationID uuid.UUID
 		ConfigVersion  int64
 	}
-	err := tx.Raw("SELECT organization_id, config_version FROM workspaces WHERE id = ? FOR UPDATE", id).Scan(&rows).Error
+	err := tx.Raw("SELECT organization_id, config_version FROM workspaces WHERE id = ? FOR NO KEY UPDATE", id).Scan(&rows).Error
 	if err != nil {
 		return workspaceLock{}, fmt.Errorf("lock workspace %s: %w", id, err)
 	}
@@ -441,46 +475,58 @@ func hashesFor(vh VirtualHost, known, fresh map[string]string) map[string]string
 }
 
 // refChecker checks references to upstreams and certificates of one
-// workspace inside a transaction, remembering answers.
+// workspace inside a transaction that holds the workspace lock.
+//
+// It reads the workspace's upstreams and certificates with plain SELECTs
+// (ListAll) and takes no row locks, on purpose: the upstreams and certs
+// modules lock their own rows in different orders relative to the workspace
+// row, and a row lock taken here while holding the workspace could close a
+// cycle with either. A target deleted concurrently cannot leave a dangling
+// reference behind: the deleting transaction's ConfigChanged waits for this
+// transaction's workspace lock, then renders the workspace including the new
+// reference, and fails (ErrNotRenderable) because the target is gone.
 type refChecker struct {
 	s           *Service
 	ctx         context.Context
 	tx          *gorm.DB
 	workspaceID uuid.UUID
-	upstreams   map[uuid.UUID]bool
-	certs       map[uuid.UUID]bool
+	upstreams   map[uuid.UUID]bool // nil until loaded
+	certs       map[uuid.UUID]bool // nil until loaded
 }
 
 func (s *Service) refs(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID) *refChecker {
-	return &refChecker{s: s, ctx: ctx, tx: tx, workspaceID: workspaceID, upstreams: map[uuid.UUID]bool{}, certs: map[uuid.UUID]bool{}}
+	return &refChecker{s: s, ctx: ctx, tx: tx, workspaceID: workspaceID}
 }
 
-// upstream checks that id is an upstream of the workspace; the upstreams
-// service locks it against deletion until the transaction ends.
+// upstream checks that id is an upstream of the workspace.
 func (r *refChecker) upstream(v *app.Validator, field string, id uuid.UUID) error {
-	ok, seen := r.upstreams[id]
-	if !seen {
-		var err error
-		if ok, err = r.s.ups.Exists(r.ctx, r.tx, r.workspaceID, id); err != nil {
+	if r.upstreams == nil {
+		ups, err := r.s.ups.ListAll(r.ctx, r.tx, r.workspaceID)
+		if err != nil {
 			return err
 		}
-		r.upstreams[id] = ok
+		r.upstreams = make(map[uuid.UUID]bool, len(ups))
+		for _, u := range ups {
+			r.upstreams[u.ID] = true
+		}
 	}
-	v.Check(ok, field, app.FieldNotFound, "no such upstream in this workspace")
+	v.Check(r.upstreams[id], field, app.FieldNotFound, "no such upstream in this workspace")
 	return nil
 }
 
 // certificate checks that id is a certificate of the workspace.
 func (r *refChecker) certificate(v *app.Validator, field string, id uuid.UUID) error {
-	ok, seen := r.certs[id]
-	if !seen {
-		var err error
-		if ok, err = r.s.certs.Exists(r.ctx, r.tx, r.workspaceID, id); err != nil {
+	if r.certs == nil {
+		cs, err := r.s.certs.ListAll(r.ctx, r.tx, r.workspaceID)
+		if err != nil {
 			return err
 		}
-		r.certs[id] = ok
+		r.certs = make(map[uuid.UUID]bool, len(cs))
+		for _, c := range cs {
+			r.certs[c.ID] = true
+		}
 	}
-	v.Check(ok, field, app.FieldNotFound, "no such certificate in this workspace")
+	v.Check(r.certs[id], field, app.FieldNotFound, "no such certificate in this workspace")
 	return nil
 }
 
@@ -636,7 +682,7 @@ func (s *Service) CreateVirtualHost(ctx context.Context, workspaceID uuid.UUID, 
 	vh.CreatedAt = now()
 	vh.UpdatedAt = vh.CreatedAt
 	row := vhostRowOf(vh, hashesFor(vh, nil, fresh))
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = s.transaction(ctx, func(tx *gorm.DB) error {
 		ws, err := lockWorkspace(tx, workspaceID)
 		if err != nil {
 			return err
@@ -693,7 +739,7 @@ func lockVirtualHost(tx *gorm.DB, id uuid.UUID) (vhostRow, workspaceLock, error)
 // changes. An update that changes nothing writes nothing.
 func (s *Service) UpdateVirtualHost(ctx context.Context, id uuid.UUID, change func(*VirtualHostInput) error) (VirtualHost, error) {
 	var out VirtualHost
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.transaction(ctx, func(tx *gorm.DB) error {
 		cur, ws, err := lockVirtualHost(tx, id)
 		if err != nil {
 			return err
@@ -749,7 +795,7 @@ func sameVirtualHost(a, b VirtualHost) bool {
 
 // DeleteVirtualHost removes the virtual host with id.
 func (s *Service) DeleteVirtualHost(ctx context.Context, id uuid.UUID) error {
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return s.transaction(ctx, func(tx *gorm.DB) error {
 		cur, ws, err := lockVirtualHost(tx, id)
 		if err != nil {
 			return err

@@ -142,7 +142,7 @@ func (s *Service) CreateStream(ctx context.Context, workspaceID uuid.UUID, in St
 	st.WorkspaceID = workspaceID
 	st.CreatedAt = now()
 	st.UpdatedAt = st.CreatedAt
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.transaction(ctx, func(tx *gorm.DB) error {
 		ws, err := lockWorkspace(tx, workspaceID)
 		if err != nil {
 			return err
@@ -197,7 +197,7 @@ func lockStream(tx *gorm.DB, id uuid.UUID) (Stream, workspaceLock, error) {
 // is validated like a create. An update that changes nothing writes nothing.
 func (s *Service) UpdateStream(ctx context.Context, id uuid.UUID, change func(*StreamInput) error) (Stream, error) {
 	var out Stream
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.transaction(ctx, func(tx *gorm.DB) error {
 		before, ws, err := lockStream(tx, id)
 		if err != nil {
 			return err
@@ -239,7 +239,7 @@ func (s *Service) UpdateStream(ctx context.Context, id uuid.UUID, change func(*S
 
 // DeleteStream removes the stream with id.
 func (s *Service) DeleteStream(ctx context.Context, id uuid.UUID) error {
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return s.transaction(ctx, func(tx *gorm.DB) error {
 		before, ws, err := lockStream(tx, id)
 		if err != nil {
 			return err

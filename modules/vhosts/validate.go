@@ -429,8 +429,8 @@ func variableList(captures bool) string {
 }
 
 // headerValueDenied are printable characters a header value may not contain.
-// ';', '\'' and ',' stay allowed (Strict-Transport-Security and
-// Content-Security-Policy need them); the renderer quotes the value.
+// Semicolons, single quotes and commas stay allowed (Strict-Transport-Security
+// and Content-Security-Policy need them); the renderer quotes the value.
 const headerValueDenied = "\"\\{}#`"
 
 // checkHeaderValue checks a header value: printable ASCII without

@@ -38,8 +38,9 @@ type Notification struct {
 // ConfigChanged records a new configuration version of a workspace inside the
 // transaction tx of a change, after the change's rows are written:
 //
-//  1. lock the workspace's row (SELECT ... FOR UPDATE), which serializes the
-//     workspace's changes and makes versions gap-free;
+//  1. lock the workspace's row (SELECT ... FOR NO KEY UPDATE, see
+//     lockWorkspace), which serializes the workspace's changes and makes
+//     versions gap-free;
 //  2. build the snapshot: every upstream, virtual host, stream and
 //     certificate reference of the workspace as tx sees them;
 //  3. render it, so that a change leaving the configuration unrenderable
@@ -337,7 +338,7 @@ func unifiedDiff(a, b map[string]string) (string, error) {
 			to = "/dev/null"
 		}
 		d, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-			A: difflib.SplitLines(oldText), B: difflib.SplitLines(newText),
+			A: splitLines(oldText), B: splitLines(newText),
 			FromFile: from, ToFile: to, Context: 3,
 		})
 		if err != nil {
@@ -346,6 +347,21 @@ func unifiedDiff(a, b map[string]string) (string, error) {
 		out.WriteString(d)
 	}
 	return out.String(), nil
+}
+
+// splitLines splits text into lines that keep their "\n" (a last line
+// without one gets it, so that the diff stays well-formed).
+func splitLines(text string) []string {
+	if text == "" {
+		return nil
+	}
+	lines := strings.SplitAfter(text, "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	} else {
+		lines[len(lines)-1] += "\n"
+	}
+	return lines
 }
 
 // ---- Rollback ----
@@ -360,7 +376,7 @@ func (s *Service) Rollback(ctx context.Context, workspaceID uuid.UUID, version i
 		return VersionSummary{}, app.Invalid("version", app.FieldInvalidValue, "must be a version number of at least 1")
 	}
 	var out VersionSummary
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.transaction(ctx, func(tx *gorm.DB) error {
 		ws, err := lockWorkspace(tx, workspaceID)
 		if err != nil {
 			return err

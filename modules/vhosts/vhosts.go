@@ -25,9 +25,11 @@
 //     before deleting.
 //
 // The workspace row lock serializes every configuration change of a
-// workspace, so versions are consecutive and port checks cannot race. Upstream
-// references are also protected by the upstreams service's Exists, which
-// holds a key-share lock on the upstream until the transaction ends.
+// workspace, so versions are consecutive and port checks cannot race. It is
+// the first lock this module's transactions take. References are read
+// without row locks (see refChecker): an upstream or certificate deleted
+// while a reference to it is being written makes the deleting transaction
+// fail in ConfigChanged, because the workspace would no longer render.
 //
 // # Grammars
 //
@@ -38,8 +40,9 @@
 //
 //   - server_name: space-separated RFC 1123 host names, "*.example.com"
 //     allowed, at most 20 names of at most 253 characters, lower-cased.
-//   - location path: "/" followed by letters, digits, %XX and
-//     - . _ ~ ! & ( ) * + , = : @ /; match "prefix" (default) or "exact".
+//   - location path: "/" followed by letters, digits, %XX escapes and the
+//     characters - . _ ~ ! & ( ) * + , = : @ /; match "prefix" (default) or
+//     "exact".
 //   - proxy_pass, redirect_to: http(s)://host[:port][/path], host an IPv4
 //     address, a bracketed IPv6 address or a host name; path as above.
 //   - root: an absolute canonical path of plain names (no "." or ".."
@@ -179,4 +182,5 @@ func (m *Module) Routes(r app.Routers) {
 	m.bindVirtualHosts(r.API)
 	m.bindStreams(r.API)
 	m.bindConfig(r.API)
+	m.mountUI(r.UI)
 }

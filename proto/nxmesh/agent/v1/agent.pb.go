@@ -1257,8 +1257,13 @@ type ConfigUpdate struct {
 	// TCP/UDP proxies rendered into nginx's stream{} context.
 	Streams []*Stream `protobuf:"bytes,7,rep,name=streams,proto3" json:"streams,omitempty"`
 	// Optional checksum the master computed over the update; the agent echoes it
-	// in HealthReport.config_checksum once applied.
-	Checksum      string `protobuf:"bytes,8,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// in HealthReport.config_checksum once applied. The master computes it as the
+	// hex SHA-256 of the deterministic protobuf encoding of this message with
+	// config_id, version and checksum cleared, so it changes exactly when the
+	// content the agent must apply changes.
+	Checksum string `protobuf:"bytes,8,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// How the agent itself should behave (not rendered into nginx).
+	AgentPolicy   *AgentPolicy `protobuf:"bytes,9,opt,name=agent_policy,json=agentPolicy,proto3" json:"agent_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1349,6 +1354,59 @@ func (x *ConfigUpdate) GetChecksum() string {
 	return ""
 }
 
+func (x *ConfigUpdate) GetAgentPolicy() *AgentPolicy {
+	if x != nil {
+		return x.AgentPolicy
+	}
+	return nil
+}
+
+// AgentPolicy is the per-agent behaviour an operator sets on the master.
+type AgentPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Restart nginx when it dies (the watchdog). Default on the master: true.
+	AutoRestart   bool `protobuf:"varint,1,opt,name=auto_restart,json=autoRestart,proto3" json:"auto_restart,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentPolicy) Reset() {
+	*x = AgentPolicy{}
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentPolicy) ProtoMessage() {}
+
+func (x *AgentPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentPolicy.ProtoReflect.Descriptor instead.
+func (*AgentPolicy) Descriptor() ([]byte, []int) {
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AgentPolicy) GetAutoRestart() bool {
+	if x != nil {
+		return x.AutoRestart
+	}
+	return false
+}
+
 // VirtualHost is one nginx server{} block in the http{} context.
 type VirtualHost struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1385,7 +1443,7 @@ type VirtualHost struct {
 
 func (x *VirtualHost) Reset() {
 	*x = VirtualHost{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1455,7 @@ func (x *VirtualHost) String() string {
 func (*VirtualHost) ProtoMessage() {}
 
 func (x *VirtualHost) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1468,7 @@ func (x *VirtualHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VirtualHost.ProtoReflect.Descriptor instead.
 func (*VirtualHost) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *VirtualHost) GetId() string {
@@ -1563,7 +1621,7 @@ type AccessList struct {
 
 func (x *AccessList) Reset() {
 	*x = AccessList{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1633,7 @@ func (x *AccessList) String() string {
 func (*AccessList) ProtoMessage() {}
 
 func (x *AccessList) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1646,7 @@ func (x *AccessList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessList.ProtoReflect.Descriptor instead.
 func (*AccessList) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AccessList) GetAllow() []string {
@@ -1631,7 +1689,7 @@ type BasicAuthUser struct {
 
 func (x *BasicAuthUser) Reset() {
 	*x = BasicAuthUser{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1701,7 @@ func (x *BasicAuthUser) String() string {
 func (*BasicAuthUser) ProtoMessage() {}
 
 func (x *BasicAuthUser) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1714,7 @@ func (x *BasicAuthUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BasicAuthUser.ProtoReflect.Descriptor instead.
 func (*BasicAuthUser) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BasicAuthUser) GetUsername() string {
@@ -1684,7 +1742,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1754,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1767,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RateLimit) GetRequestsPerSecond() uint32 {
@@ -1747,7 +1805,7 @@ type Location struct {
 
 func (x *Location) Reset() {
 	*x = Location{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1817,7 @@ func (x *Location) String() string {
 func (*Location) ProtoMessage() {}
 
 func (x *Location) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1830,7 @@ func (x *Location) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Location.ProtoReflect.Descriptor instead.
 func (*Location) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Location) GetPath() string {
@@ -1850,7 +1908,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +1920,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +1933,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Header) GetName() string {
@@ -1912,7 +1970,7 @@ type RewriteRule struct {
 
 func (x *RewriteRule) Reset() {
 	*x = RewriteRule{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +1982,7 @@ func (x *RewriteRule) String() string {
 func (*RewriteRule) ProtoMessage() {}
 
 func (x *RewriteRule) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +1995,7 @@ func (x *RewriteRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewriteRule.ProtoReflect.Descriptor instead.
 func (*RewriteRule) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RewriteRule) GetPattern() string {
@@ -1976,7 +2034,7 @@ type Upstream struct {
 
 func (x *Upstream) Reset() {
 	*x = Upstream{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2046,7 @@ func (x *Upstream) String() string {
 func (*Upstream) ProtoMessage() {}
 
 func (x *Upstream) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2059,7 @@ func (x *Upstream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Upstream.ProtoReflect.Descriptor instead.
 func (*Upstream) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Upstream) GetId() string {
@@ -2062,7 +2120,7 @@ type UpstreamServer struct {
 
 func (x *UpstreamServer) Reset() {
 	*x = UpstreamServer{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2074,7 +2132,7 @@ func (x *UpstreamServer) String() string {
 func (*UpstreamServer) ProtoMessage() {}
 
 func (x *UpstreamServer) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2087,7 +2145,7 @@ func (x *UpstreamServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamServer.ProtoReflect.Descriptor instead.
 func (*UpstreamServer) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpstreamServer) GetAddress() string {
@@ -2147,7 +2205,7 @@ type HealthCheckConfig struct {
 
 func (x *HealthCheckConfig) Reset() {
 	*x = HealthCheckConfig{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2159,7 +2217,7 @@ func (x *HealthCheckConfig) String() string {
 func (*HealthCheckConfig) ProtoMessage() {}
 
 func (x *HealthCheckConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2172,7 +2230,7 @@ func (x *HealthCheckConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckConfig.ProtoReflect.Descriptor instead.
 func (*HealthCheckConfig) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HealthCheckConfig) GetEnabled() bool {
@@ -2231,7 +2289,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2301,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2314,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Certificate) GetId() string {
@@ -2305,7 +2363,7 @@ type GlobalSettings struct {
 
 func (x *GlobalSettings) Reset() {
 	*x = GlobalSettings{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2375,7 @@ func (x *GlobalSettings) String() string {
 func (*GlobalSettings) ProtoMessage() {}
 
 func (x *GlobalSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2388,7 @@ func (x *GlobalSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GlobalSettings.ProtoReflect.Descriptor instead.
 func (*GlobalSettings) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GlobalSettings) GetNginxDirectives() map[string]string {
@@ -2374,7 +2432,7 @@ type Stream struct {
 
 func (x *Stream) Reset() {
 	*x = Stream{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2444,7 @@ func (x *Stream) String() string {
 func (*Stream) ProtoMessage() {}
 
 func (x *Stream) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2457,7 @@ func (x *Stream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stream.ProtoReflect.Descriptor instead.
 func (*Stream) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Stream) GetId() string {
@@ -2500,7 +2558,7 @@ type ConfigStatus struct {
 
 func (x *ConfigStatus) Reset() {
 	*x = ConfigStatus{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2512,7 +2570,7 @@ func (x *ConfigStatus) String() string {
 func (*ConfigStatus) ProtoMessage() {}
 
 func (x *ConfigStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2525,7 +2583,7 @@ func (x *ConfigStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigStatus.ProtoReflect.Descriptor instead.
 func (*ConfigStatus) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ConfigStatus) GetConfigId() string {
@@ -2574,7 +2632,7 @@ type MetricsBatch struct {
 
 func (x *MetricsBatch) Reset() {
 	*x = MetricsBatch{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2586,7 +2644,7 @@ func (x *MetricsBatch) String() string {
 func (*MetricsBatch) ProtoMessage() {}
 
 func (x *MetricsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2599,7 +2657,7 @@ func (x *MetricsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsBatch.ProtoReflect.Descriptor instead.
 func (*MetricsBatch) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MetricsBatch) GetTimestamp() int64 {
@@ -2630,7 +2688,7 @@ type Metric struct {
 
 func (x *Metric) Reset() {
 	*x = Metric{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2642,7 +2700,7 @@ func (x *Metric) String() string {
 func (*Metric) ProtoMessage() {}
 
 func (x *Metric) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2655,7 +2713,7 @@ func (x *Metric) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metric.ProtoReflect.Descriptor instead.
 func (*Metric) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Metric) GetName() string {
@@ -2703,7 +2761,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +2773,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +2786,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LogBatch) GetEntries() []*LogEntry {
@@ -2751,7 +2809,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +2821,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +2834,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LogEntry) GetTimestamp() int64 {
@@ -2825,7 +2883,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2837,7 +2895,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2850,7 +2908,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Command) GetCommandId() string {
@@ -2956,7 +3014,7 @@ type ReloadCommand struct {
 
 func (x *ReloadCommand) Reset() {
 	*x = ReloadCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2968,7 +3026,7 @@ func (x *ReloadCommand) String() string {
 func (*ReloadCommand) ProtoMessage() {}
 
 func (x *ReloadCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2981,7 +3039,7 @@ func (x *ReloadCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadCommand.ProtoReflect.Descriptor instead.
 func (*ReloadCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReloadCommand) GetGraceful() bool {
@@ -3001,7 +3059,7 @@ type RestartCommand struct {
 
 func (x *RestartCommand) Reset() {
 	*x = RestartCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3013,7 +3071,7 @@ func (x *RestartCommand) String() string {
 func (*RestartCommand) ProtoMessage() {}
 
 func (x *RestartCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3026,7 +3084,7 @@ func (x *RestartCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartCommand.ProtoReflect.Descriptor instead.
 func (*RestartCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RestartCommand) GetForce() bool {
@@ -3047,7 +3105,7 @@ type StopCommand struct {
 
 func (x *StopCommand) Reset() {
 	*x = StopCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3059,7 +3117,7 @@ func (x *StopCommand) String() string {
 func (*StopCommand) ProtoMessage() {}
 
 func (x *StopCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3072,7 +3130,7 @@ func (x *StopCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopCommand.ProtoReflect.Descriptor instead.
 func (*StopCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StopCommand) GetGraceful() bool {
@@ -3098,7 +3156,7 @@ type GetStatusCommand struct {
 
 func (x *GetStatusCommand) Reset() {
 	*x = GetStatusCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3110,7 +3168,7 @@ func (x *GetStatusCommand) String() string {
 func (*GetStatusCommand) ProtoMessage() {}
 
 func (x *GetStatusCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3123,7 +3181,7 @@ func (x *GetStatusCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusCommand.ProtoReflect.Descriptor instead.
 func (*GetStatusCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 // ValidateConfigCommand asks the agent to run nginx -t over config_content.
@@ -3136,7 +3194,7 @@ type ValidateConfigCommand struct {
 
 func (x *ValidateConfigCommand) Reset() {
 	*x = ValidateConfigCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3148,7 +3206,7 @@ func (x *ValidateConfigCommand) String() string {
 func (*ValidateConfigCommand) ProtoMessage() {}
 
 func (x *ValidateConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3161,7 +3219,7 @@ func (x *ValidateConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateConfigCommand.ProtoReflect.Descriptor instead.
 func (*ValidateConfigCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ValidateConfigCommand) GetConfigContent() string {
@@ -3186,7 +3244,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3198,7 +3256,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3211,7 +3269,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -3262,7 +3320,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3274,7 +3332,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3287,7 +3345,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Event) GetEventId() string {
@@ -3330,7 +3388,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3342,7 +3400,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3355,7 +3413,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Ack) GetMessageId() string {
@@ -3391,7 +3449,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3403,7 +3461,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3416,7 +3474,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Error) GetCode() string {
@@ -3522,7 +3580,7 @@ const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bseverity\x18\x02 \x01(\tR\bseverity\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1c\n" +
-	"\ttimestamp\x18\x04 \x01(\x03R\ttimestamp\"\x8e\x04\n" +
+	"\ttimestamp\x18\x04 \x01(\x03R\ttimestamp\"\xcf\x04\n" +
 	"\fConfigUpdate\x12\x1b\n" +
 	"\tconfig_id\x18\x01 \x01(\tR\bconfigId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12A\n" +
@@ -3531,10 +3589,13 @@ const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\fcertificates\x18\x05 \x03(\v2/.nxmesh.agent.v1.ConfigUpdate.CertificatesEntryR\fcertificates\x12H\n" +
 	"\x0fglobal_settings\x18\x06 \x01(\v2\x1f.nxmesh.agent.v1.GlobalSettingsR\x0eglobalSettings\x121\n" +
 	"\astreams\x18\a \x03(\v2\x17.nxmesh.agent.v1.StreamR\astreams\x12\x1a\n" +
-	"\bchecksum\x18\b \x01(\tR\bchecksum\x1a]\n" +
+	"\bchecksum\x18\b \x01(\tR\bchecksum\x12?\n" +
+	"\fagent_policy\x18\t \x01(\v2\x1c.nxmesh.agent.v1.AgentPolicyR\vagentPolicy\x1a]\n" +
 	"\x11CertificatesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
-	"\x05value\x18\x02 \x01(\v2\x1c.nxmesh.agent.v1.CertificateR\x05value:\x028\x01\"\xbf\a\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.nxmesh.agent.v1.CertificateR\x05value:\x028\x01\"0\n" +
+	"\vAgentPolicy\x12!\n" +
+	"\fauto_restart\x18\x01 \x01(\bR\vautoRestart\"\xbf\a\n" +
 	"\vVirtualHost\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -3782,7 +3843,7 @@ func file_nxmesh_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_nxmesh_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_nxmesh_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_nxmesh_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_nxmesh_agent_v1_agent_proto_goTypes = []any{
 	(DeploymentMode)(0),           // 0: nxmesh.agent.v1.DeploymentMode
 	(LoadBalanceAlgorithm)(0),     // 1: nxmesh.agent.v1.LoadBalanceAlgorithm
@@ -3799,108 +3860,110 @@ var file_nxmesh_agent_v1_agent_proto_goTypes = []any{
 	(*SystemMetrics)(nil),         // 12: nxmesh.agent.v1.SystemMetrics
 	(*Alert)(nil),                 // 13: nxmesh.agent.v1.Alert
 	(*ConfigUpdate)(nil),          // 14: nxmesh.agent.v1.ConfigUpdate
-	(*VirtualHost)(nil),           // 15: nxmesh.agent.v1.VirtualHost
-	(*AccessList)(nil),            // 16: nxmesh.agent.v1.AccessList
-	(*BasicAuthUser)(nil),         // 17: nxmesh.agent.v1.BasicAuthUser
-	(*RateLimit)(nil),             // 18: nxmesh.agent.v1.RateLimit
-	(*Location)(nil),              // 19: nxmesh.agent.v1.Location
-	(*Header)(nil),                // 20: nxmesh.agent.v1.Header
-	(*RewriteRule)(nil),           // 21: nxmesh.agent.v1.RewriteRule
-	(*Upstream)(nil),              // 22: nxmesh.agent.v1.Upstream
-	(*UpstreamServer)(nil),        // 23: nxmesh.agent.v1.UpstreamServer
-	(*HealthCheckConfig)(nil),     // 24: nxmesh.agent.v1.HealthCheckConfig
-	(*Certificate)(nil),           // 25: nxmesh.agent.v1.Certificate
-	(*GlobalSettings)(nil),        // 26: nxmesh.agent.v1.GlobalSettings
-	(*Stream)(nil),                // 27: nxmesh.agent.v1.Stream
-	(*ConfigStatus)(nil),          // 28: nxmesh.agent.v1.ConfigStatus
-	(*MetricsBatch)(nil),          // 29: nxmesh.agent.v1.MetricsBatch
-	(*Metric)(nil),                // 30: nxmesh.agent.v1.Metric
-	(*LogBatch)(nil),              // 31: nxmesh.agent.v1.LogBatch
-	(*LogEntry)(nil),              // 32: nxmesh.agent.v1.LogEntry
-	(*Command)(nil),               // 33: nxmesh.agent.v1.Command
-	(*ReloadCommand)(nil),         // 34: nxmesh.agent.v1.ReloadCommand
-	(*RestartCommand)(nil),        // 35: nxmesh.agent.v1.RestartCommand
-	(*StopCommand)(nil),           // 36: nxmesh.agent.v1.StopCommand
-	(*GetStatusCommand)(nil),      // 37: nxmesh.agent.v1.GetStatusCommand
-	(*ValidateConfigCommand)(nil), // 38: nxmesh.agent.v1.ValidateConfigCommand
-	(*CommandResult)(nil),         // 39: nxmesh.agent.v1.CommandResult
-	(*Event)(nil),                 // 40: nxmesh.agent.v1.Event
-	(*Ack)(nil),                   // 41: nxmesh.agent.v1.Ack
-	(*Error)(nil),                 // 42: nxmesh.agent.v1.Error
-	nil,                           // 43: nxmesh.agent.v1.RegistrationRequest.LabelsEntry
-	nil,                           // 44: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
-	nil,                           // 45: nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
-	nil,                           // 46: nxmesh.agent.v1.Location.CustomDirectivesEntry
-	nil,                           // 47: nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
-	nil,                           // 48: nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
-	nil,                           // 49: nxmesh.agent.v1.Metric.LabelsEntry
-	nil,                           // 50: nxmesh.agent.v1.LogEntry.FieldsEntry
-	nil,                           // 51: nxmesh.agent.v1.Event.DataEntry
-	nil,                           // 52: nxmesh.agent.v1.Error.DetailsEntry
+	(*AgentPolicy)(nil),           // 15: nxmesh.agent.v1.AgentPolicy
+	(*VirtualHost)(nil),           // 16: nxmesh.agent.v1.VirtualHost
+	(*AccessList)(nil),            // 17: nxmesh.agent.v1.AccessList
+	(*BasicAuthUser)(nil),         // 18: nxmesh.agent.v1.BasicAuthUser
+	(*RateLimit)(nil),             // 19: nxmesh.agent.v1.RateLimit
+	(*Location)(nil),              // 20: nxmesh.agent.v1.Location
+	(*Header)(nil),                // 21: nxmesh.agent.v1.Header
+	(*RewriteRule)(nil),           // 22: nxmesh.agent.v1.RewriteRule
+	(*Upstream)(nil),              // 23: nxmesh.agent.v1.Upstream
+	(*UpstreamServer)(nil),        // 24: nxmesh.agent.v1.UpstreamServer
+	(*HealthCheckConfig)(nil),     // 25: nxmesh.agent.v1.HealthCheckConfig
+	(*Certificate)(nil),           // 26: nxmesh.agent.v1.Certificate
+	(*GlobalSettings)(nil),        // 27: nxmesh.agent.v1.GlobalSettings
+	(*Stream)(nil),                // 28: nxmesh.agent.v1.Stream
+	(*ConfigStatus)(nil),          // 29: nxmesh.agent.v1.ConfigStatus
+	(*MetricsBatch)(nil),          // 30: nxmesh.agent.v1.MetricsBatch
+	(*Metric)(nil),                // 31: nxmesh.agent.v1.Metric
+	(*LogBatch)(nil),              // 32: nxmesh.agent.v1.LogBatch
+	(*LogEntry)(nil),              // 33: nxmesh.agent.v1.LogEntry
+	(*Command)(nil),               // 34: nxmesh.agent.v1.Command
+	(*ReloadCommand)(nil),         // 35: nxmesh.agent.v1.ReloadCommand
+	(*RestartCommand)(nil),        // 36: nxmesh.agent.v1.RestartCommand
+	(*StopCommand)(nil),           // 37: nxmesh.agent.v1.StopCommand
+	(*GetStatusCommand)(nil),      // 38: nxmesh.agent.v1.GetStatusCommand
+	(*ValidateConfigCommand)(nil), // 39: nxmesh.agent.v1.ValidateConfigCommand
+	(*CommandResult)(nil),         // 40: nxmesh.agent.v1.CommandResult
+	(*Event)(nil),                 // 41: nxmesh.agent.v1.Event
+	(*Ack)(nil),                   // 42: nxmesh.agent.v1.Ack
+	(*Error)(nil),                 // 43: nxmesh.agent.v1.Error
+	nil,                           // 44: nxmesh.agent.v1.RegistrationRequest.LabelsEntry
+	nil,                           // 45: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
+	nil,                           // 46: nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
+	nil,                           // 47: nxmesh.agent.v1.Location.CustomDirectivesEntry
+	nil,                           // 48: nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
+	nil,                           // 49: nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
+	nil,                           // 50: nxmesh.agent.v1.Metric.LabelsEntry
+	nil,                           // 51: nxmesh.agent.v1.LogEntry.FieldsEntry
+	nil,                           // 52: nxmesh.agent.v1.Event.DataEntry
+	nil,                           // 53: nxmesh.agent.v1.Error.DetailsEntry
 }
 var file_nxmesh_agent_v1_agent_proto_depIdxs = []int32{
 	7,  // 0: nxmesh.agent.v1.AgentMessage.registration:type_name -> nxmesh.agent.v1.RegistrationRequest
 	9,  // 1: nxmesh.agent.v1.AgentMessage.health:type_name -> nxmesh.agent.v1.HealthReport
-	28, // 2: nxmesh.agent.v1.AgentMessage.config_status:type_name -> nxmesh.agent.v1.ConfigStatus
-	29, // 3: nxmesh.agent.v1.AgentMessage.metrics:type_name -> nxmesh.agent.v1.MetricsBatch
-	31, // 4: nxmesh.agent.v1.AgentMessage.logs:type_name -> nxmesh.agent.v1.LogBatch
-	40, // 5: nxmesh.agent.v1.AgentMessage.event:type_name -> nxmesh.agent.v1.Event
-	39, // 6: nxmesh.agent.v1.AgentMessage.command_result:type_name -> nxmesh.agent.v1.CommandResult
+	29, // 2: nxmesh.agent.v1.AgentMessage.config_status:type_name -> nxmesh.agent.v1.ConfigStatus
+	30, // 3: nxmesh.agent.v1.AgentMessage.metrics:type_name -> nxmesh.agent.v1.MetricsBatch
+	32, // 4: nxmesh.agent.v1.AgentMessage.logs:type_name -> nxmesh.agent.v1.LogBatch
+	41, // 5: nxmesh.agent.v1.AgentMessage.event:type_name -> nxmesh.agent.v1.Event
+	40, // 6: nxmesh.agent.v1.AgentMessage.command_result:type_name -> nxmesh.agent.v1.CommandResult
 	8,  // 7: nxmesh.agent.v1.MasterMessage.registration_response:type_name -> nxmesh.agent.v1.RegistrationResponse
 	14, // 8: nxmesh.agent.v1.MasterMessage.config_update:type_name -> nxmesh.agent.v1.ConfigUpdate
-	33, // 9: nxmesh.agent.v1.MasterMessage.command:type_name -> nxmesh.agent.v1.Command
-	41, // 10: nxmesh.agent.v1.MasterMessage.ack:type_name -> nxmesh.agent.v1.Ack
-	42, // 11: nxmesh.agent.v1.MasterMessage.error:type_name -> nxmesh.agent.v1.Error
-	43, // 12: nxmesh.agent.v1.RegistrationRequest.labels:type_name -> nxmesh.agent.v1.RegistrationRequest.LabelsEntry
+	34, // 9: nxmesh.agent.v1.MasterMessage.command:type_name -> nxmesh.agent.v1.Command
+	42, // 10: nxmesh.agent.v1.MasterMessage.ack:type_name -> nxmesh.agent.v1.Ack
+	43, // 11: nxmesh.agent.v1.MasterMessage.error:type_name -> nxmesh.agent.v1.Error
+	44, // 12: nxmesh.agent.v1.RegistrationRequest.labels:type_name -> nxmesh.agent.v1.RegistrationRequest.LabelsEntry
 	0,  // 13: nxmesh.agent.v1.RegistrationRequest.deployment_mode:type_name -> nxmesh.agent.v1.DeploymentMode
 	11, // 14: nxmesh.agent.v1.HealthReport.nginx:type_name -> nxmesh.agent.v1.NginxStatus
 	12, // 15: nxmesh.agent.v1.HealthReport.system:type_name -> nxmesh.agent.v1.SystemMetrics
 	13, // 16: nxmesh.agent.v1.HealthReport.alerts:type_name -> nxmesh.agent.v1.Alert
 	10, // 17: nxmesh.agent.v1.HealthReport.agent_info:type_name -> nxmesh.agent.v1.AgentInfo
-	15, // 18: nxmesh.agent.v1.ConfigUpdate.virtual_hosts:type_name -> nxmesh.agent.v1.VirtualHost
-	22, // 19: nxmesh.agent.v1.ConfigUpdate.upstreams:type_name -> nxmesh.agent.v1.Upstream
-	44, // 20: nxmesh.agent.v1.ConfigUpdate.certificates:type_name -> nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
-	26, // 21: nxmesh.agent.v1.ConfigUpdate.global_settings:type_name -> nxmesh.agent.v1.GlobalSettings
-	27, // 22: nxmesh.agent.v1.ConfigUpdate.streams:type_name -> nxmesh.agent.v1.Stream
-	19, // 23: nxmesh.agent.v1.VirtualHost.locations:type_name -> nxmesh.agent.v1.Location
-	45, // 24: nxmesh.agent.v1.VirtualHost.custom_directives:type_name -> nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
-	16, // 25: nxmesh.agent.v1.VirtualHost.access_list:type_name -> nxmesh.agent.v1.AccessList
-	18, // 26: nxmesh.agent.v1.VirtualHost.rate_limit:type_name -> nxmesh.agent.v1.RateLimit
-	17, // 27: nxmesh.agent.v1.AccessList.basic_auth_users:type_name -> nxmesh.agent.v1.BasicAuthUser
-	20, // 28: nxmesh.agent.v1.Location.custom_headers:type_name -> nxmesh.agent.v1.Header
-	21, // 29: nxmesh.agent.v1.Location.rewrite_rules:type_name -> nxmesh.agent.v1.RewriteRule
-	46, // 30: nxmesh.agent.v1.Location.custom_directives:type_name -> nxmesh.agent.v1.Location.CustomDirectivesEntry
-	1,  // 31: nxmesh.agent.v1.Upstream.algorithm:type_name -> nxmesh.agent.v1.LoadBalanceAlgorithm
-	23, // 32: nxmesh.agent.v1.Upstream.servers:type_name -> nxmesh.agent.v1.UpstreamServer
-	24, // 33: nxmesh.agent.v1.Upstream.health_check:type_name -> nxmesh.agent.v1.HealthCheckConfig
-	47, // 34: nxmesh.agent.v1.GlobalSettings.nginx_directives:type_name -> nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
-	48, // 35: nxmesh.agent.v1.GlobalSettings.env_vars:type_name -> nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
-	2,  // 36: nxmesh.agent.v1.Stream.protocol:type_name -> nxmesh.agent.v1.StreamProtocol
-	3,  // 37: nxmesh.agent.v1.ConfigStatus.status:type_name -> nxmesh.agent.v1.ConfigApplyStatus
-	30, // 38: nxmesh.agent.v1.MetricsBatch.metrics:type_name -> nxmesh.agent.v1.Metric
-	49, // 39: nxmesh.agent.v1.Metric.labels:type_name -> nxmesh.agent.v1.Metric.LabelsEntry
-	4,  // 40: nxmesh.agent.v1.Metric.type:type_name -> nxmesh.agent.v1.MetricType
-	32, // 41: nxmesh.agent.v1.LogBatch.entries:type_name -> nxmesh.agent.v1.LogEntry
-	50, // 42: nxmesh.agent.v1.LogEntry.fields:type_name -> nxmesh.agent.v1.LogEntry.FieldsEntry
-	34, // 43: nxmesh.agent.v1.Command.reload:type_name -> nxmesh.agent.v1.ReloadCommand
-	35, // 44: nxmesh.agent.v1.Command.restart:type_name -> nxmesh.agent.v1.RestartCommand
-	36, // 45: nxmesh.agent.v1.Command.stop:type_name -> nxmesh.agent.v1.StopCommand
-	37, // 46: nxmesh.agent.v1.Command.get_status:type_name -> nxmesh.agent.v1.GetStatusCommand
-	38, // 47: nxmesh.agent.v1.Command.validate_config:type_name -> nxmesh.agent.v1.ValidateConfigCommand
-	51, // 48: nxmesh.agent.v1.Event.data:type_name -> nxmesh.agent.v1.Event.DataEntry
-	52, // 49: nxmesh.agent.v1.Error.details:type_name -> nxmesh.agent.v1.Error.DetailsEntry
-	25, // 50: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry.value:type_name -> nxmesh.agent.v1.Certificate
-	5,  // 51: nxmesh.agent.v1.AgentService.Stream:input_type -> nxmesh.agent.v1.AgentMessage
-	9,  // 52: nxmesh.agent.v1.AgentService.ReportHealth:input_type -> nxmesh.agent.v1.HealthReport
-	29, // 53: nxmesh.agent.v1.AgentService.ReportMetrics:input_type -> nxmesh.agent.v1.MetricsBatch
-	6,  // 54: nxmesh.agent.v1.AgentService.Stream:output_type -> nxmesh.agent.v1.MasterMessage
-	41, // 55: nxmesh.agent.v1.AgentService.ReportHealth:output_type -> nxmesh.agent.v1.Ack
-	41, // 56: nxmesh.agent.v1.AgentService.ReportMetrics:output_type -> nxmesh.agent.v1.Ack
-	54, // [54:57] is the sub-list for method output_type
-	51, // [51:54] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	16, // 18: nxmesh.agent.v1.ConfigUpdate.virtual_hosts:type_name -> nxmesh.agent.v1.VirtualHost
+	23, // 19: nxmesh.agent.v1.ConfigUpdate.upstreams:type_name -> nxmesh.agent.v1.Upstream
+	45, // 20: nxmesh.agent.v1.ConfigUpdate.certificates:type_name -> nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
+	27, // 21: nxmesh.agent.v1.ConfigUpdate.global_settings:type_name -> nxmesh.agent.v1.GlobalSettings
+	28, // 22: nxmesh.agent.v1.ConfigUpdate.streams:type_name -> nxmesh.agent.v1.Stream
+	15, // 23: nxmesh.agent.v1.ConfigUpdate.agent_policy:type_name -> nxmesh.agent.v1.AgentPolicy
+	20, // 24: nxmesh.agent.v1.VirtualHost.locations:type_name -> nxmesh.agent.v1.Location
+	46, // 25: nxmesh.agent.v1.VirtualHost.custom_directives:type_name -> nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
+	17, // 26: nxmesh.agent.v1.VirtualHost.access_list:type_name -> nxmesh.agent.v1.AccessList
+	19, // 27: nxmesh.agent.v1.VirtualHost.rate_limit:type_name -> nxmesh.agent.v1.RateLimit
+	18, // 28: nxmesh.agent.v1.AccessList.basic_auth_users:type_name -> nxmesh.agent.v1.BasicAuthUser
+	21, // 29: nxmesh.agent.v1.Location.custom_headers:type_name -> nxmesh.agent.v1.Header
+	22, // 30: nxmesh.agent.v1.Location.rewrite_rules:type_name -> nxmesh.agent.v1.RewriteRule
+	47, // 31: nxmesh.agent.v1.Location.custom_directives:type_name -> nxmesh.agent.v1.Location.CustomDirectivesEntry
+	1,  // 32: nxmesh.agent.v1.Upstream.algorithm:type_name -> nxmesh.agent.v1.LoadBalanceAlgorithm
+	24, // 33: nxmesh.agent.v1.Upstream.servers:type_name -> nxmesh.agent.v1.UpstreamServer
+	25, // 34: nxmesh.agent.v1.Upstream.health_check:type_name -> nxmesh.agent.v1.HealthCheckConfig
+	48, // 35: nxmesh.agent.v1.GlobalSettings.nginx_directives:type_name -> nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
+	49, // 36: nxmesh.agent.v1.GlobalSettings.env_vars:type_name -> nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
+	2,  // 37: nxmesh.agent.v1.Stream.protocol:type_name -> nxmesh.agent.v1.StreamProtocol
+	3,  // 38: nxmesh.agent.v1.ConfigStatus.status:type_name -> nxmesh.agent.v1.ConfigApplyStatus
+	31, // 39: nxmesh.agent.v1.MetricsBatch.metrics:type_name -> nxmesh.agent.v1.Metric
+	50, // 40: nxmesh.agent.v1.Metric.labels:type_name -> nxmesh.agent.v1.Metric.LabelsEntry
+	4,  // 41: nxmesh.agent.v1.Metric.type:type_name -> nxmesh.agent.v1.MetricType
+	33, // 42: nxmesh.agent.v1.LogBatch.entries:type_name -> nxmesh.agent.v1.LogEntry
+	51, // 43: nxmesh.agent.v1.LogEntry.fields:type_name -> nxmesh.agent.v1.LogEntry.FieldsEntry
+	35, // 44: nxmesh.agent.v1.Command.reload:type_name -> nxmesh.agent.v1.ReloadCommand
+	36, // 45: nxmesh.agent.v1.Command.restart:type_name -> nxmesh.agent.v1.RestartCommand
+	37, // 46: nxmesh.agent.v1.Command.stop:type_name -> nxmesh.agent.v1.StopCommand
+	38, // 47: nxmesh.agent.v1.Command.get_status:type_name -> nxmesh.agent.v1.GetStatusCommand
+	39, // 48: nxmesh.agent.v1.Command.validate_config:type_name -> nxmesh.agent.v1.ValidateConfigCommand
+	52, // 49: nxmesh.agent.v1.Event.data:type_name -> nxmesh.agent.v1.Event.DataEntry
+	53, // 50: nxmesh.agent.v1.Error.details:type_name -> nxmesh.agent.v1.Error.DetailsEntry
+	26, // 51: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry.value:type_name -> nxmesh.agent.v1.Certificate
+	5,  // 52: nxmesh.agent.v1.AgentService.Stream:input_type -> nxmesh.agent.v1.AgentMessage
+	9,  // 53: nxmesh.agent.v1.AgentService.ReportHealth:input_type -> nxmesh.agent.v1.HealthReport
+	30, // 54: nxmesh.agent.v1.AgentService.ReportMetrics:input_type -> nxmesh.agent.v1.MetricsBatch
+	6,  // 55: nxmesh.agent.v1.AgentService.Stream:output_type -> nxmesh.agent.v1.MasterMessage
+	42, // 56: nxmesh.agent.v1.AgentService.ReportHealth:output_type -> nxmesh.agent.v1.Ack
+	42, // 57: nxmesh.agent.v1.AgentService.ReportMetrics:output_type -> nxmesh.agent.v1.Ack
+	55, // [55:58] is the sub-list for method output_type
+	52, // [52:55] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_nxmesh_agent_v1_agent_proto_init() }
@@ -3924,7 +3987,7 @@ func file_nxmesh_agent_v1_agent_proto_init() {
 		(*MasterMessage_Ack)(nil),
 		(*MasterMessage_Error)(nil),
 	}
-	file_nxmesh_agent_v1_agent_proto_msgTypes[28].OneofWrappers = []any{
+	file_nxmesh_agent_v1_agent_proto_msgTypes[29].OneofWrappers = []any{
 		(*Command_Reload)(nil),
 		(*Command_Restart)(nil),
 		(*Command_Stop)(nil),
@@ -3937,7 +4000,7 @@ func file_nxmesh_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nxmesh_agent_v1_agent_proto_rawDesc), len(file_nxmesh_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   48,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,384 @@
+package certs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/views"
+)
+
+// The admin pages of certificates, one tab of a workspace's configuration
+// (views.WorkspaceSections):
+//
+//	GET  /workspaces/:id/certificates      the list, expiring ones highlighted
+//	GET  /workspaces/:id/certificates/new  the upload form
+//	POST /workspaces/:id/certificates      upload (multipart: pasted PEM or files)
+//	GET  /certificates/:id                 the certificate's details
+//	GET  /certificates/:id/delete          the confirmation step
+//	POST /certificates/:id/delete          delete
+//
+// No page shows key material: the service's Certificate has no field for it,
+// and a failed upload renders the form again without the private key (it
+// must be pasted or chosen again).
+
+// pages holds the admin handlers; nav builds the workspace navigation (the
+// orgs module's Shell).
+type pages struct {
+	svc *Service
+	nav *orgs.Module
+}
+
+// mountUI mounts the admin pages; Routes calls it with the UI router.
+func (m *Module) mountUI(ui *app.Router) {
+	p := &pages{svc: m.svc, nav: orgs.New(app.Deps{DB: m.d.DB, Logger: m.d.Logger}, nil)}
+	ws := orgs.ScopeWorkspace(m.d.DB, "id")
+	cert := ScopeCertificate(m.d.DB, "id")
+	ui.Get("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Read, ws),
+		app.Doc{Summary: "Certificates page", Query: []string{"page", "per_page"}}, p.list)
+	ui.Get("/workspaces/:id/certificates/new", app.Require(ObjCertificate, authz.Write, ws),
+		app.Doc{Summary: "Certificate upload form"}, p.newForm)
+	ui.Post("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Write, ws),
+		app.Doc{Summary: "Upload a certificate (multipart form: PEM text or files)"}, p.create)
+	ui.Get("/certificates/:id", app.Require(ObjCertificate, authz.Read, cert),
+		app.Doc{Summary: "Certificate page (never shows key material)"}, p.show)
+	ui.Get("/certificates/:id/delete", app.Require(ObjCertificate, authz.Delete, cert),
+		app.Doc{Summary: "Confirm the deletion of a certificate"}, p.confirmDelete)
+	ui.Post("/certificates/:id/delete", app.Require(ObjCertificate, authz.Delete, cert),
+		app.Doc{Summary: "Delete a certificate (form)"}, p.delete)
+}
+
+// ---- Helpers ----
+
+func uiListPath(ws uuid.UUID) string   { return "/workspaces/" + ws.String() + "/certificates" }
+func uiPath(id uuid.UUID) string       { return "/certificates/" + id.String() }
+func uiDeletePath(id uuid.UUID) string { return uiPath(id) + "/delete" }
+
+// shell is the layout of a page of the workspace in the request's scope.
+func (p *pages) shell(c *fiber.Ctx, title string) (views.Shell, error) {
+	scope := app.ScopeOf(c)
+	s, err := p.nav.Shell(c, title, scope.OrgID, scope.WorkspaceID, "")
+	if err != nil {
+		return s, err
+	}
+	s.AddSections(views.WorkspaceSections(scope.WorkspaceID, views.SectionCertificates))
+	return s, nil
+}
+
+// uiAllowed reports whether role may act on certificates by the module's
+// policies; pages hide what the guard would refuse.
+func uiAllowed(role, action string) bool {
+	return slices.Contains(policies(), authz.Policy{Role: role, Object: ObjCertificate, Action: action})
+}
+
+func uiDate(t *time.Time) string {
+	if t == nil {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02")
+}
+
+func uiWhen(t *time.Time) string {
+	if t == nil {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+// uiLeft says how long until (or since) a certificate's expiry.
+func uiLeft(expires *time.Time, now time.Time) string {
+	if expires == nil {
+		return ""
+	}
+	d := expires.Sub(now)
+	days := int(d.Abs().Hours() / 24)
+	switch {
+	case d < 0 && days == 0:
+		return "expired today"
+	case d < 0:
+		return fmt.Sprintf("expired %d day%s ago", days, plural(days))
+	case days == 0:
+		return "expires today"
+	}
+	return fmt.Sprintf("in %d day%s", days, plural(days))
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// uiStatusLabel is a status as people read it.
+func uiStatusLabel(status string) string {
+	switch status {
+	case StatusActive:
+		return "Active"
+	case StatusExpiring:
+		return "Expiring soon"
+	case StatusExpired:
+		return "Expired"
+	case StatusPending:
+		return "Pending"
+	case StatusFailed:
+		return "Failed"
+	}
+	return status
+}
+
+// uiRowClass marks the table row of a certificate that needs attention.
+func uiRowClass(status string) string {
+	switch status {
+	case StatusExpiring:
+		return "cert-expiring"
+	case StatusExpired, StatusFailed:
+		return "cert-expired"
+	}
+	return ""
+}
+
+// ---- List and details ----
+
+type listData struct {
+	WorkspaceID  uuid.UUID
+	Certificates []Certificate
+	Pager        views.Pager
+	Now          time.Time
+	CanWrite     bool
+	CanDelete    bool
+	// Expiring and Expired count the certificates of the page that need
+	// attention.
+	Expiring, Expired int
+}
+
+func (p *pages) list(c *fiber.Ctx) error {
+	ws := app.ScopeOf(c).WorkspaceID
+	page, err := app.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	list, total, err := p.svc.List(app.Ctx(c), ws, page)
+	if err != nil {
+		return err
+	}
+	shell, err := p.shell(c, "Certificates")
+	if err != nil {
+		return err
+	}
+	role := app.RoleOf(c)
+	d := listData{
+		WorkspaceID:  ws,
+		Certificates: list,
+		Pager:        views.NewPager(page, total, uiListPath(ws), nil),
+		Now:          p.svc.now(),
+		CanWrite:     uiAllowed(role, authz.Write),
+		CanDelete:    uiAllowed(role, authz.Delete),
+	}
+	for _, cert := range list {
+		switch cert.Status {
+		case StatusExpiring:
+			d.Expiring++
+		case StatusExpired:
+			d.Expired++
+		}
+	}
+	return views.Page(c, http.StatusOK, shell, listPage(d))
+}
+
+// certificate loads the certificate the route addresses.
+func (p *pages) certificate(c *fiber.Ctx) (Certificate, error) {
+	id, err := app.ParamUUID(c, "id")
+	if err != nil {
+		return Certificate{}, ErrCertificateNotFound
+	}
+	return p.svc.Get(app.Ctx(c), id)
+}
+
+type showData struct {
+	Certificate Certificate
+	Now         time.Time
+	CanDelete   bool
+}
+
+func (p *pages) show(c *fiber.Ctx) error {
+	cert, err := p.certificate(c)
+	if err != nil {
+		return err
+	}
+	shell, err := p.shell(c, cert.Name)
+	if err != nil {
+		return err
+	}
+	return views.Page(c, http.StatusOK, shell, showPage(showData{
+		Certificate: cert,
+		Now:         p.svc.now(),
+		CanDelete:   uiAllowed(app.RoleOf(c), authz.Delete),
+	}))
+}
+
+// ---- Upload ----
+
+// Input names of the upload form. The text areas carry the service's field
+// names, so its messages land under them; a chosen file replaces the text.
+const (
+	fName           = "name"
+	fCertificatePEM = "certificate_pem"
+	fPrivateKeyPEM  = "private_key_pem"
+	fCertificateRaw = "certificate_file"
+	fPrivateKeyRaw  = "private_key_file"
+)
+
+type formData struct {
+	WorkspaceID uuid.UUID
+	Form        views.Form
+	CSRF        string
+}
+
+func (p *pages) newForm(c *fiber.Ctx) error {
+	return p.renderForm(c, http.StatusOK, views.Form{})
+}
+
+func (p *pages) renderForm(c *fiber.Ctx, status int, form views.Form) error {
+	shell, err := p.shell(c, "Upload a certificate")
+	if err != nil {
+		return err
+	}
+	return views.Page(c, status, shell, formPage(formData{WorkspaceID: app.ScopeOf(c).WorkspaceID, Form: form, CSRF: shell.CSRF}))
+}
+
+func (p *pages) create(c *fiber.Ctx) error {
+	ws := app.ScopeOf(c).WorkspaceID
+	vals := views.PostedValues(c)
+	params := CreateParams{WorkspaceID: ws, Name: vals[fName], CertificatePEM: vals[fCertificatePEM], PrivateKeyPEM: vals[fPrivateKeyPEM]}
+	v := &app.Validator{}
+	if s, ok := uploadedFile(c, v, fCertificateRaw, fCertificatePEM); ok {
+		params.CertificatePEM = s
+	}
+	if s, ok := uploadedFile(c, v, fPrivateKeyRaw, fPrivateKeyPEM); ok {
+		params.PrivateKeyPEM = s
+	}
+	err := v.Err()
+	if err == nil {
+		var cert Certificate
+		if cert, err = p.svc.Create(app.Ctx(c), params); err == nil {
+			views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Certificate for %s uploaded.", cert.Domain)})
+			return views.SeeOther(c, uiPath(cert.ID))
+		}
+	}
+	// The chain is public; the key is never echoed back into the page.
+	kept := map[string]string{fName: vals[fName], fCertificatePEM: params.CertificatePEM}
+	form, status, ok := views.FormFromError(err, kept, fName, fCertificatePEM, fPrivateKeyPEM)
+	if !ok {
+		return err
+	}
+	if form.Errors[fPrivateKeyPEM] == "" && (params.PrivateKeyPEM != "") {
+		form.Errors[fPrivateKeyPEM] = "Paste or choose the private key again: it is not kept after a failed upload."
+	}
+	return p.renderForm(c, status, form)
+}
+
+// uploadedFile returns the content of the file chosen in input name, if any;
+// a file too large or unreadable is an error at field.
+func uploadedFile(c *fiber.Ctx, v *app.Validator, name, field string) (string, bool) {
+	fh, err := c.FormFile(name)
+	if err != nil || fh == nil || fh.Size == 0 {
+		return "", false
+	}
+	if fh.Size > MaxBodyBytes {
+		v.Add(field, app.FieldTooLong, fmt.Sprintf("the file must be at most %d KiB", MaxBodyBytes>>10))
+		return "", false
+	}
+	s, err := readFile(fh)
+	if !v.Check(err == nil, field, app.FieldInvalidValue, "the file could not be read") {
+		return "", false
+	}
+	return s, true
+}
+
+func readFile(fh *multipart.FileHeader) (string, error) {
+	f, err := fh.Open()
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxBodyBytes+1))
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// ---- Delete ----
+
+func (p *pages) confirmDelete(c *fiber.Ctx) error {
+	cert, err := p.certificate(c)
+	if err != nil {
+		return err
+	}
+	var form views.Form
+	users, err := p.users(app.Ctx(c), cert.ID)
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 {
+		form.Message = "This certificate is used by " + strings.Join(users, ", ") + "; it cannot be deleted until they stop using it."
+	}
+	return p.renderConfirm(c, http.StatusOK, cert, form)
+}
+
+// users lists the virtual hosts and streams using the certificate (UsageFunc).
+func (p *pages) users(ctx context.Context, id uuid.UUID) ([]string, error) {
+	if p.svc.usage == nil {
+		return nil, nil
+	}
+	users, err := p.svc.usage(ctx, p.svc.db.WithContext(ctx), id)
+	if err != nil {
+		return nil, fmt.Errorf("find users of certificate %s: %w", id, err)
+	}
+	return users, nil
+}
+
+func (p *pages) renderConfirm(c *fiber.Ctx, status int, cert Certificate, form views.Form) error {
+	shell, err := p.shell(c, "Delete certificate")
+	if err != nil {
+		return err
+	}
+	return views.Page(c, status, shell, views.Confirm(views.ConfirmProps{
+		Question: fmt.Sprintf("Delete the certificate %q (%s)?", cert.Name, cert.Domain),
+		Details: []string{"Its chain and private key are erased from the master. Agents stop receiving it with the next " +
+			"configuration version; a rollback does not bring it back."},
+		Form:   form,
+		Action: uiDeletePath(cert.ID),
+		CSRF:   shell.CSRF,
+		Button: "Delete certificate",
+		Cancel: uiPath(cert.ID),
+	}))
+}
+
+func (p *pages) delete(c *fiber.Ctx) error {
+	cert, err := p.certificate(c)
+	if err != nil {
+		return err
+	}
+	if err := p.svc.Delete(app.Ctx(c), cert.ID); err != nil {
+		form, status, ok := views.FormFromError(err, nil)
+		if !ok {
+			return err
+		}
+		return p.renderConfirm(c, status, cert, form)
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Certificate %q deleted.", cert.Name)})
+	return views.SeeOther(c, uiListPath(cert.WorkspaceID))
+}
