@@ -204,6 +204,9 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Upstream, error) 
 		if err != nil {
 			return err
 		}
+		if err := lockWorkspace(tx, u.WorkspaceID); err != nil {
+			return err
+		}
 		if err := tx.Create(&u).Error; err != nil {
 			switch {
 			case isUniqueViolation(err):
@@ -494,9 +497,30 @@ func (s *Service) changed(ctx context.Context, tx *gorm.DB, orgID uuid.UUID, ver
 	return app.Audit(ctx, tx, p)
 }
 
-// lockUpstream loads the upstream with id and locks its row with strength
-// until tx ends.
+// lockWorkspace serializes configuration changes of a workspace: every change
+// takes the workspace's row lock (FOR NO KEY UPDATE, the lock the vhosts
+// module's ConfigChanged takes) before any object row, so changes and rollbacks
+// lock in one order and cannot deadlock.
+func lockWorkspace(tx *gorm.DB, workspaceID uuid.UUID) error {
+	if err := tx.Exec("SELECT 1 FROM workspaces WHERE id = ? FOR NO KEY UPDATE", workspaceID).Error; err != nil {
+		return fmt.Errorf("lock workspace %s: %w", workspaceID, err)
+	}
+	return nil
+}
+
+// lockUpstream locks the upstream's workspace (lockWorkspace), then loads the
+// upstream with id and locks its row with strength until tx ends.
 func lockUpstream(tx *gorm.DB, id uuid.UUID, strength string) (Upstream, error) {
+	var ws []uuid.UUID
+	if err := tx.Raw("SELECT workspace_id FROM upstreams WHERE id = ?", id).Scan(&ws).Error; err != nil {
+		return Upstream{}, fmt.Errorf("lock upstream %s: %w", id, err)
+	}
+	if len(ws) == 0 {
+		return Upstream{}, ErrNotFound
+	}
+	if err := lockWorkspace(tx, ws[0]); err != nil {
+		return Upstream{}, err
+	}
 	var u Upstream
 	err := tx.Clauses(clause.Locking{Strength: strength}).Take(&u, "id = ?", id).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
