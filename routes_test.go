@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -412,13 +413,20 @@ func TestServe_Conventions(t *testing.T) {
 		})
 	}
 	t.Run("OversizedBodyIs413", func(t *testing.T) {
-		// Over a real socket: the limit is enforced while the body is read.
+		// Over a real socket: the declared length is refused before the body is
+		// read, so the client sends only the headers and reads the answer.
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		go func() { _ = m.a.Fiber().Listener(lis) }()
-		resp, err := http.Post("http://"+lis.Addr().String()+"/v1/auth/login", "application/json", bytes.NewReader(bytes.Repeat([]byte("a"), 2<<20)))
+		conn, err := net.Dial("tcp", lis.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", 2<<20)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

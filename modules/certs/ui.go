@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"mime/multipart"
 	"net/http"
 	"slices"
@@ -102,7 +103,7 @@ func uiLeft(expires *time.Time, now time.Time) string {
 		return ""
 	}
 	d := expires.Sub(now)
-	days := int(d.Abs().Hours() / 24)
+	days := int(math.Round(d.Abs().Hours() / 24))
 	switch {
 	case d < 0 && days == 0:
 		return "expired today"
@@ -127,7 +128,7 @@ func uiStatusLabel(status string) string {
 	case StatusActive:
 		return "Active"
 	case StatusExpiring:
-		return "Expiring soon"
+		return "Expiring"
 	case StatusExpired:
 		return "Expired"
 	case StatusPending:

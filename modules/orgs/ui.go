@@ -119,9 +119,9 @@ func (m *Module) Shell(c *fiber.Ctx, title string, orgID, wsID uuid.UUID, sectio
 	}
 	role := app.RoleOf(c)
 	if wsID != uuid.Nil {
-		s.Nav.Sections = []views.Link{
+		s.Nav.Sections = append([]views.Link{
 			{Label: "Overview", Href: uiWorkspacePath(wsID), Active: section == SectionOverview},
-		}
+		}, views.WorkspaceSections(wsID, section)...)
 		return s, nil
 	}
 	add := func(label, href, key, object string) {

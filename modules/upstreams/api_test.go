@@ -346,7 +346,7 @@ func TestAPI_Upstreams(t *testing.T) {
 		t.Parallel()
 		var n int
 		for _, r := range e.app.Routes() {
-			if r.Module != "upstreams" {
+			if r.Module != "upstreams" || r.Kind != app.KindAPI {
 				continue
 			}
 			n++

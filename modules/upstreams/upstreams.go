@@ -75,4 +75,5 @@ func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 // Routes mounts the JSON API (api.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindUpstreams(r.API)
+	m.mountUI(r.UI)
 }

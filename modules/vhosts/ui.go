@@ -17,6 +17,7 @@ import (
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/views"
 )
@@ -202,7 +203,7 @@ func formFields(vals map[string]string, extra ...string) []string {
 
 // formFromError is views.FormFromError for the configuration forms: the
 // errors of a list's elements (target_agents.agent_ids[2]) are shown at the
-// list's input.
+// list's input, and a location that lacks its target at the target's input.
 func formFromError(err error, vals map[string]string, fields []string) (views.Form, int, bool) {
 	var ve *app.ValidationError
 	if errors.As(err, &ve) {
@@ -211,6 +212,13 @@ func formFromError(err error, vals map[string]string, fields []string) (views.Fo
 			if i := strings.Index(fe.Field, ".agent_ids["); i >= 0 {
 				fe.Field = fe.Field[:i] + ".agent_ids"
 			}
+			// A location without a target: the input of the chosen type
+			// is empty.
+			if target, ok := vals[fe.Field+".target"]; ok && fe.Code == app.FieldRequired {
+				if input := targetInputs[target]; input != "" {
+					fe.Field, fe.Message = fe.Field+"."+input, "is required"
+				}
+			}
 			mapped.Fields = append(mapped.Fields, fe)
 		}
 		err = mapped
@@ -218,7 +226,10 @@ func formFromError(err error, vals map[string]string, fields []string) (views.Fo
 	return views.FormFromError(err, vals, fields...)
 }
 
-// uiUpstreamOptions are the workspace's upstreams for a select, after a
+// targetInputs are the input each location target type requires.
+var targetInputs = map[string]string{targetProxy: "proxy_pass", targetUpstream: "upstream_id", targetStatic: "root"}
+
+// upstreamOptions are the workspace's upstreams for a select, after a
 // "Choose…" option.
 func (p *pages) upstreamOptions(ctx context.Context, ws uuid.UUID) ([]views.Option, error) {
 	ups, err := p.svc.ups.ListAll(ctx, nil, ws)
@@ -233,7 +244,7 @@ func (p *pages) upstreamOptions(ctx context.Context, ws uuid.UUID) ([]views.Opti
 }
 
 // certificateOptions are the workspace's certificates for a select, after a
-// "None" option.
+// "Choose…" option.
 func (p *pages) certificateOptions(ctx context.Context, ws uuid.UUID) ([]views.Option, error) {
 	list, err := p.svc.certs.ListAll(ctx, nil, ws)
 	if err != nil {
@@ -248,7 +259,7 @@ func (p *pages) certificateOptions(ctx context.Context, ws uuid.UUID) ([]views.O
 		if c.ExpiresAt != nil {
 			label += " · expires " + c.ExpiresAt.UTC().Format("2006-01-02")
 		}
-		if c.Status == "expired" {
+		if c.Status == certs.StatusExpired {
 			label += " · EXPIRED"
 		}
 		out = append(out, views.Option{Value: c.ID.String(), Label: label})
@@ -751,7 +762,7 @@ func (d vhostFormData) action() string {
 	return uiWorkspacePath(d.WorkspaceID, "/virtual-hosts")
 }
 
-func (p *pages) editor(ctx context.Context, ws uuid.UUID, form views.Form) (editor, error) {
+func (p *pages) newEditor(ctx context.Context, ws uuid.UUID, form views.Form) (editor, error) {
 	ups, err := p.upstreamOptions(ctx, ws)
 	if err != nil {
 		return editor{}, err
@@ -771,11 +782,11 @@ func (p *pages) renderVhost(c *fiber.Ctx, status int, vh *VirtualHost, f vhostFo
 	if err != nil {
 		return err
 	}
-	ed, err := p.editor(ctx, ws, form)
+	ed, err := p.newEditor(ctx, ws, form)
 	if err != nil {
 		return err
 	}
-	certs, err := p.certificateOptions(ctx, ws)
+	certOpts, err := p.certificateOptions(ctx, ws)
 	if err != nil {
 		return err
 	}
@@ -784,7 +795,7 @@ func (p *pages) renderVhost(c *fiber.Ctx, status int, vh *VirtualHost, f vhostFo
 		editor:       ed,
 		VirtualHost:  vh,
 		Shape:        f,
-		Certificates: certs,
+		Certificates: certOpts,
 		CSRF:         shell.CSRF,
 		CanWrite:     uiAllowed(role, ObjVirtualHost, authz.Write),
 		CanDelete:    vh != nil && uiAllowed(role, ObjVirtualHost, authz.Delete),
@@ -932,7 +943,7 @@ func (p *pages) locationRow(c *fiber.Ctx) error {
 	l := newLocationRow()
 	v := map[string]string{}
 	locationValues(v, i, l)
-	ed, err := p.editor(app.Ctx(c), app.ScopeOf(c).WorkspaceID, views.Form{Values: v})
+	ed, err := p.newEditor(app.Ctx(c), app.ScopeOf(c).WorkspaceID, views.Form{Values: v})
 	if err != nil {
 		return err
 	}
@@ -981,7 +992,7 @@ func (p *pages) locationTarget(c *fiber.Ctx) error {
 	l := readLocation(vals, i)
 	v := map[string]string{}
 	locationValues(v, i, l)
-	ed, err := p.editor(app.Ctx(c), app.ScopeOf(c).WorkspaceID, views.Form{Values: v})
+	ed, err := p.newEditor(app.Ctx(c), app.ScopeOf(c).WorkspaceID, views.Form{Values: v})
 	if err != nil {
 		return err
 	}
@@ -995,7 +1006,7 @@ func (p *pages) locationsEditor(c *fiber.Ctx) error {
 	add, _ := editorOp(vals)
 	f := readVhostForm(vals)
 	f.applyEditorStep(add)
-	ed, err := p.editor(app.Ctx(c), app.ScopeOf(c).WorkspaceID, views.Form{Values: f.values()})
+	ed, err := p.newEditor(app.Ctx(c), app.ScopeOf(c).WorkspaceID, views.Form{Values: f.values()})
 	if err != nil {
 		return err
 	}
@@ -1195,7 +1206,7 @@ func (p *pages) renderStream(c *fiber.Ctx, status int, st *Stream, form views.Fo
 	if err != nil {
 		return err
 	}
-	certs, err := p.certificateOptions(ctx, ws)
+	certOpts, err := p.certificateOptions(ctx, ws)
 	if err != nil {
 		return err
 	}
@@ -1205,7 +1216,7 @@ func (p *pages) renderStream(c *fiber.Ctx, status int, st *Stream, form views.Fo
 		Stream:       st,
 		Form:         form,
 		Upstreams:    ups,
-		Certificates: certs,
+		Certificates: certOpts,
 		CSRF:         shell.CSRF,
 		CanWrite:     uiAllowed(role, ObjStream, authz.Write),
 		CanDelete:    st != nil && uiAllowed(role, ObjStream, authz.Delete),
@@ -1590,14 +1601,15 @@ func hunkStart(header string) (oldNo, newNo int) {
 	return start(fields[1]), start(fields[2])
 }
 
-// uiCode keeps a configuration line's indentation in an HTML table cell:
-// leading spaces and tabs become no-break spaces.
-func uiCode(line string) string {
-	trimmed := strings.TrimLeft(line, " \t")
-	indent := line[:len(line)-len(trimmed)]
-	indent = strings.ReplaceAll(indent, "\t", "    ")
-	return strings.Repeat("\u00a0", len(indent)) + trimmed
+// uiIndent is a configuration line's indentation as no-break spaces, which an
+// HTML table cell keeps (tabs count four).
+func uiIndent(line string) string {
+	indent := line[:len(line)-len(uiText(line))]
+	return strings.Repeat("\u00a0", len(strings.ReplaceAll(indent, "\t", "    ")))
 }
+
+// uiText is a configuration line without its indentation.
+func uiText(line string) string { return strings.TrimLeft(line, " \t") }
 
 func uiLineNo(n int) string {
 	if n == 0 {

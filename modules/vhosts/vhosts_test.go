@@ -456,7 +456,7 @@ func TestVirtualHosts(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range e.app.Routes() {
-			if r.Module != "vhosts" {
+			if r.Module != "vhosts" || r.Kind != app.KindAPI {
 				continue
 			}
 			if _, ok := doc.Paths[strings.TrimPrefix(r.OpenAPIPath(), "/v1")][strings.ToLower(r.Method)]; !ok {
