@@ -25,6 +25,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/modules/agents"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
@@ -124,9 +125,10 @@ type modules struct {
 	upstreams *upstreams.Module
 	certs     *certs.Module
 	vhosts    *vhosts.Module
+	agents    *agents.Module
 }
 
-func newModules(d app.Deps) modules {
+func newModules(d app.Deps) (modules, error) {
 	var m modules
 	m.auth = auth.New(d)
 	m.orgs = orgs.New(d, m.auth.Service())
@@ -148,11 +150,23 @@ func newModules(d app.Deps) modules {
 		},
 	})
 	m.vhosts = vhosts.New(d, m.upstreams.Service(), m.certs.Service())
-	return m
+	var err error
+	m.agents, err = agents.New(d, m.vhosts.Service(), m.certs.Service(), agents.Options{
+		PublishFunc: func(ctx context.Context, tx *gorm.DB, ev agents.Event) error {
+			return d.Events.Publish(ctx, tx, app.Event{
+				Type: ev.Type, OrgID: ev.OrgID, WorkspaceID: ev.WorkspaceID,
+				Data: ev.Data, Timestamp: ev.Timestamp, Object: agents.ObjAgent,
+			})
+		},
+	})
+	if err != nil {
+		return m, fmt.Errorf("agents module: %w", err)
+	}
+	return m, nil
 }
 
 func (m modules) list() []app.Module {
-	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts}
+	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents}
 }
 
 func (m modules) wiring() app.Wiring {
@@ -163,6 +177,8 @@ func (m modules) wiring() app.Wiring {
 		ErrorPage:       views.ErrorPage,
 		Static:          static.FS,
 		Version:         version,
+
+		GRPCServerOptions: m.agents.GRPCServerOptions(),
 	}
 }
 
@@ -175,12 +191,24 @@ func serve(ctx context.Context, cfgPath string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	mods := newModules(a.Deps)
+	mods, err := newModules(a.Deps)
+	if err != nil {
+		a.Close(context.Background())
+		return err
+	}
 	if err := bootstrap(ctx, cfg, mods, stdout); err != nil {
 		a.Close(context.Background())
 		return err
 	}
-	return a.Run(ctx, mods.list(), mods.wiring())
+	hubDone := make(chan error, 1)
+	hubCtx, stopHub := context.WithCancel(ctx)
+	go func() { hubDone <- mods.agents.Run(hubCtx) }()
+	err = a.Run(ctx, mods.list(), mods.wiring())
+	stopHub()
+	if hubErr := <-hubDone; hubErr != nil && !errors.Is(hubErr, context.Canceled) && err == nil {
+		err = fmt.Errorf("agents hub: %w", hubErr)
+	}
+	return err
 }
 
 // bootstrap creates the first administrator when there is no user at all, from
@@ -256,7 +284,10 @@ func createUser(ctx context.Context, cfgPath, email, password string, super bool
 		return err
 	}
 	defer a.Close(context.Background())
-	mods := newModules(a.Deps)
+	mods, err := newModules(a.Deps)
+	if err != nil {
+		return err
+	}
 	u, err := mods.auth.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: password, Superadmin: super})
 	if err != nil {
 		return err

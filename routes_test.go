@@ -23,9 +23,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/modules/agents"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
@@ -42,7 +45,10 @@ type master struct {
 func newMaster(t *testing.T) *master {
 	t.Helper()
 	a := apptest.NewApp(t, func(c *app.Config) { c.Auth.RateLimitPerMinute = 1 << 30 })
-	mods := newModules(a.Deps)
+	mods, err := newModules(a.Deps)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := a.Mount(context.Background(), mods.list(), mods.wiring()); err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +174,19 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok, err := m.mods.agents.Service().CreateToken(ctx, agents.CreateTokenParams{WorkspaceID: ws.ID, Name: "edge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A finished command of the (never connected) agent, for the command routes.
+	cmdID := uuid.New()
+	if err := m.a.Deps.DB.Exec("INSERT INTO agent_commands (id, agent_id, workspace_id, kind, status) VALUES (?, ?, ?, 'get_status', 'succeeded')",
+		cmdID, tok.AgentID, ws.ID).Error; err != nil {
+		t.Fatal(err)
+	}
 	return fixture{params: map[string]string{
+		"agents/:id":        tok.AgentID.String(),
+		":command_id":       cmdID.String(),
 		"certificates/:id":  cert.ID.String(),
 		"virtual-hosts/:id": vh.ID.String(),
 		"streams/:id":       st.ID.String(),

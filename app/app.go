@@ -102,6 +102,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err erro
 		Secrets: secrets,
 		Metrics: a.registry,
 		Logger:  logger,
+		Events:  NewEvents(a.db.Pool, logger, a.registry),
 	}
 	return a, nil
 }
@@ -145,6 +146,9 @@ func (a *App) openDatabase(ctx context.Context) error {
 
 // Close releases the database and stops the embedded PostgreSQL.
 func (a *App) Close(ctx context.Context) {
+	if a.Deps.Events != nil {
+		a.Deps.Events.Stop()
+	}
 	if a.db != nil {
 		a.db.Close()
 		a.db = nil
@@ -197,6 +201,7 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 			return filesystem.SendFile(c, assets, c.Params("*"))
 		})
 	}
+	a.Deps.Events.mount(ctx, root.ForModule("events"), &w, g)
 	for _, m := range mods {
 		m.Routes(root.ForModule(m.Name()))
 	}

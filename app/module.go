@@ -48,4 +48,7 @@ type Deps struct {
 	// Metrics registers Prometheus collectors served on /metrics.
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
+	// Events publishes live events (inside the transaction of the change) to
+	// every replica's WebSocket and SSE subscribers.
+	Events *Events
 }

@@ -223,6 +223,24 @@ func TestAccessToken(t *testing.T) {
 	})
 }
 
+func TestQueryToken(t *testing.T) {
+	t.Parallel()
+
+	t.Run("AcceptedOnEventsPathsOnly", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		b.createUser(t, "alice@example.com", false)
+		pair := b.login(t, "alice@example.com")
+		q := "?token=" + pair.AccessToken
+		// Authenticated, then refused for not being a WebSocket / SSE client.
+		b.do(t, "GET", "/v1/events"+q, nil).expect(t, http.StatusUpgradeRequired, "")
+		b.do(t, "GET", "/v1/events/stream"+q, nil).expect(t, http.StatusNotAcceptable, "")
+		b.do(t, "GET", "/v1/events", nil).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
+		b.do(t, "GET", "/v1/events?token=not-a-jwt", nil).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
+		b.do(t, "GET", "/v1/users/me"+q, nil).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
+	})
+}
+
 func TestRefresh(t *testing.T) {
 	t.Parallel()
 

@@ -148,22 +148,34 @@ func (s *Service) AuthenticateWebSession(ctx context.Context, token string) (*ap
 	}, nil
 }
 
+// acceptsQueryToken reports whether path takes the credential in ?token= as
+// well: the live-event paths, since browsers cannot set headers on a WebSocket
+// or an EventSource.
+func acceptsQueryToken(path string) bool {
+	return path == "/v1/events" || path == "/v1/events/stream"
+}
+
 // authenticateAPI returns the caller of an API request: an API key in X-API-Key
-// or as a Bearer value starting with "nxm_", otherwise a Bearer access JWT. No
-// credential gives nil, nil.
+// or as a Bearer value starting with "nxm_", otherwise a Bearer access JWT; on
+// the live-event paths only, also either of them in the token query parameter.
+// No credential gives nil, nil.
 func (s *Service) authenticateAPI(c *fiber.Ctx) (*app.Principal, error) {
 	ctx := c.UserContext()
 	if key := strings.TrimSpace(c.Get("X-API-Key")); key != "" {
 		return s.AuthenticateAPIKey(ctx, key)
 	}
-	h := strings.TrimSpace(c.Get(fiber.HeaderAuthorization))
-	if h == "" {
-		return nil, nil
+	var token string
+	if h := strings.TrimSpace(c.Get(fiber.HeaderAuthorization)); h != "" {
+		scheme, t, _ := strings.Cut(h, " ")
+		token = strings.TrimSpace(t)
+		if !strings.EqualFold(scheme, "Bearer") || token == "" {
+			return nil, ErrInvalidToken
+		}
+	} else if acceptsQueryToken(c.Path()) {
+		token = strings.TrimSpace(c.Query("token"))
 	}
-	scheme, token, _ := strings.Cut(h, " ")
-	token = strings.TrimSpace(token)
-	if !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return nil, ErrInvalidToken
+	if token == "" {
+		return nil, nil
 	}
 	if strings.HasPrefix(token, apiKeyPrefix) {
 		return s.AuthenticateAPIKey(ctx, token)

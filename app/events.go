@@ -1,0 +1,1007 @@
+package app
+
+// The live-event hub of one master replica.
+//
+// How an event travels:
+//
+//  1. A module calls Events.Publish inside the transaction that records the
+//     change. Publish encodes the event as JSON (shorter than PostgreSQL's
+//     8000-byte NOTIFY limit: the largest data values are dropped and
+//     data.truncated is set when it would not fit) and runs
+//     SELECT pg_notify('nxmesh_events', payload) in that transaction, so
+//     PostgreSQL delivers it only if the transaction commits, and to every
+//     replica. A nil transaction notifies at once.
+//  2. Each replica's hub holds one connection, taken out of the pool, that
+//     LISTENs on nxmesh_events. When the connection fails it reconnects with
+//     backoff (1 s doubling to 30 s); events committed while it is away do not
+//     reach this replica's subscribers.
+//  3. For each notification the hub hands the event to every subscriber whose
+//     filter matches (glob patterns over the type with path.Match, and an
+//     optional workspace), without ever blocking: a subscriber whose buffer
+//     (256 events) is full is dropped and its connection closed.
+//  4. Each subscriber's own goroutine checks that its caller may see the event
+//     (the caller's role in the event's organization and workspace from its
+//     membership, its API key's scope, or superadmin; when the event names a
+//     Casbin Object, that role must be allowed to read it) and writes it out.
+//     Roles are cached for 30 seconds per connection.
+//  5. When the hub stops (Mount's context is cancelled on SIGTERM, or Close)
+//     every subscriber gets buffered events and a shutdown message, then is
+//     closed.
+//
+// # Subscribers
+//
+// WebSocket GET /v1/events?token=<access JWT or API key> (browsers cannot set
+// headers on a WebSocket, so the auth module accepts ?token= on the events
+// paths only). Every message is seed 000's event, plus the routing fields:
+//
+//	{"type":"agent.connected","timestamp":"…","data":{…},"workspace_id":"…","org_id":"…"}
+//
+// A connection starts subscribed to every event (or to ?events=a.*,b.* and
+// ?workspace_id=) and is told so by a control message of type "subscribed".
+// The client changes its subscription with seed 000's message:
+//
+//	{"action":"subscribe","events":["agent.*","config.*"],"filter":{"workspace_id":"…"}}
+//	{"action":"unsubscribe","events":["config.*"]}
+//
+// The first subscribe replaces the default "every event"; later ones add
+// patterns. An empty events list in subscribe means every event. unsubscribe
+// removes the listed patterns (no list: all of them, so nothing is received
+// until the next subscribe). A filter object sets the workspace filter ("" or
+// absent workspace_id clears it); no filter leaves it unchanged. Each accepted
+// message is answered with "subscribed" carrying the resulting
+// {"events":[…],"filter":{"workspace_id":"…"}}, a bad one with an "error"
+// message ({"message":"…"}); the connection stays open. On server shutdown the
+// client gets {"type":"shutdown"} and a close frame 1001; a client too slow to
+// keep up is closed with 1013.
+//
+// Server-Sent Events GET /v1/events/stream?events=agent.*,config.*&workspace_id=…
+// (the HTMX pages' stream; authenticated by bearer token, X-API-Key, ?token= or
+// the admin session cookie; the request must accept text/event-stream). In
+// seed 003's style it sends:
+//
+//	event: initial   once on connect: data {"type":"initial","data":{"events":[…],"filter":{…}}}
+//	event: create    an event whose type ends in .created/.create/.added/.registered
+//	event: delete    an event whose type ends in .deleted/.delete/.removed
+//	event: log       an event whose type starts with log./logs. or ends in .log/.logs
+//	event: update    every other event (connected, disconnected, applied, alert, updated…)
+//	event: <type>    every event again under its own type (event: agent.connected)
+//	event: shutdown  when the server stops, then the stream ends
+//
+// so a page listens either to the seed 003 category (hx-trigger="sse:update")
+// or to exact types (sse:agent.connected), not both. The data of create,
+// update, delete, log and <type> is the event JSON shown above. A comment line
+// is sent every 20 seconds to keep proxies from closing an idle stream.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"path"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	fiberws "github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/app/authz"
+)
+
+// EventsChannel is the PostgreSQL NOTIFY channel of live events.
+const EventsChannel = "nxmesh_events"
+
+const (
+	// maxEventPayload is the largest NOTIFY payload PostgreSQL accepts
+	// (it must be shorter than 8000 bytes).
+	maxEventPayload  = 7999
+	subscriberBuffer = 256
+	maxEventPatterns = 32
+	roleCacheTTL     = 30 * time.Second
+	sseKeepAlive     = 20 * time.Second
+	wsPingInterval   = 30 * time.Second
+	wsPongWait       = 75 * time.Second
+	eventWriteWait   = 10 * time.Second
+	roleLookupWait   = 5 * time.Second
+	maxListenBackoff = 30 * time.Second
+
+	codeUpgradeRequired = "UPGRADE_REQUIRED"
+	codeNotAcceptable   = "NOT_ACCEPTABLE"
+
+	localEventsFilter = "nxmesh.events_filter"
+)
+
+// Errors of the events hub.
+var (
+	// ErrEventsStopped is returned by subscriptions of a stopped hub.
+	ErrEventsStopped = fmt.Errorf("%w: events hub stopped", ErrUnavailable)
+	// ErrSubscriberDropped is returned by a subscription that fell too far
+	// behind.
+	ErrSubscriberDropped = fmt.Errorf("%w: events subscriber too slow; dropped", ErrUnavailable)
+)
+
+var eventTypePattern = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_]+)*$`)
+
+// Event is something that happened, for the live event streams. Data is
+// seed 000's event data; OrgID (and WorkspaceID for workspace objects) decide
+// who may see it: an event without an organization reaches superadmins only.
+type Event struct {
+	Type        string
+	OrgID       uuid.UUID
+	WorkspaceID uuid.UUID
+	Data        map[string]any
+	Timestamp   time.Time
+	// Object, when set, is the Casbin object (e.g. "agents.agent") a
+	// subscriber's role must be allowed to read; empty: any role in the scope.
+	Object string
+}
+
+// notification is the NOTIFY payload.
+type notification struct {
+	Type        string         `json:"type"`
+	Timestamp   time.Time      `json:"timestamp"`
+	Data        map[string]any `json:"data"`
+	WorkspaceID uuid.UUID      `json:"workspace_id"`
+	OrgID       uuid.UUID      `json:"org_id"`
+	Object      string         `json:"object,omitempty"`
+}
+
+// clientEvent is what subscribers receive: seed 000's {type, timestamp, data}
+// plus the routing fields.
+type clientEvent struct {
+	Type        string         `json:"type"`
+	Timestamp   Time           `json:"timestamp"`
+	Data        map[string]any `json:"data"`
+	WorkspaceID *uuid.UUID     `json:"workspace_id,omitempty"`
+	OrgID       *uuid.UUID     `json:"org_id,omitempty"`
+}
+
+// delivery is one received event, encoded once for every subscriber.
+type delivery struct {
+	ev       Event
+	json     []byte
+	category string
+}
+
+// eventFilter selects events by type patterns and workspace. It is immutable;
+// a subscription change stores a new one.
+type eventFilter struct {
+	Events      []string  `json:"events"`
+	WorkspaceID uuid.UUID `json:"-"`
+	// explicit is false while the filter is the connection's default, which
+	// the first subscribe message replaces.
+	explicit bool
+}
+
+func (f *eventFilter) matches(ev *Event) bool {
+	if f.WorkspaceID != uuid.Nil && ev.WorkspaceID != f.WorkspaceID {
+		return false
+	}
+	for _, p := range f.Events {
+		if ok, _ := path.Match(p, ev.Type); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// describe is the data of "subscribed" and "initial" messages.
+func (f *eventFilter) describe() map[string]any {
+	ws := ""
+	if f.WorkspaceID != uuid.Nil {
+		ws = f.WorkspaceID.String()
+	}
+	events := f.Events
+	if events == nil {
+		events = []string{}
+	}
+	return map[string]any{"events": events, "filter": map[string]any{"workspace_id": ws}}
+}
+
+type dropReason int
+
+const (
+	dropNone dropReason = iota
+	dropLeft
+	dropSlow
+	dropShutdown
+)
+
+type subscriber struct {
+	filter atomic.Pointer[eventFilter]
+	key    *APIKeyScope
+	ch     chan *delivery
+	done   chan struct{}
+	// reason is written under the hub's lock before done is closed.
+	reason  dropReason
+	tracked bool
+}
+
+// wants is the hub's cheap pre-filter: the subscription's filter and an API
+// key's organization and workspace. Roles are checked by the subscriber.
+func (s *subscriber) wants(ev *Event) bool {
+	if k := s.key; k != nil {
+		if ev.OrgID != k.OrgID || (k.WorkspaceID != uuid.Nil && ev.WorkspaceID != k.WorkspaceID) {
+			return false
+		}
+	}
+	return s.filter.Load().matches(ev)
+}
+
+type eventsMetrics struct {
+	subscribers prometheus.Gauge
+	received    prometheus.Counter
+	dropped     prometheus.Counter
+}
+
+// Events is the live-event hub of one replica (see the comment at the top of
+// this file). Publish works from the start; the LISTEN loop and the /v1/events
+// routes start with Mount.
+type Events struct {
+	pool    *pgxpool.Pool
+	logger  *slog.Logger
+	metrics eventsMetrics
+
+	mu      sync.Mutex
+	subs    map[*subscriber]struct{}
+	stopped bool
+	guard   *guard
+	ctx     context.Context
+	cancel  context.CancelFunc
+
+	conns     sync.WaitGroup // WebSocket and SSE writers
+	loopDone  chan struct{}
+	listening chan struct{}
+	listenOne sync.Once
+}
+
+// NewEvents builds the hub over pool. reg may be nil.
+func NewEvents(pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) *Events {
+	e := &Events{
+		pool:      pool,
+		logger:    logger,
+		subs:      map[*subscriber]struct{}{},
+		listening: make(chan struct{}),
+		metrics: eventsMetrics{
+			subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "nxmesh_events_subscribers", Help: "Live event subscribers connected to this replica.",
+			}),
+			received: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "nxmesh_events_received_total", Help: "Events received from PostgreSQL by this replica.",
+			}),
+			dropped: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "nxmesh_events_dropped_subscribers_total", Help: "Subscribers dropped for falling behind.",
+			}),
+		},
+	}
+	if reg != nil {
+		reg.MustRegister(e.metrics.subscribers, e.metrics.received, e.metrics.dropped)
+	}
+	return e
+}
+
+// Publish sends ev to every replica's subscribers when tx commits (at once
+// when tx is nil). Call it inside the transaction that records the change.
+func (e *Events) Publish(ctx context.Context, tx *gorm.DB, ev Event) error {
+	payload, err := encodeNotification(ev)
+	if err != nil {
+		return err
+	}
+	if tx == nil {
+		_, err = e.pool.Exec(ctx, "SELECT pg_notify($1, $2)", EventsChannel, string(payload))
+	} else {
+		err = tx.WithContext(ctx).Exec("SELECT pg_notify(?, ?)", EventsChannel, string(payload)).Error
+	}
+	if err != nil {
+		return fmt.Errorf("publish event %s: %w", ev.Type, err)
+	}
+	return nil
+}
+
+// encodeNotification validates ev and encodes it within maxEventPayload,
+// dropping the largest data values (and setting data.truncated) if needed.
+func encodeNotification(ev Event) ([]byte, error) {
+	if len(ev.Type) > 100 || !eventTypePattern.MatchString(ev.Type) {
+		return nil, fmt.Errorf("publish event: invalid type %q", ev.Type)
+	}
+	if len(ev.Object) > 100 {
+		return nil, fmt.Errorf("publish event %s: object name too long", ev.Type)
+	}
+	if ev.Timestamp.IsZero() {
+		ev.Timestamp = time.Now()
+	}
+	n := notification{Type: ev.Type, Timestamp: ev.Timestamp.UTC(), Data: ev.Data,
+		WorkspaceID: ev.WorkspaceID, OrgID: ev.OrgID, Object: ev.Object}
+	if n.Data == nil {
+		n.Data = map[string]any{}
+	}
+	b, err := json.Marshal(n)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", ev.Type, err)
+	}
+	if len(b) <= maxEventPayload {
+		return b, nil
+	}
+	sizes := map[string]int{}
+	for k, v := range n.Data {
+		vb, _ := json.Marshal(v)
+		sizes[k] = len(k) + len(vb)
+	}
+	keys := slices.Collect(maps.Keys(sizes))
+	sort.Slice(keys, func(i, j int) bool {
+		if sizes[keys[i]] != sizes[keys[j]] {
+			return sizes[keys[i]] > sizes[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	n.Data = maps.Clone(n.Data)
+	for _, k := range keys {
+		delete(n.Data, k)
+		n.Data["truncated"] = true
+		if b, err = json.Marshal(n); err == nil && len(b) <= maxEventPayload {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("encode event %s: does not fit a notification", ev.Type)
+}
+
+func decodeNotification(payload string) (*delivery, error) {
+	dec := json.NewDecoder(strings.NewReader(payload))
+	dec.UseNumber()
+	var n notification
+	if err := dec.Decode(&n); err != nil {
+		return nil, fmt.Errorf("decode event notification: %w", err)
+	}
+	if n.Data == nil {
+		n.Data = map[string]any{}
+	}
+	ev := Event{Type: n.Type, OrgID: n.OrgID, WorkspaceID: n.WorkspaceID, Data: n.Data, Timestamp: n.Timestamp, Object: n.Object}
+	ce := clientEvent{Type: ev.Type, Timestamp: Time{ev.Timestamp}, Data: ev.Data}
+	if ev.WorkspaceID != uuid.Nil {
+		ce.WorkspaceID = &ev.WorkspaceID
+	}
+	if ev.OrgID != uuid.Nil {
+		ce.OrgID = &ev.OrgID
+	}
+	b, err := json.Marshal(ce)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", ev.Type, err)
+	}
+	return &delivery{ev: ev, json: b, category: sseCategory(ev.Type)}, nil
+}
+
+// sseCategory maps an event type to seed 003's SSE event names.
+func sseCategory(typ string) string {
+	first, _, _ := strings.Cut(typ, ".")
+	last := typ[strings.LastIndexByte(typ, '.')+1:]
+	switch {
+	case first == "log" || first == "logs" || last == "log" || last == "logs":
+		return "log"
+	case last == "created" || last == "create" || last == "added" || last == "registered":
+		return "create"
+	case last == "deleted" || last == "delete" || last == "removed":
+		return "delete"
+	}
+	return "update"
+}
+
+// controlMessage encodes a message of the hub itself (subscribed, error,
+// initial, shutdown) in the events' shape.
+func controlMessage(typ string, data map[string]any) []byte {
+	if data == nil {
+		data = map[string]any{}
+	}
+	b, _ := json.Marshal(clientEvent{Type: typ, Timestamp: Time{time.Now()}, Data: data})
+	return b
+}
+
+// Listening is closed once the hub has LISTENed for the first time.
+func (e *Events) Listening() <-chan struct{} { return e.listening }
+
+// start runs the LISTEN loop until ctx is done or Stop.
+func (e *Events) start(ctx context.Context) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cancel != nil || e.stopped {
+		return
+	}
+	e.ctx, e.cancel = context.WithCancel(ctx)
+	e.loopDone = make(chan struct{})
+	go e.run(e.ctx)
+}
+
+// Stop ends the LISTEN loop, sends every subscriber buffered events and a
+// shutdown message, and waits (at most a few seconds) for them to be written.
+func (e *Events) Stop() {
+	e.mu.Lock()
+	cancel, done := e.cancel, e.loopDone
+	e.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	e.closeSubscribers()
+	waited := make(chan struct{})
+	go func() { e.conns.Wait(); close(waited) }()
+	t := time.NewTimer(eventWriteWait)
+	defer t.Stop()
+	select {
+	case <-waited:
+	case <-t.C:
+		e.logger.Warn("events: subscribers still writing at shutdown")
+	}
+}
+
+func (e *Events) run(ctx context.Context) {
+	defer close(e.loopDone)
+	defer e.closeSubscribers()
+	backoff := time.Second
+	for {
+		connected, err := e.listen(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			backoff = time.Second
+		}
+		e.logger.Warn("events: listener failed; reconnecting", "error", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(backoff*2, maxListenBackoff)
+	}
+}
+
+// listen holds one dedicated connection LISTENing until it fails or ctx ends.
+func (e *Events) listen(ctx context.Context) (connected bool, err error) {
+	pc, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("acquire events connection: %w", err)
+	}
+	conn := pc.Hijack()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+EventsChannel); err != nil {
+		return false, fmt.Errorf("listen %s: %w", EventsChannel, err)
+	}
+	e.listenOne.Do(func() { close(e.listening) })
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return true, fmt.Errorf("wait for events: %w", err)
+		}
+		d, err := decodeNotification(n.Payload)
+		if err != nil {
+			e.logger.Warn("events: bad notification", "error", err)
+			continue
+		}
+		e.dispatch(d)
+	}
+}
+
+// dispatch hands d to every interested subscriber without blocking.
+func (e *Events) dispatch(d *delivery) {
+	e.metrics.received.Inc()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for s := range e.subs {
+		if !s.wants(&d.ev) {
+			continue
+		}
+		select {
+		case s.ch <- d:
+		default:
+			e.dropLocked(s, dropSlow)
+			e.metrics.dropped.Inc()
+		}
+	}
+}
+
+func (e *Events) subscribe(f *eventFilter, key *APIKeyScope, tracked bool) (*subscriber, error) {
+	s := &subscriber{key: key, ch: make(chan *delivery, subscriberBuffer), done: make(chan struct{}), tracked: tracked}
+	s.filter.Store(f)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return nil, ErrEventsStopped
+	}
+	e.subs[s] = struct{}{}
+	if tracked {
+		e.conns.Add(1)
+	}
+	e.metrics.subscribers.Inc()
+	return s, nil
+}
+
+// release removes s (if still registered) and ends its tracking.
+func (e *Events) release(s *subscriber) {
+	e.mu.Lock()
+	if _, ok := e.subs[s]; ok {
+		e.dropLocked(s, dropLeft)
+	}
+	e.mu.Unlock()
+	if s.tracked {
+		e.conns.Done()
+	}
+}
+
+func (e *Events) dropLocked(s *subscriber, why dropReason) {
+	delete(e.subs, s)
+	s.reason = why
+	close(s.done)
+	e.metrics.subscribers.Dec()
+}
+
+func (e *Events) closeSubscribers() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stopped = true
+	for s := range e.subs {
+		e.dropLocked(s, dropShutdown)
+	}
+}
+
+// Subscription receives events in process (e.g. for per-agent sockets). It
+// does not check who may see them: the caller does.
+type Subscription struct {
+	e *Events
+	s *subscriber
+}
+
+// Subscribe returns a subscription to the events whose type matches one of
+// patterns (path.Match globs; none: every event) in workspaceID (uuid.Nil:
+// every workspace). Data numbers arrive as json.Number.
+func (e *Events) Subscribe(patterns []string, workspaceID uuid.UUID) (*Subscription, error) {
+	if len(patterns) == 0 {
+		patterns = []string{"*"}
+	}
+	for _, p := range patterns {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("subscribe to events: bad pattern %q: %w", p, err)
+		}
+	}
+	s, err := e.subscribe(&eventFilter{Events: slices.Clone(patterns), WorkspaceID: workspaceID, explicit: true}, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	return &Subscription{e: e, s: s}, nil
+}
+
+// Next returns the next event; ErrSubscriberDropped when the subscription fell
+// behind, ErrEventsStopped when the hub stopped or the subscription was closed.
+func (s *Subscription) Next(ctx context.Context) (Event, error) {
+	select {
+	case <-s.s.done:
+		if s.s.reason == dropSlow {
+			return Event{}, ErrSubscriberDropped
+		}
+		select {
+		case d := <-s.s.ch:
+			return d.ev, nil
+		default:
+			return Event{}, ErrEventsStopped
+		}
+	default:
+	}
+	select {
+	case d := <-s.s.ch:
+		return d.ev, nil
+	case <-s.s.done:
+		return s.Next(ctx)
+	case <-ctx.Done():
+		return Event{}, ctx.Err()
+	}
+}
+
+// Done is closed when the subscription ends (dropped, stopped or closed).
+func (s *Subscription) Done() <-chan struct{} { return s.s.done }
+
+// Close ends the subscription.
+func (s *Subscription) Close() { s.e.release(s.s) }
+
+// viewer decides which events one authenticated caller may see.
+type viewer struct {
+	e     *Events
+	g     *guard
+	p     *Principal
+	roles map[Scope]cachedRole
+}
+
+type cachedRole struct {
+	role  string
+	until time.Time
+}
+
+func (e *Events) newViewer(p *Principal) *viewer {
+	e.mu.Lock()
+	g := e.guard
+	e.mu.Unlock()
+	return &viewer{e: e, g: g, p: p, roles: map[Scope]cachedRole{}}
+}
+
+func (v *viewer) mayRead(ev *Event) bool {
+	if v.p.APIKey == nil && v.p.Superadmin {
+		return true
+	}
+	if ev.OrgID == uuid.Nil || v.g == nil {
+		return false
+	}
+	scope := Scope{OrgID: ev.OrgID, WorkspaceID: ev.WorkspaceID}
+	now := time.Now()
+	c, ok := v.roles[scope]
+	if !ok || now.After(c.until) {
+		ctx, cancel := context.WithTimeout(v.e.hubContext(), roleLookupWait)
+		role, err := v.g.roleIn(ctx, v.p, scope)
+		cancel()
+		if err != nil {
+			v.e.logger.Warn("events: resolve subscriber role", "error", err, "org_id", scope.OrgID)
+			return false
+		}
+		c = cachedRole{role: role, until: now.Add(roleCacheTTL)}
+		v.roles[scope] = c
+	}
+	if !authz.ValidRole(c.role) {
+		return false
+	}
+	if ev.Object == "" {
+		return true
+	}
+	ok, err := v.g.authz.Allowed(c.role, ev.OrgID.String(), ev.Object, authz.Read)
+	if err != nil {
+		v.e.logger.Warn("events: check read permission", "error", err, "object", ev.Object)
+		return false
+	}
+	return ok
+}
+
+func (e *Events) hubContext() context.Context {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ctx == nil {
+		return context.Background()
+	}
+	return e.ctx
+}
+
+// mount registers the WebSocket and SSE routes and starts the hub for the
+// lifetime of ctx. The SSE route also accepts the admin session cookie.
+func (e *Events) mount(ctx context.Context, r Routers, w *Wiring, g *guard) {
+	e.mu.Lock()
+	e.guard = g
+	e.mu.Unlock()
+	upgrade := fiberws.New(e.runWebSocket, fiberws.Config{HandshakeTimeout: eventWriteWait})
+	r.API.Get("/events", Authenticated(), Doc{
+		Summary: "Live events over WebSocket (seed 000): connect with ?token=, send subscribe/unsubscribe messages",
+		Tag:     "events",
+		Query:   []string{"token", "events", "workspace_id"},
+	}, func(c *fiber.Ctx) error {
+		if !fiberws.IsWebSocketUpgrade(c) {
+			return &HTTPError{Status: http.StatusUpgradeRequired, Code: codeUpgradeRequired, Message: "Connect with a WebSocket client"}
+		}
+		f, err := filterFromQuery(c)
+		if err != nil {
+			return err
+		}
+		c.Locals(localEventsFilter, f)
+		return upgrade(c)
+	})
+
+	stream := *r.API
+	sg := &guard{w: withSessionFallback(w), authz: g.authz, limiter: g.limiter}
+	stream.guard = sg.handlers
+	stream.Get("/events/stream", Authenticated(), Doc{
+		Summary: "Live events as Server-Sent Events (initial, create, update, delete, log, shutdown, and each event's type); send Accept: text/event-stream",
+		Tag:     "events",
+		Query:   []string{"token", "events", "workspace_id"},
+	}, e.serveStream)
+	e.start(ctx)
+}
+
+// withSessionFallback authenticates with the admin session cookie when the
+// request carries no API credential.
+func withSessionFallback(w *Wiring) *Wiring {
+	cp := *w
+	api, ui := w.AuthenticateAPI, w.AuthenticateUI
+	cp.AuthenticateAPI = func(c *fiber.Ctx) (*Principal, error) {
+		p, err := api(c)
+		if p != nil || err != nil || ui == nil {
+			return p, err
+		}
+		return ui(c)
+	}
+	return &cp
+}
+
+// filterFromQuery reads ?events=a.*,b.* and ?workspace_id=.
+func filterFromQuery(c *fiber.Ctx) (*eventFilter, error) {
+	f := &eventFilter{Events: []string{"*"}}
+	var v Validator
+	if raw := strings.TrimSpace(c.Query("events")); raw != "" {
+		f.Events = splitList(raw)
+		f.explicit = true
+		v.Check(len(f.Events) <= maxEventPatterns, "events", FieldInvalidValue, fmt.Sprintf("at most %d patterns", maxEventPatterns))
+		for _, p := range f.Events {
+			_, err := path.Match(p, "")
+			v.Check(err == nil, "events", FieldInvalidFormat, "must be comma-separated glob patterns such as agent.*")
+		}
+	}
+	if raw := strings.TrimSpace(c.Query("workspace_id")); raw != "" {
+		id, err := uuid.Parse(raw)
+		v.Check(err == nil, "workspace_id", FieldInvalidFormat, "must be a UUID")
+		f.WorkspaceID = id
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// applyClientMessage changes s's subscription as seed 000's subscribe message
+// asks and returns the reply.
+func applyClientMessage(s *subscriber, msg []byte) []byte {
+	var req struct {
+		Action string   `json:"action"`
+		Events []string `json:"events"`
+		Filter *struct {
+			WorkspaceID string `json:"workspace_id"`
+		} `json:"filter"`
+	}
+	fail := func(m string) []byte { return controlMessage("error", map[string]any{"message": m}) }
+	if err := json.Unmarshal(msg, &req); err != nil {
+		return fail("message must be a JSON object with action, events and filter")
+	}
+	for _, p := range req.Events {
+		if _, err := path.Match(p, ""); err != nil || p == "" {
+			return fail(fmt.Sprintf("invalid event pattern %q", p))
+		}
+	}
+	cur := s.filter.Load()
+	next := &eventFilter{Events: slices.Clone(cur.Events), WorkspaceID: cur.WorkspaceID, explicit: true}
+	switch req.Action {
+	case "subscribe":
+		switch {
+		case len(req.Events) == 0:
+			next.Events = []string{"*"}
+		case !cur.explicit:
+			next.Events = slices.Clone(req.Events)
+		default:
+			for _, p := range req.Events {
+				if !slices.Contains(next.Events, p) {
+					next.Events = append(next.Events, p)
+				}
+			}
+		}
+	case "unsubscribe":
+		if len(req.Events) == 0 {
+			next.Events = []string{}
+		} else {
+			next.Events = slices.DeleteFunc(next.Events, func(p string) bool { return slices.Contains(req.Events, p) })
+		}
+	default:
+		return fail(`action must be "subscribe" or "unsubscribe"`)
+	}
+	if len(next.Events) > maxEventPatterns {
+		return fail(fmt.Sprintf("at most %d event patterns", maxEventPatterns))
+	}
+	if req.Filter != nil {
+		next.WorkspaceID = uuid.Nil
+		if req.Filter.WorkspaceID != "" {
+			id, err := uuid.Parse(req.Filter.WorkspaceID)
+			if err != nil {
+				return fail("filter.workspace_id must be a UUID")
+			}
+			next.WorkspaceID = id
+		}
+	}
+	s.filter.Store(next)
+	return controlMessage("subscribed", next.describe())
+}
+
+// runWebSocket serves one /v1/events connection.
+func (e *Events) runWebSocket(c *fiberws.Conn) {
+	p, _ := c.Locals(localPrincipal).(*Principal)
+	f, _ := c.Locals(localEventsFilter).(*eventFilter)
+	ws := c.Conn
+	defer ws.Close()
+	write := func(kind int, b []byte) error {
+		_ = ws.SetWriteDeadline(time.Now().Add(eventWriteWait))
+		return ws.WriteMessage(kind, b)
+	}
+	closeWith := func(code int, text string) {
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(eventWriteWait))
+	}
+	if p == nil || f == nil {
+		closeWith(websocket.ClosePolicyViolation, "not authenticated")
+		return
+	}
+	s, err := e.subscribe(f, p.APIKey, true)
+	if err != nil {
+		_ = write(websocket.TextMessage, controlMessage("shutdown", nil))
+		closeWith(websocket.CloseGoingAway, "server shutting down")
+		return
+	}
+	defer e.release(s)
+
+	replies := make(chan []byte, 8)
+	readerDone := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		_ = ws.SetReadDeadline(time.Now().Add(wsPongWait))
+		ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(wsPongWait)) })
+		ws.SetReadLimit(4096)
+		for {
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			_ = ws.SetReadDeadline(time.Now().Add(wsPongWait))
+			select {
+			case replies <- applyClientMessage(s, msg):
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		_ = ws.Close()
+		<-readerDone
+	}()
+
+	if write(websocket.TextMessage, controlMessage("subscribed", f.describe())) != nil {
+		return
+	}
+	v := e.newViewer(p)
+	ping := time.NewTicker(wsPingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case d := <-s.ch:
+			if v.mayRead(&d.ev) && write(websocket.TextMessage, d.json) != nil {
+				return
+			}
+		case r := <-replies:
+			if write(websocket.TextMessage, r) != nil {
+				return
+			}
+		case <-ping.C:
+			if ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(eventWriteWait)) != nil {
+				return
+			}
+		case <-readerDone:
+			return
+		case <-s.done:
+			switch s.reason {
+			case dropSlow:
+				closeWith(websocket.CloseTryAgainLater, "too slow; reconnect")
+			case dropShutdown:
+				for _, d := range drain(s) {
+					if v.mayRead(&d.ev) && write(websocket.TextMessage, d.json) != nil {
+						return
+					}
+				}
+				_ = write(websocket.TextMessage, controlMessage("shutdown", nil))
+				closeWith(websocket.CloseGoingAway, "server shutting down")
+			}
+			return
+		}
+	}
+}
+
+// drain returns the events left in s's buffer.
+func drain(s *subscriber) []*delivery {
+	var out []*delivery
+	for {
+		select {
+		case d := <-s.ch:
+			out = append(out, d)
+		default:
+			return out
+		}
+	}
+}
+
+// serveStream serves /v1/events/stream.
+func (e *Events) serveStream(c *fiber.Ctx) error {
+	if !strings.Contains(c.Get(fiber.HeaderAccept), "text/event-stream") {
+		return &HTTPError{Status: http.StatusNotAcceptable, Code: codeNotAcceptable, Message: "Send Accept: text/event-stream"}
+	}
+	f, err := filterFromQuery(c)
+	if err != nil {
+		return err
+	}
+	p := Caller(c)
+	s, err := e.subscribe(f, p.APIKey, true)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderContentType, "text/event-stream")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set(fiber.HeaderConnection, "keep-alive")
+	c.Set("X-Accel-Buffering", "no")
+	conn := c.Context().Conn()
+	v := e.newViewer(p)
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) { e.stream(w, conn, s, v, f) })
+	return nil
+}
+
+func sseFrame(buf *bytes.Buffer, event string, data []byte) {
+	buf.WriteString("event: ")
+	buf.WriteString(event)
+	buf.WriteString("\ndata: ")
+	buf.Write(data)
+	buf.WriteString("\n\n")
+}
+
+// stream writes one SSE subscriber's events until it leaves, falls behind or
+// the hub stops.
+func (e *Events) stream(w *bufio.Writer, conn net.Conn, s *subscriber, v *viewer, f *eventFilter) {
+	defer e.release(s)
+	var buf bytes.Buffer
+	flush := func() bool {
+		if conn != nil {
+			_ = conn.SetWriteDeadline(time.Now().Add(2 * sseKeepAlive))
+		}
+		_, err := w.Write(buf.Bytes())
+		buf.Reset()
+		return err == nil && w.Flush() == nil
+	}
+	event := func(d *delivery) {
+		if v.mayRead(&d.ev) {
+			sseFrame(&buf, d.category, d.json)
+			sseFrame(&buf, d.ev.Type, d.json)
+		}
+	}
+	buf.WriteString("retry: 3000\n")
+	sseFrame(&buf, "initial", controlMessage("initial", f.describe()))
+	if !flush() {
+		return
+	}
+	tick := time.NewTicker(sseKeepAlive)
+	defer tick.Stop()
+	for {
+		select {
+		case d := <-s.ch:
+			event(d)
+			if buf.Len() > 0 && !flush() {
+				return
+			}
+		case <-tick.C:
+			buf.WriteString(": keepalive\n\n")
+			if !flush() {
+				return
+			}
+		case <-s.done:
+			if s.reason == dropShutdown {
+				for _, d := range drain(s) {
+					event(d)
+				}
+				sseFrame(&buf, "shutdown", controlMessage("shutdown", nil))
+				flush()
+			}
+			return
+		}
+	}
+}

@@ -1,0 +1,181 @@
+// Package agents is the master's side of the fleet: the agents of each
+// workspace, their registration, the gRPC AgentService they keep a stream
+// open to, and the hub that pushes each agent its configuration.
+//
+// # Registration and identity
+//
+//  1. An admin creates a registration token (POST
+//     /v1/workspaces/:id/agents/tokens with a name and labels): a pending agent
+//     row and a single-use token "nxmesh_agent_<random>" (stored as SHA-256,
+//     1 to 720 hours) are created, and the response carries the install
+//     command with the master's address and the CA fingerprint.
+//  2. The agent opens Stream over server-authenticated TLS (it pins the CA by
+//     fingerprint) and sends a RegistrationRequest with the token and a CSR
+//     for its fresh ECDSA P-256 key. The master checks the token (unknown,
+//     revoked, used or expired tokens are refused with that reason) and the
+//     workspace's registration ACL (hostname glob patterns; deny wins; empty
+//     allows all), signs a client certificate (CN = agent id, URI SAN
+//     urn:nxmesh:agent:<id>, one year) from the master's CA (ca.go) and
+//     records its serial on the agent.
+//  3. Later connections use mutual TLS with that certificate and an empty
+//     token; the serial must match the agent's row, so deleting an agent (or
+//     registering it again) revokes its certificate at once. A hello that
+//     carries a CSR renews the certificate.
+//
+// Labels are the admins' (token, PATCH): labels an agent reports are ignored,
+// as they decide which configuration (and which private keys) it receives.
+//
+// # Configuration
+//
+// The hub (hub.go, one per replica) LISTENs on the vhosts module's
+// "nxmesh_config" channel and this module's "nxmesh_agents" channel, and
+// pushes each connected agent the ConfigUpdate computed by DesiredConfig
+// (desired.go) whenever its content checksum changes. An agent's
+// desired_version is the workspace version of the last push it needed: a
+// change that does not touch an agent's objects leaves it as it was. Statuses
+// update applied_version, apply_status and apply_error and publish
+// config.applied; unanswered or failed pushes are retried with backoff.
+//
+// # State
+//
+// pending until the first registration; online while its stream is up and
+// health reports arrive; degraded when nginx is not running, the last apply
+// failed, or alerts are active; offline when the stream closes or after three
+// missed heartbeats (the hub closes silent streams; the River job
+// agents.mark_offline covers replicas that died).
+//
+// # Wiring (main.go)
+//
+//	agentsMod, err := agents.New(d, vhostsMod.Service(), certsMod.Service(), agents.Options{PublishFunc: ...})
+//	wiring.GRPCServerOptions = agentsMod.GRPCServerOptions()
+//	go agentsMod.Run(ctx) // the hub: LISTEN and reconcile, until ctx ends
+package agents
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/riverqueue/river"
+	"google.golang.org/grpc"
+	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/modules/certs"
+	"github.com/nxmesh/nxmesh/modules/vhosts"
+	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
+)
+
+// Options connect the module to the rest of the master.
+type Options struct {
+	// PublishFunc receives agent.connected, agent.disconnected,
+	// config.applied and health.alert events; nil drops them.
+	PublishFunc PublishFunc
+	// ReplicaID names this process in agents.connected_replica; empty means
+	// "<hostname>/<pid>/<random>".
+	ReplicaID string
+}
+
+// Module is the agents module.
+type Module struct {
+	db  *gorm.DB
+	svc *Service
+	hub *Hub
+}
+
+var _ app.Module = (*Module)(nil)
+
+// New builds the module: it loads (or on first start creates) the agents' CA
+// from grpc.ca_cert_file/ca_key_file or data_dir/agents-ca/. vh computes
+// configurations; certSvc supplies certificate material.
+func New(d app.Deps, vh *vhosts.Service, certSvc *certs.Service, opts Options) (*Module, error) {
+	cfg := d.Config
+	var hosts []string
+	for _, h := range strings.Split(cfg.GRPC.TLSHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	ca, err := LoadCA(CAFiles{
+		Dir: filepath.Join(cfg.DataDir, "agents-ca"), CertFile: cfg.GRPC.CACertFile, KeyFile: cfg.GRPC.CAKeyFile,
+	}, hosts)
+	if err != nil {
+		return nil, err
+	}
+	logger := d.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	heartbeat := cfg.GRPC.HeartbeatInterval
+	if heartbeat <= 0 {
+		heartbeat = app.DefaultConfig().GRPC.HeartbeatInterval
+	}
+	replica := opts.ReplicaID
+	if replica == "" {
+		replica, err = defaultReplicaID()
+		if err != nil {
+			return nil, err
+		}
+	}
+	svc := &Service{
+		db: d.DB, logger: logger, vh: vh, certs: certSvc, ca: ca, publishFunc: opts.PublishFunc,
+		heartbeat: heartbeat, publicAddr: PublicAddr(cfg), reloadTimeout: defaultReloadTimeout,
+	}
+	hub := newHub(svc, d.Pool, logger, replica)
+	svc.hub = hub
+	return &Module{db: d.DB, svc: svc, hub: hub}, nil
+}
+
+func defaultReplicaID() (string, error) {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate replica id: %w", err)
+	}
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b)), nil
+}
+
+// Service returns the module's service (for the admin pages and main.go).
+func (m *Module) Service() *Service { return m.svc }
+
+// Hub returns this replica's hub.
+func (m *Module) Hub() *Hub { return m.hub }
+
+// GRPCServerOptions are the options the master's gRPC server must be created
+// with (app.Wiring.GRPCServerOptions): TLS with the agents' CA (client
+// certificates verified when given) and the keepalive policy agents expect.
+func (m *Module) GRPCServerOptions() []grpc.ServerOption { return serverOptions(m.svc.ca) }
+
+// CAFingerprint is the agents' CA fingerprint ("sha256:<hex>").
+func (m *Module) CAFingerprint() string { return m.svc.ca.Fingerprint() }
+
+// Run runs this replica's hub until ctx ends (LISTEN/NOTIFY and the
+// reconcile ticker), then closes its agent streams. Start it before app.Run
+// with the same context.
+func (m *Module) Run(ctx context.Context) error { return m.hub.Run(ctx) }
+
+// Name is "agents".
+func (m *Module) Name() string { return "agents" }
+
+// Policies returns the role matrix documented in policies.go.
+func (m *Module) Policies() []authz.Policy { return policies() }
+
+// Jobs registers agents.mark_offline (jobs.go).
+func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJobs(w, m.svc) }
+
+// GRPC registers the AgentService.
+func (m *Module) GRPC(s grpc.ServiceRegistrar) {
+	agentv1.RegisterAgentServiceServer(s, &grpcServer{svc: m.svc, hub: m.hub})
+}
+
+// Routes mounts the JSON API (api.go).
+func (m *Module) Routes(r app.Routers) {
+	m.bindAgents(r.API)
+	m.bindCommands(r.API)
+}

@@ -1,0 +1,103 @@
+package agents
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/modules/vhosts"
+	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
+)
+
+// Checksum is the checksum of a ConfigUpdate's content: the hex SHA-256 of
+// its deterministic protobuf encoding (proto.MarshalOptions{Deterministic:
+// true}, so map entries are sorted) with config_id, version and checksum
+// cleared. Two updates with the same checksum make the agent write the same
+// files, so the checksum changes exactly when what an agent must apply
+// changes, whatever the workspace's version number. The master never needs
+// the agent's rendering options (ConfDir) for it, and the agent does not
+// recompute it: it echoes the checksum of the update it applied in
+// HealthReport.config_checksum, and drift is that value differing from the
+// checksum last pushed.
+//
+// The deterministic encoding is stable for one build of the master (it is not
+// a canonical form across protobuf libraries), which is all a comparison
+// between the master's own values needs.
+func Checksum(u *agentv1.ConfigUpdate) string {
+	c := proto.CloneOf(u)
+	c.ConfigId, c.Version, c.Checksum = "", 0, ""
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		// Marshalling a valid message built in memory cannot fail; make the
+		// impossible visible instead of returning a checksum of nothing.
+		panic(fmt.Sprintf("marshal ConfigUpdate: %v", err))
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// DesiredConfig returns the complete ConfigUpdate the agent with id must run
+// now: the virtual hosts and streams of its workspace's current configuration
+// version whose target_agents match it ({"type":"all"}, a label selector
+// against its labels, or a list of agent ids), the upstreams they use, the
+// certificates they use with their PEM material (private keys included), and
+// the agent's policy. ConfigId is "v<version>-<first 12 hex of checksum>", so
+// it names the content and not only the version (a relabelled agent gets new
+// content at the same version).
+func (s *Service) DesiredConfig(ctx context.Context, id uuid.UUID) (*agentv1.ConfigUpdate, error) {
+	var ag agentRow
+	err := s.db.WithContext(ctx).Select("id", "workspace_id", "labels", "auto_restart").Take(&ag, "id = ?", id).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, ErrAgentNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read agent %s: %w", id, err)
+	}
+	return s.desiredFor(ctx, ag)
+}
+
+func (s *Service) desiredFor(ctx context.Context, ag agentRow) (*agentv1.ConfigUpdate, error) {
+	version, err := s.vh.CurrentVersion(ctx, ag.WorkspaceID)
+	if err != nil {
+		return nil, fmt.Errorf("desired config of agent %s: %w", ag.ID, err)
+	}
+	lbls := map[string]string(ag.Labels)
+	u, err := s.vh.DesiredConfig(ctx, ag.WorkspaceID, version, func(t vhosts.TargetAgents) bool {
+		return t.Matches(ag.ID, lbls)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("desired config of agent %s: %w", ag.ID, err)
+	}
+	if len(u.Certificates) > 0 {
+		ids := make([]uuid.UUID, 0, len(u.Certificates))
+		for id := range u.Certificates {
+			if cid, err := uuid.Parse(id); err == nil {
+				ids = append(ids, cid)
+			}
+		}
+		material, err := s.certs.Material(ctx, nil, ids)
+		if err != nil {
+			return nil, fmt.Errorf("desired config of agent %s: %w", ag.ID, err)
+		}
+		for id := range u.Certificates {
+			if m, ok := material[id]; ok {
+				u.Certificates[id] = m
+			} else {
+				// Pending or failed issuance: the reference stays without
+				// material and the agent reports what nginx says about it.
+				s.logger.WarnContext(ctx, "certificate without material in an agent's configuration",
+					"agent_id", ag.ID, "certificate_id", id)
+			}
+		}
+	}
+	u.AgentPolicy = &agentv1.AgentPolicy{AutoRestart: ag.AutoRestart}
+	u.Checksum = Checksum(u)
+	u.ConfigId = fmt.Sprintf("v%d-%s", u.Version, u.Checksum[:12])
+	return u, nil
+}

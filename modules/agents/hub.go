@@ -1,0 +1,645 @@
+package agents
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nxmesh/nxmesh/modules/vhosts"
+	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
+)
+
+// Timings of the hub.
+const (
+	// ackTimeout is how long a push may go without a final ConfigStatus before
+	// it is sent again; later retries double it up to retryMax.
+	ackTimeout = 60 * time.Second
+	retryMax   = 10 * time.Minute
+	// reconcileInterval is how often the hub checks its streams: retries due,
+	// silent agents.
+	reconcileInterval = 10 * time.Second
+	// resyncInterval is how often the hub recomputes every connected agent's
+	// desired configuration, the safety net for a lost notification.
+	resyncInterval = 5 * time.Minute
+	// sendBuffer is how many messages may wait for a slow agent before its
+	// stream is dropped (it reconnects and gets the current state).
+	sendBuffer = 64
+	// sentHistory is how many recent pushes a stream remembers to match the
+	// statuses that answer them.
+	sentHistory = 8
+	// listenBackoffMax caps the wait before re-establishing LISTEN.
+	listenBackoffMax = 30 * time.Second
+)
+
+// errShutdown ends streams when the hub stops.
+const reasonShutdown = "shutdown"
+
+// Hub holds the agent streams open on this replica (one hub per master
+// process) and keeps each agent's configuration current:
+//
+//  1. Run LISTENs on vhosts.NotifyChannel ({"workspace_id","version"}, sent by
+//     every configuration change's transaction) and NotifyChannel (AgentNotice:
+//     deletions, relabels, commands, command results, connections), on a
+//     connection taken out of the shared pool. Every replica gets every
+//     notification and acts only on the streams it holds.
+//  2. A configuration notification wakes each stream of that workspace: its
+//     worker computes the agent's desired ConfigUpdate (Service.DesiredConfig)
+//     and sends it when its checksum differs from the last one pushed,
+//     recording desired_version/desired_checksum (apply_status pending).
+//  3. ConfigStatus answers are matched to the push by config_id; a push
+//     without a final answer within ackTimeout, or answered FAILED or
+//     ROLLED_BACK, is sent again with exponential backoff (the reconcile
+//     ticker, every reconcileInterval).
+//  4. The ticker also closes streams silent for three heartbeat intervals, and
+//     every resyncInterval recomputes every stream's configuration; after
+//     LISTEN is re-established (notifications may have been lost) all
+//     streams are recomputed at once.
+//
+// Each stream has three goroutines besides its gRPC handler: one receives
+// (grpc.go), one sends (the only caller of Send after the registration
+// answer), and one works (pushes configurations, delivers commands), so a
+// slow database or agent never blocks the listener or other streams.
+type Hub struct {
+	svc     *Service
+	pool    *pgxpool.Pool
+	logger  *slog.Logger
+	replica string
+
+	mu      sync.Mutex
+	conns   map[uuid.UUID]*conn
+	waiters map[uuid.UUID]chan struct{}
+	stopped bool
+
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	// observe, when set (by tests, before the hub is used), is told when the
+	// hub finished handling something, its database work committed:
+	// "message" (an agent's message recorded), "push" (a configuration sent
+	// and recorded), "closed" (a stream ended and its disconnection recorded).
+	observe func(kind string, agentID uuid.UUID)
+}
+
+func (h *Hub) observed(kind string, agentID uuid.UUID) {
+	if h.observe != nil {
+		h.observe(kind, agentID)
+	}
+}
+
+func newHub(svc *Service, pool *pgxpool.Pool, logger *slog.Logger, replica string) *Hub {
+	return &Hub{
+		svc: svc, pool: pool, logger: logger, replica: replica,
+		conns: map[uuid.UUID]*conn{}, waiters: map[uuid.UUID]chan struct{}{},
+		ready: make(chan struct{}),
+	}
+}
+
+// Replica names this hub in agents.connected_replica.
+func (h *Hub) Replica() string { return h.replica }
+
+// Ready is closed once the hub first listens for notifications.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+// Connected reports whether the agent has a stream on this replica.
+func (h *Hub) Connected(agentID uuid.UUID) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.conns[agentID]
+	return ok
+}
+
+// Run listens for notifications and reconciles the streams until ctx ends,
+// then closes every stream of this replica (agents reconnect to another).
+func (h *Hub) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h.tickLoop(ctx)
+	}()
+	backoff := time.Second
+	for ctx.Err() == nil {
+		established, err := h.listen(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if established {
+			backoff = time.Second
+		}
+		h.logger.ErrorContext(ctx, "agents hub: listen for notifications", "error", err, "retry_in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		backoff = min(backoff*2, listenBackoffMax)
+	}
+	h.stop()
+	wg.Wait()
+	return nil
+}
+
+// listen holds one LISTEN connection until it fails or ctx ends.
+func (h *Hub) listen(ctx context.Context) (established bool, err error) {
+	pc, err := h.pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("acquire connection: %w", err)
+	}
+	// The connection leaves the pool: it stays in LISTEN state and is closed
+	// here, never reused by others.
+	c := pc.Hijack()
+	defer c.Close(context.Background())
+	for _, ch := range []string{vhosts.NotifyChannel, NotifyChannel} {
+		if _, err := c.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			return false, fmt.Errorf("listen %s: %w", ch, err)
+		}
+	}
+	first := false
+	h.readyOnce.Do(func() { first = true; close(h.ready) })
+	if !first {
+		// Notifications sent while the connection was down are lost.
+		h.resync(false)
+	}
+	for {
+		n, err := c.WaitForNotification(ctx)
+		if err != nil {
+			return true, fmt.Errorf("wait for notification: %w", err)
+		}
+		h.dispatch(ctx, n.Channel, n.Payload)
+	}
+}
+
+func (h *Hub) dispatch(ctx context.Context, channel, payload string) {
+	switch channel {
+	case vhosts.NotifyChannel:
+		var n vhosts.Notification
+		if err := json.Unmarshal([]byte(payload), &n); err != nil {
+			h.logger.WarnContext(ctx, "agents hub: bad config notification", "payload", payload, "error", err)
+			return
+		}
+		h.configChanged(n.WorkspaceID)
+	case NotifyChannel:
+		var n AgentNotice
+		if err := json.Unmarshal([]byte(payload), &n); err != nil {
+			h.logger.WarnContext(ctx, "agents hub: bad agent notification", "payload", payload, "error", err)
+			return
+		}
+		switch n.Op {
+		case OpDeleted:
+			h.drop(n.AgentID, ReasonDeleted)
+		case OpRetarget:
+			h.retarget(n.AgentID)
+		case OpCommand:
+			h.deliverCommands(n.AgentID)
+		case OpCommandResult:
+			if n.CommandID != nil {
+				h.commandFinished(*n.CommandID)
+			}
+		case OpConnected:
+			h.mu.Lock()
+			c := h.conns[n.AgentID]
+			h.mu.Unlock()
+			if c != nil && (n.StreamID == nil || *n.StreamID != c.streamID) {
+				c.close(ReasonReplaced)
+			}
+		}
+	}
+}
+
+// configChanged wakes the streams of a workspace.
+func (h *Hub) configChanged(workspaceID uuid.UUID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.conns {
+		if c.workspaceID == workspaceID {
+			signal(c.wakeConfig)
+		}
+	}
+}
+
+// resync wakes every stream's configuration worker (force: send even when
+// the checksum is unchanged).
+func (h *Hub) resync(force bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.conns {
+		if force {
+			c.force.Store(true)
+		}
+		signal(c.wakeConfig)
+	}
+}
+
+// retarget makes the agent's stream on this replica, if any, recompute its
+// configuration.
+func (h *Hub) retarget(agentID uuid.UUID) {
+	if c := h.conn(agentID); c != nil {
+		signal(c.wakeConfig)
+	}
+}
+
+// deliverCommands makes the agent's stream on this replica, if any, send its
+// pending commands.
+func (h *Hub) deliverCommands(agentID uuid.UUID) {
+	if c := h.conn(agentID); c != nil {
+		signal(c.wakeCommands)
+	}
+}
+
+// drop closes the agent's stream on this replica, if any.
+func (h *Hub) drop(agentID uuid.UUID, reason string) {
+	if c := h.conn(agentID); c != nil {
+		c.close(reason)
+	}
+}
+
+func (h *Hub) conn(agentID uuid.UUID) *conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.conns[agentID]
+}
+
+// add registers a stream, replacing (and closing) an older stream of the same
+// agent. It is false once the hub stopped.
+func (h *Hub) add(c *conn) bool {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return false
+	}
+	old := h.conns[c.agentID]
+	h.conns[c.agentID] = c
+	h.mu.Unlock()
+	if old != nil {
+		old.close(ReasonReplaced)
+	}
+	return true
+}
+
+// remove unregisters a stream unless a newer one replaced it.
+func (h *Hub) remove(c *conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conns[c.agentID] == c {
+		delete(h.conns, c.agentID)
+	}
+}
+
+// stop closes every stream and refuses new ones.
+func (h *Hub) stop() {
+	h.mu.Lock()
+	h.stopped = true
+	conns := make([]*conn, 0, len(h.conns))
+	for _, c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		c.close(reasonShutdown)
+	}
+}
+
+// watchCommand returns a channel signalled whenever the command may have
+// finished (the caller re-reads it). Release it with unwatchCommand.
+func (h *Hub) watchCommand(id uuid.UUID) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	h.waiters[id] = ch
+	h.mu.Unlock()
+	return ch
+}
+
+func (h *Hub) unwatchCommand(id uuid.UUID) {
+	h.mu.Lock()
+	delete(h.waiters, id)
+	h.mu.Unlock()
+}
+
+func (h *Hub) commandFinished(id uuid.UUID) {
+	h.mu.Lock()
+	ch := h.waiters[id]
+	h.mu.Unlock()
+	if ch != nil {
+		signal(ch)
+	}
+}
+
+func (h *Hub) tickLoop(ctx context.Context) {
+	t := time.NewTicker(reconcileInterval)
+	defer t.Stop()
+	lastResync := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.reconcile()
+			if time.Since(lastResync) >= resyncInterval {
+				lastResync = time.Now()
+				h.resync(false)
+			}
+		}
+	}
+}
+
+// reconcile closes streams silent for three heartbeat intervals and wakes the
+// others' retry check.
+func (h *Hub) reconcile() {
+	now := h.svc.now()
+	silent := 3 * h.svc.heartbeat
+	h.mu.Lock()
+	conns := make([]*conn, 0, len(h.conns))
+	for _, c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		if now.Sub(time.Unix(0, c.lastSeen.Load())) > silent {
+			c.close(ReasonTimeout)
+			continue
+		}
+		signal(c.wakeRetry)
+	}
+}
+
+// signal does a non-blocking send on a wake-up channel of capacity one, so
+// wake-ups coalesce.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// backoff is the wait before sending a push again after attempts tries.
+func backoff(attempts int) time.Duration {
+	d := ackTimeout
+	for i := 1; i < attempts && d < retryMax; i++ {
+		d *= 2
+	}
+	return min(d, retryMax)
+}
+
+// ---- One stream ----
+
+// sentConfig is a configuration pushed on a stream.
+type sentConfig struct {
+	checksum string
+	sentAt   time.Time
+}
+
+// pushState is the last configuration pushed on a stream.
+type pushState struct {
+	configID string
+	version  int64
+	checksum string
+	sentAt   time.Time
+	attempts int
+	// settled: the agent applied it (SUCCESS).
+	settled bool
+	// retryAt is when it is sent again unless settled.
+	retryAt time.Time
+}
+
+// conn is one agent's stream on this replica.
+type conn struct {
+	hub         *Hub
+	agentID     uuid.UUID
+	workspaceID uuid.UUID
+	orgID       uuid.UUID
+	streamID    uuid.UUID
+	stream      agentv1.AgentService_StreamServer
+
+	out          chan *agentv1.MasterMessage
+	wakeConfig   chan struct{}
+	wakeCommands chan struct{}
+	wakeRetry    chan struct{}
+	// force makes the next configuration push send even an unchanged
+	// checksum (first push of a stream).
+	force    atomic.Bool
+	lastSeen atomic.Int64 // Unix nanoseconds
+
+	closeOnce sync.Once
+	done      chan struct{}
+	reason    string // written before done is closed
+
+	mu   sync.Mutex
+	push pushState
+	sent map[string]sentConfig
+}
+
+func (h *Hub) newConn(stream agentv1.AgentService_StreamServer, c connected, streamID uuid.UUID) *conn {
+	cn := &conn{
+		hub: h, agentID: c.Agent.ID, workspaceID: c.Agent.WorkspaceID, orgID: c.OrgID, streamID: streamID, stream: stream,
+		out:        make(chan *agentv1.MasterMessage, sendBuffer),
+		wakeConfig: make(chan struct{}, 1), wakeCommands: make(chan struct{}, 1), wakeRetry: make(chan struct{}, 1),
+		done: make(chan struct{}),
+		sent: map[string]sentConfig{},
+	}
+	cn.seen()
+	return cn
+}
+
+func (c *conn) seen() { c.lastSeen.Store(c.hub.svc.now().UnixNano()) }
+
+// close ends the stream with reason (the first reason wins).
+func (c *conn) close(reason string) {
+	c.closeOnce.Do(func() {
+		c.reason = reason
+		close(c.done)
+	})
+}
+
+// send queues a message for the sender; a full queue drops the stream.
+func (c *conn) send(m *agentv1.MasterMessage) bool {
+	if m.Timestamp == 0 {
+		m.Timestamp = c.hub.svc.now().Unix()
+	}
+	select {
+	case <-c.done:
+		return false
+	default:
+	}
+	select {
+	case c.out <- m:
+		return true
+	default:
+		c.hub.logger.Warn("agents hub: agent does not read its stream; dropping it", "agent_id", c.agentID)
+		c.close(ReasonClosed)
+		return false
+	}
+}
+
+// sendLoop is the only sender on the stream once it is established.
+func (c *conn) sendLoop() {
+	for {
+		select {
+		case <-c.done:
+			return
+		case m := <-c.out:
+			if err := c.stream.Send(m); err != nil {
+				c.close(ReasonClosed)
+				return
+			}
+		}
+	}
+}
+
+// work pushes configurations and delivers commands when woken.
+func (c *conn) work(ctx context.Context) {
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.wakeConfig:
+			c.pushConfig(ctx, c.force.Swap(false))
+		case <-c.wakeCommands:
+			c.sendCommands(ctx)
+		case <-c.wakeRetry:
+			c.retry(ctx)
+		}
+	}
+}
+
+// pushConfig computes the agent's desired configuration and sends it when its
+// checksum differs from the last push (or force).
+func (c *conn) pushConfig(ctx context.Context, force bool) {
+	log := c.hub.logger.With("agent_id", c.agentID)
+	u, err := c.hub.svc.DesiredConfig(ctx, c.agentID)
+	if errors.Is(err, ErrAgentNotFound) {
+		c.close(ReasonDeleted)
+		return
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			log.ErrorContext(ctx, "agents hub: compute desired configuration", "error", err)
+		}
+		// Try again at the next reconcile.
+		c.mu.Lock()
+		c.push.settled, c.push.retryAt = false, c.hub.svc.now()
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Lock()
+	same := c.push.checksum == u.Checksum
+	c.mu.Unlock()
+	if same && !force {
+		return
+	}
+	if !c.send(&agentv1.MasterMessage{Payload: &agentv1.MasterMessage_ConfigUpdate{ConfigUpdate: u}}) {
+		return
+	}
+	now := c.hub.svc.now()
+	c.mu.Lock()
+	attempts := 1
+	if same {
+		attempts = c.push.attempts + 1
+	}
+	c.push = pushState{
+		configID: u.ConfigId, version: u.Version, checksum: u.Checksum, sentAt: now, attempts: attempts,
+		retryAt: now.Add(backoff(attempts)),
+	}
+	if len(c.sent) >= sentHistory {
+		oldest := ""
+		for id, s := range c.sent {
+			if oldest == "" || s.sentAt.Before(c.sent[oldest].sentAt) {
+				oldest = id
+			}
+		}
+		delete(c.sent, oldest)
+	}
+	c.sent[u.ConfigId] = sentConfig{checksum: u.Checksum, sentAt: now}
+	c.mu.Unlock()
+	if err := c.hub.svc.recordPush(ctx, c.agentID, c.streamID, u.Version, u.Checksum); err != nil {
+		if errors.Is(err, errGone) {
+			c.close(ReasonReplaced)
+			return
+		}
+		log.ErrorContext(ctx, "agents hub: record configuration push", "error", err)
+	}
+	c.hub.observed("push", c.agentID)
+}
+
+// retry sends the last push again when it is due (no final answer, or a
+// failure, and its backoff elapsed).
+func (c *conn) retry(ctx context.Context) {
+	now := c.hub.svc.now()
+	c.mu.Lock()
+	p := c.push
+	c.mu.Unlock()
+	if p.settled || p.retryAt.IsZero() || now.Before(p.retryAt) {
+		return
+	}
+	c.pushConfig(ctx, true)
+}
+
+// onStatus records a ConfigStatus from the agent.
+func (c *conn) onStatus(ctx context.Context, st *agentv1.ConfigStatus) error {
+	now := c.hub.svc.now()
+	c.mu.Lock()
+	sc := c.sent[st.GetConfigId()]
+	current := st.GetConfigId() != "" && st.GetConfigId() == c.push.configID
+	if current {
+		switch st.GetStatus() {
+		case agentv1.ConfigApplyStatus_VALIDATING, agentv1.ConfigApplyStatus_APPLYING:
+			c.push.retryAt = now.Add(ackTimeout)
+		case agentv1.ConfigApplyStatus_SUCCESS:
+			c.push.settled, c.push.retryAt = true, time.Time{}
+		case agentv1.ConfigApplyStatus_FAILED, agentv1.ConfigApplyStatus_ROLLED_BACK:
+			c.push.retryAt = now.Add(backoff(c.push.attempts))
+		}
+	}
+	c.mu.Unlock()
+	return c.hub.svc.recordStatus(ctx, c.agentID, c.streamID, statusReport{
+		Status: st, Current: current, Checksum: sc.checksum, SentAt: sc.sentAt,
+	})
+}
+
+// sendCommands sends the agent's pending commands.
+func (c *conn) sendCommands(ctx context.Context) {
+	rows, err := c.hub.svc.claimCommands(ctx, c.agentID, c.streamID)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.hub.logger.ErrorContext(ctx, "agents hub: claim commands", "agent_id", c.agentID, "error", err)
+		}
+		return
+	}
+	for _, r := range rows {
+		if !c.send(&agentv1.MasterMessage{Payload: &agentv1.MasterMessage_Command{Command: commandMessage(r)}}) {
+			return
+		}
+	}
+}
+
+// commandMessage is the wire form of a command.
+func commandMessage(r commandRow) *agentv1.Command {
+	m := &agentv1.Command{CommandId: r.ID.String()}
+	p := r.Params
+	switch r.Kind {
+	case CommandReload:
+		m.Command = &agentv1.Command_Reload{Reload: &agentv1.ReloadCommand{Graceful: p.Graceful == nil || *p.Graceful}}
+	case CommandRestart:
+		m.Command = &agentv1.Command_Restart{Restart: &agentv1.RestartCommand{Force: p.Force != nil && *p.Force}}
+	case CommandStop:
+		stop := &agentv1.StopCommand{Graceful: p.Graceful == nil || *p.Graceful}
+		if p.TimeoutSeconds != nil {
+			stop.TimeoutSeconds = uint32(max(*p.TimeoutSeconds, 0))
+		}
+		m.Command = &agentv1.Command_Stop{Stop: stop}
+	case CommandGetStatus:
+		m.Command = &agentv1.Command_GetStatus{GetStatus: &agentv1.GetStatusCommand{}}
+	case CommandValidateConfig:
+		m.Command = &agentv1.Command_ValidateConfig{ValidateConfig: &agentv1.ValidateConfigCommand{}}
+	}
+	return m
+}

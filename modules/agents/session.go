@@ -1,0 +1,643 @@
+package agents
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/nxmesh/nxmesh/app"
+	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
+)
+
+// This file is the database side of the agents' gRPC sessions: registration
+// and reconnects, health reports, configuration statuses, command results,
+// and marking silent agents offline.
+
+// errGone: the agent was deleted, or the stream is no longer its current one
+// (it reconnected elsewhere, or was marked offline); the stream must end.
+var errGone = errors.New("agent deleted or stream superseded")
+
+// connectParams describe a stream's first message.
+type connectParams struct {
+	Req *agentv1.RegistrationRequest
+	// Leaf is the verified client certificate (reconnects); nil when
+	// registering with a token.
+	Leaf     *x509.Certificate
+	PeerIP   string
+	Replica  string
+	StreamID uuid.UUID
+}
+
+// connected is an agent whose stream was accepted.
+type connected struct {
+	Agent agentRow
+	OrgID uuid.UUID
+	// CertificatePEM is a client certificate signed in this step (first
+	// registration, or renewal from a CSR in a reconnect's hello).
+	CertificatePEM string
+}
+
+func deploymentMode(m agentv1.DeploymentMode) string {
+	switch m {
+	case agentv1.DeploymentMode_DOCKER_SIDECAR:
+		return "docker_sidecar"
+	case agentv1.DeploymentMode_KUBERNETES_SIDECAR:
+		return "kubernetes_sidecar"
+	case agentv1.DeploymentMode_STANDALONE:
+		return "standalone"
+	}
+	return ""
+}
+
+// clip bounds a string an agent sends before it is stored: valid UTF-8 without
+// NUL bytes (PostgreSQL text refuses them), at most n bytes.
+func clip(s string, n int) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, ""), "\x00", "")
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// stateOf is an agent's state from its apply status and last health report
+// (nil: none yet): degraded when nginx is not running, the last apply failed
+// or alerts are active, else online.
+func stateOf(applyStatus string, h *healthDoc) string {
+	if applyStatus == ApplyFailed || applyStatus == ApplyRolledBack {
+		return StateDegraded
+	}
+	if h != nil && (!h.NginxRunning || len(h.Alerts) > 0) {
+		return StateDegraded
+	}
+	return StateOnline
+}
+
+// connect accepts a stream's first message, in one transaction:
+//
+//  1. with a token: the token must exist, not be revoked, used or expired,
+//     and the hostname must pass the workspace's registration ACL; the CSR is
+//     signed (CN = agent id) and its serial recorded, the token is used up;
+//     without a token: the verified client certificate's CN names the agent,
+//     which must exist, and its serial must be the one recorded (a CSR in the
+//     hello renews the certificate);
+//  2. the agent's row takes what it said about itself (hostname, address,
+//     version, capabilities, deployment mode; labels stay the admins'), its
+//     state (online, or degraded after a failed apply), this replica and
+//     stream;
+//  3. agent.connected is published and OpConnected notified, so a stale
+//     stream of the agent on another replica is closed.
+//
+// A refusal is a *refusal; nothing is changed then.
+func (s *Service) connect(ctx context.Context, p connectParams) (connected, error) {
+	var out connected
+	ctx = app.WithRequestInfo(ctx, app.RequestInfo{IP: p.PeerIP})
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		now := s.now()
+		var row agentRow
+		var err error
+		registering := p.Req.GetToken() != ""
+		if registering {
+			row, err = s.redeemToken(tx, p.Req, now)
+		} else {
+			row, err = identify(tx, p.Leaf, true)
+		}
+		if err != nil {
+			return err
+		}
+		if csr := p.Req.GetCsrPem(); csr != "" || registering {
+			certPEM, serial, notAfter, err := s.ca.SignAgentCSR(csr, row.ID, now)
+			if errors.Is(err, errBadCSR) {
+				return &refusal{reason: RefusedBadCSR}
+			}
+			if err != nil {
+				return err
+			}
+			row.CertSerial, row.CertExpiresAt, out.CertificatePEM = &serial, &notAfter, certPEM
+			if registering {
+				row.RegisteredAt = &now
+			}
+		}
+		ip := p.Req.GetIpAddress()
+		if net.ParseIP(ip) == nil {
+			ip = p.PeerIP
+		}
+		if h := clip(p.Req.GetHostname(), 253); h != "" {
+			row.Hostname = h
+		}
+		row.IPAddress = ip
+		if v := clip(p.Req.GetVersion(), 64); v != "" {
+			row.Version = v
+		}
+		if caps := p.Req.GetCapabilities(); caps != nil {
+			row.Capabilities = make(textArray, 0, min(len(caps), 64))
+			for _, c := range caps[:min(len(caps), 64)] {
+				row.Capabilities = append(row.Capabilities, clip(c, 64))
+			}
+		}
+		if m := deploymentMode(p.Req.GetDeploymentMode()); m != "" {
+			row.DeploymentMode = m
+		}
+		row.State = stateOf(row.ApplyStatus, nil)
+		row.LastSeenAt = &now
+		row.ConnectedReplica = p.Replica
+		streamID := p.StreamID
+		row.StreamID = &streamID
+		row.UpdatedAt = now
+		err = tx.Model(&agentRow{}).Where("id = ?", row.ID).Select(
+			"hostname", "ip_address", "version", "capabilities", "deployment_mode", "state", "last_seen_at",
+			"connected_replica", "stream_id", "cert_serial", "cert_expires_at", "registered_at", "updated_at",
+		).Updates(&row).Error
+		if err != nil {
+			return fmt.Errorf("record connection of agent %s: %w", row.ID, err)
+		}
+		orgID, err := workspaceOrg(tx, row.WorkspaceID)
+		if err != nil {
+			return err
+		}
+		out.Agent, out.OrgID = row, orgID
+		if registering {
+			if err := app.Audit(ctx, tx, app.AuditParams{
+				OrgID: orgID, WorkspaceID: row.WorkspaceID, Action: ObjectAgent + ".register",
+				ObjectType: ObjectAgent, ObjectID: row.ID.String(), After: row.agent(),
+			}); err != nil {
+				return err
+			}
+		}
+		if err := notify(tx, AgentNotice{AgentID: row.ID, Op: OpConnected, Replica: p.Replica, StreamID: &streamID}); err != nil {
+			return err
+		}
+		return s.publish(ctx, tx, Event{
+			Type: EventAgentConnected, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
+			Data: map[string]any{"agent_id": row.ID.String(), "hostname": row.Hostname, "ip_address": row.IPAddress},
+		})
+	})
+	if err != nil {
+		return connected{}, err
+	}
+	return out, nil
+}
+
+// redeemToken checks a registration token and the registration ACL, and uses
+// the token up. It returns the agent's row, locked.
+func (s *Service) redeemToken(tx *gorm.DB, req *agentv1.RegistrationRequest, now time.Time) (agentRow, error) {
+	var tok tokenRow
+	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&tok, "token_hash = ?", hashToken(req.GetToken())).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return agentRow{}, &refusal{reason: RefusedUnknownToken}
+	}
+	if err != nil {
+		return agentRow{}, fmt.Errorf("read registration token: %w", err)
+	}
+	switch {
+	case tok.RevokedAt != nil:
+		return agentRow{}, &refusal{reason: RefusedTokenRevoked}
+	case tok.UsedAt != nil:
+		return agentRow{}, &refusal{reason: RefusedTokenUsed}
+	case !now.Before(tok.ExpiresAt):
+		return agentRow{}, &refusal{reason: RefusedTokenExpired}
+	}
+	row, err := lockAgent(tx, tok.AgentID)
+	if errors.Is(err, ErrAgentNotFound) {
+		return agentRow{}, &refusal{reason: RefusedUnknownToken}
+	}
+	if err != nil {
+		return agentRow{}, err
+	}
+	policy, err := loadPolicy(tx, row.WorkspaceID)
+	if err != nil {
+		return agentRow{}, err
+	}
+	if !policy.Allows(req.GetHostname()) {
+		return agentRow{}, &refusal{reason: RefusedHostnameDeny, permission: true}
+	}
+	if err := tx.Model(&tokenRow{}).Where("id = ?", tok.ID).Update("used_at", now).Error; err != nil {
+		return agentRow{}, fmt.Errorf("use registration token of agent %s: %w", row.ID, err)
+	}
+	return row, nil
+}
+
+// identify finds the agent a verified client certificate belongs to: its CN
+// is the agent's id, and its serial must be the one recorded for the agent
+// (deleting the agent or registering it again revokes older certificates).
+func identify(tx *gorm.DB, leaf *x509.Certificate, lock bool) (agentRow, error) {
+	if leaf == nil {
+		return agentRow{}, &refusal{reason: RefusedNoCertificate}
+	}
+	id, err := uuid.Parse(leaf.Subject.CommonName)
+	if err != nil {
+		return agentRow{}, &refusal{reason: RefusedUnknownAgent}
+	}
+	q := tx
+	if lock {
+		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+	}
+	var row agentRow
+	err = q.Take(&row, "id = ?", id).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return agentRow{}, &refusal{reason: RefusedUnknownAgent}
+	}
+	if err != nil {
+		return agentRow{}, fmt.Errorf("read agent %s: %w", id, err)
+	}
+	if row.CertSerial == nil || *row.CertSerial != serialHex(leaf.SerialNumber) {
+		return agentRow{}, &refusal{reason: RefusedCertRevoked}
+	}
+	return row, nil
+}
+
+// Identify returns the agent a verified client certificate belongs to (for
+// the unary RPCs), or a *refusal.
+func (s *Service) identify(ctx context.Context, leaf *x509.Certificate) (agentRow, error) {
+	return identify(s.db.WithContext(ctx), leaf, false)
+}
+
+// disconnect records that stream streamID of an agent ended: if it is still
+// the agent's current stream, the agent goes offline, its unanswered commands
+// fail, and agent.disconnected is published. For a deleted agent only the
+// event is published.
+func (s *Service) disconnect(ctx context.Context, agentID, workspaceID, orgID, streamID uuid.UUID, reason string) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		now := s.now()
+		ev := Event{
+			Type: EventAgentDisconnected, WorkspaceID: workspaceID, OrgID: orgID, Timestamp: now,
+			Data: map[string]any{"agent_id": agentID.String(), "reason": reason},
+		}
+		if reason == ReasonDeleted {
+			return s.publish(ctx, tx, ev)
+		}
+		res := tx.Model(&agentRow{}).Where("id = ? AND stream_id = ?", agentID, streamID).Updates(map[string]any{
+			"state": StateOffline, "connected_replica": "", "stream_id": nil, "updated_at": now,
+		})
+		if res.Error != nil {
+			return fmt.Errorf("record disconnection of agent %s: %w", agentID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil
+		}
+		if err := s.failOpenCommands(tx, []uuid.UUID{agentID}, "the agent disconnected before answering"); err != nil {
+			return err
+		}
+		return s.publish(ctx, tx, ev)
+	})
+}
+
+// failOpenCommands fails the pending and sent commands of agents and wakes
+// whoever waits for them.
+func (s *Service) failOpenCommands(tx *gorm.DB, agentIDs []uuid.UUID, message string) error {
+	var failed []commandRow
+	err := tx.Model(&failed).Clauses(clause.Returning{Columns: []clause.Column{{Name: "id"}, {Name: "agent_id"}}}).
+		Where("agent_id IN ? AND status IN ?", agentIDs, []string{CommandPending, CommandSent}).
+		Updates(map[string]any{"status": CommandFailed, "message": message, "finished_at": s.now()}).Error
+	if err != nil {
+		return fmt.Errorf("fail open commands: %w", err)
+	}
+	for _, c := range failed {
+		id := c.ID
+		if err := notify(tx, AgentNotice{AgentID: c.AgentID, Op: OpCommandResult, CommandID: &id}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// healthOf summarizes a HealthReport.
+func healthOf(rep *agentv1.HealthReport, now time.Time) *healthDoc {
+	h := &healthDoc{
+		ConfigVersion:  rep.GetConfigVersion(),
+		ConfigChecksum: clip(rep.GetConfigChecksum(), 128),
+		Alerts:         []HealthAlert{},
+		ReportedAt:     now,
+	}
+	if n := rep.GetNginx(); n != nil {
+		h.NginxRunning, h.NginxPID, h.NginxUptimeSeconds = n.GetIsRunning(), n.GetPid(), n.GetUptimeSeconds()
+		h.ActiveConnections, h.TotalRequests = n.GetActiveConnections(), n.GetTotalRequests()
+		h.RequestsPerSecond = float64(n.GetRequestsPerSecond())
+	}
+	if m := rep.GetSystem(); m != nil {
+		h.CPUPercent, h.LoadAverage1m = float64(m.GetCpuPercent()), float64(m.GetLoadAverage_1M())
+		h.MemoryUsedBytes, h.MemoryTotalBytes = m.GetMemoryUsedBytes(), m.GetMemoryTotalBytes()
+		h.DiskUsedBytes, h.DiskTotalBytes = m.GetDiskUsedBytes(), m.GetDiskTotalBytes()
+	}
+	for _, a := range rep.GetAlerts()[:min(len(rep.GetAlerts()), 50)] {
+		h.Alerts = append(h.Alerts, HealthAlert{
+			ID: clip(a.GetId(), 128), Severity: clip(a.GetSeverity(), 16), Message: clip(a.GetMessage(), 1024), Timestamp: a.GetTimestamp(),
+		})
+	}
+	return h
+}
+
+func agentInfoOf(i *agentv1.AgentInfo) *AgentInfo {
+	if i == nil {
+		return nil
+	}
+	out := &AgentInfo{
+		Version: clip(i.GetVersion(), 64), Commit: clip(i.GetCommit(), 64), BuildDate: clip(i.GetBuildDate(), 64),
+		UptimeSeconds: i.GetUptimeSeconds(), Hostname: clip(i.GetHostname(), 253), Features: []string{},
+	}
+	for _, f := range i.GetFeatures()[:min(len(i.GetFeatures()), 64)] {
+		out.Features = append(out.Features, clip(f, 64))
+	}
+	return out
+}
+
+// recordHealth stores a health report of an agent received on stream
+// streamID (nil: the unary ReportHealth, any stream): the health summary,
+// agent info, last_seen_at, state, the checksum the agent runs and whether it
+// drifted from the one pushed. New alerts are published as health.alert, and
+// an agent coming back from offline as agent.connected. errGone when the agent
+// is deleted or streamID is no longer its stream.
+func (s *Service) recordHealth(ctx context.Context, agentID uuid.UUID, streamID *uuid.UUID, rep *agentv1.HealthReport) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		now := s.now()
+		q := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", agentID)
+		if streamID != nil {
+			q = q.Where("stream_id = ?", *streamID)
+		}
+		var row agentRow
+		err := q.Take(&row).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return errGone
+		}
+		if err != nil {
+			return fmt.Errorf("read agent %s: %w", agentID, err)
+		}
+		h := healthOf(rep, now)
+		prev := map[string]bool{}
+		if row.Health != nil {
+			for _, a := range row.Health.Alerts {
+				prev[a.ID] = true
+			}
+		}
+		inFlight := slices.Contains([]string{ApplyPending, ApplyValidating, ApplyApplying}, row.ApplyStatus)
+		drift := h.ConfigChecksum != "" && row.DesiredChecksum != "" && h.ConfigChecksum != row.DesiredChecksum && !inFlight
+		state := stateOf(row.ApplyStatus, h)
+		healthJSON, err := json.Marshal(h)
+		if err != nil {
+			return fmt.Errorf("record health of agent %s: %w", agentID, err)
+		}
+		updates := map[string]any{
+			"health": string(healthJSON), "last_seen_at": now, "state": state, "reported_checksum": h.ConfigChecksum,
+			"drift": drift, "updated_at": now,
+		}
+		if info := agentInfoOf(rep.GetAgentInfo()); info != nil {
+			infoJSON, err := json.Marshal(info)
+			if err != nil {
+				return fmt.Errorf("record health of agent %s: %w", agentID, err)
+			}
+			updates["agent_info"] = string(infoJSON)
+			if info.Version != "" {
+				updates["version"] = info.Version
+			}
+		}
+		if err := tx.Model(&agentRow{}).Where("id = ?", agentID).Updates(updates).Error; err != nil {
+			return fmt.Errorf("record health of agent %s: %w", agentID, err)
+		}
+		orgID, err := workspaceOrg(tx, row.WorkspaceID)
+		if err != nil {
+			return err
+		}
+		if row.State == StateOffline || row.State == StatePending {
+			if err := s.publish(ctx, tx, Event{
+				Type: EventAgentConnected, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
+				Data: map[string]any{"agent_id": agentID.String(), "hostname": row.Hostname, "ip_address": row.IPAddress},
+			}); err != nil {
+				return err
+			}
+		}
+		for _, a := range h.Alerts {
+			if prev[a.ID] {
+				continue
+			}
+			prev[a.ID] = true
+			if err := s.publish(ctx, tx, Event{
+				Type: EventHealthAlert, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
+				Data: map[string]any{
+					"agent_id": agentID.String(), "alert_id": a.ID, "severity": a.Severity,
+					"message": a.Message, "metric": "", "value": nil,
+				},
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// recordPush records that a configuration was sent on stream streamID.
+func (s *Service) recordPush(ctx context.Context, agentID, streamID uuid.UUID, version int64, checksum string) error {
+	res := s.db.WithContext(ctx).Model(&agentRow{}).Where("id = ? AND stream_id = ?", agentID, streamID).Updates(map[string]any{
+		"desired_version": version, "desired_checksum": checksum, "apply_status": ApplyPending, "drift": false,
+		"updated_at": s.now(),
+	})
+	if res.Error != nil {
+		return fmt.Errorf("record configuration push to agent %s: %w", agentID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return errGone
+	}
+	return nil
+}
+
+func applyStatusOf(st agentv1.ConfigApplyStatus) string {
+	switch st {
+	case agentv1.ConfigApplyStatus_VALIDATING:
+		return ApplyValidating
+	case agentv1.ConfigApplyStatus_APPLYING:
+		return ApplyApplying
+	case agentv1.ConfigApplyStatus_SUCCESS:
+		return ApplySuccess
+	case agentv1.ConfigApplyStatus_FAILED:
+		return ApplyFailed
+	case agentv1.ConfigApplyStatus_ROLLED_BACK:
+		return ApplyRolledBack
+	}
+	return ApplyPending
+}
+
+// statusReport is a ConfigStatus with what the hub knows of the push it
+// answers.
+type statusReport struct {
+	Status *agentv1.ConfigStatus
+	// Current: it answers the last configuration pushed on this stream.
+	Current bool
+	// Checksum of the configuration it answers ("" when unknown).
+	Checksum string
+	// SentAt is when that configuration was pushed (zero when unknown).
+	SentAt time.Time
+}
+
+// recordStatus stores a ConfigStatus: the apply status (and error) when it
+// answers the current push, the applied version and checksum on SUCCESS, the
+// state; final statuses (SUCCESS, FAILED, ROLLED_BACK) publish config.applied.
+func (s *Service) recordStatus(ctx context.Context, agentID, streamID uuid.UUID, r statusReport) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		now := s.now()
+		var row agentRow
+		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&row, "id = ? AND stream_id = ?", agentID, streamID).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return errGone
+		}
+		if err != nil {
+			return fmt.Errorf("read agent %s: %w", agentID, err)
+		}
+		st := r.Status
+		status := applyStatusOf(st.GetStatus())
+		final := status == ApplySuccess || status == ApplyFailed || status == ApplyRolledBack
+		updates := map[string]any{"updated_at": now, "last_seen_at": now}
+		applyStatus := row.ApplyStatus
+		if r.Current {
+			applyStatus = status
+			updates["apply_status"] = status
+			switch status {
+			case ApplySuccess:
+				updates["apply_error"] = ""
+			case ApplyFailed, ApplyRolledBack:
+				updates["apply_error"] = clip(st.GetErrorMessage(), 8192)
+			}
+		}
+		if status == ApplySuccess && (r.Current || st.GetVersion() > row.AppliedVersion) {
+			updates["applied_version"] = st.GetVersion()
+			if r.Checksum != "" {
+				updates["applied_checksum"] = r.Checksum
+			}
+		}
+		if row.State == StateOnline || row.State == StateDegraded {
+			updates["state"] = stateOf(applyStatus, row.Health)
+		}
+		if err := tx.Model(&agentRow{}).Where("id = ?", agentID).Updates(updates).Error; err != nil {
+			return fmt.Errorf("record configuration status of agent %s: %w", agentID, err)
+		}
+		if !final {
+			return nil
+		}
+		orgID, err := workspaceOrg(tx, row.WorkspaceID)
+		if err != nil {
+			return err
+		}
+		var ms int64
+		if !r.SentAt.IsZero() {
+			ms = max(now.Sub(r.SentAt).Milliseconds(), 0)
+		}
+		return s.publish(ctx, tx, Event{
+			Type: EventConfigApplied, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
+			Data: map[string]any{
+				"agent_id": agentID.String(), "config_id": st.GetConfigId(), "version": st.GetVersion(),
+				"duration_ms": ms, "success": status == ApplySuccess,
+				"status": status, "error_message": st.GetErrorMessage(),
+			},
+		})
+	})
+}
+
+// claimCommands marks the agent's pending commands sent and returns them,
+// oldest first; only the replica holding the agent's current stream
+// (streamID) gets them.
+func (s *Service) claimCommands(ctx context.Context, agentID, streamID uuid.UUID) ([]commandRow, error) {
+	var claimed []commandRow
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var ids []uuid.UUID
+		err := tx.Raw(`UPDATE agent_commands SET status = ?, sent_at = ?
+			WHERE agent_id = ? AND status = ? AND EXISTS (SELECT 1 FROM agents WHERE id = ? AND stream_id = ?)
+			RETURNING id`, CommandSent, s.now(), agentID, CommandPending, agentID, streamID).Scan(&ids).Error
+		if err != nil {
+			return fmt.Errorf("claim commands of agent %s: %w", agentID, err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		if err := tx.Where("id IN ?", ids).Order("created_at, id").Find(&claimed).Error; err != nil {
+			return fmt.Errorf("claim commands of agent %s: %w", agentID, err)
+		}
+		return nil
+	})
+	return claimed, err
+}
+
+// recordCommandResult stores an agent's answer to a command and wakes whoever
+// waits for it. Answers to unknown or finished commands are ignored.
+func (s *Service) recordCommandResult(ctx context.Context, agentID uuid.UUID, res *agentv1.CommandResult) error {
+	id, err := uuid.Parse(res.GetCommandId())
+	if err != nil {
+		return nil
+	}
+	status := CommandFailed
+	if res.GetSuccess() {
+		status = CommandSucceeded
+	}
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		r := tx.Model(&commandRow{}).Where("id = ? AND agent_id = ? AND status IN ?", id, agentID, []string{CommandPending, CommandSent}).
+			Updates(map[string]any{
+				"status": status, "message": clip(res.GetMessage(), 4096), "output": clip(res.GetOutput(), 65536),
+				"finished_at": s.now(),
+			})
+		if r.Error != nil {
+			return fmt.Errorf("record result of command %s: %w", id, r.Error)
+		}
+		if r.RowsAffected == 0 {
+			return nil
+		}
+		return notify(tx, AgentNotice{AgentID: agentID, Op: OpCommandResult, CommandID: &id})
+	})
+}
+
+// MarkOffline marks offline every online or degraded agent not heard from
+// for three heartbeat intervals before now, fails their open commands and
+// publishes agent.disconnected (reason connection_timeout). It returns how
+// many agents it marked. The River job agents.mark_offline runs it; it covers
+// agents whose replica died, as each replica's hub closes silent streams
+// itself.
+func (s *Service) MarkOffline(ctx context.Context, now time.Time) (int, error) {
+	cutoff := now.Add(-3 * s.heartbeat)
+	var n int
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var rows []struct {
+			ID             uuid.UUID
+			WorkspaceID    uuid.UUID
+			OrganizationID uuid.UUID
+		}
+		err := tx.Raw(`UPDATE agents AS a SET state = ?, connected_replica = '', stream_id = NULL, updated_at = ?
+			FROM workspaces AS w
+			WHERE w.id = a.workspace_id AND a.state IN (?, ?) AND (a.last_seen_at IS NULL OR a.last_seen_at < ?)
+			RETURNING a.id, a.workspace_id, w.organization_id`,
+			StateOffline, now.UTC(), StateOnline, StateDegraded, cutoff.UTC()).Scan(&rows).Error
+		if err != nil {
+			return fmt.Errorf("mark silent agents offline: %w", err)
+		}
+		n = len(rows)
+		if n == 0 {
+			return nil
+		}
+		ids := make([]uuid.UUID, n)
+		for i, r := range rows {
+			ids[i] = r.ID
+		}
+		if err := s.failOpenCommands(tx, ids, "the agent went offline before answering"); err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if err := s.publish(ctx, tx, Event{
+				Type: EventAgentDisconnected, WorkspaceID: r.WorkspaceID, OrgID: r.OrganizationID, Timestamp: now.UTC(),
+				Data: map[string]any{"agent_id": r.ID.String(), "reason": ReasonTimeout},
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, err
+}
