@@ -149,7 +149,10 @@ func newModules(d app.Deps) (modules, error) {
 			return m.vhosts.Service().CertificateUsers(ctx, tx, id)
 		},
 	})
-	m.vhosts = vhosts.New(d, m.upstreams.Service(), m.certs.Service())
+	m.vhosts = vhosts.New(d, m.upstreams.Service(), m.certs.Service(),
+		func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
+		})
 	var err error
 	m.agents, err = agents.New(d, m.vhosts.Service(), m.certs.Service(), agents.Options{
 		PublishFunc: func(ctx context.Context, tx *gorm.DB, ev agents.Event) error {

@@ -191,7 +191,8 @@ func usage(fs *flag.FlagSet) {
 	httpLine, streamLine := "include /etc/nginx/nxmesh/http.conf;", "include /etc/nginx/nxmesh/stream.conf;"
 	fmt.Fprintf(w, `nxmesh-agent keeps an nginx configured as the NxMesh master says.
 
-Usage: nxmesh-agent --master host:port (--ca-file FILE | --ca-fingerprint sha256:HEX) [--token TOKEN] [flags]
+Usage: nxmesh-agent --master host:port (--ca-file FILE | --ca-fingerprint sha256:HEX) --token TOKEN [flags]
+       nxmesh-agent --master host:port [flags]     (once registered)
 
 It runs nginx in one of two modes:
 
@@ -216,7 +217,8 @@ It runs nginx in one of two modes:
       Restart and stop commands are refused in this mode.
 
 The first run registers with --token and stores a client certificate in
-<data-dir>/identity; later runs connect with it (mutual TLS) and need no token.
+<data-dir>/identity, with the master's CA; later runs connect with it (mutual
+TLS) and need neither the token nor --ca-file/--ca-fingerprint.
 
 Every flag can also be set with an environment variable (NXMESH_AGENT_ + the
 flag name in upper case, "-" as "_") or as a key of the --config YAML file.
@@ -350,9 +352,6 @@ func (c *config) finish() error {
 	var errs []error
 	if c.Master == "" {
 		errs = append(errs, errors.New("--master is required"))
-	}
-	if c.CAFile == "" && c.CAFingerprint == "" {
-		errs = append(errs, errors.New("set --ca-file or --ca-fingerprint to trust the master"))
 	}
 	if c.CAFile != "" && c.CAFingerprint != "" {
 		errs = append(errs, errors.New("set only one of --ca-file and --ca-fingerprint"))

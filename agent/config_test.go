@@ -110,7 +110,6 @@ func TestParseConfig(t *testing.T) {
 		want string
 	}{
 		{name: "RejectsMissingMaster", args: []string{"--ca-file", "/ca.pem"}, want: "--master"},
-		{name: "RejectsMissingTrust", args: []string{"--master", "m:1"}, want: "--ca-file or --ca-fingerprint"},
 		{name: "RejectsBothModes", args: append([]string{"--nginx-prefix", "/x", "--nginx-conf", "/n", "--include-dir", "/i"}, trust...), want: "cannot be combined"},
 		{name: "RejectsHalfManageMode", args: append([]string{"--nginx-conf", "/n"}, trust...), want: "both --nginx-conf and --include-dir"},
 		{name: "RejectsBadLabels", args: append([]string{"--labels", "novalue"}, trust...), want: "key=value"},

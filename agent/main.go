@@ -105,6 +105,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if id == nil && cfg.Token == "" {
 		return errors.New("this agent has not registered yet: pass --token (NXMESH_AGENT_TOKEN) with a registration token from the master")
 	}
+	// After registration the master's CA is stored with the identity; before
+	// it, the operator must say how to trust the master.
+	if (id == nil || len(id.CAPEM) == 0) && cfg.CAFile == "" && cfg.CAFingerprint == "" {
+		return errors.New("set --ca-file or --ca-fingerprint (NXMESH_AGENT_CA_FILE / NXMESH_AGENT_CA_FINGERPRINT) to trust the master; the install command shown by the master has the fingerprint")
+	}
 
 	hostname, err := os.Hostname()
 	if err != nil {

@@ -348,7 +348,8 @@ func TestAgent(t *testing.T) {
 	}
 	offline := *cfg
 	offline.Master = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	offline.Token = ""
+	// Registered: neither the token nor a trust flag is needed any more.
+	offline.Token, offline.CAFingerprint = "", ""
 	stop = runAgent(t, &offline)
 	defer stop()
 	deadline := time.Now().Add(20 * time.Second)

@@ -78,7 +78,7 @@ func startConfigMaster(t *testing.T) *configMaster {
 			return vh.Service().CertificateUsers(ctx, tx, id)
 		},
 	})
-	vh = vhosts.New(a.Deps, upsMod.Service(), certsMod.Service())
+	vh = vhosts.New(a.Deps, upsMod.Service(), certsMod.Service(), nil)
 	err := a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,

@@ -16,4 +16,7 @@ const (
 	HTMX   = "/static/vendor/htmx-2.0.4.min.js"
 	Pico   = "/static/vendor/pico-2.0.6.min.css"
 	AppCSS = "/static/app.css"
+	// HTMXSSE is htmx's Server-Sent Events extension (hx-ext="sse"), which
+	// live pages load themselves.
+	HTMXSSE = "/static/vendor/htmx-ext-sse-2.2.4.min.js"
 )

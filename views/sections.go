@@ -2,17 +2,18 @@ package views
 
 import "github.com/google/uuid"
 
-// Sections of a workspace's configuration pages (the upstreams, certs and
-// vhosts modules), as passed to WorkspaceSections to mark the current one.
+// Sections of a workspace's pages (the upstreams, certs, vhosts and agents
+// modules), as passed to WorkspaceSections to mark the current one.
 const (
 	SectionVirtualHosts = "virtual-hosts"
 	SectionUpstreams    = "upstreams"
 	SectionStreams      = "streams"
 	SectionCertificates = "certificates"
 	SectionConfig       = "config"
+	SectionAgents       = "agents"
 )
 
-// WorkspaceSections are the tabs of a workspace's configuration pages, with
+// WorkspaceSections are the tabs of a workspace's pages, with
 // active marked current. Every member of a workspace may read all of them.
 func WorkspaceSections(workspaceID uuid.UUID, active string) []Link {
 	base := "/workspaces/" + workspaceID.String()
@@ -22,6 +23,7 @@ func WorkspaceSections(workspaceID uuid.UUID, active string) []Link {
 		{Label: "Streams", Href: base + "/streams", Active: active == SectionStreams},
 		{Label: "Certificates", Href: base + "/certificates", Active: active == SectionCertificates},
 		{Label: "Config history", Href: base + "/config/versions", Active: active == SectionConfig},
+		{Label: "Agents", Href: base + "/agents", Active: active == SectionAgents},
 	}
 }
 

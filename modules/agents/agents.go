@@ -178,4 +178,5 @@ func (m *Module) GRPC(s grpc.ServiceRegistrar) {
 func (m *Module) Routes(r app.Routers) {
 	m.bindAgents(r.API)
 	m.bindCommands(r.API)
+	m.mountUI(r.UI)
 }

@@ -81,6 +81,7 @@ func newEnv(t *testing.T) *env {
 	authMod := auth.New(a.Deps)
 	orgsMod := orgs.New(a.Deps, authMod.Service())
 	var vh *vhosts.Module
+	var e *env
 	upsMod := upstreams.New(a.Deps, upstreams.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
 			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
@@ -97,8 +98,11 @@ func newEnv(t *testing.T) *env {
 			return vh.Service().CertificateUsers(ctx, tx, id)
 		},
 	})
-	vh = vhosts.New(a.Deps, upsMod.Service(), certsMod.Service())
-	e := &env{
+	var known vhosts.KnownAgentsFunc = func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+		return e.svc.InWorkspace(ctx, tx, ws, ids)
+	}
+	vh = vhosts.New(a.Deps, upsMod.Service(), certsMod.Service(), known)
+	e = &env{
 		app: a, db: a.Deps.DB, vh: vh.Service(), ups: upsMod.Service(), certs: certsMod.Service(),
 		orgs: orgsMod.Service(), events: &recorder{}, obs: newObserver(),
 		users: map[string]auth.User{}, tokens: map[string]string{},

@@ -40,7 +40,7 @@ const (
 	listenBackoffMax = 30 * time.Second
 )
 
-// errShutdown ends streams when the hub stops.
+// reasonShutdown ends streams when the hub stops.
 const reasonShutdown = "shutdown"
 
 // Hub holds the agent streams open on this replica (one hub per master
@@ -536,9 +536,8 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 	if same && !force {
 		return
 	}
-	if !c.send(&agentv1.MasterMessage{Payload: &agentv1.MasterMessage_ConfigUpdate{ConfigUpdate: u}}) {
-		return
-	}
+	// The push is recorded (in memory and in the database) before it is sent,
+	// so the agent's answer always finds it.
 	now := c.hub.svc.now()
 	c.mu.Lock()
 	attempts := 1
@@ -549,7 +548,7 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 		configID: u.ConfigId, version: u.Version, checksum: u.Checksum, sentAt: now, attempts: attempts,
 		retryAt: now.Add(backoff(attempts)),
 	}
-	if len(c.sent) >= sentHistory {
+	if _, ok := c.sent[u.ConfigId]; !ok && len(c.sent) >= sentHistory {
 		oldest := ""
 		for id, s := range c.sent {
 			if oldest == "" || s.sentAt.Before(c.sent[oldest].sentAt) {
@@ -566,6 +565,9 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 			return
 		}
 		log.ErrorContext(ctx, "agents hub: record configuration push", "error", err)
+	}
+	if !c.send(&agentv1.MasterMessage{Payload: &agentv1.MasterMessage_ConfigUpdate{ConfigUpdate: u}}) {
+		return
 	}
 	c.hub.observed("push", c.agentID)
 }

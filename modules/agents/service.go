@@ -260,6 +260,25 @@ func (s *Service) Get(ctx context.Context, id uuid.UUID) (AgentDetail, error) {
 	return r.detail(), nil
 }
 
+// InWorkspace returns which of ids are agents of the workspace, read in tx
+// (registered or still waiting for their first connection). It is the vhosts
+// module's KnownAgentsFunc.
+func (s *Service) InWorkspace(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	out := make(map[uuid.UUID]bool, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var found []uuid.UUID
+	err := tx.WithContext(ctx).Model(&agentRow{}).Where("workspace_id = ? AND id IN ?", workspaceID, ids).Pluck("id", &found).Error
+	if err != nil {
+		return nil, fmt.Errorf("read agents of workspace %s: %w", workspaceID, err)
+	}
+	for _, id := range found {
+		out[id] = true
+	}
+	return out, nil
+}
+
 // ---- Registration tokens ----
 
 // CreateTokenParams create an agent with its first registration token.

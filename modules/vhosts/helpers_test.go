@@ -77,7 +77,7 @@ func newEnv(t *testing.T) *env {
 			return vh.Service().CertificateUsers(ctx, tx, id)
 		},
 	})
-	vh = New(a.Deps, upsMod.Service(), certsMod.Service())
+	vh = New(a.Deps, upsMod.Service(), certsMod.Service(), nil)
 	vh.svc.bcryptCost = bcrypt.MinCost
 	ctx := context.Background()
 	err := a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{

@@ -35,17 +35,25 @@ type Service struct {
 	logger *slog.Logger
 	ups    *upstreams.Service
 	certs  *certs.Service
+	// knownAgents checks target_agents.agent_ids; nil skips the check.
+	knownAgents KnownAgentsFunc
 	// bcryptCost is the cost of basic-auth password hashes (tests lower it).
 	bcryptCost int
 }
 
+// KnownAgentsFunc returns which of ids are agents of the workspace, read in
+// tx. It is the agents module's Service.InWorkspace; the agents module needs
+// this module's service, so main.go passes a closure.
+type KnownAgentsFunc func(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error)
+
 // NewService returns a Service over db that reads upstreams and certificates
-// through their services.
-func NewService(db *gorm.DB, logger *slog.Logger, ups *upstreams.Service, certSvc *certs.Service) *Service {
+// through their services and agents through knownAgents (nil: agent ids in
+// target_agents are checked for their form only).
+func NewService(db *gorm.DB, logger *slog.Logger, ups *upstreams.Service, certSvc *certs.Service, knownAgents KnownAgentsFunc) *Service {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Service{db: db, logger: logger, ups: ups, certs: certSvc, bcryptCost: bcrypt.DefaultCost}
+	return &Service{db: db, logger: logger, ups: ups, certs: certSvc, knownAgents: knownAgents, bcryptCost: bcrypt.DefaultCost}
 }
 
 // now is the timestamp of a write, at PostgreSQL's precision so that what a
@@ -530,10 +538,34 @@ func (r *refChecker) certificate(v *app.Validator, field string, id uuid.UUID) e
 	return nil
 }
 
-// checkVirtualHostRefs checks the certificate and upstreams vh refers to.
+// targets checks that the agents t lists are agents of the workspace. An
+// agent deleted later simply stops matching; only a write checks the list.
+func (r *refChecker) targets(v *app.Validator, field string, t TargetAgents) error {
+	if t.Type != TargetAgentList || r.s.knownAgents == nil || len(t.AgentIDs) == 0 {
+		return nil
+	}
+	ids := make([]uuid.UUID, len(t.AgentIDs))
+	for i, s := range t.AgentIDs {
+		ids[i] = uuid.MustParse(s) // canonical after normalizeTargetAgents
+	}
+	known, err := r.s.knownAgents(r.ctx, r.tx, r.workspaceID, ids)
+	if err != nil {
+		return fmt.Errorf("check target agents: %w", err)
+	}
+	for i, id := range ids {
+		v.Check(known[id], fmt.Sprintf("%s.agent_ids[%d]", field, i), app.FieldNotFound, "no such agent in this workspace")
+	}
+	return nil
+}
+
+// checkVirtualHostRefs checks the certificate, upstreams and agents vh
+// refers to.
 func (s *Service) checkVirtualHostRefs(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, vh VirtualHost) error {
 	v := &app.Validator{}
 	r := s.refs(ctx, tx, workspaceID)
+	if err := r.targets(v, "target_agents", vh.TargetAgents); err != nil {
+		return err
+	}
 	if vh.SSLCertificateID != nil {
 		if err := r.certificate(v, "ssl_certificate_id", *vh.SSLCertificateID); err != nil {
 			return err

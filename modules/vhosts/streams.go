@@ -76,11 +76,14 @@ func checkStream(in StreamInput) (Stream, *app.Validator) {
 	return out, v
 }
 
-// checkStreamRefs checks the upstream and certificate st refers to.
+// checkStreamRefs checks the upstream, certificate and agents st refers to.
 func (s *Service) checkStreamRefs(ctx context.Context, tx *gorm.DB, st Stream) error {
 	v := &app.Validator{}
 	r := s.refs(ctx, tx, st.WorkspaceID)
 	if err := r.upstream(v, "upstream_id", st.UpstreamID); err != nil {
+		return err
+	}
+	if err := r.targets(v, "target_agents", st.TargetAgents); err != nil {
 		return err
 	}
 	if st.SSLCertificateID != nil {

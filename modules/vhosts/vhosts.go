@@ -151,14 +151,16 @@ type Module struct {
 var _ app.Module = (*Module)(nil)
 
 // New builds the module. ups and certSvc are read for references and
-// snapshots; rollback restores upstreams through ups.
+// snapshots; rollback restores upstreams through ups; knownAgents (may be
+// nil) checks the agents target_agents lists.
 //
 // The upstreams and certs modules need this module's functions (ChangeFunc =
 // Service().ConfigChanged, UsageFunc = Service().UpstreamUsers /
 // CertificateUsers) while this module needs their services, so main.go builds
-// them first with closures over the vhosts module built afterwards.
-func New(d app.Deps, ups *upstreams.Service, certSvc *certs.Service) *Module {
-	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, ups, certSvc)}
+// them first with closures over the vhosts module built afterwards; likewise
+// knownAgents is a closure over the agents module, which needs this one.
+func New(d app.Deps, ups *upstreams.Service, certSvc *certs.Service, knownAgents KnownAgentsFunc) *Module {
+	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, ups, certSvc, knownAgents)}
 }
 
 // Service returns the module's service.
