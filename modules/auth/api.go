@@ -241,9 +241,7 @@ func (m *Module) updateUser(c *fiber.Ctx) error {
 	if err := app.Bind(c, &req); err != nil {
 		return err
 	}
-	u, err := m.svc.UpdateUser(app.Ctx(c), id, UpdateUserParams{
-		Name: req.Name, Disabled: req.Disabled, IsSuperadmin: req.IsSuperadmin, EmailCodeRequired: req.EmailCodeRequired,
-	})
+	u, err := m.svc.UpdateUser(app.Ctx(c), id, UpdateUserParams(req))
 	if err != nil {
 		return err
 	}

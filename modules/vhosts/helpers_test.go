@@ -341,17 +341,3 @@ func expectFields(t *testing.T, status int, raw []byte, want ...string) {
 		t.Fatalf("details fields = %v, want %v; body %s", got, w, raw)
 	}
 }
-
-// jsonObject round-trips v into a generic JSON object for editing.
-func jsonObject(t *testing.T, v any) map[string]any {
-	t.Helper()
-	raw, err := json.Marshal(v)
-	if err != nil {
-		t.Fatalf("marshal: %v", err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatalf("unmarshal: %v", err)
-	}
-	return m
-}

@@ -458,10 +458,10 @@ func locationRowOf(l Location) locationRow {
 		r.Target = targetProxy
 	}
 	for _, h := range l.CustomHeaders {
-		r.Headers = append(r.Headers, headerRow{Name: h.Name, Value: h.Value, Always: h.Always})
+		r.Headers = append(r.Headers, headerRow(h))
 	}
 	for _, rr := range l.RewriteRules {
-		r.Rewrites = append(r.Rewrites, rewriteRow{Pattern: rr.Pattern, Replacement: rr.Replacement, Flag: rr.Flag})
+		r.Rewrites = append(r.Rewrites, rewriteRow(rr))
 	}
 	return r
 }
@@ -667,7 +667,7 @@ func (l locationRow) location(v *app.Validator, i int) Location {
 		out.CustomHeaders = append(out.CustomHeaders, Header{Name: strings.TrimSpace(h.Name), Value: h.Value, Always: h.Always})
 	}
 	for _, r := range l.Rewrites {
-		out.RewriteRules = append(out.RewriteRules, RewriteRule{Pattern: r.Pattern, Replacement: r.Replacement, Flag: r.Flag})
+		out.RewriteRules = append(out.RewriteRules, RewriteRule(r))
 	}
 	return out
 }
