@@ -159,6 +159,7 @@ func (m *Manager) reloadLocked(ctx context.Context) error {
 			if lines := emergencies(m.errorLog, offset); len(lines) > 0 {
 				return fmt.Errorf("%s", strings.Join(lines, "; "))
 			}
+			m.awaitOldWorkersClosed(ctx, before, deadline)
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -167,6 +168,34 @@ func (m *Manager) reloadLocked(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("verify reload: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// awaitOldWorkersClosed waits, until deadline, for the worker processes in
+// before to exit or to retitle themselves "worker process is shutting down",
+// which nginx does once they have closed their listening sockets: until then
+// an old worker may still accept a connection and answer it with the old
+// configuration. Old workers that keep serving open connections past the
+// deadline are left to finish; the reload has succeeded either way.
+func (m *Manager) awaitOldWorkersClosed(ctx context.Context, before []int, deadline time.Time) {
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		open := false
+		for _, p := range before {
+			if alive(p, "worker process") && !alive(p, "shutting down") {
+				open = true
+				break
+			}
+		}
+		if !open || time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
 		case <-tick.C:
 		}
 	}

@@ -338,6 +338,19 @@ func TestManager_Apply(t *testing.T) {
 		if !strings.Contains(b.m.Status().LastApplyError, "Address already in use") {
 			t.Errorf("last apply error = %q", b.m.Status().LastApplyError)
 		}
+		// nginx retries a failed bind for a few seconds, logging [emerg]
+		// each time: neither the rollback nor the next apply may take those
+		// lines for their own failure.
+		if strings.Contains(res.Message, "also failed") {
+			t.Errorf("message = %q: the rollback's reload was reported as failed", res.Message)
+		}
+		three := backend(t, "backend-three")
+		if res, _ := apply(t, b.m, proxyUpdate(3, []uint32{port}, []string{three})); res.Status != agentv1.ConfigApplyStatus_SUCCESS {
+			t.Fatalf("valid apply after the rollback = %s (%s), want SUCCESS", res.Status, res.Message)
+		}
+		if got := get(t, port); got != "backend-three" {
+			t.Errorf("GET after the next apply = %q, want backend-three", got)
+		}
 	})
 
 	t.Run("KeepsFiveVersions", func(t *testing.T) {
