@@ -68,8 +68,11 @@ fi
 
 # ---- Build ----
 log "building nxmesh and nxmesh-agent into $data/bin"
-go build -o "$data/bin/nxmesh" .
-go build -o "$data/bin/nxmesh-agent" ./agent
+version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+built=$(date -u +%FT%TZ)
+go build -ldflags "-X main.version=$version -X main.commit=$commit -X main.date=$built" -o "$data/bin/nxmesh" .
+go build -ldflags "-X main.version=$version -X main.commit=$commit -X main.buildDate=$built" -o "$data/bin/nxmesh-agent" ./agent
 
 # ---- Processes and their shutdown ----
 master_pid=""
