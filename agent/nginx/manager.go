@@ -49,9 +49,14 @@
 //     the reload, and appends no [emerg] line to the error log. nginx -t does
 //     not catch a listen port taken by another process (it ignores
 //     EADDRINUSE); the reload does, logs "[emerg] bind() ... Address already
-//     in use" and keeps the old workers. Verification sees that.
-//  7. Any failure in 5–6: swap current back, reload again, ROLLED_BACK with
-//     nginx's messages. The failed directory is removed.
+//     in use" and keeps the old workers. Verification sees that. Then it
+//     waits until the old workers have closed their listening sockets
+//     (nginx tells them to 100 ms after starting the new ones), so that a
+//     request sent after SUCCESS is served by the new version.
+//  7. Any failure in 5–6: wait until nginx is done with the failed reload (a
+//     failed bind() is retried for about 2.5 s, each try logged), swap current
+//     back, reload again, ROLLED_BACK with nginx's messages. The failed
+//     directory is removed.
 //  8. SUCCESS: versions beyond the newest Options.KeepVersions are deleted.
 //
 // Operations that change files or nginx's state hold one lock: applies,
