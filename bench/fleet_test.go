@@ -1,0 +1,306 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
+)
+
+const (
+	// propagationRounds is how many writes are timed per fleet size.
+	propagationRounds = 20
+	// maxDrops is how many times the master may drop the events WebSocket
+	// (1013, too slow) in one fleet size before the benchmark gives up.
+	maxDrops = 10
+	// roundTimeout bounds one write's propagation.
+	roundTimeout = 2 * time.Minute
+	// idleWindow is how long an idle fleet is sampled.
+	idleWindow = 20 * time.Second
+	// idleSettle follows the last connection before sampling: longer than one
+	// heartbeat interval (10 s), so every agent is in its steady rhythm.
+	idleSettle = 12 * time.Second
+)
+
+// propagation is what one fleet size measured.
+type propagation struct {
+	n            int
+	payloadBytes int
+	// Master: the REST write's own latency, write → every agent's
+	// config.applied event on the events WebSocket, write → every agent's
+	// handler holding the update.
+	write, applied, received []time.Duration
+	// Floor: fan-out → every SUCCESS status at the server, → every handler
+	// holding the update.
+	floorApplied, floorReceived []time.Duration
+	// drops counts writes whose events were lost because the master closed
+	// the events WebSocket with 1013; they are written again and not timed.
+	drops int
+}
+
+// BenchmarkFleetPropagation times a configuration change reaching a fleet of N
+// agents (N = 100 and 1,000), each the real agent control-plane client with a
+// no-op applier, against the master running as a child process (`nxmesh
+// serve`, default settings, PostgreSQL from testpg).
+//
+// One write is a PATCH of a virtual host that targets the fleet by label; it
+// is complete when the events WebSocket (/v1/events, subscribed to
+// config.applied in the workspace) has delivered the new version's
+// config.applied of all N agents. The time each no-op handler got the update is
+// recorded as well. propagationRounds writes are made one after the other.
+//
+// The floor, measured in the same run after the master stopped, is the same N
+// clients connected to a bare AgentService over TLS that fans the same
+// ConfigUpdate (the last one the master sent, a new version each round) out
+// over the streams and counts the N SUCCESS statuses: no database, no
+// configuration build, no events. The ratio master/floor is what the master's
+// work on the path costs.
+func BenchmarkFleetPropagation(b *testing.B) {
+	needFiles(b, 4096)
+	bin := buildMaster(b)
+	var results []propagation
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			p := propagate(b, bin, n)
+			results = append(results, p)
+			b.ReportMetric(ms(percentile(p.applied, 0.50)), "p50-ms")
+			b.ReportMetric(ms(percentile(p.applied, 0.99)), "p99-ms")
+			b.ReportMetric(ms(percentile(p.floorApplied, 0.50)), "floor-p50-ms")
+			b.ReportMetric(ms(percentile(p.floorApplied, 0.99)), "floor-p99-ms")
+			b.ReportMetric(ms(percentile(p.applied, 0.50))/ms(percentile(p.floorApplied, 0.50)), "ratio-p50")
+			b.ReportMetric(ms(percentile(p.applied, 0.99))/ms(percentile(p.floorApplied, 0.99)), "ratio-p99")
+			b.ReportMetric(float64(p.drops), "ws-drops")
+		})
+	}
+	if len(results) == 0 {
+		return
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "\nagents\ttarget\tstep\tp50\tp99\tratio p50\tratio p99\n")
+	for _, p := range results {
+		row := func(target, step string, ds, floor []time.Duration) {
+			ratio50, ratio99 := "", ""
+			if floor != nil {
+				ratio50 = fmt.Sprintf("%.1f", ms(percentile(ds, 0.50))/ms(percentile(floor, 0.50)))
+				ratio99 = fmt.Sprintf("%.1f", ms(percentile(ds, 0.99))/ms(percentile(floor, 0.99)))
+			}
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", p.n, target, step,
+				percentile(ds, 0.50).Round(10*time.Microsecond), percentile(ds, 0.99).Round(10*time.Microsecond), ratio50, ratio99)
+		}
+		row("nxmesh", "write → all N config.applied", p.applied, p.floorApplied)
+		row("nxmesh", "write → all N handlers got it", p.received, p.floorReceived)
+		row("nxmesh", "PATCH response", p.write, nil)
+		row("floor", "fan-out → all N SUCCESS", p.floorApplied, nil)
+		row("floor", "fan-out → all N handlers got it", p.floorReceived, nil)
+	}
+	fmt.Fprintf(w, "(%d sequential writes per size, p99 by nearest rank (the slowest of %d); ConfigUpdate of %d bytes; no-op applier reports SUCCESS at once; ratio = nxmesh / floor)\n",
+		propagationRounds, propagationRounds, results[0].payloadBytes)
+	for _, p := range results {
+		if p.drops > 0 {
+			fmt.Fprintf(w, "(N=%d: the master closed the events WebSocket with 1013, too slow, %d time(s); those writes were repeated, not timed)\n", p.n, p.drops)
+		}
+	}
+	w.Flush()
+}
+
+// propagate measures one fleet size against the master, then the floor.
+func propagate(b *testing.B, bin string, n int) propagation {
+	ctx := context.Background()
+	p := propagation{n: n}
+
+	m := startMaster(b, bin)
+	api := newREST(b, m.httpURL)
+	ws := api.defaultWorkspace(b)
+	var vh struct {
+		ID string `json:"id"`
+	}
+	err := api.do(ctx, http.MethodPost, "/v1/workspaces/"+ws+"/virtual-hosts", map[string]any{
+		"name": "bench", "server_name": "bench.example.com", "listen_port": 8080,
+		"locations":     []map[string]any{{"path": "/", "proxy_pass": "http://127.0.0.1:9000"}},
+		"target_agents": map[string]string{"type": "selector", "label_selector": "env=bench"},
+	}, &vh, http.StatusCreated)
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := api.configVersion(b, ws)
+	tokens, fingerprint := api.createTokens(b, ws, n, "prop")
+
+	received := newRounds()
+	initial := received.arm(base, n)
+	agents := startFleet(b, m.grpcAddr, fingerprint, tokens, received)
+	if _, err := received.wait(initial, roundTimeout); err != nil {
+		b.Fatalf("initial configuration: %v", err)
+	}
+	api.waitOnline(b, ws, n, roundTimeout)
+	applied := newRounds()
+	feed := subscribeApplied(b, m.httpURL, api.token, ws, applied)
+
+	v := base
+	for i := 1; len(p.applied) < propagationRounds; i++ {
+		v = base + int64(i)
+		appliedDone, receivedDone := applied.arm(v, n), received.arm(v, n)
+		start := time.Now()
+		err := api.do(ctx, http.MethodPatch, "/v1/virtual-hosts/"+vh.ID,
+			map[string]any{"client_max_body_size": fmt.Sprintf("%dm", i)}, nil, http.StatusOK)
+		if err != nil {
+			b.Fatal(err)
+		}
+		wrote := time.Since(start)
+		lastApplied, err := applied.wait(appliedDone, roundTimeout)
+		if errors.Is(err, errDropped) {
+			// This write's events went with the subscription: once the
+			// master recorded every agent's apply, write again.
+			p.drops++
+			if p.drops > maxDrops {
+				b.Fatalf("the events WebSocket was dropped %d times", p.drops)
+			}
+			if err := feed.reconnect(); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := received.wait(receivedDone, roundTimeout); err != nil {
+				b.Fatalf("write %d: handlers: %v", i, err)
+			}
+			api.waitApplied(b, ws, v, n, roundTimeout)
+			continue
+		}
+		if err != nil {
+			b.Fatalf("write %d: config.applied: %v\nmaster log:\n%s", i, err, m.logTail())
+		}
+		lastReceived, err := received.wait(receivedDone, roundTimeout)
+		if err != nil {
+			b.Fatalf("write %d: handlers: %v", i, err)
+		}
+		p.write = append(p.write, wrote)
+		p.applied = append(p.applied, lastApplied.Sub(start))
+		p.received = append(p.received, lastReceived.Sub(start))
+	}
+	payload := agents.agents[0].lastUpdate()
+	if payload.GetVersion() != v || len(payload.GetVirtualHosts()) != 1 {
+		b.Fatalf("last update: version %d with %d virtual hosts, want version %d with 1", payload.GetVersion(), len(payload.GetVirtualHosts()), v)
+	}
+	p.payloadBytes = proto.Size(payload)
+	agents.stop()
+	m.stop()
+
+	floorApplied, floorReceived := newRounds(), newRounds()
+	floor := startFloor(b, floorApplied)
+	floorTokens := make([]string, n)
+	for i := range floorTokens {
+		floorTokens[i] = "floor-token"
+	}
+	floorAgents := startFleet(b, floor.addr, floor.fingerprint, floorTokens, floorReceived)
+	msgs := make([]*agentv1.MasterMessage, propagationRounds+1)
+	for i := 1; i <= propagationRounds; i++ {
+		u := proto.CloneOf(payload)
+		u.Version = payload.GetVersion() + int64(i)
+		u.ConfigId = fmt.Sprintf("floor-v%d", u.Version)
+		msgs[i] = &agentv1.MasterMessage{Timestamp: time.Now().Unix(), Payload: &agentv1.MasterMessage_ConfigUpdate{ConfigUpdate: u}}
+	}
+	for i := 1; i <= propagationRounds; i++ {
+		v := msgs[i].GetConfigUpdate().GetVersion()
+		appliedDone, receivedDone := floorApplied.arm(v, n), floorReceived.arm(v, n)
+		start := time.Now()
+		if got := floor.fanout(msgs[i]); got != n {
+			b.Fatalf("floor round %d: fanned out to %d of %d streams", i, got, n)
+		}
+		lastApplied, err := floorApplied.wait(appliedDone, roundTimeout)
+		if err != nil {
+			b.Fatalf("floor round %d: %v", i, err)
+		}
+		lastReceived, err := floorReceived.wait(receivedDone, roundTimeout)
+		if err != nil {
+			b.Fatalf("floor round %d: handlers: %v", i, err)
+		}
+		p.floorApplied = append(p.floorApplied, lastApplied.Sub(start))
+		p.floorReceived = append(p.floorReceived, lastReceived.Sub(start))
+	}
+	floorAgents.stop()
+	return p
+}
+
+// idleStep is the master's usage with a number of idle agents connected.
+type idleStep struct {
+	agents  int
+	connect time.Duration // registering and connecting this step's new agents
+	usage
+}
+
+// BenchmarkFleetIdle measures the master (`nxmesh serve` as a child process,
+// default settings) holding an idle fleet: 0 agents, then 1,000, then 5,000
+// (1,000 only with -short), each the real agent control-plane client sending
+// a health report every 10 s (the master's default heartbeat interval) and
+// doing nothing else. For each step it samples, over idleWindow after the fleet
+// settled, the master's VmRSS every second and its CPU time, and the CPU time
+// of the whole PostgreSQL server (where every heartbeat lands as a
+// transaction); the agents run in the bench process, outside both. The
+// registration tokens of every agent are created before the 0-agent sample.
+func BenchmarkFleetIdle(b *testing.B) {
+	steps := []int{1000, 5000}
+	if testing.Short() {
+		steps = steps[:1]
+	}
+	total := steps[len(steps)-1]
+	needFiles(b, uint64(total)+4096)
+	bin := buildMaster(b)
+	m := startMaster(b, bin)
+	api := newREST(b, m.httpURL)
+	ws := api.defaultWorkspace(b)
+	tokens, fingerprint := api.createTokens(b, ws, total, "idle")
+	api.hc.CloseIdleConnections()
+	pg := postmasterPID(b, m.dbURL)
+
+	// The token burst's garbage is collected before the baseline.
+	time.Sleep(5 * time.Second)
+	rows := []idleStep{{usage: sample(b, m.pid, pg, idleWindow)}}
+	unused := newRounds()
+	connected := 0
+	for _, step := range steps {
+		start := time.Now()
+		startFleet(b, m.grpcAddr, fingerprint, tokens[connected:step], unused)
+		api.waitOnline(b, ws, step, roundTimeout)
+		took := time.Since(start)
+		connected = step
+		time.Sleep(idleSettle)
+		u := sample(b, m.pid, pg, idleWindow)
+		// The figures are those of a steady fleet only if no agent dropped
+		// out meanwhile.
+		if online, err := api.onlineAgents(context.Background(), ws); err != nil || online != step {
+			b.Fatalf("after sampling %d agents: %d online (%v)", step, online, err)
+		}
+		rows = append(rows, idleStep{agents: step, connect: took, usage: u})
+	}
+
+	base := rows[0]
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "\nidle agents\tconnect\tmaster RSS mean\tRSS max\tRSS/agent\tmaster CPU\tCPU/1000 agents\tPostgreSQL CPU\n")
+	for _, r := range rows {
+		perAgent, per1000 := "", ""
+		if r.agents > 0 {
+			perAgent = fmt.Sprintf("%.1f KiB", (float64(r.rssMeanKiB)-float64(base.rssMeanKiB))/float64(r.agents))
+			per1000 = fmt.Sprintf("%.2f %%", (r.cpuPct-base.cpuPct)/float64(r.agents)*1000)
+			b.ReportMetric(float64(r.rssMeanKiB)/1024, fmt.Sprintf("rss-MiB@%d", r.agents))
+			b.ReportMetric((float64(r.rssMeanKiB)-float64(base.rssMeanKiB))/float64(r.agents), fmt.Sprintf("KiB/agent@%d", r.agents))
+			b.ReportMetric(r.cpuPct, fmt.Sprintf("cpu%%@%d", r.agents))
+			b.ReportMetric(r.pgCPUPct, fmt.Sprintf("pg-cpu%%@%d", r.agents))
+		} else {
+			b.ReportMetric(float64(r.rssMeanKiB)/1024, "rss-MiB@0")
+			b.ReportMetric(r.cpuPct, "cpu%@0")
+		}
+		connect := ""
+		if r.connect > 0 {
+			connect = r.connect.Round(100 * time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "%d\t%s\t%.1f MiB\t%.1f MiB\t%s\t%.2f %%\t%s\t%.2f %%\n", r.agents, connect,
+			float64(r.rssMeanKiB)/1024, float64(r.rssMaxKiB)/1024, perAgent, r.cpuPct, per1000, r.pgCPUPct)
+	}
+	fmt.Fprintf(w, "(sampled over %s after a %s settle; CPU in %% of one core; per-agent figures against the 0-agent row; heartbeat 10 s)\n", idleWindow, idleSettle)
+	w.Flush()
+}
