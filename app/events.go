@@ -105,11 +105,16 @@ import (
 // EventsChannel is the PostgreSQL NOTIFY channel of live events.
 const EventsChannel = "nxmesh_events"
 
+// EventSubscriberBuffer is how many events may wait for one subscriber; a
+// subscriber that falls further behind is dropped (WebSocket close 1013) so
+// that it cannot hold up the others. It is sized for a rollout: one change
+// to a fleet of a few thousand agents yields one config.applied each.
+const EventSubscriberBuffer = 4096
+
 const (
 	// maxEventPayload is the largest NOTIFY payload PostgreSQL accepts
 	// (it must be shorter than 8000 bytes).
 	maxEventPayload  = 7999
-	subscriberBuffer = 256
 	maxEventPatterns = 32
 	roleCacheTTL     = 30 * time.Second
 	sseKeepAlive     = 20 * time.Second
@@ -519,7 +524,7 @@ func (e *Events) dispatch(d *delivery) {
 }
 
 func (e *Events) subscribe(f *eventFilter, key *APIKeyScope, tracked bool) (*subscriber, error) {
-	s := &subscriber{key: key, ch: make(chan *delivery, subscriberBuffer), done: make(chan struct{}), tracked: tracked}
+	s := &subscriber{key: key, ch: make(chan *delivery, EventSubscriberBuffer), done: make(chan struct{}), tracked: tracked}
 	s.filter.Store(f)
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -435,7 +435,7 @@ func TestEvents_Publish(t *testing.T) {
 		defer fast.Close()
 		a := b.replicas[0]
 		err = a.Deps.DB.Transaction(func(tx *gorm.DB) error {
-			for i := range 300 {
+			for i := range app.EventSubscriberBuffer + 50 {
 				if err := a.Deps.Events.Publish(context.Background(), tx, app.Event{Type: "flood.item", OrgID: b.org1, Data: map[string]any{"i": i}}); err != nil {
 					return err
 				}

@@ -39,6 +39,8 @@ type Service struct {
 	knownAgents KnownAgentsFunc
 	// bcryptCost is the cost of basic-auth password hashes (tests lower it).
 	bcryptCost int
+	// snapshots caches decoded configuration versions for DesiredConfig.
+	snapshots snapshotCache
 }
 
 // KnownAgentsFunc returns which of ids are agents of the workspace, read in

@@ -555,11 +555,11 @@ func restoreStreams(tx *gorm.DB, workspaceID uuid.UUID, sts []Stream) error {
 // func(t TargetAgents) bool { return t.Matches(agentID, labels) }. Certificates
 // carry no material: add it with the certs service's Material before sending.
 func (s *Service) DesiredConfig(ctx context.Context, workspaceID uuid.UUID, version int64, include func(TargetAgents) bool) (*agentv1.ConfigUpdate, error) {
-	r, err := loadVersion(s.db.WithContext(ctx), workspaceID, version)
+	snap, err := s.snapshot(ctx, workspaceID, version)
 	if err != nil {
 		return nil, err
 	}
-	return r.Snapshot.configUpdate(workspaceID, version, include), nil
+	return snap.configUpdate(workspaceID, version, include), nil
 }
 
 // PreviewVirtualHost renders the virtual host with id, with the upstreams it
