@@ -40,11 +40,9 @@ func serverOptions(ca *CA) []grpc.ServerOption {
 		grpc.Creds(credentials.NewTLS(ca.ServerTLSConfig())),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		// An idle agent's stream should cost little: write buffers come from
-		// a pool while data is written instead of 32 KiB held per
-		// connection, and reads go through 8 KiB (large updates just take
-		// more reads).
-		grpc.SharedWriteBuffer(true),
+		// An idle agent's connection should cost little: reads go through
+		// 8 KiB instead of 32 KiB (large updates just take more reads); write
+		// buffers are pooled by gRPC already.
 		grpc.ReadBufferSize(8 * 1024),
 	}
 }
