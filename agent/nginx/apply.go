@@ -120,7 +120,6 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 	// must be live again.
 	msg := reloadErr.Error()
 	log.Warn("reload with the new config failed; rolling back", "error", msg, "previous", prev.Name)
-	m.awaitReloadSettled()
 	m.restore(prev)
 	if err := m.reloadLocked(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, ErrNotRunning) {
 		log.Error("reload with the previous config failed too", "error", err)
@@ -128,33 +127,6 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 	}
 	os.RemoveAll(dir)
 	return m.failed(log, agentv1.ConfigApplyStatus_ROLLED_BACK, msg, prev)
-}
-
-// reloadSettle is how long nginx's error log must stay unchanged before a
-// failed reload counts as over. A master that cannot bind() a port keeps
-// trying for about 2.5 s (five tries, 500 ms apart, each logged as [emerg])
-// before it gives up and keeps the running configuration.
-const reloadSettle = time.Second
-
-// awaitReloadSettled waits, at most ReloadTimeout, until nginx's master is
-// done with a failed reload: until then it has not read the next SIGHUP, and
-// its later [emerg] lines would be taken for the rollback's (or the next
-// apply's) own failure. It ignores the apply's context, like the rollback
-// that follows.
-func (m *Manager) awaitReloadSettled() {
-	if m.errorLog == "" {
-		return
-	}
-	deadline := time.Now().Add(m.opts.ReloadTimeout)
-	size, changed := logSize(m.errorLog), time.Now()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for time.Since(changed) < reloadSettle && time.Now().Before(deadline) {
-		<-tick.C
-		if s := logSize(m.errorLog); s != size {
-			size, changed = s, time.Now()
-		}
-	}
 }
 
 // restore points current back at prev.

@@ -148,6 +148,7 @@ func (m *Manager) reloadLocked(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		if lines := emergencies(m.errorLog, offset); len(lines) > 0 {
+			m.awaitReloadSettled()
 			return fmt.Errorf("%s", strings.Join(lines, "; "))
 		}
 		if !alive(pid) {
@@ -157,6 +158,7 @@ func (m *Manager) reloadLocked(ctx context.Context) error {
 			// The new configuration is loaded. A last look at the log
 			// catches an [emerg] written just before the fork.
 			if lines := emergencies(m.errorLog, offset); len(lines) > 0 {
+				m.awaitReloadSettled()
 				return fmt.Errorf("%s", strings.Join(lines, "; "))
 			}
 			m.awaitOldWorkersClosed(ctx, before, deadline)
@@ -197,6 +199,33 @@ func (m *Manager) awaitOldWorkersClosed(ctx context.Context, before []int, deadl
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// reloadSettle is how long nginx's error log must stay unchanged before a
+// failed reload counts as over. A master that cannot bind() a port keeps
+// trying for about 2.5 s (five tries, 500 ms apart, each logged as [emerg])
+// before it gives up and keeps the running configuration.
+const reloadSettle = time.Second
+
+// awaitReloadSettled waits, at most ReloadTimeout, until nginx's master is
+// done with a failed reload: until then it has not read the next SIGHUP, and
+// its later [emerg] lines would be taken for the next reload's (a rollback's,
+// a command's) own failure. It ignores the caller's context: whatever
+// follows must not race the failed reload.
+func (m *Manager) awaitReloadSettled() {
+	if m.errorLog == "" {
+		return
+	}
+	deadline := time.Now().Add(m.opts.ReloadTimeout)
+	size, changed := logSize(m.errorLog), time.Now()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for time.Since(changed) < reloadSettle && time.Now().Before(deadline) {
+		<-tick.C
+		if s := logSize(m.errorLog); s != size {
+			size, changed = s, time.Now()
 		}
 	}
 }
