@@ -97,17 +97,6 @@ func buildMaster(b *testing.B) string {
 	return bin
 }
 
-// freeAddr returns a free loopback address.
-func freeAddr(b *testing.B) string {
-	b.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
-}
-
 // startMaster runs bin serve on a fresh database with loopback listeners,
 // warn-level logs and the first administrator fleetAdminEmail, and waits for
 // /readyz. The per-credential rate limit is raised: creating thousands of
@@ -117,10 +106,10 @@ func startMaster(b *testing.B, bin string) *masterProc {
 	b.Helper()
 	m := &masterProc{
 		dbURL:    apptest.NewDatabase(b),
-		grpcAddr: freeAddr(b),
+		grpcAddr: apptest.FreeAddr(b),
 		exited:   make(chan struct{}),
 	}
-	httpAddr := freeAddr(b)
+	httpAddr := apptest.FreeAddr(b)
 	m.httpURL = "http://" + httpAddr
 	dir := b.TempDir()
 	m.logPath = filepath.Join(dir, "master.log")

@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/nxmesh/nxmesh/app/apptest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -85,20 +86,9 @@ func buildFleetBinaries(t *testing.T) fleetBinaries {
 	return bins
 }
 
-// fleetFreeAddr returns 127.0.0.1:<a port nobody listens on right now>.
-func fleetFreeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func fleetFreePort(t *testing.T) int {
 	t.Helper()
-	_, port, _ := net.SplitHostPort(fleetFreeAddr(t))
+	_, port, _ := net.SplitHostPort(apptest.FreeAddr(t))
 	n, _ := strconv.Atoi(port)
 	return n
 }
@@ -283,8 +273,8 @@ type fleetMaster struct {
 func newFleetMaster(t *testing.T, bin, dbURL, dir string) *fleetMaster {
 	t.Helper()
 	m := &fleetMaster{
-		httpAddr: fleetFreeAddr(t),
-		grpcAddr: fleetFreeAddr(t),
+		httpAddr: apptest.FreeAddr(t),
+		grpcAddr: apptest.FreeAddr(t),
 		dataDir:  filepath.Join(dir, "master"),
 		proc:     newFleetProc(t, "master", bin, dir),
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -69,4 +70,16 @@ func Do(t testing.TB, a *app.App, req *http.Request) *http.Response {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	return resp
+}
+
+// FreeAddr returns 127.0.0.1:<a port nobody listens on right now>, for
+// programs a test starts that need an address before they run.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
