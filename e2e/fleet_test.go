@@ -183,11 +183,17 @@ func TestFleet(t *testing.T) {
 		if ag.Labels["env"] != "blue" {
 			t.Errorf("labels = %v, want the token's env=blue", ag.Labels)
 		}
-		for _, name := range []string{"agent.key", "agent.crt", "ca.crt"} {
-			if _, err := os.Stat(filepath.Join(f.agentData, "identity", name)); err != nil {
-				t.Errorf("identity file: %v", err)
+		// The master counts the agent online once it has answered the
+		// registration; the agent stores its identity when the answer
+		// arrives, a moment later.
+		fleetEventually(t, 10*time.Second, "the agent's identity files", func() (bool, string) {
+			for _, name := range []string{"agent.key", "agent.crt", "ca.crt"} {
+				if _, err := os.Stat(filepath.Join(f.agentData, "identity", name)); err != nil {
+					return false, err.Error()
+				}
 			}
-		}
+			return true, ""
+		})
 	})
 
 	step("ServesBothBackends", func(t *testing.T) {
