@@ -746,8 +746,14 @@ type RegistrationResponse struct {
 	ClientCertificatePem string `protobuf:"bytes,5,opt,name=client_certificate_pem,json=clientCertificatePem,proto3" json:"client_certificate_pem,omitempty"`
 	// The master's agent CA; the agent trusts it for later connections.
 	CaCertificatePem string `protobuf:"bytes,6,opt,name=ca_certificate_pem,json=caCertificatePem,proto3" json:"ca_certificate_pem,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// PEM private key (PKCS#8) of a fresh key the master generated for this agent,
+	// sent once, when the RegistrationRequest carried no csr_pem; together with
+	// client_certificate_pem it is the agent's credential for reconnecting with
+	// mutual TLS. A client that ignores it must register again (with a new token)
+	// after a disconnect. Empty when the agent sent a CSR.
+	ClientPrivateKeyPem string `protobuf:"bytes,7,opt,name=client_private_key_pem,json=clientPrivateKeyPem,proto3" json:"client_private_key_pem,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *RegistrationResponse) Reset() {
@@ -822,6 +828,13 @@ func (x *RegistrationResponse) GetCaCertificatePem() string {
 	return ""
 }
 
+func (x *RegistrationResponse) GetClientPrivateKeyPem() string {
+	if x != nil {
+		return x.ClientPrivateKeyPem
+	}
+	return ""
+}
+
 // HealthReport is sent periodically by the agent.
 type HealthReport struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -833,6 +846,8 @@ type HealthReport struct {
 	AgentInfo      *AgentInfo             `protobuf:"bytes,6,opt,name=agent_info,json=agentInfo,proto3" json:"agent_info,omitempty"`
 	// nginx's error text of the last failed apply; empty after a success.
 	LastApplyError string `protobuf:"bytes,7,opt,name=last_apply_error,json=lastApplyError,proto3" json:"last_apply_error,omitempty"`
+	// Active health-check state of every probed upstream server.
+	UpstreamHealth []*UpstreamServerHealth `protobuf:"bytes,8,rep,name=upstream_health,json=upstreamHealth,proto3" json:"upstream_health,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -916,6 +931,112 @@ func (x *HealthReport) GetLastApplyError() string {
 	return ""
 }
 
+func (x *HealthReport) GetUpstreamHealth() []*UpstreamServerHealth {
+	if x != nil {
+		return x.UpstreamHealth
+	}
+	return nil
+}
+
+// UpstreamServerHealth is the agent's active health-check verdict on one server of
+// an upstream (HealthCheckConfig).
+type UpstreamServerHealth struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	UpstreamId string                 `protobuf:"bytes,1,opt,name=upstream_id,json=upstreamId,proto3" json:"upstream_id,omitempty"`
+	// The server's address as configured (host:port).
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Healthy bool   `protobuf:"varint,3,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// True while the agent renders this server `down` because of failed probes.
+	MarkedDown bool `protobuf:"varint,4,opt,name=marked_down,json=markedDown,proto3" json:"marked_down,omitempty"`
+	// The last probe's failure ("GET /health: 503", "dial tcp …: connection refused").
+	LastError string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Unix seconds of the last change of healthy.
+	ChangedAt int64 `protobuf:"varint,6,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
+	// Unix seconds of the last probe.
+	CheckedAt     int64 `protobuf:"varint,7,opt,name=checked_at,json=checkedAt,proto3" json:"checked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpstreamServerHealth) Reset() {
+	*x = UpstreamServerHealth{}
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpstreamServerHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpstreamServerHealth) ProtoMessage() {}
+
+func (x *UpstreamServerHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpstreamServerHealth.ProtoReflect.Descriptor instead.
+func (*UpstreamServerHealth) Descriptor() ([]byte, []int) {
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *UpstreamServerHealth) GetUpstreamId() string {
+	if x != nil {
+		return x.UpstreamId
+	}
+	return ""
+}
+
+func (x *UpstreamServerHealth) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *UpstreamServerHealth) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *UpstreamServerHealth) GetMarkedDown() bool {
+	if x != nil {
+		return x.MarkedDown
+	}
+	return false
+}
+
+func (x *UpstreamServerHealth) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *UpstreamServerHealth) GetChangedAt() int64 {
+	if x != nil {
+		return x.ChangedAt
+	}
+	return 0
+}
+
+func (x *UpstreamServerHealth) GetCheckedAt() int64 {
+	if x != nil {
+		return x.CheckedAt
+	}
+	return 0
+}
+
 // AgentInfo describes the agent program itself.
 type AgentInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -932,7 +1053,7 @@ type AgentInfo struct {
 
 func (x *AgentInfo) Reset() {
 	*x = AgentInfo{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1065,7 @@ func (x *AgentInfo) String() string {
 func (*AgentInfo) ProtoMessage() {}
 
 func (x *AgentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1078,7 @@ func (x *AgentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentInfo.ProtoReflect.Descriptor instead.
 func (*AgentInfo) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AgentInfo) GetVersion() string {
@@ -1017,7 +1138,7 @@ type NginxStatus struct {
 
 func (x *NginxStatus) Reset() {
 	*x = NginxStatus{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1150,7 @@ func (x *NginxStatus) String() string {
 func (*NginxStatus) ProtoMessage() {}
 
 func (x *NginxStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1163,7 @@ func (x *NginxStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NginxStatus.ProtoReflect.Descriptor instead.
 func (*NginxStatus) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NginxStatus) GetIsRunning() bool {
@@ -1102,7 +1223,7 @@ type SystemMetrics struct {
 
 func (x *SystemMetrics) Reset() {
 	*x = SystemMetrics{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1235,7 @@ func (x *SystemMetrics) String() string {
 func (*SystemMetrics) ProtoMessage() {}
 
 func (x *SystemMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1248,7 @@ func (x *SystemMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SystemMetrics.ProtoReflect.Descriptor instead.
 func (*SystemMetrics) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SystemMetrics) GetCpuPercent() float32 {
@@ -1186,7 +1307,7 @@ type Alert struct {
 
 func (x *Alert) Reset() {
 	*x = Alert{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1319,7 @@ func (x *Alert) String() string {
 func (*Alert) ProtoMessage() {}
 
 func (x *Alert) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1332,7 @@ func (x *Alert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alert.ProtoReflect.Descriptor instead.
 func (*Alert) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Alert) GetId() string {
@@ -1270,7 +1391,7 @@ type ConfigUpdate struct {
 
 func (x *ConfigUpdate) Reset() {
 	*x = ConfigUpdate{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1403,7 @@ func (x *ConfigUpdate) String() string {
 func (*ConfigUpdate) ProtoMessage() {}
 
 func (x *ConfigUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1416,7 @@ func (x *ConfigUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigUpdate.ProtoReflect.Descriptor instead.
 func (*ConfigUpdate) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConfigUpdate) GetConfigId() string {
@@ -1372,7 +1493,7 @@ type AgentPolicy struct {
 
 func (x *AgentPolicy) Reset() {
 	*x = AgentPolicy{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1505,7 @@ func (x *AgentPolicy) String() string {
 func (*AgentPolicy) ProtoMessage() {}
 
 func (x *AgentPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1518,7 @@ func (x *AgentPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentPolicy.ProtoReflect.Descriptor instead.
 func (*AgentPolicy) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AgentPolicy) GetAutoRestart() bool {
@@ -1443,7 +1564,7 @@ type VirtualHost struct {
 
 func (x *VirtualHost) Reset() {
 	*x = VirtualHost{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1576,7 @@ func (x *VirtualHost) String() string {
 func (*VirtualHost) ProtoMessage() {}
 
 func (x *VirtualHost) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1589,7 @@ func (x *VirtualHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VirtualHost.ProtoReflect.Descriptor instead.
 func (*VirtualHost) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *VirtualHost) GetId() string {
@@ -1621,7 +1742,7 @@ type AccessList struct {
 
 func (x *AccessList) Reset() {
 	*x = AccessList{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1754,7 @@ func (x *AccessList) String() string {
 func (*AccessList) ProtoMessage() {}
 
 func (x *AccessList) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1767,7 @@ func (x *AccessList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessList.ProtoReflect.Descriptor instead.
 func (*AccessList) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AccessList) GetAllow() []string {
@@ -1689,7 +1810,7 @@ type BasicAuthUser struct {
 
 func (x *BasicAuthUser) Reset() {
 	*x = BasicAuthUser{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1822,7 @@ func (x *BasicAuthUser) String() string {
 func (*BasicAuthUser) ProtoMessage() {}
 
 func (x *BasicAuthUser) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +1835,7 @@ func (x *BasicAuthUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BasicAuthUser.ProtoReflect.Descriptor instead.
 func (*BasicAuthUser) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BasicAuthUser) GetUsername() string {
@@ -1742,7 +1863,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1875,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1888,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RateLimit) GetRequestsPerSecond() uint32 {
@@ -1805,7 +1926,7 @@ type Location struct {
 
 func (x *Location) Reset() {
 	*x = Location{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1938,7 @@ func (x *Location) String() string {
 func (*Location) ProtoMessage() {}
 
 func (x *Location) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1951,7 @@ func (x *Location) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Location.ProtoReflect.Descriptor instead.
 func (*Location) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Location) GetPath() string {
@@ -1908,7 +2029,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +2041,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2054,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Header) GetName() string {
@@ -1970,7 +2091,7 @@ type RewriteRule struct {
 
 func (x *RewriteRule) Reset() {
 	*x = RewriteRule{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2103,7 @@ func (x *RewriteRule) String() string {
 func (*RewriteRule) ProtoMessage() {}
 
 func (x *RewriteRule) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2116,7 @@ func (x *RewriteRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewriteRule.ProtoReflect.Descriptor instead.
 func (*RewriteRule) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RewriteRule) GetPattern() string {
@@ -2034,7 +2155,7 @@ type Upstream struct {
 
 func (x *Upstream) Reset() {
 	*x = Upstream{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2167,7 @@ func (x *Upstream) String() string {
 func (*Upstream) ProtoMessage() {}
 
 func (x *Upstream) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2180,7 @@ func (x *Upstream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Upstream.ProtoReflect.Descriptor instead.
 func (*Upstream) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Upstream) GetId() string {
@@ -2120,7 +2241,7 @@ type UpstreamServer struct {
 
 func (x *UpstreamServer) Reset() {
 	*x = UpstreamServer{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2253,7 @@ func (x *UpstreamServer) String() string {
 func (*UpstreamServer) ProtoMessage() {}
 
 func (x *UpstreamServer) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2266,7 @@ func (x *UpstreamServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamServer.ProtoReflect.Descriptor instead.
 func (*UpstreamServer) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpstreamServer) GetAddress() string {
@@ -2205,7 +2326,7 @@ type HealthCheckConfig struct {
 
 func (x *HealthCheckConfig) Reset() {
 	*x = HealthCheckConfig{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2338,7 @@ func (x *HealthCheckConfig) String() string {
 func (*HealthCheckConfig) ProtoMessage() {}
 
 func (x *HealthCheckConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2351,7 @@ func (x *HealthCheckConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheckConfig.ProtoReflect.Descriptor instead.
 func (*HealthCheckConfig) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HealthCheckConfig) GetEnabled() bool {
@@ -2289,7 +2410,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2301,7 +2422,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2314,7 +2435,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Certificate) GetId() string {
@@ -2363,7 +2484,7 @@ type GlobalSettings struct {
 
 func (x *GlobalSettings) Reset() {
 	*x = GlobalSettings{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2496,7 @@ func (x *GlobalSettings) String() string {
 func (*GlobalSettings) ProtoMessage() {}
 
 func (x *GlobalSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2509,7 @@ func (x *GlobalSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GlobalSettings.ProtoReflect.Descriptor instead.
 func (*GlobalSettings) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GlobalSettings) GetNginxDirectives() map[string]string {
@@ -2432,7 +2553,7 @@ type Stream struct {
 
 func (x *Stream) Reset() {
 	*x = Stream{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +2565,7 @@ func (x *Stream) String() string {
 func (*Stream) ProtoMessage() {}
 
 func (x *Stream) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +2578,7 @@ func (x *Stream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stream.ProtoReflect.Descriptor instead.
 func (*Stream) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Stream) GetId() string {
@@ -2558,7 +2679,7 @@ type ConfigStatus struct {
 
 func (x *ConfigStatus) Reset() {
 	*x = ConfigStatus{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +2691,7 @@ func (x *ConfigStatus) String() string {
 func (*ConfigStatus) ProtoMessage() {}
 
 func (x *ConfigStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[24]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +2704,7 @@ func (x *ConfigStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigStatus.ProtoReflect.Descriptor instead.
 func (*ConfigStatus) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ConfigStatus) GetConfigId() string {
@@ -2632,7 +2753,7 @@ type MetricsBatch struct {
 
 func (x *MetricsBatch) Reset() {
 	*x = MetricsBatch{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2644,7 +2765,7 @@ func (x *MetricsBatch) String() string {
 func (*MetricsBatch) ProtoMessage() {}
 
 func (x *MetricsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[25]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2657,7 +2778,7 @@ func (x *MetricsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsBatch.ProtoReflect.Descriptor instead.
 func (*MetricsBatch) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MetricsBatch) GetTimestamp() int64 {
@@ -2688,7 +2809,7 @@ type Metric struct {
 
 func (x *Metric) Reset() {
 	*x = Metric{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2700,7 +2821,7 @@ func (x *Metric) String() string {
 func (*Metric) ProtoMessage() {}
 
 func (x *Metric) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[26]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2713,7 +2834,7 @@ func (x *Metric) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metric.ProtoReflect.Descriptor instead.
 func (*Metric) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Metric) GetName() string {
@@ -2761,7 +2882,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +2894,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[27]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +2907,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LogBatch) GetEntries() []*LogEntry {
@@ -2809,7 +2930,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2821,7 +2942,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[28]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2834,7 +2955,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LogEntry) GetTimestamp() int64 {
@@ -2883,7 +3004,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +3016,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +3029,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Command) GetCommandId() string {
@@ -3014,7 +3135,7 @@ type ReloadCommand struct {
 
 func (x *ReloadCommand) Reset() {
 	*x = ReloadCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3026,7 +3147,7 @@ func (x *ReloadCommand) String() string {
 func (*ReloadCommand) ProtoMessage() {}
 
 func (x *ReloadCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3039,7 +3160,7 @@ func (x *ReloadCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadCommand.ProtoReflect.Descriptor instead.
 func (*ReloadCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReloadCommand) GetGraceful() bool {
@@ -3059,7 +3180,7 @@ type RestartCommand struct {
 
 func (x *RestartCommand) Reset() {
 	*x = RestartCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3071,7 +3192,7 @@ func (x *RestartCommand) String() string {
 func (*RestartCommand) ProtoMessage() {}
 
 func (x *RestartCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3084,7 +3205,7 @@ func (x *RestartCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartCommand.ProtoReflect.Descriptor instead.
 func (*RestartCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RestartCommand) GetForce() bool {
@@ -3105,7 +3226,7 @@ type StopCommand struct {
 
 func (x *StopCommand) Reset() {
 	*x = StopCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3117,7 +3238,7 @@ func (x *StopCommand) String() string {
 func (*StopCommand) ProtoMessage() {}
 
 func (x *StopCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3130,7 +3251,7 @@ func (x *StopCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopCommand.ProtoReflect.Descriptor instead.
 func (*StopCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StopCommand) GetGraceful() bool {
@@ -3156,7 +3277,7 @@ type GetStatusCommand struct {
 
 func (x *GetStatusCommand) Reset() {
 	*x = GetStatusCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3168,7 +3289,7 @@ func (x *GetStatusCommand) String() string {
 func (*GetStatusCommand) ProtoMessage() {}
 
 func (x *GetStatusCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3181,7 +3302,7 @@ func (x *GetStatusCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusCommand.ProtoReflect.Descriptor instead.
 func (*GetStatusCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 // ValidateConfigCommand asks the agent to run nginx -t over config_content.
@@ -3194,7 +3315,7 @@ type ValidateConfigCommand struct {
 
 func (x *ValidateConfigCommand) Reset() {
 	*x = ValidateConfigCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3327,7 @@ func (x *ValidateConfigCommand) String() string {
 func (*ValidateConfigCommand) ProtoMessage() {}
 
 func (x *ValidateConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3340,7 @@ func (x *ValidateConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateConfigCommand.ProtoReflect.Descriptor instead.
 func (*ValidateConfigCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ValidateConfigCommand) GetConfigContent() string {
@@ -3244,7 +3365,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3256,7 +3377,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3269,7 +3390,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -3320,7 +3441,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3332,7 +3453,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3345,7 +3466,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Event) GetEventId() string {
@@ -3388,7 +3509,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3400,7 +3521,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3413,7 +3534,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Ack) GetMessageId() string {
@@ -3449,7 +3570,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3461,7 +3582,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3474,7 +3595,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Error) GetCode() string {
@@ -3535,14 +3656,15 @@ const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\x04name\x18\t \x01(\tR\x04name\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc7\x02\n" +
 	"\x14RegistrationResponse\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
 	"\asuccess\x18\x02 \x01(\bR\asuccess\x12#\n" +
 	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\x12<\n" +
 	"\x1aheartbeat_interval_seconds\x18\x04 \x01(\x03R\x18heartbeatIntervalSeconds\x124\n" +
 	"\x16client_certificate_pem\x18\x05 \x01(\tR\x14clientCertificatePem\x12,\n" +
-	"\x12ca_certificate_pem\x18\x06 \x01(\tR\x10caCertificatePem\"\xdf\x02\n" +
+	"\x12ca_certificate_pem\x18\x06 \x01(\tR\x10caCertificatePem\x123\n" +
+	"\x16client_private_key_pem\x18\a \x01(\tR\x13clientPrivateKeyPem\"\xaf\x03\n" +
 	"\fHealthReport\x122\n" +
 	"\x05nginx\x18\x01 \x01(\v2\x1c.nxmesh.agent.v1.NginxStatusR\x05nginx\x126\n" +
 	"\x06system\x18\x02 \x01(\v2\x1e.nxmesh.agent.v1.SystemMetricsR\x06system\x12'\n" +
@@ -3551,7 +3673,21 @@ const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\x06alerts\x18\x05 \x03(\v2\x16.nxmesh.agent.v1.AlertR\x06alerts\x129\n" +
 	"\n" +
 	"agent_info\x18\x06 \x01(\v2\x1a.nxmesh.agent.v1.AgentInfoR\tagentInfo\x12(\n" +
-	"\x10last_apply_error\x18\a \x01(\tR\x0elastApplyError\"\xbb\x01\n" +
+	"\x10last_apply_error\x18\a \x01(\tR\x0elastApplyError\x12N\n" +
+	"\x0fupstream_health\x18\b \x03(\v2%.nxmesh.agent.v1.UpstreamServerHealthR\x0eupstreamHealth\"\xe9\x01\n" +
+	"\x14UpstreamServerHealth\x12\x1f\n" +
+	"\vupstream_id\x18\x01 \x01(\tR\n" +
+	"upstreamId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
+	"\ahealthy\x18\x03 \x01(\bR\ahealthy\x12\x1f\n" +
+	"\vmarked_down\x18\x04 \x01(\bR\n" +
+	"markedDown\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x12\x1d\n" +
+	"\n" +
+	"changed_at\x18\x06 \x01(\x03R\tchangedAt\x12\x1d\n" +
+	"\n" +
+	"checked_at\x18\a \x01(\x03R\tcheckedAt\"\xbb\x01\n" +
 	"\tAgentInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x1d\n" +
@@ -3843,7 +3979,7 @@ func file_nxmesh_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_nxmesh_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_nxmesh_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_nxmesh_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_nxmesh_agent_v1_agent_proto_goTypes = []any{
 	(DeploymentMode)(0),           // 0: nxmesh.agent.v1.DeploymentMode
 	(LoadBalanceAlgorithm)(0),     // 1: nxmesh.agent.v1.LoadBalanceAlgorithm
@@ -3855,115 +3991,117 @@ var file_nxmesh_agent_v1_agent_proto_goTypes = []any{
 	(*RegistrationRequest)(nil),   // 7: nxmesh.agent.v1.RegistrationRequest
 	(*RegistrationResponse)(nil),  // 8: nxmesh.agent.v1.RegistrationResponse
 	(*HealthReport)(nil),          // 9: nxmesh.agent.v1.HealthReport
-	(*AgentInfo)(nil),             // 10: nxmesh.agent.v1.AgentInfo
-	(*NginxStatus)(nil),           // 11: nxmesh.agent.v1.NginxStatus
-	(*SystemMetrics)(nil),         // 12: nxmesh.agent.v1.SystemMetrics
-	(*Alert)(nil),                 // 13: nxmesh.agent.v1.Alert
-	(*ConfigUpdate)(nil),          // 14: nxmesh.agent.v1.ConfigUpdate
-	(*AgentPolicy)(nil),           // 15: nxmesh.agent.v1.AgentPolicy
-	(*VirtualHost)(nil),           // 16: nxmesh.agent.v1.VirtualHost
-	(*AccessList)(nil),            // 17: nxmesh.agent.v1.AccessList
-	(*BasicAuthUser)(nil),         // 18: nxmesh.agent.v1.BasicAuthUser
-	(*RateLimit)(nil),             // 19: nxmesh.agent.v1.RateLimit
-	(*Location)(nil),              // 20: nxmesh.agent.v1.Location
-	(*Header)(nil),                // 21: nxmesh.agent.v1.Header
-	(*RewriteRule)(nil),           // 22: nxmesh.agent.v1.RewriteRule
-	(*Upstream)(nil),              // 23: nxmesh.agent.v1.Upstream
-	(*UpstreamServer)(nil),        // 24: nxmesh.agent.v1.UpstreamServer
-	(*HealthCheckConfig)(nil),     // 25: nxmesh.agent.v1.HealthCheckConfig
-	(*Certificate)(nil),           // 26: nxmesh.agent.v1.Certificate
-	(*GlobalSettings)(nil),        // 27: nxmesh.agent.v1.GlobalSettings
-	(*Stream)(nil),                // 28: nxmesh.agent.v1.Stream
-	(*ConfigStatus)(nil),          // 29: nxmesh.agent.v1.ConfigStatus
-	(*MetricsBatch)(nil),          // 30: nxmesh.agent.v1.MetricsBatch
-	(*Metric)(nil),                // 31: nxmesh.agent.v1.Metric
-	(*LogBatch)(nil),              // 32: nxmesh.agent.v1.LogBatch
-	(*LogEntry)(nil),              // 33: nxmesh.agent.v1.LogEntry
-	(*Command)(nil),               // 34: nxmesh.agent.v1.Command
-	(*ReloadCommand)(nil),         // 35: nxmesh.agent.v1.ReloadCommand
-	(*RestartCommand)(nil),        // 36: nxmesh.agent.v1.RestartCommand
-	(*StopCommand)(nil),           // 37: nxmesh.agent.v1.StopCommand
-	(*GetStatusCommand)(nil),      // 38: nxmesh.agent.v1.GetStatusCommand
-	(*ValidateConfigCommand)(nil), // 39: nxmesh.agent.v1.ValidateConfigCommand
-	(*CommandResult)(nil),         // 40: nxmesh.agent.v1.CommandResult
-	(*Event)(nil),                 // 41: nxmesh.agent.v1.Event
-	(*Ack)(nil),                   // 42: nxmesh.agent.v1.Ack
-	(*Error)(nil),                 // 43: nxmesh.agent.v1.Error
-	nil,                           // 44: nxmesh.agent.v1.RegistrationRequest.LabelsEntry
-	nil,                           // 45: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
-	nil,                           // 46: nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
-	nil,                           // 47: nxmesh.agent.v1.Location.CustomDirectivesEntry
-	nil,                           // 48: nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
-	nil,                           // 49: nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
-	nil,                           // 50: nxmesh.agent.v1.Metric.LabelsEntry
-	nil,                           // 51: nxmesh.agent.v1.LogEntry.FieldsEntry
-	nil,                           // 52: nxmesh.agent.v1.Event.DataEntry
-	nil,                           // 53: nxmesh.agent.v1.Error.DetailsEntry
+	(*UpstreamServerHealth)(nil),  // 10: nxmesh.agent.v1.UpstreamServerHealth
+	(*AgentInfo)(nil),             // 11: nxmesh.agent.v1.AgentInfo
+	(*NginxStatus)(nil),           // 12: nxmesh.agent.v1.NginxStatus
+	(*SystemMetrics)(nil),         // 13: nxmesh.agent.v1.SystemMetrics
+	(*Alert)(nil),                 // 14: nxmesh.agent.v1.Alert
+	(*ConfigUpdate)(nil),          // 15: nxmesh.agent.v1.ConfigUpdate
+	(*AgentPolicy)(nil),           // 16: nxmesh.agent.v1.AgentPolicy
+	(*VirtualHost)(nil),           // 17: nxmesh.agent.v1.VirtualHost
+	(*AccessList)(nil),            // 18: nxmesh.agent.v1.AccessList
+	(*BasicAuthUser)(nil),         // 19: nxmesh.agent.v1.BasicAuthUser
+	(*RateLimit)(nil),             // 20: nxmesh.agent.v1.RateLimit
+	(*Location)(nil),              // 21: nxmesh.agent.v1.Location
+	(*Header)(nil),                // 22: nxmesh.agent.v1.Header
+	(*RewriteRule)(nil),           // 23: nxmesh.agent.v1.RewriteRule
+	(*Upstream)(nil),              // 24: nxmesh.agent.v1.Upstream
+	(*UpstreamServer)(nil),        // 25: nxmesh.agent.v1.UpstreamServer
+	(*HealthCheckConfig)(nil),     // 26: nxmesh.agent.v1.HealthCheckConfig
+	(*Certificate)(nil),           // 27: nxmesh.agent.v1.Certificate
+	(*GlobalSettings)(nil),        // 28: nxmesh.agent.v1.GlobalSettings
+	(*Stream)(nil),                // 29: nxmesh.agent.v1.Stream
+	(*ConfigStatus)(nil),          // 30: nxmesh.agent.v1.ConfigStatus
+	(*MetricsBatch)(nil),          // 31: nxmesh.agent.v1.MetricsBatch
+	(*Metric)(nil),                // 32: nxmesh.agent.v1.Metric
+	(*LogBatch)(nil),              // 33: nxmesh.agent.v1.LogBatch
+	(*LogEntry)(nil),              // 34: nxmesh.agent.v1.LogEntry
+	(*Command)(nil),               // 35: nxmesh.agent.v1.Command
+	(*ReloadCommand)(nil),         // 36: nxmesh.agent.v1.ReloadCommand
+	(*RestartCommand)(nil),        // 37: nxmesh.agent.v1.RestartCommand
+	(*StopCommand)(nil),           // 38: nxmesh.agent.v1.StopCommand
+	(*GetStatusCommand)(nil),      // 39: nxmesh.agent.v1.GetStatusCommand
+	(*ValidateConfigCommand)(nil), // 40: nxmesh.agent.v1.ValidateConfigCommand
+	(*CommandResult)(nil),         // 41: nxmesh.agent.v1.CommandResult
+	(*Event)(nil),                 // 42: nxmesh.agent.v1.Event
+	(*Ack)(nil),                   // 43: nxmesh.agent.v1.Ack
+	(*Error)(nil),                 // 44: nxmesh.agent.v1.Error
+	nil,                           // 45: nxmesh.agent.v1.RegistrationRequest.LabelsEntry
+	nil,                           // 46: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
+	nil,                           // 47: nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
+	nil,                           // 48: nxmesh.agent.v1.Location.CustomDirectivesEntry
+	nil,                           // 49: nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
+	nil,                           // 50: nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
+	nil,                           // 51: nxmesh.agent.v1.Metric.LabelsEntry
+	nil,                           // 52: nxmesh.agent.v1.LogEntry.FieldsEntry
+	nil,                           // 53: nxmesh.agent.v1.Event.DataEntry
+	nil,                           // 54: nxmesh.agent.v1.Error.DetailsEntry
 }
 var file_nxmesh_agent_v1_agent_proto_depIdxs = []int32{
 	7,  // 0: nxmesh.agent.v1.AgentMessage.registration:type_name -> nxmesh.agent.v1.RegistrationRequest
 	9,  // 1: nxmesh.agent.v1.AgentMessage.health:type_name -> nxmesh.agent.v1.HealthReport
-	29, // 2: nxmesh.agent.v1.AgentMessage.config_status:type_name -> nxmesh.agent.v1.ConfigStatus
-	30, // 3: nxmesh.agent.v1.AgentMessage.metrics:type_name -> nxmesh.agent.v1.MetricsBatch
-	32, // 4: nxmesh.agent.v1.AgentMessage.logs:type_name -> nxmesh.agent.v1.LogBatch
-	41, // 5: nxmesh.agent.v1.AgentMessage.event:type_name -> nxmesh.agent.v1.Event
-	40, // 6: nxmesh.agent.v1.AgentMessage.command_result:type_name -> nxmesh.agent.v1.CommandResult
+	30, // 2: nxmesh.agent.v1.AgentMessage.config_status:type_name -> nxmesh.agent.v1.ConfigStatus
+	31, // 3: nxmesh.agent.v1.AgentMessage.metrics:type_name -> nxmesh.agent.v1.MetricsBatch
+	33, // 4: nxmesh.agent.v1.AgentMessage.logs:type_name -> nxmesh.agent.v1.LogBatch
+	42, // 5: nxmesh.agent.v1.AgentMessage.event:type_name -> nxmesh.agent.v1.Event
+	41, // 6: nxmesh.agent.v1.AgentMessage.command_result:type_name -> nxmesh.agent.v1.CommandResult
 	8,  // 7: nxmesh.agent.v1.MasterMessage.registration_response:type_name -> nxmesh.agent.v1.RegistrationResponse
-	14, // 8: nxmesh.agent.v1.MasterMessage.config_update:type_name -> nxmesh.agent.v1.ConfigUpdate
-	34, // 9: nxmesh.agent.v1.MasterMessage.command:type_name -> nxmesh.agent.v1.Command
-	42, // 10: nxmesh.agent.v1.MasterMessage.ack:type_name -> nxmesh.agent.v1.Ack
-	43, // 11: nxmesh.agent.v1.MasterMessage.error:type_name -> nxmesh.agent.v1.Error
-	44, // 12: nxmesh.agent.v1.RegistrationRequest.labels:type_name -> nxmesh.agent.v1.RegistrationRequest.LabelsEntry
+	15, // 8: nxmesh.agent.v1.MasterMessage.config_update:type_name -> nxmesh.agent.v1.ConfigUpdate
+	35, // 9: nxmesh.agent.v1.MasterMessage.command:type_name -> nxmesh.agent.v1.Command
+	43, // 10: nxmesh.agent.v1.MasterMessage.ack:type_name -> nxmesh.agent.v1.Ack
+	44, // 11: nxmesh.agent.v1.MasterMessage.error:type_name -> nxmesh.agent.v1.Error
+	45, // 12: nxmesh.agent.v1.RegistrationRequest.labels:type_name -> nxmesh.agent.v1.RegistrationRequest.LabelsEntry
 	0,  // 13: nxmesh.agent.v1.RegistrationRequest.deployment_mode:type_name -> nxmesh.agent.v1.DeploymentMode
-	11, // 14: nxmesh.agent.v1.HealthReport.nginx:type_name -> nxmesh.agent.v1.NginxStatus
-	12, // 15: nxmesh.agent.v1.HealthReport.system:type_name -> nxmesh.agent.v1.SystemMetrics
-	13, // 16: nxmesh.agent.v1.HealthReport.alerts:type_name -> nxmesh.agent.v1.Alert
-	10, // 17: nxmesh.agent.v1.HealthReport.agent_info:type_name -> nxmesh.agent.v1.AgentInfo
-	16, // 18: nxmesh.agent.v1.ConfigUpdate.virtual_hosts:type_name -> nxmesh.agent.v1.VirtualHost
-	23, // 19: nxmesh.agent.v1.ConfigUpdate.upstreams:type_name -> nxmesh.agent.v1.Upstream
-	45, // 20: nxmesh.agent.v1.ConfigUpdate.certificates:type_name -> nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
-	27, // 21: nxmesh.agent.v1.ConfigUpdate.global_settings:type_name -> nxmesh.agent.v1.GlobalSettings
-	28, // 22: nxmesh.agent.v1.ConfigUpdate.streams:type_name -> nxmesh.agent.v1.Stream
-	15, // 23: nxmesh.agent.v1.ConfigUpdate.agent_policy:type_name -> nxmesh.agent.v1.AgentPolicy
-	20, // 24: nxmesh.agent.v1.VirtualHost.locations:type_name -> nxmesh.agent.v1.Location
-	46, // 25: nxmesh.agent.v1.VirtualHost.custom_directives:type_name -> nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
-	17, // 26: nxmesh.agent.v1.VirtualHost.access_list:type_name -> nxmesh.agent.v1.AccessList
-	19, // 27: nxmesh.agent.v1.VirtualHost.rate_limit:type_name -> nxmesh.agent.v1.RateLimit
-	18, // 28: nxmesh.agent.v1.AccessList.basic_auth_users:type_name -> nxmesh.agent.v1.BasicAuthUser
-	21, // 29: nxmesh.agent.v1.Location.custom_headers:type_name -> nxmesh.agent.v1.Header
-	22, // 30: nxmesh.agent.v1.Location.rewrite_rules:type_name -> nxmesh.agent.v1.RewriteRule
-	47, // 31: nxmesh.agent.v1.Location.custom_directives:type_name -> nxmesh.agent.v1.Location.CustomDirectivesEntry
-	1,  // 32: nxmesh.agent.v1.Upstream.algorithm:type_name -> nxmesh.agent.v1.LoadBalanceAlgorithm
-	24, // 33: nxmesh.agent.v1.Upstream.servers:type_name -> nxmesh.agent.v1.UpstreamServer
-	25, // 34: nxmesh.agent.v1.Upstream.health_check:type_name -> nxmesh.agent.v1.HealthCheckConfig
-	48, // 35: nxmesh.agent.v1.GlobalSettings.nginx_directives:type_name -> nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
-	49, // 36: nxmesh.agent.v1.GlobalSettings.env_vars:type_name -> nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
-	2,  // 37: nxmesh.agent.v1.Stream.protocol:type_name -> nxmesh.agent.v1.StreamProtocol
-	3,  // 38: nxmesh.agent.v1.ConfigStatus.status:type_name -> nxmesh.agent.v1.ConfigApplyStatus
-	31, // 39: nxmesh.agent.v1.MetricsBatch.metrics:type_name -> nxmesh.agent.v1.Metric
-	50, // 40: nxmesh.agent.v1.Metric.labels:type_name -> nxmesh.agent.v1.Metric.LabelsEntry
-	4,  // 41: nxmesh.agent.v1.Metric.type:type_name -> nxmesh.agent.v1.MetricType
-	33, // 42: nxmesh.agent.v1.LogBatch.entries:type_name -> nxmesh.agent.v1.LogEntry
-	51, // 43: nxmesh.agent.v1.LogEntry.fields:type_name -> nxmesh.agent.v1.LogEntry.FieldsEntry
-	35, // 44: nxmesh.agent.v1.Command.reload:type_name -> nxmesh.agent.v1.ReloadCommand
-	36, // 45: nxmesh.agent.v1.Command.restart:type_name -> nxmesh.agent.v1.RestartCommand
-	37, // 46: nxmesh.agent.v1.Command.stop:type_name -> nxmesh.agent.v1.StopCommand
-	38, // 47: nxmesh.agent.v1.Command.get_status:type_name -> nxmesh.agent.v1.GetStatusCommand
-	39, // 48: nxmesh.agent.v1.Command.validate_config:type_name -> nxmesh.agent.v1.ValidateConfigCommand
-	52, // 49: nxmesh.agent.v1.Event.data:type_name -> nxmesh.agent.v1.Event.DataEntry
-	53, // 50: nxmesh.agent.v1.Error.details:type_name -> nxmesh.agent.v1.Error.DetailsEntry
-	26, // 51: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry.value:type_name -> nxmesh.agent.v1.Certificate
-	5,  // 52: nxmesh.agent.v1.AgentService.Stream:input_type -> nxmesh.agent.v1.AgentMessage
-	9,  // 53: nxmesh.agent.v1.AgentService.ReportHealth:input_type -> nxmesh.agent.v1.HealthReport
-	30, // 54: nxmesh.agent.v1.AgentService.ReportMetrics:input_type -> nxmesh.agent.v1.MetricsBatch
-	6,  // 55: nxmesh.agent.v1.AgentService.Stream:output_type -> nxmesh.agent.v1.MasterMessage
-	42, // 56: nxmesh.agent.v1.AgentService.ReportHealth:output_type -> nxmesh.agent.v1.Ack
-	42, // 57: nxmesh.agent.v1.AgentService.ReportMetrics:output_type -> nxmesh.agent.v1.Ack
-	55, // [55:58] is the sub-list for method output_type
-	52, // [52:55] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	12, // 14: nxmesh.agent.v1.HealthReport.nginx:type_name -> nxmesh.agent.v1.NginxStatus
+	13, // 15: nxmesh.agent.v1.HealthReport.system:type_name -> nxmesh.agent.v1.SystemMetrics
+	14, // 16: nxmesh.agent.v1.HealthReport.alerts:type_name -> nxmesh.agent.v1.Alert
+	11, // 17: nxmesh.agent.v1.HealthReport.agent_info:type_name -> nxmesh.agent.v1.AgentInfo
+	10, // 18: nxmesh.agent.v1.HealthReport.upstream_health:type_name -> nxmesh.agent.v1.UpstreamServerHealth
+	17, // 19: nxmesh.agent.v1.ConfigUpdate.virtual_hosts:type_name -> nxmesh.agent.v1.VirtualHost
+	24, // 20: nxmesh.agent.v1.ConfigUpdate.upstreams:type_name -> nxmesh.agent.v1.Upstream
+	46, // 21: nxmesh.agent.v1.ConfigUpdate.certificates:type_name -> nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
+	28, // 22: nxmesh.agent.v1.ConfigUpdate.global_settings:type_name -> nxmesh.agent.v1.GlobalSettings
+	29, // 23: nxmesh.agent.v1.ConfigUpdate.streams:type_name -> nxmesh.agent.v1.Stream
+	16, // 24: nxmesh.agent.v1.ConfigUpdate.agent_policy:type_name -> nxmesh.agent.v1.AgentPolicy
+	21, // 25: nxmesh.agent.v1.VirtualHost.locations:type_name -> nxmesh.agent.v1.Location
+	47, // 26: nxmesh.agent.v1.VirtualHost.custom_directives:type_name -> nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
+	18, // 27: nxmesh.agent.v1.VirtualHost.access_list:type_name -> nxmesh.agent.v1.AccessList
+	20, // 28: nxmesh.agent.v1.VirtualHost.rate_limit:type_name -> nxmesh.agent.v1.RateLimit
+	19, // 29: nxmesh.agent.v1.AccessList.basic_auth_users:type_name -> nxmesh.agent.v1.BasicAuthUser
+	22, // 30: nxmesh.agent.v1.Location.custom_headers:type_name -> nxmesh.agent.v1.Header
+	23, // 31: nxmesh.agent.v1.Location.rewrite_rules:type_name -> nxmesh.agent.v1.RewriteRule
+	48, // 32: nxmesh.agent.v1.Location.custom_directives:type_name -> nxmesh.agent.v1.Location.CustomDirectivesEntry
+	1,  // 33: nxmesh.agent.v1.Upstream.algorithm:type_name -> nxmesh.agent.v1.LoadBalanceAlgorithm
+	25, // 34: nxmesh.agent.v1.Upstream.servers:type_name -> nxmesh.agent.v1.UpstreamServer
+	26, // 35: nxmesh.agent.v1.Upstream.health_check:type_name -> nxmesh.agent.v1.HealthCheckConfig
+	49, // 36: nxmesh.agent.v1.GlobalSettings.nginx_directives:type_name -> nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
+	50, // 37: nxmesh.agent.v1.GlobalSettings.env_vars:type_name -> nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
+	2,  // 38: nxmesh.agent.v1.Stream.protocol:type_name -> nxmesh.agent.v1.StreamProtocol
+	3,  // 39: nxmesh.agent.v1.ConfigStatus.status:type_name -> nxmesh.agent.v1.ConfigApplyStatus
+	32, // 40: nxmesh.agent.v1.MetricsBatch.metrics:type_name -> nxmesh.agent.v1.Metric
+	51, // 41: nxmesh.agent.v1.Metric.labels:type_name -> nxmesh.agent.v1.Metric.LabelsEntry
+	4,  // 42: nxmesh.agent.v1.Metric.type:type_name -> nxmesh.agent.v1.MetricType
+	34, // 43: nxmesh.agent.v1.LogBatch.entries:type_name -> nxmesh.agent.v1.LogEntry
+	52, // 44: nxmesh.agent.v1.LogEntry.fields:type_name -> nxmesh.agent.v1.LogEntry.FieldsEntry
+	36, // 45: nxmesh.agent.v1.Command.reload:type_name -> nxmesh.agent.v1.ReloadCommand
+	37, // 46: nxmesh.agent.v1.Command.restart:type_name -> nxmesh.agent.v1.RestartCommand
+	38, // 47: nxmesh.agent.v1.Command.stop:type_name -> nxmesh.agent.v1.StopCommand
+	39, // 48: nxmesh.agent.v1.Command.get_status:type_name -> nxmesh.agent.v1.GetStatusCommand
+	40, // 49: nxmesh.agent.v1.Command.validate_config:type_name -> nxmesh.agent.v1.ValidateConfigCommand
+	53, // 50: nxmesh.agent.v1.Event.data:type_name -> nxmesh.agent.v1.Event.DataEntry
+	54, // 51: nxmesh.agent.v1.Error.details:type_name -> nxmesh.agent.v1.Error.DetailsEntry
+	27, // 52: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry.value:type_name -> nxmesh.agent.v1.Certificate
+	5,  // 53: nxmesh.agent.v1.AgentService.Stream:input_type -> nxmesh.agent.v1.AgentMessage
+	9,  // 54: nxmesh.agent.v1.AgentService.ReportHealth:input_type -> nxmesh.agent.v1.HealthReport
+	31, // 55: nxmesh.agent.v1.AgentService.ReportMetrics:input_type -> nxmesh.agent.v1.MetricsBatch
+	6,  // 56: nxmesh.agent.v1.AgentService.Stream:output_type -> nxmesh.agent.v1.MasterMessage
+	43, // 57: nxmesh.agent.v1.AgentService.ReportHealth:output_type -> nxmesh.agent.v1.Ack
+	43, // 58: nxmesh.agent.v1.AgentService.ReportMetrics:output_type -> nxmesh.agent.v1.Ack
+	56, // [56:59] is the sub-list for method output_type
+	53, // [53:56] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_nxmesh_agent_v1_agent_proto_init() }
@@ -3987,7 +4125,7 @@ func file_nxmesh_agent_v1_agent_proto_init() {
 		(*MasterMessage_Ack)(nil),
 		(*MasterMessage_Error)(nil),
 	}
-	file_nxmesh_agent_v1_agent_proto_msgTypes[29].OneofWrappers = []any{
+	file_nxmesh_agent_v1_agent_proto_msgTypes[30].OneofWrappers = []any{
 		(*Command_Reload)(nil),
 		(*Command_Restart)(nil),
 		(*Command_Stop)(nil),
@@ -4000,7 +4138,7 @@ func file_nxmesh_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nxmesh_agent_v1_agent_proto_rawDesc), len(file_nxmesh_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   49,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
