@@ -1558,8 +1558,12 @@ type VirtualHost struct {
 	ProxyConnectTimeoutSeconds uint32 `protobuf:"varint,17,opt,name=proxy_connect_timeout_seconds,json=proxyConnectTimeoutSeconds,proto3" json:"proxy_connect_timeout_seconds,omitempty"`
 	ProxyReadTimeoutSeconds    uint32 `protobuf:"varint,18,opt,name=proxy_read_timeout_seconds,json=proxyReadTimeoutSeconds,proto3" json:"proxy_read_timeout_seconds,omitempty"`
 	ProxySendTimeoutSeconds    uint32 `protobuf:"varint,19,opt,name=proxy_send_timeout_seconds,json=proxySendTimeoutSeconds,proto3" json:"proxy_send_timeout_seconds,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// This host answers requests whose Host header matches no server_name on its
+	// port(s). Without one, the agent renders its own default server per port that
+	// answers 404.
+	DefaultServer bool `protobuf:"varint,20,opt,name=default_server,json=defaultServer,proto3" json:"default_server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VirtualHost) Reset() {
@@ -1723,6 +1727,13 @@ func (x *VirtualHost) GetProxySendTimeoutSeconds() uint32 {
 		return x.ProxySendTimeoutSeconds
 	}
 	return 0
+}
+
+func (x *VirtualHost) GetDefaultServer() bool {
+	if x != nil {
+		return x.DefaultServer
+	}
+	return false
 }
 
 // AccessList restricts who may reach a virtual host.
@@ -3731,7 +3742,7 @@ const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
 	"\x05value\x18\x02 \x01(\v2\x1c.nxmesh.agent.v1.CertificateR\x05value:\x028\x01\"0\n" +
 	"\vAgentPolicy\x12!\n" +
-	"\fauto_restart\x18\x01 \x01(\bR\vautoRestart\"\xbf\a\n" +
+	"\fauto_restart\x18\x01 \x01(\bR\vautoRestart\"\xe6\a\n" +
 	"\vVirtualHost\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -3758,7 +3769,8 @@ const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\x14client_max_body_size\x18\x10 \x01(\tR\x11clientMaxBodySize\x12A\n" +
 	"\x1dproxy_connect_timeout_seconds\x18\x11 \x01(\rR\x1aproxyConnectTimeoutSeconds\x12;\n" +
 	"\x1aproxy_read_timeout_seconds\x18\x12 \x01(\rR\x17proxyReadTimeoutSeconds\x12;\n" +
-	"\x1aproxy_send_timeout_seconds\x18\x13 \x01(\rR\x17proxySendTimeoutSeconds\x1aC\n" +
+	"\x1aproxy_send_timeout_seconds\x18\x13 \x01(\rR\x17proxySendTimeoutSeconds\x12%\n" +
+	"\x0edefault_server\x18\x14 \x01(\bR\rdefaultServer\x1aC\n" +
 	"\x15CustomDirectivesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x01\n" +
