@@ -1,7 +1,8 @@
 // Package authz decides whether a role may perform an action on an object.
 //
 // Decisions are made by Casbin (RBAC with domains). Policies are declared by each
-// module (Module.Policies) and stored in PostgreSQL through Casbin's GORM adapter;
+// module (Module.Policies) and stored in PostgreSQL (table casbin_rule) through a
+// small GORM adapter (adapter.go);
 // the role of a request comes from its membership or API key scope, resolved by the
 // caller. Domains are organization ids; module defaults use the domain "*" so every
 // organization gets them, and an organization can be given extra policies of its own.
@@ -14,7 +15,6 @@ import (
 
 	"github.com/casbin/casbin/v2"
 	"github.com/casbin/casbin/v2/model"
-	gormadapter "github.com/casbin/gorm-adapter/v3"
 	"gorm.io/gorm"
 )
 
@@ -101,14 +101,7 @@ func New(db *gorm.DB) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("casbin model: %w", err)
 	}
-	// The table comes from migrations/; the adapter must not alter the schema.
-	adb := db.Session(&gorm.Session{NewDB: true})
-	gormadapter.TurnOffAutoMigrate(adb)
-	adapter, err := gormadapter.NewAdapterByDBUseTableName(adb, "", "casbin_rule")
-	if err != nil {
-		return nil, fmt.Errorf("casbin adapter: %w", err)
-	}
-	e, err := casbin.NewEnforcer(m, adapter)
+	e, err := casbin.NewEnforcer(m, adapter{db: db.Session(&gorm.Session{NewDB: true})})
 	if err != nil {
 		return nil, fmt.Errorf("casbin enforcer: %w", err)
 	}
