@@ -8,27 +8,26 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"gorm.io/datatypes"
 	"gorm.io/gorm"
 )
 
 // AuditEntry is one row of the audit log: who changed what, when, from where, with
 // the object's state before and after (secrets removed).
 type AuditEntry struct {
-	ID             uuid.UUID      `gorm:"type:uuid;primaryKey;default:gen_random_uuid()"`
-	OrganizationID *uuid.UUID     `gorm:"type:uuid"`
-	WorkspaceID    *uuid.UUID     `gorm:"type:uuid"`
-	ActorUserID    *uuid.UUID     `gorm:"type:uuid"`
-	ActorAPIKeyID  *uuid.UUID     `gorm:"column:actor_api_key_id;type:uuid"`
-	ActorEmail     string         `gorm:"not null;default:''"`
-	IP             string         `gorm:"column:ip;not null;default:''"`
-	RequestID      string         `gorm:"not null;default:''"`
-	Action         string         `gorm:"not null"`
-	ObjectType     string         `gorm:"not null"`
-	ObjectID       string         `gorm:"not null;default:''"`
-	Before         datatypes.JSON `gorm:"type:jsonb"`
-	After          datatypes.JSON `gorm:"type:jsonb"`
-	CreatedAt      time.Time      `gorm:"not null"`
+	ID             uuid.UUID  `gorm:"type:uuid;primaryKey;default:gen_random_uuid()"`
+	OrganizationID *uuid.UUID `gorm:"type:uuid"`
+	WorkspaceID    *uuid.UUID `gorm:"type:uuid"`
+	ActorUserID    *uuid.UUID `gorm:"type:uuid"`
+	ActorAPIKeyID  *uuid.UUID `gorm:"column:actor_api_key_id;type:uuid"`
+	ActorEmail     string     `gorm:"not null;default:''"`
+	IP             string     `gorm:"column:ip;not null;default:''"`
+	RequestID      string     `gorm:"not null;default:''"`
+	Action         string     `gorm:"not null"`
+	ObjectType     string     `gorm:"not null"`
+	ObjectID       string     `gorm:"not null;default:''"`
+	Before         JSON       `gorm:"type:jsonb"`
+	After          JSON       `gorm:"type:jsonb"`
+	CreatedAt      time.Time  `gorm:"not null"`
 }
 
 // TableName is the audit log's table.
@@ -92,7 +91,7 @@ func Audit(ctx context.Context, tx *gorm.DB, p AuditParams) error {
 // secretish names fields that never enter the audit log.
 var secretish = []string{"password", "secret", "token", "private_key", "key_hash", "hash", "otp", "code_hash"}
 
-func scrubbedJSON(v any) (datatypes.JSON, error) {
+func scrubbedJSON(v any) (JSON, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -106,7 +105,7 @@ func scrubbedJSON(v any) (datatypes.JSON, error) {
 	}
 	scrub(generic)
 	out, err := json.Marshal(generic)
-	return datatypes.JSON(out), err
+	return JSON(out), err
 }
 
 func scrub(v any) {

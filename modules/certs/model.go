@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"gorm.io/datatypes"
 
 	"github.com/nxmesh/nxmesh/app"
 )
@@ -104,25 +103,25 @@ const ObjectCertificate = "certificate"
 // certificateRow is the certificates table. Only the service reads and writes it;
 // the sealed key and the chain never leave through it.
 type certificateRow struct {
-	ID                uuid.UUID                   `gorm:"column:id;type:uuid;primaryKey;default:gen_random_uuid()"`
-	WorkspaceID       uuid.UUID                   `gorm:"column:workspace_id;type:uuid;not null"`
-	Name              string                      `gorm:"column:name;not null"`
-	Domain            string                      `gorm:"column:domain;not null"`
-	SAN               datatypes.JSONSlice[string] `gorm:"column:san;type:jsonb;not null"`
-	IsWildcard        bool                        `gorm:"column:is_wildcard;not null"`
-	Provider          string                      `gorm:"column:provider;not null"`
-	Status            string                      `gorm:"column:status;not null"`
-	AutoRenew         bool                        `gorm:"column:auto_renew;not null"`
-	CertificatePEM    string                      `gorm:"column:certificate_pem;not null"`
-	PrivateKeySealed  []byte                      `gorm:"column:private_key_sealed"`
-	Issuer            string                      `gorm:"column:issuer;not null"`
-	Serial            string                      `gorm:"column:serial;not null"`
-	FingerprintSHA256 string                      `gorm:"column:fingerprint_sha256;not null"`
-	IssuedAt          *time.Time                  `gorm:"column:issued_at"`
-	ExpiresAt         *time.Time                  `gorm:"column:expires_at"`
-	Error             string                      `gorm:"column:error;not null"`
-	CreatedAt         time.Time                   `gorm:"column:created_at;not null"`
-	UpdatedAt         time.Time                   `gorm:"column:updated_at;not null"`
+	ID                uuid.UUID             `gorm:"column:id;type:uuid;primaryKey;default:gen_random_uuid()"`
+	WorkspaceID       uuid.UUID             `gorm:"column:workspace_id;type:uuid;not null"`
+	Name              string                `gorm:"column:name;not null"`
+	Domain            string                `gorm:"column:domain;not null"`
+	SAN               app.JSONSlice[string] `gorm:"column:san;type:jsonb;not null"`
+	IsWildcard        bool                  `gorm:"column:is_wildcard;not null"`
+	Provider          string                `gorm:"column:provider;not null"`
+	Status            string                `gorm:"column:status;not null"`
+	AutoRenew         bool                  `gorm:"column:auto_renew;not null"`
+	CertificatePEM    string                `gorm:"column:certificate_pem;not null"`
+	PrivateKeySealed  []byte                `gorm:"column:private_key_sealed"`
+	Issuer            string                `gorm:"column:issuer;not null"`
+	Serial            string                `gorm:"column:serial;not null"`
+	FingerprintSHA256 string                `gorm:"column:fingerprint_sha256;not null"`
+	IssuedAt          *time.Time            `gorm:"column:issued_at"`
+	ExpiresAt         *time.Time            `gorm:"column:expires_at"`
+	Error             string                `gorm:"column:error;not null"`
+	CreatedAt         time.Time             `gorm:"column:created_at;not null"`
+	UpdatedAt         time.Time             `gorm:"column:updated_at;not null"`
 }
 
 // TableName is the certificates table.
