@@ -352,6 +352,43 @@ func TestFleet(t *testing.T) {
 		}
 	})
 
+	step("SeedOnlyClientRegistersWithoutCSR", func(t *testing.T) {
+		// A client written only from the contract: no csr_pem, no name.
+		tok := f.m.api.createToken(t, f.ws, "seed-only", nil)
+		pool := fleetCAPool(t, caPath, tok.fingerprint(t))
+		seedHello := func(token string) *agentv1.RegistrationRequest {
+			return &agentv1.RegistrationRequest{
+				Token: token, Hostname: "seed-only.e2e.internal", IpAddress: "192.0.2.10", Version: "e2e",
+				Capabilities: []string{"http2"}, DeploymentMode: agentv1.DeploymentMode_STANDALONE,
+			}
+		}
+		s := openFleetStream(t, f.m.grpcAddr, pool, nil)
+		resp := s.handshake(t, seedHello(tok.Token))
+		if !resp.GetSuccess() || resp.GetAgentId() != tok.AgentID || resp.GetClientCertificatePem() == "" ||
+			resp.GetClientPrivateKeyPem() == "" || resp.GetCaCertificatePem() == "" {
+			s.close()
+			t.Fatalf("registration answer = %v", resp)
+		}
+		s.nextConfig(t)
+		s.close()
+		cert, err := tls.X509KeyPair([]byte(resp.GetClientCertificatePem()), []byte(resp.GetClientPrivateKeyPem()))
+		if err != nil {
+			t.Fatalf("returned certificate and key: %v", err)
+		}
+		s2 := openFleetStream(t, f.m.grpcAddr, pool, &cert)
+		t.Cleanup(s2.close)
+		if resp := s2.handshake(t, seedHello("")); !resp.GetSuccess() || resp.GetAgentId() != tok.AgentID {
+			t.Fatalf("mutual-TLS reconnect answered %v", resp)
+		}
+		s2.nextConfig(t)
+		s3 := openFleetStream(t, f.m.grpcAddr, pool, nil)
+		t.Cleanup(s3.close)
+		if resp := s3.handshake(t, seedHello(tok.Token)); resp.GetSuccess() || resp.GetErrorMessage() != "token already used" {
+			t.Errorf("reused token answered %v", resp)
+		}
+		f.m.api.call(t, http.MethodDelete, "/v1/agents/"+tok.AgentID, nil, http.StatusNoContent, nil)
+	})
+
 	step("Refusals", func(t *testing.T) {
 		pool := fleetCAPool(t, caPath, f.token.fingerprint(t))
 		refused := func(t *testing.T, s *fleetStream, req *agentv1.RegistrationRequest, reason string, code codes.Code) {

@@ -13,10 +13,17 @@
 //     fingerprint) and sends a RegistrationRequest with the token and a CSR
 //     for its fresh ECDSA P-256 key. The master checks the token (unknown,
 //     revoked, used or expired tokens are refused with that reason) and the
-//     workspace's registration ACL (hostname glob patterns; deny wins; empty
-//     allows all), signs a client certificate (CN = agent id, URI SAN
-//     urn:nxmesh:agent:<id>, one year) from the master's CA (ca.go) and
-//     records its serial on the agent.
+//     workspace's registration ACL (RegistrationPolicy: hostname globs on the
+//     claimed hostname, IPs/CIDRs on the connection's peer address, key=glob
+//     on the token's labels; deny wins; empty allows all). A denial burns the
+//     token and records why on the agent (registration_error), in the audit
+//     log and the log. The master signs a client certificate (CN = agent id,
+//     URI SAN urn:nxmesh:agent:<id>, one year) from the master's CA (ca.go)
+//     and records its serial on the agent. A client that follows the
+//     contract's proto and sends no CSR gets a key generated for it, sent
+//     once in client_private_key_pem with the certificate and never stored.
+//     The agent keeps the ip_address it reports; the master records the peer
+//     address it saw beside it (peer_address).
 //  3. Later connections use mutual TLS with that certificate and an empty
 //     token; the serial must match the agent's row, so deleting an agent (or
 //     registering it again) revokes its certificate at once. A hello that

@@ -51,10 +51,10 @@ func (m *Module) bindAgents(r *app.Router) {
 		app.Doc{Summary: "Create an agent and its single-use registration token (shown once, with the install command)", Body: createTokenRequest{}, Response: RegistrationToken{}, Status: http.StatusCreated},
 		m.createToken)
 	r.Get("/workspaces/:id/agents/registration-policy", app.Require(ObjRegistrationPolicy, authz.Read, ws),
-		app.Doc{Summary: "Get the workspace's registration ACL (hostname glob patterns)", Response: RegistrationPolicy{}},
+		app.Doc{Summary: "Get the workspace's registration ACL (hostname globs, peer IP addresses/CIDRs, token label matches)", Response: RegistrationPolicy{}},
 		m.getPolicy)
 	r.Put("/workspaces/:id/agents/registration-policy", app.Require(ObjRegistrationPolicy, authz.Write, ws),
-		app.Doc{Summary: "Replace the workspace's registration ACL: no patterns allows every hostname, a deny match always refuses, allow patterns restrict", Body: RegistrationPolicy{}, Response: RegistrationPolicy{}},
+		app.Doc{Summary: "Replace the workspace's registration ACL: no patterns allows every registration, a deny match always refuses, allow patterns restrict per kind (hostname, peer address, labels); a denied registration burns its token", Body: RegistrationPolicy{}, Response: RegistrationPolicy{}},
 		m.putPolicy)
 	r.Get("/agents/:id", app.Require(ObjAgent, authz.Read, agent),
 		app.Doc{Summary: "Get an agent with its health and configuration state", Response: AgentDetail{}},

@@ -136,7 +136,12 @@ func TestAPI_Agents(t *testing.T) {
 		}
 		expectKeys(t, "listed agent", data[0], "id", "workspace_id", "name", "hostname", "ip_address", "version", "state",
 			"deployment_mode", "last_seen_at", "capabilities", "labels", "created_at",
-			"updated_at", "auto_restart", "desired_version", "applied_version", "apply_status", "drift")
+			"updated_at", "peer_address", "auto_restart", "desired_version", "applied_version", "apply_status", "drift")
+		// Both addresses: what the agent reported, and where its connection
+		// came from.
+		if data[0]["ip_address"] != "10.0.1.10" || data[0]["peer_address"] != "127.0.0.1" {
+			t.Fatalf("listed agent addresses: ip_address %v, peer_address %v", data[0]["ip_address"], data[0]["peer_address"])
+		}
 		if data[0]["id"] != prod.id.String() || data[0]["state"] != "online" || data[0]["deployment_mode"] != "docker_sidecar" ||
 			!slices.Equal(toStrings(data[0]["capabilities"]), []string{"http2", "websocket"}) || !timestamp.MatchString(data[0]["last_seen_at"].(string)) {
 			t.Fatalf("listed agent = %v", data[0])
@@ -180,8 +185,11 @@ func TestAPI_Agents(t *testing.T) {
 		b.as(t, "viewer", http.MethodGet, agentPath(a.id), nil, http.StatusOK, &got)
 		expectKeys(t, "agent", got, "id", "workspace_id", "name", "hostname", "ip_address", "version", "state",
 			"deployment_mode", "last_seen_at", "capabilities", "labels", "health", "created_at",
-			"updated_at", "auto_restart", "desired_version", "applied_version", "apply_status", "drift",
-			"last_error", "agent_info", "registered_at", "cert_expires_at")
+			"updated_at", "peer_address", "auto_restart", "desired_version", "applied_version", "apply_status", "drift",
+			"last_error", "agent_info", "registered_at", "cert_expires_at", "registration_error")
+		if got["ip_address"] != "10.0.1.10" || got["peer_address"] != "127.0.0.1" || got["registration_error"] != "" {
+			t.Fatalf("agent addresses: ip_address %v, peer_address %v, registration_error %v", got["ip_address"], got["peer_address"], got["registration_error"])
+		}
 		expectKeys(t, "health", got["health"].(map[string]any), "nginx_status", "nginx_uptime_seconds", "active_connections",
 			"requests_per_second", "cpu_percent", "memory_used_mb", "config_version", "alerts", "reported_at")
 		if got["health"].(map[string]any)["nginx_status"] != "unknown" || got["auto_restart"] != true || got["apply_status"] != "pending" {
@@ -189,6 +197,31 @@ func TestAPI_Agents(t *testing.T) {
 		}
 		b.as(t, "viewer", http.MethodGet, agentPath(uuid.New()), nil, http.StatusNotFound, nil)
 		b.as(t, "viewer", http.MethodGet, "/v1/agents/not-a-uuid", nil, http.StatusNotFound, nil)
+	})
+
+	t.Run("KeepsTheReportedAddressApartFromThePeerAddress", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		for _, c := range []struct{ reported, want string }{
+			{"203.0.113.9", "203.0.113.9"},
+			{"not-an-ip", ""},
+			{"", ""},
+		} {
+			tok := b.token(t, "reports-"+c.want, nil)
+			a := newAgentClient(t, b.addr, b.svc.CA())
+			s := a.open(t, false)
+			req := a.hello("web.internal")
+			req.Token, req.CsrPem, req.IpAddress = tok.Token, a.csr(t), c.reported
+			if resp := s.handshake(t, req); !resp.GetSuccess() {
+				t.Fatalf("register: %s", resp.GetErrorMessage())
+			}
+			var got map[string]any
+			b.as(t, "viewer", http.MethodGet, agentPath(tok.AgentID), nil, http.StatusOK, &got)
+			if got["ip_address"] != c.want || got["peer_address"] != "127.0.0.1" {
+				t.Fatalf("reported %q: ip_address %v, peer_address %v; want %q and the connection's 127.0.0.1",
+					c.reported, got["ip_address"], got["peer_address"], c.want)
+			}
+		}
 	})
 
 	t.Run("UpdatesAndAudits", func(t *testing.T) {

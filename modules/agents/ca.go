@@ -39,7 +39,8 @@ const (
 
 // CA is the master's small certificate authority for agents: an ECDSA P-256
 // key and a self-signed certificate. It signs the gRPC listener's certificate
-// and each agent's client certificate (from the CSR sent at registration).
+// and each agent's client certificate (from the CSR sent at registration, or
+// for a key it generates when the agent sent none).
 type CA struct {
 	cert    *x509.Certificate
 	certPEM []byte
@@ -322,6 +323,32 @@ func (ca *CA) SignAgentCSR(csrPEM string, agentID uuid.UUID, now time.Time) (cer
 	if !ok || pub.Curve != elliptic.P256() {
 		return "", "", time.Time{}, fmt.Errorf("%w: the key must be ECDSA P-256", errBadCSR)
 	}
+	return ca.signAgentKey(pub, agentID, now)
+}
+
+// IssueAgentKey generates a fresh ECDSA P-256 key for an agent that
+// registered without a CSR and signs a client certificate for it exactly as
+// SignAgentCSR does. It returns the certificate PEM, the private key PEM
+// (PKCS#8, for the agent only: the master must not keep it), the serial and
+// the expiry.
+func (ca *CA) IssueAgentKey(agentID uuid.UUID, now time.Time) (certPEM, keyPEM, serial string, notAfter time.Time, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", "", time.Time{}, fmt.Errorf("generate key of agent %s: %w", agentID, err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", "", time.Time{}, fmt.Errorf("encode key of agent %s: %w", agentID, err)
+	}
+	certPEM, serial, notAfter, err = ca.signAgentKey(&key.PublicKey, agentID, now)
+	if err != nil {
+		return "", "", "", time.Time{}, err
+	}
+	return certPEM, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})), serial, notAfter, nil
+}
+
+// signAgentKey signs the client certificate of an agent's public key.
+func (ca *CA) signAgentKey(pub *ecdsa.PublicKey, agentID uuid.UUID, now time.Time) (certPEM, serial string, notAfter time.Time, err error) {
 	sn, err := randomSerial()
 	if err != nil {
 		return "", "", time.Time{}, err

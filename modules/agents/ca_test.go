@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -179,4 +180,39 @@ func TestCA_SignAgentCSR(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestCA_IssueAgentKey(t *testing.T) {
+	t.Parallel()
+	ca, err := LoadCA(CAFiles{Dir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	certPEM, keyPEM, serial, notAfter, err := ca.IssueAgentKey(id, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		t.Fatalf("certificate and key are not a pair: %v", err)
+	}
+	if k, ok := pair.PrivateKey.(*ecdsa.PrivateKey); !ok || k.Curve != elliptic.P256() {
+		t.Fatalf("key is %T, want ECDSA P-256", pair.PrivateKey)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Subject.CommonName != id.String() || serialHex(cert.SerialNumber) != serial || !cert.NotAfter.Equal(notAfter) ||
+		!slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) {
+		t.Fatalf("certificate = CN %s serial %s, EKU %v", cert.Subject.CommonName, serial, cert.ExtKeyUsage)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("certificate does not verify against the CA: %v", err)
+	}
+	_, keyPEM2, _, _, err := ca.IssueAgentKey(id, time.Now())
+	if err != nil || keyPEM2 == keyPEM {
+		t.Fatalf("a second issue reused the key (%v)", err)
+	}
 }

@@ -28,6 +28,9 @@ const (
 	RefusedTokenRevoked  = "token revoked"
 	RefusedUnknownToken  = "unknown token"
 	RefusedHostnameDeny  = "hostname denied by registration policy"
+	RefusedAddressDeny   = "peer address denied by registration policy"
+	RefusedLabelsDeny    = "labels denied by registration policy"
+	RefusedTokenBurned   = "token burned: an earlier registration with it was denied by registration policy"
 	RefusedNoCertificate = "client certificate required"
 	RefusedUnknownAgent  = "unknown agent"
 	RefusedCertRevoked   = "certificate revoked"
@@ -41,6 +44,8 @@ type refusal struct {
 	// permission is true for policy refusals (PermissionDenied), false for
 	// credential problems (Unauthenticated).
 	permission bool
+	// commit: what the refusing step wrote (a burned token) must persist.
+	commit bool
 }
 
 func (r *refusal) Error() string { return "registration refused: " + r.reason }

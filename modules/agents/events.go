@@ -10,7 +10,7 @@ import (
 
 // Event types this module publishes, with seed 000's data shapes:
 //
-//	agent.connected     {agent_id, hostname, ip_address}
+//	agent.connected     {agent_id, hostname, ip_address} (plus peer_address)
 //	agent.disconnected  {agent_id, reason}  reason: connection_timeout,
 //	                    stream_closed, replaced, deleted
 //	config.applied      {agent_id, config_id, version, duration_ms, success}

@@ -87,9 +87,10 @@ func peerIP(ctx context.Context) string {
 //
 //  1. The first message must be a RegistrationRequest, within 30 seconds.
 //     With a token it registers the agent (the answer carries its client
-//     certificate and the CA); without one, the agent is identified by its
-//     client certificate. A refusal is answered with success=false and the
-//     reason, then the stream ends (PermissionDenied for the registration
+//     certificate and the CA, and, when the request had no csr_pem, the
+//     private key generated for it); without one, the agent is identified by
+//     its client certificate. A refusal is answered with success=false and
+//     the reason, then the stream ends (PermissionDenied for the registration
 //     ACL, Unauthenticated otherwise).
 //  2. The agent is marked connected on this replica; the answer carries its
 //     id and the heartbeat interval; its current configuration follows at
@@ -153,6 +154,9 @@ func (g *grpcServer) Stream(stream agentv1.AgentService_StreamServer) error {
 	}
 	if cd.CertificatePEM != "" {
 		resp.ClientCertificatePem, resp.CaCertificatePem = cd.CertificatePEM, g.svc.ca.CertificatePEM()
+		// Set only when the agent sent no CSR: the key generated for it,
+		// which exists nowhere else once this message is sent.
+		resp.ClientPrivateKeyPem = cd.PrivateKeyPEM
 	}
 	err = stream.Send(&agentv1.MasterMessage{
 		Timestamp: g.svc.now().Unix(),

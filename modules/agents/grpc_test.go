@@ -2,10 +2,13 @@ package agents
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
@@ -55,7 +59,10 @@ func TestStream_Registration(t *testing.T) {
 		}
 
 		row := b.row(t, tok.AgentID)
-		if row.State != StateOnline || row.Hostname != "web-01.internal" || row.IPAddress != "10.0.1.10" || row.Version != "0.1.0" ||
+		if resp.GetClientPrivateKeyPem() != "" {
+			t.Fatalf("an agent that sent a CSR got a private key")
+		}
+		if row.State != StateOnline || row.Hostname != "web-01.internal" || row.IPAddress != "10.0.1.10" || row.PeerAddress != "127.0.0.1" || row.Version != "0.1.0" ||
 			row.DeploymentMode != "docker_sidecar" || row.CertSerial == nil || *row.CertSerial != serialHex(cert.SerialNumber) ||
 			row.ConnectedReplica != "replica-a" || row.RegisteredAt == nil {
 			t.Fatalf("agent row after registration = %+v", row)
@@ -123,18 +130,88 @@ func TestStream_Registration(t *testing.T) {
 		refused(t, b, TokenPrefix+"not-a-token", "web-01", codes.Unauthenticated, RefusedUnknownToken)
 	})
 
-	t.Run("RefusesHostnameDeniedByPolicy", func(t *testing.T) {
+	t.Run("PolicyDenialBurnsTheToken", func(t *testing.T) {
 		t.Parallel()
 		b := e.setup(t)
 		b.as(t, "admin", http.MethodPut, b.agentsPath()+"/registration-policy",
 			map[string]any{"allow": []string{"web-*.internal"}, "deny": []string{"web-bad*"}}, http.StatusOK, nil)
 		tok := b.token(t, "web", nil)
-		refused(t, b, tok.Token, "web-bad-1.internal", codes.PermissionDenied, RefusedHostnameDeny)
 		refused(t, b, tok.Token, "db-1.internal", codes.PermissionDenied, RefusedHostnameDeny)
-		// The token survives refusals by policy.
+		// The same token with an allowed hostname does not slip through.
+		refused(t, b, tok.Token, "WEB-1.internal", codes.PermissionDenied, RefusedTokenBurned)
+		if r := b.row(t, tok.AgentID); r.State != StatePending || r.CertSerial != nil || r.Hostname != "" {
+			t.Fatalf("a denied registration registered the agent: %+v", r)
+		}
+		// The operator sees why, in the API and the audit log.
+		var got map[string]any
+		b.as(t, "viewer", http.MethodGet, agentPath(tok.AgentID), nil, http.StatusOK, &got)
+		for _, want := range []string{`hostname "db-1.internal" matches no allow pattern`, "peer address 127.0.0.1", "token is burned"} {
+			if msg, _ := got["registration_error"].(string); !strings.Contains(msg, want) {
+				t.Fatalf("registration_error = %q, want it to say %q", msg, want)
+			}
+		}
+		e.browser(t, "viewer").do(t, http.MethodGet, "/agents/"+tok.AgentID.String(), nil).
+			expect(t, http.StatusOK, `id="registration-error"`, "matches no allow pattern")
+		var audits int64
+		b.db.Model(&app.AuditEntry{}).Where("object_id = ? AND action = ?", tok.AgentID.String(), "agent.register_refused").Count(&audits)
+		if audits != 1 {
+			t.Fatalf("%d agent.register_refused audit entries, want 1 (the burned token's retry is not a policy decision)", audits)
+		}
+		// A new token with an allowed hostname registers, and clears the error.
+		var fresh RegistrationToken
+		b.as(t, "admin", http.MethodPost, agentPath(tok.AgentID)+"/tokens", map[string]any{}, http.StatusCreated, &fresh)
 		a := newAgentClient(t, b.addr, b.svc.CA())
-		if _, resp := a.register(t, tok.Token, "WEB-1.internal"); !resp.GetSuccess() {
-			t.Fatalf("allowed hostname refused: %s", resp.GetErrorMessage())
+		if _, resp := a.register(t, fresh.Token, "WEB-1.internal"); !resp.GetSuccess() {
+			t.Fatalf("allowed hostname with a new token refused: %s", resp.GetErrorMessage())
+		}
+		if r := b.row(t, tok.AgentID); r.RegistrationError != "" || r.State != StateOnline {
+			t.Fatalf("after a successful registration the agent is %+v", r)
+		}
+	})
+
+	t.Run("PolicyChecksThePeerAddressNotTheReportedOne", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		// The test agents connect from 127.0.0.1 and report 10.0.1.10.
+		for _, c := range []struct {
+			name   string
+			policy map[string]any
+			reason string
+		}{
+			{"DenyPeerCIDR", map[string]any{"deny": []string{"127.0.0.0/8"}}, RefusedAddressDeny},
+			{"AllowReportedAddressOnly", map[string]any{"allow": []string{"10.0.1.0/24"}}, RefusedAddressDeny},
+			{"AllowPeerButDenyHostname", map[string]any{"allow": []string{"127.0.0.1"}, "deny": []string{"evil*"}}, RefusedHostnameDeny},
+			{"AllowPeer", map[string]any{"allow": []string{"127.0.0.1/32", "*.internal"}}, ""},
+		} {
+			b.as(t, "admin", http.MethodPut, b.agentsPath()+"/registration-policy", c.policy, http.StatusOK, nil)
+			tok := b.token(t, c.name, nil)
+			host := "web.internal"
+			if c.reason == RefusedHostnameDeny {
+				host = "evil.internal"
+			}
+			if c.reason != "" {
+				refused(t, b, tok.Token, host, codes.PermissionDenied, c.reason)
+				if r := b.row(t, tok.AgentID); !strings.Contains(r.RegistrationError, "peer address 127.0.0.1") {
+					t.Fatalf("%s: registration_error = %q", c.name, r.RegistrationError)
+				}
+				continue
+			}
+			if _, resp := newAgentClient(t, b.addr, b.svc.CA()).register(t, tok.Token, host); !resp.GetSuccess() {
+				t.Fatalf("%s: refused: %s", c.name, resp.GetErrorMessage())
+			}
+		}
+	})
+
+	t.Run("PolicyChecksTheTokensLabels", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		b.as(t, "admin", http.MethodPut, b.agentsPath()+"/registration-policy",
+			map[string]any{"allow": []string{"env=prod*"}, "deny": []string{"tier=db"}}, http.StatusOK, nil)
+		// Labels the agent claims are not what the policy sees.
+		refused(t, b, b.token(t, "staging", map[string]string{"env": "staging"}).Token, "web.internal", codes.PermissionDenied, RefusedLabelsDeny)
+		refused(t, b, b.token(t, "db", map[string]string{"env": "production", "tier": "db"}).Token, "web.internal", codes.PermissionDenied, RefusedLabelsDeny)
+		if _, resp := newAgentClient(t, b.addr, b.svc.CA()).register(t, b.token(t, "web", map[string]string{"env": "production"}).Token, "web.internal"); !resp.GetSuccess() {
+			t.Fatalf("labels allowed, refused: %s", resp.GetErrorMessage())
 		}
 	})
 
@@ -153,6 +230,107 @@ func TestStream_Registration(t *testing.T) {
 		var used tokenRow
 		if err := b.db.Take(&used, "agent_id = ?", tok.AgentID).Error; err != nil || used.UsedAt != nil {
 			t.Fatalf("a refused registration used the token: %+v %v", used, err)
+		}
+	})
+
+	t.Run("SeedOnlyClientRegistersWithoutCSR", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		tok := b.token(t, "seed", map[string]string{"env": "production"})
+		// A client built only from the generated proto, sending the
+		// contract's fields and nothing else.
+		dial := func(t *testing.T, cfg *tls.Config) agentv1.AgentService_StreamClient {
+			t.Helper()
+			cc, err := grpc.NewClient(b.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cc.Close() })
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			t.Cleanup(cancel)
+			stream, err := agentv1.NewAgentServiceClient(cc).Stream(ctx)
+			if err != nil {
+				t.Fatalf("open stream: %v", err)
+			}
+			return stream
+		}
+		hello := func(t *testing.T, stream agentv1.AgentService_StreamClient, token string) *agentv1.RegistrationResponse {
+			t.Helper()
+			err := stream.Send(&agentv1.AgentMessage{Timestamp: time.Now().Unix(), Payload: &agentv1.AgentMessage_Registration{Registration: &agentv1.RegistrationRequest{
+				Token: token, Hostname: "seed.internal", IpAddress: "192.0.2.7", Version: "0.1.0",
+				Capabilities: []string{"http2"}, Labels: map[string]string{"k": "v"}, DeploymentMode: agentv1.DeploymentMode_STANDALONE,
+			}}})
+			if err != nil {
+				t.Fatalf("send registration: %v", err)
+			}
+			m, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("receive registration response: %v", err)
+			}
+			return m.GetRegistrationResponse()
+		}
+		nextConfig := func(t *testing.T, stream agentv1.AgentService_StreamClient) *agentv1.ConfigUpdate {
+			t.Helper()
+			m, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("receive after registration: %v", err)
+			}
+			if m.GetConfigUpdate() == nil {
+				t.Fatalf("after registration got %T, want a configuration update", m.GetPayload())
+			}
+			return m.GetConfigUpdate()
+		}
+		serverOnly := &tls.Config{RootCAs: b.svc.CA().Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+
+		stream := dial(t, serverOnly)
+		resp := hello(t, stream, tok.Token)
+		if !resp.GetSuccess() || resp.GetAgentId() != tok.AgentID.String() || resp.GetClientCertificatePem() == "" ||
+			resp.GetClientPrivateKeyPem() == "" || resp.GetCaCertificatePem() != b.svc.CA().CertificatePEM() {
+			t.Fatalf("registration answer = %v", resp)
+		}
+		if u := nextConfig(t, stream); u.GetChecksum() == "" {
+			t.Fatalf("first configuration = %v", u)
+		}
+		pair, err := tls.X509KeyPair([]byte(resp.GetClientCertificatePem()), []byte(resp.GetClientPrivateKeyPem()))
+		if err != nil {
+			t.Fatalf("the returned certificate and key are not a pair: %v", err)
+		}
+		if k, ok := pair.PrivateKey.(*ecdsa.PrivateKey); !ok || k.Curve != elliptic.P256() {
+			t.Fatalf("generated key is %T, want ECDSA P-256", pair.PrivateKey)
+		}
+		row := b.row(t, tok.AgentID)
+		if leaf, _ := x509.ParseCertificate(pair.Certificate[0]); row.CertSerial == nil || *row.CertSerial != serialHex(leaf.SerialNumber) ||
+			leaf.Subject.CommonName != tok.AgentID.String() {
+			t.Fatalf("recorded serial %v does not name the returned certificate", row.CertSerial)
+		}
+		// The key is not kept on the master: no table holds it.
+		keyBody := strings.Split(resp.GetClientPrivateKeyPem(), "\n")[1]
+		for _, table := range []string{"agents", "agent_tokens", "audit_log"} {
+			var n int64
+			if err := b.db.Table(table+" AS t").Where("t::text LIKE ?", "%"+keyBody+"%").Count(&n).Error; err != nil || n != 0 {
+				t.Fatalf("%s holds the private key (%d rows, %v)", table, n, err)
+			}
+		}
+		stream.CloseSend()
+		b.events.await(t, EventAgentDisconnected, tok.AgentID, nil)
+
+		// The pair is the credential for a mutual-TLS reconnect, trusting the
+		// CA the answer carried.
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(resp.GetCaCertificatePem())) {
+			t.Fatal("CA certificate in the answer does not parse")
+		}
+		stream2 := dial(t, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}})
+		resp2 := hello(t, stream2, "")
+		if !resp2.GetSuccess() || resp2.GetAgentId() != tok.AgentID.String() || resp2.GetClientPrivateKeyPem() != "" {
+			t.Fatalf("mutual-TLS reconnect answer = %v", resp2)
+		}
+		nextConfig(t, stream2)
+
+		// The token stays single-use.
+		stream3 := dial(t, serverOnly)
+		if resp3 := hello(t, stream3, tok.Token); resp3.GetSuccess() || resp3.GetErrorMessage() != RefusedTokenUsed {
+			t.Fatalf("reused token answered %v", resp3)
 		}
 	})
 

@@ -45,6 +45,7 @@ type agentRow struct {
 	Name             string     `gorm:"not null"`
 	Hostname         string     `gorm:"not null"`
 	IPAddress        string     `gorm:"column:ip_address;not null"`
+	PeerAddress      string     `gorm:"not null"`
 	Version          string     `gorm:"not null"`
 	State            string     `gorm:"not null"`
 	DeploymentMode   string     `gorm:"not null"`
@@ -65,10 +66,13 @@ type agentRow struct {
 	Health           *healthDoc `gorm:"type:jsonb;serializer:json"`
 	AgentInfo        *AgentInfo `gorm:"type:jsonb;serializer:json"`
 	AutoRestart      bool       `gorm:"not null"`
-	ConnectedReplica string     `gorm:"not null"`
-	StreamID         *uuid.UUID `gorm:"type:uuid"`
-	CreatedAt        time.Time  `gorm:"not null"`
-	UpdatedAt        time.Time  `gorm:"not null"`
+	// RegistrationError says why the last registration attempt was refused
+	// by the registration policy (its token was burned); "" after a success.
+	RegistrationError string     `gorm:"not null"`
+	ConnectedReplica  string     `gorm:"not null"`
+	StreamID          *uuid.UUID `gorm:"type:uuid"`
+	CreatedAt         time.Time  `gorm:"not null"`
+	UpdatedAt         time.Time  `gorm:"not null"`
 }
 
 // TableName is the agents table.
@@ -123,7 +127,7 @@ type Agent struct {
 	WorkspaceID    uuid.UUID         `json:"workspace_id"`
 	Name           string            `json:"name"`
 	Hostname       string            `json:"hostname"`
-	IPAddress      string            `json:"ip_address"`
+	IPAddress      string            `json:"ip_address" doc:"the address the agent reports for itself (RegistrationRequest.ip_address); empty when it sent none or no valid IP"`
 	Version        string            `json:"version"`
 	State          string            `json:"state" doc:"pending (token created, not registered yet), online, offline or degraded"`
 	DeploymentMode string            `json:"deployment_mode" doc:"docker_sidecar, kubernetes_sidecar, standalone, or empty before registration"`
@@ -133,6 +137,7 @@ type Agent struct {
 	CreatedAt      app.Time          `json:"created_at"`
 	// Additions to the seed.
 	UpdatedAt      app.Time `json:"updated_at"`
+	PeerAddress    string   `json:"peer_address" doc:"the IP address the master saw the agent's gRPC connection come from (its last registration or reconnect); what the registration policy's address patterns are checked against"`
 	AutoRestart    bool     `json:"auto_restart" doc:"the agent restarts nginx when it dies"`
 	DesiredVersion int64    `json:"desired_version" doc:"workspace configuration version last pushed to the agent"`
 	AppliedVersion int64    `json:"applied_version" doc:"version the agent last applied successfully"`
@@ -163,6 +168,9 @@ type AgentDetail struct {
 	AgentInfo     *AgentInfo `json:"agent_info"`
 	RegisteredAt  *app.Time  `json:"registered_at"`
 	CertExpiresAt *app.Time  `json:"cert_expires_at" doc:"expiry of the agent's client certificate"`
+	// RegistrationError is why the registration policy refused the agent's
+	// last registration attempt.
+	RegistrationError string `json:"registration_error" doc:"why the registration policy refused the last registration attempt (hostname, peer address and labels it was checked against); that token was burned, register with a new one; empty after a successful registration"`
 }
 
 func (r agentRow) agent() Agent {
@@ -180,6 +188,7 @@ func (r agentRow) agent() Agent {
 		Name:           r.Name,
 		Hostname:       r.Hostname,
 		IPAddress:      r.IPAddress,
+		PeerAddress:    r.PeerAddress,
 		Version:        r.Version,
 		State:          r.State,
 		DeploymentMode: r.DeploymentMode,
@@ -198,12 +207,13 @@ func (r agentRow) agent() Agent {
 
 func (r agentRow) detail() AgentDetail {
 	d := AgentDetail{
-		Agent:         r.agent(),
-		Health:        Health{NginxStatus: "unknown", Alerts: []HealthAlert{}},
-		LastError:     r.ApplyError,
-		AgentInfo:     r.AgentInfo,
-		RegisteredAt:  app.TimePtr(r.RegisteredAt),
-		CertExpiresAt: app.TimePtr(r.CertExpiresAt),
+		Agent:             r.agent(),
+		Health:            Health{NginxStatus: "unknown", Alerts: []HealthAlert{}},
+		LastError:         r.ApplyError,
+		AgentInfo:         r.AgentInfo,
+		RegisteredAt:      app.TimePtr(r.RegisteredAt),
+		CertExpiresAt:     app.TimePtr(r.CertExpiresAt),
+		RegistrationError: r.RegistrationError,
 	}
 	if h := r.Health; h != nil {
 		d.Health = Health{
@@ -229,13 +239,16 @@ func (r agentRow) detail() AgentDetail {
 
 // tokenRow is a row of agent_tokens.
 type tokenRow struct {
-	ID                uuid.UUID  `gorm:"type:uuid;primaryKey;default:gen_random_uuid()"`
-	AgentID           uuid.UUID  `gorm:"type:uuid;not null"`
-	WorkspaceID       uuid.UUID  `gorm:"type:uuid;not null"`
-	TokenHash         []byte     `gorm:"not null"`
-	ExpiresAt         time.Time  `gorm:"not null"`
-	UsedAt            *time.Time ``
-	RevokedAt         *time.Time ``
+	ID          uuid.UUID  `gorm:"type:uuid;primaryKey;default:gen_random_uuid()"`
+	AgentID     uuid.UUID  `gorm:"type:uuid;not null"`
+	WorkspaceID uuid.UUID  `gorm:"type:uuid;not null"`
+	TokenHash   []byte     `gorm:"not null"`
+	ExpiresAt   time.Time  `gorm:"not null"`
+	UsedAt      *time.Time ``
+	RevokedAt   *time.Time ``
+	// Refusal is set with RevokedAt when the registration policy refused the
+	// token's registration: why.
+	Refusal           string     `gorm:"not null"`
 	CreatedBy         *uuid.UUID `gorm:"type:uuid"`
 	CreatedByAPIKeyID *uuid.UUID `gorm:"column:created_by_api_key_id;type:uuid"`
 	CreatedAt         time.Time  `gorm:"not null"`
@@ -265,13 +278,24 @@ type aclRow struct {
 // TableName is the registration_acls table.
 func (aclRow) TableName() string { return "registration_acls" }
 
-// RegistrationPolicy is a workspace's registration ACL: hostname glob
-// patterns (path.Match syntax: * ? [a-z]). No patterns: every hostname may
-// register. A matching deny pattern always refuses; when allow patterns exist,
-// a hostname must match one of them.
+// RegistrationPolicy is a workspace's registration ACL. Each pattern is one
+// of three kinds, told apart by its form:
+//
+//   - key=glob (contains '='): a label set on the token (the agent's labels,
+//     chosen by admins), e.g. env=production or role=web-*;
+//   - an IP address or CIDR (10.0.0.7, 10.0.0.0/8, fd00::/8): the peer address
+//     of the agent's gRPC connection, as the master sees it;
+//   - anything else: a glob on the hostname the agent claims, e.g.
+//     web-*.internal.
+//
+// Globs use path.Match syntax (* ? [a-z]); everything compares
+// case-insensitively. No patterns: every registration passes. A matching
+// deny pattern of any kind always refuses. For each kind that has allow
+// patterns, one of that kind must match (kinds combine with AND, patterns of
+// a kind with OR). A refusal burns the token.
 type RegistrationPolicy struct {
-	Allow []string `json:"allow" doc:"hostname glob patterns, e.g. web-*.internal"`
-	Deny  []string `json:"deny" doc:"hostname glob patterns; a match always refuses"`
+	Allow []string `json:"allow" doc:"patterns: hostname globs (web-*.internal), peer IP addresses or CIDRs (10.0.0.0/8), token label matches (env=production); for each kind present one must match"`
+	Deny  []string `json:"deny" doc:"patterns of the same kinds; a match always refuses"`
 }
 
 // Command kinds.

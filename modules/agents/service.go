@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
@@ -628,23 +629,153 @@ func loadPolicy(tx *gorm.DB, workspaceID uuid.UUID) (RegistrationPolicy, error) 
 	return p, nil
 }
 
-// Allows reports whether hostname may register: no deny pattern matches it,
-// and either there are no allow patterns or one matches. Hostnames and
-// patterns compare case-insensitively.
-func (p RegistrationPolicy) Allows(hostname string) bool {
-	h := strings.ToLower(strings.TrimSuffix(hostname, "."))
-	match := func(patterns []string) bool {
-		for _, pat := range patterns {
-			if ok, err := path.Match(strings.ToLower(pat), h); err == nil && ok {
+// Kinds of registration ACL patterns (see RegistrationPolicy), in the order
+// their allow patterns are checked.
+const (
+	PatternHostname    = "hostname"
+	PatternPeerAddress = "peer address"
+	PatternLabel       = "labels"
+)
+
+// Registrant is what the registration policy is checked against: the
+// hostname the agent claims, the peer address the master sees, and the
+// labels set on the token.
+type Registrant struct {
+	Hostname    string
+	PeerAddress string
+	Labels      map[string]string
+}
+
+// describe is the registrant's value of a kind of pattern, for messages.
+func (r Registrant) describe(kind string) string {
+	switch kind {
+	case PatternPeerAddress:
+		if r.PeerAddress == "" {
+			return "peer address unknown"
+		}
+		return "peer address " + r.PeerAddress
+	case PatternLabel:
+		if len(r.Labels) == 0 {
+			return "labels none"
+		}
+		kv := make([]string, 0, len(r.Labels))
+		for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
+			kv = append(kv, k+"="+r.Labels[k])
+		}
+		return "labels " + strings.Join(kv, ",")
+	}
+	return fmt.Sprintf("hostname %q", r.Hostname)
+}
+
+// PolicyDenial is a registration the policy refuses: the kind of pattern
+// that refused it and, for operators, why.
+type PolicyDenial struct {
+	Kind   string
+	Detail string
+}
+
+// patternKind tells a pattern's kind by its form: key=glob is a label
+// pattern, an IP address or CIDR a peer address pattern, anything else a
+// hostname glob.
+func patternKind(pat string) string {
+	if strings.Contains(pat, "=") {
+		return PatternLabel
+	}
+	if _, err := netip.ParsePrefix(pat); err == nil {
+		return PatternPeerAddress
+	}
+	if _, err := netip.ParseAddr(pat); err == nil {
+		return PatternPeerAddress
+	}
+	return PatternHostname
+}
+
+// matchPattern reports whether a pattern matches the registrant.
+func matchPattern(pat string, r Registrant) bool {
+	pat = strings.ToLower(pat)
+	glob := func(pattern, s string) bool {
+		ok, err := path.Match(pattern, strings.ToLower(s))
+		return err == nil && ok
+	}
+	switch patternKind(pat) {
+	case PatternLabel:
+		key, val, _ := strings.Cut(pat, "=")
+		for k, v := range r.Labels {
+			if strings.ToLower(k) == key && glob(val, v) {
 				return true
 			}
 		}
 		return false
+	case PatternPeerAddress:
+		ip, err := netip.ParseAddr(r.PeerAddress)
+		if err != nil {
+			return false
+		}
+		ip = ip.WithZone("").Unmap()
+		if pfx, err := netip.ParsePrefix(pat); err == nil {
+			return pfx.Contains(ip)
+		}
+		a, err := netip.ParseAddr(pat)
+		return err == nil && a.Unmap() == ip
 	}
-	if match(p.Deny) {
-		return false
+	return glob(pat, strings.TrimSuffix(r.Hostname, "."))
+}
+
+// Check evaluates the policy on a registrant: nil when it may register. A
+// matching deny pattern refuses; then, for each kind with allow patterns, one
+// of them must match.
+func (p RegistrationPolicy) Check(r Registrant) *PolicyDenial {
+	for _, pat := range p.Deny {
+		if matchPattern(pat, r) {
+			kind := patternKind(strings.ToLower(pat))
+			return &PolicyDenial{Kind: kind, Detail: fmt.Sprintf("%s matches deny pattern %q", r.describe(kind), pat)}
+		}
 	}
-	return len(p.Allow) == 0 || match(p.Allow)
+	for _, kind := range []string{PatternHostname, PatternPeerAddress, PatternLabel} {
+		var allow []string
+		for _, pat := range p.Allow {
+			if patternKind(strings.ToLower(pat)) == kind {
+				allow = append(allow, pat)
+			}
+		}
+		if len(allow) > 0 && !slices.ContainsFunc(allow, func(pat string) bool { return matchPattern(pat, r) }) {
+			return &PolicyDenial{Kind: kind, Detail: fmt.Sprintf("%s matches no allow pattern (%s)", r.describe(kind), strings.Join(allow, ", "))}
+		}
+	}
+	return nil
+}
+
+// checkPattern validates one pattern and returns its stored form (lower
+// case; addresses and CIDRs canonical), or a field error's code and message.
+func checkPattern(pat string) (string, string, string) {
+	invalidGlob := func(g string) bool { _, err := path.Match(g, ""); return err != nil }
+	switch patternKind(pat) {
+	case PatternLabel:
+		key, val, _ := strings.Cut(pat, "=")
+		if !labelToken.MatchString(key) || val == "" || invalidGlob(val) {
+			return "", app.FieldInvalidFormat, "must be key=glob: a label key, '=', and a glob pattern for its value (env=production, role=web-*)"
+		}
+	case PatternPeerAddress:
+		if pfx, err := netip.ParsePrefix(pat); err == nil {
+			if pfx.Addr().Zone() != "" {
+				return "", app.FieldInvalidFormat, "must be an IP address or CIDR without a zone"
+			}
+			if pfx.Addr().Is4In6() && pfx.Bits() >= 96 {
+				pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
+			}
+			return pfx.Masked().String(), "", ""
+		}
+		a, _ := netip.ParseAddr(pat)
+		if a.Zone() != "" {
+			return "", app.FieldInvalidFormat, "must be an IP address or CIDR without a zone"
+		}
+		return a.Unmap().String(), "", ""
+	default:
+		if invalidGlob(pat) {
+			return "", app.FieldInvalidFormat, "must be a glob pattern (* ? [a-z]), an IP address or CIDR, or key=glob"
+		}
+	}
+	return pat, "", ""
 }
 
 func checkPatterns(v *app.Validator, field string, in []string) []string {
@@ -664,11 +795,12 @@ func checkPatterns(v *app.Validator, field string, in []string) []string {
 		case strings.IndexFunc(pat, func(r rune) bool { return r > unicode.MaxASCII || !unicode.IsPrint(r) || unicode.IsSpace(r) }) >= 0:
 			v.Add(f, app.FieldInvalidFormat, "must be printable ASCII without spaces")
 		default:
-			if _, err := path.Match(pat, ""); err != nil {
-				v.Add(f, app.FieldInvalidFormat, "must be a glob pattern (* ? [a-z])")
+			stored, code, msg := checkPattern(pat)
+			if code != "" {
+				v.Add(f, code, msg)
 				continue
 			}
-			out = append(out, pat)
+			out = append(out, stored)
 		}
 	}
 	return out

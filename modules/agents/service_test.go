@@ -9,32 +9,75 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 )
 
-func TestRegistrationPolicy_Allows(t *testing.T) {
+func TestRegistrationPolicy_Check(t *testing.T) {
 	t.Parallel()
+	host := func(h string) Registrant { return Registrant{Hostname: h, PeerAddress: "10.1.2.3"} }
 	cases := []struct {
-		name     string
-		policy   RegistrationPolicy
-		hostname string
-		want     bool
+		name   string
+		policy RegistrationPolicy
+		who    Registrant
+		// want is "" when allowed, else the kind of pattern that refuses.
+		want string
 	}{
-		{"EmptyAllowsAll", RegistrationPolicy{}, "anything", true},
-		{"AllowMatch", RegistrationPolicy{Allow: []string{"web-*.internal"}}, "web-01.internal", true},
-		{"AllowMiss", RegistrationPolicy{Allow: []string{"web-*.internal"}}, "db-01.internal", false},
-		{"CaseInsensitive", RegistrationPolicy{Allow: []string{"Web-*"}}, "WEB-1", true},
-		{"TrailingDot", RegistrationPolicy{Allow: []string{"web-1.internal"}}, "web-1.internal.", true},
-		{"DenyWinsOverAllow", RegistrationPolicy{Allow: []string{"web-*"}, Deny: []string{"web-bad*"}}, "web-bad-1", false},
-		{"DenyOnly", RegistrationPolicy{Deny: []string{"*.dmz"}}, "x.dmz", false},
-		{"DenyOnlyOthersAllowed", RegistrationPolicy{Deny: []string{"*.dmz"}}, "x.internal", true},
-		{"StarDoesNotCrossSlash", RegistrationPolicy{Allow: []string{"*"}}, "a/b", false},
-		{"CharacterClass", RegistrationPolicy{Allow: []string{"node-[0-9]"}}, "node-7", true},
+		{"EmptyAllowsAll", RegistrationPolicy{}, host("anything"), ""},
+		{"AllowMatch", RegistrationPolicy{Allow: []string{"web-*.internal"}}, host("web-01.internal"), ""},
+		{"AllowMiss", RegistrationPolicy{Allow: []string{"web-*.internal"}}, host("db-01.internal"), PatternHostname},
+		{"CaseInsensitive", RegistrationPolicy{Allow: []string{"Web-*"}}, host("WEB-1"), ""},
+		{"TrailingDot", RegistrationPolicy{Allow: []string{"web-1.internal"}}, host("web-1.internal."), ""},
+		{"DenyWinsOverAllow", RegistrationPolicy{Allow: []string{"web-*"}, Deny: []string{"web-bad*"}}, host("web-bad-1"), PatternHostname},
+		{"DenyOnly", RegistrationPolicy{Deny: []string{"*.dmz"}}, host("x.dmz"), PatternHostname},
+		{"DenyOnlyOthersAllowed", RegistrationPolicy{Deny: []string{"*.dmz"}}, host("x.internal"), ""},
+		{"StarDoesNotCrossSlash", RegistrationPolicy{Allow: []string{"*"}}, host("a/b"), PatternHostname},
+		{"CharacterClass", RegistrationPolicy{Allow: []string{"node-[0-9]"}}, host("node-7"), ""},
+
+		{"AllowCIDRMatchesPeer", RegistrationPolicy{Allow: []string{"10.0.0.0/8"}}, host("any"), ""},
+		{"AllowCIDRMissesPeer", RegistrationPolicy{Allow: []string{"192.168.0.0/16"}}, host("any"), PatternPeerAddress},
+		{"AllowSingleIP", RegistrationPolicy{Allow: []string{"10.1.2.3"}}, host("any"), ""},
+		{"DenyCIDR", RegistrationPolicy{Deny: []string{"10.1.0.0/16"}}, host("web-1"), PatternPeerAddress},
+		{"MappedPeerMatchesIPv4CIDR", RegistrationPolicy{Allow: []string{"10.0.0.0/8"}}, Registrant{Hostname: "h", PeerAddress: "::ffff:10.1.2.3"}, ""},
+		{"IPv6CIDR", RegistrationPolicy{Allow: []string{"fd00::/8"}}, Registrant{Hostname: "h", PeerAddress: "fd12::1"}, ""},
+		{"UnknownPeerFailsAddressAllow", RegistrationPolicy{Allow: []string{"10.0.0.0/8"}}, Registrant{Hostname: "h"}, PatternPeerAddress},
+		{"UnknownPeerPassesAddressDeny", RegistrationPolicy{Deny: []string{"10.0.0.0/8"}}, Registrant{Hostname: "h"}, ""},
+		{"AddressPatternIgnoresClaimedHostname", RegistrationPolicy{Allow: []string{"192.168.1.0/24"}}, Registrant{Hostname: "192.168.1.5", PeerAddress: "10.1.2.3"}, PatternPeerAddress},
+		{"HostnameGlobIgnoresPeer", RegistrationPolicy{Deny: []string{"10.1.2.*"}}, host("web-1"), ""},
+
+		{"KindsCombineWithAnd", RegistrationPolicy{Allow: []string{"web-*", "192.168.0.0/16"}}, host("web-1"), PatternPeerAddress},
+		{"KindsCombineWithAndBothMatch", RegistrationPolicy{Allow: []string{"web-*", "10.0.0.0/8"}}, host("web-1"), ""},
+
+		{"AllowLabel", RegistrationPolicy{Allow: []string{"env=prod*"}}, Registrant{Hostname: "h", Labels: map[string]string{"env": "production"}}, ""},
+		{"AllowLabelMiss", RegistrationPolicy{Allow: []string{"env=prod*"}}, Registrant{Hostname: "h", Labels: map[string]string{"env": "staging"}}, PatternLabel},
+		{"AllowLabelWithoutLabels", RegistrationPolicy{Allow: []string{"env=prod*"}}, Registrant{Hostname: "h"}, PatternLabel},
+		{"DenyLabel", RegistrationPolicy{Deny: []string{"env=dev"}}, Registrant{Hostname: "h", Labels: map[string]string{"ENV": "Dev"}}, PatternLabel},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			if got := c.policy.Allows(c.hostname); got != c.want {
-				t.Fatalf("%+v.Allows(%q) = %v", c.policy, c.hostname, got)
+			d := c.policy.Check(c.who)
+			switch {
+			case c.want == "" && d != nil:
+				t.Fatalf("%+v refuses %+v: %+v", c.policy, c.who, d)
+			case c.want != "" && d == nil:
+				t.Fatalf("%+v allows %+v, want a refusal by %s", c.policy, c.who, c.want)
+			case c.want != "" && (d.Kind != c.want || d.Detail == ""):
+				t.Fatalf("%+v refuses %+v with %+v, want kind %s and a reason", c.policy, c.who, d, c.want)
 			}
 		})
+	}
+}
+
+func TestCheckPatterns(t *testing.T) {
+	t.Parallel()
+	v := &app.Validator{}
+	got := checkPatterns(v, "allow", []string{"Web-*", "10.1.2.3/8", "::ffff:10.0.0.0/104", "FD00::1", "Env=Prod*", "role=web-?"})
+	want := []string{"web-*", "10.0.0.0/8", "10.0.0.0/8", "fd00::1", "env=prod*", "role=web-?"}
+	if !v.OK() || !slices.Equal(got, want) {
+		t.Fatalf("checkPatterns = %v (%v), want %v", got, v.Err(), want)
+	}
+	for _, bad := range []string{"web-[", "=prod", "env=", "env=[", "e$v=x", "fe80::1%eth0"} {
+		v := &app.Validator{}
+		if checkPatterns(v, "allow", []string{bad}); v.OK() {
+			t.Errorf("pattern %q accepted", bad)
+		}
 	}
 }
 

@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -46,6 +46,9 @@ type connected struct {
 	// CertificatePEM is a client certificate signed in this step (first
 	// registration, or renewal from a CSR in a reconnect's hello).
 	CertificatePEM string
+	// PrivateKeyPEM is the key generated for an agent that registered
+	// without a CSR; it is sent once and never stored.
+	PrivateKeyPEM string
 }
 
 func deploymentMode(m agentv1.DeploymentMode) string {
@@ -90,21 +93,27 @@ func stateOf(applyStatus string, h *healthDoc) string {
 // connect accepts a stream's first message, in one transaction:
 //
 //  1. with a token: the token must exist, not be revoked, used or expired,
-//     and the hostname must pass the workspace's registration ACL; the CSR is
-//     signed (CN = agent id) and its serial recorded, the token is used up;
-//     without a token: the verified client certificate's CN names the agent,
-//     which must exist, and its serial must be the one recorded (a CSR in the
-//     hello renews the certificate);
-//  2. the agent's row takes what it said about itself (hostname, address,
-//     version, capabilities, deployment mode; labels stay the admins'), its
-//     state (online, or degraded after a failed apply), this replica and
-//     stream;
+//     and the claimed hostname, the peer address and the token's labels must
+//     pass the workspace's registration ACL (a denial burns the token, see
+//     redeemToken); the CSR is signed (CN = agent id), or without a CSR a key
+//     is generated for the agent and its certificate signed (the key is
+//     returned once, never stored); the serial is recorded, the token is
+//     used up; without a token: the verified client certificate's CN names
+//     the agent, which must exist, and its serial must be the one recorded (a
+//     CSR in the hello renews the certificate);
+//  2. the agent's row takes what it said about itself (hostname, reported
+//     ip_address, version, capabilities, deployment mode; labels stay the
+//     admins'), the peer address the master saw, its state (online, or
+//     degraded after a failed apply), this replica and stream;
 //  3. agent.connected is published and OpConnected notified, so a stale
 //     stream of the agent on another replica is closed.
 //
-// A refusal is a *refusal; nothing is changed then.
+// A refusal is a *refusal; nothing is changed then, except what a policy
+// denial records.
 func (s *Service) connect(ctx context.Context, p connectParams) (connected, error) {
 	var out connected
+	// committed is a refusal whose writes (a burned token) must persist.
+	var committed *refusal
 	ctx = app.WithRequestInfo(ctx, app.RequestInfo{IP: p.PeerIP})
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
@@ -112,14 +121,27 @@ func (s *Service) connect(ctx context.Context, p connectParams) (connected, erro
 		var err error
 		registering := p.Req.GetToken() != ""
 		if registering {
-			row, err = s.redeemToken(tx, p.Req, now)
+			row, err = s.redeemToken(ctx, tx, p, now)
 		} else {
 			row, err = identify(tx, p.Leaf, true)
+		}
+		if ref := (*refusal)(nil); errors.As(err, &ref) && ref.commit {
+			committed = ref
+			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if csr := p.Req.GetCsrPem(); csr != "" || registering {
+		switch csr := p.Req.GetCsrPem(); {
+		case registering && csr == "":
+			// A client following the contract's proto sends no CSR: it gets
+			// a key generated here, sent once and never stored.
+			certPEM, keyPEM, serial, notAfter, err := s.ca.IssueAgentKey(row.ID, now)
+			if err != nil {
+				return err
+			}
+			row.CertSerial, row.CertExpiresAt, out.CertificatePEM, out.PrivateKeyPEM = &serial, &notAfter, certPEM, keyPEM
+		case csr != "":
 			certPEM, serial, notAfter, err := s.ca.SignAgentCSR(csr, row.ID, now)
 			if errors.Is(err, errBadCSR) {
 				return &refusal{reason: RefusedBadCSR}
@@ -128,18 +150,21 @@ func (s *Service) connect(ctx context.Context, p connectParams) (connected, erro
 				return err
 			}
 			row.CertSerial, row.CertExpiresAt, out.CertificatePEM = &serial, &notAfter, certPEM
-			if registering {
-				row.RegisteredAt = &now
-			}
 		}
-		ip := p.Req.GetIpAddress()
-		if net.ParseIP(ip) == nil {
-			ip = p.PeerIP
+		if registering {
+			row.RegisteredAt = &now
+			row.RegistrationError = ""
 		}
 		if h := clip(p.Req.GetHostname(), 253); h != "" {
 			row.Hostname = h
 		}
-		row.IPAddress = ip
+		// Both addresses are kept: what the agent says about itself (a valid
+		// IP or nothing) and what the master saw.
+		row.IPAddress = ""
+		if ip, err := netip.ParseAddr(p.Req.GetIpAddress()); err == nil {
+			row.IPAddress = ip.String()
+		}
+		row.PeerAddress = p.PeerIP
 		if v := clip(p.Req.GetVersion(), 64); v != "" {
 			row.Version = v
 		}
@@ -159,8 +184,8 @@ func (s *Service) connect(ctx context.Context, p connectParams) (connected, erro
 		row.StreamID = &streamID
 		row.UpdatedAt = now
 		err = tx.Model(&agentRow{}).Where("id = ?", row.ID).Select(
-			"hostname", "ip_address", "version", "capabilities", "deployment_mode", "state", "last_seen_at",
-			"connected_replica", "stream_id", "cert_serial", "cert_expires_at", "registered_at", "updated_at",
+			"hostname", "ip_address", "peer_address", "version", "capabilities", "deployment_mode", "state", "last_seen_at",
+			"connected_replica", "stream_id", "cert_serial", "cert_expires_at", "registered_at", "registration_error", "updated_at",
 		).Updates(&row).Error
 		if err != nil {
 			return fmt.Errorf("record connection of agent %s: %w", row.ID, err)
@@ -183,18 +208,29 @@ func (s *Service) connect(ctx context.Context, p connectParams) (connected, erro
 		}
 		return s.publish(ctx, tx, Event{
 			Type: EventAgentConnected, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
-			Data: map[string]any{"agent_id": row.ID.String(), "hostname": row.Hostname, "ip_address": row.IPAddress},
+			Data: map[string]any{"agent_id": row.ID.String(), "hostname": row.Hostname, "ip_address": row.IPAddress, "peer_address": row.PeerAddress},
 		})
 	})
 	if err != nil {
 		return connected{}, err
+	}
+	if committed != nil {
+		return connected{}, committed
 	}
 	return out, nil
 }
 
 // redeemToken checks a registration token and the registration ACL, and uses
 // the token up. It returns the agent's row, locked.
-func (s *Service) redeemToken(tx *gorm.DB, req *agentv1.RegistrationRequest, now time.Time) (agentRow, error) {
+//
+// The ACL is checked on the hostname the agent claims, the peer address the
+// master sees and the labels set on the token. A denial burns the token
+// (revoked, with the reason in agent_tokens.refusal) and records the reason
+// on the agent (registration_error) and in the audit log, so the same token
+// cannot be retried with another claimed hostname; the returned refusal has
+// commit set, as those writes must persist.
+func (s *Service) redeemToken(ctx context.Context, tx *gorm.DB, p connectParams, now time.Time) (agentRow, error) {
+	req := p.Req
 	var tok tokenRow
 	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&tok, "token_hash = ?", hashToken(req.GetToken())).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -204,6 +240,8 @@ func (s *Service) redeemToken(tx *gorm.DB, req *agentv1.RegistrationRequest, now
 		return agentRow{}, fmt.Errorf("read registration token: %w", err)
 	}
 	switch {
+	case tok.RevokedAt != nil && tok.Refusal != "":
+		return agentRow{}, &refusal{reason: RefusedTokenBurned, permission: true}
 	case tok.RevokedAt != nil:
 		return agentRow{}, &refusal{reason: RefusedTokenRevoked}
 	case tok.UsedAt != nil:
@@ -222,13 +260,60 @@ func (s *Service) redeemToken(tx *gorm.DB, req *agentv1.RegistrationRequest, now
 	if err != nil {
 		return agentRow{}, err
 	}
-	if !policy.Allows(req.GetHostname()) {
-		return agentRow{}, &refusal{reason: RefusedHostnameDeny, permission: true}
+	who := Registrant{Hostname: clip(req.GetHostname(), 253), PeerAddress: p.PeerIP, Labels: row.Labels}
+	if d := policy.Check(who); d != nil {
+		return agentRow{}, s.burnToken(ctx, tx, tok, row, who, clip(req.GetIpAddress(), 64), d, now)
 	}
 	if err := tx.Model(&tokenRow{}).Where("id = ?", tok.ID).Update("used_at", now).Error; err != nil {
 		return agentRow{}, fmt.Errorf("use registration token of agent %s: %w", row.ID, err)
 	}
 	return row, nil
+}
+
+// burnToken records a registration the policy denied: the token is revoked
+// with the reason, the agent's registration_error says why, an audit entry
+// "agent.register_refused" keeps the attempt. It returns the refusal to send,
+// or an error if recording failed.
+func (s *Service) burnToken(ctx context.Context, tx *gorm.DB, tok tokenRow, row agentRow, who Registrant, reportedIP string, d *PolicyDenial, now time.Time) error {
+	peer := who.PeerAddress
+	if peer == "" {
+		peer = "unknown"
+	}
+	detail := fmt.Sprintf("denied by the registration policy: %s (claimed hostname %q, peer address %s, reported ip_address %q); the token is burned, create a new one",
+		d.Detail, who.Hostname, peer, reportedIP)
+	err := tx.Model(&tokenRow{}).Where("id = ?", tok.ID).Updates(map[string]any{"revoked_at": now, "refusal": clip(d.Detail, 2048)}).Error
+	if err != nil {
+		return fmt.Errorf("burn registration token of agent %s: %w", row.ID, err)
+	}
+	err = tx.Model(&agentRow{}).Where("id = ?", row.ID).Updates(map[string]any{"registration_error": clip(detail, 4096), "updated_at": now}).Error
+	if err != nil {
+		return fmt.Errorf("record refused registration of agent %s: %w", row.ID, err)
+	}
+	orgID, err := workspaceOrg(tx, row.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	if err := app.Audit(ctx, tx, app.AuditParams{
+		OrgID: orgID, WorkspaceID: row.WorkspaceID, Action: ObjectAgent + ".register_refused",
+		ObjectType: ObjectAgent, ObjectID: row.ID.String(),
+		After: map[string]any{
+			"hostname": who.Hostname, "peer_address": who.PeerAddress, "ip_address": reportedIP, "labels": who.Labels,
+			"denied_by": d.Kind, "reason": d.Detail,
+		},
+	}); err != nil {
+		return err
+	}
+	s.logger.WarnContext(ctx, "agents: registration denied by the registration policy; token burned",
+		"agent_id", row.ID, "workspace_id", row.WorkspaceID, "hostname", who.Hostname, "peer_address", who.PeerAddress,
+		"denied_by", d.Kind, "reason", d.Detail)
+	reason := RefusedHostnameDeny
+	switch d.Kind {
+	case PatternPeerAddress:
+		reason = RefusedAddressDeny
+	case PatternLabel:
+		reason = RefusedLabelsDeny
+	}
+	return &refusal{reason: reason, permission: true, commit: true}
 }
 
 // identify finds the agent a verified client certificate belongs to: its CN
@@ -414,7 +499,7 @@ func (s *Service) recordHealth(ctx context.Context, agentID uuid.UUID, streamID 
 		if row.State == StateOffline || row.State == StatePending {
 			if err := s.publish(ctx, tx, Event{
 				Type: EventAgentConnected, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
-				Data: map[string]any{"agent_id": agentID.String(), "hostname": row.Hostname, "ip_address": row.IPAddress},
+				Data: map[string]any{"agent_id": agentID.String(), "hostname": row.Hostname, "ip_address": row.IPAddress, "peer_address": row.PeerAddress},
 			}); err != nil {
 				return err
 			}

@@ -180,11 +180,13 @@ func TestUI(t *testing.T) {
 		browser := e.browser(t, "operator")
 		page := browser.do(t, http.MethodGet, "/agents/"+a.id.String(), nil)
 		page.expect(t, http.StatusOK, "web-03", "running", "disk almost full", "abc123",
+			`id="agent-peer-address">127.0.0.1`, `id="agent-ip-address">10.0.1.10`,
 			`id="apply-status">failed`, "[emerg] unknown directive in /etc/nginx/x.conf:3",
 			`id="agent-actions"`, "Reload nginx", "Validate configuration", static.HTMXSSE)
 		if strings.Contains(page.body, `id="agent-settings"`) {
 			t.Error("an operator sees the settings form (admins only)")
 		}
+		browser.do(t, http.MethodGet, "/workspaces/"+b.ws.String()+"/agents", nil).expect(t, http.StatusOK, "127.0.0.1 / 10.0.1.10")
 		live := browser.do(t, http.MethodGet, "/agents/"+a.id.String(), nil, "HX-Request", "true", "HX-Target", uiLiveTarget)
 		live.expect(t, http.StatusOK, `id="agent-live"`, "[emerg] unknown directive")
 		if strings.Contains(live.body, "<html") || strings.Contains(live.body, "agent-actions") {
