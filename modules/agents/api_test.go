@@ -183,7 +183,7 @@ func TestAPI_Agents(t *testing.T) {
 			"updated_at", "auto_restart", "desired_version", "applied_version", "apply_status", "drift",
 			"last_error", "agent_info", "registered_at", "cert_expires_at")
 		expectKeys(t, "health", got["health"].(map[string]any), "nginx_status", "nginx_uptime_seconds", "active_connections",
-			"requests_per_second", "cpu_percent", "memory_used_mb", "config_version", "alerts", "reported_at")
+			"requests_per_second", "cpu_percent", "memory_used_mb", "config_version", "alerts", "reported_at", "upstreams")
 		if got["health"].(map[string]any)["nginx_status"] != "unknown" || got["auto_restart"] != true || got["apply_status"] != "pending" {
 			t.Fatalf("agent before any report = %v", got)
 		}
