@@ -142,6 +142,10 @@ func newModules(d app.Deps) (modules, error) {
 		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
 			return m.vhosts.Service().UpstreamUsers(ctx, tx, id)
 		},
+		// The agents report the servers' health-check verdicts.
+		HealthFunc: func(ctx context.Context, ws, id uuid.UUID) ([]upstreams.ServerHealth, error) {
+			return m.agents.Service().UpstreamHealth(ctx, ws, id)
+		},
 	})
 	m.certs = certs.New(d, certs.Options{
 		ChangeFunc: changed,

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/nxmesh/nxmesh/agent/collect"
 	"github.com/nxmesh/nxmesh/agent/controlplane"
+	"github.com/nxmesh/nxmesh/agent/health"
 	"github.com/nxmesh/nxmesh/agent/nginx"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
@@ -31,6 +33,16 @@ type buildInfo struct {
 
 // agent connects the control plane to nginx: it is the
 // controlplane.Handler.
+//
+// Active health checks (agent/health) change what is rendered without a
+// new configuration from the master: every update is applied with the
+// servers the checker marks down overridden to `down` (health.Overlay), and
+// when a server's health changes the last update the master sent and that
+// applied is applied again the same way, through the same Manager.Apply
+// path (validate, swap, reload, verify, roll back), with the same version
+// number. Such a re-apply sends no ConfigStatus; the health report names the
+// master's checksum (health.MasterChecksum), so the master sees no drift,
+// and a failed re-apply raises the alert upstream_health_apply_failed.
 type agent struct {
 	mgr      *nginx.Manager
 	coll     *collect.Collector
@@ -41,6 +53,26 @@ type agent struct {
 	// client is set once the control plane client exists; watchdog events
 	// are forwarded through it.
 	client atomic.Pointer[controlplane.Client]
+	// health runs the upstreams' active health checks; nil disables them.
+	health *health.Checker
+
+	// applyMu serialises applies of the master's updates and health-driven
+	// re-applies, and guards base: the master's last update that applied
+	// (nil until one did).
+	applyMu sync.Mutex
+	base    *agentv1.ConfigUpdate
+	// errMu guards applyErr, the error of the master's last update (""
+	// after a success), and healthErr, that of the last health-driven
+	// re-apply. Health reads them without waiting for an apply.
+	errMu               sync.Mutex
+	applyErr, healthErr string
+}
+
+// setErrors records the outcome of an apply.
+func (a *agent) setErrors(applyErr, healthErr string) {
+	a.errMu.Lock()
+	a.applyErr, a.healthErr = applyErr, healthErr
+	a.errMu.Unlock()
 }
 
 var _ controlplane.Handler = (*agent)(nil)
@@ -54,13 +86,84 @@ func (a *agent) ApplyConfig(ctx context.Context, u *agentv1.ConfigUpdate, report
 	status := func(st agentv1.ConfigApplyStatus) *agentv1.ConfigStatus {
 		return &agentv1.ConfigStatus{ConfigId: u.GetConfigId(), Version: u.GetVersion(), Status: st}
 	}
-	res := a.mgr.Apply(ctx, u, func(st agentv1.ConfigApplyStatus) { report(status(st)) })
+	a.applyMu.Lock()
+	eff, marked := a.overlay(u)
+	res := a.mgr.Apply(ctx, eff, func(st agentv1.ConfigApplyStatus) { report(status(st)) })
+	if res.Status == agentv1.ConfigApplyStatus_SUCCESS {
+		a.base = u
+		a.setErrors("", "")
+		if a.health != nil {
+			a.health.Configure(u.GetUpstreams())
+			a.health.SetMarked(marked)
+		}
+	} else {
+		a.errMu.Lock()
+		a.applyErr = res.Message
+		a.errMu.Unlock()
+	}
+	a.applyMu.Unlock()
 	final := status(res.Status)
 	final.AppliedAt = time.Now().Unix()
 	if res.Status != agentv1.ConfigApplyStatus_SUCCESS {
 		final.ErrorMessage = res.Message
 	}
 	report(final)
+}
+
+// overlay returns u with the servers the health checks mark down rendered
+// down, and those servers.
+func (a *agent) overlay(u *agentv1.ConfigUpdate) (*agentv1.ConfigUpdate, []health.Key) {
+	if a.health == nil {
+		return u, nil
+	}
+	keys := a.health.Overrides(u)
+	return health.Overlay(u, nginx.Checksum(u), keys), keys
+}
+
+// reapplyHealth applies the master's last applied update again with the
+// servers the health checks now mark down (a no-op when that is what is
+// live).
+func (a *agent) reapplyHealth(ctx context.Context) {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	if a.base == nil || a.health == nil {
+		return
+	}
+	eff, marked := a.overlay(a.base)
+	if live := a.mgr.Live(); live != nil && live.Checksum == nginx.Checksum(eff) {
+		a.health.SetMarked(marked)
+		return
+	}
+	res := a.mgr.Apply(ctx, eff, nil)
+	if res.Status != agentv1.ConfigApplyStatus_SUCCESS {
+		a.errMu.Lock()
+		a.healthErr = res.Message
+		a.errMu.Unlock()
+		a.log.Error("re-apply the configuration for the upstream health checks", "version", a.base.GetVersion(),
+			"status", res.Status.String(), "error", res.Message)
+		return
+	}
+	a.errMu.Lock()
+	a.healthErr = ""
+	a.errMu.Unlock()
+	a.health.SetMarked(marked)
+	a.log.Info("configuration re-applied for the upstream health checks", "version", a.base.GetVersion(), "marked_down", len(marked))
+}
+
+// watchHealth re-applies the configuration and sends a health report each
+// time changed fires, until ctx ends.
+func (a *agent) watchHealth(ctx context.Context, changed <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		a.reapplyHealth(ctx)
+		if c := a.client.Load(); c != nil {
+			c.ReportHealth()
+		}
+	}
 }
 
 // Health builds a HealthReport: nginx's process and traffic, host metrics,
@@ -95,7 +198,6 @@ func (a *agent) Health(ctx context.Context) *agentv1.HealthReport {
 			DiskTotalBytes:   sys.DiskTotalBytes,
 			LoadAverage_1M:   float32(sys.LoadAverage1m),
 		},
-		LastApplyError: st.LastApplyError,
 		AgentInfo: &agentv1.AgentInfo{
 			Version:       a.info.Version,
 			Commit:        a.info.Commit,
@@ -106,8 +208,15 @@ func (a *agent) Health(ctx context.Context) *agentv1.HealthReport {
 		},
 	}
 	if st.Live != nil {
-		rep.ConfigChecksum = st.Live.Checksum
+		rep.ConfigChecksum = health.MasterChecksum(st.Live.Checksum)
 		rep.ConfigVersion = st.Live.Version
+	}
+	a.errMu.Lock()
+	applyErr, healthErr := a.applyErr, a.healthErr
+	a.errMu.Unlock()
+	rep.LastApplyError = applyErr
+	if a.health != nil {
+		rep.UpstreamHealth = a.health.Report()
 	}
 	ts := now.Unix()
 	if !st.Running {
@@ -117,9 +226,13 @@ func (a *agent) Health(ctx context.Context) *agentv1.HealthReport {
 		}
 		rep.Alerts = append(rep.Alerts, &agentv1.Alert{Id: "nginx_down", Severity: "critical", Message: msg, Timestamp: ts})
 	}
-	if st.LastApplyError != "" {
+	if rep.LastApplyError != "" {
 		rep.Alerts = append(rep.Alerts, &agentv1.Alert{Id: "config_apply_failed", Severity: "error",
-			Message: "last config apply failed: " + st.LastApplyError, Timestamp: ts})
+			Message: "last config apply failed: " + rep.LastApplyError, Timestamp: ts})
+	}
+	if healthErr != "" {
+		rep.Alerts = append(rep.Alerts, &agentv1.Alert{Id: "upstream_health_apply_failed", Severity: "error",
+			Message: "marking upstream servers down or up failed: " + healthErr, Timestamp: ts})
 	}
 	if st.Restarts > 0 && now.Sub(st.LastRestart) < restartAlertWindow {
 		rep.Alerts = append(rep.Alerts, &agentv1.Alert{Id: "nginx_restarted", Severity: "warning",

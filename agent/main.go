@@ -11,7 +11,9 @@
 //  3. Bring nginx up with the last good configuration on disk (supervise
 //     mode: adopt the running nginx or start it) — before, and
 //     independently of, the master being reachable.
-//  4. Connect to the master and stay connected until SIGINT or SIGTERM.
+//  4. Start the upstreams' active health checks (agent/health); they probe
+//     the servers of the configuration the master sends once it applied.
+//  5. Connect to the master and stay connected until SIGINT or SIGTERM.
 //
 // See `nxmesh-agent --help` for the flags and the two nginx modes.
 package main
@@ -25,11 +27,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/nxmesh/nxmesh/agent/collect"
 	"github.com/nxmesh/nxmesh/agent/controlplane"
+	"github.com/nxmesh/nxmesh/agent/health"
 	"github.com/nxmesh/nxmesh/agent/nginx"
 )
 
@@ -158,7 +162,23 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Info("manage mode: nginx.conf must include the agent's files", "http", httpLine, "stream", streamLine)
 	}
 
-	// 4. The master.
+	// 4. Health checks: a change re-applies the configuration and sends a
+	// health report at once.
+	changed := make(chan struct{}, 1)
+	a.health = health.New(health.Options{Logger: log, OnChange: func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}})
+	hctx, stopHealth := context.WithCancel(ctx)
+	var healthDone sync.WaitGroup
+	defer healthDone.Wait()
+	defer stopHealth()
+	healthDone.Go(func() { a.health.Run(hctx) })
+	healthDone.Go(func() { a.watchHealth(hctx, changed) })
+
+	// 5. The master.
 	client, err := controlplane.New(controlplane.Options{
 		Master:         cfg.Master,
 		Token:          cfg.Token,

@@ -15,7 +15,8 @@
 //     the master's reason. On a first registration, store the key (0600),
 //     the signed certificate and the CA before anything else.
 //  4. Send a HealthReport at once and every heartbeat interval (the
-//     master's, unless Options.Heartbeat overrides it).
+//     master's, unless Options.Heartbeat overrides it), and at once again
+//     whenever ReportHealth asks (an upstream server's health changed).
 //  5. Receive: ConfigUpdates go to a single applier goroutine that applies
 //     one update at a time; updates that arrive meanwhile replace each
 //     other, so the newest wins. Commands run in their own goroutines and
@@ -111,6 +112,8 @@ type Client struct {
 	agentID string
 	pending *agentv1.ConfigUpdate
 	wake    chan struct{}
+	// healthNow asks the heartbeat loop for a report before the next tick.
+	healthNow chan struct{}
 
 	// commands tracks running commands; Run waits for them.
 	commands sync.WaitGroup
@@ -151,7 +154,10 @@ func New(opts Options) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Client{opts: opts, log: opts.Logger.With("component", "controlplane"), wake: make(chan struct{}, 1)}, nil
+	return &Client{
+		opts: opts, log: opts.Logger.With("component", "controlplane"),
+		wake: make(chan struct{}, 1), healthNow: make(chan struct{}, 1),
+	}, nil
 }
 
 // AgentID returns the agent's id once known (after registration or from
@@ -252,6 +258,16 @@ func (c *Client) sendCurrent(msg *agentv1.AgentMessage) bool {
 // SendEvent sends an agent event to the master if connected.
 func (c *Client) SendEvent(ev *agentv1.Event) bool {
 	return c.sendCurrent(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Event{Event: ev}})
+}
+
+// ReportHealth asks for a HealthReport to be sent now rather than at the
+// next heartbeat. Requests made while one is pending are merged; while
+// disconnected, the report is the one sent when the next stream opens.
+func (c *Client) ReportHealth() {
+	select {
+	case c.healthNow <- struct{}{}:
+	default:
+	}
 }
 
 // dial opens a gRPC connection with the TLS configuration for id.
@@ -391,8 +407,8 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 	}
 }
 
-// heartbeats sends a HealthReport now and every interval; a failed send
-// ends the session.
+// heartbeats sends a HealthReport now, every interval and when
+// ReportHealth asks; a failed send ends the session.
 func (c *Client) heartbeats(ctx context.Context, s *session, interval time.Duration, fail context.CancelFunc) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -410,6 +426,7 @@ func (c *Client) heartbeats(ctx context.Context, s *session, interval time.Durat
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-c.healthNow:
 		}
 	}
 }

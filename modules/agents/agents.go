@@ -82,7 +82,8 @@ import (
 // Options connect the module to the rest of the master.
 type Options struct {
 	// PublishFunc receives agent.connected, agent.disconnected,
-	// config.applied and health.alert events; nil drops them.
+	// config.applied, health.alert and upstream.health events; nil drops
+	// them.
 	PublishFunc PublishFunc
 	// ReplicaID names this process in agents.connected_replica; empty means
 	// "<hostname>/<pid>/<random>".

@@ -191,7 +191,7 @@ func TestAPI_Agents(t *testing.T) {
 			t.Fatalf("agent addresses: ip_address %v, peer_address %v, registration_error %v", got["ip_address"], got["peer_address"], got["registration_error"])
 		}
 		expectKeys(t, "health", got["health"].(map[string]any), "nginx_status", "nginx_uptime_seconds", "active_connections",
-			"requests_per_second", "cpu_percent", "memory_used_mb", "config_version", "alerts", "reported_at")
+			"requests_per_second", "cpu_percent", "memory_used_mb", "config_version", "alerts", "reported_at", "upstreams")
 		if got["health"].(map[string]any)["nginx_status"] != "unknown" || got["auto_restart"] != true || got["apply_status"] != "pending" {
 			t.Fatalf("agent before any report = %v", got)
 		}

@@ -17,11 +17,14 @@ import (
 //	                    (plus status and error_message)
 //	health.alert        {agent_id, alert_id, severity, message, metric, value}
 //	                    (metric "" and value null: agents' alerts carry neither)
+//	upstream.health     {agent_id, upstream_id, address, healthy, marked_down,
+//	                    last_error} when an agent's verdict on a server changed
 const (
 	EventAgentConnected    = "agent.connected"
 	EventAgentDisconnected = "agent.disconnected"
 	EventConfigApplied     = "config.applied"
 	EventHealthAlert       = "health.alert"
+	EventUpstreamHealth    = "upstream.health"
 )
 
 // Reasons of agent.disconnected.

@@ -89,6 +89,9 @@ func newEnv(t *testing.T) *env {
 		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
 			return vh.Service().UpstreamUsers(ctx, tx, id)
 		},
+		HealthFunc: func(ctx context.Context, ws, id uuid.UUID) ([]upstreams.ServerHealth, error) {
+			return e.svc.UpstreamHealth(ctx, ws, id)
+		},
 	})
 	certsMod := certs.New(a.Deps, certs.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {

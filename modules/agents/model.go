@@ -65,7 +65,9 @@ type agentRow struct {
 	Drift            bool       `gorm:"not null"`
 	Health           *healthDoc `gorm:"type:jsonb;serializer:json"`
 	AgentInfo        *AgentInfo `gorm:"type:jsonb;serializer:json"`
-	AutoRestart      bool       `gorm:"not null"`
+	// UpstreamHealth is read here and written only by recordUpstreamHealth.
+	UpstreamHealth upstreamHealthList `gorm:"->;type:jsonb;serializer:json"`
+	AutoRestart    bool               `gorm:"not null"`
 	// RegistrationError says why the last registration attempt was refused
 	// by the registration policy (its token was burned); "" after a success.
 	RegistrationError string     `gorm:"not null"`
@@ -157,6 +159,9 @@ type Health struct {
 	// Additions.
 	Alerts     []HealthAlert `json:"alerts"`
 	ReportedAt *app.Time     `json:"reported_at"`
+	// Upstreams are the agent's active health-check verdicts on upstream
+	// servers (health.go).
+	Upstreams []UpstreamServerHealth `json:"upstreams" doc:"the agent's active health-check verdict on each upstream server it probes"`
 }
 
 // AgentDetail is one agent with its health (GET /v1/agents/:id).
@@ -208,7 +213,7 @@ func (r agentRow) agent() Agent {
 func (r agentRow) detail() AgentDetail {
 	d := AgentDetail{
 		Agent:             r.agent(),
-		Health:            Health{NginxStatus: "unknown", Alerts: []HealthAlert{}},
+		Health:            Health{NginxStatus: "unknown", Alerts: []HealthAlert{}, Upstreams: []UpstreamServerHealth{}},
 		LastError:         r.ApplyError,
 		AgentInfo:         r.AgentInfo,
 		RegisteredAt:      app.TimePtr(r.RegisteredAt),
@@ -233,6 +238,11 @@ func (r agentRow) detail() AgentDetail {
 		if d.Health.Alerts == nil {
 			d.Health.Alerts = []HealthAlert{}
 		}
+	}
+	if len(r.UpstreamHealth) > 0 {
+		d.Health.Upstreams = r.UpstreamHealth
+	} else {
+		d.Health.Upstreams = []UpstreamServerHealth{}
 	}
 	return d
 }

@@ -443,8 +443,10 @@ func agentInfoOf(i *agentv1.AgentInfo) *AgentInfo {
 // recordHealth stores a health report of an agent received on stream
 // streamID (nil: the unary ReportHealth, any stream): the health summary,
 // agent info, last_seen_at, state, the checksum the agent runs and whether it
-// drifted from the one pushed. New alerts are published as health.alert, and
-// an agent coming back from offline as agent.connected. errGone when the agent
+// drifted from the one pushed, and the upstream servers' health-check verdicts
+// (health.go, publishing upstream.health on changes). New alerts are
+// published as health.alert, and an agent coming back from offline as
+// agent.connected. errGone when the agent
 // is deleted or streamID is no longer its stream.
 func (s *Service) recordHealth(ctx context.Context, agentID uuid.UUID, streamID *uuid.UUID, rep *agentv1.HealthReport) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -494,6 +496,9 @@ func (s *Service) recordHealth(ctx context.Context, agentID uuid.UUID, streamID 
 		}
 		orgID, err := workspaceOrg(tx, row.WorkspaceID)
 		if err != nil {
+			return err
+		}
+		if err := s.recordUpstreamHealth(ctx, tx, row, orgID, rep.GetUpstreamHealth(), now); err != nil {
 			return err
 		}
 		if row.State == StateOffline || row.State == StatePending {

@@ -27,7 +27,7 @@ func (m *Module) bindUpstreams(r *app.Router) {
 		app.Doc{Summary: "Create an upstream; omitted fields take their defaults", Body: createUpstreamRequest{}, Response: Upstream{}, Status: http.StatusCreated},
 		m.createUpstream)
 	r.Get("/upstreams/:id", app.Require(ObjUpstream, authz.Read, up),
-		app.Doc{Summary: "Get an upstream", Response: Upstream{}},
+		app.Doc{Summary: "Get an upstream, with its servers' health as each agent last reported it (health)", Response: UpstreamDetail{}},
 		m.getUpstream)
 	r.Patch("/upstreams/:id", app.Require(ObjUpstream, authz.Write, up),
 		app.Doc{Summary: "Update an upstream; only the fields given change, servers replaces the whole list", Body: updateUpstreamRequest{}, Response: Upstream{}},
@@ -67,7 +67,7 @@ func (m *Module) getUpstream(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	u, err := m.svc.Get(app.Ctx(c), id)
+	u, err := m.svc.Detail(app.Ctx(c), id)
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,9 @@ type UsageFunc func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, e
 type Options struct {
 	ChangeFunc ChangeFunc
 	UsageFunc  UsageFunc
+	// HealthFunc reads the agents' health-check verdicts on an upstream's
+	// servers (health.go); nil: none are shown.
+	HealthFunc HealthFunc
 }
 
 // Service is the domain logic of upstreams. Every change runs in one
@@ -45,6 +48,7 @@ type Service struct {
 	logger *slog.Logger
 	change ChangeFunc
 	usage  UsageFunc
+	health HealthFunc
 }
 
 // NewService returns a Service over db.
@@ -52,7 +56,7 @@ func NewService(db *gorm.DB, logger *slog.Logger, opts Options) *Service {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	s := &Service{db: db, logger: logger, change: opts.ChangeFunc, usage: opts.UsageFunc}
+	s := &Service{db: db, logger: logger, change: opts.ChangeFunc, usage: opts.UsageFunc, health: opts.HealthFunc}
 	if s.change == nil {
 		s.change = func(context.Context, *gorm.DB, uuid.UUID, string) error { return nil }
 	}

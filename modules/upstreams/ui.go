@@ -390,6 +390,8 @@ type formData struct {
 	CanWrite bool
 	// CanDelete shows the delete button.
 	CanDelete bool
+	// Health is what the agents report about the servers (health.go).
+	Health []ServerHealth
 }
 
 // action is the path the form posts to.
@@ -415,8 +417,15 @@ func (p *pages) renderForm(c *fiber.Ctx, status int, u *Upstream, form views.For
 	if err != nil {
 		return err
 	}
+	var health []ServerHealth
+	if u != nil {
+		if health, err = p.svc.Health(app.Ctx(c), *u); err != nil {
+			return err
+		}
+	}
 	role := app.RoleOf(c)
 	return views.Page(c, status, shell, formPage(formData{
+		Health:      health,
 		WorkspaceID: app.ScopeOf(c).WorkspaceID,
 		Upstream:    u,
 		Form:        form,

@@ -58,8 +58,10 @@
 //     "backup" servers are rejected with either. ROUND_ROBIN and
 //     WEIGHTED_ROUND_ROBIN render no directive; server weights are always
 //     written when non-zero. Zero max_fails and fail_timeout are omitted
-//     (nginx defaults apply). Health checks render nothing: open-source nginx
-//     has no active checks, the agent runs them itself.
+//     (nginx defaults apply). health_check renders nothing: open-source
+//     nginx has no active checks. The agent runs them itself (agent/health)
+//     and renders a failing server by setting its down flag in the update
+//     before rendering, so the renderer only ever sees "down".
 //   - A location path may start with a modifier ("=", "~", "~*", "^~")
 //     followed by a space; the modifier becomes its own argument.
 //   - A location is proxied when it has upstream_id (proxy_pass
