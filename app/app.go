@@ -62,33 +62,45 @@ type App struct {
 
 // New prepares the plumbing (steps 2 of the lifecycle). Close it when Run is not
 // called.
-func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err error) {
-	a = &App{cfg: cfg, logger: logger, routes: &Routes{}}
-	defer func() {
-		if err != nil {
-			a.Close(context.Background())
-		}
-	}()
+//
+// On error New has already released whatever it had acquired (the pool, the
+// embedded PostgreSQL and its data_dir lock) and returns a nil *App.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*App, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	a := &App{cfg: cfg, logger: logger, routes: &Routes{}}
+	if err := a.prepare(ctx); err != nil {
+		a.Close(context.Background())
+		return nil, err
+	}
+	return a, nil
+}
+
+// prepare does New's work on a; on error a holds what was acquired so far, for
+// Close.
+func (a *App) prepare(ctx context.Context) error {
+	cfg, logger := a.cfg, a.logger
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data_dir: %w", err)
+		return fmt.Errorf("create data_dir: %w", err)
 	}
 	secrets, err := LoadSecrets(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := a.openDatabase(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if err := a.migrator.Up(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	enforcer, err := authz.New(a.db.Gorm)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	jobs, err := river.NewClient(riverdatabasesql.New(a.db.SQL), &river.Config{Logger: logger})
 	if err != nil {
-		return nil, fmt.Errorf("river insert client: %w", err)
+		return fmt.Errorf("river insert client: %w", err)
 	}
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -104,18 +116,23 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (a *App, err erro
 		Logger:  logger,
 		Events:  NewEvents(a.db.Pool, logger, a.registry),
 	}
-	return a, nil
+	return nil
 }
 
 // OpenForMigrations connects (starting the embedded PostgreSQL if needed) without
 // applying migrations, for `nxmesh migrate`.
+//
+// On error it has released what it acquired and returns a nil *App.
 func OpenForMigrations(ctx context.Context, cfg Config, logger *slog.Logger) (*App, *Migrator, error) {
-	a := &App{cfg: cfg, logger: logger}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	a := &App{cfg: cfg, logger: logger, routes: &Routes{}}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create data_dir: %w", err)
 	}
 	if err := a.openDatabase(ctx); err != nil {
-		a.Close(ctx)
+		a.Close(context.Background())
 		return nil, nil, err
 	}
 	return a, a.migrator, nil
@@ -126,7 +143,7 @@ func (a *App) openDatabase(ctx context.Context) error {
 	if url == "" {
 		pg, err := StartEmbeddedPostgres(ctx, a.cfg.DataDir, a.logger)
 		if err != nil {
-			return fmt.Errorf("embedded postgres: %w", err)
+			return err // says "embedded postgres: …"
 		}
 		a.embedded = pg
 		url = pg.URL()
@@ -144,10 +161,16 @@ func (a *App) openDatabase(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the database and stops the embedded PostgreSQL.
+// Close releases the database and stops the embedded PostgreSQL. It releases
+// whatever a holds, so it is safe on a partly prepared App, on a nil *App and when
+// called again.
 func (a *App) Close(ctx context.Context) {
+	if a == nil {
+		return
+	}
 	if a.Deps.Events != nil {
 		a.Deps.Events.Stop()
+		a.Deps.Events = nil
 	}
 	if a.db != nil {
 		a.db.Close()

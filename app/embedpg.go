@@ -41,6 +41,12 @@ const (
 	socketFileName   = ".s.PGSQL.5432"
 	embeddedReadyIn  = 30 * time.Second
 	postgresLibRoot  = "/usr/lib/postgresql"
+	// relocatedRoot holds, as <hash of the data directory>/, the clusters of data
+	// directories the unprivileged user cannot reach (see EmbeddedPostgres).
+	relocatedRoot = "/var/lib/nxmesh"
+	// locationFileName, in a data directory, names its cluster kept under
+	// relocatedRoot.
+	locationFileName = "postgres.location"
 )
 
 // EmbeddedOptions tunes an embedded cluster.
@@ -69,15 +75,29 @@ type EmbeddedOptions struct {
 //
 // PostgreSQL refuses to run as root. When the current process is root, initdb and
 // the server run as the user "postgres" if it exists, else as "nobody"; the cluster
-// and socket directories are owned by that user. That user must be able to reach
-// D/postgres: every directory above D must already be searchable by it (nothing
-// outside D is ever changed; when a parent such as /root (0700) is in the way,
-// StartEmbeddedPostgres fails with an error naming the directory, and the fix is to
-// choose a data_dir elsewhere, e.g. /var/lib/nxmesh, to run nxmesh as a non-root
-// user, or to set database.url). D itself is made searchable (search only, no
-// listing) for that user: when D belongs to root's group its group becomes the
-// user's primary group with g+x, otherwise o+x is added. Files in D keep their own
-// modes, so secrets stored there (0600) stay private.
+// and socket directories are owned by that user, who must be able to reach them.
+// When every directory above D is searchable by that user, the layout stays the
+// one above, and D itself is made searchable (search only, no listing) for that
+// user: when D belongs to root's group its group becomes the user's primary group
+// with g+x, otherwise o+x is added. Files in D keep their own modes, so secrets
+// stored there (0600) stay private. Nothing above D is ever changed: when a
+// parent such as /root (0700) is in the way, the cluster and socket directories
+// are kept where that user can reach them instead:
+//
+//	/var/lib/nxmesh/H           owned by that user, mode 0700; H is the first 16 hex
+//	                            digits of the SHA-256 of D's absolute path with
+//	                            symlinks resolved
+//	/var/lib/nxmesh/H/postgres  the cluster
+//	/var/lib/nxmesh/H/pgsocket  the unix socket directory (mode 0700)
+//	D/postgres.location         the path of that cluster, written when it is made
+//
+// and the start logs a note saying where. The log and the lock stay in D. Once
+// D/postgres.location exists it decides: the same D finds its cluster there on
+// every start, even once D has become reachable. A cluster under /var/lib/nxmesh
+// that D does not record (D was removed and made again, with new secrets), a
+// location file naming another cluster (D was moved or copied), and a cluster
+// already in D/postgres that the user cannot reach make the start fail with an
+// error saying what to move or remove.
 //
 // The server runs in its own process group, so a Ctrl-C in the terminal does not
 // reach it before Stop shuts it down cleanly, and it gets SIGINT (fast shutdown)
@@ -86,9 +106,11 @@ type EmbeddedPostgres struct {
 	dataDir    string
 	clusterDir string
 	socketDir  string
-	binDir     string
-	logger     *slog.Logger
-	lock       *os.File // flock on dataDir/postgres.lock
+	// tempSocketDir: socketDir is the fallback under os.TempDir(), removed by Stop.
+	tempSocketDir bool
+	binDir        string
+	logger        *slog.Logger
+	lock          *os.File // flock on dataDir/postgres.lock
 
 	pid  int
 	done chan struct{} // closed when the server process has exited
@@ -101,7 +123,8 @@ type EmbeddedPostgres struct {
 
 // StartEmbeddedPostgres initialises (initdb, once) and starts a PostgreSQL cluster in
 // filepath.Join(dataDir, "postgres"), listening only on a unix socket in dataDir
-// (empty listen_addresses). It returns once the server accepts connections. URL() gives
+// (empty listen_addresses); as root, when the server's user cannot reach dataDir,
+// both live under /var/lib/nxmesh/<hash of dataDir> instead. It returns once the server accepts connections. URL() gives
 // a pgx connection URL (host=<socket dir>, user, database "nxmesh" created if
 // missing). See EmbeddedPostgres for the layout and for running as root.
 func StartEmbeddedPostgres(ctx context.Context, dataDir string, logger *slog.Logger) (*EmbeddedPostgres, error) {
@@ -113,8 +136,16 @@ func StartEmbeddedPostgresWith(ctx context.Context, dataDir string, logger *slog
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	e, err := startEmbedded(ctx, dataDir, logger, opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded postgres: %w", err)
+	}
+	return e, nil
+}
+
+func startEmbedded(ctx context.Context, dataDir string, logger *slog.Logger, opts EmbeddedOptions) (*EmbeddedPostgres, error) {
 	if dataDir == "" {
-		return nil, errors.New("embedded postgres: empty data directory")
+		return nil, errors.New("empty data directory")
 	}
 	dataDir, err := filepath.Abs(dataDir)
 	if err != nil {
@@ -123,7 +154,6 @@ func StartEmbeddedPostgresWith(ctx context.Context, dataDir string, logger *slog
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	clusterDir := filepath.Join(dataDir, "postgres")
 
 	// One server per data directory: the lock is held until Stop, and released by
 	// the kernel if this process dies.
@@ -138,24 +168,50 @@ func StartEmbeddedPostgresWith(ctx context.Context, dataDir string, logger *slog
 		}
 	}()
 
-	binDir, err := postgresBinariesFor(clusterDir)
+	clusterDir := filepath.Join(dataDir, "postgres")
+	socketDir, tempSocketDir := socketDirFor(dataDir)
+	location, err := readLocation(dataDir)
 	if err != nil {
 		return nil, err
 	}
-
 	var runAs *osUser
 	if os.Geteuid() == 0 {
 		if runAs, err = unprivilegedUser(); err != nil {
 			return nil, err
 		}
-		if err := makeReachable(dataDir, runAs); err != nil {
+		blocked, err := unsearchableAbove(dataDir, runAs)
+		if err != nil {
 			return nil, err
 		}
+		if blocked == "" && location == "" {
+			if err := makeSearchable(dataDir, runAs); err != nil {
+				return nil, err
+			}
+		} else {
+			home, err := relocatedHome(dataDir, location, blocked, runAs)
+			if err != nil {
+				return nil, err
+			}
+			clusterDir = filepath.Join(home, "postgres")
+			socketDir, tempSocketDir = filepath.Join(home, "pgsocket"), false
+			reason := "recorded in " + filepath.Join(dataDir, locationFileName)
+			if blocked != "" {
+				reason = blocked + " is not searchable by user " + runAs.name + ", which PostgreSQL runs as instead of root"
+			}
+			logger.Info("embedded PostgreSQL cluster kept outside data_dir", "dir", clusterDir, "data_dir", dataDir, "reason", reason)
+		}
+	} else if location != "" {
+		return nil, fmt.Errorf("the cluster of %s is %s (as %s says), made for nxmesh running as root; run nxmesh as root, or set `database.url` / NXMESH_DATABASE_URL",
+			dataDir, location, filepath.Join(dataDir, locationFileName))
 	}
 
-	socketDir := socketDirFor(dataDir)
+	binDir, err := postgresBinariesFor(clusterDir)
+	if err != nil {
+		return nil, err
+	}
+
 	if len(filepath.Join(socketDir, socketFileName)) > maxSocketPathLen {
-		return nil, fmt.Errorf("embedded postgres: socket path %s is longer than %d bytes; set TMPDIR to a shorter directory", filepath.Join(socketDir, socketFileName), maxSocketPathLen)
+		return nil, fmt.Errorf("socket path %s is longer than %d bytes; set TMPDIR to a shorter directory", filepath.Join(socketDir, socketFileName), maxSocketPathLen)
 	}
 	if err := preparePrivateDir(socketDir, runAs); err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)
@@ -170,13 +226,14 @@ func StartEmbeddedPostgresWith(ctx context.Context, dataDir string, logger *slog
 	logStart, _ := logFile.Seek(0, io.SeekEnd)
 
 	e := &EmbeddedPostgres{
-		dataDir:    dataDir,
-		clusterDir: clusterDir,
-		socketDir:  socketDir,
-		binDir:     binDir,
-		logger:     logger,
-		lock:       lock,
-		done:       make(chan struct{}),
+		dataDir:       dataDir,
+		clusterDir:    clusterDir,
+		socketDir:     socketDir,
+		tempSocketDir: tempSocketDir,
+		binDir:        binDir,
+		logger:        logger,
+		lock:          lock,
+		done:          make(chan struct{}),
 	}
 
 	initialised, err := clusterInitialised(clusterDir)
@@ -232,7 +289,7 @@ func StartEmbeddedPostgresWith(ctx context.Context, dataDir string, logger *slog
 		defer cancel()
 		_ = e.Stop(stopCtx)
 		started = true // Stop released the lock
-		return nil, fmt.Errorf("embedded postgres: %w%s", err, logTail(logPath, logStart))
+		return nil, fmt.Errorf("%w%s", err, logTail(logPath, logStart))
 	}
 	logger.Info("embedded PostgreSQL ready", "pid", e.pid)
 	started = true
@@ -296,7 +353,7 @@ func (e *EmbeddedPostgres) stop(ctx context.Context) error {
 // removeTempSocketDir removes a socket directory outside the data directory once
 // the server is gone (it is then empty: the server removes its socket files).
 func (e *EmbeddedPostgres) removeTempSocketDir() {
-	if !strings.HasPrefix(e.socketDir, e.dataDir+string(filepath.Separator)) {
+	if e.tempSocketDir {
 		_ = os.Remove(e.socketDir)
 	}
 }
@@ -427,14 +484,15 @@ func lockDataDir(dataDir string) (*os.File, error) {
 	path := filepath.Join(dataDir, "postgres.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("embedded postgres: %w", err)
+		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		_ = f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("embedded postgres: %s is already in use by another process (it holds %s)", dataDir, path)
+			return nil, fmt.Errorf("the data directory %s is already in use: another process holds %s and runs its PostgreSQL "+
+				"(another nxmesh with this data_dir?); stop it or choose another data_dir", dataDir, path)
 		}
-		return nil, fmt.Errorf("embedded postgres: lock %s: %w", path, err)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return f, nil
 }
@@ -453,7 +511,7 @@ func clusterInitialised(dir string) (bool, error) {
 		return false, err
 	}
 	if len(entries) > 0 {
-		return false, fmt.Errorf("embedded postgres: %s is not empty but holds no PostgreSQL cluster (no PG_VERSION); move it away", dir)
+		return false, fmt.Errorf("%s is not empty but holds no PostgreSQL cluster (no PG_VERSION); move it away", dir)
 	}
 	return false, nil
 }
@@ -527,10 +585,10 @@ func isExecutable(path string) bool {
 
 // socketDirFor is dataDir/pgsocket, or a directory named after a hash of dataDir
 // under the temporary directory when the socket path would be too long.
-func socketDirFor(dataDir string) string {
-	dir := filepath.Join(dataDir, "pgsocket")
+func socketDirFor(dataDir string) (dir string, temp bool) {
+	dir = filepath.Join(dataDir, "pgsocket")
 	if len(filepath.Join(dir, socketFileName)) <= maxSocketPathLen {
-		return dir
+		return dir, false
 	}
 	sum := sha256.Sum256([]byte(dataDir))
 	name := "nxmesh-pg-" + hex.EncodeToString(sum[:8])
@@ -538,7 +596,7 @@ func socketDirFor(dataDir string) string {
 	if len(filepath.Join(dir, socketFileName)) > maxSocketPathLen {
 		dir = filepath.Join("/tmp", name)
 	}
-	return dir
+	return dir, true
 }
 
 // quoteSocketDir quotes a directory for unix_socket_directories, a comma-separated
@@ -603,7 +661,7 @@ func clearStaleLocks(clusterDir, socketDir string) error {
 			pid = -pid
 		}
 		if pid > 0 && isServerOf(pid, clusterDir) {
-			return fmt.Errorf("embedded postgres: a PostgreSQL server (pid %d) is already running on %s; "+
+			return fmt.Errorf("a PostgreSQL server (pid %d) is already running on %s; "+
 				"another nxmesh may be using this data_dir, or stop that process", pid, clusterDir)
 		}
 		if err := os.Remove(pidFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -764,13 +822,13 @@ func unprivilegedUser() (*osUser, error) {
 		}
 		return ou, nil
 	}
-	return nil, errors.New("embedded postgres: running as root, and neither user postgres nor nobody exists to run PostgreSQL as; " +
+	return nil, errors.New("running as root, and neither user postgres nor nobody exists to run PostgreSQL as; " +
 		"run nxmesh as an unprivileged user or set `database.url` / NXMESH_DATABASE_URL")
 }
 
-// makeReachable checks that u can search every directory above dataDir, and makes
-// dataDir itself searchable by u (see EmbeddedPostgres).
-func makeReachable(dataDir string, u *osUser) error {
+// unsearchableAbove returns the first directory above dataDir (or above the
+// directory it resolves to) that u may not search, or "" when u can reach dataDir.
+func unsearchableAbove(dataDir string, u *osUser) (string, error) {
 	paths := []string{dataDir}
 	if resolved, err := filepath.EvalSymlinks(dataDir); err == nil && resolved != dataDir {
 		paths = append(paths, resolved)
@@ -779,18 +837,21 @@ func makeReachable(dataDir string, u *osUser) error {
 		for dir := filepath.Dir(p); ; dir = filepath.Dir(dir) {
 			ok, err := searchable(dir, u)
 			if err != nil {
-				return err
+				return "", err
 			}
 			if !ok {
-				return fmt.Errorf("embedded postgres: PostgreSQL cannot run as root, and user %s (which it runs as instead) cannot reach the data directory %s because %s is not searchable by it; "+
-					"choose a data_dir outside %s (e.g. /var/lib/nxmesh), run nxmesh as an unprivileged user, or set `database.url` / NXMESH_DATABASE_URL",
-					u.name, dataDir, dir, dir)
+				return dir, nil
 			}
 			if dir == filepath.Dir(dir) {
 				break
 			}
 		}
 	}
+	return "", nil
+}
+
+// makeSearchable makes dataDir itself searchable by u (see EmbeddedPostgres).
+func makeSearchable(dataDir string, u *osUser) error {
 	ok, err := searchable(dataDir, u)
 	if err != nil || ok {
 		return err
@@ -818,6 +879,89 @@ func makeReachable(dataDir string, u *osUser) error {
 		return fmt.Errorf("let user %s reach %s: %w", u.name, dataDir, err)
 	}
 	return nil
+}
+
+// readLocation returns the cluster directory recorded in dataDir's location file,
+// or "" when there is none.
+func readLocation(dataDir string) (string, error) {
+	raw, err := os.ReadFile(filepath.Join(dataDir, locationFileName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(raw)), nil
+}
+
+// relocatedHome prepares relocatedRoot/<hash of dataDir> (mode 0700, owned by u),
+// the home of the cluster and socket directory of a dataDir whose location file
+// says location, or that u cannot reach because of blocked, and returns it. It
+// records the cluster in dataDir's location file. It refuses when dataDir/postgres
+// holds a cluster (which u cannot run there), when location is not this home, and
+// when the home holds a cluster that dataDir does not know of (see
+// EmbeddedPostgres).
+func relocatedHome(dataDir, location, blocked string, u *osUser) (string, error) {
+	resolved, err := filepath.EvalSymlinks(dataDir)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(resolved))
+	home := filepath.Join(relocatedRoot, hex.EncodeToString(sum[:8]))
+	clusterDir := filepath.Join(home, "postgres")
+	marker := filepath.Join(dataDir, locationFileName)
+
+	if location == "" {
+		local := filepath.Join(dataDir, "postgres")
+		initialised, err := clusterInitialised(local)
+		if err != nil {
+			return "", err
+		}
+		if initialised {
+			return "", fmt.Errorf("PostgreSQL cannot run as root, and user %s (which it runs as instead) cannot reach the cluster %s because %s is not searchable by it; "+
+				"make %s searchable by %s, run nxmesh as an unprivileged user, or set `database.url` / NXMESH_DATABASE_URL",
+				u.name, local, blocked, blocked, u.name)
+		}
+		if initialised, err = clusterInitialised(clusterDir); err != nil {
+			return "", err
+		}
+		if initialised {
+			return "", fmt.Errorf("%s holds the cluster of an earlier data_dir at %s, but this data_dir has no %s, so it was made afresh (with new secrets); "+
+				"remove %s to start with a new, empty database, or write %q into %s to keep the old one",
+				clusterDir, resolved, locationFileName, home, clusterDir, marker)
+		}
+	} else if location != clusterDir {
+		return "", fmt.Errorf("%s says this data_dir's cluster is %s, but for %s it is %s (was the data_dir moved or copied?); "+
+			"move %s to %s, or remove %s to start with a new, empty database", marker, location, resolved, clusterDir, filepath.Dir(location), home, marker)
+	}
+
+	if err := os.MkdirAll(relocatedRoot, 0o755); err != nil {
+		return "", fmt.Errorf("create %s: %w", relocatedRoot, err)
+	}
+	if blocked, err := unsearchableAbove(home, u); err != nil || blocked != "" {
+		if err != nil {
+			return "", err
+		}
+		return "", fmt.Errorf("user %s (which PostgreSQL runs as instead of root) can reach neither the data directory %s nor %s, because %s is not searchable by it; "+
+			"make it searchable, run nxmesh as an unprivileged user, or set `database.url` / NXMESH_DATABASE_URL", u.name, dataDir, home, blocked)
+	}
+	// Only root may create entries in relocatedRoot, so the home can be trusted: one
+	// left by another user (an earlier "nobody") is given to u.
+	if err := os.Mkdir(home, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("create %s: %w", home, err)
+	}
+	if err := chownTreeIfNeeded(home, u); err != nil {
+		return "", err
+	}
+	if err := preparePrivateDir(home, u); err != nil {
+		return "", err
+	}
+	if location == "" {
+		if err := os.WriteFile(marker, []byte(clusterDir+"\n"), 0o644); err != nil {
+			return "", fmt.Errorf("record the cluster's location: %w", err)
+		}
+	}
+	return home, nil
 }
 
 // searchable reports whether u may search (traverse) dir, by its mode bits. A

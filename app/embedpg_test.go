@@ -1,11 +1,16 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -174,9 +179,30 @@ func TestEmbeddedPostgresLongDataDir(t *testing.T) {
 	stopEmbeddedForTest(t, pg)
 }
 
-func TestEmbeddedPostgresUnreachableDataDirAsRoot(t *testing.T) {
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// As root, a data directory below a 0700 parent (a clone under /root) gets its
+// cluster under /var/lib/nxmesh/<hash>, where the server's user can reach it, and
+// finds it there again on every start.
+func TestEmbeddedPostgresUnreachableDataDirAsRootKeepsClusterOutside(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("only root runs the server as another user")
+		t.Skip("needs root: only root runs the server as another user")
 	}
 	t.Parallel()
 	parent := embeddedTestDir(t, "nxmesh-embedpg-")
@@ -187,18 +213,104 @@ func TestEmbeddedPostgresUnreachableDataDirAsRoot(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(filepath.Join(parent, "sub"), 0o700); err != nil {
+	sub := filepath.Join(parent, "sub")
+	if err := os.Chmod(sub, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_, err := StartEmbeddedPostgresWith(context.Background(), dir, nil, EmbeddedOptions{Fast: true})
-	if err == nil {
-		t.Fatal("started although the data directory is unreachable")
+	sum := sha256.Sum256([]byte(dir))
+	home := filepath.Join("/var/lib/nxmesh", hex.EncodeToString(sum[:8]))
+	t.Cleanup(func() { _ = os.RemoveAll(home) })
+	runAs, err := unprivilegedUser()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(err.Error(), "cannot reach the data directory") {
-		t.Fatalf("unexpected error: %v", err)
+
+	start := func(t *testing.T) (*EmbeddedPostgres, string) {
+		t.Helper()
+		var logs syncBuffer
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		pg, err := StartEmbeddedPostgresWith(ctx, dir, slog.New(slog.NewTextHandler(&logs, nil)), EmbeddedOptions{Fast: true})
+		if err != nil {
+			t.Fatalf("start embedded postgres: %v", err)
+		}
+		t.Cleanup(func() { _ = pg.Stop(context.Background()) })
+		return pg, logs.String()
 	}
-	if fi, err := os.Stat(parent); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("parent directory changed: %v %v", fi.Mode(), err)
+
+	pg, logs := start(t)
+	want := filepath.Join(home, "postgres")
+	if pg.clusterDir != want || pg.socketDir != filepath.Join(home, "pgsocket") {
+		t.Fatalf("cluster %s, socket dir %s; want both under %s", pg.clusterDir, pg.socketDir, home)
+	}
+	if n := strings.Count(logs, "kept outside data_dir"); n != 1 || !strings.Contains(logs, want) {
+		t.Errorf("want one note naming %s, got %d in:\n%s", want, n, logs)
+	}
+	for _, d := range []string{home, pg.clusterDir, pg.socketDir} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != runAs.uid || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: uid %d mode %v, want uid %d (%s) and 0700", d, st.Uid, fi.Mode().Perm(), runAs.uid, runAs.name)
+		}
+	}
+	if loc, err := os.ReadFile(filepath.Join(dir, "postgres.location")); err != nil || strings.TrimSpace(string(loc)) != want {
+		t.Errorf("postgres.location = %q, %v; want %s", loc, err, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "postgres")); !os.IsNotExist(err) {
+		t.Errorf("data_dir/postgres exists: %v", err)
+	}
+	ctx := context.Background()
+	conn := connectEmbedded(t, pg)
+	if _, err := conn.Exec(ctx, "create table kept (v text); insert into kept values ('still here')"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Close(ctx)
+	stopEmbeddedForTest(t, pg)
+
+	kept := func(t *testing.T, pg *EmbeddedPostgres) {
+		t.Helper()
+		conn := connectEmbedded(t, pg)
+		var v string
+		if err := conn.QueryRow(ctx, "select v from kept").Scan(&v); err != nil || v != "still here" {
+			t.Fatalf("after restart: %q, %v", v, err)
+		}
+		_ = conn.Close(ctx)
+		stopEmbeddedForTest(t, pg)
+	}
+	pg2, _ := start(t)
+	kept(t, pg2)
+
+	for _, d := range []string{parent, sub} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("%s changed: %v %v", d, fi.Mode(), err)
+		}
+	}
+
+	// Once made there, the cluster stays there even when the data_dir becomes
+	// reachable.
+	for _, d := range []string{parent, sub} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pg3, _ := start(t)
+	if pg3.clusterDir != want {
+		t.Fatalf("reachable data_dir: cluster %s, want %s", pg3.clusterDir, want)
+	}
+	kept(t, pg3)
+
+	// A data_dir made afresh at the same path does not take over the old cluster.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(parent, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err = StartEmbeddedPostgresWith(ctx, dir, nil, EmbeddedOptions{Fast: true})
+	if err == nil || !strings.Contains(err.Error(), "made afresh") || !strings.Contains(err.Error(), home) {
+		t.Fatalf("start with a new data_dir over an old cluster: %v", err)
 	}
 }
 

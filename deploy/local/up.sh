@@ -3,18 +3,23 @@
 #
 #  1. builds the master and the agent into <data>/bin;
 #  2. starts `nxmesh serve` in the background (log: <data>/master.log) with its
-#     embedded PostgreSQL under <data>, and waits for /readyz;
+#     embedded PostgreSQL under <data> (run as root from a directory the user
+#     "postgres" cannot reach, e.g. a clone under /root: under
+#     /var/lib/nxmesh/<hash>, named in <data>/postgres.location), and waits for
+#     /readyz;
 #  3. unless the local agent already has its identity (<data>/agent/identity),
 #     signs in as the first administrator and creates a registration token for
 #     the first workspace of the first organization (the default ones);
 #  4. starts `nxmesh-agent` in the background (log: <data>/agent.log), running its
-#     own nginx under <data>/nginx (stopped with the agent), and waits until the
-#     master reports it online;
+#     own nginx under <data>/nginx (stopped with the agent; run as root, its
+#     workers run as root too, since nobody could not reach <data>, which is
+#     0700), and waits until the master reports it online;
 #  5. prints the admin URL, the credentials and how to try it, then waits; Ctrl-C
 #     (or either process dying) stops both.
 #
 # Running it again keeps everything: the database, the admin and the agent's
-# identity (no new token is created).
+# identity (no new token is created). To start afresh, stop it and remove <data>
+# and, when <data>/postgres.location exists, the directory it names.
 #
 # The first administrator is NXMESH_ADMIN_EMAIL / NXMESH_ADMIN_PASSWORD when set;
 # otherwise admin@localhost with a password generated once and kept in
@@ -149,6 +154,11 @@ workspace="${NXMESH_UP_WORKSPACE_ID:-$(default_workspace)}"
 
 # ---- Agent ----
 agent_args=(--master "$grpc_addr" --data-dir "$data/agent" --nginx-prefix "$data/nginx" --nginx-stop-on-exit)
+if [ "$(id -u)" = 0 ]; then
+	# Started by root, nginx's workers would run as nobody, who cannot reach the
+	# temporary directories under <data>/nginx (<data> is 0700).
+	agent_args+=(--nginx-user root)
+fi
 if [ -s "$data/agent/identity/agent.crt" ]; then
 	log "the local agent is already registered; reusing its identity"
 else
@@ -176,6 +186,11 @@ else
 	log "warning: the agent is not online after 60 s; see $data/agent.log"
 fi
 
+database="$data/postgres"
+if [ -s "$data/postgres.location" ]; then
+	database="$(head -n 1 "$data/postgres.location") (kept outside $data, where PostgreSQL's user can reach it)"
+fi
+
 cat <<EOF
 
 NxMesh is running.
@@ -183,6 +198,7 @@ NxMesh is running.
   Email:     $NXMESH_ADMIN_EMAIL
   Password:  $NXMESH_ADMIN_PASSWORD$password_note
   Logs:      $data/master.log  $data/agent.log
+  Database:  $database
   nginx:     $data/nginx (run by the agent "local", labels env=local)
 
 Try it: create an upstream and a virtual host in the admin (or with the API),
