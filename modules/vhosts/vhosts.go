@@ -46,10 +46,14 @@
 //   - proxy_pass, redirect_to: http(s)://host[:port][/path], host an IPv4
 //     address, a bracketed IPv6 address or a host name; path as above.
 //   - root: an absolute canonical path of plain names (no "." or ".."
-//     segments, no hidden names), not "/" and not under system directories
-//     (/etc, /root, /home, /proc, /sys, /dev, /run, /var/lib, /var/log, /usr/lib,
-//     ... see deniedRoots), so a static location cannot serve the agent's
-//     credentials or the private keys it installs; index: plain file names.
+//     segments, no hidden names) that is or lies under one of the
+//     vhosts.static_root_prefixes directories (default /var/www, /srv,
+//     /usr/share/nginx, /opt/www), and neither lies under nor contains a
+//     system directory (/etc, /root, /home, /proc, /sys, /dev, /run,
+//     /var/lib, /var/log, /usr/lib, ... see deniedRoots), so a static
+//     location cannot serve system files, the agent's credentials or the
+//     private keys it installs (the agent also refuses roots overlapping its
+//     own directories); index: plain file names.
 //   - header name: letters, digits, "-", "_", "." (a subset of RFC 7230's
 //     token). Header value: printable ASCII except " \ { } # and backquote;
 //     ";" "'" and "," stay allowed because Strict-Transport-Security and
@@ -160,7 +164,9 @@ var _ app.Module = (*Module)(nil)
 // them first with closures over the vhosts module built afterwards; likewise
 // knownAgents is a closure over the agents module, which needs this one.
 func New(d app.Deps, ups *upstreams.Service, certSvc *certs.Service, knownAgents KnownAgentsFunc) *Module {
-	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, ups, certSvc, knownAgents)}
+	svc := NewService(d.DB, d.Logger, ups, certSvc, knownAgents)
+	svc.rootPrefixes = d.Config.VHosts.RootPrefixes()
+	return &Module{db: d.DB, svc: svc}
 }
 
 // Service returns the module's service.

@@ -216,6 +216,8 @@ func TestVirtualHosts(t *testing.T) {
 			{"DuplicatePath", func(m map[string]any) { loc(m, 1)["path"] = "/" }, []string{"locations[1].path"}},
 			{"RootTraversal", func(m map[string]any) { loc(m, 1)["root"] = "/var/www/../../etc" }, []string{"locations[1].root"}},
 			{"RootSystem", func(m map[string]any) { loc(m, 1)["root"] = "/etc/nginx" }, []string{"locations[1].root"}},
+			{"RootParentOfSystem", func(m map[string]any) { loc(m, 1)["root"] = "/var" }, []string{"locations[1].root"}},
+			{"RootOutsidePrefixes", func(m map[string]any) { loc(m, 1)["root"] = "/opt/app/public" }, []string{"locations[1].root"}},
 			{"IndexWithoutRoot", func(m map[string]any) { loc(m, 0)["index"] = "index.html" }, []string{"locations[0].index"}},
 			{"WebsocketStatic", func(m map[string]any) { loc(m, 1)["websocket"] = true }, []string{"locations[1].websocket"}},
 			{"UpstreamIDFormat", func(m map[string]any) {
