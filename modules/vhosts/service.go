@@ -152,6 +152,7 @@ func checkVirtualHost(in VirtualHostInput, known map[string]string, rootPrefixes
 		SSLEnabled:    in.SSLEnabled,
 		HTTP2Enabled:  in.HTTP2Enabled,
 		RedirectHTTPS: in.RedirectHTTPS,
+		DefaultServer: in.DefaultServer,
 	}
 	checkName(v, "name", out.Name)
 	out.ServerName = normalizeServerName(v, "server_name", in.ServerName)
@@ -670,6 +671,29 @@ func checkPorts(tx *gorm.DB, workspaceID, self uuid.UUID, mine []listener) error
 	return nil
 }
 
+// checkDefaultServer returns a validation error at default_server when vh is
+// marked default_server and another virtual host of its workspace already is
+// the default server of the same listen port. The caller holds the workspace
+// lock.
+func checkDefaultServer(tx *gorm.DB, vh VirtualHost) error {
+	if !vh.DefaultServer {
+		return nil
+	}
+	var others []vhostRow
+	if err := tx.Select("id", "name").
+		Where("workspace_id = ? AND id <> ? AND default_server AND listen_port = ?", vh.WorkspaceID, vh.ID, vh.ListenPort).
+		Order("created_at, id").Limit(1).Find(&others).Error; err != nil {
+		return fmt.Errorf("read default servers of workspace %s: %w", vh.WorkspaceID, err)
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	v := &app.Validator{}
+	v.Add("default_server", app.FieldInvalidValue, fmt.Sprintf("%s is already the default server of port %d; at most one host per port may be",
+		describeVirtualHost(others[0].Name, others[0].ID), vh.ListenPort))
+	return v.Err()
+}
+
 // ---- Virtual hosts ----
 
 // ListVirtualHosts returns a workspace's virtual hosts, oldest first, and their
@@ -730,6 +754,9 @@ func (s *Service) CreateVirtualHost(ctx context.Context, workspaceID uuid.UUID, 
 			return err
 		}
 		if err := checkPorts(tx, workspaceID, vh.ID, vhostListeners(vh.ID, vh.Name, vh.ServerName, vh.ListenPort, vh.SSLEnabled, vh.RedirectHTTPS)); err != nil {
+			return err
+		}
+		if err := checkDefaultServer(tx, vh); err != nil {
 			return err
 		}
 		if err := tx.Select(append([]string{"id", "workspace_id"}, vhostColumns...)).Create(&row).Error; err != nil {
@@ -807,6 +834,9 @@ func (s *Service) UpdateVirtualHost(ctx context.Context, id uuid.UUID, change fu
 			return err
 		}
 		if err := checkPorts(tx, vh.WorkspaceID, vh.ID, vhostListeners(vh.ID, vh.Name, vh.ServerName, vh.ListenPort, vh.SSLEnabled, vh.RedirectHTTPS)); err != nil {
+			return err
+		}
+		if err := checkDefaultServer(tx, vh); err != nil {
 			return err
 		}
 		row := vhostRowOf(vh, hashes)

@@ -116,7 +116,11 @@
 // Within a workspace a stream owns its port and protocol: another stream, or
 // a virtual host (tcp), on the same port is a 409. Virtual hosts share a port
 // when they agree on TLS and have no server name in common; a host with
-// redirect_https also occupies port 80 (plain) with its names.
+// redirect_https also occupies port 80 (plain) with its names. At most one
+// virtual host per listen port of a workspace has default_server (422 at
+// default_server otherwise); it answers requests whose Host matches no server
+// name on that port, and without one the agents answer them with 404 (TLS
+// ports refuse the handshake).
 //
 // # Versions and rollback
 //
