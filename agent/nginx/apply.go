@@ -77,7 +77,7 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 	if err := os.RemoveAll(dir); err != nil {
 		return m.failed(log, agentv1.ConfigApplyStatus_FAILED, fmt.Sprintf("clear version directory: %v", err), prev)
 	}
-	files, err := render.Render(u, render.Options{ConfDir: dir, StatusPort: m.statusPort})
+	files, err := render.Render(u, m.renderOptions(dir))
 	if err != nil {
 		return m.failed(log, agentv1.ConfigApplyStatus_FAILED, fmt.Sprintf("render: %v", err), prev)
 	}
@@ -219,4 +219,11 @@ func resolveExisting(p string) string {
 		rest = filepath.Join(filepath.Base(cur), rest)
 		cur = parent
 	}
+}
+
+// renderOptions are the options every version is rendered with. In manage
+// mode the operator's nginx.conf decides what answers unknown names on the
+// ports it shares: its own default servers would clash with rendered ones.
+func (m *Manager) renderOptions(dir string) render.Options {
+	return render.Options{ConfDir: dir, StatusPort: m.statusPort, NoDefaultServers: m.mode == ModeManage}
 }

@@ -508,7 +508,7 @@ func (m *Manager) installInitial(ctx context.Context) (*Version, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("nginx: clear %s: %w", dir, err)
 	}
-	files, err := render.Render(u, render.Options{ConfDir: dir, StatusPort: m.statusPort})
+	files, err := render.Render(u, m.renderOptions(dir))
 	if err != nil {
 		return nil, fmt.Errorf("nginx: render the initial configuration: %w", err)
 	}

@@ -629,6 +629,8 @@ func TestManager_ManageMode(t *testing.T) {
 	if _, err := os.Stat(render.DefaultStreamModulePath); err == nil {
 		module = "load_module " + render.DefaultStreamModulePath + ";"
 	}
+	// The operator's own default server, as Debian's default site has one.
+	opPort := freeTestPort(t)
 	text := fmt.Sprintf(`%s
 %s
 worker_processes 1;
@@ -642,12 +644,13 @@ http {
     fastcgi_temp_path %[3]s/fastcgi;
     uwsgi_temp_path %[3]s/uwsgi;
     scgi_temp_path %[3]s/scgi;
+    server { listen %[6]d default_server; return 418; }
     %[4]s
 }
 stream {
     %[5]s
 }
-`, user, module, opDir, httpLine, streamLine)
+`, user, module, opDir, httpLine, streamLine, opPort)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -693,6 +696,20 @@ stream {
 	}
 	if got := get(t, port); got != "managed-one" {
 		t.Errorf("GET after rollback = %q", got)
+	}
+
+	// A host on the operator's default port is applied (no second default
+	// server is rendered) and unknown names still reach the operator's.
+	shared := proxyUpdate(3, []uint32{port, opPort}, []string{two, two})
+	shared.VirtualHosts[1].DefaultServer = false
+	mustApply(t, m, shared)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", opPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTeapot {
+		t.Errorf("unknown name on the operator's default port: %s, want the operator's 418", resp.Status)
 	}
 
 	if err := m.Restart(t.Context()); !errors.Is(err, ErrNotSupervised) {

@@ -110,7 +110,9 @@
 //     on" (nginx 1.19.4+), which refuses unknown names during the handshake
 //     and so needs no certificate. ssl and http2 are merged over the servers
 //     of a port by nginx, so the default server repeats them. Two hosts
-//     marked default on one port are an error.
+//     marked default on one port are an error. Options.NoDefaultServers
+//     leaves the rendered 404 servers out (for an nginx.conf that has its
+//     own default servers).
 //   - custom_directives (server, location) and
 //     GlobalSettings.nginx_directives (http.conf) are rendered sorted by
 //     name. The name must be a plain directive name ([a-z0-9_], starting

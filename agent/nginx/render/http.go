@@ -98,7 +98,10 @@ func (r *renderer) httpConf(u *agentv1.ConfigUpdate) crossplane.Directives {
 	if r.opts.StatusPort != 0 {
 		tree = append(tree, statusServer(r.opts.StatusPort))
 	}
-	tree = append(tree, r.defaultServers(vhosts)...)
+	defaults := r.defaultServers(vhosts)
+	if !r.opts.NoDefaultServers {
+		tree = append(tree, defaults...)
+	}
 	for _, e := range vhosts {
 		tree = append(tree, r.virtualHost(e)...)
 	}
