@@ -140,6 +140,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		PIDFile:            cfg.NginxPIDFile,
 		ErrorLog:           cfg.NginxErrorLog,
 		StatusPort:         cfg.StatusPort,
+		ProtectedDirs:      []string{cfg.DataDir},
 		Logger:             log,
 		EventFunc:          a.onEvent,
 	})

@@ -257,7 +257,7 @@ func TestAgent(t *testing.T) {
 		ConfigId: "cfg-1", Version: 1, Checksum: "0123456789abcdef",
 		AgentPolicy: &agentv1.AgentPolicy{AutoRestart: false},
 		Upstreams:   []*agentv1.Upstream{{Id: "up", Servers: []*agentv1.UpstreamServer{{Address: strings.TrimPrefix(backend.URL, "http://")}}}},
-		VirtualHosts: []*agentv1.VirtualHost{{Id: "vh", ServerName: "localhost", ListenPort: port,
+		VirtualHosts: []*agentv1.VirtualHost{{Id: "vh", ServerName: "localhost", ListenPort: port, DefaultServer: true,
 			Locations: []*agentv1.Location{{Path: "/", UpstreamId: "up"}}}},
 	}}}
 	var steps []agentv1.ConfigApplyStatus

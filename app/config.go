@@ -28,6 +28,7 @@ type Config struct {
 	Admin    AdminConfig    `yaml:"admin"`
 	SMTP     SMTPConfig     `yaml:"smtp"`
 	Log      LogConfig      `yaml:"log"`
+	VHosts   VHostsConfig   `yaml:"vhosts"`
 }
 
 // DatabaseConfig selects the PostgreSQL server.
@@ -122,6 +123,42 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 }
 
+// VHostsConfig limits what virtual hosts may configure.
+type VHostsConfig struct {
+	// StaticRootPrefixes are comma-separated absolute directories; the root
+	// of a static location must be one of them or lie under one. Empty
+	// means DefaultStaticRootPrefixes.
+	StaticRootPrefixes string `yaml:"static_root_prefixes"`
+}
+
+// DefaultStaticRootPrefixes are the usual homes of static sites.
+const DefaultStaticRootPrefixes = "/var/www,/srv,/usr/share/nginx,/opt/www"
+
+// RootPrefixes returns StaticRootPrefixes (or DefaultStaticRootPrefixes)
+// as a list of cleaned paths.
+func (c VHostsConfig) RootPrefixes() []string {
+	s := c.StaticRootPrefixes
+	if strings.TrimSpace(s) == "" {
+		s = DefaultStaticRootPrefixes
+	}
+	var out []string
+	for _, p := range splitList(s) {
+		out = append(out, filepath.Clean(p))
+	}
+	return out
+}
+
+// validate checks every prefix: absolute, already clean, not "/".
+func (c VHostsConfig) validate() error {
+	for _, p := range splitList(c.StaticRootPrefixes) {
+		clean := filepath.Clean(p)
+		if !filepath.IsAbs(p) || clean == "/" || (p != clean && p != clean+"/") {
+			return fmt.Errorf("vhosts.static_root_prefixes: %q must be a clean absolute path other than /", p)
+		}
+	}
+	return nil
+}
+
 // DefaultConfig returns the configuration used for keys that are not set.
 func DefaultConfig() Config {
 	return Config{
@@ -143,8 +180,9 @@ func DefaultConfig() Config {
 			LoginAttemptsPerIP:      20,
 			LoginWindow:             15 * time.Minute,
 		},
-		SMTP: SMTPConfig{Port: 25, From: "nxmesh@localhost", TLS: "none"},
-		Log:  LogConfig{Level: "info", Format: "text"},
+		SMTP:   SMTPConfig{Port: 25, From: "nxmesh@localhost", TLS: "none"},
+		Log:    LogConfig{Level: "info", Format: "text"},
+		VHosts: VHostsConfig{StaticRootPrefixes: DefaultStaticRootPrefixes},
 	}
 }
 
@@ -171,6 +209,9 @@ func LoadConfig(path string, env []string) (Config, error) {
 		}
 	}
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "NXMESH", vars); err != nil {
+		return cfg, err
+	}
+	if err := cfg.VHosts.validate(); err != nil {
 		return cfg, err
 	}
 	if cfg.DataDir != "" {

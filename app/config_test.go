@@ -34,6 +34,25 @@ func TestLoadConfig(t *testing.T) {
 		}
 	})
 
+	t.Run("StaticRootPrefixes", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := LoadConfig("", []string{"NXMESH_VHOSTS_STATIC_ROOT_PREFIXES=/data/sites, /srv/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.VHosts.RootPrefixes(); len(got) != 2 || got[0] != "/data/sites" || got[1] != "/srv" {
+			t.Errorf("RootPrefixes = %q, want [/data/sites /srv]", got)
+		}
+		if got := (VHostsConfig{}).RootPrefixes(); strings.Join(got, ",") != DefaultStaticRootPrefixes {
+			t.Errorf("empty RootPrefixes = %q, want the defaults", got)
+		}
+		for _, bad := range []string{"/", "relative/dir", "/var/www/../lib", "/srv,/"} {
+			if _, err := LoadConfig("", []string{"NXMESH_VHOSTS_STATIC_ROOT_PREFIXES=" + bad}); err == nil || !strings.Contains(err.Error(), "static_root_prefixes") {
+				t.Errorf("prefixes %q: error %v, want one naming static_root_prefixes", bad, err)
+			}
+		}
+	})
+
 	t.Run("ShippedFileListsEveryKey", func(t *testing.T) {
 		t.Parallel()
 		b, err := os.ReadFile("../config.yaml")

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nxmesh/nxmesh/agent/nginx/render"
@@ -69,11 +70,14 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 		m.setApplyError("")
 		return Result{Status: agentv1.ConfigApplyStatus_SUCCESS, Version: prev, Reloaded: true}
 	}
+	if err := m.checkRoots(u); err != nil {
+		return m.failed(log, agentv1.ConfigApplyStatus_FAILED, err.Error(), prev)
+	}
 	dir := filepath.Join(m.versionsDir(), meta.Name)
 	if err := os.RemoveAll(dir); err != nil {
 		return m.failed(log, agentv1.ConfigApplyStatus_FAILED, fmt.Sprintf("clear version directory: %v", err), prev)
 	}
-	files, err := render.Render(u, render.Options{ConfDir: dir, StatusPort: m.statusPort})
+	files, err := render.Render(u, m.renderOptions(dir))
 	if err != nil {
 		return m.failed(log, agentv1.ConfigApplyStatus_FAILED, fmt.Sprintf("render: %v", err), prev)
 	}
@@ -157,4 +161,69 @@ func (m *Manager) succeeded(log *slog.Logger, v *Version, reloaded bool, note st
 	}
 	log.Info("config applied", "live", v.Name, "reloaded", reloaded)
 	return Result{Status: agentv1.ConfigApplyStatus_SUCCESS, Message: note, Version: v, Reloaded: reloaded}
+}
+
+// checkRoots refuses static roots that would let nginx serve the agent's
+// own files: a root that is, contains or lies inside the manager's
+// directory (prefix or include directory: configuration, certificates,
+// htpasswd files, logs) or one of Options.ProtectedDirs (the agent's
+// identity). Both sides are compared after resolving symbolic links, so a
+// link cannot hide either.
+func (m *Manager) checkRoots(u *agentv1.ConfigUpdate) error {
+	protected := append([]string{m.root}, m.opts.ProtectedDirs...)
+	resolved := make([]string, len(protected))
+	for i, d := range protected {
+		resolved[i] = resolveExisting(d)
+	}
+	for _, vh := range u.GetVirtualHosts() {
+		for i, loc := range vh.GetLocations() {
+			root := loc.GetRoot()
+			if root == "" {
+				continue
+			}
+			field := fmt.Sprintf("virtual host %s: locations[%d].root %q", vh.GetId(), i, root)
+			if !filepath.IsAbs(root) {
+				return fmt.Errorf("%s: must be an absolute path", field)
+			}
+			r := resolveExisting(root)
+			for j, d := range resolved {
+				if within(r, d) || within(d, r) {
+					return fmt.Errorf("%s: refused: it overlaps the agent's directory %s, whose files nginx must not serve", field, protected[j])
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// within reports whether p is dir or lies inside it; both are clean and
+// absolute.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// resolveExisting returns p, cleaned, with the symbolic links of its
+// longest existing ancestor (p itself when it exists) resolved.
+func resolveExisting(p string) string {
+	p = filepath.Clean(p)
+	rest := ""
+	for cur := p; ; {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(r, rest)
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+		cur = parent
+	}
+}
+
+// renderOptions are the options every version is rendered with. In manage
+// mode the operator's nginx.conf decides what answers unknown names on the
+// ports it shares: its own default servers would clash with rendered ones.
+func (m *Manager) renderOptions(dir string) render.Options {
+	return render.Options{ConfDir: dir, StatusPort: m.statusPort, NoDefaultServers: m.mode == ModeManage}
 }

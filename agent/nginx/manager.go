@@ -33,7 +33,10 @@
 //
 //  1. An update whose checksum is live and whose version is not newer is
 //     acknowledged as SUCCESS without touching anything.
-//  2. VALIDATING: render the update (render.Render with ConfDir = the
+//  2. VALIDATING: refuse (FAILED, nothing written) a static root that is,
+//     contains or lies inside the prefix or include directory or one of
+//     Options.ProtectedDirs, compared after resolving symbolic links of the
+//     part of each path that exists; then render the update (render.Render with ConfDir = the
 //     version directory, so certificate paths point into it) into
 //     versions/<version>-<checksum8>/; private keys get mode 0600.
 //  3. nginx -t on a standalone nginx.conf (render.MainConfig) that includes
@@ -146,6 +149,12 @@ type Options struct {
 	// compiled-in defaults.
 	PIDFile  string
 	ErrorLog string
+
+	// ProtectedDirs are directories a static location's root may neither
+	// be, contain nor lie inside (the agent passes its data directory); the
+	// prefix or include directory is always protected. An update with such
+	// a root fails before anything is written.
+	ProtectedDirs []string
 
 	// StatusPort is the loopback stub_status port rendered into every
 	// version. Zero keeps the port of the live version, or picks a free
@@ -263,6 +272,11 @@ func New(opts Options) (*Manager, error) {
 		m.errorLog = opts.ErrorLog
 	default:
 		return nil, errors.New("nginx: set a prefix (supervise mode) or both nginx.conf and an include directory (manage mode)")
+	}
+	for _, d := range opts.ProtectedDirs {
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("nginx: protected directory %q must be an absolute path", d)
+		}
 	}
 	if err := render.ValidateArg(m.root); err != nil {
 		return nil, fmt.Errorf("nginx: directory %q cannot be written into nginx config: %w", m.root, err)
@@ -494,7 +508,7 @@ func (m *Manager) installInitial(ctx context.Context) (*Version, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("nginx: clear %s: %w", dir, err)
 	}
-	files, err := render.Render(u, render.Options{ConfDir: dir, StatusPort: m.statusPort})
+	files, err := render.Render(u, m.renderOptions(dir))
 	if err != nil {
 		return nil, fmt.Errorf("nginx: render the initial configuration: %w", err)
 	}

@@ -98,7 +98,7 @@ type bundle struct {
 
 // setup starts a Manager in supervise mode in a fresh directory; nginx is
 // killed when the test ends.
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T, mutate ...func(*Options)) *bundle {
 	t.Helper()
 	b := &bundle{dir: t.TempDir(), events: make(chan Event, 64)}
 	b.opts = Options{
@@ -113,6 +113,9 @@ func setup(t *testing.T) *bundle {
 			default:
 			}
 		},
+	}
+	for _, f := range mutate {
+		f(&b.opts)
 	}
 	b.m = b.start(t)
 	return b
@@ -159,7 +162,9 @@ func proxyUpdate(version int64, ports []uint32, backends []string) *agentv1.Conf
 		})
 		u.VirtualHosts = append(u.VirtualHosts, &agentv1.VirtualHost{
 			Id: fmt.Sprintf("vh%d", i), Name: "site", ServerName: "localhost", ListenPort: port,
-			Locations: []*agentv1.Location{{Path: "/", UpstreamId: id}},
+			// Requests name 127.0.0.1, not localhost.
+			DefaultServer: true,
+			Locations:     []*agentv1.Location{{Path: "/", UpstreamId: id}},
 		})
 	}
 	return u
@@ -297,6 +302,57 @@ func TestManager_Apply(t *testing.T) {
 		}
 		if slices.ContainsFunc(versionDirs(t, b.m), func(n string) bool { return strings.HasPrefix(n, "2-") }) {
 			t.Errorf("failed version left on disk: %v", versionDirs(t, b.m))
+		}
+	})
+
+	t.Run("RefusesRootsOverlappingTheAgentsDirectories", func(t *testing.T) {
+		t.Parallel()
+		data := t.TempDir()
+		b := setup(t, func(o *Options) { o.ProtectedDirs = []string{data} })
+		port := freeTestPort(t)
+		mustApply(t, b.m, proxyUpdate(1, []uint32{port}, []string{backend(t, "backend-one")}))
+		links := t.TempDir()
+		for name, target := range map[string]string{"to-prefix": filepath.Join(b.dir, "versions"), "to-data": data} {
+			if err := os.Symlink(target, filepath.Join(links, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		www := t.TempDir()
+		before := versionDirs(t, b.m)
+		version := int64(1)
+		for _, c := range []struct {
+			name, root string
+			ok         bool
+		}{
+			{"ThePrefix", b.dir, false},
+			{"InsideThePrefix", filepath.Join(b.dir, "logs"), false},
+			{"AParentOfThePrefix", filepath.Dir(b.dir), false},
+			{"TheFileSystemRoot", "/", false},
+			{"TheDataDirectory", data, false},
+			{"InsideTheDataDirectory", filepath.Join(data, "identity"), false},
+			{"ALinkIntoThePrefix", filepath.Join(links, "to-prefix", "not-yet"), false},
+			{"ALinkToTheDataDirectory", filepath.Join(links, "to-data"), false},
+			{"AnUnrelatedDirectory", www, true},
+		} {
+			version++
+			u := proxyUpdate(version, []uint32{port}, []string{backend(t, "backend-two")})
+			u.VirtualHosts[0].Locations = append(u.VirtualHosts[0].Locations, &agentv1.Location{Path: "/static/", Root: c.root})
+			res, _ := apply(t, b.m, u)
+			if c.ok {
+				if res.Status != agentv1.ConfigApplyStatus_SUCCESS {
+					t.Errorf("%s: apply = %s (%s), want SUCCESS", c.name, res.Status, res.Message)
+				}
+				continue
+			}
+			if res.Status != agentv1.ConfigApplyStatus_FAILED || !strings.Contains(res.Message, "locations[1].root") {
+				t.Errorf("%s: apply = %s (%s), want FAILED naming locations[1].root", c.name, res.Status, res.Message)
+			}
+			if got := versionDirs(t, b.m); !slices.Equal(got, before) {
+				t.Errorf("%s: version directories %v, want %v unchanged", c.name, got, before)
+			}
+			if got := get(t, port); got != "backend-one" {
+				t.Errorf("%s: GET after refused apply = %q, want backend-one", c.name, got)
+			}
 		}
 	})
 
@@ -573,6 +629,8 @@ func TestManager_ManageMode(t *testing.T) {
 	if _, err := os.Stat(render.DefaultStreamModulePath); err == nil {
 		module = "load_module " + render.DefaultStreamModulePath + ";"
 	}
+	// The operator's own default server, as Debian's default site has one.
+	opPort := freeTestPort(t)
 	text := fmt.Sprintf(`%s
 %s
 worker_processes 1;
@@ -586,12 +644,13 @@ http {
     fastcgi_temp_path %[3]s/fastcgi;
     uwsgi_temp_path %[3]s/uwsgi;
     scgi_temp_path %[3]s/scgi;
+    server { listen %[6]d default_server; return 418; }
     %[4]s
 }
 stream {
     %[5]s
 }
-`, user, module, opDir, httpLine, streamLine)
+`, user, module, opDir, httpLine, streamLine, opPort)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -637,6 +696,20 @@ stream {
 	}
 	if got := get(t, port); got != "managed-one" {
 		t.Errorf("GET after rollback = %q", got)
+	}
+
+	// A host on the operator's default port is applied (no second default
+	// server is rendered) and unknown names still reach the operator's.
+	shared := proxyUpdate(3, []uint32{port, opPort}, []string{two, two})
+	shared.VirtualHosts[1].DefaultServer = false
+	mustApply(t, m, shared)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", opPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTeapot {
+		t.Errorf("unknown name on the operator's default port: %s, want the operator's 418", resp.Status)
 	}
 
 	if err := m.Restart(t.Context()); !errors.Is(err, ErrNotSupervised) {

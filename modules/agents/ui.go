@@ -502,7 +502,13 @@ func (p *uiPages) reload(c *fiber.Ctx) error {
 	if err != nil {
 		return uiFlashError(c, id, err)
 	}
-	f := views.Flash{Kind: views.FlashSuccess, Message: "nginx reloaded: " + res.Message}
+	// The agent's answer says what happened ("nginx reloaded"); it is shown
+	// as is, not after a prefix that repeats it.
+	msg := res.Message
+	if msg == "" {
+		msg = "nginx reloaded"
+	}
+	f := views.Flash{Kind: views.FlashSuccess, Message: msg}
 	if !res.Success {
 		f = views.Flash{Kind: views.FlashError, Message: "Reload failed: " + res.Message}
 	}

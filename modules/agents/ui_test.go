@@ -235,6 +235,31 @@ func TestUI(t *testing.T) {
 		operator.follow(t, r).expect(t, http.StatusOK, "Reload failed: nginx: [emerg] bind() failed")
 	})
 
+	t.Run("ReloadSuccessShowsTheAgentsAnswerOnce", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		a, s, _ := b.online(t, "web-05b", nil)
+		operator := e.browser(t, "operator")
+		done := make(chan uiResponse, 1)
+		go func() { done <- operator.do(t, http.MethodPost, "/agents/"+a.id.String()+"/reload", url.Values{}) }()
+		cmd := s.command(t)
+		// The agent answers a successful reload with "nginx reloaded".
+		s.send(t, &agentv1.AgentMessage{Timestamp: time.Now().Unix(), Payload: &agentv1.AgentMessage_CommandResult{
+			CommandResult: &agentv1.CommandResult{CommandId: cmd.GetCommandId(), Success: true, Message: "nginx reloaded"},
+		}})
+		var r uiResponse
+		select {
+		case r = <-done:
+		case <-time.After(wait):
+			t.Fatal("reload did not answer")
+		}
+		page := operator.follow(t, r)
+		page.expect(t, http.StatusOK, "nginx reloaded")
+		if strings.Contains(page.body, "nginx reloaded: nginx reloaded") {
+			t.Error(`flash repeats itself: "nginx reloaded: nginx reloaded"`)
+		}
+	})
+
 	t.Run("CommandsShowTheirAnswer", func(t *testing.T) {
 		t.Parallel()
 		b := e.setup(t)

@@ -100,11 +100,14 @@ func uiAllowed(role, action string) bool {
 	return slices.Contains(policies(), authz.Policy{Role: role, Object: ObjUpstream, Action: action})
 }
 
+// uiAlgorithms are the algorithm choices. nginx's round robin already
+// honours server weights, so weighted_round_robin renders the same config;
+// the labels say so rather than offer two choices that look different.
 var uiAlgorithms = []views.Option{
-	{Value: string(RoundRobin), Label: "Round robin"},
+	{Value: string(RoundRobin), Label: "Round robin (weights honoured)"},
 	{Value: string(LeastConnections), Label: "Least connections"},
 	{Value: string(IPHash), Label: "IP hash"},
-	{Value: string(WeightedRoundRobin), Label: "Weighted round robin"},
+	{Value: string(WeightedRoundRobin), Label: "Weighted round robin (same as round robin)"},
 }
 
 // uiAlgorithmLabel is the label of an algorithm in tables.

@@ -613,7 +613,7 @@ func editForm(d formData) templ.Component {
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		templ_7745c5c3_Err = views.Field(d.Form, views.FieldProps{Name: fAlgorithm, Label: "Load balancing", Options: uiAlgorithms, Help: "IP hash pins each client address to one server."}).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = views.Field(d.Form, views.FieldProps{Name: fAlgorithm, Label: "Load balancing", Options: uiAlgorithms, Help: "Round robin sends requests in turn, in proportion to the servers' weights. Weighted round robin is the same in nginx and is kept for API compatibility. IP hash pins each client address to one server."}).Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}

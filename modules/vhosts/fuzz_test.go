@@ -15,6 +15,7 @@ import (
 	crossplane "github.com/nginxinc/nginx-go-crossplane"
 
 	"github.com/nxmesh/nxmesh/agent/nginx/render"
+	"github.com/nxmesh/nxmesh/app"
 )
 
 // fuzzField is a user field of a virtual host that FuzzVirtualHostInput and
@@ -121,7 +122,7 @@ var fuzzHostID = uuid.MustParse("00000000-0000-4000-8000-000000000001")
 // when validation rejects in.
 func renderInput(t *testing.T, in VirtualHostInput) (VirtualHost, crossplane.Directives, bool) {
 	t.Helper()
-	vh, passwords, v := checkVirtualHost(in, nil)
+	vh, passwords, v := checkVirtualHost(in, nil, app.VHostsConfig{}.RootPrefixes())
 	if !v.OK() {
 		return vh, nil, false
 	}

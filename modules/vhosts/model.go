@@ -125,12 +125,15 @@ type VirtualHost struct {
 	WorkspaceID uuid.UUID `json:"workspace_id"`
 	Name        string    `json:"name"`
 	// ServerName is space-separated host names.
-	ServerName          string            `json:"server_name"`
-	ListenPort          int               `json:"listen_port"`
-	SSLEnabled          bool              `json:"ssl_enabled"`
-	SSLCertificateID    *uuid.UUID        `json:"ssl_certificate_id"`
-	HTTP2Enabled        bool              `json:"http2_enabled"`
-	RedirectHTTPS       bool              `json:"redirect_https"`
+	ServerName       string     `json:"server_name"`
+	ListenPort       int        `json:"listen_port"`
+	SSLEnabled       bool       `json:"ssl_enabled"`
+	SSLCertificateID *uuid.UUID `json:"ssl_certificate_id"`
+	HTTP2Enabled     bool       `json:"http2_enabled"`
+	RedirectHTTPS    bool       `json:"redirect_https"`
+	// DefaultServer: the host answers requests whose Host matches no server
+	// name on its listen port.
+	DefaultServer       bool              `json:"default_server"`
 	RedirectTo          string            `json:"redirect_to"`
 	RedirectCode        int               `json:"redirect_code"`
 	Locations           []Location        `json:"locations"`
@@ -197,6 +200,7 @@ type VirtualHostInput struct {
 	SSLCertificateID    string            `json:"ssl_certificate_id" doc:"a certificate of the same workspace; required with ssl_enabled"`
 	HTTP2Enabled        bool              `json:"http2_enabled" doc:"requires ssl_enabled"`
 	RedirectHTTPS       bool              `json:"redirect_https" doc:"also listen on port 80 and answer with a 301 to https; requires ssl_enabled"`
+	DefaultServer       bool              `json:"default_server" doc:"answer requests whose Host matches no server name on listen_port (default false: those get 404); at most one host per port in a workspace"`
 	RedirectTo          string            `json:"redirect_to" doc:"http(s):// URL; makes a redirect-only host (no locations)"`
 	RedirectCode        int               `json:"redirect_code" doc:"301 (default), 302, 307 or 308"`
 	Locations           []Location        `json:"locations"`
@@ -221,6 +225,7 @@ func (v VirtualHost) Input() VirtualHostInput {
 		SSLEnabled:          v.SSLEnabled,
 		HTTP2Enabled:        v.HTTP2Enabled,
 		RedirectHTTPS:       v.RedirectHTTPS,
+		DefaultServer:       v.DefaultServer,
 		RedirectTo:          v.RedirectTo,
 		RedirectCode:        v.RedirectCode,
 		Locations:           cloneLocations(v.Locations),
@@ -297,6 +302,7 @@ type vhostRow struct {
 	SSLCertificateID    *uuid.UUID        `gorm:"column:ssl_certificate_id;type:uuid"`
 	HTTP2Enabled        bool              `gorm:"column:http2_enabled;not null"`
 	RedirectHTTPS       bool              `gorm:"column:redirect_https;not null"`
+	DefaultServer       bool              `gorm:"column:default_server;not null"`
 	RedirectTo          string            `gorm:"column:redirect_to;not null"`
 	RedirectCode        int               `gorm:"column:redirect_code;not null"`
 	Locations           []Location        `gorm:"column:locations;type:jsonb;serializer:json;not null"`
@@ -320,7 +326,7 @@ func (vhostRow) TableName() string { return "virtual_hosts" }
 // name_key).
 var vhostColumns = []string{
 	"name", "server_name", "listen_port", "ssl_enabled", "ssl_certificate_id", "http2_enabled",
-	"redirect_https", "redirect_to", "redirect_code", "locations", "access_list", "rate_limit_rps",
+	"redirect_https", "default_server", "redirect_to", "redirect_code", "locations", "access_list", "rate_limit_rps",
 	"rate_limit_burst", "client_max_body_size", "proxy_connect_timeout", "proxy_read_timeout",
 	"proxy_send_timeout", "custom_directives", "target_agents", "created_at", "updated_at",
 }
@@ -352,6 +358,7 @@ func (r vhostRow) virtualHost() (VirtualHost, map[string]string) {
 		SSLCertificateID:    clonePtr(r.SSLCertificateID),
 		HTTP2Enabled:        r.HTTP2Enabled,
 		RedirectHTTPS:       r.RedirectHTTPS,
+		DefaultServer:       r.DefaultServer,
 		RedirectTo:          r.RedirectTo,
 		RedirectCode:        r.RedirectCode,
 		Locations:           cloneLocations(r.Locations),
@@ -404,6 +411,7 @@ func vhostRowOf(v VirtualHost, hashes map[string]string) vhostRow {
 		SSLCertificateID:    clonePtr(v.SSLCertificateID),
 		HTTP2Enabled:        v.HTTP2Enabled,
 		RedirectHTTPS:       v.RedirectHTTPS,
+		DefaultServer:       v.DefaultServer,
 		RedirectTo:          v.RedirectTo,
 		RedirectCode:        v.RedirectCode,
 		Locations:           nonNil(cloneLocations(v.Locations)),

@@ -25,6 +25,7 @@ func VirtualHostToProto(v VirtualHost, hashes map[string]string) *agentv1.Virtua
 		Locations:                  make([]*agentv1.Location, 0, len(v.Locations)),
 		CustomDirectives:           map[string]string{},
 		RedirectHttps:              v.RedirectHTTPS,
+		DefaultServer:              v.DefaultServer,
 		RedirectTo:                 v.RedirectTo,
 		RedirectCode:               uint32(max(v.RedirectCode, 0)),
 		ClientMaxBodySize:          v.ClientMaxBodySize,

@@ -37,6 +37,9 @@ type Service struct {
 	certs  *certs.Service
 	// knownAgents checks target_agents.agent_ids; nil skips the check.
 	knownAgents KnownAgentsFunc
+	// rootPrefixes are the directories static roots must lie under
+	// (app.VHostsConfig.RootPrefixes).
+	rootPrefixes []string
 	// bcryptCost is the cost of basic-auth password hashes (tests lower it).
 	bcryptCost int
 	// snapshots caches decoded configuration versions for DesiredConfig.
@@ -50,12 +53,14 @@ type KnownAgentsFunc func(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUI
 
 // NewService returns a Service over db that reads upstreams and certificates
 // through their services and agents through knownAgents (nil: agent ids in
-// target_agents are checked for their form only).
+// target_agents are checked for their form only). Static roots must lie
+// under app.DefaultStaticRootPrefixes; New applies the configured ones.
 func NewService(db *gorm.DB, logger *slog.Logger, ups *upstreams.Service, certSvc *certs.Service, knownAgents KnownAgentsFunc) *Service {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Service{db: db, logger: logger, ups: ups, certs: certSvc, knownAgents: knownAgents, bcryptCost: bcrypt.DefaultCost}
+	return &Service{db: db, logger: logger, ups: ups, certs: certSvc, knownAgents: knownAgents, bcryptCost: bcrypt.DefaultCost,
+		rootPrefixes: app.VHostsConfig{}.RootPrefixes()}
 }
 
 // now is the timestamp of a write, at PostgreSQL's precision so that what a
@@ -140,13 +145,14 @@ func describeStream(name string, id uuid.UUID) string {
 // hash, by user name. known are the password hashes the host has now, by user
 // name: a user listed without a password keeps its hash. References to
 // upstreams and certificates are checked by the caller (checkReferences).
-func checkVirtualHost(in VirtualHostInput, known map[string]string) (VirtualHost, map[string]string, *app.Validator) {
+func checkVirtualHost(in VirtualHostInput, known map[string]string, rootPrefixes []string) (VirtualHost, map[string]string, *app.Validator) {
 	v := &app.Validator{}
 	out := VirtualHost{
 		Name:          strings.TrimSpace(in.Name),
 		SSLEnabled:    in.SSLEnabled,
 		HTTP2Enabled:  in.HTTP2Enabled,
 		RedirectHTTPS: in.RedirectHTTPS,
+		DefaultServer: in.DefaultServer,
 	}
 	checkName(v, "name", out.Name)
 	out.ServerName = normalizeServerName(v, "server_name", in.ServerName)
@@ -199,7 +205,7 @@ func checkVirtualHost(in VirtualHostInput, known map[string]string) (VirtualHost
 		v.Check(in.RedirectCode == 0 || slices.Contains(redirectCodes, in.RedirectCode), "redirect_code", app.FieldInvalidValue, "must be 301, 302, 307 or 308")
 		v.Check(len(in.Locations) > 0, "locations", app.FieldRequired, "must list at least one location unless redirect_to is set")
 	}
-	out.Locations = checkLocations(v, in.Locations)
+	out.Locations = checkLocations(v, in.Locations, rootPrefixes)
 
 	var passwords map[string]string
 	out.AccessList, passwords = checkAccessList(v, in.AccessList, known)
@@ -244,7 +250,7 @@ func checkVirtualHost(in VirtualHostInput, known map[string]string) (VirtualHost
 }
 
 // checkLocations checks every location and returns them normalized.
-func checkLocations(v *app.Validator, in []Location) []Location {
+func checkLocations(v *app.Validator, in []Location, rootPrefixes []string) []Location {
 	if len(in) > MaxLocations {
 		v.Add("locations", app.FieldInvalidValue, fmt.Sprintf("must list at most %d locations", MaxLocations))
 		return nil
@@ -296,7 +302,7 @@ func checkLocations(v *app.Validator, in []Location) []Location {
 			}
 		}
 		if l.Root != "" {
-			if err := checkRoot(l.Root); err != nil {
+			if err := checkRoot(l.Root, rootPrefixes); err != nil {
 				v.Add(p+".root", app.FieldInvalidFormat, err.Error())
 			}
 			n.Root = l.Root
@@ -665,6 +671,29 @@ func checkPorts(tx *gorm.DB, workspaceID, self uuid.UUID, mine []listener) error
 	return nil
 }
 
+// checkDefaultServer returns a validation error at default_server when vh is
+// marked default_server and another virtual host of its workspace already is
+// the default server of the same listen port. The caller holds the workspace
+// lock.
+func checkDefaultServer(tx *gorm.DB, vh VirtualHost) error {
+	if !vh.DefaultServer {
+		return nil
+	}
+	var others []vhostRow
+	if err := tx.Select("id", "name").
+		Where("workspace_id = ? AND id <> ? AND default_server AND listen_port = ?", vh.WorkspaceID, vh.ID, vh.ListenPort).
+		Order("created_at, id").Limit(1).Find(&others).Error; err != nil {
+		return fmt.Errorf("read default servers of workspace %s: %w", vh.WorkspaceID, err)
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	v := &app.Validator{}
+	v.Add("default_server", app.FieldInvalidValue, fmt.Sprintf("%s is already the default server of port %d; at most one host per port may be",
+		describeVirtualHost(others[0].Name, others[0].ID), vh.ListenPort))
+	return v.Err()
+}
+
 // ---- Virtual hosts ----
 
 // ListVirtualHosts returns a workspace's virtual hosts, oldest first, and their
@@ -703,7 +732,7 @@ func (s *Service) GetVirtualHost(ctx context.Context, id uuid.UUID) (VirtualHost
 // CreateVirtualHost validates in and creates a virtual host in the workspace.
 // Nothing is stored when any check fails.
 func (s *Service) CreateVirtualHost(ctx context.Context, workspaceID uuid.UUID, in VirtualHostInput) (VirtualHost, error) {
-	vh, passwords, v := checkVirtualHost(in, nil)
+	vh, passwords, v := checkVirtualHost(in, nil, s.rootPrefixes)
 	if err := v.Err(); err != nil {
 		return VirtualHost{}, err
 	}
@@ -725,6 +754,9 @@ func (s *Service) CreateVirtualHost(ctx context.Context, workspaceID uuid.UUID, 
 			return err
 		}
 		if err := checkPorts(tx, workspaceID, vh.ID, vhostListeners(vh.ID, vh.Name, vh.ServerName, vh.ListenPort, vh.SSLEnabled, vh.RedirectHTTPS)); err != nil {
+			return err
+		}
+		if err := checkDefaultServer(tx, vh); err != nil {
 			return err
 		}
 		if err := tx.Select(append([]string{"id", "workspace_id"}, vhostColumns...)).Create(&row).Error; err != nil {
@@ -783,7 +815,7 @@ func (s *Service) UpdateVirtualHost(ctx context.Context, id uuid.UUID, change fu
 		if err := change(&in); err != nil {
 			return err
 		}
-		vh, passwords, v := checkVirtualHost(in, known)
+		vh, passwords, v := checkVirtualHost(in, known, s.rootPrefixes)
 		if err := v.Err(); err != nil {
 			return err
 		}
@@ -802,6 +834,9 @@ func (s *Service) UpdateVirtualHost(ctx context.Context, id uuid.UUID, change fu
 			return err
 		}
 		if err := checkPorts(tx, vh.WorkspaceID, vh.ID, vhostListeners(vh.ID, vh.Name, vh.ServerName, vh.ListenPort, vh.SSLEnabled, vh.RedirectHTTPS)); err != nil {
+			return err
+		}
+		if err := checkDefaultServer(tx, vh); err != nil {
 			return err
 		}
 		row := vhostRowOf(vh, hashes)

@@ -381,6 +381,7 @@ const (
 	fName           = "name"
 	fServerName     = "server_name"
 	fListenPort     = "listen_port"
+	fDefaultServer  = "default_server"
 	fSSL            = "ssl_enabled"
 	fCertificate    = "ssl_certificate_id"
 	fHTTP2          = "http2_enabled"
@@ -427,6 +428,7 @@ func newLocationRow() locationRow { return locationRow{Match: MatchPrefix, Targe
 // vhostForm is the virtual host form as typed: the text of every input.
 type vhostForm struct {
 	Name, ServerName, ListenPort string
+	DefaultServer                bool
 	SSL                          bool
 	Certificate                  string
 	HTTP2, RedirectHTTPS         bool
@@ -471,6 +473,7 @@ func vhostFormOf(v VirtualHost) vhostForm {
 		Name:           v.Name,
 		ServerName:     v.ServerName,
 		ListenPort:     strconv.Itoa(v.ListenPort),
+		DefaultServer:  v.DefaultServer,
 		SSL:            v.SSLEnabled,
 		HTTP2:          v.HTTP2Enabled,
 		RedirectHTTPS:  v.RedirectHTTPS,
@@ -537,6 +540,7 @@ func readVhostForm(vals map[string]string) vhostForm {
 		Name:           vals[fName],
 		ServerName:     vals[fServerName],
 		ListenPort:     vals[fListenPort],
+		DefaultServer:  views.Checked(vals, fDefaultServer),
 		SSL:            views.Checked(vals, fSSL),
 		Certificate:    vals[fCertificate],
 		HTTP2:          views.Checked(vals, fHTTP2),
@@ -615,6 +619,7 @@ func (f vhostForm) values() map[string]string {
 		fName:           f.Name,
 		fServerName:     f.ServerName,
 		fListenPort:     f.ListenPort,
+		fDefaultServer:  views.CheckedValue(f.DefaultServer),
 		fSSL:            views.CheckedValue(f.SSL),
 		fCertificate:    f.Certificate,
 		fHTTP2:          views.CheckedValue(f.HTTP2),
@@ -680,6 +685,7 @@ func (f vhostForm) apply(in *VirtualHostInput) error {
 	in.ServerName = f.ServerName
 	in.ListenPort = views.OptionalInt(v, fListenPort, f.ListenPort)
 	in.SSLEnabled, in.HTTP2Enabled, in.RedirectHTTPS = f.SSL, f.HTTP2, f.RedirectHTTPS
+	in.DefaultServer = f.DefaultServer
 	in.SSLCertificateID = ""
 	if f.SSL {
 		in.SSLCertificateID = f.Certificate

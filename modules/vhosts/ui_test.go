@@ -1,11 +1,15 @@
 package vhosts
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/views"
 )
 
 func TestParseUnifiedDiff(t *testing.T) {
@@ -117,6 +121,38 @@ func TestReadVhostForm(t *testing.T) {
 		}
 		if !fields["listen_port"] || !fields["proxy_read_timeout"] {
 			t.Errorf("errors = %v, want listen_port and proxy_read_timeout", err)
+		}
+	})
+}
+
+func TestVhostFormDefaultServer(t *testing.T) {
+	t.Parallel()
+	t.Run("CheckboxSetsTheField", func(t *testing.T) {
+		t.Parallel()
+		f := readVhostForm(map[string]string{"name": "web", "server_name": "www.example.test", "default_server": "true"})
+		var in VirtualHostInput
+		if err := f.apply(&in); err != nil {
+			t.Fatal(err)
+		}
+		if !in.DefaultServer {
+			t.Error("default_server checkbox not applied")
+		}
+		if vhostFormOf(VirtualHost{DefaultServer: true}).values()["default_server"] != "true" {
+			t.Error("a default host's form has the checkbox unchecked")
+		}
+	})
+	t.Run("FormShowsTheCheckboxAndItsError", func(t *testing.T) {
+		t.Parallel()
+		form := views.Form{Values: map[string]string{"default_server": "true"}, Errors: map[string]string{"default_server": "is already taken"}}
+		var buf bytes.Buffer
+		if err := vhostEditForm(vhostFormData{editor: editor{Form: form}}).Render(context.Background(), &buf); err != nil {
+			t.Fatal(err)
+		}
+		html := buf.String()
+		for _, want := range []string{`name="default_server"`, "Default server of its port", "is already taken"} {
+			if !strings.Contains(html, want) {
+				t.Errorf("form lacks %q", want)
+			}
 		}
 	})
 }

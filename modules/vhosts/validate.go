@@ -287,9 +287,10 @@ func checkLocationPath(p string) error {
 	return checkURLPath(p)
 }
 
-// deniedRoots are directories a static root may neither be nor lie under: the
-// system's configuration, secrets, state and binaries, which include the
-// agent's own credentials and the private keys it installs.
+// deniedRoots are directories a static root may neither be, lie under nor
+// contain: the system's configuration, secrets, state and binaries, which
+// include the agent's own credentials and the private keys it installs.
+// They hold even when vhosts.static_root_prefixes is set more widely.
 var deniedRoots = []string{
 	"/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
 	"/proc", "/root", "/run", "/sbin", "/sys", "/tmp",
@@ -299,10 +300,17 @@ var deniedRoots = []string{
 	"/var/spool", "/var/tmp",
 }
 
+// underDir reports whether the clean absolute path p is dir or lies under it.
+func underDir(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
 // checkRoot checks a static root: an absolute path of plain segments (letters,
-// digits, '.', '_', '-', not starting with '.'), no "." or ".." segments, not
-// "/" and not under a deniedRoots directory.
-func checkRoot(p string) error {
+// digits, '.', '_', '-', not starting with '.'), so no "." or ".." segments,
+// no empty ones and nothing to resolve; one of prefixes or under one of them
+// (app.VHostsConfig.RootPrefixes); and neither in, nor a parent of, a
+// deniedRoots directory.
+func checkRoot(p string, prefixes []string) error {
 	switch {
 	case len(p) > MaxPathLength:
 		return fmt.Errorf("must be at most %d characters", MaxPathLength)
@@ -319,9 +327,15 @@ func checkRoot(p string) error {
 		}
 	}
 	for _, d := range deniedRoots {
-		if trimmed == d || strings.HasPrefix(trimmed, d+"/") {
-			return fmt.Errorf("must not be in %s (system files); use a site directory such as /var/www or /srv", d)
+		switch {
+		case underDir(trimmed, d):
+			return fmt.Errorf("must not be in %s (system files); allowed are %s and directories under them", d, strings.Join(prefixes, ", "))
+		case underDir(d, trimmed):
+			return fmt.Errorf("must not contain %s (system files); allowed are %s and directories under them", d, strings.Join(prefixes, ", "))
 		}
+	}
+	if !slices.ContainsFunc(prefixes, func(pre string) bool { return underDir(trimmed, pre) }) {
+		return fmt.Errorf("must be one of %s or a directory under one of them (vhosts.static_root_prefixes)", strings.Join(prefixes, ", "))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package vhosts
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -101,17 +102,27 @@ func TestGrammars(t *testing.T) {
 		{"http://u_upstream/", false},
 		{"http://example.com/a;b", false},
 	})
-	runGrammar(t, "Root", checkRoot, []grammarCase{
+	defaults := app.VHostsConfig{}.RootPrefixes()
+	runGrammar(t, "Root", func(s string) error { return checkRoot(s, defaults) }, []grammarCase{
 		{"/var/www/site", true},
+		{"/var/www", true},
 		{"/srv/static/", true},
 		{"/usr/share/nginx/html", true},
-		{"/opt/app-1.2/public", true},
+		{"/opt/www/app-1.2/public", true},
 		{"/", false},
 		{"var/www", false},
+		{"/var", false},
+		{"/usr", false},
+		{"/usr/share", false},
+		{"/opt", false},
+		{"/opt/app/public", false},
+		{"/var/www/../lib", false},
 		{"/var/www/../../etc", false},
 		{"/var/./www", false},
 		{"/var//www", false},
 		{"/var/www/.git", false},
+		{"/var/wwwx", false},
+		{"/srv2/site", false},
 		{"/etc", false},
 		{"/etc/nginx", false},
 		{"/root/site", false},
@@ -120,6 +131,16 @@ func TestGrammars(t *testing.T) {
 		{"/proc/self", false},
 		{"/var/www site", false},
 		{"/var/www;", false},
+	})
+	// With wider configured prefixes the system directories stay refused,
+	// and so do their parents.
+	runGrammar(t, "RootWithWidePrefixes", func(s string) error { return checkRoot(s, []string{"/var", "/data"}) }, []grammarCase{
+		{"/var/sites/a", true},
+		{"/data", true},
+		{"/var", false},
+		{"/var/lib", false},
+		{"/var/log/nginx", false},
+		{"/var/www", true},
 	})
 	runGrammar(t, "Index", func(s string) error { _, err := normalizeIndex(s); return err }, []grammarCase{
 		{"index.html", true},
@@ -346,4 +367,31 @@ func TestConflict(t *testing.T) {
 			t.Errorf("%s: conflict = %v, want %v", c.name, got, c.want)
 		}
 	}
+}
+
+func TestStaticRootPrefixes(t *testing.T) {
+	t.Parallel()
+	t.Run("RefusalNamesTheFieldAndListsThePrefixes", func(t *testing.T) {
+		t.Parallel()
+		in := VirtualHostInput{Name: "site", ServerName: "site.example.com",
+			Locations: []Location{{Path: "/", ProxyPass: "http://127.0.0.1:8080"}, {Path: "/static", Root: "/var/www/site"}, {Path: "/x", Root: "/usr"}}}
+		_, _, v := checkVirtualHost(in, nil, []string{"/data/sites", "/var/www"})
+		var ve *app.ValidationError
+		if !errors.As(v.Err(), &ve) || len(ve.Fields) != 1 || ve.Fields[0].Field != "locations[2].root" ||
+			!strings.Contains(ve.Fields[0].Message, "/data/sites, /var/www") {
+			t.Fatalf("validation error %v, want one at locations[2].root listing the prefixes", v.Err())
+		}
+	})
+	t.Run("ModuleUsesTheConfiguredPrefixes", func(t *testing.T) {
+		t.Parallel()
+		cfg := app.DefaultConfig()
+		cfg.VHosts.StaticRootPrefixes = "/data/sites"
+		m := New(app.Deps{Config: cfg}, nil, nil, nil)
+		if err := checkRoot("/data/sites/a", m.svc.rootPrefixes); err != nil {
+			t.Errorf("configured prefix refused: %v", err)
+		}
+		if err := checkRoot("/var/www/a", m.svc.rootPrefixes); err == nil {
+			t.Error("a default prefix is accepted although the configuration replaces the defaults")
+		}
+	})
 }

@@ -46,10 +46,14 @@
 //   - proxy_pass, redirect_to: http(s)://host[:port][/path], host an IPv4
 //     address, a bracketed IPv6 address or a host name; path as above.
 //   - root: an absolute canonical path of plain names (no "." or ".."
-//     segments, no hidden names), not "/" and not under system directories
-//     (/etc, /root, /home, /proc, /sys, /dev, /run, /var/lib, /var/log, /usr/lib,
-//     ... see deniedRoots), so a static location cannot serve the agent's
-//     credentials or the private keys it installs; index: plain file names.
+//     segments, no hidden names) that is or lies under one of the
+//     vhosts.static_root_prefixes directories (default /var/www, /srv,
+//     /usr/share/nginx, /opt/www), and neither lies under nor contains a
+//     system directory (/etc, /root, /home, /proc, /sys, /dev, /run,
+//     /var/lib, /var/log, /usr/lib, ... see deniedRoots), so a static
+//     location cannot serve system files, the agent's credentials or the
+//     private keys it installs (the agent also refuses roots overlapping its
+//     own directories); index: plain file names.
 //   - header name: letters, digits, "-", "_", "." (a subset of RFC 7230's
 //     token). Header value: printable ASCII except " \ { } # and backquote;
 //     ";" "'" and "," stay allowed because Strict-Transport-Security and
@@ -112,7 +116,11 @@
 // Within a workspace a stream owns its port and protocol: another stream, or
 // a virtual host (tcp), on the same port is a 409. Virtual hosts share a port
 // when they agree on TLS and have no server name in common; a host with
-// redirect_https also occupies port 80 (plain) with its names.
+// redirect_https also occupies port 80 (plain) with its names. At most one
+// virtual host per listen port of a workspace has default_server (422 at
+// default_server otherwise); it answers requests whose Host matches no server
+// name on that port, and without one the agents answer them with 404 (TLS
+// ports refuse the handshake).
 //
 // # Versions and rollback
 //
@@ -160,7 +168,9 @@ var _ app.Module = (*Module)(nil)
 // them first with closures over the vhosts module built afterwards; likewise
 // knownAgents is a closure over the agents module, which needs this one.
 func New(d app.Deps, ups *upstreams.Service, certSvc *certs.Service, knownAgents KnownAgentsFunc) *Module {
-	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, ups, certSvc, knownAgents)}
+	svc := NewService(d.DB, d.Logger, ups, certSvc, knownAgents)
+	svc.rootPrefixes = d.Config.VHosts.RootPrefixes()
+	return &Module{db: d.DB, svc: svc}
 }
 
 // Service returns the module's service.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/nxmesh/nxmesh/agent/nginx/render"
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 )
@@ -124,6 +125,53 @@ func TestVirtualHosts(t *testing.T) {
 		}
 	})
 
+	t.Run("DefaultServerAtMostOnePerPort", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		plain := b.createVHost(t, plainHost("plain", "plain.example.com"))
+		if plain.DefaultServer {
+			t.Fatalf("default_server defaults to true: %+v", plain)
+		}
+		body := plainHost("main", "main.example.com")
+		body["default_server"] = true
+		main := b.createVHost(t, body)
+		var got map[string]any
+		b.as(t, "viewer", http.MethodGet, "/v1/virtual-hosts/"+main.ID.String(), nil, http.StatusOK, &got)
+		if got["default_server"] != true {
+			t.Fatalf("GET default_server = %v, want true", got["default_server"])
+		}
+		var p Preview
+		b.as(t, "viewer", http.MethodGet, "/v1/virtual-hosts/"+main.ID.String()+"/preview", nil, http.StatusOK, &p)
+		if !strings.Contains(p.Files[render.HTTPConf], "listen 80 default_server;") {
+			t.Errorf("preview does not make the host the default server:\n%s", p.Files[render.HTTPConf])
+		}
+		before := b.version(t)
+
+		// A second default host on port 80, created or patched: 422.
+		second := plainHost("second", "second.example.com")
+		second["default_server"] = true
+		status, raw := b.do(t, b.tokens["operator"], http.MethodPost, b.vhostsPath(), second, "")
+		expectFields(t, status, raw, "default_server")
+		if !strings.Contains(string(raw), "main") {
+			t.Errorf("message does not name the current default host: %s", raw)
+		}
+		status, raw = b.do(t, b.tokens["operator"], http.MethodPatch, "/v1/virtual-hosts/"+plain.ID.String(), map[string]any{"default_server": true}, "")
+		expectFields(t, status, raw, "default_server")
+		if b.version(t) != before {
+			t.Fatal("a refused default_server changed the configuration")
+		}
+
+		// Another port may have its own; the flag moves once it is cleared.
+		second["listen_port"] = 8080
+		b.createVHost(t, second)
+		var updated VirtualHost
+		b.as(t, "operator", http.MethodPatch, "/v1/virtual-hosts/"+main.ID.String(), map[string]any{"default_server": false}, http.StatusOK, &updated)
+		b.as(t, "operator", http.MethodPatch, "/v1/virtual-hosts/"+plain.ID.String(), map[string]any{"default_server": true}, http.StatusOK, &updated)
+		if !updated.DefaultServer || !VirtualHostToProto(updated, nil).GetDefaultServer() {
+			t.Fatalf("patched host %+v, want default_server in the API and the agent form", updated)
+		}
+	})
+
 	t.Run("DefaultsAndFullShape", func(t *testing.T) {
 		t.Parallel()
 		b := e.setup(t)
@@ -216,6 +264,8 @@ func TestVirtualHosts(t *testing.T) {
 			{"DuplicatePath", func(m map[string]any) { loc(m, 1)["path"] = "/" }, []string{"locations[1].path"}},
 			{"RootTraversal", func(m map[string]any) { loc(m, 1)["root"] = "/var/www/../../etc" }, []string{"locations[1].root"}},
 			{"RootSystem", func(m map[string]any) { loc(m, 1)["root"] = "/etc/nginx" }, []string{"locations[1].root"}},
+			{"RootParentOfSystem", func(m map[string]any) { loc(m, 1)["root"] = "/var" }, []string{"locations[1].root"}},
+			{"RootOutsidePrefixes", func(m map[string]any) { loc(m, 1)["root"] = "/opt/app/public" }, []string{"locations[1].root"}},
 			{"IndexWithoutRoot", func(m map[string]any) { loc(m, 0)["index"] = "index.html" }, []string{"locations[0].index"}},
 			{"WebsocketStatic", func(m map[string]any) { loc(m, 1)["websocket"] = true }, []string{"locations[1].websocket"}},
 			{"UpstreamIDFormat", func(m map[string]any) {

@@ -11,8 +11,9 @@
 //     holds GlobalSettings.nginx_directives, a map{} for WebSocket upgrades when
 //     a location needs one, limit_req_zone lines, the upstream{} blocks used by
 //     virtual hosts, and one server{} block per virtual host (plus one per
-//     HTTP-to-HTTPS redirect and, when Options.StatusPort is set, a loopback
-//     stub_status server).
+//     HTTP-to-HTTPS redirect, one 404 default server per port without a
+//     virtual host marked default_server and, when Options.StatusPort is
+//     set, a loopback stub_status server).
 //   - stream.conf: included inside a stream{} block. It holds the upstream{}
 //     blocks used by streams and one server{} block per stream.
 //   - certs/<id>.crt and certs/<id>.key: PEM files of every certificate a
@@ -97,8 +98,23 @@
 //     SHA-crypt ($5$, $6$), $apr1$ and {SHA} hashes all work.
 //   - rate_limit renders "limit_req_zone $binary_remote_addr
 //     zone=rl_<vhost-id>:10m rate=<n>r/s" in http.conf and "limit_req
-//     zone=rl_<vhost-id> [burst=<n> nodelay]" in the server; zero
-//     requests_per_second disables it.
+//     zone=rl_<vhost-id> [burst=<n> nodelay]" plus "limit_req_status 429"
+//     in the server (nginx's default answer to a limited request is 503);
+//     zero requests_per_second disables it.
+//   - Default servers: nginx hands a request whose Host (or TLS SNI name)
+//     matches no server_name of its port to the port's default server,
+//     which is the first server of the port unless one is marked. For every
+//     port a virtual host or its HTTP-to-HTTPS redirect listens on, the
+//     virtual host with default_server gets "listen <port> ... default_server";
+//     a port without one gets its own server{} before the hosts: "listen
+//     <port> default_server" and "return 404" on plain ports, and on TLS
+//     ports "listen <port> ssl default_server" with "ssl_reject_handshake
+//     on" (nginx 1.19.4+), which refuses unknown names during the handshake
+//     and so needs no certificate. ssl and http2 are merged over the servers
+//     of a port by nginx, so the default server repeats them. Two hosts
+//     marked default on one port are an error. Options.NoDefaultServers
+//     leaves the rendered 404 servers out (for an nginx.conf that has its
+//     own default servers).
 //   - custom_directives (server, location) and
 //     GlobalSettings.nginx_directives (http.conf) are rendered sorted by
 //     name. The name must be a plain directive name ([a-z0-9_], starting

@@ -98,10 +98,85 @@ func (r *renderer) httpConf(u *agentv1.ConfigUpdate) crossplane.Directives {
 	if r.opts.StatusPort != 0 {
 		tree = append(tree, statusServer(r.opts.StatusPort))
 	}
+	defaults := r.defaultServers(vhosts)
+	if !r.opts.NoDefaultServers {
+		tree = append(tree, defaults...)
+	}
 	for _, e := range vhosts {
 		tree = append(tree, r.virtualHost(e)...)
 	}
 	return tree
+}
+
+// listenPort is what the servers on one port have in common.
+type listenPort struct {
+	ssl, http2 bool
+	// defaultHost is the id of the virtual host marked default_server.
+	defaultHost string
+}
+
+// defaultServers renders, for every port a virtual host (or its
+// HTTP-to-HTTPS redirect) listens on and on which no host is marked
+// default_server, a server that answers requests for unknown names: 404 on
+// plain ports, a rejected TLS handshake on TLS ports (no certificate
+// needed). Without it nginx would hand such requests to the first server
+// of the port. Two hosts marked default on the same port are an error.
+func (r *renderer) defaultServers(vhosts []vhostEntry) crossplane.Directives {
+	ports := map[uint32]*listenPort{}
+	at := func(p uint32) *listenPort {
+		lp, ok := ports[p]
+		if !ok {
+			lp = &listenPort{}
+			ports[p] = lp
+		}
+		return lp
+	}
+	for _, e := range vhosts {
+		if e.port > 65535 {
+			continue // reported by virtualHost
+		}
+		lp := at(e.port)
+		// nginx merges ssl and http2 over every server of a port.
+		lp.ssl = lp.ssl || e.vh.GetSslEnabled()
+		lp.http2 = lp.http2 || e.vh.GetHttp2Enabled()
+		if e.vh.GetDefaultServer() {
+			if lp.defaultHost != "" {
+				r.fail(fmt.Sprintf("virtual_hosts[id=%s].default_server", e.vh.GetId()),
+					"virtual host %q is already the default server of port %d", lp.defaultHost, e.port)
+			}
+			lp.defaultHost = e.vh.GetId()
+		}
+		if e.vh.GetRedirectHttps() {
+			at(80)
+		}
+	}
+	portList := make([]uint32, 0, len(ports))
+	for p := range ports {
+		portList = append(portList, p)
+	}
+	slices.Sort(portList)
+	var out crossplane.Directives
+	for _, p := range portList {
+		lp := ports[p]
+		if lp.defaultHost != "" {
+			continue
+		}
+		listen := []string{strconv.FormatUint(uint64(p), 10)}
+		if lp.ssl {
+			listen = append(listen, "ssl")
+		}
+		if lp.http2 {
+			listen = append(listen, "http2")
+		}
+		listen = append(listen, "default_server")
+		body := crossplane.Directives{dir("listen", listen...)}
+		if lp.ssl {
+			body = append(body, dir("ssl_reject_handshake", "on"))
+		}
+		body = append(body, dir("return", "404"))
+		out = append(out, block("server", nil, body))
+	}
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -175,6 +250,9 @@ func (r *renderer) virtualHost(e vhostEntry) crossplane.Directives {
 	if vh.GetHttp2Enabled() {
 		listen = append(listen, "http2")
 	}
+	if vh.GetDefaultServer() {
+		listen = append(listen, "default_server")
+	}
 	body := crossplane.Directives{dir("listen", listen...)}
 	if len(names) > 0 {
 		body = append(body, dir("server_name", names...))
@@ -201,7 +279,9 @@ func (r *renderer) virtualHost(e vhostEntry) crossplane.Directives {
 		if rl.GetBurst() > 0 {
 			args = append(args, "burst="+strconv.FormatUint(uint64(rl.GetBurst()), 10), "nodelay")
 		}
-		body = append(body, dir("limit_req", args...))
+		// nginx answers rejected requests with 503 unless told otherwise;
+		// 429 tells clients to slow down rather than that the site is down.
+		body = append(body, dir("limit_req", args...), dir("limit_req_status", "429"))
 	}
 	body = append(body, r.customDirectives(field+".custom_directives", vh.GetCustomDirectives())...)
 

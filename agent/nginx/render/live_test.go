@@ -3,6 +3,7 @@ package render
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -68,9 +70,11 @@ func TestLiveNginx(t *testing.T) {
 	authPort, statusPort, rawPort := freePort(t), freePort(t), freePort(t)
 	dir := t.TempDir()
 	u := &agentv1.ConfigUpdate{VirtualHosts: []*agentv1.VirtualHost{{
-		Id:               "vh-auth",
-		ServerName:       "localhost",
-		ListenPort:       authPort,
+		Id:         "vh-auth",
+		ServerName: "localhost",
+		ListenPort: authPort,
+		// Requests name 127.0.0.1, not localhost.
+		DefaultServer:    true,
 		AccessList:       &agentv1.AccessList{BasicAuthUsers: users, Realm: "test"},
 		CustomDirectives: map[string]string{"default_type": "text/plain"},
 		// Not "return": it runs before the access phase and would bypass
@@ -97,23 +101,8 @@ func TestLiveNginx(t *testing.T) {
 	raw.WriteString("}\n")
 	files[HTTPConf] = append(files[HTTPConf], raw.String()...)
 
-	site := installSite(t, dir, files, func(o *MainOptions) { o.Foreground = true })
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, nginx, "-p", site.dir, "-c", site.conf)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cancel()
-		<-exited
-	})
+	logs := runNginx(t, nginx, dir, files, statusPort)
+	ctx := t.Context()
 
 	client := &http.Client{Timeout: 5 * time.Second}
 	get := func(port uint32, path, user, pass string) (int, string, error) {
@@ -131,22 +120,6 @@ func TestLiveNginx(t *testing.T) {
 		defer resp.Body.Close()
 		body, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body), err
-	}
-
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, _, err := get(statusPort, "/nxmesh_status", "", ""); err == nil {
-			break
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("nginx exited: %v\n%s", err, logs.Bytes())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not start listening\n%s", logs.Bytes())
-		}
 	}
 
 	t.Run("status server answers on loopback", func(t *testing.T) {
@@ -186,6 +159,190 @@ func TestLiveNginx(t *testing.T) {
 			if body != want {
 				t.Errorf("nginx reads %s as %q, parseNginx as %q", tok, body, want)
 			}
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for nginx's output and a test's reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// Bytes returns a copy of what was written so far.
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
+
+// runNginx installs files under dir, runs nginx in the foreground until
+// the test ends and waits until the stub_status server on statusPort
+// answers. It returns nginx's output.
+func runNginx(t *testing.T, nginx, dir string, files Files, statusPort uint32) *syncBuffer {
+	t.Helper()
+	site := installSite(t, dir, files, func(o *MainOptions) { o.Foreground = true })
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	cmd := exec.CommandContext(ctx, nginx, "-p", site.dir, "-c", site.conf)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cancel()
+		<-exited
+	})
+
+	client := &http.Client{Timeout: time.Second}
+	status := "http://127.0.0.1:" + strconv.Itoa(int(statusPort)) + "/nxmesh_status"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if resp, err := client.Get(status); err == nil {
+			resp.Body.Close()
+			return logs
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("nginx exited: %v\n%s", err, logs.Bytes())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx did not start listening\n%s", logs.Bytes())
+		}
+	}
+}
+
+// staticHost is a virtual host serving dir/www-<id>/index.html, whose
+// content is the host's id.
+func staticHost(t *testing.T, dir, id, serverName string, port uint32) *agentv1.VirtualHost {
+	t.Helper()
+	root := filepath.Join(dir, "www-"+id)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "index.html"), []byte(id), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &agentv1.VirtualHost{
+		Id: id, ServerName: serverName, ListenPort: port,
+		Locations: []*agentv1.Location{{Path: "/", Root: root}},
+	}
+}
+
+// TestLiveNginxHostSelection checks with a real nginx which server answers
+// a request: a name no server lists gets the rendered default server's 404
+// (or, on a TLS port, a refused handshake) unless a host is marked
+// default_server, and rate-limited requests get 429.
+func TestLiveNginxHostSelection(t *testing.T) {
+	t.Parallel()
+	nginx := nginxBinary(t)
+	dir := t.TempDir()
+	plainPort, defaultPort, tlsPort, limitPort, statusPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+
+	marked := staticHost(t, dir, "vh-marked", "marked.example.test", defaultPort)
+	marked.DefaultServer = true
+	tlsHost := staticHost(t, dir, "vh-tls", "example.test", tlsPort)
+	tlsHost.SslEnabled, tlsHost.SslCertificateId = true, "cert-example"
+	limited := staticHost(t, dir, "vh-limited", "limited.example.test", limitPort)
+	limited.RateLimit = &agentv1.RateLimit{RequestsPerSecond: 1}
+	u := &agentv1.ConfigUpdate{
+		VirtualHosts: []*agentv1.VirtualHost{
+			staticHost(t, dir, "vh-known", "known.example.test", plainPort),
+			staticHost(t, dir, "vh-first", "first.example.test", defaultPort),
+			marked, tlsHost, limited,
+		},
+		Certificates: map[string]*agentv1.Certificate{"cert-example": goldenCertificate(t)},
+	}
+	files, err := Render(u, Options{ConfDir: filepath.Join(dir, "conf"), StatusPort: statusPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := runNginx(t, nginx, dir, files, statusPort)
+
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func(t *testing.T, port uint32, host string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(int(port))+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET Host %s: %v\n%s", host, err, logs.Bytes())
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(body)
+	}
+
+	t.Run("KnownNameIsServedByItsHost", func(t *testing.T) {
+		t.Parallel()
+		if code, body := get(t, plainPort, "known.example.test"); code != http.StatusOK || body != "vh-known" {
+			t.Errorf("got %d %q, want 200 vh-known", code, body)
+		}
+	})
+	t.Run("UnknownNameGets404FromTheDefaultServer", func(t *testing.T) {
+		t.Parallel()
+		if code, body := get(t, plainPort, "unknown.example.test"); code != http.StatusNotFound || strings.Contains(body, "vh-known") {
+			t.Errorf("got %d %q, want 404 from the default server", code, body)
+		}
+	})
+	t.Run("UnknownNameIsServedByTheHostMarkedDefault", func(t *testing.T) {
+		t.Parallel()
+		if code, body := get(t, defaultPort, "unknown.example.test"); code != http.StatusOK || body != "vh-marked" {
+			t.Errorf("got %d %q, want 200 vh-marked (the first host is vh-first)", code, body)
+		}
+		if code, body := get(t, defaultPort, "first.example.test"); code != http.StatusOK || body != "vh-first" {
+			t.Errorf("known name: got %d %q, want 200 vh-first", code, body)
+		}
+	})
+	t.Run("UnknownTLSNameIsRefusedInTheHandshake", func(t *testing.T) {
+		t.Parallel()
+		addr := "127.0.0.1:" + strconv.Itoa(int(tlsPort))
+		dial := func(name string) error {
+			d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second},
+				Config: &tls.Config{ServerName: name, InsecureSkipVerify: true}} //nolint:gosec // test certificate
+			c, err := d.DialContext(t.Context(), "tcp", addr)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}
+		if err := dial("example.test"); err != nil {
+			t.Errorf("handshake for the configured name: %v\n%s", err, logs.Bytes())
+		}
+		if err := dial("unknown.example.test"); err == nil {
+			t.Error("handshake for an unknown name succeeded, want it refused")
+		}
+	})
+	t.Run("RateLimitedRequestsGet429", func(t *testing.T) {
+		t.Parallel()
+		// 1 request per second without burst: of a quick series, all but
+		// the first within a second are rejected.
+		codes := map[int]int{}
+		for range 5 {
+			code, _ := get(t, limitPort, "limited.example.test")
+			codes[code]++
+		}
+		if codes[http.StatusOK] < 1 || codes[http.StatusTooManyRequests] < 1 || len(codes) != 2 {
+			t.Errorf("status codes %v, want 200 then 429 (never 503)", codes)
 		}
 	})
 }

@@ -38,6 +38,12 @@ type Options struct {
 	// StatusPort, if non-zero, adds a server listening on
 	// 127.0.0.1:StatusPort only, with stub_status at /nxmesh_status.
 	StatusPort uint32
+	// NoDefaultServers leaves out the 404 default servers of ports that
+	// have no virtual host marked default_server. The agent sets it when it
+	// only manages an include directory: the operator's nginx.conf may
+	// declare default servers of its own (Debian's default site does, on
+	// port 80), and nginx refuses two on one port.
+	NoDefaultServers bool
 }
 
 // ErrInvalidConfig is wrapped by every error Render returns for a

@@ -58,6 +58,15 @@ func TestRenderRejects(t *testing.T) {
 		{name: "colliding vhost ids", u: &agentv1.ConfigUpdate{VirtualHosts: []*agentv1.VirtualHost{proxiedHost("a-b"), proxiedHost("A_b")}}, field: "virtual_hosts[1].id"},
 		{name: "colliding upstream ids", u: &agentv1.ConfigUpdate{Upstreams: []*agentv1.Upstream{upstream("up-1"), upstream("UP_1")}}, field: "upstreams[1].id"},
 		{name: "certificate key differs from id", u: &agentv1.ConfigUpdate{Certificates: map[string]*agentv1.Certificate{"a": {Id: "b"}}}, field: `certificates["a"].id`},
+		{
+			name: "two default servers on one port",
+			u: func() *agentv1.ConfigUpdate {
+				a, b := proxiedHost("vh-a"), proxiedHost("vh-b")
+				a.DefaultServer, b.DefaultServer = true, true
+				return &agentv1.ConfigUpdate{VirtualHosts: []*agentv1.VirtualHost{a, b}}
+			}(),
+			field: "virtual_hosts[id=vh-b].default_server",
+		},
 		{name: "unknown upstream", u: withLocation(func(l *agentv1.Location) { l.UpstreamId = "nope" }), field: "virtual_hosts[id=vh-1].locations[0].upstream_id"},
 		{
 			name: "upstream without servers",
