@@ -127,7 +127,7 @@ func TestAgent_HealthChecks(t *testing.T) {
 		}, HealthCheck: &agentv1.HealthCheckConfig{
 			Enabled: true, Path: "/healthz", IntervalSeconds: 1, TimeoutSeconds: 1, HealthyThreshold: 1, UnhealthyThreshold: 2,
 		}}},
-		VirtualHosts: []*agentv1.VirtualHost{{Id: "vh", ServerName: "localhost", ListenPort: port,
+		VirtualHosts: []*agentv1.VirtualHost{{Id: "vh", ServerName: "localhost", ListenPort: port, DefaultServer: true,
 			Locations: []*agentv1.Location{{Path: "/", UpstreamId: "up"}}}},
 	}}}
 	st := waitFor(t, m, "config status", func(msg *agentv1.AgentMessage) bool {
