@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/nxmesh/nxmesh/agent/controlplane"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -49,8 +50,9 @@ type config struct {
 	NginxErrorLog   string
 	StatusPort      uint32
 
-	DeploymentMode agentv1.DeploymentMode
-	Heartbeat      time.Duration
+	DeploymentMode  agentv1.DeploymentMode
+	Heartbeat       time.Duration
+	MaxMessageBytes int
 
 	LogLevel  string
 	LogFormat string
@@ -178,6 +180,8 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	cfg.DeploymentMode = agentv1.DeploymentMode_STANDALONE
 	fs.Var(modeValue{&cfg.DeploymentMode}, "deployment-mode", "`mode`: standalone, docker-sidecar or kubernetes-sidecar")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 0, "heartbeat `interval`, overriding the master's (0 = the master's, 10s by default)")
+	fs.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", controlplane.DefaultMaxMessageBytes,
+		"largest message, in `bytes`, accepted from the master (uncompressed); keep it at least the master's grpc.max_message_bytes")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.BoolVar(&cfg.Version, "version", false, "print the version and exit")
@@ -364,6 +368,9 @@ func (c *config) finish() error {
 	}
 	if c.Heartbeat < 0 {
 		errs = append(errs, errors.New("--heartbeat must not be negative"))
+	}
+	if c.MaxMessageBytes <= 0 {
+		errs = append(errs, errors.New("--max-message-bytes must be positive"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

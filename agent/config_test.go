@@ -39,6 +39,20 @@ func TestParseConfig(t *testing.T) {
 		if cfg.DeploymentMode != agentv1.DeploymentMode_STANDALONE {
 			t.Errorf("deployment mode = %v", cfg.DeploymentMode)
 		}
+		if cfg.MaxMessageBytes != 64<<20 {
+			t.Errorf("max message bytes = %d, want 64 MiB like the master's grpc.max_message_bytes", cfg.MaxMessageBytes)
+		}
+	})
+
+	t.Run("MaxMessageBytesFromEnvironment", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := parseConfig(trust, env{"NXMESH_AGENT_MAX_MESSAGE_BYTES": "134217728"}.lookup, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.MaxMessageBytes != 128<<20 {
+			t.Errorf("max message bytes = %d, want 128 MiB", cfg.MaxMessageBytes)
+		}
 	})
 
 	t.Run("FlagWinsOverEnvWinsOverFile", func(t *testing.T) {
@@ -116,6 +130,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "RejectsBadPortFromEnv", args: trust, env: env{"NXMESH_AGENT_STATUS_PORT": "70000"}, want: "NXMESH_AGENT_STATUS_PORT"},
 		{name: "RejectsUnknownFileKey", args: trust, file: "nginx_binary: x\nbogus: 1\n", want: `unknown key "bogus"`},
 		{name: "RejectsBadDeploymentMode", args: append([]string{"--deployment-mode", "vm"}, trust...), want: "deployment mode"},
+		{name: "RejectsZeroMaxMessageBytes", args: append([]string{"--max-message-bytes", "0"}, trust...), want: "--max-message-bytes must be positive"},
 	}
 	for _, c := range rejects {
 		t.Run(c.name, func(t *testing.T) {

@@ -181,20 +181,21 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	// 5. The master.
 	client, err := controlplane.New(controlplane.Options{
-		Master:         cfg.Master,
-		Token:          cfg.Token,
-		CAFile:         cfg.CAFile,
-		CAFingerprint:  cfg.CAFingerprint,
-		DataDir:        cfg.DataDir,
-		Hostname:       hostname,
-		Name:           cfg.Name,
-		Labels:         cfg.Labels,
-		DeploymentMode: cfg.DeploymentMode,
-		Version:        version,
-		Capabilities:   mgr.Build().Features,
-		Heartbeat:      cfg.Heartbeat,
-		Handler:        a,
-		Logger:         log,
+		Master:          cfg.Master,
+		Token:           cfg.Token,
+		CAFile:          cfg.CAFile,
+		CAFingerprint:   cfg.CAFingerprint,
+		DataDir:         cfg.DataDir,
+		Hostname:        hostname,
+		Name:            cfg.Name,
+		Labels:          cfg.Labels,
+		DeploymentMode:  cfg.DeploymentMode,
+		Version:         version,
+		Capabilities:    mgr.Build().Features,
+		Heartbeat:       cfg.Heartbeat,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		Handler:         a,
+		Logger:          log,
 	})
 	if err != nil {
 		return err

@@ -72,6 +72,12 @@ type GRPCConfig struct {
 	// HeartbeatInterval is how often agents report health; an agent is offline
 	// after three missed heartbeats.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// MaxMessageBytes bounds one gRPC message between the master and an agent,
+	// both ways (the master's MaxRecvMsgSize and MaxSendMsgSize). A
+	// configuration change whose update for the workspace's agents would be
+	// larger is refused with a 422; agents must accept at least as much
+	// (nxmesh-agent --max-message-bytes, same default).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
 }
 
 // AuthConfig holds authentication secrets and limits.
@@ -159,6 +165,10 @@ func (c VHostsConfig) validate() error {
 	return nil
 }
 
+// DefaultMaxMessageBytes is grpc.max_message_bytes when it is not set: 64 MiB,
+// 16 times gRPC's own default receive limit.
+const DefaultMaxMessageBytes = 64 << 20
+
 // DefaultConfig returns the configuration used for keys that are not set.
 func DefaultConfig() Config {
 	return Config{
@@ -171,7 +181,7 @@ func DefaultConfig() Config {
 			ShutdownTimeout: 15 * time.Second,
 			BodyLimit:       1 << 20,
 		},
-		GRPC: GRPCConfig{Addr: "127.0.0.1:9443", HeartbeatInterval: 10 * time.Second},
+		GRPC: GRPCConfig{Addr: "127.0.0.1:9443", HeartbeatInterval: 10 * time.Second, MaxMessageBytes: DefaultMaxMessageBytes},
 		Auth: AuthConfig{
 			AccessTokenTTL:          time.Hour,
 			RefreshTokenTTL:         30 * 24 * time.Hour,

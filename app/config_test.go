@@ -53,6 +53,31 @@ func TestLoadConfig(t *testing.T) {
 		}
 	})
 
+	t.Run("MaxMessageBytesDefaultsTo64MiBAndTakesTheEnvironment", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := LoadConfig("", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.GRPC.MaxMessageBytes != 64<<20 {
+			t.Errorf("default grpc.max_message_bytes = %d, want %d", cfg.GRPC.MaxMessageBytes, 64<<20)
+		}
+		shipped, err := LoadConfig("../config.yaml", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if shipped.GRPC.MaxMessageBytes != cfg.GRPC.MaxMessageBytes {
+			t.Errorf("config.yaml sets grpc.max_message_bytes = %d, the default is %d", shipped.GRPC.MaxMessageBytes, cfg.GRPC.MaxMessageBytes)
+		}
+		cfg, err = LoadConfig("../config.yaml", []string{"NXMESH_GRPC_MAX_MESSAGE_BYTES=262144"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.GRPC.MaxMessageBytes != 256<<10 {
+			t.Errorf("NXMESH_GRPC_MAX_MESSAGE_BYTES=262144 gave %d", cfg.GRPC.MaxMessageBytes)
+		}
+	})
+
 	t.Run("ShippedFileListsEveryKey", func(t *testing.T) {
 		t.Parallel()
 		b, err := os.ReadFile("../config.yaml")

@@ -25,6 +25,16 @@
 //     at most 120 s; reset after a connection that lived 30 s or a first
 //     registration) and go back to 1.
 //
+// Messages from the master may be as large as Options.MaxMessageBytes (64
+// MiB by default, the master's grpc.max_message_bytes default); the agent
+// states that limit in its stream's request metadata
+// (MaxMessageBytesMetadata) so that the master does not send it anything
+// larger, and sends gzip-compressed (the master then answers compressed too).
+// A master that does not accept gzip is answered uncompressed from then on.
+// A message the agent cannot receive (too large, or not decodable) is logged
+// as an error and reported in every HealthReport as the alert
+// AlertConfigReceiveFailed until a ConfigUpdate arrives again.
+//
 // The applier outlives connections: an apply in progress finishes even if
 // the stream drops; its statuses are sent on whichever stream is up when
 // they are ready (or dropped, and the master's re-sent update is then
@@ -38,12 +48,20 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
@@ -52,7 +70,19 @@ import (
 const (
 	DefaultHeartbeat   = 10 * time.Second
 	DefaultStableAfter = 30 * time.Second
+	// DefaultMaxMessageBytes is the largest message exchanged with the master
+	// by default: 64 MiB, the master's grpc.max_message_bytes default.
+	DefaultMaxMessageBytes = 64 << 20
 )
+
+// MaxMessageBytesMetadata is the request metadata key in which the agent
+// states, in decimal, the largest message it accepts (the master's
+// agents.MaxMessageBytesMetadata).
+const MaxMessageBytesMetadata = "nxmesh-max-message-bytes"
+
+// AlertConfigReceiveFailed is the id of the HealthReport alert raised when a
+// message from the master could not be received.
+const AlertConfigReceiveFailed = "config_receive_failed"
 
 // Handler does what the master asks. Its methods are called from the
 // client's goroutines: ApplyConfig from one applier goroutine (never
@@ -95,6 +125,10 @@ type Options struct {
 	// StableAfter is how long a connection must live to reset the
 	// backoff. Default 30 s.
 	StableAfter time.Duration
+	// MaxMessageBytes is the largest message accepted from (and sent to)
+	// the master, uncompressed. Default DefaultMaxMessageBytes; it should
+	// be at least the master's grpc.max_message_bytes.
+	MaxMessageBytes int
 
 	Handler Handler
 	// Logger receives the client's logs; nil means slog.Default(). Tokens
@@ -114,6 +148,12 @@ type Client struct {
 	wake    chan struct{}
 	// healthNow asks the heartbeat loop for a report before the next tick.
 	healthNow chan struct{}
+
+	// receiveAlert is the alert reported while the last message from the
+	// master could not be received; nil otherwise.
+	receiveAlert *agentv1.Alert
+	// uncompressed: the master refused gzip, so the agent no longer uses it.
+	uncompressed atomic.Bool
 
 	// commands tracks running commands; Run waits for them.
 	commands sync.WaitGroup
@@ -150,6 +190,9 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.StableAfter <= 0 {
 		opts.StableAfter = DefaultStableAfter
+	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -279,6 +322,7 @@ func (c *Client) dial(id *Identity) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(c.opts.Master,
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.opts.MaxMessageBytes), grpc.MaxCallSendMsgSize(c.opts.MaxMessageBytes)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("dial master %s: %w", c.opts.Master, err)
@@ -300,7 +344,12 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 	defer conn.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := agentv1.NewAgentServiceClient(conn).Stream(sctx)
+	var callOpts []grpc.CallOption
+	if !c.uncompressed.Load() {
+		callOpts = append(callOpts, grpc.UseCompressor(gzip.Name))
+	}
+	mdctx := metadata.AppendToOutgoingContext(sctx, MaxMessageBytesMetadata, strconv.Itoa(c.opts.MaxMessageBytes))
+	stream, err := agentv1.NewAgentServiceClient(conn).Stream(mdctx, callOpts...)
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)
 	}
@@ -336,6 +385,10 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 	// 3. The answer.
 	first, err := stream.Recv()
 	if err != nil {
+		if gzipRefused(err) && !c.uncompressed.Swap(true) {
+			c.log.Warn("the master does not accept gzip-compressed messages; sending uncompressed from now on", "error", err)
+		}
+		c.receiveFailed(err)
 		return false, fmt.Errorf("wait for registration response: %w", err)
 	}
 	resp := first.GetRegistrationResponse()
@@ -385,10 +438,12 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
+			c.receiveFailed(err)
 			return registered, fmt.Errorf("receive: %w", err)
 		}
 		switch p := msg.GetPayload().(type) {
 		case *agentv1.MasterMessage_ConfigUpdate:
+			c.clearReceiveAlert()
 			c.submit(p.ConfigUpdate)
 		case *agentv1.MasterMessage_Command:
 			// Commands run under the agent's context, not the stream's: a
@@ -417,6 +472,12 @@ func (c *Client) heartbeats(ctx context.Context, s *session, interval time.Durat
 		if ctx.Err() != nil {
 			return
 		}
+		if a := c.currentReceiveAlert(); a != nil {
+			if report = proto.CloneOf(report); report == nil {
+				report = &agentv1.HealthReport{}
+			}
+			report.Alerts = append(report.Alerts, a)
+		}
 		if err := s.send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Health{Health: report}}); err != nil {
 			c.log.Debug("send heartbeat", "error", err)
 			fail()
@@ -429,6 +490,52 @@ func (c *Client) heartbeats(ctx context.Context, s *session, interval time.Durat
 		case <-c.healthNow:
 		}
 	}
+}
+
+// gzipRefused reports whether err is the master refusing gzip-compressed
+// messages (a master built without the gzip codec).
+func gzipRefused(err error) bool {
+	st := status.Convert(err)
+	return st.Code() == codes.Unimplemented && strings.Contains(st.Message(), "grpc-encoding") && strings.Contains(st.Message(), gzip.Name)
+}
+
+// receiveFailed logs and remembers (for the next health reports) a receive
+// error that means a message from the master was lost: larger than
+// MaxMessageBytes, or not decodable. Other errors are the stream ending.
+func (c *Client) receiveFailed(err error) {
+	st := status.Convert(err)
+	var hint string
+	switch {
+	case st.Code() == codes.ResourceExhausted:
+		hint = "; raise --max-message-bytes (NXMESH_AGENT_MAX_MESSAGE_BYTES) to at least the master's grpc.max_message_bytes"
+	case st.Code() == codes.Internal && (strings.Contains(st.Message(), "decompress") || strings.Contains(st.Message(), "unmarshal")):
+	default:
+		return
+	}
+	c.log.Error("a message from the master could not be received"+hint, "max_message_bytes", c.opts.MaxMessageBytes, "error", err)
+	a := &agentv1.Alert{
+		Id: AlertConfigReceiveFailed, Severity: "error", Timestamp: time.Now().Unix(),
+		Message: fmt.Sprintf("a message from the master could not be received (this agent accepts %d bytes)%s: %s",
+			c.opts.MaxMessageBytes, hint, st.Message()),
+	}
+	c.mu.Lock()
+	c.receiveAlert = a
+	c.mu.Unlock()
+}
+
+func (c *Client) clearReceiveAlert() {
+	c.mu.Lock()
+	c.receiveAlert = nil
+	c.mu.Unlock()
+}
+
+func (c *Client) currentReceiveAlert() *agentv1.Alert {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.receiveAlert == nil {
+		return nil
+	}
+	return proto.CloneOf(c.receiveAlert)
 }
 
 // runCommand runs a command and sends its result on the session it came

@@ -42,6 +42,10 @@
 // change that does not touch an agent's objects leaves it as it was. Statuses
 // update applied_version, apply_status and apply_error and publish
 // config.applied; unanswered or failed pushes are retried with backoff.
+// Messages are bounded by grpc.max_message_bytes and by what each agent says
+// it accepts, and gzip-compressed for agents that accept gzip; an update that
+// cannot be delivered (too large, or its send failed) makes apply_status
+// failed with the reason in apply_error (delivery.go).
 //
 // # State
 //
@@ -131,9 +135,14 @@ func New(d app.Deps, vh *vhosts.Service, certSvc *certs.Service, opts Options) (
 			return nil, err
 		}
 	}
+	maxBytes := cfg.GRPC.MaxMessageBytes
+	if maxBytes <= 0 {
+		maxBytes = app.DefaultMaxMessageBytes
+	}
 	svc := &Service{
 		db: d.DB, logger: logger, vh: vh, certs: certSvc, ca: ca, publishFunc: opts.PublishFunc,
 		heartbeat: heartbeat, publicAddr: PublicAddr(cfg), reloadTimeout: defaultReloadTimeout,
+		maxMessageBytes: maxBytes,
 	}
 	hub := newHub(svc, d.Pool, logger, replica)
 	svc.hub = hub
@@ -157,8 +166,12 @@ func (m *Module) Hub() *Hub { return m.hub }
 
 // GRPCServerOptions are the options the master's gRPC server must be created
 // with (app.Wiring.GRPCServerOptions): TLS with the agents' CA (client
-// certificates verified when given) and the keepalive policy agents expect.
-func (m *Module) GRPCServerOptions() []grpc.ServerOption { return serverOptions(m.svc.ca) }
+// certificates verified when given), the keepalive policy agents expect,
+// messages of up to grpc.max_message_bytes both ways, and gzip for agents that
+// accept it (delivery.go).
+func (m *Module) GRPCServerOptions() []grpc.ServerOption {
+	return append(serverOptions(m.svc.ca), deliveryServerOptions(m.svc.maxMessageBytes)...)
+}
 
 // CAFingerprint is the agents' CA fingerprint ("sha256:<hex>").
 func (m *Module) CAFingerprint() string { return m.svc.ca.Fingerprint() }

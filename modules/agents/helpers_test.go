@@ -71,12 +71,15 @@ type env struct {
 	tokens map[string]string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	t.Helper()
 	a := apptest.NewApp(t, func(cfg *app.Config) {
 		cfg.Auth.RateLimitPerMinute = 1_000_000
 		cfg.GRPC.TLSHosts = "agents.test.internal, 10.9.8.7"
 		cfg.GRPC.PublicAddr = "master.test.internal:9443"
+		for _, c := range configure {
+			c(cfg)
+		}
 	})
 	authMod := auth.New(a.Deps)
 	orgsMod := orgs.New(a.Deps, authMod.Service())
@@ -142,10 +145,15 @@ func newEnv(t *testing.T) *env {
 
 // replica builds an agents module on the env's database (another master
 // replica when the env already has one), serves its AgentService over TLS on
-// 127.0.0.1 and runs its hub until the test ends.
-func (e *env) replica(t *testing.T, name string) (*Module, string) {
+// 127.0.0.1 and runs its hub until the test ends. configure, if any, adjust
+// the replica's copy of the configuration.
+func (e *env) replica(t *testing.T, name string, configure ...func(*app.Config)) (*Module, string) {
 	t.Helper()
-	mod, err := New(e.app.Deps, e.vh, e.certs, Options{PublishFunc: e.events.publish, ReplicaID: name})
+	deps := e.app.Deps
+	for _, c := range configure {
+		c(&deps.Config)
+	}
+	mod, err := New(deps, e.vh, e.certs, Options{PublishFunc: e.events.publish, ReplicaID: name})
 	if err != nil {
 		t.Fatalf("agents.New: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
@@ -85,7 +86,9 @@ type Hub struct {
 	// observe, when set (by tests, before the hub is used), is told when the
 	// hub finished handling something, its database work committed:
 	// "message" (an agent's message recorded), "push" (a configuration sent
-	// and recorded), "closed" (a stream ended and its disconnection recorded).
+	// and recorded), "undelivered" (a configuration that could not be sent,
+	// recorded as failed), "closed" (a stream ended and its disconnection
+	// recorded).
 	observe func(kind string, agentID uuid.UUID)
 }
 
@@ -429,6 +432,10 @@ type conn struct {
 	force    atomic.Bool
 	lastSeen atomic.Int64 // Unix nanoseconds
 
+	// recvLimit is the largest message the agent accepts
+	// (agentReceiveLimit).
+	recvLimit int
+
 	closeOnce sync.Once
 	done      chan struct{}
 	reason    string // written before done is closed
@@ -443,8 +450,9 @@ func (h *Hub) newConn(stream agentv1.AgentService_StreamServer, c connected, str
 		hub: h, agentID: c.Agent.ID, workspaceID: c.Agent.WorkspaceID, orgID: c.OrgID, streamID: streamID, stream: stream,
 		out:        make(chan *agentv1.MasterMessage, sendBuffer),
 		wakeConfig: make(chan struct{}, 1), wakeCommands: make(chan struct{}, 1), wakeRetry: make(chan struct{}, 1),
-		done: make(chan struct{}),
-		sent: map[string]sentConfig{},
+		done:      make(chan struct{}),
+		sent:      map[string]sentConfig{},
+		recvLimit: agentReceiveLimit(stream.Context()),
 	}
 	cn.seen()
 	return cn
@@ -488,6 +496,9 @@ func (c *conn) sendLoop() {
 			return
 		case m := <-c.out:
 			if err := c.stream.Send(m); err != nil {
+				if u := m.GetConfigUpdate(); u != nil {
+					c.sendFailed(u, proto.Size(m), err)
+				}
 				c.close(ReasonClosed)
 				return
 			}
@@ -536,9 +547,22 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 	if same && !force {
 		return
 	}
+	now := c.hub.svc.now()
+	msg := &agentv1.MasterMessage{Timestamp: now.Unix(), Payload: &agentv1.MasterMessage_ConfigUpdate{ConfigUpdate: u}}
+	size := proto.Size(msg)
+	if why := undeliverable(size, c.recvLimit, c.hub.svc.maxMessageBytes); why != "" {
+		// Nothing changes on this stream until the configuration does:
+		// the push is settled as it is, and recorded as failed.
+		c.mu.Lock()
+		c.push = pushState{configID: u.ConfigId, version: u.Version, checksum: u.Checksum, sentAt: now, attempts: 1, settled: true}
+		c.mu.Unlock()
+		log.ErrorContext(ctx, "agents hub: configuration update not sent", "version", u.Version, "bytes", size,
+			"agent_limit", c.recvLimit, "master_limit", c.hub.svc.maxMessageBytes, "reason", why)
+		c.undelivered(ctx, u, why)
+		return
+	}
 	// The push is recorded (in memory and in the database) before it is sent,
 	// so the agent's answer always finds it.
-	now := c.hub.svc.now()
 	c.mu.Lock()
 	attempts := 1
 	if same {
@@ -566,10 +590,47 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 		}
 		log.ErrorContext(ctx, "agents hub: record configuration push", "error", err)
 	}
-	if !c.send(&agentv1.MasterMessage{Payload: &agentv1.MasterMessage_ConfigUpdate{ConfigUpdate: u}}) {
+	if !c.send(msg) {
 		return
 	}
 	c.hub.observed("push", c.agentID)
+}
+
+// undelivered records that u could not be delivered on this stream, for the
+// reason why.
+func (c *conn) undelivered(ctx context.Context, u *agentv1.ConfigUpdate, why string) {
+	err := c.hub.svc.recordUndelivered(ctx, c.agentID, c.streamID, u.Version, u.Checksum, u.ConfigId, why)
+	if errors.Is(err, errGone) {
+		c.close(ReasonReplaced)
+		return
+	}
+	if err != nil {
+		c.hub.logger.ErrorContext(ctx, "agents hub: record undelivered configuration", "agent_id", c.agentID, "error", err)
+		return
+	}
+	c.hub.observed("undelivered", c.agentID)
+}
+
+// sendFailed records that sending the configuration update u (size bytes)
+// failed with err, unless the stream was already closing or u is no longer
+// the current push. The stream ends after a failed send (gRPC ends the call);
+// the agent's next stream gets the configuration again.
+func (c *conn) sendFailed(u *agentv1.ConfigUpdate, size int, err error) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	c.mu.Lock()
+	current := c.push.configID == u.ConfigId
+	c.mu.Unlock()
+	if !current {
+		return
+	}
+	c.hub.logger.Error("agents hub: send configuration update", "agent_id", c.agentID, "version", u.Version, "bytes", size, "error", err)
+	ctx, cancel := context.WithTimeout(context.Background(), disconnectTimeout)
+	defer cancel()
+	c.undelivered(ctx, u, fmt.Sprintf("sending the configuration update (%s) failed: %v", formatBytes(size), err))
 }
 
 // retry sends the last push again when it is due (no final answer, or a

@@ -169,7 +169,7 @@ type AgentDetail struct {
 	Agent
 	Health Health `json:"health"`
 	// Additions.
-	LastError     string     `json:"last_error" doc:"nginx's error text of the last failed apply; empty after a success"`
+	LastError     string     `json:"last_error" doc:"why the last configuration failed: nginx's error text of a failed apply, or why the update could not be delivered (larger than the agent or the master accepts, or its send failed); empty after a success"`
 	AgentInfo     *AgentInfo `json:"agent_info"`
 	RegisteredAt  *app.Time  `json:"registered_at"`
 	CertExpiresAt *app.Time  `json:"cert_expires_at" doc:"expiry of the agent's client certificate"`

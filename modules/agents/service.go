@@ -64,6 +64,8 @@ type Service struct {
 	clock func() time.Time
 	// reloadTimeout bounds how long Reload waits for the agent's answer.
 	reloadTimeout time.Duration
+	// maxMessageBytes is grpc.max_message_bytes (delivery.go).
+	maxMessageBytes int
 }
 
 func (s *Service) now() time.Time {

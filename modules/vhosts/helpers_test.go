@@ -54,9 +54,16 @@ type env struct {
 	tokens map[string]string
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv builds the env; configure, if any, adjust the master's
+// configuration after the tests' defaults.
+func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	t.Helper()
-	a := apptest.NewApp(t, func(cfg *app.Config) { cfg.Auth.RateLimitPerMinute = 1_000_000 })
+	a := apptest.NewApp(t, func(cfg *app.Config) {
+		cfg.Auth.RateLimitPerMinute = 1_000_000
+		for _, c := range configure {
+			c(cfg)
+		}
+	})
 	authMod := auth.New(a.Deps)
 	orgsMod := orgs.New(a.Deps, authMod.Service())
 	// The lower modules call into vhosts, which is built after them.

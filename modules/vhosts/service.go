@@ -44,6 +44,9 @@ type Service struct {
 	bcryptCost int
 	// snapshots caches decoded configuration versions for DesiredConfig.
 	snapshots snapshotCache
+	// maxUpdateBytes bounds the configuration update of a workspace
+	// (grpc.max_message_bytes, see checkUpdateSize).
+	maxUpdateBytes int
 }
 
 // KnownAgentsFunc returns which of ids are agents of the workspace, read in
@@ -59,8 +62,10 @@ func NewService(db *gorm.DB, logger *slog.Logger, ups *upstreams.Service, certSv
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Service{db: db, logger: logger, ups: ups, certs: certSvc, knownAgents: knownAgents, bcryptCost: bcrypt.DefaultCost,
-		rootPrefixes: app.VHostsConfig{}.RootPrefixes()}
+	return &Service{
+		db: db, logger: logger, ups: ups, certs: certSvc, knownAgents: knownAgents, bcryptCost: bcrypt.DefaultCost,
+		rootPrefixes: app.VHostsConfig{}.RootPrefixes(), maxUpdateBytes: app.DefaultMaxMessageBytes,
+	}
 }
 
 // now is the timestamp of a write, at PostgreSQL's precision so that what a

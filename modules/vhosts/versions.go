@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
 	"github.com/pmezard/go-difflib/difflib"
+	"google.golang.org/protobuf/proto"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -43,15 +45,20 @@ type Notification struct {
 //     versions gap-free;
 //  2. build the snapshot: every upstream, virtual host, stream and
 //     certificate reference of the workspace as tx sees them;
-//  3. render it, so that a change leaving the configuration unrenderable
+//  3. measure the configuration update it makes for the workspace's agents
+//     (checkUpdateSize): a change that would make it larger than
+//     grpc.max_message_bytes, which no agent could receive, is refused with a
+//     422 naming the largest part;
+//  4. render it, so that a change leaving the configuration unrenderable
 //     (an object it refers to is gone) fails with ErrNotRenderable;
-//  4. increment workspaces.config_version, insert the config_versions row
+//  5. increment workspaces.config_version, insert the config_versions row
 //     (actor from ctx, summary), and
-//  5. pg_notify(NotifyChannel, {"workspace_id", "version"}), which PostgreSQL
+//  6. pg_notify(NotifyChannel, {"workspace_id", "version"}), which PostgreSQL
 //     delivers to every replica only if tx commits.
 //
 // It is the upstreams and certs modules' ChangeFunc; this module's own changes
-// call it too.
+// call it too. Its errors leave tx to be rolled back by the caller, so a
+// refused change stores nothing.
 func (s *Service) ConfigChanged(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, summary string) error {
 	tx = tx.WithContext(ctx)
 	ws, err := lockWorkspace(tx, workspaceID)
@@ -62,7 +69,11 @@ func (s *Service) ConfigChanged(ctx context.Context, tx *gorm.DB, workspaceID uu
 	if err != nil {
 		return err
 	}
-	if _, err := renderSnapshot(snap, workspaceID, 0); err != nil {
+	u := snap.configUpdate(workspaceID, 0, nil)
+	if err := s.checkUpdateSize(tx, workspaceID, ws.Version, u); err != nil {
+		return err
+	}
+	if _, err := renderForPeople(u); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotRenderable, renderMessage(err))
 	}
 	row := configVersionRow{
@@ -97,6 +108,84 @@ func (s *Service) ConfigChanged(ctx context.Context, tx *gorm.DB, workspaceID uu
 		return fmt.Errorf("notify config version %d of workspace %s: %w", row.Version, workspaceID, err)
 	}
 	return nil
+}
+
+// Allowances of checkUpdateSize for what an agent's update carries beyond the
+// snapshot.
+const (
+	// certMaterialAllowance is what one certificate counts for: its chain and
+	// private key, which snapshots do not hold (a chain and key are typically
+	// 3 to 8 KiB).
+	certMaterialAllowance = 16 << 10
+	// updateOverhead covers what the agents module adds to an update (config
+	// id, checksum, agent policy) and the MasterMessage around it.
+	updateOverhead = 1 << 10
+)
+
+// updateSize is an upper bound of the encoded size of the MasterMessage that
+// carries u to an agent, certificate material included.
+func updateSize(u *agentv1.ConfigUpdate) int {
+	return proto.Size(u) + len(u.Certificates)*certMaterialAllowance + updateOverhead
+}
+
+// checkUpdateSize refuses a configuration whose update for agents would be
+// larger than grpc.max_message_bytes (s.maxUpdateBytes): the master could not
+// send it, nor an agent receive it. u is the update of the whole workspace
+// (targeting ignored), a cheap upper bound of every agent's, so a workspace
+// whose hosts are split between groups of agents is held to the limit as a
+// whole. A change that does not make an oversized configuration larger than
+// version (the current one) was passes, so that a workspace over a lowered
+// limit can be brought back under it object by object.
+func (s *Service) checkUpdateSize(tx *gorm.DB, workspaceID uuid.UUID, version int64, u *agentv1.ConfigUpdate) error {
+	size := updateSize(u)
+	if size <= s.maxUpdateBytes {
+		return nil
+	}
+	if version > 0 {
+		prev, err := loadVersion(tx, workspaceID, version)
+		if err != nil {
+			return err
+		}
+		if size <= updateSize(prev.Snapshot.configUpdate(workspaceID, version, nil)) {
+			return nil
+		}
+	}
+	part, partSize := largestPart(u)
+	msg := fmt.Sprintf("the workspace's configuration for agents would be %s, over the limit of %s (grpc.max_message_bytes)",
+		formatMiB(size), formatMiB(s.maxUpdateBytes))
+	if part != "" {
+		msg += fmt.Sprintf("; its largest part is %s at %s", part, formatMiB(partSize))
+	}
+	return app.Invalid("body", app.FieldTooLong, msg)
+}
+
+// largestPart names the virtual host, stream or upstream of u with the
+// largest encoding, and that size.
+func largestPart(u *agentv1.ConfigUpdate) (string, int) {
+	name, size := "", 0
+	consider := func(kind, n, id string, m proto.Message) {
+		if sz := proto.Size(m); sz > size {
+			name, size = fmt.Sprintf("%s %q (%s)", kind, n, id), sz
+		}
+	}
+	for _, v := range u.GetVirtualHosts() {
+		consider("virtual host", v.GetName(), v.GetId(), v)
+	}
+	for _, st := range u.GetStreams() {
+		consider("stream", st.GetName(), st.GetId(), st)
+	}
+	for _, up := range u.GetUpstreams() {
+		consider("upstream", up.GetName(), up.GetId(), up)
+	}
+	return name, size
+}
+
+// formatMiB writes n bytes in MiB with at most two decimals ("4.6 MiB",
+// "0.25 MiB", "64 MiB").
+func formatMiB(n int) string {
+	s := strconv.FormatFloat(float64(n)/(1<<20), 'f', 2, 64)
+	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	return s + " MiB"
 }
 
 // renderMessage is the part of a renderer error worth showing.

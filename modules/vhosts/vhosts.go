@@ -16,7 +16,9 @@
 //     upstreams and certificates belong to the workspace (422 at the field),
 //     checks listen ports (409), writes the row, calls ConfigChanged and
 //     writes the audit row.
-//  4. ConfigChanged (versions.go) snapshots the whole workspace, renders it
+//  4. ConfigChanged (versions.go) snapshots the whole workspace, refuses a
+//     configuration whose update for agents would exceed
+//     grpc.max_message_bytes (422 naming the largest part), renders it
 //     (a configuration that would not render is refused), bumps
 //     workspaces.config_version, stores the snapshot in config_versions and
 //     runs pg_notify('nxmesh_config', {"workspace_id","version"}). The
@@ -160,7 +162,8 @@ var _ app.Module = (*Module)(nil)
 
 // New builds the module. ups and certSvc are read for references and
 // snapshots; rollback restores upstreams through ups; knownAgents (may be
-// nil) checks the agents target_agents lists.
+// nil) checks the agents target_agents lists. Configuration updates are held
+// to grpc.max_message_bytes (d.Config.GRPC.MaxMessageBytes).
 //
 // The upstreams and certs modules need this module's functions (ChangeFunc =
 // Service().ConfigChanged, UsageFunc = Service().UpstreamUsers /
@@ -170,6 +173,9 @@ var _ app.Module = (*Module)(nil)
 func New(d app.Deps, ups *upstreams.Service, certSvc *certs.Service, knownAgents KnownAgentsFunc) *Module {
 	svc := NewService(d.DB, d.Logger, ups, certSvc, knownAgents)
 	svc.rootPrefixes = d.Config.VHosts.RootPrefixes()
+	if n := d.Config.GRPC.MaxMessageBytes; n > 0 {
+		svc.maxUpdateBytes = n
+	}
 	return &Module{db: d.DB, svc: svc}
 }
 
