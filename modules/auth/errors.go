@@ -2,6 +2,7 @@ package auth
 
 import (
 	"fmt"
+	"net/http"
 
 	"github.com/nxmesh/nxmesh/app"
 )
@@ -42,6 +43,13 @@ var (
 	ErrUserNotFound = fmt.Errorf("%w: user not found", app.ErrNotFound)
 	// ErrAPIKeyNotFound is an API key id that does not exist in the organization.
 	ErrAPIKeyNotFound = fmt.Errorf("%w: API key not found", app.ErrNotFound)
+
+	// ErrPasswordHashingBusy answers a login or password change that waited too
+	// long for a password hashing slot: 503 with Retry-After.
+	ErrPasswordHashingBusy = &app.HTTPError{
+		Status: http.StatusServiceUnavailable, Code: app.CodeServiceUnavailable,
+		Message: "Too many sign-ins at once; try again in a moment", RetryAfter: 1,
+	}
 
 	// ErrMailUnavailable is an SMTP failure while sending a one-time code.
 	ErrMailUnavailable = fmt.Errorf("%w: the one-time code could not be sent; try again later", app.ErrUnavailable)

@@ -1,12 +1,15 @@
 package auth
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -39,6 +42,70 @@ func hashPassword(password string, p argonParams) (string, error) {
 }
 
 var errMalformedHash = errors.New("malformed argon2id hash")
+
+// Password hashing is bounded: every argon2id computation (a login's check, a
+// new password's hash) takes one of auth.password_hash_concurrency slots
+// (default twice GOMAXPROCS), so a burst of logins costs at most that many
+// times 19 MiB instead of 19 MiB per request. A caller waits for a slot with
+// its request context, at most hashSlotWait; after that it gets
+// ErrPasswordHashingBusy (503 with Retry-After) rather than queueing without
+// bound. Logins are counted by the throttle before they wait, so a refused
+// login never takes a slot.
+const hashSlotWait = 5 * time.Second
+
+// hashEvent is what hashHook observes of one password hash.
+type hashEvent int
+
+const (
+	hashWaiting hashEvent = iota // asks for a slot
+	hashStarted                  // holds a slot and starts hashing
+	hashDone                     // finished hashing; the slot is released right after
+)
+
+// hashSlotsFor is the number of concurrent password hashes for configured n.
+func hashSlotsFor(n int) int {
+	if n > 0 {
+		return n
+	}
+	return 2 * runtime.GOMAXPROCS(0)
+}
+
+// withHashSlot runs fn, which hashes a password, holding one hashing slot.
+func (s *Service) withHashSlot(ctx context.Context, fn func()) error {
+	if s.hashHook != nil {
+		s.hashHook(hashWaiting)
+	}
+	timer := time.NewTimer(s.hashWait)
+	defer timer.Stop()
+	select {
+	case s.hashSlots <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for a password hashing slot: %w", ctx.Err())
+	case <-timer.C:
+		s.logger.WarnContext(ctx, "password hashing is saturated; refusing with 503",
+			"slots", cap(s.hashSlots), "waited", s.hashWait)
+		return ErrPasswordHashingBusy
+	}
+	defer func() { <-s.hashSlots }()
+	if s.hashHook != nil {
+		s.hashHook(hashStarted)
+		defer s.hashHook(hashDone)
+	}
+	fn()
+	return nil
+}
+
+// newPasswordHash hashes password with the service's parameters in a hashing slot.
+func (s *Service) newPasswordHash(ctx context.Context, password string) (string, error) {
+	var (
+		hash string
+		err  error
+	)
+	if serr := s.withHashSlot(ctx, func() { hash, err = hashPassword(password, s.argon) }); serr != nil {
+		return "", serr
+	}
+	return hash, err
+}
 
 // checkPassword reports whether password matches the PHC-encoded argon2id
 // hash, comparing in constant time.

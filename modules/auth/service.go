@@ -45,6 +45,13 @@ type Service struct {
 	dummyOnce sync.Once
 	dummy     string
 
+	// hashSlots holds one token per password hash in progress (see withHashSlot).
+	hashSlots chan struct{}
+	// hashWait is how long a caller waits for a hashing slot (hashSlotWait).
+	hashWait time.Duration
+	// hashHook, when set (tests), observes each hash: it counts what runs at once.
+	hashHook func(hashEvent)
+
 	// Now returns the current time; tests replace it to move the clock. It must
 	// be set before the service is used.
 	Now func() time.Time
@@ -76,6 +83,9 @@ func NewService(d app.Deps) *Service {
 		logger: logger.With("module", "auth"),
 		argon:  owaspArgon2id,
 		Now:    time.Now,
+
+		hashSlots: make(chan struct{}, hashSlotsFor(cfg.PasswordHashConcurrency)),
+		hashWait:  hashSlotWait,
 	}
 	// Computed now, so that not even the first unknown email answers faster.
 	s.dummyHash()
@@ -140,7 +150,7 @@ type CreateUserParams struct {
 }
 
 // prepare validates p, normalizes the email and hashes the password.
-func (s *Service) prepareUser(p CreateUserParams) (userRow, error) {
+func (s *Service) prepareUser(ctx context.Context, p CreateUserParams) (userRow, error) {
 	email := normalizeEmail(p.Email)
 	name := strings.TrimSpace(p.Name)
 	v := &app.Validator{}
@@ -152,9 +162,9 @@ func (s *Service) prepareUser(p CreateUserParams) (userRow, error) {
 	if err := v.Err(); err != nil {
 		return userRow{}, err
 	}
-	hash, err := hashPassword(p.Password, s.argon)
+	hash, err := s.newPasswordHash(ctx, p.Password)
 	if err != nil {
-		return userRow{}, err
+		return userRow{}, fmt.Errorf("create user %q: %w", email, err)
 	}
 	now := s.now()
 	return userRow{
@@ -186,7 +196,7 @@ func insertUser(ctx context.Context, tx *gorm.DB, row userRow) (User, error) {
 // CreateUser creates an account. The email is lowercased and must be unique
 // (ErrEmailTaken); the password needs at least 8 characters.
 func (s *Service) CreateUser(ctx context.Context, p CreateUserParams) (User, error) {
-	row, err := s.prepareUser(p)
+	row, err := s.prepareUser(ctx, p)
 	if err != nil {
 		return User{}, err
 	}
@@ -221,7 +231,7 @@ func (s *Service) EnsureFirstAdmin(ctx context.Context, email, password string) 
 		}
 		password = generatedPassword
 	}
-	row, err := s.prepareUser(CreateUserParams{Email: email, Password: password, Name: "Administrator", Superadmin: true})
+	row, err := s.prepareUser(ctx, CreateUserParams{Email: email, Password: password, Name: "Administrator", Superadmin: true})
 	if err != nil {
 		return false, "", fmt.Errorf("ensure first admin: %w", err)
 	}
@@ -386,9 +396,9 @@ func (s *Service) SetPassword(ctx context.Context, userID uuid.UUID, password st
 	if err := v.Err(); err != nil {
 		return err
 	}
-	hash, err := hashPassword(password, s.argon)
+	hash, err := s.newPasswordHash(ctx, password)
 	if err != nil {
-		return err
+		return fmt.Errorf("set password of user %s: %w", userID, err)
 	}
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
