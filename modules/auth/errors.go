@@ -36,6 +36,9 @@ var (
 
 	// ErrEmailTaken refuses a second account with the same email.
 	ErrEmailTaken = fmt.Errorf("%w: email already in use", app.ErrConflict)
+	// ErrLastSuperadmin refuses to remove the flag of, or disable, the last
+	// active superadmin: nobody could manage users afterwards.
+	ErrLastSuperadmin = fmt.Errorf("%w: this is the last active superadmin; make another user superadmin first", app.ErrConflict)
 	// ErrAPIKeyRevoked refuses to rotate a revoked API key.
 	ErrAPIKeyRevoked = fmt.Errorf("%w: API key is revoked", app.ErrConflict)
 

@@ -313,7 +313,8 @@ type UpdateUserParams struct {
 // UpdateUser changes the user with id. Disabling revokes, at once, every
 // session and refresh token of the user and every API key the user created;
 // re-enabling does not bring them back. The caller in ctx cannot disable
-// themselves.
+// themselves. Removing the flag of, or disabling, the last active (not
+// disabled) superadmin is refused with ErrLastSuperadmin and changes nothing.
 func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, p UpdateUserParams) (User, error) {
 	v := &app.Validator{}
 	if p.Name != nil {
@@ -329,8 +330,16 @@ func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, p UpdateUserPara
 	if err := v.Err(); err != nil {
 		return User{}, err
 	}
+	// Changes that can take a superadmin away run one at a time (on every
+	// replica), so two of them cannot each leave the other as the last one.
+	mayDemote := (p.IsSuperadmin != nil && !*p.IsSuperadmin) || (p.Disabled != nil && *p.Disabled)
 	var after User
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if mayDemote {
+			if err := tx.Exec(`SELECT pg_advisory_xact_lock(hashtext('nxmesh.auth.superadmins'))`).Error; err != nil {
+				return fmt.Errorf("lock superadmins: %w", err)
+			}
+		}
 		var row userRow
 		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Take(&row).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -361,6 +370,16 @@ func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, p UpdateUserPara
 			case !*p.Disabled && row.DisabledAt != nil:
 				row.DisabledAt = nil
 				action = "user.enable"
+			}
+		}
+		if before.IsSuperadmin && !before.Disabled && (!row.IsSuperadmin || row.DisabledAt != nil) {
+			var others int64
+			if err := tx.Model(&userRow{}).Where("is_superadmin AND disabled_at IS NULL AND id <> ?", id).
+				Count(&others).Error; err != nil {
+				return fmt.Errorf("count superadmins: %w", err)
+			}
+			if others == 0 {
+				return ErrLastSuperadmin
 			}
 		}
 		row.UpdatedAt = now
