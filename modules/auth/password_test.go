@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -181,6 +182,140 @@ func TestPasswordHashing(t *testing.T) {
 		}
 		if n := p.started.Load(); n != 2 {
 			t.Fatalf("%d hashes for 2 evaluated and 3 refused logins", n)
+		}
+	})
+}
+
+func TestPasswordPolicy(t *testing.T) {
+	t.Parallel()
+
+	const email = "alice.smith@example.com"
+	for _, tc := range []struct {
+		name, password, want string // want: part of the message, "" when accepted
+	}{
+		{"RefusesTheMostCommonPassword", "12345678", "most commonly used"},
+		{"RefusesDigitSequence", "23456789", "sequences"},
+		{"RefusesCommonPassword", "password", "most commonly used"},
+		{"RefusesCommonPasswordInCapitals", "PASSWORD", "most commonly used"},
+		{"RefusesCommonPasswordWithDigitsAndPunctuation", "Monkey2024!", "most commonly used"},
+		{"RefusesCommonPasswordWithDigitsForLetters", "P@ssw0rd1", "most commonly used"},
+		{"RefusesTheServiceName", "nxmesh2025", "most commonly used"},
+		{"RefusesTheEmail", "Alice.Smith@example.com", "e-mail"},
+		{"RefusesTheLocalPart", "alice.smith", "e-mail"},
+		{"RefusesTheLocalPartWithDigits", "alicesmith99", "e-mail"},
+		{"RefusesOneRepeatedCharacter", "aaaaaaaaaaaa", "repeated"},
+		{"RefusesARepeatedShortUnit", "wordword", "repeated"},
+		{"RefusesARepeatedCommonPassword", "sunshinesunshine", "repeated"},
+		{"RefusesTwoAlternatingCharacters", "abababab", "repeated"},
+		{"RefusesLetterSequence", "bcdefghi", "sequences"},
+		{"RefusesDescendingSequence", "87654321", "sequences"},
+		{"RefusesKeyboardRow", "qwertyuiop", "most commonly used"},
+		{"RefusesKeyboardWalk", "mnbvcxz;lkj", "keyboard rows"},
+		{"RefusesKeyboardColumns", "1qaz2wsx3edc", "keyboard rows"},
+		{"RefusesTwoSequences", "1234abcd", "sequences"},
+		{"RefusesSevenCharacters", "Zq9#xP2", "at least 8"},
+		{"RefusesNUL", "long enough\x00really", "NUL"},
+		{"RefusesInvalidUTF8", "long enough \xff\xfe", "UTF-8"},
+		{"RefusesMoreThan256Characters", strings.Repeat("correct horse ", 19), "at most 256"},
+
+		{"AcceptsAPassphrase", "correct horse battery", ""},
+		{"AcceptsALongPassphrase", strings.Repeat("Tr0ub4dor&3 ", 5) + "plus four", ""},
+		{"Accepts256Characters", strings.Repeat("jx7Kq2", 42) + "Lm9w", ""},
+		{"AcceptsNonASCII", "Grüße aus Köln, 2024", ""},
+		{"AcceptsAWordInsideAPhrase", "password-viewer", ""},
+		{"AcceptsACommonWordWithMoreAfterIt", "bench-password-1", ""},
+		{"AcceptsEightRandomCharacters", "k3#Wq9!z", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, msg, weak := passwordWeakness(tc.password, email)
+			switch {
+			case tc.want == "" && weak:
+				t.Fatalf("%q refused: %s", tc.password, msg)
+			case tc.want != "" && !weak:
+				t.Fatalf("%q accepted, want refused (%s)", tc.password, tc.want)
+			case tc.want != "" && !strings.Contains(msg, tc.want):
+				t.Fatalf("%q refused with %q, want a message about %q", tc.password, msg, tc.want)
+			}
+		})
+	}
+
+	t.Run("AcceptsGeneratedPasswords", func(t *testing.T) {
+		t.Parallel()
+		for range 500 {
+			pw, err := randomBase62(generatedPasswordLen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, msg, weak := passwordWeakness(pw, "admin@localhost"); weak {
+				t.Fatalf("generated %q refused: %s", pw, msg)
+			}
+		}
+	})
+
+	t.Run("ListIsLoaded", func(t *testing.T) {
+		t.Parallel()
+		if n := len(commonPasswords()); n < 500 {
+			t.Fatalf("%d common passwords", n)
+		}
+		if _, ok := commonPasswords()["# passwords refused by the password policy (password.go) because they are among"]; ok {
+			t.Fatal("comment lines are read as passwords")
+		}
+	})
+}
+
+func TestPasswordPolicyIsApplied(t *testing.T) {
+	t.Parallel()
+
+	t.Run("CreateUserAPIAnswers422NamingPassword", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		b.createUser(t, "root@example.com", true)
+		tok := b.login(t, "root@example.com").AccessToken
+		for _, pw := range []string{"12345678", "password", "carol.jones@example.com", "bad\u0000password!"} {
+			r := b.do(t, "POST", "/v1/users", map[string]any{"email": "carol.jones@example.com", "password": pw}, bearer(tok)...)
+			r.expect(t, http.StatusUnprocessableEntity, app.CodeValidation)
+			d := r.errorBody(t).Error.Details
+			if len(d) != 1 || d[0].Field != "password" || d[0].Message == "" {
+				t.Fatalf("password %q: details %+v", pw, d)
+			}
+		}
+		if _, err := b.svc.UserByEmail(b.ctx, "carol.jones@example.com"); !errors.Is(err, ErrUserNotFound) {
+			t.Fatalf("a refused user was created: %v", err)
+		}
+		b.do(t, "POST", "/v1/users", map[string]any{"email": "carol.jones@example.com", "password": "a perfectly fine passphrase"}, bearer(tok)...).
+			expect(t, http.StatusCreated, "")
+	})
+
+	t.Run("FirstAdminWithWeakConfiguredPasswordFails", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		created, _, err := b.svc.EnsureFirstAdmin(b.ctx, "ops@example.com", "password123")
+		if created || !errors.Is(err, app.ErrInvalid) || !strings.Contains(err.Error(), "NXMESH_ADMIN_PASSWORD") ||
+			!strings.Contains(err.Error(), "most commonly used") {
+			t.Fatalf("EnsureFirstAdmin with a weak password = %v, %v", created, err)
+		}
+		var users int64
+		b.app.Deps.DB.Raw(`SELECT count(*) FROM users`).Scan(&users)
+		if users != 0 {
+			t.Fatalf("%d users created", users)
+		}
+	})
+
+	t.Run("SetPasswordRefusesWeakOnes", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		u := b.createUser(t, "alice@example.com", false)
+		var ve *app.ValidationError
+		if err := b.svc.SetPassword(b.ctx, u.ID, "iloveyou"); !errors.As(err, &ve) || ve.Fields[0].Field != "password" {
+			t.Fatalf("SetPassword(iloveyou) = %v", err)
+		}
+		b.login(t, "alice@example.com")
+		if err := b.svc.SetPassword(b.ctx, u.ID, "another fine passphrase"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.svc.VerifyPassword(b.ctx, "alice@example.com", "another fine passphrase", "192.0.2.1"); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

@@ -23,10 +23,8 @@ const DefaultAdminEmail = "admin@localhost"
 
 // Limits of user input.
 const (
-	minPasswordLen = 8
-	maxPasswordLen = 1024
-	maxNameLen     = 100
-	maxEmailLen    = 254
+	maxNameLen  = 100
+	maxEmailLen = 254
 	// generatedPasswordLen is the length of a generated first-admin password.
 	generatedPasswordLen = 20
 )
@@ -126,15 +124,6 @@ func validEmail(e string) bool {
 	return ok && local != "" && domain != "" && !strings.Contains(domain, "@")
 }
 
-func checkPasswordPolicy(v *app.Validator, field, pw string) {
-	switch n := utf8.RuneCountInString(pw); {
-	case n < minPasswordLen:
-		v.Add(field, app.FieldInvalidValue, fmt.Sprintf("must be at least %d characters", minPasswordLen))
-	case len(pw) > maxPasswordLen:
-		v.Add(field, app.FieldTooLong, fmt.Sprintf("must be at most %d bytes", maxPasswordLen))
-	}
-}
-
 func checkName(v *app.Validator, field, name string) {
 	v.Check(utf8.RuneCountInString(name) <= maxNameLen, field, app.FieldTooLong,
 		fmt.Sprintf("must be at most %d characters", maxNameLen))
@@ -157,7 +146,7 @@ func (s *Service) prepareUser(ctx context.Context, p CreateUserParams) (userRow,
 	if v.Check(email != "", "email", app.FieldRequired, "is required") {
 		v.Check(validEmail(email), "email", app.FieldInvalidFormat, "must be an email address")
 	}
-	checkPasswordPolicy(v, "password", p.Password)
+	checkPasswordPolicy(v, "password", p.Password, email)
 	checkName(v, "name", name)
 	if err := v.Err(); err != nil {
 		return userRow{}, err
@@ -194,7 +183,8 @@ func insertUser(ctx context.Context, tx *gorm.DB, row userRow) (User, error) {
 }
 
 // CreateUser creates an account. The email is lowercased and must be unique
-// (ErrEmailTaken); the password needs at least 8 characters.
+// (ErrEmailTaken); the password must pass the password policy (see
+// checkPasswordPolicy), or the answer is a validation error naming "password".
 func (s *Service) CreateUser(ctx context.Context, p CreateUserParams) (User, error) {
 	row, err := s.prepareUser(ctx, p)
 	if err != nil {
@@ -210,8 +200,10 @@ func (s *Service) CreateUser(ctx context.Context, p CreateUserParams) (User, err
 
 // EnsureFirstAdmin creates the first superadmin when there are no users at all,
 // from email and password, defaulting to admin@localhost and a generated
-// 20-character password that is returned once (only its hash is stored). When
-// users exist it does nothing. Concurrent calls from several replicas create
+// 20-character password that is returned once (only its hash is stored). A
+// given password must pass the password policy: a weak one is an error that
+// names the configuration, so the master does not start. When users exist it
+// does nothing. Concurrent calls from several replicas create
 // at most one user: the check and the insert run under a transaction-scoped
 // advisory lock.
 func (s *Service) EnsureFirstAdmin(ctx context.Context, email, password string) (created bool, generatedPassword string, err error) {
@@ -226,12 +218,17 @@ func (s *Service) EnsureFirstAdmin(ctx context.Context, email, password string) 
 		email = DefaultAdminEmail
 	}
 	if password == "" {
-		if generatedPassword, err = randomBase62(generatedPasswordLen); err != nil {
+		if generatedPassword, err = s.generatePassword(email); err != nil {
 			return false, "", fmt.Errorf("ensure first admin: %w", err)
 		}
 		password = generatedPassword
 	}
 	row, err := s.prepareUser(ctx, CreateUserParams{Email: email, Password: password, Name: "Administrator", Superadmin: true})
+	if errors.Is(err, app.ErrInvalid) {
+		return false, "", fmt.Errorf("ensure first admin: the configured admin.email/admin.password "+
+			"(NXMESH_ADMIN_EMAIL, NXMESH_ADMIN_PASSWORD) cannot be used; set a valid address and a stronger password, "+
+			"or leave the password empty to have one generated: %w", err)
+	}
 	if err != nil {
 		return false, "", fmt.Errorf("ensure first admin: %w", err)
 	}
@@ -258,6 +255,20 @@ func (s *Service) EnsureFirstAdmin(ctx context.Context, email, password string) 
 		return false, "", nil
 	}
 	return true, generatedPassword, nil
+}
+
+// generatePassword returns a random password of generatedPasswordLen letters
+// and digits that passes the password policy for email.
+func (s *Service) generatePassword(email string) (string, error) {
+	for {
+		pw, err := randomBase62(generatedPasswordLen)
+		if err != nil {
+			return "", fmt.Errorf("generate password: %w", err)
+		}
+		if _, _, weak := passwordWeakness(pw, email); !weak {
+			return pw, nil
+		}
+	}
 }
 
 // GetUser returns the user with id.
@@ -407,11 +418,16 @@ func (s *Service) SetUserDisabled(ctx context.Context, userID uuid.UUID, disable
 	return err
 }
 
-// SetPassword replaces the user's password and signs the user out everywhere
-// (sessions and refresh tokens; API keys stay valid).
+// SetPassword replaces the user's password, which must pass the password
+// policy, and signs the user out everywhere (sessions and refresh tokens; API
+// keys stay valid).
 func (s *Service) SetPassword(ctx context.Context, userID uuid.UUID, password string) error {
+	u, err := s.GetUser(ctx, userID)
+	if err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
 	v := &app.Validator{}
-	checkPasswordPolicy(v, "password", password)
+	checkPasswordPolicy(v, "password", password, u.Email)
 	if err := v.Err(); err != nil {
 		return err
 	}
