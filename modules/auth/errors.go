@@ -47,11 +47,11 @@ var (
 	// ErrAPIKeyNotFound is an API key id that does not exist in the organization.
 	ErrAPIKeyNotFound = fmt.Errorf("%w: API key not found", app.ErrNotFound)
 
-	// ErrPasswordHashingBusy answers a login or password change that waited too
+	// ErrPasswordHashingBusy answers a login or a new password that waited too
 	// long for a password hashing slot: 503 with Retry-After.
 	ErrPasswordHashingBusy = &app.HTTPError{
 		Status: http.StatusServiceUnavailable, Code: app.CodeServiceUnavailable,
-		Message: "Too many sign-ins at once; try again in a moment", RetryAfter: 1,
+		Message: "Too many passwords are being checked at once; try again in a moment", RetryAfter: 1,
 	}
 
 	// ErrMailUnavailable is an SMTP failure while sending a one-time code.

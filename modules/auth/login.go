@@ -62,8 +62,11 @@ func (s *Service) reserveAttempt(ctx context.Context, email, ip string) (int64, 
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		// Always the account before the IP, so two attempts never wait on each
 		// other's second lock.
-		for _, l := range []struct{ name, key string }{{lockLoginAccount, email}, {lockLoginIP, ip}} {
-			if l.key == "" {
+		for _, l := range []struct {
+			name, key string
+			limit     int
+		}{{lockLoginAccount, email, s.cfg.LoginAttemptsPerAccount}, {lockLoginIP, ip, s.cfg.LoginAttemptsPerIP}} {
+			if l.key == "" || l.limit <= 0 {
 				continue
 			}
 			if err := tx.Exec(`SELECT pg_advisory_xact_lock(hashtext(?), hashtext(?))`, l.name, l.key).Error; err != nil {

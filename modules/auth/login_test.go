@@ -541,6 +541,7 @@ func TestLoginThrottle(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil) // 5 per account, 20 per IP
 		b.createUser(t, "alice@example.com", false)
+		b.svc.hashWait = time.Minute // slow hashing (-race) must not turn into 503s
 		hashes := newHashProbe(b.svc)
 		close(hashes.release)
 		rs := b.parallel(t, 30, func(i int) *http.Request {
@@ -573,6 +574,7 @@ func TestLoginThrottle(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil) // 5 per account, 20 per IP
 		b.createUser(t, "alice@example.com", false)
+		b.svc.hashWait = time.Minute // slow hashing (-race) must not turn into 503s
 		rs := b.parallel(t, 30, func(i int) *http.Request {
 			return jsonRequest(t, "/v1/auth/login", map[string]string{"email": fmt.Sprintf("guess%d@example.com", i), "password": "wrong guess"})
 		})
