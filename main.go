@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fs, cfgPath := flags("users create", stderr)
 		email := fs.String("email", "", "e-mail address (login)")
-		password := fs.String("password", "", "password (at least 8 characters)")
+		password := fs.String("password", "", "password (8 to 256 characters; common and trivial ones are refused)")
 		super := fs.Bool("superadmin", false, "make the user a superadmin")
 		if err := fs.Parse(args[2:]); err != nil {
 			return err

@@ -100,6 +100,9 @@ type AuthConfig struct {
 	LoginAttemptsPerIP int `yaml:"login_attempts_per_ip"`
 	// LoginWindow is the throttling window.
 	LoginWindow time.Duration `yaml:"login_window"`
+	// PasswordHashConcurrency caps the password hashes (argon2id, 19 MiB each)
+	// computed at once by one replica; 0 means twice GOMAXPROCS.
+	PasswordHashConcurrency int `yaml:"password_hash_concurrency"`
 	// RequireEmailCode makes the emailed one-time code mandatory for every user.
 	RequireEmailCode bool `yaml:"require_email_code"`
 }

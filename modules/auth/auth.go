@@ -22,6 +22,9 @@
 // Logins are throttled per account and per client IP from the login_attempts
 // table (shared by all replicas): /v1/auth/login, /login/init, /login/verify
 // and the admin login page all go through VerifyPassword or VerifyEmailCode.
+// An attempt is counted under advisory locks before its password is hashed, so
+// parallel guesses cannot overrun the limits (see reserveAttempt), and password
+// hashing runs in a bounded number of slots per replica (see withHashSlot).
 //
 // The Service holds the domain logic; the JSON handlers in api.go and the admin
 // pages call the same exported methods.

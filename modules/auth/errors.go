@@ -2,6 +2,7 @@ package auth
 
 import (
 	"fmt"
+	"net/http"
 
 	"github.com/nxmesh/nxmesh/app"
 )
@@ -35,6 +36,9 @@ var (
 
 	// ErrEmailTaken refuses a second account with the same email.
 	ErrEmailTaken = fmt.Errorf("%w: email already in use", app.ErrConflict)
+	// ErrLastSuperadmin refuses to remove the flag of, or disable, the last
+	// active superadmin: nobody could manage users afterwards.
+	ErrLastSuperadmin = fmt.Errorf("%w: this is the last active superadmin; make another user superadmin first", app.ErrConflict)
 	// ErrAPIKeyRevoked refuses to rotate a revoked API key.
 	ErrAPIKeyRevoked = fmt.Errorf("%w: API key is revoked", app.ErrConflict)
 
@@ -42,6 +46,13 @@ var (
 	ErrUserNotFound = fmt.Errorf("%w: user not found", app.ErrNotFound)
 	// ErrAPIKeyNotFound is an API key id that does not exist in the organization.
 	ErrAPIKeyNotFound = fmt.Errorf("%w: API key not found", app.ErrNotFound)
+
+	// ErrPasswordHashingBusy answers a login or a new password that waited too
+	// long for a password hashing slot: 503 with Retry-After.
+	ErrPasswordHashingBusy = &app.HTTPError{
+		Status: http.StatusServiceUnavailable, Code: app.CodeServiceUnavailable,
+		Message: "Too many passwords are being checked at once; try again in a moment", RetryAfter: 1,
+	}
 
 	// ErrMailUnavailable is an SMTP failure while sending a one-time code.
 	ErrMailUnavailable = fmt.Errorf("%w: the one-time code could not be sent; try again later", app.ErrUnavailable)

@@ -358,3 +358,60 @@ func (s *smtpSession) Data(r io.Reader) error {
 func (s *smtpSession) Reset() { s.from, s.to = "", nil }
 
 func (s *smtpSession) Logout() error { return nil }
+
+// parallel sends n requests at once (released together) and returns their
+// responses; it is safe to call from the test goroutine only. Failures to
+// send are reported with t.Error, never t.Fatal, from the senders.
+func (b *bundle) parallel(t *testing.T, n int, build func(i int) *http.Request) []response {
+	t.Helper()
+	out := make([]response, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		req := build(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			resp, err := b.app.Fiber().Test(req, -1)
+			if err != nil {
+				t.Errorf("%s %s: %v", req.Method, req.URL, err)
+				return
+			}
+			defer resp.Body.Close()
+			raw, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Errorf("read response: %v", err)
+				return
+			}
+			out[i] = response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return out
+}
+
+// jsonRequest builds a JSON POST for parallel.
+func jsonRequest(t *testing.T, path string, body any, headers ...string) *http.Request {
+	t.Helper()
+	raw, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", path, bytes.NewReader(raw))
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return req
+}
+
+// statuses counts responses by status code.
+func statuses(rs []response) map[int]int {
+	out := map[int]int{}
+	for _, r := range rs {
+		out[r.Status]++
+	}
+	return out
+}

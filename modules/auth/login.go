@@ -24,58 +24,121 @@ const (
 	codeMaxAttempts = 5
 )
 
-// throttle refuses a login step with 429 when the account (failures since its
-// last successful login) or the client IP has used up its failed attempts
-// within the login window. Counting happens in login_attempts, so every
-// replica sees the same numbers. Retry-After is when the oldest counted
-// failure leaves the window.
-func (s *Service) throttle(ctx context.Context, email, ip string) error {
+// Login throttling counts an attempt before any work is done for it:
+//
+//  1. reserveAttempt takes transaction-scoped advisory locks on the account
+//     (lower-cased email) and on the client IP, so that concurrent attempts
+//     for either, on any replica sharing the database, are counted one after
+//     the other.
+//  2. Under the locks it counts the failures in the login window (for the
+//     account, those since its last successful login) and refuses with 429
+//     and Retry-After when a budget is used up; a refused attempt is not
+//     recorded and costs no password hash.
+//  3. Otherwise it stores the attempt as a failure and commits: from then on
+//     it counts against both budgets while it is being evaluated.
+//  4. Only then is the password hashed (in a hashing slot, see withHashSlot)
+//     or the code checked. A wrong guess keeps its failure row; a correct one
+//     removes it (releaseAttempt), and the session it leads to records the
+//     success that resets the account's count.
+//
+// So N parallel guesses against one account evaluate at most
+// auth.login_attempts_per_account of them, and likewise per IP.
+const (
+	lockLoginAccount = "nxmesh.auth.login.account"
+	lockLoginIP      = "nxmesh.auth.login.ip"
+)
+
+// reserveAttempt counts a login step for email and ip (see above) and returns
+// the id of its failure row, or a 429 when the account or the IP has used up
+// its failed attempts within the login window. Retry-After is when the oldest
+// counted failure leaves the window.
+func (s *Service) reserveAttempt(ctx context.Context, email, ip string) (int64, error) {
 	now := s.now()
 	since := now.Add(-s.cfg.LoginWindow)
-	var until time.Time
-	check := func(limit int, query string, args ...any) error {
-		if limit <= 0 {
+	var (
+		id    int64
+		until time.Time
+	)
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// Always the account before the IP, so two attempts never wait on each
+		// other's second lock.
+		for _, l := range []struct {
+			name, key string
+			limit     int
+		}{{lockLoginAccount, email, s.cfg.LoginAttemptsPerAccount}, {lockLoginIP, ip, s.cfg.LoginAttemptsPerIP}} {
+			if l.key == "" || l.limit <= 0 {
+				continue
+			}
+			if err := tx.Exec(`SELECT pg_advisory_xact_lock(hashtext(?), hashtext(?))`, l.name, l.key).Error; err != nil {
+				return fmt.Errorf("lock: %w", err)
+			}
+		}
+		check := func(limit int, query string, args ...any) error {
+			if limit <= 0 {
+				return nil
+			}
+			var t time.Time
+			err := tx.Raw(query, append(args, limit-1)...).Row().Scan(&t)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				return nil
+			case err != nil:
+				return fmt.Errorf("count failures: %w", err)
+			}
+			if end := t.Add(s.cfg.LoginWindow); end.After(until) {
+				until = end
+			}
 			return nil
 		}
-		var t time.Time
-		err := s.db.WithContext(ctx).Raw(query, append(args, limit-1)...).Row().Scan(&t)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
+		if email != "" {
+			if err := check(s.cfg.LoginAttemptsPerAccount, `
+				SELECT created_at FROM login_attempts
+				WHERE lower(email) = ? AND NOT success AND created_at > ?
+				  AND created_at > coalesce((SELECT max(created_at) FROM login_attempts WHERE lower(email) = ? AND success), '-infinity')
+				ORDER BY created_at DESC OFFSET ? LIMIT 1`, email, since, email); err != nil {
+				return err
+			}
+		}
+		if ip != "" {
+			if err := check(s.cfg.LoginAttemptsPerIP, `
+				SELECT created_at FROM login_attempts
+				WHERE ip = ? AND NOT success AND created_at > ?
+				ORDER BY created_at DESC OFFSET ? LIMIT 1`, ip, since); err != nil {
+				return err
+			}
+		}
+		if !until.IsZero() {
 			return nil
-		case err != nil:
-			return fmt.Errorf("check login throttle: %w", err)
 		}
-		if end := t.Add(s.cfg.LoginWindow); end.After(until) {
-			until = end
+		row := loginAttemptRow{Email: email, IP: ip, Success: false, CreatedAt: now}
+		if err := tx.Create(&row).Error; err != nil {
+			return fmt.Errorf("record: %w", err)
 		}
+		id = row.ID
 		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count login attempt: %w", err)
 	}
-	if email != "" {
-		if err := check(s.cfg.LoginAttemptsPerAccount, `
-			SELECT created_at FROM login_attempts
-			WHERE lower(email) = ? AND NOT success AND created_at > ?
-			  AND created_at > coalesce((SELECT max(created_at) FROM login_attempts WHERE lower(email) = ? AND success), '-infinity')
-			ORDER BY created_at DESC OFFSET ? LIMIT 1`, email, since, email); err != nil {
-			return err
-		}
+	if !until.IsZero() {
+		return 0, app.RateLimited(max(int(math.Ceil(until.Sub(now).Seconds())), 1))
 	}
-	if ip != "" {
-		if err := check(s.cfg.LoginAttemptsPerIP, `
-			SELECT created_at FROM login_attempts
-			WHERE ip = ? AND NOT success AND created_at > ?
-			ORDER BY created_at DESC OFFSET ? LIMIT 1`, ip, since); err != nil {
-			return err
-		}
-	}
-	if until.IsZero() {
-		return nil
-	}
-	retry := int(math.Ceil(until.Sub(now).Seconds()))
-	return app.RateLimited(max(retry, 1))
+	return id, nil
 }
 
-// recordAttempt stores the outcome of a login step for throttling. A failure to
-// record is logged, not returned: it must not turn a wrong password into a 500.
+// releaseAttempt removes the failure row of an attempt that turned out not to
+// be a failed guess (a correct password or code, or one never evaluated). It
+// runs even when the request is gone. A failure to remove it is logged: it only
+// costs the account one attempt.
+func (s *Service) releaseAttempt(ctx context.Context, id int64) {
+	ctx = context.WithoutCancel(ctx)
+	if err := s.db.WithContext(ctx).Delete(&loginAttemptRow{}, "id = ?", id).Error; err != nil {
+		s.logger.ErrorContext(ctx, "release login attempt", "error", err)
+	}
+}
+
+// recordAttempt stores a successful login step, which resets the account's
+// count. A failure to record is logged, not returned.
 func (s *Service) recordAttempt(ctx context.Context, db *gorm.DB, email, ip string, success bool) {
 	row := loginAttemptRow{Email: email, IP: ip, Success: success, CreatedAt: s.now()}
 	if err := db.WithContext(ctx).Create(&row).Error; err != nil {
@@ -84,10 +147,12 @@ func (s *Service) recordAttempt(ctx context.Context, db *gorm.DB, email, ip stri
 }
 
 // VerifyPassword checks email and password, throttled per account and per IP
-// (429). A wrong password and an unknown email both give ErrInvalidCredentials
-// after the same amount of work; a disabled account gives ErrUserDisabled. It
-// does not check whether the user must also confirm an emailed code (see
-// EmailCodeRequired) and starts no session.
+// (429; the attempt is counted before the password is hashed). A wrong
+// password and an unknown email both give ErrInvalidCredentials after the same
+// amount of work; a disabled account gives ErrUserDisabled. When no hashing
+// slot frees up in time it gives ErrPasswordHashingBusy (503), and the attempt
+// does not count. It does not check whether the user must also confirm an
+// emailed code (see EmailCodeRequired) and starts no session.
 func (s *Service) VerifyPassword(ctx context.Context, email, password, ip string) (User, error) {
 	email = normalizeEmail(email)
 	v := &app.Validator{}
@@ -96,32 +161,37 @@ func (s *Service) VerifyPassword(ctx context.Context, email, password, ip string
 	if err := v.Err(); err != nil {
 		return User{}, err
 	}
-	if err := s.throttle(ctx, email, ip); err != nil {
+	attempt, err := s.reserveAttempt(ctx, email, ip)
+	if err != nil {
 		return User{}, err
 	}
 	var row userRow
-	err := s.db.WithContext(ctx).Where("lower(email) = ?", email).Take(&row).Error
+	err = s.db.WithContext(ctx).Where("lower(email) = ?", email).Take(&row).Error
 	found := err == nil
 	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+		s.releaseAttempt(ctx, attempt)
 		return User{}, fmt.Errorf("verify password: find user: %w", err)
 	}
 	hash := row.PasswordHash
 	if !found {
 		hash = s.dummyHash()
 	}
-	ok, err := checkPassword(hash, password)
+	var ok bool
+	if err := s.withHashSlot(ctx, func() { ok, err = checkPassword(hash, password) }); err != nil {
+		s.releaseAttempt(ctx, attempt)
+		return User{}, fmt.Errorf("verify password: %w", err)
+	}
 	if err != nil {
 		s.logger.ErrorContext(ctx, "stored password hash is malformed", "user_id", row.ID, "error", err)
 		ok = false
 	}
 	if !found || !ok {
-		s.recordAttempt(ctx, s.db, email, ip, false)
 		return User{}, ErrInvalidCredentials
 	}
 	if row.DisabledAt != nil {
-		s.recordAttempt(ctx, s.db, email, ip, false)
 		return User{}, ErrUserDisabled
 	}
+	s.releaseAttempt(ctx, attempt)
 	return row.user(), nil
 }
 
@@ -257,7 +327,8 @@ func (s *Service) VerifyEmailCode(ctx context.Context, email, code, ip string) (
 	if err := v.Err(); err != nil {
 		return User{}, err
 	}
-	if err := s.throttle(ctx, email, ip); err != nil {
+	attempt, err := s.reserveAttempt(ctx, email, ip)
+	if err != nil {
 		return User{}, err
 	}
 	now := s.now()
@@ -265,7 +336,7 @@ func (s *Service) VerifyEmailCode(ctx context.Context, email, code, ip string) (
 		user userRow
 		ok   bool
 	)
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		err := tx.Where("lower(email) = ?", email).Take(&user).Error
 		if errors.Is(err, gorm.ErrRecordNotFound) {
 			return nil
@@ -290,12 +361,13 @@ func (s *Service) VerifyEmailCode(ctx context.Context, email, code, ip string) (
 		return tx.Model(&lc).Update("used_at", now).Error
 	})
 	if err != nil {
+		s.releaseAttempt(ctx, attempt)
 		return User{}, fmt.Errorf("verify login code: %w", err)
 	}
 	if !ok {
-		s.recordAttempt(ctx, s.db, email, ip, false)
 		return User{}, ErrInvalidCode
 	}
+	s.releaseAttempt(ctx, attempt)
 	if user.DisabledAt != nil {
 		return User{}, ErrUserDisabled
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -534,6 +535,59 @@ func TestLoginThrottle(t *testing.T) {
 		if _, err := b.svc.VerifyPassword(b.ctx, "alice@example.com", testPassword, "192.0.2.7"); err != nil {
 			t.Fatalf("login from another IP: %v", err)
 		}
+	})
+
+	t.Run("ParallelGuessesForOneAccountStopAtTheLimit", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil) // 5 per account, 20 per IP
+		b.createUser(t, "alice@example.com", false)
+		b.svc.hashWait = time.Minute // slow hashing (-race) must not turn into 503s
+		hashes := newHashProbe(b.svc)
+		close(hashes.release)
+		rs := b.parallel(t, 30, func(i int) *http.Request {
+			return jsonRequest(t, "/v1/auth/login", map[string]string{"email": "alice@example.com", "password": fmt.Sprintf("wrong guess %d", i)})
+		})
+		if n := hashes.started.Load(); n != 5 {
+			t.Errorf("%d passwords hashed for 30 parallel guesses, want 5", n)
+		}
+		got := statuses(rs)
+		if got[http.StatusUnauthorized] != 5 || got[http.StatusTooManyRequests] != 25 {
+			t.Fatalf("30 parallel wrong passwords: %v, want 5 evaluated (401) and 25 refused (429)", got)
+		}
+		for _, r := range rs {
+			if r.Status == http.StatusTooManyRequests {
+				r.expect(t, http.StatusTooManyRequests, app.CodeRateLimited)
+				if ra := r.Header.Get("Retry-After"); ra != "900" {
+					t.Fatalf("Retry-After = %q, want 900", ra)
+				}
+			}
+		}
+		login(t, b, "alice@example.com", testPassword).expect(t, http.StatusTooManyRequests, app.CodeRateLimited)
+		var failures int64
+		b.app.Deps.DB.Raw(`SELECT count(*) FROM login_attempts WHERE NOT success`).Scan(&failures)
+		if failures != 5 {
+			t.Fatalf("%d failures recorded, want 5 (refused attempts are not recorded)", failures)
+		}
+	})
+
+	t.Run("ParallelGuessesFromOneIPStopAtTheLimit", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil) // 5 per account, 20 per IP
+		b.createUser(t, "alice@example.com", false)
+		b.svc.hashWait = time.Minute // slow hashing (-race) must not turn into 503s
+		rs := b.parallel(t, 30, func(i int) *http.Request {
+			return jsonRequest(t, "/v1/auth/login", map[string]string{"email": fmt.Sprintf("guess%d@example.com", i), "password": "wrong guess"})
+		})
+		got := statuses(rs)
+		if got[http.StatusUnauthorized] != 20 || got[http.StatusTooManyRequests] != 10 {
+			t.Fatalf("30 parallel guesses from one IP: %v, want 20 evaluated (401) and 10 refused (429)", got)
+		}
+		for _, r := range rs {
+			if r.Status == http.StatusTooManyRequests && r.Header.Get("Retry-After") != "900" {
+				t.Fatalf("Retry-After = %q, want 900", r.Header.Get("Retry-After"))
+			}
+		}
+		login(t, b, "alice@example.com", testPassword).expect(t, http.StatusTooManyRequests, app.CodeRateLimited)
 	})
 
 	t.Run("WrongCodesCountToo", func(t *testing.T) {

@@ -23,10 +23,8 @@ const DefaultAdminEmail = "admin@localhost"
 
 // Limits of user input.
 const (
-	minPasswordLen = 8
-	maxPasswordLen = 1024
-	maxNameLen     = 100
-	maxEmailLen    = 254
+	maxNameLen  = 100
+	maxEmailLen = 254
 	// generatedPasswordLen is the length of a generated first-admin password.
 	generatedPasswordLen = 20
 )
@@ -44,6 +42,13 @@ type Service struct {
 
 	dummyOnce sync.Once
 	dummy     string
+
+	// hashSlots holds one token per password hash in progress (see withHashSlot).
+	hashSlots chan struct{}
+	// hashWait is how long a caller waits for a hashing slot (hashSlotWait).
+	hashWait time.Duration
+	// hashHook, when set (tests), observes each hash: it counts what runs at once.
+	hashHook func(hashEvent)
 
 	// Now returns the current time; tests replace it to move the clock. It must
 	// be set before the service is used.
@@ -76,6 +81,9 @@ func NewService(d app.Deps) *Service {
 		logger: logger.With("module", "auth"),
 		argon:  owaspArgon2id,
 		Now:    time.Now,
+
+		hashSlots: make(chan struct{}, hashSlotsFor(cfg.PasswordHashConcurrency)),
+		hashWait:  hashSlotWait,
 	}
 	// Computed now, so that not even the first unknown email answers faster.
 	s.dummyHash()
@@ -116,15 +124,6 @@ func validEmail(e string) bool {
 	return ok && local != "" && domain != "" && !strings.Contains(domain, "@")
 }
 
-func checkPasswordPolicy(v *app.Validator, field, pw string) {
-	switch n := utf8.RuneCountInString(pw); {
-	case n < minPasswordLen:
-		v.Add(field, app.FieldInvalidValue, fmt.Sprintf("must be at least %d characters", minPasswordLen))
-	case len(pw) > maxPasswordLen:
-		v.Add(field, app.FieldTooLong, fmt.Sprintf("must be at most %d bytes", maxPasswordLen))
-	}
-}
-
 func checkName(v *app.Validator, field, name string) {
 	v.Check(utf8.RuneCountInString(name) <= maxNameLen, field, app.FieldTooLong,
 		fmt.Sprintf("must be at most %d characters", maxNameLen))
@@ -140,21 +139,21 @@ type CreateUserParams struct {
 }
 
 // prepare validates p, normalizes the email and hashes the password.
-func (s *Service) prepareUser(p CreateUserParams) (userRow, error) {
+func (s *Service) prepareUser(ctx context.Context, p CreateUserParams) (userRow, error) {
 	email := normalizeEmail(p.Email)
 	name := strings.TrimSpace(p.Name)
 	v := &app.Validator{}
 	if v.Check(email != "", "email", app.FieldRequired, "is required") {
 		v.Check(validEmail(email), "email", app.FieldInvalidFormat, "must be an email address")
 	}
-	checkPasswordPolicy(v, "password", p.Password)
+	checkPasswordPolicy(v, "password", p.Password, email)
 	checkName(v, "name", name)
 	if err := v.Err(); err != nil {
 		return userRow{}, err
 	}
-	hash, err := hashPassword(p.Password, s.argon)
+	hash, err := s.newPasswordHash(ctx, p.Password)
 	if err != nil {
-		return userRow{}, err
+		return userRow{}, fmt.Errorf("create user %q: %w", email, err)
 	}
 	now := s.now()
 	return userRow{
@@ -184,9 +183,10 @@ func insertUser(ctx context.Context, tx *gorm.DB, row userRow) (User, error) {
 }
 
 // CreateUser creates an account. The email is lowercased and must be unique
-// (ErrEmailTaken); the password needs at least 8 characters.
+// (ErrEmailTaken); the password must pass the password policy (see
+// checkPasswordPolicy), or the answer is a validation error naming "password".
 func (s *Service) CreateUser(ctx context.Context, p CreateUserParams) (User, error) {
-	row, err := s.prepareUser(p)
+	row, err := s.prepareUser(ctx, p)
 	if err != nil {
 		return User{}, err
 	}
@@ -200,8 +200,10 @@ func (s *Service) CreateUser(ctx context.Context, p CreateUserParams) (User, err
 
 // EnsureFirstAdmin creates the first superadmin when there are no users at all,
 // from email and password, defaulting to admin@localhost and a generated
-// 20-character password that is returned once (only its hash is stored). When
-// users exist it does nothing. Concurrent calls from several replicas create
+// 20-character password that is returned once (only its hash is stored). A
+// given password must pass the password policy: a weak one is an error that
+// names the configuration, so the master does not start. When users exist it
+// does nothing. Concurrent calls from several replicas create
 // at most one user: the check and the insert run under a transaction-scoped
 // advisory lock.
 func (s *Service) EnsureFirstAdmin(ctx context.Context, email, password string) (created bool, generatedPassword string, err error) {
@@ -216,12 +218,17 @@ func (s *Service) EnsureFirstAdmin(ctx context.Context, email, password string) 
 		email = DefaultAdminEmail
 	}
 	if password == "" {
-		if generatedPassword, err = randomBase62(generatedPasswordLen); err != nil {
+		if generatedPassword, err = s.generatePassword(email); err != nil {
 			return false, "", fmt.Errorf("ensure first admin: %w", err)
 		}
 		password = generatedPassword
 	}
-	row, err := s.prepareUser(CreateUserParams{Email: email, Password: password, Name: "Administrator", Superadmin: true})
+	row, err := s.prepareUser(ctx, CreateUserParams{Email: email, Password: password, Name: "Administrator", Superadmin: true})
+	if errors.Is(err, app.ErrInvalid) {
+		return false, "", fmt.Errorf("ensure first admin: the configured admin.email/admin.password "+
+			"(NXMESH_ADMIN_EMAIL, NXMESH_ADMIN_PASSWORD) cannot be used; set a valid address and a stronger password, "+
+			"or leave the password empty to have one generated: %w", err)
+	}
 	if err != nil {
 		return false, "", fmt.Errorf("ensure first admin: %w", err)
 	}
@@ -248,6 +255,20 @@ func (s *Service) EnsureFirstAdmin(ctx context.Context, email, password string) 
 		return false, "", nil
 	}
 	return true, generatedPassword, nil
+}
+
+// generatePassword returns a random password of generatedPasswordLen letters
+// and digits that passes the password policy for email.
+func (s *Service) generatePassword(email string) (string, error) {
+	for {
+		pw, err := randomBase62(generatedPasswordLen)
+		if err != nil {
+			return "", fmt.Errorf("generate password: %w", err)
+		}
+		if _, _, weak := passwordWeakness(pw, email); !weak {
+			return pw, nil
+		}
+	}
 }
 
 // GetUser returns the user with id.
@@ -303,7 +324,8 @@ type UpdateUserParams struct {
 // UpdateUser changes the user with id. Disabling revokes, at once, every
 // session and refresh token of the user and every API key the user created;
 // re-enabling does not bring them back. The caller in ctx cannot disable
-// themselves.
+// themselves. Removing the flag of, or disabling, the last active (not
+// disabled) superadmin is refused with ErrLastSuperadmin and changes nothing.
 func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, p UpdateUserParams) (User, error) {
 	v := &app.Validator{}
 	if p.Name != nil {
@@ -319,8 +341,16 @@ func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, p UpdateUserPara
 	if err := v.Err(); err != nil {
 		return User{}, err
 	}
+	// Changes that can take a superadmin away run one at a time (on every
+	// replica), so two of them cannot each leave the other as the last one.
+	mayDemote := (p.IsSuperadmin != nil && !*p.IsSuperadmin) || (p.Disabled != nil && *p.Disabled)
 	var after User
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if mayDemote {
+			if err := tx.Exec(`SELECT pg_advisory_xact_lock(hashtext('nxmesh.auth.superadmins'))`).Error; err != nil {
+				return fmt.Errorf("lock superadmins: %w", err)
+			}
+		}
 		var row userRow
 		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Take(&row).Error; err != nil {
 			if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -353,6 +383,16 @@ func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, p UpdateUserPara
 				action = "user.enable"
 			}
 		}
+		if before.IsSuperadmin && !before.Disabled && (!row.IsSuperadmin || row.DisabledAt != nil) {
+			var others int64
+			if err := tx.Model(&userRow{}).Where("is_superadmin AND disabled_at IS NULL AND id <> ?", id).
+				Count(&others).Error; err != nil {
+				return fmt.Errorf("count superadmins: %w", err)
+			}
+			if others == 0 {
+				return ErrLastSuperadmin
+			}
+		}
 		row.UpdatedAt = now
 		if err := tx.Model(&userRow{}).Where("id = ?", id).Updates(map[string]any{
 			"name":                row.Name,
@@ -378,17 +418,22 @@ func (s *Service) SetUserDisabled(ctx context.Context, userID uuid.UUID, disable
 	return err
 }
 
-// SetPassword replaces the user's password and signs the user out everywhere
-// (sessions and refresh tokens; API keys stay valid).
+// SetPassword replaces the user's password, which must pass the password
+// policy, and signs the user out everywhere (sessions and refresh tokens; API
+// keys stay valid).
 func (s *Service) SetPassword(ctx context.Context, userID uuid.UUID, password string) error {
+	u, err := s.GetUser(ctx, userID)
+	if err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
 	v := &app.Validator{}
-	checkPasswordPolicy(v, "password", password)
+	checkPasswordPolicy(v, "password", password, u.Email)
 	if err := v.Err(); err != nil {
 		return err
 	}
-	hash, err := hashPassword(password, s.argon)
+	hash, err := s.newPasswordHash(ctx, password)
 	if err != nil {
-		return err
+		return fmt.Errorf("set password of user %s: %w", userID, err)
 	}
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()

@@ -186,8 +186,11 @@ func (m *Module) uiLoginFailed(c *fiber.Ctx, err error, vals map[string]string, 
 func uiFormError(c *fiber.Ctx, err error, vals map[string]string, fields ...string) (views.Form, int, bool) {
 	form, status, ok := views.FormFromError(err, vals, fields...)
 	var he *app.HTTPError
-	if ok && errors.As(err, &he) && he.RetryAfter > 0 {
-		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(he.RetryAfter))
+	if !ok || !errors.As(err, &he) || he.RetryAfter <= 0 {
+		return form, status, ok
+	}
+	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(he.RetryAfter))
+	if he.Status == http.StatusTooManyRequests {
 		wait := (he.RetryAfter + 59) / 60
 		unit := "minutes"
 		if wait == 1 {

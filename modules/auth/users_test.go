@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -122,6 +123,124 @@ func TestUsersAPI(t *testing.T) {
 			t.Fatalf("details = %+v", d)
 		}
 		b.do(t, "GET", "/v1/users/me", nil, bearer(tok)...).expect(t, http.StatusOK, "")
+	})
+}
+
+func TestLastSuperadmin(t *testing.T) {
+	t.Parallel()
+
+	activeSuperadmins := func(t *testing.T, b *bundle) int64 {
+		t.Helper()
+		var n int64
+		if err := b.app.Deps.DB.Raw(`SELECT count(*) FROM users WHERE is_superadmin AND disabled_at IS NULL`).Scan(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	t.Run("CannotRemoveTheirOwnFlag", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		root := b.createUser(t, "root@example.com", true)
+		tok := b.login(t, "root@example.com").AccessToken
+		r := b.do(t, "PATCH", "/v1/users/"+root.ID.String(), map[string]any{"is_superadmin": false, "name": "Renamed"}, bearer(tok)...)
+		r.expect(t, http.StatusConflict, app.CodeConflict)
+		if msg := r.errorBody(t).Error.Message; !strings.Contains(msg, "last active superadmin") {
+			t.Fatalf("message = %q", msg)
+		}
+		u, err := b.svc.GetUser(b.ctx, root.ID)
+		if err != nil || !u.IsSuperadmin || u.Name != "Test" {
+			t.Fatalf("after a refused update: %+v, %v", u, err)
+		}
+
+		// With a second superadmin the flag can go.
+		b.do(t, "POST", "/v1/users", map[string]any{"email": "ops@example.com", "password": testPassword, "is_superadmin": true}, bearer(tok)...).
+			expect(t, http.StatusCreated, "")
+		b.do(t, "PATCH", "/v1/users/"+root.ID.String(), map[string]any{"is_superadmin": false}, bearer(tok)...).expect(t, http.StatusOK, "")
+		if n := activeSuperadmins(t, b); n != 1 {
+			t.Fatalf("%d active superadmins", n)
+		}
+	})
+
+	t.Run("DisabledSuperadminsDoNotCount", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		root := b.createUser(t, "root@example.com", true)
+		old := b.createUser(t, "old@example.com", true)
+		if err := b.svc.SetUserDisabled(b.ctx, old.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		tok := b.login(t, "root@example.com").AccessToken
+		b.do(t, "PATCH", "/v1/users/"+root.ID.String(), map[string]any{"is_superadmin": false}, bearer(tok)...).
+			expect(t, http.StatusConflict, app.CodeConflict)
+		if n := activeSuperadmins(t, b); n != 1 {
+			t.Fatalf("%d active superadmins", n)
+		}
+	})
+
+	t.Run("CannotBeDisabled", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		root := b.createUser(t, "root@example.com", true)
+		b.createUser(t, "alice@example.com", false)
+		// Without a caller (as from the command line) nothing else stops it.
+		err := b.svc.SetUserDisabled(b.ctx, root.ID, true)
+		if !errors.Is(err, ErrLastSuperadmin) || !errors.Is(err, app.ErrConflict) {
+			t.Fatalf("disable the last superadmin: %v", err)
+		}
+		if n := activeSuperadmins(t, b); n != 1 {
+			t.Fatalf("%d active superadmins", n)
+		}
+		b.login(t, "root@example.com")
+	})
+
+	t.Run("ConcurrentDemotionsKeepOne", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		a := b.createUser(t, "a@example.com", true)
+		c := b.createUser(t, "c@example.com", true)
+		ta, tc := b.login(t, "a@example.com").AccessToken, b.login(t, "c@example.com").AccessToken
+		rs := b.parallel(t, 2, func(i int) *http.Request {
+			id, tok := a.ID, ta
+			if i == 1 {
+				id, tok = c.ID, tc
+			}
+			req := jsonRequest(t, "/v1/users/"+id.String(), map[string]any{"is_superadmin": false}, bearer(tok)...)
+			req.Method = "PATCH"
+			return req
+		})
+		if got := statuses(rs); got[http.StatusOK] != 1 || got[http.StatusConflict] != 1 {
+			t.Fatalf("two superadmins removing their own flags at once: %v, want one 200 and one 409", got)
+		}
+		if n := activeSuperadmins(t, b); n != 1 {
+			t.Fatalf("%d active superadmins", n)
+		}
+	})
+
+	t.Run("ConcurrentCrossDisablesKeepOne", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		a := b.createUser(t, "a@example.com", true)
+		c := b.createUser(t, "c@example.com", true)
+		errs := make([]error, 2)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, id := range []uuid.UUID{a.ID, c.ID} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				errs[i] = b.svc.SetUserDisabled(b.ctx, id, true)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if (errs[0] == nil) == (errs[1] == nil) {
+			t.Fatalf("disabling both superadmins at once: %v, %v; want exactly one refused", errs[0], errs[1])
+		}
+		if n := activeSuperadmins(t, b); n != 1 {
+			t.Fatalf("%d active superadmins", n)
+		}
 	})
 }
 
