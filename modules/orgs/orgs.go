@@ -66,6 +66,7 @@ func (m *Module) Routes(r app.Routers) {
 	m.bindOrganizations(r.API)
 	m.bindWorkspaces(r.API)
 	m.bindMembers(r.API)
+	m.bindInvitations(r.API)
 	m.bindAudit(r.API)
 	m.bindAPIKeys(r.API)
 	m.mountUI(r.UI)
