@@ -62,7 +62,7 @@ func TestInvitations(t *testing.T) {
 			t.Fatalf("bob's invitations = %v", mine)
 		}
 		expectTimestamp(t, "expires_at", mine[0]["expires_at"])
-		if exp, _ := time.Parse(time.RFC3339, mine[0]["expires_at"].(string)); exp.Sub(time.Now()) < 6*24*time.Hour {
+		if exp, _ := time.Parse(time.RFC3339, mine[0]["expires_at"].(string)); time.Until(exp) < 6*24*time.Hour {
 			t.Fatalf("expires_at %v is not about a week away", exp)
 		}
 		pending, _ := b.call(http.MethodGet, o+"/invitations", alice.Token, nil).expect(http.StatusOK).list()
