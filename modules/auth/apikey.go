@@ -48,7 +48,8 @@ type CreateAPIKeyParams struct {
 	Role string
 	// ExpiresAt, when set, must be in the future.
 	ExpiresAt *time.Time
-	// CreatedBy is the user the key acts for; disabling that user revokes it.
+	// CreatedBy is the user the key acts for; disabling that user revokes it,
+	// and the key never acts with more than that user's current role in OrgID.
 	CreatedBy uuid.UUID
 }
 
