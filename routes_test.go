@@ -83,7 +83,7 @@ func (m *master) people(t *testing.T) people {
 	t.Helper()
 	ctx := context.Background()
 	p := people{users: map[string]auth.User{}, tokens: map[string]string{}}
-	for _, who := range append(principals[1:], "member") {
+	for _, who := range append(principals[1:], "member", "invitee") {
 		email := who + "@example.com"
 		u, err := m.mods.auth.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: "password-" + who})
 		if err != nil {
@@ -145,6 +145,10 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 	if _, err := os.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: p.users["member"].Email, Role: authz.RoleViewer}); err != nil {
 		t.Fatal(err)
 	}
+	inv, err := os.InviteMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: p.users["invitee"].Email, Role: authz.RoleViewer})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ws, err := os.CreateWorkspace(ctx, orgs.CreateWorkspaceParams{OrgID: org.ID, Name: "WS", Slug: "ws"})
 	if err != nil {
 		t.Fatal(err)
@@ -198,6 +202,8 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 		"orgs/:id":          org.ID.String(),
 		":org":              org.ID.String(),
 		":key_id":           key.ID.String(),
+		":invitation_id":    inv.ID.String(),
+		"invitations/:id":   inv.ID.String(),
 		"upstreams/:id":     up.ID.String(),
 	}}
 }

@@ -77,6 +77,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -659,6 +660,11 @@ func (v *viewer) mayRead(ev *Event) bool {
 		ctx, cancel := context.WithTimeout(v.e.hubContext(), roleLookupWait)
 		role, err := v.g.roleIn(ctx, v.p, scope)
 		cancel()
+		if errors.Is(err, ErrForbidden) {
+			// The scope refuses this session (an organization's sign-in
+			// policy): it sees nothing there, like a non-member.
+			role, err = "", nil
+		}
 		if err != nil {
 			v.e.logger.Warn("events: resolve subscriber role", "error", err, "org_id", scope.OrgID)
 			return false

@@ -30,6 +30,8 @@ type Wiring struct {
 	// cookie, nil when there is none.
 	AuthenticateUI func(c *fiber.Ctx) (*Principal, error)
 	// Role returns a user's role in scope, "" when the user is not a member.
+	// ctx carries the caller (PrincipalFrom); an error wrapping ErrForbidden
+	// refuses the caller's session in that scope.
 	Role func(ctx context.Context, userID uuid.UUID, s Scope) (string, error)
 	// ErrorPage renders an admin error page.
 	ErrorPage func(c *fiber.Ctx, status int, message string) error
@@ -327,7 +329,9 @@ func (g *guard) roleIn(ctx context.Context, p *Principal, s Scope) (string, erro
 	if p.Superadmin {
 		return "owner", nil
 	}
-	return g.w.Role(ctx, p.UserID, s)
+	// The caller travels with ctx so Role can apply the organization's sign-in
+	// policy (require_email_code) to its session, also for the events hub.
+	return g.w.Role(WithPrincipal(ctx, p), p.UserID, s)
 }
 
 func splitList(s string) []string {

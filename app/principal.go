@@ -15,6 +15,10 @@ type Principal struct {
 	SessionID uuid.UUID
 	// CSRFToken is set for cookie sessions; unsafe admin requests must echo it.
 	CSRFToken string
+	// EmailCodeVerified is set when the session was started with an emailed
+	// one-time code (access tokens carry amr ["pwd","otp"]). Organizations that
+	// require the code admit only such sessions.
+	EmailCodeVerified bool
 	// APIKey is set when the request used an API key.
 	APIKey *APIKeyScope
 }

@@ -48,7 +48,8 @@ type CreateAPIKeyParams struct {
 	Role string
 	// ExpiresAt, when set, must be in the future.
 	ExpiresAt *time.Time
-	// CreatedBy is the user the key acts for; disabling that user revokes it.
+	// CreatedBy is the user the key acts for; disabling that user revokes it,
+	// and the key never acts with more than that user's current role in OrgID.
 	CreatedBy uuid.UUID
 }
 
@@ -232,6 +233,15 @@ func (s *Service) RotateAPIKey(ctx context.Context, orgID, keyID uuid.UUID) (API
 // the creating user (for audit). Revoked and expired keys and keys of a
 // disabled creator are refused. last_used_at is written at most once a minute
 // per key.
+//
+// A key never acts with more than its creator may do now: its role is the
+// lower of the key's role and the creator's current role in the key's
+// organization (memberships, read in the same query). A creator who is no
+// longer a member makes the key invalid (401), also for keys that outlived a
+// removal from before removals revoked keys (RevokeMemberAPIKeys). A creator
+// who is a superadmin counts as owner, as superadmins do everywhere, so their
+// keys keep the role they were given while they stay superadmin; once they
+// lose it, their membership decides as for anybody.
 func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*app.Principal, error) {
 	if !strings.HasPrefix(key, apiKeyPrefix) || len(key) != len(apiKeyPrefix)+apiKeyRandomLen {
 		return nil, ErrInvalidAPIKey
@@ -245,10 +255,14 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*app.Prin
 		CreatedBy      uuid.UUID
 		LastUsedAt     *time.Time
 		Email          string
+		IsSuperadmin   bool
+		CreatorRole    *string
 	}
 	res := s.db.WithContext(ctx).Raw(`
-		SELECT k.id, k.organization_id, k.workspace_id, k.role, k.created_by, k.last_used_at, u.email
+		SELECT k.id, k.organization_id, k.workspace_id, k.role, k.created_by, k.last_used_at, u.email,
+		       u.is_superadmin, m.role AS creator_role
 		FROM api_keys k JOIN users u ON u.id = k.created_by
+		LEFT JOIN memberships m ON m.organization_id = k.organization_id AND m.user_id = k.created_by
 		WHERE k.key_hash = ? AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)
 		  AND u.disabled_at IS NULL`, hashToken(key), now).Scan(&row)
 	if res.Error != nil {
@@ -256,6 +270,15 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*app.Prin
 	}
 	if res.RowsAffected == 0 {
 		return nil, ErrInvalidAPIKey
+	}
+	role := row.Role
+	if !row.IsSuperadmin {
+		if row.CreatorRole == nil || !authz.ValidRole(*row.CreatorRole) {
+			return nil, ErrInvalidAPIKey
+		}
+		if authz.RoleRank(*row.CreatorRole) < authz.RoleRank(role) {
+			role = *row.CreatorRole
+		}
 	}
 	if row.LastUsedAt == nil || now.Sub(*row.LastUsedAt) >= touchInterval {
 		// The condition keeps concurrent requests on several replicas to one write.
@@ -268,6 +291,35 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*app.Prin
 	return &app.Principal{
 		UserID: row.CreatedBy,
 		Email:  row.Email,
-		APIKey: &app.APIKeyScope{ID: row.ID, OrgID: row.OrganizationID, WorkspaceID: derefUUID(row.WorkspaceID), Role: row.Role},
+		APIKey: &app.APIKeyScope{ID: row.ID, OrgID: row.OrganizationID, WorkspaceID: derefUUID(row.WorkspaceID), Role: role},
 	}, nil
+}
+
+// RevokeMemberAPIKeys revokes, in tx, every unrevoked key that userID created
+// in the organization, with an apikey.revoke audit row each. The orgs module
+// calls it in the transaction that removes the member, so the keys stop working
+// when the membership ends.
+func (s *Service) RevokeMemberAPIKeys(ctx context.Context, tx *gorm.DB, orgID, userID uuid.UUID) error {
+	var rows []apiKeyRow
+	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
+		Where("organization_id = ? AND created_by = ? AND revoked_at IS NULL", orgID, userID).
+		Order("created_at, id").Find(&rows).Error
+	if err != nil {
+		return fmt.Errorf("revoke api keys of user %s in organization %s: %w", userID, orgID, err)
+	}
+	now := s.now()
+	for _, row := range rows {
+		before := row.apiKey()
+		row.RevokedAt = &now
+		if err := tx.Model(&apiKeyRow{}).Where("id = ?", row.ID).Update("revoked_at", now).Error; err != nil {
+			return fmt.Errorf("revoke api key %s: %w", row.ID, err)
+		}
+		if err := app.Audit(ctx, tx, app.AuditParams{
+			OrgID: orgID, WorkspaceID: derefUUID(row.WorkspaceID),
+			Action: "apikey.revoke", ObjectType: "apikey", ObjectID: row.ID.String(), Before: before, After: row.apiKey(),
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"gorm.io/gorm"
 
 	"github.com/nxmesh/nxmesh/app"
 )
@@ -19,7 +20,7 @@ var apiKeyPattern = regexp.MustCompile(`^nxm_[0-9A-Za-z]{40}$`)
 func TestAPIKeys(t *testing.T) {
 	t.Parallel()
 
-	// keySetup is a bundle with an organization and an admin user who creates keys.
+	// keySetup is a bundle with an organization and its owner, who creates keys.
 	type keyBundle struct {
 		*bundle
 		org  uuid.UUID
@@ -27,7 +28,9 @@ func TestAPIKeys(t *testing.T) {
 	}
 	keySetup := func(t *testing.T) keyBundle {
 		b := setup(t, nil)
-		return keyBundle{bundle: b, org: b.createOrg(t, false), user: b.createUser(t, "alice@example.com", false)}
+		kb := keyBundle{bundle: b, org: b.createOrg(t, false), user: b.createUser(t, "alice@example.com", false)}
+		b.addMember(t, kb.org, kb.user.ID, "owner")
+		return kb
 	}
 	create := func(t *testing.T, b keyBundle, p CreateAPIKeyParams) (APIKey, string) {
 		t.Helper()
@@ -234,6 +237,82 @@ func TestAPIKeys(t *testing.T) {
 		for _, key := range []string{"nxm_short", "nxm_" + strings.Repeat("a", 40), "something"} {
 			b.do(t, "GET", "/v1/users/me", nil, "X-API-Key", key).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
 		}
+	})
+
+	t.Run("ActsWithAtMostItsCreatorsCurrentRole", func(t *testing.T) {
+		t.Parallel()
+		b := keySetup(t)
+		_, secret := create(t, b, CreateAPIKeyParams{Role: "admin"})
+		path := "/v1/probe/orgs/" + b.org.String() + "/keys"
+		role := func() string {
+			t.Helper()
+			r := b.do(t, "GET", path, nil, "X-API-Key", secret)
+			r.expect(t, http.StatusOK, "")
+			var got struct {
+				Role string `json:"role"`
+			}
+			r.decode(t, &got)
+			return got.Role
+		}
+		if got := role(); got != "admin" {
+			t.Fatalf("owner's admin key acts as %q", got)
+		}
+		// The creator is demoted: the key follows.
+		b.addMember(t, b.org, b.user.ID, "viewer")
+		if got := role(); got != "viewer" {
+			t.Fatalf("key of a viewer acts as %q, want viewer", got)
+		}
+		b.do(t, "POST", path, nil, "X-API-Key", secret).expect(t, http.StatusForbidden, app.CodeForbidden)
+		// The creator is no longer a member: the key is refused.
+		if err := b.app.Deps.DB.Exec(`DELETE FROM memberships WHERE organization_id = ? AND user_id = ?`, b.org, b.user.ID).Error; err != nil {
+			t.Fatal(err)
+		}
+		b.do(t, "GET", path, nil, "X-API-Key", secret).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
+	})
+
+	t.Run("RevokesTheKeysOfARemovedMember", func(t *testing.T) {
+		t.Parallel()
+		b := keySetup(t)
+		k, secret := create(t, b, CreateAPIKeyParams{Role: "viewer"})
+		bob := b.createUser(t, "bob@example.com", false)
+		b.addMember(t, b.org, bob.ID, "admin")
+		_, bobs := create(t, b, CreateAPIKeyParams{Role: "admin", CreatedBy: bob.ID})
+		err := b.app.Deps.DB.Transaction(func(tx *gorm.DB) error {
+			return b.svc.RevokeMemberAPIKeys(b.ctx, tx, b.org, b.user.ID)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.svc.GetAPIKey(b.ctx, b.org, k.ID)
+		if err != nil || got.RevokedAt == nil {
+			t.Fatalf("key after RevokeMemberAPIKeys = %+v, %v", got, err)
+		}
+		b.do(t, "GET", "/v1/probe/orgs/"+b.org.String()+"/keys", nil, "X-API-Key", secret).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
+		b.do(t, "GET", "/v1/probe/orgs/"+b.org.String()+"/keys", nil, "X-API-Key", bobs).expect(t, http.StatusOK, "")
+		var audits int64
+		b.app.Deps.DB.Raw(`SELECT count(*) FROM audit_log WHERE action = 'apikey.revoke' AND object_id = ?`, k.ID.String()).Scan(&audits)
+		if audits != 1 {
+			t.Fatalf("%d apikey.revoke audit entries", audits)
+		}
+	})
+
+	t.Run("SuperadminKeysKeepTheirRoleWithoutMembership", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		root := b.createUser(t, "root@example.com", true)
+		org := b.createOrg(t, false)
+		_, secret, err := b.svc.CreateAPIKey(b.ctx, CreateAPIKeyParams{OrgID: org, Name: "k", Role: "admin", CreatedBy: root.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := "/v1/probe/orgs/" + org.String() + "/keys"
+		b.do(t, "POST", path, nil, "X-API-Key", secret).expect(t, http.StatusOK, "")
+		// No longer superadmin and not a member: refused.
+		off := false
+		if _, err := b.svc.UpdateUser(b.ctx, root.ID, UpdateUserParams{IsSuperadmin: &off}); err != nil {
+			t.Fatal(err)
+		}
+		b.do(t, "GET", path, nil, "X-API-Key", secret).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
 	})
 
 	t.Run("KeysCannotManageUsers", func(t *testing.T) {

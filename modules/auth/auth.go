@@ -7,14 +7,19 @@
 //
 //  1. An API request carries X-API-Key, or Authorization: Bearer with either
 //     an API key ("nxm_…") or an access JWT (HS256, 1 h, claims sub = user,
-//     sid = session). An admin request carries the nxmesh_session cookie.
+//     sid = session, amr = ["pwd"] or ["pwd","otp"] when the session was
+//     confirmed with an emailed code). An admin request carries the
+//     nxmesh_session cookie.
 //  2. The credential is checked cryptographically (JWT signature and expiry) or
 //     by its SHA-256 (refresh tokens, session cookies and API keys are stored
 //     only hashed).
 //  3. One indexed query then confirms that the session or key is not revoked or
 //     expired and that the user is not disabled, on every request, so logout,
 //     refresh-token reuse, key revocation and disabling a user take effect at
-//     once on every replica.
+//     once on every replica. The same query reads whether the session was
+//     confirmed with an emailed code (app.Principal.EmailCodeVerified), and
+//     for an API key its creator's current membership: a key acts with at most
+//     its creator's role and stops when the creator is no longer a member.
 //
 // Refresh tokens are rotated on every use; a session is one family of them.
 // Presenting a used refresh token again revokes the whole family.

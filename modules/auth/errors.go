@@ -26,7 +26,7 @@ var (
 	// ErrInvalidRefreshToken answers an unknown, used, expired or revoked refresh token.
 	ErrInvalidRefreshToken = fmt.Errorf("%w: invalid or expired refresh token", app.ErrUnauthorized)
 	// ErrInvalidAPIKey answers an unknown, revoked or expired API key, or one whose
-	// creator is disabled.
+	// creator is disabled or no longer a member of the key's organization.
 	ErrInvalidAPIKey = fmt.Errorf("%w: invalid, revoked or expired API key", app.ErrUnauthorized)
 	// ErrInvalidSession answers an unknown, expired or revoked admin session cookie.
 	ErrInvalidSession = fmt.Errorf("%w: session expired; sign in again", app.ErrUnauthorized)

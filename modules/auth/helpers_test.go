@@ -229,6 +229,15 @@ func (b *bundle) createOrg(t *testing.T, requireEmailCode bool) uuid.UUID {
 	return id
 }
 
+// addMember inserts a membership directly (the orgs module is not mounted).
+func (b *bundle) addMember(t *testing.T, orgID, userID uuid.UUID, role string) {
+	t.Helper()
+	if err := b.app.Deps.DB.Exec(`INSERT INTO memberships (organization_id, user_id, role) VALUES (?, ?, ?)
+		ON CONFLICT (organization_id, user_id) DO UPDATE SET role = EXCLUDED.role`, orgID, userID, role).Error; err != nil {
+		t.Fatalf("insert membership: %v", err)
+	}
+}
+
 func (b *bundle) createWorkspace(t *testing.T, orgID uuid.UUID) uuid.UUID {
 	t.Helper()
 	id := uuid.New()

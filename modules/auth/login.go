@@ -204,21 +204,16 @@ func checkLoginEmail(v *app.Validator, email string) {
 }
 
 // EmailCodeRequired reports whether u must confirm an emailed one-time code to
-// sign in: because auth.require_email_code is set, because the user is marked
-// so, or because an organization the user belongs to requires it.
-func (s *Service) EmailCodeRequired(ctx context.Context, u User) (bool, error) {
-	if s.cfg.RequireEmailCode || u.EmailCodeRequired {
-		return true, nil
-	}
-	var required bool
-	err := s.db.WithContext(ctx).Raw(`
-		SELECT EXISTS (
-			SELECT 1 FROM memberships m JOIN organizations o ON o.id = m.organization_id
-			WHERE m.user_id = ? AND o.require_email_code)`, u.ID).Scan(&required).Error
-	if err != nil {
-		return false, fmt.Errorf("check email code requirement of user %s: %w", u.ID, err)
-	}
-	return required, nil
+// sign in at all: because auth.require_email_code is set or because the user is
+// marked so.
+//
+// An organization's require_email_code does not count here: one organization's
+// policy must not change how its members sign in to the master and to their
+// other organizations (nor lock them out when mail is down). Such an
+// organization admits only sessions confirmed with an emailed code instead
+// (app.Principal.EmailCodeVerified, checked by the orgs module's Role).
+func (s *Service) EmailCodeRequired(_ context.Context, u User) (bool, error) {
+	return s.cfg.RequireEmailCode || u.EmailCodeRequired, nil
 }
 
 // LoginParams are the credentials of a password login.
@@ -244,7 +239,7 @@ func (s *Service) Login(ctx context.Context, p LoginParams) (TokenPair, error) {
 	if required {
 		return TokenPair{}, fmt.Errorf("login: %w", ErrEmailCodeRequired)
 	}
-	return s.issueTokens(ctx, u, p.IP, p.UserAgent)
+	return s.issueTokens(ctx, u, p.IP, p.UserAgent, false)
 }
 
 // LoginInit is the first step of the two-step login: it checks the password
@@ -266,13 +261,14 @@ type LoginVerifyParams struct {
 }
 
 // LoginVerify is the second step of the two-step login: it checks the emailed
-// code and returns an access and a refresh token.
+// code and returns an access and a refresh token of a session marked as
+// confirmed with an emailed code (amr "otp").
 func (s *Service) LoginVerify(ctx context.Context, p LoginVerifyParams) (TokenPair, error) {
 	u, err := s.VerifyEmailCode(ctx, p.Email, p.Code, p.IP)
 	if err != nil {
 		return TokenPair{}, fmt.Errorf("login verify: %w", err)
 	}
-	return s.issueTokens(ctx, u, p.IP, p.UserAgent)
+	return s.issueTokens(ctx, u, p.IP, p.UserAgent, true)
 }
 
 // StartEmailCode emails u a new one-time code (6 digits, valid 5 minutes,
@@ -391,8 +387,9 @@ func MaskEmail(email string) string {
 }
 
 // issueTokens starts a refresh-token session for u and returns its first
-// access and refresh tokens. It counts as the account's successful login.
-func (s *Service) issueTokens(ctx context.Context, u User, ip, userAgent string) (TokenPair, error) {
+// access and refresh tokens; emailCode marks the session as confirmed with an
+// emailed one-time code. It counts as the account's successful login.
+func (s *Service) issueTokens(ctx context.Context, u User, ip, userAgent string, emailCode bool) (TokenPair, error) {
 	now := s.now()
 	refresh, hash, err := newOpaqueToken()
 	if err != nil {
@@ -407,6 +404,8 @@ func (s *Service) issueTokens(ctx context.Context, u User, ip, userAgent string)
 		CreatedAt:  now,
 		LastUsedAt: now,
 		ExpiresAt:  now.Add(s.cfg.RefreshTokenTTL),
+
+		EmailCodeVerified: emailCode,
 	}
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Create(&sess).Error; err != nil {
@@ -423,11 +422,11 @@ func (s *Service) issueTokens(ctx context.Context, u User, ip, userAgent string)
 	if err != nil {
 		return TokenPair{}, fmt.Errorf("start session of user %s: %w", u.ID, err)
 	}
-	return s.tokenPair(u.ID, sess.ID, refresh, now)
+	return s.tokenPair(u.ID, sess.ID, emailCode, refresh, now)
 }
 
-func (s *Service) tokenPair(userID, sessionID uuid.UUID, refresh string, now time.Time) (TokenPair, error) {
-	access, err := signAccessToken(s.jwtKey, userID, sessionID, now, s.cfg.AccessTokenTTL)
+func (s *Service) tokenPair(userID, sessionID uuid.UUID, emailCode bool, refresh string, now time.Time) (TokenPair, error) {
+	access, err := signAccessToken(s.jwtKey, userID, sessionID, emailCode, now, s.cfg.AccessTokenTTL)
 	if err != nil {
 		return TokenPair{}, err
 	}
@@ -454,6 +453,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (TokenPair, 
 	}
 	var (
 		userID, sessionID uuid.UUID
+		emailCode         bool
 		outcome           error
 	)
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -467,13 +467,14 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (TokenPair, 
 			return err
 		}
 		var st struct {
-			UserID     uuid.UUID
-			ExpiresAt  time.Time
-			RevokedAt  *time.Time
-			DisabledAt *time.Time
+			UserID            uuid.UUID
+			ExpiresAt         time.Time
+			RevokedAt         *time.Time
+			DisabledAt        *time.Time
+			EmailCodeVerified bool
 		}
 		if err := tx.Raw(`
-			SELECT s.user_id, s.expires_at, s.revoked_at, u.disabled_at
+			SELECT s.user_id, s.expires_at, s.revoked_at, u.disabled_at, s.email_code_verified
 			FROM auth_sessions s JOIN users u ON u.id = s.user_id
 			WHERE s.id = ? FOR UPDATE OF s`, rt.SessionID).Scan(&st).Error; err != nil {
 			return err
@@ -504,7 +505,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (TokenPair, 
 			Updates(map[string]any{"last_used_at": now, "expires_at": expires}).Error; err != nil {
 			return err
 		}
-		userID, sessionID = st.UserID, rt.SessionID
+		userID, sessionID, emailCode = st.UserID, rt.SessionID, st.EmailCodeVerified
 		return nil
 	})
 	if err != nil {
@@ -513,7 +514,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (TokenPair, 
 	if outcome != nil {
 		return TokenPair{}, fmt.Errorf("refresh: %w", outcome)
 	}
-	return s.tokenPair(userID, sessionID, next, now)
+	return s.tokenPair(userID, sessionID, emailCode, next, now)
 }
 
 // Logout ends the caller's session: every access token and refresh token issued

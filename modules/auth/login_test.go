@@ -124,12 +124,6 @@ func TestLogin(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{name: "OrganizationRequiresEmailCode", prep: func(t *testing.T, b *bundle, u User) {
-			org := b.createOrg(t, true)
-			if err := b.app.Deps.DB.Exec(`INSERT INTO memberships (organization_id, user_id, role) VALUES (?, ?, 'viewer')`, org, u.ID).Error; err != nil {
-				t.Fatal(err)
-			}
-		}},
 		{name: "ConfigRequiresEmailCode", cfg: func(c *app.Config) { c.Auth.RequireEmailCode = true }},
 	} {
 		t.Run("PasswordAloneIsRefusedWhen"+tc.name, func(t *testing.T) {
@@ -148,6 +142,22 @@ func TestLogin(t *testing.T) {
 			b.mail.empty(t)
 		})
 	}
+
+	// One organization's policy does not change how its members sign in: the
+	// organization admits only code-confirmed sessions instead (orgs module).
+	t.Run("OrganizationRequiringEmailCodeDoesNotBlockPasswordLogin", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, func(c *app.Config) { c.SMTP.Host = "" })
+		u := b.createUser(t, "root@example.com", true)
+		org := b.createOrg(t, true)
+		b.addMember(t, org, u.ID, "viewer")
+		pair := b.login(t, "root@example.com")
+		p, err := b.svc.AuthenticateAccessToken(b.ctx, pair.AccessToken)
+		if err != nil || p.EmailCodeVerified {
+			t.Fatalf("password session = %+v, %v; want one not confirmed by a code", p, err)
+		}
+		b.mail.empty(t)
+	})
 
 	t.Run("MembershipInOrganizationWithoutRequirementIsEnough", func(t *testing.T) {
 		t.Parallel()
@@ -385,6 +395,49 @@ func TestEmailCode(t *testing.T) {
 		r.decode(t, &pair)
 		b.do(t, "GET", "/v1/users/me", nil, bearer(pair.AccessToken)...).expect(t, http.StatusOK, "")
 		verify(t, b, "alice@example.com", code).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
+	})
+
+	t.Run("CodeSessionsAreMarkedThroughRefresh", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		u := b.createUser(t, "alice@example.com", false)
+		password := b.login(t, "alice@example.com")
+		initLogin(t, b, "alice@example.com", testPassword).expect(t, http.StatusOK, "")
+		r := verify(t, b, "alice@example.com", b.mail.next(t).Code(t))
+		r.expect(t, http.StatusOK, "")
+		var pair TokenPair
+		r.decode(t, &pair)
+		r = b.do(t, "POST", "/v1/auth/refresh", map[string]string{"refresh_token": pair.RefreshToken})
+		r.expect(t, http.StatusOK, "")
+		var refreshed TokenPair
+		r.decode(t, &refreshed)
+		for _, tc := range []struct {
+			name     string
+			token    string
+			verified bool
+			amr      []string
+		}{
+			{"Password", password.AccessToken, false, []string{"pwd"}},
+			{"Code", pair.AccessToken, true, []string{"pwd", "otp"}},
+			{"RefreshedCode", refreshed.AccessToken, true, []string{"pwd", "otp"}},
+		} {
+			p, err := b.svc.AuthenticateAccessToken(b.ctx, tc.token)
+			if err != nil || p.EmailCodeVerified != tc.verified {
+				t.Errorf("%s: principal %+v, %v; want EmailCodeVerified %v", tc.name, p, err, tc.verified)
+			}
+			var claims accessClaims
+			if _, _, err := jwt.NewParser().ParseUnverified(tc.token, &claims); err != nil || strings.Join(claims.AMR, ",") != strings.Join(tc.amr, ",") {
+				t.Errorf("%s: amr %v (%v), want %v", tc.name, claims.AMR, err, tc.amr)
+			}
+		}
+		// The admin's code step marks web sessions the same way.
+		web, _, err := b.svc.CreateEmailCodeWebSession(b.ctx, u.ID, "192.0.2.1", "browser")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := b.svc.AuthenticateWebSession(b.ctx, web); err != nil || !p.EmailCodeVerified {
+			t.Fatalf("code web session = %+v, %v", p, err)
+		}
 	})
 
 	t.Run("FiveWrongCodesKillTheCode", func(t *testing.T) {

@@ -30,6 +30,14 @@ func NewMailer(cfg app.SMTPConfig) *Mailer {
 	return &Mailer{cfg: cfg, Timeout: 30 * time.Second}
 }
 
+// Configured reports whether outgoing mail is set up (smtp.host). It says
+// nothing about whether the server is reachable.
+func (m *Mailer) Configured() bool { return m.cfg.Host != "" }
+
+// MailConfigured reports whether the master can send one-time codes by mail
+// (smtp.host is set); organizations may require the code only then.
+func (s *Service) MailConfigured() bool { return s.mailer.Configured() }
+
 // Send delivers one message to to. The connection is plain, upgraded with
 // STARTTLS, or TLS from the start, as smtp.tls says; it authenticates with PLAIN
 // when smtp.username is set (Go's PLAIN refuses to send the password over an

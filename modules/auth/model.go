@@ -45,6 +45,8 @@ type sessionRow struct {
 	ExpiresAt     time.Time
 	RevokedAt     *time.Time
 	RevokedReason string
+	// EmailCodeVerified: the session was started with an emailed one-time code.
+	EmailCodeVerified bool
 }
 
 func (sessionRow) TableName() string { return "auth_sessions" }

@@ -30,11 +30,12 @@ func (s *Service) AuthenticateAccessToken(ctx context.Context, token string) (*a
 		return nil, err
 	}
 	var row struct {
-		Email        string
-		IsSuperadmin bool
+		Email             string
+		IsSuperadmin      bool
+		EmailCodeVerified bool
 	}
 	res := s.db.WithContext(ctx).Raw(`
-		SELECT u.email, u.is_superadmin
+		SELECT u.email, u.is_superadmin, s.email_code_verified
 		FROM auth_sessions s JOIN users u ON u.id = s.user_id
 		WHERE s.id = ? AND s.user_id = ? AND s.kind = ? AND s.revoked_at IS NULL
 		  AND s.expires_at > ? AND u.disabled_at IS NULL`,
@@ -45,14 +46,27 @@ func (s *Service) AuthenticateAccessToken(ctx context.Context, token string) (*a
 	if res.RowsAffected == 0 {
 		return nil, ErrInvalidToken
 	}
-	return &app.Principal{UserID: userID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: sessionID}, nil
+	return &app.Principal{
+		UserID: userID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: sessionID,
+		EmailCodeVerified: row.EmailCodeVerified,
+	}, nil
 }
 
-// CreateWebSession starts an admin session for the user (after VerifyPassword
-// and, when required, VerifyEmailCode) and returns the cookie value and the
-// session's CSRF token. Only the cookie value's hash is stored. It counts as
-// the account's successful login.
+// CreateWebSession starts an admin session for the user after VerifyPassword
+// and returns the cookie value and the session's CSRF token. Only the cookie
+// value's hash is stored. It counts as the account's successful login.
 func (s *Service) CreateWebSession(ctx context.Context, userID uuid.UUID, ip, userAgent string) (token string, csrf string, err error) {
+	return s.createWebSession(ctx, userID, ip, userAgent, false)
+}
+
+// CreateEmailCodeWebSession is CreateWebSession after VerifyEmailCode: the
+// session counts as confirmed with an emailed code, which organizations with
+// require_email_code ask for.
+func (s *Service) CreateEmailCodeWebSession(ctx context.Context, userID uuid.UUID, ip, userAgent string) (token string, csrf string, err error) {
+	return s.createWebSession(ctx, userID, ip, userAgent, true)
+}
+
+func (s *Service) createWebSession(ctx context.Context, userID uuid.UUID, ip, userAgent string, emailCode bool) (token string, csrf string, err error) {
 	u, err := s.GetUser(ctx, userID)
 	if err != nil {
 		return "", "", fmt.Errorf("create web session: %w", err)
@@ -79,6 +93,8 @@ func (s *Service) CreateWebSession(ctx context.Context, userID uuid.UUID, ip, us
 		CreatedAt:  now,
 		LastUsedAt: now,
 		ExpiresAt:  now.Add(s.cfg.RefreshTokenTTL),
+
+		EmailCodeVerified: emailCode,
 	}
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Create(&sess).Error; err != nil {
@@ -123,9 +139,11 @@ func (s *Service) AuthenticateWebSession(ctx context.Context, token string) (*ap
 		LastUsedAt   time.Time
 		Email        string
 		IsSuperadmin bool
+
+		EmailCodeVerified bool
 	}
 	res := s.db.WithContext(ctx).Raw(`
-		SELECT s.id, s.user_id, s.csrf_token, s.last_used_at, u.email, u.is_superadmin
+		SELECT s.id, s.user_id, s.csrf_token, s.last_used_at, u.email, u.is_superadmin, s.email_code_verified
 		FROM auth_sessions s JOIN users u ON u.id = s.user_id
 		WHERE s.token_hash = ? AND s.kind = ? AND s.revoked_at IS NULL
 		  AND s.expires_at > ? AND u.disabled_at IS NULL`,
@@ -144,7 +162,7 @@ func (s *Service) AuthenticateWebSession(ctx context.Context, token string) (*ap
 	}
 	return &app.Principal{
 		UserID: row.UserID, Email: row.Email, Superadmin: row.IsSuperadmin,
-		SessionID: row.ID, CSRFToken: row.CSRFToken,
+		SessionID: row.ID, CSRFToken: row.CSRFToken, EmailCodeVerified: row.EmailCodeVerified,
 	}, nil
 }
 

@@ -17,17 +17,30 @@ import (
 const issuer = "nxmesh"
 
 // accessClaims are the claims of an access JWT: sub is the user id, sid the
-// session (refresh-token family) it was issued from.
+// session (refresh-token family) it was issued from, amr how that session was
+// authenticated (RFC 8176: "pwd", plus "otp" when an emailed one-time code was
+// confirmed). The server reads the session's verification from its row, not
+// from amr; the claim tells clients what kind of session they hold.
 type accessClaims struct {
-	SessionID string `json:"sid"`
+	SessionID string   `json:"sid"`
+	AMR       []string `json:"amr,omitempty"`
 	jwt.RegisteredClaims
 }
 
+// sessionAMR is the amr claim of a session confirmed (or not) with an emailed code.
+func sessionAMR(emailCode bool) []string {
+	if emailCode {
+		return []string{"pwd", "otp"}
+	}
+	return []string{"pwd"}
+}
+
 // signAccessToken returns an HS256 access JWT for user in session, valid for ttl
-// from now.
-func signAccessToken(key []byte, userID, sessionID uuid.UUID, now time.Time, ttl time.Duration) (string, error) {
+// from now; emailCode says whether the session was confirmed with an emailed code.
+func signAccessToken(key []byte, userID, sessionID uuid.UUID, emailCode bool, now time.Time, ttl time.Duration) (string, error) {
 	claims := accessClaims{
 		SessionID: sessionID.String(),
+		AMR:       sessionAMR(emailCode),
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   userID.String(),
 			Issuer:    issuer,

@@ -25,10 +25,14 @@ import (
 //     cookie).
 //  2. POST /login checks the CSRF pair, then the password through
 //     VerifyPassword (throttled per account and per IP). A user who must confirm
-//     an emailed code gets one (StartEmailCode); the address waits in the
-//     short-lived nxmesh_login cookie and the browser goes to /login/code.
+//     an emailed code, or who ticked email_code (organizations with
+//     require_email_code admit only sessions confirmed so), gets one
+//     (StartEmailCode); the address waits in the short-lived nxmesh_login
+//     cookie and the browser goes to /login/code. GET /login?email_code=true
+//     shows the form with the box ticked, even to a signed-in user.
 //  3. POST /login/code checks the code with VerifyEmailCode.
-//  4. Either way the sign-in ends in CreateWebSession: the nxmesh_session cookie
+//  4. Either way the sign-in ends in CreateWebSession (CreateEmailCodeWebSession
+//     after a code): the nxmesh_session cookie
 //     (HttpOnly, SameSite=Lax, Path=/, Secure on HTTPS) and a redirect to the
 //     local ?next= path.
 //
@@ -131,12 +135,17 @@ const uiExpired = "The sign-in form expired. Please try again."
 
 func (m *Module) uiLogin(c *fiber.Ctx) error {
 	next := uiSafeNext(c.Query("next"))
-	if tok := c.Cookies(SessionCookie); tok != "" {
+	withCode := c.Query("email_code") == "true"
+	if tok := c.Cookies(SessionCookie); tok != "" && !withCode {
 		if p, err := m.svc.AuthenticateWebSession(app.Ctx(c), tok); err == nil && p != nil {
 			return c.Redirect(next, http.StatusSeeOther)
 		}
 	}
-	return m.renderLogin(c, http.StatusOK, views.Form{}, next)
+	form := views.Form{}
+	if withCode {
+		form.Values = map[string]string{"email_code": "true"}
+	}
+	return m.renderLogin(c, http.StatusOK, form, next)
 }
 
 func (m *Module) renderLogin(c *fiber.Ctx, status int, form views.Form, next string) error {
@@ -149,7 +158,7 @@ func (m *Module) renderLogin(c *fiber.Ctx, status int, form views.Form, next str
 
 func (m *Module) uiLoginSubmit(c *fiber.Ctx) error {
 	next := uiSafeNext(c.FormValue("next"))
-	vals := map[string]string{"email": c.FormValue("email")}
+	vals := map[string]string{"email": c.FormValue("email"), "email_code": c.FormValue("email_code")}
 	if !uiCheckLoginCSRF(c) {
 		return m.renderLogin(c, http.StatusForbidden, views.Form{Values: vals, Message: uiExpired}, next)
 	}
@@ -162,8 +171,8 @@ func (m *Module) uiLoginSubmit(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if !required {
-		return m.uiStartSession(c, u, next)
+	if !required && vals["email_code"] != "true" {
+		return m.uiStartSession(c, u, next, false)
 	}
 	if _, err := m.svc.StartEmailCode(ctx, u); err != nil {
 		return m.uiLoginFailed(c, err, vals, next)
@@ -201,15 +210,20 @@ func uiFormError(c *fiber.Ctx, err error, vals map[string]string, fields ...stri
 	return form, status, ok
 }
 
-// uiStartSession signs u in: a new admin session, its cookie, and the way on.
-func (m *Module) uiStartSession(c *fiber.Ctx, u User, next string) error {
+// uiStartSession signs u in: a new admin session (confirmed with an emailed
+// code when emailCode), its cookie, and the way on.
+func (m *Module) uiStartSession(c *fiber.Ctx, u User, next string, emailCode bool) error {
 	ctx := app.Ctx(c)
 	if old := c.Cookies(SessionCookie); old != "" {
 		if err := m.svc.RevokeWebSession(ctx, old); err != nil {
 			return err
 		}
 	}
-	tok, _, err := m.svc.CreateWebSession(ctx, u.ID, c.IP(), c.Get(fiber.HeaderUserAgent))
+	create := m.svc.CreateWebSession
+	if emailCode {
+		create = m.svc.CreateEmailCodeWebSession
+	}
+	tok, _, err := create(ctx, u.ID, c.IP(), c.Get(fiber.HeaderUserAgent))
 	if err != nil {
 		return err
 	}
@@ -259,7 +273,7 @@ func (m *Module) uiCodeSubmit(c *fiber.Ctx) error {
 		}
 		return m.renderCode(c, status, form, email, next)
 	}
-	return m.uiStartSession(c, u, next)
+	return m.uiStartSession(c, u, next, true)
 }
 
 // ---- Logout ----

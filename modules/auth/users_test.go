@@ -255,6 +255,7 @@ func TestDisableUser(t *testing.T) {
 		rootTok := b.login(t, "root@example.com").AccessToken
 		pair := b.login(t, "alice@example.com")
 		org := b.createOrg(t, false)
+		b.addMember(t, org, alice.ID, "admin")
 		_, secret, err := b.svc.CreateAPIKey(b.ctx, CreateAPIKeyParams{OrgID: org, Name: "ci", Role: "viewer", CreatedBy: alice.ID})
 		if err != nil {
 			t.Fatal(err)

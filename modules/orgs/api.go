@@ -204,7 +204,7 @@ func (m *Module) bindMembers(r *app.Router) {
 		app.Doc{Summary: "List an organization's members; per_page is capped at 100", Response: Member{}, List: true, Query: pageQuery},
 		m.listMembers)
 	r.Post("/organizations/:id/members", app.Require(ObjMember, authz.Write, org),
-		app.Doc{Summary: "Add an existing user to the organization with a role (owner only by owners)", Body: addMemberRequest{}, Response: Member{}, Status: http.StatusCreated},
+		app.Doc{Summary: "Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email", Body: addMemberRequest{}, Response: Invitation{}, Status: http.StatusAccepted},
 		m.addMember)
 	r.Patch("/organizations/:id/members/:user_id", app.Require(ObjMember, authz.Write, org),
 		app.Doc{Summary: "Change a member's role (owners only by owners; the last owner stays)", Body: updateMemberRequest{}, Response: Member{}},
@@ -231,11 +231,11 @@ func (m *Module) addMember(c *fiber.Ctx) error {
 	if err := app.Bind(c, &req); err != nil {
 		return err
 	}
-	mem, err := m.svc.AddMember(app.Ctx(c), AddMemberParams{OrgID: app.ScopeOf(c).OrgID, Email: req.Email, Role: req.Role})
+	inv, err := m.svc.InviteMember(app.Ctx(c), AddMemberParams{OrgID: app.ScopeOf(c).OrgID, Email: req.Email, Role: req.Role})
 	if err != nil {
 		return err
 	}
-	return c.Status(http.StatusCreated).JSON(mem)
+	return c.Status(http.StatusAccepted).JSON(inv)
 }
 
 func (m *Module) updateMember(c *fiber.Ctx) error {
@@ -260,6 +260,85 @@ func (m *Module) removeMember(c *fiber.Ctx) error {
 		return ErrMemberNotFound
 	}
 	if err := m.svc.RemoveMember(app.Ctx(c), app.ScopeOf(c).OrgID, userID); err != nil {
+		return err
+	}
+	return c.SendStatus(http.StatusNoContent)
+}
+
+// ---- Invitations ----
+
+func (m *Module) bindInvitations(r *app.Router) {
+	org := ScopeOrg(m.db, "id")
+	r.Get("/organizations/:id/invitations", app.Require(ObjMember, authz.Read, org),
+		app.Doc{Summary: "List the organization's pending invitations, oldest first; per_page is capped at 100", Response: Invitation{}, List: true, Query: pageQuery},
+		m.listInvitations)
+	r.Delete("/organizations/:id/invitations/:invitation_id", app.Require(ObjMember, authz.Delete, org),
+		app.Doc{Summary: "Revoke a pending invitation (owner invitations only by owners)", Status: http.StatusNoContent},
+		m.revokeInvitation)
+	r.Get("/invitations", app.Authenticated(),
+		app.Doc{Summary: "List the caller's pending invitations, oldest first (users only, not API keys); per_page is capped at 100", Tag: "invitations", Response: Invitation{}, List: true, Query: pageQuery},
+		m.listMyInvitations)
+	r.Post("/invitations/:id/accept", app.Authenticated(),
+		app.Doc{Summary: "Accept one of the caller's pending invitations: the caller becomes a member with its role; answers the invitation, now accepted", Tag: "invitations", Response: Invitation{}},
+		m.acceptInvitation)
+	r.Post("/invitations/:id/decline", app.Authenticated(),
+		app.Doc{Summary: "Decline one of the caller's pending invitations", Tag: "invitations", Status: http.StatusNoContent},
+		m.declineInvitation)
+}
+
+func (m *Module) listInvitations(c *fiber.Ctx) error {
+	page, err := app.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	items, total, err := m.svc.ListInvitations(app.Ctx(c), app.ScopeOf(c).OrgID, page)
+	if err != nil {
+		return err
+	}
+	return c.JSON(app.NewList(items, page, total))
+}
+
+func (m *Module) revokeInvitation(c *fiber.Ctx) error {
+	id, err := app.ParamUUID(c, "invitation_id")
+	if err != nil {
+		return ErrInvitationNotFound
+	}
+	if err := m.svc.RevokeInvitation(app.Ctx(c), app.ScopeOf(c).OrgID, id); err != nil {
+		return err
+	}
+	return c.SendStatus(http.StatusNoContent)
+}
+
+func (m *Module) listMyInvitations(c *fiber.Ctx) error {
+	page, err := app.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	items, total, err := m.svc.ListMyInvitations(app.Ctx(c), page)
+	if err != nil {
+		return err
+	}
+	return c.JSON(app.NewList(items, page, total))
+}
+
+func (m *Module) acceptInvitation(c *fiber.Ctx) error {
+	id, err := app.ParamUUID(c, "id")
+	if err != nil {
+		return ErrInvitationNotFound
+	}
+	inv, err := m.svc.AcceptInvitation(app.Ctx(c), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(inv)
+}
+
+func (m *Module) declineInvitation(c *fiber.Ctx) error {
+	id, err := app.ParamUUID(c, "id")
+	if err != nil {
+		return ErrInvitationNotFound
+	}
+	if err := m.svc.DeclineInvitation(app.Ctx(c), id); err != nil {
 		return err
 	}
 	return c.SendStatus(http.StatusNoContent)

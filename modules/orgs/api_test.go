@@ -164,13 +164,19 @@ func TestAPI_Organizations(t *testing.T) {
 		if got["name"] != "Acme Corporation" || got["slug"] != "acme" {
 			t.Fatalf("after name patch: %v", got)
 		}
-		got = b.call(http.MethodPatch, path, alice.Token, map[string]any{"slug": "acme-corp", "require_email_code": true}).expect(http.StatusOK).object()
-		if got["name"] != "Acme Corporation" || got["slug"] != "acme-corp" || got["require_email_code"] != true {
+		got = b.call(http.MethodPatch, path, alice.Token, map[string]any{"slug": "acme-corp", "require_email_code": false}).expect(http.StatusOK).object()
+		if got["name"] != "Acme Corporation" || got["slug"] != "acme-corp" || got["require_email_code"] != false {
 			t.Fatalf("after slug patch: %v", got)
 		}
 		got = b.call(http.MethodGet, path, alice.Token, nil).expect(http.StatusOK).object()
-		if got["slug"] != "acme-corp" || got["require_email_code"] != true {
+		if got["slug"] != "acme-corp" || got["require_email_code"] != false {
 			t.Fatalf("stored: %v", got)
+		}
+		// Turning the code on needs SMTP (TestRequireEmailCode covers it with mail).
+		b.call(http.MethodPatch, path, alice.Token, map[string]any{"name": "Other", "require_email_code": true}).
+			expectError(http.StatusUnprocessableEntity, app.CodeValidation, "require_email_code")
+		if got := b.call(http.MethodGet, path, alice.Token, nil).expect(http.StatusOK).object(); got["name"] != "Acme Corporation" || got["require_email_code"] != false {
+			t.Fatalf("a refused patch changed: %v", got)
 		}
 	})
 
@@ -274,15 +280,23 @@ func TestAPI_Members(t *testing.T) {
 		org := b.createOrg(alice, "acme")
 		base := "/v1/organizations/" + org.ID.String() + "/members"
 
-		m := b.call(http.MethodPost, base, alice.Token, map[string]string{"email": "BOB@example.com", "role": "viewer"}).expect(http.StatusCreated).object()
-		expectKeys(t, "member", m, "user_id", "email", "name", "role", "created_at")
-		if m["user_id"] != bob.ID.String() || m["role"] != "viewer" || m["email"] != bob.Email {
-			t.Fatalf("member = %v", m)
+		inv := b.call(http.MethodPost, base, alice.Token, map[string]string{"email": "BOB@example.com", "role": "viewer"}).expect(http.StatusAccepted).object()
+		expectKeys(t, "invitation", inv, "id", "organization_id", "organization_name", "user_id", "email", "role", "status",
+			"invited_by", "invited_by_email", "created_at", "expires_at")
+		if inv["user_id"] != bob.ID.String() || inv["role"] != "viewer" || inv["email"] != bob.Email || inv["status"] != "pending" {
+			t.Fatalf("invitation = %v", inv)
 		}
-		// Bob now sees the organization.
+		// Bob sees the organization only after accepting.
+		b.call(http.MethodGet, "/v1/organizations/"+org.ID.String(), bob.Token, nil).expectError(http.StatusNotFound, app.CodeNotFound, "")
+		b.call(http.MethodPost, "/v1/invitations/"+inv["id"].(string)+"/accept", bob.Token, nil).expect(http.StatusOK)
 		b.call(http.MethodGet, "/v1/organizations/"+org.ID.String(), bob.Token, nil).expect(http.StatusOK)
+		members, _ := b.call(http.MethodGet, base, alice.Token, nil).expect(http.StatusOK).list()
+		expectKeys(t, "member", members[1], "user_id", "email", "name", "role", "created_at")
+		if members[1]["user_id"] != bob.ID.String() || members[1]["role"] != "viewer" {
+			t.Fatalf("members = %v", members)
+		}
 
-		m = b.call(http.MethodPatch, base+"/"+bob.ID.String(), alice.Token, map[string]string{"role": "operator"}).expect(http.StatusOK).object()
+		m := b.call(http.MethodPatch, base+"/"+bob.ID.String(), alice.Token, map[string]string{"role": "operator"}).expect(http.StatusOK).object()
 		if m["role"] != "operator" {
 			t.Fatalf("updated member = %v", m)
 		}
@@ -303,7 +317,7 @@ func TestAPI_Members(t *testing.T) {
 			expectError(http.StatusUnprocessableEntity, app.CodeValidation, "role")
 		b.call(http.MethodPost, base, alice.Token, map[string]string{"role": "viewer"}).
 			expectError(http.StatusUnprocessableEntity, app.CodeValidation, "email")
-		b.call(http.MethodPost, base, alice.Token, map[string]string{"email": bob.Email, "role": "viewer"}).expect(http.StatusCreated)
+		b.join(alice, org.ID, bob, "viewer")
 		b.call(http.MethodPost, base, alice.Token, map[string]string{"email": bob.Email, "role": "admin"}).
 			expectError(http.StatusConflict, app.CodeConflict, "")
 		b.call(http.MethodPatch, base+"/"+bob.ID.String(), alice.Token, map[string]string{"role": ""}).
@@ -340,7 +354,7 @@ func TestAPI_Members(t *testing.T) {
 		base := "/v1/organizations/" + org.ID.String() + "/members"
 
 		b.call(http.MethodPost, base, adam.Token, map[string]string{"email": vic.Email, "role": "owner"}).expectError(http.StatusForbidden, app.CodeForbidden, "")
-		b.call(http.MethodPost, base, adam.Token, map[string]string{"email": vic.Email, "role": "operator"}).expect(http.StatusCreated)
+		b.join(adam, org.ID, vic, "operator")
 		b.call(http.MethodPatch, base+"/"+vic.ID.String(), adam.Token, map[string]string{"role": "owner"}).expectError(http.StatusForbidden, app.CodeForbidden, "")
 		b.call(http.MethodPatch, base+"/"+adam.ID.String(), adam.Token, map[string]string{"role": "owner"}).expectError(http.StatusForbidden, app.CodeForbidden, "")
 		b.call(http.MethodPatch, base+"/"+alice.ID.String(), adam.Token, map[string]string{"role": "viewer"}).expectError(http.StatusForbidden, app.CodeForbidden, "")
@@ -364,6 +378,7 @@ func TestAPI_Access(t *testing.T) {
 	b.createOrg(eve, "evil")
 	key := b.call(http.MethodPost, "/v1/organizations/"+org.ID.String()+"/api-keys", alice.Token, map[string]string{"name": "ci", "role": "viewer"}).
 		expect(http.StatusCreated).object()
+	inv := b.invite(alice, org.ID, b.user("ivy", false), "viewer")
 
 	o, w := "/v1/organizations/"+org.ID.String(), "/v1/workspaces/"+ws.ID.String()
 	k := o + "/api-keys/" + key["id"].(string)
@@ -385,6 +400,8 @@ func TestAPI_Access(t *testing.T) {
 		{http.MethodPost, o + "/members", map[string]string{"email": eve.Email, "role": "viewer"}, false},
 		{http.MethodPatch, o + "/members/" + vic.ID.String(), map[string]string{"role": "admin"}, false},
 		{http.MethodDelete, o + "/members/" + alice.ID.String(), nil, false},
+		{http.MethodGet, o + "/invitations", nil, true},
+		{http.MethodDelete, o + "/invitations/" + inv, nil, false},
 		{http.MethodGet, o + "/audit-log", nil, true},
 		{http.MethodGet, o + "/api-keys", nil, true},
 		{http.MethodPost, o + "/api-keys", map[string]string{"name": "k", "role": "viewer"}, false},

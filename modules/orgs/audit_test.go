@@ -24,7 +24,7 @@ func TestAPI_AuditLog(t *testing.T) {
 		ws := b.createWorkspace(alice, org.ID, "prod")
 		b.call(http.MethodPatch, "/v1/workspaces/"+ws.ID.String(), alice.Token, map[string]string{"slug": "production"}).expect(http.StatusOK)
 		b.call(http.MethodDelete, "/v1/workspaces/"+ws.ID.String(), alice.Token, nil).expect(http.StatusNoContent)
-		b.call(http.MethodPost, o+"/members", alice.Token, map[string]string{"email": bob.Email, "role": "viewer"}).expect(http.StatusCreated)
+		b.join(alice, org.ID, bob, "viewer")
 		b.call(http.MethodPatch, o+"/members/"+bob.ID.String(), alice.Token, map[string]string{"role": "admin"}).expect(http.StatusOK)
 		b.call(http.MethodDelete, o+"/members/"+bob.ID.String(), alice.Token, nil).expect(http.StatusNoContent)
 
@@ -34,7 +34,7 @@ func TestAPI_AuditLog(t *testing.T) {
 			actions = append(actions, e["action"].(string))
 		}
 		want := []string{
-			"member.remove", "member.update", "member.add",
+			"member.remove", "member.update", "member.add", "invitation.accept", "invitation.create",
 			"workspace.delete", "workspace.update", "workspace.create",
 			"organization.update", "member.add", "organization.create",
 		}
@@ -58,12 +58,12 @@ func TestAPI_AuditLog(t *testing.T) {
 		}
 		expectTimestamp(t, "created_at", e["created_at"])
 
-		wsUpdate := data[4]
+		wsUpdate := data[6]
 		if wsUpdate["workspace_id"] != ws.ID.String() || wsUpdate["before"].(map[string]any)["slug"] != "prod" || wsUpdate["after"].(map[string]any)["slug"] != "production" {
 			t.Fatalf("workspace.update = %v", wsUpdate)
 		}
-		if data[3]["after"] != nil || data[3]["before"] == nil {
-			t.Fatalf("workspace.delete before/after = %v / %v", data[3]["before"], data[3]["after"])
+		if data[5]["after"] != nil || data[5]["before"] == nil {
+			t.Fatalf("workspace.delete before/after = %v / %v", data[5]["before"], data[5]["after"])
 		}
 	})
 

@@ -35,4 +35,24 @@ var (
 	// ErrNotPermitted: the caller has no role in the organization that allows the
 	// change.
 	ErrNotPermitted = fmt.Errorf("%w: insufficient permissions", app.ErrForbidden)
+
+	// ErrEmailCodeSessionRequired: the organization requires sessions confirmed
+	// with an emailed one-time code and the caller's session was not.
+	ErrEmailCodeSessionRequired = fmt.Errorf("%w: this organization admits only sessions confirmed with a one-time code sent by e-mail; "+
+		"sign in again with POST /v1/auth/login/init and POST /v1/auth/login/verify "+
+		"(in the admin: sign in with \"Also confirm with a code sent by e-mail\" ticked)", app.ErrForbidden)
+
+	// ErrInvitationNotFound: no pending invitation with the id (for the caller,
+	// or in the organization).
+	ErrInvitationNotFound = fmt.Errorf("%w: no such pending invitation", app.ErrNotFound)
+	// ErrAlreadyInvited: the user has a pending invitation to the organization.
+	ErrAlreadyInvited = fmt.Errorf("%w: the user already has a pending invitation to this organization", app.ErrConflict)
+	// ErrInvitationStale: whoever sent the invitation may no longer grant its role.
+	ErrInvitationStale = fmt.Errorf("%w: this invitation is no longer valid: whoever sent it may no longer grant its role; ask for a new one", app.ErrConflict)
+	// ErrInvitationsNeedUser: invitations are answered by the invited user
+	// themselves, not through an API key.
+	ErrInvitationsNeedUser = fmt.Errorf("%w: invitations are listed and answered by the invited user, not with an API key", app.ErrForbidden)
+	// ErrConsentRequired: memberships of existing accounts are created by
+	// invitation; only the master itself adds members directly.
+	ErrConsentRequired = fmt.Errorf("%w: members join by accepting an invitation", app.ErrForbidden)
 )

@@ -34,9 +34,12 @@ type bundle struct {
 	auth *auth.Service
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T) *bundle { return setupWith(t, nil) }
+
+// setupWith is setup with mutate adjusting the configuration before app.New.
+func setupWith(t *testing.T, mutate func(*app.Config)) *bundle {
 	t.Helper()
-	a := apptest.NewApp(t, nil)
+	a := apptest.NewApp(t, mutate)
 	authMod := auth.New(a.Deps)
 	mod := New(a.Deps, authMod.Service())
 	err := a.Mount(context.Background(), []app.Module{authMod, mod}, app.Wiring{
@@ -240,6 +243,22 @@ func (b *bundle) createWorkspace(u testUser, orgID uuid.UUID, slug string) Works
 	}
 	res.decode(&out)
 	return Workspace{ID: out.ID, OrganizationID: orgID, Slug: out.Slug}
+}
+
+// invite invites u to the organization over HTTP as inviter and returns the
+// invitation's id.
+func (b *bundle) invite(inviter testUser, orgID uuid.UUID, u testUser, role string) string {
+	b.t.Helper()
+	inv := b.call(http.MethodPost, "/v1/organizations/"+orgID.String()+"/members", inviter.Token,
+		map[string]string{"email": u.Email, "role": role}).expect(http.StatusAccepted).object()
+	return inv["id"].(string)
+}
+
+// join makes u a member over HTTP: inviter invites, u accepts.
+func (b *bundle) join(inviter testUser, orgID uuid.UUID, u testUser, role string) {
+	b.t.Helper()
+	id := b.invite(inviter, orgID, u, role)
+	b.call(http.MethodPost, "/v1/invitations/"+id+"/accept", u.Token, nil).expect(http.StatusOK)
 }
 
 // addMember adds u to the organization with role, as the master itself.

@@ -15,8 +15,10 @@ type Organization struct {
 	ID   uuid.UUID `gorm:"type:uuid;primaryKey;default:gen_random_uuid()" json:"id"`
 	Name string    `gorm:"not null" json:"name"`
 	Slug string    `gorm:"not null" json:"slug"`
-	// RequireEmailCode makes members of this organization confirm every login
-	// with an emailed one-time code.
+	// RequireEmailCode admits into this organization's scope only sessions
+	// confirmed with an emailed one-time code (POST /v1/auth/login/init and
+	// /verify). It does not change how members sign in; it can be enabled only
+	// when outgoing mail is configured.
 	RequireEmailCode bool      `gorm:"not null;default:false" json:"require_email_code"`
 	CreatedAt        time.Time `gorm:"not null" json:"created_at"`
 	UpdatedAt        time.Time `gorm:"not null" json:"updated_at"`
@@ -137,9 +139,65 @@ func newAuditEntry(e app.AuditEntry) AuditEntry {
 	}
 }
 
+// Invitation states. A pending invitation past its expires_at is listed as
+// expired.
+const (
+	InvitationPending  = "pending"
+	InvitationAccepted = "accepted"
+	InvitationDeclined = "declined"
+	InvitationRevoked  = "revoked"
+	InvitationExpired  = "expired"
+)
+
+// invitationRow is a row of the invitations table (migration 00050).
+type invitationRow struct {
+	ID             uuid.UUID  `gorm:"type:uuid;primaryKey"`
+	OrganizationID uuid.UUID  `gorm:"type:uuid"`
+	UserID         uuid.UUID  `gorm:"type:uuid"`
+	Role           string     `gorm:"not null"`
+	InvitedBy      *uuid.UUID `gorm:"type:uuid"`
+	Status         string     `gorm:"not null"`
+	CreatedAt      time.Time  `gorm:"not null"`
+	ExpiresAt      time.Time  `gorm:"not null"`
+	RespondedAt    *time.Time
+}
+
+func (invitationRow) TableName() string { return "invitations" }
+
+// Invitation asks an existing user to join an organization with a role; the
+// user becomes a member only by accepting it.
+type Invitation struct {
+	ID               uuid.UUID `json:"id"`
+	OrganizationID   uuid.UUID `json:"organization_id"`
+	OrganizationName string    `json:"organization_name"`
+	// UserID and Email are the invited user.
+	UserID uuid.UUID `json:"user_id"`
+	Email  string    `json:"email"`
+	Role   string    `json:"role"`
+	// Status is pending, accepted, declined, revoked or expired.
+	Status string `json:"status"`
+	// InvitedBy is the user who invited (through an API key: its creator); null
+	// for the master itself.
+	InvitedBy      *uuid.UUID `json:"invited_by"`
+	InvitedByEmail string     `json:"invited_by_email"`
+	CreatedAt      time.Time  `json:"created_at"`
+	ExpiresAt      time.Time  `json:"expires_at"`
+}
+
+// MarshalJSON writes timestamps as RFC 3339 UTC seconds (app.Time).
+func (i Invitation) MarshalJSON() ([]byte, error) {
+	type plain Invitation
+	return json.Marshal(struct {
+		plain
+		CreatedAt app.Time `json:"created_at"`
+		ExpiresAt app.Time `json:"expires_at"`
+	}{plain(i), app.Time{Time: i.CreatedAt}, app.Time{Time: i.ExpiresAt}})
+}
+
 // Audit object types written by this module.
 const (
 	ObjectOrganization = "organization"
 	ObjectWorkspace    = "workspace"
 	ObjectMember       = "member"
+	ObjectInvitation   = "invitation"
 )

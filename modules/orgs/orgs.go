@@ -13,6 +13,27 @@
 // organization's row, so concurrent changes cannot remove the last owner between
 // them.
 //
+// Nobody joins an organization without consent: adding a member by e-mail
+// (POST .../members, the members page) creates a pending invitation, valid
+// InvitationTTL, that the invited user accepts or declines (GET
+// /v1/invitations, the organizations page); admins list and revoke pending
+// invitations. An e-mail without an account is refused (422 naming email):
+// there is no sign-up by invitation. Accepting checks that the inviter may
+// still grant the role. Only the master itself (no principal in ctx: first
+// start, CLI) adds members directly (AddMember).
+//
+// require_email_code does not change how members sign in (that would let one
+// organization lock its members out of everything): Role refuses, with 403,
+// sessions that were not confirmed with an emailed one-time code
+// (app.Principal.EmailCodeVerified), in every route scoped to the
+// organization or its workspaces. It can be turned on only when SMTP is
+// configured. Superadmins, who act as owner everywhere without membership, and
+// API keys are not subject to it.
+//
+// An API key acts with at most its creator's current role (auth's
+// AuthenticateAPIKey); removing a member revokes the member's keys in the
+// organization in the same transaction.
+//
 // The management routes of API keys (auth module) are mounted here, under the
 // organization they belong to, because they need the organization's workspaces
 // and the caller's role in it; the keys themselves are created, listed, revoked
@@ -66,6 +87,7 @@ func (m *Module) Routes(r app.Routers) {
 	m.bindOrganizations(r.API)
 	m.bindWorkspaces(r.API)
 	m.bindMembers(r.API)
+	m.bindInvitations(r.API)
 	m.bindAudit(r.API)
 	m.bindAPIKeys(r.API)
 	m.mountUI(r.UI)

@@ -28,7 +28,7 @@ func TestModule_Routes(t *testing.T) {
 			t.Errorf("%s %s missing from the OpenAPI document", r.Method, r.Path)
 		}
 	}
-	if n != 19 {
-		t.Errorf("%d API routes, want 19", n)
+	if n != 24 {
+		t.Errorf("%d API routes, want 24", n)
 	}
 }

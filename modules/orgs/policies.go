@@ -21,7 +21,7 @@ const (
 //	object             read    write   delete
 //	orgs.organization  viewer  admin   owner
 //	orgs.workspace     viewer  admin   admin
-//	orgs.member        viewer  admin   admin   (owner rules in Service)
+//	orgs.member        viewer  admin   admin   (owner rules in Service; also invitations)
 //	orgs.audit         viewer  -       -
 //	auth.apikey        viewer  admin   admin   (owner keys by owners, in Service)
 //

@@ -144,8 +144,34 @@ func membershipRole(tx *gorm.DB, userID, orgID uuid.UUID) (string, error) {
 
 // Role returns the user's role in the organization of scope, "" when the user is
 // not a member. It is app.Wiring.Role.
+//
+// An organization with require_email_code refuses its members' sessions that
+// were not confirmed with an emailed one-time code (ErrEmailCodeSessionRequired,
+// 403): the caller comes from ctx (app.PrincipalFrom), where the guard puts it.
+// Non-members still get "" (404), so the refusal discloses nothing to them. API
+// keys and superadmins do not reach Role; a ctx without a principal is the
+// master itself.
 func (s *Service) Role(ctx context.Context, userID uuid.UUID, scope app.Scope) (string, error) {
-	return membershipRole(s.db.WithContext(ctx), userID, scope.OrgID)
+	var rows []struct {
+		Role             string
+		RequireEmailCode bool
+	}
+	err := s.db.WithContext(ctx).Raw(`
+		SELECT m.role, o.require_email_code
+		FROM memberships m JOIN organizations o ON o.id = m.organization_id
+		WHERE m.organization_id = ? AND m.user_id = ?`, scope.OrgID, userID).Scan(&rows).Error
+	if err != nil {
+		return "", fmt.Errorf("read role of user %s in organization %s: %w", userID, scope.OrgID, err)
+	}
+	if len(rows) == 0 {
+		return "", nil
+	}
+	if rows[0].RequireEmailCode {
+		if p := app.PrincipalFrom(ctx); p != nil && p.APIKey == nil && !p.EmailCodeVerified {
+			return "", ErrEmailCodeSessionRequired
+		}
+	}
+	return rows[0].Role, nil
 }
 
 // ---- Organizations ----
@@ -260,11 +286,17 @@ type UpdateOrganizationParams struct {
 	RequireEmailCode *bool
 }
 
-// UpdateOrganization changes the organization with id.
+// UpdateOrganization changes the organization with id. require_email_code can
+// be turned on only when outgoing mail is configured (smtp.host): without it
+// nobody could get the code the organization asks for.
 func (s *Service) UpdateOrganization(ctx context.Context, id uuid.UUID, p UpdateOrganizationParams) (Organization, error) {
 	v := &app.Validator{}
 	if p.Name == nil && p.Slug == nil && p.RequireEmailCode == nil {
 		v.Add("body", app.FieldRequired, "at least one of name, slug, require_email_code is required")
+	}
+	if p.RequireEmailCode != nil && *p.RequireEmailCode {
+		v.Check(s.keys != nil && s.keys.MailConfigured(), "require_email_code", app.FieldInvalidValue,
+			"can be enabled only when outgoing mail (SMTP, smtp.host) is configured, so members can receive their sign-in codes")
 	}
 	if p.Name != nil {
 		*p.Name = strings.TrimSpace(*p.Name)
@@ -523,7 +555,7 @@ func (s *Service) GetMember(ctx context.Context, orgID, userID uuid.UUID) (Membe
 	return loadMember(s.db.WithContext(ctx), orgID, userID)
 }
 
-// AddMemberParams are the inputs of AddMember.
+// AddMemberParams are the inputs of AddMember and InviteMember.
 type AddMemberParams struct {
 	OrgID uuid.UUID
 	// Email names an existing user.
@@ -549,47 +581,70 @@ func (s *Service) memberChange(ctx context.Context, orgID uuid.UUID, fn func(tx 
 	})
 }
 
-// AddMember gives an existing user a role in the organization. Only owners may
-// add owners.
-func (s *Service) AddMember(ctx context.Context, p AddMemberParams) (Member, error) {
+// checkMemberParams validates the inputs of AddMember and InviteMember.
+func checkMemberParams(p *AddMemberParams) error {
 	p.Email = strings.TrimSpace(p.Email)
 	v := &app.Validator{}
 	v.Check(p.Email != "", "email", app.FieldRequired, "is required")
 	checkRole(v, "role", p.Role)
-	if err := v.Err(); err != nil {
+	return v.Err()
+}
+
+// findUserByEmail returns the id of the account with email (any case); an
+// unknown address is a 422 naming email.
+func findUserByEmail(tx *gorm.DB, email string) (uuid.UUID, error) {
+	var ids []uuid.UUID
+	if err := tx.Table("users").Where("lower(email) = lower(?)", email).Limit(1).Pluck("id", &ids).Error; err != nil {
+		return uuid.Nil, fmt.Errorf("find user %q: %w", email, err)
+	}
+	if len(ids) == 0 {
+		return uuid.Nil, app.Invalid("email", app.FieldNotFound, "no account with this e-mail")
+	}
+	return ids[0], nil
+}
+
+// AddMember gives an existing user a role in the organization at once, without
+// asking them. Only the master itself may (a ctx without a principal: first
+// start, the CLI, tests); requests invite instead (InviteMember), because
+// membership changes how an organization's policy applies to the user.
+func (s *Service) AddMember(ctx context.Context, p AddMemberParams) (Member, error) {
+	if app.PrincipalFrom(ctx) != nil {
+		return Member{}, ErrConsentRequired
+	}
+	if err := checkMemberParams(&p); err != nil {
 		return Member{}, err
 	}
 	var m Member
-	err := s.memberChange(ctx, p.OrgID, func(tx *gorm.DB, caller string) error {
-		if p.Role == authz.RoleOwner && caller != authz.RoleOwner {
-			return ErrOwnerRequired
-		}
-		var ids []uuid.UUID
-		if err := tx.Table("users").Where("lower(email) = lower(?)", p.Email).Limit(1).Pluck("id", &ids).Error; err != nil {
-			return fmt.Errorf("find user %q: %w", p.Email, err)
-		}
-		if len(ids) == 0 {
-			return app.Invalid("email", app.FieldNotFound, "no user with this email")
-		}
-		if err := tx.Create(&Membership{OrganizationID: p.OrgID, UserID: ids[0], Role: p.Role}).Error; err != nil {
-			if isUniqueViolation(err) {
-				return fmt.Errorf("add member %q: %w", p.Email, ErrAlreadyMember)
-			}
-			return fmt.Errorf("add member %q: %w", p.Email, err)
-		}
-		var err error
-		if m, err = loadMember(tx, p.OrgID, ids[0]); err != nil {
+	err := s.memberChange(ctx, p.OrgID, func(tx *gorm.DB, _ string) error {
+		userID, err := findUserByEmail(tx, p.Email)
+		if err != nil {
 			return err
 		}
-		return app.Audit(ctx, tx, app.AuditParams{
-			OrgID: p.OrgID, Action: "member.add", ObjectType: ObjectMember,
-			ObjectID: m.UserID.String(), After: m,
-		})
+		m, err = insertMember(ctx, tx, p.OrgID, userID, p.Role)
+		return err
 	})
 	if err != nil {
 		return Member{}, err
 	}
 	return m, nil
+}
+
+// insertMember creates the membership with its member.add audit row.
+func insertMember(ctx context.Context, tx *gorm.DB, orgID, userID uuid.UUID, role string) (Member, error) {
+	if err := tx.Create(&Membership{OrganizationID: orgID, UserID: userID, Role: role}).Error; err != nil {
+		if isUniqueViolation(err) {
+			return Member{}, fmt.Errorf("add member %s: %w", userID, ErrAlreadyMember)
+		}
+		return Member{}, fmt.Errorf("add member %s: %w", userID, err)
+	}
+	m, err := loadMember(tx, orgID, userID)
+	if err != nil {
+		return Member{}, err
+	}
+	return m, app.Audit(ctx, tx, app.AuditParams{
+		OrgID: orgID, Action: "member.add", ObjectType: ObjectMember,
+		ObjectID: m.UserID.String(), After: m,
+	})
 }
 
 // UpdateMemberParams are the inputs of UpdateMember.
@@ -657,8 +712,9 @@ func (s *Service) UpdateMember(ctx context.Context, p UpdateMemberParams) (Membe
 	return m, nil
 }
 
-// RemoveMember removes a user from the organization. Only owners may remove an
-// owner, and the last owner cannot be removed.
+// RemoveMember removes a user from the organization and, in the same
+// transaction, revokes the API keys the user created in it. Only owners may
+// remove an owner, and the last owner cannot be removed.
 func (s *Service) RemoveMember(ctx context.Context, orgID, userID uuid.UUID) error {
 	return s.memberChange(ctx, orgID, func(tx *gorm.DB, caller string) error {
 		before, err := loadMember(tx, orgID, userID)
@@ -680,10 +736,293 @@ func (s *Service) RemoveMember(ctx context.Context, orgID, userID uuid.UUID) err
 		if err := tx.Delete(&Membership{}, "organization_id = ? AND user_id = ?", orgID, userID).Error; err != nil {
 			return fmt.Errorf("remove member %s of %s: %w", userID, orgID, err)
 		}
+		if s.keys != nil {
+			if err := s.keys.RevokeMemberAPIKeys(ctx, tx, orgID, userID); err != nil {
+				return err
+			}
+		}
 		return app.Audit(ctx, tx, app.AuditParams{
 			OrgID: orgID, Action: "member.remove", ObjectType: ObjectMember,
 			ObjectID: userID.String(), Before: before,
 		})
+	})
+}
+
+// ---- Invitations ----
+
+// InvitationTTL is how long an invitation waits for its answer.
+const InvitationTTL = 7 * 24 * time.Hour
+
+func invitationQuery(tx *gorm.DB) *gorm.DB {
+	return tx.Table("invitations AS i").
+		Select("i.id, i.organization_id, o.name AS organization_name, i.user_id, u.email, i.role, " +
+			"CASE WHEN i.status = 'pending' AND i.expires_at <= now() THEN 'expired' ELSE i.status END AS status, " +
+			"i.invited_by, coalesce(b.email, '') AS invited_by_email, i.created_at, i.expires_at").
+		Joins("JOIN organizations AS o ON o.id = i.organization_id").
+		Joins("JOIN users AS u ON u.id = i.user_id").
+		Joins("LEFT JOIN users AS b ON b.id = i.invited_by")
+}
+
+func loadInvitation(tx *gorm.DB, id uuid.UUID) (Invitation, error) {
+	var out []Invitation
+	if err := invitationQuery(tx).Where("i.id = ?", id).Limit(1).Scan(&out).Error; err != nil {
+		return Invitation{}, fmt.Errorf("get invitation %s: %w", id, err)
+	}
+	if len(out) == 0 {
+		return Invitation{}, ErrInvitationNotFound
+	}
+	return out[0], nil
+}
+
+// InviteMember invites an existing user to the organization with a role, valid
+// for InvitationTTL; the user becomes a member only by accepting it
+// (AcceptInvitation). Only admins invite, only owners invite owners. An e-mail
+// without an account is a 422 naming email (there is no sign-up by
+// invitation); a member or a user with a pending invitation is a 409.
+func (s *Service) InviteMember(ctx context.Context, p AddMemberParams) (Invitation, error) {
+	if err := checkMemberParams(&p); err != nil {
+		return Invitation{}, err
+	}
+	var inv Invitation
+	err := s.memberChange(ctx, p.OrgID, func(tx *gorm.DB, caller string) error {
+		if p.Role == authz.RoleOwner && caller != authz.RoleOwner {
+			return ErrOwnerRequired
+		}
+		userID, err := findUserByEmail(tx, p.Email)
+		if err != nil {
+			return err
+		}
+		role, err := membershipRole(tx, userID, p.OrgID)
+		if err != nil {
+			return err
+		}
+		if role != "" {
+			return fmt.Errorf("invite %q: %w", p.Email, ErrAlreadyMember)
+		}
+		now := time.Now().UTC()
+		// An expired invitation no longer blocks a new one.
+		if err := tx.Model(&invitationRow{}).
+			Where("organization_id = ? AND user_id = ? AND status = ? AND expires_at <= ?", p.OrgID, userID, InvitationPending, now).
+			Update("status", InvitationExpired).Error; err != nil {
+			return fmt.Errorf("expire old invitations of %q: %w", p.Email, err)
+		}
+		row := invitationRow{
+			ID: uuid.New(), OrganizationID: p.OrgID, UserID: userID, Role: p.Role,
+			Status: InvitationPending, CreatedAt: now, ExpiresAt: now.Add(InvitationTTL),
+		}
+		if pr := app.PrincipalFrom(ctx); pr != nil {
+			row.InvitedBy = &pr.UserID
+		}
+		if err := tx.Create(&row).Error; err != nil {
+			if isUniqueViolation(err) {
+				return fmt.Errorf("invite %q: %w", p.Email, ErrAlreadyInvited)
+			}
+			return fmt.Errorf("invite %q: %w", p.Email, err)
+		}
+		if inv, err = loadInvitation(tx, row.ID); err != nil {
+			return err
+		}
+		return app.Audit(ctx, tx, app.AuditParams{
+			OrgID: p.OrgID, Action: "invitation.create", ObjectType: ObjectInvitation,
+			ObjectID: inv.ID.String(), After: inv,
+		})
+	})
+	if err != nil {
+		return Invitation{}, err
+	}
+	return inv, nil
+}
+
+// ListInvitations returns the organization's pending invitations, oldest first.
+func (s *Service) ListInvitations(ctx context.Context, orgID uuid.UUID, page app.Page) ([]Invitation, int64, error) {
+	db := s.db.WithContext(ctx)
+	var total int64
+	err := db.Model(&invitationRow{}).Where("organization_id = ? AND status = ? AND expires_at > now()", orgID, InvitationPending).
+		Count(&total).Error
+	if err != nil {
+		return nil, 0, fmt.Errorf("count invitations of %s: %w", orgID, err)
+	}
+	var out []Invitation
+	err = invitationQuery(db).Where("i.organization_id = ? AND i.status = ? AND i.expires_at > now()", orgID, InvitationPending).
+		Order("i.created_at, i.id").Offset(page.Offset()).Limit(page.PerPage).Scan(&out).Error
+	if err != nil {
+		return nil, 0, fmt.Errorf("list invitations of %s: %w", orgID, err)
+	}
+	return out, total, nil
+}
+
+// lockPendingInvitation reads a pending, unexpired invitation for update in tx;
+// where is its extra condition (organization or invited user).
+func lockPendingInvitation(tx *gorm.DB, id uuid.UUID, where string, arg any) (invitationRow, error) {
+	var row invitationRow
+	err := tx.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).
+		Where("id = ? AND status = ? AND expires_at > now() AND "+where, id, InvitationPending, arg).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return row, ErrInvitationNotFound
+	}
+	if err != nil {
+		return row, fmt.Errorf("lock invitation %s: %w", id, err)
+	}
+	return row, nil
+}
+
+// answerInvitation sets a locked invitation's final status with its audit row.
+func answerInvitation(ctx context.Context, tx *gorm.DB, row invitationRow, status, action string) error {
+	before, err := loadInvitation(tx, row.ID)
+	if err != nil {
+		return err
+	}
+	if err := tx.Model(&invitationRow{}).Where("id = ?", row.ID).
+		Updates(map[string]any{"status": status, "responded_at": time.Now().UTC()}).Error; err != nil {
+		return fmt.Errorf("%s invitation %s: %w", status, row.ID, err)
+	}
+	after := before
+	after.Status = status
+	return app.Audit(ctx, tx, app.AuditParams{
+		OrgID: row.OrganizationID, Action: action, ObjectType: ObjectInvitation,
+		ObjectID: row.ID.String(), Before: before, After: after,
+	})
+}
+
+// RevokeInvitation withdraws one of the organization's pending invitations.
+// Only admins revoke, only owners revoke an owner invitation.
+func (s *Service) RevokeInvitation(ctx context.Context, orgID, id uuid.UUID) error {
+	return s.memberChange(ctx, orgID, func(tx *gorm.DB, caller string) error {
+		row, err := lockPendingInvitation(tx, id, "organization_id = ?", orgID)
+		if err != nil {
+			return err
+		}
+		if row.Role == authz.RoleOwner && caller != authz.RoleOwner {
+			return ErrOwnerRequired
+		}
+		return answerInvitation(ctx, tx, row, InvitationRevoked, "invitation.revoke")
+	})
+}
+
+// invitee is the user answering invitations: the caller in ctx, which must be a
+// user's session, not an API key or the master itself.
+func invitee(ctx context.Context) (*app.Principal, error) {
+	p := app.PrincipalFrom(ctx)
+	if p == nil || p.APIKey != nil {
+		return nil, ErrInvitationsNeedUser
+	}
+	return p, nil
+}
+
+// ListMyInvitations returns the caller's pending invitations, oldest first.
+func (s *Service) ListMyInvitations(ctx context.Context, page app.Page) ([]Invitation, int64, error) {
+	p, err := invitee(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	db := s.db.WithContext(ctx)
+	var total int64
+	err = db.Model(&invitationRow{}).Where("user_id = ? AND status = ? AND expires_at > now()", p.UserID, InvitationPending).
+		Count(&total).Error
+	if err != nil {
+		return nil, 0, fmt.Errorf("count invitations of user %s: %w", p.UserID, err)
+	}
+	var out []Invitation
+	err = invitationQuery(db).Where("i.user_id = ? AND i.status = ? AND i.expires_at > now()", p.UserID, InvitationPending).
+		Order("i.created_at, i.id").Offset(page.Offset()).Limit(page.PerPage).Scan(&out).Error
+	if err != nil {
+		return nil, 0, fmt.Errorf("list invitations of user %s: %w", p.UserID, err)
+	}
+	return out, total, nil
+}
+
+// AcceptInvitation makes the caller a member with the invitation's role and
+// returns the invitation, now accepted. The
+// invitation must be the caller's, pending and unexpired (else 404), and its
+// inviter must still be allowed to grant the role (admin, owner for owner
+// invitations; else 409), so an invitation does not outlive its sender's
+// rights.
+func (s *Service) AcceptInvitation(ctx context.Context, id uuid.UUID) (Invitation, error) {
+	p, err := invitee(ctx)
+	if err != nil {
+		return Invitation{}, err
+	}
+	var inv Invitation
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// The organization's lock first, as every membership change takes it.
+		var orgIDs []uuid.UUID
+		if err := tx.Model(&invitationRow{}).Where("id = ? AND user_id = ?", id, p.UserID).Limit(1).
+			Pluck("organization_id", &orgIDs).Error; err != nil {
+			return fmt.Errorf("find invitation %s: %w", id, err)
+		}
+		if len(orgIDs) == 0 {
+			return ErrInvitationNotFound
+		}
+		if _, err := lockOrganization(tx, orgIDs[0]); err != nil {
+			return err
+		}
+		row, err := lockPendingInvitation(tx, id, "user_id = ?", p.UserID)
+		if err != nil {
+			return err
+		}
+		if row.InvitedBy != nil {
+			granter, err := userRoleIn(tx, *row.InvitedBy, row.OrganizationID)
+			if err != nil {
+				return err
+			}
+			if authz.RoleRank(granter) < authz.RoleRank(authz.RoleAdmin) || authz.RoleRank(row.Role) > authz.RoleRank(granter) {
+				return ErrInvitationStale
+			}
+		}
+		if err := answerInvitation(ctx, tx, row, InvitationAccepted, "invitation.accept"); err != nil {
+			return err
+		}
+		if _, err := insertMember(ctx, tx, row.OrganizationID, p.UserID, row.Role); err != nil {
+			return err
+		}
+		inv, err = loadInvitation(tx, row.ID)
+		return err
+	})
+	if err != nil {
+		return Invitation{}, err
+	}
+	return inv, nil
+}
+
+// userRoleIn is a user's current role in the organization as the guard sees
+// it: owner for an enabled superadmin, else the membership ("" for none or a
+// disabled account).
+func userRoleIn(tx *gorm.DB, userID, orgID uuid.UUID) (string, error) {
+	var rows []struct {
+		IsSuperadmin bool
+		Disabled     bool
+		Role         *string
+	}
+	err := tx.Raw(`
+		SELECT u.is_superadmin, u.disabled_at IS NOT NULL AS disabled, m.role
+		FROM users u LEFT JOIN memberships m ON m.user_id = u.id AND m.organization_id = ?
+		WHERE u.id = ?`, orgID, userID).Scan(&rows).Error
+	if err != nil {
+		return "", fmt.Errorf("read role of user %s in organization %s: %w", userID, orgID, err)
+	}
+	switch {
+	case len(rows) == 0 || rows[0].Disabled:
+		return "", nil
+	case rows[0].IsSuperadmin:
+		return authz.RoleOwner, nil
+	case rows[0].Role == nil:
+		return "", nil
+	}
+	return *rows[0].Role, nil
+}
+
+// DeclineInvitation turns down one of the caller's pending invitations.
+func (s *Service) DeclineInvitation(ctx context.Context, id uuid.UUID) error {
+	p, err := invitee(ctx)
+	if err != nil {
+		return err
+	}
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		row, err := lockPendingInvitation(tx, id, "user_id = ?", p.UserID)
+		if err != nil {
+			return err
+		}
+		return answerInvitation(ctx, tx, row, InvitationDeclined, "invitation.decline")
 	})
 }
 

@@ -59,7 +59,10 @@ func (m *Module) mountUI(ui *app.Router) {
 	ui.Post("/workspaces/:id/delete", app.Require(ObjWorkspace, authz.Delete, ws), app.Doc{Summary: "Delete a workspace (form)"}, m.uiDeleteWorkspace)
 
 	ui.Get("/orgs/:id/members", app.Require(ObjMember, authz.Read, org), app.Doc{Summary: "Members page"}, m.uiMembers)
-	ui.Post("/orgs/:id/members", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Add a member (form)"}, m.uiAddMember)
+	ui.Post("/orgs/:id/members", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Invite a member (form)"}, m.uiAddMember)
+	ui.Post("/orgs/:id/invitations/:invitation_id/revoke", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Revoke a pending invitation (form)"}, m.uiRevokeInvitation)
+	ui.Post("/invitations/:id/accept", app.Authenticated(), app.Doc{Summary: "Accept one of the caller's invitations (form)"}, m.uiAcceptInvitation)
+	ui.Post("/invitations/:id/decline", app.Authenticated(), app.Doc{Summary: "Decline one of the caller's invitations (form)"}, m.uiDeclineInvitation)
 	ui.Post("/orgs/:id/members/:user_id/role", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Change a member's role (form)"}, m.uiChangeRole)
 	ui.Post("/orgs/:id/members/:user_id/remove", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Remove a member (form)"}, m.uiRemoveMember)
 
@@ -251,17 +254,22 @@ func (m *Module) renderOrganizations(c *fiber.Ctx, status int, form views.Form) 
 	if err != nil {
 		return err
 	}
+	invs, _, err := m.svc.ListMyInvitations(app.Ctx(c), app.Page{Page: 1, PerPage: app.MaxPerPage})
+	if err != nil {
+		return err
+	}
 	shell, err := m.Shell(c, "Organizations", uuid.Nil, uuid.Nil, "")
 	if err != nil {
 		return err
 	}
 	p := app.Caller(c)
 	return views.Page(c, status, shell, organizationsPage(organizationsData{
-		Orgs:      orgs,
-		Pager:     views.NewPager(page, total, "/orgs", nil),
-		Form:      form,
-		CSRF:      shell.CSRF,
-		CanCreate: p != nil && p.APIKey == nil,
+		Invitations: invs,
+		Orgs:        orgs,
+		Pager:       views.NewPager(page, total, "/orgs", nil),
+		Form:        form,
+		CSRF:        shell.CSRF,
+		CanCreate:   p != nil && p.APIKey == nil,
 	}))
 }
 
@@ -408,6 +416,10 @@ func (m *Module) renderMembers(c *fiber.Ctx, status int, st membersState) error 
 	if err != nil {
 		return err
 	}
+	invs, _, err := m.svc.ListInvitations(app.Ctx(c), orgID, app.Page{Page: 1, PerPage: app.MaxPerPage})
+	if err != nil {
+		return err
+	}
 	shell, err := m.Shell(c, "Members", orgID, uuid.Nil, SectionMembers)
 	if err != nil {
 		return err
@@ -417,22 +429,23 @@ func (m *Module) renderMembers(c *fiber.Ctx, status int, st membersState) error 
 	}
 	role := app.RoleOf(c)
 	return views.Page(c, status, shell, membersPage(membersData{
-		OrgID:     orgID,
-		Members:   members,
-		Pager:     views.NewPager(page, total, uiOrgPath(orgID)+"/members", nil),
-		Add:       st.add,
-		Role:      st.role,
-		RoleOf:    st.roleOf,
-		CSRF:      shell.CSRF,
-		CanWrite:  uiAllowed(role, ObjMember, authz.Write),
-		CanDelete: uiAllowed(role, ObjMember, authz.Delete),
+		OrgID:       orgID,
+		Members:     members,
+		Invitations: invs,
+		Pager:       views.NewPager(page, total, uiOrgPath(orgID)+"/members", nil),
+		Add:         st.add,
+		Role:        st.role,
+		RoleOf:      st.roleOf,
+		CSRF:        shell.CSRF,
+		CanWrite:    uiAllowed(role, ObjMember, authz.Write),
+		CanDelete:   uiAllowed(role, ObjMember, authz.Delete),
 	}))
 }
 
 func (m *Module) uiAddMember(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
 	vals := uiFormValues(c, "email", "role")
-	mem, err := m.svc.AddMember(app.Ctx(c), AddMemberParams{OrgID: orgID, Email: vals["email"], Role: vals["role"]})
+	inv, err := m.svc.InviteMember(app.Ctx(c), AddMemberParams{OrgID: orgID, Email: vals["email"], Role: vals["role"]})
 	if err != nil {
 		form, status, ok := views.FormFromError(err, vals, "email", "role")
 		if !ok {
@@ -440,8 +453,58 @@ func (m *Module) uiAddMember(c *fiber.Ctx) error {
 		}
 		return m.renderMembers(c, status, membersState{add: form})
 	}
-	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s added as %s.", mem.Email, mem.Role)})
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s invited as %s; they become a member when they accept.", inv.Email, inv.Role)})
 	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
+}
+
+func (m *Module) uiRevokeInvitation(c *fiber.Ctx) error {
+	orgID := app.ScopeOf(c).OrgID
+	id, err := app.ParamUUID(c, "invitation_id")
+	if err != nil {
+		return ErrInvitationNotFound
+	}
+	if err := m.svc.RevokeInvitation(app.Ctx(c), orgID, id); err != nil {
+		form, status, ok := views.FormFromError(err, nil)
+		if !ok {
+			return err
+		}
+		return m.renderMembers(c, status, membersState{add: form})
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: "Invitation revoked."})
+	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
+}
+
+func (m *Module) uiAcceptInvitation(c *fiber.Ctx) error {
+	id, err := app.ParamUUID(c, "id")
+	if err != nil {
+		return ErrInvitationNotFound
+	}
+	inv, err := m.svc.AcceptInvitation(app.Ctx(c), id)
+	if err != nil {
+		form, status, ok := views.FormFromError(err, nil)
+		if !ok {
+			return err
+		}
+		return m.renderOrganizations(c, status, form)
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("You joined %q as %s.", inv.OrganizationName, inv.Role)})
+	return views.SeeOther(c, uiOrgPath(inv.OrganizationID)+"/workspaces")
+}
+
+func (m *Module) uiDeclineInvitation(c *fiber.Ctx) error {
+	id, err := app.ParamUUID(c, "id")
+	if err != nil {
+		return ErrInvitationNotFound
+	}
+	if err := m.svc.DeclineInvitation(app.Ctx(c), id); err != nil {
+		form, status, ok := views.FormFromError(err, nil)
+		if !ok {
+			return err
+		}
+		return m.renderOrganizations(c, status, form)
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashInfo, Message: "Invitation declined."})
+	return views.SeeOther(c, "/orgs")
 }
 
 func (m *Module) uiChangeRole(c *fiber.Ctx) error {
