@@ -307,7 +307,9 @@ func TestAPIKeys(t *testing.T) {
 		}
 		path := "/v1/probe/orgs/" + org.String() + "/keys"
 		b.do(t, "POST", path, nil, "X-API-Key", secret).expect(t, http.StatusOK, "")
-		// No longer superadmin and not a member: refused.
+		// No longer superadmin and not a member: refused (another superadmin
+		// remains, so the flag may go).
+		b.createUser(t, "root2@example.com", true)
 		off := false
 		if _, err := b.svc.UpdateUser(b.ctx, root.ID, UpdateUserParams{IsSuperadmin: &off}); err != nil {
 			t.Fatal(err)

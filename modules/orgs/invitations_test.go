@@ -329,6 +329,7 @@ func TestAPIKeys_SuperadminCreator(t *testing.T) {
 	}
 	b.call(http.MethodPost, o+"/api-keys", root.Token, map[string]string{"name": "ops", "role": "admin"}).expect(http.StatusCreated).decode(&key)
 	b.call(http.MethodPost, o+"/workspaces", key.Key, map[string]string{"name": "W", "slug": "ws"}).expect(http.StatusCreated)
+	b.user("root2", true) // the last superadmin could not lose its flag
 	off := false
 	if _, err := b.auth.UpdateUser(context.Background(), root.ID, auth.UpdateUserParams{IsSuperadmin: &off}); err != nil {
 		t.Fatal(err)
