@@ -222,15 +222,18 @@ func (g *guard) handlers(kind RouterKind, a Access) []fiber.Handler {
 		c.Locals(localKind, kind)
 		return c.Next()
 	}
-	if a.kind == accessPublic {
-		return []fiber.Handler{mark}
+	hs := []fiber.Handler{mark}
+	if a.kind != accessPublic {
+		hs = append(hs, g.authenticate(kind))
+		if kind == KindUI {
+			hs = append(hs, csrf)
+		}
+		if a.kind == accessPermission {
+			hs = append(hs, g.authorize(a))
+		}
 	}
-	hs := []fiber.Handler{mark, g.authenticate(kind)}
-	if kind == KindUI {
-		hs = append(hs, csrf)
-	}
-	if a.kind == accessPermission {
-		hs = append(hs, g.authorize(a))
+	if kind == KindAPI {
+		hs = append(hs, jsonBody)
 	}
 	return hs
 }
