@@ -39,6 +39,12 @@ const (
 	// CodeUnsupportedMediaType (415): a /v1 request body that is not sent as
 	// JSON (Content-Type application/json or application/*+json).
 	CodeUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
+	// CodeURITooLong (414): a request line that does not fit the request head
+	// limit on its own.
+	CodeURITooLong = "URI_TOO_LONG"
+	// CodeHeadersTooLarge (431): a request line and headers that together do
+	// not fit the request head limit.
+	CodeHeadersTooLarge = "HEADERS_TOO_LARGE"
 )
 
 // FieldError describes one invalid field. Field is the JSON path of the value
