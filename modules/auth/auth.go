@@ -14,7 +14,9 @@
 //  3. One indexed query then confirms that the session or key is not revoked or
 //     expired and that the user is not disabled, on every request, so logout,
 //     refresh-token reuse, key revocation and disabling a user take effect at
-//     once on every replica.
+//     once on every replica. The Principal's RecheckFunc repeats steps 2 and 3
+//     for the same credential; the live event streams call it every few
+//     seconds and close when it fails.
 //
 // Refresh tokens are rotated on every use; a session is one family of them.
 // Presenting a used refresh token again revokes the whole family.

@@ -45,7 +45,8 @@ func (s *Service) AuthenticateAccessToken(ctx context.Context, token string) (*a
 	if res.RowsAffected == 0 {
 		return nil, ErrInvalidToken
 	}
-	return &app.Principal{UserID: userID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: sessionID}, nil
+	return &app.Principal{UserID: userID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: sessionID,
+		RecheckFunc: func(ctx context.Context) (*app.Principal, error) { return s.AuthenticateAccessToken(ctx, token) }}, nil
 }
 
 // CreateWebSession starts an admin session for the user (after VerifyPassword
@@ -145,6 +146,7 @@ func (s *Service) AuthenticateWebSession(ctx context.Context, token string) (*ap
 	return &app.Principal{
 		UserID: row.UserID, Email: row.Email, Superadmin: row.IsSuperadmin,
 		SessionID: row.ID, CSRFToken: row.CSRFToken,
+		RecheckFunc: func(ctx context.Context) (*app.Principal, error) { return s.AuthenticateWebSession(ctx, token) },
 	}, nil
 }
 
