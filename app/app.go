@@ -288,7 +288,7 @@ func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
 		return fmt.Errorf("listen http %s: %w", a.cfg.HTTP.Addr, err)
 	}
 	a.logger.Info("http listening", "addr", lis.Addr().String())
-	go func() { errc <- a.fiber.Listener(lis) }()
+	go func() { errc <- a.Serve(lis) }()
 
 	var runErr error
 	select {

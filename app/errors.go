@@ -34,6 +34,19 @@ const (
 	CodeServiceUnavailable = "SERVICE_UNAVAILABLE"
 )
 
+// Error codes of requests refused at the HTTP edge, beyond seed 000's table.
+const (
+	// CodeUnsupportedMediaType (415): a /v1 request body that is not sent as
+	// JSON (Content-Type application/json or application/*+json).
+	CodeUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
+	// CodeURITooLong (414): a request line that does not fit the request head
+	// limit on its own.
+	CodeURITooLong = "URI_TOO_LONG"
+	// CodeHeadersTooLarge (431): a request line and headers that together do
+	// not fit the request head limit.
+	CodeHeadersTooLarge = "HEADERS_TOO_LARGE"
+)
+
 // FieldError describes one invalid field. Field is the JSON path of the value
 // (locations[1].custom_headers[0].value).
 type FieldError struct {
@@ -50,6 +63,8 @@ const (
 	FieldUnknown       = "UNKNOWN_FIELD"
 	FieldTooLong       = "TOO_LONG"
 	FieldNotFound      = "NOT_FOUND"
+	// FieldDuplicate is a key that appears more than once in one JSON object.
+	FieldDuplicate = "DUPLICATE_FIELD"
 )
 
 // ValidationError is a 422 with one detail per bad field.

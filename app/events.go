@@ -24,7 +24,12 @@ package app
 //     membership, its API key's scope, or superadmin; when the event names a
 //     Casbin Object, that role must be allowed to read it) and writes it out.
 //     Roles are cached for 30 seconds per connection.
-//  5. When the hub stops (Mount's context is cancelled on SIGTERM, or Close)
+//  5. Every 5 seconds each WebSocket and SSE subscriber authenticates its
+//     caller's credential again (Principal.RecheckFunc) and closes as soon as
+//     it no longer is valid: the API key was revoked, rotated or expired, the
+//     session was logged out or expired, the user was disabled (superadmins
+//     too), the access token expired.
+//  6. When the hub stops (Mount's context is cancelled on SIGTERM, or Close)
 //     every subscriber gets buffered events and a shutdown message, then is
 //     closed.
 //
@@ -52,7 +57,8 @@ package app
 // {"events":[…],"filter":{"workspace_id":"…"}}, a bad one with an "error"
 // message ({"message":"…"}); the connection stays open. On server shutdown the
 // client gets {"type":"shutdown"} and a close frame 1001; a client too slow to
-// keep up is closed with 1013.
+// keep up is closed with 1013; a client whose credential no longer is valid
+// gets {"type":"unauthorized"} and a close frame 1008.
 //
 // Server-Sent Events GET /v1/events/stream?events=agent.*,config.*&workspace_id=…
 // (the HTMX pages' stream; authenticated by bearer token, X-API-Key, ?token= or
@@ -66,6 +72,7 @@ package app
 //	event: update    every other event (connected, disconnected, applied, alert, updated…)
 //	event: <type>    every event again under its own type (event: agent.connected)
 //	event: shutdown  when the server stops, then the stream ends
+//	event: unauthorized  when the credential no longer is valid, then the stream ends
 //
 // so a page listens either to the seed 003 category (hx-trigger="sse:update")
 // or to exact types (sse:agent.connected), not both. The data of create,
@@ -123,10 +130,14 @@ const (
 	wsPongWait       = 75 * time.Second
 	eventWriteWait   = 10 * time.Second
 	roleLookupWait   = 5 * time.Second
-	maxListenBackoff = 30 * time.Second
+	// credentialRecheck is how often a stream authenticates its caller again.
+	credentialRecheck = 5 * time.Second
+	maxListenBackoff  = 30 * time.Second
 
 	codeUpgradeRequired = "UPGRADE_REQUIRED"
 	codeNotAcceptable   = "NOT_ACCEPTABLE"
+
+	msgCredentialInvalid = "credential revoked or expired; authenticate again"
 
 	localEventsFilter = "nxmesh.events_filter"
 )
@@ -646,6 +657,32 @@ func (e *Events) newViewer(p *Principal) *viewer {
 	return &viewer{e: e, g: g, p: p, roles: map[Scope]cachedRole{}}
 }
 
+// stillValid authenticates the caller's credential again (see
+// Principal.RecheckFunc) and reports whether it still is valid. A failed
+// lookup (the database unreachable) keeps the stream; the next check decides.
+func (v *viewer) stillValid() bool {
+	if v.p.RecheckFunc == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(v.e.hubContext(), roleLookupWait)
+	defer cancel()
+	p, err := v.p.RecheckFunc(ctx)
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		return false
+	case err != nil:
+		v.e.logger.Warn("events: recheck subscriber credential", "error", err, "credential", v.p.Credential())
+		return true
+	case p == nil:
+		return false
+	}
+	if p.Superadmin != v.p.Superadmin {
+		clear(v.roles)
+	}
+	v.p = p
+	return true
+}
+
 func (v *viewer) mayRead(ev *Event) bool {
 	if v.p.APIKey == nil && v.p.Superadmin {
 		return true
@@ -887,6 +924,8 @@ func (e *Events) runWebSocket(c *fiberws.Conn) {
 	v := e.newViewer(p)
 	ping := time.NewTicker(wsPingInterval)
 	defer ping.Stop()
+	recheck := time.NewTicker(credentialRecheck)
+	defer recheck.Stop()
 	for {
 		select {
 		case d := <-s.ch:
@@ -899,6 +938,12 @@ func (e *Events) runWebSocket(c *fiberws.Conn) {
 			}
 		case <-ping.C:
 			if ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(eventWriteWait)) != nil {
+				return
+			}
+		case <-recheck.C:
+			if !v.stillValid() {
+				_ = write(websocket.TextMessage, controlMessage("unauthorized", map[string]any{"message": msgCredentialInvalid}))
+				closeWith(websocket.ClosePolicyViolation, msgCredentialInvalid)
 				return
 			}
 		case <-readerDone:
@@ -992,6 +1037,8 @@ func (e *Events) stream(w *bufio.Writer, conn net.Conn, s *subscriber, v *viewer
 	}
 	tick := time.NewTicker(sseKeepAlive)
 	defer tick.Stop()
+	recheck := time.NewTicker(credentialRecheck)
+	defer recheck.Stop()
 	for {
 		select {
 		case d := <-s.ch:
@@ -1002,6 +1049,12 @@ func (e *Events) stream(w *bufio.Writer, conn net.Conn, s *subscriber, v *viewer
 		case <-tick.C:
 			buf.WriteString(": keepalive\n\n")
 			if !flush() {
+				return
+			}
+		case <-recheck.C:
+			if !v.stillValid() {
+				sseFrame(&buf, "unauthorized", controlMessage("unauthorized", map[string]any{"message": msgCredentialInvalid}))
+				flush()
 				return
 			}
 		case <-s.done:

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,9 +45,15 @@ func (eventsModule) Routes(app.Routers)                       {}
 
 // eventsBundle is two replicas ("a" and "b") of a master on one database, with
 // callers known by token: superadmin, viewer and operator of org1, outsider
-// (owner of org2), key (API key of org1 scoped to ws1), and the session cookie
+// (owner of org2), key (API key of org1 scoped to ws1), revocable (a viewer of
+// org1 whose credential ends when the test says so), and the session cookie
 // "viewer-session".
 type eventsBundle struct {
+	// recheck decides what the "revocable" caller's RecheckFunc answers
+	// (nil: still valid); rechecks counts its calls.
+	recheck  atomic.Pointer[error]
+	rechecks atomic.Int64
+
 	replicas [2]*app.App
 	addrs    [2]string
 	org1     uuid.UUID
@@ -67,6 +74,15 @@ func setupEvents(t *testing.T) *eventsBundle {
 		"outsider": {UserID: users["outsider"]},
 		"key":      {APIKey: &app.APIKeyScope{ID: uuid.New(), OrgID: b.org1, WorkspaceID: b.ws1, Role: authz.RoleAdmin}},
 	}
+	revocable := &app.Principal{UserID: users["viewer"]}
+	revocable.RecheckFunc = func(context.Context) (*app.Principal, error) {
+		b.rechecks.Add(1)
+		if err := b.recheck.Load(); err != nil {
+			return nil, *err
+		}
+		return revocable, nil
+	}
+	principals["revocable"] = revocable
 	roles := map[[2]uuid.UUID]string{
 		{users["viewer"], b.org1}:   authz.RoleViewer,
 		{users["operator"], b.org1}: authz.RoleOperator,
@@ -571,6 +587,51 @@ func TestEvents_Stream(t *testing.T) {
 		s.expect(t, "log", "log.line")
 		if f := s.expect(t, "log.line", "log.line"); f.data.OrgID != b.org2.String() {
 			t.Fatalf("got %+v", f.data)
+		}
+	})
+}
+
+func TestEvents_CredentialRecheck(t *testing.T) {
+	t.Parallel()
+
+	t.Run("StreamsCloseOnceTheCredentialEnds", func(t *testing.T) {
+		t.Parallel()
+		b := setupEvents(t)
+		ws := b.dial(t, 0, "revocable", "")
+		sse := b.stream(t, 0, "token=revocable")
+		sse.expect(t, "initial", "initial")
+
+		// A lookup that fails for another reason keeps the streams.
+		transient := errors.New("database unreachable")
+		b.recheck.Store(&transient)
+		deadline := time.Now().Add(wait)
+		for b.rechecks.Load() < 2 {
+			if time.Now().After(deadline) {
+				t.Fatal("the streams did not recheck their credential")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1})
+		ws.expectOnly(t, "agent.connected")
+		sse.expect(t, "update", "agent.connected")
+		sse.expect(t, "agent.connected", "agent.connected")
+
+		revoked := fmt.Errorf("%w: session revoked", app.ErrUnauthorized)
+		b.recheck.Store(&revoked)
+		start := time.Now()
+		if got := ws.next(t); got.Type != "unauthorized" {
+			t.Fatalf("WebSocket got %+v, want unauthorized", got)
+		}
+		_ = ws.conn.SetReadDeadline(time.Now().Add(wait))
+		if _, _, err := ws.conn.ReadMessage(); !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+			t.Fatalf("after unauthorized: %v, want close 1008", err)
+		}
+		sse.expect(t, "unauthorized", "unauthorized")
+		if f, ok := sse.next(t); ok {
+			t.Fatalf("stream still open after unauthorized: %+v", f)
+		}
+		if elapsed := time.Since(start); elapsed > 10*time.Second {
+			t.Fatalf("streams closed %v after the credential ended", elapsed)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -16,6 +17,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 	"google.golang.org/grpc"
 )
 
@@ -100,12 +102,60 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	return m
 }
 
+// maxRequestHead is the most a request line and its headers may take: the
+// read buffer of the HTTP server. A longer head is refused with 414 when the
+// request line alone does not fit, 431 otherwise.
+const maxRequestHead = 8 << 10
+
+// Security headers of every response. The admin's pages load their scripts
+// and styles from /static only (no inline script or style, htmx with eval
+// off), Pico CSS draws its icons from data: URIs, and no page may be framed.
+const (
+	// ContentSecurityPolicy is sent with every response (the API
+	// reference at /docs adds the hash of its inline style).
+	ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+		"font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+	referrerPolicy = "same-origin"
+)
+
+// setSecurityHeaders adds the headers every response carries.
+func setSecurityHeaders(c *fiber.Ctx) {
+	h := &c.Response().Header
+	h.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+	h.Set(fiber.HeaderReferrerPolicy, referrerPolicy)
+	h.Set(fiber.HeaderXFrameOptions, "DENY")
+	h.Set(fiber.HeaderContentSecurityPolicy, ContentSecurityPolicy)
+}
+
+// ensureRequestID gives c its request id (the client's valid X-Request-ID or
+// a new UUID) unless it has one, and echoes it in X-Request-ID.
+func ensureRequestID(c *fiber.Ctx) string {
+	if id := RequestID(c); id != "" {
+		return id
+	}
+	id := strings.Clone(c.Get(fiber.HeaderXRequestID))
+	if !requestIDPattern.MatchString(id) {
+		id = uuid.NewString()
+	}
+	c.Locals(localRequestID, id)
+	c.Set(fiber.HeaderXRequestID, id)
+	return id
+}
+
 // newFiber builds the Fiber app with the request-id, logging, metrics and
 // recovery middleware and the error handler that writes seed 000's envelope.
+//
+// Requests the HTTP server refuses before routing (see edgeErrorHandler) get
+// the same envelope, request id and security headers. A body declared (by
+// Content-Length) over http.body_limit is refused before it is read, also
+// when the client sent Expect: 100-continue (the server then does not invite
+// the body); Serve's connections read and discard what such a client still
+// sends, so that it can read the answer.
 func newFiber(cfg Config, logger *slog.Logger, metrics *httpMetrics, w *Wiring) *fiber.App {
 	fc := fiber.Config{
 		DisableStartupMessage: true,
 		BodyLimit:             cfg.HTTP.BodyLimit,
+		ReadBufferSize:        maxRequestHead,
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          60 * time.Second,
 		IdleTimeout:           120 * time.Second,
@@ -118,14 +168,21 @@ func newFiber(cfg Config, logger *slog.Logger, metrics *httpMetrics, w *Wiring) 
 		fc.ProxyHeader = fiber.HeaderXForwardedFor
 	}
 	f := fiber.New(fc)
+	srv := f.Server()
+	limit := f.Config().BodyLimit
+	srv.HeaderReceived = func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+		if h.ContentLength() > limit {
+			// Without Expect the server answers 413 at once instead of
+			// 100 Continue, and the client does not send the body.
+			h.Del(fiber.HeaderExpect)
+		}
+		return fasthttp.RequestConfig{}
+	}
+	srv.ErrorHandler = edgeErrorHandler(f, logger)
 	f.Use(func(c *fiber.Ctx) (err error) {
 		start := time.Now()
-		id := strings.Clone(c.Get(fiber.HeaderXRequestID))
-		if !requestIDPattern.MatchString(id) {
-			id = uuid.NewString()
-		}
-		c.Locals(localRequestID, id)
-		c.Set(fiber.HeaderXRequestID, id)
+		setSecurityHeaders(c)
+		id := ensureRequestID(c)
 		c.SetUserContext(WithRequestInfo(c.UserContext(), RequestInfo{ID: id, IP: strings.Clone(c.IP())}))
 		defer func() {
 			if r := recover(); r != nil {
@@ -156,6 +213,44 @@ func newFiber(cfg Config, logger *slog.Logger, metrics *httpMetrics, w *Wiring) 
 	return f
 }
 
+// edgeErrorHandler answers requests the HTTP server refuses before routing,
+// in place of Fiber's: a body over the limit (413, and the connection drains
+// what the client still sends), a request line longer than maxRequestHead
+// (414), a longer head (431), a timeout (408) and a malformed request.
+func edgeErrorHandler(f *fiber.App, logger *slog.Logger) func(*fasthttp.RequestCtx, error) {
+	return func(fctx *fasthttp.RequestCtx, err error) {
+		ec, _ := fctx.Conn().(*edgeConn)
+		var status int
+		var opErr *net.OpError
+		switch {
+		case errors.As(err, new(*fasthttp.ErrSmallBuffer)):
+			status = http.StatusRequestHeaderFieldsTooLarge
+			if ec != nil && ec.lineLongerThan(maxRequestHead) {
+				status = http.StatusRequestURITooLong
+			}
+		case errors.Is(err, fasthttp.ErrBodyTooLarge):
+			status = http.StatusRequestEntityTooLarge
+			if ec != nil {
+				ec.drainOnClose()
+			}
+		case errors.As(err, &opErr) && opErr.Timeout(), strings.Contains(err.Error(), "timeout"):
+			status = http.StatusRequestTimeout
+		case errors.Is(err, fasthttp.ErrGetOnly):
+			status = http.StatusMethodNotAllowed
+		default:
+			status = http.StatusBadRequest
+		}
+		c := f.AcquireCtx(fctx)
+		defer f.ReleaseCtx(c)
+		if herr := f.ErrorHandler(c, fiber.NewError(status, http.StatusText(status))); herr != nil {
+			_ = c.SendStatus(http.StatusInternalServerError)
+		}
+		logger.LogAttrs(context.Background(), slog.LevelInfo, "http request refused",
+			slog.Int("status", status), slog.String("request_id", RequestID(c)),
+			slog.String("ip", fctx.RemoteIP().String()), slog.String("error", err.Error()))
+	}
+}
+
 // errorHandler writes every failure as seed 000's envelope (JSON API) or an
 // error page (admin), and logs 5xx once.
 func errorHandler(logger *slog.Logger, w *Wiring) fiber.ErrorHandler {
@@ -173,11 +268,13 @@ func errorHandler(logger *slog.Logger, w *Wiring) fiber.ErrorHandler {
 		if pe.RetryAfter > 0 {
 			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(pe.RetryAfter))
 		}
+		setSecurityHeaders(c)
+		id := ensureRequestID(c)
 		if kind, _ := c.Locals(localKind).(RouterKind); kind == KindUI && w != nil && w.ErrorPage != nil {
 			c.Status(pe.Status)
 			return w.ErrorPage(c, pe.Status, pe.Message)
 		}
-		body := fiber.Map{"code": pe.Code, "message": pe.Message, "request_id": RequestID(c)}
+		body := fiber.Map{"code": pe.Code, "message": pe.Message, "request_id": id}
 		if len(pe.Details) > 0 {
 			body["details"] = pe.Details
 		}
@@ -193,6 +290,10 @@ func fiberError(fe *fiber.Error) publicError {
 		return publicError{Status: fe.Code, Code: CodeMethodNotAllowed, Message: "Method not allowed"}
 	case http.StatusRequestEntityTooLarge:
 		return publicError{Status: fe.Code, Code: CodePayloadTooLarge, Message: "Request body too large"}
+	case http.StatusRequestURITooLong:
+		return publicError{Status: fe.Code, Code: CodeURITooLong, Message: "Request line too long"}
+	case http.StatusRequestHeaderFieldsTooLarge:
+		return publicError{Status: fe.Code, Code: CodeHeadersTooLarge, Message: "Request headers too large"}
 	case http.StatusUnprocessableEntity, http.StatusBadRequest:
 		return publicError{Status: http.StatusUnprocessableEntity, Code: CodeValidation, Message: "Request validation failed"}
 	case http.StatusUnauthorized:
@@ -224,15 +325,18 @@ func (g *guard) handlers(kind RouterKind, a Access) []fiber.Handler {
 		c.Locals(localKind, kind)
 		return c.Next()
 	}
-	if a.kind == accessPublic {
-		return []fiber.Handler{mark}
+	hs := []fiber.Handler{mark}
+	if a.kind != accessPublic {
+		hs = append(hs, g.authenticate(kind))
+		if kind == KindUI {
+			hs = append(hs, csrf)
+		}
+		if a.kind == accessPermission {
+			hs = append(hs, g.authorize(a))
+		}
 	}
-	hs := []fiber.Handler{mark, g.authenticate(kind)}
-	if kind == KindUI {
-		hs = append(hs, csrf)
-	}
-	if a.kind == accessPermission {
-		hs = append(hs, g.authorize(a))
+	if kind == KindAPI {
+		hs = append(hs, jsonBody)
 	}
 	return hs
 }

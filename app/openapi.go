@@ -1,6 +1,8 @@
 package app
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"html/template"
 	"net/http"
@@ -344,7 +346,7 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 	return out
 }
 
-var docsPage = template.Must(template.New("docs").Parse(`<!doctype html>
+const docsHTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>NxMesh API reference</title>
 <style>
@@ -363,7 +365,19 @@ Lists take <code>page</code> and <code>per_page</code> (capped at 100).</p>
 {{range .Ops}}<details class="op"><summary><span class="m {{.Method}}">{{.Method}}</span><code>{{.Path}}</code><span>{{.Summary}}</span><span class="auth">{{.Access}}</span></summary>
 <pre>{{.JSON}}</pre></details>
 {{end}}{{end}}
-</body></html>`))
+</body></html>`
+
+var docsPage = template.Must(template.New("docs").Parse(docsHTML))
+
+// docsPolicy is ContentSecurityPolicy allowing the reference page's inline
+// style by its hash.
+var docsPolicy = func() string {
+	_, rest, _ := strings.Cut(docsHTML, "<style>")
+	style, _, _ := strings.Cut(rest, "</style>")
+	sum := sha256.Sum256([]byte(style))
+	hash := "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+	return strings.Replace(ContentSecurityPolicy, "style-src 'self'", "style-src 'self' "+hash, 1)
+}()
 
 type docsOp struct {
 	Method, Path, Summary, Access, JSON string
@@ -409,6 +423,7 @@ func (a *App) docsHandler(version string) fiber.Handler {
 		}
 		sort.Slice(tags, func(i, j int) bool { return tags[i].Name < tags[j].Name })
 		c.Type("html", "utf-8")
+		c.Set(fiber.HeaderContentSecurityPolicy, docsPolicy)
 		return docsPage.Execute(c.Response().BodyWriter(), map[string]any{"Version": version, "Tags": tags})
 	}
 }

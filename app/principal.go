@@ -21,6 +21,13 @@ type Principal struct {
 	EmailCodeVerified bool
 	// APIKey is set when the request used an API key.
 	APIKey *APIKeyScope
+	// RecheckFunc, when set, authenticates the request's credential again
+	// and returns the caller as it is now, or an error wrapping
+	// ErrUnauthorized once the credential no longer is valid (API key
+	// revoked, rotated or expired, session logged out or expired, user
+	// disabled, access token expired). Long-lived connections (the live
+	// event streams) call it every few seconds and close when it fails.
+	RecheckFunc func(ctx context.Context) (*Principal, error)
 }
 
 // APIKeyScope limits an API key to one organization, optionally one workspace,

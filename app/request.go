@@ -7,18 +7,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"net/http"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 )
 
 // Bind decodes the JSON object in c's body into dst. Unknown fields, a body that is
-// not a JSON object, trailing data and type mismatches are 422s naming the field.
+// not a JSON object, trailing data, type mismatches, strings that are not valid
+// UTF-8 (or hold a lone UTF-16 surrogate escape) and keys repeated in an object
+// are 422s naming the field. The Content-Type is checked before the handler
+// runs (see jsonBody).
 func Bind(c *fiber.Ctx, dst any) error {
 	return DecodeJSON(c.Body(), dst)
 }
@@ -41,6 +48,7 @@ func DecodeJSON(body []byte, dst any) error {
 		return Invalid("body", FieldInvalidFormat, "unexpected data after the JSON object")
 	}
 	v := &Validator{}
+	checkStrict(v, trimmed)
 	checkShape(v, generic, reflect.TypeOf(dst), "")
 	if err := v.Err(); err != nil {
 		return err
@@ -51,6 +59,233 @@ func DecodeJSON(body []byte, dst any) error {
 		return jsonError(err)
 	}
 	return nil
+}
+
+// jsonBody answers, before a /v1 handler runs, a request whose body is not
+// strict JSON: 415 when the body comes without a JSON Content-Type
+// (application/json or application/*+json, charset utf-8 if any; a missing
+// Content-Type is refused too) or with a Content-Encoding, 422 naming the
+// field when the JSON holds invalid UTF-8, a lone surrogate escape or a
+// repeated key. Malformed JSON is left to the handler's Bind, which names the
+// problem. Requests without a body pass.
+func jsonBody(c *fiber.Ctx) error {
+	if len(c.Request().Body()) == 0 {
+		return c.Next()
+	}
+	if enc := strings.TrimSpace(c.Get(fiber.HeaderContentEncoding)); enc != "" && !strings.EqualFold(enc, "identity") {
+		return &HTTPError{Status: http.StatusUnsupportedMediaType, Code: CodeUnsupportedMediaType,
+			Message: "Content-Encoding is not supported; send the JSON body uncompressed"}
+	}
+	if !IsJSONContentType(c.Get(fiber.HeaderContentType)) {
+		return &HTTPError{Status: http.StatusUnsupportedMediaType, Code: CodeUnsupportedMediaType,
+			Message: "Content-Type must be application/json"}
+	}
+	body := c.Body()
+	if json.Valid(body) {
+		v := &Validator{}
+		checkStrict(v, body)
+		if err := v.Err(); err != nil {
+			return err
+		}
+	}
+	return c.Next()
+}
+
+// IsJSONContentType reports whether a Content-Type header names JSON:
+// application/json or application/<something>+json, with no charset or
+// charset=utf-8.
+func IsJSONContentType(header string) bool {
+	mt, params, err := mime.ParseMediaType(header)
+	if err != nil {
+		return false
+	}
+	if mt != fiber.MIMEApplicationJSON && !(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
+}
+
+// checkStrict reports, by JSON path, what encoding/json would silently
+// repair in a syntactically valid document: strings (values and keys) that
+// are not valid UTF-8 or hold a lone UTF-16 surrogate escape ("\ud800"),
+// which it would turn into U+FFFD, and keys repeated within one object, of
+// which it would keep the last.
+func checkStrict(v *Validator, doc []byte) {
+	s := strictScanner{b: doc, v: v}
+	s.value("")
+}
+
+// strictScanner walks a document that json.Valid accepts; it does not
+// check the syntax again.
+type strictScanner struct {
+	b []byte
+	i int
+	v *Validator
+}
+
+const msgBadEncoding = "must be valid UTF-8 without lone surrogate escapes"
+
+func fieldOf(path string) string {
+	if path == "" {
+		return "body"
+	}
+	return path
+}
+
+func (s *strictScanner) space() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *strictScanner) value(path string) {
+	s.space()
+	if s.i >= len(s.b) {
+		return
+	}
+	switch s.b[s.i] {
+	case '{':
+		s.object(path)
+	case '[':
+		s.array(path)
+	case '"':
+		if _, ok := s.str(); !ok {
+			s.v.Add(fieldOf(path), FieldInvalidFormat, msgBadEncoding)
+		}
+	default: // number, true, false, null
+		for s.i < len(s.b) && !bytes.ContainsRune([]byte(",]} \t\n\r"), rune(s.b[s.i])) {
+			s.i++
+		}
+	}
+}
+
+func (s *strictScanner) object(path string) {
+	s.i++ // {
+	seen := map[string]bool{}
+	for s.i < len(s.b) {
+		s.space()
+		switch s.b[s.i] {
+		case '}':
+			s.i++
+			return
+		case ',':
+			s.i++
+			s.space()
+		}
+		key, ok := s.str()
+		field := joinPath(path, strings.ToValidUTF8(key, "\uFFFD"))
+		switch {
+		case !ok:
+			s.v.Add(field, FieldInvalidFormat, "field name "+msgBadEncoding)
+		case seen[key]:
+			s.v.Add(field, FieldDuplicate, "appears more than once in the object")
+		}
+		seen[key] = true
+		s.space()
+		s.i++ // :
+		s.value(field)
+	}
+}
+
+func (s *strictScanner) array(path string) {
+	s.i++ // [
+	for n := 0; s.i < len(s.b); n++ {
+		s.space()
+		switch s.b[s.i] {
+		case ']':
+			s.i++
+			return
+		case ',':
+			s.i++
+		}
+		s.value(fmt.Sprintf("%s[%d]", path, n))
+	}
+}
+
+// str reads the string literal at s.i and returns its value; ok is false when
+// it holds invalid UTF-8 or a lone surrogate escape.
+func (s *strictScanner) str() (string, bool) {
+	s.i++ // opening quote
+	var out []byte
+	ok := true
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			return string(out), ok
+		case c == '\\':
+			if s.b[s.i+1] != 'u' {
+				out = append(out, unescape(s.b[s.i+1]))
+				s.i += 2
+				continue
+			}
+			r := hex4(s.b[s.i+2 : s.i+6])
+			s.i += 6
+			if utf16.IsSurrogate(r) {
+				lo := rune(-1)
+				if r < 0xdc00 && s.i+6 <= len(s.b) && s.b[s.i] == '\\' && s.b[s.i+1] == 'u' {
+					lo = hex4(s.b[s.i+2 : s.i+6])
+				}
+				if r >= 0xdc00 || lo < 0xdc00 || lo > 0xdfff {
+					ok = false
+					continue
+				}
+				r = utf16.DecodeRune(r, lo)
+				s.i += 6
+			}
+			out = utf8.AppendRune(out, r)
+		case c < utf8.RuneSelf:
+			out = append(out, c)
+			s.i++
+		default:
+			r, size := utf8.DecodeRune(s.b[s.i:])
+			if r == utf8.RuneError && size == 1 {
+				ok = false
+			}
+			out = append(out, s.b[s.i:s.i+size]...)
+			s.i += size
+		}
+	}
+	return string(out), ok
+}
+
+func unescape(c byte) byte {
+	switch c {
+	case 'b':
+		return '\b'
+	case 'f':
+		return '\f'
+	case 'n':
+		return '\n'
+	case 'r':
+		return '\r'
+	case 't':
+		return '\t'
+	}
+	return c // " \\ /
+}
+
+func hex4(b []byte) rune {
+	var r rune
+	for _, c := range b {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
 }
 
 var textUnmarshaler = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()

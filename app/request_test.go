@@ -40,6 +40,20 @@ func TestDecodeJSON(t *testing.T) {
 		{"RejectsNumberForUUID", `{"id":5}`, []string{"id"}},
 		{"RejectsMalformedUUID", `{"id":"nope"}`, []string{"id"}},
 		{"AcceptsNullForPointer", `{"servers":[{"address":"x","weight":null}]}`, nil},
+		{"AcceptsMultibyteAndSurrogatePairs", `{"name":"héllo ✓ \ud83d\ude00 \u00e9","labels":{"\u2713":"\\ud800"}}`, nil},
+		{"RejectsInvalidUTF8", "{\"name\":\"a\xffb\"}", []string{"name"}},
+		{"RejectsUTF8EncodedSurrogate", "{\"name\":\"\xed\xa0\x80\"}", []string{"name"}},
+		{"RejectsInvalidUTF8InNestedValue", "{\"servers\":[{\"address\":\"x\"},{\"address\":\"\xc3\"}]}", []string{"servers[1].address"}},
+		{"RejectsInvalidUTF8InKey", "{\"labels\":{\"k\xff\":\"v\"}}", []string{"labels.k\uFFFD"}},
+		{"RejectsLoneHighSurrogate", `{"name":"\ud800"}`, []string{"name"}},
+		{"RejectsLoneLowSurrogate", `{"labels":{"k":"x\udc00"}}`, []string{"labels.k"}},
+		{"RejectsHighSurrogateWithoutLow", `{"name":"\ud800\u0041"}`, []string{"name"}},
+		{"RejectsReversedSurrogatePair", `{"name":"\ude00\ud83d"}`, []string{"name"}},
+		{"RejectsDuplicateKey", `{"name":"a","port":1,"name":"b"}`, []string{"name"}},
+		{"RejectsDuplicateKeySpelledWithEscape", `{"name":"a","\u006eame":"b"}`, []string{"name"}},
+		{"RejectsDuplicateNestedKey", `{"labels":{"k":"1","k":"2"}}`, []string{"labels.k"}},
+		{"RejectsDuplicateKeyInArrayElement", `{"servers":[{"address":"x"},{"address":"y","address":"z"}]}`, []string{"servers[1].address"}},
+		{"AcceptsSameKeyInSiblingObjects", `{"servers":[{"address":"x"},{"address":"y"}],"labels":{"address":"z"}}`, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/nxmesh/nxmesh/app"
 )
@@ -70,6 +71,26 @@ func Do(t testing.TB, a *app.App, req *http.Request) *http.Response {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	return resp
+}
+
+// Serve serves a's HTTP app (after Mount) with a.Serve on a loopback port
+// until the test ends, and returns its base URL (http://127.0.0.1:port).
+func Serve(t testing.TB, a *app.App) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- a.Serve(l) }()
+	t.Cleanup(func() {
+		a.Deps.Events.Stop()
+		if err := a.Fiber().ShutdownWithTimeout(10 * time.Second); err != nil {
+			t.Logf("shut down test server: %v", err)
+		}
+		<-served
+	})
+	return "http://" + l.Addr().String()
 }
 
 // FreeAddr returns 127.0.0.1:<a port nobody listens on right now>, for

@@ -288,11 +288,13 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*app.Prin
 			s.logger.WarnContext(ctx, "record api key use", "api_key_id", row.ID, "error", err)
 		}
 	}
-	return &app.Principal{
+	p := &app.Principal{
 		UserID: row.CreatedBy,
 		Email:  row.Email,
 		APIKey: &app.APIKeyScope{ID: row.ID, OrgID: row.OrganizationID, WorkspaceID: derefUUID(row.WorkspaceID), Role: role},
-	}, nil
+	}
+	p.RecheckFunc = func(ctx context.Context) (*app.Principal, error) { return s.AuthenticateAPIKey(ctx, key) }
+	return p, nil
 }
 
 // RevokeMemberAPIKeys revokes, in tx, every unrevoked key that userID created

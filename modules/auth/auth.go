@@ -20,6 +20,9 @@
 //     confirmed with an emailed code (app.Principal.EmailCodeVerified), and
 //     for an API key its creator's current membership: a key acts with at most
 //     its creator's role and stops when the creator is no longer a member.
+//     The Principal's RecheckFunc repeats steps 2 and 3
+//     for the same credential; the live event streams call it every few
+//     seconds and close when it fails.
 //
 // Refresh tokens are rotated on every use; a session is one family of them.
 // Presenting a used refresh token again revokes the whole family.

@@ -49,6 +49,7 @@ func (s *Service) AuthenticateAccessToken(ctx context.Context, token string) (*a
 	return &app.Principal{
 		UserID: userID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: sessionID,
 		EmailCodeVerified: row.EmailCodeVerified,
+		RecheckFunc: func(ctx context.Context) (*app.Principal, error) { return s.AuthenticateAccessToken(ctx, token) },
 	}, nil
 }
 
@@ -163,6 +164,7 @@ func (s *Service) AuthenticateWebSession(ctx context.Context, token string) (*ap
 	return &app.Principal{
 		UserID: row.UserID, Email: row.Email, Superadmin: row.IsSuperadmin,
 		SessionID: row.ID, CSRFToken: row.CSRFToken, EmailCodeVerified: row.EmailCodeVerified,
+		RecheckFunc: func(ctx context.Context) (*app.Principal, error) { return s.AuthenticateWebSession(ctx, token) },
 	}, nil
 }
 
