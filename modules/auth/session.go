@@ -49,7 +49,7 @@ func (s *Service) AuthenticateAccessToken(ctx context.Context, token string) (*a
 	return &app.Principal{
 		UserID: userID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: sessionID,
 		EmailCodeVerified: row.EmailCodeVerified,
-		RecheckFunc: func(ctx context.Context) (*app.Principal, error) { return s.AuthenticateAccessToken(ctx, token) },
+		RecheckFunc:       func(ctx context.Context) (*app.Principal, error) { return s.AuthenticateAccessToken(ctx, token) },
 	}, nil
 }
 
