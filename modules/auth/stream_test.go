@@ -168,6 +168,7 @@ func TestLiveStreams_EndWithTheCredential(t *testing.T) {
 		base := apptest.Serve(t, b.app)
 		u := b.createUser(t, "alice@example.com", false)
 		org := b.createOrg(t, false)
+		b.addMember(t, org, u.ID, authz.RoleAdmin) // a key acts only while its creator is a member
 		key, secret, err := b.svc.CreateAPIKey(b.ctx, CreateAPIKeyParams{OrgID: org, Name: "ci", Role: authz.RoleViewer, CreatedBy: u.ID})
 		if err != nil {
 			t.Fatal(err)
@@ -185,6 +186,7 @@ func TestLiveStreams_EndWithTheCredential(t *testing.T) {
 		base := apptest.Serve(t, b.app)
 		u := b.createUser(t, "alice@example.com", false)
 		org := b.createOrg(t, false)
+		b.addMember(t, org, u.ID, authz.RoleAdmin) // a key acts only while its creator is a member
 		key, secret, err := b.svc.CreateAPIKey(b.ctx, CreateAPIKeyParams{OrgID: org, Name: "ci", Role: authz.RoleViewer, CreatedBy: u.ID})
 		if err != nil {
 			t.Fatal(err)
@@ -228,6 +230,7 @@ func TestLiveStreams_EndWithTheCredential(t *testing.T) {
 		b := setup(t, nil)
 		base := apptest.Serve(t, b.app)
 		u := b.createUser(t, "root@example.com", true)
+		b.createUser(t, "root2@example.com", true) // the last superadmin cannot be disabled
 		pair := b.login(t, "root@example.com")
 		web, _, err := b.svc.CreateWebSession(b.ctx, u.ID, "192.0.2.1", "browser")
 		if err != nil {

@@ -318,6 +318,8 @@ type AgentMessage struct {
 	//	*AgentMessage_Logs
 	//	*AgentMessage_Event
 	//	*AgentMessage_CommandResult
+	//	*AgentMessage_AccessLogs
+	//	*AgentMessage_AcmeChallengeStatus
 	Payload       isAgentMessage_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -437,6 +439,24 @@ func (x *AgentMessage) GetCommandResult() *CommandResult {
 	return nil
 }
 
+func (x *AgentMessage) GetAccessLogs() *AccessLogBatch {
+	if x != nil {
+		if x, ok := x.Payload.(*AgentMessage_AccessLogs); ok {
+			return x.AccessLogs
+		}
+	}
+	return nil
+}
+
+func (x *AgentMessage) GetAcmeChallengeStatus() *AcmeChallengeStatus {
+	if x != nil {
+		if x, ok := x.Payload.(*AgentMessage_AcmeChallengeStatus); ok {
+			return x.AcmeChallengeStatus
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Payload interface {
 	isAgentMessage_Payload()
 }
@@ -469,6 +489,14 @@ type AgentMessage_CommandResult struct {
 	CommandResult *CommandResult `protobuf:"bytes,9,opt,name=command_result,json=commandResult,proto3,oneof"`
 }
 
+type AgentMessage_AccessLogs struct {
+	AccessLogs *AccessLogBatch `protobuf:"bytes,10,opt,name=access_logs,json=accessLogs,proto3,oneof"`
+}
+
+type AgentMessage_AcmeChallengeStatus struct {
+	AcmeChallengeStatus *AcmeChallengeStatus `protobuf:"bytes,11,opt,name=acme_challenge_status,json=acmeChallengeStatus,proto3,oneof"`
+}
+
 func (*AgentMessage_Registration) isAgentMessage_Payload() {}
 
 func (*AgentMessage_Health) isAgentMessage_Payload() {}
@@ -483,6 +511,10 @@ func (*AgentMessage_Event) isAgentMessage_Payload() {}
 
 func (*AgentMessage_CommandResult) isAgentMessage_Payload() {}
 
+func (*AgentMessage_AccessLogs) isAgentMessage_Payload() {}
+
+func (*AgentMessage_AcmeChallengeStatus) isAgentMessage_Payload() {}
+
 // MasterMessage is everything the master sends on the Stream.
 type MasterMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -495,6 +527,7 @@ type MasterMessage struct {
 	//	*MasterMessage_Command
 	//	*MasterMessage_Ack
 	//	*MasterMessage_Error
+	//	*MasterMessage_AcmeChallenge
 	Payload       isMasterMessage_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -589,6 +622,15 @@ func (x *MasterMessage) GetError() *Error {
 	return nil
 }
 
+func (x *MasterMessage) GetAcmeChallenge() *AcmeChallenge {
+	if x != nil {
+		if x, ok := x.Payload.(*MasterMessage_AcmeChallenge); ok {
+			return x.AcmeChallenge
+		}
+	}
+	return nil
+}
+
 type isMasterMessage_Payload interface {
 	isMasterMessage_Payload()
 }
@@ -613,6 +655,10 @@ type MasterMessage_Error struct {
 	Error *Error `protobuf:"bytes,6,opt,name=error,proto3,oneof"`
 }
 
+type MasterMessage_AcmeChallenge struct {
+	AcmeChallenge *AcmeChallenge `protobuf:"bytes,7,opt,name=acme_challenge,json=acmeChallenge,proto3,oneof"`
+}
+
 func (*MasterMessage_RegistrationResponse) isMasterMessage_Payload() {}
 
 func (*MasterMessage_ConfigUpdate) isMasterMessage_Payload() {}
@@ -622,6 +668,8 @@ func (*MasterMessage_Command) isMasterMessage_Payload() {}
 func (*MasterMessage_Ack) isMasterMessage_Payload() {}
 
 func (*MasterMessage_Error) isMasterMessage_Payload() {}
+
+func (*MasterMessage_AcmeChallenge) isMasterMessage_Payload() {}
 
 // RegistrationRequest is the first message of every Stream.
 type RegistrationRequest struct {
@@ -2885,8 +2933,15 @@ func (x *Metric) GetType() MetricType {
 
 // LogBatch carries log lines from the agent.
 type LogBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*LogEntry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*LogEntry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Unique id of this batch, chosen by the agent; a batch is sent until the
+	// master acknowledges it (Ack.message_id = batch_id, success = true) and is
+	// stored once whatever the number of deliveries. Empty in batches that
+	// need no acknowledgement.
+	BatchId string `protobuf:"bytes,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// Lines the agent dropped (its spool was full) since its previous batch.
+	DroppedLines  uint64 `protobuf:"varint,3,opt,name=dropped_lines,json=droppedLines,proto3" json:"dropped_lines,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2928,6 +2983,445 @@ func (x *LogBatch) GetEntries() []*LogEntry {
 	return nil
 }
 
+func (x *LogBatch) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *LogBatch) GetDroppedLines() uint64 {
+	if x != nil {
+		return x.DroppedLines
+	}
+	return 0
+}
+
+// AccessLogBatch carries parsed nginx access-log entries (http and stream),
+// acknowledged like LogBatch (Ack.message_id = batch_id).
+type AccessLogBatch struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BatchId string                 `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	Entries []*AccessLogEntry      `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Lines the agent dropped (its spool was full) since its previous batch.
+	DroppedLines  uint64 `protobuf:"varint,3,opt,name=dropped_lines,json=droppedLines,proto3" json:"dropped_lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessLogBatch) Reset() {
+	*x = AccessLogBatch{}
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessLogBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessLogBatch) ProtoMessage() {}
+
+func (x *AccessLogBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessLogBatch.ProtoReflect.Descriptor instead.
+func (*AccessLogBatch) Descriptor() ([]byte, []int) {
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AccessLogBatch) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *AccessLogBatch) GetEntries() []*AccessLogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *AccessLogBatch) GetDroppedLines() uint64 {
+	if x != nil {
+		return x.DroppedLines
+	}
+	return 0
+}
+
+// AccessLogEntry is one request (http) or session (stream) as nginx logged it.
+type AccessLogEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unix time in milliseconds.
+	TimestampMs   int64  `protobuf:"varint,1,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	RemoteAddr    string `protobuf:"bytes,2,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	Method        string `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	Uri           string `protobuf:"bytes,4,opt,name=uri,proto3" json:"uri,omitempty"`
+	Protocol      string `protobuf:"bytes,5,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Host          string `protobuf:"bytes,6,opt,name=host,proto3" json:"host,omitempty"`
+	Status        uint32 `protobuf:"varint,7,opt,name=status,proto3" json:"status,omitempty"`
+	BodyBytesSent uint64 `protobuf:"varint,8,opt,name=body_bytes_sent,json=bodyBytesSent,proto3" json:"body_bytes_sent,omitempty"`
+	// nginx's $request_time (streams: $session_time) in milliseconds.
+	RequestTimeMs float64 `protobuf:"fixed64,9,opt,name=request_time_ms,json=requestTimeMs,proto3" json:"request_time_ms,omitempty"`
+	UserAgent     string  `protobuf:"bytes,10,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	Referer       string  `protobuf:"bytes,11,opt,name=referer,proto3" json:"referer,omitempty"`
+	RequestId     string  `protobuf:"bytes,12,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The virtual host (http) or stream (stream) the entry belongs to.
+	VirtualHostId string `protobuf:"bytes,13,opt,name=virtual_host_id,json=virtualHostId,proto3" json:"virtual_host_id,omitempty"`
+	// Bytes received from the client ($request_length; streams: $bytes_received).
+	RequestLength uint64 `protobuf:"varint,14,opt,name=request_length,json=requestLength,proto3" json:"request_length,omitempty"`
+	// Bytes sent to the client ($bytes_sent).
+	BytesSent    uint64 `protobuf:"varint,15,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	UpstreamAddr string `protobuf:"bytes,16,opt,name=upstream_addr,json=upstreamAddr,proto3" json:"upstream_addr,omitempty"`
+	// $upstream_response_time in milliseconds (the sum when several were tried).
+	UpstreamResponseTimeMs float64 `protobuf:"fixed64,17,opt,name=upstream_response_time_ms,json=upstreamResponseTimeMs,proto3" json:"upstream_response_time_ms,omitempty"`
+	Scheme                 string  `protobuf:"bytes,18,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	ServerPort             uint32  `protobuf:"varint,19,opt,name=server_port,json=serverPort,proto3" json:"server_port,omitempty"`
+	// "http", "tcp" or "udp".
+	Kind          string `protobuf:"bytes,20,opt,name=kind,proto3" json:"kind,omitempty"`
+	StreamId      string `protobuf:"bytes,21,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessLogEntry) Reset() {
+	*x = AccessLogEntry{}
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessLogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessLogEntry) ProtoMessage() {}
+
+func (x *AccessLogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessLogEntry.ProtoReflect.Descriptor instead.
+func (*AccessLogEntry) Descriptor() ([]byte, []int) {
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *AccessLogEntry) GetTimestampMs() int64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
+func (x *AccessLogEntry) GetRemoteAddr() string {
+	if x != nil {
+		return x.RemoteAddr
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *AccessLogEntry) GetBodyBytesSent() uint64 {
+	if x != nil {
+		return x.BodyBytesSent
+	}
+	return 0
+}
+
+func (x *AccessLogEntry) GetRequestTimeMs() float64 {
+	if x != nil {
+		return x.RequestTimeMs
+	}
+	return 0
+}
+
+func (x *AccessLogEntry) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetReferer() string {
+	if x != nil {
+		return x.Referer
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetVirtualHostId() string {
+	if x != nil {
+		return x.VirtualHostId
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetRequestLength() uint64 {
+	if x != nil {
+		return x.RequestLength
+	}
+	return 0
+}
+
+func (x *AccessLogEntry) GetBytesSent() uint64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
+func (x *AccessLogEntry) GetUpstreamAddr() string {
+	if x != nil {
+		return x.UpstreamAddr
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetUpstreamResponseTimeMs() float64 {
+	if x != nil {
+		return x.UpstreamResponseTimeMs
+	}
+	return 0
+}
+
+func (x *AccessLogEntry) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetServerPort() uint32 {
+	if x != nil {
+		return x.ServerPort
+	}
+	return 0
+}
+
+func (x *AccessLogEntry) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AccessLogEntry) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+// AcmeChallenge asks the agent to answer (or stop answering) an ACME HTTP-01
+// challenge: GET /.well-known/acme-challenge/<token> returns key_authorization
+// on every plain-HTTP server it renders.
+type AcmeChallenge struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	ChallengeId      string                 `protobuf:"bytes,1,opt,name=challenge_id,json=challengeId,proto3" json:"challenge_id,omitempty"`
+	Token            string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	KeyAuthorization string                 `protobuf:"bytes,3,opt,name=key_authorization,json=keyAuthorization,proto3" json:"key_authorization,omitempty"`
+	// Stop answering this token.
+	Remove bool `protobuf:"varint,4,opt,name=remove,proto3" json:"remove,omitempty"`
+	// Unix seconds after which the agent forgets the token by itself.
+	ExpiresAt     int64 `protobuf:"varint,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcmeChallenge) Reset() {
+	*x = AcmeChallenge{}
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcmeChallenge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcmeChallenge) ProtoMessage() {}
+
+func (x *AcmeChallenge) ProtoReflect() protoreflect.Message {
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcmeChallenge.ProtoReflect.Descriptor instead.
+func (*AcmeChallenge) Descriptor() ([]byte, []int) {
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AcmeChallenge) GetChallengeId() string {
+	if x != nil {
+		return x.ChallengeId
+	}
+	return ""
+}
+
+func (x *AcmeChallenge) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AcmeChallenge) GetKeyAuthorization() string {
+	if x != nil {
+		return x.KeyAuthorization
+	}
+	return ""
+}
+
+func (x *AcmeChallenge) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+func (x *AcmeChallenge) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+// AcmeChallengeStatus confirms that an AcmeChallenge is served (or removed).
+type AcmeChallengeStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ChallengeId   string                 `protobuf:"bytes,1,opt,name=challenge_id,json=challengeId,proto3" json:"challenge_id,omitempty"`
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	Ready         bool                   `protobuf:"varint,3,opt,name=ready,proto3" json:"ready,omitempty"`
+	ErrorMessage  string                 `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcmeChallengeStatus) Reset() {
+	*x = AcmeChallengeStatus{}
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcmeChallengeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcmeChallengeStatus) ProtoMessage() {}
+
+func (x *AcmeChallengeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcmeChallengeStatus.ProtoReflect.Descriptor instead.
+func (*AcmeChallengeStatus) Descriptor() ([]byte, []int) {
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AcmeChallengeStatus) GetChallengeId() string {
+	if x != nil {
+		return x.ChallengeId
+	}
+	return ""
+}
+
+func (x *AcmeChallengeStatus) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AcmeChallengeStatus) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *AcmeChallengeStatus) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
 // LogEntry is one structured log line.
 type LogEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2941,7 +3435,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2953,7 +3447,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[29]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2966,7 +3460,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LogEntry) GetTimestamp() int64 {
@@ -3015,7 +3509,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3521,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[30]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3534,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{30}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Command) GetCommandId() string {
@@ -3146,7 +3640,7 @@ type ReloadCommand struct {
 
 func (x *ReloadCommand) Reset() {
 	*x = ReloadCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3652,7 @@ func (x *ReloadCommand) String() string {
 func (*ReloadCommand) ProtoMessage() {}
 
 func (x *ReloadCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[31]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3665,7 @@ func (x *ReloadCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadCommand.ProtoReflect.Descriptor instead.
 func (*ReloadCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{31}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReloadCommand) GetGraceful() bool {
@@ -3191,7 +3685,7 @@ type RestartCommand struct {
 
 func (x *RestartCommand) Reset() {
 	*x = RestartCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3203,7 +3697,7 @@ func (x *RestartCommand) String() string {
 func (*RestartCommand) ProtoMessage() {}
 
 func (x *RestartCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3216,7 +3710,7 @@ func (x *RestartCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartCommand.ProtoReflect.Descriptor instead.
 func (*RestartCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RestartCommand) GetForce() bool {
@@ -3237,7 +3731,7 @@ type StopCommand struct {
 
 func (x *StopCommand) Reset() {
 	*x = StopCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3249,7 +3743,7 @@ func (x *StopCommand) String() string {
 func (*StopCommand) ProtoMessage() {}
 
 func (x *StopCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3262,7 +3756,7 @@ func (x *StopCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopCommand.ProtoReflect.Descriptor instead.
 func (*StopCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *StopCommand) GetGraceful() bool {
@@ -3288,7 +3782,7 @@ type GetStatusCommand struct {
 
 func (x *GetStatusCommand) Reset() {
 	*x = GetStatusCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3300,7 +3794,7 @@ func (x *GetStatusCommand) String() string {
 func (*GetStatusCommand) ProtoMessage() {}
 
 func (x *GetStatusCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3313,7 +3807,7 @@ func (x *GetStatusCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusCommand.ProtoReflect.Descriptor instead.
 func (*GetStatusCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 // ValidateConfigCommand asks the agent to run nginx -t over config_content.
@@ -3326,7 +3820,7 @@ type ValidateConfigCommand struct {
 
 func (x *ValidateConfigCommand) Reset() {
 	*x = ValidateConfigCommand{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3832,7 @@ func (x *ValidateConfigCommand) String() string {
 func (*ValidateConfigCommand) ProtoMessage() {}
 
 func (x *ValidateConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3845,7 @@ func (x *ValidateConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateConfigCommand.ProtoReflect.Descriptor instead.
 func (*ValidateConfigCommand) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ValidateConfigCommand) GetConfigContent() string {
@@ -3376,7 +3870,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3388,7 +3882,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3401,7 +3895,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CommandResult) GetCommandId() string {
@@ -3452,7 +3946,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3464,7 +3958,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3477,7 +3971,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Event) GetEventId() string {
@@ -3520,7 +4014,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3532,7 +4026,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3545,7 +4039,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Ack) GetMessageId() string {
@@ -3581,7 +4075,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3593,7 +4087,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_nxmesh_agent_v1_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3606,7 +4100,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_nxmesh_agent_v1_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Error) GetCode() string {
@@ -3634,7 +4128,7 @@ var File_nxmesh_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1bnxmesh/agent/v1/agent.proto\x12\x0fnxmesh.agent.v1\"\x82\x04\n" +
+	"\x1bnxmesh/agent/v1/agent.proto\x12\x0fnxmesh.agent.v1\"\xa2\x05\n" +
 	"\fAgentMessage\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1c\n" +
 	"\ttimestamp\x18\x02 \x01(\x03R\ttimestamp\x12J\n" +
@@ -3644,15 +4138,20 @@ const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\ametrics\x18\x06 \x01(\v2\x1d.nxmesh.agent.v1.MetricsBatchH\x00R\ametrics\x12/\n" +
 	"\x04logs\x18\a \x01(\v2\x19.nxmesh.agent.v1.LogBatchH\x00R\x04logs\x12.\n" +
 	"\x05event\x18\b \x01(\v2\x16.nxmesh.agent.v1.EventH\x00R\x05event\x12G\n" +
-	"\x0ecommand_result\x18\t \x01(\v2\x1e.nxmesh.agent.v1.CommandResultH\x00R\rcommandResultB\t\n" +
-	"\apayload\"\xec\x02\n" +
+	"\x0ecommand_result\x18\t \x01(\v2\x1e.nxmesh.agent.v1.CommandResultH\x00R\rcommandResult\x12B\n" +
+	"\vaccess_logs\x18\n" +
+	" \x01(\v2\x1f.nxmesh.agent.v1.AccessLogBatchH\x00R\n" +
+	"accessLogs\x12Z\n" +
+	"\x15acme_challenge_status\x18\v \x01(\v2$.nxmesh.agent.v1.AcmeChallengeStatusH\x00R\x13acmeChallengeStatusB\t\n" +
+	"\apayload\"\xb5\x03\n" +
 	"\rMasterMessage\x12\x1c\n" +
 	"\ttimestamp\x18\x01 \x01(\x03R\ttimestamp\x12\\\n" +
 	"\x15registration_response\x18\x02 \x01(\v2%.nxmesh.agent.v1.RegistrationResponseH\x00R\x14registrationResponse\x12D\n" +
 	"\rconfig_update\x18\x03 \x01(\v2\x1d.nxmesh.agent.v1.ConfigUpdateH\x00R\fconfigUpdate\x124\n" +
 	"\acommand\x18\x04 \x01(\v2\x18.nxmesh.agent.v1.CommandH\x00R\acommand\x12(\n" +
 	"\x03ack\x18\x05 \x01(\v2\x14.nxmesh.agent.v1.AckH\x00R\x03ack\x12.\n" +
-	"\x05error\x18\x06 \x01(\v2\x16.nxmesh.agent.v1.ErrorH\x00R\x05errorB\t\n" +
+	"\x05error\x18\x06 \x01(\v2\x16.nxmesh.agent.v1.ErrorH\x00R\x05error\x12G\n" +
+	"\x0eacme_challenge\x18\a \x01(\v2\x1e.nxmesh.agent.v1.AcmeChallengeH\x00R\racmeChallengeB\t\n" +
 	"\apayload\"\xa0\x03\n" +
 	"\x13RegistrationRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1a\n" +
@@ -3881,9 +4380,55 @@ const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\x04type\x18\x05 \x01(\x0e2\x1b.nxmesh.agent.v1.MetricTypeR\x04type\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x7f\n" +
 	"\bLogBatch\x123\n" +
-	"\aentries\x18\x01 \x03(\v2\x19.nxmesh.agent.v1.LogEntryR\aentries\"\xd2\x01\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.nxmesh.agent.v1.LogEntryR\aentries\x12\x19\n" +
+	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x12#\n" +
+	"\rdropped_lines\x18\x03 \x01(\x04R\fdroppedLines\"\x8b\x01\n" +
+	"\x0eAccessLogBatch\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x129\n" +
+	"\aentries\x18\x02 \x03(\v2\x1f.nxmesh.agent.v1.AccessLogEntryR\aentries\x12#\n" +
+	"\rdropped_lines\x18\x03 \x01(\x04R\fdroppedLines\"\xa6\x05\n" +
+	"\x0eAccessLogEntry\x12!\n" +
+	"\ftimestamp_ms\x18\x01 \x01(\x03R\vtimestampMs\x12\x1f\n" +
+	"\vremote_addr\x18\x02 \x01(\tR\n" +
+	"remoteAddr\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12\x10\n" +
+	"\x03uri\x18\x04 \x01(\tR\x03uri\x12\x1a\n" +
+	"\bprotocol\x18\x05 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04host\x18\x06 \x01(\tR\x04host\x12\x16\n" +
+	"\x06status\x18\a \x01(\rR\x06status\x12&\n" +
+	"\x0fbody_bytes_sent\x18\b \x01(\x04R\rbodyBytesSent\x12&\n" +
+	"\x0frequest_time_ms\x18\t \x01(\x01R\rrequestTimeMs\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\n" +
+	" \x01(\tR\tuserAgent\x12\x18\n" +
+	"\areferer\x18\v \x01(\tR\areferer\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\f \x01(\tR\trequestId\x12&\n" +
+	"\x0fvirtual_host_id\x18\r \x01(\tR\rvirtualHostId\x12%\n" +
+	"\x0erequest_length\x18\x0e \x01(\x04R\rrequestLength\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\x0f \x01(\x04R\tbytesSent\x12#\n" +
+	"\rupstream_addr\x18\x10 \x01(\tR\fupstreamAddr\x129\n" +
+	"\x19upstream_response_time_ms\x18\x11 \x01(\x01R\x16upstreamResponseTimeMs\x12\x16\n" +
+	"\x06scheme\x18\x12 \x01(\tR\x06scheme\x12\x1f\n" +
+	"\vserver_port\x18\x13 \x01(\rR\n" +
+	"serverPort\x12\x12\n" +
+	"\x04kind\x18\x14 \x01(\tR\x04kind\x12\x1b\n" +
+	"\tstream_id\x18\x15 \x01(\tR\bstreamId\"\xac\x01\n" +
+	"\rAcmeChallenge\x12!\n" +
+	"\fchallenge_id\x18\x01 \x01(\tR\vchallengeId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12+\n" +
+	"\x11key_authorization\x18\x03 \x01(\tR\x10keyAuthorization\x12\x16\n" +
+	"\x06remove\x18\x04 \x01(\bR\x06remove\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\x03R\texpiresAt\"\x89\x01\n" +
+	"\x13AcmeChallengeStatus\x12!\n" +
+	"\fchallenge_id\x18\x01 \x01(\tR\vchallengeId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12\x14\n" +
+	"\x05ready\x18\x03 \x01(\bR\x05ready\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\"\xd2\x01\n" +
 	"\bLogEntry\x12\x1c\n" +
 	"\ttimestamp\x18\x01 \x01(\x03R\ttimestamp\x12\x14\n" +
 	"\x05level\x18\x02 \x01(\tR\x05level\x12\x18\n" +
@@ -3991,7 +4536,7 @@ func file_nxmesh_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_nxmesh_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_nxmesh_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_nxmesh_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_nxmesh_agent_v1_agent_proto_goTypes = []any{
 	(DeploymentMode)(0),           // 0: nxmesh.agent.v1.DeploymentMode
 	(LoadBalanceAlgorithm)(0),     // 1: nxmesh.agent.v1.LoadBalanceAlgorithm
@@ -4027,27 +4572,31 @@ var file_nxmesh_agent_v1_agent_proto_goTypes = []any{
 	(*MetricsBatch)(nil),          // 31: nxmesh.agent.v1.MetricsBatch
 	(*Metric)(nil),                // 32: nxmesh.agent.v1.Metric
 	(*LogBatch)(nil),              // 33: nxmesh.agent.v1.LogBatch
-	(*LogEntry)(nil),              // 34: nxmesh.agent.v1.LogEntry
-	(*Command)(nil),               // 35: nxmesh.agent.v1.Command
-	(*ReloadCommand)(nil),         // 36: nxmesh.agent.v1.ReloadCommand
-	(*RestartCommand)(nil),        // 37: nxmesh.agent.v1.RestartCommand
-	(*StopCommand)(nil),           // 38: nxmesh.agent.v1.StopCommand
-	(*GetStatusCommand)(nil),      // 39: nxmesh.agent.v1.GetStatusCommand
-	(*ValidateConfigCommand)(nil), // 40: nxmesh.agent.v1.ValidateConfigCommand
-	(*CommandResult)(nil),         // 41: nxmesh.agent.v1.CommandResult
-	(*Event)(nil),                 // 42: nxmesh.agent.v1.Event
-	(*Ack)(nil),                   // 43: nxmesh.agent.v1.Ack
-	(*Error)(nil),                 // 44: nxmesh.agent.v1.Error
-	nil,                           // 45: nxmesh.agent.v1.RegistrationRequest.LabelsEntry
-	nil,                           // 46: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
-	nil,                           // 47: nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
-	nil,                           // 48: nxmesh.agent.v1.Location.CustomDirectivesEntry
-	nil,                           // 49: nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
-	nil,                           // 50: nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
-	nil,                           // 51: nxmesh.agent.v1.Metric.LabelsEntry
-	nil,                           // 52: nxmesh.agent.v1.LogEntry.FieldsEntry
-	nil,                           // 53: nxmesh.agent.v1.Event.DataEntry
-	nil,                           // 54: nxmesh.agent.v1.Error.DetailsEntry
+	(*AccessLogBatch)(nil),        // 34: nxmesh.agent.v1.AccessLogBatch
+	(*AccessLogEntry)(nil),        // 35: nxmesh.agent.v1.AccessLogEntry
+	(*AcmeChallenge)(nil),         // 36: nxmesh.agent.v1.AcmeChallenge
+	(*AcmeChallengeStatus)(nil),   // 37: nxmesh.agent.v1.AcmeChallengeStatus
+	(*LogEntry)(nil),              // 38: nxmesh.agent.v1.LogEntry
+	(*Command)(nil),               // 39: nxmesh.agent.v1.Command
+	(*ReloadCommand)(nil),         // 40: nxmesh.agent.v1.ReloadCommand
+	(*RestartCommand)(nil),        // 41: nxmesh.agent.v1.RestartCommand
+	(*StopCommand)(nil),           // 42: nxmesh.agent.v1.StopCommand
+	(*GetStatusCommand)(nil),      // 43: nxmesh.agent.v1.GetStatusCommand
+	(*ValidateConfigCommand)(nil), // 44: nxmesh.agent.v1.ValidateConfigCommand
+	(*CommandResult)(nil),         // 45: nxmesh.agent.v1.CommandResult
+	(*Event)(nil),                 // 46: nxmesh.agent.v1.Event
+	(*Ack)(nil),                   // 47: nxmesh.agent.v1.Ack
+	(*Error)(nil),                 // 48: nxmesh.agent.v1.Error
+	nil,                           // 49: nxmesh.agent.v1.RegistrationRequest.LabelsEntry
+	nil,                           // 50: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
+	nil,                           // 51: nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
+	nil,                           // 52: nxmesh.agent.v1.Location.CustomDirectivesEntry
+	nil,                           // 53: nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
+	nil,                           // 54: nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
+	nil,                           // 55: nxmesh.agent.v1.Metric.LabelsEntry
+	nil,                           // 56: nxmesh.agent.v1.LogEntry.FieldsEntry
+	nil,                           // 57: nxmesh.agent.v1.Event.DataEntry
+	nil,                           // 58: nxmesh.agent.v1.Error.DetailsEntry
 }
 var file_nxmesh_agent_v1_agent_proto_depIdxs = []int32{
 	7,  // 0: nxmesh.agent.v1.AgentMessage.registration:type_name -> nxmesh.agent.v1.RegistrationRequest
@@ -4055,65 +4604,69 @@ var file_nxmesh_agent_v1_agent_proto_depIdxs = []int32{
 	30, // 2: nxmesh.agent.v1.AgentMessage.config_status:type_name -> nxmesh.agent.v1.ConfigStatus
 	31, // 3: nxmesh.agent.v1.AgentMessage.metrics:type_name -> nxmesh.agent.v1.MetricsBatch
 	33, // 4: nxmesh.agent.v1.AgentMessage.logs:type_name -> nxmesh.agent.v1.LogBatch
-	42, // 5: nxmesh.agent.v1.AgentMessage.event:type_name -> nxmesh.agent.v1.Event
-	41, // 6: nxmesh.agent.v1.AgentMessage.command_result:type_name -> nxmesh.agent.v1.CommandResult
-	8,  // 7: nxmesh.agent.v1.MasterMessage.registration_response:type_name -> nxmesh.agent.v1.RegistrationResponse
-	15, // 8: nxmesh.agent.v1.MasterMessage.config_update:type_name -> nxmesh.agent.v1.ConfigUpdate
-	35, // 9: nxmesh.agent.v1.MasterMessage.command:type_name -> nxmesh.agent.v1.Command
-	43, // 10: nxmesh.agent.v1.MasterMessage.ack:type_name -> nxmesh.agent.v1.Ack
-	44, // 11: nxmesh.agent.v1.MasterMessage.error:type_name -> nxmesh.agent.v1.Error
-	45, // 12: nxmesh.agent.v1.RegistrationRequest.labels:type_name -> nxmesh.agent.v1.RegistrationRequest.LabelsEntry
-	0,  // 13: nxmesh.agent.v1.RegistrationRequest.deployment_mode:type_name -> nxmesh.agent.v1.DeploymentMode
-	12, // 14: nxmesh.agent.v1.HealthReport.nginx:type_name -> nxmesh.agent.v1.NginxStatus
-	13, // 15: nxmesh.agent.v1.HealthReport.system:type_name -> nxmesh.agent.v1.SystemMetrics
-	14, // 16: nxmesh.agent.v1.HealthReport.alerts:type_name -> nxmesh.agent.v1.Alert
-	11, // 17: nxmesh.agent.v1.HealthReport.agent_info:type_name -> nxmesh.agent.v1.AgentInfo
-	10, // 18: nxmesh.agent.v1.HealthReport.upstream_health:type_name -> nxmesh.agent.v1.UpstreamServerHealth
-	17, // 19: nxmesh.agent.v1.ConfigUpdate.virtual_hosts:type_name -> nxmesh.agent.v1.VirtualHost
-	24, // 20: nxmesh.agent.v1.ConfigUpdate.upstreams:type_name -> nxmesh.agent.v1.Upstream
-	46, // 21: nxmesh.agent.v1.ConfigUpdate.certificates:type_name -> nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
-	28, // 22: nxmesh.agent.v1.ConfigUpdate.global_settings:type_name -> nxmesh.agent.v1.GlobalSettings
-	29, // 23: nxmesh.agent.v1.ConfigUpdate.streams:type_name -> nxmesh.agent.v1.Stream
-	16, // 24: nxmesh.agent.v1.ConfigUpdate.agent_policy:type_name -> nxmesh.agent.v1.AgentPolicy
-	21, // 25: nxmesh.agent.v1.VirtualHost.locations:type_name -> nxmesh.agent.v1.Location
-	47, // 26: nxmesh.agent.v1.VirtualHost.custom_directives:type_name -> nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
-	18, // 27: nxmesh.agent.v1.VirtualHost.access_list:type_name -> nxmesh.agent.v1.AccessList
-	20, // 28: nxmesh.agent.v1.VirtualHost.rate_limit:type_name -> nxmesh.agent.v1.RateLimit
-	19, // 29: nxmesh.agent.v1.AccessList.basic_auth_users:type_name -> nxmesh.agent.v1.BasicAuthUser
-	22, // 30: nxmesh.agent.v1.Location.custom_headers:type_name -> nxmesh.agent.v1.Header
-	23, // 31: nxmesh.agent.v1.Location.rewrite_rules:type_name -> nxmesh.agent.v1.RewriteRule
-	48, // 32: nxmesh.agent.v1.Location.custom_directives:type_name -> nxmesh.agent.v1.Location.CustomDirectivesEntry
-	1,  // 33: nxmesh.agent.v1.Upstream.algorithm:type_name -> nxmesh.agent.v1.LoadBalanceAlgorithm
-	25, // 34: nxmesh.agent.v1.Upstream.servers:type_name -> nxmesh.agent.v1.UpstreamServer
-	26, // 35: nxmesh.agent.v1.Upstream.health_check:type_name -> nxmesh.agent.v1.HealthCheckConfig
-	49, // 36: nxmesh.agent.v1.GlobalSettings.nginx_directives:type_name -> nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
-	50, // 37: nxmesh.agent.v1.GlobalSettings.env_vars:type_name -> nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
-	2,  // 38: nxmesh.agent.v1.Stream.protocol:type_name -> nxmesh.agent.v1.StreamProtocol
-	3,  // 39: nxmesh.agent.v1.ConfigStatus.status:type_name -> nxmesh.agent.v1.ConfigApplyStatus
-	32, // 40: nxmesh.agent.v1.MetricsBatch.metrics:type_name -> nxmesh.agent.v1.Metric
-	51, // 41: nxmesh.agent.v1.Metric.labels:type_name -> nxmesh.agent.v1.Metric.LabelsEntry
-	4,  // 42: nxmesh.agent.v1.Metric.type:type_name -> nxmesh.agent.v1.MetricType
-	34, // 43: nxmesh.agent.v1.LogBatch.entries:type_name -> nxmesh.agent.v1.LogEntry
-	52, // 44: nxmesh.agent.v1.LogEntry.fields:type_name -> nxmesh.agent.v1.LogEntry.FieldsEntry
-	36, // 45: nxmesh.agent.v1.Command.reload:type_name -> nxmesh.agent.v1.ReloadCommand
-	37, // 46: nxmesh.agent.v1.Command.restart:type_name -> nxmesh.agent.v1.RestartCommand
-	38, // 47: nxmesh.agent.v1.Command.stop:type_name -> nxmesh.agent.v1.StopCommand
-	39, // 48: nxmesh.agent.v1.Command.get_status:type_name -> nxmesh.agent.v1.GetStatusCommand
-	40, // 49: nxmesh.agent.v1.Command.validate_config:type_name -> nxmesh.agent.v1.ValidateConfigCommand
-	53, // 50: nxmesh.agent.v1.Event.data:type_name -> nxmesh.agent.v1.Event.DataEntry
-	54, // 51: nxmesh.agent.v1.Error.details:type_name -> nxmesh.agent.v1.Error.DetailsEntry
-	27, // 52: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry.value:type_name -> nxmesh.agent.v1.Certificate
-	5,  // 53: nxmesh.agent.v1.AgentService.Stream:input_type -> nxmesh.agent.v1.AgentMessage
-	9,  // 54: nxmesh.agent.v1.AgentService.ReportHealth:input_type -> nxmesh.agent.v1.HealthReport
-	31, // 55: nxmesh.agent.v1.AgentService.ReportMetrics:input_type -> nxmesh.agent.v1.MetricsBatch
-	6,  // 56: nxmesh.agent.v1.AgentService.Stream:output_type -> nxmesh.agent.v1.MasterMessage
-	43, // 57: nxmesh.agent.v1.AgentService.ReportHealth:output_type -> nxmesh.agent.v1.Ack
-	43, // 58: nxmesh.agent.v1.AgentService.ReportMetrics:output_type -> nxmesh.agent.v1.Ack
-	56, // [56:59] is the sub-list for method output_type
-	53, // [53:56] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	46, // 5: nxmesh.agent.v1.AgentMessage.event:type_name -> nxmesh.agent.v1.Event
+	45, // 6: nxmesh.agent.v1.AgentMessage.command_result:type_name -> nxmesh.agent.v1.CommandResult
+	34, // 7: nxmesh.agent.v1.AgentMessage.access_logs:type_name -> nxmesh.agent.v1.AccessLogBatch
+	37, // 8: nxmesh.agent.v1.AgentMessage.acme_challenge_status:type_name -> nxmesh.agent.v1.AcmeChallengeStatus
+	8,  // 9: nxmesh.agent.v1.MasterMessage.registration_response:type_name -> nxmesh.agent.v1.RegistrationResponse
+	15, // 10: nxmesh.agent.v1.MasterMessage.config_update:type_name -> nxmesh.agent.v1.ConfigUpdate
+	39, // 11: nxmesh.agent.v1.MasterMessage.command:type_name -> nxmesh.agent.v1.Command
+	47, // 12: nxmesh.agent.v1.MasterMessage.ack:type_name -> nxmesh.agent.v1.Ack
+	48, // 13: nxmesh.agent.v1.MasterMessage.error:type_name -> nxmesh.agent.v1.Error
+	36, // 14: nxmesh.agent.v1.MasterMessage.acme_challenge:type_name -> nxmesh.agent.v1.AcmeChallenge
+	49, // 15: nxmesh.agent.v1.RegistrationRequest.labels:type_name -> nxmesh.agent.v1.RegistrationRequest.LabelsEntry
+	0,  // 16: nxmesh.agent.v1.RegistrationRequest.deployment_mode:type_name -> nxmesh.agent.v1.DeploymentMode
+	12, // 17: nxmesh.agent.v1.HealthReport.nginx:type_name -> nxmesh.agent.v1.NginxStatus
+	13, // 18: nxmesh.agent.v1.HealthReport.system:type_name -> nxmesh.agent.v1.SystemMetrics
+	14, // 19: nxmesh.agent.v1.HealthReport.alerts:type_name -> nxmesh.agent.v1.Alert
+	11, // 20: nxmesh.agent.v1.HealthReport.agent_info:type_name -> nxmesh.agent.v1.AgentInfo
+	10, // 21: nxmesh.agent.v1.HealthReport.upstream_health:type_name -> nxmesh.agent.v1.UpstreamServerHealth
+	17, // 22: nxmesh.agent.v1.ConfigUpdate.virtual_hosts:type_name -> nxmesh.agent.v1.VirtualHost
+	24, // 23: nxmesh.agent.v1.ConfigUpdate.upstreams:type_name -> nxmesh.agent.v1.Upstream
+	50, // 24: nxmesh.agent.v1.ConfigUpdate.certificates:type_name -> nxmesh.agent.v1.ConfigUpdate.CertificatesEntry
+	28, // 25: nxmesh.agent.v1.ConfigUpdate.global_settings:type_name -> nxmesh.agent.v1.GlobalSettings
+	29, // 26: nxmesh.agent.v1.ConfigUpdate.streams:type_name -> nxmesh.agent.v1.Stream
+	16, // 27: nxmesh.agent.v1.ConfigUpdate.agent_policy:type_name -> nxmesh.agent.v1.AgentPolicy
+	21, // 28: nxmesh.agent.v1.VirtualHost.locations:type_name -> nxmesh.agent.v1.Location
+	51, // 29: nxmesh.agent.v1.VirtualHost.custom_directives:type_name -> nxmesh.agent.v1.VirtualHost.CustomDirectivesEntry
+	18, // 30: nxmesh.agent.v1.VirtualHost.access_list:type_name -> nxmesh.agent.v1.AccessList
+	20, // 31: nxmesh.agent.v1.VirtualHost.rate_limit:type_name -> nxmesh.agent.v1.RateLimit
+	19, // 32: nxmesh.agent.v1.AccessList.basic_auth_users:type_name -> nxmesh.agent.v1.BasicAuthUser
+	22, // 33: nxmesh.agent.v1.Location.custom_headers:type_name -> nxmesh.agent.v1.Header
+	23, // 34: nxmesh.agent.v1.Location.rewrite_rules:type_name -> nxmesh.agent.v1.RewriteRule
+	52, // 35: nxmesh.agent.v1.Location.custom_directives:type_name -> nxmesh.agent.v1.Location.CustomDirectivesEntry
+	1,  // 36: nxmesh.agent.v1.Upstream.algorithm:type_name -> nxmesh.agent.v1.LoadBalanceAlgorithm
+	25, // 37: nxmesh.agent.v1.Upstream.servers:type_name -> nxmesh.agent.v1.UpstreamServer
+	26, // 38: nxmesh.agent.v1.Upstream.health_check:type_name -> nxmesh.agent.v1.HealthCheckConfig
+	53, // 39: nxmesh.agent.v1.GlobalSettings.nginx_directives:type_name -> nxmesh.agent.v1.GlobalSettings.NginxDirectivesEntry
+	54, // 40: nxmesh.agent.v1.GlobalSettings.env_vars:type_name -> nxmesh.agent.v1.GlobalSettings.EnvVarsEntry
+	2,  // 41: nxmesh.agent.v1.Stream.protocol:type_name -> nxmesh.agent.v1.StreamProtocol
+	3,  // 42: nxmesh.agent.v1.ConfigStatus.status:type_name -> nxmesh.agent.v1.ConfigApplyStatus
+	32, // 43: nxmesh.agent.v1.MetricsBatch.metrics:type_name -> nxmesh.agent.v1.Metric
+	55, // 44: nxmesh.agent.v1.Metric.labels:type_name -> nxmesh.agent.v1.Metric.LabelsEntry
+	4,  // 45: nxmesh.agent.v1.Metric.type:type_name -> nxmesh.agent.v1.MetricType
+	38, // 46: nxmesh.agent.v1.LogBatch.entries:type_name -> nxmesh.agent.v1.LogEntry
+	35, // 47: nxmesh.agent.v1.AccessLogBatch.entries:type_name -> nxmesh.agent.v1.AccessLogEntry
+	56, // 48: nxmesh.agent.v1.LogEntry.fields:type_name -> nxmesh.agent.v1.LogEntry.FieldsEntry
+	40, // 49: nxmesh.agent.v1.Command.reload:type_name -> nxmesh.agent.v1.ReloadCommand
+	41, // 50: nxmesh.agent.v1.Command.restart:type_name -> nxmesh.agent.v1.RestartCommand
+	42, // 51: nxmesh.agent.v1.Command.stop:type_name -> nxmesh.agent.v1.StopCommand
+	43, // 52: nxmesh.agent.v1.Command.get_status:type_name -> nxmesh.agent.v1.GetStatusCommand
+	44, // 53: nxmesh.agent.v1.Command.validate_config:type_name -> nxmesh.agent.v1.ValidateConfigCommand
+	57, // 54: nxmesh.agent.v1.Event.data:type_name -> nxmesh.agent.v1.Event.DataEntry
+	58, // 55: nxmesh.agent.v1.Error.details:type_name -> nxmesh.agent.v1.Error.DetailsEntry
+	27, // 56: nxmesh.agent.v1.ConfigUpdate.CertificatesEntry.value:type_name -> nxmesh.agent.v1.Certificate
+	5,  // 57: nxmesh.agent.v1.AgentService.Stream:input_type -> nxmesh.agent.v1.AgentMessage
+	9,  // 58: nxmesh.agent.v1.AgentService.ReportHealth:input_type -> nxmesh.agent.v1.HealthReport
+	31, // 59: nxmesh.agent.v1.AgentService.ReportMetrics:input_type -> nxmesh.agent.v1.MetricsBatch
+	6,  // 60: nxmesh.agent.v1.AgentService.Stream:output_type -> nxmesh.agent.v1.MasterMessage
+	47, // 61: nxmesh.agent.v1.AgentService.ReportHealth:output_type -> nxmesh.agent.v1.Ack
+	47, // 62: nxmesh.agent.v1.AgentService.ReportMetrics:output_type -> nxmesh.agent.v1.Ack
+	60, // [60:63] is the sub-list for method output_type
+	57, // [57:60] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_nxmesh_agent_v1_agent_proto_init() }
@@ -4129,6 +4682,8 @@ func file_nxmesh_agent_v1_agent_proto_init() {
 		(*AgentMessage_Logs)(nil),
 		(*AgentMessage_Event)(nil),
 		(*AgentMessage_CommandResult)(nil),
+		(*AgentMessage_AccessLogs)(nil),
+		(*AgentMessage_AcmeChallengeStatus)(nil),
 	}
 	file_nxmesh_agent_v1_agent_proto_msgTypes[1].OneofWrappers = []any{
 		(*MasterMessage_RegistrationResponse)(nil),
@@ -4136,8 +4691,9 @@ func file_nxmesh_agent_v1_agent_proto_init() {
 		(*MasterMessage_Command)(nil),
 		(*MasterMessage_Ack)(nil),
 		(*MasterMessage_Error)(nil),
+		(*MasterMessage_AcmeChallenge)(nil),
 	}
-	file_nxmesh_agent_v1_agent_proto_msgTypes[30].OneofWrappers = []any{
+	file_nxmesh_agent_v1_agent_proto_msgTypes[34].OneofWrappers = []any{
 		(*Command_Reload)(nil),
 		(*Command_Restart)(nil),
 		(*Command_Stop)(nil),
@@ -4150,7 +4706,7 @@ func file_nxmesh_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nxmesh_agent_v1_agent_proto_rawDesc), len(file_nxmesh_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   50,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
