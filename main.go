@@ -207,15 +207,8 @@ func serve(ctx context.Context, cfgPath string, stdout, stderr io.Writer) error 
 		a.Close(context.Background())
 		return err
 	}
-	hubDone := make(chan error, 1)
-	hubCtx, stopHub := context.WithCancel(ctx)
-	go func() { hubDone <- mods.agents.Run(hubCtx) }()
-	err = a.Run(ctx, mods.list(), mods.wiring())
-	stopHub()
-	if hubErr := <-hubDone; hubErr != nil && !errors.Is(hubErr, context.Canceled) && err == nil {
-		err = fmt.Errorf("agents hub: %w", hubErr)
-	}
-	return err
+	// app.Run starts the agents hub (agents.Module is an app.Runner).
+	return a.Run(ctx, mods.list(), mods.wiring())
 }
 
 // bootstrap creates the first administrator when there is no user at all, from

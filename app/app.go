@@ -12,9 +12,13 @@
 //  3. main.go constructs each module with app.Deps and lists them.
 //  4. Run syncs the modules' policies, registers their River workers and periodic
 //     jobs, mounts their routes and gRPC services, and starts River, gRPC and HTTP.
-//  5. On context cancellation (SIGTERM) Run stops accepting requests, lets
-//     in-flight requests finish within http.shutdown_timeout, stops gRPC and River
-//     gracefully, closes the pool and finally stops the embedded PostgreSQL.
+//  5. Run starts Run(ctx) of every module implementing Runner (a background
+//     loop such as the agents hub), in module order, under the server context.
+//  6. On context cancellation (SIGTERM), or when a Runner fails, Run cancels
+//     the Runners' context, stops accepting requests, lets in-flight requests
+//     finish within http.shutdown_timeout, stops gRPC and River gracefully,
+//     waits for each Runner to return (in reverse module order), closes the
+//     pool and finally stops the embedded PostgreSQL.
 package app
 
 import (
@@ -58,9 +62,11 @@ type App struct {
 	registry *prometheus.Registry
 	routes   *Routes
 	fiber    *fiber.App
+	events   *Events
 }
 
-// New prepares the plumbing (steps 2 of the lifecycle). Close it when Run is not
+// New prepares the plumbing (step 2 of the lifecycle): it runs cfg.Validate
+// first. Close it when Run is not
 // called.
 //
 // On error New has already released whatever it had acquired (the pool, the
@@ -68,6 +74,9 @@ type App struct {
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*App, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	a := &App{cfg: cfg, logger: logger, routes: &Routes{}}
 	if err := a.prepare(ctx); err != nil {
@@ -114,8 +123,10 @@ func (a *App) prepare(ctx context.Context) error {
 		Secrets: secrets,
 		Metrics: a.registry,
 		Logger:  logger,
-		Events:  NewEvents(a.db.Pool, logger, a.registry),
+		Clock:   time.Now,
 	}
+	a.events = NewEvents(a.db.Pool, logger, a.registry)
+	a.Deps.Events = a.events
 	return nil
 }
 
@@ -168,9 +179,9 @@ func (a *App) Close(ctx context.Context) {
 	if a == nil {
 		return
 	}
-	if a.Deps.Events != nil {
-		a.Deps.Events.Stop()
-		a.Deps.Events = nil
+	if a.events != nil {
+		a.events.Stop()
+		a.events = nil
 	}
 	if a.db != nil {
 		a.db.Close()
@@ -183,6 +194,9 @@ func (a *App) Close(ctx context.Context) {
 		a.embedded = nil
 	}
 }
+
+// Events returns this replica's live-event hub (Deps.Events publishes to it).
+func (a *App) Events() *Events { return a.events }
 
 // Routes returns every route mounted by Mount.
 func (a *App) Routes() []Route { return a.routes.All() }
@@ -224,7 +238,7 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 			return filesystem.SendFile(c, assets, c.Params("*"))
 		})
 	}
-	a.Deps.Events.mount(ctx, root.ForModule("events"), &w, g)
+	a.events.mount(ctx, root.ForModule("events"), &w, g)
 	for _, m := range mods {
 		m.Routes(root.ForModule(m.Name()))
 	}
@@ -244,7 +258,7 @@ func (a *App) readyz(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "ok", "database": "ok", "migrations": "current"})
 }
 
-// Run mounts the modules and serves until ctx is cancelled (steps 4 and 5).
+// Run mounts the modules and serves until ctx is cancelled (steps 4 to 6).
 func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
 	defer a.Close(context.Background())
 	if err := a.Mount(ctx, mods, w); err != nil {
@@ -290,12 +304,19 @@ func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
 	a.logger.Info("http listening", "addr", lis.Addr().String())
 	go func() { errc <- a.Serve(lis) }()
 
+	runCtx, stopRunners := context.WithCancel(ctx)
+	defer stopRunners()
+	runners := startRunners(runCtx, mods)
+	defer runners.wait(a.logger) // before the deferred Close closes the pool
+
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
+	case runErr = <-runners.failed:
 	}
 	a.logger.Info("shutting down")
+	stopRunners() // like the server context: a Runner's streams end with it
 	shutCtx, cancel := context.WithTimeout(context.Background(), a.cfg.HTTP.ShutdownTimeout)
 	defer cancel()
 	if err := a.fiber.ShutdownWithContext(shutCtx); err != nil {
@@ -311,7 +332,58 @@ func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
 	if err := worker.Stop(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		a.logger.Error("river shutdown", "error", err)
 	}
+	runners.wait(a.logger)
 	return runErr
+}
+
+// runners are the started Run loops of the modules implementing Runner.
+type runners struct {
+	names  []string
+	done   []chan error
+	failed chan error
+	waited bool
+}
+
+// startRunners starts Run of every module implementing Runner under ctx. The
+// first Run that returns an error other than ctx's end is sent on failed.
+func startRunners(ctx context.Context, mods []Module) *runners {
+	rs := &runners{failed: make(chan error, len(mods))}
+	for _, m := range mods {
+		r, ok := m.(Runner)
+		if !ok {
+			continue
+		}
+		done := make(chan error, 1)
+		rs.names = append(rs.names, m.Name())
+		rs.done = append(rs.done, done)
+		name := m.Name()
+		go func() {
+			err := r.Run(ctx)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				err = fmt.Errorf("%s: run: %w", name, err)
+				rs.failed <- err
+			} else {
+				err = nil
+			}
+			done <- err
+		}()
+	}
+	return rs
+}
+
+// wait waits for every Runner to return, in reverse start order (a higher
+// module stops before the ones it uses); it logs the errors. Calling it again
+// does nothing.
+func (rs *runners) wait(logger *slog.Logger) {
+	if rs.waited {
+		return
+	}
+	rs.waited = true
+	for i := len(rs.done) - 1; i >= 0; i-- {
+		if err := <-rs.done[i]; err != nil {
+			logger.Error("module run", "module", rs.names[i], "error", err)
+		}
+	}
 }
 
 // SQLTx returns the *sql.Tx under a GORM transaction, for River's InsertTx.

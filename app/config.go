@@ -300,3 +300,29 @@ func applyEnv(v reflect.Value, prefix string, vars map[string]string) error {
 	}
 	return nil
 }
+
+// Validate fills zero durations and limits that modules rely on with
+// DefaultConfig's values and checks the result. app.New runs it once, so
+// modules trust Deps.Config as it is.
+func (c *Config) Validate() error {
+	def := DefaultConfig()
+	if c.Auth.AccessTokenTTL <= 0 {
+		c.Auth.AccessTokenTTL = def.Auth.AccessTokenTTL
+	}
+	if c.Auth.RefreshTokenTTL <= 0 {
+		c.Auth.RefreshTokenTTL = def.Auth.RefreshTokenTTL
+	}
+	if c.Auth.LoginWindow <= 0 {
+		c.Auth.LoginWindow = def.Auth.LoginWindow
+	}
+	if c.GRPC.HeartbeatInterval <= 0 {
+		c.GRPC.HeartbeatInterval = def.GRPC.HeartbeatInterval
+	}
+	if c.GRPC.MaxMessageBytes <= 0 {
+		c.GRPC.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if err := c.VHosts.validate(); err != nil {
+		return err
+	}
+	return nil
+}

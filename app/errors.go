@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/gorm"
 )
 
 // Error categories. Modules wrap these in their own sentinels
@@ -165,4 +168,42 @@ func messageOf(err error, def string) string {
 		return strings.ToUpper(rest[:1]) + rest[1:]
 	}
 	return def
+}
+
+// InUseError is returned when deleting an object that other objects still
+// use. It is a conflict (409) whose message names the users; Hint, when set,
+// follows them ("stop using it there first").
+type InUseError struct {
+	// What is the object, as the message's subject ("upstream").
+	What string
+	// Users are the human-readable users, e.g. `virtual host "api" (<id>)`.
+	Users []string
+	// Hint is appended after the users.
+	Hint string
+}
+
+func (e *InUseError) Error() string {
+	msg := fmt.Sprintf("%s: %s is used by %s", ErrConflict, e.What, strings.Join(e.Users, ", "))
+	if e.Hint != "" {
+		msg += "; " + e.Hint
+	}
+	return msg
+}
+
+// Unwrap makes errors.Is(err, ErrConflict) true.
+func (e *InUseError) Unwrap() error { return ErrConflict }
+
+// IsUniqueViolation reports whether err is PostgreSQL's unique_violation
+// (23505), as GORM's ErrDuplicatedKey or the driver's error.
+func IsUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.Is(err, gorm.ErrDuplicatedKey) || (errors.As(err, &pgErr) && pgErr.Code == "23505")
+}
+
+// IsForeignKeyViolation reports whether err is PostgreSQL's
+// foreign_key_violation (23503), as GORM's ErrForeignKeyViolated or the
+// driver's error.
+func IsForeignKeyViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.Is(err, gorm.ErrForeignKeyViolated) || (errors.As(err, &pgErr) && pgErr.Code == "23503")
 }

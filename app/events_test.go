@@ -128,11 +128,11 @@ func setupEvents(t *testing.T) *eventsBundle {
 		}
 		go func() { _ = a.Fiber().Listener(lis) }()
 		t.Cleanup(func() {
-			a.Deps.Events.Stop()
+			a.Events().Stop()
 			_ = a.Fiber().Shutdown()
 		})
 		select {
-		case <-a.Deps.Events.Listening():
+		case <-a.Events().Listening():
 		case <-time.After(wait):
 			t.Fatal("events hub did not start listening")
 		}
@@ -368,7 +368,7 @@ func TestEvents_WebSocket(t *testing.T) {
 		t.Parallel()
 		b := setupEvents(t)
 		c := b.dial(t, 1, "viewer", "")
-		b.replicas[1].Deps.Events.Stop()
+		b.replicas[1].Events().Stop()
 		if got := c.next(t); got.Type != "shutdown" {
 			t.Fatalf("got %+v, want shutdown", got)
 		}
@@ -438,7 +438,7 @@ func TestEvents_Publish(t *testing.T) {
 	t.Run("SlowSubscriberIsDroppedWithoutBlockingOthers", func(t *testing.T) {
 		t.Parallel()
 		b := setupEvents(t)
-		hub := b.replicas[1].Deps.Events
+		hub := b.replicas[1].Events()
 		slow, err := hub.Subscribe([]string{"flood.*"}, uuid.Nil)
 		if err != nil {
 			t.Fatal(err)
@@ -570,7 +570,7 @@ func TestEvents_Stream(t *testing.T) {
 		s.expect(t, "delete", "agent.deleted")
 		s.expect(t, "agent.deleted", "agent.deleted")
 
-		b.replicas[1].Deps.Events.Stop()
+		b.replicas[1].Events().Stop()
 		s.expect(t, "shutdown", "shutdown")
 		if f, ok := s.next(t); ok {
 			t.Fatalf("stream still open after shutdown: %+v", f)

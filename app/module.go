@@ -1,8 +1,10 @@
 package app
 
 import (
+	"context"
 	"database/sql"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,8 +49,32 @@ type Deps struct {
 	Secrets Secrets
 	// Metrics registers Prometheus collectors served on /metrics.
 	Metrics prometheus.Registerer
-	Logger  *slog.Logger
+	// Logger is never nil (app.New discards when given none).
+	Logger *slog.Logger
+	// Clock is the master's time; app.New sets time.Now, tests replace it to
+	// move time. Never nil.
+	Clock Clock
 	// Events publishes live events (inside the transaction of the change) to
-	// every replica's WebSocket and SSE subscribers.
-	Events *Events
+	// every replica's WebSocket and SSE subscribers. Tests may set a recorder.
+	Events Publisher
+}
+
+// Clock returns the current time.
+type Clock func() time.Time
+
+// Publisher hands an event to the live-event hub. Publish is called inside the
+// transaction tx that records the change (the event is delivered only if tx
+// commits); a nil tx publishes at once. An error rolls the change back.
+type Publisher interface {
+	Publish(ctx context.Context, tx *gorm.DB, ev Event) error
+}
+
+var _ Publisher = (*Events)(nil)
+
+// Runner is an optional capability of a Module: a background loop. Run starts
+// Run for every module implementing it, under the server context, and waits
+// for every Run to return, in reverse module order, before closing the pool.
+// Run returns when ctx ends; context.Canceled is not an error.
+type Runner interface {
+	Run(ctx context.Context) error
 }

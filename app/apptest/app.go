@@ -84,7 +84,7 @@ func Serve(t testing.TB, a *app.App) string {
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(l) }()
 	t.Cleanup(func() {
-		a.Deps.Events.Stop()
+		a.Events().Stop()
 		if err := a.Fiber().ShutdownWithTimeout(10 * time.Second); err != nil {
 			t.Logf("shut down test server: %v", err)
 		}

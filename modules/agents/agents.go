@@ -59,7 +59,7 @@
 //
 //	agentsMod, err := agents.New(d, vhostsMod.Service(), certsMod.Service(), agents.Options{PublishFunc: ...})
 //	wiring.GRPCServerOptions = agentsMod.GRPCServerOptions()
-//	go agentsMod.Run(ctx) // the hub: LISTEN and reconcile, until ctx ends
+//	// app.Run runs agentsMod.Run (the hub: LISTEN and reconcile) until shutdown
 package agents
 
 import (
@@ -101,7 +101,10 @@ type Module struct {
 	hub *Hub
 }
 
-var _ app.Module = (*Module)(nil)
+var (
+	_ app.Module = (*Module)(nil)
+	_ app.Runner = (*Module)(nil)
+)
 
 // New builds the module: it loads (or on first start creates) the agents' CA
 // from grpc.ca_cert_file/ca_key_file or data_dir/agents-ca/. vh computes
@@ -177,8 +180,8 @@ func (m *Module) GRPCServerOptions() []grpc.ServerOption {
 func (m *Module) CAFingerprint() string { return m.svc.ca.Fingerprint() }
 
 // Run runs this replica's hub until ctx ends (LISTEN/NOTIFY and the
-// reconcile ticker), then closes its agent streams. Start it before app.Run
-// with the same context.
+// reconcile ticker), then closes its agent streams. It makes the module an
+// app.Runner: app.Run starts it under the server context.
 func (m *Module) Run(ctx context.Context) error { return m.hub.Run(ctx) }
 
 // Name is "agents".

@@ -371,7 +371,7 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 				return fmt.Errorf("delete certificate %s: list its users: %w", id, err)
 			}
 			if len(users) > 0 {
-				return fmt.Errorf("%w by %s; stop using it there first", ErrCertificateInUse, strings.Join(users, ", "))
+				return fmt.Errorf("delete certificate %s: %w", id, &app.InUseError{What: "certificate", Users: users, Hint: "stop using it there first"})
 			}
 		}
 		if err := tx.Delete(&certificateRow{}, "id = ?", id).Error; err != nil {

@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -85,16 +84,6 @@ func checkRole(v *app.Validator, field, role string) {
 		return
 	}
 	v.Check(authz.ValidRole(role), field, app.FieldInvalidValue, "must be one of owner, admin, operator, viewer")
-}
-
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.Is(err, gorm.ErrDuplicatedKey) || (errors.As(err, &pgErr) && pgErr.Code == "23505")
-}
-
-func isForeignKeyViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.Is(err, gorm.ErrForeignKeyViolated) || (errors.As(err, &pgErr) && pgErr.Code == "23503")
 }
 
 // lockOrganization loads the organization and locks its row until tx ends, which
@@ -213,7 +202,7 @@ func (s *Service) CreateOrganization(ctx context.Context, p CreateOrganizationPa
 // createOrganization inserts org and ownerID's owner membership, with audit rows.
 func createOrganization(ctx context.Context, tx *gorm.DB, org *Organization, ownerID uuid.UUID) error {
 	if err := tx.Create(org).Error; err != nil {
-		if isUniqueViolation(err) {
+		if app.IsUniqueViolation(err) {
 			return fmt.Errorf("create organization %q: %w", org.Slug, ErrOrgSlugTaken)
 		}
 		return fmt.Errorf("create organization %q: %w", org.Slug, err)
@@ -225,7 +214,7 @@ func createOrganization(ctx context.Context, tx *gorm.DB, org *Organization, own
 		return err
 	}
 	if err := tx.Create(&Membership{OrganizationID: org.ID, UserID: ownerID, Role: authz.RoleOwner}).Error; err != nil {
-		if isForeignKeyViolation(err) {
+		if app.IsForeignKeyViolation(err) {
 			return fmt.Errorf("create organization %q: owner %s: %w", org.Slug, ownerID, app.ErrNotFound)
 		}
 		return fmt.Errorf("create organization %q: add owner %s: %w", org.Slug, ownerID, err)
@@ -328,7 +317,7 @@ func (s *Service) UpdateOrganization(ctx context.Context, id uuid.UUID, p Update
 			return nil
 		}
 		if err := tx.Select("name", "slug", "require_email_code", "updated_at").Updates(&org).Error; err != nil {
-			if isUniqueViolation(err) {
+			if app.IsUniqueViolation(err) {
 				return fmt.Errorf("update organization %s: %w", id, ErrOrgSlugTaken)
 			}
 			return fmt.Errorf("update organization %s: %w", id, err)
@@ -393,9 +382,9 @@ func (s *Service) CreateWorkspace(ctx context.Context, p CreateWorkspaceParams) 
 func createWorkspace(ctx context.Context, tx *gorm.DB, ws *Workspace) error {
 	if err := tx.Create(ws).Error; err != nil {
 		switch {
-		case isUniqueViolation(err):
+		case app.IsUniqueViolation(err):
 			return fmt.Errorf("create workspace %q: %w", ws.Slug, ErrWorkspaceSlugTaken)
-		case isForeignKeyViolation(err):
+		case app.IsForeignKeyViolation(err):
 			return fmt.Errorf("create workspace %q: %w", ws.Slug, ErrOrganizationNotFound)
 		}
 		return fmt.Errorf("create workspace %q: %w", ws.Slug, err)
@@ -476,7 +465,7 @@ func (s *Service) UpdateWorkspace(ctx context.Context, id uuid.UUID, p UpdateWor
 			return nil
 		}
 		if err := tx.Select("name", "slug", "updated_at").Updates(&ws).Error; err != nil {
-			if isUniqueViolation(err) {
+			if app.IsUniqueViolation(err) {
 				return fmt.Errorf("update workspace %s: %w", id, ErrWorkspaceSlugTaken)
 			}
 			return fmt.Errorf("update workspace %s: %w", id, err)
@@ -632,7 +621,7 @@ func (s *Service) AddMember(ctx context.Context, p AddMemberParams) (Member, err
 // insertMember creates the membership with its member.add audit row.
 func insertMember(ctx context.Context, tx *gorm.DB, orgID, userID uuid.UUID, role string) (Member, error) {
 	if err := tx.Create(&Membership{OrganizationID: orgID, UserID: userID, Role: role}).Error; err != nil {
-		if isUniqueViolation(err) {
+		if app.IsUniqueViolation(err) {
 			return Member{}, fmt.Errorf("add member %s: %w", userID, ErrAlreadyMember)
 		}
 		return Member{}, fmt.Errorf("add member %s: %w", userID, err)
@@ -814,7 +803,7 @@ func (s *Service) InviteMember(ctx context.Context, p AddMemberParams) (Invitati
 			row.InvitedBy = &pr.UserID
 		}
 		if err := tx.Create(&row).Error; err != nil {
-			if isUniqueViolation(err) {
+			if app.IsUniqueViolation(err) {
 				return fmt.Errorf("invite %q: %w", p.Email, ErrAlreadyInvited)
 			}
 			return fmt.Errorf("invite %q: %w", p.Email, err)

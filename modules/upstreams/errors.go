@@ -2,7 +2,6 @@ package upstreams
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/nxmesh/nxmesh/app"
 )
@@ -18,16 +17,6 @@ var (
 )
 
 // InUseError is returned when deleting an upstream that virtual hosts or
-// streams still use. It is a conflict (409) whose message names the users.
-type InUseError struct {
-	// Users are the human-readable users reported by UsageFunc, e.g.
-	// `virtual host "api" (<id>)`.
-	Users []string
-}
-
-func (e *InUseError) Error() string {
-	return fmt.Sprintf("%s: upstream is used by %s", app.ErrConflict, strings.Join(e.Users, ", "))
-}
-
-// Unwrap makes errors.Is(err, app.ErrConflict) true.
-func (e *InUseError) Unwrap() error { return app.ErrConflict }
+// streams still use: app's InUseError with What "upstream", a conflict (409)
+// whose message names the users.
+type InUseError = app.InUseError

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -213,9 +212,9 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Upstream, error) 
 		}
 		if err := tx.Create(&u).Error; err != nil {
 			switch {
-			case isUniqueViolation(err):
+			case app.IsUniqueViolation(err):
 				return fmt.Errorf("create upstream %q: %w", u.Name, ErrNameTaken)
-			case isForeignKeyViolation(err):
+			case app.IsForeignKeyViolation(err):
 				return fmt.Errorf("create upstream %q: %w", u.Name, orgs.ErrWorkspaceNotFound)
 			}
 			return fmt.Errorf("create upstream %q: %w", u.Name, err)
@@ -296,7 +295,7 @@ func (s *Service) Update(ctx context.Context, id uuid.UUID, p UpdateParams) (Ups
 			"health_check_enabled", "health_check_path", "health_check_interval", "health_check_timeout",
 			"health_check_healthy_threshold", "health_check_unhealthy_threshold", "updated_at").Updates(&u).Error
 		if err != nil {
-			if isUniqueViolation(err) {
+			if app.IsUniqueViolation(err) {
 				return fmt.Errorf("update upstream %s: %w", id, ErrNameTaken)
 			}
 			return fmt.Errorf("update upstream %s: %w", id, err)
@@ -327,7 +326,7 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 			return fmt.Errorf("delete upstream %s: find its users: %w", id, err)
 		}
 		if len(users) > 0 {
-			return fmt.Errorf("delete upstream %s: %w", id, &InUseError{Users: users})
+			return fmt.Errorf("delete upstream %s: %w", id, &app.InUseError{What: "upstream", Users: users})
 		}
 		if err := tx.Delete(&Upstream{}, "id = ?", id).Error; err != nil {
 			return fmt.Errorf("delete upstream %s: %w", id, err)
@@ -467,7 +466,7 @@ func replaceAll(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, ups []U
 		}
 	}
 	if err := tx.Exec("SET CONSTRAINTS upstreams_workspace_name_key IMMEDIATE").Error; err != nil {
-		if isUniqueViolation(err) {
+		if app.IsUniqueViolation(err) {
 			return fmt.Errorf("replace upstreams of workspace %s: %w", workspaceID, ErrNameTaken)
 		}
 		return fmt.Errorf("replace upstreams of workspace %s: check names: %w", workspaceID, err)
@@ -547,14 +546,4 @@ func workspaceOrg(tx *gorm.DB, workspaceID uuid.UUID) (uuid.UUID, error) {
 		return uuid.Nil, orgs.ErrWorkspaceNotFound
 	}
 	return ids[0], nil
-}
-
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.Is(err, gorm.ErrDuplicatedKey) || (errors.As(err, &pgErr) && pgErr.Code == "23505")
-}
-
-func isForeignKeyViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.Is(err, gorm.ErrForeignKeyViolated) || (errors.As(err, &pgErr) && pgErr.Code == "23503")
 }

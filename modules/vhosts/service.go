@@ -99,11 +99,6 @@ func isRetryable(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.Is(err, gorm.ErrDuplicatedKey) || (errors.As(err, &pgErr) && pgErr.Code == "23505")
-}
-
 // workspaceLock is what lockWorkspace read.
 type workspaceLock struct {
 	OrgID   uuid.UUID
@@ -765,7 +760,7 @@ func (s *Service) CreateVirtualHost(ctx context.Context, workspaceID uuid.UUID, 
 			return err
 		}
 		if err := tx.Select(append([]string{"id", "workspace_id"}, vhostColumns...)).Create(&row).Error; err != nil {
-			if isUniqueViolation(err) {
+			if app.IsUniqueViolation(err) {
 				return fmt.Errorf("create virtual host %q: %w", vh.Name, ErrVirtualHostNameTaken)
 			}
 			return fmt.Errorf("create virtual host %q: %w", vh.Name, err)
@@ -846,7 +841,7 @@ func (s *Service) UpdateVirtualHost(ctx context.Context, id uuid.UUID, change fu
 		}
 		row := vhostRowOf(vh, hashes)
 		if err := tx.Model(&row).Select(vhostColumns).Updates(&row).Error; err != nil {
-			if isUniqueViolation(err) {
+			if app.IsUniqueViolation(err) {
 				return fmt.Errorf("update virtual host %s: %w", id, ErrVirtualHostNameTaken)
 			}
 			return fmt.Errorf("update virtual host %s: %w", id, err)

@@ -157,7 +157,7 @@ func (s *Service) CreateStream(ctx context.Context, workspaceID uuid.UUID, in St
 			return err
 		}
 		if err := tx.Select(append([]string{"id", "workspace_id"}, streamColumns...)).Create(&st).Error; err != nil {
-			if isUniqueViolation(err) {
+			if app.IsUniqueViolation(err) {
 				return fmt.Errorf("create stream %q: %w", st.Name, ErrStreamNameTaken)
 			}
 			return fmt.Errorf("create stream %q: %w", st.Name, err)
@@ -226,7 +226,7 @@ func (s *Service) UpdateStream(ctx context.Context, id uuid.UUID, change func(*S
 			return err
 		}
 		if err := tx.Model(&st).Select(streamColumns).Updates(&st).Error; err != nil {
-			if isUniqueViolation(err) {
+			if app.IsUniqueViolation(err) {
 				return fmt.Errorf("update stream %s: %w", id, ErrStreamNameTaken)
 			}
 			return fmt.Errorf("update stream %s: %w", id, err)

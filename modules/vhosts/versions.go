@@ -587,7 +587,7 @@ func restoreVirtualHosts(tx *gorm.DB, workspaceID uuid.UUID, snap storedSnapshot
 		}
 	}
 	if err := tx.Exec("SET CONSTRAINTS virtual_hosts_workspace_name_key IMMEDIATE").Error; err != nil {
-		if isUniqueViolation(err) {
+		if app.IsUniqueViolation(err) {
 			return fmt.Errorf("restore virtual hosts of workspace %s: %w", workspaceID, ErrVirtualHostNameTaken)
 		}
 		return fmt.Errorf("restore virtual hosts of workspace %s: check names: %w", workspaceID, err)
@@ -629,7 +629,7 @@ func restoreStreams(tx *gorm.DB, workspaceID uuid.UUID, sts []Stream) error {
 		}
 	}
 	if err := tx.Exec("SET CONSTRAINTS streams_workspace_name_key IMMEDIATE").Error; err != nil {
-		if isUniqueViolation(err) {
+		if app.IsUniqueViolation(err) {
 			return fmt.Errorf("restore streams of workspace %s: %w", workspaceID, ErrStreamNameTaken)
 		}
 		return fmt.Errorf("restore streams of workspace %s: check names: %w", workspaceID, err)
