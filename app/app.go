@@ -115,6 +115,7 @@ func (a *App) prepare(ctx context.Context) error {
 		Metrics: a.registry,
 		Logger:  logger,
 		Events:  NewEvents(a.db.Pool, logger, a.registry),
+		Pages:   NewPages(enforcer, logger),
 	}
 	return nil
 }

@@ -51,4 +51,7 @@ type Deps struct {
 	// Events publishes live events (inside the transaction of the change) to
 	// every replica's WebSocket and SSE subscribers.
 	Events *Events
+	// Pages decides which buttons and forms the admin pages offer, as the
+	// route guard decides (see Pages).
+	Pages *Pages
 }
