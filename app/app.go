@@ -124,6 +124,7 @@ func (a *App) prepare(ctx context.Context) error {
 		Metrics: a.registry,
 		Logger:  logger,
 		Clock:   time.Now,
+		Pages:   NewPages(enforcer, logger),
 	}
 	a.events = NewEvents(a.db.Pool, logger, a.registry)
 	a.Deps.Events = a.events

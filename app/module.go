@@ -57,6 +57,9 @@ type Deps struct {
 	// Events publishes live events (inside the transaction of the change) to
 	// every replica's WebSocket and SSE subscribers. Tests may set a recorder.
 	Events Publisher
+	// Pages decides which buttons and forms the admin pages offer, as the
+	// route guard decides (see Pages).
+	Pages *Pages
 }
 
 // Clock returns the current time.

@@ -7,7 +7,6 @@ import (
 	"math"
 	"mime/multipart"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -39,11 +38,13 @@ import (
 type pages struct {
 	svc *Service
 	nav *orgs.Module
+	// perm decides what the pages offer, as the route guard decides.
+	perm *app.Pages
 }
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &pages{svc: m.svc, nav: orgs.New(app.Deps{DB: m.d.DB, Logger: m.d.Logger}, nil)}
+	p := &pages{svc: m.svc, nav: orgs.New(app.Deps{DB: m.d.DB, Logger: m.d.Logger}, nil), perm: m.d.Pages}
 	ws := orgs.ScopeWorkspace(m.d.DB, "id")
 	cert := ScopeCertificate(m.d.DB, "id")
 	ui.Get("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Read, ws),
@@ -75,12 +76,6 @@ func (p *pages) shell(c *fiber.Ctx, title string) (views.Shell, error) {
 	}
 	s.AddSections(views.WorkspaceSections(scope.WorkspaceID, views.SectionCertificates))
 	return s, nil
-}
-
-// uiAllowed reports whether role may act on certificates by the module's
-// policies; pages hide what the guard would refuse.
-func uiAllowed(role, action string) bool {
-	return slices.Contains(policies(), authz.Policy{Role: role, Object: ObjCertificate, Action: action})
 }
 
 func uiDate(t *time.Time) string {
@@ -178,14 +173,13 @@ func (p *pages) list(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	role := app.RoleOf(c)
 	d := listData{
 		WorkspaceID:  ws,
 		Certificates: list,
 		Pager:        views.NewPager(page, total, uiListPath(ws), nil),
 		Now:          p.svc.now(),
-		CanWrite:     uiAllowed(role, authz.Write),
-		CanDelete:    uiAllowed(role, authz.Delete),
+		CanWrite:     p.perm.Allowed(c, ObjCertificate, authz.Write),
+		CanDelete:    p.perm.Allowed(c, ObjCertificate, authz.Delete),
 	}
 	for _, cert := range list {
 		switch cert.Status {
@@ -225,7 +219,7 @@ func (p *pages) show(c *fiber.Ctx) error {
 	return views.Page(c, http.StatusOK, shell, showPage(showData{
 		Certificate: cert,
 		Now:         p.svc.now(),
-		CanDelete:   uiAllowed(app.RoleOf(c), authz.Delete),
+		CanDelete:   p.perm.Allowed(c, ObjCertificate, authz.Delete),
 	}))
 }
 

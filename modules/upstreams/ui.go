@@ -50,11 +50,13 @@ import (
 type pages struct {
 	svc *Service
 	nav *orgs.Module
+	// perm decides what the pages offer, as the route guard decides.
+	perm *app.Pages
 }
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &pages{svc: m.svc, nav: orgs.New(app.Deps{DB: m.db}, nil)}
+	p := &pages{svc: m.svc, nav: orgs.New(app.Deps{DB: m.db}, nil), perm: m.pages}
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	up := ScopeUpstream(m.db, "id")
 	ui.Get("/workspaces/:id/upstreams", app.Require(ObjUpstream, authz.Read, ws),
@@ -92,12 +94,6 @@ func (p *pages) shell(c *fiber.Ctx, title string) (views.Shell, error) {
 	}
 	s.AddSections(views.WorkspaceSections(scope.WorkspaceID, views.SectionUpstreams))
 	return s, nil
-}
-
-// uiAllowed reports whether role may act on upstreams by the module's policies;
-// pages hide what the guard would refuse.
-func uiAllowed(role, action string) bool {
-	return slices.Contains(policies(), authz.Policy{Role: role, Object: ObjUpstream, Action: action})
 }
 
 // uiAlgorithms are the algorithm choices. nginx's round robin already
@@ -372,13 +368,12 @@ func (p *pages) list(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	role := app.RoleOf(c)
 	return views.Page(c, http.StatusOK, shell, listPage(listData{
 		WorkspaceID: ws,
 		Upstreams:   ups,
 		Pager:       views.NewPager(page, total, uiListPath(ws), nil),
-		CanWrite:    uiAllowed(role, authz.Write),
-		CanDelete:   uiAllowed(role, authz.Delete),
+		CanWrite:    p.perm.Allowed(c, ObjUpstream, authz.Write),
+		CanDelete:   p.perm.Allowed(c, ObjUpstream, authz.Delete),
 	}))
 }
 
@@ -426,7 +421,6 @@ func (p *pages) renderForm(c *fiber.Ctx, status int, u *Upstream, form views.For
 			return err
 		}
 	}
-	role := app.RoleOf(c)
 	return views.Page(c, status, shell, formPage(formData{
 		Health:      health,
 		WorkspaceID: app.ScopeOf(c).WorkspaceID,
@@ -434,8 +428,8 @@ func (p *pages) renderForm(c *fiber.Ctx, status int, u *Upstream, form views.For
 		Form:        form,
 		Servers:     servers,
 		CSRF:        shell.CSRF,
-		CanWrite:    uiAllowed(role, authz.Write),
-		CanDelete:   u != nil && uiAllowed(role, authz.Delete),
+		CanWrite:    p.perm.Allowed(c, ObjUpstream, authz.Write),
+		CanDelete:   u != nil && p.perm.Allowed(c, ObjUpstream, authz.Delete),
 	}))
 }
 

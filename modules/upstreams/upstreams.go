@@ -44,8 +44,9 @@ import (
 
 // Module is the upstreams module.
 type Module struct {
-	db  *gorm.DB
-	svc *Service
+	db    *gorm.DB
+	svc   *Service
+	pages *app.Pages
 }
 
 var _ app.Module = (*Module)(nil)
@@ -53,7 +54,7 @@ var _ app.Module = (*Module)(nil)
 // New builds the module. opts carries the functions of the vhosts module that
 // record configuration changes and report an upstream's users.
 func New(d app.Deps, opts Options) *Module {
-	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, opts)}
+	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, opts), pages: d.Pages}
 }
 
 // Service returns the module's service (for the vhosts module and the admin
