@@ -130,4 +130,14 @@
 //     protocol, proxy_connect_timeout, proxy_timeout, and bandwidth_limit as
 //     both proxy_download_rate and proxy_upload_rate. UDP streams cannot use
 //     TLS.
+//   - Options.AccessLog (an agent-owned absolute path) turns on the agent's
+//     access log: http.conf starts with "log_format nxmesh_json
+//     escape=json '{...}'" (fields in accesslog.go; every value a JSON
+//     string) and every server except the status server begins with
+//     "set $nxmesh_vhost_id <id>" (empty in the 404 default servers) and
+//     "access_log <path> nxmesh_json". stream.conf, when it has streams,
+//     gets "map $protocol:$server_port $nxmesh_stream_id" (streams are
+//     unique by protocol and port), "log_format nxmesh_stream escape=json"
+//     and "access_log <path> nxmesh_stream" in each stream server. The
+//     log_format is rendered only when a server uses its variable.
 package render

@@ -21,6 +21,9 @@ var update = flag.Bool("update", false, "rewrite the expected output sections of
 // goldenConfDir is the ConfDir the golden outputs are rendered with.
 const goldenConfDir = "/etc/nxmesh/nginx"
 
+// goldenAccessLog is the access log the golden outputs are rendered with.
+const goldenAccessLog = "/var/lib/nxmesh-agent/logs/access.log"
+
 // Sections of a golden file that are inputs rather than expected output.
 const (
 	inputSection   = "input.json"
@@ -57,7 +60,7 @@ func loadGoldenCases(t testing.TB) []goldenCase {
 			path:    p,
 			archive: a,
 			input:   &agentv1.ConfigUpdate{},
-			opts:    Options{ConfDir: goldenConfDir},
+			opts:    Options{ConfDir: goldenConfDir, AccessLog: goldenAccessLog},
 		}
 		in, ok := section(a, inputSection)
 		if !ok {

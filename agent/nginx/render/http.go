@@ -105,6 +105,11 @@ func (r *renderer) httpConf(u *agentv1.ConfigUpdate) crossplane.Directives {
 	for _, e := range vhosts {
 		tree = append(tree, r.virtualHost(e)...)
 	}
+	if r.opts.AccessLog != "" && (len(vhosts) > 0 || (!r.opts.NoDefaultServers && len(defaults) > 0)) {
+		// The format names $nxmesh_vhost_id, which only servers define
+		// (set): it is rendered only when there is one.
+		tree = append(crossplane.Directives{tree[0], httpLogFormat()}, tree[1:]...)
+	}
 	return tree
 }
 
@@ -174,7 +179,7 @@ func (r *renderer) defaultServers(vhosts []vhostEntry) crossplane.Directives {
 			body = append(body, dir("ssl_reject_handshake", "on"))
 		}
 		body = append(body, dir("return", "404"))
-		out = append(out, block("server", nil, body))
+		out = append(out, block("server", nil, r.withAccessLog("", body)))
 	}
 	return out
 }
@@ -240,7 +245,7 @@ func (r *renderer) virtualHost(e vhostEntry) crossplane.Directives {
 			redirect = append(redirect, dir("server_name", names...))
 		}
 		redirect = append(redirect, dir("return", "301", target))
-		out = append(out, block("server", nil, redirect))
+		out = append(out, block("server", nil, r.withAccessLog(vh.GetId(), redirect)))
 	}
 
 	listen := []string{port}
@@ -301,7 +306,7 @@ func (r *renderer) virtualHost(e vhostEntry) crossplane.Directives {
 			body = append(body, r.location(fmt.Sprintf("%s.locations[%d]", field, i), loc))
 		}
 	}
-	return append(out, block("server", nil, body))
+	return append(out, block("server", nil, r.withAccessLog(vh.GetId(), body)))
 }
 
 // accessList renders allow/deny rules and basic auth.

@@ -111,6 +111,12 @@ func TestGoldenPassesNginxT(t *testing.T) {
 			dir := t.TempDir()
 			opts := c.opts
 			opts.ConfDir = filepath.Join(dir, "conf")
+			if opts.AccessLog != "" {
+				opts.AccessLog = filepath.Join(dir, "logs", "access.log")
+				if err := os.MkdirAll(filepath.Dir(opts.AccessLog), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
 			files, err := Render(c.input, opts)
 			if err != nil {
 				t.Fatal(err)

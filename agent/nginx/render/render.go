@@ -44,6 +44,12 @@ type Options struct {
 	// declare default servers of its own (Debian's default site does, on
 	// port 80), and nginx refuses two on one port.
 	NoDefaultServers bool
+	// AccessLog, if set, is the absolute path of the agent's own access
+	// log: http.conf defines log_format nxmesh_json (and stream.conf
+	// nxmesh_stream when there are streams) and every rendered server
+	// except the status server logs there in that format, with its
+	// virtual host (stream) id as a field. Empty renders no access_log.
+	AccessLog string
 }
 
 // ErrInvalidConfig is wrapped by every error Render returns for a
@@ -143,6 +149,14 @@ func render(u *agentv1.ConfigUpdate, opts Options) (*output, error) {
 	r.confDir = path.Clean(opts.ConfDir)
 	if err := ValidateArg(r.confDir); err != nil {
 		return nil, fmt.Errorf("%w: Options.ConfDir: %w", ErrInvalidConfig, err)
+	}
+	if opts.AccessLog != "" {
+		if !filepath.IsAbs(opts.AccessLog) {
+			return nil, fmt.Errorf("%w: Options.AccessLog must be an absolute path, got %q", ErrInvalidConfig, opts.AccessLog)
+		}
+		if err := ValidateArg(opts.AccessLog); err != nil {
+			return nil, fmt.Errorf("%w: Options.AccessLog: %w", ErrInvalidConfig, err)
+		}
 	}
 	if opts.StatusPort > 65535 {
 		return nil, fmt.Errorf("%w: Options.StatusPort %d out of range", ErrInvalidConfig, opts.StatusPort)

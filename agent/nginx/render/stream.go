@@ -36,6 +36,19 @@ func (r *renderer) streamConf(u *agentv1.ConfigUpdate) crossplane.Directives {
 	if r.err != nil {
 		return nil
 	}
+	if r.opts.AccessLog != "" && len(streams) > 0 {
+		// Streams are unique by (protocol, port): the map names each
+		// session's stream.
+		ids := crossplane.Directives{dir("default", "")}
+		for _, s := range streams {
+			proto := "TCP"
+			if s.GetProtocol() == agentv1.StreamProtocol_UDP {
+				proto = "UDP"
+			}
+			ids = append(ids, dir(proto+":"+strconv.FormatUint(uint64(s.GetListenPort()), 10), s.GetId()))
+		}
+		tree = append(tree, block("map", []string{"$protocol:$server_port", streamIDVar}, ids), streamLogFormat())
+	}
 	for _, id := range sortedKeys(used) {
 		tree = append(tree, r.upstreamBlock(used[id], true))
 	}
@@ -75,6 +88,9 @@ func (r *renderer) stream(s *agentv1.Stream) *crossplane.Directive {
 	if s.GetSslEnabled() {
 		crt, key := r.certPaths(field+".ssl_certificate_id", s.GetSslCertificateId())
 		body = append(body, dir("ssl_certificate", crt), dir("ssl_certificate_key", key))
+	}
+	if r.opts.AccessLog != "" {
+		body = append(body, dir("access_log", r.opts.AccessLog, StreamLogFormat))
 	}
 	body = append(body, dir("proxy_pass", nginxName("u_", s.GetUpstreamId())))
 	if s.GetProxyProtocol() {
