@@ -78,3 +78,30 @@ func TestCollector_Host(t *testing.T) {
 		}
 	})
 }
+
+func TestHostSample_Metrics(t *testing.T) {
+	t.Parallel()
+	s := HostSample{CPUPercent: 12.5, Load1: 1, Memory: Memory{Total: 100, Used: 40},
+		Filesystems: []Filesystem{{Mount: "/", Device: "/dev/sda1", Type: "ext4", Total: 10, Used: 4}},
+		Interfaces:  []NetInterface{{Name: "eth0", RxBytes: 7}}}
+	got := map[string]float64{}
+	for _, m := range s.Metrics(99) {
+		if m.GetTimestamp() != 99 {
+			t.Errorf("%s: timestamp %d", m.GetName(), m.GetTimestamp())
+		}
+		key := m.GetName()
+		if v := m.GetLabels()["mount"]; v != "" {
+			key += "{mount=" + v + "}"
+		}
+		if v := m.GetLabels()["iface"]; v != "" {
+			key += "{iface=" + v + "}"
+		}
+		got[key] = m.GetValue()
+	}
+	for k, want := range map[string]float64{"host.cpu.percent": 12.5, "host.load.1m": 1, "host.memory.used_bytes": 40,
+		"host.memory.total_bytes": 100, "host.fs.used_bytes{mount=/}": 4, "host.net.rx_bytes{iface=eth0}": 7} {
+		if v, ok := got[k]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", k, v, ok, want)
+		}
+	}
+}
