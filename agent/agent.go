@@ -297,6 +297,43 @@ func (a *agent) statusJSON(ctx context.Context) (string, error) {
 	return string(out), nil
 }
 
+// metricsInterval is how often the agent sends a MetricsBatch (seed 004's
+// 5 s cadence).
+const metricsInterval = 5 * time.Second
+
+// sendMetrics samples the host and nginx every interval with its own
+// collector (its rates are independent of the health reports') and sends
+// the batch on the stream, until ctx ends.
+func (a *agent) sendMetrics(ctx context.Context, coll *collect.Collector, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		c := a.client.Load()
+		if c == nil || !c.Connected() {
+			continue
+		}
+		now := time.Now().Unix()
+		host, err := coll.Host()
+		if err != nil {
+			a.log.Debug("read host metrics", "error", err)
+		}
+		metrics := host.Metrics(now)
+		if st := a.mgr.Status(); st.Running && st.StatusURL != "" {
+			if ns, err := coll.Nginx(ctx, st.StatusURL); err != nil {
+				a.log.Debug("read nginx stub_status", "error", err)
+			} else {
+				metrics = append(metrics, ns.Metrics(now)...)
+			}
+		}
+		c.SendMetrics(&agentv1.MetricsBatch{Timestamp: now, Metrics: metrics})
+	}
+}
+
 // onEvent forwards a watchdog event to the master.
 func (a *agent) onEvent(e nginx.Event) {
 	c := a.client.Load()

@@ -201,6 +201,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	a.client.Store(client)
+	healthDone.Go(func() { a.sendMetrics(hctx, collect.New(collect.Options{DiskPath: cfg.DataDir}), metricsInterval) })
 	log.Info("nxmesh-agent started", "version", version, "master", cfg.Master, "nginx_mode", mgr.Mode(), "data_dir", cfg.DataDir)
 	return client.Run(ctx)
 }

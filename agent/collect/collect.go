@@ -1,6 +1,9 @@
 // Package collect samples what the agent reports about nginx and its host:
 // nginx's stub_status (connections, request counter and its rate) and host
-// metrics from /proc (CPU, memory, load) and statfs (disk).
+// metrics from /proc (CPU, memory, load) and statfs (disk). Host adds the
+// detailed host view: CPU times per mode, load 1/5/15, memory and swap, every
+// mounted file system (pseudo file systems skipped) and every network
+// interface's counters (/proc/net/dev).
 //
 // Rates need two samples; a Collector keeps the previous ones, so the first
 // call reports zero CPU percent and zero requests per second.
@@ -134,11 +137,14 @@ type Options struct {
 type Collector struct {
 	opts Options
 
-	mu       sync.Mutex
-	prevCPU  cpuTimes
-	prevReq  uint64
-	prevTime time.Time
-	hasReq   bool
+	mu      sync.Mutex
+	prevCPU cpuTimes
+	// prevHostCPU is Host's own previous sample, so that Host and System
+	// rates do not disturb each other.
+	prevHostCPU cpuTimes
+	prevReq     uint64
+	prevTime    time.Time
+	hasReq      bool
 }
 
 // New returns a Collector.

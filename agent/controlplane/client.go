@@ -303,6 +303,13 @@ func (c *Client) SendEvent(ev *agentv1.Event) bool {
 	return c.sendCurrent(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Event{Event: ev}})
 }
 
+// SendMetrics sends a metric batch on the live stream (AgentMessage.metrics)
+// if connected; it reports whether the batch was handed to a stream (while
+// disconnected batches are dropped).
+func (c *Client) SendMetrics(b *agentv1.MetricsBatch) bool {
+	return c.sendCurrent(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Metrics{Metrics: b}})
+}
+
 // ReportHealth asks for a HealthReport to be sent now rather than at the
 // next heartbeat. Requests made while one is pending are merged; while
 // disconnected, the report is the one sent when the next stream opens.
