@@ -28,6 +28,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/agents"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
+	"github.com/nxmesh/nxmesh/modules/logs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
@@ -126,6 +127,7 @@ type modules struct {
 	certs     *certs.Module
 	vhosts    *vhosts.Module
 	agents    *agents.Module
+	logs      *logs.Module
 }
 
 func newModules(d app.Deps) (modules, error) {
@@ -157,8 +159,12 @@ func newModules(d app.Deps) (modules, error) {
 		func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
 		})
+	m.logs = logs.New(d, logs.Options{})
 	var err error
 	m.agents, err = agents.New(d, m.vhosts.Service(), m.certs.Service(), agents.Options{
+		// Log batches from the agents' streams are queued by the logs
+		// module and acknowledged on the stream once stored.
+		LogsFunc: m.logs.Ingest,
 		PublishFunc: func(ctx context.Context, tx *gorm.DB, ev agents.Event) error {
 			return d.Events.Publish(ctx, tx, app.Event{
 				Type: ev.Type, OrgID: ev.OrgID, WorkspaceID: ev.WorkspaceID,
@@ -173,7 +179,7 @@ func newModules(d app.Deps) (modules, error) {
 }
 
 func (m modules) list() []app.Module {
-	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents}
+	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents, m.logs}
 }
 
 func (m modules) wiring() app.Wiring {
@@ -210,8 +216,11 @@ func serve(ctx context.Context, cfgPath string, stdout, stderr io.Writer) error 
 	hubDone := make(chan error, 1)
 	hubCtx, stopHub := context.WithCancel(ctx)
 	go func() { hubDone <- mods.agents.Run(hubCtx) }()
+	logsDone := make(chan struct{})
+	go func() { _ = mods.logs.Run(hubCtx); close(logsDone) }()
 	err = a.Run(ctx, mods.list(), mods.wiring())
 	stopHub()
+	<-logsDone
 	if hubErr := <-hubDone; hubErr != nil && !errors.Is(hubErr, context.Canceled) && err == nil {
 		err = fmt.Errorf("agents hub: %w", hubErr)
 	}
