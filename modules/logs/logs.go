@@ -39,7 +39,6 @@ type Module struct {
 	svc *Service
 	in  *ingester
 	lv  *live
-	run sync.Once
 }
 
 var _ app.Module = (*Module)(nil)

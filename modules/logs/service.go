@@ -265,39 +265,3 @@ func (s *Service) SetSettings(ctx context.Context, workspaceID uuid.UUID, p Sett
 	}
 	return s.Settings(ctx, workspaceID)
 }
-
-// ---- Agents ----
-
-// agentScope returns the workspace and organization of an agent.
-func (s *Service) agentScope(ctx context.Context, agentID uuid.UUID) (app.Scope, error) {
-	var sc app.Scope
-	err := s.pool.QueryRow(ctx, `SELECT a.workspace_id, w.organization_id FROM agents a JOIN workspaces w ON w.id = a.workspace_id
-		WHERE a.id = $1`, agentID).Scan(&sc.WorkspaceID, &sc.OrgID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return sc, ErrAgentNotFound
-	}
-	if err != nil {
-		return sc, fmt.Errorf("resolve agent %s: %w", agentID, err)
-	}
-	return sc, nil
-}
-
-// workspaceAgents lists a workspace's agents (id and display name), for the
-// admin's filter.
-func (s *Service) workspaceAgents(ctx context.Context, workspaceID uuid.UUID) ([]agentRef, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, COALESCE(NULLIF(name, ''), NULLIF(hostname, ''), id::text) FROM agents
-		WHERE workspace_id = $1 ORDER BY 2`, workspaceID)
-	if err != nil {
-		return nil, fmt.Errorf("list agents of workspace %s: %w", workspaceID, err)
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (agentRef, error) {
-		var a agentRef
-		err := r.Scan(&a.ID, &a.Name)
-		return a, err
-	})
-}
-
-type agentRef struct {
-	ID   uuid.UUID
-	Name string
-}
