@@ -28,6 +28,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/agents"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
+	"github.com/nxmesh/nxmesh/modules/logs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
@@ -126,6 +127,7 @@ type modules struct {
 	certs     *certs.Module
 	vhosts    *vhosts.Module
 	agents    *agents.Module
+	logs      *logs.Module
 }
 
 func newModules(d app.Deps) (modules, error) {
@@ -157,8 +159,12 @@ func newModules(d app.Deps) (modules, error) {
 		func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
 		})
+	m.logs = logs.New(d, logs.Options{})
 	var err error
 	m.agents, err = agents.New(d, m.vhosts.Service(), m.certs.Service(), agents.Options{
+		// Log batches from the agents' streams are queued by the logs
+		// module and acknowledged on the stream once stored.
+		LogsFunc: m.logs.Ingest,
 		PublishFunc: func(ctx context.Context, tx *gorm.DB, ev agents.Event) error {
 			return d.Events.Publish(ctx, tx, app.Event{
 				Type: ev.Type, OrgID: ev.OrgID, WorkspaceID: ev.WorkspaceID,
@@ -173,7 +179,7 @@ func newModules(d app.Deps) (modules, error) {
 }
 
 func (m modules) list() []app.Module {
-	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents}
+	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents, m.logs}
 }
 
 func (m modules) wiring() app.Wiring {
@@ -207,7 +213,7 @@ func serve(ctx context.Context, cfgPath string, stdout, stderr io.Writer) error 
 		a.Close(context.Background())
 		return err
 	}
-	// app.Run starts the agents hub (agents.Module is an app.Runner).
+	// app.Run starts the agents hub and the logs ingest (both are app.Runners).
 	return a.Run(ctx, mods.list(), mods.wiring())
 }
 

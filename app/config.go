@@ -29,6 +29,7 @@ type Config struct {
 	SMTP     SMTPConfig     `yaml:"smtp"`
 	Log      LogConfig      `yaml:"log"`
 	VHosts   VHostsConfig   `yaml:"vhosts"`
+	Logs     LogsConfig     `yaml:"logs"`
 }
 
 // DatabaseConfig selects the PostgreSQL server.
@@ -140,6 +141,16 @@ type VHostsConfig struct {
 	StaticRootPrefixes string `yaml:"static_root_prefixes"`
 }
 
+// LogsConfig configures the stored access and error logs.
+type LogsConfig struct {
+	// Retention is how long log lines are kept (whole days; partitions older
+	// than that are dropped). A workspace may keep its own lines for less.
+	Retention time.Duration `yaml:"retention"`
+}
+
+// DefaultLogsRetention is logs.retention when it is not set: 14 days.
+const DefaultLogsRetention = 14 * 24 * time.Hour
+
 // DefaultStaticRootPrefixes are the usual homes of static sites.
 const DefaultStaticRootPrefixes = "/var/www,/srv,/usr/share/nginx,/opt/www"
 
@@ -196,6 +207,7 @@ func DefaultConfig() Config {
 		SMTP:   SMTPConfig{Port: 25, From: "nxmesh@localhost", TLS: "none"},
 		Log:    LogConfig{Level: "info", Format: "text"},
 		VHosts: VHostsConfig{StaticRootPrefixes: DefaultStaticRootPrefixes},
+		Logs:   LogsConfig{Retention: DefaultLogsRetention},
 	}
 }
 
@@ -226,6 +238,9 @@ func LoadConfig(path string, env []string) (Config, error) {
 	}
 	if err := cfg.VHosts.validate(); err != nil {
 		return cfg, err
+	}
+	if cfg.Logs.Retention < 24*time.Hour {
+		return cfg, fmt.Errorf("logs.retention: %s must be at least 24h", cfg.Logs.Retention)
 	}
 	if cfg.DataDir != "" {
 		abs, err := filepath.Abs(cfg.DataDir)

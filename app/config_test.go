@@ -78,6 +78,24 @@ func TestLoadConfig(t *testing.T) {
 		}
 	})
 
+	t.Run("LogsRetentionDefaultsTo14DaysAndTakesTheEnvironment", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := LoadConfig("../config.yaml", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Logs.Retention != 14*24*time.Hour {
+			t.Errorf("logs.retention = %s, want 336h", cfg.Logs.Retention)
+		}
+		cfg, err = LoadConfig("../config.yaml", []string{"NXMESH_LOGS_RETENTION=72h"})
+		if err != nil || cfg.Logs.Retention != 72*time.Hour {
+			t.Errorf("NXMESH_LOGS_RETENTION=72h gave %s, %v", cfg.Logs.Retention, err)
+		}
+		if _, err := LoadConfig("", []string{"NXMESH_LOGS_RETENTION=1h"}); err == nil || !strings.Contains(err.Error(), "logs.retention") {
+			t.Errorf("retention of 1h: error %v, want one naming logs.retention", err)
+		}
+	})
+
 	t.Run("ShippedFileListsEveryKey", func(t *testing.T) {
 		t.Parallel()
 		b, err := os.ReadFile("../config.yaml")

@@ -89,6 +89,10 @@ type Options struct {
 	// config.applied, health.alert and upstream.health events; nil drops
 	// them.
 	PublishFunc PublishFunc
+	// LogsFunc receives the access-log and error-log batches agents send on
+	// their streams (the logs module's ingest); nil refuses them
+	// (success=false), so agents keep them spooled.
+	LogsFunc LogsFunc
 	// ReplicaID names this process in agents.connected_replica; empty means
 	// "<hostname>/<pid>/<random>".
 	ReplicaID string
@@ -143,7 +147,7 @@ func New(d app.Deps, vh *vhosts.Service, certSvc *certs.Service, opts Options) (
 		maxBytes = app.DefaultMaxMessageBytes
 	}
 	svc := &Service{
-		db: d.DB, logger: logger, vh: vh, certs: certSvc, ca: ca, publishFunc: opts.PublishFunc,
+		db: d.DB, logger: logger, vh: vh, certs: certSvc, ca: ca, publishFunc: opts.PublishFunc, logsFunc: opts.LogsFunc,
 		heartbeat: heartbeat, publicAddr: PublicAddr(cfg), reloadTimeout: defaultReloadTimeout,
 		maxMessageBytes: maxBytes,
 	}

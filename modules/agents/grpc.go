@@ -96,8 +96,10 @@ func peerIP(ctx context.Context) string {
 //     id and the heartbeat interval; its current configuration follows at
 //     once, then any pending command.
 //  3. Health reports, configuration statuses and command results are recorded
-//     as they come (metrics, logs and events are accepted and ignored for
-//     now). The hub pushes configurations and commands.
+//     as they come; access-log and error-log batches are handed to
+//     Options.LogsFunc and acknowledged once stored (metrics and events are
+//     accepted and ignored for now). The hub pushes configurations and
+//     commands.
 //  4. The stream ends when the agent closes it, or the hub drops it: agent
 //     deleted (PermissionDenied), superseded by a newer stream of the agent
 //     (Aborted), silent for three heartbeats or master shutting down
@@ -260,8 +262,12 @@ func (g *grpcServer) recvLoop(ctx context.Context, c *conn) error {
 			}
 		case *agentv1.AgentMessage_Registration:
 			g.hub.logger.WarnContext(ctx, "agents: registration on an established stream ignored", "agent_id", c.agentID)
+		case *agentv1.AgentMessage_AccessLogs:
+			g.handLogs(ctx, c, LogBatch{Access: p.AccessLogs})
+		case *agentv1.AgentMessage_Logs:
+			g.handLogs(ctx, c, LogBatch{Errors: p.Logs})
 		default:
-			// Metrics, logs and events are accepted and not stored yet.
+			// Metrics and events are accepted and not stored yet.
 		}
 		if errors.Is(err, errGone) {
 			c.close(ReasonReplaced)
@@ -272,6 +278,24 @@ func (g *grpcServer) recvLoop(ctx context.Context, c *conn) error {
 		}
 		g.hub.observed("message", c.agentID)
 	}
+}
+
+// handLogs passes a log batch to Options.LogsFunc, which queues it and
+// returns at once: the receive loop never waits for logs to be stored. The
+// acknowledgement goes back on the stream when the batch is stored (or
+// refused); without a LogsFunc the batch is refused so the agent keeps it.
+func (g *grpcServer) handLogs(ctx context.Context, c *conn, b LogBatch) {
+	b.AgentID, b.WorkspaceID, b.OrgID = c.agentID, c.workspaceID, c.orgID
+	b.Ack = func(a *agentv1.Ack) bool {
+		return c.send(&agentv1.MasterMessage{Payload: &agentv1.MasterMessage_Ack{Ack: a}})
+	}
+	if g.svc.logsFunc == nil {
+		if id := b.BatchID(); id != "" {
+			b.Ack(&agentv1.Ack{MessageId: id, Success: false, ErrorMessage: "this master does not store logs"})
+		}
+		return
+	}
+	g.svc.logsFunc(ctx, b)
 }
 
 // identifyUnary identifies the caller of a unary RPC by its client

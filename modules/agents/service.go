@@ -58,6 +58,7 @@ type Service struct {
 	ca          *CA
 	hub         *Hub
 	publishFunc PublishFunc
+	logsFunc    LogsFunc
 	heartbeat   time.Duration
 	publicAddr  string
 	// clock is the service's time (time.Now when nil); tests move it.

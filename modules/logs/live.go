@@ -1,0 +1,334 @@
+package logs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The live tail:
+//
+//  1. After a batch is stored its lines go to this replica's subscribers at
+//     once (the WebSocket /v1/ws/logs/:agent_id and the admin's SSE tail),
+//     without blocking: a subscriber whose buffer (SubscriberBuffer lines)
+//     is full misses lines (counted in nxmesh_logs_live_dropped_lines_total).
+//  2. The same lines are sent to the other replicas with pg_notify on the
+//     "nxmesh_logs" channel, in payloads under PostgreSQL's 8000-byte limit,
+//     by one goroutine with a bounded queue so storing never waits for it;
+//     at most RemoteLinesPerBatch lines of a batch travel this way (a live
+//     tail is read by people; the stored logs have them all). Each replica
+//     LISTENs (reconnecting with backoff) and hands the lines of other
+//     replicas to its own subscribers.
+
+// Limits of the live tail.
+const (
+	SubscriberBuffer    = 1024
+	RemoteLinesPerBatch = 200
+	// LiveChannel is the NOTIFY channel between replicas.
+	LiveChannel      = "nxmesh_logs"
+	maxNotifyPayload = 7900
+	remoteQueue      = 64
+	maxLiveBackoff   = 30 * time.Second
+)
+
+// Line is one log line for the live tail: an access-log entry (Access set,
+// level "info", message the request line) or an error-log line.
+type Line struct {
+	WorkspaceID uuid.UUID         `json:"w"`
+	OrgID       uuid.UUID         `json:"o"`
+	AgentID     uuid.UUID         `json:"a"`
+	Level       string            `json:"l"`
+	Message     string            `json:"m"`
+	Timestamp   Millis            `json:"t"`
+	Access      *Entry            `json:"e,omitempty"`
+	Fields      map[string]string `json:"f,omitempty"`
+}
+
+func (e *Entry) line(orgID uuid.UUID) Line {
+	cp := *e
+	return Line{WorkspaceID: e.workspaceID, OrgID: orgID, AgentID: e.AgentID, Level: "info",
+		Message: e.RequestLine(), Timestamp: e.Timestamp, Access: &cp}
+}
+
+// Data is the line as the WebSocket's "data": level, message, timestamp and,
+// for access lines, every access-log field.
+func (l Line) Data() map[string]any {
+	d := map[string]any{}
+	if l.Access != nil {
+		b, _ := json.Marshal(l.Access)
+		_ = json.Unmarshal(b, &d)
+	} else {
+		d["agent_id"] = l.AgentID
+		if len(l.Fields) > 0 {
+			d["fields"] = l.Fields
+		}
+	}
+	d["level"], d["message"], d["timestamp"] = l.Level, l.Message, l.Timestamp.String()
+	return d
+}
+
+// LiveFilter selects the lines a subscriber receives.
+type LiveFilter struct {
+	WorkspaceID uuid.UUID
+	AgentID     uuid.UUID
+	// AccessOnly skips error-log lines; Filter applies to access lines.
+	AccessOnly bool
+	Filter     Filter
+}
+
+func (f LiveFilter) matches(l *Line) bool {
+	if f.WorkspaceID != uuid.Nil && l.WorkspaceID != f.WorkspaceID {
+		return false
+	}
+	if f.AgentID != uuid.Nil && l.AgentID != f.AgentID {
+		return false
+	}
+	if l.Access == nil {
+		return !f.AccessOnly
+	}
+	return f.Filter.Matches(l.Access)
+}
+
+// Subscription receives live lines.
+type Subscription struct {
+	l      *live
+	filter LiveFilter
+	C      chan Line
+	done   chan struct{}
+	once   sync.Once
+}
+
+// Close ends the subscription.
+func (s *Subscription) Close() {
+	s.once.Do(func() {
+		s.l.mu.Lock()
+		delete(s.l.subs, s)
+		s.l.mu.Unlock()
+		close(s.done)
+	})
+}
+
+// Done is closed when the subscription or the tail ends.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+type live struct {
+	pool    *pgxpool.Pool
+	logger  *slog.Logger
+	replica string
+	dropped prometheus.Counter
+	remote  chan []Line
+
+	mu   sync.Mutex
+	subs map[*Subscription]struct{}
+}
+
+func newLive(pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) *live {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	l := &live{pool: pool, logger: logger, replica: hex.EncodeToString(b), subs: map[*Subscription]struct{}{},
+		remote: make(chan []Line, remoteQueue),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nxmesh_logs_live_dropped_lines_total", Help: "Live log lines not sent to a subscriber that fell behind, or not sent to other replicas.",
+		})}
+	if reg != nil {
+		reg.MustRegister(l.dropped)
+	}
+	return l
+}
+
+// Subscribe returns a subscription to the lines f selects.
+func (l *live) Subscribe(f LiveFilter) *Subscription {
+	s := &Subscription{l: l, filter: f, C: make(chan Line, SubscriberBuffer), done: make(chan struct{})}
+	l.mu.Lock()
+	l.subs[s] = struct{}{}
+	l.mu.Unlock()
+	return s
+}
+
+// deliver hands lines to this replica's subscribers without blocking.
+func (l *live) deliver(lines []Line) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for s := range l.subs {
+		for i := range lines {
+			if !s.filter.matches(&lines[i]) {
+				continue
+			}
+			select {
+			case s.C <- lines[i]:
+			default:
+				l.dropped.Inc()
+			}
+		}
+	}
+}
+
+// publish delivers a stored batch's lines here and queues them for the
+// other replicas.
+func (l *live) publish(lines []Line) {
+	if len(lines) == 0 {
+		return
+	}
+	l.deliver(lines)
+	if len(lines) > RemoteLinesPerBatch {
+		l.dropped.Add(float64(len(lines) - RemoteLinesPerBatch))
+		lines = lines[len(lines)-RemoteLinesPerBatch:]
+	}
+	select {
+	case l.remote <- lines:
+	default:
+		l.dropped.Add(float64(len(lines)))
+	}
+}
+
+type livePayload struct {
+	Replica string `json:"r"`
+	Lines   []Line `json:"l"`
+}
+
+// run sends queued lines to the other replicas and LISTENs for theirs until
+// ctx ends.
+func (l *live) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); l.sendLoop(ctx) }()
+	go func() { defer wg.Done(); l.listenLoop(ctx) }()
+	wg.Wait()
+	l.mu.Lock()
+	subs := make([]*Subscription, 0, len(l.subs))
+	for s := range l.subs {
+		subs = append(subs, s)
+	}
+	l.mu.Unlock()
+	for _, s := range subs {
+		s.Close()
+	}
+}
+
+func (l *live) sendLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case lines := <-l.remote:
+			for _, p := range chunkLines(l.replica, lines) {
+				if _, err := l.pool.Exec(ctx, "SELECT pg_notify($1, $2)", LiveChannel, string(p)); err != nil && ctx.Err() == nil {
+					l.logger.Warn("logs: notify live lines", "error", err)
+					break
+				}
+			}
+		}
+	}
+}
+
+// chunkLines encodes lines into payloads that fit a notification; a line
+// too large on its own is sent without its access fields' long values.
+func chunkLines(replica string, lines []Line) [][]byte {
+	var out [][]byte
+	var cur []Line
+	flush := func() {
+		if len(cur) == 0 {
+			return
+		}
+		b, _ := json.Marshal(livePayload{Replica: replica, Lines: cur})
+		out = append(out, b)
+		cur = nil
+	}
+	size := 40
+	for _, ln := range lines {
+		b, _ := json.Marshal(ln)
+		if len(b) > maxNotifyPayload-60 {
+			ln = shrink(ln)
+			if b, _ = json.Marshal(ln); len(b) > maxNotifyPayload-60 {
+				continue
+			}
+		}
+		if size+len(b)+1 > maxNotifyPayload {
+			flush()
+			size = 40
+		}
+		cur = append(cur, ln)
+		size += len(b) + 1
+	}
+	flush()
+	return out
+}
+
+func shrink(ln Line) Line {
+	cut := func(s string) string { return clean(s, 512) }
+	ln.Message = cut(ln.Message)
+	ln.Fields = nil
+	if ln.Access != nil {
+		e := *ln.Access
+		e.URI, e.UserAgent, e.Referer, e.UpstreamAddr = cut(e.URI), cut(e.UserAgent), cut(e.Referer), cut(e.UpstreamAddr)
+		ln.Access = &e
+	}
+	return ln
+}
+
+func (l *live) listenLoop(ctx context.Context) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		established := l.listen(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if established {
+			backoff = time.Second
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(backoff*2, maxLiveBackoff)
+	}
+}
+
+func (l *live) listen(ctx context.Context) bool {
+	conn, err := l.pool.Acquire(ctx)
+	if err != nil {
+		return false
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "LISTEN "+LiveChannel); err != nil {
+		return false
+	}
+	defer func() {
+		// The connection goes back to the pool: stop listening first.
+		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, "UNLISTEN *"); err != nil {
+			conn.Conn().Close(uctx)
+		}
+	}()
+	for {
+		n, err := conn.Conn().WaitForNotification(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.logger.Warn("logs: listen for live lines", "error", err)
+			}
+			return true
+		}
+		var p livePayload
+		if json.Unmarshal([]byte(n.Payload), &p) != nil || p.Replica == l.replica {
+			continue
+		}
+		for i := range p.Lines {
+			if e := p.Lines[i].Access; e != nil {
+				e.workspaceID = p.Lines[i].WorkspaceID
+			}
+		}
+		l.deliver(p.Lines)
+	}
+}

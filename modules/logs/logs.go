@@ -1,0 +1,142 @@
+// Package logs is the master's side of the logs: it stores the access-log
+// and error-log batches agents send on their streams (ingest.go, COPY into
+// daily partitions, exactly once per batch), serves them
+// (GET /v1/workspaces/:id/access-logs, GET /v1/agents/:id/error-logs),
+// keeps them for logs.retention or a workspace's shorter retention
+// (partitions.go, jobs.go) and tails them live (live.go).
+//
+// # Wiring (main.go)
+//
+//	logsMod := logs.New(d, logs.Options{})
+//	agents.Options{LogsFunc: func(ctx, b) { logsMod.Ingest(ctx, b) }}
+//	go logsMod.Run(ctx) // ingest workers and the live tail, until ctx ends
+package logs
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/riverqueue/river"
+	"google.golang.org/grpc"
+	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/modules/agents"
+	"github.com/nxmesh/nxmesh/modules/orgs"
+)
+
+// Options configure the module.
+type Options struct {
+	Ingest IngestConfig
+}
+
+// Module is the logs module.
+type Module struct {
+	db  *gorm.DB
+	svc *Service
+	in  *ingester
+	lv  *live
+}
+
+var _ app.Module = (*Module)(nil)
+
+// New builds the module.
+func New(d app.Deps, opts Options) *Module {
+	logger := d.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	svc := newService(d.Pool, logger, d.Config.Logs.Retention, nil)
+	lv := newLive(d.Pool, logger, d.Metrics)
+	return &Module{db: d.DB, svc: svc, lv: lv, in: newIngester(svc, opts.Ingest, d.Metrics, lv)}
+}
+
+// Service returns the module's service.
+func (m *Module) Service() *Service { return m.svc }
+
+// Ingest is the agents module's LogsFunc: it queues b and returns at once.
+func (m *Module) Ingest(_ context.Context, b agents.LogBatch) { _ = m.in.submit(b) }
+
+// Run stores queued batches and runs the live tail until ctx ends.
+func (m *Module) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); m.in.run(ctx) }()
+	go func() { defer wg.Done(); m.lv.run(ctx) }()
+	wg.Wait()
+	return ctx.Err()
+}
+
+// Name is "logs".
+func (m *Module) Name() string { return "logs" }
+
+// Policies returns the role matrix of policies.go.
+func (m *Module) Policies() []authz.Policy { return policies() }
+
+// Jobs registers logs.partitions and logs.retention.
+func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJobs(w, m.svc) }
+
+// GRPC registers nothing: batches arrive through the agents module's stream.
+func (m *Module) GRPC(grpc.ServiceRegistrar) {}
+
+// Routes mounts the JSON API.
+func (m *Module) Routes(r app.Routers) {
+	ws := orgs.ScopeWorkspace(m.db, "id")
+	ag := agents.ScopeAgent(m.db, "id")
+	r.API.Get("/workspaces/:id/access-logs", app.Require(ObjLog, authz.Read, ws),
+		app.Doc{Summary: "Query a workspace's access logs, newest first (keyset pagination with cursor)", Response: Entry{}, Query: QueryParamNames},
+		func(c *fiber.Ctx) error {
+			q, err := ParseQuery(func(n string) string { return c.Query(n) }, m.svc.now())
+			if err != nil {
+				return err
+			}
+			q.WorkspaceID = app.ScopeOf(c).WorkspaceID
+			page, err := m.svc.AccessLogs(app.Ctx(c), q)
+			if err != nil {
+				return err
+			}
+			return c.JSON(page)
+		})
+	r.API.Get("/agents/:id/error-logs", app.Require(ObjLog, authz.Read, ag),
+		app.Doc{Summary: "List an agent's nginx error-log lines, newest first", Response: ErrorLine{}, Query: []string{"from", "to", "level", "limit"}},
+		func(c *fiber.Ctx) error {
+			q, err := ParseErrorQuery(func(n string) string { return c.Query(n) }, m.svc.now())
+			if err != nil {
+				return err
+			}
+			q.AgentID, err = app.ParamUUID(c, "id")
+			if err != nil {
+				return err
+			}
+			page, err := m.svc.ErrorLogs(app.Ctx(c), q)
+			if err != nil {
+				return err
+			}
+			return c.JSON(page)
+		})
+	r.API.Get("/workspaces/:id/logs/settings", app.Require(ObjSettings, authz.Read, ws),
+		app.Doc{Summary: "A workspace's log retention", Response: Settings{}},
+		func(c *fiber.Ctx) error {
+			s, err := m.svc.Settings(app.Ctx(c), app.ScopeOf(c).WorkspaceID)
+			if err != nil {
+				return err
+			}
+			return c.JSON(s)
+		})
+	r.API.Put("/workspaces/:id/logs/settings", app.Require(ObjSettings, authz.Write, ws),
+		app.Doc{Summary: "Set a workspace's log retention (retention_days, at most logs.retention)", Body: SettingsParams{}, Response: Settings{}},
+		func(c *fiber.Ctx) error {
+			var p SettingsParams
+			if err := app.Bind(c, &p); err != nil {
+				return err
+			}
+			s, err := m.svc.SetSettings(app.Ctx(c), app.ScopeOf(c).WorkspaceID, p)
+			if err != nil {
+				return err
+			}
+			return c.JSON(s)
+		})
+}
