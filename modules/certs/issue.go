@@ -330,11 +330,18 @@ func (s *Service) claim(ctx context.Context, id uuid.UUID) (orderRow, bool, erro
 		return orderRow{}, false, nil
 	}
 	var r orderRow
-	err := s.db.WithContext(ctx).Table("certificates AS c").Select("c.*, w.organization_id").
-		Joins("JOIN workspaces AS w ON w.id = c.workspace_id").Where("c.id = ?", id).Take(&r).Error
-	if err != nil {
+	db := s.db.WithContext(ctx)
+	if err := db.Take(&r.certificateRow, "id = ?", id).Error; err != nil {
 		return orderRow{}, false, fmt.Errorf("read certificate %s: %w", id, err)
 	}
+	if err := db.Table("certificates").Where("id = ?", id).Take(&r.acmeColumns).Error; err != nil {
+		return orderRow{}, false, fmt.Errorf("read ACME columns of certificate %s: %w", id, err)
+	}
+	org, err := workspaceOrg(db, r.WorkspaceID)
+	if err != nil {
+		return orderRow{}, false, err
+	}
+	r.OrganizationID = org
 	return r, true, nil
 }
 
@@ -554,7 +561,7 @@ func (s *Service) storeIssued(ctx context.Context, r orderRow, kind, issuer stri
 		}
 		upd := map[string]any{
 			"certificate_pem": u.chainPEM, "private_key_sealed": sealed, "issuer": u.issuer, "serial": u.serial,
-			"fingerprint_sha256": u.fingerprintSHA256, "issued_at": u.notBefore, "expires_at": u.notAfter, "san": u.san,
+			"fingerprint_sha256": u.fingerprintSHA256, "issued_at": u.notBefore, "expires_at": u.notAfter, "san": app.JSONSlice[string](u.san),
 			"error": "", "issued_by": issuer, "order_started_at": nil, "next_attempt_at": nil, "failures": 0,
 			"renew_at": ra, "alerted_days": 0, "updated_at": now, "status": statusAt(u.notAfter, now),
 		}
