@@ -30,6 +30,25 @@ type Config struct {
 	Log      LogConfig      `yaml:"log"`
 	VHosts   VHostsConfig   `yaml:"vhosts"`
 	Logs     LogsConfig     `yaml:"logs"`
+	ACME     ACMEConfig     `yaml:"acme"`
+}
+
+// ACMEConfig is certificate issuance through ACME (the certs module).
+type ACMEConfig struct {
+	// LetsEncryptURL is the directory of provider "letsencrypt".
+	LetsEncryptURL string `yaml:"letsencrypt_url"`
+	// LetsEncryptStagingURL is the directory of provider "letsencrypt_staging".
+	LetsEncryptStagingURL string `yaml:"letsencrypt_staging_url"`
+	// ZeroSSLURL is the directory of provider "zerossl" (needs EAB credentials).
+	ZeroSSLURL string `yaml:"zerossl_url"`
+	// CAFile holds extra PEM roots trusted for the ACME servers' HTTPS.
+	CAFile string `yaml:"ca_file"`
+	// DNSResolvers are comma-separated host:port resolvers for DNS-01 propagation checks.
+	DNSResolvers string `yaml:"dns_resolvers"`
+	// RenewCheckInterval is the period of the renewal scan.
+	RenewCheckInterval time.Duration `yaml:"renew_check_interval"`
+	// Email is the ACME account contact when an organization sets none.
+	Email string `yaml:"email"`
 }
 
 // DatabaseConfig selects the PostgreSQL server.
@@ -208,6 +227,12 @@ func DefaultConfig() Config {
 		Log:    LogConfig{Level: "info", Format: "text"},
 		VHosts: VHostsConfig{StaticRootPrefixes: DefaultStaticRootPrefixes},
 		Logs:   LogsConfig{Retention: DefaultLogsRetention},
+		ACME: ACMEConfig{
+			LetsEncryptURL:        "https://acme-v02.api.letsencrypt.org/directory",
+			LetsEncryptStagingURL: "https://acme-staging-v02.api.letsencrypt.org/directory",
+			ZeroSSLURL:            "https://acme.zerossl.com/v2/DV90",
+			RenewCheckInterval:    10 * time.Minute,
+		},
 	}
 }
 

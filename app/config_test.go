@@ -34,6 +34,18 @@ func TestLoadConfig(t *testing.T) {
 		}
 	})
 
+	t.Run("ACMEDefaultsAndEnvironment", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := LoadConfig("", []string{"NXMESH_ACME_CA_FILE=/tmp/pebble.pem", "NXMESH_ACME_RENEW_CHECK_INTERVAL=1m", "NXMESH_ACME_EMAIL=ops@example.com"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.ACME.LetsEncryptURL != "https://acme-v02.api.letsencrypt.org/directory" || cfg.ACME.CAFile != "/tmp/pebble.pem" ||
+			cfg.ACME.RenewCheckInterval != time.Minute || cfg.ACME.Email != "ops@example.com" {
+			t.Fatalf("acme config: %+v", cfg.ACME)
+		}
+	})
+
 	t.Run("StaticRootPrefixes", func(t *testing.T) {
 		t.Parallel()
 		cfg, err := LoadConfig("", []string{"NXMESH_VHOSTS_STATIC_ROOT_PREFIXES=/data/sites, /srv/"})

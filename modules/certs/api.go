@@ -23,6 +23,7 @@ type createCertificateRequest struct {
 	Domain         string `json:"domain,omitempty" doc:"ACME requests only (not enabled yet). On an upload it may be omitted or must equal the leaf's domain"`
 	Provider       string `json:"provider,omitempty" doc:"\"upload\" or omitted. ACME providers are refused with 422 until ACME issuance is enabled"`
 	AutoRenew      bool   `json:"auto_renew,omitempty" doc:"ACME requests only; must be false for uploads"`
+	acmeRequestFields
 }
 
 func (m *Module) bindCertificates(r *app.Router) {
@@ -34,7 +35,7 @@ func (m *Module) bindCertificates(r *app.Router) {
 	r.Post("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Write, ws),
 		app.Doc{
 			Summary: "Upload a certificate: certificate_pem holds the chain (leaf first, then each issuer), private_key_pem the leaf's key (RSA of 2048 bits or more, ECDSA P-256/P-384 or Ed25519). " +
-				"The key is stored encrypted and never returned. ACME requests (domain, provider, auto_renew) are refused with 422 until ACME issuance is enabled",
+				"The key is stored encrypted and never returned. An ACME request (domain, provider letsencrypt/letsencrypt_staging/zerossl/custom, auto_renew, optional san, challenge, dns_provider, dns_credentials, key_type, profile) answers 202 with the certificate pending",
 			Body: createCertificateRequest{}, Response: Certificate{}, Status: http.StatusCreated,
 		},
 		m.createCertificate)
@@ -44,6 +45,7 @@ func (m *Module) bindCertificates(r *app.Router) {
 	r.Delete("/certificates/:id", app.Require(ObjCertificate, authz.Delete, cert),
 		app.Doc{Summary: "Delete a certificate; 409 while virtual hosts or streams use it", Status: http.StatusNoContent},
 		m.deleteCertificate)
+	m.bindACME(r)
 }
 
 func (m *Module) listCertificates(c *fiber.Ctx) error {
@@ -65,6 +67,9 @@ func (m *Module) createCertificate(c *fiber.Ctx) error {
 	var req createCertificateRequest
 	if err := app.Bind(c, &req); err != nil {
 		return err
+	}
+	if req.isACME() {
+		return m.requestCertificate(c, req)
 	}
 	cert, err := m.svc.Create(app.Ctx(c), CreateParams{
 		WorkspaceID:    app.ScopeOf(c).WorkspaceID,

@@ -220,25 +220,50 @@ func TestCertificatesAPI(t *testing.T) {
 		b.upload(t, ws, goodChain, goodKeyPEM)
 	})
 
-	t.Run("RefusesACMERequests", func(t *testing.T) {
+	t.Run("AcceptsACMERequestAsPending", func(t *testing.T) {
 		t.Parallel()
 		ws := b.newWorkspace(t)
-		for _, body := range []map[string]any{
-			{"domain": "api.example.com", "provider": "letsencrypt", "auto_renew": true},
-			{"domain": "api.example.com"},
-			{"domain": "api.example.com", "provider": "zerossl"},
-		} {
-			status, resp := b.as(t, "operator", http.MethodPost, "/v1/workspaces/"+ws.String()+"/certificates", body)
-			var e errorJSON
-			mustDecode(t, resp, &e)
-			if status != http.StatusUnprocessableEntity || len(e.Error.Details) != 1 || e.Error.Details[0].Field != "provider" ||
-				!strings.Contains(e.Error.Details[0].Message, "ACME issuance is not enabled on this server yet") ||
-				!strings.Contains(e.Error.Details[0].Message, "upload a certificate") {
-				t.Errorf("ACME request %v: %d %s", body, status, resp)
-			}
+		status, resp := b.as(t, "operator", http.MethodPost, "/v1/workspaces/"+ws.String()+"/certificates",
+			map[string]any{"domain": "api.example.com", "provider": "letsencrypt", "auto_renew": true})
+		var c certJSON
+		mustDecode(t, resp, &c)
+		if status != http.StatusAccepted || c.Status != "pending" || c.Domain != "api.example.com" || c.Provider != "letsencrypt" {
+			t.Fatalf("ACME request: %d %s", status, resp)
 		}
-		if n := b.countRows(t, "certificates", "workspace_id = ?", ws); n != 0 {
-			t.Errorf("%d certificates stored for ACME requests", n)
+	})
+
+	t.Run("RejectsBadACMERequests", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range []struct {
+			name  string
+			body  map[string]any
+			field string
+		}{
+			{"MalformedDomain", map[string]any{"domain": "bad_domain", "provider": "letsencrypt"}, "domain"},
+			{"UnknownProvider", map[string]any{"domain": "api.example.com", "provider": "nope"}, "provider"},
+			{"MissingProvider", map[string]any{"domain": "api.example.com"}, "provider"},
+			{"WildcardWithoutDNS01", map[string]any{"domain": "*.example.com", "provider": "letsencrypt"}, "challenge"},
+			{"DNS01WithoutProvider", map[string]any{"domain": "*.example.com", "provider": "letsencrypt", "challenge": "dns-01"}, "dns_provider"},
+			{"UnknownDNSProvider", map[string]any{"domain": "*.example.com", "provider": "letsencrypt", "challenge": "dns-01", "dns_provider": "nope"}, "dns_provider"},
+			{"MetadataEndpoint", map[string]any{"domain": "*.example.com", "provider": "letsencrypt", "challenge": "dns-01", "dns_provider": "httpreq",
+				"dns_credentials": map[string]string{"HTTPREQ_ENDPOINT": "http://169.254.169.254/"}}, "dns_credentials.HTTPREQ_ENDPOINT"},
+			{"UnknownCredential", map[string]any{"domain": "*.example.com", "provider": "letsencrypt", "challenge": "dns-01", "dns_provider": "httpreq",
+				"dns_credentials": map[string]string{"HTTPREQ_ENDPOINT": "http://127.0.0.1:1/", "AWS_SECRET": "x"}}, "dns_credentials.AWS_SECRET"},
+			{"BadKeyType", map[string]any{"domain": "api.example.com", "provider": "letsencrypt", "key_type": "dsa"}, "key_type"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				ws := b.newWorkspace(t)
+				status, resp := b.as(t, "operator", http.MethodPost, "/v1/workspaces/"+ws.String()+"/certificates", tc.body)
+				var e errorJSON
+				mustDecode(t, resp, &e)
+				if status != http.StatusUnprocessableEntity || len(e.Error.Details) == 0 || e.Error.Details[0].Field != tc.field {
+					t.Errorf("%v: %d %s, want 422 on %s", tc.body, status, resp, tc.field)
+				}
+				if n := b.countRows(t, "certificates", "workspace_id = ?", ws); n != 0 {
+					t.Errorf("%d certificates stored for a bad request", n)
+				}
+			})
 		}
 	})
 

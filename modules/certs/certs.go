@@ -62,6 +62,10 @@ type Options struct {
 	ChangeFunc ChangeFunc
 	// UsageFunc lists the virtual hosts and streams using a certificate.
 	UsageFunc UsageFunc
+	// PresentFunc answers HTTP-01 challenges through the agents (agents module).
+	PresentFunc PresentFunc
+	// ServedFunc tells whether a plain-HTTP virtual host serves a name (vhosts module).
+	ServedFunc ServedFunc
 }
 
 // Module is the certs module.
@@ -86,8 +90,8 @@ func (m *Module) Name() string { return "certs" }
 // Policies returns the role matrix documented in policies.go.
 func (m *Module) Policies() []authz.Policy { return policies() }
 
-// Jobs registers nothing yet (see jobs.go).
-func (m *Module) Jobs(*river.Workers) []*river.PeriodicJob { return nil }
+// Jobs registers issuance, renewal and the periodic scan (jobs.go).
+func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJobs(w, m.svc) }
 
 // GRPC registers nothing: certificates reach agents inside ConfigUpdate.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}

@@ -37,6 +37,7 @@ const testPassword = "correct horse battery"
 type bundle struct {
 	app    *app.App
 	svc    *certs.Service
+	mod    *certs.Module
 	orgs   *orgs.Service
 	hooks  *hooks
 	pki    *pki
@@ -137,11 +138,18 @@ func (b *syncBuffer) String() string {
 
 // setup builds a bundle. Its cleanup checks that no log line and no audit row
 // holds key material.
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T) *bundle { return setupWith(t, nil, nil) }
+
+// setupWith is setup with the configuration and the module's options adjusted.
+func setupWith(t *testing.T, mutate func(*app.Config), opts func(*certs.Options)) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	logs := &syncBuffer{}
-	a, err := app.New(ctx, apptest.Config(t), slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	cfg := apptest.Config(t)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	a, err := app.New(ctx, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}
@@ -150,7 +158,11 @@ func setup(t *testing.T) *bundle {
 	h := &hooks{inUse: map[uuid.UUID][]string{}}
 	authMod := auth.New(a.Deps)
 	orgsMod := orgs.New(a.Deps, authMod.Service())
-	certsMod := certs.New(a.Deps, certs.Options{ChangeFunc: h.change, UsageFunc: h.usage})
+	o := certs.Options{ChangeFunc: h.change, UsageFunc: h.usage}
+	if opts != nil {
+		opts(&o)
+	}
+	certsMod := certs.New(a.Deps, o)
 	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, certsMod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
@@ -158,7 +170,7 @@ func setup(t *testing.T) *bundle {
 	}); err != nil {
 		t.Fatalf("mount: %v", err)
 	}
-	b := &bundle{top: t, pki: testPKI(t), app: a, svc: certsMod.Service(), orgs: orgsMod.Service(), hooks: h, logs: logs, tokens: map[string]string{}}
+	b := &bundle{mod: certsMod, top: t, pki: testPKI(t), app: a, svc: certsMod.Service(), orgs: orgsMod.Service(), hooks: h, logs: logs, tokens: map[string]string{}}
 
 	users := map[string]auth.User{}
 	for _, name := range []string{"owner", "operator", "viewer", "outsider"} {

@@ -14,5 +14,10 @@ func policies() []authz.Policy {
 	ps = append(ps, authz.AtLeast(authz.RoleViewer, ObjCertificate, authz.Read)...)
 	ps = append(ps, authz.AtLeast(authz.RoleOperator, ObjCertificate, authz.Write)...)
 	ps = append(ps, authz.AtLeast(authz.RoleOperator, ObjCertificate, authz.Delete)...)
+	ps = append(ps, authz.AtLeast(authz.RoleViewer, ObjACMESettings, authz.Read)...)
+	ps = append(ps, authz.AtLeast(authz.RoleAdmin, ObjACMESettings, authz.Write)...)
 	return ps
 }
+
+// ObjACMESettings is an organization's ACME settings: viewers read, admins write.
+const ObjACMESettings = "certs.acme_settings"

@@ -34,6 +34,7 @@ type Service struct {
 	logger  *slog.Logger
 	change  ChangeFunc
 	usage   UsageFunc
+	acme    acmeDeps
 }
 
 // NewService returns a Service over d's database, sealing keys with d.Secrets.
@@ -42,7 +43,7 @@ func NewService(d app.Deps, opts Options) *Service {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Service{db: d.DB, secrets: d.Secrets, logger: logger, change: opts.ChangeFunc, usage: opts.UsageFunc}
+	return &Service{db: d.DB, secrets: d.Secrets, logger: logger, change: opts.ChangeFunc, usage: opts.UsageFunc, acme: newACMEDeps(d, opts)}
 }
 
 // MaxNameLength is the longest certificate name, in characters.
