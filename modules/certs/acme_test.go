@@ -88,8 +88,8 @@ func newACMELab(t *testing.T) *acmeLab {
 		"listenAddress": listen, "managementListenAddress": pmgmt,
 		"certificate": filepath.Join(pdir, "test/certs/localhost/cert.pem"), "privateKey": filepath.Join(pdir, "test/certs/localhost/key.pem"),
 		"httpPort": port, "tlsPort": 1, "externalAccountBindingRequired": false,
-		"profiles": map[string]any{"default": map[string]any{"description": "default", "validityPeriod": 7776000},
-			"shortlived": map[string]any{"description": "short", "validityPeriod": 60}},
+		// One profile: Pebble picks a random profile for orders that name none.
+		"profiles": map[string]any{"default": map[string]any{"description": "default", "validityPeriod": 7776000}},
 	}}
 	b, _ := json.Marshal(cfg)
 	cfgFile := filepath.Join(t.TempDir(), "pebble.json")

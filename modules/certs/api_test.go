@@ -23,6 +23,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/modules/certs"
 )
 
 func TestCertificatesAPI(t *testing.T) {
@@ -229,6 +230,20 @@ func TestCertificatesAPI(t *testing.T) {
 		mustDecode(t, resp, &c)
 		if status != http.StatusAccepted || c.Status != "pending" || c.Domain != "api.example.com" || c.Provider != "letsencrypt" {
 			t.Fatalf("ACME request: %d %s", status, resp)
+		}
+	})
+
+	t.Run("RefusesHTTP01WithoutAFleetToAnswerIt", func(t *testing.T) {
+		t.Parallel()
+		nb := setupWith(t, nil, func(o *certs.Options) { o.PresentFunc = nil })
+		ws := nb.newWorkspace(t)
+		status, resp := nb.as(t, "operator", http.MethodPost, "/v1/workspaces/"+ws.String()+"/certificates",
+			map[string]any{"domain": "api.example.com", "provider": "letsencrypt", "auto_renew": true})
+		if status != http.StatusUnprocessableEntity || !strings.Contains(string(resp), `"field":"challenge"`) {
+			t.Fatalf("http-01 without agents: %d %s, want 422 naming challenge", status, resp)
+		}
+		if n := nb.countRows(t, "certificates", "workspace_id = ?", ws); n != 0 {
+			t.Fatalf("%d certificates stored after a refused request", n)
 		}
 	})
 

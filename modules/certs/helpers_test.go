@@ -158,7 +158,12 @@ func setupWith(t *testing.T, mutate func(*app.Config), opts func(*certs.Options)
 	h := &hooks{inUse: map[uuid.UUID][]string{}}
 	authMod := auth.New(a.Deps)
 	orgsMod := orgs.New(a.Deps, authMod.Service())
-	o := certs.Options{ChangeFunc: h.change, UsageFunc: h.usage}
+	o := certs.Options{ChangeFunc: h.change, UsageFunc: h.usage,
+		// A fleet that cannot answer challenges (there is no fleet in these
+		// tests); the Pebble tests replace it with an HTTP server of their own.
+		PresentFunc: func(context.Context, uuid.UUID, string, string, string) (func(context.Context) error, error) {
+			return nil, errors.New("no agent answers in this test")
+		}}
 	if opts != nil {
 		opts(&o)
 	}

@@ -172,6 +172,10 @@ func (s *Service) validateRequest(ctx context.Context, p RequestParams) (validRe
 	if err := v.Err(); err != nil {
 		return out, err
 	}
+	if out.challenge == ChallengeHTTP01 && s.acme.present == nil {
+		return out, app.Invalid("challenge", app.FieldInvalidValue,
+			"HTTP-01 through the agents is not available on this master yet: use dns-01 with a dns_provider")
+	}
 	if out.challenge == ChallengeHTTP01 && s.acme.served != nil {
 		for _, n := range out.names {
 			ok, err := s.acme.served(ctx, p.WorkspaceID, n)
