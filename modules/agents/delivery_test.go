@@ -118,40 +118,11 @@ func (a *agentClient) openWith(t *testing.T, limit int, state bool, sh stats.Han
 	if err != nil {
 		t.Fatalf("dial %s: %v", a.addr, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	sctx := ctx
+	var md metadata.MD
 	if state {
-		sctx = metadata.AppendToOutgoingContext(ctx, MaxMessageBytesMetadata, strconv.Itoa(limit))
+		md = metadata.Pairs(MaxMessageBytesMetadata, strconv.Itoa(limit))
 	}
-	stream, err := agentv1.NewAgentServiceClient(cc).Stream(sctx)
-	if err != nil {
-		cancel()
-		cc.Close()
-		t.Fatalf("open stream: %v", err)
-	}
-	s := &session{stream: stream, cancel: cancel, in: make(chan *agentv1.MasterMessage, 256), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				s.err = err
-				return
-			}
-			select {
-			case s.in <- m:
-			case <-ctx.Done():
-				s.err = ctx.Err()
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-s.done
-		cc.Close()
-	})
-	return s
+	return startSession(t, cc, md)
 }
 
 // registerWith registers a through openWith.

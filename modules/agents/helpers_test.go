@@ -25,6 +25,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"gorm.io/gorm"
 
@@ -558,8 +559,19 @@ func (a *agentClient) open(t *testing.T, withCert bool) *session {
 	if err != nil {
 		t.Fatalf("dial %s: %v", a.addr, err)
 	}
+	return startSession(t, cc, nil)
+}
+
+// startSession opens a Stream on cc (with outgoing metadata md, if any) and
+// reads the master's messages into the session until the test ends.
+func startSession(t *testing.T, cc *grpc.ClientConn, md metadata.MD) *session {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := agentv1.NewAgentServiceClient(cc).Stream(ctx)
+	sctx := ctx
+	if md != nil {
+		sctx = metadata.NewOutgoingContext(ctx, md)
+	}
+	stream, err := agentv1.NewAgentServiceClient(cc).Stream(sctx)
 	if err != nil {
 		cancel()
 		cc.Close()
