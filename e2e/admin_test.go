@@ -34,7 +34,6 @@ import (
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
-	"github.com/emersion/go-smtp"
 	"github.com/google/uuid"
 
 	"github.com/nxmesh/nxmesh/app"
@@ -61,7 +60,7 @@ type master struct {
 	auth    *auth.Service
 	orgs    *orgs.Service
 	org     orgs.Organization
-	mail    *mailbox
+	mail    *apptest.Mailbox
 }
 
 // startMaster runs the master's HTTP side with the auth and orgs modules wired
@@ -70,10 +69,10 @@ type master struct {
 func startMaster(t *testing.T, mutate func(*app.Config)) *master {
 	t.Helper()
 	ctx := context.Background()
-	mb := startSMTP(t)
+	mb := apptest.StartMailbox(t, "", "")
 	a := apptest.NewApp(t, func(cfg *app.Config) {
 		cfg.HTTP.SecureCookies = true
-		host, port, _ := net.SplitHostPort(mb.addr)
+		host, port, _ := net.SplitHostPort(mb.Addr)
 		cfg.SMTP = app.SMTPConfig{Host: host, From: "nxmesh@example.test", TLS: "none"}
 		cfg.SMTP.Port, _ = strconv.Atoi(port)
 		if mutate != nil {
@@ -599,7 +598,7 @@ func TestAdmin_SignIn(t *testing.T) {
 		if setCookie(p, auth.SessionCookie) != nil {
 			t.Fatal("a session started before the code was confirmed")
 		}
-		code := m.mail.nextCode(t)
+		code := m.mail.Next(t).Code(t)
 
 		p = c.get("/login/code?next=%2Forgs")
 		expectStatus(t, p, http.StatusOK)
@@ -769,70 +768,3 @@ func TestAdmin_Forms(t *testing.T) {
 }
 
 // ---- Mail ----
-
-// mailbox is an SMTP server on 127.0.0.1 that captures every message.
-type mailbox struct {
-	addr string
-	ch   chan string
-}
-
-var codePattern = regexp.MustCompile(`\b(\d{6})\b`)
-
-func startSMTP(t *testing.T) *mailbox {
-	t.Helper()
-	mb := &mailbox{ch: make(chan string, 16)}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
-		return &smtpSession{mb: mb}, nil
-	}))
-	srv.Domain = "localhost"
-	srv.ReadTimeout = 10 * time.Second
-	srv.WriteTimeout = 10 * time.Second
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb.addr = l.Addr().String()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		<-done
-	})
-	return mb
-}
-
-// nextCode returns the one-time code of the next message. Delivery happens
-// within the request that sends it, so the message is there already.
-func (m *mailbox) nextCode(t *testing.T) string {
-	t.Helper()
-	select {
-	case msg := <-m.ch:
-		match := codePattern.FindStringSubmatch(msg)
-		if match == nil {
-			t.Fatalf("no code in message:\n%s", msg)
-		}
-		return match[1]
-	default:
-		t.Fatal("no mail was sent")
-		return ""
-	}
-}
-
-type smtpSession struct{ mb *mailbox }
-
-func (s *smtpSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (s *smtpSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (s *smtpSession) Reset()                               {}
-func (s *smtpSession) Logout() error                        { return nil }
-
-func (s *smtpSession) Data(r io.Reader) error {
-	raw, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.mb.ch <- string(raw)
-	return nil
-}

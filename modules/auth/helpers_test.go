@@ -4,20 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 	"github.com/riverqueue/river"
@@ -43,16 +39,16 @@ type bundle struct {
 	mod   *Module
 	svc   *Service
 	clock *testClock
-	mail  *mailbox
+	mail  *apptest.Mailbox
 	ctx   context.Context
 }
 
 // setup builds a bundle; mutate adjusts the configuration before app.New.
 func setup(t *testing.T, mutate func(*app.Config)) *bundle {
 	t.Helper()
-	mb := startSMTP(t)
+	mb := apptest.StartMailbox(t, testSMTPUser, testSMTPPass)
 	a := apptest.NewApp(t, func(cfg *app.Config) {
-		host, port, _ := net.SplitHostPort(mb.addr)
+		host, port, _ := net.SplitHostPort(mb.Addr)
 		cfg.SMTP.Host = host
 		cfg.SMTP.Port, _ = strconv.Atoi(port)
 		cfg.SMTP.Username = testSMTPUser
@@ -247,126 +243,6 @@ func (b *bundle) createWorkspace(t *testing.T, orgID uuid.UUID) uuid.UUID {
 	}
 	return id
 }
-
-// mailbox is a real SMTP server (go-smtp) on 127.0.0.1 that requires AUTH PLAIN
-// with testSMTPUser/testSMTPPass and captures every message.
-type mailbox struct {
-	addr string
-	ch   chan capturedMail
-}
-
-type capturedMail struct {
-	From string
-	To   []string
-	Data string
-}
-
-var codePattern = regexp.MustCompile(`\b(\d{6})\b`)
-
-// Code returns the one-time code in the message.
-func (m capturedMail) Code(t *testing.T) string {
-	t.Helper()
-	match := codePattern.FindStringSubmatch(m.Data)
-	if match == nil {
-		t.Fatalf("no code in message:\n%s", m.Data)
-	}
-	return match[1]
-}
-
-func startSMTP(t *testing.T) *mailbox {
-	t.Helper()
-	mb := &mailbox{ch: make(chan capturedMail, 64)}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
-		return &smtpSession{mb: mb}, nil
-	}))
-	srv.Domain = "localhost"
-	srv.AllowInsecureAuth = true
-	srv.ReadTimeout = 10 * time.Second
-	srv.WriteTimeout = 10 * time.Second
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb.addr = l.Addr().String()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		<-done
-	})
-	return mb
-}
-
-// next returns the next captured message, failing after a generous timeout.
-func (m *mailbox) next(t *testing.T) capturedMail {
-	t.Helper()
-	select {
-	case msg := <-m.ch:
-		return msg
-	case <-time.After(10 * time.Second):
-		t.Fatal("no mail arrived")
-		return capturedMail{}
-	}
-}
-
-// empty fails the test if a message was captured. Delivery is synchronous with
-// the request that sends it, so checking after the response is enough.
-func (m *mailbox) empty(t *testing.T) {
-	t.Helper()
-	select {
-	case msg := <-m.ch:
-		t.Fatalf("unexpected mail to %v:\n%s", msg.To, msg.Data)
-	default:
-	}
-}
-
-type smtpSession struct {
-	mb     *mailbox
-	authed bool
-	from   string
-	to     []string
-}
-
-func (s *smtpSession) AuthMechanisms() []string { return []string{sasl.Plain} }
-
-func (s *smtpSession) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, username, password string) error {
-		if username != testSMTPUser || password != testSMTPPass {
-			return errors.New("invalid credentials")
-		}
-		s.authed = true
-		return nil
-	}), nil
-}
-
-func (s *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
-	if !s.authed {
-		return smtp.ErrAuthRequired
-	}
-	s.from = from
-	return nil
-}
-
-func (s *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.to = append(s.to, to)
-	return nil
-}
-
-func (s *smtpSession) Data(r io.Reader) error {
-	raw, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.mb.ch <- capturedMail{From: s.from, To: s.to, Data: string(raw)}
-	return nil
-}
-
-func (s *smtpSession) Reset() { s.from, s.to = "", nil }
-
-func (s *smtpSession) Logout() error { return nil }
 
 // parallel sends n requests at once (released together) and returns their
 // responses; it is safe to call from the test goroutine only. Failures to

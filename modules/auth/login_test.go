@@ -139,7 +139,7 @@ func TestLogin(t *testing.T) {
 			if len(e.Error.Details) != 1 || e.Error.Details[0].Field != "code" || e.Error.Details[0].Code != "OTP_REQUIRED" || e.Error.RequestID == "" {
 				t.Fatalf("error = %+v", e)
 			}
-			b.mail.empty(t)
+			b.mail.Empty(t)
 		})
 	}
 
@@ -156,7 +156,7 @@ func TestLogin(t *testing.T) {
 		if err != nil || p.EmailCodeVerified {
 			t.Fatalf("password session = %+v, %v; want one not confirmed by a code", p, err)
 		}
-		b.mail.empty(t)
+		b.mail.Empty(t)
 	})
 
 	t.Run("MembershipInOrganizationWithoutRequirementIsEnough", func(t *testing.T) {
@@ -384,7 +384,7 @@ func TestEmailCode(t *testing.T) {
 		if msg.Message != "One-time code sent to a***e@example.com" {
 			t.Fatalf("message = %q", msg.Message)
 		}
-		mail := b.mail.next(t)
+		mail := b.mail.Next(t)
 		if mail.From != "nxmesh@example.test" || len(mail.To) != 1 || mail.To[0] != "alice@example.com" {
 			t.Fatalf("envelope from %q to %v", mail.From, mail.To)
 		}
@@ -403,7 +403,7 @@ func TestEmailCode(t *testing.T) {
 		u := b.createUser(t, "alice@example.com", false)
 		password := b.login(t, "alice@example.com")
 		initLogin(t, b, "alice@example.com", testPassword).expect(t, http.StatusOK, "")
-		r := verify(t, b, "alice@example.com", b.mail.next(t).Code(t))
+		r := verify(t, b, "alice@example.com", b.mail.Next(t).Code(t))
 		r.expect(t, http.StatusOK, "")
 		var pair TokenPair
 		r.decode(t, &pair)
@@ -445,7 +445,7 @@ func TestEmailCode(t *testing.T) {
 		b := setup(t, lenient)
 		b.createUser(t, "alice@example.com", false)
 		initLogin(t, b, "alice@example.com", testPassword).expect(t, http.StatusOK, "")
-		code := b.mail.next(t).Code(t)
+		code := b.mail.Next(t).Code(t)
 		wrong := "000000"
 		if code == wrong {
 			wrong = "111111"
@@ -461,7 +461,7 @@ func TestEmailCode(t *testing.T) {
 		b := setup(t, nil)
 		b.createUser(t, "alice@example.com", false)
 		initLogin(t, b, "alice@example.com", testPassword).expect(t, http.StatusOK, "")
-		code := b.mail.next(t).Code(t)
+		code := b.mail.Next(t).Code(t)
 		b.clock.Advance(5*time.Minute + time.Second)
 		verify(t, b, "alice@example.com", code).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
 	})
@@ -471,9 +471,9 @@ func TestEmailCode(t *testing.T) {
 		b := setup(t, nil)
 		b.createUser(t, "alice@example.com", false)
 		initLogin(t, b, "alice@example.com", testPassword).expect(t, http.StatusOK, "")
-		old := b.mail.next(t).Code(t)
+		old := b.mail.Next(t).Code(t)
 		initLogin(t, b, "alice@example.com", testPassword).expect(t, http.StatusOK, "")
-		current := b.mail.next(t).Code(t)
+		current := b.mail.Next(t).Code(t)
 		if old != current {
 			verify(t, b, "alice@example.com", old).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
 		}
@@ -487,7 +487,7 @@ func TestEmailCode(t *testing.T) {
 		initLogin(t, b, "alice@example.com", "not the password").expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
 		initLogin(t, b, "nobody@example.com", testPassword).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
 		verify(t, b, "nobody@example.com", "123456").expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
-		b.mail.empty(t)
+		b.mail.Empty(t)
 	})
 
 	t.Run("CodeIsStoredOnlyAsMAC", func(t *testing.T) {
@@ -495,7 +495,7 @@ func TestEmailCode(t *testing.T) {
 		b := setup(t, nil)
 		u := b.createUser(t, "alice@example.com", false)
 		initLogin(t, b, "alice@example.com", testPassword).expect(t, http.StatusOK, "")
-		code := b.mail.next(t).Code(t)
+		code := b.mail.Next(t).Code(t)
 		var hashes [][]byte
 		b.app.Deps.DB.Raw(`SELECT code_hash FROM login_codes WHERE user_id = ?`, u.ID).Scan(&hashes)
 		if len(hashes) != 1 || strings.Contains(string(hashes[0]), code) || string(hashes[0]) == string(sha256Sum(code)) {
@@ -648,7 +648,7 @@ func TestLoginThrottle(t *testing.T) {
 		b := setup(t, func(c *app.Config) { c.Auth.LoginAttemptsPerAccount, c.Auth.LoginAttemptsPerIP = 2, 100 })
 		b.createUser(t, "alice@example.com", false)
 		b.do(t, "POST", "/v1/auth/login/init", map[string]string{"email": "alice@example.com", "password": testPassword}).expect(t, http.StatusOK, "")
-		code := b.mail.next(t).Code(t)
+		code := b.mail.Next(t).Code(t)
 		wrong := "000000"
 		if code == wrong {
 			wrong = "111111"

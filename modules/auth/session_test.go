@@ -102,7 +102,7 @@ func TestWebSession(t *testing.T) {
 		if err != nil || masked != "a***e@example.com" {
 			t.Fatalf("StartEmailCode = %q, %v", masked, err)
 		}
-		code := b.mail.next(t).Code(t)
+		code := b.mail.Next(t).Code(t)
 		got, err := b.svc.VerifyEmailCode(b.ctx, "alice@example.com", code, "192.0.2.1")
 		if err != nil || got.ID != u.ID {
 			t.Fatalf("VerifyEmailCode = %+v, %v", got, err)
@@ -124,7 +124,7 @@ func TestCleanup(t *testing.T) {
 		old := b.login(t, "alice@example.com")
 		b.do(t, "POST", "/v1/auth/login", map[string]string{"email": "alice@example.com", "password": "wrong password"})
 		b.do(t, "POST", "/v1/auth/login/init", map[string]string{"email": "alice@example.com", "password": testPassword}).expect(t, http.StatusOK, "")
-		b.mail.next(t)
+		b.mail.Next(t)
 
 		b.clock.Advance(38 * 24 * time.Hour)
 		fresh := b.login(t, "bob@example.com")

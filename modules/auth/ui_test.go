@@ -50,7 +50,7 @@ func TestUI_EmailCodeOptIn(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/login/code") {
 		t.Fatalf("password step: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	resp, _ = send(http.MethodPost, "/login/code", url.Values{"_csrf": {cookies[uiCSRFCookie]}, "code": {b.mail.next(t).Code(t)}, "next": {"/"}})
+	resp, _ = send(http.MethodPost, "/login/code", url.Values{"_csrf": {cookies[uiCSRFCookie]}, "code": {b.mail.Next(t).Code(t)}, "next": {"/"}})
 	if resp.StatusCode != http.StatusSeeOther || cookies[SessionCookie] == "" {
 		t.Fatalf("code step: %d, session cookie %q", resp.StatusCode, cookies[SessionCookie])
 	}
@@ -71,5 +71,5 @@ func TestUI_EmailCodeOptIn(t *testing.T) {
 	if p, err := b.svc.AuthenticateWebSession(b.ctx, cookies[SessionCookie]); err != nil || p.EmailCodeVerified {
 		t.Fatalf("password session = %+v, %v", p, err)
 	}
-	b.mail.empty(t)
+	b.mail.Empty(t)
 }

@@ -2,18 +2,15 @@ package orgs
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/modules/auth"
 )
 
@@ -216,9 +213,9 @@ func TestInvitations(t *testing.T) {
 // it opens only to sessions confirmed with one, and leaves sign-in alone.
 func TestRequireEmailCode(t *testing.T) {
 	t.Parallel()
-	mb := startMailbox(t)
+	mb := apptest.StartMailbox(t, "", "")
 	b := setupWith(t, func(c *app.Config) {
-		host, port, _ := net.SplitHostPort(mb.addr)
+		host, port, _ := net.SplitHostPort(mb.Addr)
 		c.SMTP.Host, c.SMTP.From, c.SMTP.TLS = host, "nxmesh@example.test", "none"
 		c.SMTP.Port, _ = strconv.Atoi(port)
 	})
@@ -249,7 +246,7 @@ func TestRequireEmailCode(t *testing.T) {
 	b.call(http.MethodPost, "/v1/auth/login", "", map[string]string{"email": bob.Email, "password": testPassword}).expect(http.StatusOK)
 	b.call(http.MethodPost, "/v1/auth/login/init", "", map[string]string{"email": bob.Email, "password": testPassword}).expect(http.StatusOK)
 	var pair auth.TokenPair
-	b.call(http.MethodPost, "/v1/auth/login/verify", "", map[string]string{"email": bob.Email, "code": mb.code(t)}).expect(http.StatusOK).decode(&pair)
+	b.call(http.MethodPost, "/v1/auth/login/verify", "", map[string]string{"email": bob.Email, "code": mb.Next(t).Code(t)}).expect(http.StatusOK).decode(&pair)
 	b.call(http.MethodGet, o, pair.AccessToken, nil).expect(http.StatusOK)
 	b.call(http.MethodGet, "/v1/workspaces/"+ws.ID.String(), pair.AccessToken, nil).expect(http.StatusOK)
 
@@ -267,11 +264,11 @@ func TestRequireEmailCode(t *testing.T) {
 }
 
 // codeLogin signs u in with an emailed code and calls fn with the token.
-func codeLogin(t *testing.T, b *bundle, mb *mailbox, u testUser, fn func(token string)) {
+func codeLogin(t *testing.T, b *bundle, mb *apptest.Mailbox, u testUser, fn func(token string)) {
 	t.Helper()
 	b.call(http.MethodPost, "/v1/auth/login/init", "", map[string]string{"email": u.Email, "password": testPassword}).expect(http.StatusOK)
 	var pair auth.TokenPair
-	b.call(http.MethodPost, "/v1/auth/login/verify", "", map[string]string{"email": u.Email, "code": mb.code(t)}).expect(http.StatusOK).decode(&pair)
+	b.call(http.MethodPost, "/v1/auth/login/verify", "", map[string]string{"email": u.Email, "code": mb.Next(t).Code(t)}).expect(http.StatusOK).decode(&pair)
 	fn(pair.AccessToken)
 }
 
@@ -336,65 +333,3 @@ func TestAPIKeys_SuperadminCreator(t *testing.T) {
 	}
 	b.call(http.MethodGet, o, key.Key, nil).expectError(http.StatusUnauthorized, app.CodeUnauthorized, "")
 }
-
-// mailbox is an SMTP server on 127.0.0.1 that keeps every message.
-type mailbox struct {
-	addr string
-	ch   chan string
-}
-
-var codePattern = regexp.MustCompile(`\b(\d{6})\b`)
-
-func startMailbox(t *testing.T) *mailbox {
-	t.Helper()
-	mb := &mailbox{ch: make(chan string, 16)}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return mailSession{mb}, nil }))
-	srv.Domain = "localhost"
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb.addr = l.Addr().String()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(l)
-	}()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		<-done
-	})
-	return mb
-}
-
-// code waits for the next message and returns its one-time code.
-func (m *mailbox) code(t *testing.T) string {
-	t.Helper()
-	select {
-	case msg := <-m.ch:
-		match := codePattern.FindStringSubmatch(msg)
-		if match == nil {
-			t.Fatalf("no code in message:\n%s", msg)
-		}
-		return match[1]
-	case <-time.After(10 * time.Second):
-		t.Fatal("no mail arrived")
-		return ""
-	}
-}
-
-type mailSession struct{ mb *mailbox }
-
-func (mailSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (mailSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (s mailSession) Data(r io.Reader) error {
-	raw, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.mb.ch <- string(raw)
-	return nil
-}
-func (mailSession) Reset()        {}
-func (mailSession) Logout() error { return nil }
