@@ -214,9 +214,9 @@ func newFiber(cfg Config, logger *slog.Logger, metrics *httpMetrics, w *Wiring) 
 }
 
 // edgeErrorHandler answers requests the HTTP server refuses before routing,
-// in place of Fiber's: a body over the limit (413, and the connection drains
-// what the client still sends), a request line longer than maxRequestHead
-// (414), a longer head (431), a timeout (408) and a malformed request.
+// in place of Fiber's: a body over the limit (413), a request line longer
+// than maxRequestHead (414), a longer head (431) — in these three the
+// connection drains what the client still sends — a timeout (408) and a malformed request.
 func edgeErrorHandler(f *fiber.App, logger *slog.Logger) func(*fasthttp.RequestCtx, error) {
 	return func(fctx *fasthttp.RequestCtx, err error) {
 		ec, _ := fctx.Conn().(*edgeConn)
@@ -227,6 +227,11 @@ func edgeErrorHandler(f *fiber.App, logger *slog.Logger) func(*fasthttp.RequestC
 			status = http.StatusRequestHeaderFieldsTooLarge
 			if ec != nil && ec.lineLongerThan(maxRequestHead) {
 				status = http.StatusRequestURITooLong
+			}
+			// The client may still be sending the rest of its head: drain
+			// it, so the answer is read rather than reset.
+			if ec != nil {
+				ec.drainOnClose()
 			}
 		case errors.Is(err, fasthttp.ErrBodyTooLarge):
 			status = http.StatusRequestEntityTooLarge
