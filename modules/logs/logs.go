@@ -168,6 +168,7 @@ func (m *Module) Routes(r app.Routers) {
 			return m.serveTail(c, LiveFilter{AgentID: id}, liveMessage)
 		})
 	mountSocket(m, r.API)
+	m.mountUI(r.UI)
 	r.API.Get("/workspaces/:id/logs/settings", app.Require(ObjSettings, authz.Read, ws),
 		app.Doc{Summary: "A workspace's log retention", Response: Settings{}},
 		func(c *fiber.Ctx) error {
