@@ -76,15 +76,15 @@ func newReplica(t *testing.T, cfg app.Config) *replica {
 // world is an organization with a workspace, two agents and its people,
 // and the owner of another organization.
 type world struct {
-	org, ws        uuid.UUID
-	agent, other   uuid.UUID
-	users          map[string]auth.User
-	tokens         map[string]string // access tokens by role, and "outsider"
-	key            string            // a viewer API key of the organization
-	keyID          uuid.UUID
-	otherWS        uuid.UUID
-	agentOtherWS   uuid.UUID
-	r              *replica
+	org, ws      uuid.UUID
+	agent, other uuid.UUID
+	users        map[string]auth.User
+	tokens       map[string]string // access tokens by role, and "outsider"
+	key          string            // a viewer API key of the organization
+	keyID        uuid.UUID
+	otherWS      uuid.UUID
+	agentOtherWS uuid.UUID
+	r            *replica
 }
 
 var worldSeq struct {
