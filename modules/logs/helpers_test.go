@@ -21,6 +21,8 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
+	"github.com/nxmesh/nxmesh/static"
+	"github.com/nxmesh/nxmesh/views"
 )
 
 // wait bounds every wait for something the master does.
@@ -55,6 +57,8 @@ func newReplica(t *testing.T, cfg app.Config) *replica {
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,
+		ErrorPage:       views.ErrorPage,
+		Static:          static.FS,
 	}); err != nil {
 		t.Fatalf("mount: %v", err)
 	}

@@ -3,11 +3,13 @@
 // daily partitions, exactly once per batch), serves them
 // (GET /v1/workspaces/:id/access-logs, GET /v1/agents/:id/error-logs),
 // keeps them for logs.retention or a workspace's shorter retention
-// (partitions.go, jobs.go) and tails them live (live.go).
+// (partitions.go, jobs.go) and tails them live (live.go): the WebSocket
+// GET /v1/ws/logs/:agent_id (socket.go), the SSE tails and the NDJSON export
+// (stream.go), and the admin's Logs page of a workspace (ui.go).
 //
 // # Wiring (main.go)
 //
-//	logsMod := logs.New(d, logs.Options{})
+//	logsMod := logs.New(d, logs.Options{Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
 //	agents.Options{LogsFunc: func(ctx, b) { logsMod.Ingest(ctx, b) }}
 //	go logsMod.Run(ctx) // ingest workers and the live tail, until ctx ends
 package logs
@@ -60,6 +62,12 @@ type Module struct {
 	// recheck is how often a live socket or stream authenticates its caller
 	// again (liveRecheck; tests shorten it).
 	recheck time.Duration
+	// exports bounds the NDJSON exports running at once (each holds a
+	// database connection).
+	exports chan struct{}
+
+	runMu  sync.Mutex
+	runCtx context.Context
 }
 
 var _ app.Module = (*Module)(nil)
@@ -73,7 +81,8 @@ func New(d app.Deps, opts Options) *Module {
 	svc := newService(d.Pool, logger, d.Config.Logs.Retention, nil)
 	lv := newLive(d.Pool, logger, d.Metrics)
 	return &Module{db: d.DB, svc: svc, lv: lv, in: newIngester(svc, opts.Ingest, d.Metrics, lv),
-		logger: logger, authz: d.Authz, opts: opts, pages: d.Pages, nav: orgs.New(app.Deps{DB: d.DB, Logger: logger}, nil), recheck: liveRecheck}
+		logger: logger, authz: d.Authz, opts: opts, pages: d.Pages, nav: orgs.New(app.Deps{DB: d.DB, Logger: logger}, nil), recheck: liveRecheck,
+		exports: make(chan struct{}, maxExports)}
 }
 
 // Service returns the module's service.
@@ -84,6 +93,9 @@ func (m *Module) Ingest(_ context.Context, b agents.LogBatch) { _ = m.in.submit(
 
 // Run stores queued batches and runs the live tail until ctx ends.
 func (m *Module) Run(ctx context.Context) error {
+	m.runMu.Lock()
+	m.runCtx = ctx
+	m.runMu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); m.in.run(ctx) }()
@@ -191,4 +203,15 @@ func (m *Module) Routes(r app.Routers) {
 			}
 			return c.JSON(s)
 		})
+}
+
+// baseContext is Run's context (exports end with it), or Background before
+// Run.
+func (m *Module) baseContext() context.Context {
+	m.runMu.Lock()
+	defer m.runMu.Unlock()
+	if m.runCtx == nil {
+		return context.Background()
+	}
+	return m.runCtx
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -39,7 +40,12 @@ const (
 	sseKeepAlive = 20 * time.Second
 	// exportTimeout bounds one NDJSON export.
 	exportTimeout = 30 * time.Minute
+	// maxExports is how many NDJSON exports one replica runs at once.
+	maxExports = 4
 )
+
+// ErrTooManyExports: the replica already runs maxExports exports.
+var ErrTooManyExports = fmt.Errorf("%w: too many access-log exports running; retry later", app.ErrUnavailable)
 
 // Sources a tail may select (?source=).
 var sourceValues = []string{"", SourceAccess, SourceError}
@@ -159,11 +165,17 @@ func (m *Module) tail(w *bufio.Writer, conn net.Conn, sub *Subscription, p *app.
 
 // exportNDJSON answers c with every entry of q, one JSON object a line.
 func (m *Module) exportNDJSON(c *fiber.Ctx, q Query) error {
+	select {
+	case m.exports <- struct{}{}:
+	default:
+		return ErrTooManyExports
+	}
 	c.Set(fiber.HeaderContentType, "application/x-ndjson")
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	logger := m.logger
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		ctx, cancel := context.WithTimeout(context.Background(), exportTimeout)
+		defer func() { <-m.exports }()
+		ctx, cancel := context.WithTimeout(m.baseContext(), exportTimeout)
 		defer cancel()
 		enc := json.NewEncoder(w)
 		err := m.svc.ExportAccessLogs(ctx, q, func(e *Entry) error {
