@@ -38,6 +38,8 @@ type replica struct {
 	mod  *Module
 	auth *auth.Service
 	orgs *orgs.Service
+	// stop ends the logs module's Run (as on shutdown) and waits for it.
+	stop func()
 }
 
 // newReplica starts a replica over cfg (replicas with the same
@@ -68,7 +70,9 @@ func newReplica(t *testing.T, cfg app.Config) *replica {
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { defer close(ran); _ = mod.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-ran })
+	var once sync.Once
+	r.stop = func() { once.Do(func() { cancel(); <-ran }) }
+	t.Cleanup(r.stop)
 	select {
 	case <-mod.lv.listening:
 	case <-time.After(wait):
@@ -86,6 +90,7 @@ type world struct {
 	tokens       map[string]string // access tokens by role, and "outsider"
 	key          string            // a viewer API key of the organization
 	keyID        uuid.UUID
+	keyOtherWS   string // a viewer API key of the organization's second workspace
 	otherWS      uuid.UUID
 	agentOtherWS uuid.UUID
 	r            *replica
@@ -138,7 +143,11 @@ func newWorld(t *testing.T, r *replica) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.org, w.ws, w.otherWS, w.key, w.keyID = org.ID, ws.ID, ws2.ID, key.Key, key.ID
+	key2, err := r.orgs.CreateAPIKey(ctx, orgs.CreateAPIKeyParams{OrgID: org.ID, WorkspaceID: ws2.ID, Name: "k2", Role: authz.RoleViewer, CreatedBy: w.users[authz.RoleOwner].ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.org, w.ws, w.otherWS, w.key, w.keyID, w.keyOtherWS = org.ID, ws.ID, ws2.ID, key.Key, key.ID, key2.Key
 	w.agent = w.newAgent(t, ws.ID, "edge-1")
 	w.other = w.newAgent(t, ws.ID, "edge-2")
 	w.agentOtherWS = w.newAgent(t, ws2.ID, "edge-3")

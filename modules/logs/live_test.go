@@ -43,6 +43,7 @@ func TestLiveSocket_Auth(t *testing.T) {
 		{"BadToken", w.agent.String(), `{"type":"auth","token":"not-a-token"}`, msgBadToken},
 		{"BadAPIKey", w.agent.String(), `{"type":"auth","token":"nxm_0000000000000000000000000000000000000000"}`, msgBadToken},
 		{"OtherOrganization", w.agent.String(), authMsg(w.tokens["outsider"]), msgNotFound},
+		{"KeyOfOtherWorkspace", w.agent.String(), authMsg(w.keyOtherWS), msgNotFound},
 		{"UnknownAgent", uuid.NewString(), authMsg(w.tokens[authz.RoleViewer]), msgNotFound},
 		{"MalformedAgentID", "nope", authMsg(w.tokens[authz.RoleViewer]), msgNotFound},
 	}
@@ -425,4 +426,30 @@ func TestUI_LogsPage(t *testing.T) {
 
 func orgsKey(w *world) orgs.CreateAPIKeyParams {
 	return orgs.CreateAPIKeyParams{OrgID: w.org, WorkspaceID: w.ws, Name: "tail", Role: authz.RoleViewer, CreatedBy: w.users[authz.RoleOwner].ID}
+}
+
+// TestLive_Shutdown ends the socket (close 1001) and the SSE tail
+// (event: shutdown) when the module stops.
+func TestLive_Shutdown(t *testing.T) {
+	r := newReplica(t, apptest.Config(t))
+	w := newWorld(t, r)
+	c := dialLogs(t, r, w.agent.String())
+	c.auth(w.tokens[authz.RoleViewer])
+	c.expect("auth_success")
+	events, _ := openSSE(t, r.base+"/v1/agents/"+w.agent.String()+"/logs/stream",
+		http.Header{"Authorization": {"Bearer " + w.key}, "Accept": {"text/event-stream"}})
+	nextSSE(t, events, "initial")
+	r.stop()
+	if m := c.expect("error"); m.Message != msgUnavailable {
+		t.Fatalf("error %q", m.Message)
+	}
+	c.expectClosed(websocket.CloseGoingAway)
+	nextSSE(t, events, "shutdown")
+	// A socket opened now is told at once.
+	c2 := dialLogs(t, r, w.agent.String())
+	c2.auth(w.tokens[authz.RoleViewer])
+	if m := c2.expect("error"); m.Message != msgUnavailable {
+		t.Fatalf("error %q", m.Message)
+	}
+	c2.expectClosed(websocket.CloseGoingAway)
 }

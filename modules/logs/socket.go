@@ -151,6 +151,12 @@ func (m *Module) runSocket(c *fiberws.Conn) {
 	}
 	sub := m.lv.Subscribe(LiveFilter{WorkspaceID: t.scope.WorkspaceID, AgentID: t.agentID})
 	defer sub.Close()
+	select {
+	case <-sub.Done(): // shutting down
+		out.fail(websocket.CloseGoingAway, msgUnavailable)
+		return
+	default:
+	}
 	if out.send(map[string]string{"type": "auth_success", "agent_id": t.agentID.String(),
 		"message": "Connected; streaming the agent's access and error logs"}) != nil {
 		return
