@@ -159,7 +159,9 @@ func newModules(d app.Deps) (modules, error) {
 		func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
 		})
-	m.logs = logs.New(d, logs.Options{})
+	// The live-log WebSocket authenticates its first message's token and
+	// checks the caller's role like the route guard.
+	m.logs = logs.New(d, logs.Options{Authenticate: m.auth.Service().AuthenticateToken, Role: m.orgs.Service().Role})
 	var err error
 	m.agents, err = agents.New(d, m.vhosts.Service(), m.certs.Service(), agents.Options{
 		// Log batches from the agents' streams are queued by the logs

@@ -11,6 +11,7 @@ const (
 	SectionCertificates = "certificates"
 	SectionConfig       = "config"
 	SectionAgents       = "agents"
+	SectionLogs         = "logs"
 )
 
 // WorkspaceSections are the tabs of a workspace's pages, with
@@ -24,6 +25,7 @@ func WorkspaceSections(workspaceID uuid.UUID, active string) []Link {
 		{Label: "Certificates", Href: base + "/certificates", Active: active == SectionCertificates},
 		{Label: "Config history", Href: base + "/config/versions", Active: active == SectionConfig},
 		{Label: "Agents", Href: base + "/agents", Active: active == SectionAgents},
+		{Label: "Logs", Href: base + "/logs", Active: active == SectionLogs},
 	}
 }
 
