@@ -64,16 +64,16 @@ import (
 // read, and rows are numbered from 0 again, which is also how the service
 // numbers its errors.
 
-// pages holds the admin handlers; nav builds the workspace navigation (the
-// orgs module's Shell).
+// pages holds the admin handlers: the service and the shared navigation and
+// permission checks of the admin.
 type pages struct {
 	svc *Service
-	nav *orgs.Module
+	ui  *app.Pages
 }
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &pages{svc: m.svc, nav: orgs.New(app.Deps{DB: m.db}, nil)}
+	p := &pages{svc: m.svc, ui: m.pages}
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	vh := ScopeVirtualHost(m.db, "id")
 	st := ScopeStream(m.db, "id")
@@ -140,24 +140,6 @@ func uiVhostPath(id uuid.UUID) string                  { return "/virtual-hosts/
 func uiStreamPath(id uuid.UUID) string                 { return "/streams/" + id.String() }
 func uiVersionPath(ws uuid.UUID, v int64) string {
 	return uiWorkspacePath(ws, "/config/versions/"+strconv.FormatInt(v, 10))
-}
-
-// shell is the layout of a page of the workspace in the request's scope, with
-// section current.
-func (p *pages) shell(c *fiber.Ctx, title, section string) (views.Shell, error) {
-	scope := app.ScopeOf(c)
-	s, err := p.nav.Shell(c, title, scope.OrgID, scope.WorkspaceID, "")
-	if err != nil {
-		return s, err
-	}
-	s.AddSections(views.WorkspaceSections(scope.WorkspaceID, section))
-	return s, nil
-}
-
-// uiAllowed reports whether role may act on object by the module's policies;
-// pages hide what the guard would refuse.
-func uiAllowed(role, object, action string) bool {
-	return slices.Contains(policies(), authz.Policy{Role: role, Object: object, Action: action})
 }
 
 func uiWhen(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
@@ -232,7 +214,7 @@ var targetInputs = map[string]string{targetProxy: "proxy_pass", targetUpstream: 
 // upstreamOptions are the workspace's upstreams for a select, after a
 // "Choose…" option.
 func (p *pages) upstreamOptions(ctx context.Context, ws uuid.UUID) ([]views.Option, error) {
-	ups, err := p.svc.ups.ListAll(ctx, nil, ws)
+	ups, err := p.svc.workspaceUpstreams(ctx, ws)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +228,7 @@ func (p *pages) upstreamOptions(ctx context.Context, ws uuid.UUID) ([]views.Opti
 // certificateOptions are the workspace's certificates for a select, after a
 // "Choose…" option.
 func (p *pages) certificateOptions(ctx context.Context, ws uuid.UUID) ([]views.Option, error) {
-	list, err := p.svc.certs.ListAll(ctx, nil, ws)
+	list, err := p.svc.workspaceCertificates(ctx, ws)
 	if err != nil {
 		return nil, err
 	}
@@ -729,17 +711,16 @@ func (p *pages) vhostList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	shell, err := p.shell(c, "Virtual hosts", views.SectionVirtualHosts)
+	shell, err := p.ui.Shell(c, "Virtual hosts", views.SectionVirtualHosts)
 	if err != nil {
 		return err
 	}
-	role := app.RoleOf(c)
 	return views.Page(c, http.StatusOK, shell, vhostListPage(vhostListData{
 		WorkspaceID:  ws,
 		VirtualHosts: list,
 		Pager:        views.NewPager(page, total, uiWorkspacePath(ws, "/virtual-hosts"), nil),
-		CanWrite:     uiAllowed(role, ObjVirtualHost, authz.Write),
-		CanDelete:    uiAllowed(role, ObjVirtualHost, authz.Delete),
+		CanWrite:     p.ui.Allowed(c, ObjVirtualHost, authz.Write),
+		CanDelete:    p.ui.Allowed(c, ObjVirtualHost, authz.Delete),
 	}))
 }
 
@@ -784,7 +765,7 @@ func (p *pages) renderVhost(c *fiber.Ctx, status int, vh *VirtualHost, f vhostFo
 	if vh != nil {
 		title = vh.Name
 	}
-	shell, err := p.shell(c, title, views.SectionVirtualHosts)
+	shell, err := p.ui.Shell(c, title, views.SectionVirtualHosts)
 	if err != nil {
 		return err
 	}
@@ -796,15 +777,14 @@ func (p *pages) renderVhost(c *fiber.Ctx, status int, vh *VirtualHost, f vhostFo
 	if err != nil {
 		return err
 	}
-	role := app.RoleOf(c)
 	return views.Page(c, status, shell, vhostPage(vhostFormData{
 		editor:       ed,
 		VirtualHost:  vh,
 		Shape:        f,
 		Certificates: certOpts,
 		CSRF:         shell.CSRF,
-		CanWrite:     uiAllowed(role, ObjVirtualHost, authz.Write),
-		CanDelete:    vh != nil && uiAllowed(role, ObjVirtualHost, authz.Delete),
+		CanWrite:     p.ui.Allowed(c, ObjVirtualHost, authz.Write),
+		CanDelete:    vh != nil && p.ui.Allowed(c, ObjVirtualHost, authz.Delete),
 	}))
 }
 
@@ -920,7 +900,7 @@ func (p *pages) sendPreviewPage(c *fiber.Ctx, title, section string, d previewDa
 	if views.IsHTMX(c) && c.Get("HX-Target") == "preview-panel" {
 		return views.Render(c, http.StatusOK, previewPanel(d))
 	}
-	shell, err := p.shell(c, title, section)
+	shell, err := p.ui.Shell(c, title, section)
 	if err != nil {
 		return err
 	}
@@ -1036,7 +1016,7 @@ func (p *pages) vhostConfirmDelete(c *fiber.Ctx) error {
 
 // renderConfirm renders a confirmation step (status shows a refusal).
 func (p *pages) renderConfirm(c *fiber.Ctx, status int, section string, props views.ConfirmProps) error {
-	shell, err := p.shell(c, "Please confirm", section)
+	shell, err := p.ui.Shell(c, "Please confirm", section)
 	if err != nil {
 		return err
 	}
@@ -1165,18 +1145,17 @@ func (p *pages) streamList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	shell, err := p.shell(c, "Streams", views.SectionStreams)
+	shell, err := p.ui.Shell(c, "Streams", views.SectionStreams)
 	if err != nil {
 		return err
 	}
-	role := app.RoleOf(c)
 	return views.Page(c, http.StatusOK, shell, streamListPage(streamListData{
 		WorkspaceID: ws,
 		Streams:     list,
 		Upstreams:   ups,
 		Pager:       views.NewPager(page, total, uiWorkspacePath(ws, "/streams"), nil),
-		CanWrite:    uiAllowed(role, ObjStream, authz.Write),
-		CanDelete:   uiAllowed(role, ObjStream, authz.Delete),
+		CanWrite:    p.ui.Allowed(c, ObjStream, authz.Write),
+		CanDelete:   p.ui.Allowed(c, ObjStream, authz.Delete),
 	}))
 }
 
@@ -1204,7 +1183,7 @@ func (p *pages) renderStream(c *fiber.Ctx, status int, st *Stream, form views.Fo
 	if st != nil {
 		title = st.Name
 	}
-	shell, err := p.shell(c, title, views.SectionStreams)
+	shell, err := p.ui.Shell(c, title, views.SectionStreams)
 	if err != nil {
 		return err
 	}
@@ -1216,7 +1195,6 @@ func (p *pages) renderStream(c *fiber.Ctx, status int, st *Stream, form views.Fo
 	if err != nil {
 		return err
 	}
-	role := app.RoleOf(c)
 	return views.Page(c, status, shell, streamPage(streamFormData{
 		WorkspaceID:  ws,
 		Stream:       st,
@@ -1224,8 +1202,8 @@ func (p *pages) renderStream(c *fiber.Ctx, status int, st *Stream, form views.Fo
 		Upstreams:    ups,
 		Certificates: certOpts,
 		CSRF:         shell.CSRF,
-		CanWrite:     uiAllowed(role, ObjStream, authz.Write),
-		CanDelete:    st != nil && uiAllowed(role, ObjStream, authz.Delete),
+		CanWrite:     p.ui.Allowed(c, ObjStream, authz.Write),
+		CanDelete:    st != nil && p.ui.Allowed(c, ObjStream, authz.Delete),
 	}))
 }
 
@@ -1351,7 +1329,7 @@ func (p *pages) versionList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	shell, err := p.shell(c, "Configuration history", views.SectionConfig)
+	shell, err := p.ui.Shell(c, "Configuration history", views.SectionConfig)
 	if err != nil {
 		return err
 	}
@@ -1360,7 +1338,7 @@ func (p *pages) versionList(c *fiber.Ctx) error {
 		Versions:    list,
 		Current:     current,
 		Pager:       views.NewPager(page, total, uiWorkspacePath(ws, "/config/versions"), nil),
-		CanWrite:    uiAllowed(app.RoleOf(c), ObjConfig, authz.Write),
+		CanWrite:    p.ui.Allowed(c, ObjConfig, authz.Write),
 	}))
 }
 
@@ -1435,7 +1413,7 @@ func (p *pages) versionShow(c *fiber.Ctx) error {
 		choices = append(choices, views.Option{Value: strconv.FormatInt(against, 10), Label: fmt.Sprintf("Version %d", against)})
 	}
 	choices = append(choices, views.Option{Value: "0", Label: "Empty configuration"})
-	shell, err := p.shell(c, fmt.Sprintf("Configuration version %d", n), views.SectionConfig)
+	shell, err := p.ui.Shell(c, fmt.Sprintf("Configuration version %d", n), views.SectionConfig)
 	if err != nil {
 		return err
 	}
@@ -1447,7 +1425,7 @@ func (p *pages) versionShow(c *fiber.Ctx) error {
 		Choices:     choices,
 		Diff:        parseUnifiedDiff(d.Diff),
 		Files:       previewOf(Preview{Files: v.Files}, "").Files,
-		CanWrite:    uiAllowed(app.RoleOf(c), ObjConfig, authz.Write),
+		CanWrite:    p.ui.Allowed(c, ObjConfig, authz.Write),
 	}))
 }
 
