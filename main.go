@@ -189,6 +189,7 @@ func (m modules) wiring() app.Wiring {
 		AuthenticateAPI: m.auth.AuthenticateAPI,
 		AuthenticateUI:  m.auth.AuthenticateUI,
 		Role:            m.orgs.Service().Role,
+		Nav:             m.orgs.Shell,
 		ErrorPage:       views.ErrorPage,
 		Static:          static.FS,
 		Version:         version,

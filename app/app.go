@@ -220,6 +220,7 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 	if err := a.Deps.Authz.Sync(ctx, policies); err != nil {
 		return err
 	}
+	a.Deps.Pages.nav = w.Nav
 	metrics := newHTTPMetrics(a.registry)
 	a.fiber = newFiber(a.cfg, a.logger, metrics, &w)
 	g := &guard{w: &w, authz: a.Deps.Authz, limiter: newRateLimiter(a.cfg.Auth.RateLimitPerMinute, time.Minute)}

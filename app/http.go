@@ -35,6 +35,9 @@ type Wiring struct {
 	// ctx carries the caller (PrincipalFrom); an error wrapping ErrForbidden
 	// refuses the caller's session in that scope.
 	Role func(ctx context.Context, userID uuid.UUID, s Scope) (string, error)
+	// Nav builds the navigation around every admin page (Pages.Shell); the
+	// module that knows organizations and workspaces provides it.
+	Nav NavFunc
 	// ErrorPage renders an admin error page.
 	ErrorPage func(c *fiber.Ctx, status int, message string) error
 	// Static is served under /static/.

@@ -28,22 +28,3 @@ func WorkspaceSections(workspaceID uuid.UUID, active string) []Link {
 		{Label: "Logs", Href: base + "/logs", Active: active == SectionLogs},
 	}
 }
-
-// AddSections appends links to the shell's section tabs. A link whose target is
-// already a tab is not repeated; it only marks that tab current when the link
-// is.
-func (s *Shell) AddSections(links []Link) {
-	for _, l := range links {
-		found := false
-		for i := range s.Nav.Sections {
-			if s.Nav.Sections[i].Href == l.Href {
-				s.Nav.Sections[i].Active = s.Nav.Sections[i].Active || l.Active
-				found = true
-				break
-			}
-		}
-		if !found {
-			s.Nav.Sections = append(s.Nav.Sections, l)
-		}
-	}
-}

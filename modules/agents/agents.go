@@ -100,9 +100,10 @@ type Options struct {
 
 // Module is the agents module.
 type Module struct {
-	db  *gorm.DB
-	svc *Service
-	hub *Hub
+	db    *gorm.DB
+	svc   *Service
+	hub   *Hub
+	pages *app.Pages
 }
 
 var (
@@ -153,7 +154,7 @@ func New(d app.Deps, vh *vhosts.Service, certSvc *certs.Service, opts Options) (
 	}
 	hub := newHub(svc, d.Pool, logger, replica)
 	svc.hub = hub
-	return &Module{db: d.DB, svc: svc, hub: hub}, nil
+	return &Module{db: d.DB, svc: svc, hub: hub, pages: d.Pages}, nil
 }
 
 func defaultReplicaID() (string, error) {
