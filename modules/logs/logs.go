@@ -16,8 +16,10 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"google.golang.org/grpc"
 	"gorm.io/gorm"
@@ -31,7 +33,16 @@ import (
 // Options configure the module.
 type Options struct {
 	Ingest IngestConfig
+	// RollupFunc, when set, is called for every access-log batch inside the
+	// transaction that stores it, after its batch id was recorded (so never
+	// for a redelivery); an error rolls the batch back and refuses it. The
+	// metrics module counts its traffic rollups here.
+	RollupFunc RollupFunc
 }
+
+// RollupFunc sees an access-log batch in the transaction tx that stores it;
+// now is the time the batch's entries without a timestamp are stored with.
+type RollupFunc func(ctx context.Context, tx pgx.Tx, b agents.LogBatch, now time.Time) error
 
 // Module is the logs module.
 type Module struct {
@@ -51,7 +62,9 @@ func New(d app.Deps, opts Options) *Module {
 	}
 	svc := newService(d.Pool, logger, d.Config.Logs.Retention, nil)
 	lv := newLive(d.Pool, logger, d.Metrics)
-	return &Module{db: d.DB, svc: svc, lv: lv, in: newIngester(svc, opts.Ingest, d.Metrics, lv)}
+	in := newIngester(svc, opts.Ingest, d.Metrics, lv)
+	in.rollup = opts.RollupFunc
+	return &Module{db: d.DB, svc: svc, lv: lv, in: in}
 }
 
 // Service returns the module's service.
