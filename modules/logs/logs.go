@@ -7,7 +7,7 @@
 //
 // # Wiring (main.go)
 //
-//	logsMod := logs.New(d, logs.Options{})
+//	logsMod := logs.New(d, logs.Options{RollupFunc: metricsMod.Rollup}) // traffic rollups, in each batch's transaction
 //	agents.Options{LogsFunc: func(ctx, b) { logsMod.Ingest(ctx, b) }}
 //	go logsMod.Run(ctx) // ingest workers and the live tail, until ctx ends
 package logs

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -338,13 +339,15 @@ func TestTraffic_TotalsSeriesFiltersPercentiles(t *testing.T) {
 		if s.RequestsTotal != 1 || s.StatusCodes.S5xx != 1 || len(s.Series) != 2 || s.Series[1].RequestsTotal != 1 || s.ActiveConnections != 0 {
 			t.Fatalf("offline agent: %+v", s)
 		}
-		// No host sample: the figures of its last health report.
-		if s.System == nil || s.System.CPUPercent != 0 || !s.System.Timestamp.IsZero() {
+		// No host sample and no dated health report.
+		if s.System != nil {
 			t.Fatalf("system of an agent without samples: %+v", s.System)
 		}
 		// agent_id is the path's; a query parameter does not change it.
 		b.get(t, "/v1/agents/"+b.online.String()+"/metrics", map[string]string{"from": from, "to": to, "agent_id": b.offline.String()}, &s)
-		if s.RequestsTotal != 100 || s.ActiveConnections != 7 || s.System == nil || s.System.CPUPercent != 12.5 {
+		// No host sample: the figures of its last health report.
+		if s.RequestsTotal != 100 || s.ActiveConnections != 7 || s.System == nil || s.System.CPUPercent != 12.5 ||
+			!s.System.Timestamp.Equal(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)) {
 			t.Fatalf("online agent: %+v system %+v", s.Summary, s.System)
 		}
 	})
@@ -524,5 +527,48 @@ func TestPercentile(t *testing.T) {
 				t.Fatalf("percentile %v = %v, want %v", tc.q, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestRollup_BoundsHostNames counts the host names past the batch's limit
+// under host "", keeping the totals.
+func TestRollup_BoundsHostNames(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	svc := newService(b.a.Deps.Pool, b.a.Deps.Logger, b.a.Deps.Config.Metrics, 2, nil)
+	var es []*agentv1.AccessLogEntry
+	for i := 0; i < 5; i++ {
+		es = append(es, entry(b.base.Add(time.Duration(i)*time.Second), 200, 1, uuid.Nil, fmt.Sprintf("h%d.example.com", i)))
+	}
+	es = append(es, entry(b.base, 200, 1, uuid.Nil, "h0.example.com"), entry(b.base, 200, 1, uuid.Nil, "bad\x00host"))
+	tx, err := b.a.Deps.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Rollup(ctx, tx, agents.LogBatch{AgentID: b.online, WorkspaceID: b.ws, Access: &agentv1.AccessLogBatch{Entries: es}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := b.a.Deps.Pool.Query(ctx, "SELECT host, requests FROM traffic_minute WHERE agent_id = $1 ORDER BY host", b.online)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for rows.Next() {
+		var h string
+		var n int64
+		if err := rows.Scan(&h, &n); err != nil {
+			t.Fatal(err)
+		}
+		got[h] = n
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	want := map[string]int64{"h0.example.com": 2, "h1.example.com": 1, "": 4}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("rows %v, want %v", got, want)
 	}
 }

@@ -445,6 +445,9 @@ func (s *Service) System(ctx context.Context, agentID uuid.UUID) (*System, error
 	if err := json.Unmarshal(doc, &h); err != nil {
 		return nil, fmt.Errorf("read health of agent %s: %w", agentID, err)
 	}
+	if h.ReportedAt.IsZero() {
+		return nil, nil
+	}
 	return &System{CPUPercent: h.CPUPercent, MemoryUsedBytes: h.MemoryUsedBytes, MemoryTotalBytes: h.MemoryTotalBytes,
 		DiskUsedBytes: h.DiskUsedBytes, DiskTotalBytes: h.DiskTotalBytes, LoadAverage1m: h.LoadAverage1m, Timestamp: h.ReportedAt.UTC()}, nil
 }
