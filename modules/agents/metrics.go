@@ -13,8 +13,9 @@ import (
 type MetricsBatch struct {
 	AgentID     uuid.UUID
 	WorkspaceID uuid.UUID
-	OrgID       uuid.UUID
-	Batch       *agentv1.MetricsBatch
+	// OrgID is set for batches sent on the stream; zero for ReportMetrics.
+	OrgID uuid.UUID
+	Batch *agentv1.MetricsBatch
 }
 
 // MetricsFunc stores a metrics batch of an agent. It is called on the
