@@ -372,6 +372,8 @@ func TestParseQuery_BadInput(t *testing.T) {
 		{"MalformedAgent", map[string]string{"agent_id": "agent-1"}, "agent_id"},
 		{"MalformedVirtualHost", map[string]string{"virtual_host_id": "x"}, "virtual_host_id"},
 		{"HostTooLong", map[string]string{"host": strings.Repeat("a", 300)}, "host"},
+		{"HostWithNUL", map[string]string{"host": "a\x00b"}, "host"},
+		{"HostOnlyADot", map[string]string{"host": "."}, "host"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, path := range []string{"/v1/workspaces/" + b.ws.String() + "/metrics", "/v1/agents/" + b.online.String() + "/metrics"} {

@@ -98,6 +98,7 @@ func ParseQuery(get func(name string) string, now time.Time) (Query, error) {
 	if s := strings.TrimSpace(get("host")); s != "" {
 		if v.Check(len(s) <= maxHostLen, "host", app.FieldTooLong, fmt.Sprintf("at most %d bytes", maxHostLen)) {
 			q.Host = normalHost(s)
+			v.Check(q.Host != "", "host", app.FieldInvalidValue, "must be a host name (UTF-8 without NUL)")
 		}
 	}
 	if err := v.Err(); err != nil {
