@@ -29,6 +29,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/logs"
+	"github.com/nxmesh/nxmesh/modules/metrics"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
@@ -128,6 +129,7 @@ type modules struct {
 	vhosts    *vhosts.Module
 	agents    *agents.Module
 	logs      *logs.Module
+	metrics   *metrics.Module
 }
 
 func newModules(d app.Deps) (modules, error) {
@@ -159,14 +161,23 @@ func newModules(d app.Deps) (modules, error) {
 		func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
 		})
+	m.metrics = metrics.New(d, metrics.Options{})
+	// Access-log batches are counted into the traffic rollups in the
+	// transaction that stores them.
 	// The live-log WebSocket authenticates its first message's token and
 	// checks the caller's role like the route guard.
-	m.logs = logs.New(d, logs.Options{Authenticate: m.auth.Service().AuthenticateToken, Role: m.orgs.Service().Role})
+	m.logs = logs.New(d, logs.Options{
+		RollupFunc:   m.metrics.Rollup,
+		Authenticate: m.auth.Service().AuthenticateToken,
+		Role:         m.orgs.Service().Role,
+	})
 	var err error
 	m.agents, err = agents.New(d, m.vhosts.Service(), m.certs.Service(), agents.Options{
 		// Log batches from the agents' streams are queued by the logs
 		// module and acknowledged on the stream once stored.
 		LogsFunc: m.logs.Ingest,
+		// Host metric batches are stored as the metrics module's samples.
+		MetricsFunc: m.metrics.StoreHostMetrics,
 		PublishFunc: func(ctx context.Context, tx *gorm.DB, ev agents.Event) error {
 			return d.Events.Publish(ctx, tx, app.Event{
 				Type: ev.Type, OrgID: ev.OrgID, WorkspaceID: ev.WorkspaceID,
@@ -181,7 +192,7 @@ func newModules(d app.Deps) (modules, error) {
 }
 
 func (m modules) list() []app.Module {
-	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents, m.logs}
+	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents, m.logs, m.metrics}
 }
 
 func (m modules) wiring() app.Wiring {

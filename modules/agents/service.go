@@ -59,6 +59,7 @@ type Service struct {
 	hub         *Hub
 	publishFunc PublishFunc
 	logsFunc    LogsFunc
+	metricsFunc MetricsFunc
 	heartbeat   time.Duration
 	publicAddr  string
 	// clock is the service's time (time.Now when nil); tests move it.

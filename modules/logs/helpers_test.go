@@ -61,6 +61,7 @@ func newReplica(t *testing.T, cfg app.Config) *replica {
 		Role:            orgsMod.Service().Role,
 		ErrorPage:       views.ErrorPage,
 		Static:          static.FS,
+		Nav:             orgsMod.Shell,
 	}); err != nil {
 		t.Fatalf("mount: %v", err)
 	}

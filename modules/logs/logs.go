@@ -9,7 +9,7 @@
 //
 // # Wiring (main.go)
 //
-//	logsMod := logs.New(d, logs.Options{Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
+//	logsMod := logs.New(d, logs.Options{RollupFunc: metricsMod.Rollup, Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
 //	agents.Options{LogsFunc: func(ctx, b) { logsMod.Ingest(ctx, b) }}
 //	go logsMod.Run(ctx) // ingest workers and the live tail, until ctx ends
 package logs
@@ -23,6 +23,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"google.golang.org/grpc"
 	"gorm.io/gorm"
@@ -45,7 +46,16 @@ type Options struct {
 	// route guard's (the orgs module's Role). The socket, which
 	// authenticates after the upgrade, checks its caller with it.
 	Role func(ctx context.Context, userID uuid.UUID, s app.Scope) (string, error)
+	// RollupFunc, when set, is called for every access-log batch inside the
+	// transaction that stores it, after its batch id was recorded (so never
+	// for a redelivery); an error rolls the batch back and refuses it. The
+	// metrics module counts its traffic rollups here.
+	RollupFunc RollupFunc
 }
+
+// RollupFunc sees an access-log batch in the transaction tx that stores it;
+// now is the time the batch's entries without a timestamp are stored with.
+type RollupFunc func(ctx context.Context, tx pgx.Tx, b agents.LogBatch, now time.Time) error
 
 // Module is the logs module.
 type Module struct {
@@ -57,8 +67,6 @@ type Module struct {
 	authz  *authz.Enforcer
 	opts   Options
 	pages  *app.Pages
-	// nav draws the admin navigation (the orgs module's Shell).
-	nav *orgs.Module
 	// recheck is how often a live socket or stream authenticates its caller
 	// again (liveRecheck; tests shorten it).
 	recheck time.Duration
@@ -80,8 +88,10 @@ func New(d app.Deps, opts Options) *Module {
 	}
 	svc := newService(d.Pool, logger, d.Config.Logs.Retention, nil)
 	lv := newLive(d.Pool, logger, d.Metrics)
-	return &Module{db: d.DB, svc: svc, lv: lv, in: newIngester(svc, opts.Ingest, d.Metrics, lv),
-		logger: logger, authz: d.Authz, opts: opts, pages: d.Pages, nav: orgs.New(app.Deps{DB: d.DB, Logger: logger}, nil), recheck: liveRecheck,
+	in := newIngester(svc, opts.Ingest, d.Metrics, lv)
+	in.rollup = opts.RollupFunc
+	return &Module{db: d.DB, svc: svc, lv: lv, in: in,
+		logger: logger, authz: d.Authz, opts: opts, pages: d.Pages, recheck: liveRecheck,
 		exports: make(chan struct{}, maxExports)}
 }
 

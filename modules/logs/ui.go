@@ -239,14 +239,11 @@ func (m *Module) uiPage(c *fiber.Ctx) error {
 }
 
 // uiShell is the layout of the Logs page, with its tab marked current.
-func (m *Module) uiShell(c *fiber.Ctx, ws uuid.UUID) views.Shell {
-	scope := app.ScopeOf(c)
-	s, err := m.nav.Shell(c, "Logs", scope.OrgID, ws, views.SectionLogs)
+func (m *Module) uiShell(c *fiber.Ctx, _ uuid.UUID) views.Shell {
+	s, err := m.pages.Shell(c, "Logs", views.SectionLogs)
 	if err != nil {
 		m.logger.WarnContext(app.Ctx(c), "logs: navigation", "error", err)
 	}
-	s.Title = "Logs"
-	s.AddSections(views.WorkspaceSections(ws, views.SectionLogs))
 	return s
 }
 
