@@ -43,6 +43,10 @@ type Store struct {
 
 	mu      sync.Mutex
 	expires map[string]time.Time
+	// removed remembers removed tokens until then: a challenge and its
+	// removal may be handled out of order, and ACME tokens are never
+	// reused, so a Put after a Remove is stale.
+	removed map[string]time.Time
 	wake    chan struct{}
 }
 
@@ -68,7 +72,7 @@ func Open(dir string) (*Store, error) {
 			return nil, fmt.Errorf("clear acme challenge directory: %w", err)
 		}
 	}
-	return &Store{dir: dir, now: time.Now, expires: map[string]time.Time{}, wake: make(chan struct{}, 1)}, nil
+	return &Store{dir: dir, now: time.Now, expires: map[string]time.Time{}, removed: map[string]time.Time{}, wake: make(chan struct{}, 1)}, nil
 }
 
 // Dir is the store's directory.
@@ -141,6 +145,9 @@ func (s *Store) Put(token, keyAuth string, expiresAt time.Time) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.removed[token]; ok {
+		return fmt.Errorf("%w: token %q was removed already", ErrInvalid, token)
+	}
 	tmp, err := os.CreateTemp(s.dir, ".tmp-*")
 	if err != nil {
 		return fmt.Errorf("write challenge %s: %w", token, err)
@@ -189,6 +196,7 @@ func (s *Store) Remove(token string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.removed[token] = s.now().Add(DefaultLifetime)
 	return s.removeLocked(token, p)
 }
 
@@ -208,6 +216,11 @@ func (s *Store) Expire() (time.Time, error) {
 	defer s.mu.Unlock()
 	var next time.Time
 	var errs []error
+	for token, at := range s.removed {
+		if !at.After(now) {
+			delete(s.removed, token)
+		}
+	}
 	for token, at := range s.expires {
 		if at.After(now) {
 			if next.IsZero() || at.Before(next) {

@@ -117,6 +117,16 @@ func TestStore(t *testing.T) {
 		if _, ok := s.Get("tok-2"); ok {
 			t.Error("tok-2 still served")
 		}
+		// A challenge handled after its removal is stale.
+		if err := s.Put("tok-2", "tok-2.t", time.Time{}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Put after Remove = %v, want ErrInvalid", err)
+		}
+		if err := s.Remove("tok-never"); err != nil {
+			t.Errorf("Remove of an unknown token = %v", err)
+		}
+		if err := s.Put("tok-never", "tok-never.t", time.Time{}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Put after the removal arrived first = %v, want ErrInvalid", err)
+		}
 	})
 
 	t.Run("ExpiresByItself", func(t *testing.T) {

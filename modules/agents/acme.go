@@ -220,7 +220,8 @@ func (s *Service) exchangeACME(ctx context.Context, targets []acmeTarget, n ACME
 			if _, ok := pending[a.agentID]; !ok {
 				continue
 			}
-			if (n.Remove && a.err == "") || (!n.Remove && a.ready) {
+			// A late "ready" of the challenge itself is no removal.
+			if (n.Remove && !a.ready && a.err == "") || (!n.Remove && a.ready) {
 				confirmed[a.agentID] = true
 				continue
 			}
