@@ -156,6 +156,14 @@ func newModules(d app.Deps) (modules, error) {
 		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
 			return m.vhosts.Service().CertificateUsers(ctx, tx, id)
 		},
+		// HTTP-01 challenges are answered by the agents' nginx, for names
+		// a plain-HTTP virtual host serves.
+		PresentFunc: func(ctx context.Context, ws uuid.UUID, domain, token, keyAuth string) (func(context.Context) error, error) {
+			return m.agents.Service().PresentHTTP01(ctx, ws, domain, token, keyAuth)
+		},
+		ServedFunc: func(ctx context.Context, ws uuid.UUID, domain string) (bool, error) {
+			return m.vhosts.Service().ServesHTTP(ctx, ws, domain)
+		},
 	})
 	m.vhosts = vhosts.New(d, m.upstreams.Service(), m.certs.Service(),
 		func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {

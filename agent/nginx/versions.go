@@ -37,8 +37,10 @@ type Version struct {
 	// update when the master sent none.
 	Checksum string `json:"checksum"`
 	// StatusPort is the loopback stub_status port rendered into it.
-	StatusPort uint32    `json:"status_port"`
-	CreatedAt  time.Time `json:"created_at"`
+	StatusPort uint32 `json:"status_port"`
+	// ACMEChallengeDir is the ACME challenge directory rendered into it.
+	ACMEChallengeDir string    `json:"acme_challenge_dir,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
 }
 
 // checksumOf returns the checksum that identifies u.

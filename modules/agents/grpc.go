@@ -260,6 +260,8 @@ func (g *grpcServer) recvLoop(ctx context.Context, c *conn) error {
 					g.hub.commandFinished(id)
 				}
 			}
+		case *agentv1.AgentMessage_AcmeChallengeStatus:
+			err = g.hub.acmeStatus(ctx, c.agentID, p.AcmeChallengeStatus)
 		case *agentv1.AgentMessage_Registration:
 			g.hub.logger.WarnContext(ctx, "agents: registration on an established stream ignored", "agent_id", c.agentID)
 		case *agentv1.AgentMessage_AccessLogs:
