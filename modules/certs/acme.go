@@ -126,12 +126,14 @@ func (s *Service) acmeHTTPClient() (*http.Client, error) {
 }
 
 // legoClient returns a client of dir for the organization's account, creating
-// and registering the account on first use.
-func (s *Service) legoClient(ctx context.Context, orgID uuid.UUID, dir directory, email string, keyType certcrypto.KeyType) (*lego.Client, error) {
+// and registering the account on first use. Its Retry-After answers are
+// recorded in ra.
+func (s *Service) legoClient(ctx context.Context, orgID uuid.UUID, dir directory, email string, keyType certcrypto.KeyType, ra *retryAfter) (*lego.Client, error) {
 	hc, err := s.acmeHTTPClient()
 	if err != nil {
 		return nil, err
 	}
+	hc.Transport = ra.wrap(hc.Transport)
 	var acc acmeAccountRow
 	err = s.db.WithContext(ctx).Take(&acc, "organization_id = ? AND directory_url = ?", orgID, dir.url).Error
 	user := &acmeUser{email: email}

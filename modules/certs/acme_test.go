@@ -29,8 +29,12 @@ import (
 // nginx (the path through a real agent and its nginx is e2e.TestFleetACMEHTTP01).
 type acmeLab struct {
 	dirURL, caFile string
-	mu             sync.Mutex
-	tokens         map[string]string
+	// dnsAddr is pebble-challtestsrv's DNS server, challMgmt its management
+	// API (set-txt, clear-txt), pebbleMgmt Pebble's (roots, intermediates).
+	dnsAddr, challMgmt, pebbleMgmt string
+	mu                             sync.Mutex
+	tokens                         map[string]string
+	presented                      int
 }
 
 func goTool(t *testing.T, pkg, name string) string {
@@ -71,6 +75,14 @@ func waitDial(t *testing.T, addr string) {
 
 func newACMELab(t *testing.T) *acmeLab {
 	t.Helper()
+	// One profile: Pebble picks a random profile for orders that name none.
+	return newACMELabWith(t, map[string]int{"default": 7776000})
+}
+
+// newACMELabWith is newACMELab with Pebble's profiles: name → validity in
+// seconds. With more than one, requests must name theirs.
+func newACMELabWith(t *testing.T, profiles map[string]int) *acmeLab {
+	t.Helper()
 	pebble := goTool(t, "github.com/letsencrypt/pebble/v2/cmd/pebble", "pebble")
 	chall := goTool(t, "github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv", "pebble-challtestsrv")
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/letsencrypt/pebble/v2").Output()
@@ -88,15 +100,15 @@ func newACMELab(t *testing.T) *acmeLab {
 		"listenAddress": listen, "managementListenAddress": pmgmt,
 		"certificate": filepath.Join(pdir, "test/certs/localhost/cert.pem"), "privateKey": filepath.Join(pdir, "test/certs/localhost/key.pem"),
 		"httpPort": port, "tlsPort": 1, "externalAccountBindingRequired": false,
-		// One profile: Pebble picks a random profile for orders that name none.
-		"profiles": map[string]any{"default": map[string]any{"description": "default", "validityPeriod": 7776000}},
+		"profiles": pebbleProfiles(profiles),
 	}}
 	b, _ := json.Marshal(cfg)
 	cfgFile := filepath.Join(t.TempDir(), "pebble.json")
 	if err := os.WriteFile(cfgFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lab := &acmeLab{dirURL: "https://" + listen + "/dir", caFile: filepath.Join(pdir, "test/certs/pebble.minica.pem"), tokens: map[string]string{}}
+	lab := &acmeLab{dirURL: "https://" + listen + "/dir", caFile: filepath.Join(pdir, "test/certs/pebble.minica.pem"), tokens: map[string]string{},
+		dnsAddr: dnsAddr, challMgmt: "http://" + mgmt, pebbleMgmt: pmgmt}
 	// The fake fleet.
 	l, err := net.Listen("tcp", httpAddr)
 	if err != nil {
@@ -115,15 +127,32 @@ func newACMELab(t *testing.T) *acmeLab {
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	waitDial(t, dnsAddr)
+	waitDial(t, mgmt)
 	startProcess(t, pebble, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"}, "-config", cfgFile, "-dnsserver", dnsAddr)
 	waitDial(t, listen)
 	return lab
+}
+
+func pebbleProfiles(p map[string]int) map[string]any {
+	out := map[string]any{}
+	for name, secs := range p {
+		out[name] = map[string]any{"description": name, "validityPeriod": secs}
+	}
+	return out
+}
+
+// presentedCount is how many HTTP-01 tokens the fake fleet was given.
+func (l *acmeLab) presentedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.presented
 }
 
 // present is the fake fleet's PresentFunc.
 func (l *acmeLab) present(_ context.Context, _ uuid.UUID, _, token, keyAuth string) (func(context.Context) error, error) {
 	l.mu.Lock()
 	l.tokens[token] = keyAuth
+	l.presented++
 	l.mu.Unlock()
 	return func(context.Context) error {
 		l.mu.Lock()

@@ -17,7 +17,8 @@
 //     Exists and ListAll to validate and offer references, Material to push the
 //     decrypted chain and key to agents (ToProto builds the message).
 //  4. The status follows the leaf's validity: active, expiring when less than
-//     ExpiringWindow is left, expired after NotAfter. Responses show the status
+//     ExpiringWindow is left (ACME certificates: from their renewal time),
+//     expired after NotAfter. Responses show the status
 //     at the time of the request; RefreshStatuses stores it (for a periodic job).
 //  5. DELETE refuses (409) while UsageFunc reports virtual hosts or streams that
 //     use the certificate; otherwise it deletes the row in one transaction with

@@ -8,6 +8,7 @@ package certs
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"sort"
@@ -24,7 +25,8 @@ import (
 // dnsProviderSpec is what a DNS provider accepts.
 type dnsProviderSpec struct {
 	required, optional []string
-	build              func(creds map[string]string) (challenge.Provider, error)
+	// build makes the provider; hc is the client for its API (guardedHTTPClient).
+	build func(creds map[string]string, hc *http.Client) (challenge.Provider, error)
 }
 
 const dnsPropagationTimeout = 2 * time.Minute
@@ -33,19 +35,19 @@ var dnsProviders = map[string]dnsProviderSpec{
 	"httpreq": {
 		required: []string{httpreq.EnvEndpoint},
 		optional: []string{httpreq.EnvMode, httpreq.EnvUsername, httpreq.EnvPassword},
-		build: func(c map[string]string) (challenge.Provider, error) {
+		build: func(c map[string]string, hc *http.Client) (challenge.Provider, error) {
 			u, err := url.Parse(c[httpreq.EnvEndpoint])
 			if err != nil {
 				return nil, err
 			}
 			return httpreq.NewDNSProviderConfig(&httpreq.Config{Endpoint: u, Mode: c[httpreq.EnvMode], Username: c[httpreq.EnvUsername],
-				Password: c[httpreq.EnvPassword], PropagationTimeout: dnsPropagationTimeout, PollingInterval: 2 * time.Second, HTTPClient: guardedHTTPClient()})
+				Password: c[httpreq.EnvPassword], PropagationTimeout: dnsPropagationTimeout, PollingInterval: 2 * time.Second, HTTPClient: hc})
 		},
 	},
 	"rfc2136": {
 		required: []string{rfc2136.EnvNameserver},
 		optional: []string{rfc2136.EnvTSIGKey, rfc2136.EnvTSIGSecret, rfc2136.EnvTSIGAlgorithm, rfc2136.EnvTTL},
-		build: func(c map[string]string) (challenge.Provider, error) {
+		build: func(c map[string]string, _ *http.Client) (challenge.Provider, error) {
 			ttl := 120
 			if s := c[rfc2136.EnvTTL]; s != "" {
 				n, err := strconv.Atoi(s)
@@ -65,10 +67,10 @@ var dnsProviders = map[string]dnsProviderSpec{
 	},
 	"cloudflare": {
 		optional: []string{cloudflare.EnvDNSAPIToken, cloudflare.EnvZoneAPIToken, cloudflare.EnvEmail, cloudflare.EnvAPIKey},
-		build: func(c map[string]string) (challenge.Provider, error) {
+		build: func(c map[string]string, hc *http.Client) (challenge.Provider, error) {
 			return cloudflare.NewDNSProviderConfig(&cloudflare.Config{AuthToken: c[cloudflare.EnvDNSAPIToken], ZoneToken: c[cloudflare.EnvZoneAPIToken],
 				AuthEmail: c[cloudflare.EnvEmail], AuthKey: c[cloudflare.EnvAPIKey], TTL: 120, PropagationTimeout: dnsPropagationTimeout,
-				PollingInterval: 2 * time.Second, HTTPClient: guardedHTTPClient()})
+				PollingInterval: 2 * time.Second, HTTPClient: hc})
 		},
 	},
 }

@@ -26,8 +26,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +37,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-acme/lego/v4/acme"
+	"github.com/go-acme/lego/v4/acme/api"
+	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
 	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/google/uuid"
@@ -255,9 +259,7 @@ type acmeColumns struct {
 	DNSCredentialKeys    app.JSONSlice[string] `gorm:"column:dns_credential_keys;type:jsonb"`
 	IssuedBy             string                `gorm:"column:issued_by"`
 	OrderStartedAt       *time.Time            `gorm:"column:order_started_at"`
-	NextAttemptAt        *time.Time            `gorm:"column:next_attempt_at"`
 	Failures             int                   `gorm:"column:failures"`
-	RenewAt              *time.Time            `gorm:"column:renew_at"`
 }
 
 func (a acmeColumns) updates() map[string]any {
@@ -406,12 +408,13 @@ func (s *Service) work(ctx context.Context, id uuid.UUID) error {
 		}
 	}
 	var attempts []attemptRow
-	var res *certificate.Resource
+	var res issued
 	var issuer string
 	var lastErr string
+	ra := &retryAfter{now: s.now}
 	for _, iss := range issuers {
 		started := s.now()
-		res, err = s.obtain(ctx, r, st, iss)
+		res, err = s.obtain(ctx, r, st, iss, ra)
 		a := attemptRow{ID: uuid.New(), CertificateID: id, Kind: kind, Issuer: iss, Challenge: r.Challenge, StartedAt: started, FinishedAt: s.now()}
 		if err == nil {
 			a.Result = "success"
@@ -427,13 +430,13 @@ func (s *Service) work(ctx context.Context, id uuid.UUID) error {
 		}
 		attempts = append(attempts, a)
 	}
-	if res != nil {
+	if res.res != nil {
 		return s.storeIssued(ctx, r, kind, issuer, res, attempts)
 	}
 	if len(issuers) > 1 {
 		attempts[len(attempts)-1].Error = lastErr
 	}
-	return s.storeFailure(ctx, r, kind, lastErr, attempts)
+	return s.storeFailure(ctx, r, kind, lastErr, attempts, ra.wait())
 }
 
 // release clears the in-flight mark after an error that stored nothing.
@@ -443,19 +446,27 @@ func (s *Service) release(ctx context.Context, id uuid.UUID) {
 	}
 }
 
-// obtain runs one ACME order at issuer.
-func (s *Service) obtain(ctx context.Context, r orderRow, st acmeSettings, issuer string) (*certificate.Resource, error) {
+// issued is what a successful order gave: the chain and key, and the renewal
+// time the CA's renewal information (RFC 9773) suggests (zero when it offers none).
+type issued struct {
+	res     *certificate.Resource
+	ariPick time.Time
+}
+
+// obtain runs one ACME order at issuer. Retry-After answers of the CA or the
+// DNS provider's API are recorded in ra.
+func (s *Service) obtain(ctx context.Context, r orderRow, st acmeSettings, issuer string, ra *retryAfter) (issued, error) {
 	dir, err := s.directoryOf(issuer, st)
 	if err != nil {
-		return nil, err
+		return issued{}, err
 	}
 	email := st.Email
 	if email == "" {
 		email = s.acme.cfg.Email
 	}
-	client, err := s.legoClient(ctx, r.OrganizationID, dir, email, keyTypes[r.KeyType])
+	client, err := s.legoClient(ctx, r.OrganizationID, dir, email, keyTypes[r.KeyType], ra)
 	if err != nil {
-		return nil, err
+		return issued{}, err
 	}
 	switch r.Challenge {
 	case ChallengeDNS01:
@@ -463,38 +474,122 @@ func (s *Service) obtain(ctx context.Context, r orderRow, st acmeSettings, issue
 		if len(r.DNSCredentialsSealed) > 0 {
 			b, err := s.secrets.Open(r.DNSCredentialsSealed)
 			if err != nil {
-				return nil, fmt.Errorf("open DNS credentials: %w", err)
+				return issued{}, fmt.Errorf("open DNS credentials: %w", err)
 			}
 			if err := json.Unmarshal(b, &creds); err != nil {
-				return nil, fmt.Errorf("decode DNS credentials: %w", err)
+				return issued{}, fmt.Errorf("decode DNS credentials: %w", err)
 			}
 		}
 		spec, ok := dnsProviders[r.DNSProvider]
 		if !ok {
-			return nil, fmt.Errorf("unknown DNS provider %q", r.DNSProvider)
+			return issued{}, fmt.Errorf("unknown DNS provider %q", r.DNSProvider)
 		}
-		p, err := spec.build(creds)
+		hc := guardedHTTPClient()
+		hc.Transport = ra.wrap(hc.Transport)
+		p, err := spec.build(creds, hc)
 		if err != nil {
-			return nil, fmt.Errorf("set up DNS provider %s: %w", r.DNSProvider, err)
+			return issued{}, fmt.Errorf("set up DNS provider %s: %w", r.DNSProvider, err)
 		}
 		var opts []dns01.ChallengeOption
 		if rs := splitList(s.acme.cfg.DNSResolvers); len(rs) > 0 {
 			opts = append(opts, dns01.AddRecursiveNameservers(rs), dns01.DisableAuthoritativeNssPropagationRequirement())
 		}
 		if err := client.Challenge.SetDNS01Provider(p, opts...); err != nil {
-			return nil, err
+			return issued{}, err
 		}
 	default:
 		hp := &httpProvider{ctx: ctx, ws: r.WorkspaceID, present: s.acme.present, cleanups: map[string]func(context.Context) error{}}
 		if err := client.Challenge.SetHTTP01Provider(hp); err != nil {
-			return nil, err
+			return issued{}, err
 		}
 	}
 	req := certificate.ObtainRequest{Domains: r.SAN, Bundle: true, Profile: r.Profile}
 	if len(req.Domains) == 0 {
 		req.Domains = []string{r.Domain}
 	}
-	return client.Certificate.Obtain(req)
+	// A renewal at the same issuer names the certificate it replaces (RFC
+	// 9773), so the CA can let it through rate limits; lego sends it only to
+	// CAs offering renewal information.
+	if r.CertificatePEM != "" && r.IssuedBy == issuer {
+		if old, err := certcrypto.ParsePEMCertificate([]byte(r.CertificatePEM)); err == nil {
+			if id, err := certificate.MakeARICertID(old); err == nil {
+				req.ReplacesCertID = id
+			}
+		}
+	}
+	res, err := client.Certificate.Obtain(req)
+	if err != nil {
+		return issued{}, err
+	}
+	out := issued{res: res}
+	if leaf, err := certcrypto.ParsePEMCertificate(res.Certificate); err == nil {
+		info, err := client.Certificate.GetRenewalInfo(certificate.RenewalInfoRequest{Cert: leaf})
+		switch {
+		case err == nil:
+			now := s.now()
+			if at := info.ShouldRenewAt(now, leaf.NotAfter.Sub(now)+time.Hour); at != nil {
+				out.ariPick = *at
+			}
+		case !errors.Is(err, api.ErrNoARI):
+			s.logger.WarnContext(ctx, "renewal information unavailable", "certificate_id", r.ID, "issuer", issuer, "error", err)
+		}
+	}
+	return out, nil
+}
+
+// retryAfter keeps the longest wait a Retry-After header of an error answer
+// asked for during one order (the CA's rate limits, the DNS provider's API).
+type retryAfter struct {
+	now func() time.Time
+	mu  sync.Mutex
+	d   time.Duration
+}
+
+// maxRetryAfter bounds how long a Retry-After answer may postpone the next attempt.
+const maxRetryAfter = 24 * time.Hour
+
+func (ra *retryAfter) wrap(next http.RoundTripper) http.RoundTripper {
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	return retryAfterTransport{next: next, ra: ra}
+}
+
+func (ra *retryAfter) wait() time.Duration {
+	ra.mu.Lock()
+	defer ra.mu.Unlock()
+	return ra.d
+}
+
+// note records the Retry-After of resp when it is an error answer.
+func (ra *retryAfter) note(resp *http.Response) {
+	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	if resp.StatusCode < 400 || v == "" {
+		return
+	}
+	var d time.Duration
+	if n, err := strconv.Atoi(v); err == nil {
+		d = time.Duration(n) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(ra.now())
+	}
+	d = min(d, maxRetryAfter)
+	ra.mu.Lock()
+	ra.d = max(ra.d, d)
+	ra.mu.Unlock()
+}
+
+type retryAfterTransport struct {
+	next http.RoundTripper
+	ra   *retryAfter
+}
+
+func (t retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err == nil {
+		t.ra.note(resp)
+	}
+	return resp, err
 }
 
 func splitList(s string) []string {
@@ -536,9 +631,14 @@ func readableError(domain, chal string, err error) string {
 	return msg
 }
 
-// renewAt is when a certificate valid from nb to na is renewed: at one third
-// of its lifetime left, minus up to 2% of the lifetime of jitter.
-func renewAt(nb, na time.Time) time.Time {
+// renewAt is when a certificate valid from nb to na is renewed: at ariPick,
+// the random point of the CA's suggested renewal window (RFC 9773), when the
+// CA offers one; else at one third of its lifetime left, minus up to 2% of the
+// lifetime of jitter.
+func renewAt(nb, na, ariPick time.Time) time.Time {
+	if !ariPick.IsZero() && ariPick.Before(na) {
+		return ariPick
+	}
 	life := na.Sub(nb)
 	jitter := time.Duration(rand.Int64N(int64(life/50) + 1))
 	return na.Add(-life / 3).Add(-jitter)
@@ -546,18 +646,18 @@ func renewAt(nb, na time.Time) time.Time {
 
 // storeIssued stores the new material and its attempts, bumps the config, and
 // publishes the event, in one transaction.
-func (s *Service) storeIssued(ctx context.Context, r orderRow, kind, issuer string, res *certificate.Resource, attempts []attemptRow) error {
+func (s *Service) storeIssued(ctx context.Context, r orderRow, kind, issuer string, res issued, attempts []attemptRow) error {
 	now := s.now()
-	u, err := parseUpload(string(res.Certificate), string(res.PrivateKey), now)
+	u, err := parseUpload(string(res.res.Certificate), string(res.res.PrivateKey), now)
 	if err != nil {
-		return s.storeFailure(ctx, r, kind, "the issued certificate did not validate: "+err.Error(), attempts)
+		return s.storeFailure(ctx, r, kind, "the issued certificate did not validate: "+err.Error(), attempts, 0)
 	}
 	sealed, err := s.secrets.Seal(u.keyPEM)
 	if err != nil {
 		s.release(ctx, r.ID)
 		return fmt.Errorf("seal issued key: %w", err)
 	}
-	ra := renewAt(u.notBefore, u.notAfter)
+	ra := renewAt(u.notBefore, u.notAfter, res.ariPick)
 	var cert Certificate
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if _, err := lockWorkspace(tx, r.WorkspaceID); err != nil {
@@ -567,12 +667,7 @@ func (s *Service) storeIssued(ctx context.Context, r orderRow, kind, issuer stri
 			"certificate_pem": u.chainPEM, "private_key_sealed": sealed, "issuer": u.issuer, "serial": u.serial,
 			"fingerprint_sha256": u.fingerprintSHA256, "issued_at": u.notBefore, "expires_at": u.notAfter, "san": app.JSONSlice[string](u.san),
 			"error": "", "issued_by": issuer, "order_started_at": nil, "next_attempt_at": nil, "failures": 0,
-			"renew_at": ra, "alerted_days": 0, "updated_at": now, "status": statusAt(u.notAfter, now),
-		}
-		if now.After(ra) {
-			upd["status"] = StatusExpiring
-		} else {
-			upd["status"] = StatusActive
+			"renew_at": ra, "alerted_days": 0, "updated_at": now, "status": statusAt(u.notAfter, &ra, now),
 		}
 		if err := tx.Model(&certificateRow{}).Where("id = ?", r.ID).Updates(upd).Error; err != nil {
 			return fmt.Errorf("store issued certificate %s: %w", r.ID, err)
@@ -619,12 +714,15 @@ func backoff(n int) time.Duration {
 	return time.Hour
 }
 
-func (s *Service) storeFailure(ctx context.Context, r orderRow, kind, msg string, attempts []attemptRow) error {
+// storeFailure stores a failed order: the error, the attempts, and while
+// retries remain the next attempt, after backoff or the longest Retry-After
+// the CA or the DNS provider's API answered with (wait), whichever is later.
+func (s *Service) storeFailure(ctx context.Context, r orderRow, kind, msg string, attempts []attemptRow, wait time.Duration) error {
 	now := s.now()
 	failures := r.Failures + 1
 	var next *time.Time
 	if failures < maxFailures {
-		t := now.Add(backoff(failures))
+		t := now.Add(max(backoff(failures), wait))
 		next = &t
 	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {

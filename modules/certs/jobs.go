@@ -101,8 +101,10 @@ func (s *Service) enqueue(ctx context.Context, tx *gorm.DB, id uuid.UUID, kind s
 	return nil
 }
 
-// alertDays are the days left at which certificate.expiring is published.
-var alertDays = []int{21, 7, 1}
+// alertDays are the days left at which certificate.expiring is published,
+// smallest first: a certificate already inside several thresholds gets one
+// event, for the smallest.
+var alertDays = []int{1, 7, 21}
 
 // RenewScan enqueues the renewals that are due and the expiry alerts, and
 // returns how many renewals it enqueued.

@@ -19,9 +19,10 @@ const (
 const (
 	// StatusPending: issuance requested, no certificate yet (ACME).
 	StatusPending = "pending"
-	// StatusActive: valid for more than ExpiringWindow.
+	// StatusActive: valid, and not yet due for renewal (see statusAt).
 	StatusActive = "active"
-	// StatusExpiring: valid for less than ExpiringWindow.
+	// StatusExpiring: inside the renewal window (ACME) or valid for less than
+	// ExpiringWindow (uploads).
 	StatusExpiring = "expiring"
 	// StatusExpired: past the leaf's NotAfter.
 	StatusExpired = "expired"
@@ -29,15 +30,22 @@ const (
 	StatusFailed = "failed"
 )
 
-// ExpiringWindow is how long before NotAfter a certificate counts as expiring.
+// ExpiringWindow is how long before NotAfter an uploaded certificate counts as
+// expiring.
 const ExpiringWindow = 30 * 24 * time.Hour
 
-// statusAt is the status of a certificate with material expiring at notAfter,
-// at time now.
-func statusAt(notAfter, now time.Time) string {
+// statusAt is the status at time now of a certificate with material expiring
+// at notAfter. renewAt is an ACME certificate's renewal time (issue.go: inside
+// the CA's ARI window, else at one third of the lifetime left, with jitter):
+// from then on it is expiring. Without one (uploads) the 30-day rule holds.
+func statusAt(notAfter time.Time, renewAt *time.Time, now time.Time) string {
 	switch {
 	case !now.Before(notAfter):
 		return StatusExpired
+	case renewAt != nil:
+		if !now.Before(*renewAt) {
+			return StatusExpiring
+		}
 	case notAfter.Sub(now) < ExpiringWindow:
 		return StatusExpiring
 	}
@@ -64,7 +72,7 @@ type Certificate struct {
 	Provider string `json:"provider" doc:"upload (ACME providers later)"`
 	// Status is pending, active, expiring, expired or failed, as of the time the
 	// certificate was read.
-	Status    string     `json:"status" doc:"pending, active, expiring (less than 30 days left), expired or failed, as of the request"`
+	Status    string     `json:"status" doc:"pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request"`
 	IssuedAt  *time.Time `json:"issued_at"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	AutoRenew bool       `json:"auto_renew"`
@@ -75,9 +83,11 @@ type Certificate struct {
 	// FingerprintSHA256 is the SHA-256 of the leaf's DER, lowercase hexadecimal.
 	FingerprintSHA256 string `json:"fingerprint_sha256" doc:"SHA-256 of the leaf's DER encoding, lowercase hexadecimal"`
 	// Error is the last issuance or renewal error (ACME), empty when none.
-	Error     string    `json:"error" doc:"The last issuance or renewal error; empty when none"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Error string `json:"error" doc:"The last issuance or renewal error; empty when none"`
+	// NextAttemptAt is when a failed order is tried again; nil when none is scheduled.
+	NextAttemptAt *time.Time `json:"next_attempt_at" doc:"When a failed issuance or renewal is tried again; null when none is scheduled"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
 }
 
 // MarshalJSON writes timestamps as RFC 3339 UTC seconds (app.Time) and san as
@@ -90,11 +100,12 @@ func (c Certificate) MarshalJSON() ([]byte, error) {
 	}
 	return json.Marshal(struct {
 		plain
-		IssuedAt  *app.Time `json:"issued_at"`
-		ExpiresAt *app.Time `json:"expires_at"`
-		CreatedAt app.Time  `json:"created_at"`
-		UpdatedAt app.Time  `json:"updated_at"`
-	}{p, app.TimePtr(c.IssuedAt), app.TimePtr(c.ExpiresAt), app.Time{Time: c.CreatedAt}, app.Time{Time: c.UpdatedAt}})
+		IssuedAt      *app.Time `json:"issued_at"`
+		ExpiresAt     *app.Time `json:"expires_at"`
+		NextAttemptAt *app.Time `json:"next_attempt_at"`
+		CreatedAt     app.Time  `json:"created_at"`
+		UpdatedAt     app.Time  `json:"updated_at"`
+	}{p, app.TimePtr(c.IssuedAt), app.TimePtr(c.ExpiresAt), app.TimePtr(c.NextAttemptAt), app.Time{Time: c.CreatedAt}, app.Time{Time: c.UpdatedAt}})
 }
 
 // ObjectCertificate is the audit object type of certificates.
@@ -119,9 +130,13 @@ type certificateRow struct {
 	FingerprintSHA256 string                `gorm:"column:fingerprint_sha256;not null"`
 	IssuedAt          *time.Time            `gorm:"column:issued_at"`
 	ExpiresAt         *time.Time            `gorm:"column:expires_at"`
-	Error             string                `gorm:"column:error;not null"`
-	CreatedAt         time.Time             `gorm:"column:created_at;not null"`
-	UpdatedAt         time.Time             `gorm:"column:updated_at;not null"`
+	// RenewAt is when an ACME certificate is due for renewal (nil for uploads).
+	RenewAt *time.Time `gorm:"column:renew_at"`
+	// NextAttemptAt is when a failed order is tried again.
+	NextAttemptAt *time.Time `gorm:"column:next_attempt_at"`
+	Error         string     `gorm:"column:error;not null"`
+	CreatedAt     time.Time  `gorm:"column:created_at;not null"`
+	UpdatedAt     time.Time  `gorm:"column:updated_at;not null"`
 }
 
 // TableName is the certificates table.
@@ -132,7 +147,7 @@ func (certificateRow) TableName() string { return "certificates" }
 var publicColumns = []string{
 	"id", "workspace_id", "name", "domain", "san", "is_wildcard", "provider", "status",
 	"auto_renew", "issuer", "serial", "fingerprint_sha256", "issued_at", "expires_at",
-	"error", "created_at", "updated_at",
+	"renew_at", "next_attempt_at", "error", "created_at", "updated_at",
 }
 
 // certificate is r's public form, with the status as of now.
@@ -154,6 +169,10 @@ func (r certificateRow) certificate(now time.Time) Certificate {
 		CreatedAt:         r.CreatedAt,
 		UpdatedAt:         r.UpdatedAt,
 	}
+	if r.NextAttemptAt != nil {
+		t := r.NextAttemptAt.UTC()
+		c.NextAttemptAt = &t
+	}
 	if r.IssuedAt != nil {
 		t := r.IssuedAt.UTC()
 		c.IssuedAt = &t
@@ -162,7 +181,7 @@ func (r certificateRow) certificate(now time.Time) Certificate {
 		t := r.ExpiresAt.UTC()
 		c.ExpiresAt = &t
 		if hasMaterial(r.Status) {
-			c.Status = statusAt(t, now)
+			c.Status = statusAt(t, r.renewAt(), now)
 		}
 	}
 	return c
@@ -171,4 +190,13 @@ func (r certificateRow) certificate(now time.Time) Certificate {
 // hasMaterial reports whether a certificate in status has a chain and a key.
 func hasMaterial(status string) bool {
 	return status == StatusActive || status == StatusExpiring || status == StatusExpired
+}
+
+// renewAt is the renewal time statusAt counts from: an ACME certificate's
+// renew_at; nil for uploads.
+func (r certificateRow) renewAt() *time.Time {
+	if r.Provider == ProviderUpload {
+		return nil
+	}
+	return r.RenewAt
 }

@@ -43,7 +43,7 @@ func NewService(d app.Deps, opts Options) *Service {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Service{db: d.DB, secrets: d.Secrets, logger: logger, change: opts.ChangeFunc, usage: opts.UsageFunc, acme: newACMEDeps(d, opts)}
+	return &Service{Now: d.Clock, db: d.DB, secrets: d.Secrets, logger: logger, change: opts.ChangeFunc, usage: opts.UsageFunc, acme: newACMEDeps(d, opts)}
 }
 
 // MaxNameLength is the longest certificate name, in characters.
@@ -256,7 +256,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Certificate, erro
 		SAN:               u.san,
 		IsWildcard:        u.wildcard,
 		Provider:          ProviderUpload,
-		Status:            statusAt(u.notAfter, now),
+		Status:            statusAt(u.notAfter, nil, now),
 		CertificatePEM:    u.chainPEM,
 		PrivateKeySealed:  sealed,
 		Issuer:            u.issuer,
@@ -411,7 +411,8 @@ func (s *Service) users(ctx context.Context, id uuid.UUID) ([]string, error) {
 }
 
 // RefreshStatuses stores the status each certificate with material has now:
-// active → expiring within ExpiringWindow of its expiry → expired after it. Each
+// active → expiring (statusAt: from an ACME certificate's renewal time, within
+// ExpiringWindow of an upload's expiry) → expired after it. Each
 // change gets an audit row (actor: the master). ChangeFunc is not called: the
 // material agents receive is unchanged. Rows locked by another replica's refresh
 // are skipped; they are being refreshed there.
@@ -422,14 +423,14 @@ func (s *Service) RefreshStatuses(ctx context.Context) error {
 		var rows []certificateRow
 		err := tx.Select(publicColumns).
 			Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate, Options: clause.LockingOptionsSkipLocked}).
-			Where("status IN ? AND expires_at < ?", []string{StatusActive, StatusExpiring}, now.Add(ExpiringWindow)).
+			Where("status IN ? AND (expires_at < ? OR renew_at <= ?)", []string{StatusActive, StatusExpiring}, now.Add(ExpiringWindow), now).
 			Order("expires_at, id").Find(&rows).Error
 		if err != nil {
 			return fmt.Errorf("refresh certificate statuses: %w", err)
 		}
 		orgOf := map[uuid.UUID]uuid.UUID{}
 		for _, r := range rows {
-			status := statusAt(*r.ExpiresAt, now)
+			status := statusAt(*r.ExpiresAt, r.renewAt(), now)
 			if status == r.Status {
 				continue
 			}
