@@ -235,7 +235,7 @@ func (s *Service) Request(ctx context.Context, p RequestParams) (Certificate, er
 		if err := tx.Model(&certificateRow{}).Where("id = ?", row.ID).Updates(ext.updates()).Error; err != nil {
 			return fmt.Errorf("request certificate %q: %w", row.Domain, err)
 		}
-		if err := s.enqueue(ctx, tx, row.ID, KindIssue, time.Time{}); err != nil {
+		if err := s.enqueue(ctx, tx, row.ID, KindIssue, time.Time{}, 0); err != nil {
 			return err
 		}
 		cert = row.certificate(now)
@@ -602,26 +602,52 @@ func splitList(s string) []string {
 	return out
 }
 
-// readableError turns lego's error into one line people can act on.
+// readableError turns lego's error into one line people can act on, each
+// problem as "<name>: <CHALLENGE> challenge: <what went wrong>".
 func readableError(domain, chal string, err error) string {
-	var pd *acme.ProblemDetails
-	msg := err.Error()
-	if errors.As(err, &pd) {
-		msg = strings.TrimPrefix(pd.Type, "urn:ietf:params:acme:error:") + ": " + pd.Detail
-		for _, sp := range pd.SubProblems {
-			msg += "; " + sp.Identifier.Value + ": " + sp.Detail
-		}
-	}
-	msg = strings.ReplaceAll(msg, "error: one or more domains had a problem:\n", "")
-	msg = strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", "; ")), " ")
-	if !strings.HasPrefix(msg, domain) && !strings.Contains(msg, "["+domain+"]") && !strings.HasPrefix(msg, domain+":") {
-		msg = domain + ": " + msg
-	}
 	label := strings.ToUpper(chal)
 	if label == "" {
 		label = "HTTP-01"
 	}
-	msg = strings.Replace(msg, domain+": ", domain+": "+label+" challenge: ", 1)
+	var lines []string
+	var pd *acme.ProblemDetails
+	if errors.As(err, &pd) {
+		name := domain
+		if len(pd.SubProblems) > 0 && pd.SubProblems[0].Identifier.Value != "" {
+			name = pd.SubProblems[0].Identifier.Value
+		}
+		msg := strings.TrimPrefix(pd.Type, "urn:ietf:params:acme:error:") + ": " + pd.Detail
+		for _, sp := range pd.SubProblems {
+			msg += "; " + sp.Identifier.Value + ": " + sp.Detail
+		}
+		lines = []string{name + ": " + label + " challenge: " + msg}
+	} else {
+		raw := strings.ReplaceAll(err.Error(), "error: one or more domains had a problem:\n", "")
+		for _, l := range strings.Split(raw, "\n") {
+			l = strings.TrimSpace(l)
+			if l == "" {
+				continue
+			}
+			// lego names the domain as "[name] ", sometimes twice.
+			name := domain
+			for strings.HasPrefix(l, "[") {
+				end := strings.Index(l, "] ")
+				if end < 0 {
+					break
+				}
+				name, l = l[1:end], strings.TrimSpace(l[end+2:])
+			}
+			if strings.HasPrefix(l, name+": ") {
+				l = strings.TrimPrefix(l, name+": ")
+			}
+			lines = append(lines, name+": "+label+" challenge: "+strings.TrimPrefix(l, "acme: "))
+		}
+		if len(lines) == 0 {
+			lines = []string{domain + ": " + label + " challenge: " + raw}
+		}
+	}
+	msg := strings.Join(strings.Fields(strings.Join(lines, "; ")), " ")
+	msg = strings.TrimRight(strings.ReplaceAll(msg, "; ;", ";"), "; ")
 	if chal != ChallengeDNS01 && (strings.Contains(msg, "404") || strings.Contains(msg, "connection refused")) {
 		msg += " — is port 80 served by an NxMesh agent?"
 	}
@@ -739,7 +765,7 @@ func (s *Service) storeFailure(ctx context.Context, r orderRow, kind, msg string
 			}
 		}
 		if next != nil {
-			if err := s.enqueue(ctx, tx, r.ID, kind, *next); err != nil {
+			if err := s.enqueue(ctx, tx, r.ID, kind, *next, failures); err != nil {
 				return err
 			}
 		}

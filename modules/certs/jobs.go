@@ -29,6 +29,10 @@ import (
 type IssueArgs struct {
 	CertificateID uuid.UUID `json:"certificate_id"`
 	Op            string    `json:"op"`
+	// Retry is the number of failures a scheduled retry follows (zero for
+	// first tries). It keeps the retry, enqueued by the running job, apart
+	// from that job for uniqueness.
+	Retry int `json:"retry,omitempty"`
 }
 
 // Kind names the job.
@@ -82,8 +86,9 @@ func registerJobs(w *river.Workers, svc *Service) []*river.PeriodicJob {
 	}
 }
 
-// enqueue inserts the issuance job in tx, at (zero: now).
-func (s *Service) enqueue(ctx context.Context, tx *gorm.DB, id uuid.UUID, kind string, at time.Time) error {
+// enqueue inserts the issuance job in tx, at (zero: now); retry is the number
+// of failures a retry follows (IssueArgs.Retry).
+func (s *Service) enqueue(ctx context.Context, tx *gorm.DB, id uuid.UUID, kind string, at time.Time, retry int) error {
 	if s.acme.jobs == nil {
 		return nil
 	}
@@ -95,7 +100,7 @@ func (s *Service) enqueue(ctx context.Context, tx *gorm.DB, id uuid.UUID, kind s
 	if !at.IsZero() {
 		opts.ScheduledAt = at
 	}
-	if _, err := s.acme.jobs.InsertTx(ctx, sqlTx, IssueArgs{CertificateID: id, Op: kind}, &opts); err != nil {
+	if _, err := s.acme.jobs.InsertTx(ctx, sqlTx, IssueArgs{CertificateID: id, Op: kind, Retry: retry}, &opts); err != nil {
 		return fmt.Errorf("enqueue %s of certificate %s: %w", kind, id, err)
 	}
 	return nil
@@ -120,7 +125,7 @@ func (s *Service) RenewScan(ctx context.Context) (int, error) {
 			return fmt.Errorf("find certificates due for renewal: %w", err)
 		}
 		for _, id := range ids {
-			if err := s.enqueue(ctx, tx, id, KindRenew, time.Time{}); err != nil {
+			if err := s.enqueue(ctx, tx, id, KindRenew, time.Time{}, 0); err != nil {
 				return err
 			}
 		}
@@ -181,7 +186,7 @@ func (s *Service) Renew(ctx context.Context, id uuid.UUID) (Certificate, error) 
 			kind = KindIssue
 		}
 		cert = row.certificate(s.now())
-		return s.enqueue(ctx, tx, id, kind, time.Time{})
+		return s.enqueue(ctx, tx, id, kind, time.Time{}, 0)
 	})
 	return cert, err
 }
