@@ -195,8 +195,16 @@ func (s *Service) legoClient(ctx context.Context, orgID uuid.UUID, dir directory
 		return nil, fmt.Errorf("seal ACME account key: %w", err)
 	}
 	row := acmeAccountRow{OrganizationID: orgID, DirectoryURL: dir.url, Email: email, URI: reg.URI, KeySealed: sealed, CreatedAt: s.now()}
-	if err := s.db.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
-		return nil, fmt.Errorf("store ACME account: %w", err)
+	res := s.db.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+	if res.Error != nil {
+		return nil, fmt.Errorf("store ACME account: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		// A concurrent order (this replica or another) stored its account
+		// first: use that one, so every certificate of the organization at
+		// this directory belongs to one account (renewals may only replace
+		// certificates their account ordered).
+		return s.legoClient(ctx, orgID, dir, email, keyType, ra)
 	}
 	return client, nil
 }

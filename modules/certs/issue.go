@@ -518,6 +518,14 @@ func (s *Service) obtain(ctx context.Context, r orderRow, st acmeSettings, issue
 		}
 	}
 	res, err := client.Certificate.Obtain(req)
+	var pd *acme.ProblemDetails
+	if err != nil && req.ReplacesCertID != "" && errors.As(err, &pd) && strings.Contains(strings.ToLower(pd.Detail), "replace") {
+		// The CA refuses the replacement (another account's certificate, one
+		// already replaced): order without it.
+		s.logger.WarnContext(ctx, "renewal ordered without replaces", "certificate_id", r.ID, "error", err)
+		req.ReplacesCertID = ""
+		res, err = client.Certificate.Obtain(req)
+	}
 	if err != nil {
 		return issued{}, err
 	}

@@ -143,8 +143,13 @@ func (s *Service) RenewScan(ctx context.Context) (int, error) {
 
 func (s *Service) expiryAlerts(ctx context.Context, tx *gorm.DB, now time.Time) error {
 	for _, d := range alertDays {
-		var rows []orderRow
-		err := tx.Raw(`SELECT c.*, w.organization_id FROM certificates c JOIN workspaces w ON w.id = c.workspace_id
+		var rows []struct {
+			ID             uuid.UUID `gorm:"column:id"`
+			WorkspaceID    uuid.UUID `gorm:"column:workspace_id"`
+			Domain         string    `gorm:"column:domain"`
+			OrganizationID uuid.UUID `gorm:"column:organization_id"`
+		}
+		err := tx.Raw(`SELECT c.id, c.workspace_id, c.domain, w.organization_id FROM certificates c JOIN workspaces w ON w.id = c.workspace_id
 			WHERE c.status IN ('active', 'expiring') AND c.expires_at <= ? AND c.expires_at > ?
 			AND (c.alerted_days = 0 OR c.alerted_days > ?)
 			AND (NOT c.auto_renew OR c.provider = 'upload' OR c.error <> '')
@@ -156,7 +161,9 @@ func (s *Service) expiryAlerts(ctx context.Context, tx *gorm.DB, now time.Time) 
 			if err := tx.Exec("UPDATE certificates SET alerted_days = ? WHERE id = ?", d, r.ID).Error; err != nil {
 				return err
 			}
-			if err := s.publish(ctx, tx, r, "certificate.expiring", fmt.Sprintf("expires within %d day(s)", d)); err != nil {
+			o := orderRow{OrganizationID: r.OrganizationID}
+			o.ID, o.WorkspaceID, o.Domain = r.ID, r.WorkspaceID, r.Domain
+			if err := s.publish(ctx, tx, o, "certificate.expiring", fmt.Sprintf("expires within %d day(s)", d)); err != nil {
 				return err
 			}
 		}
