@@ -1,8 +1,13 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -10,6 +15,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,10 +29,14 @@ import (
 type acmePebble struct {
 	dirURL, caFile string
 	httpPort       int
+	// mgmt is Pebble's management interface (roots at /roots/0).
+	mgmt string
 }
 
-// startPebble builds and runs Pebble and pebble-challtestsrv.
-func startPebble(t *testing.T, dir string) *acmePebble {
+// startPebble builds and runs Pebble and pebble-challtestsrv with the
+// profiles named (validity in seconds); orders must name theirs when there
+// are several (Pebble picks a random one for orders that name none).
+func startPebble(t *testing.T, dir string, profiles map[string]int) *acmePebble {
 	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -58,12 +69,16 @@ func startPebble(t *testing.T, dir string) *acmePebble {
 
 	p := &acmePebble{caFile: filepath.Join(pdir, "test/certs/pebble.minica.pem"), httpPort: fleetFreePort(t)}
 	listen, pmgmt := apptest.FreeAddr(t), apptest.FreeAddr(t)
+	p.mgmt = "https://" + pmgmt
+	profs := map[string]any{}
+	for name, secs := range profiles {
+		profs[name] = map[string]any{"description": name, "validityPeriod": secs}
+	}
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress": listen, "managementListenAddress": pmgmt,
 		"certificate": filepath.Join(pdir, "test/certs/localhost/cert.pem"), "privateKey": filepath.Join(pdir, "test/certs/localhost/key.pem"),
 		"httpPort": p.httpPort, "tlsPort": 1, "externalAccountBindingRequired": false,
-		// One profile: Pebble picks a random profile for orders that name none.
-		"profiles": map[string]any{"default": map[string]any{"description": "default", "validityPeriod": 7776000}},
+		"profiles": profs,
 	}}
 	b, _ := json.Marshal(cfg)
 	cfgFile := filepath.Join(dir, "pebble.json")
@@ -102,11 +117,14 @@ func TestFleetACMEHTTP01(t *testing.T) {
 	}
 	bins := buildFleetBinaries(t)
 	dir := t.TempDir()
-	pebble := startPebble(t, dir)
+	// default (90 days) for the first certificate, short (90 seconds) for
+	// the renewal: the scan renews it within a minute.
+	pebble := startPebble(t, dir, map[string]int{"default": 7776000, "short": 90})
 	dbURL := apptest.NewDatabase(t)
 	f := &fleet{agentData: filepath.Join(dir, "agent"), nginxPrefix: filepath.Join(dir, "nginx")}
 	f.m = newFleetMaster(t, bins.master, dbURL, dir)
-	f.m.proc.env = append(f.m.proc.env, "NXMESH_ACME_LETSENCRYPT_URL="+pebble.dirURL, "NXMESH_ACME_CA_FILE="+pebble.caFile)
+	f.m.proc.env = append(f.m.proc.env, "NXMESH_ACME_LETSENCRYPT_URL="+pebble.dirURL, "NXMESH_ACME_CA_FILE="+pebble.caFile,
+		"NXMESH_ACME_RENEW_CHECK_INTERVAL=2s")
 	t.Cleanup(func() { fleetKillNginx(t, f.nginxPrefix) })
 	f.agent = newFleetProc(t, "agent", bins.agent, dir)
 	t.Cleanup(func() {
@@ -138,6 +156,7 @@ func TestFleetACMEHTTP01(t *testing.T) {
 	f.m.api.awaitApplied(t, f.ws, f.agentID)
 
 	certsPath := "/v1/workspaces/" + f.ws + "/certificates"
+	var issuedID string
 	t.Run("RefusesANameNoPlainHostServes", func(t *testing.T) {
 		code, raw, err := f.m.api.try(http.MethodPost, certsPath, map[string]any{"domain": "other.acme.test", "provider": "letsencrypt"})
 		if err != nil || code != http.StatusUnprocessableEntity || !strings.Contains(string(raw), `"field":"domain"`) {
@@ -151,8 +170,9 @@ func TestFleetACMEHTTP01(t *testing.T) {
 			Status string `json:"status"`
 		}
 		f.m.api.call(t, http.MethodPost, certsPath, map[string]any{
-			"domain": domain, "san": []string{san}, "provider": "letsencrypt", "challenge": "http-01", "auto_renew": true,
+			"domain": domain, "san": []string{san}, "provider": "letsencrypt", "challenge": "http-01", "auto_renew": true, "profile": "default",
 		}, http.StatusAccepted, &created)
+		issuedID = created.ID
 		type cert struct {
 			Status string   `json:"status"`
 			Domain string   `json:"domain"`
@@ -219,4 +239,268 @@ func TestFleetACMEHTTP01(t *testing.T) {
 			t.Errorf("GET /page on the host = %d %s, want its 301", resp.StatusCode, resp.Header.Get("Location"))
 		}
 	})
+
+	roots := pebble.roots(t)
+
+	t.Run("ServesTheIssuedCertificate", func(t *testing.T) {
+		if issuedID == "" {
+			t.Fatal("no certificate was issued")
+		}
+		var cert acmeCert
+		f.m.api.call(t, http.MethodGet, "/v1/certificates/"+issuedID, nil, http.StatusOK, &cert)
+		port := fleetFreePort(t)
+		f.m.api.call(t, http.MethodPost, "/v1/workspaces/"+f.ws+"/virtual-hosts", map[string]any{
+			"name": "shop-tls", "server_name": domain + " " + san, "listen_port": port, "ssl_enabled": true, "ssl_certificate_id": issuedID,
+			"redirect_to": "https://elsewhere.test", "target_agents": map[string]any{"type": "all"},
+		}, http.StatusCreated, nil)
+		f.m.api.awaitApplied(t, f.ws, f.agentID)
+		for _, name := range []string{domain, san} {
+			leaf, err := tlsLeaf(port, name, roots)
+			if err != nil {
+				t.Fatalf("TLS handshake with %s: %v", name, err)
+			}
+			if got := leaf.SerialNumber.Text(16); got != cert.Serial {
+				t.Errorf("nginx serves serial %s for %s, want the issued %s", got, name, cert.Serial)
+			}
+		}
+	})
+
+	t.Run("RenewedByTheScanWhileServing", func(t *testing.T) {
+		evs := f.m.api.streamEvents(t, "certificate.*")
+		var created acmeCert
+		f.m.api.call(t, http.MethodPost, certsPath, map[string]any{
+			"domain": domain, "provider": "letsencrypt", "auto_renew": true, "profile": "short", "name": "short-lived",
+		}, http.StatusAccepted, &created)
+		first := awaitACMECert(t, f.m.api, created.ID, "issuance", func(c acmeCert) bool { return c.Status != "pending" })
+		if first.Status == "failed" {
+			t.Fatalf("issuance failed: %s", first.Error)
+		}
+		port := fleetFreePort(t)
+		f.m.api.call(t, http.MethodPost, "/v1/workspaces/"+f.ws+"/virtual-hosts", map[string]any{
+			"name": "shop-short", "server_name": domain, "listen_port": port, "ssl_enabled": true, "ssl_certificate_id": created.ID,
+			"redirect_to": "https://elsewhere.test", "target_agents": map[string]any{"type": "all"},
+		}, http.StatusCreated, nil)
+		f.m.api.awaitApplied(t, f.ws, f.agentID)
+		version := f.m.api.configVersion(t, f.ws)
+		leaf, err := tlsLeaf(port, domain, roots)
+		if err != nil {
+			t.Fatalf("TLS handshake: %v", err)
+		}
+		served := leaf.SerialNumber.Text(16)
+
+		// Requests over TLS all through the renewal and nginx's reload.
+		stop := make(chan struct{})
+		var requests, failures atomic.Int64
+		var failMu sync.Mutex
+		var failed []string
+		loopDone := make(chan struct{})
+		go func() {
+			defer close(loopDone)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				requests.Add(1)
+				if err := tlsRequest(port, domain, roots); err != nil {
+					failures.Add(1)
+					failMu.Lock()
+					failed = append(failed, err.Error())
+					failMu.Unlock()
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+		var renewed string
+		fleetEventually(t, 120*time.Second, "nginx to serve the renewed certificate", func() (bool, string) {
+			leaf, err := tlsLeaf(port, domain, roots)
+			if err != nil {
+				return false, err.Error()
+			}
+			renewed = leaf.SerialNumber.Text(16)
+			return renewed != served, "serial " + renewed
+		})
+		time.Sleep(500 * time.Millisecond)
+		close(stop)
+		<-loopDone
+		if n := failures.Load(); n > 0 || requests.Load() < 10 {
+			failMu.Lock()
+			t.Errorf("%d of %d TLS requests failed during the renewal: %v", n, requests.Load(), failed[:min(len(failed), 5)])
+			failMu.Unlock()
+		}
+		got := awaitACMECert(t, f.m.api, created.ID, "the API to show the served serial", func(c acmeCert) bool { return c.Serial == renewed })
+		if v := f.m.api.configVersion(t, f.ws); v <= version {
+			t.Errorf("config version %d after the renewal, was %d: the renewal made no version", v, version)
+		}
+		if !got.ExpiresAt.After(*first.ExpiresAt) {
+			t.Errorf("renewed certificate expires %s, the first %s", got.ExpiresAt, first.ExpiresAt)
+		}
+		var attempts struct {
+			Data []struct {
+				Kind   string `json:"kind"`
+				Result string `json:"result"`
+			} `json:"data"`
+		}
+		f.m.api.call(t, http.MethodGet, "/v1/certificates/"+created.ID+"/attempts", nil, http.StatusOK, &attempts)
+		if len(attempts.Data) < 2 || attempts.Data[0].Kind != "renew" || attempts.Data[0].Result != "success" {
+			t.Errorf("attempts = %+v, want a successful renewal first", attempts.Data)
+		}
+		for _, typ := range []string{"certificate.issued", "certificate.renewed"} {
+			ev := evs.await(t, typ, created.ID)
+			if ev.Data["domain"] != domain {
+				t.Errorf("%s data = %v", typ, ev.Data)
+			}
+		}
+	})
+}
+
+// acmeCert is a certificate as the API returns it.
+type acmeCert struct {
+	ID        string     `json:"id"`
+	Status    string     `json:"status"`
+	Serial    string     `json:"serial"`
+	Error     string     `json:"error"`
+	ExpiresAt *time.Time `json:"expires_at"`
+}
+
+func awaitACMECert(t *testing.T, api *fleetAPI, id, what string, done func(acmeCert) bool) acmeCert {
+	t.Helper()
+	var got acmeCert
+	fleetEventually(t, 120*time.Second, what, func() (bool, string) {
+		got = acmeCert{}
+		code, raw, err := api.try(http.MethodGet, "/v1/certificates/"+id, nil)
+		if err != nil || code != http.StatusOK {
+			return false, fmt.Sprintf("%d %v %s", code, err, raw)
+		}
+		if err := json.Unmarshal(raw, &got); err != nil {
+			return false, err.Error()
+		}
+		return done(got), string(raw)
+	})
+	return got
+}
+
+// roots returns Pebble's root certificates (its management interface, whose
+// TLS certificate the test CA file signs).
+func (p *acmePebble) roots(t *testing.T) *x509.CertPool {
+	t.Helper()
+	ca, err := os.ReadFile(p.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := x509.NewCertPool()
+	trust.AppendCertsFromPEM(ca)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: trust, MinVersion: tls.VersionTLS12}}}
+	resp, err := c.Get(p.mgmt + "/roots/0")
+	if err != nil {
+		t.Fatalf("Pebble roots: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	pool := x509.NewCertPool()
+	if resp.StatusCode != http.StatusOK || !pool.AppendCertsFromPEM(b) {
+		t.Fatalf("Pebble roots: %d %s", resp.StatusCode, b)
+	}
+	return pool
+}
+
+// tlsLeaf connects to nginx on port with SNI name and returns the leaf it
+// presents, after verifying the chain to roots and the name.
+func tlsLeaf(port int, name string, roots *x509.CertPool) (*x509.Certificate, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{ServerName: name, RootCAs: roots, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0], nil
+}
+
+// tlsRequest makes one verified HTTPS request on a new connection and wants
+// the host's redirect.
+func tlsRequest(port int, name string, roots *x509.CertPool) error {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: name, RootCAs: roots, MinVersion: tls.VersionTLS12}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/", port), nil)
+	req.Host = name
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMovedPermanently {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// sseEvents collects the events of a /v1/events/stream subscription.
+type sseEvents struct {
+	mu  sync.Mutex
+	evs []sseEvent
+}
+
+type sseEvent struct {
+	Type string         `json:"type"`
+	Data map[string]any `json:"data"`
+}
+
+// streamEvents subscribes to the live events matching pattern over SSE.
+func (a *fleetAPI) streamEvents(t *testing.T, pattern string) *sseEvents {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.base+"/v1/events/stream?events="+pattern, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		cancel()
+		t.Fatalf("events stream: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		cancel()
+		resp.Body.Close()
+		t.Fatalf("events stream: %d", resp.StatusCode)
+	}
+	s := &sseEvents{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data:")
+			if !ok {
+				continue
+			}
+			var ev sseEvent
+			if json.Unmarshal([]byte(strings.TrimSpace(data)), &ev) == nil && ev.Type != "" {
+				s.mu.Lock()
+				s.evs = append(s.evs, ev)
+				s.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); resp.Body.Close(); <-done })
+	return s
+}
+
+// await returns the first event of type typ about certificate id.
+func (s *sseEvents) await(t *testing.T, typ, id string) sseEvent {
+	t.Helper()
+	var found sseEvent
+	fleetEventually(t, 15*time.Second, typ+" for "+id, func() (bool, string) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, ev := range s.evs {
+			if ev.Type == typ && ev.Data["certificate_id"] == id {
+				found = ev
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events", len(s.evs))
+	})
+	return found
 }

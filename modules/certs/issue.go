@@ -665,17 +665,19 @@ func readableError(domain, chal string, err error) string {
 	return msg
 }
 
-// renewAt is when a certificate valid from nb to na is renewed: at ariPick,
-// the random point of the CA's suggested renewal window (RFC 9773), when the
-// CA offers one; else at one third of its lifetime left, minus up to 2% of the
-// lifetime of jitter.
+// renewAt is when a certificate valid from nb to na is renewed: at one third
+// of its lifetime left, minus up to 2% of the lifetime of jitter, or earlier
+// at ariPick, the random point of the CA's suggested renewal window (RFC
+// 9773) when the CA offers one (a window in the past, after a revocation,
+// means now).
 func renewAt(nb, na, ariPick time.Time) time.Time {
-	if !ariPick.IsZero() && ariPick.Before(na) {
-		return ariPick
-	}
 	life := na.Sub(nb)
 	jitter := time.Duration(rand.Int64N(int64(life/50) + 1))
-	return na.Add(-life / 3).Add(-jitter)
+	at := na.Add(-life / 3).Add(-jitter)
+	if !ariPick.IsZero() && ariPick.Before(at) {
+		return ariPick
+	}
+	return at
 }
 
 // storeIssued stores the new material and its attempts, bumps the config, and
