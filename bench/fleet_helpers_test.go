@@ -101,8 +101,9 @@ func buildMaster(b *testing.B) string {
 // warn-level logs and the first administrator fleetAdminEmail, and waits for
 // /readyz. The per-credential rate limit is raised: creating thousands of
 // registration tokens from one session is the bench's setup, not its subject.
-// The master is stopped when the benchmark ends (or earlier with stop).
-func startMaster(b *testing.B, bin string) *masterProc {
+// The master is stopped when the benchmark ends (or earlier with stop);
+// extra are more environment variables (NAME=value).
+func startMaster(b *testing.B, bin string, extra ...string) *masterProc {
 	b.Helper()
 	m := &masterProc{
 		dbURL:    apptest.NewDatabase(b),
@@ -136,6 +137,7 @@ func startMaster(b *testing.B, bin string) *masterProc {
 		"NXMESH_LOG_LEVEL=warn",
 		"NXMESH_AUTH_RATE_LIMIT_PER_MINUTE=10000000",
 	)
+	env = append(env, extra...)
 	cmd := exec.Command(bin, "serve")
 	// No config.yaml in dir: defaults and the environment only.
 	cmd.Dir = dir
