@@ -106,6 +106,30 @@ func (s *Service) enqueue(ctx context.Context, tx *gorm.DB, id uuid.UUID, kind s
 	return nil
 }
 
+// enqueueRenewals inserts the renewal jobs of ids in tx, a batch at a time.
+func (s *Service) enqueueRenewals(ctx context.Context, tx *gorm.DB, ids []uuid.UUID) error {
+	if s.acme.jobs == nil || len(ids) == 0 {
+		return nil
+	}
+	sqlTx, err := app.SQLTx(tx)
+	if err != nil {
+		return err
+	}
+	const batch = 1000
+	for start := 0; start < len(ids); start += batch {
+		chunk := ids[start:min(start+batch, len(ids))]
+		params := make([]river.InsertManyParams, len(chunk))
+		for i, id := range chunk {
+			opts := IssueArgs{}.InsertOpts()
+			params[i] = river.InsertManyParams{Args: IssueArgs{CertificateID: id, Op: KindRenew}, InsertOpts: &opts}
+		}
+		if _, err := s.acme.jobs.InsertManyTx(ctx, sqlTx, params); err != nil {
+			return fmt.Errorf("enqueue %d renewals: %w", len(chunk), err)
+		}
+	}
+	return nil
+}
+
 // alertDays are the days left at which certificate.expiring is published,
 // smallest first: a certificate already inside several thresholds gets one
 // event, for the smallest.
@@ -124,10 +148,8 @@ func (s *Service) RenewScan(ctx context.Context) (int, error) {
 			ORDER BY renew_at FOR UPDATE SKIP LOCKED`, now, now, maxFailures).Scan(&ids).Error; err != nil {
 			return fmt.Errorf("find certificates due for renewal: %w", err)
 		}
-		for _, id := range ids {
-			if err := s.enqueue(ctx, tx, id, KindRenew, time.Time{}, 0); err != nil {
-				return err
-			}
+		if err := s.enqueueRenewals(ctx, tx, ids); err != nil {
+			return err
 		}
 		n = len(ids)
 		return s.expiryAlerts(ctx, tx, now)
