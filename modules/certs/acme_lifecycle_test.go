@@ -446,6 +446,15 @@ func TestACME_Lifecycle(t *testing.T) {
 			if life := got.ExpiresAt.Sub(*got.IssuedAt).Round(time.Hour); life != s.life {
 				t.Fatalf("%s lives %s, want %s (the profile)", s.name, life, s.life)
 			}
+			// Renewal at one third of the lifetime left (with up to 2% of
+			// jitter), or earlier inside Pebble's ARI window (from a day
+			// before that point).
+			var renewAt time.Time
+			b.app.Deps.DB.Raw("SELECT renew_at FROM certificates WHERE id = ?", s.id).Scan(&renewAt)
+			third := got.ExpiresAt.Add(-s.life / 3)
+			if renewAt.After(third.Add(time.Second)) || renewAt.Before(third.Add(-max(24*time.Hour, s.life/50)-time.Second)) {
+				t.Errorf("%s renews at %s, want within a day before %s", s.name, renewAt, third)
+			}
 		}
 		for _, life := range []time.Duration{sixDays * time.Second, ninetyDays * time.Second} {
 			leaf, key := b.pki.issue(t, leafSpec{cn: "upload.example.test", dns: []string{"upload.example.test"},
