@@ -259,6 +259,7 @@ func TestACME_DNS01(t *testing.T) {
 			field string
 		}{
 			{"WildcardOverHTTP01", map[string]any{"domain": "*.example.test", "provider": "letsencrypt", "challenge": "http-01"}, "challenge"},
+			{"ShortWildcardOverHTTP01", map[string]any{"domain": "*.x", "provider": "letsencrypt", "challenge": "http-01"}, "challenge"},
 			{"WildcardSANOverHTTP01", map[string]any{"domain": "example.test", "san": []string{"*.example.test"}, "provider": "letsencrypt"}, "challenge"},
 			{"MetadataEndpoint", map[string]any{"domain": "*.example.test", "provider": "letsencrypt", "challenge": "dns-01", "dns_provider": "httpreq",
 				"dns_credentials": map[string]string{"HTTPREQ_ENDPOINT": "http://169.254.169.254/latest"}}, "dns_credentials.HTTPREQ_ENDPOINT"},
