@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/nxmesh/nxmesh/app/apptest"
 )
 
@@ -503,4 +505,119 @@ func (s *sseEvents) await(t *testing.T, typ, id string) sseEvent {
 		return false, fmt.Sprintf("%d events", len(s.evs))
 	})
 	return found
+}
+
+// TestFleetACMETwoReplicas runs two master processes on one database with
+// the agent connected to the first: whichever replica's worker takes a
+// certificate's job, the tokens reach the agent (through the other replica
+// when needed) and each certificate gets one order; renewals found due get
+// one order each.
+func TestFleetACMETwoReplicas(t *testing.T) {
+	if _, err := os.Stat(fleetNginx); err != nil {
+		t.Fatalf("nginx is required at %s: %v", fleetNginx, err)
+	}
+	bins := buildFleetBinaries(t)
+	dir := t.TempDir()
+	pebble := startPebble(t, dir, map[string]int{"default": 7776000})
+	dbURL := apptest.NewDatabase(t)
+	acmeEnv := []string{"NXMESH_ACME_LETSENCRYPT_URL=" + pebble.dirURL, "NXMESH_ACME_CA_FILE=" + pebble.caFile, "NXMESH_ACME_RENEW_CHECK_INTERVAL=2s"}
+	f := &fleet{agentData: filepath.Join(dir, "agent"), nginxPrefix: filepath.Join(dir, "nginx")}
+	f.m = newFleetMaster(t, bins.master, dbURL, dir)
+	f.m.proc.env = append(f.m.proc.env, acmeEnv...)
+	dirB := filepath.Join(dir, "b")
+	if err := os.MkdirAll(dirB, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	second := newFleetMaster(t, bins.master, dbURL, dirB)
+	// The same configuration as the first: its data directory holds the
+	// keys replicas share (encryption, sessions, the agents' CA).
+	second.proc.env = append(second.proc.env, append(acmeEnv, "NXMESH_DATA_DIR="+f.m.dataDir)...)
+	t.Cleanup(func() { fleetKillNginx(t, f.nginxPrefix) })
+	f.agent = newFleetProc(t, "agent", bins.agent, dir)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("first master log:\n%s", fleetTail(fleetWithoutOKRequests(f.m.proc.log()), 200))
+			t.Logf("second master log:\n%s", fleetTail(fleetWithoutOKRequests(second.proc.log()), 200))
+			t.Logf("agent log:\n%s", fleetTail(f.agent.log(), 100))
+		}
+	})
+	f.m.start(t)
+	f.m.login(t)
+	second.start(t)
+	second.api.token = f.m.api.token
+	f.ws = f.m.workspace(t)
+	tok := f.m.api.createToken(t, f.ws, "e2e", map[string]string{"env": "blue"})
+	f.agentID = tok.AgentID
+	f.agent.args = append(f.agentArgs(f.m.grpcAddr), "--ca-fingerprint", tok.fingerprint(t))
+	f.agent.env = fleetEnv("NXMESH_AGENT_TOKEN=" + tok.Token)
+	f.agent.start(t)
+	f.m.api.awaitAgent(t, f.agentID, "the agent online", func(a fleetAgent) bool { return a.State == "online" })
+	f.m.api.call(t, http.MethodPost, "/v1/workspaces/"+f.ws+"/virtual-hosts", map[string]any{
+		"name": "multi", "server_name": "*.multi.acme.test", "listen_port": pebble.httpPort,
+		"redirect_to": "https://elsewhere.test", "target_agents": map[string]any{"type": "all"},
+	}, http.StatusCreated, nil)
+	f.m.api.awaitApplied(t, f.ws, f.agentID)
+
+	const n = 6
+	var ids []string
+	for i := range n {
+		api := f.m.api
+		if i%2 == 1 {
+			api = second.api
+		}
+		var c acmeCert
+		api.call(t, http.MethodPost, "/v1/workspaces/"+f.ws+"/certificates", map[string]any{
+			"domain": fmt.Sprintf("r%d.multi.acme.test", i), "provider": "letsencrypt", "auto_renew": true,
+		}, http.StatusAccepted, &c)
+		ids = append(ids, c.ID)
+	}
+	attempts := func(id string) []struct{ Kind, Result string } {
+		var out struct {
+			Data []struct{ Kind, Result string } `json:"data"`
+		}
+		f.m.api.call(t, http.MethodGet, "/v1/certificates/"+id+"/attempts", nil, http.StatusOK, &out)
+		return out.Data
+	}
+	for _, id := range ids {
+		got := awaitACMECert(t, f.m.api, id, "issuance", func(c acmeCert) bool { return c.Status != "pending" })
+		if got.Status != "active" {
+			t.Fatalf("certificate %s: %+v, want active", id, got)
+		}
+	}
+	issuedBy := func(m *fleetMaster, kind string) int {
+		return strings.Count(m.proc.log(), "certificate "+kind+" succeeded")
+	}
+	t.Logf("issuances: %d by the first replica, %d by the second", issuedBy(f.m, "issue"), issuedBy(second, "issue"))
+	if a, b := issuedBy(f.m, "issue"), issuedBy(second, "issue"); a+b != n {
+		t.Errorf("%d + %d issuances logged by the replicas, want %d", a, b, n)
+	}
+
+	// Make them all due; the scan (on whichever replica leads) renews each once.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "UPDATE certificates SET renew_at = now() - interval '1 minute'"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		fleetEventually(t, 90*time.Second, "the renewal of "+id, func() (bool, string) {
+			at := attempts(id)
+			return len(at) >= 2, fmt.Sprintf("%+v", at)
+		})
+	}
+	time.Sleep(5 * time.Second) // two more scans: nothing else may run
+	for _, id := range ids {
+		at := attempts(id)
+		if len(at) != 2 || at[0].Kind != "renew" || at[0].Result != "success" || at[1].Kind != "issue" || at[1].Result != "success" {
+			t.Errorf("certificate %s attempts = %+v, want one issue and one renewal, both successful", id, at)
+		}
+	}
+	var accounts int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM acme_accounts").Scan(&accounts); err != nil || accounts != 1 {
+		t.Errorf("%d ACME accounts (%v), want 1 for the organization", accounts, err)
+	}
+	t.Logf("renewals: %d by the first replica, %d by the second", issuedBy(f.m, "renew"), issuedBy(second, "renew"))
 }
