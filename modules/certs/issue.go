@@ -11,12 +11,17 @@ package certs
 //     requested issuer, then the organization's fallback issuers in order; each
 //     try is an attempt row.
 //  3. Success stores the chain and the sealed key (active), the renewal time
-//     (one third of the lifetime left, earlier if ARI says so, with jitter),
+//     (one third of the lifetime left with jitter, earlier at a random point
+//     of the CA's ARI window when it suggests one; from then on the status is
+//     expiring),
 //     calls ChangeFunc so the agents get the new material, and publishes
 //     certificate.issued or certificate.renewed.
 //  4. Failure stores a readable error, certificate.failed, and the next
-//     attempt (backoff: 1 min, 5 min, 20 min, then hourly, at most
-//     maxFailures); a certificate without material is failed.
+//     attempt (backoff: 1 min, 5 min, 20 min, then hourly, or the longest
+//     Retry-After the CA or the DNS provider's API answered with when later;
+//     at most maxFailures), scheduled as its own job; a certificate without
+//     material is failed. A renewal names the certificate it replaces (RFC
+//     9773) when the same issuer issued it.
 
 import (
 	"context"
