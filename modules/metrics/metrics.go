@@ -45,6 +45,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"google.golang.org/grpc"
@@ -62,12 +63,29 @@ type Options struct {
 	// the rows a flood of made-up Host headers can create; default
 	// DefaultMaxHostsPerBatch.
 	MaxHostsPerBatch int
+	// Authenticate returns the caller of a token sent in the first message of
+	// the live-metrics WebSocket (an access token or an API key), or an
+	// error wrapping app.ErrUnauthorized for a bad one; main.go wires the
+	// auth module's AuthenticateToken. Without it every socket is refused.
+	Authenticate func(ctx context.Context, token string) (*app.Principal, error)
+	// Role returns a user's role in scope ("" when not a member), as the
+	// route guard's (the orgs module's Role); the socket checks its caller
+	// with it.
+	Role func(ctx context.Context, userID uuid.UUID, s app.Scope) (string, error)
 }
 
 // Module is the metrics module.
 type Module struct {
 	db  *gorm.DB
 	svc *Service
+	// alerts are the alert rules and their evaluation (alerts.go).
+	alerts *AlertService
+	authz  *authz.Enforcer
+	events app.Publisher
+	opts   Options
+	// socketEvery and recheck are the live socket's cadence and credential
+	// recheck (SocketInterval, socketRecheck; tests shorten them).
+	socketEvery, recheck time.Duration
 }
 
 var _ app.Module = (*Module)(nil)
@@ -82,8 +100,14 @@ func New(d app.Deps, opts Options) *Module {
 	if d.Clock != nil {
 		now = d.Clock
 	}
-	return &Module{db: d.DB, svc: newService(d.Pool, logger, d.Config.Metrics, opts.MaxHostsPerBatch, now)}
+	svc := newService(d.Pool, logger, d.Config.Metrics, opts.MaxHostsPerBatch, now)
+	registerFleet(d.Metrics, newFleetCollector(d.Pool, logger, svc.now))
+	return &Module{db: d.DB, svc: svc, alerts: newAlertService(d, logger, svc.now), authz: d.Authz, events: d.Events,
+		opts: opts, socketEvery: SocketInterval, recheck: socketRecheck}
 }
+
+// Alerts returns the alert rules' service.
+func (m *Module) Alerts() *AlertService { return m.alerts }
 
 // Service returns the module's service.
 func (m *Module) Service() *Service { return m.svc }
@@ -103,13 +127,20 @@ func (m *Module) StoreHostMetrics(ctx context.Context, b agents.MetricsBatch) er
 func (m *Module) Name() string { return "metrics" }
 
 // Policies returns the role matrix of policies.go.
-func (m *Module) Policies() []authz.Policy { return policies() }
+func (m *Module) Policies() []authz.Policy { return append(policies(), alertPolicies()...) }
 
-// Jobs registers metrics.retention.
-func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJobs(w, m.svc) }
+// Jobs registers metrics.retention, and the alert evaluation and
+// notifications (notify.go).
+func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob {
+	return append(registerJobs(w, m.svc), m.alerts.registerJobs(w)...)
+}
 
 // GRPC registers nothing: samples arrive through the agents module's service.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go).
-func (m *Module) Routes(r app.Routers) { m.bindRoutes(r) }
+// Routes mounts the JSON API (api.go), the alert rules and history, the
+// Prometheus exposition and the live socket (alerts_api.go).
+func (m *Module) Routes(r app.Routers) {
+	m.bindRoutes(r)
+	m.bindAlertRoutes(r)
+}
