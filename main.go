@@ -169,7 +169,11 @@ func newModules(d app.Deps) (modules, error) {
 		func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
 		})
-	m.metrics = metrics.New(d, metrics.Options{})
+	// The live-metrics WebSocket authenticates like the live-log one.
+	m.metrics = metrics.New(d, metrics.Options{
+		Authenticate: m.auth.Service().AuthenticateToken,
+		Role:         m.orgs.Service().Role,
+	})
 	// Access-log batches are counted into the traffic rollups in the
 	// transaction that stores them.
 	// The live-log WebSocket authenticates its first message's token and
