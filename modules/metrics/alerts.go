@@ -855,7 +855,7 @@ func (s *AlertService) evaluateRule(ctx context.Context, id uuid.UUID) (fired, r
 		}
 	}
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var locked []uuid.UUID
+		var locked []struct{ ID uuid.UUID }
 		if err := tx.Raw(`SELECT id FROM alert_rules WHERE id = ? FOR UPDATE`, id).Scan(&locked).Error; err != nil {
 			return fmt.Errorf("lock alert rule %s: %w", id, err)
 		}
@@ -920,14 +920,18 @@ func (s *AlertService) fire(ctx context.Context, tx *gorm.DB, r ruleRow, o obser
 	if o.what != "" {
 		msg += " on " + o.what
 	}
-	var alertID uuid.UUID
+	var inserted []struct{ ID uuid.UUID }
 	if err := tx.Raw(`INSERT INTO alerts (workspace_id, rule_id, rule_name, subject, metric, operator, threshold, severity,
 			agent_id, virtual_host_id, certificate_id, value, message, state, fired_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'firing', ?) RETURNING id`,
 		r.WorkspaceID, r.ID, r.Name, o.subject, r.Metric, r.Op, r.Threshold, r.Severity, o.agentID, o.vhostID, o.certID,
-		o.value, msg, now).Scan(&alertID).Error; err != nil {
+		o.value, msg, now).Scan(&inserted).Error; err != nil {
 		return fmt.Errorf("record alert of rule %s: %w", r.ID, err)
 	}
+	if len(inserted) != 1 {
+		return fmt.Errorf("record alert of rule %s: no id returned", r.ID)
+	}
+	alertID := inserted[0].ID
 	if err := tx.Exec(`UPDATE alert_states SET alert_id = ? WHERE rule_id = ? AND subject = ?`, alertID, r.ID, o.subject).Error; err != nil {
 		return fmt.Errorf("record alert of rule %s: %w", r.ID, err)
 	}
@@ -949,8 +953,11 @@ func (s *AlertService) resolve(ctx context.Context, tx *gorm.DB, r ruleRow, id u
 		Message                               string
 		FiredAt                               time.Time
 	}
-	if err := tx.Raw(`SELECT agent_id, virtual_host_id, certificate_id, value, message, fired_at FROM alerts WHERE id = ?`, id).Scan(&rows).Error; err != nil || len(rows) == 0 {
+	if err := tx.Raw(`SELECT agent_id, virtual_host_id, certificate_id, value, message, fired_at FROM alerts WHERE id = ?`, id).Scan(&rows).Error; err != nil {
 		return fmt.Errorf("read alert %s: %w", id, err)
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("read alert %s: %w", id, app.ErrNotFound)
 	}
 	row := rows[0]
 	resolvedAt := app.Time{Time: now}
