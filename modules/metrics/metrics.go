@@ -86,6 +86,7 @@ type Module struct {
 	// socketEvery and recheck are the live socket's cadence and credential
 	// recheck (SocketInterval, socketRecheck; tests shorten them).
 	socketEvery, recheck time.Duration
+	fleet                *fleetCollector
 }
 
 var _ app.Module = (*Module)(nil)
@@ -101,9 +102,10 @@ func New(d app.Deps, opts Options) *Module {
 		now = d.Clock
 	}
 	svc := newService(d.Pool, logger, d.Config.Metrics, opts.MaxHostsPerBatch, now)
-	registerFleet(d.Metrics, newFleetCollector(d.Pool, logger, svc.now))
+	fleet := newFleetCollector(d.Pool, logger, svc.now)
+	registerFleet(d.Metrics, fleet)
 	return &Module{db: d.DB, svc: svc, alerts: newAlertService(d, logger, svc.now), authz: d.Authz, events: d.Events,
-		opts: opts, socketEvery: SocketInterval, recheck: socketRecheck}
+		opts: opts, socketEvery: SocketInterval, recheck: socketRecheck, fleet: fleet}
 }
 
 // Alerts returns the alert rules' service.
