@@ -33,9 +33,18 @@
 // table keyed by (agent, time) and trimmed by the retention job, as a
 // sample is one small row per agent every 5 s.
 //
+// # Alerts, live socket, Prometheus
+//
+// Alert rules, their evaluation by the periodic job metrics.alerts and the
+// alert history are alerts.go; their webhook and e-mail notifications,
+// River jobs, notify.go; the routes alerts_api.go. The live-metrics
+// WebSocket GET /v1/ws/metrics/:agent_id is socket.go. The fleet figures
+// of the master's /metrics and a workspace's per-virtual-host exposition
+// are prometheus.go.
+//
 // # Wiring (main.go)
 //
-//	metricsMod := metrics.New(d, metrics.Options{})
+//	metricsMod := metrics.New(d, metrics.Options{Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
 //	logs.Options{RollupFunc: metricsMod.Rollup}
 //	agents.Options{MetricsFunc: metricsMod.StoreHostMetrics}
 package metrics
