@@ -586,7 +586,9 @@ func (s *AlertService) apply(ctx context.Context, tx pgx.Tx, r *ruleRow, in Aler
 	if c := in.Channels; c != nil {
 		if c.Emails != nil {
 			r.Emails = []string{}
-			if v.Check(len(*c.Emails) <= maxEmails, "channels.emails", app.FieldInvalidValue, fmt.Sprintf("at most %d addresses", maxEmails)) {
+			mailOK := len(*c.Emails) == 0 || v.Check(s.mailer.Configured(), "channels.emails", app.FieldInvalidValue,
+				"outgoing mail is not configured on this master (smtp.host)")
+			if mailOK && v.Check(len(*c.Emails) <= maxEmails, "channels.emails", app.FieldInvalidValue, fmt.Sprintf("at most %d addresses", maxEmails)) {
 				seen := map[string]bool{}
 				for i, e := range *c.Emails {
 					addr, ok := emailAddress(e)

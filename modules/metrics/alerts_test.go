@@ -452,6 +452,15 @@ func TestAlertRules_BadInput(t *testing.T) {
 	if err := l.a.Deps.Pool.QueryRow(context.Background(), "SELECT count(*) FROM alert_rules").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d rules stored (%v), want none", n, err)
 	}
+	t.Run("EmailsWithoutSMTP", func(t *testing.T) {
+		mailer := l.mod.alerts.mailer
+		l.mod.alerts.mailer = auth.NewMailer(app.SMTPConfig{})
+		defer func() { l.mod.alerts.mailer = mailer }()
+		resp := l.owner.Do(t, http.MethodPost, path, ok(`,"channels":{"emails":["ops@example.com"]}`))
+		if resp.Status != http.StatusUnprocessableEntity || !bytes.Contains(resp.Body, []byte(`"channels.emails"`)) {
+			t.Fatalf("status %d, want 422 naming channels.emails: %s", resp.Status, resp.Body)
+		}
+	})
 	t.Run("ViewerMayNotCreate", func(t *testing.T) {
 		if resp := l.viewer.Do(t, http.MethodPost, path, ok("")); resp.Status != http.StatusForbidden {
 			t.Fatalf("status %d, want 403: %s", resp.Status, resp.Body)
