@@ -35,8 +35,8 @@
 //
 // # Alerts, live socket, Prometheus
 //
-// Alert rules, their evaluation by the periodic job metrics.alerts and the
-// alert history are alerts.go; their webhook and e-mail notifications,
+// Alert rules and the alert history are alerts.go, their evaluation by the
+// periodic job metrics.alerts evaluate.go; their webhook and e-mail notifications,
 // River jobs, notify.go; the routes alerts_api.go. The live-metrics
 // WebSocket GET /v1/ws/metrics/:agent_id is socket.go. The fleet figures
 // of the master's /metrics and a workspace's per-virtual-host exposition
