@@ -828,3 +828,35 @@ func TestSocket_Auth(t *testing.T) {
 		}
 	})
 }
+
+// TestAlerts_VirtualHostScope watches one virtual host's request rate:
+// another's traffic does not count, its own fires the rule.
+func TestAlerts_VirtualHostScope(t *testing.T) {
+	l := newLab(t, labOpts{})
+	ctx := context.Background()
+	var vh uuid.UUID
+	if err := l.a.Deps.Pool.QueryRow(ctx, `INSERT INTO virtual_hosts (workspace_id, name, server_name, listen_port)
+		VALUES ($1, 'api', 'api.example.com', 80) RETURNING id`, l.ws).Scan(&vh); err != nil {
+		t.Fatal(err)
+	}
+	rule := l.createRule(t, map[string]any{"metric": "requests_per_second", "operator": ">", "threshold": 0,
+		"window": "1m", "virtual_host_id": vh.String()})
+	if rule.Scope != "virtual_host" || rule.VirtualHostID == nil || *rule.VirtualHostID != vh {
+		t.Fatalf("rule %+v", rule)
+	}
+	l.ingest(t, burst(3, 200, uuid.New())...)
+	if res, err := l.mod.Alerts().Evaluate(ctx); err != nil || res.Fired != 0 {
+		t.Fatalf("another virtual host's traffic: %+v, %v", res, err)
+	}
+	l.ingest(t, burst(3, 200, vh)...)
+	if res, err := l.mod.Alerts().Evaluate(ctx); err != nil || res.Fired != 1 {
+		t.Fatalf("its own traffic: %+v, %v", res, err)
+	}
+	as, _, err := l.mod.Alerts().Alerts(ctx, AlertQuery{WorkspaceID: l.ws, Page: app.Page{Page: 1, PerPage: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(as) != 1 || as[0].VirtualHostID == nil || *as[0].VirtualHostID != vh || as[0].Value <= 0 || as[0].AgentID != nil {
+		t.Fatalf("alerts %+v", as)
+	}
+}
