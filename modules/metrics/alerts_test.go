@@ -577,7 +577,7 @@ func TestAlerts_FireAndResolve(t *testing.T) {
 		t.Fatalf("%d webhook attempts, want 2 (a failure, then the retry)", attempts)
 	}
 	m := l.mail.Next(t)
-	if len(m.To) != 1 || m.To[0] != "ops@example.com" || !strings.Contains(m.Data, "[NxMesh FIRING] Errors") || !strings.Contains(m.Data, "error_rate > 0.5") {
+	if len(m.To) != 1 || m.To[0] != "ops@example.com" || !strings.Contains(m.Data, "[NxMesh FIRING] Errors") || !strings.Contains(m.Data, "error_rate > 0.5") || !strings.Contains(m.Data, "on agent web-01") {
 		t.Fatalf("firing mail to %v:\n%s", m.To, m.Data)
 	}
 	if a := ws.until("alert"); a.Data["state"] != AlertFiring || a.Data["rule_id"] != rule.ID.String() {

@@ -344,7 +344,11 @@ func (s *AlertService) observeTraffic(ctx context.Context, r ruleRow, now time.T
 	var what []string
 	if r.AgentID != nil {
 		agentID = *r.AgentID
-		what = append(what, "agent "+agentID.String())
+		name := agentID.String()
+		if err := s.pool.QueryRow(ctx, `SELECT name FROM agents WHERE id = $1`, agentID).Scan(&name); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("read agent %s: %w", agentID, err)
+		}
+		what = append(what, "agent "+name)
 	}
 	if r.VHostID != nil {
 		vhostID = *r.VHostID
