@@ -51,30 +51,49 @@ const TokenPrefix = "nxmesh_agent_"
 // module's tables: agents and their tokens, registration ACLs, commands, and
 // what agents report over gRPC (session.go).
 type Service struct {
-	db          *gorm.DB
-	logger      *slog.Logger
-	vh          *vhosts.Service
-	certs       *certs.Service
-	ca          *CA
-	hub         *Hub
-	publishFunc PublishFunc
-	logsFunc    LogsFunc
-	heartbeat   time.Duration
-	publicAddr  string
-	// clock is the service's time (time.Now when nil); tests move it.
-	clock func() time.Time
+	db         *gorm.DB
+	logger     *slog.Logger
+	vh         *vhosts.Service
+	certs      *certs.Service
+	ca         *CA
+	hub        *Hub
+	events     app.Publisher
+	logsFunc   LogsFunc
+	heartbeat  time.Duration
+	publicAddr string
+	// clock is d.Clock; tests move it through app.Deps.Clock.
+	clock app.Clock
 	// reloadTimeout bounds how long Reload waits for the agent's answer.
 	reloadTimeout time.Duration
 	// maxMessageBytes is grpc.max_message_bytes (delivery.go).
 	maxMessageBytes int
 }
 
-func (s *Service) now() time.Time {
-	if s.clock != nil {
-		return s.clock().UTC().Truncate(time.Microsecond)
+// NewService returns the service over d.DB, with this replica's hub (see
+// Module.Run). opts.CA must be set (New loads it); heartbeats are expected
+// every grpc.heartbeat_interval and messages are held to
+// grpc.max_message_bytes.
+func NewService(d app.Deps, opts Options) *Service {
+	cfg := d.Config
+	heartbeat := cfg.GRPC.HeartbeatInterval
+	if heartbeat <= 0 {
+		heartbeat = app.DefaultConfig().GRPC.HeartbeatInterval
 	}
-	return time.Now().UTC().Truncate(time.Microsecond)
+	maxBytes := cfg.GRPC.MaxMessageBytes
+	if maxBytes <= 0 {
+		maxBytes = app.DefaultMaxMessageBytes
+	}
+	s := &Service{
+		db: d.DB, logger: d.Logger, clock: d.Clock, vh: opts.VHosts, certs: opts.Certs, ca: opts.CA,
+		events: d.Events, logsFunc: opts.LogsFunc,
+		heartbeat: heartbeat, publicAddr: PublicAddr(cfg), reloadTimeout: defaultReloadTimeout,
+		maxMessageBytes: maxBytes,
+	}
+	s.hub = newHub(s, d.Pool, d.Logger, opts.ReplicaID)
+	return s
 }
+
+func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microsecond) }
 
 // HeartbeatInterval is how often agents must report health.
 func (s *Service) HeartbeatInterval() time.Duration { return s.heartbeat }

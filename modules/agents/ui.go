@@ -57,7 +57,7 @@ type uiPages struct {
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &uiPages{svc: m.svc, nav: orgs.New(app.Deps{DB: m.db}, nil)}
+	p := &uiPages{svc: m.svc, nav: m.nav}
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	agent := ScopeAgent(m.db, "id")
 	ui.Get("/workspaces/:id/agents", app.Require(ObjAgent, authz.Read, ws),

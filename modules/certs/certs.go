@@ -42,6 +42,7 @@ import (
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/modules/orgs"
 )
 
 // ChangeFunc is called inside the transaction of every change to a workspace's
@@ -55,8 +56,9 @@ type ChangeFunc func(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, su
 // in the deleting transaction, after the certificate's row is locked.
 type UsageFunc func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error)
 
-// Options connect the module to the modules above it; main.go fills them from
-// the vhosts module. Nil functions do nothing (a module tested alone).
+// Options connect the module to the rest of the master: the functions it
+// gets from higher modules (main.go fills them). Nil functions do nothing (a
+// module tested alone).
 type Options struct {
 	// ChangeFunc is vhosts.(*Service).ConfigChanged.
 	ChangeFunc ChangeFunc
@@ -72,13 +74,19 @@ type Options struct {
 type Module struct {
 	d   app.Deps
 	svc *Service
+	nav *orgs.Module
 }
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the module.
-func New(d app.Deps, opts Options) *Module {
-	return &Module{d: d, svc: NewService(d, opts)}
+// New builds the module. The error is always nil: the module loads nothing
+// when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	nav, err := orgs.New(d, orgs.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return &Module{d: d, svc: NewService(d, opts), nav: nav}, nil
 }
 
 // Service returns the module's service (for other modules and the admin pages).

@@ -25,11 +25,8 @@ import (
 // connection), so other modules can read certificates consistently with their
 // own writes.
 type Service struct {
-	// Now is the service's clock (time.Now when nil); tests move it to see
-	// certificates age.
-	Now func() time.Time
-
 	db      *gorm.DB
+	clock   app.Clock
 	secrets app.Secrets
 	logger  *slog.Logger
 	change  ChangeFunc
@@ -39,22 +36,14 @@ type Service struct {
 
 // NewService returns a Service over d's database, sealing keys with d.Secrets.
 func NewService(d app.Deps, opts Options) *Service {
-	logger := d.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	return &Service{db: d.DB, secrets: d.Secrets, logger: logger, change: opts.ChangeFunc, usage: opts.UsageFunc, acme: newACMEDeps(d, opts)}
+	return &Service{db: d.DB, clock: d.Clock, secrets: d.Secrets, logger: d.Logger, change: opts.ChangeFunc, usage: opts.UsageFunc, acme: newACMEDeps(d, opts)}
 }
 
 // MaxNameLength is the longest certificate name, in characters.
 const MaxNameLength = 100
 
-func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now().UTC()
-	}
-	return time.Now().UTC()
-}
+// now is d.Clock in UTC; tests move app.Deps.Clock to see certificates age.
+func (s *Service) now() time.Time { return s.clock().UTC() }
 
 // conn is tx, or the service's database when tx is nil, bound to ctx.
 func (s *Service) conn(ctx context.Context, tx *gorm.DB) *gorm.DB {

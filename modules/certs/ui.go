@@ -44,7 +44,7 @@ type pages struct {
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &pages{svc: m.svc, nav: orgs.New(app.Deps{DB: m.d.DB, Logger: m.d.Logger}, nil), perm: m.d.Pages}
+	p := &pages{svc: m.svc, nav: m.nav, perm: m.d.Pages}
 	ws := orgs.ScopeWorkspace(m.d.DB, "id")
 	cert := ScopeCertificate(m.d.DB, "id")
 	ui.Get("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Read, ws),

@@ -14,7 +14,6 @@ package logs
 
 import (
 	"context"
-	"log/slog"
 	"sync"
 
 	"github.com/gofiber/fiber/v2"
@@ -28,8 +27,10 @@ import (
 	"github.com/nxmesh/nxmesh/modules/orgs"
 )
 
-// Options configure the module.
+// Options configure the module. The logs module uses no other module's
+// service: batches arrive through the agents module's LogsFunc (Ingest).
 type Options struct {
+	// Ingest sizes the ingest queue and its batches (zero: defaults).
 	Ingest IngestConfig
 }
 
@@ -43,15 +44,12 @@ type Module struct {
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the module.
-func New(d app.Deps, opts Options) *Module {
-	logger := d.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	svc := newService(d.Pool, logger, d.Config.Logs.Retention, nil)
-	lv := newLive(d.Pool, logger, d.Metrics)
-	return &Module{db: d.DB, svc: svc, lv: lv, in: newIngester(svc, opts.Ingest, d.Metrics, lv)}
+// New builds the module. The error is always nil: the module loads nothing
+// when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	svc := NewService(d, opts)
+	lv := newLive(d.Pool, d.Logger, d.Metrics)
+	return &Module{db: d.DB, svc: svc, lv: lv, in: newIngester(svc, opts.Ingest, d.Metrics, lv)}, nil
 }
 
 // Service returns the module's service.

@@ -54,7 +54,10 @@ func (a *acks) wait(t *testing.T, n int) []*agentv1.Ack {
 // redelivers one, and queries them with filters, the cursor and bad input.
 func TestIngest_StoresOnceAndQueries(t *testing.T) {
 	a := apptest.NewApp(t, nil)
-	m := New(a.Deps, Options{})
+	m, err := New(a.Deps, Options{})
+	if err != nil {
+		t.Fatalf("logs.New: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = m.Run(ctx) }()
@@ -128,7 +131,10 @@ func TestIngest_StoresOnceAndQueries(t *testing.T) {
 // than the global retention and deletes a workspace's rows beyond its own.
 func TestRetention_DropsOldPartitionAndTrimsWorkspace(t *testing.T) {
 	a := apptest.NewApp(t, nil)
-	m := New(a.Deps, Options{})
+	m, err := New(a.Deps, Options{})
+	if err != nil {
+		t.Fatalf("logs.New: %v", err)
+	}
 	ctx := context.Background()
 	svc := m.Service()
 	old := time.Now().UTC().AddDate(0, 0, -20)

@@ -30,16 +30,14 @@ import (
 type Service struct {
 	db     *gorm.DB
 	logger *slog.Logger
+	clock  app.Clock
 	keys   *auth.Service
 }
 
-// NewService returns a Service over db. keys is the auth service that stores API
-// keys (only the API key methods use it).
-func NewService(db *gorm.DB, logger *slog.Logger, keys *auth.Service) *Service {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	return &Service{db: db, logger: logger.With("module", "orgs"), keys: keys}
+// NewService returns a Service over d.DB. opts.Auth is the auth service that
+// stores API keys (only the API key methods and require_email_code use it).
+func NewService(d app.Deps, opts Options) *Service {
+	return &Service{db: d.DB, logger: d.Logger.With("module", "orgs"), clock: d.Clock, keys: opts.Auth}
 }
 
 // Validation limits.
@@ -788,7 +786,7 @@ func (s *Service) InviteMember(ctx context.Context, p AddMemberParams) (Invitati
 		if role != "" {
 			return fmt.Errorf("invite %q: %w", p.Email, ErrAlreadyMember)
 		}
-		now := time.Now().UTC()
+		now := s.clock().UTC()
 		// An expired invitation no longer blocks a new one.
 		if err := tx.Model(&invitationRow{}).
 			Where("organization_id = ? AND user_id = ? AND status = ? AND expires_at <= ?", p.OrgID, userID, InvitationPending, now).
@@ -856,13 +854,13 @@ func lockPendingInvitation(tx *gorm.DB, id uuid.UUID, where string, arg any) (in
 }
 
 // answerInvitation sets a locked invitation's final status with its audit row.
-func answerInvitation(ctx context.Context, tx *gorm.DB, row invitationRow, status, action string) error {
+func (s *Service) answerInvitation(ctx context.Context, tx *gorm.DB, row invitationRow, status, action string) error {
 	before, err := loadInvitation(tx, row.ID)
 	if err != nil {
 		return err
 	}
 	if err := tx.Model(&invitationRow{}).Where("id = ?", row.ID).
-		Updates(map[string]any{"status": status, "responded_at": time.Now().UTC()}).Error; err != nil {
+		Updates(map[string]any{"status": status, "responded_at": s.clock().UTC()}).Error; err != nil {
 		return fmt.Errorf("%s invitation %s: %w", status, row.ID, err)
 	}
 	after := before
@@ -884,7 +882,7 @@ func (s *Service) RevokeInvitation(ctx context.Context, orgID, id uuid.UUID) err
 		if row.Role == authz.RoleOwner && caller != authz.RoleOwner {
 			return ErrOwnerRequired
 		}
-		return answerInvitation(ctx, tx, row, InvitationRevoked, "invitation.revoke")
+		return s.answerInvitation(ctx, tx, row, InvitationRevoked, "invitation.revoke")
 	})
 }
 
@@ -958,7 +956,7 @@ func (s *Service) AcceptInvitation(ctx context.Context, id uuid.UUID) (Invitatio
 				return ErrInvitationStale
 			}
 		}
-		if err := answerInvitation(ctx, tx, row, InvitationAccepted, "invitation.accept"); err != nil {
+		if err := s.answerInvitation(ctx, tx, row, InvitationAccepted, "invitation.accept"); err != nil {
 			return err
 		}
 		if _, err := insertMember(ctx, tx, row.OrganizationID, p.UserID, row.Role); err != nil {
@@ -1011,7 +1009,7 @@ func (s *Service) DeclineInvitation(ctx context.Context, id uuid.UUID) error {
 		if err != nil {
 			return err
 		}
-		return answerInvitation(ctx, tx, row, InvitationDeclined, "invitation.decline")
+		return s.answerInvitation(ctx, tx, row, InvitationDeclined, "invitation.decline")
 	})
 }
 

@@ -56,7 +56,7 @@ type pages struct {
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &pages{svc: m.svc, nav: orgs.New(app.Deps{DB: m.db}, nil), perm: m.pages}
+	p := &pages{svc: m.svc, nav: m.nav, perm: m.pages}
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	up := ScopeUpstream(m.db, "id")
 	ui.Get("/workspaces/:id/upstreams", app.Require(ObjUpstream, authz.Read, ws),

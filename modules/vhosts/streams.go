@@ -143,7 +143,7 @@ func (s *Service) CreateStream(ctx context.Context, workspaceID uuid.UUID, in St
 	}
 	st.ID = uuid.New()
 	st.WorkspaceID = workspaceID
-	st.CreatedAt = now()
+	st.CreatedAt = s.now()
 	st.UpdatedAt = st.CreatedAt
 	err := s.transaction(ctx, func(tx *gorm.DB) error {
 		ws, err := lockWorkspace(tx, workspaceID)
@@ -218,7 +218,7 @@ func (s *Service) UpdateStream(ctx context.Context, id uuid.UUID, change func(*S
 			out = before
 			return nil
 		}
-		st.UpdatedAt = now()
+		st.UpdatedAt = s.now()
 		if err := s.checkStreamRefs(ctx, tx, st); err != nil {
 			return err
 		}

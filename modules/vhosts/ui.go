@@ -73,7 +73,7 @@ type pages struct {
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &pages{svc: m.svc, nav: orgs.New(app.Deps{DB: m.db}, nil)}
+	p := &pages{svc: m.svc, nav: m.nav}
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	vh := ScopeVirtualHost(m.db, "id")
 	st := ScopeStream(m.db, "id")

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/apptest"
 )
 
 // grammarCase is one value for one grammar and whether it is accepted.
@@ -386,7 +388,10 @@ func TestStaticRootPrefixes(t *testing.T) {
 		t.Parallel()
 		cfg := app.DefaultConfig()
 		cfg.VHosts.StaticRootPrefixes = "/data/sites"
-		m := New(app.Deps{Config: cfg}, nil, nil, nil)
+		m, err := New(app.Deps{Config: cfg, Logger: apptest.Logger(t), Clock: time.Now}, Options{})
+		if err != nil {
+			t.Fatalf("vhosts.New: %v", err)
+		}
 		if err := checkRoot("/data/sites/a", m.svc.rootPrefixes); err != nil {
 			t.Errorf("configured prefix refused: %v", err)
 		}

@@ -148,35 +148,27 @@ import (
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/authz"
-	"github.com/nxmesh/nxmesh/modules/certs"
-	"github.com/nxmesh/nxmesh/modules/upstreams"
+	"github.com/nxmesh/nxmesh/modules/orgs"
 )
 
 // Module is the vhosts module.
 type Module struct {
 	db  *gorm.DB
 	svc *Service
+	nav *orgs.Module
 }
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the module. ups and certSvc are read for references and
-// snapshots; rollback restores upstreams through ups; knownAgents (may be
-// nil) checks the agents target_agents lists. Configuration updates are held
-// to grpc.max_message_bytes (d.Config.GRPC.MaxMessageBytes).
-//
-// The upstreams and certs modules need this module's functions (ChangeFunc =
-// Service().ConfigChanged, UsageFunc = Service().UpstreamUsers /
-// CertificateUsers) while this module needs their services, so main.go builds
-// them first with closures over the vhosts module built afterwards; likewise
-// knownAgents is a closure over the agents module, which needs this one.
-func New(d app.Deps, ups *upstreams.Service, certSvc *certs.Service, knownAgents KnownAgentsFunc) *Module {
-	svc := NewService(d.DB, d.Logger, ups, certSvc, knownAgents)
-	svc.rootPrefixes = d.Config.VHosts.RootPrefixes()
-	if n := d.Config.GRPC.MaxMessageBytes; n > 0 {
-		svc.maxUpdateBytes = n
+// New builds the module (see Options for how main.go connects it to the
+// upstreams, certs and agents modules). The error is always nil: the module
+// loads nothing when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	nav, err := orgs.New(d, orgs.Options{})
+	if err != nil {
+		return nil, err
 	}
-	return &Module{db: d.DB, svc: svc}
+	return &Module{db: d.DB, svc: NewService(d, opts), nav: nav}, nil
 }
 
 // Service returns the module's service.
