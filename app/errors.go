@@ -170,9 +170,11 @@ func messageOf(err error, def string) string {
 	return def
 }
 
-// InUseError is returned when deleting an object that other objects still
-// use. It is a conflict (409) whose message names the users; Hint, when set,
-// follows them ("stop using it there first").
+// InUseError is every module's answer to deleting an object that other
+// objects still use. It is a conflict (409) whose message names the users
+// ("upstream is used by ...") or, when they are not known (a foreign key
+// refused the delete), says the object is in use; Hint, when set, follows
+// ("stop using it there first").
 type InUseError struct {
 	// What is the object, as the message's subject ("upstream").
 	What string
@@ -183,7 +185,10 @@ type InUseError struct {
 }
 
 func (e *InUseError) Error() string {
-	msg := fmt.Sprintf("%s: %s is used by %s", ErrConflict, e.What, strings.Join(e.Users, ", "))
+	msg := fmt.Sprintf("%s: %s is in use", ErrConflict, e.What)
+	if len(e.Users) > 0 {
+		msg = fmt.Sprintf("%s: %s is used by %s", ErrConflict, e.What, strings.Join(e.Users, ", "))
+	}
 	if e.Hint != "" {
 		msg += "; " + e.Hint
 	}

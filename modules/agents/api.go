@@ -94,7 +94,7 @@ func (m *Module) listAgents(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	items, total, err := m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, ListParams{
+	items, total, err := m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, ListAgentsParams{
 		Page: page, State: c.Query("state"), LabelSelector: c.Query("label_selector"),
 	})
 	if err != nil {
@@ -166,7 +166,7 @@ func (m *Module) updateAgent(c *fiber.Ctx) error {
 	if err := app.Bind(c, &req); err != nil {
 		return err
 	}
-	a, err := m.svc.Update(app.Ctx(c), id, UpdateParams(req))
+	a, err := m.svc.Update(app.Ctx(c), id, UpdateAgentParams(req))
 	if err != nil {
 		return err
 	}

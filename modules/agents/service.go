@@ -216,8 +216,8 @@ func checkLabels(v *app.Validator, field string, in map[string]string) map[strin
 
 // ---- Reading ----
 
-// ListParams filter a workspace's agents.
-type ListParams struct {
+// ListAgentsParams filter a workspace's agents.
+type ListAgentsParams struct {
 	Page app.Page
 	// State is online, offline, degraded, pending, or all / empty for every
 	// state.
@@ -228,7 +228,7 @@ type ListParams struct {
 }
 
 // List returns a workspace's agents, oldest first, and their total.
-func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, p ListParams) ([]Agent, int64, error) {
+func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, p ListAgentsParams) ([]Agent, int64, error) {
 	q := s.db.WithContext(ctx).Model(&agentRow{}).Where("workspace_id = ?", workspaceID)
 	v := &app.Validator{}
 	switch p.State {
@@ -255,12 +255,8 @@ func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, p ListParams)
 	if err := v.Err(); err != nil {
 		return nil, 0, err
 	}
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count agents of workspace %s: %w", workspaceID, err)
-	}
-	var rows []agentRow
-	if err := q.Order("created_at, id").Offset(p.Page.Offset()).Limit(p.Page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[agentRow](q, p.Page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list agents of workspace %s: %w", workspaceID, err)
 	}
 	out := make([]Agent, len(rows))
@@ -516,8 +512,8 @@ func PublicAddr(cfg app.Config) string {
 
 // ---- Changes ----
 
-// UpdateParams change an agent; nil fields stay.
-type UpdateParams struct {
+// UpdateAgentParams change an agent; nil fields stay.
+type UpdateAgentParams struct {
 	Name   *string
 	Labels *map[string]string
 	// AutoRestart is the watchdog policy pushed to the agent.
@@ -527,7 +523,7 @@ type UpdateParams struct {
 // Update renames or relabels an agent or changes its restart policy. A label
 // or policy change reaches the agent at once: the replica holding its stream
 // pushes its new desired configuration (NotifyChannel, OpRetarget).
-func (s *Service) Update(ctx context.Context, id uuid.UUID, p UpdateParams) (AgentDetail, error) {
+func (s *Service) Update(ctx context.Context, id uuid.UUID, p UpdateAgentParams) (AgentDetail, error) {
 	v := &app.Validator{}
 	var name string
 	var lbls map[string]string
@@ -989,12 +985,8 @@ func (s *Service) GetCommand(ctx context.Context, agentID, commandID uuid.UUID) 
 // ListCommands returns an agent's commands, newest first, and their total.
 func (s *Service) ListCommands(ctx context.Context, agentID uuid.UUID, page app.Page) ([]Command, int64, error) {
 	q := s.db.WithContext(ctx).Model(&commandRow{}).Where("agent_id = ?", agentID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count commands of agent %s: %w", agentID, err)
-	}
-	var rows []commandRow
-	if err := q.Order("created_at DESC, id").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[commandRow](q, page, "created_at DESC, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list commands of agent %s: %w", agentID, err)
 	}
 	out := make([]Command, len(rows))

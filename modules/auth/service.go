@@ -166,7 +166,7 @@ func (s *Service) prepareUser(ctx context.Context, p CreateUserParams) (userRow,
 // insertUser stores row and its audit entry in tx.
 func insertUser(ctx context.Context, tx *gorm.DB, row userRow) (User, error) {
 	if err := tx.WithContext(ctx).Create(&row).Error; err != nil {
-		if errors.Is(err, gorm.ErrDuplicatedKey) {
+		if app.IsUniqueViolation(err) {
 			return User{}, fmt.Errorf("create user %q: %w", row.Email, ErrEmailTaken)
 		}
 		return User{}, fmt.Errorf("create user %q: %w", row.Email, err)
@@ -294,12 +294,8 @@ func (s *Service) UserByEmail(ctx context.Context, email string) (User, error) {
 // ListUsers returns a page of users, oldest first, and the total count.
 func (s *Service) ListUsers(ctx context.Context, page app.Page) ([]User, int64, error) {
 	db := s.db.WithContext(ctx)
-	var total int64
-	if err := db.Model(&userRow{}).Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count users: %w", err)
-	}
-	var rows []userRow
-	if err := db.Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[userRow](db.Model(&userRow{}), page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list users: %w", err)
 	}
 	out := make([]User, len(rows))

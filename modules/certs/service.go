@@ -270,9 +270,9 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Certificate, erro
 		}
 		if err := tx.Create(&row).Error; err != nil {
 			switch {
-			case errors.Is(err, gorm.ErrDuplicatedKey):
+			case app.IsUniqueViolation(err):
 				return fmt.Errorf("create certificate %q: %w", row.Domain, ErrDuplicateCertificate)
-			case errors.Is(err, gorm.ErrForeignKeyViolated):
+			case app.IsForeignKeyViolation(err):
 				return fmt.Errorf("create certificate %q: %w", row.Domain, orgs.ErrWorkspaceNotFound)
 			}
 			return fmt.Errorf("create certificate %q: %w", row.Domain, err)
@@ -365,8 +365,8 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 			}
 		}
 		if err := tx.Delete(&certificateRow{}, "id = ?", id).Error; err != nil {
-			if errors.Is(err, gorm.ErrForeignKeyViolated) {
-				return fmt.Errorf("%w; stop using it first", ErrCertificateInUse)
+			if app.IsForeignKeyViolation(err) {
+				return fmt.Errorf("delete certificate %s: %w", id, &app.InUseError{What: "certificate", Hint: "stop using it first"})
 			}
 			return fmt.Errorf("delete certificate %s: %w", id, err)
 		}

@@ -241,12 +241,8 @@ func (s *Service) ListOrganizations(ctx context.Context, p *app.Principal, page 
 	default:
 		q = q.Where("id IN (SELECT organization_id FROM memberships WHERE user_id = ?)", p.UserID)
 	}
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count organizations: %w", err)
-	}
-	var out []Organization
-	if err := q.Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&out).Error; err != nil {
+	out, total, err := app.FindPage[Organization](q, page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list organizations: %w", err)
 	}
 	return out, total, nil
@@ -396,12 +392,8 @@ func createWorkspace(ctx context.Context, tx *gorm.DB, ws *Workspace) error {
 // ListWorkspaces returns an organization's workspaces, oldest first.
 func (s *Service) ListWorkspaces(ctx context.Context, orgID uuid.UUID, page app.Page) ([]Workspace, int64, error) {
 	q := s.db.WithContext(ctx).Model(&Workspace{}).Where("organization_id = ?", orgID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count workspaces of %s: %w", orgID, err)
-	}
-	var out []Workspace
-	if err := q.Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&out).Error; err != nil {
+	out, total, err := app.FindPage[Workspace](q, page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list workspaces of %s: %w", orgID, err)
 	}
 	return out, total, nil
@@ -1036,12 +1028,8 @@ func (s *Service) ListAudit(ctx context.Context, f AuditFilter, page app.Page) (
 	if f.ObjectType != "" {
 		q = q.Where("object_type = ?", f.ObjectType)
 	}
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count audit entries of %s: %w", f.OrgID, err)
-	}
-	var rows []app.AuditEntry
-	if err := q.Order("created_at DESC, id DESC").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[app.AuditEntry](q, page, "created_at DESC, id DESC")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list audit entries of %s: %w", f.OrgID, err)
 	}
 	out := make([]AuditEntry, len(rows))

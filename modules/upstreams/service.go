@@ -232,12 +232,8 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Upstream, error) 
 // total.
 func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, page app.Page) ([]Upstream, int64, error) {
 	q := s.db.WithContext(ctx).Model(&Upstream{}).Where("workspace_id = ?", workspaceID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count upstreams of workspace %s: %w", workspaceID, err)
-	}
-	var out []Upstream
-	if err := q.Order("name_key, id").Offset(page.Offset()).Limit(page.PerPage).Find(&out).Error; err != nil {
+	out, total, err := app.FindPage[Upstream](q, page, "name_key, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list upstreams of workspace %s: %w", workspaceID, err)
 	}
 	return out, total, nil
@@ -314,7 +310,7 @@ func (s *Service) Update(ctx context.Context, id uuid.UUID, p UpdateParams) (Ups
 }
 
 // Delete removes the upstream with id. An upstream that a virtual host or
-// stream uses (UsageFunc) is not removed: the error is an *InUseError naming
+// stream uses (UsageFunc) is not removed: the error is an *app.InUseError naming
 // the users.
 func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {

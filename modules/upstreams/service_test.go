@@ -244,7 +244,7 @@ func TestService(t *testing.T) {
 		u := mustCreate(t, b, "api", "10.0.0.1:80")
 		b.hooks.setUsers(u.ID, `virtual host "api" (x)`)
 		err := e.svc.Delete(b.ctx, u.ID)
-		var inUse *InUseError
+		var inUse *app.InUseError
 		if !errors.As(err, &inUse) || !errors.Is(err, app.ErrConflict) || len(inUse.Users) != 1 {
 			t.Fatalf("err = %v", err)
 		}

@@ -720,12 +720,8 @@ func checkDefaultServer(tx *gorm.DB, vh VirtualHost) error {
 // total.
 func (s *Service) ListVirtualHosts(ctx context.Context, workspaceID uuid.UUID, page app.Page) ([]VirtualHost, int64, error) {
 	q := s.db.WithContext(ctx).Model(&vhostRow{}).Where("workspace_id = ?", workspaceID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count virtual hosts of workspace %s: %w", workspaceID, err)
-	}
-	var rows []vhostRow
-	if err := q.Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[vhostRow](q, page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list virtual hosts of workspace %s: %w", workspaceID, err)
 	}
 	out := make([]VirtualHost, len(rows))

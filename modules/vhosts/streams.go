@@ -97,12 +97,8 @@ func (s *Service) checkStreamRefs(ctx context.Context, tx *gorm.DB, st Stream) e
 // ListStreams returns a workspace's streams, oldest first, and their total.
 func (s *Service) ListStreams(ctx context.Context, workspaceID uuid.UUID, page app.Page) ([]Stream, int64, error) {
 	q := s.db.WithContext(ctx).Model(&Stream{}).Where("workspace_id = ?", workspaceID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count streams of workspace %s: %w", workspaceID, err)
-	}
-	var out []Stream
-	if err := q.Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&out).Error; err != nil {
+	out, total, err := app.FindPage[Stream](q, page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list streams of workspace %s: %w", workspaceID, err)
 	}
 	for i := range out {

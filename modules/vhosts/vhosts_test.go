@@ -13,7 +13,6 @@ import (
 
 	"github.com/nxmesh/nxmesh/agent/nginx/render"
 	"github.com/nxmesh/nxmesh/app"
-	"github.com/nxmesh/nxmesh/modules/upstreams"
 )
 
 // seedCreateBody is seed 000's "Create Virtual Host" example, verbatim but for
@@ -544,7 +543,7 @@ func TestVirtualHosts(t *testing.T) {
 			// deletion is: 409 when it saw the host, ErrNotRenderable when the
 			// host committed while the deletion waited for the workspace.
 			var ve *app.ValidationError
-			var inUse *upstreams.InUseError
+			var inUse *app.InUseError
 			switch {
 			case createErr == nil && deleteErr == nil:
 				t.Fatalf("round %d: both the host and the deletion of the upstream it uses succeeded", i)
