@@ -23,7 +23,7 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-func TestStream_Registration(t *testing.T) {
+func TestGRPC_Registration(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 

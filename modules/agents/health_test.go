@@ -11,11 +11,11 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-// TestHub_UpstreamHealth: the servers' health-check verdicts in an agent's
+// TestGRPC_UpstreamHealth: the servers' health-check verdicts in an agent's
 // health report are stored, shown on the agent (health.upstreams), on the
 // upstream across agents (health) and on its page, and each change is
 // published as upstream.health.
-func TestHub_UpstreamHealth(t *testing.T) {
+func TestGRPC_UpstreamHealth(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 

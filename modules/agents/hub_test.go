@@ -17,7 +17,7 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-func TestHub_Config(t *testing.T) {
+func TestGRPC_Config(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
@@ -284,7 +284,7 @@ func TestHub_Config(t *testing.T) {
 	})
 }
 
-func TestHub_Health(t *testing.T) {
+func TestGRPC_Health(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
@@ -440,9 +440,9 @@ func TestHub_Health(t *testing.T) {
 	})
 }
 
-// TestHub_MarkOffline has its own master: MarkOffline considers every agent
+// TestService_MarkOffline has its own master: MarkOffline considers every agent
 // of the database.
-func TestHub_MarkOffline(t *testing.T) {
+func TestService_MarkOffline(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.setup(t)

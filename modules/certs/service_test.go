@@ -28,7 +28,7 @@ func (b *bundle) create(t *testing.T, svc *certs.Service, ws uuid.UUID, spec lea
 	return c, chain, kp
 }
 
-func TestService(t *testing.T) {
+func TestService_Certificates(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()

@@ -50,9 +50,9 @@ func (a *acks) wait(t *testing.T, n int) []*agentv1.Ack {
 	}
 }
 
-// TestIngest_StoresOnceAndQueries stores real batches through the hook,
+// TestService_IngestStoresOnceAndQueries stores real batches through the hook,
 // redelivers one, and queries them with filters, the cursor and bad input.
-func TestIngest_StoresOnceAndQueries(t *testing.T) {
+func TestService_IngestStoresOnceAndQueries(t *testing.T) {
 	a := apptest.NewApp(t, nil)
 	m, err := New(a.Deps, Options{})
 	if err != nil {
@@ -127,9 +127,9 @@ func TestIngest_StoresOnceAndQueries(t *testing.T) {
 	}
 }
 
-// TestRetention_DropsOldPartitionAndTrimsWorkspace drops a partition older
+// TestService_RetentionDropsOldPartitionAndTrimsWorkspace drops a partition older
 // than the global retention and deletes a workspace's rows beyond its own.
-func TestRetention_DropsOldPartitionAndTrimsWorkspace(t *testing.T) {
+func TestService_RetentionDropsOldPartitionAndTrimsWorkspace(t *testing.T) {
 	a := apptest.NewApp(t, nil)
 	m, err := New(a.Deps, Options{})
 	if err != nil {

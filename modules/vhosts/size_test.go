@@ -51,7 +51,7 @@ func typedLocations(seed string, n, headers, valueLen int) []Location {
 	return locs
 }
 
-func TestConfigChanged_UpdateSize(t *testing.T) {
+func TestAPI_ConfigChangedUpdateSize(t *testing.T) {
 	t.Parallel()
 	const limit = 256 << 10
 	e := newEnv(t, func(cfg *app.Config) { cfg.GRPC.MaxMessageBytes = limit })

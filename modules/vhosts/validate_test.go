@@ -31,7 +31,7 @@ func runGrammar(t *testing.T, name string, check func(string) error, cases []gra
 	})
 }
 
-func TestGrammars(t *testing.T) {
+func TestService_Grammars(t *testing.T) {
 	t.Parallel()
 	runGrammar(t, "ServerName", func(s string) error {
 		v := &app.Validator{}
@@ -275,7 +275,7 @@ func TestGrammars(t *testing.T) {
 	})
 }
 
-func TestCustomDirectives(t *testing.T) {
+func TestService_CustomDirectives(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name, value string
@@ -316,7 +316,7 @@ func TestCustomDirectives(t *testing.T) {
 	}
 }
 
-func TestTargetAgents(t *testing.T) {
+func TestService_TargetAgents(t *testing.T) {
 	t.Parallel()
 	agent := uuid.New()
 	cases := []struct {
@@ -349,7 +349,7 @@ func TestTargetAgents(t *testing.T) {
 	}
 }
 
-func TestConflict(t *testing.T) {
+func TestService_Conflict(t *testing.T) {
 	t.Parallel()
 	a := listener{port: 443, proto: ProtocolTCP, ssl: true, names: []string{"api.example.com"}}
 	cases := []struct {
@@ -371,7 +371,7 @@ func TestConflict(t *testing.T) {
 	}
 }
 
-func TestStaticRootPrefixes(t *testing.T) {
+func TestService_StaticRootPrefixes(t *testing.T) {
 	t.Parallel()
 	t.Run("RefusalNamesTheFieldAndListsThePrefixes", func(t *testing.T) {
 		t.Parallel()

@@ -66,7 +66,7 @@ func plainHost(name, serverName string) map[string]any {
 	}
 }
 
-func TestVirtualHosts(t *testing.T) {
+func TestAPI_VirtualHosts(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
@@ -606,7 +606,7 @@ func TestVirtualHosts(t *testing.T) {
 	})
 }
 
-func TestStreams(t *testing.T) {
+func TestAPI_Streams(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
