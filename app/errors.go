@@ -12,7 +12,7 @@ import (
 
 // Error categories. Modules wrap these in their own sentinels
 // (var ErrSlugTaken = fmt.Errorf("%w: slug taken", app.ErrConflict)); the HTTP edge maps
-// a category to seed 000's error code and status once.
+// a category to its error code and status once (docs/API.md).
 var (
 	ErrNotFound     = errors.New("not found")
 	ErrConflict     = errors.New("conflict")
@@ -23,7 +23,7 @@ var (
 	ErrUnavailable  = errors.New("service unavailable")
 )
 
-// Error codes of seed 000's error envelope.
+// Error codes of the error envelope (docs/API.md).
 const (
 	CodeUnauthorized       = "UNAUTHORIZED"
 	CodeForbidden          = "FORBIDDEN"
@@ -37,7 +37,7 @@ const (
 	CodeServiceUnavailable = "SERVICE_UNAVAILABLE"
 )
 
-// Error codes of requests refused at the HTTP edge, beyond seed 000's table.
+// Error codes of requests refused at the HTTP edge, before any module sees them.
 const (
 	// CodeUnsupportedMediaType (415): a /v1 request body that is not sent as
 	// JSON (Content-Type application/json or application/*+json).

@@ -197,7 +197,7 @@ func (m *Module) GRPC(s grpc.ServiceRegistrar) {
 	agentv1.RegisterAgentServiceServer(s, &grpcServer{svc: m.svc, hub: m.hub})
 }
 
-// Routes mounts the JSON API (api.go).
+// Routes mounts the JSON API (api.go) and the admin pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindAgents(r.API)
 	m.bindCommands(r.API)

@@ -8,7 +8,7 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 )
 
-// Event types this module publishes, with seed 000's data shapes:
+// Event types this module publishes, with their data fields:
 //
 //	agent.connected     {agent_id, hostname, ip_address} (plus peer_address)
 //	agent.disconnected  {agent_id, reason}  reason: connection_timeout,

@@ -60,8 +60,8 @@ type Module struct {
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the auth module over d. It returns no error today; the error
-// is part of every module's New.
+// New builds the auth module over d. The error is always nil: the module
+// loads nothing when it is built.
 func New(d app.Deps, opts Options) (*Module, error) {
 	return &Module{svc: NewService(d, opts), secureCookies: d.Config.HTTP.SecureCookies}, nil
 }
@@ -82,7 +82,7 @@ func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJo
 // GRPC registers nothing: agents do not authenticate as users.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts /v1/auth/* and /v1/users*.
+// Routes mounts /v1/auth/* and /v1/users* (api.go) and the admin's sign-in pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindAuth(r.API)
 	m.bindUsers(r.API)

@@ -14,7 +14,7 @@ import (
 const MaxBodyBytes = 1 << 20
 
 // createCertificateRequest is an upload (certificate_pem, private_key_pem,
-// name) or seed 000's ACME request (domain, provider, auto_renew), which is
+// name) or the ACME request (domain, provider, auto_renew), which is
 // refused until ACME issuance exists.
 type createCertificateRequest struct {
 	CertificatePEM string `json:"certificate_pem" doc:"The chain as PEM CERTIFICATE blocks: the leaf first, then each issuing certificate in order"`

@@ -27,7 +27,7 @@
 // handed to handlers and the audit log (Certificate) has no field for it, error
 // messages never quote it, and nothing logs it.
 //
-// The seed's ACME request ({"domain","provider","auto_renew"}) is answered with a
+// The ACME request ({"domain","provider","auto_renew"}) is answered with a
 // 422 on provider until issuance exists; the table already has what it needs
 // (provider, pending/failed statuses, auto_renew, error).
 package certs
@@ -104,7 +104,7 @@ func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJo
 // GRPC registers nothing: certificates reach agents inside ConfigUpdate.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go).
+// Routes mounts the JSON API (api.go) and the admin pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindCertificates(r.API)
 	m.mountUI(r.UI)

@@ -207,7 +207,7 @@ func certificates(rows []certificateRow, now time.Time) []Certificate {
 
 // CreateParams are the inputs of Create. An upload sets CertificatePEM and
 // PrivateKeyPEM (Provider empty or "upload"). Domain, Provider and AutoRenew
-// are seed 000's ACME request, which this server does not serve yet.
+// are the ACME request, which this server does not serve yet.
 type CreateParams struct {
 	WorkspaceID uuid.UUID
 	// Name labels the certificate; the domain when empty.
@@ -299,7 +299,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Certificate, erro
 func validateCreate(p CreateParams, now time.Time) (upload, string, error) {
 	provider := strings.TrimSpace(p.Provider)
 	hasPEM := strings.TrimSpace(p.CertificatePEM) != "" || strings.TrimSpace(p.PrivateKeyPEM) != ""
-	// An ACME provider, or the seed's ACME request shape without any PEM.
+	// An ACME provider, or the ACME request shape without any PEM.
 	if (provider != "" && provider != ProviderUpload) || (provider == "" && !hasPEM && strings.TrimSpace(p.Domain) != "") {
 		return upload{}, "", app.Invalid("provider", app.FieldInvalidValue, acmeNotEnabled)
 	}

@@ -7,9 +7,9 @@
 //
 // # Wiring (main.go)
 //
-//	logsMod := logs.New(d, logs.Options{})
-//	agents.Options{LogsFunc: func(ctx, b) { logsMod.Ingest(ctx, b) }}
-//	go logsMod.Run(ctx) // ingest workers and the live tail, until ctx ends
+//	logsMod, err := logs.New(d, logs.Options{})
+//	agents.Options{LogsFunc: logsMod.Ingest}
+//	// app.Run runs logsMod.Run (ingest workers and the live tail) until shutdown
 package logs
 
 import (

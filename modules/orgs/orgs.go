@@ -90,7 +90,7 @@ func (m *Module) Jobs(*river.Workers) []*river.PeriodicJob { return nil }
 // GRPC registers nothing.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go).
+// Routes mounts the JSON API (api.go) and the admin pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindOrganizations(r.API)
 	m.bindWorkspaces(r.API)

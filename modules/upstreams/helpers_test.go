@@ -266,7 +266,7 @@ func (b *bundle) audit(t *testing.T) []app.AuditEntry {
 	return rows
 }
 
-// apiError is seed 000's error envelope.
+// apiError is the API's error envelope (docs/API.md).
 type apiError struct {
 	Error struct {
 		Code    string           `json:"code"`
@@ -284,7 +284,7 @@ func decodeError(t *testing.T, raw []byte) apiError {
 	return e
 }
 
-// seedBody is seed 000's create example.
+// seedBody is the documented create example.
 func seedBody() map[string]any {
 	return map[string]any{
 		"name":      "web-backend",

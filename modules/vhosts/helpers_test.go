@@ -326,7 +326,7 @@ func (b *bundle) summaries(t *testing.T) []string {
 	return out
 }
 
-// apiError is seed 000's error envelope.
+// apiError is the API's error envelope (docs/API.md).
 type apiError struct {
 	Error struct {
 		Code    string           `json:"code"`

@@ -187,7 +187,7 @@ func (m *Module) Jobs(*river.Workers) []*river.PeriodicJob { return nil }
 // module.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go).
+// Routes mounts the JSON API (api.go) and the admin pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindVirtualHosts(r.API)
 	m.bindStreams(r.API)

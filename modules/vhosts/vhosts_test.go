@@ -15,7 +15,7 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 )
 
-// seedCreateBody is seed 000's "Create Virtual Host" example, verbatim but for
+// seedCreateBody is the documented "Create Virtual Host" example, verbatim but for
 // the certificate and upstream ids.
 const seedCreateBody = `{
   "name": "API Gateway",
@@ -46,7 +46,7 @@ const seedCreateBody = `{
   }
 }`
 
-// seedUpdateBody is seed 000's "Update Virtual Host" example.
+// seedUpdateBody is the documented "Update Virtual Host" example.
 const seedUpdateBody = `{
   "name": "API Gateway v2",
   "locations": [
@@ -92,7 +92,7 @@ func TestAPI_VirtualHosts(t *testing.T) {
 		for _, k := range []string{"id", "workspace_id", "name", "server_name", "listen_port", "ssl_enabled",
 			"ssl_certificate_id", "http2_enabled", "target_agents", "created_at", "updated_at"} {
 			if _, ok := got[k]; !ok {
-				t.Errorf("GET lacks seed field %q: %v", k, got)
+				t.Errorf("GET lacks documented field %q: %v", k, got)
 			}
 		}
 		var list app.List[VirtualHost]
