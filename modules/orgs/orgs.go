@@ -56,8 +56,8 @@ import (
 // Options connect the module to the modules below it.
 type Options struct {
 	// Auth is the auth service that stores the API keys whose routes this
-	// module mounts; nil leaves API keys and require_email_code unavailable
-	// (the navigation the other modules' pages build from this module).
+	// module mounts. Nil (the workspace navigation other modules' pages build
+	// from this module) leaves API keys and require_email_code unavailable.
 	Auth *auth.Service
 }
 
