@@ -32,9 +32,11 @@ import (
 	"time"
 
 	"github.com/nxmesh/nxmesh/agent/collect"
+	"github.com/nxmesh/nxmesh/agent/collect/logs"
 	"github.com/nxmesh/nxmesh/agent/controlplane"
 	"github.com/nxmesh/nxmesh/agent/health"
 	"github.com/nxmesh/nxmesh/agent/nginx"
+	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
 // Set at link time:
@@ -129,6 +131,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	// 3. nginx first: it serves the last good version whatever the master
 	// does.
+	accessLog, err := accessLogPath(cfg)
+	if err != nil {
+		return err
+	}
 	mgr, err := nginx.New(nginx.Options{
 		Binary:             cfg.NginxBinary,
 		Prefix:             prefixIf(cfg),
@@ -140,6 +146,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		PIDFile:            cfg.NginxPIDFile,
 		ErrorLog:           cfg.NginxErrorLog,
 		StatusPort:         cfg.StatusPort,
+		AccessLog:          accessLog,
 		ProtectedDirs:      []string{cfg.DataDir},
 		Logger:             log,
 		EventFunc:          a.onEvent,
@@ -179,7 +186,19 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	healthDone.Go(func() { a.health.Run(hctx) })
 	healthDone.Go(func() { a.watchHealth(hctx, changed) })
 
+	// Logs: read, spooled and sent on their own goroutines.
+	var shipper *logs.Shipper
+	if accessLog != "" {
+		if shipper, err = newShipper(cfg, mgr, accessLog, log); err != nil {
+			return err
+		}
+	}
+
 	// 5. The master.
+	var onAck func(*agentv1.Ack)
+	if shipper != nil {
+		onAck = shipper.Ack
+	}
 	client, err := controlplane.New(controlplane.Options{
 		Master:          cfg.Master,
 		Token:           cfg.Token,
@@ -195,12 +214,16 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Heartbeat:       cfg.Heartbeat,
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		Handler:         a,
+		OnAck:           onAck,
 		Logger:          log,
 	})
 	if err != nil {
 		return err
 	}
 	a.client.Store(client)
+	if shipper != nil {
+		healthDone.Go(func() { shipper.Run(hctx, client) })
+	}
 	healthDone.Go(func() { a.sendMetrics(hctx, collect.New(collect.Options{DiskPath: cfg.DataDir}), metricsInterval) })
 	log.Info("nxmesh-agent started", "version", version, "master", cfg.Master, "nginx_mode", mgr.Mode(), "data_dir", cfg.DataDir)
 	return client.Run(ctx)

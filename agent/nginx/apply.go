@@ -225,5 +225,5 @@ func resolveExisting(p string) string {
 // mode the operator's nginx.conf decides what answers unknown names on the
 // ports it shares: its own default servers would clash with rendered ones.
 func (m *Manager) renderOptions(dir string) render.Options {
-	return render.Options{ConfDir: dir, StatusPort: m.statusPort, NoDefaultServers: m.mode == ModeManage}
+	return render.Options{ConfDir: dir, StatusPort: m.statusPort, NoDefaultServers: m.mode == ModeManage, AccessLog: m.opts.AccessLog}
 }

@@ -150,6 +150,11 @@ type Options struct {
 	PIDFile  string
 	ErrorLog string
 
+	// AccessLog, if set, is the absolute path of the access log every
+	// rendered http server and stream writes, in the renderer's JSON
+	// formats (render.Options.AccessLog).
+	AccessLog string
+
 	// ProtectedDirs are directories a static location's root may neither
 	// be, contain nor lie inside (the agent passes its data directory); the
 	// prefix or include directory is always protected. An update with such
@@ -276,6 +281,14 @@ func New(opts Options) (*Manager, error) {
 	for _, d := range opts.ProtectedDirs {
 		if !filepath.IsAbs(d) {
 			return nil, fmt.Errorf("nginx: protected directory %q must be an absolute path", d)
+		}
+	}
+	if opts.AccessLog != "" {
+		if !filepath.IsAbs(opts.AccessLog) {
+			return nil, fmt.Errorf("nginx: access log %q must be an absolute path", opts.AccessLog)
+		}
+		if err := render.ValidateArg(opts.AccessLog); err != nil {
+			return nil, fmt.Errorf("nginx: access log %q cannot be written into nginx config: %w", opts.AccessLog, err)
 		}
 	}
 	if err := render.ValidateArg(m.root); err != nil {
