@@ -13,6 +13,8 @@
 //     independently of, the master being reachable.
 //  4. Start the upstreams' active health checks (agent/health); they probe
 //     the servers of the configuration the master sends once it applied.
+//     Start the log shipper (agent/collect/logs): it follows nginx's access
+//     and error logs and sends them whenever the master is connected.
 //  5. Connect to the master and stay connected until SIGINT or SIGTERM.
 //
 // See `nxmesh-agent --help` for the flags and the two nginx modes.

@@ -113,12 +113,14 @@ type ShipperOptions struct {
 // Nothing in it waits on nginx or on the configuration path: nginx writes
 // plain files, and the Shipper runs in its own goroutines.
 type Shipper struct {
-	opts   ShipperOptions
-	spool  *Spool
-	log    *slog.Logger
-	tails  []*Tailer
-	wake   chan struct{}
-	posErr bool
+	opts  ShipperOptions
+	spool *Spool
+	log   *slog.Logger
+	tails []*Tailer
+	wake  chan struct{}
+	// posErr and spoolErr keep a failure that repeats from being logged
+	// at every poll.
+	posErr, spoolErr bool
 
 	mu       sync.Mutex
 	inflight map[string]time.Time // batch id → sent at
@@ -323,9 +325,13 @@ func (s *Shipper) flush(kind Kind, p *pending) {
 		_, err = s.spool.AddErrors(p.errors)
 	}
 	if err != nil && !errors.Is(err, errTooLarge) {
-		s.log.Error("spool a log batch", "kind", kind, "lines", p.lines(), "error", err)
+		if !s.spoolErr {
+			s.log.Error("spool a log batch; retrying", "kind", kind, "lines", p.lines(), "error", err)
+		}
+		s.spoolErr = true
 		return
 	}
+	s.spoolErr = false
 	if err != nil {
 		s.log.Warn("log batch dropped", "kind", kind, "error", err)
 	}
