@@ -45,7 +45,7 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 	sum := checksumOf(u)
 	running := m.mode == ModeManage || !m.wantRunning.Load() || m.masterPID() != 0
 	// 1. Already live.
-	if prev.Checksum == sum && u.GetVersion() <= prev.Version && running {
+	if prev.Checksum == sum && u.GetVersion() <= prev.Version && running && prev.AccessLog == m.opts.AccessLog {
 		log.Debug("config update already applied", "live", prev.Name)
 		m.setApplyError("")
 		return Result{Status: agentv1.ConfigApplyStatus_SUCCESS, Message: "already applied", Version: prev}
@@ -54,12 +54,13 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 	// 2. Render into the version directory.
 	progress(agentv1.ConfigApplyStatus_VALIDATING)
 	meta := Version{
-		Name:       versionName(u.GetVersion(), sum),
+		Name:       versionName(u.GetVersion(), sum) + accessLogSuffix(m.opts.AccessLog),
 		ConfigID:   u.GetConfigId(),
 		Version:    u.GetVersion(),
 		Checksum:   sum,
 		StatusPort: m.statusPort,
 		CreatedAt:  time.Now().UTC(),
+		AccessLog:  m.opts.AccessLog,
 	}
 	if prev.Name == meta.Name {
 		// The same files are live but nginx is not running: only start it.

@@ -63,3 +63,39 @@ func TestNew_RejectsBadAccessLog(t *testing.T) {
 		}
 	}
 }
+
+// TestManager_AccessLogTurnedOn restarts the manager with an access log
+// over a live update rendered without one: the same update is rendered
+// again, with the access log, instead of being "already applied".
+func TestManager_AccessLogTurnedOn(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	port := freeTestPort(t)
+	u := proxyUpdate(1, []uint32{port}, []string{backend(t, "one")})
+	mustApply(t, b.m, u)
+	if err := b.m.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	access := filepath.Join(t.TempDir(), "access.log")
+	b.opts.AccessLog = access
+	m := b.start(t)
+	res := mustApply(t, m, u)
+	if res.Message == "already applied" || !res.Reloaded || res.Version.AccessLog != access {
+		t.Fatalf("apply with the access log turned on: %+v", res)
+	}
+	get(t, port)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, err := os.ReadFile(access)
+		if err == nil && strings.Contains(string(data), `"virtual_host_id":"vh0"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access log %q, %v", data, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if res := mustApply(t, m, u); res.Message != "already applied" {
+		t.Errorf("the same update again: %+v, want already applied", res)
+	}
+}

@@ -515,8 +515,8 @@ func IncludeLines(includeDir string) (httpLine, streamLine string) {
 // live, without reloading anything.
 func (m *Manager) installInitial(ctx context.Context) (*Version, error) {
 	u := &agentv1.ConfigUpdate{}
-	meta := Version{Version: 0, Checksum: checksumOf(u), StatusPort: m.statusPort, CreatedAt: time.Now().UTC()}
-	meta.Name = versionName(0, meta.Checksum)
+	meta := Version{Version: 0, Checksum: checksumOf(u), StatusPort: m.statusPort, CreatedAt: time.Now().UTC(), AccessLog: m.opts.AccessLog}
+	meta.Name = versionName(0, meta.Checksum) + accessLogSuffix(m.opts.AccessLog)
 	dir := filepath.Join(m.versionsDir(), meta.Name)
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("nginx: clear %s: %w", dir, err)
