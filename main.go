@@ -29,6 +29,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/logs"
+	"github.com/nxmesh/nxmesh/modules/metrics"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
@@ -128,6 +129,7 @@ type modules struct {
 	vhosts    *vhosts.Module
 	agents    *agents.Module
 	logs      *logs.Module
+	metrics   *metrics.Module
 }
 
 func newModules(d app.Deps) (modules, error) {
@@ -154,17 +156,36 @@ func newModules(d app.Deps) (modules, error) {
 		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
 			return m.vhosts.Service().CertificateUsers(ctx, tx, id)
 		},
+		// HTTP-01 challenges are answered by the agents' nginx, for names
+		// a plain-HTTP virtual host serves.
+		PresentFunc: func(ctx context.Context, ws uuid.UUID, domain, token, keyAuth string) (func(context.Context) error, error) {
+			return m.agents.Service().PresentHTTP01(ctx, ws, domain, token, keyAuth)
+		},
+		ServedFunc: func(ctx context.Context, ws uuid.UUID, domain string) (bool, error) {
+			return m.vhosts.Service().ServesHTTP(ctx, ws, domain)
+		},
 	})
 	m.vhosts = vhosts.New(d, m.upstreams.Service(), m.certs.Service(),
 		func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
 		})
-	m.logs = logs.New(d, logs.Options{})
+	m.metrics = metrics.New(d, metrics.Options{})
+	// Access-log batches are counted into the traffic rollups in the
+	// transaction that stores them.
+	// The live-log WebSocket authenticates its first message's token and
+	// checks the caller's role like the route guard.
+	m.logs = logs.New(d, logs.Options{
+		RollupFunc:   m.metrics.Rollup,
+		Authenticate: m.auth.Service().AuthenticateToken,
+		Role:         m.orgs.Service().Role,
+	})
 	var err error
 	m.agents, err = agents.New(d, m.vhosts.Service(), m.certs.Service(), agents.Options{
 		// Log batches from the agents' streams are queued by the logs
 		// module and acknowledged on the stream once stored.
 		LogsFunc: m.logs.Ingest,
+		// Host metric batches are stored as the metrics module's samples.
+		MetricsFunc: m.metrics.StoreHostMetrics,
 		PublishFunc: func(ctx context.Context, tx *gorm.DB, ev agents.Event) error {
 			return d.Events.Publish(ctx, tx, app.Event{
 				Type: ev.Type, OrgID: ev.OrgID, WorkspaceID: ev.WorkspaceID,
@@ -179,7 +200,7 @@ func newModules(d app.Deps) (modules, error) {
 }
 
 func (m modules) list() []app.Module {
-	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents, m.logs}
+	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents, m.logs, m.metrics}
 }
 
 func (m modules) wiring() app.Wiring {
@@ -187,6 +208,7 @@ func (m modules) wiring() app.Wiring {
 		AuthenticateAPI: m.auth.AuthenticateAPI,
 		AuthenticateUI:  m.auth.AuthenticateUI,
 		Role:            m.orgs.Service().Role,
+		Nav:             m.orgs.Shell,
 		ErrorPage:       views.ErrorPage,
 		Static:          static.FS,
 		Version:         version,

@@ -29,10 +29,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/nxmesh/nxmesh/agent/acmechallenge"
 	"github.com/nxmesh/nxmesh/agent/collect"
 	"github.com/nxmesh/nxmesh/agent/collect/logs"
 	"github.com/nxmesh/nxmesh/agent/controlplane"
@@ -131,6 +133,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		coll:     collect.New(collect.Options{DiskPath: cfg.DataDir}),
 	}
 
+	// ACME HTTP-01 challenges are served from <data-dir>/acme-challenge.
+	if a.acme, err = acmechallenge.Open(filepath.Join(cfg.DataDir, "acme-challenge")); err != nil {
+		return err
+	}
+
 	// 3. nginx first: it serves the last good version whatever the master
 	// does.
 	accessLog, err := accessLogPath(cfg)
@@ -138,6 +145,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	mgr, err := nginx.New(nginx.Options{
+		ACMEChallengeDir:   a.acme.Dir(),
 		Binary:             cfg.NginxBinary,
 		Prefix:             prefixIf(cfg),
 		User:               cfg.NginxUser,
@@ -187,6 +195,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	defer stopHealth()
 	healthDone.Go(func() { a.health.Run(hctx) })
 	healthDone.Go(func() { a.watchHealth(hctx, changed) })
+	healthDone.Go(func() {
+		a.acme.Run(hctx, func(err error) { log.Error("expire ACME challenges", "error", err) })
+	})
 
 	// Logs: read, spooled and sent on their own goroutines.
 	var shipper *logs.Shipper

@@ -116,6 +116,8 @@ type testMaster struct {
 	agentID  string
 	streams  chan streamRecord
 	received chan *agentv1.AgentMessage
+	// extra are sent after the Command on mutual-TLS streams.
+	extra []*agentv1.MasterMessage
 }
 
 func (m *testMaster) Stream(stream grpc.BidiStreamingServer[agentv1.AgentMessage, agentv1.MasterMessage]) error {
@@ -168,13 +170,13 @@ func (m *testMaster) Stream(stream grpc.BidiStreamingServer[agentv1.AgentMessage
 	if rec.clientCN == "" {
 		return refuse(codes.Unauthenticated, "client certificate required")
 	}
-	for _, msg := range []*agentv1.MasterMessage{
+	for _, msg := range append([]*agentv1.MasterMessage{
 		{Payload: &agentv1.MasterMessage_RegistrationResponse{RegistrationResponse: &agentv1.RegistrationResponse{
 			AgentId: rec.clientCN, Success: true, HeartbeatIntervalSeconds: 10}}},
 		{Payload: &agentv1.MasterMessage_ConfigUpdate{ConfigUpdate: &agentv1.ConfigUpdate{ConfigId: "cfg", Version: 7}}},
 		{Payload: &agentv1.MasterMessage_Command{Command: &agentv1.Command{
 			CommandId: "cmd-1", Command: &agentv1.Command_GetStatus{GetStatus: &agentv1.GetStatusCommand{}}}}},
-	} {
+	}, m.extra...) {
 		if err := stream.Send(msg); err != nil {
 			return err
 		}

@@ -45,7 +45,8 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 	sum := checksumOf(u)
 	running := m.mode == ModeManage || !m.wantRunning.Load() || m.masterPID() != 0
 	// 1. Already live.
-	if prev.Checksum == sum && u.GetVersion() <= prev.Version && running && prev.AccessLog == m.opts.AccessLog {
+	sameRender := prev.ACMEChallengeDir == m.opts.ACMEChallengeDir && prev.AccessLog == m.opts.AccessLog
+	if prev.Checksum == sum && u.GetVersion() <= prev.Version && running && sameRender {
 		log.Debug("config update already applied", "live", prev.Name)
 		m.setApplyError("")
 		return Result{Status: agentv1.ConfigApplyStatus_SUCCESS, Message: "already applied", Version: prev}
@@ -61,6 +62,13 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 		StatusPort: m.statusPort,
 		CreatedAt:  time.Now().UTC(),
 		AccessLog:  m.opts.AccessLog,
+
+		ACMEChallengeDir: m.opts.ACMEChallengeDir,
+	}
+	if prev.Name == meta.Name && !sameRender {
+		// The same update rendered with other options: a new directory,
+		// so that the live one stays intact until the swap.
+		meta.Name += "-r"
 	}
 	if prev.Name == meta.Name {
 		// The same files are live but nginx is not running: only start it.
@@ -226,5 +234,6 @@ func resolveExisting(p string) string {
 // mode the operator's nginx.conf decides what answers unknown names on the
 // ports it shares: its own default servers would clash with rendered ones.
 func (m *Manager) renderOptions(dir string) render.Options {
-	return render.Options{ConfDir: dir, StatusPort: m.statusPort, NoDefaultServers: m.mode == ModeManage, AccessLog: m.opts.AccessLog}
+	return render.Options{ConfDir: dir, StatusPort: m.statusPort, NoDefaultServers: m.mode == ModeManage,
+		AccessLog: m.opts.AccessLog, ACMEChallengeDir: m.opts.ACMEChallengeDir}
 }

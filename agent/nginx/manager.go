@@ -161,6 +161,13 @@ type Options struct {
 	// a root fails before anything is written.
 	ProtectedDirs []string
 
+	// ACMEChallengeDir, if set, is rendered into every version
+	// (render.Options.ACMEChallengeDir): its plain-HTTP servers answer ACME
+	// HTTP-01 challenges from that directory. A live version rendered
+	// without it (or with another directory) is rendered again at the next
+	// apply, even of the same update.
+	ACMEChallengeDir string
+
 	// StatusPort is the loopback stub_status port rendered into every
 	// version. Zero keeps the port of the live version, or picks a free
 	// one.
@@ -515,7 +522,8 @@ func IncludeLines(includeDir string) (httpLine, streamLine string) {
 // live, without reloading anything.
 func (m *Manager) installInitial(ctx context.Context) (*Version, error) {
 	u := &agentv1.ConfigUpdate{}
-	meta := Version{Version: 0, Checksum: checksumOf(u), StatusPort: m.statusPort, CreatedAt: time.Now().UTC(), AccessLog: m.opts.AccessLog}
+	meta := Version{Version: 0, Checksum: checksumOf(u), StatusPort: m.statusPort, CreatedAt: time.Now().UTC(),
+		AccessLog: m.opts.AccessLog, ACMEChallengeDir: m.opts.ACMEChallengeDir}
 	meta.Name = versionName(0, meta.Checksum) + accessLogSuffix(m.opts.AccessLog)
 	dir := filepath.Join(m.versionsDir(), meta.Name)
 	if err := os.RemoveAll(dir); err != nil {

@@ -41,6 +41,8 @@ type Version struct {
 	CreatedAt  time.Time `json:"created_at"`
 	// AccessLog is the access log rendered into it (Options.AccessLog).
 	AccessLog string `json:"access_log,omitempty"`
+	// ACMEChallengeDir is the ACME challenge directory rendered into it.
+	ACMEChallengeDir string `json:"acme_challenge_dir,omitempty"`
 }
 
 // checksumOf returns the checksum that identifies u.

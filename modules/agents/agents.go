@@ -93,6 +93,9 @@ type Options struct {
 	// their streams (the logs module's ingest); nil refuses them
 	// (success=false), so agents keep them spooled.
 	LogsFunc LogsFunc
+	// MetricsFunc receives the metrics batches agents send (the metrics
+	// module's store); nil accepts and drops them.
+	MetricsFunc MetricsFunc
 	// ReplicaID names this process in agents.connected_replica; empty means
 	// "<hostname>/<pid>/<random>".
 	ReplicaID string
@@ -100,9 +103,10 @@ type Options struct {
 
 // Module is the agents module.
 type Module struct {
-	db  *gorm.DB
-	svc *Service
-	hub *Hub
+	db    *gorm.DB
+	svc   *Service
+	hub   *Hub
+	pages *app.Pages
 }
 
 var (
@@ -149,11 +153,11 @@ func New(d app.Deps, vh *vhosts.Service, certSvc *certs.Service, opts Options) (
 	svc := &Service{
 		db: d.DB, logger: logger, vh: vh, certs: certSvc, ca: ca, publishFunc: opts.PublishFunc, logsFunc: opts.LogsFunc,
 		heartbeat: heartbeat, publicAddr: PublicAddr(cfg), reloadTimeout: defaultReloadTimeout,
-		maxMessageBytes: maxBytes,
+		maxMessageBytes: maxBytes, metricsFunc: opts.MetricsFunc,
 	}
 	hub := newHub(svc, d.Pool, logger, replica)
 	svc.hub = hub
-	return &Module{db: d.DB, svc: svc, hub: hub}, nil
+	return &Module{db: d.DB, svc: svc, hub: hub, pages: d.Pages}, nil
 }
 
 func defaultReplicaID() (string, error) {

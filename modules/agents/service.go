@@ -59,6 +59,7 @@ type Service struct {
 	hub         *Hub
 	publishFunc PublishFunc
 	logsFunc    LogsFunc
+	metricsFunc MetricsFunc
 	heartbeat   time.Duration
 	publicAddr  string
 	// clock is the service's time (time.Now when nil); tests move it.
@@ -67,6 +68,9 @@ type Service struct {
 	reloadTimeout time.Duration
 	// maxMessageBytes is grpc.max_message_bytes (delivery.go).
 	maxMessageBytes int
+	// acmeTimeout bounds how long PresentHTTP01 waits for the agents
+	// (defaultACMETimeout when zero).
+	acmeTimeout time.Duration
 }
 
 func (s *Service) now() time.Time {
@@ -140,6 +144,8 @@ type AgentNotice struct {
 	CommandID *uuid.UUID `json:"command_id,omitempty"`
 	Replica   string     `json:"replica,omitempty"`
 	StreamID  *uuid.UUID `json:"stream_id,omitempty"`
+	// ACME is the challenge (OpACMEChallenge) or the answer (OpACMEStatus).
+	ACME *ACMENotice `json:"acme,omitempty"`
 }
 
 // notify sends n on NotifyChannel in tx (delivered only if tx commits).

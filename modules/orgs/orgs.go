@@ -55,8 +55,9 @@ import (
 
 // Module is the orgs module.
 type Module struct {
-	db  *gorm.DB
-	svc *Service
+	db    *gorm.DB
+	svc   *Service
+	pages *app.Pages
 }
 
 var _ app.Module = (*Module)(nil)
@@ -64,7 +65,7 @@ var _ app.Module = (*Module)(nil)
 // New builds the module. authSvc manages the API keys whose routes this module
 // mounts.
 func New(d app.Deps, authSvc *auth.Service) *Module {
-	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, authSvc)}
+	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, authSvc), pages: d.Pages}
 }
 
 // Service returns the module's service (for main.go's wiring and the admin pages).

@@ -154,8 +154,9 @@ import (
 
 // Module is the vhosts module.
 type Module struct {
-	db  *gorm.DB
-	svc *Service
+	db    *gorm.DB
+	svc   *Service
+	pages *app.Pages
 }
 
 var _ app.Module = (*Module)(nil)
@@ -176,7 +177,7 @@ func New(d app.Deps, ups *upstreams.Service, certSvc *certs.Service, knownAgents
 	if n := d.Config.GRPC.MaxMessageBytes; n > 0 {
 		svc.maxUpdateBytes = n
 	}
-	return &Module{db: d.DB, svc: svc}
+	return &Module{db: d.DB, svc: svc, pages: d.Pages}
 }
 
 // Service returns the module's service.
