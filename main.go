@@ -29,6 +29,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/logs"
+	"github.com/nxmesh/nxmesh/modules/metrics"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
@@ -128,6 +129,7 @@ type modules struct {
 	vhosts    *vhosts.Module
 	agents    *agents.Module
 	logs      *logs.Module
+	metrics   *metrics.Module
 }
 
 func newModules(d app.Deps) (modules, error) {
@@ -162,6 +164,14 @@ func newModules(d app.Deps) (modules, error) {
 		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
 			return m.vhosts.Service().CertificateUsers(ctx, tx, id)
 		},
+		// HTTP-01 challenges are answered by the agents' nginx, for names
+		// a plain-HTTP virtual host serves.
+		PresentFunc: func(ctx context.Context, ws uuid.UUID, domain, token, keyAuth string) (func(context.Context) error, error) {
+			return m.agents.Service().PresentHTTP01(ctx, ws, domain, token, keyAuth)
+		},
+		ServedFunc: func(ctx context.Context, ws uuid.UUID, domain string) (bool, error) {
+			return m.vhosts.Service().ServesHTTP(ctx, ws, domain)
+		},
 	})
 	if err != nil {
 		return m, fmt.Errorf("certs module: %w", err)
@@ -176,7 +186,17 @@ func newModules(d app.Deps) (modules, error) {
 	if err != nil {
 		return m, fmt.Errorf("vhosts module: %w", err)
 	}
-	if m.logs, err = logs.New(d, logs.Options{}); err != nil {
+	if m.metrics, err = metrics.New(d, metrics.Options{}); err != nil {
+		return m, fmt.Errorf("metrics module: %w", err)
+	}
+	// Access-log batches are counted into the traffic rollups in the
+	// transaction that stores them. The live-log WebSocket authenticates its
+	// first message's token and checks the caller's role like the route guard.
+	if m.logs, err = logs.New(d, logs.Options{
+		RollupFunc:   m.metrics.Rollup,
+		Authenticate: m.auth.Service().AuthenticateToken,
+		Role:         m.orgs.Service().Role,
+	}); err != nil {
 		return m, fmt.Errorf("logs module: %w", err)
 	}
 	m.agents, err = agents.New(d, agents.Options{
@@ -185,6 +205,8 @@ func newModules(d app.Deps) (modules, error) {
 		// Log batches from the agents' streams are queued by the logs
 		// module and acknowledged on the stream once stored.
 		LogsFunc: m.logs.Ingest,
+		// Host metric batches are stored as the metrics module's samples.
+		MetricsFunc: m.metrics.StoreHostMetrics,
 	})
 	if err != nil {
 		return m, fmt.Errorf("agents module: %w", err)
@@ -193,7 +215,7 @@ func newModules(d app.Deps) (modules, error) {
 }
 
 func (m modules) list() []app.Module {
-	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents, m.logs}
+	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents, m.logs, m.metrics}
 }
 
 func (m modules) wiring() app.Wiring {
@@ -201,6 +223,7 @@ func (m modules) wiring() app.Wiring {
 		AuthenticateAPI: m.auth.AuthenticateAPI,
 		AuthenticateUI:  m.auth.AuthenticateUI,
 		Role:            m.orgs.Service().Role,
+		Nav:             m.orgs.Shell,
 		ErrorPage:       views.ErrorPage,
 		Static:          static.FS,
 		Version:         version,

@@ -190,6 +190,7 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 	}
 	return fixture{params: map[string]string{
 		"agents/:id":        tok.AgentID.String(),
+		":agent_id":         tok.AgentID.String(),
 		":command_id":       cmdID.String(),
 		"certificates/:id":  cert.ID.String(),
 		"virtual-hosts/:id": vh.ID.String(),

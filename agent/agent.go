@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/nxmesh/nxmesh/agent/acmechallenge"
 	"github.com/nxmesh/nxmesh/agent/collect"
 	"github.com/nxmesh/nxmesh/agent/controlplane"
 	"github.com/nxmesh/nxmesh/agent/health"
@@ -55,6 +56,8 @@ type agent struct {
 	client atomic.Pointer[controlplane.Client]
 	// health runs the upstreams' active health checks; nil disables them.
 	health *health.Checker
+	// acme holds the ACME HTTP-01 challenge files nginx serves (acme.go).
+	acme *acmechallenge.Store
 
 	// applyMu serialises applies of the master's updates and health-driven
 	// re-applies, and guards base: the master's last update that applied

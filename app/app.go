@@ -1,14 +1,17 @@
 // Package app is the master's plumbing: configuration, the database pool and
-// migrations, the embedded PostgreSQL, the Fiber, gRPC and River lifecycles, the
-// module contract, authorization, the error envelope, pagination and validation
-// helpers. It never imports a module.
+// migrations, the Fiber, gRPC and River lifecycles, the module contract, the
+// route guard, the error envelope, pagination and validation helpers. It never
+// imports a module. Three subsystems have their own packages, which never
+// import app: authz (Casbin), embedpg (the embedded PostgreSQL) and events
+// (the live-event hub, whose routes app mounts).
 //
 // The lifecycle of a master process:
 //
 //  1. LoadConfig reads config.yaml and NXMESH_* overrides.
 //  2. New creates data_dir, loads or generates secrets, starts the embedded
-//     PostgreSQL when database.url is empty, opens the shared pool, applies River's
-//     and the application's migrations, and builds the Casbin enforcer.
+//     PostgreSQL (package embedpg) when database.url is empty, opens the shared
+//     pool, applies River's and the application's migrations, builds the Casbin
+//     enforcer and the live-event hub (package events).
 //  3. main.go constructs each module with app.Deps and lists them.
 //  4. Run syncs the modules' policies, registers their River workers and periodic
 //     jobs, mounts their routes and gRPC services, and starts River, gRPC and HTTP.
@@ -46,6 +49,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/app/embedpg"
+	"github.com/nxmesh/nxmesh/app/events"
 )
 
 type pgxTx = pgx.Tx
@@ -57,12 +62,12 @@ type App struct {
 	cfg      Config
 	logger   *slog.Logger
 	db       *Database
-	embedded *EmbeddedPostgres
+	embedded *embedpg.Server
 	migrator *Migrator
 	registry *prometheus.Registry
 	routes   *Routes
 	fiber    *fiber.App
-	events   *Events
+	events   *events.Hub
 }
 
 // New prepares the plumbing (step 2 of the lifecycle): it runs cfg.Validate
@@ -126,7 +131,7 @@ func (a *App) prepare(ctx context.Context) error {
 		Clock:   time.Now,
 		Pages:   NewPages(enforcer, logger),
 	}
-	a.events = NewEvents(a.db.Pool, logger, a.registry)
+	a.events = events.New(a.db.Pool, logger, a.registry)
 	a.Deps.Events = a.events
 	return nil
 }
@@ -153,7 +158,7 @@ func OpenForMigrations(ctx context.Context, cfg Config, logger *slog.Logger) (*A
 func (a *App) openDatabase(ctx context.Context) error {
 	url := a.cfg.Database.URL
 	if url == "" {
-		pg, err := StartEmbeddedPostgres(ctx, a.cfg.DataDir, a.logger)
+		pg, err := embedpg.Start(ctx, a.cfg.DataDir, a.logger)
 		if err != nil {
 			return err // says "embedded postgres: …"
 		}
@@ -197,7 +202,7 @@ func (a *App) Close(ctx context.Context) {
 }
 
 // Events returns this replica's live-event hub (Deps.Events publishes to it).
-func (a *App) Events() *Events { return a.events }
+func (a *App) Events() *events.Hub { return a.events }
 
 // Routes returns every route mounted by Mount.
 func (a *App) Routes() []Route { return a.routes.All() }
@@ -215,6 +220,7 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 	if err := a.Deps.Authz.Sync(ctx, policies); err != nil {
 		return err
 	}
+	a.Deps.Pages.nav = w.Nav
 	metrics := newHTTPMetrics(a.registry)
 	a.fiber = newFiber(a.cfg, a.logger, metrics, &w)
 	g := &guard{w: &w, authz: a.Deps.Authz, limiter: newRateLimiter(a.cfg.Auth.RateLimitPerMinute, time.Minute)}
@@ -239,7 +245,7 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 			return filesystem.SendFile(c, assets, c.Params("*"))
 		})
 	}
-	a.events.mount(ctx, root.ForModule("events"), &w, g)
+	mountEvents(ctx, a.events, root.ForModule("events"), &w, g, a.logger)
 	for _, m := range mods {
 		m.Routes(root.ForModule(m.Name()))
 	}

@@ -6,7 +6,10 @@ import (
 	"testing"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/apptest"
 )
+
+func TestMain(m *testing.M) { apptest.Main(m) }
 
 // A failed start returns its cause and no App, and releases what it acquired.
 func TestStartupFailureReturnsTheCause(t *testing.T) {

@@ -30,6 +30,7 @@ type Config struct {
 	Log      LogConfig      `yaml:"log"`
 	VHosts   VHostsConfig   `yaml:"vhosts"`
 	Logs     LogsConfig     `yaml:"logs"`
+	Metrics  MetricsConfig  `yaml:"metrics"`
 	ACME     ACMEConfig     `yaml:"acme"`
 }
 
@@ -170,6 +171,21 @@ type LogsConfig struct {
 // DefaultLogsRetention is logs.retention when it is not set: 14 days.
 const DefaultLogsRetention = 14 * 24 * time.Hour
 
+// MetricsConfig configures the stored traffic rollups and host metrics.
+type MetricsConfig struct {
+	// RetentionMinute is how long per-minute traffic rollups and the agents'
+	// host metric samples are kept.
+	RetentionMinute time.Duration `yaml:"retention_minute"`
+	// RetentionHour is how long hourly traffic rollups are kept.
+	RetentionHour time.Duration `yaml:"retention_hour"`
+}
+
+// Defaults of the metrics retention: 7 days of minutes, 90 days of hours.
+const (
+	DefaultMetricsRetentionMinute = 7 * 24 * time.Hour
+	DefaultMetricsRetentionHour   = 90 * 24 * time.Hour
+)
+
 // DefaultStaticRootPrefixes are the usual homes of static sites.
 const DefaultStaticRootPrefixes = "/var/www,/srv,/usr/share/nginx,/opt/www"
 
@@ -227,6 +243,10 @@ func DefaultConfig() Config {
 		Log:    LogConfig{Level: "info", Format: "text"},
 		VHosts: VHostsConfig{StaticRootPrefixes: DefaultStaticRootPrefixes},
 		Logs:   LogsConfig{Retention: DefaultLogsRetention},
+		Metrics: MetricsConfig{
+			RetentionMinute: DefaultMetricsRetentionMinute,
+			RetentionHour:   DefaultMetricsRetentionHour,
+		},
 		ACME: ACMEConfig{
 			LetsEncryptURL:        "https://acme-v02.api.letsencrypt.org/directory",
 			LetsEncryptStagingURL: "https://acme-staging-v02.api.letsencrypt.org/directory",
@@ -266,6 +286,12 @@ func LoadConfig(path string, env []string) (Config, error) {
 	}
 	if cfg.Logs.Retention < 24*time.Hour {
 		return cfg, fmt.Errorf("logs.retention: %s must be at least 24h", cfg.Logs.Retention)
+	}
+	if cfg.Metrics.RetentionMinute < time.Hour {
+		return cfg, fmt.Errorf("metrics.retention_minute: %s must be at least 1h", cfg.Metrics.RetentionMinute)
+	}
+	if cfg.Metrics.RetentionHour < cfg.Metrics.RetentionMinute {
+		return cfg, fmt.Errorf("metrics.retention_hour: %s must be at least metrics.retention_minute (%s)", cfg.Metrics.RetentionHour, cfg.Metrics.RetentionMinute)
 	}
 	if cfg.DataDir != "" {
 		abs, err := filepath.Abs(cfg.DataDir)

@@ -108,6 +108,29 @@ func TestLoadConfig(t *testing.T) {
 		}
 	})
 
+	t.Run("MetricsRetentionPerResolution", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := LoadConfig("../config.yaml", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Metrics.RetentionMinute != 7*24*time.Hour || cfg.Metrics.RetentionHour != 90*24*time.Hour {
+			t.Errorf("metrics retention = %s / %s, want 168h / 2160h", cfg.Metrics.RetentionMinute, cfg.Metrics.RetentionHour)
+		}
+		cfg, err = LoadConfig("../config.yaml", []string{"NXMESH_METRICS_RETENTION_MINUTE=48h", "NXMESH_METRICS_RETENTION_HOUR=720h"})
+		if err != nil || cfg.Metrics.RetentionMinute != 48*time.Hour || cfg.Metrics.RetentionHour != 720*time.Hour {
+			t.Errorf("NXMESH_METRICS_RETENTION_* gave %+v, %v", cfg.Metrics, err)
+		}
+		for env, key := range map[string]string{
+			"NXMESH_METRICS_RETENTION_MINUTE=30m": "metrics.retention_minute",
+			"NXMESH_METRICS_RETENTION_HOUR=24h":   "metrics.retention_hour",
+		} {
+			if _, err := LoadConfig("", []string{env}); err == nil || !strings.Contains(err.Error(), key) {
+				t.Errorf("%s: error %v, want one naming %s", env, err, key)
+			}
+		}
+	})
+
 	t.Run("ShippedFileListsEveryKey", func(t *testing.T) {
 		t.Parallel()
 		b, err := os.ReadFile("../config.yaml")

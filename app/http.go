@@ -35,6 +35,9 @@ type Wiring struct {
 	// ctx carries the caller (PrincipalFrom); an error wrapping ErrForbidden
 	// refuses the caller's session in that scope.
 	Role func(ctx context.Context, userID uuid.UUID, s Scope) (string, error)
+	// Nav builds the navigation around every admin page (Pages.Shell); the
+	// module that knows organizations and workspaces provides it.
+	Nav NavFunc
 	// ErrorPage renders an admin error page.
 	ErrorPage func(c *fiber.Ctx, status int, message string) error
 	// Static is served under /static/.
@@ -214,9 +217,9 @@ func newFiber(cfg Config, logger *slog.Logger, metrics *httpMetrics, w *Wiring) 
 }
 
 // edgeErrorHandler answers requests the HTTP server refuses before routing,
-// in place of Fiber's: a body over the limit (413, and the connection drains
-// what the client still sends), a request line longer than maxRequestHead
-// (414), a longer head (431), a timeout (408) and a malformed request.
+// in place of Fiber's: a body over the limit (413), a request line longer
+// than maxRequestHead (414), a longer head (431) — in these three the
+// connection drains what the client still sends — a timeout (408) and a malformed request.
 func edgeErrorHandler(f *fiber.App, logger *slog.Logger) func(*fasthttp.RequestCtx, error) {
 	return func(fctx *fasthttp.RequestCtx, err error) {
 		ec, _ := fctx.Conn().(*edgeConn)
@@ -227,6 +230,11 @@ func edgeErrorHandler(f *fiber.App, logger *slog.Logger) func(*fasthttp.RequestC
 			status = http.StatusRequestHeaderFieldsTooLarge
 			if ec != nil && ec.lineLongerThan(maxRequestHead) {
 				status = http.StatusRequestURITooLong
+			}
+			// The client may still be sending the rest of its head: drain
+			// it, so the answer is read rather than reset.
+			if ec != nil {
+				ec.drainOnClose()
 			}
 		case errors.Is(err, fasthttp.ErrBodyTooLarge):
 			status = http.StatusRequestEntityTooLarge

@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/app/events"
 )
 
 // Module is one feature of the master. main.go lists the modules explicitly; every
@@ -72,7 +73,12 @@ type Publisher interface {
 	Publish(ctx context.Context, tx *gorm.DB, ev Event) error
 }
 
-var _ Publisher = (*Events)(nil)
+// Event is something that happened, for the live event streams (see
+// events.Event: modules build it as app.Event and publish it through
+// Deps.Events).
+type Event = events.Event
+
+var _ Publisher = (*events.Hub)(nil)
 
 // Runner is an optional capability of a Module: a background loop. Run starts
 // Run for every module implementing it, under the server context, and waits

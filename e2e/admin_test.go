@@ -91,6 +91,7 @@ func startMaster(t *testing.T, mutate func(*app.Config)) *master {
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,
+		Nav:             orgsMod.Shell,
 		ErrorPage:       views.ErrorPage,
 		Static:          static.FS,
 		Version:         "e2e",

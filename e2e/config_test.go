@@ -98,6 +98,7 @@ func startConfigMaster(t *testing.T) *configMaster {
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,
+		Nav:             orgsMod.Shell,
 		ErrorPage:       views.ErrorPage,
 		Static:          static.FS,
 		Version:         "e2e",

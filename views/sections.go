@@ -11,6 +11,7 @@ const (
 	SectionCertificates = "certificates"
 	SectionConfig       = "config"
 	SectionAgents       = "agents"
+	SectionLogs         = "logs"
 )
 
 // WorkspaceSections are the tabs of a workspace's pages, with
@@ -24,24 +25,6 @@ func WorkspaceSections(workspaceID uuid.UUID, active string) []Link {
 		{Label: "Certificates", Href: base + "/certificates", Active: active == SectionCertificates},
 		{Label: "Config history", Href: base + "/config/versions", Active: active == SectionConfig},
 		{Label: "Agents", Href: base + "/agents", Active: active == SectionAgents},
-	}
-}
-
-// AddSections appends links to the shell's section tabs. A link whose target is
-// already a tab is not repeated; it only marks that tab current when the link
-// is.
-func (s *Shell) AddSections(links []Link) {
-	for _, l := range links {
-		found := false
-		for i := range s.Nav.Sections {
-			if s.Nav.Sections[i].Href == l.Href {
-				s.Nav.Sections[i].Active = s.Nav.Sections[i].Active || l.Active
-				found = true
-				break
-			}
-		}
-		if !found {
-			s.Nav.Sections = append(s.Nav.Sections, l)
-		}
+		{Label: "Logs", Href: base + "/logs", Active: active == SectionLogs},
 	}
 }

@@ -19,62 +19,30 @@ import (
 	"strings"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/views/layout"
 )
 
-// Shell is what every signed-in page has around its content.
-type Shell struct {
-	// Title is the page's heading and document title.
-	Title string
-	// User is the signed-in user's e-mail address.
-	User string
-	// CSRF is the session's token; forms send it as _csrf, htmx as X-CSRF-Token.
-	CSRF string
-	// Nav is the navigation: switchers and the sections of the current scope.
-	Nav Nav
-	// Flash is a message to show above the content (set by Page from the flash
-	// cookie when empty).
-	Flash *Flash
-}
-
-// Nav is the navigation bar: the organization switcher, the workspace switcher
-// of the current organization and the section tabs.
-type Nav struct {
-	// Orgs are the organizations the user may switch to.
-	Orgs []Link
-	// Org is the current organization, nil outside one.
-	Org *Link
-	// Workspaces are the current organization's workspaces.
-	Workspaces []Link
-	// Workspace is the current workspace, nil outside one.
-	Workspace *Link
-	// Sections are the tabs of the current organization or workspace.
-	Sections []Link
-	// AllOrgs links to the organizations page.
-	AllOrgs string
-}
-
-// Link is a labelled target in the navigation.
-type Link struct {
-	Label  string
-	Href   string
-	Active bool
-}
-
-// FlashKind selects a flash message's colour.
-type FlashKind string
+// The shell's data live in package layout, which the plumbing (app.Pages)
+// shares; these names are the ones the pages use.
+type (
+	// Shell is what every signed-in page has around its content.
+	Shell = layout.Shell
+	// Nav is the navigation bar: switchers and section tabs.
+	Nav = layout.Nav
+	// Link is a labelled target in the navigation.
+	Link = layout.Link
+	// FlashKind selects a flash message's colour.
+	FlashKind = layout.FlashKind
+	// Flash is a one-time message shown at the top of the next page.
+	Flash = layout.Flash
+)
 
 // Flash kinds.
 const (
-	FlashSuccess FlashKind = "success"
-	FlashError   FlashKind = "error"
-	FlashInfo    FlashKind = "info"
+	FlashSuccess = layout.FlashSuccess
+	FlashError   = layout.FlashError
+	FlashInfo    = layout.FlashInfo
 )
-
-// Flash is a one-time message shown at the top of the next page.
-type Flash struct {
-	Kind    FlashKind
-	Message string
-}
 
 // Form is a form's submitted values and the errors to show with them.
 type Form struct {

@@ -97,6 +97,16 @@ type Handler interface {
 	Health(ctx context.Context) *agentv1.HealthReport
 }
 
+// ACMEHandler is implemented by Handlers that answer ACME HTTP-01
+// challenges (MasterMessage.acme_challenge). HandleACMEChallenge is called
+// from its own goroutine for each message; the status it returns (its
+// challenge_id and token are filled in when empty) is sent on the stream the
+// challenge came from. A Handler without it answers every challenge with
+// ready false.
+type ACMEHandler interface {
+	HandleACMEChallenge(ctx context.Context, ch *agentv1.AcmeChallenge) *agentv1.AcmeChallengeStatus
+}
+
 // Options configure a Client.
 type Options struct {
 	// Master is the master's gRPC address, host:port.
@@ -131,6 +141,10 @@ type Options struct {
 	MaxMessageBytes int
 
 	Handler Handler
+	// OnAck, if set, receives the master's Acks (of log batches:
+	// Ack.message_id is the batch id). It is called from the receive loop
+	// and must not block.
+	OnAck func(*agentv1.Ack)
 	// Logger receives the client's logs; nil means slog.Default(). Tokens
 	// and keys are never logged.
 	Logger *slog.Logger
@@ -310,6 +324,19 @@ func (c *Client) SendMetrics(b *agentv1.MetricsBatch) bool {
 	return c.sendCurrent(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Metrics{Metrics: b}})
 }
 
+// SendAccessLogs sends an access-log batch on the live stream
+// (AgentMessage.access_logs) if connected; it reports whether the batch was
+// handed to a stream. The master acknowledges it with an Ack (OnAck).
+func (c *Client) SendAccessLogs(b *agentv1.AccessLogBatch) bool {
+	return c.sendCurrent(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_AccessLogs{AccessLogs: b}})
+}
+
+// SendLogs sends an error-log batch on the live stream (AgentMessage.logs)
+// if connected, as SendAccessLogs.
+func (c *Client) SendLogs(b *agentv1.LogBatch) bool {
+	return c.sendCurrent(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Logs{Logs: b}})
+}
+
 // ReportHealth asks for a HealthReport to be sent now rather than at the
 // next heartbeat. Requests made while one is pending are merged; while
 // disconnected, the report is the one sent when the next stream opens.
@@ -457,8 +484,14 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 			// restart must not stop halfway because the stream dropped.
 			cmd := p.Command
 			c.commands.Go(func() { c.runCommand(ctx, s, cmd) })
+		case *agentv1.MasterMessage_AcmeChallenge:
+			ch := p.AcmeChallenge
+			c.commands.Go(func() { c.answerACME(ctx, s, ch) })
 		case *agentv1.MasterMessage_Ack:
 			c.log.Debug("master ack", "message_id", p.Ack.GetMessageId(), "success", p.Ack.GetSuccess(), "error", p.Ack.GetErrorMessage())
+			if c.opts.OnAck != nil {
+				c.opts.OnAck(p.Ack)
+			}
 		case *agentv1.MasterMessage_Error:
 			c.log.Warn("master reported an error", "code", p.Error.GetCode(), "message", p.Error.GetMessage())
 		case *agentv1.MasterMessage_RegistrationResponse:
@@ -559,6 +592,27 @@ func (c *Client) runCommand(ctx context.Context, s *session, cmd *agentv1.Comman
 	}
 	if err := s.send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_CommandResult{CommandResult: res}}); err != nil {
 		c.log.Warn("send command result", "command_id", cmd.GetCommandId(), "error", err)
+	}
+}
+
+// answerACME hands an ACME challenge to the Handler and sends its status
+// on the session it came from.
+func (c *Client) answerACME(ctx context.Context, s *session, ch *agentv1.AcmeChallenge) {
+	var st *agentv1.AcmeChallengeStatus
+	if h, ok := c.opts.Handler.(ACMEHandler); ok {
+		st = h.HandleACMEChallenge(ctx, ch)
+	}
+	if st == nil {
+		st = &agentv1.AcmeChallengeStatus{ErrorMessage: "this agent does not answer ACME challenges"}
+	}
+	if st.ChallengeId == "" {
+		st.ChallengeId = ch.GetChallengeId()
+	}
+	if st.Token == "" {
+		st.Token = ch.GetToken()
+	}
+	if err := s.send(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_AcmeChallengeStatus{AcmeChallengeStatus: st}}); err != nil {
+		c.log.Warn("send ACME challenge status", "challenge_id", ch.GetChallengeId(), "error", err)
 	}
 }
 

@@ -45,7 +45,8 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 	sum := checksumOf(u)
 	running := m.mode == ModeManage || !m.wantRunning.Load() || m.masterPID() != 0
 	// 1. Already live.
-	if prev.Checksum == sum && u.GetVersion() <= prev.Version && running {
+	sameRender := prev.ACMEChallengeDir == m.opts.ACMEChallengeDir && prev.AccessLog == m.opts.AccessLog
+	if prev.Checksum == sum && u.GetVersion() <= prev.Version && running && sameRender {
 		log.Debug("config update already applied", "live", prev.Name)
 		m.setApplyError("")
 		return Result{Status: agentv1.ConfigApplyStatus_SUCCESS, Message: "already applied", Version: prev}
@@ -54,12 +55,20 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 	// 2. Render into the version directory.
 	progress(agentv1.ConfigApplyStatus_VALIDATING)
 	meta := Version{
-		Name:       versionName(u.GetVersion(), sum),
+		Name:       versionName(u.GetVersion(), sum) + accessLogSuffix(m.opts.AccessLog),
 		ConfigID:   u.GetConfigId(),
 		Version:    u.GetVersion(),
 		Checksum:   sum,
 		StatusPort: m.statusPort,
 		CreatedAt:  time.Now().UTC(),
+		AccessLog:  m.opts.AccessLog,
+
+		ACMEChallengeDir: m.opts.ACMEChallengeDir,
+	}
+	if prev.Name == meta.Name && !sameRender {
+		// The same update rendered with other options: a new directory,
+		// so that the live one stays intact until the swap.
+		meta.Name += "-r"
 	}
 	if prev.Name == meta.Name {
 		// The same files are live but nginx is not running: only start it.
@@ -225,5 +234,6 @@ func resolveExisting(p string) string {
 // mode the operator's nginx.conf decides what answers unknown names on the
 // ports it shares: its own default servers would clash with rendered ones.
 func (m *Manager) renderOptions(dir string) render.Options {
-	return render.Options{ConfDir: dir, StatusPort: m.statusPort, NoDefaultServers: m.mode == ModeManage}
+	return render.Options{ConfDir: dir, StatusPort: m.statusPort, NoDefaultServers: m.mode == ModeManage,
+		AccessLog: m.opts.AccessLog, ACMEChallengeDir: m.opts.ACMEChallengeDir}
 }

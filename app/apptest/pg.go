@@ -21,7 +21,7 @@
 //	func TestMain(m *testing.M) { apptest.Main(m) }
 //
 // Without either, ServerURL fails the test with a message saying so. Both kinds
-// of embedded cluster run with durability off (app.EmbeddedOptions.Fast) and need
+// of embedded cluster run with durability off (embedpg.Options.Fast) and need
 // the PostgreSQL server binaries (`go tool task deps` installs them).
 //
 // Should a test binary die without running Main's cleanup, its private server
@@ -52,7 +52,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/embedpg"
 )
 
 // EnvDatabaseURL names the environment variable holding the URL of the test
@@ -60,14 +60,14 @@ import (
 const EnvDatabaseURL = "NXMESH_TEST_DATABASE_URL"
 
 // TestServerOptions are the options of the embedded clusters started for tests.
-var TestServerOptions = app.EmbeddedOptions{Fast: true, MaxConnections: 300}
+var TestServerOptions = embedpg.Options{Fast: true, MaxConnections: 300}
 
 var (
 	mainRunning atomic.Bool
 
 	localOnce sync.Once
 	localMu   sync.Mutex // guards the fields below once localOnce has run
-	localPG   *app.EmbeddedPostgres
+	localPG   *embedpg.Server
 	localDir  string
 	localURL  string
 	localErr  error
@@ -158,7 +158,7 @@ func startLocal() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pg, err := app.StartEmbeddedPostgresWith(ctx, dir, nil, TestServerOptions)
+	pg, err := embedpg.StartWith(ctx, dir, nil, TestServerOptions)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		localErr = err

@@ -78,7 +78,6 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/authz"
 	"github.com/nxmesh/nxmesh/modules/certs"
-	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
@@ -95,6 +94,9 @@ type Options struct {
 	// their streams (the logs module's ingest); nil refuses them
 	// (success=false), so agents keep them spooled.
 	LogsFunc LogsFunc
+	// MetricsFunc receives the metrics batches agents send (the metrics
+	// module's store); nil accepts and drops them.
+	MetricsFunc MetricsFunc
 	// ReplicaID names this process in agents.connected_replica; empty means
 	// "<hostname>/<pid>/<random>" (New fills it).
 	ReplicaID string
@@ -106,10 +108,10 @@ type Options struct {
 
 // Module is the agents module.
 type Module struct {
-	db  *gorm.DB
-	svc *Service
-	hub *Hub
-	nav *orgs.Module
+	db    *gorm.DB
+	svc   *Service
+	hub   *Hub
+	pages *app.Pages
 }
 
 var (
@@ -143,12 +145,8 @@ func New(d app.Deps, opts Options) (*Module, error) {
 		}
 		opts.ReplicaID = id
 	}
-	nav, err := orgs.New(d, orgs.Options{})
-	if err != nil {
-		return nil, err
-	}
 	svc := NewService(d, opts)
-	return &Module{db: d.DB, svc: svc, hub: svc.hub, nav: nav}, nil
+	return &Module{db: d.DB, svc: svc, hub: svc.hub, pages: d.Pages}, nil
 }
 
 func defaultReplicaID() (string, error) {

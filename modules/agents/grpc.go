@@ -97,9 +97,9 @@ func peerIP(ctx context.Context) string {
 //     once, then any pending command.
 //  3. Health reports, configuration statuses and command results are recorded
 //     as they come; access-log and error-log batches are handed to
-//     Options.LogsFunc and acknowledged once stored (metrics and events are
-//     accepted and ignored for now). The hub pushes configurations and
-//     commands.
+//     Options.LogsFunc and acknowledged once stored; metrics batches are
+//     stored through Options.MetricsFunc (events are accepted and ignored
+//     for now). The hub pushes configurations and commands.
 //  4. The stream ends when the agent closes it, or the hub drops it: agent
 //     deleted (PermissionDenied), superseded by a newer stream of the agent
 //     (Aborted), silent for three heartbeats or master shutting down
@@ -260,14 +260,20 @@ func (g *grpcServer) recvLoop(ctx context.Context, c *conn) error {
 					g.hub.commandFinished(id)
 				}
 			}
+		case *agentv1.AgentMessage_AcmeChallengeStatus:
+			err = g.hub.acmeStatus(ctx, c.agentID, p.AcmeChallengeStatus)
 		case *agentv1.AgentMessage_Registration:
 			g.hub.logger.WarnContext(ctx, "agents: registration on an established stream ignored", "agent_id", c.agentID)
 		case *agentv1.AgentMessage_AccessLogs:
 			g.handLogs(ctx, c, LogBatch{Access: p.AccessLogs})
 		case *agentv1.AgentMessage_Logs:
 			g.handLogs(ctx, c, LogBatch{Errors: p.Logs})
+		case *agentv1.AgentMessage_Metrics:
+			if g.svc.metricsFunc != nil {
+				err = g.svc.metricsFunc(ctx, MetricsBatch{AgentID: c.agentID, WorkspaceID: c.workspaceID, OrgID: c.orgID, Batch: p.Metrics})
+			}
 		default:
-			// Metrics and events are accepted and not stored yet.
+			// Events are accepted and not stored yet.
 		}
 		if errors.Is(err, errGone) {
 			c.close(ReasonReplaced)
@@ -330,11 +336,19 @@ func (g *grpcServer) ReportHealth(ctx context.Context, rep *agentv1.HealthReport
 	return &agentv1.Ack{Success: true}, nil
 }
 
-// ReportMetrics accepts a metric batch from an identified agent (metrics are
-// not stored yet).
-func (g *grpcServer) ReportMetrics(ctx context.Context, _ *agentv1.MetricsBatch) (*agentv1.Ack, error) {
-	if _, err := g.identifyUnary(ctx); err != nil {
+// ReportMetrics stores a metric batch from an agent identified by its client
+// certificate through Options.MetricsFunc (without one it is accepted and
+// dropped).
+func (g *grpcServer) ReportMetrics(ctx context.Context, b *agentv1.MetricsBatch) (*agentv1.Ack, error) {
+	ag, err := g.identifyUnary(ctx)
+	if err != nil {
 		return nil, err
+	}
+	if g.svc.metricsFunc != nil {
+		if err := g.svc.metricsFunc(ctx, MetricsBatch{AgentID: ag.ID, WorkspaceID: ag.WorkspaceID, Batch: b}); err != nil {
+			g.hub.logger.ErrorContext(ctx, "agents: store metrics", "agent_id", ag.ID, "error", err)
+			return nil, status.Error(codes.Internal, "store metrics")
+		}
 	}
 	return &agentv1.Ack{Success: true}, nil
 }

@@ -79,6 +79,8 @@ type Hub struct {
 	conns   map[uuid.UUID]*conn
 	waiters map[uuid.UUID]chan struct{}
 	stopped bool
+	// acme are the ACME challenges this replica waits for (acme.go).
+	acme acmeWaiters
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -208,6 +210,8 @@ func (h *Hub) dispatch(ctx context.Context, channel, payload string) {
 			if n.CommandID != nil {
 				h.commandFinished(*n.CommandID)
 			}
+		case OpACMEChallenge, OpACMEStatus:
+			h.acmeNotice(n)
 		case OpConnected:
 			h.mu.Lock()
 			c := h.conns[n.AgentID]

@@ -51,22 +51,26 @@ const TokenPrefix = "nxmesh_agent_"
 // module's tables: agents and their tokens, registration ACLs, commands, and
 // what agents report over gRPC (session.go).
 type Service struct {
-	db         *gorm.DB
-	logger     *slog.Logger
-	vh         *vhosts.Service
-	certs      *certs.Service
-	ca         *CA
-	hub        *Hub
-	events     app.Publisher
-	logsFunc   LogsFunc
-	heartbeat  time.Duration
-	publicAddr string
+	db          *gorm.DB
+	logger      *slog.Logger
+	vh          *vhosts.Service
+	certs       *certs.Service
+	ca          *CA
+	hub         *Hub
+	events      app.Publisher
+	logsFunc    LogsFunc
+	metricsFunc MetricsFunc
+	heartbeat   time.Duration
+	publicAddr  string
 	// clock is d.Clock; tests move it through app.Deps.Clock.
 	clock app.Clock
 	// reloadTimeout bounds how long Reload waits for the agent's answer.
 	reloadTimeout time.Duration
 	// maxMessageBytes is grpc.max_message_bytes (delivery.go).
 	maxMessageBytes int
+	// acmeTimeout bounds how long PresentHTTP01 waits for the agents
+	// (defaultACMETimeout when zero).
+	acmeTimeout time.Duration
 }
 
 // NewService returns the service over d.DB, with this replica's hub (see
@@ -85,7 +89,7 @@ func NewService(d app.Deps, opts Options) *Service {
 	}
 	s := &Service{
 		db: d.DB, logger: d.Logger, clock: d.Clock, vh: opts.VHosts, certs: opts.Certs, ca: opts.CA,
-		events: d.Events, logsFunc: opts.LogsFunc,
+		events: d.Events, logsFunc: opts.LogsFunc, metricsFunc: opts.MetricsFunc,
 		heartbeat: heartbeat, publicAddr: PublicAddr(cfg), reloadTimeout: defaultReloadTimeout,
 		maxMessageBytes: maxBytes,
 	}
@@ -159,6 +163,8 @@ type AgentNotice struct {
 	CommandID *uuid.UUID `json:"command_id,omitempty"`
 	Replica   string     `json:"replica,omitempty"`
 	StreamID  *uuid.UUID `json:"stream_id,omitempty"`
+	// ACME is the challenge (OpACMEChallenge) or the answer (OpACMEStatus).
+	ACME *ACMENotice `json:"acme,omitempty"`
 }
 
 // notify sends n on NotifyChannel in tx (delivered only if tx commits).

@@ -48,16 +48,16 @@ const (
 	uiCommandsShown  = 10
 )
 
-// uiPages holds the admin handlers; nav builds the workspace navigation (the
-// orgs module's Shell).
-type uiPages struct {
+// pages holds the admin handlers: the service and the shared navigation and
+// permission checks of the admin.
+type pages struct {
 	svc *Service
-	nav *orgs.Module
+	ui  *app.Pages
 }
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &uiPages{svc: m.svc, nav: m.nav}
+	p := &pages{svc: m.svc, ui: m.pages}
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	agent := ScopeAgent(m.db, "id")
 	ui.Get("/workspaces/:id/agents", app.Require(ObjAgent, authz.Read, ws),
@@ -89,24 +89,6 @@ func uiStreamURL(ws uuid.UUID) string {
 		"workspace_id": {ws.String()},
 		"events":       {"agent.*,config.*,health.*"},
 	}.Encode()
-}
-
-// shell is the layout of a page of the workspace in the request's scope, with
-// an Agents tab.
-func (p *uiPages) shell(c *fiber.Ctx, title string) (views.Shell, error) {
-	scope := app.ScopeOf(c)
-	s, err := p.nav.Shell(c, title, scope.OrgID, scope.WorkspaceID, "")
-	if err != nil {
-		return s, err
-	}
-	s.AddSections(views.WorkspaceSections(scope.WorkspaceID, views.SectionAgents))
-	return s, nil
-}
-
-// uiAllowed reports whether role may act on object by the module's policies;
-// pages hide what the guard would refuse.
-func uiAllowed(role, object, action string) bool {
-	return slices.Contains(policies(), authz.Policy{Role: role, Object: object, Action: action})
 }
 
 // uiFragmentFor reports whether c is htmx refreshing the element with id target.
@@ -291,9 +273,9 @@ type uiListState struct {
 	shown  *uiShownToken
 }
 
-func (p *uiPages) list(c *fiber.Ctx) error { return p.renderList(c, http.StatusOK, uiListState{}) }
+func (p *pages) list(c *fiber.Ctx) error { return p.renderList(c, http.StatusOK, uiListState{}) }
 
-func (p *uiPages) renderList(c *fiber.Ctx, status int, st uiListState) error {
+func (p *pages) renderList(c *fiber.Ctx, status int, st uiListState) error {
 	ws := app.ScopeOf(c).WorkspaceID
 	page, err := app.ParsePage(c)
 	if err != nil {
@@ -337,12 +319,12 @@ func (p *uiPages) renderList(c *fiber.Ctx, status int, st uiListState) error {
 		Create:      st.create,
 		Shown:       st.shown,
 		Now:         time.Now(),
-		CanWrite:    uiAllowed(app.RoleOf(c), ObjAgent, authz.Write),
+		CanWrite:    p.ui.Allowed(c, ObjAgent, authz.Write),
 	}
 	if uiFragmentFor(c, uiListTarget) {
 		return views.Render(c, status, uiAgentTable(d))
 	}
-	shell, err := p.shell(c, "Agents")
+	shell, err := p.ui.Shell(c, "Agents", views.SectionAgents)
 	if err != nil {
 		return err
 	}
@@ -350,7 +332,7 @@ func (p *uiPages) renderList(c *fiber.Ctx, status int, st uiListState) error {
 	return views.Page(c, status, shell, uiListPage(d))
 }
 
-func (p *uiPages) create(c *fiber.Ctx) error {
+func (p *pages) create(c *fiber.Ctx) error {
 	ws := app.ScopeOf(c).WorkspaceID
 	vals := uiFormValues(c, "name", "labels", "expires_in_hours")
 	fail := func(err error) error {
@@ -396,9 +378,9 @@ type uiAgentState struct {
 	shown    *uiShownToken
 }
 
-func (p *uiPages) show(c *fiber.Ctx) error { return p.renderAgent(c, http.StatusOK, uiAgentState{}) }
+func (p *pages) show(c *fiber.Ctx) error { return p.renderAgent(c, http.StatusOK, uiAgentState{}) }
 
-func (p *uiPages) renderAgent(c *fiber.Ctx, status int, st uiAgentState) error {
+func (p *pages) renderAgent(c *fiber.Ctx, status int, st uiAgentState) error {
 	ctx := app.Ctx(c)
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
@@ -418,16 +400,15 @@ func (p *uiPages) renderAgent(c *fiber.Ctx, status int, st uiAgentState) error {
 			st.settings.Values["auto_restart"] = "on"
 		}
 	}
-	role := app.RoleOf(c)
 	d := uiAgentData{
 		Agent:    a,
 		Commands: cmds,
 		Settings: st.settings,
 		Shown:    st.shown,
 		Now:      time.Now(),
-		CanWrite: uiAllowed(role, ObjAgent, authz.Write),
-		CanAct:   uiAllowed(role, ObjCommand, authz.Write),
-		CanDel:   uiAllowed(role, ObjAgent, authz.Delete),
+		CanWrite: p.ui.Allowed(c, ObjAgent, authz.Write),
+		CanAct:   p.ui.Allowed(c, ObjCommand, authz.Write),
+		CanDel:   p.ui.Allowed(c, ObjAgent, authz.Delete),
 	}
 	for _, cmd := range cmds {
 		if cmd.Status == CommandPending || cmd.Status == CommandSent {
@@ -440,7 +421,7 @@ func (p *uiPages) renderAgent(c *fiber.Ctx, status int, st uiAgentState) error {
 	case uiFragmentFor(c, uiCommandsTarget):
 		return views.Render(c, status, uiAgentCommands(d))
 	}
-	shell, err := p.shell(c, a.Name)
+	shell, err := p.ui.Shell(c, a.Name, views.SectionAgents)
 	if err != nil {
 		return err
 	}
@@ -448,7 +429,7 @@ func (p *uiPages) renderAgent(c *fiber.Ctx, status int, st uiAgentState) error {
 	return views.Page(c, status, shell, uiAgentPage(d))
 }
 
-func (p *uiPages) update(c *fiber.Ctx) error {
+func (p *pages) update(c *fiber.Ctx) error {
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return ErrAgentNotFound
@@ -493,7 +474,7 @@ func uiFlashError(c *fiber.Ctx, id uuid.UUID, err error) error {
 	return views.SeeOther(c, uiAgentPath(id))
 }
 
-func (p *uiPages) reload(c *fiber.Ctx) error {
+func (p *pages) reload(c *fiber.Ctx) error {
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return ErrAgentNotFound
@@ -523,7 +504,7 @@ var uiCommands = map[string]string{
 	CommandGetStatus:      "Get status",
 }
 
-func (p *uiPages) command(c *fiber.Ctx) error {
+func (p *pages) command(c *fiber.Ctx) error {
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return ErrAgentNotFound
@@ -540,7 +521,7 @@ func (p *uiPages) command(c *fiber.Ctx) error {
 	return views.SeeOther(c, uiAgentPath(id))
 }
 
-func (p *uiPages) newToken(c *fiber.Ctx) error {
+func (p *pages) newToken(c *fiber.Ctx) error {
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return ErrAgentNotFound
@@ -560,7 +541,7 @@ func (p *uiPages) newToken(c *fiber.Ctx) error {
 	return p.renderAgent(c, http.StatusCreated, uiAgentState{shown: &uiShownToken{Name: a.Name, Token: tok, Reinstall: true}})
 }
 
-func (p *uiPages) delete(c *fiber.Ctx) error {
+func (p *pages) delete(c *fiber.Ctx) error {
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return ErrAgentNotFound

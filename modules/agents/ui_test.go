@@ -100,7 +100,7 @@ func (b *bundle) agentRowByName(t *testing.T, name string) agentRow {
 	return r
 }
 
-func TestUI(t *testing.T) {
+func TestUI_Agents(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 

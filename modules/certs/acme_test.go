@@ -26,7 +26,7 @@ import (
 // acmeLab is a real Pebble ACME server, with pebble-challtestsrv as the DNS
 // server it queries (every name resolves to 127.0.0.1), and a fake fleet: an
 // in-process HTTP server on Pebble's HTTP-01 port standing in for the agents'
-// nginx (the end-to-end path through real agents is the agents module's test).
+// nginx (the path through a real agent and its nginx is e2e.TestFleetACMEHTTP01).
 type acmeLab struct {
 	dirURL, caFile string
 	mu             sync.Mutex

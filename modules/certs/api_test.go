@@ -3,6 +3,7 @@ package certs_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/x509"
@@ -244,6 +245,29 @@ func TestAPI_Certificates(t *testing.T) {
 		}
 		if n := nb.countRows(t, "certificates", "workspace_id = ?", ws); n != 0 {
 			t.Fatalf("%d certificates stored after a refused request", n)
+		}
+	})
+
+	t.Run("RefusesHTTP01ForANameNoPlainHostServes", func(t *testing.T) {
+		t.Parallel()
+		nb := setupWith(t, nil, func(o *certs.Options) {
+			o.ServedFunc = func(_ context.Context, _ uuid.UUID, domain string) (bool, error) {
+				return domain == "api.example.com", nil
+			}
+		})
+		ws := nb.newWorkspace(t)
+		status, resp := nb.as(t, "operator", http.MethodPost, "/v1/workspaces/"+ws.String()+"/certificates",
+			map[string]any{"domain": "api.example.com", "san": []string{"www.example.com"}, "provider": "letsencrypt"})
+		if status != http.StatusUnprocessableEntity || !strings.Contains(string(resp), `"field":"domain"`) || !strings.Contains(string(resp), "www.example.com") {
+			t.Fatalf("http-01 for a name no plain host serves: %d %s, want 422 naming domain and www.example.com", status, resp)
+		}
+		if n := nb.countRows(t, "certificates", "workspace_id = ?", ws); n != 0 {
+			t.Fatalf("%d certificates stored after a refused request", n)
+		}
+		status, resp = nb.as(t, "operator", http.MethodPost, "/v1/workspaces/"+ws.String()+"/certificates",
+			map[string]any{"domain": "api.example.com", "provider": "letsencrypt"})
+		if status != http.StatusAccepted {
+			t.Fatalf("http-01 for a served name: %d %s", status, resp)
 		}
 	})
 

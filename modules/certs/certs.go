@@ -42,7 +42,6 @@ import (
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/authz"
-	"github.com/nxmesh/nxmesh/modules/orgs"
 )
 
 // ChangeFunc is called inside the transaction of every change to a workspace's
@@ -74,7 +73,6 @@ type Options struct {
 type Module struct {
 	d   app.Deps
 	svc *Service
-	nav *orgs.Module
 }
 
 var _ app.Module = (*Module)(nil)
@@ -82,11 +80,7 @@ var _ app.Module = (*Module)(nil)
 // New builds the module. The error is always nil: the module loads nothing
 // when it is built.
 func New(d app.Deps, opts Options) (*Module, error) {
-	nav, err := orgs.New(d, orgs.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return &Module{d: d, svc: NewService(d, opts), nav: nav}, nil
+	return &Module{d: d, svc: NewService(d, opts)}, nil
 }
 
 // Service returns the module's service (for other modules and the admin pages).

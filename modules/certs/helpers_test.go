@@ -181,6 +181,7 @@ func setupWith(t *testing.T, mutate func(*app.Config), opts func(*certs.Options)
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,
+		Nav:             orgsMod.Shell,
 	}); err != nil {
 		t.Fatalf("mount: %v", err)
 	}

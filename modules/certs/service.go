@@ -386,6 +386,19 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 	return nil
 }
 
+// users lists the virtual hosts and streams using the certificate with id
+// (UsageFunc), as Delete would name them; none without a UsageFunc.
+func (s *Service) users(ctx context.Context, id uuid.UUID) ([]string, error) {
+	if s.usage == nil {
+		return nil, nil
+	}
+	users, err := s.usage(ctx, s.db.WithContext(ctx), id)
+	if err != nil {
+		return nil, fmt.Errorf("find users of certificate %s: %w", id, err)
+	}
+	return users, nil
+}
+
 // RefreshStatuses stores the status each certificate with material has now:
 // active → expiring within ExpiringWindow of its expiry → expired after it. Each
 // change gets an audit row (actor: the master). ChangeFunc is not called: the

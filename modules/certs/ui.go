@@ -1,7 +1,6 @@
 package certs
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"math"
@@ -33,18 +32,16 @@ import (
 // and a failed upload renders the form again without the private key (it
 // must be pasted or chosen again).
 
-// pages holds the admin handlers; nav builds the workspace navigation (the
-// orgs module's Shell).
+// pages holds the admin handlers: the service and the shared navigation and
+// permission checks of the admin.
 type pages struct {
 	svc *Service
-	nav *orgs.Module
-	// perm decides what the pages offer, as the route guard decides.
-	perm *app.Pages
+	ui  *app.Pages
 }
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &pages{svc: m.svc, nav: m.nav, perm: m.d.Pages}
+	p := &pages{svc: m.svc, ui: m.d.Pages}
 	ws := orgs.ScopeWorkspace(m.d.DB, "id")
 	cert := ScopeCertificate(m.d.DB, "id")
 	ui.Get("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Read, ws),
@@ -66,17 +63,6 @@ func (m *Module) mountUI(ui *app.Router) {
 func uiListPath(ws uuid.UUID) string   { return "/workspaces/" + ws.String() + "/certificates" }
 func uiPath(id uuid.UUID) string       { return "/certificates/" + id.String() }
 func uiDeletePath(id uuid.UUID) string { return uiPath(id) + "/delete" }
-
-// shell is the layout of a page of the workspace in the request's scope.
-func (p *pages) shell(c *fiber.Ctx, title string) (views.Shell, error) {
-	scope := app.ScopeOf(c)
-	s, err := p.nav.Shell(c, title, scope.OrgID, scope.WorkspaceID, "")
-	if err != nil {
-		return s, err
-	}
-	s.AddSections(views.WorkspaceSections(scope.WorkspaceID, views.SectionCertificates))
-	return s, nil
-}
 
 func uiDate(t *time.Time) string {
 	if t == nil {
@@ -169,7 +155,7 @@ func (p *pages) list(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	shell, err := p.shell(c, "Certificates")
+	shell, err := p.ui.Shell(c, "Certificates", views.SectionCertificates)
 	if err != nil {
 		return err
 	}
@@ -178,8 +164,8 @@ func (p *pages) list(c *fiber.Ctx) error {
 		Certificates: list,
 		Pager:        views.NewPager(page, total, uiListPath(ws), nil),
 		Now:          p.svc.now(),
-		CanWrite:     p.perm.Allowed(c, ObjCertificate, authz.Write),
-		CanDelete:    p.perm.Allowed(c, ObjCertificate, authz.Delete),
+		CanWrite:     p.ui.Allowed(c, ObjCertificate, authz.Write),
+		CanDelete:    p.ui.Allowed(c, ObjCertificate, authz.Delete),
 	}
 	for _, cert := range list {
 		switch cert.Status {
@@ -212,14 +198,14 @@ func (p *pages) show(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	shell, err := p.shell(c, cert.Name)
+	shell, err := p.ui.Shell(c, cert.Name, views.SectionCertificates)
 	if err != nil {
 		return err
 	}
 	return views.Page(c, http.StatusOK, shell, showPage(showData{
 		Certificate: cert,
 		Now:         p.svc.now(),
-		CanDelete:   p.perm.Allowed(c, ObjCertificate, authz.Delete),
+		CanDelete:   p.ui.Allowed(c, ObjCertificate, authz.Delete),
 	}))
 }
 
@@ -246,7 +232,7 @@ func (p *pages) newForm(c *fiber.Ctx) error {
 }
 
 func (p *pages) renderForm(c *fiber.Ctx, status int, form views.Form) error {
-	shell, err := p.shell(c, "Upload a certificate")
+	shell, err := p.ui.Shell(c, "Upload a certificate", views.SectionCertificates)
 	if err != nil {
 		return err
 	}
@@ -323,7 +309,7 @@ func (p *pages) confirmDelete(c *fiber.Ctx) error {
 		return err
 	}
 	var form views.Form
-	users, err := p.users(app.Ctx(c), cert.ID)
+	users, err := p.svc.users(app.Ctx(c), cert.ID)
 	if err != nil {
 		return err
 	}
@@ -333,20 +319,8 @@ func (p *pages) confirmDelete(c *fiber.Ctx) error {
 	return p.renderConfirm(c, http.StatusOK, cert, form)
 }
 
-// users lists the virtual hosts and streams using the certificate (UsageFunc).
-func (p *pages) users(ctx context.Context, id uuid.UUID) ([]string, error) {
-	if p.svc.usage == nil {
-		return nil, nil
-	}
-	users, err := p.svc.usage(ctx, p.svc.db.WithContext(ctx), id)
-	if err != nil {
-		return nil, fmt.Errorf("find users of certificate %s: %w", id, err)
-	}
-	return users, nil
-}
-
 func (p *pages) renderConfirm(c *fiber.Ctx, status int, cert Certificate, form views.Form) error {
-	shell, err := p.shell(c, "Delete certificate")
+	shell, err := p.ui.Shell(c, "Delete certificate", views.SectionCertificates)
 	if err != nil {
 		return err
 	}

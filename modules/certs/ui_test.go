@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-func TestUILeft(t *testing.T) {
+func TestUI_Left(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -28,7 +28,7 @@ func TestUILeft(t *testing.T) {
 	}
 }
 
-func TestUIFingerprint(t *testing.T) {
+func TestUI_Fingerprint(t *testing.T) {
 	t.Parallel()
 	if got := uiFingerprint("0a1b2c"); got != "0A:1B:2C" {
 		t.Errorf("uiFingerprint = %q", got)

@@ -30,7 +30,8 @@ import (
 //  2. IngestConfig.Workers goroutines store the queued batches. For an
 //     access-log batch the partitions of its days are created first (see
 //     partitions.go); then one transaction inserts (agent, kind, batch_id)
-//     into log_batches and COPYs the rows. A batch id already there is a
+//     into log_batches, COPYs the rows and hands an access-log batch to
+//     Options.RollupFunc (the traffic rollups). A batch id already there is a
 //     redelivery: the transaction is rolled back and the batch acknowledged
 //     without storing it again. Each attempt has StoreTimeout; a failure is
 //     answered with success=false and the error.
@@ -124,6 +125,7 @@ type ingester struct {
 	queue   chan queued
 	metrics *ingestMetrics
 	live    *live
+	rollup  RollupFunc
 
 	mu      sync.Mutex
 	stopped bool
@@ -305,6 +307,11 @@ func (in *ingester) store(ctx context.Context, b agents.LogBatch) (lines []Line,
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{table}, columns, pgx.CopyFromRows(rows)); err != nil {
 			return fmt.Errorf("copy into %s: %w", table, err)
+		}
+		if b.Access != nil && in.rollup != nil {
+			if err := in.rollup(ctx, tx, b, now); err != nil {
+				return fmt.Errorf("roll up access logs: %w", err)
+			}
 		}
 		return nil
 	})

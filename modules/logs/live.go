@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,7 +41,7 @@ const (
 )
 
 // Line is one log line for the live tail: an access-log entry (Access set,
-// level "info", message the request line) or an error-log line.
+// level "INFO", message its combined-format summary) or an error-log line.
 type Line struct {
 	WorkspaceID uuid.UUID         `json:"w"`
 	OrgID       uuid.UUID         `json:"o"`
@@ -54,33 +55,51 @@ type Line struct {
 
 func (e *Entry) line(orgID uuid.UUID) Line {
 	cp := *e
-	return Line{WorkspaceID: e.workspaceID, OrgID: orgID, AgentID: e.AgentID, Level: "info",
-		Message: e.RequestLine(), Timestamp: e.Timestamp, Access: &cp}
+	return Line{WorkspaceID: e.workspaceID, OrgID: orgID, AgentID: e.AgentID, Level: "INFO",
+		Message: e.Summary(), Timestamp: e.Timestamp, Access: &cp}
 }
 
-// Data is the line as the WebSocket's "data": level, message, timestamp and,
-// for access lines, every access-log field.
+// Sources of live lines (data.source).
+const (
+	SourceAccess = "access"
+	SourceError  = "error"
+)
+
+// Data is the line as the WebSocket's and the SSE tail's "data": level
+// (upper case: INFO for access lines, nginx's severity for error lines),
+// message, timestamp, source ("access" or "error"), agent_id and, for access
+// lines, every access-log field, for error lines their fields.
 func (l Line) Data() map[string]any {
 	d := map[string]any{}
 	if l.Access != nil {
 		b, _ := json.Marshal(l.Access)
 		_ = json.Unmarshal(b, &d)
+		d["source"] = SourceAccess
 	} else {
-		d["agent_id"] = l.AgentID
+		d["source"] = SourceError
 		if len(l.Fields) > 0 {
 			d["fields"] = l.Fields
 		}
 	}
-	d["level"], d["message"], d["timestamp"] = l.Level, l.Message, l.Timestamp.String()
+	d["agent_id"] = l.AgentID
+	d["level"], d["message"], d["timestamp"] = strings.ToUpper(l.Level), l.Message, l.Timestamp.String()
 	return d
+}
+
+// liveMessage is a line as the WebSocket and SSE messages carry it.
+func liveMessage(l Line) []byte {
+	b, _ := json.Marshal(map[string]any{"type": "log", "data": l.Data()})
+	return b
 }
 
 // LiveFilter selects the lines a subscriber receives.
 type LiveFilter struct {
 	WorkspaceID uuid.UUID
 	AgentID     uuid.UUID
-	// AccessOnly skips error-log lines; Filter applies to access lines.
+	// AccessOnly skips error-log lines, ErrorsOnly access lines; Filter
+	// applies to access lines.
 	AccessOnly bool
+	ErrorsOnly bool
 	Filter     Filter
 }
 
@@ -94,7 +113,7 @@ func (f LiveFilter) matches(l *Line) bool {
 	if l.Access == nil {
 		return !f.AccessOnly
 	}
-	return f.Filter.Matches(l.Access)
+	return !f.ErrorsOnly && f.Filter.Matches(l.Access)
 }
 
 // Subscription receives live lines.
@@ -125,16 +144,20 @@ type live struct {
 	replica string
 	dropped prometheus.Counter
 	remote  chan []Line
+	// listening is closed once this replica LISTENs for the others' lines.
+	listening  chan struct{}
+	listenOnce sync.Once
 
-	mu   sync.Mutex
-	subs map[*Subscription]struct{}
+	mu      sync.Mutex
+	subs    map[*Subscription]struct{}
+	stopped bool
 }
 
 func newLive(pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) *live {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	l := &live{pool: pool, logger: logger, replica: hex.EncodeToString(b), subs: map[*Subscription]struct{}{},
-		remote: make(chan []Line, remoteQueue),
+		remote: make(chan []Line, remoteQueue), listening: make(chan struct{}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nxmesh_logs_live_dropped_lines_total", Help: "Live log lines not sent to a subscriber that fell behind, or not sent to other replicas.",
 		})}
@@ -148,8 +171,14 @@ func newLive(pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer)
 func (l *live) Subscribe(f LiveFilter) *Subscription {
 	s := &Subscription{l: l, filter: f, C: make(chan Line, SubscriberBuffer), done: make(chan struct{})}
 	l.mu.Lock()
-	l.subs[s] = struct{}{}
+	stopped := l.stopped
+	if !stopped {
+		l.subs[s] = struct{}{}
+	}
 	l.mu.Unlock()
+	if stopped {
+		s.Close()
+	}
 	return s
 }
 
@@ -203,6 +232,7 @@ func (l *live) run(ctx context.Context) {
 	go func() { defer wg.Done(); l.listenLoop(ctx) }()
 	wg.Wait()
 	l.mu.Lock()
+	l.stopped = true
 	subs := make([]*Subscription, 0, len(l.subs))
 	for s := range l.subs {
 		subs = append(subs, s)
@@ -304,6 +334,7 @@ func (l *live) listen(ctx context.Context) bool {
 	if _, err := conn.Exec(ctx, "LISTEN "+LiveChannel); err != nil {
 		return false
 	}
+	l.listenOnce.Do(func() { close(l.listening) })
 	defer func() {
 		// The connection goes back to the pool: stop listening first.
 		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -3,20 +3,27 @@
 // daily partitions, exactly once per batch), serves them
 // (GET /v1/workspaces/:id/access-logs, GET /v1/agents/:id/error-logs),
 // keeps them for logs.retention or a workspace's shorter retention
-// (partitions.go, jobs.go) and tails them live (live.go).
+// (partitions.go, jobs.go) and tails them live (live.go): the WebSocket
+// GET /v1/ws/logs/:agent_id (socket.go), the SSE tails and the NDJSON export
+// (stream.go), and the admin's Logs page of a workspace (ui.go).
 //
 // # Wiring (main.go)
 //
-//	logsMod, err := logs.New(d, logs.Options{})
+//	logsMod, err := logs.New(d, logs.Options{RollupFunc: metricsMod.Rollup, Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
 //	agents.Options{LogsFunc: logsMod.Ingest}
 //	// app.Run runs logsMod.Run (ingest workers and the live tail) until shutdown
 package logs
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"google.golang.org/grpc"
 	"gorm.io/gorm"
@@ -32,14 +39,45 @@ import (
 type Options struct {
 	// Ingest sizes the ingest queue and its batches (zero: defaults).
 	Ingest IngestConfig
+	// Authenticate returns the caller of a token sent in the first message of
+	// the live-log WebSocket (an access token or an API key), or an error
+	// wrapping app.ErrUnauthorized for a bad one. main.go wires the auth
+	// module's AuthenticateToken; without it every socket is refused.
+	Authenticate func(ctx context.Context, token string) (*app.Principal, error)
+	// Role returns a user's role in scope ("" when not a member), as the
+	// route guard's (the orgs module's Role). The socket, which
+	// authenticates after the upgrade, checks its caller with it.
+	Role func(ctx context.Context, userID uuid.UUID, s app.Scope) (string, error)
+	// RollupFunc, when set, is called for every access-log batch inside the
+	// transaction that stores it, after its batch id was recorded (so never
+	// for a redelivery); an error rolls the batch back and refuses it. The
+	// metrics module counts its traffic rollups here.
+	RollupFunc RollupFunc
 }
+
+// RollupFunc sees an access-log batch in the transaction tx that stores it;
+// now is the time the batch's entries without a timestamp are stored with.
+type RollupFunc func(ctx context.Context, tx pgx.Tx, b agents.LogBatch, now time.Time) error
 
 // Module is the logs module.
 type Module struct {
-	db  *gorm.DB
-	svc *Service
-	in  *ingester
-	lv  *live
+	db     *gorm.DB
+	svc    *Service
+	in     *ingester
+	lv     *live
+	logger *slog.Logger
+	authz  *authz.Enforcer
+	opts   Options
+	pages  *app.Pages
+	// recheck is how often a live socket or stream authenticates its caller
+	// again (liveRecheck; tests shorten it).
+	recheck time.Duration
+	// exports bounds the NDJSON exports running at once (each holds a
+	// database connection).
+	exports chan struct{}
+
+	runMu  sync.Mutex
+	runCtx context.Context
 }
 
 var _ app.Module = (*Module)(nil)
@@ -49,7 +87,11 @@ var _ app.Module = (*Module)(nil)
 func New(d app.Deps, opts Options) (*Module, error) {
 	svc := NewService(d, opts)
 	lv := newLive(d.Pool, d.Logger, d.Metrics)
-	return &Module{db: d.DB, svc: svc, lv: lv, in: newIngester(svc, opts.Ingest, d.Metrics, lv)}, nil
+	in := newIngester(svc, opts.Ingest, d.Metrics, lv)
+	in.rollup = opts.RollupFunc
+	return &Module{db: d.DB, svc: svc, lv: lv, in: in,
+		logger: d.Logger, authz: d.Authz, opts: opts, pages: d.Pages, recheck: liveRecheck,
+		exports: make(chan struct{}, maxExports)}, nil
 }
 
 // Service returns the module's service.
@@ -60,6 +102,9 @@ func (m *Module) Ingest(_ context.Context, b agents.LogBatch) { _ = m.in.submit(
 
 // Run stores queued batches and runs the live tail until ctx ends.
 func (m *Module) Run(ctx context.Context) error {
+	m.runMu.Lock()
+	m.runCtx = ctx
+	m.runMu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); m.in.run(ctx) }()
@@ -85,13 +130,21 @@ func (m *Module) Routes(r app.Routers) {
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	ag := agents.ScopeAgent(m.db, "id")
 	r.API.Get("/workspaces/:id/access-logs", app.Require(ObjLog, authz.Read, ws),
-		app.Doc{Summary: "Query a workspace's access logs, newest first (keyset pagination with cursor)", Response: Entry{}, Query: QueryParamNames},
+		app.Doc{Summary: "Query a workspace's access logs, newest first (keyset pagination with cursor); " +
+			"format=ndjson streams every matching entry, one JSON object a line", Response: Entry{}, Query: append(slices.Clip(QueryParamNames), "format")},
 		func(c *fiber.Ctx) error {
 			q, err := ParseQuery(func(n string) string { return c.Query(n) }, m.svc.now())
 			if err != nil {
 				return err
 			}
 			q.WorkspaceID = app.ScopeOf(c).WorkspaceID
+			switch c.Query("format") {
+			case "", "json":
+			case "ndjson":
+				return m.exportNDJSON(c, q)
+			default:
+				return app.Invalid("format", app.FieldInvalidValue, `must be "json" or "ndjson"`)
+			}
 			page, err := m.svc.AccessLogs(app.Ctx(c), q)
 			if err != nil {
 				return err
@@ -115,6 +168,28 @@ func (m *Module) Routes(r app.Routers) {
 			}
 			return c.JSON(page)
 		})
+	r.API.Get("/workspaces/:id/logs/stream", app.Require(ObjLog, authz.Read, ws),
+		app.Doc{Summary: "Live access-log and error-log lines of a workspace as Server-Sent Events (event: log); " +
+			"the access-log filters apply to access lines, source=access|error selects one kind; send Accept: text/event-stream",
+			Query: append(slices.Clip(tailParamNames), "source")},
+		func(c *fiber.Ctx) error {
+			f, err := parseLiveFilter(func(n string) string { return c.Query(n) }, m.svc.now())
+			if err != nil {
+				return err
+			}
+			return m.serveTail(c, f, liveMessage)
+		})
+	r.API.Get("/agents/:id/logs/stream", app.Require(ObjLog, authz.Read, ag),
+		app.Doc{Summary: "Live access-log and error-log lines of an agent as Server-Sent Events (event: log), the WebSocket's data; send Accept: text/event-stream"},
+		func(c *fiber.Ctx) error {
+			id, err := app.ParamUUID(c, "id")
+			if err != nil {
+				return err
+			}
+			return m.serveTail(c, LiveFilter{AgentID: id}, liveMessage)
+		})
+	mountSocket(m, r.API)
+	m.mountUI(r.UI)
 	r.API.Get("/workspaces/:id/logs/settings", app.Require(ObjSettings, authz.Read, ws),
 		app.Doc{Summary: "A workspace's log retention", Response: Settings{}},
 		func(c *fiber.Ctx) error {
@@ -137,4 +212,15 @@ func (m *Module) Routes(r app.Routers) {
 			}
 			return c.JSON(s)
 		})
+}
+
+// baseContext is Run's context (exports end with it), or Background before
+// Run.
+func (m *Module) baseContext() context.Context {
+	m.runMu.Lock()
+	defer m.runMu.Unlock()
+	if m.runCtx == nil {
+		return context.Background()
+	}
+	return m.runCtx
 }

@@ -1,6 +1,8 @@
 package logs
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -77,6 +79,43 @@ func (e *Entry) RequestLine() string {
 		s += " " + e.Protocol
 	}
 	return s
+}
+
+// clfTime is nginx's $time_local layout.
+const clfTime = "02/Jan/2006:15:04:05 -0700"
+
+// Summary is the entry as one line of nginx's combined log format, followed
+// by the host and the response time:
+//
+//	10.0.0.1 - - [02/Mar/2026:10:30:00 +0000] "GET /x HTTP/1.1" 500 123 "-" "curl/8.5" host=api.example.com rt=0.150
+//
+// and for TCP/UDP sessions the stream log's shape:
+//
+//	10.0.0.1 [02/Mar/2026:10:30:00 +0000] TCP 200 sent=123 received=45 upstream=10.0.0.2:5432 time=1.250
+func (e *Entry) Summary() string {
+	ts := e.Timestamp.UTC().Format(clfTime)
+	if e.Kind == KindTCP || e.Kind == KindUDP {
+		s := fmt.Sprintf("%s [%s] %s %d sent=%d received=%d", dash(e.RemoteAddr), ts, strings.ToUpper(e.Kind), e.Status, e.BytesSent, e.RequestLength)
+		if e.UpstreamAddr != "" {
+			s += " upstream=" + e.UpstreamAddr
+		}
+		return s + fmt.Sprintf(" time=%.3f", e.ResponseTimeMs/1000)
+	}
+	return fmt.Sprintf(`%s - - [%s] "%s" %d %d "%s" "%s" host=%s rt=%.3f`, dash(e.RemoteAddr), ts, quoted(e.RequestLine()),
+		e.Status, e.BodyBytesSent, quoted(dash(e.Referer)), quoted(dash(e.UserAgent)), dash(e.Host), e.ResponseTimeMs/1000)
+}
+
+// dash is s, or nginx's "-" for an empty value.
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// quoted escapes what would end a quoted field, as nginx writes it.
+func quoted(s string) string {
+	return strings.NewReplacer(`"`, `\x22`, `\`, `\x5C`, "\n", `\x0A`, "\r", `\x0D`).Replace(s)
 }
 
 // ErrorLine is one nginx error-log line of an agent.

@@ -52,6 +52,7 @@ func setupWith(t *testing.T, mutate func(*app.Config)) *bundle {
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            mod.Service().Role,
+		Nav:             mod.Shell,
 	})
 	if err != nil {
 		t.Fatalf("mount: %v", err)

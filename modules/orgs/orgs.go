@@ -63,8 +63,9 @@ type Options struct {
 
 // Module is the orgs module.
 type Module struct {
-	db  *gorm.DB
-	svc *Service
+	db    *gorm.DB
+	svc   *Service
+	pages *app.Pages
 }
 
 var _ app.Module = (*Module)(nil)
@@ -72,7 +73,7 @@ var _ app.Module = (*Module)(nil)
 // New builds the module. The error is always nil: the module loads nothing
 // when it is built.
 func New(d app.Deps, opts Options) (*Module, error) {
-	return &Module{db: d.DB, svc: NewService(d, opts)}, nil
+	return &Module{db: d.DB, svc: NewService(d, opts), pages: d.Pages}, nil
 }
 
 // Service returns the module's service (for main.go's wiring and the admin pages).

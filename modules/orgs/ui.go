@@ -42,44 +42,56 @@ const (
 // navLimit bounds the entries of each switcher.
 const navLimit = 50
 
+// pages holds the admin handlers: the service and the shared navigation and
+// permission checks of the admin.
+type pages struct {
+	svc *Service
+	ui  *app.Pages
+}
+
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
+	p := &pages{svc: m.svc, ui: m.pages}
 	org := ScopeOrg(m.db, "id")
 	ws := ScopeWorkspace(m.db, "id")
 
-	ui.Get("/", app.Authenticated(), app.Doc{Summary: "Admin home: the first organization, or the organizations page"}, m.uiHome)
-	ui.Get("/orgs", app.Authenticated(), app.Doc{Summary: "Organizations page"}, m.uiOrganizations)
-	ui.Post("/orgs", app.Authenticated(), app.Doc{Summary: "Create an organization (form)"}, m.uiCreateOrganization)
-	ui.Get("/orgs/:id", app.Require(ObjOrganization, authz.Read, org), app.Doc{Summary: "An organization's landing page"}, m.uiOrganization)
+	ui.Get("/", app.Authenticated(), app.Doc{Summary: "Admin home: the first organization, or the organizations page"}, p.uiHome)
+	ui.Get("/orgs", app.Authenticated(), app.Doc{Summary: "Organizations page"}, p.uiOrganizations)
+	ui.Post("/orgs", app.Authenticated(), app.Doc{Summary: "Create an organization (form)"}, p.uiCreateOrganization)
+	ui.Get("/orgs/:id", app.Require(ObjOrganization, authz.Read, org), app.Doc{Summary: "An organization's landing page"}, p.uiOrganization)
 
-	ui.Get("/orgs/:id/workspaces", app.Require(ObjWorkspace, authz.Read, org), app.Doc{Summary: "Workspaces page"}, m.uiWorkspaces)
-	ui.Post("/orgs/:id/workspaces", app.Require(ObjWorkspace, authz.Write, org), app.Doc{Summary: "Create a workspace (form)"}, m.uiCreateWorkspace)
-	ui.Get("/workspaces/:id", app.Require(ObjWorkspace, authz.Read, ws), app.Doc{Summary: "Workspace overview page"}, m.uiWorkspace)
-	ui.Post("/workspaces/:id/rename", app.Require(ObjWorkspace, authz.Write, ws), app.Doc{Summary: "Rename a workspace (form)"}, m.uiRenameWorkspace)
-	ui.Post("/workspaces/:id/delete", app.Require(ObjWorkspace, authz.Delete, ws), app.Doc{Summary: "Delete a workspace (form)"}, m.uiDeleteWorkspace)
+	ui.Get("/orgs/:id/workspaces", app.Require(ObjWorkspace, authz.Read, org), app.Doc{Summary: "Workspaces page"}, p.uiWorkspaces)
+	ui.Post("/orgs/:id/workspaces", app.Require(ObjWorkspace, authz.Write, org), app.Doc{Summary: "Create a workspace (form)"}, p.uiCreateWorkspace)
+	ui.Get("/workspaces/:id", app.Require(ObjWorkspace, authz.Read, ws), app.Doc{Summary: "Workspace overview page"}, p.uiWorkspace)
+	ui.Post("/workspaces/:id/rename", app.Require(ObjWorkspace, authz.Write, ws), app.Doc{Summary: "Rename a workspace (form)"}, p.uiRenameWorkspace)
+	ui.Post("/workspaces/:id/delete", app.Require(ObjWorkspace, authz.Delete, ws), app.Doc{Summary: "Delete a workspace (form)"}, p.uiDeleteWorkspace)
 
-	ui.Get("/orgs/:id/members", app.Require(ObjMember, authz.Read, org), app.Doc{Summary: "Members page"}, m.uiMembers)
-	ui.Post("/orgs/:id/members", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Invite a member (form)"}, m.uiAddMember)
-	ui.Post("/orgs/:id/invitations/:invitation_id/revoke", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Revoke a pending invitation (form)"}, m.uiRevokeInvitation)
-	ui.Post("/invitations/:id/accept", app.Authenticated(), app.Doc{Summary: "Accept one of the caller's invitations (form)"}, m.uiAcceptInvitation)
-	ui.Post("/invitations/:id/decline", app.Authenticated(), app.Doc{Summary: "Decline one of the caller's invitations (form)"}, m.uiDeclineInvitation)
-	ui.Post("/orgs/:id/members/:user_id/role", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Change a member's role (form)"}, m.uiChangeRole)
-	ui.Post("/orgs/:id/members/:user_id/remove", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Remove a member (form)"}, m.uiRemoveMember)
+	ui.Get("/orgs/:id/members", app.Require(ObjMember, authz.Read, org), app.Doc{Summary: "Members page"}, p.uiMembers)
+	ui.Post("/orgs/:id/members", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Invite a member (form)"}, p.uiAddMember)
+	ui.Post("/orgs/:id/invitations/:invitation_id/revoke", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Revoke a pending invitation (form)"}, p.uiRevokeInvitation)
+	ui.Post("/invitations/:id/accept", app.Authenticated(), app.Doc{Summary: "Accept one of the caller's invitations (form)"}, p.uiAcceptInvitation)
+	ui.Post("/invitations/:id/decline", app.Authenticated(), app.Doc{Summary: "Decline one of the caller's invitations (form)"}, p.uiDeclineInvitation)
+	ui.Post("/orgs/:id/members/:user_id/role", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Change a member's role (form)"}, p.uiChangeRole)
+	ui.Post("/orgs/:id/members/:user_id/remove", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Remove a member (form)"}, p.uiRemoveMember)
 
-	ui.Get("/orgs/:id/api-keys", app.Require(ObjAPIKey, authz.Read, org), app.Doc{Summary: "API keys page"}, m.uiAPIKeys)
-	ui.Post("/orgs/:id/api-keys", app.Require(ObjAPIKey, authz.Write, org), app.Doc{Summary: "Create an API key (form; shows the key once)"}, m.uiCreateAPIKey)
-	ui.Post("/orgs/:id/api-keys/:key_id/revoke", app.Require(ObjAPIKey, authz.Delete, org), app.Doc{Summary: "Revoke an API key (form)"}, m.uiRevokeAPIKey)
-	ui.Post("/orgs/:id/api-keys/:key_id/rotate", app.Require(ObjAPIKey, authz.Write, org), app.Doc{Summary: "Rotate an API key (form; shows the new key once)"}, m.uiRotateAPIKey)
+	ui.Get("/orgs/:id/api-keys", app.Require(ObjAPIKey, authz.Read, org), app.Doc{Summary: "API keys page"}, p.uiAPIKeys)
+	ui.Post("/orgs/:id/api-keys", app.Require(ObjAPIKey, authz.Write, org), app.Doc{Summary: "Create an API key (form; shows the key once)"}, p.uiCreateAPIKey)
+	ui.Post("/orgs/:id/api-keys/:key_id/revoke", app.Require(ObjAPIKey, authz.Delete, org), app.Doc{Summary: "Revoke an API key (form)"}, p.uiRevokeAPIKey)
+	ui.Post("/orgs/:id/api-keys/:key_id/rotate", app.Require(ObjAPIKey, authz.Write, org), app.Doc{Summary: "Rotate an API key (form; shows the new key once)"}, p.uiRotateAPIKey)
 
-	ui.Get("/orgs/:id/audit", app.Require(ObjAudit, authz.Read, org), app.Doc{Summary: "Audit log page", Query: []string{"page", "per_page", "actor", "object_type", "workspace_id"}}, m.uiAudit)
+	ui.Get("/orgs/:id/audit", app.Require(ObjAudit, authz.Read, org), app.Doc{Summary: "Audit log page", Query: []string{"page", "per_page", "actor", "object_type", "workspace_id"}}, p.uiAudit)
 }
 
 // ---- Shell and helpers ----
 
+var _ app.NavFunc = (*Module)(nil).Shell
+
 // Shell builds the layout around a page of organization orgID (uuid.Nil: none)
 // and workspace wsID (uuid.Nil: none): the user, the CSRF token, the switchers
-// and the section tabs, with section marked current. Pages of other modules in a
-// workspace use it too, so every page shares one navigation.
+// and the section tabs, with section marked current. It is the admin's
+// navigation (an app.NavFunc): main.go hands it to app.Wiring.Nav, and every
+// module's pages reach it through app.Pages.Shell, so every page shares one
+// navigation.
 func (m *Module) Shell(c *fiber.Ctx, title string, orgID, wsID uuid.UUID, section string) (views.Shell, error) {
 	ctx := app.Ctx(c)
 	p := app.Caller(c)
@@ -120,7 +132,6 @@ func (m *Module) Shell(c *fiber.Ctx, title string, orgID, wsID uuid.UUID, sectio
 		}
 		s.Nav.Workspace = &views.Link{Label: w.Name, Href: uiWorkspacePath(w.ID), Active: true}
 	}
-	role := app.RoleOf(c)
 	if wsID != uuid.Nil {
 		s.Nav.Sections = append([]views.Link{
 			{Label: "Overview", Href: uiWorkspacePath(wsID), Active: section == SectionOverview},
@@ -128,7 +139,7 @@ func (m *Module) Shell(c *fiber.Ctx, title string, orgID, wsID uuid.UUID, sectio
 		return s, nil
 	}
 	add := func(label, href, key, object string) {
-		if uiAllowed(role, object, authz.Read) {
+		if m.pages.Allowed(c, object, authz.Read) {
 			s.Nav.Sections = append(s.Nav.Sections, views.Link{Label: label, Href: href, Active: section == key})
 		}
 	}
@@ -137,17 +148,6 @@ func (m *Module) Shell(c *fiber.Ctx, title string, orgID, wsID uuid.UUID, sectio
 	add("API keys", uiOrgPath(orgID)+"/api-keys", SectionAPIKeys, ObjAPIKey)
 	add("Audit log", uiOrgPath(orgID)+"/audit", SectionAudit, ObjAudit)
 	return s, nil
-}
-
-// allowed reports whether role may act on object by this module's default
-// policies; pages use it to hide forms the guard would refuse anyway.
-func uiAllowed(role, object, action string) bool {
-	for _, p := range policies() {
-		if p.Role == role && p.Object == object && p.Action == action {
-			return true
-		}
-	}
-	return false
 }
 
 func uiOrgPath(id uuid.UUID) string       { return "/orgs/" + id.String() }
@@ -226,8 +226,8 @@ var uiRoleOptions = []views.Option{
 
 // ---- Home and organizations ----
 
-func (m *Module) uiHome(c *fiber.Ctx) error {
-	orgs, _, err := m.svc.ListOrganizations(app.Ctx(c), app.Caller(c), app.Page{Page: 1, PerPage: 1})
+func (p *pages) uiHome(c *fiber.Ctx) error {
+	orgs, _, err := p.svc.ListOrganizations(app.Ctx(c), app.Caller(c), app.Page{Page: 1, PerPage: 1})
 	if err != nil {
 		return err
 	}
@@ -237,49 +237,49 @@ func (m *Module) uiHome(c *fiber.Ctx) error {
 	return c.Redirect(uiOrgPath(orgs[0].ID)+"/workspaces", http.StatusSeeOther)
 }
 
-func (m *Module) uiOrganization(c *fiber.Ctx) error {
+func (p *pages) uiOrganization(c *fiber.Ctx) error {
 	return c.Redirect(uiOrgPath(app.ScopeOf(c).OrgID)+"/workspaces", http.StatusSeeOther)
 }
 
-func (m *Module) uiOrganizations(c *fiber.Ctx) error {
-	return m.renderOrganizations(c, http.StatusOK, views.Form{})
+func (p *pages) uiOrganizations(c *fiber.Ctx) error {
+	return p.renderOrganizations(c, http.StatusOK, views.Form{})
 }
 
-func (m *Module) renderOrganizations(c *fiber.Ctx, status int, form views.Form) error {
+func (p *pages) renderOrganizations(c *fiber.Ctx, status int, form views.Form) error {
 	page, err := app.ParsePage(c)
 	if err != nil {
 		return err
 	}
-	orgs, total, err := m.svc.ListOrganizations(app.Ctx(c), app.Caller(c), page)
+	orgs, total, err := p.svc.ListOrganizations(app.Ctx(c), app.Caller(c), page)
 	if err != nil {
 		return err
 	}
-	invs, _, err := m.svc.ListMyInvitations(app.Ctx(c), app.Page{Page: 1, PerPage: app.MaxPerPage})
+	invs, _, err := p.svc.ListMyInvitations(app.Ctx(c), app.Page{Page: 1, PerPage: app.MaxPerPage})
 	if err != nil {
 		return err
 	}
-	shell, err := m.Shell(c, "Organizations", uuid.Nil, uuid.Nil, "")
+	shell, err := p.ui.Shell(c, "Organizations", "")
 	if err != nil {
 		return err
 	}
-	p := app.Caller(c)
+	caller := app.Caller(c)
 	return views.Page(c, status, shell, organizationsPage(organizationsData{
 		Invitations: invs,
 		Orgs:        orgs,
 		Pager:       views.NewPager(page, total, "/orgs", nil),
 		Form:        form,
 		CSRF:        shell.CSRF,
-		CanCreate:   p != nil && p.APIKey == nil,
+		CanCreate:   caller != nil && caller.APIKey == nil,
 	}))
 }
 
-func (m *Module) uiCreateOrganization(c *fiber.Ctx) error {
+func (p *pages) uiCreateOrganization(c *fiber.Ctx) error {
 	vals := uiFormValues(c, "name", "slug")
 	slug := strings.TrimSpace(vals["slug"])
 	if slug == "" {
 		slug = uiSlugify(vals["name"])
 	}
-	org, err := m.svc.CreateOrganization(app.Ctx(c), CreateOrganizationParams{
+	org, err := p.svc.CreateOrganization(app.Ctx(c), CreateOrganizationParams{
 		Name: vals["name"], Slug: slug, OwnerID: app.Caller(c).UserID,
 	})
 	if err != nil {
@@ -287,7 +287,7 @@ func (m *Module) uiCreateOrganization(c *fiber.Ctx) error {
 		if !ok {
 			return err
 		}
-		return m.renderOrganizations(c, status, form)
+		return p.renderOrganizations(c, status, form)
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Organization %q created.", org.Name)})
 	return views.SeeOther(c, uiOrgPath(org.ID)+"/workspaces")
@@ -301,25 +301,24 @@ type workspacesState struct {
 	renameID uuid.UUID
 }
 
-func (m *Module) uiWorkspaces(c *fiber.Ctx) error {
-	return m.renderWorkspaces(c, http.StatusOK, workspacesState{})
+func (p *pages) uiWorkspaces(c *fiber.Ctx) error {
+	return p.renderWorkspaces(c, http.StatusOK, workspacesState{})
 }
 
-func (m *Module) renderWorkspaces(c *fiber.Ctx, status int, st workspacesState) error {
+func (p *pages) renderWorkspaces(c *fiber.Ctx, status int, st workspacesState) error {
 	orgID := app.ScopeOf(c).OrgID
 	page, err := app.ParsePage(c)
 	if err != nil {
 		return err
 	}
-	wss, total, err := m.svc.ListWorkspaces(app.Ctx(c), orgID, page)
+	wss, total, err := p.svc.ListWorkspaces(app.Ctx(c), orgID, page)
 	if err != nil {
 		return err
 	}
-	shell, err := m.Shell(c, "Workspaces", orgID, uuid.Nil, SectionWorkspaces)
+	shell, err := p.ui.Shell(c, "Workspaces", SectionWorkspaces)
 	if err != nil {
 		return err
 	}
-	role := app.RoleOf(c)
 	return views.Page(c, status, shell, workspacesPage(workspacesData{
 		OrgID:      orgID,
 		Workspaces: wss,
@@ -328,66 +327,66 @@ func (m *Module) renderWorkspaces(c *fiber.Ctx, status int, st workspacesState) 
 		Rename:     st.rename,
 		RenameID:   st.renameID,
 		CSRF:       shell.CSRF,
-		CanWrite:   uiAllowed(role, ObjWorkspace, authz.Write),
-		CanDelete:  uiAllowed(role, ObjWorkspace, authz.Delete),
+		CanWrite:   p.ui.Allowed(c, ObjWorkspace, authz.Write),
+		CanDelete:  p.ui.Allowed(c, ObjWorkspace, authz.Delete),
 	}))
 }
 
-func (m *Module) uiCreateWorkspace(c *fiber.Ctx) error {
+func (p *pages) uiCreateWorkspace(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
 	vals := uiFormValues(c, "name", "slug")
 	slug := strings.TrimSpace(vals["slug"])
 	if slug == "" {
 		slug = uiSlugify(vals["name"])
 	}
-	ws, err := m.svc.CreateWorkspace(app.Ctx(c), CreateWorkspaceParams{OrgID: orgID, Name: vals["name"], Slug: slug})
+	ws, err := p.svc.CreateWorkspace(app.Ctx(c), CreateWorkspaceParams{OrgID: orgID, Name: vals["name"], Slug: slug})
 	if err != nil {
 		form, status, ok := views.FormFromError(err, vals, "name", "slug")
 		if !ok {
 			return err
 		}
-		return m.renderWorkspaces(c, status, workspacesState{create: form})
+		return p.renderWorkspaces(c, status, workspacesState{create: form})
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Workspace %q created.", ws.Name)})
 	return views.SeeOther(c, uiOrgPath(orgID)+"/workspaces")
 }
 
-func (m *Module) uiRenameWorkspace(c *fiber.Ctx) error {
+func (p *pages) uiRenameWorkspace(c *fiber.Ctx) error {
 	scope := app.ScopeOf(c)
 	vals := uiFormValues(c, "name")
 	name := vals["name"]
-	ws, err := m.svc.UpdateWorkspace(app.Ctx(c), scope.WorkspaceID, UpdateWorkspaceParams{Name: &name})
+	ws, err := p.svc.UpdateWorkspace(app.Ctx(c), scope.WorkspaceID, UpdateWorkspaceParams{Name: &name})
 	if err != nil {
 		form, status, ok := views.FormFromError(err, vals, "name")
 		if !ok {
 			return err
 		}
-		return m.renderWorkspaces(c, status, workspacesState{rename: form, renameID: scope.WorkspaceID})
+		return p.renderWorkspaces(c, status, workspacesState{rename: form, renameID: scope.WorkspaceID})
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Workspace renamed to %q.", ws.Name)})
 	return views.SeeOther(c, uiOrgPath(scope.OrgID)+"/workspaces")
 }
 
-func (m *Module) uiDeleteWorkspace(c *fiber.Ctx) error {
+func (p *pages) uiDeleteWorkspace(c *fiber.Ctx) error {
 	scope := app.ScopeOf(c)
-	ws, err := m.svc.GetWorkspace(app.Ctx(c), scope.WorkspaceID)
+	ws, err := p.svc.GetWorkspace(app.Ctx(c), scope.WorkspaceID)
 	if err != nil {
 		return err
 	}
-	if err := m.svc.DeleteWorkspace(app.Ctx(c), scope.WorkspaceID); err != nil {
+	if err := p.svc.DeleteWorkspace(app.Ctx(c), scope.WorkspaceID); err != nil {
 		return err
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Workspace %q deleted.", ws.Name)})
 	return views.SeeOther(c, uiOrgPath(scope.OrgID)+"/workspaces")
 }
 
-func (m *Module) uiWorkspace(c *fiber.Ctx) error {
+func (p *pages) uiWorkspace(c *fiber.Ctx) error {
 	scope := app.ScopeOf(c)
-	ws, err := m.svc.GetWorkspace(app.Ctx(c), scope.WorkspaceID)
+	ws, err := p.svc.GetWorkspace(app.Ctx(c), scope.WorkspaceID)
 	if err != nil {
 		return err
 	}
-	shell, err := m.Shell(c, ws.Name, scope.OrgID, ws.ID, SectionOverview)
+	shell, err := p.ui.Shell(c, ws.Name, SectionOverview)
 	if err != nil {
 		return err
 	}
@@ -402,32 +401,31 @@ type membersState struct {
 	roleOf uuid.UUID
 }
 
-func (m *Module) uiMembers(c *fiber.Ctx) error {
-	return m.renderMembers(c, http.StatusOK, membersState{})
+func (p *pages) uiMembers(c *fiber.Ctx) error {
+	return p.renderMembers(c, http.StatusOK, membersState{})
 }
 
-func (m *Module) renderMembers(c *fiber.Ctx, status int, st membersState) error {
+func (p *pages) renderMembers(c *fiber.Ctx, status int, st membersState) error {
 	orgID := app.ScopeOf(c).OrgID
 	page, err := app.ParsePage(c)
 	if err != nil {
 		return err
 	}
-	members, total, err := m.svc.ListMembers(app.Ctx(c), orgID, page)
+	members, total, err := p.svc.ListMembers(app.Ctx(c), orgID, page)
 	if err != nil {
 		return err
 	}
-	invs, _, err := m.svc.ListInvitations(app.Ctx(c), orgID, app.Page{Page: 1, PerPage: app.MaxPerPage})
+	invs, _, err := p.svc.ListInvitations(app.Ctx(c), orgID, app.Page{Page: 1, PerPage: app.MaxPerPage})
 	if err != nil {
 		return err
 	}
-	shell, err := m.Shell(c, "Members", orgID, uuid.Nil, SectionMembers)
+	shell, err := p.ui.Shell(c, "Members", SectionMembers)
 	if err != nil {
 		return err
 	}
 	if st.add.Values == nil {
 		st.add.Values = map[string]string{"role": authz.RoleViewer}
 	}
-	role := app.RoleOf(c)
 	return views.Page(c, status, shell, membersPage(membersData{
 		OrgID:       orgID,
 		Members:     members,
@@ -437,111 +435,111 @@ func (m *Module) renderMembers(c *fiber.Ctx, status int, st membersState) error 
 		Role:        st.role,
 		RoleOf:      st.roleOf,
 		CSRF:        shell.CSRF,
-		CanWrite:    uiAllowed(role, ObjMember, authz.Write),
-		CanDelete:   uiAllowed(role, ObjMember, authz.Delete),
+		CanWrite:    p.ui.Allowed(c, ObjMember, authz.Write),
+		CanDelete:   p.ui.Allowed(c, ObjMember, authz.Delete),
 	}))
 }
 
-func (m *Module) uiAddMember(c *fiber.Ctx) error {
+func (p *pages) uiAddMember(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
 	vals := uiFormValues(c, "email", "role")
-	inv, err := m.svc.InviteMember(app.Ctx(c), AddMemberParams{OrgID: orgID, Email: vals["email"], Role: vals["role"]})
+	inv, err := p.svc.InviteMember(app.Ctx(c), AddMemberParams{OrgID: orgID, Email: vals["email"], Role: vals["role"]})
 	if err != nil {
 		form, status, ok := views.FormFromError(err, vals, "email", "role")
 		if !ok {
 			return err
 		}
-		return m.renderMembers(c, status, membersState{add: form})
+		return p.renderMembers(c, status, membersState{add: form})
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s invited as %s; they become a member when they accept.", inv.Email, inv.Role)})
 	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
 }
 
-func (m *Module) uiRevokeInvitation(c *fiber.Ctx) error {
+func (p *pages) uiRevokeInvitation(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
 	id, err := app.ParamUUID(c, "invitation_id")
 	if err != nil {
 		return ErrInvitationNotFound
 	}
-	if err := m.svc.RevokeInvitation(app.Ctx(c), orgID, id); err != nil {
+	if err := p.svc.RevokeInvitation(app.Ctx(c), orgID, id); err != nil {
 		form, status, ok := views.FormFromError(err, nil)
 		if !ok {
 			return err
 		}
-		return m.renderMembers(c, status, membersState{add: form})
+		return p.renderMembers(c, status, membersState{add: form})
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: "Invitation revoked."})
 	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
 }
 
-func (m *Module) uiAcceptInvitation(c *fiber.Ctx) error {
+func (p *pages) uiAcceptInvitation(c *fiber.Ctx) error {
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return ErrInvitationNotFound
 	}
-	inv, err := m.svc.AcceptInvitation(app.Ctx(c), id)
+	inv, err := p.svc.AcceptInvitation(app.Ctx(c), id)
 	if err != nil {
 		form, status, ok := views.FormFromError(err, nil)
 		if !ok {
 			return err
 		}
-		return m.renderOrganizations(c, status, form)
+		return p.renderOrganizations(c, status, form)
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("You joined %q as %s.", inv.OrganizationName, inv.Role)})
 	return views.SeeOther(c, uiOrgPath(inv.OrganizationID)+"/workspaces")
 }
 
-func (m *Module) uiDeclineInvitation(c *fiber.Ctx) error {
+func (p *pages) uiDeclineInvitation(c *fiber.Ctx) error {
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return ErrInvitationNotFound
 	}
-	if err := m.svc.DeclineInvitation(app.Ctx(c), id); err != nil {
+	if err := p.svc.DeclineInvitation(app.Ctx(c), id); err != nil {
 		form, status, ok := views.FormFromError(err, nil)
 		if !ok {
 			return err
 		}
-		return m.renderOrganizations(c, status, form)
+		return p.renderOrganizations(c, status, form)
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashInfo, Message: "Invitation declined."})
 	return views.SeeOther(c, "/orgs")
 }
 
-func (m *Module) uiChangeRole(c *fiber.Ctx) error {
+func (p *pages) uiChangeRole(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
 	userID, err := app.ParamUUID(c, "user_id")
 	if err != nil {
 		return ErrMemberNotFound
 	}
 	vals := uiFormValues(c, "role")
-	mem, err := m.svc.UpdateMember(app.Ctx(c), UpdateMemberParams{OrgID: orgID, UserID: userID, Role: vals["role"]})
+	mem, err := p.svc.UpdateMember(app.Ctx(c), UpdateMemberParams{OrgID: orgID, UserID: userID, Role: vals["role"]})
 	if err != nil {
 		form, status, ok := views.FormFromError(err, vals, "role")
 		if !ok {
 			return err
 		}
-		return m.renderMembers(c, status, membersState{role: form, roleOf: userID})
+		return p.renderMembers(c, status, membersState{role: form, roleOf: userID})
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s is now %s.", mem.Email, mem.Role)})
 	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
 }
 
-func (m *Module) uiRemoveMember(c *fiber.Ctx) error {
+func (p *pages) uiRemoveMember(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
 	userID, err := app.ParamUUID(c, "user_id")
 	if err != nil {
 		return ErrMemberNotFound
 	}
-	mem, err := m.svc.GetMember(app.Ctx(c), orgID, userID)
+	mem, err := p.svc.GetMember(app.Ctx(c), orgID, userID)
 	if err != nil {
 		return err
 	}
-	if err := m.svc.RemoveMember(app.Ctx(c), orgID, userID); err != nil {
+	if err := p.svc.RemoveMember(app.Ctx(c), orgID, userID); err != nil {
 		form, status, ok := views.FormFromError(err, nil)
 		if !ok {
 			return err
 		}
-		return m.renderMembers(c, status, membersState{role: form, roleOf: userID})
+		return p.renderMembers(c, status, membersState{role: form, roleOf: userID})
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s removed from the organization.", mem.Email)})
 	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
@@ -552,7 +550,7 @@ func (m *Module) uiRemoveMember(c *fiber.Ctx) error {
 // auditObjectTypes are offered in the filter; any other type can be typed in.
 var auditObjectTypes = []string{ObjectOrganization, ObjectWorkspace, ObjectMember, "apikey", "user"}
 
-func (m *Module) uiAudit(c *fiber.Ctx) error {
+func (p *pages) uiAudit(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
 	ctx := app.Ctx(c)
 	vals := map[string]string{"actor": c.Query("actor"), "object_type": c.Query("object_type")}
@@ -573,11 +571,11 @@ func (m *Module) uiAudit(c *fiber.Ctx) error {
 	var entries []AuditEntry
 	var total int64
 	if status == http.StatusOK {
-		if entries, total, err = m.svc.ListAudit(ctx, f, page); err != nil {
+		if entries, total, err = p.svc.ListAudit(ctx, f, page); err != nil {
 			return err
 		}
 	}
-	members, _, err := m.svc.ListMembers(ctx, orgID, app.Page{Page: 1, PerPage: app.MaxPerPage})
+	members, _, err := p.svc.ListMembers(ctx, orgID, app.Page{Page: 1, PerPage: app.MaxPerPage})
 	if err != nil {
 		return err
 	}
@@ -592,7 +590,7 @@ func (m *Module) uiAudit(c *fiber.Ctx) error {
 	if t := vals["object_type"]; t != "" && !uiContains(auditObjectTypes, t) {
 		types = append(types, views.Option{Value: t, Label: t})
 	}
-	shell, err := m.Shell(c, "Audit log", orgID, uuid.Nil, SectionAudit)
+	shell, err := p.ui.Shell(c, "Audit log", SectionAudit)
 	if err != nil {
 		return err
 	}
@@ -637,22 +635,22 @@ type shownKey struct {
 	Rotated bool
 }
 
-func (m *Module) uiAPIKeys(c *fiber.Ctx) error {
-	return m.renderAPIKeys(c, http.StatusOK, apiKeysState{})
+func (p *pages) uiAPIKeys(c *fiber.Ctx) error {
+	return p.renderAPIKeys(c, http.StatusOK, apiKeysState{})
 }
 
-func (m *Module) renderAPIKeys(c *fiber.Ctx, status int, st apiKeysState) error {
+func (p *pages) renderAPIKeys(c *fiber.Ctx, status int, st apiKeysState) error {
 	orgID := app.ScopeOf(c).OrgID
 	ctx := app.Ctx(c)
 	page, err := app.ParsePage(c)
 	if err != nil {
 		return err
 	}
-	keys, total, err := m.svc.ListAPIKeys(ctx, orgID, page)
+	keys, total, err := p.svc.ListAPIKeys(ctx, orgID, page)
 	if err != nil {
 		return err
 	}
-	wss, _, err := m.svc.ListWorkspaces(ctx, orgID, app.Page{Page: 1, PerPage: app.MaxPerPage})
+	wss, _, err := p.svc.ListWorkspaces(ctx, orgID, app.Page{Page: 1, PerPage: app.MaxPerPage})
 	if err != nil {
 		return err
 	}
@@ -662,7 +660,7 @@ func (m *Module) renderAPIKeys(c *fiber.Ctx, status int, st apiKeysState) error 
 		names[w.ID] = w.Name
 		scopes = append(scopes, views.Option{Value: w.ID.String(), Label: "Workspace: " + w.Name})
 	}
-	shell, err := m.Shell(c, "API keys", orgID, uuid.Nil, SectionAPIKeys)
+	shell, err := p.ui.Shell(c, "API keys", SectionAPIKeys)
 	if err != nil {
 		return err
 	}
@@ -670,7 +668,6 @@ func (m *Module) renderAPIKeys(c *fiber.Ctx, status int, st apiKeysState) error 
 	if st.create.Values == nil {
 		st.create.Values = map[string]string{"role": authz.RoleViewer}
 	}
-	role := app.RoleOf(c)
 	return views.Page(c, status, shell, apiKeysPage(apiKeysData{
 		OrgID:          orgID,
 		Keys:           keys,
@@ -681,12 +678,12 @@ func (m *Module) renderAPIKeys(c *fiber.Ctx, status int, st apiKeysState) error 
 		Shown:          st.shown,
 		CSRF:           shell.CSRF,
 		Now:            time.Now(),
-		CanWrite:       uiAllowed(role, ObjAPIKey, authz.Write),
-		CanDelete:      uiAllowed(role, ObjAPIKey, authz.Delete),
+		CanWrite:       p.ui.Allowed(c, ObjAPIKey, authz.Write),
+		CanDelete:      p.ui.Allowed(c, ObjAPIKey, authz.Delete),
 	}))
 }
 
-func (m *Module) uiCreateAPIKey(c *fiber.Ctx) error {
+func (p *pages) uiCreateAPIKey(c *fiber.Ctx) error {
 	scope := app.ScopeOf(c)
 	vals := uiFormValues(c, "name", "role", "workspace_id", "expires_at")
 	fail := func(err error) error {
@@ -694,62 +691,62 @@ func (m *Module) uiCreateAPIKey(c *fiber.Ctx) error {
 		if !ok {
 			return err
 		}
-		return m.renderAPIKeys(c, status, apiKeysState{create: form})
+		return p.renderAPIKeys(c, status, apiKeysState{create: form})
 	}
 	v := &app.Validator{}
-	p := CreateAPIKeyParams{OrgID: scope.OrgID, Name: vals["name"], Role: vals["role"], CreatedBy: app.Caller(c).UserID}
+	params := CreateAPIKeyParams{OrgID: scope.OrgID, Name: vals["name"], Role: vals["role"], CreatedBy: app.Caller(c).UserID}
 	if s := vals["workspace_id"]; s != "" {
 		id, err := uuid.Parse(s)
 		v.Check(err == nil, "workspace_id", app.FieldInvalidFormat, "must be a workspace of this organization")
-		p.WorkspaceID = id
+		params.WorkspaceID = id
 	}
 	if s := strings.TrimSpace(vals["expires_at"]); s != "" {
 		t, err := time.Parse(time.DateOnly, s)
 		v.Check(err == nil, "expires_at", app.FieldInvalidFormat, "must be a date (YYYY-MM-DD)")
-		p.ExpiresAt = &t
+		params.ExpiresAt = &t
 	}
 	if err := v.Err(); err != nil {
 		return fail(err)
 	}
-	key, err := m.svc.CreateAPIKey(app.Ctx(c), p)
+	key, err := p.svc.CreateAPIKey(app.Ctx(c), params)
 	if err != nil {
 		return fail(err)
 	}
-	return m.renderAPIKeys(c, http.StatusCreated, apiKeysState{shown: &shownKey{Name: key.Name, Secret: key.Key}})
+	return p.renderAPIKeys(c, http.StatusCreated, apiKeysState{shown: &shownKey{Name: key.Name, Secret: key.Key}})
 }
 
-func (m *Module) uiRevokeAPIKey(c *fiber.Ctx) error {
+func (p *pages) uiRevokeAPIKey(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
 	keyID, err := app.ParamUUID(c, "key_id")
 	if err != nil {
 		return auth.ErrAPIKeyNotFound
 	}
-	if err := m.svc.RevokeAPIKey(app.Ctx(c), orgID, keyID); err != nil {
+	if err := p.svc.RevokeAPIKey(app.Ctx(c), orgID, keyID); err != nil {
 		form, status, ok := views.FormFromError(err, nil)
 		if !ok {
 			return err
 		}
-		return m.renderAPIKeys(c, status, apiKeysState{flash: &views.Flash{Kind: views.FlashError, Message: form.Message}})
+		return p.renderAPIKeys(c, status, apiKeysState{flash: &views.Flash{Kind: views.FlashError, Message: form.Message}})
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: "API key revoked."})
 	return views.SeeOther(c, uiOrgPath(orgID)+"/api-keys")
 }
 
-func (m *Module) uiRotateAPIKey(c *fiber.Ctx) error {
+func (p *pages) uiRotateAPIKey(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
 	keyID, err := app.ParamUUID(c, "key_id")
 	if err != nil {
 		return auth.ErrAPIKeyNotFound
 	}
-	key, err := m.svc.RotateAPIKey(app.Ctx(c), orgID, keyID)
+	key, err := p.svc.RotateAPIKey(app.Ctx(c), orgID, keyID)
 	if err != nil {
 		form, status, ok := views.FormFromError(err, nil)
 		if !ok {
 			return err
 		}
-		return m.renderAPIKeys(c, status, apiKeysState{flash: &views.Flash{Kind: views.FlashError, Message: form.Message}})
+		return p.renderAPIKeys(c, status, apiKeysState{flash: &views.Flash{Kind: views.FlashError, Message: form.Message}})
 	}
-	return m.renderAPIKeys(c, http.StatusOK, apiKeysState{shown: &shownKey{Name: key.Name, Secret: key.Key, Rotated: true}})
+	return p.renderAPIKeys(c, http.StatusOK, apiKeysState{shown: &shownKey{Name: key.Name, Secret: key.Key, Rotated: true}})
 }
 
 // uiFirst returns the first non-empty string.

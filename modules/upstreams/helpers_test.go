@@ -124,6 +124,7 @@ func newEnv(t *testing.T) *env {
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,
+		Nav:             orgsMod.Shell,
 	})
 	if err != nil {
 		t.Fatalf("mount: %v", err)

@@ -336,6 +336,16 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 	})
 }
 
+// users lists the virtual hosts and streams using the upstream with id
+// (UsageFunc), as Delete would name them.
+func (s *Service) users(ctx context.Context, id uuid.UUID) ([]string, error) {
+	users, err := s.usage(ctx, s.db.WithContext(ctx), id)
+	if err != nil {
+		return nil, fmt.Errorf("find users of upstream %s: %w", id, err)
+	}
+	return users, nil
+}
+
 // ListAll returns every upstream of a workspace, sorted by name, read in tx
 // (the service's database when tx is nil). The configuration snapshot of a
 // workspace stores this list; its order depends on nothing but the names, so

@@ -1,7 +1,6 @@
 package upstreams
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -45,18 +44,16 @@ import (
 // dropped when the form is read, and rows are numbered from 0 again, which is
 // also how the service numbers its errors.
 
-// pages holds the admin handlers; nav builds the workspace navigation (the
-// orgs module's Shell).
+// pages holds the admin handlers: the service and the shared navigation and
+// permission checks of the admin.
 type pages struct {
 	svc *Service
-	nav *orgs.Module
-	// perm decides what the pages offer, as the route guard decides.
-	perm *app.Pages
+	ui  *app.Pages
 }
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &pages{svc: m.svc, nav: m.nav, perm: m.pages}
+	p := &pages{svc: m.svc, ui: m.pages}
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	up := ScopeUpstream(m.db, "id")
 	ui.Get("/workspaces/:id/upstreams", app.Require(ObjUpstream, authz.Read, ws),
@@ -84,17 +81,6 @@ func (m *Module) mountUI(ui *app.Router) {
 func uiListPath(ws uuid.UUID) string   { return "/workspaces/" + ws.String() + "/upstreams" }
 func uiPath(id uuid.UUID) string       { return "/upstreams/" + id.String() }
 func uiDeletePath(id uuid.UUID) string { return uiPath(id) + "/delete" }
-
-// shell is the layout of a page of the workspace in the request's scope.
-func (p *pages) shell(c *fiber.Ctx, title string) (views.Shell, error) {
-	scope := app.ScopeOf(c)
-	s, err := p.nav.Shell(c, title, scope.OrgID, scope.WorkspaceID, "")
-	if err != nil {
-		return s, err
-	}
-	s.AddSections(views.WorkspaceSections(scope.WorkspaceID, views.SectionUpstreams))
-	return s, nil
-}
 
 // uiAlgorithms are the algorithm choices. nginx's round robin already
 // honours server weights, so weighted_round_robin renders the same config;
@@ -364,7 +350,7 @@ func (p *pages) list(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	shell, err := p.shell(c, "Upstreams")
+	shell, err := p.ui.Shell(c, "Upstreams", views.SectionUpstreams)
 	if err != nil {
 		return err
 	}
@@ -372,8 +358,8 @@ func (p *pages) list(c *fiber.Ctx) error {
 		WorkspaceID: ws,
 		Upstreams:   ups,
 		Pager:       views.NewPager(page, total, uiListPath(ws), nil),
-		CanWrite:    p.perm.Allowed(c, ObjUpstream, authz.Write),
-		CanDelete:   p.perm.Allowed(c, ObjUpstream, authz.Delete),
+		CanWrite:    p.ui.Allowed(c, ObjUpstream, authz.Write),
+		CanDelete:   p.ui.Allowed(c, ObjUpstream, authz.Delete),
 	}))
 }
 
@@ -411,7 +397,7 @@ func (p *pages) renderForm(c *fiber.Ctx, status int, u *Upstream, form views.For
 	if u != nil {
 		title = u.Name
 	}
-	shell, err := p.shell(c, title)
+	shell, err := p.ui.Shell(c, title, views.SectionUpstreams)
 	if err != nil {
 		return err
 	}
@@ -428,8 +414,8 @@ func (p *pages) renderForm(c *fiber.Ctx, status int, u *Upstream, form views.For
 		Form:        form,
 		Servers:     servers,
 		CSRF:        shell.CSRF,
-		CanWrite:    p.perm.Allowed(c, ObjUpstream, authz.Write),
-		CanDelete:   u != nil && p.perm.Allowed(c, ObjUpstream, authz.Delete),
+		CanWrite:    p.ui.Allowed(c, ObjUpstream, authz.Write),
+		CanDelete:   u != nil && p.ui.Allowed(c, ObjUpstream, authz.Delete),
 	}))
 }
 
@@ -526,7 +512,7 @@ func (p *pages) confirmDelete(c *fiber.Ctx) error {
 		return err
 	}
 	var form views.Form
-	users, err := p.users(app.Ctx(c), u.ID)
+	users, err := p.svc.users(app.Ctx(c), u.ID)
 	if err != nil {
 		return err
 	}
@@ -536,17 +522,8 @@ func (p *pages) confirmDelete(c *fiber.Ctx) error {
 	return p.renderConfirm(c, http.StatusOK, u, form)
 }
 
-// users lists the virtual hosts and streams using the upstream (UsageFunc).
-func (p *pages) users(ctx context.Context, id uuid.UUID) ([]string, error) {
-	users, err := p.svc.usage(ctx, p.svc.db.WithContext(ctx), id)
-	if err != nil {
-		return nil, fmt.Errorf("find users of upstream %s: %w", id, err)
-	}
-	return users, nil
-}
-
 func (p *pages) renderConfirm(c *fiber.Ctx, status int, u Upstream, form views.Form) error {
-	shell, err := p.shell(c, "Delete upstream")
+	shell, err := p.ui.Shell(c, "Delete upstream", views.SectionUpstreams)
 	if err != nil {
 		return err
 	}

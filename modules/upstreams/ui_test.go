@@ -9,7 +9,7 @@ import (
 	"github.com/nxmesh/nxmesh/views"
 )
 
-func TestEditFormExplainsRoundRobin(t *testing.T) {
+func TestUI_EditFormExplainsRoundRobin(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
 	if err := editForm(formData{Form: views.Form{Values: map[string]string{}}}).Render(context.Background(), &buf); err != nil {

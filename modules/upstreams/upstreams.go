@@ -40,7 +40,6 @@ import (
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/authz"
-	"github.com/nxmesh/nxmesh/modules/orgs"
 )
 
 // Module is the upstreams module.
@@ -48,7 +47,6 @@ type Module struct {
 	db    *gorm.DB
 	svc   *Service
 	pages *app.Pages
-	nav   *orgs.Module
 }
 
 var _ app.Module = (*Module)(nil)
@@ -56,11 +54,7 @@ var _ app.Module = (*Module)(nil)
 // New builds the module. opts carries the functions of the vhosts module that
 // record configuration changes and report an upstream's users.
 func New(d app.Deps, opts Options) (*Module, error) {
-	nav, err := orgs.New(d, orgs.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return &Module{db: d.DB, svc: NewService(d, opts), pages: d.Pages, nav: nav}, nil
+	return &Module{db: d.DB, svc: NewService(d, opts), pages: d.Pages}, nil
 }
 
 // Service returns the module's service (for the vhosts module and the admin

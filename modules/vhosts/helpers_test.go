@@ -106,6 +106,7 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,
+		Nav:             orgsMod.Shell,
 	})
 	if err != nil {
 		t.Fatalf("mount: %v", err)

@@ -969,3 +969,15 @@ func users(vhs []vhostRow, sts []Stream) []string {
 	}
 	return out
 }
+
+// workspaceUpstreams returns every upstream of workspace ws, sorted by name:
+// the choices of the forms' upstream selects.
+func (s *Service) workspaceUpstreams(ctx context.Context, ws uuid.UUID) ([]upstreams.Upstream, error) {
+	return s.ups.ListAll(ctx, nil, ws)
+}
+
+// workspaceCertificates returns every certificate of workspace ws, by domain:
+// the choices of the forms' certificate selects.
+func (s *Service) workspaceCertificates(ctx context.Context, ws uuid.UUID) ([]certs.Certificate, error) {
+	return s.certs.ListAll(ctx, nil, ws)
+}

@@ -12,7 +12,7 @@ import (
 	"github.com/nxmesh/nxmesh/views"
 )
 
-func TestParseUnifiedDiff(t *testing.T) {
+func TestUI_ParseUnifiedDiff(t *testing.T) {
 	t.Parallel()
 	text, err := unifiedDiff(
 		map[string]string{
@@ -70,7 +70,7 @@ func TestParseUnifiedDiff(t *testing.T) {
 	})
 }
 
-func TestReadVhostForm(t *testing.T) {
+func TestUI_ReadVhostForm(t *testing.T) {
 	t.Parallel()
 	vals := map[string]string{
 		"name": "web", "server_name": "www.example.test", "listen_port": "8080", "ssl_enabled": "true",
@@ -125,7 +125,7 @@ func TestReadVhostForm(t *testing.T) {
 	})
 }
 
-func TestVhostFormDefaultServer(t *testing.T) {
+func TestUI_VhostFormDefaultServer(t *testing.T) {
 	t.Parallel()
 	t.Run("CheckboxSetsTheField", func(t *testing.T) {
 		t.Parallel()

@@ -148,14 +148,13 @@ import (
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/authz"
-	"github.com/nxmesh/nxmesh/modules/orgs"
 )
 
 // Module is the vhosts module.
 type Module struct {
-	db  *gorm.DB
-	svc *Service
-	nav *orgs.Module
+	db    *gorm.DB
+	svc   *Service
+	pages *app.Pages
 }
 
 var _ app.Module = (*Module)(nil)
@@ -164,11 +163,7 @@ var _ app.Module = (*Module)(nil)
 // upstreams, certs and agents modules). The error is always nil: the module
 // loads nothing when it is built.
 func New(d app.Deps, opts Options) (*Module, error) {
-	nav, err := orgs.New(d, orgs.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return &Module{db: d.DB, svc: NewService(d, opts), nav: nav}, nil
+	return &Module{db: d.DB, svc: NewService(d, opts), pages: d.Pages}, nil
 }
 
 // Service returns the module's service.

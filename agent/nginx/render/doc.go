@@ -115,6 +115,21 @@
 //     marked default on one port are an error. Options.NoDefaultServers
 //     leaves the rendered 404 servers out (for an nginx.conf that has its
 //     own default servers).
+//   - Options.ACMEChallengeDir (an agent-owned absolute directory) makes
+//     every plain-HTTP server answer ACME HTTP-01 challenges: virtual hosts
+//     without ssl_enabled, the HTTP-to-HTTPS redirect servers and the 404
+//     default servers of plain ports get "location ^~
+//     /.well-known/acme-challenge/ { default_type text/plain; alias
+//     <dir>/; try_files $uri =404; }", so a file <dir>/<token> is served
+//     and anything else under the prefix is 404. A server-level "return"
+//     (default servers, redirect servers, redirect_to hosts) moves into
+//     "location /", since it would answer before any location is chosen.
+//     In a virtual host the location adds "allow all" and "auth_basic
+//     off", and "limit_req_dry_run on" when the host has a rate limit, so
+//     that the host's access list, basic auth and rate limit do not stop
+//     the ACME server. A host with a location of exactly that prefix (no
+//     modifier or "^~") keeps its own, since nginx refuses duplicates.
+//     Server-level custom_directives are the operator's and still apply.
 //   - custom_directives (server, location) and
 //     GlobalSettings.nginx_directives (http.conf) are rendered sorted by
 //     name. The name must be a plain directive name ([a-z0-9_], starting

@@ -176,9 +176,10 @@ func (r *renderer) defaultServers(vhosts []vhostEntry) crossplane.Directives {
 		listen = append(listen, "default_server")
 		body := crossplane.Directives{dir("listen", listen...)}
 		if lp.ssl {
-			body = append(body, dir("ssl_reject_handshake", "on"))
+			body = append(body, dir("ssl_reject_handshake", "on"), dir("return", "404"))
+		} else {
+			body = r.withACME(nil, body, dir("return", "404"))
 		}
-		body = append(body, dir("return", "404"))
 		out = append(out, block("server", nil, r.withAccessLog("", body)))
 	}
 	return out
@@ -244,7 +245,7 @@ func (r *renderer) virtualHost(e vhostEntry) crossplane.Directives {
 		if len(names) > 0 {
 			redirect = append(redirect, dir("server_name", names...))
 		}
-		redirect = append(redirect, dir("return", "301", target))
+		redirect = r.withACME(nil, redirect, dir("return", "301", target))
 		out = append(out, block("server", nil, r.withAccessLog(vh.GetId(), redirect)))
 	}
 
@@ -300,8 +301,16 @@ func (r *renderer) virtualHost(e vhostEntry) crossplane.Directives {
 			r.fail(field+".redirect_code", "%d is not a redirect status (301, 302, 303, 307, 308)", code)
 		}
 		r.arg(field+".redirect_to", to)
-		body = append(body, dir("return", strconv.FormatUint(uint64(code), 10), strings.TrimSuffix(to, "/")+"$request_uri"))
+		ret := dir("return", strconv.FormatUint(uint64(code), 10), strings.TrimSuffix(to, "/")+"$request_uri")
+		if vh.GetSslEnabled() {
+			body = append(body, ret)
+		} else {
+			body = r.withACME(vh, body, ret)
+		}
 	} else {
+		if loc := r.acmeLocation(vh); loc != nil && !vh.GetSslEnabled() && !ownsACMEPath(vh) {
+			body = append(body, loc)
+		}
 		for i, loc := range vh.GetLocations() {
 			body = append(body, r.location(fmt.Sprintf("%s.locations[%d]", field, i), loc))
 		}

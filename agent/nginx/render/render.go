@@ -50,6 +50,14 @@ type Options struct {
 	// except the status server logs there in that format, with its
 	// virtual host (stream) id as a field. Empty renders no access_log.
 	AccessLog string
+	// ACMEChallengeDir, if set, is the absolute directory of the agent's
+	// ACME HTTP-01 challenge files: every plain-HTTP server (virtual hosts
+	// without ssl_enabled, the HTTP-to-HTTPS redirect servers and the 404
+	// default servers of plain ports) answers GET
+	// /.well-known/acme-challenge/<token> with the file <dir>/<token>
+	// (text/plain) and 404 for anything else under that prefix, before
+	// the host's redirects, access rules, basic auth and rate limit.
+	ACMEChallengeDir string
 }
 
 // ErrInvalidConfig is wrapped by every error Render returns for a
@@ -96,6 +104,7 @@ const wsConnectionVar = "$nxmesh_connection_upgrade"
 type renderer struct {
 	opts      Options
 	confDir   string
+	acmeDir   string
 	upstreams map[string]*agentv1.Upstream
 	certs     map[string]*agentv1.Certificate
 	usedCerts map[string]bool
@@ -157,6 +166,13 @@ func render(u *agentv1.ConfigUpdate, opts Options) (*output, error) {
 		if err := ValidateArg(opts.AccessLog); err != nil {
 			return nil, fmt.Errorf("%w: Options.AccessLog: %w", ErrInvalidConfig, err)
 		}
+	}
+	if opts.ACMEChallengeDir != "" {
+		d, err := checkACMEDir(opts.ACMEChallengeDir)
+		if err != nil {
+			return nil, err
+		}
+		r.acmeDir = d
 	}
 	if opts.StatusPort > 65535 {
 		return nil, fmt.Errorf("%w: Options.StatusPort %d out of range", ErrInvalidConfig, opts.StatusPort)

@@ -31,8 +31,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
+	"github.com/nxmesh/nxmesh/app/embedpg"
 )
 
 func main() {
@@ -60,7 +60,7 @@ func run(args []string, maxLifetime time.Duration) int {
 	defer signal.Stop(sigs)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	pg, err := app.StartEmbeddedPostgresWith(ctx, dir, nil, apptest.TestServerOptions)
+	pg, err := embedpg.StartWith(ctx, dir, nil, apptest.TestServerOptions)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "testpg: %v\n", err)

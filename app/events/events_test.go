@@ -1,4 +1,4 @@
-package app_test
+package events_test
 
 import (
 	"bufio"
@@ -24,6 +24,7 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/app/authz"
+	"github.com/nxmesh/nxmesh/app/events"
 )
 
 func TestMain(m *testing.M) { apptest.Main(m) }
@@ -142,7 +143,7 @@ func setupEvents(t *testing.T) *eventsBundle {
 }
 
 // publish commits ev through replica a.
-func (b *eventsBundle) publish(t *testing.T, ev app.Event) {
+func (b *eventsBundle) publish(t *testing.T, ev events.Event) {
 	t.Helper()
 	a := b.replicas[0]
 	err := a.Deps.DB.Transaction(func(tx *gorm.DB) error {
@@ -229,7 +230,7 @@ func TestEvents_WebSocket(t *testing.T) {
 		t.Parallel()
 		b := setupEvents(t)
 		c := b.dial(t, 1, "viewer", "")
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws1,
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws1,
 			Data: map[string]any{"agent_id": "a-1", "hostname": "web-01"}})
 		got := c.next(t)
 		if got.Type != "agent.connected" || got.Data["hostname"] != "web-01" || got.WorkspaceID != b.ws1.String() || got.OrgID != b.org1.String() {
@@ -247,7 +248,7 @@ func TestEvents_WebSocket(t *testing.T) {
 		a := b.replicas[0]
 		rollback := errors.New("rollback")
 		err := a.Deps.DB.Transaction(func(tx *gorm.DB) error {
-			if err := a.Deps.Events.Publish(context.Background(), tx, app.Event{Type: "agent.deleted", OrgID: b.org1}); err != nil {
+			if err := a.Deps.Events.Publish(context.Background(), tx, events.Event{Type: "agent.deleted", OrgID: b.org1}); err != nil {
 				return err
 			}
 			return rollback
@@ -255,7 +256,7 @@ func TestEvents_WebSocket(t *testing.T) {
 		if !errors.Is(err, rollback) {
 			t.Fatal(err)
 		}
-		b.publish(t, app.Event{Type: "marker.done", OrgID: b.org1})
+		b.publish(t, events.Event{Type: "marker.done", OrgID: b.org1})
 		c.expectOnly(t, "marker.done")
 	})
 
@@ -263,7 +264,7 @@ func TestEvents_WebSocket(t *testing.T) {
 		t.Parallel()
 		b := setupEvents(t)
 		c := b.dial(t, 0, "viewer", "")
-		if err := b.replicas[1].Deps.Events.Publish(context.Background(), nil, app.Event{Type: "health.alert", OrgID: b.org1}); err != nil {
+		if err := b.replicas[1].Deps.Events.Publish(context.Background(), nil, events.Event{Type: "health.alert", OrgID: b.org1}); err != nil {
 			t.Fatal(err)
 		}
 		c.expectOnly(t, "health.alert")
@@ -277,10 +278,10 @@ func TestEvents_WebSocket(t *testing.T) {
 		if reply.Type != "subscribed" || fmt.Sprint(reply.Data["events"]) != "[config.*]" {
 			t.Fatalf("reply %+v", reply)
 		}
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws1})
-		b.publish(t, app.Event{Type: "config.applied", OrgID: b.org1, WorkspaceID: b.ws2})
-		b.publish(t, app.Event{Type: "config.applied", OrgID: b.org1})
-		b.publish(t, app.Event{Type: "config.applied", OrgID: b.org1, WorkspaceID: b.ws1, Data: map[string]any{"version": 42}})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws1})
+		b.publish(t, events.Event{Type: "config.applied", OrgID: b.org1, WorkspaceID: b.ws2})
+		b.publish(t, events.Event{Type: "config.applied", OrgID: b.org1})
+		b.publish(t, events.Event{Type: "config.applied", OrgID: b.org1, WorkspaceID: b.ws1, Data: map[string]any{"version": 42}})
 		if got := c.expectOnly(t, "config.applied"); got.WorkspaceID != b.ws1.String() || got.Data["version"] != float64(42) {
 			t.Fatalf("got %+v", got)
 		}
@@ -291,13 +292,13 @@ func TestEvents_WebSocket(t *testing.T) {
 		if fmt.Sprint(reply.Data["events"]) != "[agent.*]" {
 			t.Fatalf("after unsubscribe: %+v", reply)
 		}
-		b.publish(t, app.Event{Type: "config.applied", OrgID: b.org1, WorkspaceID: b.ws1})
-		b.publish(t, app.Event{Type: "agent.disconnected", OrgID: b.org1, WorkspaceID: b.ws1})
+		b.publish(t, events.Event{Type: "config.applied", OrgID: b.org1, WorkspaceID: b.ws1})
+		b.publish(t, events.Event{Type: "agent.disconnected", OrgID: b.org1, WorkspaceID: b.ws1})
 		c.expectOnly(t, "agent.disconnected")
 
 		// Clearing the workspace filter.
 		c.send(t, `{"action":"subscribe","events":["agent.*"],"filter":{}}`)
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws2})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws2})
 		c.expectOnly(t, "agent.connected")
 	})
 
@@ -305,9 +306,9 @@ func TestEvents_WebSocket(t *testing.T) {
 		t.Parallel()
 		b := setupEvents(t)
 		c := b.dial(t, 0, "viewer", "events=health.*&workspace_id="+b.ws2.String())
-		b.publish(t, app.Event{Type: "health.alert", OrgID: b.org1, WorkspaceID: b.ws1})
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws2})
-		b.publish(t, app.Event{Type: "health.alert", OrgID: b.org1, WorkspaceID: b.ws2})
+		b.publish(t, events.Event{Type: "health.alert", OrgID: b.org1, WorkspaceID: b.ws1})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws2})
+		b.publish(t, events.Event{Type: "health.alert", OrgID: b.org1, WorkspaceID: b.ws2})
 		if got := c.expectOnly(t, "health.alert"); got.WorkspaceID != b.ws2.String() {
 			t.Fatalf("got %+v", got)
 		}
@@ -323,7 +324,7 @@ func TestEvents_WebSocket(t *testing.T) {
 				t.Fatalf("%s: reply %+v", msg, got)
 			}
 		}
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1})
 		c.expectOnly(t, "agent.connected") // still subscribed to everything
 	})
 
@@ -331,14 +332,14 @@ func TestEvents_WebSocket(t *testing.T) {
 		t.Parallel()
 		b := setupEvents(t)
 		c := b.dial(t, 1, "outsider", "")
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws1})
-		b.publish(t, app.Event{Type: "config.applied", OrgID: b.org1})
-		b.publish(t, app.Event{Type: "system.notice"}) // no organization: superadmins only
-		b.publish(t, app.Event{Type: "marker.done", OrgID: b.org2, WorkspaceID: b.ws3})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws1})
+		b.publish(t, events.Event{Type: "config.applied", OrgID: b.org1})
+		b.publish(t, events.Event{Type: "system.notice"}) // no organization: superadmins only
+		b.publish(t, events.Event{Type: "marker.done", OrgID: b.org2, WorkspaceID: b.ws3})
 		c.expectOnly(t, "marker.done")
 
 		super := b.dial(t, 1, "super", "")
-		b.publish(t, app.Event{Type: "system.notice"})
+		b.publish(t, events.Event{Type: "system.notice"})
 		super.expectOnly(t, "system.notice")
 	})
 
@@ -346,10 +347,10 @@ func TestEvents_WebSocket(t *testing.T) {
 		t.Parallel()
 		b := setupEvents(t)
 		c := b.dial(t, 1, "key", "")
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws2})
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1})
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org2, WorkspaceID: b.ws3})
-		b.publish(t, app.Event{Type: "marker.done", OrgID: b.org1, WorkspaceID: b.ws1})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws2})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org2, WorkspaceID: b.ws3})
+		b.publish(t, events.Event{Type: "marker.done", OrgID: b.org1, WorkspaceID: b.ws1})
 		c.expectOnly(t, "marker.done")
 	})
 
@@ -358,8 +359,8 @@ func TestEvents_WebSocket(t *testing.T) {
 		b := setupEvents(t)
 		viewer := b.dial(t, 0, "viewer", "")
 		operator := b.dial(t, 0, "operator", "")
-		b.publish(t, app.Event{Type: "secret.changed", OrgID: b.org1, Object: "evtest.secret"})
-		b.publish(t, app.Event{Type: "marker.done", OrgID: b.org1})
+		b.publish(t, events.Event{Type: "secret.changed", OrgID: b.org1, Object: "evtest.secret"})
+		b.publish(t, events.Event{Type: "marker.done", OrgID: b.org1})
 		operator.expectOnly(t, "secret.changed")
 		viewer.expectOnly(t, "marker.done")
 	})
@@ -416,7 +417,7 @@ func TestEvents_Publish(t *testing.T) {
 		t.Parallel()
 		b := setupEvents(t)
 		c := b.dial(t, 1, "viewer", "")
-		b.publish(t, app.Event{Type: "log.line", OrgID: b.org1, Data: map[string]any{
+		b.publish(t, events.Event{Type: "log.line", OrgID: b.org1, Data: map[string]any{
 			"agent_id": "a-1", "text": strings.Repeat("x", 20000),
 		}})
 		got := c.next(t)
@@ -429,7 +430,7 @@ func TestEvents_Publish(t *testing.T) {
 		t.Parallel()
 		b := setupEvents(t)
 		for _, typ := range []string{"", "Agent Connected", "agent..x", strings.Repeat("a", 101)} {
-			if err := b.replicas[0].Deps.Events.Publish(context.Background(), nil, app.Event{Type: typ}); err == nil {
+			if err := b.replicas[0].Deps.Events.Publish(context.Background(), nil, events.Event{Type: typ}); err == nil {
 				t.Errorf("type %q accepted", typ)
 			}
 		}
@@ -451,12 +452,12 @@ func TestEvents_Publish(t *testing.T) {
 		defer fast.Close()
 		a := b.replicas[0]
 		err = a.Deps.DB.Transaction(func(tx *gorm.DB) error {
-			for i := range app.EventSubscriberBuffer + 50 {
-				if err := a.Deps.Events.Publish(context.Background(), tx, app.Event{Type: "flood.item", OrgID: b.org1, Data: map[string]any{"i": i}}); err != nil {
+			for i := range events.SubscriberBuffer + 50 {
+				if err := a.Deps.Events.Publish(context.Background(), tx, events.Event{Type: "flood.item", OrgID: b.org1, Data: map[string]any{"i": i}}); err != nil {
 					return err
 				}
 			}
-			return a.Deps.Events.Publish(context.Background(), tx, app.Event{Type: "marker.done", OrgID: b.org1})
+			return a.Deps.Events.Publish(context.Background(), tx, events.Event{Type: "marker.done", OrgID: b.org1})
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -472,7 +473,7 @@ func TestEvents_Publish(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("slow subscriber was not dropped")
 		}
-		if _, err := slow.Next(ctx); !errors.Is(err, app.ErrSubscriberDropped) {
+		if _, err := slow.Next(ctx); !errors.Is(err, events.ErrSubscriberDropped) {
 			t.Fatalf("slow subscriber: %v, want ErrSubscriberDropped", err)
 		}
 	})
@@ -556,11 +557,11 @@ func TestEvents_Stream(t *testing.T) {
 		if fmt.Sprint(initial.data.Data["events"]) != "[agent.* config.*]" {
 			t.Fatalf("initial %+v", initial.data)
 		}
-		b.publish(t, app.Event{Type: "health.alert", OrgID: b.org1, WorkspaceID: b.ws1})
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws2})
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws1, Data: map[string]any{"agent_id": "a-1"}})
-		b.publish(t, app.Event{Type: "agent.created", OrgID: b.org1, WorkspaceID: b.ws1})
-		b.publish(t, app.Event{Type: "agent.deleted", OrgID: b.org1, WorkspaceID: b.ws1})
+		b.publish(t, events.Event{Type: "health.alert", OrgID: b.org1, WorkspaceID: b.ws1})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws2})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1, WorkspaceID: b.ws1, Data: map[string]any{"agent_id": "a-1"}})
+		b.publish(t, events.Event{Type: "agent.created", OrgID: b.org1, WorkspaceID: b.ws1})
+		b.publish(t, events.Event{Type: "agent.deleted", OrgID: b.org1, WorkspaceID: b.ws1})
 		if f := s.expect(t, "update", "agent.connected"); f.data.Data["agent_id"] != "a-1" {
 			t.Fatalf("update %+v", f.data)
 		}
@@ -582,8 +583,8 @@ func TestEvents_Stream(t *testing.T) {
 		b := setupEvents(t)
 		s := b.stream(t, 0, "token=outsider")
 		s.expect(t, "initial", "initial")
-		b.publish(t, app.Event{Type: "log.line", OrgID: b.org1, WorkspaceID: b.ws1})
-		b.publish(t, app.Event{Type: "log.line", OrgID: b.org2, WorkspaceID: b.ws3})
+		b.publish(t, events.Event{Type: "log.line", OrgID: b.org1, WorkspaceID: b.ws1})
+		b.publish(t, events.Event{Type: "log.line", OrgID: b.org2, WorkspaceID: b.ws3})
 		s.expect(t, "log", "log.line")
 		if f := s.expect(t, "log.line", "log.line"); f.data.OrgID != b.org2.String() {
 			t.Fatalf("got %+v", f.data)
@@ -611,7 +612,7 @@ func TestEvents_CredentialRecheck(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		b.publish(t, app.Event{Type: "agent.connected", OrgID: b.org1})
+		b.publish(t, events.Event{Type: "agent.connected", OrgID: b.org1})
 		ws.expectOnly(t, "agent.connected")
 		sse.expect(t, "update", "agent.connected")
 		sse.expect(t, "agent.connected", "agent.connected")

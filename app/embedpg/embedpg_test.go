@@ -1,4 +1,4 @@
-package app
+package embedpg
 
 import (
 	"bytes"
@@ -31,11 +31,11 @@ func embeddedTestDir(t *testing.T, pattern string) string {
 	return dir
 }
 
-func startEmbeddedForTest(t *testing.T, dir string) *EmbeddedPostgres {
+func startEmbeddedForTest(t *testing.T, dir string) *Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pg, err := StartEmbeddedPostgresWith(ctx, dir, nil, EmbeddedOptions{Fast: true})
+	pg, err := StartWith(ctx, dir, nil, Options{Fast: true})
 	if err != nil {
 		t.Fatalf("start embedded postgres: %v", err)
 	}
@@ -43,7 +43,7 @@ func startEmbeddedForTest(t *testing.T, dir string) *EmbeddedPostgres {
 	return pg
 }
 
-func stopEmbeddedForTest(t *testing.T, pg *EmbeddedPostgres) {
+func stopEmbeddedForTest(t *testing.T, pg *Server) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -52,7 +52,7 @@ func stopEmbeddedForTest(t *testing.T, pg *EmbeddedPostgres) {
 	}
 }
 
-func connectEmbedded(t *testing.T, pg *EmbeddedPostgres) *pgx.Conn {
+func connectEmbedded(t *testing.T, pg *Server) *pgx.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -144,7 +144,7 @@ func TestEmbeddedPostgresRefusesSecondServer(t *testing.T) {
 	startEmbeddedForTest(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pg, err := StartEmbeddedPostgresWith(ctx, dir, nil, EmbeddedOptions{Fast: true})
+	pg, err := StartWith(ctx, dir, nil, Options{Fast: true})
 	if err == nil {
 		_ = pg.Stop(ctx)
 		t.Fatal("second server on the same data directory started")
@@ -225,12 +225,12 @@ func TestEmbeddedPostgresUnreachableDataDirAsRootKeepsClusterOutside(t *testing.
 		t.Fatal(err)
 	}
 
-	start := func(t *testing.T) (*EmbeddedPostgres, string) {
+	start := func(t *testing.T) (*Server, string) {
 		t.Helper()
 		var logs syncBuffer
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		pg, err := StartEmbeddedPostgresWith(ctx, dir, slog.New(slog.NewTextHandler(&logs, nil)), EmbeddedOptions{Fast: true})
+		pg, err := StartWith(ctx, dir, slog.New(slog.NewTextHandler(&logs, nil)), Options{Fast: true})
 		if err != nil {
 			t.Fatalf("start embedded postgres: %v", err)
 		}
@@ -269,7 +269,7 @@ func TestEmbeddedPostgresUnreachableDataDirAsRootKeepsClusterOutside(t *testing.
 	_ = conn.Close(ctx)
 	stopEmbeddedForTest(t, pg)
 
-	kept := func(t *testing.T, pg *EmbeddedPostgres) {
+	kept := func(t *testing.T, pg *Server) {
 		t.Helper()
 		conn := connectEmbedded(t, pg)
 		var v string
@@ -308,14 +308,14 @@ func TestEmbeddedPostgresUnreachableDataDirAsRootKeepsClusterOutside(t *testing.
 	if err := os.Chmod(parent, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_, err = StartEmbeddedPostgresWith(ctx, dir, nil, EmbeddedOptions{Fast: true})
+	_, err = StartWith(ctx, dir, nil, Options{Fast: true})
 	if err == nil || !strings.Contains(err.Error(), "made afresh") || !strings.Contains(err.Error(), home) {
 		t.Fatalf("start with a new data_dir over an old cluster: %v", err)
 	}
 }
 
 func TestEmbeddedFindPostgresBinaries(t *testing.T) {
-	dir, err := FindPostgresBinaries()
+	dir, err := FindBinaries()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,8 +324,8 @@ func TestEmbeddedFindPostgresBinaries(t *testing.T) {
 			t.Errorf("%s not in %s", name, dir)
 		}
 	}
-	if !strings.Contains(ErrPostgresNotFound.Error(), "install the PostgreSQL server package (`apt-get install postgresql`) or set `database.url` / NXMESH_DATABASE_URL") {
-		t.Errorf("error text changed: %v", ErrPostgresNotFound)
+	if !strings.Contains(ErrBinariesNotFound.Error(), "install the PostgreSQL server package (`apt-get install postgresql`) or set `database.url` / NXMESH_DATABASE_URL") {
+		t.Errorf("error text changed: %v", ErrBinariesNotFound)
 	}
 }
 

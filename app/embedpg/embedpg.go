@@ -1,4 +1,9 @@
-package app
+// Package embedpg runs the master's embedded PostgreSQL: a private cluster
+// under the data directory, started when database.url is empty (and by the
+// test helpers in app/apptest for throwaway clusters). It listens only on a
+// private unix socket; see Server for the layout, running as root, and how it
+// is stopped.
+package embedpg
 
 import (
 	"bytes"
@@ -27,9 +32,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// ErrPostgresNotFound is returned (wrapped) when no PostgreSQL server binaries can
+// ErrBinariesNotFound is returned (wrapped) when no PostgreSQL server binaries can
 // be found on this machine.
-var ErrPostgresNotFound = errors.New("PostgreSQL server binaries (initdb, postgres) not found in PATH or /usr/lib/postgresql/*/bin: " +
+var ErrBinariesNotFound = errors.New("PostgreSQL server binaries (initdb, postgres) not found in PATH or /usr/lib/postgresql/*/bin: " +
 	"install the PostgreSQL server package (`apt-get install postgresql`) or set `database.url` / NXMESH_DATABASE_URL")
 
 const (
@@ -42,15 +47,15 @@ const (
 	embeddedReadyIn  = 30 * time.Second
 	postgresLibRoot  = "/usr/lib/postgresql"
 	// relocatedRoot holds, as <hash of the data directory>/, the clusters of data
-	// directories the unprivileged user cannot reach (see EmbeddedPostgres).
+	// directories the unprivileged user cannot reach (see Server).
 	relocatedRoot = "/var/lib/nxmesh"
 	// locationFileName, in a data directory, names its cluster kept under
 	// relocatedRoot.
 	locationFileName = "postgres.location"
 )
 
-// EmbeddedOptions tunes an embedded cluster.
-type EmbeddedOptions struct {
+// Options tunes an embedded cluster.
+type Options struct {
 	// Fast trades durability for speed (fsync, synchronous_commit and
 	// full_page_writes off, initdb --no-sync). Only for throwaway clusters such as
 	// test servers: a crash of the machine can corrupt such a cluster.
@@ -59,7 +64,7 @@ type EmbeddedOptions struct {
 	MaxConnections int
 }
 
-// EmbeddedPostgres is a private PostgreSQL cluster under a data directory.
+// Server is a private PostgreSQL cluster under a data directory.
 //
 // Layout, for a data directory D:
 //
@@ -102,7 +107,7 @@ type EmbeddedOptions struct {
 // The server runs in its own process group, so a Ctrl-C in the terminal does not
 // reach it before Stop shuts it down cleanly, and it gets SIGINT (fast shutdown)
 // from the kernel if the process that started it dies.
-type EmbeddedPostgres struct {
+type Server struct {
 	dataDir    string
 	clusterDir string
 	socketDir  string
@@ -121,18 +126,18 @@ type EmbeddedPostgres struct {
 	stopErr  error
 }
 
-// StartEmbeddedPostgres initialises (initdb, once) and starts a PostgreSQL cluster in
+// Start initialises (initdb, once) and starts a PostgreSQL cluster in
 // filepath.Join(dataDir, "postgres"), listening only on a unix socket in dataDir
 // (empty listen_addresses); as root, when the server's user cannot reach dataDir,
 // both live under /var/lib/nxmesh/<hash of dataDir> instead. It returns once the server accepts connections. URL() gives
 // a pgx connection URL (host=<socket dir>, user, database "nxmesh" created if
-// missing). See EmbeddedPostgres for the layout and for running as root.
-func StartEmbeddedPostgres(ctx context.Context, dataDir string, logger *slog.Logger) (*EmbeddedPostgres, error) {
-	return StartEmbeddedPostgresWith(ctx, dataDir, logger, EmbeddedOptions{})
+// missing). See Server for the layout and for running as root.
+func Start(ctx context.Context, dataDir string, logger *slog.Logger) (*Server, error) {
+	return StartWith(ctx, dataDir, logger, Options{})
 }
 
-// StartEmbeddedPostgresWith is StartEmbeddedPostgres with options.
-func StartEmbeddedPostgresWith(ctx context.Context, dataDir string, logger *slog.Logger, opts EmbeddedOptions) (*EmbeddedPostgres, error) {
+// StartWith is Start with options.
+func StartWith(ctx context.Context, dataDir string, logger *slog.Logger, opts Options) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -143,7 +148,7 @@ func StartEmbeddedPostgresWith(ctx context.Context, dataDir string, logger *slog
 	return e, nil
 }
 
-func startEmbedded(ctx context.Context, dataDir string, logger *slog.Logger, opts EmbeddedOptions) (*EmbeddedPostgres, error) {
+func startEmbedded(ctx context.Context, dataDir string, logger *slog.Logger, opts Options) (*Server, error) {
 	if dataDir == "" {
 		return nil, errors.New("empty data directory")
 	}
@@ -225,7 +230,7 @@ func startEmbedded(ctx context.Context, dataDir string, logger *slog.Logger, opt
 	defer logFile.Close()
 	logStart, _ := logFile.Seek(0, io.SeekEnd)
 
-	e := &EmbeddedPostgres{
+	e := &Server{
 		dataDir:       dataDir,
 		clusterDir:    clusterDir,
 		socketDir:     socketDir,
@@ -297,9 +302,9 @@ func startEmbedded(ctx context.Context, dataDir string, logger *slog.Logger, opt
 }
 
 // URL is the pgx connection URL of the "nxmesh" database.
-func (e *EmbeddedPostgres) URL() string { return e.urlFor(embeddedDatabase) }
+func (e *Server) URL() string { return e.urlFor(embeddedDatabase) }
 
-func (e *EmbeddedPostgres) urlFor(database string) string {
+func (e *Server) urlFor(database string) string {
 	q := url.Values{}
 	q.Set("host", e.socketDir)
 	q.Set("port", strconv.Itoa(embeddedPort))
@@ -317,7 +322,7 @@ func (e *EmbeddedPostgres) urlFor(database string) string {
 // transactions and disconnects clients) and waits for it to exit. When ctx ends
 // first, the server is stopped immediately (SIGQUIT, then SIGKILL) and ctx's error
 // is returned. Calling Stop again returns the first result.
-func (e *EmbeddedPostgres) Stop(ctx context.Context) error {
+func (e *Server) Stop(ctx context.Context) error {
 	e.stopOnce.Do(func() {
 		e.stopErr = e.stop(ctx)
 		_ = e.lock.Close()
@@ -325,7 +330,7 @@ func (e *EmbeddedPostgres) Stop(ctx context.Context) error {
 	return e.stopErr
 }
 
-func (e *EmbeddedPostgres) stop(ctx context.Context) error {
+func (e *Server) stop(ctx context.Context) error {
 	select {
 	case <-e.done:
 		e.removeTempSocketDir()
@@ -352,13 +357,13 @@ func (e *EmbeddedPostgres) stop(ctx context.Context) error {
 
 // removeTempSocketDir removes a socket directory outside the data directory once
 // the server is gone (it is then empty: the server removes its socket files).
-func (e *EmbeddedPostgres) removeTempSocketDir() {
+func (e *Server) removeTempSocketDir() {
 	if e.tempSocketDir {
 		_ = os.Remove(e.socketDir)
 	}
 }
 
-func (e *EmbeddedPostgres) exitErr() error {
+func (e *Server) exitErr() error {
 	if e.waitErr != nil {
 		return fmt.Errorf("embedded postgres exited: %w", e.waitErr)
 	}
@@ -368,7 +373,7 @@ func (e *EmbeddedPostgres) exitErr() error {
 // start runs cmd from a goroutine locked to its OS thread for the whole life of the
 // server: the kernel sends the parent-death signal when the thread that forked the
 // child exits, not only when the process does.
-func (e *EmbeddedPostgres) start(cmd *exec.Cmd) error {
+func (e *Server) start(cmd *exec.Cmd) error {
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -388,7 +393,7 @@ func (e *EmbeddedPostgres) start(cmd *exec.Cmd) error {
 
 // waitReady polls with real connections until the server accepts one, then creates
 // the nxmesh database if it is missing.
-func (e *EmbeddedPostgres) waitReady(ctx context.Context) error {
+func (e *Server) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, embeddedReadyIn)
 	defer cancel()
 	var lastErr error
@@ -437,7 +442,7 @@ func createDatabaseIfMissing(ctx context.Context, conn *pgx.Conn, name string) e
 
 // initdb creates the cluster in a temporary sibling directory and renames it into
 // place, so an interrupted initdb never leaves a half-made cluster behind.
-func (e *EmbeddedPostgres) initdb(ctx context.Context, runAs *osUser, opts EmbeddedOptions, out *os.File) error {
+func (e *Server) initdb(ctx context.Context, runAs *osUser, opts Options, out *os.File) error {
 	tmp := e.clusterDir + ".initdb"
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
@@ -516,11 +521,11 @@ func clusterInitialised(dir string) (bool, error) {
 	return false, nil
 }
 
-// FindPostgresBinaries returns the directory holding the PostgreSQL server
+// FindBinaries returns the directory holding the PostgreSQL server
 // binaries: the one of initdb on PATH when postgres sits beside it, else the newest
 // /usr/lib/postgresql/<version>/bin (Debian's layout). The error wraps
-// ErrPostgresNotFound.
-func FindPostgresBinaries() (binDir string, err error) {
+// ErrBinariesNotFound.
+func FindBinaries() (binDir string, err error) {
 	if initdb, err := exec.LookPath("initdb"); err == nil {
 		dir := filepath.Dir(initdb)
 		if isExecutable(filepath.Join(dir, "postgres")) {
@@ -539,7 +544,7 @@ func FindPostgresBinaries() (binDir string, err error) {
 		}
 	}
 	if len(candidates) == 0 {
-		return "", ErrPostgresNotFound
+		return "", ErrBinariesNotFound
 	}
 	sort.Slice(candidates, func(i, j int) bool { return versionLess(candidates[i], candidates[j]) })
 	return filepath.Join(postgresLibRoot, candidates[len(candidates)-1], "bin"), nil
@@ -557,7 +562,7 @@ func postgresBinariesFor(clusterDir string) (string, error) {
 			return dir, nil
 		}
 	}
-	return FindPostgresBinaries()
+	return FindBinaries()
 }
 
 func versionLess(a, b string) bool {
@@ -850,7 +855,7 @@ func unsearchableAbove(dataDir string, u *osUser) (string, error) {
 	return "", nil
 }
 
-// makeSearchable makes dataDir itself searchable by u (see EmbeddedPostgres).
+// makeSearchable makes dataDir itself searchable by u (see Server).
 func makeSearchable(dataDir string, u *osUser) error {
 	ok, err := searchable(dataDir, u)
 	if err != nil || ok {
@@ -900,7 +905,7 @@ func readLocation(dataDir string) (string, error) {
 // records the cluster in dataDir's location file. It refuses when dataDir/postgres
 // holds a cluster (which u cannot run there), when location is not this home, and
 // when the home holds a cluster that dataDir does not know of (see
-// EmbeddedPostgres).
+// Server).
 func relocatedHome(dataDir, location, blocked string, u *osUser) (string, error) {
 	resolved, err := filepath.EvalSymlinks(dataDir)
 	if err != nil {

@@ -1,14 +1,22 @@
-package app
-
-// The live-event hub of one master replica.
+// Package events is the live-event hub of one master replica: modules
+// publish events inside the transaction of a change, PostgreSQL's
+// LISTEN/NOTIFY carries them to every replica, and each replica's hub fans
+// them out to its WebSocket and Server-Sent Events subscribers and to
+// in-process subscriptions.
+//
+// The hub knows nothing of credentials, roles or routes: package app mounts
+// the two routes, authenticates their callers, parses their query filters,
+// and hands the hub a Viewer for each caller, which decides what that caller
+// may see. Package app does not import a module and this package does not
+// import app.
 //
 // How an event travels:
 //
-//  1. A module calls Events.Publish inside the transaction that records the
-//     change. Publish encodes the event as JSON (shorter than PostgreSQL's
-//     8000-byte NOTIFY limit: the largest data values are dropped and
-//     data.truncated is set when it would not fit) and runs
-//     SELECT pg_notify('nxmesh_events', payload) in that transaction, so
+//  1. A module calls Hub.Publish (through app.Deps.Events) inside the
+//     transaction that records the change. Publish encodes the event as JSON
+//     (shorter than PostgreSQL's 8000-byte NOTIFY limit: the largest data
+//     values are dropped and data.truncated is set when it would not fit) and
+//     runs SELECT pg_notify('nxmesh_events', payload) in that transaction, so
 //     PostgreSQL delivers it only if the transaction commits, and to every
 //     replica. A nil transaction notifies at once.
 //  2. Each replica's hub holds one connection, taken out of the pool, that
@@ -17,21 +25,24 @@ package app
 //     reach this replica's subscribers.
 //  3. For each notification the hub hands the event to every subscriber whose
 //     filter matches (glob patterns over the type with path.Match, and an
-//     optional workspace), without ever blocking: a subscriber whose buffer
-//     (256 events) is full is dropped and its connection closed.
-//  4. Each subscriber's own goroutine checks that its caller may see the event
-//     (the caller's role in the event's organization and workspace from its
+//     optional workspace) and, for a caller confined to one organization and
+//     workspace (an API key), whose scope matches, without ever blocking: a
+//     subscriber whose buffer (SubscriberBuffer events) is full is dropped and
+//     its connection closed.
+//  4. Each subscriber's own goroutine asks its Viewer whether its caller may
+//     see the event and writes it out. Package app's Viewer checks the
+//     caller's role in the event's organization and workspace (from its
 //     membership, its API key's scope, or superadmin; when the event names a
-//     Casbin Object, that role must be allowed to read it) and writes it out.
-//     Roles are cached for 30 seconds per connection.
-//  5. Every 5 seconds each WebSocket and SSE subscriber authenticates its
-//     caller's credential again (Principal.RecheckFunc) and closes as soon as
-//     it no longer is valid: the API key was revoked, rotated or expired, the
-//     session was logged out or expired, the user was disabled (superadmins
-//     too), the access token expired.
-//  6. When the hub stops (Mount's context is cancelled on SIGTERM, or Close)
-//     every subscriber gets buffered events and a shutdown message, then is
-//     closed.
+//     Casbin Object, that role must be allowed to read it) and caches roles
+//     for 30 seconds per connection.
+//  5. Every 5 seconds each WebSocket and SSE subscriber asks its Viewer to
+//     authenticate its caller's credential again (app: Principal.RecheckFunc)
+//     and closes as soon as it no longer is valid: the API key was revoked,
+//     rotated or expired, the session was logged out or expired, the user was
+//     disabled (superadmins too), the access token expired.
+//  6. When the hub stops (the context given to Start is cancelled on SIGTERM,
+//     or Stop) every subscriber gets buffered events and a shutdown message,
+//     then is closed.
 //
 // # Subscribers
 //
@@ -43,7 +54,7 @@ package app
 //
 // A connection starts subscribed to every event (or to ?events=a.*,b.* and
 // ?workspace_id=) and is told so by a control message of type "subscribed".
-// The client changes its subscription with a message:
+// The client changes its subscription with a subscribe message (docs/API.md):
 //
 //	{"action":"subscribe","events":["agent.*","config.*"],"filter":{"workspace_id":"…"}}
 //	{"action":"unsubscribe","events":["config.*"]}
@@ -62,8 +73,8 @@ package app
 //
 // Server-Sent Events GET /v1/events/stream?events=agent.*,config.*&workspace_id=…
 // (the HTMX pages' stream; authenticated by bearer token, X-API-Key, ?token= or
-// the admin session cookie; the request must accept text/event-stream). It
-// sends, for HTMX's SSE extension:
+// the admin session cookie; the request must accept text/event-stream). In
+// the admin's style it sends:
 //
 //	event: initial   once on connect: data {"type":"initial","data":{"events":[…],"filter":{…}}}
 //	event: create    an event whose type ends in .created/.create/.added/.registered
@@ -78,6 +89,7 @@ package app
 // or to exact types (sse:agent.connected), not both. The data of create,
 // update, delete, log and <type> is the event JSON shown above. A comment line
 // is sent every 20 seconds to keep proxies from closing an idle stream.
+package events
 
 import (
 	"bufio"
@@ -89,7 +101,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/http"
 	"path"
 	"regexp"
 	"slices"
@@ -106,55 +117,49 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
-
-	"github.com/nxmesh/nxmesh/app/authz"
 )
 
-// EventsChannel is the PostgreSQL NOTIFY channel of live events.
-const EventsChannel = "nxmesh_events"
+// Channel is the PostgreSQL NOTIFY channel of live events.
+const Channel = "nxmesh_events"
 
-// EventSubscriberBuffer is how many events may wait for one subscriber; a
+// SubscriberBuffer is how many events may wait for one subscriber; a
 // subscriber that falls further behind is dropped (WebSocket close 1013) so
 // that it cannot hold up the others. It is sized for a rollout: one change
 // to a fleet of a few thousand agents yields one config.applied each.
-const EventSubscriberBuffer = 4096
+const SubscriberBuffer = 4096
+
+// MaxPatterns is how many type patterns one subscription may hold.
+const MaxPatterns = 32
 
 const (
 	// maxEventPayload is the largest NOTIFY payload PostgreSQL accepts
 	// (it must be shorter than 8000 bytes).
-	maxEventPayload  = 7999
-	maxEventPatterns = 32
-	roleCacheTTL     = 30 * time.Second
-	sseKeepAlive     = 20 * time.Second
-	wsPingInterval   = 30 * time.Second
-	wsPongWait       = 75 * time.Second
-	eventWriteWait   = 10 * time.Second
-	roleLookupWait   = 5 * time.Second
+	maxEventPayload = 7999
+	sseKeepAlive    = 20 * time.Second
+	wsPingInterval  = 30 * time.Second
+	wsPongWait      = 75 * time.Second
+	eventWriteWait  = 10 * time.Second
 	// credentialRecheck is how often a stream authenticates its caller again.
 	credentialRecheck = 5 * time.Second
 	maxListenBackoff  = 30 * time.Second
 
-	codeUpgradeRequired = "UPGRADE_REQUIRED"
-	codeNotAcceptable   = "NOT_ACCEPTABLE"
-
 	msgCredentialInvalid = "credential revoked or expired; authenticate again"
-
-	localEventsFilter = "nxmesh.events_filter"
 )
 
-// Errors of the events hub.
+// Errors of the events hub. They are not HTTP error categories: package app
+// answers a stream request refused with ErrStopped with 503.
 var (
-	// ErrEventsStopped is returned by subscriptions of a stopped hub.
-	ErrEventsStopped = fmt.Errorf("%w: events hub stopped", ErrUnavailable)
+	// ErrStopped is returned by subscriptions of a stopped hub.
+	ErrStopped = errors.New("events hub stopped")
 	// ErrSubscriberDropped is returned by a subscription that fell too far
 	// behind.
-	ErrSubscriberDropped = fmt.Errorf("%w: events subscriber too slow; dropped", ErrUnavailable)
+	ErrSubscriberDropped = errors.New("events subscriber too slow; dropped")
 )
 
 var eventTypePattern = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_]+)*$`)
 
 // Event is something that happened, for the live event streams. Data is
-// the event's data; OrgID (and WorkspaceID for workspace objects) decide
+// the event's data (docs/API.md); OrgID (and WorkspaceID for workspace objects) decide
 // who may see it: an event without an organization reaches superadmins only.
 type Event struct {
 	Type        string
@@ -181,10 +186,21 @@ type notification struct {
 // plus the routing fields.
 type clientEvent struct {
 	Type        string         `json:"type"`
-	Timestamp   Time           `json:"timestamp"`
+	Timestamp   timestamp      `json:"timestamp"`
 	Data        map[string]any `json:"data"`
 	WorkspaceID *uuid.UUID     `json:"workspace_id,omitempty"`
 	OrgID       *uuid.UUID     `json:"org_id,omitempty"`
+}
+
+// timestamp writes RFC 3339 UTC (null when zero), as the API's times are.
+type timestamp struct{ time.Time }
+
+// MarshalJSON writes RFC 3339 UTC.
+func (t timestamp) MarshalJSON() ([]byte, error) {
+	if t.IsZero() {
+		return []byte("null"), nil
+	}
+	return []byte(`"` + t.UTC().Format(time.RFC3339) + `"`), nil
 }
 
 // delivery is one received event, encoded once for every subscriber.
@@ -194,21 +210,44 @@ type delivery struct {
 	category string
 }
 
-// eventFilter selects events by type patterns and workspace. It is immutable;
-// a subscription change stores a new one.
-type eventFilter struct {
-	Events      []string  `json:"events"`
-	WorkspaceID uuid.UUID `json:"-"`
+// Filter selects events by type patterns and workspace: a stream's
+// subscription. It is immutable; a subscription change stores a new one.
+type Filter struct {
+	events      []string
+	workspaceID uuid.UUID
 	// explicit is false while the filter is the connection's default, which
 	// the first subscribe message replaces.
 	explicit bool
 }
 
-func (f *eventFilter) matches(ev *Event) bool {
-	if f.WorkspaceID != uuid.Nil && ev.WorkspaceID != f.WorkspaceID {
+// DefaultFilter is a stream's subscription when its request names no
+// patterns: every event in workspaceID (uuid.Nil: every workspace). The
+// stream's first subscribe message replaces it.
+func DefaultFilter(workspaceID uuid.UUID) *Filter {
+	return &Filter{events: []string{"*"}, workspaceID: workspaceID}
+}
+
+// NewFilter is a stream's subscription to the events whose type matches one
+// of patterns (glob patterns, each checked with CheckPattern) in workspaceID
+// (uuid.Nil: every workspace). Later subscribe messages add patterns to it.
+func NewFilter(patterns []string, workspaceID uuid.UUID) *Filter {
+	return &Filter{events: slices.Clone(patterns), workspaceID: workspaceID, explicit: true}
+}
+
+// CheckPattern returns an error when p is not a valid glob pattern of event
+// types (path.Match syntax, such as agent.*).
+func CheckPattern(p string) error {
+	if _, err := path.Match(p, ""); err != nil {
+		return fmt.Errorf("bad event pattern %q: %w", p, err)
+	}
+	return nil
+}
+
+func (f *Filter) matches(ev *Event) bool {
+	if f.workspaceID != uuid.Nil && ev.WorkspaceID != f.workspaceID {
 		return false
 	}
-	for _, p := range f.Events {
+	for _, p := range f.events {
 		if ok, _ := path.Match(p, ev.Type); ok {
 			return true
 		}
@@ -217,12 +256,12 @@ func (f *eventFilter) matches(ev *Event) bool {
 }
 
 // describe is the data of "subscribed" and "initial" messages.
-func (f *eventFilter) describe() map[string]any {
+func (f *Filter) describe() map[string]any {
 	ws := ""
-	if f.WorkspaceID != uuid.Nil {
-		ws = f.WorkspaceID.String()
+	if f.workspaceID != uuid.Nil {
+		ws = f.workspaceID.String()
 	}
-	events := f.Events
+	events := f.events
 	if events == nil {
 		events = []string{}
 	}
@@ -239,20 +278,29 @@ const (
 )
 
 type subscriber struct {
-	filter atomic.Pointer[eventFilter]
-	key    *APIKeyScope
-	ch     chan *delivery
-	done   chan struct{}
+	filter atomic.Pointer[Filter]
+	// confined, when set, is the only organization (and workspace, unless
+	// uuid.Nil) whose events the subscriber gets (Viewer.Confined).
+	confined *scope
+	ch       chan *delivery
+	done     chan struct{}
 	// reason is written under the hub's lock before done is closed.
 	reason  dropReason
 	tracked bool
 }
 
-// wants is the hub's cheap pre-filter: the subscription's filter and an API
-// key's organization and workspace. Roles are checked by the subscriber.
+// scope is an organization and, unless uuid.Nil, one of its workspaces.
+type scope struct {
+	orgID       uuid.UUID
+	workspaceID uuid.UUID
+}
+
+// wants is the hub's cheap pre-filter: the subscription's filter and the
+// scope an API key confines its caller to. The Viewer is asked by the
+// subscriber.
 func (s *subscriber) wants(ev *Event) bool {
-	if k := s.key; k != nil {
-		if ev.OrgID != k.OrgID || (k.WorkspaceID != uuid.Nil && ev.WorkspaceID != k.WorkspaceID) {
+	if k := s.confined; k != nil {
+		if ev.OrgID != k.orgID || (k.workspaceID != uuid.Nil && ev.WorkspaceID != k.workspaceID) {
 			return false
 		}
 	}
@@ -265,10 +313,10 @@ type eventsMetrics struct {
 	dropped     prometheus.Counter
 }
 
-// Events is the live-event hub of one replica (see the comment at the top of
-// this file). Publish works from the start; the LISTEN loop and the /v1/events
-// routes start with Mount.
-type Events struct {
+// Hub is the live-event hub of one replica (see the package comment).
+// Publish works from the start; the LISTEN loop starts with Start (package
+// app calls it from App.Mount, which also mounts the /v1/events routes).
+type Hub struct {
 	pool    *pgxpool.Pool
 	logger  *slog.Logger
 	metrics eventsMetrics
@@ -276,7 +324,6 @@ type Events struct {
 	mu      sync.Mutex
 	subs    map[*subscriber]struct{}
 	stopped bool
-	guard   *guard
 	ctx     context.Context
 	cancel  context.CancelFunc
 
@@ -286,9 +333,12 @@ type Events struct {
 	listenOne sync.Once
 }
 
-// NewEvents builds the hub over pool. reg may be nil.
-func NewEvents(pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) *Events {
-	e := &Events{
+// New builds the hub over pool. reg may be nil.
+func New(pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer) *Hub {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Hub{
 		pool:      pool,
 		logger:    logger,
 		subs:      map[*subscriber]struct{}{},
@@ -313,15 +363,15 @@ func NewEvents(pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registere
 
 // Publish sends ev to every replica's subscribers when tx commits (at once
 // when tx is nil). Call it inside the transaction that records the change.
-func (e *Events) Publish(ctx context.Context, tx *gorm.DB, ev Event) error {
+func (e *Hub) Publish(ctx context.Context, tx *gorm.DB, ev Event) error {
 	payload, err := encodeNotification(ev)
 	if err != nil {
 		return err
 	}
 	if tx == nil {
-		_, err = e.pool.Exec(ctx, "SELECT pg_notify($1, $2)", EventsChannel, string(payload))
+		_, err = e.pool.Exec(ctx, "SELECT pg_notify($1, $2)", Channel, string(payload))
 	} else {
-		err = tx.WithContext(ctx).Exec("SELECT pg_notify(?, ?)", EventsChannel, string(payload)).Error
+		err = tx.WithContext(ctx).Exec("SELECT pg_notify(?, ?)", Channel, string(payload)).Error
 	}
 	if err != nil {
 		return fmt.Errorf("publish event %s: %w", ev.Type, err)
@@ -387,7 +437,7 @@ func decodeNotification(payload string) (*delivery, error) {
 		n.Data = map[string]any{}
 	}
 	ev := Event{Type: n.Type, OrgID: n.OrgID, WorkspaceID: n.WorkspaceID, Data: n.Data, Timestamp: n.Timestamp, Object: n.Object}
-	ce := clientEvent{Type: ev.Type, Timestamp: Time{ev.Timestamp}, Data: ev.Data}
+	ce := clientEvent{Type: ev.Type, Timestamp: timestamp{ev.Timestamp}, Data: ev.Data}
 	if ev.WorkspaceID != uuid.Nil {
 		ce.WorkspaceID = &ev.WorkspaceID
 	}
@@ -401,7 +451,7 @@ func decodeNotification(payload string) (*delivery, error) {
 	return &delivery{ev: ev, json: b, category: sseCategory(ev.Type)}, nil
 }
 
-// sseCategory maps an event type to the SSE category names (create, update, delete, log).
+// sseCategory maps an event type to the admin's SSE event names.
 func sseCategory(typ string) string {
 	first, _, _ := strings.Cut(typ, ".")
 	last := typ[strings.LastIndexByte(typ, '.')+1:]
@@ -422,15 +472,16 @@ func controlMessage(typ string, data map[string]any) []byte {
 	if data == nil {
 		data = map[string]any{}
 	}
-	b, _ := json.Marshal(clientEvent{Type: typ, Timestamp: Time{time.Now()}, Data: data})
+	b, _ := json.Marshal(clientEvent{Type: typ, Timestamp: timestamp{time.Now()}, Data: data})
 	return b
 }
 
 // Listening is closed once the hub has LISTENed for the first time.
-func (e *Events) Listening() <-chan struct{} { return e.listening }
+func (e *Hub) Listening() <-chan struct{} { return e.listening }
 
-// start runs the LISTEN loop until ctx is done or Stop.
-func (e *Events) start(ctx context.Context) {
+// Start runs the LISTEN loop until ctx is done or Stop. Calling it again, or
+// after Stop, does nothing.
+func (e *Hub) Start(ctx context.Context) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.cancel != nil || e.stopped {
@@ -443,7 +494,7 @@ func (e *Events) start(ctx context.Context) {
 
 // Stop ends the LISTEN loop, sends every subscriber buffered events and a
 // shutdown message, and waits (at most a few seconds) for them to be written.
-func (e *Events) Stop() {
+func (e *Hub) Stop() {
 	e.mu.Lock()
 	cancel, done := e.cancel, e.loopDone
 	e.mu.Unlock()
@@ -463,7 +514,7 @@ func (e *Events) Stop() {
 	}
 }
 
-func (e *Events) run(ctx context.Context) {
+func (e *Hub) run(ctx context.Context) {
 	defer close(e.loopDone)
 	defer e.closeSubscribers()
 	backoff := time.Second
@@ -488,7 +539,7 @@ func (e *Events) run(ctx context.Context) {
 }
 
 // listen holds one dedicated connection LISTENing until it fails or ctx ends.
-func (e *Events) listen(ctx context.Context) (connected bool, err error) {
+func (e *Hub) listen(ctx context.Context) (connected bool, err error) {
 	pc, err := e.pool.Acquire(ctx)
 	if err != nil {
 		return false, fmt.Errorf("acquire events connection: %w", err)
@@ -499,8 +550,8 @@ func (e *Events) listen(ctx context.Context) (connected bool, err error) {
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+EventsChannel); err != nil {
-		return false, fmt.Errorf("listen %s: %w", EventsChannel, err)
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+		return false, fmt.Errorf("listen %s: %w", Channel, err)
 	}
 	e.listenOne.Do(func() { close(e.listening) })
 	for {
@@ -518,7 +569,7 @@ func (e *Events) listen(ctx context.Context) (connected bool, err error) {
 }
 
 // dispatch hands d to every interested subscriber without blocking.
-func (e *Events) dispatch(d *delivery) {
+func (e *Hub) dispatch(d *delivery) {
 	e.metrics.received.Inc()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -535,13 +586,13 @@ func (e *Events) dispatch(d *delivery) {
 	}
 }
 
-func (e *Events) subscribe(f *eventFilter, key *APIKeyScope, tracked bool) (*subscriber, error) {
-	s := &subscriber{key: key, ch: make(chan *delivery, EventSubscriberBuffer), done: make(chan struct{}), tracked: tracked}
+func (e *Hub) subscribe(f *Filter, confined *scope, tracked bool) (*subscriber, error) {
+	s := &subscriber{confined: confined, ch: make(chan *delivery, SubscriberBuffer), done: make(chan struct{}), tracked: tracked}
 	s.filter.Store(f)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.stopped {
-		return nil, ErrEventsStopped
+		return nil, ErrStopped
 	}
 	e.subs[s] = struct{}{}
 	if tracked {
@@ -552,7 +603,7 @@ func (e *Events) subscribe(f *eventFilter, key *APIKeyScope, tracked bool) (*sub
 }
 
 // release removes s (if still registered) and ends its tracking.
-func (e *Events) release(s *subscriber) {
+func (e *Hub) release(s *subscriber) {
 	e.mu.Lock()
 	if _, ok := e.subs[s]; ok {
 		e.dropLocked(s, dropLeft)
@@ -563,14 +614,14 @@ func (e *Events) release(s *subscriber) {
 	}
 }
 
-func (e *Events) dropLocked(s *subscriber, why dropReason) {
+func (e *Hub) dropLocked(s *subscriber, why dropReason) {
 	delete(e.subs, s)
 	s.reason = why
 	close(s.done)
 	e.metrics.subscribers.Dec()
 }
 
-func (e *Events) closeSubscribers() {
+func (e *Hub) closeSubscribers() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.stopped = true
@@ -582,14 +633,14 @@ func (e *Events) closeSubscribers() {
 // Subscription receives events in process (e.g. for per-agent sockets). It
 // does not check who may see them: the caller does.
 type Subscription struct {
-	e *Events
+	e *Hub
 	s *subscriber
 }
 
 // Subscribe returns a subscription to the events whose type matches one of
 // patterns (path.Match globs; none: every event) in workspaceID (uuid.Nil:
 // every workspace). Data numbers arrive as json.Number.
-func (e *Events) Subscribe(patterns []string, workspaceID uuid.UUID) (*Subscription, error) {
+func (e *Hub) Subscribe(patterns []string, workspaceID uuid.UUID) (*Subscription, error) {
 	if len(patterns) == 0 {
 		patterns = []string{"*"}
 	}
@@ -598,7 +649,7 @@ func (e *Events) Subscribe(patterns []string, workspaceID uuid.UUID) (*Subscript
 			return nil, fmt.Errorf("subscribe to events: bad pattern %q: %w", p, err)
 		}
 	}
-	s, err := e.subscribe(&eventFilter{Events: slices.Clone(patterns), WorkspaceID: workspaceID, explicit: true}, nil, false)
+	s, err := e.subscribe(NewFilter(patterns, workspaceID), nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -606,7 +657,7 @@ func (e *Events) Subscribe(patterns []string, workspaceID uuid.UUID) (*Subscript
 }
 
 // Next returns the next event; ErrSubscriberDropped when the subscription fell
-// behind, ErrEventsStopped when the hub stopped or the subscription was closed.
+// behind, ErrStopped when the hub stopped or the subscription was closed.
 func (s *Subscription) Next(ctx context.Context) (Event, error) {
 	select {
 	case <-s.s.done:
@@ -617,7 +668,7 @@ func (s *Subscription) Next(ctx context.Context) (Event, error) {
 		case d := <-s.s.ch:
 			return d.ev, nil
 		default:
-			return Event{}, ErrEventsStopped
+			return Event{}, ErrStopped
 		}
 	default:
 	}
@@ -637,172 +688,40 @@ func (s *Subscription) Done() <-chan struct{} { return s.s.done }
 // Close ends the subscription.
 func (s *Subscription) Close() { s.e.release(s.s) }
 
-// viewer decides which events one authenticated caller may see.
-type viewer struct {
-	e     *Events
-	g     *guard
-	p     *Principal
-	roles map[Scope]cachedRole
+// Viewer decides which events one authenticated caller of a stream may see.
+// Package app implements it over the caller's credential and roles. The hub
+// calls a stream's Viewer from that stream's goroutine only; ctx ends when
+// the hub stops.
+type Viewer interface {
+	// Confined returns the organization and workspace (uuid.Nil: every
+	// workspace of the organization) the caller is confined to, as an API
+	// key is; ok is false for a caller who is not. The hub drops other
+	// events without asking MayRead. It is asked once, when the stream
+	// starts.
+	Confined() (orgID, workspaceID uuid.UUID, ok bool)
+	// MayRead reports whether the caller may see ev.
+	MayRead(ctx context.Context, ev *Event) bool
+	// StillValid authenticates the caller's credential again and reports
+	// whether it still is valid; false ends the stream with an
+	// "unauthorized" message. A stream asks every few seconds.
+	StillValid(ctx context.Context) bool
 }
 
-type cachedRole struct {
-	role  string
-	until time.Time
+// confinement is the scope v confines its caller to, or nil.
+func confinement(v Viewer) *scope {
+	if org, ws, ok := v.Confined(); ok {
+		return &scope{orgID: org, workspaceID: ws}
+	}
+	return nil
 }
 
-func (e *Events) newViewer(p *Principal) *viewer {
-	e.mu.Lock()
-	g := e.guard
-	e.mu.Unlock()
-	return &viewer{e: e, g: g, p: p, roles: map[Scope]cachedRole{}}
-}
-
-// stillValid authenticates the caller's credential again (see
-// Principal.RecheckFunc) and reports whether it still is valid. A failed
-// lookup (the database unreachable) keeps the stream; the next check decides.
-func (v *viewer) stillValid() bool {
-	if v.p.RecheckFunc == nil {
-		return true
-	}
-	ctx, cancel := context.WithTimeout(v.e.hubContext(), roleLookupWait)
-	defer cancel()
-	p, err := v.p.RecheckFunc(ctx)
-	switch {
-	case errors.Is(err, ErrUnauthorized):
-		return false
-	case err != nil:
-		v.e.logger.Warn("events: recheck subscriber credential", "error", err, "credential", v.p.Credential())
-		return true
-	case p == nil:
-		return false
-	}
-	if p.Superadmin != v.p.Superadmin {
-		clear(v.roles)
-	}
-	v.p = p
-	return true
-}
-
-func (v *viewer) mayRead(ev *Event) bool {
-	if v.p.APIKey == nil && v.p.Superadmin {
-		return true
-	}
-	if ev.OrgID == uuid.Nil || v.g == nil {
-		return false
-	}
-	scope := Scope{OrgID: ev.OrgID, WorkspaceID: ev.WorkspaceID}
-	now := time.Now()
-	c, ok := v.roles[scope]
-	if !ok || now.After(c.until) {
-		ctx, cancel := context.WithTimeout(v.e.hubContext(), roleLookupWait)
-		role, err := v.g.roleIn(ctx, v.p, scope)
-		cancel()
-		if errors.Is(err, ErrForbidden) {
-			// The scope refuses this session (an organization's sign-in
-			// policy): it sees nothing there, like a non-member.
-			role, err = "", nil
-		}
-		if err != nil {
-			v.e.logger.Warn("events: resolve subscriber role", "error", err, "org_id", scope.OrgID)
-			return false
-		}
-		c = cachedRole{role: role, until: now.Add(roleCacheTTL)}
-		v.roles[scope] = c
-	}
-	if !authz.ValidRole(c.role) {
-		return false
-	}
-	if ev.Object == "" {
-		return true
-	}
-	ok, err := v.g.authz.Allowed(c.role, ev.OrgID.String(), ev.Object, authz.Read)
-	if err != nil {
-		v.e.logger.Warn("events: check read permission", "error", err, "object", ev.Object)
-		return false
-	}
-	return ok
-}
-
-func (e *Events) hubContext() context.Context {
+func (e *Hub) hubContext() context.Context {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ctx == nil {
 		return context.Background()
 	}
 	return e.ctx
-}
-
-// mount registers the WebSocket and SSE routes and starts the hub for the
-// lifetime of ctx. The SSE route also accepts the admin session cookie.
-func (e *Events) mount(ctx context.Context, r Routers, w *Wiring, g *guard) {
-	e.mu.Lock()
-	e.guard = g
-	e.mu.Unlock()
-	upgrade := fiberws.New(e.runWebSocket, fiberws.Config{HandshakeTimeout: eventWriteWait})
-	r.API.Get("/events", Authenticated(), Doc{
-		Summary: "Live events over WebSocket: connect with ?token=, send subscribe/unsubscribe messages",
-		Tag:     "events",
-		Query:   []string{"token", "events", "workspace_id"},
-	}, func(c *fiber.Ctx) error {
-		if !fiberws.IsWebSocketUpgrade(c) {
-			return &HTTPError{Status: http.StatusUpgradeRequired, Code: codeUpgradeRequired, Message: "Connect with a WebSocket client"}
-		}
-		f, err := filterFromQuery(c)
-		if err != nil {
-			return err
-		}
-		c.Locals(localEventsFilter, f)
-		return upgrade(c)
-	})
-
-	stream := *r.API
-	sg := &guard{w: withSessionFallback(w), authz: g.authz, limiter: g.limiter}
-	stream.guard = sg.handlers
-	stream.Get("/events/stream", Authenticated(), Doc{
-		Summary: "Live events as Server-Sent Events (initial, create, update, delete, log, shutdown, and each event's type); send Accept: text/event-stream",
-		Tag:     "events",
-		Query:   []string{"token", "events", "workspace_id"},
-	}, e.serveStream)
-	e.start(ctx)
-}
-
-// withSessionFallback authenticates with the admin session cookie when the
-// request carries no API credential.
-func withSessionFallback(w *Wiring) *Wiring {
-	cp := *w
-	api, ui := w.AuthenticateAPI, w.AuthenticateUI
-	cp.AuthenticateAPI = func(c *fiber.Ctx) (*Principal, error) {
-		p, err := api(c)
-		if p != nil || err != nil || ui == nil {
-			return p, err
-		}
-		return ui(c)
-	}
-	return &cp
-}
-
-// filterFromQuery reads ?events=a.*,b.* and ?workspace_id=.
-func filterFromQuery(c *fiber.Ctx) (*eventFilter, error) {
-	f := &eventFilter{Events: []string{"*"}}
-	var v Validator
-	if raw := strings.TrimSpace(c.Query("events")); raw != "" {
-		f.Events = splitList(raw)
-		f.explicit = true
-		v.Check(len(f.Events) <= maxEventPatterns, "events", FieldInvalidValue, fmt.Sprintf("at most %d patterns", maxEventPatterns))
-		for _, p := range f.Events {
-			_, err := path.Match(p, "")
-			v.Check(err == nil, "events", FieldInvalidFormat, "must be comma-separated glob patterns such as agent.*")
-		}
-	}
-	if raw := strings.TrimSpace(c.Query("workspace_id")); raw != "" {
-		id, err := uuid.Parse(raw)
-		v.Check(err == nil, "workspace_id", FieldInvalidFormat, "must be a UUID")
-		f.WorkspaceID = id
-	}
-	if err := v.Err(); err != nil {
-		return nil, err
-	}
-	return f, nil
 }
 
 // applyClientMessage changes s's subscription as a subscribe message
@@ -825,51 +744,62 @@ func applyClientMessage(s *subscriber, msg []byte) []byte {
 		}
 	}
 	cur := s.filter.Load()
-	next := &eventFilter{Events: slices.Clone(cur.Events), WorkspaceID: cur.WorkspaceID, explicit: true}
+	next := &Filter{events: slices.Clone(cur.events), workspaceID: cur.workspaceID, explicit: true}
 	switch req.Action {
 	case "subscribe":
 		switch {
 		case len(req.Events) == 0:
-			next.Events = []string{"*"}
+			next.events = []string{"*"}
 		case !cur.explicit:
-			next.Events = slices.Clone(req.Events)
+			next.events = slices.Clone(req.Events)
 		default:
 			for _, p := range req.Events {
-				if !slices.Contains(next.Events, p) {
-					next.Events = append(next.Events, p)
+				if !slices.Contains(next.events, p) {
+					next.events = append(next.events, p)
 				}
 			}
 		}
 	case "unsubscribe":
 		if len(req.Events) == 0 {
-			next.Events = []string{}
+			next.events = []string{}
 		} else {
-			next.Events = slices.DeleteFunc(next.Events, func(p string) bool { return slices.Contains(req.Events, p) })
+			next.events = slices.DeleteFunc(next.events, func(p string) bool { return slices.Contains(req.Events, p) })
 		}
 	default:
 		return fail(`action must be "subscribe" or "unsubscribe"`)
 	}
-	if len(next.Events) > maxEventPatterns {
-		return fail(fmt.Sprintf("at most %d event patterns", maxEventPatterns))
+	if len(next.events) > MaxPatterns {
+		return fail(fmt.Sprintf("at most %d event patterns", MaxPatterns))
 	}
 	if req.Filter != nil {
-		next.WorkspaceID = uuid.Nil
+		next.workspaceID = uuid.Nil
 		if req.Filter.WorkspaceID != "" {
 			id, err := uuid.Parse(req.Filter.WorkspaceID)
 			if err != nil {
 				return fail("filter.workspace_id must be a UUID")
 			}
-			next.WorkspaceID = id
+			next.workspaceID = id
 		}
 	}
 	s.filter.Store(next)
 	return controlMessage("subscribed", next.describe())
 }
 
-// runWebSocket serves one /v1/events connection.
-func (e *Events) runWebSocket(c *fiberws.Conn) {
-	p, _ := c.Locals(localPrincipal).(*Principal)
-	f, _ := c.Locals(localEventsFilter).(*eventFilter)
+// WebSocket returns the handler of GET /v1/events for requests already
+// authenticated and checked to be WebSocket upgrades: it upgrades the
+// connection and serves it. caller returns the connection's subscription and
+// its caller's Viewer, typically from the request's locals (the upgraded
+// connection keeps them); a nil filter or Viewer closes the connection with
+// 1008.
+func (e *Hub) WebSocket(caller func(c *fiberws.Conn) (*Filter, Viewer)) fiber.Handler {
+	return fiberws.New(func(c *fiberws.Conn) {
+		f, v := caller(c)
+		e.serveWebSocket(c, f, v)
+	}, fiberws.Config{HandshakeTimeout: eventWriteWait})
+}
+
+// serveWebSocket serves one /v1/events connection.
+func (e *Hub) serveWebSocket(c *fiberws.Conn, f *Filter, v Viewer) {
 	ws := c.Conn
 	defer ws.Close()
 	write := func(kind int, b []byte) error {
@@ -879,11 +809,11 @@ func (e *Events) runWebSocket(c *fiberws.Conn) {
 	closeWith := func(code int, text string) {
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(eventWriteWait))
 	}
-	if p == nil || f == nil {
+	if v == nil || f == nil {
 		closeWith(websocket.ClosePolicyViolation, "not authenticated")
 		return
 	}
-	s, err := e.subscribe(f, p.APIKey, true)
+	s, err := e.subscribe(f, confinement(v), true)
 	if err != nil {
 		_ = write(websocket.TextMessage, controlMessage("shutdown", nil))
 		closeWith(websocket.CloseGoingAway, "server shutting down")
@@ -921,7 +851,7 @@ func (e *Events) runWebSocket(c *fiberws.Conn) {
 	if write(websocket.TextMessage, controlMessage("subscribed", f.describe())) != nil {
 		return
 	}
-	v := e.newViewer(p)
+	ctx := e.hubContext()
 	ping := time.NewTicker(wsPingInterval)
 	defer ping.Stop()
 	recheck := time.NewTicker(credentialRecheck)
@@ -929,7 +859,7 @@ func (e *Events) runWebSocket(c *fiberws.Conn) {
 	for {
 		select {
 		case d := <-s.ch:
-			if v.mayRead(&d.ev) && write(websocket.TextMessage, d.json) != nil {
+			if v.MayRead(ctx, &d.ev) && write(websocket.TextMessage, d.json) != nil {
 				return
 			}
 		case r := <-replies:
@@ -941,7 +871,7 @@ func (e *Events) runWebSocket(c *fiberws.Conn) {
 				return
 			}
 		case <-recheck.C:
-			if !v.stillValid() {
+			if !v.StillValid(ctx) {
 				_ = write(websocket.TextMessage, controlMessage("unauthorized", map[string]any{"message": msgCredentialInvalid}))
 				closeWith(websocket.ClosePolicyViolation, msgCredentialInvalid)
 				return
@@ -954,7 +884,7 @@ func (e *Events) runWebSocket(c *fiberws.Conn) {
 				closeWith(websocket.CloseTryAgainLater, "too slow; reconnect")
 			case dropShutdown:
 				for _, d := range drain(s) {
-					if v.mayRead(&d.ev) && write(websocket.TextMessage, d.json) != nil {
+					if v.MayRead(ctx, &d.ev) && write(websocket.TextMessage, d.json) != nil {
 						return
 					}
 				}
@@ -979,17 +909,13 @@ func drain(s *subscriber) []*delivery {
 	}
 }
 
-// serveStream serves /v1/events/stream.
-func (e *Events) serveStream(c *fiber.Ctx) error {
-	if !strings.Contains(c.Get(fiber.HeaderAccept), "text/event-stream") {
-		return &HTTPError{Status: http.StatusNotAcceptable, Code: codeNotAcceptable, Message: "Send Accept: text/event-stream"}
-	}
-	f, err := filterFromQuery(c)
-	if err != nil {
-		return err
-	}
-	p := Caller(c)
-	s, err := e.subscribe(f, p.APIKey, true)
+// ServeStream serves GET /v1/events/stream for a request already
+// authenticated, checked to accept text/event-stream and whose query was
+// parsed into f: it streams the events v lets its caller see until the
+// caller leaves, falls behind or no longer is valid, or the hub stops. It
+// returns ErrStopped when the hub has stopped.
+func (e *Hub) ServeStream(c *fiber.Ctx, f *Filter, v Viewer) error {
+	s, err := e.subscribe(f, confinement(v), true)
 	if err != nil {
 		return err
 	}
@@ -998,7 +924,6 @@ func (e *Events) serveStream(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderConnection, "keep-alive")
 	c.Set("X-Accel-Buffering", "no")
 	conn := c.Context().Conn()
-	v := e.newViewer(p)
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) { e.stream(w, conn, s, v, f) })
 	return nil
 }
@@ -1013,8 +938,9 @@ func sseFrame(buf *bytes.Buffer, event string, data []byte) {
 
 // stream writes one SSE subscriber's events until it leaves, falls behind or
 // the hub stops.
-func (e *Events) stream(w *bufio.Writer, conn net.Conn, s *subscriber, v *viewer, f *eventFilter) {
+func (e *Hub) stream(w *bufio.Writer, conn net.Conn, s *subscriber, v Viewer, f *Filter) {
 	defer e.release(s)
+	ctx := e.hubContext()
 	var buf bytes.Buffer
 	flush := func() bool {
 		if conn != nil {
@@ -1025,7 +951,7 @@ func (e *Events) stream(w *bufio.Writer, conn net.Conn, s *subscriber, v *viewer
 		return err == nil && w.Flush() == nil
 	}
 	event := func(d *delivery) {
-		if v.mayRead(&d.ev) {
+		if v.MayRead(ctx, &d.ev) {
 			sseFrame(&buf, d.category, d.json)
 			sseFrame(&buf, d.ev.Type, d.json)
 		}
@@ -1052,7 +978,7 @@ func (e *Events) stream(w *bufio.Writer, conn net.Conn, s *subscriber, v *viewer
 				return
 			}
 		case <-recheck.C:
-			if !v.stillValid() {
+			if !v.StillValid(ctx) {
 				sseFrame(&buf, "unauthorized", controlMessage("unauthorized", map[string]any{"message": msgCredentialInvalid}))
 				flush()
 				return
