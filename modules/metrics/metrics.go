@@ -51,7 +51,6 @@ package metrics
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -100,21 +99,14 @@ type Module struct {
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the module.
-func New(d app.Deps, opts Options) *Module {
-	logger := d.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	var now func() time.Time
-	if d.Clock != nil {
-		now = d.Clock
-	}
-	svc := newService(d.Pool, logger, d.Config.Metrics, opts.MaxHostsPerBatch, now)
-	fleet := newFleetCollector(d.Pool, logger, svc.now)
+// New builds the module and registers its fleet collector on d.Metrics.
+// The error is always nil: the module loads nothing when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	svc := NewService(d, opts)
+	fleet := newFleetCollector(d.Pool, d.Logger, svc.now)
 	registerFleet(d.Metrics, fleet)
-	return &Module{db: d.DB, svc: svc, alerts: newAlertService(d, logger, svc.now), authz: d.Authz, events: d.Events,
-		opts: opts, socketEvery: SocketInterval, recheck: socketRecheck, fleet: fleet}
+	return &Module{db: d.DB, svc: svc, alerts: newAlertService(d, d.Logger, svc.now), authz: d.Authz, events: d.Events,
+		opts: opts, socketEvery: SocketInterval, recheck: socketRecheck, fleet: fleet}, nil
 }
 
 // Alerts returns the alert rules' service.
