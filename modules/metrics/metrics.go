@@ -66,8 +66,9 @@ type Options struct {
 
 // Module is the metrics module.
 type Module struct {
-	db  *gorm.DB
-	svc *Service
+	db    *gorm.DB
+	svc   *Service
+	pages *app.Pages
 }
 
 var _ app.Module = (*Module)(nil)
@@ -82,7 +83,7 @@ func New(d app.Deps, opts Options) *Module {
 	if d.Clock != nil {
 		now = d.Clock
 	}
-	return &Module{db: d.DB, svc: newService(d.Pool, logger, d.Config.Metrics, opts.MaxHostsPerBatch, now)}
+	return &Module{db: d.DB, svc: newService(d.Pool, logger, d.Config.Metrics, opts.MaxHostsPerBatch, now), pages: d.Pages}
 }
 
 // Service returns the module's service.
@@ -111,5 +112,11 @@ func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJo
 // GRPC registers nothing: samples arrive through the agents module's service.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go).
-func (m *Module) Routes(r app.Routers) { m.bindRoutes(r) }
+// Routes mounts the JSON API (api.go, analytics.go, streams.go) and the
+// admin pages (ui.go).
+func (m *Module) Routes(r app.Routers) {
+	m.bindRoutes(r)
+	m.bindAnalytics(r)
+	m.bindStreams(r)
+	m.mountUI(r.UI)
+}
