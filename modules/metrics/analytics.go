@@ -88,7 +88,8 @@ func ParseAnalyticsQuery(get func(name string) string, now time.Time) (Analytics
 }
 
 // Analytics are the tops of a range: each the most frequent values, most
-// frequent first (equal counts by value), at most the query's limit.
+// frequent first (equal counts by value, byte order), at most the query's
+// limit.
 type Analytics struct {
 	From time.Time `json:"from"`
 	To   time.Time `json:"to"`
@@ -149,7 +150,7 @@ func (s *Service) Analytics(ctx context.Context, aq AnalyticsQuery) (Analytics, 
 	}
 	sets = append(sets, "()")
 	q := `SELECT g, v, n FROM (
-			SELECT g, v, n, row_number() OVER (PARTITION BY g ORDER BY n DESC, v) AS rn FROM (
+			SELECT g, v, n, row_number() OVER (PARTITION BY g ORDER BY n DESC, v COLLATE "C") AS rn FROM (
 				SELECT grouping(` + cols + `) AS g, coalesce(host, path, status::text, remote_addr, user_agent) AS v, count(*) AS n
 				FROM (
 					SELECT host, split_part(uri, '?', 1) AS path, status, remote_addr, user_agent
