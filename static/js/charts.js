@@ -63,24 +63,31 @@
     var series = [{}];
     var data = [spec.x || []];
     (spec.series || []).forEach(function (s, i) {
-      series.push({
+      var line = {
         label: s.label,
         stroke: colors[i % colors.length],
         width: 1.5,
         spanGaps: false,
         value: function (u, v) { return fmt(unit, v); }
-      });
+      };
+      if (unit === "ms") {
+        // Percentiles exist only for intervals with traffic: mark each point.
+        line.points = { show: true, size: 5 };
+      }
+      series.push(line);
       data.push(s.values || []);
     });
+    var yAxis = { size: 70, values: function (u, vals) { return vals.map(function (v) { return fmt(unit, v); }); } };
+    if (unit === "count") {
+      // Whole numbers only.
+      yAxis.incrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7, 1e8, 1e9];
+    }
     var opts = {
       width: width(el),
       height: 220,
       series: series,
-      scales: { x: { time: true }, y: { range: function (u, min, max) { return [Math.min(0, min || 0), Math.max(max || 0, 1)]; } } },
-      axes: [
-        {},
-        { size: 70, values: function (u, vals) { return vals.map(function (v) { return fmt(unit, v); }); } }
-      ],
+      scales: { x: { time: true }, y: { range: function (u, min, max) { return [Math.min(0, min || 0), Math.max((max || 0) * 1.1, 1)]; } } },
+      axes: [{}, yAxis],
       legend: { live: true }
     };
     var plot = new uPlot(opts, data, el);
