@@ -33,6 +33,15 @@
 // table keyed by (agent, time) and trimmed by the retention job, as a
 // sample is one small row per agent every 5 s.
 //
+// # Analytics, streams, pages
+//
+// analytics.go counts the tops of a workspace's access logs
+// (GET /v1/workspaces/:id/analytics); streams.go serves a stream's counters
+// and their reset (GET /v1/streams/:id/metrics, POST
+// /v1/streams/:id/reset-counters, guarded by the vhosts module's stream
+// policy); ui.go the admin's metrics pages, whose charts static/js/charts.js
+// draws with the vendored uPlot.
+//
 // # Wiring (main.go)
 //
 //	metricsMod := metrics.New(d, metrics.Options{})
