@@ -3,7 +3,6 @@ package metrics
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/authz"
@@ -545,7 +543,7 @@ func (s *Service) HostSeries(ctx context.Context, agentID uuid.UUID, from, to ti
 		byTime[p.Timestamp.Unix()] = p
 	}
 	rows.Close()
-	if err := rows.Err(); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("query host metrics of agent %s: %w", agentID, err)
 	}
 	out := []HostPoint{}
