@@ -50,20 +50,20 @@ func setupWide(t *testing.T) *wide {
 	t.Helper()
 	a := apptest.NewApp(t, func(c *app.Config) { c.Auth.RateLimitPerMinute = 1 << 30 })
 	ctx := context.Background()
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
-	upsMod := upstreams.New(a.Deps, upstreams.Options{})
-	certsMod := certs.New(a.Deps, certs.Options{})
-	vhMod := vhosts.New(a.Deps, upsMod.Service(), certsMod.Service(),
-		func(_ context.Context, _ *gorm.DB, _ uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	authMod := must(auth.New(a.Deps, auth.Options{}))
+	orgsMod := must(orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()}))
+	upsMod := must(upstreams.New(a.Deps, upstreams.Options{}))
+	certsMod := must(certs.New(a.Deps, certs.Options{}))
+	vhMod := must(vhosts.New(a.Deps, vhosts.Options{Upstreams: upsMod.Service(), Certs: certsMod.Service(),
+		KnownAgentsFunc: func(_ context.Context, _ *gorm.DB, _ uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 			out := map[uuid.UUID]bool{}
 			for _, id := range ids {
 				out[id] = true
 			}
 			return out, nil
-		})
-	mod := New(a.Deps, Options{})
-	logsMod := logs.New(a.Deps, logs.Options{RollupFunc: mod.Rollup})
+		}}))
+	mod := must(New(a.Deps, Options{}))
+	logsMod := must(logs.New(a.Deps, logs.Options{RollupFunc: mod.Rollup}))
 	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vhMod, logsMod, mod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI, AuthenticateUI: authMod.AuthenticateUI, Role: orgsMod.Service().Role,
 		ErrorPage: views.ErrorPage, Static: static.FS, Nav: orgsMod.Shell,
@@ -186,4 +186,12 @@ func charts(body string) []string {
 		out = append(out, html.UnescapeString(m[1]))
 	}
 	return out
+}
+
+// must returns v, panicking on err (module constructors in test setups).
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
