@@ -202,6 +202,10 @@ func TestPages_OfferExactlyWhatTheRouteAccepts(t *testing.T) {
 		{"/workspaces/:id/config/versions/:version", []offer{{"GET", "/workspaces/:id/config/versions/:version/rollback"}}},
 		{"/workspaces/:id/agents", []offer{{"POST", "/workspaces/:id/agents"}}},
 		{"/agents/:id", []offer{{"POST", "/agents/:id"}, {"POST", "/agents/:id/reload"}, {"POST", "/agents/:id/delete"}}},
+		{"/workspaces/:id/metrics", nil},
+		{"/virtual-hosts/:id/metrics", nil},
+		{"/agents/:id/metrics", nil},
+		{"/streams/:id/metrics", []offer{{"POST", "/streams/:id/metrics/reset"}}},
 	}
 	roles := []string{authz.RoleOwner, authz.RoleAdmin, authz.RoleOperator, authz.RoleViewer}
 	browsers := map[string]*browser{}

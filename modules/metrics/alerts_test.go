@@ -78,12 +78,12 @@ func newLab(t *testing.T, o labOpts) *lab {
 		}
 	})
 	ctx := context.Background()
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
-	mod := New(a.Deps, Options{Authenticate: authMod.Service().AuthenticateToken, Role: orgsMod.Service().Role})
+	authMod := must(auth.New(a.Deps, auth.Options{}))
+	orgsMod := must(orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()}))
+	mod := must(New(a.Deps, Options{Authenticate: authMod.Service().AuthenticateToken, Role: orgsMod.Service().Role}))
 	mod.socketEvery = 200 * time.Millisecond
 	mod.recheck = 200 * time.Millisecond
-	logsMod := logs.New(a.Deps, logs.Options{RollupFunc: mod.Rollup})
+	logsMod := must(logs.New(a.Deps, logs.Options{RollupFunc: mod.Rollup}))
 	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, logsMod, mod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI, AuthenticateUI: authMod.AuthenticateUI, Role: orgsMod.Service().Role,
 	}); err != nil {
@@ -274,7 +274,7 @@ func verified(t *testing.T, d delivery, secret string) WebhookPayload {
 	return p
 }
 
-func num(t *testing.T, v any) float64 {
+func numOf(t *testing.T, v any) float64 {
 	t.Helper()
 	switch x := v.(type) {
 	case json.Number:
@@ -562,12 +562,12 @@ func TestAlerts_FireAndResolve(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ev.Type != EventAlert || ev.Data["rule_id"] != rule.ID.String() || ev.Data["agent_id"] != l.agent.String() ||
-		ev.Data["metric"] != "error_rate" || num(t, ev.Data["value"]) != 1 || num(t, ev.Data["threshold"]) != 0.5 || ev.Data["state"] != AlertFiring {
+		ev.Data["metric"] != "error_rate" || numOf(t, ev.Data["value"]) != 1 || numOf(t, ev.Data["threshold"]) != 0.5 || ev.Data["state"] != AlertFiring {
 		t.Fatalf("event %+v", ev)
 	}
 	fired := verified(t, l.hook.next(t), secret)
 	if fired.Type != EventAlert || fired.WorkspaceID != l.ws || fired.Data["rule_id"] != rule.ID.String() ||
-		num(t, fired.Data["value"]) != 1 || num(t, fired.Data["threshold"]) != 0.5 || fired.Data["agent_id"] != l.agent.String() {
+		numOf(t, fired.Data["value"]) != 1 || numOf(t, fired.Data["threshold"]) != 0.5 || fired.Data["agent_id"] != l.agent.String() {
 		t.Fatalf("firing webhook %+v", fired)
 	}
 	l.hook.mu.Lock()
@@ -590,12 +590,12 @@ func TestAlerts_FireAndResolve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.Type != EventAlertResolved || ev.Data["rule_id"] != rule.ID.String() || num(t, ev.Data["value"]) != 0.2 {
+	if ev.Type != EventAlertResolved || ev.Data["rule_id"] != rule.ID.String() || numOf(t, ev.Data["value"]) != 0.2 {
 		t.Fatalf("resolved event %+v", ev)
 	}
 	resolved := verified(t, l.hook.next(t), secret)
 	if resolved.Type != EventAlertResolved || resolved.Data["state"] != AlertResolved || resolved.Data["alert_id"] != fired.Data["alert_id"] ||
-		num(t, resolved.Data["value"]) != 0.2 {
+		numOf(t, resolved.Data["value"]) != 0.2 {
 		t.Fatalf("resolved webhook %+v", resolved)
 	}
 	if m := l.mail.Next(t); !strings.Contains(m.Data, "[NxMesh RESOLVED] Errors") {
@@ -785,8 +785,8 @@ func TestSocket_Auth(t *testing.T) {
 			ms = append(ms, c.expect("metrics"))
 		}
 		d := ms[0].Data
-		if num(t, d["cpu_percent"]) != 42 || num(t, d["memory_percent"]) != 50 || num(t, d["disk_percent"]) != 25 ||
-			num(t, d["load_average_1m"]) != 1.5 || num(t, d["active_connections"]) != 9 || num(t, d["requests_per_second"]) <= 0 ||
+		if numOf(t, d["cpu_percent"]) != 42 || numOf(t, d["memory_percent"]) != 50 || numOf(t, d["disk_percent"]) != 25 ||
+			numOf(t, d["load_average_1m"]) != 1.5 || numOf(t, d["active_connections"]) != 9 || numOf(t, d["requests_per_second"]) <= 0 ||
 			d["agent_id"] != l.agent.String() || d["state"] != "online" {
 			t.Fatalf("metrics %+v", d)
 		}

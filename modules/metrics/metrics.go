@@ -42,6 +42,15 @@
 // of the master's /metrics and a workspace's per-virtual-host exposition
 // are prometheus.go.
 //
+// # Analytics, streams, pages
+//
+// analytics.go counts the tops of a workspace's access logs
+// (GET /v1/workspaces/:id/analytics); streams.go serves a stream's counters
+// and their reset (GET /v1/streams/:id/metrics, POST
+// /v1/streams/:id/reset-counters, guarded by the vhosts module's stream
+// policy); ui.go the admin's metrics pages, whose charts static/js/charts.js
+// draws with the vendored uPlot.
+//
 // # Wiring (main.go)
 //
 //	metricsMod := metrics.New(d, metrics.Options{Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
@@ -95,6 +104,7 @@ type Module struct {
 	// recheck (SocketInterval, socketRecheck; tests shorten them).
 	socketEvery, recheck time.Duration
 	fleet                *fleetCollector
+	pages                *app.Pages
 }
 
 var _ app.Module = (*Module)(nil)
@@ -106,7 +116,7 @@ func New(d app.Deps, opts Options) (*Module, error) {
 	fleet := newFleetCollector(d.Pool, d.Logger, svc.now)
 	registerFleet(d.Metrics, fleet)
 	return &Module{db: d.DB, svc: svc, alerts: newAlertService(d, d.Logger, svc.now), authz: d.Authz, events: d.Events,
-		opts: opts, socketEvery: SocketInterval, recheck: socketRecheck, fleet: fleet}, nil
+		opts: opts, socketEvery: SocketInterval, recheck: socketRecheck, fleet: fleet, pages: d.Pages}, nil
 }
 
 // Alerts returns the alert rules' service.
@@ -141,9 +151,13 @@ func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob {
 // GRPC registers nothing: samples arrive through the agents module's service.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go), the alert rules and history, the
-// Prometheus exposition and the live socket (alerts_api.go).
+// Routes mounts the JSON API (api.go, analytics.go, streams.go), the alert
+// rules and history, the Prometheus exposition and the live socket
+// (alerts_api.go), and the admin pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindRoutes(r)
 	m.bindAlertRoutes(r)
+	m.bindAnalytics(r)
+	m.bindStreams(r)
+	m.mountUI(r.UI)
 }
