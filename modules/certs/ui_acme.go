@@ -349,7 +349,7 @@ func (f requestForm) placeErrors(err error) error {
 	for _, fe := range ve.Fields {
 		if rest, ok := strings.CutPrefix(fe.Field, fSAN+"["); ok {
 			if i, err := strconv.Atoi(strings.TrimSuffix(rest, "]")); err == nil && i < len(san) {
-				fe.Message = fmt.Sprintf("%s (%q)", fe.Message, san[i])
+				fe.Message = fmt.Sprintf("%s (%s)", fe.Message, san[i])
 			}
 			fe.Field = fSAN
 		}
