@@ -537,7 +537,8 @@ func (p *pages) renderShow(c *fiber.Ctx, status int, d showData) error {
 	return views.Page(c, status, shell, showPage(d))
 }
 
-// live answers the status block's polling.
+// live answers the status block's polling. Once issuance has ended, the
+// page is reloaded (HX-Refresh) so its actions follow the new status.
 func (p *pages) live(c *fiber.Ctx) error {
 	cert, err := p.certificate(c)
 	if err != nil {
@@ -546,6 +547,9 @@ func (p *pages) live(c *fiber.Ctx) error {
 	d, err := p.showData(c, cert)
 	if err != nil {
 		return err
+	}
+	if views.IsHTMX(c) && !d.polling() {
+		c.Set("HX-Refresh", "true")
 	}
 	return views.Render(c, http.StatusOK, certLive(d))
 }
@@ -680,7 +684,7 @@ func (p *pages) saveSettings(c *fiber.Ctx) error {
 	case hmac != "":
 		params.EABHMAC = &hmac
 	}
-	st, err := p.svc.SetACMESettings(app.Ctx(c), orgID, params)
+	_, err := p.svc.SetACMESettings(app.Ctx(c), orgID, params)
 	if err == nil {
 		views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: "ACME settings saved."})
 		return views.SeeOther(c, uiSettingsPath(orgID))
@@ -704,7 +708,8 @@ func (p *pages) saveSettings(c *fiber.Ctx) error {
 	if hmac := vals[fEABHMAC]; hmac != "" && form.Errors[fEABHMAC] == "" {
 		form.Errors[fEABHMAC] = "Enter the HMAC again: it is not kept after a failed save."
 	}
-	if st, err = p.svc.GetACMESettings(app.Ctx(c), orgID); err != nil {
+	st, err := p.svc.GetACMESettings(app.Ctx(c), orgID)
+	if err != nil {
 		return err
 	}
 	return p.renderSettings(c, status, st, form)

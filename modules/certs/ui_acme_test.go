@@ -193,6 +193,9 @@ func TestUI_RequestCertificate(t *testing.T) {
 		live := op.do(t, http.MethodGet, "/certificates/"+row.ID.String()+"/live", nil, "HX-Request", "true")
 		live.expect(t, http.StatusOK, `id="certificate-live"`, "every 2s")
 		live.lacks(t, "<html", `name="_csrf"`)
+		if live.header.Get("HX-Refresh") != "" {
+			t.Fatal("a pending certificate's block reloads the page")
+		}
 	})
 
 	t.Run("DNS01CredentialsAreStoredNotShown", func(t *testing.T) {
@@ -299,6 +302,11 @@ func TestUI_CertificatePageActions(t *testing.T) {
 			"the authority could not reach", `id="certificate-attempts"`, "connection refused by 203.0.113.7",
 			`action="`+page+`/renew"`, "Retry issuance now", `action="`+page+`"`, `name="auto_renew"`, `name="name"`)
 		r.lacks(t, `hx-trigger="every 2s"`)
+		// A poll that finds issuance over reloads the page.
+		live := owner.do(t, http.MethodGet, page+"/live", nil, "HX-Request", "true").expect(t, http.StatusOK, `id="certificate-live"`)
+		if live.header.Get("HX-Refresh") != "true" {
+			t.Fatalf("HX-Refresh = %q", live.header.Get("HX-Refresh"))
+		}
 	})
 
 	t.Run("ViewerSeesNoButtonAndIsRefused", func(t *testing.T) {
