@@ -217,6 +217,14 @@ func TestUI_RequestCertificate(t *testing.T) {
 		op.follow(t, r).expect(t, http.StatusOK, "cloudflare", `id="certificate-credential-keys"`,
 			"<code>CLOUDFLARE_DNS_API_TOKEN</code>", "<code>CLOUDFLARE_ZONE_API_TOKEN</code>", "values are never shown")
 		op.do(t, http.MethodGet, "/workspaces/"+ws+"/certificates", nil).expect(t, http.StatusOK, "*.dns.example.com")
+		for _, s := range []string{token, zoneToken} {
+			if n := b.countRows(t, "audit_log", "coalesce(after::text, '') || coalesce(before::text, '') LIKE ?", "%"+s+"%"); n != 0 {
+				t.Errorf("%d audit rows hold a credential", n)
+			}
+			if strings.Contains(b.logs.String(), s) {
+				t.Error("the log holds a credential")
+			}
+		}
 	})
 
 	t.Run("ValidationErrorsNameTheField", func(t *testing.T) {
