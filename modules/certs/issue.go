@@ -91,7 +91,7 @@ func validDNSName(n string) bool {
 	return true
 }
 
-// RequestParams are the inputs of Request (seed 000's request plus options).
+// RequestParams are the inputs of Request (the API's request plus options).
 type RequestParams struct {
 	WorkspaceID uuid.UUID
 	Domain      string

@@ -42,7 +42,6 @@ package metrics
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -72,17 +71,10 @@ type Module struct {
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the module.
-func New(d app.Deps, opts Options) *Module {
-	logger := d.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	var now func() time.Time
-	if d.Clock != nil {
-		now = d.Clock
-	}
-	return &Module{db: d.DB, svc: newService(d.Pool, logger, d.Config.Metrics, opts.MaxHostsPerBatch, now)}
+// New builds the module. The error is always nil: the module loads nothing
+// when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	return &Module{db: d.DB, svc: NewService(d, opts)}, nil
 }
 
 // Service returns the module's service.

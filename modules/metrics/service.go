@@ -34,21 +34,15 @@ type Service struct {
 	maxHosts        int
 }
 
-func newService(pool *pgxpool.Pool, logger *slog.Logger, cfg app.MetricsConfig, maxHosts int, now func() time.Time) *Service {
-	if cfg.RetentionMinute <= 0 {
-		cfg.RetentionMinute = app.DefaultMetricsRetentionMinute
-	}
-	if cfg.RetentionHour < cfg.RetentionMinute {
-		cfg.RetentionHour = max(cfg.RetentionMinute, app.DefaultMetricsRetentionHour)
-	}
+// NewService returns the service over d.Pool, with d's logger, clock and
+// metrics retention (metrics.retention_minute, metrics.retention_hour).
+func NewService(d app.Deps, opts Options) *Service {
+	maxHosts := opts.MaxHostsPerBatch
 	if maxHosts <= 0 {
 		maxHosts = DefaultMaxHostsPerBatch
 	}
-	if now == nil {
-		now = time.Now
-	}
-	return &Service{pool: pool, logger: logger, now: now, retentionMinute: cfg.RetentionMinute,
-		retentionHour: cfg.RetentionHour, maxHosts: maxHosts}
+	return &Service{pool: d.Pool, logger: d.Logger, now: d.Clock, retentionMinute: d.Config.Metrics.RetentionMinute,
+		retentionHour: d.Config.Metrics.RetentionHour, maxHosts: maxHosts}
 }
 
 // DefaultMaxHostsPerBatch is Options.MaxHostsPerBatch when it is not set.
