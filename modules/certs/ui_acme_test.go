@@ -30,7 +30,7 @@ func (b *bundle) browser(t *testing.T, name string, secrets ...string) *uiClient
 	if err := b.app.Deps.DB.Table("users").Where("email = ?", name+"@example.test").Pluck("id", &ids).Error; err != nil || len(ids) != 1 {
 		t.Fatalf("user %s: %v %v", name, ids, err)
 	}
-	tok, csrf, err := auth.NewService(b.app.Deps).CreateWebSession(context.Background(), ids[0], "127.0.0.1", "test")
+	tok, csrf, err := auth.NewService(b.app.Deps, auth.Options{}).CreateWebSession(context.Background(), ids[0], "127.0.0.1", "test")
 	if err != nil {
 		t.Fatalf("web session for %s: %v", name, err)
 	}
