@@ -134,14 +134,19 @@ type modules struct {
 
 func newModules(d app.Deps) (modules, error) {
 	var m modules
-	m.auth = auth.New(d)
-	m.orgs = orgs.New(d, m.auth.Service())
+	var err error
+	if m.auth, err = auth.New(d, auth.Options{}); err != nil {
+		return m, fmt.Errorf("auth module: %w", err)
+	}
+	if m.orgs, err = orgs.New(d, orgs.Options{Auth: m.auth.Service()}); err != nil {
+		return m, fmt.Errorf("orgs module: %w", err)
+	}
 	// Lower modules report changes to, and ask for their users from, the vhosts
 	// module, which owns the workspace's versioned configuration.
 	changed := func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
 		return m.vhosts.Service().ConfigChanged(ctx, tx, ws, summary)
 	}
-	m.upstreams = upstreams.New(d, upstreams.Options{
+	m.upstreams, err = upstreams.New(d, upstreams.Options{
 		ChangeFunc: changed,
 		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
 			return m.vhosts.Service().UpstreamUsers(ctx, tx, id)
@@ -151,7 +156,10 @@ func newModules(d app.Deps) (modules, error) {
 			return m.agents.Service().UpstreamHealth(ctx, ws, id)
 		},
 	})
-	m.certs = certs.New(d, certs.Options{
+	if err != nil {
+		return m, fmt.Errorf("upstreams module: %w", err)
+	}
+	m.certs, err = certs.New(d, certs.Options{
 		ChangeFunc: changed,
 		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
 			return m.vhosts.Service().CertificateUsers(ctx, tx, id)
@@ -165,33 +173,44 @@ func newModules(d app.Deps) (modules, error) {
 			return m.vhosts.Service().ServesHTTP(ctx, ws, domain)
 		},
 	})
-	m.vhosts = vhosts.New(d, m.upstreams.Service(), m.certs.Service(),
-		func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	if err != nil {
+		return m, fmt.Errorf("certs module: %w", err)
+	}
+	m.vhosts, err = vhosts.New(d, vhosts.Options{
+		Upstreams: m.upstreams.Service(),
+		Certs:     m.certs.Service(),
+		KnownAgentsFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
-		})
-	m.metrics = metrics.New(d, metrics.Options{})
+		},
+	})
+	if err != nil {
+		return m, fmt.Errorf("vhosts module: %w", err)
+	}
+	// The live-metrics WebSocket authenticates like the live-log one.
+	if m.metrics, err = metrics.New(d, metrics.Options{
+		Authenticate: m.auth.Service().AuthenticateToken,
+		Role:         m.orgs.Service().Role,
+	}); err != nil {
+		return m, fmt.Errorf("metrics module: %w", err)
+	}
 	// Access-log batches are counted into the traffic rollups in the
-	// transaction that stores them.
-	// The live-log WebSocket authenticates its first message's token and
-	// checks the caller's role like the route guard.
-	m.logs = logs.New(d, logs.Options{
+	// transaction that stores them. The live-log WebSocket authenticates its
+	// first message's token and checks the caller's role like the route guard.
+	if m.logs, err = logs.New(d, logs.Options{
 		RollupFunc:   m.metrics.Rollup,
 		Authenticate: m.auth.Service().AuthenticateToken,
 		Role:         m.orgs.Service().Role,
-	})
-	var err error
-	m.agents, err = agents.New(d, m.vhosts.Service(), m.certs.Service(), agents.Options{
+	}); err != nil {
+		return m, fmt.Errorf("logs module: %w", err)
+	}
+	m.agents, err = agents.New(d, agents.Options{
+		VHosts: m.vhosts.Service(),
+		Certs:  m.certs.Service(),
 		// Log batches from the agents' streams are queued by the logs
 		// module and acknowledged on the stream once stored.
 		LogsFunc: m.logs.Ingest,
 		// Host metric batches are stored as the metrics module's samples.
 		MetricsFunc: m.metrics.StoreHostMetrics,
-		PublishFunc: func(ctx context.Context, tx *gorm.DB, ev agents.Event) error {
-			return d.Events.Publish(ctx, tx, app.Event{
-				Type: ev.Type, OrgID: ev.OrgID, WorkspaceID: ev.WorkspaceID,
-				Data: ev.Data, Timestamp: ev.Timestamp, Object: agents.ObjAgent,
-			})
-		},
 	})
 	if err != nil {
 		return m, fmt.Errorf("agents module: %w", err)

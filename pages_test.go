@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"html"
 	"io"
 	"net/http"
@@ -11,10 +12,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/app/authz"
 	"github.com/nxmesh/nxmesh/modules/auth"
+	"github.com/nxmesh/nxmesh/modules/certs"
 )
 
 // browser is a signed-in admin session, opened through the sign-in form.
@@ -181,6 +185,7 @@ func TestPages_OfferExactlyWhatTheRouteAccepts(t *testing.T) {
 	f := m.fixture(t, p)
 	routes := m.a.Routes()
 	orgID := f.params["orgs/:id"]
+	acmeCert := m.failedACMECertificate(t, f)
 
 	// Each page, with changes its owner must be offered (so the comparison
 	// cannot pass on pages that offer nothing).
@@ -193,8 +198,10 @@ func TestPages_OfferExactlyWhatTheRouteAccepts(t *testing.T) {
 		{"/orgs/:org/api-keys", []offer{{"POST", "/orgs/:org/api-keys"}, {"POST", "/orgs/:org/api-keys/:key_id/revoke"}}},
 		{"/workspaces/:id/upstreams", []offer{{"GET", "/workspaces/:id/upstreams/new"}}},
 		{"/upstreams/:id", []offer{{"POST", "/upstreams/:id"}, {"GET", "/upstreams/:id/delete"}}},
-		{"/workspaces/:id/certificates", []offer{{"GET", "/workspaces/:id/certificates/new"}}},
-		{"/certificates/:id", []offer{{"GET", "/certificates/:id/delete"}}},
+		{"/workspaces/:id/certificates", []offer{{"GET", "/workspaces/:id/certificates/new"}, {"GET", "/workspaces/:id/certificates/request"}}},
+		{"/certificates/:id", []offer{{"GET", "/certificates/:id/delete"}, {"POST", "/certificates/:id"}}},
+		{"/certificates/" + acmeCert, []offer{{"POST", "/certificates/" + acmeCert}, {"POST", "/certificates/" + acmeCert + "/renew"}}},
+		{"/orgs/:org/acme-settings", []offer{{"POST", "/orgs/:org/acme-settings"}}},
 		{"/workspaces/:id/virtual-hosts", []offer{{"GET", "/workspaces/:id/virtual-hosts/new"}}},
 		{"/virtual-hosts/:id", []offer{{"POST", "/virtual-hosts/:id"}, {"GET", "/virtual-hosts/:id/delete"}}},
 		{"/workspaces/:id/streams", []offer{{"GET", "/workspaces/:id/streams/new"}}},
@@ -202,6 +209,10 @@ func TestPages_OfferExactlyWhatTheRouteAccepts(t *testing.T) {
 		{"/workspaces/:id/config/versions/:version", []offer{{"GET", "/workspaces/:id/config/versions/:version/rollback"}}},
 		{"/workspaces/:id/agents", []offer{{"POST", "/workspaces/:id/agents"}}},
 		{"/agents/:id", []offer{{"POST", "/agents/:id"}, {"POST", "/agents/:id/reload"}, {"POST", "/agents/:id/delete"}}},
+		{"/workspaces/:id/metrics", nil},
+		{"/virtual-hosts/:id/metrics", nil},
+		{"/agents/:id/metrics", nil},
+		{"/streams/:id/metrics", []offer{{"POST", "/streams/:id/metrics/reset"}}},
 	}
 	roles := []string{authz.RoleOwner, authz.RoleAdmin, authz.RoleOperator, authz.RoleViewer}
 	browsers := map[string]*browser{}
@@ -280,6 +291,28 @@ func TestPages_OfferExactlyWhatTheRouteAccepts(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("no offered change was checked")
 	}
+}
+
+// failedACMECertificate requests a DNS-01 certificate in the fixture's
+// workspace and marks its issuance failed, as the job leaves it, so its page
+// offers renewal; it returns the certificate's id.
+func (m *master) failedACMECertificate(t *testing.T, f fixture) string {
+	t.Helper()
+	ws, err := uuid.Parse(f.params["workspaces/:id"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.mods.certs.Service().Request(context.Background(), certs.RequestParams{
+		WorkspaceID: ws, Domain: "*.acme.example.com", Provider: "letsencrypt", AutoRenew: true, Challenge: "dns-01",
+		DNSProvider: "httpreq", DNSCredentials: map[string]string{"HTTPREQ_ENDPOINT": "https://dns.example.com"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.a.Deps.DB.Exec("UPDATE certificates SET status = 'failed', error = 'the DNS provider refused the request' WHERE id = ?", c.ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	return c.ID.String()
 }
 
 func sortedOffers(m map[offer]app.Route) []string {

@@ -31,6 +31,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/agents"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
+	"github.com/nxmesh/nxmesh/modules/metrics"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
@@ -188,7 +189,13 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 		cmdID, tok.AgentID, ws.ID).Error; err != nil {
 		t.Fatal(err)
 	}
+	metric, op, threshold := "error_rate", ">", 0.5
+	rule, err := m.mods.metrics.Alerts().CreateRule(ctx, ws.ID, metrics.AlertRuleInput{Metric: &metric, Operator: &op, Threshold: &threshold})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return fixture{params: map[string]string{
+		"alert-rules/:id":   rule.ID.String(),
 		"agents/:id":        tok.AgentID.String(),
 		":agent_id":         tok.AgentID.String(),
 		":command_id":       cmdID.String(),

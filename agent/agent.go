@@ -300,8 +300,7 @@ func (a *agent) statusJSON(ctx context.Context) (string, error) {
 	return string(out), nil
 }
 
-// metricsInterval is how often the agent sends a MetricsBatch (seed 004's
-// 5 s cadence).
+// metricsInterval is how often the agent sends a MetricsBatch (every 5 s).
 const metricsInterval = 5 * time.Second
 
 // sendMetrics samples the host and nginx every interval with its own

@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/nxmesh/nxmesh/agent/collect/logs"
 	"github.com/nxmesh/nxmesh/agent/controlplane"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
@@ -56,6 +57,13 @@ type config struct {
 
 	LogLevel  string
 	LogFormat string
+
+	// Logs: nginx's access and error logs sent to the master.
+	Logs             bool
+	LogBatchLines    int
+	LogBatchInterval time.Duration
+	LogSpoolMax      int64
+	LogFileMax       int64
 
 	Version bool
 }
@@ -155,6 +163,47 @@ func (v portValue) Set(s string) error {
 	return nil
 }
 
+// bytesValue is a flag.Value for a size: bytes, or a number with KiB,
+// MiB or GiB.
+type bytesValue struct{ n *int64 }
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+func (v bytesValue) String() string {
+	if v.n == nil || *v.n == 0 {
+		return "0"
+	}
+	for _, u := range byteUnits {
+		if *v.n%u.mult == 0 {
+			if u.mult == 1 {
+				return strconv.FormatInt(*v.n, 10)
+			}
+			return strconv.FormatInt(*v.n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(*v.n, 10)
+}
+
+func (v bytesValue) Set(s string) error {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range byteUnits {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(num), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("size %q: want bytes, or a number with KiB, MiB or GiB", s)
+	}
+	*v.n = n * mult
+	return nil
+}
+
 // newFlagSet defines every flag on cfg.
 func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("nxmesh-agent", flag.ContinueOnError)
@@ -182,6 +231,13 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 0, "heartbeat `interval`, overriding the master's (0 = the master's, 10s by default)")
 	fs.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", controlplane.DefaultMaxMessageBytes,
 		"largest message, in `bytes`, accepted from the master (uncompressed); keep it at least the master's grpc.max_message_bytes")
+	fs.BoolVar(&cfg.Logs, "logs", true, "send nginx's access log (<data-dir>/logs/access.log, written by every server the agent renders) and error log to the master (--logs=false to turn off)")
+	fs.IntVar(&cfg.LogBatchLines, "log-batch-lines", logs.DefaultBatchLines, "send a log batch at this many `lines`")
+	fs.DurationVar(&cfg.LogBatchInterval, "log-batch-interval", logs.DefaultBatchInterval, "send a log batch at most this `interval` after its first line")
+	cfg.LogSpoolMax = logs.DefaultSpoolMax
+	fs.Var(bytesValue{&cfg.LogSpoolMax}, "log-spool-max", "`size` of the spool (<data-dir>/logs/spool) of log batches the master has not acknowledged; when full, the oldest are dropped (e.g. 512MiB)")
+	cfg.LogFileMax = logs.DefaultMaxFileBytes
+	fs.Var(bytesValue{&cfg.LogFileMax}, "log-file-max", "`size` at which the agent rotates the log files it owns (access.log, and error.log in supervise mode) once they are sent")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.BoolVar(&cfg.Version, "version", false, "print the version and exit")
@@ -371,6 +427,18 @@ func (c *config) finish() error {
 	}
 	if c.MaxMessageBytes <= 0 {
 		errs = append(errs, errors.New("--max-message-bytes must be positive"))
+	}
+	if c.LogBatchLines <= 0 {
+		errs = append(errs, errors.New("--log-batch-lines must be positive"))
+	}
+	if c.LogBatchInterval <= 0 {
+		errs = append(errs, errors.New("--log-batch-interval must be positive"))
+	}
+	if c.LogSpoolMax < 1<<20 {
+		errs = append(errs, errors.New("--log-spool-max must be at least 1MiB"))
+	}
+	if c.LogFileMax < 1<<20 {
+		errs = append(errs, errors.New("--log-file-max must be at least 1MiB"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

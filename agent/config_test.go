@@ -44,6 +44,29 @@ func TestParseConfig(t *testing.T) {
 		}
 	})
 
+	t.Run("LogSettings", func(t *testing.T) {
+		t.Parallel()
+		cfg, err := parseConfig(trust, env{}.lookup, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cfg.Logs || cfg.LogBatchLines != 1000 || cfg.LogBatchInterval != 5*time.Second || cfg.LogSpoolMax != 512<<20 || cfg.LogFileMax != 64<<20 {
+			t.Errorf("log defaults: %+v", cfg)
+		}
+		file := filepath.Join(t.TempDir(), "agent.yaml")
+		if err := os.WriteFile(file, []byte("log-batch-lines: 200\nlog_spool_max: 2GiB\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err = parseConfig(append([]string{"--log-batch-interval", "1s", "--log-file-max", "16777216", "--logs=false"}, trust...),
+			env{"NXMESH_AGENT_CONFIG": file}.lookup, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Logs || cfg.LogBatchLines != 200 || cfg.LogBatchInterval != time.Second || cfg.LogSpoolMax != 2<<30 || cfg.LogFileMax != 16<<20 {
+			t.Errorf("log settings: %+v", cfg)
+		}
+	})
+
 	t.Run("MaxMessageBytesFromEnvironment", func(t *testing.T) {
 		t.Parallel()
 		cfg, err := parseConfig(trust, env{"NXMESH_AGENT_MAX_MESSAGE_BYTES": "134217728"}.lookup, &bytes.Buffer{})
@@ -130,6 +153,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "RejectsBadPortFromEnv", args: trust, env: env{"NXMESH_AGENT_STATUS_PORT": "70000"}, want: "NXMESH_AGENT_STATUS_PORT"},
 		{name: "RejectsUnknownFileKey", args: trust, file: "nginx_binary: x\nbogus: 1\n", want: `unknown key "bogus"`},
 		{name: "RejectsBadDeploymentMode", args: append([]string{"--deployment-mode", "vm"}, trust...), want: "deployment mode"},
+		{name: "RejectsZeroLogBatchLines", args: append([]string{"--log-batch-lines", "0"}, trust...), want: "--log-batch-lines must be positive"},
+		{name: "RejectsBadSpoolSize", args: append([]string{"--log-spool-max", "lots"}, trust...), want: "KiB, MiB or GiB"},
+		{name: "RejectsTinySpool", args: trust, env: env{"NXMESH_AGENT_LOG_SPOOL_MAX": "100KiB"}, want: "--log-spool-max must be at least 1MiB"},
 		{name: "RejectsZeroMaxMessageBytes", args: append([]string{"--max-message-bytes", "0"}, trust...), want: "--max-message-bytes must be positive"},
 	}
 	for _, c := range rejects {

@@ -13,6 +13,8 @@
 //     independently of, the master being reachable.
 //  4. Start the upstreams' active health checks (agent/health); they probe
 //     the servers of the configuration the master sends once it applied.
+//     Start the log shipper (agent/collect/logs): it follows nginx's access
+//     and error logs and sends them whenever the master is connected.
 //  5. Connect to the master and stay connected until SIGINT or SIGTERM.
 //
 // See `nxmesh-agent --help` for the flags and the two nginx modes.
@@ -34,9 +36,11 @@ import (
 
 	"github.com/nxmesh/nxmesh/agent/acmechallenge"
 	"github.com/nxmesh/nxmesh/agent/collect"
+	"github.com/nxmesh/nxmesh/agent/collect/logs"
 	"github.com/nxmesh/nxmesh/agent/controlplane"
 	"github.com/nxmesh/nxmesh/agent/health"
 	"github.com/nxmesh/nxmesh/agent/nginx"
+	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
 // Set at link time:
@@ -136,6 +140,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	// 3. nginx first: it serves the last good version whatever the master
 	// does.
+	accessLog, err := accessLogPath(cfg)
+	if err != nil {
+		return err
+	}
 	mgr, err := nginx.New(nginx.Options{
 		ACMEChallengeDir:   a.acme.Dir(),
 		Binary:             cfg.NginxBinary,
@@ -148,6 +156,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		PIDFile:            cfg.NginxPIDFile,
 		ErrorLog:           cfg.NginxErrorLog,
 		StatusPort:         cfg.StatusPort,
+		AccessLog:          accessLog,
 		ProtectedDirs:      []string{cfg.DataDir},
 		Logger:             log,
 		EventFunc:          a.onEvent,
@@ -190,7 +199,19 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		a.acme.Run(hctx, func(err error) { log.Error("expire ACME challenges", "error", err) })
 	})
 
+	// Logs: read, spooled and sent on their own goroutines.
+	var shipper *logs.Shipper
+	if accessLog != "" {
+		if shipper, err = newShipper(cfg, mgr, accessLog, log); err != nil {
+			return err
+		}
+	}
+
 	// 5. The master.
+	var onAck func(*agentv1.Ack)
+	if shipper != nil {
+		onAck = shipper.Ack
+	}
 	client, err := controlplane.New(controlplane.Options{
 		Master:          cfg.Master,
 		Token:           cfg.Token,
@@ -206,12 +227,16 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		Heartbeat:       cfg.Heartbeat,
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		Handler:         a,
+		OnAck:           onAck,
 		Logger:          log,
 	})
 	if err != nil {
 		return err
 	}
 	a.client.Store(client)
+	if shipper != nil {
+		healthDone.Go(func() { shipper.Run(hctx, client) })
+	}
 	healthDone.Go(func() { a.sendMetrics(hctx, collect.New(collect.Options{DiskPath: cfg.DataDir}), metricsInterval) })
 	log.Info("nxmesh-agent started", "version", version, "master", cfg.Master, "nginx_mode", mgr.Mode(), "data_dir", cfg.DataDir)
 	return client.Run(ctx)

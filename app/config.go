@@ -178,12 +178,17 @@ type MetricsConfig struct {
 	RetentionMinute time.Duration `yaml:"retention_minute"`
 	// RetentionHour is how long hourly traffic rollups are kept.
 	RetentionHour time.Duration `yaml:"retention_hour"`
+	// AlertInterval is how often the elected leader evaluates the alert
+	// rules.
+	AlertInterval time.Duration `yaml:"alert_interval"`
 }
 
 // Defaults of the metrics retention: 7 days of minutes, 90 days of hours.
 const (
 	DefaultMetricsRetentionMinute = 7 * 24 * time.Hour
 	DefaultMetricsRetentionHour   = 90 * 24 * time.Hour
+	// DefaultMetricsAlertInterval is metrics.alert_interval when it is not set.
+	DefaultMetricsAlertInterval = 30 * time.Second
 )
 
 // DefaultStaticRootPrefixes are the usual homes of static sites.
@@ -246,6 +251,7 @@ func DefaultConfig() Config {
 		Metrics: MetricsConfig{
 			RetentionMinute: DefaultMetricsRetentionMinute,
 			RetentionHour:   DefaultMetricsRetentionHour,
+			AlertInterval:   DefaultMetricsAlertInterval,
 		},
 		ACME: ACMEConfig{
 			LetsEncryptURL:        "https://acme-v02.api.letsencrypt.org/directory",
@@ -292,6 +298,9 @@ func LoadConfig(path string, env []string) (Config, error) {
 	}
 	if cfg.Metrics.RetentionHour < cfg.Metrics.RetentionMinute {
 		return cfg, fmt.Errorf("metrics.retention_hour: %s must be at least metrics.retention_minute (%s)", cfg.Metrics.RetentionHour, cfg.Metrics.RetentionMinute)
+	}
+	if cfg.Metrics.AlertInterval < time.Second {
+		return cfg, fmt.Errorf("metrics.alert_interval: %s must be at least 1s", cfg.Metrics.AlertInterval)
 	}
 	if cfg.DataDir != "" {
 		abs, err := filepath.Abs(cfg.DataDir)

@@ -12,7 +12,7 @@ import (
 
 // Error categories. Modules wrap these in their own sentinels
 // (var ErrSlugTaken = fmt.Errorf("%w: slug taken", app.ErrConflict)); the HTTP edge maps
-// a category to seed 000's error code and status once.
+// a category to its error code and status once (docs/API.md).
 var (
 	ErrNotFound     = errors.New("not found")
 	ErrConflict     = errors.New("conflict")
@@ -23,7 +23,7 @@ var (
 	ErrUnavailable  = errors.New("service unavailable")
 )
 
-// Error codes of seed 000's error envelope.
+// Error codes of the error envelope (docs/API.md).
 const (
 	CodeUnauthorized       = "UNAUTHORIZED"
 	CodeForbidden          = "FORBIDDEN"
@@ -37,7 +37,7 @@ const (
 	CodeServiceUnavailable = "SERVICE_UNAVAILABLE"
 )
 
-// Error codes of requests refused at the HTTP edge, beyond seed 000's table.
+// Error codes of requests refused at the HTTP edge, before any module sees them.
 const (
 	// CodeUnsupportedMediaType (415): a /v1 request body that is not sent as
 	// JSON (Content-Type application/json or application/*+json).
@@ -170,9 +170,11 @@ func messageOf(err error, def string) string {
 	return def
 }
 
-// InUseError is returned when deleting an object that other objects still
-// use. It is a conflict (409) whose message names the users; Hint, when set,
-// follows them ("stop using it there first").
+// InUseError is every module's answer to deleting an object that other
+// objects still use. It is a conflict (409) whose message names the users
+// ("upstream is used by ...") or, when they are not known (a foreign key
+// refused the delete), says the object is in use; Hint, when set, follows
+// ("stop using it there first").
 type InUseError struct {
 	// What is the object, as the message's subject ("upstream").
 	What string
@@ -183,7 +185,10 @@ type InUseError struct {
 }
 
 func (e *InUseError) Error() string {
-	msg := fmt.Sprintf("%s: %s is used by %s", ErrConflict, e.What, strings.Join(e.Users, ", "))
+	msg := fmt.Sprintf("%s: %s is in use", ErrConflict, e.What)
+	if len(e.Users) > 0 {
+		msg = fmt.Sprintf("%s: %s is used by %s", ErrConflict, e.What, strings.Join(e.Users, ", "))
+	}
 	if e.Hint != "" {
 		msg += "; " + e.Hint
 	}

@@ -45,7 +45,7 @@ func mountEvents(ctx context.Context, hub *events.Hub, r Routers, w *Wiring, g *
 		return f, newEventViewer(g, p, logger)
 	})
 	r.API.Get("/events", Authenticated(), Doc{
-		Summary: "Live events over WebSocket (seed 000): connect with ?token=, send subscribe/unsubscribe messages",
+		Summary: "Live events over WebSocket: connect with ?token=, send subscribe/unsubscribe messages",
 		Tag:     "events",
 		Query:   []string{"token", "events", "workspace_id"},
 	}, func(c *fiber.Ctx) error {

@@ -146,7 +146,7 @@ func ensureRequestID(c *fiber.Ctx) string {
 }
 
 // newFiber builds the Fiber app with the request-id, logging, metrics and
-// recovery middleware and the error handler that writes seed 000's envelope.
+// recovery middleware and the error handler that writes the API's error envelope (docs/API.md).
 //
 // Requests the HTTP server refuses before routing (see edgeErrorHandler) get
 // the same envelope, request id and security headers. A body declared (by
@@ -259,7 +259,7 @@ func edgeErrorHandler(f *fiber.App, logger *slog.Logger) func(*fasthttp.RequestC
 	}
 }
 
-// errorHandler writes every failure as seed 000's envelope (JSON API) or an
+// errorHandler writes every failure as the error envelope of docs/API.md (JSON API) or an
 // error page (admin), and logs 5xx once.
 func errorHandler(logger *slog.Logger, w *Wiring) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {

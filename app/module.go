@@ -32,7 +32,7 @@ type Module interface {
 	Routes(r Routers)
 }
 
-// Deps is what every module's New receives.
+// Deps is what every module's New(d, opts) and NewService(d, opts) receive.
 type Deps struct {
 	Config Config
 	// DB is GORM over the shared pool. PrepareStmt stays off so River's
@@ -44,7 +44,7 @@ type Deps struct {
 	Pool *pgxpool.Pool
 	// Authz decides permissions.
 	Authz *authz.Enforcer
-	// Jobs inserts River jobs, also inside a GORM transaction (see InsertJobTx).
+	// Jobs inserts River jobs, also inside a GORM transaction (InsertTx with SQLTx).
 	Jobs *river.Client[*sql.Tx]
 	// Secrets are the master's keys.
 	Secrets Secrets

@@ -544,7 +544,7 @@ type ListMeta struct {
 	Total   int64 `json:"total"`
 }
 
-// List is seed 000's paginated envelope.
+// List is the paginated envelope {data, meta} (docs/API.md, Pagination).
 type List[T any] struct {
 	Data []T      `json:"data"`
 	Meta ListMeta `json:"meta"`

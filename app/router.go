@@ -14,7 +14,7 @@ type RouterKind int
 // Router kinds.
 const (
 	// KindAPI routes live under /v1, authenticate with a bearer token or API key and
-	// fail with seed 000's JSON error envelope.
+	// fail with the JSON error envelope of docs/API.md.
 	KindAPI RouterKind = iota
 	// KindPublic routes (health, metrics, docs, static files) sit at the root.
 	KindPublic

@@ -392,9 +392,18 @@ func BenchmarkACMERenewScan10k(b *testing.B) {
 	const n, due = 10000, 1000
 	ctx := context.Background()
 	a := apptest.NewApp(b, nil)
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
-	certsMod := certs.New(a.Deps, certs.Options{})
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	certsMod, err := certs.New(a.Deps, certs.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, certsMod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI, AuthenticateUI: authMod.AuthenticateUI, Role: orgsMod.Service().Role,
 	}); err != nil {

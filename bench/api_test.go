@@ -40,8 +40,14 @@ func BenchmarkAPIRead(b *testing.B) {
 		c.Auth.RateLimitPerMinute = 1 << 30 // measure the request path, not the limiter
 		c.Database.MaxConns = 20
 	})
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		b.Fatalf("auth.New: %v", err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		b.Fatalf("orgs.New: %v", err)
+	}
 	if err := a.Mount(ctx, []app.Module{authMod, orgsMod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,

@@ -544,7 +544,7 @@ func subscribeApplied(b *testing.B, base, token, ws string, applied *rounds) *ap
 	return f
 }
 
-// connect opens the WebSocket, subscribes with seed 000's subscribe message
+// connect opens the WebSocket, subscribes with the API's subscribe message
 // and starts reading.
 func (f *appliedFeed) connect() error {
 	conn, _, err := websocket.DefaultDialer.Dial(f.url, nil)

@@ -79,9 +79,15 @@ func startMaster(t *testing.T, mutate func(*app.Config)) *master {
 			mutate(cfg)
 		}
 	})
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
-	err := a.Mount(ctx, []app.Module{authMod, orgsMod}, app.Wiring{
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		t.Fatalf("orgs.New: %v", err)
+	}
+	err = a.Mount(ctx, []app.Module{authMod, orgsMod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,

@@ -59,10 +59,16 @@ func startConfigMaster(t *testing.T) *configMaster {
 	t.Helper()
 	ctx := context.Background()
 	a := apptest.NewApp(t, func(cfg *app.Config) { cfg.HTTP.SecureCookies = false })
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		t.Fatalf("orgs.New: %v", err)
+	}
 	var vh *vhosts.Module
-	upsMod := upstreams.New(a.Deps, upstreams.Options{
+	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
 			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
 		},
@@ -70,7 +76,10 @@ func startConfigMaster(t *testing.T) *configMaster {
 			return vh.Service().UpstreamUsers(ctx, tx, id)
 		},
 	})
-	certsMod := certs.New(a.Deps, certs.Options{
+	if err != nil {
+		t.Fatalf("upstreams.New: %v", err)
+	}
+	certsMod, err := certs.New(a.Deps, certs.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
 			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
 		},
@@ -78,8 +87,14 @@ func startConfigMaster(t *testing.T) *configMaster {
 			return vh.Service().CertificateUsers(ctx, tx, id)
 		},
 	})
-	vh = vhosts.New(a.Deps, upsMod.Service(), certsMod.Service(), nil)
-	err := a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{
+	if err != nil {
+		t.Fatalf("certs.New: %v", err)
+	}
+	vh, err = vhosts.New(a.Deps, vhosts.Options{Upstreams: upsMod.Service(), Certs: certsMod.Service()})
+	if err != nil {
+		t.Fatalf("vhosts.New: %v", err)
+	}
+	err = a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,

@@ -1,13 +1,14 @@
-// Package static holds the admin's browser assets: vendored htmx and Pico CSS
-// (exact versions and licenses in README.md) and the admin's own stylesheet.
+// Package static holds the admin's browser assets: vendored htmx, Pico CSS and
+// uPlot (exact versions and licenses in README.md), the admin's own stylesheet
+// and its chart script (js/charts.js).
 // They are embedded in the binary and served under /static/.
 package static
 
 import "embed"
 
-// FS is the embedded asset tree: app.css and vendor/*.
+// FS is the embedded asset tree: app.css, js/* and vendor/*.
 //
-//go:embed app.css vendor
+//go:embed app.css vendor js
 var FS embed.FS
 
 // Paths of the assets the layout links to. The vendored file names carry their
@@ -19,4 +20,9 @@ const (
 	// HTMXSSE is htmx's Server-Sent Events extension (hx-ext="sse"), which
 	// live pages load themselves.
 	HTMXSSE = "/static/vendor/htmx-ext-sse-2.2.4.min.js"
+	// UPlot and UPlotCSS are the uPlot chart library, which the metrics
+	// pages load with Charts, the admin's script drawing their charts.
+	UPlot    = "/static/vendor/uplot-1.6.32.iife.min.js"
+	UPlotCSS = "/static/vendor/uplot-1.6.32.min.css"
+	Charts   = "/static/js/charts.js"
 )

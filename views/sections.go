@@ -12,6 +12,7 @@ const (
 	SectionConfig       = "config"
 	SectionAgents       = "agents"
 	SectionLogs         = "logs"
+	SectionMetrics      = "metrics"
 )
 
 // WorkspaceSections are the tabs of a workspace's pages, with
@@ -26,5 +27,6 @@ func WorkspaceSections(workspaceID uuid.UUID, active string) []Link {
 		{Label: "Config history", Href: base + "/config/versions", Active: active == SectionConfig},
 		{Label: "Agents", Href: base + "/agents", Active: active == SectionAgents},
 		{Label: "Logs", Href: base + "/logs", Active: active == SectionLogs},
+		{Label: "Metrics", Href: base + "/metrics", Active: active == SectionMetrics},
 	}
 }

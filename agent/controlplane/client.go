@@ -141,6 +141,10 @@ type Options struct {
 	MaxMessageBytes int
 
 	Handler Handler
+	// OnAck, if set, receives the master's Acks (of log batches:
+	// Ack.message_id is the batch id). It is called from the receive loop
+	// and must not block.
+	OnAck func(*agentv1.Ack)
 	// Logger receives the client's logs; nil means slog.Default(). Tokens
 	// and keys are never logged.
 	Logger *slog.Logger
@@ -320,6 +324,19 @@ func (c *Client) SendMetrics(b *agentv1.MetricsBatch) bool {
 	return c.sendCurrent(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Metrics{Metrics: b}})
 }
 
+// SendAccessLogs sends an access-log batch on the live stream
+// (AgentMessage.access_logs) if connected; it reports whether the batch was
+// handed to a stream. The master acknowledges it with an Ack (OnAck).
+func (c *Client) SendAccessLogs(b *agentv1.AccessLogBatch) bool {
+	return c.sendCurrent(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_AccessLogs{AccessLogs: b}})
+}
+
+// SendLogs sends an error-log batch on the live stream (AgentMessage.logs)
+// if connected, as SendAccessLogs.
+func (c *Client) SendLogs(b *agentv1.LogBatch) bool {
+	return c.sendCurrent(&agentv1.AgentMessage{Payload: &agentv1.AgentMessage_Logs{Logs: b}})
+}
+
 // ReportHealth asks for a HealthReport to be sent now rather than at the
 // next heartbeat. Requests made while one is pending are merged; while
 // disconnected, the report is the one sent when the next stream opens.
@@ -472,6 +489,9 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 			c.commands.Go(func() { c.answerACME(ctx, s, ch) })
 		case *agentv1.MasterMessage_Ack:
 			c.log.Debug("master ack", "message_id", p.Ack.GetMessageId(), "success", p.Ack.GetSuccess(), "error", p.Ack.GetErrorMessage())
+			if c.opts.OnAck != nil {
+				c.opts.OnAck(p.Ack)
+			}
 		case *agentv1.MasterMessage_Error:
 			c.log.Warn("master reported an error", "code", p.Error.GetCode(), "message", p.Error.GetMessage())
 		case *agentv1.MasterMessage_RegistrationResponse:

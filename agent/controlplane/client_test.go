@@ -189,10 +189,17 @@ func (m *testMaster) Stream(stream grpc.BidiStreamingServer[agentv1.AgentMessage
 			}
 			return err
 		}
+		// Log batches are acknowledged once "stored", as the master does.
+		ackID := msg.GetLogs().GetBatchId() + msg.GetAccessLogs().GetBatchId()
 		select {
 		case m.received <- msg:
 		case <-stream.Context().Done():
 			return nil
+		}
+		if ackID != "" {
+			if err := stream.Send(&agentv1.MasterMessage{Payload: &agentv1.MasterMessage_Ack{Ack: &agentv1.Ack{MessageId: ackID, Success: true}}}); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -553,5 +560,54 @@ func TestParseFingerprint(t *testing.T) {
 		if _, err := ParseFingerprint(c.in); (err == nil) != c.ok {
 			t.Errorf("ParseFingerprint(%q) error = %v, want ok=%v", c.in, err, c.ok)
 		}
+	}
+}
+
+// TestClient_LogBatches sends an access-log and an error-log batch on the
+// stream and receives the master's Acks through OnAck.
+func TestClient_LogBatches(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	acks := make(chan *agentv1.Ack, 8)
+	opts := b.opts
+	opts.OnAck = func(a *agentv1.Ack) { acks <- a }
+	c := newClient(t, opts)
+	if c.SendAccessLogs(&agentv1.AccessLogBatch{BatchId: "early"}) {
+		t.Error("a batch was handed to a stream before any connected")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// The mutual-TLS session's first health report: the stream is up.
+	for {
+		if next(t, b.master.received, "a health report").GetHealth() != nil {
+			break
+		}
+	}
+	if !c.SendAccessLogs(&agentv1.AccessLogBatch{BatchId: "acc-1", Entries: []*agentv1.AccessLogEntry{{Uri: "/x", Status: 200}}}) ||
+		!c.SendLogs(&agentv1.LogBatch{BatchId: "err-1", Entries: []*agentv1.LogEntry{{Level: "error", Message: "m"}}}) {
+		t.Fatal("batches not handed to the stream")
+	}
+	got := map[string]bool{}
+	for len(got) < 2 {
+		msg := next(t, b.master.received, "the log batches")
+		if a := msg.GetAccessLogs(); a != nil {
+			got[a.GetBatchId()] = a.GetEntries()[0].GetUri() == "/x" && msg.GetAgentId() == "agent-1"
+		}
+		if l := msg.GetLogs(); l != nil {
+			got[l.GetBatchId()] = l.GetEntries()[0].GetMessage() == "m"
+		}
+	}
+	if !got["acc-1"] || !got["err-1"] {
+		t.Errorf("received %v", got)
+	}
+	acked := map[string]bool{}
+	for range 2 {
+		a := next(t, acks, "an ack")
+		acked[a.GetMessageId()] = a.GetSuccess()
+	}
+	if !acked["acc-1"] || !acked["err-1"] {
+		t.Errorf("acks %v", acked)
 	}
 }

@@ -45,7 +45,7 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 	sum := checksumOf(u)
 	running := m.mode == ModeManage || !m.wantRunning.Load() || m.masterPID() != 0
 	// 1. Already live.
-	sameRender := prev.ACMEChallengeDir == m.opts.ACMEChallengeDir
+	sameRender := prev.ACMEChallengeDir == m.opts.ACMEChallengeDir && prev.AccessLog == m.opts.AccessLog
 	if prev.Checksum == sum && u.GetVersion() <= prev.Version && running && sameRender {
 		log.Debug("config update already applied", "live", prev.Name)
 		m.setApplyError("")
@@ -55,12 +55,13 @@ func (m *Manager) Apply(ctx context.Context, u *agentv1.ConfigUpdate, progress f
 	// 2. Render into the version directory.
 	progress(agentv1.ConfigApplyStatus_VALIDATING)
 	meta := Version{
-		Name:       versionName(u.GetVersion(), sum),
+		Name:       versionName(u.GetVersion(), sum) + accessLogSuffix(m.opts.AccessLog),
 		ConfigID:   u.GetConfigId(),
 		Version:    u.GetVersion(),
 		Checksum:   sum,
 		StatusPort: m.statusPort,
 		CreatedAt:  time.Now().UTC(),
+		AccessLog:  m.opts.AccessLog,
 
 		ACMEChallengeDir: m.opts.ACMEChallengeDir,
 	}
@@ -234,5 +235,5 @@ func resolveExisting(p string) string {
 // ports it shares: its own default servers would clash with rendered ones.
 func (m *Manager) renderOptions(dir string) render.Options {
 	return render.Options{ConfDir: dir, StatusPort: m.statusPort, NoDefaultServers: m.mode == ModeManage,
-		ACMEChallengeDir: m.opts.ACMEChallengeDir}
+		AccessLog: m.opts.AccessLog, ACMEChallengeDir: m.opts.ACMEChallengeDir}
 }

@@ -150,6 +150,11 @@ type Options struct {
 	PIDFile  string
 	ErrorLog string
 
+	// AccessLog, if set, is the absolute path of the access log every
+	// rendered http server and stream writes, in the renderer's JSON
+	// formats (render.Options.AccessLog).
+	AccessLog string
+
 	// ProtectedDirs are directories a static location's root may neither
 	// be, contain nor lie inside (the agent passes its data directory); the
 	// prefix or include directory is always protected. An update with such
@@ -283,6 +288,14 @@ func New(opts Options) (*Manager, error) {
 	for _, d := range opts.ProtectedDirs {
 		if !filepath.IsAbs(d) {
 			return nil, fmt.Errorf("nginx: protected directory %q must be an absolute path", d)
+		}
+	}
+	if opts.AccessLog != "" {
+		if !filepath.IsAbs(opts.AccessLog) {
+			return nil, fmt.Errorf("nginx: access log %q must be an absolute path", opts.AccessLog)
+		}
+		if err := render.ValidateArg(opts.AccessLog); err != nil {
+			return nil, fmt.Errorf("nginx: access log %q cannot be written into nginx config: %w", opts.AccessLog, err)
 		}
 	}
 	if err := render.ValidateArg(m.root); err != nil {
@@ -509,8 +522,9 @@ func IncludeLines(includeDir string) (httpLine, streamLine string) {
 // live, without reloading anything.
 func (m *Manager) installInitial(ctx context.Context) (*Version, error) {
 	u := &agentv1.ConfigUpdate{}
-	meta := Version{Version: 0, Checksum: checksumOf(u), StatusPort: m.statusPort, ACMEChallengeDir: m.opts.ACMEChallengeDir, CreatedAt: time.Now().UTC()}
-	meta.Name = versionName(0, meta.Checksum)
+	meta := Version{Version: 0, Checksum: checksumOf(u), StatusPort: m.statusPort, CreatedAt: time.Now().UTC(),
+		AccessLog: m.opts.AccessLog, ACMEChallengeDir: m.opts.ACMEChallengeDir}
+	meta.Name = versionName(0, meta.Checksum) + accessLogSuffix(m.opts.AccessLog)
 	dir := filepath.Join(m.versionsDir(), meta.Name)
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("nginx: clear %s: %w", dir, err)

@@ -37,10 +37,12 @@ type Version struct {
 	// update when the master sent none.
 	Checksum string `json:"checksum"`
 	// StatusPort is the loopback stub_status port rendered into it.
-	StatusPort uint32 `json:"status_port"`
+	StatusPort uint32    `json:"status_port"`
+	CreatedAt  time.Time `json:"created_at"`
+	// AccessLog is the access log rendered into it (Options.AccessLog).
+	AccessLog string `json:"access_log,omitempty"`
 	// ACMEChallengeDir is the ACME challenge directory rendered into it.
-	ACMEChallengeDir string    `json:"acme_challenge_dir,omitempty"`
-	CreatedAt        time.Time `json:"created_at"`
+	ACMEChallengeDir string `json:"acme_challenge_dir,omitempty"`
 }
 
 // checksumOf returns the checksum that identifies u.
@@ -60,6 +62,18 @@ func checksumOf(u *agentv1.ConfigUpdate) string {
 
 // versionName is the directory name of a version: the version number and
 // the first 8 safe characters of the checksum.
+// accessLogSuffix distinguishes the directory of a version rendered with
+// an access log from the same update rendered without one (or with
+// another), so that turning the access log on re-renders the live update
+// into a new directory.
+func accessLogSuffix(accessLog string) string {
+	if accessLog == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(accessLog))
+	return "-l" + hex.EncodeToString(sum[:4])
+}
+
 func versionName(version int64, checksum string) string {
 	var short strings.Builder
 	for _, c := range strings.ToLower(checksum) {

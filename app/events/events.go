@@ -48,13 +48,13 @@
 //
 // WebSocket GET /v1/events?token=<access JWT or API key> (browsers cannot set
 // headers on a WebSocket, so the auth module accepts ?token= on the events
-// paths only). Every message is seed 000's event, plus the routing fields:
+// paths only). Every message is an event (docs/API.md), with its routing fields:
 //
 //	{"type":"agent.connected","timestamp":"…","data":{…},"workspace_id":"…","org_id":"…"}
 //
 // A connection starts subscribed to every event (or to ?events=a.*,b.* and
 // ?workspace_id=) and is told so by a control message of type "subscribed".
-// The client changes its subscription with seed 000's message:
+// The client changes its subscription with a subscribe message (docs/API.md):
 //
 //	{"action":"subscribe","events":["agent.*","config.*"],"filter":{"workspace_id":"…"}}
 //	{"action":"unsubscribe","events":["config.*"]}
@@ -74,7 +74,7 @@
 // Server-Sent Events GET /v1/events/stream?events=agent.*,config.*&workspace_id=…
 // (the HTMX pages' stream; authenticated by bearer token, X-API-Key, ?token= or
 // the admin session cookie; the request must accept text/event-stream). In
-// seed 003's style it sends:
+// the admin's style it sends:
 //
 //	event: initial   once on connect: data {"type":"initial","data":{"events":[…],"filter":{…}}}
 //	event: create    an event whose type ends in .created/.create/.added/.registered
@@ -85,7 +85,7 @@
 //	event: shutdown  when the server stops, then the stream ends
 //	event: unauthorized  when the credential no longer is valid, then the stream ends
 //
-// so a page listens either to the seed 003 category (hx-trigger="sse:update")
+// so a page listens either to the category (hx-trigger="sse:update")
 // or to exact types (sse:agent.connected), not both. The data of create,
 // update, delete, log and <type> is the event JSON shown above. A comment line
 // is sent every 20 seconds to keep proxies from closing an idle stream.
@@ -159,7 +159,7 @@ var (
 var eventTypePattern = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_]+)*$`)
 
 // Event is something that happened, for the live event streams. Data is
-// seed 000's event data; OrgID (and WorkspaceID for workspace objects) decide
+// the event's data (docs/API.md); OrgID (and WorkspaceID for workspace objects) decide
 // who may see it: an event without an organization reaches superadmins only.
 type Event struct {
 	Type        string
@@ -182,7 +182,7 @@ type notification struct {
 	Object      string         `json:"object,omitempty"`
 }
 
-// clientEvent is what subscribers receive: seed 000's {type, timestamp, data}
+// clientEvent is what subscribers receive: the API's {type, timestamp, data}
 // plus the routing fields.
 type clientEvent struct {
 	Type        string         `json:"type"`
@@ -451,7 +451,7 @@ func decodeNotification(payload string) (*delivery, error) {
 	return &delivery{ev: ev, json: b, category: sseCategory(ev.Type)}, nil
 }
 
-// sseCategory maps an event type to seed 003's SSE event names.
+// sseCategory maps an event type to the admin's SSE event names.
 func sseCategory(typ string) string {
 	first, _, _ := strings.Cut(typ, ".")
 	last := typ[strings.LastIndexByte(typ, '.')+1:]
@@ -724,7 +724,7 @@ func (e *Hub) hubContext() context.Context {
 	return e.ctx
 }
 
-// applyClientMessage changes s's subscription as seed 000's subscribe message
+// applyClientMessage changes s's subscription as a subscribe message
 // asks and returns the reply.
 func applyClientMessage(s *subscriber, msg []byte) []byte {
 	var req struct {

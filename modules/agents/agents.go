@@ -57,7 +57,7 @@
 //
 // # Wiring (main.go)
 //
-//	agentsMod, err := agents.New(d, vhostsMod.Service(), certsMod.Service(), agents.Options{PublishFunc: ...})
+//	agentsMod, err := agents.New(d, agents.Options{VHosts: vhostsMod.Service(), Certs: certsMod.Service(), LogsFunc: ...})
 //	wiring.GRPCServerOptions = agentsMod.GRPCServerOptions()
 //	// app.Run runs agentsMod.Run (the hub: LISTEN and reconcile) until shutdown
 package agents
@@ -67,7 +67,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,12 +82,14 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-// Options connect the module to the rest of the master.
+// Options connect the module to the rest of the master. Events
+// (agent.connected, agent.disconnected, config.applied, health.alert,
+// upstream.health) go to app.Deps.Events.
 type Options struct {
-	// PublishFunc receives agent.connected, agent.disconnected,
-	// config.applied, health.alert and upstream.health events; nil drops
-	// them.
-	PublishFunc PublishFunc
+	// VHosts computes the workspaces' configurations (vhosts module).
+	VHosts *vhosts.Service
+	// Certs supplies certificate material (certs module).
+	Certs *certs.Service
 	// LogsFunc receives the access-log and error-log batches agents send on
 	// their streams (the logs module's ingest); nil refuses them
 	// (success=false), so agents keep them spooled.
@@ -97,8 +98,12 @@ type Options struct {
 	// module's store); nil accepts and drops them.
 	MetricsFunc MetricsFunc
 	// ReplicaID names this process in agents.connected_replica; empty means
-	// "<hostname>/<pid>/<random>".
+	// "<hostname>/<pid>/<random>" (New fills it).
 	ReplicaID string
+	// CA is the agents' certificate authority; nil: New loads (or on first
+	// start creates) it from grpc.ca_cert_file/ca_key_file or
+	// data_dir/agents-ca/. NewService needs it set.
+	CA *CA
 }
 
 // Module is the agents module.
@@ -115,49 +120,33 @@ var (
 )
 
 // New builds the module: it loads (or on first start creates) the agents' CA
-// from grpc.ca_cert_file/ca_key_file or data_dir/agents-ca/. vh computes
-// configurations; certSvc supplies certificate material.
-func New(d app.Deps, vh *vhosts.Service, certSvc *certs.Service, opts Options) (*Module, error) {
-	cfg := d.Config
-	var hosts []string
-	for _, h := range strings.Split(cfg.GRPC.TLSHosts, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			hosts = append(hosts, h)
+// from grpc.ca_cert_file/ca_key_file or data_dir/agents-ca/ unless opts.CA
+// is set, and names this replica unless opts.ReplicaID is set.
+func New(d app.Deps, opts Options) (*Module, error) {
+	if opts.CA == nil {
+		var hosts []string
+		for _, h := range strings.Split(d.Config.GRPC.TLSHosts, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				hosts = append(hosts, h)
+			}
 		}
-	}
-	ca, err := LoadCA(CAFiles{
-		Dir: filepath.Join(cfg.DataDir, "agents-ca"), CertFile: cfg.GRPC.CACertFile, KeyFile: cfg.GRPC.CAKeyFile,
-	}, hosts)
-	if err != nil {
-		return nil, err
-	}
-	logger := d.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	heartbeat := cfg.GRPC.HeartbeatInterval
-	if heartbeat <= 0 {
-		heartbeat = app.DefaultConfig().GRPC.HeartbeatInterval
-	}
-	replica := opts.ReplicaID
-	if replica == "" {
-		replica, err = defaultReplicaID()
+		ca, err := LoadCA(CAFiles{
+			Dir: filepath.Join(d.Config.DataDir, "agents-ca"), CertFile: d.Config.GRPC.CACertFile, KeyFile: d.Config.GRPC.CAKeyFile,
+		}, hosts)
 		if err != nil {
 			return nil, err
 		}
+		opts.CA = ca
 	}
-	maxBytes := cfg.GRPC.MaxMessageBytes
-	if maxBytes <= 0 {
-		maxBytes = app.DefaultMaxMessageBytes
+	if opts.ReplicaID == "" {
+		id, err := defaultReplicaID()
+		if err != nil {
+			return nil, err
+		}
+		opts.ReplicaID = id
 	}
-	svc := &Service{
-		db: d.DB, logger: logger, vh: vh, certs: certSvc, ca: ca, publishFunc: opts.PublishFunc, logsFunc: opts.LogsFunc,
-		heartbeat: heartbeat, publicAddr: PublicAddr(cfg), reloadTimeout: defaultReloadTimeout,
-		maxMessageBytes: maxBytes, metricsFunc: opts.MetricsFunc,
-	}
-	hub := newHub(svc, d.Pool, logger, replica)
-	svc.hub = hub
-	return &Module{db: d.DB, svc: svc, hub: hub, pages: d.Pages}, nil
+	svc := NewService(d, opts)
+	return &Module{db: d.DB, svc: svc, hub: svc.hub, pages: d.Pages}, nil
 }
 
 func defaultReplicaID() (string, error) {
@@ -206,7 +195,7 @@ func (m *Module) GRPC(s grpc.ServiceRegistrar) {
 	agentv1.RegisterAgentServiceServer(s, &grpcServer{svc: m.svc, hub: m.hub})
 }
 
-// Routes mounts the JSON API (api.go).
+// Routes mounts the JSON API (api.go) and the admin pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindAgents(r.API)
 	m.bindCommands(r.API)

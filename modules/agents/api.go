@@ -46,7 +46,7 @@ func (m *Module) bindAgents(r *app.Router) {
 	agent := ScopeAgent(m.db, "id")
 	r.Get("/workspaces/:id/agents", app.Require(ObjAgent, authz.Read, ws),
 		app.Doc{Summary: "List a workspace's agents; state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value", Response: Agent{}, List: true, Query: agentQuery},
-		m.listAgents)
+		app.ListHandler(m.listAgents))
 	r.Post("/workspaces/:id/agents/tokens", app.Require(ObjAgent, authz.Write, ws),
 		app.Doc{Summary: "Create an agent and its single-use registration token (shown once, with the install command)", Body: createTokenRequest{}, Response: RegistrationToken{}, Status: http.StatusCreated},
 		m.createToken)
@@ -89,18 +89,10 @@ func (m *Module) bindCommands(r *app.Router) {
 		m.getCommand)
 }
 
-func (m *Module) listAgents(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, ListParams{
+func (m *Module) listAgents(c *fiber.Ctx, page app.Page) ([]Agent, int64, error) {
+	return m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, ListAgentsParams{
 		Page: page, State: c.Query("state"), LabelSelector: c.Query("label_selector"),
 	})
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
 }
 
 func (m *Module) createToken(c *fiber.Ctx) error {
@@ -166,7 +158,7 @@ func (m *Module) updateAgent(c *fiber.Ctx) error {
 	if err := app.Bind(c, &req); err != nil {
 		return err
 	}
-	a, err := m.svc.Update(app.Ctx(c), id, UpdateParams(req))
+	a, err := m.svc.Update(app.Ctx(c), id, UpdateAgentParams(req))
 	if err != nil {
 		return err
 	}

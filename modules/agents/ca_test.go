@@ -22,7 +22,7 @@ import (
 	"github.com/google/uuid"
 )
 
-func TestLoadCA(t *testing.T) {
+func TestService_LoadCA(t *testing.T) {
 	t.Parallel()
 
 	t.Run("CreatesOnceAndReloads", func(t *testing.T) {
@@ -101,7 +101,7 @@ func TestLoadCA(t *testing.T) {
 	})
 }
 
-func TestCA_ServerCertificate(t *testing.T) {
+func TestService_CAServerCertificate(t *testing.T) {
 	t.Parallel()
 	ca, err := LoadCA(CAFiles{Dir: t.TempDir()}, []string{"nxmesh.example.com", " 10.0.0.5 ", ""})
 	if err != nil {
@@ -137,7 +137,7 @@ func TestCA_ServerCertificate(t *testing.T) {
 	}
 }
 
-func TestCA_SignAgentCSR(t *testing.T) {
+func TestService_CASignAgentCSR(t *testing.T) {
 	t.Parallel()
 	ca, err := LoadCA(CAFiles{Dir: t.TempDir()}, nil)
 	if err != nil {
@@ -182,7 +182,7 @@ func TestCA_SignAgentCSR(t *testing.T) {
 	})
 }
 
-func TestCA_IssueAgentKey(t *testing.T) {
+func TestService_CAIssueAgentKey(t *testing.T) {
 	t.Parallel()
 	ca, err := LoadCA(CAFiles{Dir: t.TempDir()}, nil)
 	if err != nil {

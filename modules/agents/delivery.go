@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+
+	"github.com/nxmesh/nxmesh/app"
 )
 
 // This file bounds and compresses what travels on the agents' streams, and
@@ -128,7 +130,7 @@ func (s *Service) recordUndelivered(ctx context.Context, agentID, streamID uuid.
 		if err != nil {
 			return err
 		}
-		return s.publish(ctx, tx, Event{
+		return s.publish(ctx, tx, app.Event{
 			Type: EventConfigApplied, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
 			Data: map[string]any{
 				"agent_id": agentID.String(), "config_id": configID, "version": version,

@@ -178,7 +178,7 @@ func noConfigUpdate(t *testing.T, s *session) {
 	}
 }
 
-func TestDelivery(t *testing.T) {
+func TestGRPC_Delivery(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 

@@ -6,7 +6,7 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-func TestChecksum(t *testing.T) {
+func TestService_Checksum(t *testing.T) {
 	t.Parallel()
 	update := func() *agentv1.ConfigUpdate {
 		return &agentv1.ConfigUpdate{

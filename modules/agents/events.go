@@ -2,13 +2,13 @@ package agents
 
 import (
 	"context"
-	"time"
 
-	"github.com/google/uuid"
 	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/app"
 )
 
-// Event types this module publishes, with seed 000's data shapes:
+// Event types this module publishes, with their data fields:
 //
 //	agent.connected     {agent_id, hostname, ip_address} (plus peer_address)
 //	agent.disconnected  {agent_id, reason}  reason: connection_timeout,
@@ -35,31 +35,19 @@ const (
 	ReasonDeleted  = "deleted"
 )
 
-// Event is something that happened in the fleet, for the live event streams.
-type Event struct {
-	Type        string
-	WorkspaceID uuid.UUID
-	OrgID       uuid.UUID
-	Data        map[string]any
-	Timestamp   time.Time
-}
-
-// PublishFunc hands an event to the events hub. It is called inside the
-// transaction tx that records the change (so an implementation may
-// pg_notify in it and the event is delivered only if tx commits); tx is the
-// plain database when nothing was written. An error rolls the change back.
-type PublishFunc func(ctx context.Context, tx *gorm.DB, ev Event) error
-
-// publish calls the PublishFunc, if any.
-func (s *Service) publish(ctx context.Context, tx *gorm.DB, ev Event) error {
-	if s.publishFunc == nil {
+// publish hands ev to d.Events (app.Publisher) inside tx, the transaction
+// that records the change (the plain database when nothing was written), as
+// an object of ObjAgent: subscribers see it when their role may read agents.
+// A zero Timestamp is the service's clock. An error rolls the change back.
+func (s *Service) publish(ctx context.Context, tx *gorm.DB, ev app.Event) error {
+	if s.events == nil {
 		return nil
 	}
 	if ev.Timestamp.IsZero() {
 		ev.Timestamp = s.now()
 	}
-	if err := s.publishFunc(ctx, tx, ev); err != nil {
-		return err
+	if ev.Object == "" {
+		ev.Object = ObjAgent
 	}
-	return nil
+	return s.events.Publish(ctx, tx, ev)
 }

@@ -23,7 +23,7 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-func TestStream_Registration(t *testing.T) {
+func TestGRPC_Registration(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
@@ -354,7 +354,7 @@ func TestStream_Registration(t *testing.T) {
 		if r := b.row(t, a.id); r.State != StateOffline || r.StreamID != nil {
 			t.Fatalf("after the stream closed the agent is %s (%v)", r.State, r.StreamID)
 		}
-		b.events.await(t, EventAgentDisconnected, a.id, func(ev Event) bool { return ev.Data["reason"] == ReasonClosed })
+		b.events.await(t, EventAgentDisconnected, a.id, func(ev app.Event) bool { return ev.Data["reason"] == ReasonClosed })
 		b.vhost(t, "shop", uuid.Nil, vhosts.TargetAgents{Type: vhosts.TargetAll})
 
 		s2, resp := a.connect(t)
@@ -409,7 +409,7 @@ func TestStream_Registration(t *testing.T) {
 		if st := s.ended(t); st.Code() != codes.PermissionDenied {
 			t.Fatalf("stream of the deleted agent ended with %v", st)
 		}
-		b.events.await(t, EventAgentDisconnected, a.id, func(ev Event) bool { return ev.Data["reason"] == ReasonDeleted })
+		b.events.await(t, EventAgentDisconnected, a.id, func(ev app.Event) bool { return ev.Data["reason"] == ReasonDeleted })
 		s2, resp := a.connect(t)
 		if resp.GetSuccess() || resp.GetErrorMessage() != RefusedUnknownAgent {
 			t.Fatalf("reconnect of a deleted agent answered %v", resp)

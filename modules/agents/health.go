@@ -101,7 +101,7 @@ func (s *Service) recordUpstreamHealth(ctx context.Context, tx *gorm.DB, row age
 		if p.Healthy == h.Healthy && p.MarkedDown == h.MarkedDown {
 			continue
 		}
-		if err := s.publish(ctx, tx, Event{
+		if err := s.publish(ctx, tx, app.Event{
 			Type: EventUpstreamHealth, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
 			Data: map[string]any{
 				"agent_id": row.ID.String(), "upstream_id": h.UpstreamID, "address": h.Address,

@@ -6,15 +6,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-// TestHub_UpstreamHealth: the servers' health-check verdicts in an agent's
+// TestGRPC_UpstreamHealth: the servers' health-check verdicts in an agent's
 // health report are stored, shown on the agent (health.upstreams), on the
 // upstream across agents (health) and on its page, and each change is
 // published as upstream.health.
-func TestHub_UpstreamHealth(t *testing.T) {
+func TestGRPC_UpstreamHealth(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
@@ -139,7 +140,7 @@ func TestHub_UpstreamHealth(t *testing.T) {
 			{UpstreamId: up.ID.String(), Address: "10.0.1.21:8080", Healthy: true, ChangedAt: checked + 2, CheckedAt: checked + 2},
 		}})
 		awaitKind(t, seenWeb, "message")
-		b.events.await(t, EventUpstreamHealth, web.id, func(ev Event) bool {
+		b.events.await(t, EventUpstreamHealth, web.id, func(ev app.Event) bool {
 			return ev.Data["address"] == "10.0.1.21:8080" && ev.Data["healthy"] == true && ev.Data["marked_down"] == false
 		})
 		if r := b.row(t, web.id); len(r.UpstreamHealth) != 2 || !r.UpstreamHealth[1].Healthy || r.State != StateOnline {

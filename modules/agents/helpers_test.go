@@ -82,11 +82,17 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 			c(cfg)
 		}
 	})
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		t.Fatalf("orgs.New: %v", err)
+	}
 	var vh *vhosts.Module
 	var e *env
-	upsMod := upstreams.New(a.Deps, upstreams.Options{
+	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
 			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
 		},
@@ -97,7 +103,10 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 			return e.svc.UpstreamHealth(ctx, ws, id)
 		},
 	})
-	certsMod := certs.New(a.Deps, certs.Options{
+	if err != nil {
+		t.Fatalf("upstreams.New: %v", err)
+	}
+	certsMod, err := certs.New(a.Deps, certs.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
 			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
 		},
@@ -108,7 +117,13 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	var known vhosts.KnownAgentsFunc = func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 		return e.svc.InWorkspace(ctx, tx, ws, ids)
 	}
-	vh = vhosts.New(a.Deps, upsMod.Service(), certsMod.Service(), known)
+	if err != nil {
+		t.Fatalf("certs.New: %v", err)
+	}
+	vh, err = vhosts.New(a.Deps, vhosts.Options{Upstreams: upsMod.Service(), Certs: certsMod.Service(), KnownAgentsFunc: known})
+	if err != nil {
+		t.Fatalf("vhosts.New: %v", err)
+	}
 	e = &env{
 		app: a, db: a.Deps.DB, vh: vh.Service(), ups: upsMod.Service(), certs: certsMod.Service(),
 		orgs: orgsMod.Service(), events: &recorder{}, obs: newObserver(),
@@ -117,7 +132,7 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	mod, addr := e.replica(t, "replica-a")
 	e.mod, e.svc, e.addr = mod, mod.Service(), addr
 	ctx := context.Background()
-	err := a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh, mod}, app.Wiring{
+	err = a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh, mod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,
@@ -152,10 +167,11 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 func (e *env) replica(t *testing.T, name string, configure ...func(*app.Config)) (*Module, string) {
 	t.Helper()
 	deps := e.app.Deps
+	deps.Events = e.events
 	for _, c := range configure {
 		c(&deps.Config)
 	}
-	mod, err := New(deps, e.vh, e.certs, Options{PublishFunc: e.events.publish, ReplicaID: name})
+	mod, err := New(deps, Options{VHosts: e.vh, Certs: e.certs, ReplicaID: name})
 	if err != nil {
 		t.Fatalf("agents.New: %v", err)
 	}
@@ -188,14 +204,15 @@ func (e *env) replica(t *testing.T, name string, configure ...func(*app.Config))
 
 // ---- Events and hub observations ----
 
-// recorder collects published events.
+// recorder collects published events: the app.Publisher of the env's
+// agents modules.
 type recorder struct {
 	mu     sync.Mutex
-	events []Event
+	events []app.Event
 	subs   []chan struct{}
 }
 
-func (r *recorder) publish(_ context.Context, _ *gorm.DB, ev Event) error {
+func (r *recorder) Publish(_ context.Context, _ *gorm.DB, ev app.Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, ev)
@@ -210,7 +227,7 @@ func (r *recorder) publish(_ context.Context, _ *gorm.DB, ev Event) error {
 
 // await returns the first event of type typ about agentID that match
 // accepts (nil: any), waiting for it.
-func (r *recorder) await(t *testing.T, typ string, agentID uuid.UUID, match func(Event) bool) Event {
+func (r *recorder) await(t *testing.T, typ string, agentID uuid.UUID, match func(app.Event) bool) app.Event {
 	t.Helper()
 	ch := make(chan struct{}, 1)
 	r.mu.Lock()

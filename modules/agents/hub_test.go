@@ -11,12 +11,13 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 
+	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-func TestHub_Config(t *testing.T) {
+func TestGRPC_Config(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
@@ -211,7 +212,7 @@ func TestHub_Config(t *testing.T) {
 			r.ApplyError != `nginx: [emerg] unknown directive "bogus"` || r.State != StateDegraded {
 			t.Fatalf("after ROLLED_BACK: %+v", r)
 		}
-		b.events.await(t, EventConfigApplied, a.id, func(ev Event) bool {
+		b.events.await(t, EventConfigApplied, a.id, func(ev app.Event) bool {
 			return ev.Data["success"] == false && ev.Data["config_id"] == u2.GetConfigId() && ev.Data["status"] == ApplyRolledBack
 		})
 		var got map[string]any
@@ -283,7 +284,7 @@ func TestHub_Config(t *testing.T) {
 	})
 }
 
-func TestHub_Health(t *testing.T) {
+func TestGRPC_Health(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
@@ -360,7 +361,7 @@ func TestHub_Health(t *testing.T) {
 		if st := s.ended(t); st.Code() != codes.Unavailable {
 			t.Fatalf("silent stream ended with %v", st)
 		}
-		b.events.await(t, EventAgentDisconnected, a.id, func(ev Event) bool { return ev.Data["reason"] == ReasonTimeout })
+		b.events.await(t, EventAgentDisconnected, a.id, func(ev app.Event) bool { return ev.Data["reason"] == ReasonTimeout })
 		if r := b.row(t, a.id); r.State != StateOffline {
 			t.Fatalf("silent agent is %s", r.State)
 		}
@@ -439,9 +440,9 @@ func TestHub_Health(t *testing.T) {
 	})
 }
 
-// TestHub_MarkOffline has its own master: MarkOffline considers every agent
+// TestService_MarkOffline has its own master: MarkOffline considers every agent
 // of the database.
-func TestHub_MarkOffline(t *testing.T) {
+func TestService_MarkOffline(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.setup(t)
@@ -467,7 +468,7 @@ func TestHub_MarkOffline(t *testing.T) {
 	if r := b.row(t, pending.AgentID); r.State != StatePending {
 		t.Fatalf("pending agent = %s", r.State)
 	}
-	b.events.await(t, EventAgentDisconnected, idle.id, func(ev Event) bool { return ev.Data["reason"] == ReasonTimeout })
+	b.events.await(t, EventAgentDisconnected, idle.id, func(ev app.Event) bool { return ev.Data["reason"] == ReasonTimeout })
 
 	// Much later "web" is silent too; its still-open stream is superseded at
 	// its next message and it reconnects.

@@ -23,7 +23,9 @@ import (
 func TestMetricsFunc_ReceivesStreamAndUnaryBatches(t *testing.T) {
 	e := newEnv(t)
 	got := make(chan MetricsBatch, 4)
-	mod, err := New(e.app.Deps, e.vh, e.certs, Options{PublishFunc: e.events.publish, ReplicaID: "metrics",
+	deps := e.app.Deps
+	deps.Events = e.events
+	mod, err := New(deps, Options{VHosts: e.vh, Certs: e.certs, ReplicaID: "metrics",
 		MetricsFunc: func(_ context.Context, b MetricsBatch) error {
 			if b.Batch.GetTimestamp() == 13 {
 				return errors.New("storage is down")

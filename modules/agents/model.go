@@ -112,7 +112,7 @@ type HealthAlert struct {
 	Timestamp int64 `json:"timestamp"`
 }
 
-// AgentInfo is the agent program's own description (seed 001's status).
+// AgentInfo is the agent program's own description (its status command's output).
 type AgentInfo struct {
 	Version       string   `json:"version"`
 	Commit        string   `json:"commit"`
@@ -122,7 +122,7 @@ type AgentInfo struct {
 	Hostname      string   `json:"hostname"`
 }
 
-// Agent is an agent as listed: seed 000's agent object plus the state of its
+// Agent is an agent as listed: the API's agent object plus the state of its
 // configuration.
 type Agent struct {
 	ID             uuid.UUID         `json:"id"`
@@ -137,7 +137,7 @@ type Agent struct {
 	Capabilities   []string          `json:"capabilities"`
 	Labels         map[string]string `json:"labels"`
 	CreatedAt      app.Time          `json:"created_at"`
-	// Additions to the seed.
+	// Beyond the core agent fields.
 	UpdatedAt      app.Time `json:"updated_at"`
 	PeerAddress    string   `json:"peer_address" doc:"the IP address the master saw the agent's gRPC connection come from (its last registration or reconnect); what the registration policy's address patterns are checked against"`
 	AutoRestart    bool     `json:"auto_restart" doc:"the agent restarts nginx when it dies"`
@@ -147,7 +147,7 @@ type Agent struct {
 	Drift          bool     `json:"drift" doc:"the agent reports a configuration other than the one pushed to it"`
 }
 
-// Health is seed 000's health object of an agent, from its last report.
+// Health is the API's health object of an agent, from its last report.
 type Health struct {
 	NginxStatus        string  `json:"nginx_status" doc:"running, stopped, or unknown before the first report"`
 	NginxUptimeSeconds uint64  `json:"nginx_uptime_seconds"`
@@ -273,7 +273,7 @@ type RegistrationToken struct {
 	AgentID   uuid.UUID `json:"agent_id"`
 	ExpiresAt app.Time  `json:"expires_at"`
 	// InstallCommand is a copy-paste command line that registers an agent with
-	// the token (an addition to the seed).
+	// the token.
 	InstallCommand string `json:"install_command"`
 }
 
@@ -381,7 +381,7 @@ func (r commandRow) command() Command {
 	}
 }
 
-// ReloadResult is seed 000's answer to POST /v1/agents/:id/reload.
+// ReloadResult is the answer to POST /v1/agents/:id/reload.
 type ReloadResult struct {
 	Success   bool     `json:"success"`
 	Message   string   `json:"message"`

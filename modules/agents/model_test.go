@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestTextArray(t *testing.T) {
+func TestService_TextArray(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		in   string

@@ -57,13 +57,13 @@ type Service struct {
 	certs       *certs.Service
 	ca          *CA
 	hub         *Hub
-	publishFunc PublishFunc
+	events      app.Publisher
 	logsFunc    LogsFunc
 	metricsFunc MetricsFunc
 	heartbeat   time.Duration
 	publicAddr  string
-	// clock is the service's time (time.Now when nil); tests move it.
-	clock func() time.Time
+	// clock is d.Clock; tests move it through app.Deps.Clock.
+	clock app.Clock
 	// reloadTimeout bounds how long Reload waits for the agent's answer.
 	reloadTimeout time.Duration
 	// maxMessageBytes is grpc.max_message_bytes (delivery.go).
@@ -73,12 +73,31 @@ type Service struct {
 	acmeTimeout time.Duration
 }
 
-func (s *Service) now() time.Time {
-	if s.clock != nil {
-		return s.clock().UTC().Truncate(time.Microsecond)
+// NewService returns the service over d.DB, with this replica's hub (see
+// Module.Run). opts.CA must be set (New loads it); heartbeats are expected
+// every grpc.heartbeat_interval and messages are held to
+// grpc.max_message_bytes.
+func NewService(d app.Deps, opts Options) *Service {
+	cfg := d.Config
+	heartbeat := cfg.GRPC.HeartbeatInterval
+	if heartbeat <= 0 {
+		heartbeat = app.DefaultConfig().GRPC.HeartbeatInterval
 	}
-	return time.Now().UTC().Truncate(time.Microsecond)
+	maxBytes := cfg.GRPC.MaxMessageBytes
+	if maxBytes <= 0 {
+		maxBytes = app.DefaultMaxMessageBytes
+	}
+	s := &Service{
+		db: d.DB, logger: d.Logger, clock: d.Clock, vh: opts.VHosts, certs: opts.Certs, ca: opts.CA,
+		events: d.Events, logsFunc: opts.LogsFunc, metricsFunc: opts.MetricsFunc,
+		heartbeat: heartbeat, publicAddr: PublicAddr(cfg), reloadTimeout: defaultReloadTimeout,
+		maxMessageBytes: maxBytes,
+	}
+	s.hub = newHub(s, d.Pool, d.Logger, opts.ReplicaID)
+	return s
 }
+
+func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microsecond) }
 
 // HeartbeatInterval is how often agents must report health.
 func (s *Service) HeartbeatInterval() time.Duration { return s.heartbeat }
@@ -203,8 +222,8 @@ func checkLabels(v *app.Validator, field string, in map[string]string) map[strin
 
 // ---- Reading ----
 
-// ListParams filter a workspace's agents.
-type ListParams struct {
+// ListAgentsParams filter a workspace's agents.
+type ListAgentsParams struct {
 	Page app.Page
 	// State is online, offline, degraded, pending, or all / empty for every
 	// state.
@@ -215,7 +234,7 @@ type ListParams struct {
 }
 
 // List returns a workspace's agents, oldest first, and their total.
-func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, p ListParams) ([]Agent, int64, error) {
+func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, p ListAgentsParams) ([]Agent, int64, error) {
 	q := s.db.WithContext(ctx).Model(&agentRow{}).Where("workspace_id = ?", workspaceID)
 	v := &app.Validator{}
 	switch p.State {
@@ -242,12 +261,8 @@ func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, p ListParams)
 	if err := v.Err(); err != nil {
 		return nil, 0, err
 	}
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count agents of workspace %s: %w", workspaceID, err)
-	}
-	var rows []agentRow
-	if err := q.Order("created_at, id").Offset(p.Page.Offset()).Limit(p.Page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[agentRow](q, p.Page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list agents of workspace %s: %w", workspaceID, err)
 	}
 	out := make([]Agent, len(rows))
@@ -503,8 +518,8 @@ func PublicAddr(cfg app.Config) string {
 
 // ---- Changes ----
 
-// UpdateParams change an agent; nil fields stay.
-type UpdateParams struct {
+// UpdateAgentParams change an agent; nil fields stay.
+type UpdateAgentParams struct {
 	Name   *string
 	Labels *map[string]string
 	// AutoRestart is the watchdog policy pushed to the agent.
@@ -514,7 +529,7 @@ type UpdateParams struct {
 // Update renames or relabels an agent or changes its restart policy. A label
 // or policy change reaches the agent at once: the replica holding its stream
 // pushes its new desired configuration (NotifyChannel, OpRetarget).
-func (s *Service) Update(ctx context.Context, id uuid.UUID, p UpdateParams) (AgentDetail, error) {
+func (s *Service) Update(ctx context.Context, id uuid.UUID, p UpdateAgentParams) (AgentDetail, error) {
 	v := &app.Validator{}
 	var name string
 	var lbls map[string]string
@@ -976,12 +991,8 @@ func (s *Service) GetCommand(ctx context.Context, agentID, commandID uuid.UUID) 
 // ListCommands returns an agent's commands, newest first, and their total.
 func (s *Service) ListCommands(ctx context.Context, agentID uuid.UUID, page app.Page) ([]Command, int64, error) {
 	q := s.db.WithContext(ctx).Model(&commandRow{}).Where("agent_id = ?", agentID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count commands of agent %s: %w", agentID, err)
-	}
-	var rows []commandRow
-	if err := q.Order("created_at DESC, id").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[commandRow](q, page, "created_at DESC, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list commands of agent %s: %w", agentID, err)
 	}
 	out := make([]Command, len(rows))

@@ -9,7 +9,7 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 )
 
-func TestRegistrationPolicy_Check(t *testing.T) {
+func TestService_RegistrationPolicyCheck(t *testing.T) {
 	t.Parallel()
 	host := func(h string) Registrant { return Registrant{Hostname: h, PeerAddress: "10.1.2.3"} }
 	cases := []struct {
@@ -65,7 +65,7 @@ func TestRegistrationPolicy_Check(t *testing.T) {
 	}
 }
 
-func TestCheckPatterns(t *testing.T) {
+func TestService_CheckPatterns(t *testing.T) {
 	t.Parallel()
 	v := &app.Validator{}
 	got := checkPatterns(v, "allow", []string{"Web-*", "10.1.2.3/8", "::ffff:10.0.0.0/104", "FD00::1", "Env=Prod*", "role=web-?"})
@@ -81,7 +81,7 @@ func TestCheckPatterns(t *testing.T) {
 	}
 }
 
-func TestCheckLabels(t *testing.T) {
+func TestService_CheckLabels(t *testing.T) {
 	t.Parallel()
 	v := &app.Validator{}
 	out := checkLabels(v, "labels", map[string]string{"env": "production", "app.kubernetes.io/name": "web"})
@@ -108,7 +108,7 @@ func TestCheckLabels(t *testing.T) {
 	}
 }
 
-func TestShellQuote(t *testing.T) {
+func TestService_ShellQuote(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
 		"web-01":         "web-01",
@@ -124,7 +124,7 @@ func TestShellQuote(t *testing.T) {
 	}
 }
 
-func TestPublicAddr(t *testing.T) {
+func TestService_PublicAddr(t *testing.T) {
 	t.Parallel()
 	cfg := app.DefaultConfig()
 	cfg.HTTP.PublicURL = "https://nxmesh.example.com"
@@ -138,7 +138,7 @@ func TestPublicAddr(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
+func TestService_Backoff(t *testing.T) {
 	t.Parallel()
 	var got []time.Duration
 	for a := 1; a <= 6; a++ {
@@ -150,7 +150,7 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestClip(t *testing.T) {
+func TestService_Clip(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		in   string

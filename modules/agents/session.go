@@ -206,7 +206,7 @@ func (s *Service) connect(ctx context.Context, p connectParams) (connected, erro
 		if err := notify(tx, AgentNotice{AgentID: row.ID, Op: OpConnected, Replica: p.Replica, StreamID: &streamID}); err != nil {
 			return err
 		}
-		return s.publish(ctx, tx, Event{
+		return s.publish(ctx, tx, app.Event{
 			Type: EventAgentConnected, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
 			Data: map[string]any{"agent_id": row.ID.String(), "hostname": row.Hostname, "ip_address": row.IPAddress, "peer_address": row.PeerAddress},
 		})
@@ -358,7 +358,7 @@ func (s *Service) identify(ctx context.Context, leaf *x509.Certificate) (agentRo
 func (s *Service) disconnect(ctx context.Context, agentID, workspaceID, orgID, streamID uuid.UUID, reason string) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
-		ev := Event{
+		ev := app.Event{
 			Type: EventAgentDisconnected, WorkspaceID: workspaceID, OrgID: orgID, Timestamp: now,
 			Data: map[string]any{"agent_id": agentID.String(), "reason": reason},
 		}
@@ -502,7 +502,7 @@ func (s *Service) recordHealth(ctx context.Context, agentID uuid.UUID, streamID 
 			return err
 		}
 		if row.State == StateOffline || row.State == StatePending {
-			if err := s.publish(ctx, tx, Event{
+			if err := s.publish(ctx, tx, app.Event{
 				Type: EventAgentConnected, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
 				Data: map[string]any{"agent_id": agentID.String(), "hostname": row.Hostname, "ip_address": row.IPAddress, "peer_address": row.PeerAddress},
 			}); err != nil {
@@ -514,7 +514,7 @@ func (s *Service) recordHealth(ctx context.Context, agentID uuid.UUID, streamID 
 				continue
 			}
 			prev[a.ID] = true
-			if err := s.publish(ctx, tx, Event{
+			if err := s.publish(ctx, tx, app.Event{
 				Type: EventHealthAlert, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
 				Data: map[string]any{
 					"agent_id": agentID.String(), "alert_id": a.ID, "severity": a.Severity,
@@ -623,7 +623,7 @@ func (s *Service) recordStatus(ctx context.Context, agentID, streamID uuid.UUID,
 		if !r.SentAt.IsZero() {
 			ms = max(now.Sub(r.SentAt).Milliseconds(), 0)
 		}
-		return s.publish(ctx, tx, Event{
+		return s.publish(ctx, tx, app.Event{
 			Type: EventConfigApplied, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
 			Data: map[string]any{
 				"agent_id": agentID.String(), "config_id": st.GetConfigId(), "version": st.GetVersion(),
@@ -720,7 +720,7 @@ func (s *Service) MarkOffline(ctx context.Context, now time.Time) (int, error) {
 			return err
 		}
 		for _, r := range rows {
-			if err := s.publish(ctx, tx, Event{
+			if err := s.publish(ctx, tx, app.Event{
 				Type: EventAgentDisconnected, WorkspaceID: r.WorkspaceID, OrgID: r.OrganizationID, Timestamp: now.UTC(),
 				Data: map[string]any{"agent_id": r.ID.String(), "reason": ReasonTimeout},
 			}); err != nil {

@@ -288,7 +288,7 @@ func (p *pages) renderList(c *fiber.Ctx, status int, st uiListState) error {
 			query.Set(k, v)
 		}
 	}
-	agents, total, err := p.svc.List(app.Ctx(c), ws, ListParams{Page: page, State: filter.Values["state"], LabelSelector: filter.Values["label_selector"]})
+	agents, total, err := p.svc.List(app.Ctx(c), ws, ListAgentsParams{Page: page, State: filter.Values["state"], LabelSelector: filter.Values["label_selector"]})
 	if err != nil {
 		f, fstatus, ok := views.FormFromError(err, filter.Values, "state", "label_selector")
 		if !ok {
@@ -447,7 +447,7 @@ func (p *pages) update(c *fiber.Ctx) error {
 		return fail(err)
 	}
 	name, restart := vals["name"], vals["auto_restart"] == "on"
-	a, err := p.svc.Update(app.Ctx(c), id, UpdateParams{Name: &name, Labels: &lbls, AutoRestart: &restart})
+	a, err := p.svc.Update(app.Ctx(c), id, UpdateAgentParams{Name: &name, Labels: &lbls, AutoRestart: &restart})
 	if err != nil {
 		return fail(err)
 	}

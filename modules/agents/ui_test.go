@@ -25,7 +25,7 @@ type uiClient struct {
 
 func (e *env) browser(t *testing.T, role string) *uiClient {
 	t.Helper()
-	tok, csrf, err := auth.NewService(e.app.Deps).CreateWebSession(context.Background(), e.users[role].ID, "127.0.0.1", "test")
+	tok, csrf, err := auth.NewService(e.app.Deps, auth.Options{}).CreateWebSession(context.Background(), e.users[role].ID, "127.0.0.1", "test")
 	if err != nil {
 		t.Fatalf("web session for %s: %v", role, err)
 	}

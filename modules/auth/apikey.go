@@ -109,7 +109,7 @@ func (s *Service) CreateAPIKey(ctx context.Context, p CreateAPIKeyParams) (APIKe
 			return err
 		}
 		if err := tx.Create(&row).Error; err != nil {
-			if errors.Is(err, gorm.ErrForeignKeyViolated) {
+			if app.IsForeignKeyViolation(err) {
 				return fmt.Errorf("%w: organization or creator not found", app.ErrNotFound)
 			}
 			return err
@@ -129,12 +129,8 @@ func (s *Service) CreateAPIKey(ctx context.Context, p CreateAPIKeyParams) (APIKe
 // newest first, and the total count.
 func (s *Service) ListAPIKeys(ctx context.Context, orgID uuid.UUID, page app.Page) ([]APIKey, int64, error) {
 	q := s.db.WithContext(ctx).Model(&apiKeyRow{}).Where("organization_id = ?", orgID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count api keys: %w", err)
-	}
-	var rows []apiKeyRow
-	if err := q.Order("created_at DESC, id").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[apiKeyRow](q, page, "created_at DESC, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list api keys: %w", err)
 	}
 	out := make([]APIKey, len(rows))

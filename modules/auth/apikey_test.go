@@ -17,7 +17,7 @@ import (
 
 var apiKeyPattern = regexp.MustCompile(`^nxm_[0-9A-Za-z]{40}$`)
 
-func TestAPIKeys(t *testing.T) {
+func TestAPI_APIKeys(t *testing.T) {
 	t.Parallel()
 
 	// keySetup is a bundle with an organization and its owner, who creates keys.

@@ -47,6 +47,11 @@ import (
 	"github.com/nxmesh/nxmesh/app/authz"
 )
 
+// Options connect the module to the rest of the master. The auth module uses
+// no other module and has no hooks, so it has no fields; it exists so that
+// every module is built the same way (New(d, opts)).
+type Options struct{}
+
 // Module is the auth module.
 type Module struct {
 	svc           *Service
@@ -55,9 +60,10 @@ type Module struct {
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the auth module over d.
-func New(d app.Deps) *Module {
-	return &Module{svc: NewService(d), secureCookies: d.Config.HTTP.SecureCookies}
+// New builds the auth module over d. The error is always nil: the module
+// loads nothing when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	return &Module{svc: NewService(d, opts), secureCookies: d.Config.HTTP.SecureCookies}, nil
 }
 
 // Service returns the module's service, for other modules, main.go and the
@@ -76,7 +82,7 @@ func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJo
 // GRPC registers nothing: agents do not authenticate as users.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts /v1/auth/* and /v1/users*.
+// Routes mounts /v1/auth/* and /v1/users* (api.go) and the admin's sign-in pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindAuth(r.API)
 	m.bindUsers(r.API)

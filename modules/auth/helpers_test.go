@@ -59,11 +59,14 @@ func setup(t *testing.T, mutate func(*app.Config)) *bundle {
 			mutate(cfg)
 		}
 	})
-	mod := New(a.Deps)
 	clk := &testClock{now: time.Now().UTC().Truncate(time.Second)}
-	mod.Service().Now = clk.Now
+	a.Deps.Clock = clk.Now
+	mod, err := New(a.Deps, Options{})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
 	ctx := context.Background()
-	err := a.Mount(ctx, []app.Module{mod, probeModule{}}, app.Wiring{
+	err = a.Mount(ctx, []app.Module{mod, probeModule{}}, app.Wiring{
 		AuthenticateAPI: mod.AuthenticateAPI,
 		AuthenticateUI:  mod.AuthenticateUI,
 		// Auth does not know memberships; only API keys and superadmins reach

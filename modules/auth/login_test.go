@@ -15,7 +15,7 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 )
 
-func TestLogin(t *testing.T) {
+func TestAPI_Login(t *testing.T) {
 	t.Parallel()
 
 	t.Run("ReturnsTokensThatAuthenticate", func(t *testing.T) {
@@ -176,7 +176,7 @@ func sha256Sum(s string) []byte {
 	return h[:]
 }
 
-func TestAccessToken(t *testing.T) {
+func TestAPI_AccessToken(t *testing.T) {
 	t.Parallel()
 
 	t.Run("ExpiredIsRejected", func(t *testing.T) {
@@ -234,7 +234,7 @@ func TestAccessToken(t *testing.T) {
 	})
 }
 
-func TestQueryToken(t *testing.T) {
+func TestAPI_QueryToken(t *testing.T) {
 	t.Parallel()
 
 	t.Run("AcceptedOnEventsPathsOnly", func(t *testing.T) {
@@ -252,7 +252,7 @@ func TestQueryToken(t *testing.T) {
 	})
 }
 
-func TestRefresh(t *testing.T) {
+func TestAPI_Refresh(t *testing.T) {
 	t.Parallel()
 
 	refresh := func(t *testing.T, b *bundle, token string) response {
@@ -318,7 +318,7 @@ func TestRefresh(t *testing.T) {
 	})
 }
 
-func TestLogout(t *testing.T) {
+func TestAPI_Logout(t *testing.T) {
 	t.Parallel()
 
 	t.Run("EndsTheCallersSession", func(t *testing.T) {
@@ -359,7 +359,7 @@ func TestLogout(t *testing.T) {
 	})
 }
 
-func TestEmailCode(t *testing.T) {
+func TestAPI_EmailCode(t *testing.T) {
 	t.Parallel()
 
 	initLogin := func(t *testing.T, b *bundle, email, password string) response {
@@ -517,7 +517,7 @@ func TestEmailCode(t *testing.T) {
 	})
 }
 
-func TestLoginThrottle(t *testing.T) {
+func TestAPI_LoginThrottle(t *testing.T) {
 	t.Parallel()
 
 	login := func(t *testing.T, b *bundle, email, password string) response {
@@ -662,7 +662,7 @@ func TestLoginThrottle(t *testing.T) {
 	})
 }
 
-func TestRateLimit(t *testing.T) {
+func TestAPI_RateLimit(t *testing.T) {
 	t.Parallel()
 
 	t.Run("PerCredentialBudgetGives429WithRetryAfter", func(t *testing.T) {

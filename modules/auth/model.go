@@ -167,7 +167,7 @@ func (r apiKeyRow) apiKey() APIKey {
 	}
 }
 
-// TokenPair is the answer to a login or a refresh (seed 000).
+// TokenPair is the answer to a login or a refresh (docs/API.md, Authentication).
 type TokenPair struct {
 	AccessToken  string `json:"access_token"`
 	RefreshToken string `json:"refresh_token"`

@@ -52,7 +52,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func TestPasswordHashing(t *testing.T) {
+func TestAPI_PasswordHashing(t *testing.T) {
 	t.Parallel()
 
 	unthrottled := func(n int) func(*app.Config) {
@@ -186,7 +186,7 @@ func TestPasswordHashing(t *testing.T) {
 	})
 }
 
-func TestPasswordPolicy(t *testing.T) {
+func TestService_PasswordPolicy(t *testing.T) {
 	t.Parallel()
 
 	const email = "alice.smith@example.com"
@@ -264,7 +264,7 @@ func TestPasswordPolicy(t *testing.T) {
 	})
 }
 
-func TestPasswordPolicyIsApplied(t *testing.T) {
+func TestAPI_PasswordPolicyIsApplied(t *testing.T) {
 	t.Parallel()
 
 	t.Run("CreateUserAPIAnswers422NamingPassword", func(t *testing.T) {

@@ -50,14 +50,14 @@ type Service struct {
 	// hashHook, when set (tests), observes each hash: it counts what runs at once.
 	hashHook func(hashEvent)
 
-	// Now returns the current time; tests replace it to move the clock. It must
-	// be set before the service is used.
-	Now func() time.Time
+	// clock is d.Clock; tests move time through app.Deps.Clock.
+	clock app.Clock
 }
 
 // NewService returns the auth service over d's database and secrets. Zero
-// durations and limits in d.Config.Auth take app.DefaultConfig's values.
-func NewService(d app.Deps) *Service {
+// durations and limits in d.Config.Auth take app.DefaultConfig's values. The
+// auth module uses no other module, so opts is empty.
+func NewService(d app.Deps, _ Options) *Service {
 	cfg := d.Config.Auth
 	def := app.DefaultConfig().Auth
 	if cfg.AccessTokenTTL <= 0 {
@@ -69,18 +69,14 @@ func NewService(d app.Deps) *Service {
 	if cfg.LoginWindow <= 0 {
 		cfg.LoginWindow = def.LoginWindow
 	}
-	logger := d.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	s := &Service{
 		db:     d.DB,
 		cfg:    cfg,
 		jwtKey: d.Secrets.JWTKey,
 		mailer: NewMailer(d.Config.SMTP),
-		logger: logger.With("module", "auth"),
+		logger: d.Logger.With("module", "auth"),
 		argon:  owaspArgon2id,
-		Now:    time.Now,
+		clock:  d.Clock,
 
 		hashSlots: make(chan struct{}, hashSlotsFor(cfg.PasswordHashConcurrency)),
 		hashWait:  hashSlotWait,
@@ -91,7 +87,7 @@ func NewService(d app.Deps) *Service {
 }
 
 // now is the service clock in UTC at PostgreSQL's precision.
-func (s *Service) now() time.Time { return s.Now().UTC().Truncate(time.Microsecond) }
+func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microsecond) }
 
 // dummyHash is compared against when an email is unknown, so that a login takes
 // as long as with a known email.
@@ -170,7 +166,7 @@ func (s *Service) prepareUser(ctx context.Context, p CreateUserParams) (userRow,
 // insertUser stores row and its audit entry in tx.
 func insertUser(ctx context.Context, tx *gorm.DB, row userRow) (User, error) {
 	if err := tx.WithContext(ctx).Create(&row).Error; err != nil {
-		if errors.Is(err, gorm.ErrDuplicatedKey) {
+		if app.IsUniqueViolation(err) {
 			return User{}, fmt.Errorf("create user %q: %w", row.Email, ErrEmailTaken)
 		}
 		return User{}, fmt.Errorf("create user %q: %w", row.Email, err)
@@ -298,12 +294,8 @@ func (s *Service) UserByEmail(ctx context.Context, email string) (User, error) {
 // ListUsers returns a page of users, oldest first, and the total count.
 func (s *Service) ListUsers(ctx context.Context, page app.Page) ([]User, int64, error) {
 	db := s.db.WithContext(ctx)
-	var total int64
-	if err := db.Model(&userRow{}).Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count users: %w", err)
-	}
-	var rows []userRow
-	if err := db.Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[userRow](db.Model(&userRow{}), page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list users: %w", err)
 	}
 	out := make([]User, len(rows))

@@ -11,7 +11,7 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 )
 
-func TestWebSession(t *testing.T) {
+func TestAPI_WebSession(t *testing.T) {
 	t.Parallel()
 
 	t.Run("CookieAuthenticatesAndCarriesCSRF", func(t *testing.T) {
@@ -113,7 +113,7 @@ func TestWebSession(t *testing.T) {
 	})
 }
 
-func TestCleanup(t *testing.T) {
+func TestAPI_Cleanup(t *testing.T) {
 	t.Parallel()
 
 	t.Run("DeletesExpiredRowsOnly", func(t *testing.T) {

@@ -159,7 +159,7 @@ func expectEnd(t *testing.T, streams ...*liveStream) {
 	}
 }
 
-func TestLiveStreams_EndWithTheCredential(t *testing.T) {
+func TestAPI_LiveStreamsEndWithTheCredential(t *testing.T) {
 	t.Parallel()
 
 	t.Run("RevokedAPIKey", func(t *testing.T) {

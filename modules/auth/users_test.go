@@ -13,7 +13,7 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 )
 
-func TestUsersAPI(t *testing.T) {
+func TestAPI_Users(t *testing.T) {
 	t.Parallel()
 
 	t.Run("MeReturnsTheCaller", func(t *testing.T) {
@@ -126,7 +126,7 @@ func TestUsersAPI(t *testing.T) {
 	})
 }
 
-func TestLastSuperadmin(t *testing.T) {
+func TestAPI_LastSuperadmin(t *testing.T) {
 	t.Parallel()
 
 	activeSuperadmins := func(t *testing.T, b *bundle) int64 {
@@ -244,7 +244,7 @@ func TestLastSuperadmin(t *testing.T) {
 	})
 }
 
-func TestDisableUser(t *testing.T) {
+func TestAPI_DisableUser(t *testing.T) {
 	t.Parallel()
 
 	t.Run("RevokesTokensSessionsAndKeysAtOnce", func(t *testing.T) {
@@ -305,7 +305,7 @@ func TestDisableUser(t *testing.T) {
 	})
 }
 
-func TestEnsureFirstAdmin(t *testing.T) {
+func TestService_EnsureFirstAdmin(t *testing.T) {
 	t.Parallel()
 
 	t.Run("CreatesOnceWithGeneratedPassword", func(t *testing.T) {
@@ -388,7 +388,7 @@ func TestEnsureFirstAdmin(t *testing.T) {
 	})
 }
 
-func TestCreateUser(t *testing.T) {
+func TestService_CreateUser(t *testing.T) {
 	t.Parallel()
 
 	t.Run("RejectsDuplicateEmailIgnoringCase", func(t *testing.T) {

@@ -417,7 +417,7 @@ func TestACME_Lifecycle(t *testing.T) {
 		o.PresentFunc = lab.present
 		o.ServedFunc = func(context.Context, uuid.UUID, string) (bool, error) { return true, nil }
 	})
-	b.svc.Now = clock
+	certs.SetClock(b.svc, clock)
 	t.Cleanup(func() { offset.Store(0) })
 	evs := recordEvents(t, b)
 	startWorkers(t, b)
@@ -584,8 +584,12 @@ func TestACME_TwoReplicas(t *testing.T) {
 	{
 		w := river.NewWorkers()
 		d := b.app.Deps
-		second = certs.New(d, certs.Options{PresentFunc: lab.present, ServedFunc: func(context.Context, uuid.UUID, string) (bool, error) { return true, nil },
+		var err error
+		second, err = certs.New(d, certs.Options{PresentFunc: lab.present, ServedFunc: func(context.Context, uuid.UUID, string) (bool, error) { return true, nil },
 			ChangeFunc: b.hooks.change})
+		if err != nil {
+			t.Fatal(err)
+		}
 		second.Jobs(w)
 		c, err := river.NewClient(riverpgxv5.New(d.Pool), &river.Config{Queues: map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}}, Workers: w})
 		if err != nil {

@@ -176,7 +176,7 @@ func startWorkers(t *testing.T, b *bundle) {
 	t.Cleanup(func() { _ = c.Stop(context.Background()) })
 }
 
-func TestACME_HTTP01(t *testing.T) {
+func TestAPI_ACMEHTTP01(t *testing.T) {
 	lab := newACMELab(t)
 	b := setupWith(t, func(c *app.Config) {
 		c.ACME.LetsEncryptURL = lab.dirURL

@@ -14,7 +14,7 @@ import (
 const MaxBodyBytes = 1 << 20
 
 // createCertificateRequest is an upload (certificate_pem, private_key_pem,
-// name) or seed 000's ACME request (domain, provider, auto_renew), which is
+// name) or the ACME request (domain, provider, auto_renew), which is
 // refused until ACME issuance exists.
 type createCertificateRequest struct {
 	CertificatePEM string `json:"certificate_pem" doc:"The chain as PEM CERTIFICATE blocks: the leaf first, then each issuing certificate in order"`
@@ -31,7 +31,7 @@ func (m *Module) bindCertificates(r *app.Router) {
 	cert := ScopeCertificate(m.d.DB, "id")
 	r.Get("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Read, ws),
 		app.Doc{Summary: "List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)", Response: Certificate{}, List: true},
-		m.listCertificates)
+		app.ListHandler(m.listCertificates))
 	r.Post("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Write, ws),
 		app.Doc{
 			Summary: "Upload a certificate: certificate_pem holds the chain (leaf first, then each issuer), private_key_pem the leaf's key (RSA of 2048 bits or more, ECDSA P-256/P-384 or Ed25519). " +
@@ -48,16 +48,8 @@ func (m *Module) bindCertificates(r *app.Router) {
 	m.bindACME(r)
 }
 
-func (m *Module) listCertificates(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listCertificates(c *fiber.Ctx, page app.Page) ([]Certificate, int64, error) {
+	return m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
 }
 
 func (m *Module) createCertificate(c *fiber.Ctx) error {

@@ -11,7 +11,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/orgs"
 )
 
-// acmeRequestFields are the ACME request's options beyond seed 000's.
+// acmeRequestFields are the ACME request's options beyond domain, provider and auto_renew.
 type acmeRequestFields struct {
 	SAN            []string          `json:"san,omitempty" doc:"ACME: more names on the certificate"`
 	Challenge      string            `json:"challenge,omitempty" doc:"ACME: http-01 (default; a plain-HTTP virtual host must serve each name) or dns-01 (needed for wildcards)"`

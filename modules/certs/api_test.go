@@ -27,7 +27,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/certs"
 )
 
-func TestCertificatesAPI(t *testing.T) {
+func TestAPI_Certificates(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	p := b.pki

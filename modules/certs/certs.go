@@ -28,7 +28,7 @@
 // handed to handlers and the audit log (Certificate) has no field for it, error
 // messages never quote it, and nothing logs it.
 //
-// The seed's ACME request ({"domain","provider","auto_renew"}) is answered with a
+// The ACME request ({"domain","provider","auto_renew"}) is answered with a
 // 422 on provider until issuance exists; the table already has what it needs
 // (provider, pending/failed statuses, auto_renew, error).
 package certs
@@ -56,8 +56,9 @@ type ChangeFunc func(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, su
 // in the deleting transaction, after the certificate's row is locked.
 type UsageFunc func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error)
 
-// Options connect the module to the modules above it; main.go fills them from
-// the vhosts module. Nil functions do nothing (a module tested alone).
+// Options connect the module to the rest of the master: the functions it
+// gets from higher modules (main.go fills them). Nil functions do nothing (a
+// module tested alone).
 type Options struct {
 	// ChangeFunc is vhosts.(*Service).ConfigChanged.
 	ChangeFunc ChangeFunc
@@ -77,9 +78,10 @@ type Module struct {
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the module.
-func New(d app.Deps, opts Options) *Module {
-	return &Module{d: d, svc: NewService(d, opts)}
+// New builds the module. The error is always nil: the module loads nothing
+// when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	return &Module{d: d, svc: NewService(d, opts)}, nil
 }
 
 // Service returns the module's service (for other modules and the admin pages).
@@ -97,7 +99,7 @@ func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJo
 // GRPC registers nothing: certificates reach agents inside ConfigUpdate.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go).
+// Routes mounts the JSON API (api.go) and the admin pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindCertificates(r.API)
 	m.mountUI(r.UI)

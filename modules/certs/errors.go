@@ -11,9 +11,6 @@ import (
 var (
 	// ErrCertificateNotFound: no certificate has the id.
 	ErrCertificateNotFound = fmt.Errorf("%w: no such certificate", app.ErrNotFound)
-	// ErrCertificateInUse: virtual hosts or streams use the certificate. The
-	// returned error names them after this text.
-	ErrCertificateInUse = fmt.Errorf("%w: certificate is in use", app.ErrConflict)
 	// ErrDuplicateCertificate: the workspace already holds this certificate (same
 	// leaf fingerprint).
 	ErrDuplicateCertificate = fmt.Errorf("%w: this certificate is already stored in the workspace", app.ErrConflict)

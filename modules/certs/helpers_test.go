@@ -156,8 +156,14 @@ func setupWith(t *testing.T, mutate func(*app.Config), opts func(*certs.Options)
 	t.Cleanup(func() { a.Close(context.Background()) })
 
 	h := &hooks{inUse: map[uuid.UUID][]string{}}
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		t.Fatalf("orgs.New: %v", err)
+	}
 	o := certs.Options{ChangeFunc: h.change, UsageFunc: h.usage,
 		// A fleet that cannot answer challenges (there is no fleet in these
 		// tests); the Pebble tests replace it with an HTTP server of their own.
@@ -167,7 +173,10 @@ func setupWith(t *testing.T, mutate func(*app.Config), opts func(*certs.Options)
 	if opts != nil {
 		opts(&o)
 	}
-	certsMod := certs.New(a.Deps, o)
+	certsMod, err := certs.New(a.Deps, o)
+	if err != nil {
+		t.Fatalf("certs.New: %v", err)
+	}
 	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, certsMod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,

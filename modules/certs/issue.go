@@ -100,7 +100,7 @@ func validDNSName(n string) bool {
 	return true
 }
 
-// RequestParams are the inputs of Request (seed 000's request plus options).
+// RequestParams are the inputs of Request (the API's request plus options).
 type RequestParams struct {
 	WorkspaceID uuid.UUID
 	Domain      string
@@ -265,6 +265,10 @@ type acmeColumns struct {
 	IssuedBy             string                `gorm:"column:issued_by"`
 	OrderStartedAt       *time.Time            `gorm:"column:order_started_at"`
 	Failures             int                   `gorm:"column:failures"`
+	// NextAttemptAt and RenewAt are read for the admin (details.go), never
+	// written through updates.
+	NextAttemptAt *time.Time `gorm:"column:next_attempt_at"`
+	RenewAt       *time.Time `gorm:"column:renew_at"`
 }
 
 func (a acmeColumns) updates() map[string]any {

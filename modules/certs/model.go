@@ -53,7 +53,7 @@ func statusAt(notAfter time.Time, renewAt *time.Time, now time.Time) string {
 }
 
 // Certificate is a workspace's certificate as the API, the admin pages, the
-// audit log and other modules see it. Its JSON form is seed 000's certificate
+// audit log and other modules see it. Its JSON form is the API's certificate
 // object plus name, san, issuer, serial, fingerprint_sha256, error and
 // updated_at. It has no field for the private key or the chain; Material hands
 // those to the config push.

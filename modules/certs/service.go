@@ -25,11 +25,8 @@ import (
 // connection), so other modules can read certificates consistently with their
 // own writes.
 type Service struct {
-	// Now is the service's clock (time.Now when nil); tests move it to see
-	// certificates age.
-	Now func() time.Time
-
 	db      *gorm.DB
+	clock   app.Clock
 	secrets app.Secrets
 	logger  *slog.Logger
 	change  ChangeFunc
@@ -39,22 +36,14 @@ type Service struct {
 
 // NewService returns a Service over d's database, sealing keys with d.Secrets.
 func NewService(d app.Deps, opts Options) *Service {
-	logger := d.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	return &Service{Now: d.Clock, db: d.DB, secrets: d.Secrets, logger: logger, change: opts.ChangeFunc, usage: opts.UsageFunc, acme: newACMEDeps(d, opts)}
+	return &Service{db: d.DB, clock: d.Clock, secrets: d.Secrets, logger: d.Logger, change: opts.ChangeFunc, usage: opts.UsageFunc, acme: newACMEDeps(d, opts)}
 }
 
 // MaxNameLength is the longest certificate name, in characters.
 const MaxNameLength = 100
 
-func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now().UTC()
-	}
-	return time.Now().UTC()
-}
+// now is d.Clock in UTC; tests move app.Deps.Clock to see certificates age.
+func (s *Service) now() time.Time { return s.clock().UTC() }
 
 // conn is tx, or the service's database when tx is nil, bound to ctx.
 func (s *Service) conn(ctx context.Context, tx *gorm.DB) *gorm.DB {
@@ -218,7 +207,7 @@ func certificates(rows []certificateRow, now time.Time) []Certificate {
 
 // CreateParams are the inputs of Create. An upload sets CertificatePEM and
 // PrivateKeyPEM (Provider empty or "upload"). Domain, Provider and AutoRenew
-// are seed 000's ACME request, which this server does not serve yet.
+// are the ACME request, which this server does not serve yet.
 type CreateParams struct {
 	WorkspaceID uuid.UUID
 	// Name labels the certificate; the domain when empty.
@@ -281,9 +270,9 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Certificate, erro
 		}
 		if err := tx.Create(&row).Error; err != nil {
 			switch {
-			case errors.Is(err, gorm.ErrDuplicatedKey):
+			case app.IsUniqueViolation(err):
 				return fmt.Errorf("create certificate %q: %w", row.Domain, ErrDuplicateCertificate)
-			case errors.Is(err, gorm.ErrForeignKeyViolated):
+			case app.IsForeignKeyViolation(err):
 				return fmt.Errorf("create certificate %q: %w", row.Domain, orgs.ErrWorkspaceNotFound)
 			}
 			return fmt.Errorf("create certificate %q: %w", row.Domain, err)
@@ -310,7 +299,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Certificate, erro
 func validateCreate(p CreateParams, now time.Time) (upload, string, error) {
 	provider := strings.TrimSpace(p.Provider)
 	hasPEM := strings.TrimSpace(p.CertificatePEM) != "" || strings.TrimSpace(p.PrivateKeyPEM) != ""
-	// An ACME provider, or the seed's ACME request shape without any PEM.
+	// An ACME provider, or the ACME request shape without any PEM.
 	if (provider != "" && provider != ProviderUpload) || (provider == "" && !hasPEM && strings.TrimSpace(p.Domain) != "") {
 		return upload{}, "", app.Invalid("provider", app.FieldInvalidValue, acmeNotEnabled)
 	}
@@ -376,8 +365,8 @@ func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 			}
 		}
 		if err := tx.Delete(&certificateRow{}, "id = ?", id).Error; err != nil {
-			if errors.Is(err, gorm.ErrForeignKeyViolated) {
-				return fmt.Errorf("%w; stop using it first", ErrCertificateInUse)
+			if app.IsForeignKeyViolation(err) {
+				return fmt.Errorf("delete certificate %s: %w", id, &app.InUseError{What: "certificate", Hint: "stop using it first"})
 			}
 			return fmt.Errorf("delete certificate %s: %w", id, err)
 		}

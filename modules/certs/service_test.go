@@ -28,7 +28,7 @@ func (b *bundle) create(t *testing.T, svc *certs.Service, ws uuid.UUID, spec lea
 	return c, chain, kp
 }
 
-func TestService(t *testing.T) {
+func TestService_Certificates(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
@@ -135,8 +135,9 @@ func TestService_RefreshStatuses(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	now := time.Now().UTC()
-	svc := certs.NewService(b.app.Deps, certs.Options{})
-	svc.Now = func() time.Time { return now }
+	d := b.app.Deps
+	d.Clock = func() time.Time { return now }
+	svc := certs.NewService(d, certs.Options{})
 
 	long, _, _ := b.create(t, svc, b.ws, leafSpec{cn: "long.example.com", dns: []string{"long.example.com"}, notAfter: now.Add(90 * 24 * time.Hour)})
 	short, _, _ := b.create(t, svc, b.ws, leafSpec{cn: "short.example.com", dns: []string{"short.example.com"}, notAfter: now.Add(20 * 24 * time.Hour)})

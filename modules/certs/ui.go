@@ -28,6 +28,9 @@ import (
 //	GET  /certificates/:id/delete          the confirmation step
 //	POST /certificates/:id/delete          delete
 //
+// The ACME pages (request form, renewal, organization settings) are in
+// ui_acme.go.
+//
 // No page shows key material: the service's Certificate has no field for it,
 // and a failed upload renders the form again without the private key (it
 // must be pasted or chosen again).
@@ -56,6 +59,7 @@ func (m *Module) mountUI(ui *app.Router) {
 		app.Doc{Summary: "Confirm the deletion of a certificate"}, p.confirmDelete)
 	ui.Post("/certificates/:id/delete", app.Require(ObjCertificate, authz.Delete, cert),
 		app.Doc{Summary: "Delete a certificate (form)"}, p.delete)
+	p.mountACME(ui, ws, cert, orgs.ScopeOrg(m.d.DB, "id"))
 }
 
 // ---- Helpers ----
@@ -185,28 +189,6 @@ func (p *pages) certificate(c *fiber.Ctx) (Certificate, error) {
 		return Certificate{}, ErrCertificateNotFound
 	}
 	return p.svc.Get(app.Ctx(c), id)
-}
-
-type showData struct {
-	Certificate Certificate
-	Now         time.Time
-	CanDelete   bool
-}
-
-func (p *pages) show(c *fiber.Ctx) error {
-	cert, err := p.certificate(c)
-	if err != nil {
-		return err
-	}
-	shell, err := p.ui.Shell(c, cert.Name, views.SectionCertificates)
-	if err != nil {
-		return err
-	}
-	return views.Page(c, http.StatusOK, shell, showPage(showData{
-		Certificate: cert,
-		Now:         p.svc.now(),
-		CanDelete:   p.ui.Allowed(c, ObjCertificate, authz.Delete),
-	}))
 }
 
 // ---- Upload ----

@@ -51,9 +51,18 @@ func newReplica(t *testing.T, cfg app.Config) *replica {
 		t.Fatalf("app.New: %v", err)
 	}
 	t.Cleanup(func() { a.Close(context.Background()) })
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
-	mod := New(a.Deps, Options{Authenticate: authMod.Service().AuthenticateToken, Role: orgsMod.Service().Role})
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := New(a.Deps, Options{Authenticate: authMod.Service().AuthenticateToken, Role: orgsMod.Service().Role})
+	if err != nil {
+		t.Fatal(err)
+	}
 	mod.recheck = 200 * time.Millisecond
 	if err := a.Mount(context.Background(), []app.Module{authMod, orgsMod, mod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,

@@ -9,9 +9,9 @@
 //
 // # Wiring (main.go)
 //
-//	logsMod := logs.New(d, logs.Options{RollupFunc: metricsMod.Rollup, Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
-//	agents.Options{LogsFunc: func(ctx, b) { logsMod.Ingest(ctx, b) }}
-//	go logsMod.Run(ctx) // ingest workers and the live tail, until ctx ends
+//	logsMod, err := logs.New(d, logs.Options{RollupFunc: metricsMod.Rollup, Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
+//	agents.Options{LogsFunc: logsMod.Ingest}
+//	// app.Run runs logsMod.Run (ingest workers and the live tail) until shutdown
 package logs
 
 import (
@@ -34,8 +34,10 @@ import (
 	"github.com/nxmesh/nxmesh/modules/orgs"
 )
 
-// Options configure the module.
+// Options configure the module. The logs module uses no other module's
+// service: batches arrive through the agents module's LogsFunc (Ingest).
 type Options struct {
+	// Ingest sizes the ingest queue and its batches (zero: defaults).
 	Ingest IngestConfig
 	// Authenticate returns the caller of a token sent in the first message of
 	// the live-log WebSocket (an access token or an API key), or an error
@@ -80,19 +82,16 @@ type Module struct {
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the module.
-func New(d app.Deps, opts Options) *Module {
-	logger := d.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	svc := newService(d.Pool, logger, d.Config.Logs.Retention, nil)
-	lv := newLive(d.Pool, logger, d.Metrics)
+// New builds the module. The error is always nil: the module loads nothing
+// when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	svc := NewService(d, opts)
+	lv := newLive(d.Pool, d.Logger, d.Metrics)
 	in := newIngester(svc, opts.Ingest, d.Metrics, lv)
 	in.rollup = opts.RollupFunc
 	return &Module{db: d.DB, svc: svc, lv: lv, in: in,
-		logger: logger, authz: d.Authz, opts: opts, pages: d.Pages, recheck: liveRecheck,
-		exports: make(chan struct{}, maxExports)}
+		logger: d.Logger, authz: d.Authz, opts: opts, pages: d.Pages, recheck: liveRecheck,
+		exports: make(chan struct{}, maxExports)}, nil
 }
 
 // Service returns the module's service.

@@ -50,11 +50,14 @@ func (a *acks) wait(t *testing.T, n int) []*agentv1.Ack {
 	}
 }
 
-// TestIngest_StoresOnceAndQueries stores real batches through the hook,
+// TestService_IngestStoresOnceAndQueries stores real batches through the hook,
 // redelivers one, and queries them with filters, the cursor and bad input.
-func TestIngest_StoresOnceAndQueries(t *testing.T) {
+func TestService_IngestStoresOnceAndQueries(t *testing.T) {
 	a := apptest.NewApp(t, nil)
-	m := New(a.Deps, Options{})
+	m, err := New(a.Deps, Options{})
+	if err != nil {
+		t.Fatalf("logs.New: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = m.Run(ctx) }()
@@ -124,11 +127,14 @@ func TestIngest_StoresOnceAndQueries(t *testing.T) {
 	}
 }
 
-// TestRetention_DropsOldPartitionAndTrimsWorkspace drops a partition older
+// TestService_RetentionDropsOldPartitionAndTrimsWorkspace drops a partition older
 // than the global retention and deletes a workspace's rows beyond its own.
-func TestRetention_DropsOldPartitionAndTrimsWorkspace(t *testing.T) {
+func TestService_RetentionDropsOldPartitionAndTrimsWorkspace(t *testing.T) {
 	a := apptest.NewApp(t, nil)
-	m := New(a.Deps, Options{})
+	m, err := New(a.Deps, Options{})
+	if err != nil {
+		t.Fatalf("logs.New: %v", err)
+	}
 	ctx := context.Background()
 	svc := m.Service()
 	old := time.Now().UTC().AddDate(0, 0, -20)

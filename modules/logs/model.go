@@ -30,7 +30,7 @@ func (t Millis) MarshalJSON() ([]byte, error) {
 // String is the JSON form without quotes.
 func (t Millis) String() string { return t.UTC().Format(millisLayout) }
 
-// Entry is one stored access-log entry: seed 000's fields (response_time_ms
+// Entry is one stored access-log entry: the API's fields (response_time_ms
 // is nginx's $request_time) and what the agent reports beyond them.
 type Entry struct {
 	ID             uuid.UUID `json:"id"`
@@ -128,7 +128,7 @@ type ErrorLine struct {
 	Fields    map[string]string `json:"fields"`
 }
 
-// Page is a page of query results: seed 000's {data, meta}.
+// Page is a page of query results: the API's {data, meta}.
 type Page[T any] struct {
 	Data []T      `json:"data"`
 	Meta PageMeta `json:"meta"`

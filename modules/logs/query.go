@@ -109,7 +109,7 @@ type Params func(name string) string
 var QueryParamNames = []string{"from", "to", "status_code", "status_class", "host", "method", "uri_prefix",
 	"agent_id", "virtual_host_id", "remote_addr", "limit", "cursor"}
 
-// ParseQuery reads seed 000's access-log query (from, to, status_code,
+// ParseQuery reads the API's access-log query (from, to, status_code,
 // limit) and the extra filters (status_class, host, method, uri_prefix,
 // agent_id, virtual_host_id, remote_addr) and cursor. to defaults to now,
 // from to DefaultWindow before to; limit to DefaultLimit, capped at

@@ -27,7 +27,7 @@ type Service struct {
 	pool      *pgxpool.Pool
 	logger    *slog.Logger
 	retention time.Duration
-	now       func() time.Time
+	now       app.Clock
 
 	// partitions caches the days whose access_logs partition exists
 	// ("20260302"); ensurePartition fills it, retention empties it.
@@ -35,14 +35,16 @@ type Service struct {
 	partitions map[string]bool
 }
 
-func newService(pool *pgxpool.Pool, logger *slog.Logger, retention time.Duration, now func() time.Time) *Service {
+// NewService returns the service over d.Pool, keeping lines for
+// logs.retention (d.Config.Logs.Retention; less than a day means
+// app.DefaultLogsRetention). The service uses no option (opts.Ingest
+// configures the module's ingest queue).
+func NewService(d app.Deps, _ Options) *Service {
+	retention := d.Config.Logs.Retention
 	if retention < 24*time.Hour {
 		retention = app.DefaultLogsRetention
 	}
-	if now == nil {
-		now = time.Now
-	}
-	return &Service{pool: pool, logger: logger, retention: retention, now: now, partitions: map[string]bool{}}
+	return &Service{pool: d.Pool, logger: d.Logger, retention: retention, now: d.Clock, partitions: map[string]bool{}}
 }
 
 // GlobalRetentionDays is logs.retention in whole days (rounded up).

@@ -33,18 +33,36 @@
 // table keyed by (agent, time) and trimmed by the retention job, as a
 // sample is one small row per agent every 5 s.
 //
+// # Alerts, live socket, Prometheus
+//
+// Alert rules and the alert history are alerts.go, their evaluation by the
+// periodic job metrics.alerts evaluate.go; their webhook and e-mail notifications,
+// River jobs, notify.go; the routes alerts_api.go. The live-metrics
+// WebSocket GET /v1/ws/metrics/:agent_id is socket.go. The fleet figures
+// of the master's /metrics and a workspace's per-virtual-host exposition
+// are prometheus.go.
+//
+// # Analytics, streams, pages
+//
+// analytics.go counts the tops of a workspace's access logs
+// (GET /v1/workspaces/:id/analytics); streams.go serves a stream's counters
+// and their reset (GET /v1/streams/:id/metrics, POST
+// /v1/streams/:id/reset-counters, guarded by the vhosts module's stream
+// policy); ui.go the admin's metrics pages, whose charts static/js/charts.js
+// draws with the vendored uPlot.
+//
 // # Wiring (main.go)
 //
-//	metricsMod := metrics.New(d, metrics.Options{})
+//	metricsMod := metrics.New(d, metrics.Options{Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
 //	logs.Options{RollupFunc: metricsMod.Rollup}
 //	agents.Options{MetricsFunc: metricsMod.StoreHostMetrics}
 package metrics
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"google.golang.org/grpc"
@@ -62,28 +80,47 @@ type Options struct {
 	// the rows a flood of made-up Host headers can create; default
 	// DefaultMaxHostsPerBatch.
 	MaxHostsPerBatch int
+	// Authenticate returns the caller of a token sent in the first message of
+	// the live-metrics WebSocket (an access token or an API key), or an
+	// error wrapping app.ErrUnauthorized for a bad one; main.go wires the
+	// auth module's AuthenticateToken. Without it every socket is refused.
+	Authenticate func(ctx context.Context, token string) (*app.Principal, error)
+	// Role returns a user's role in scope ("" when not a member), as the
+	// route guard's (the orgs module's Role); the socket checks its caller
+	// with it.
+	Role func(ctx context.Context, userID uuid.UUID, s app.Scope) (string, error)
 }
 
 // Module is the metrics module.
 type Module struct {
 	db  *gorm.DB
 	svc *Service
+	// alerts are the alert rules and their evaluation (alerts.go).
+	alerts *AlertService
+	authz  *authz.Enforcer
+	events app.Publisher
+	opts   Options
+	// socketEvery and recheck are the live socket's cadence and credential
+	// recheck (SocketInterval, socketRecheck; tests shorten them).
+	socketEvery, recheck time.Duration
+	fleet                *fleetCollector
+	pages                *app.Pages
 }
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the module.
-func New(d app.Deps, opts Options) *Module {
-	logger := d.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	var now func() time.Time
-	if d.Clock != nil {
-		now = d.Clock
-	}
-	return &Module{db: d.DB, svc: newService(d.Pool, logger, d.Config.Metrics, opts.MaxHostsPerBatch, now)}
+// New builds the module and registers its fleet collector on d.Metrics.
+// The error is always nil: the module loads nothing when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	svc := NewService(d, opts)
+	fleet := newFleetCollector(d.Pool, d.Logger, svc.now)
+	registerFleet(d.Metrics, fleet)
+	return &Module{db: d.DB, svc: svc, alerts: newAlertService(d, d.Logger, svc.now), authz: d.Authz, events: d.Events,
+		opts: opts, socketEvery: SocketInterval, recheck: socketRecheck, fleet: fleet, pages: d.Pages}, nil
 }
+
+// Alerts returns the alert rules' service.
+func (m *Module) Alerts() *AlertService { return m.alerts }
 
 // Service returns the module's service.
 func (m *Module) Service() *Service { return m.svc }
@@ -103,13 +140,24 @@ func (m *Module) StoreHostMetrics(ctx context.Context, b agents.MetricsBatch) er
 func (m *Module) Name() string { return "metrics" }
 
 // Policies returns the role matrix of policies.go.
-func (m *Module) Policies() []authz.Policy { return policies() }
+func (m *Module) Policies() []authz.Policy { return append(policies(), alertPolicies()...) }
 
-// Jobs registers metrics.retention.
-func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJobs(w, m.svc) }
+// Jobs registers metrics.retention, and the alert evaluation and
+// notifications (notify.go).
+func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob {
+	return append(registerJobs(w, m.svc), m.alerts.registerJobs(w)...)
+}
 
 // GRPC registers nothing: samples arrive through the agents module's service.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go).
-func (m *Module) Routes(r app.Routers) { m.bindRoutes(r) }
+// Routes mounts the JSON API (api.go, analytics.go, streams.go), the alert
+// rules and history, the Prometheus exposition and the live socket
+// (alerts_api.go), and the admin pages (ui.go).
+func (m *Module) Routes(r app.Routers) {
+	m.bindRoutes(r)
+	m.bindAlertRoutes(r)
+	m.bindAnalytics(r)
+	m.bindStreams(r)
+	m.mountUI(r.UI)
+}

@@ -46,10 +46,22 @@ func setup(t *testing.T) *bundle {
 	t.Helper()
 	a := apptest.NewApp(t, func(c *app.Config) { c.Auth.RateLimitPerMinute = 1 << 30 })
 	ctx := context.Background()
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
-	mod := New(a.Deps, Options{})
-	logsMod := logs.New(a.Deps, logs.Options{RollupFunc: mod.Rollup})
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := New(a.Deps, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logsMod, err := logs.New(a.Deps, logs.Options{RollupFunc: mod.Rollup})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, logsMod, mod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI, AuthenticateUI: authMod.AuthenticateUI, Role: orgsMod.Service().Role,
 	}); err != nil {
@@ -537,7 +549,7 @@ func TestPercentile(t *testing.T) {
 func TestRollup_BoundsHostNames(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
-	svc := newService(b.a.Deps.Pool, b.a.Deps.Logger, b.a.Deps.Config.Metrics, 2, nil)
+	svc := NewService(b.a.Deps, Options{MaxHostsPerBatch: 2})
 	var es []*agentv1.AccessLogEntry
 	for i := 0; i < 5; i++ {
 		es = append(es, entry(b.base.Add(time.Duration(i)*time.Second), 200, 1, uuid.Nil, fmt.Sprintf("h%d.example.com", i)))

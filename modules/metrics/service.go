@@ -34,21 +34,15 @@ type Service struct {
 	maxHosts        int
 }
 
-func newService(pool *pgxpool.Pool, logger *slog.Logger, cfg app.MetricsConfig, maxHosts int, now func() time.Time) *Service {
-	if cfg.RetentionMinute <= 0 {
-		cfg.RetentionMinute = app.DefaultMetricsRetentionMinute
-	}
-	if cfg.RetentionHour < cfg.RetentionMinute {
-		cfg.RetentionHour = max(cfg.RetentionMinute, app.DefaultMetricsRetentionHour)
-	}
+// NewService returns the service over d.Pool, with d's logger, clock and
+// metrics retention (metrics.retention_minute, metrics.retention_hour).
+func NewService(d app.Deps, opts Options) *Service {
+	maxHosts := opts.MaxHostsPerBatch
 	if maxHosts <= 0 {
 		maxHosts = DefaultMaxHostsPerBatch
 	}
-	if now == nil {
-		now = time.Now
-	}
-	return &Service{pool: pool, logger: logger, now: now, retentionMinute: cfg.RetentionMinute,
-		retentionHour: cfg.RetentionHour, maxHosts: maxHosts}
+	return &Service{pool: d.Pool, logger: d.Logger, now: d.Clock, retentionMinute: d.Config.Metrics.RetentionMinute,
+		retentionHour: d.Config.Metrics.RetentionHour, maxHosts: maxHosts}
 }
 
 // DefaultMaxHostsPerBatch is Options.MaxHostsPerBatch when it is not set.
@@ -106,7 +100,9 @@ func normalHost(h string) string {
 // Rollup counts an access-log batch into the per-minute and hourly rollups
 // of its workspace, agent, virtual host (or stream) and host name, in tx:
 // the logs module's transaction that stores the batch (logs.RollupFunc), so
-// the counts commit with the rows, once per batch. Entries without a
+// the counts commit with the rows, once per batch. A stream's session
+// (virtual_host_id empty, stream_id set) counts under its stream's id.
+// Entries without a
 // timestamp count at now, as they are stored. Past s.maxHosts distinct host
 // names in one batch, the others count under host "". Rows are upserted in
 // key order, so concurrent batches of an agent wait for each other instead
@@ -128,6 +124,8 @@ func (s *Service) Rollup(ctx context.Context, tx pgx.Tx, b agents.LogBatch, now 
 		k := rollKey{bucket: ts.UTC().Truncate(time.Minute), host: normalHost(e.GetHost())}
 		if id, err := uuid.Parse(e.GetVirtualHostId()); err == nil {
 			k.vh = id
+		} else if id, err := uuid.Parse(e.GetStreamId()); err == nil {
+			k.vh = id // a stream's session: its stream is the key
 		}
 		if k.host != "" && !hosts[k.host] {
 			if len(hosts) >= s.maxHosts {

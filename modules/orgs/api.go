@@ -53,7 +53,7 @@ func (m *Module) bindOrganizations(r *app.Router) {
 	org := ScopeOrg(m.db, "id")
 	r.Get("/organizations", app.Authenticated(),
 		app.Doc{Summary: "List the organizations the caller belongs to (all for superadmins, its own for an API key); per_page is capped at 100", Response: Organization{}, List: true, Query: pageQuery},
-		m.listOrganizations)
+		app.ListHandler(m.listOrganizations))
 	r.Post("/organizations", app.Authenticated(),
 		app.Doc{Summary: "Create an organization; the caller becomes its owner (not available to API keys)", Body: createOrganizationRequest{}, Response: Organization{}, Status: http.StatusCreated},
 		m.createOrganization)
@@ -68,16 +68,8 @@ func (m *Module) bindOrganizations(r *app.Router) {
 		m.deleteOrganization)
 }
 
-func (m *Module) listOrganizations(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.ListOrganizations(app.Ctx(c), app.Caller(c), page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listOrganizations(c *fiber.Ctx, page app.Page) ([]Organization, int64, error) {
+	return m.svc.ListOrganizations(app.Ctx(c), app.Caller(c), page)
 }
 
 func (m *Module) createOrganization(c *fiber.Ctx) error {
@@ -128,7 +120,7 @@ func (m *Module) bindWorkspaces(r *app.Router) {
 	ws := ScopeWorkspace(m.db, "id")
 	r.Get("/organizations/:id/workspaces", app.Require(ObjWorkspace, authz.Read, org),
 		app.Doc{Summary: "List an organization's workspaces; per_page is capped at 100", Response: Workspace{}, List: true, Query: pageQuery},
-		m.listWorkspaces)
+		app.ListHandler(m.listWorkspaces))
 	r.Post("/organizations/:id/workspaces", app.Require(ObjWorkspace, authz.Write, org),
 		app.Doc{Summary: "Create a workspace", Body: createWorkspaceRequest{}, Response: Workspace{}, Status: http.StatusCreated},
 		m.createWorkspace)
@@ -143,16 +135,8 @@ func (m *Module) bindWorkspaces(r *app.Router) {
 		m.deleteWorkspace)
 }
 
-func (m *Module) listWorkspaces(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.ListWorkspaces(app.Ctx(c), app.ScopeOf(c).OrgID, page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listWorkspaces(c *fiber.Ctx, page app.Page) ([]Workspace, int64, error) {
+	return m.svc.ListWorkspaces(app.Ctx(c), app.ScopeOf(c).OrgID, page)
 }
 
 func (m *Module) createWorkspace(c *fiber.Ctx) error {
@@ -202,7 +186,7 @@ func (m *Module) bindMembers(r *app.Router) {
 	org := ScopeOrg(m.db, "id")
 	r.Get("/organizations/:id/members", app.Require(ObjMember, authz.Read, org),
 		app.Doc{Summary: "List an organization's members; per_page is capped at 100", Response: Member{}, List: true, Query: pageQuery},
-		m.listMembers)
+		app.ListHandler(m.listMembers))
 	r.Post("/organizations/:id/members", app.Require(ObjMember, authz.Write, org),
 		app.Doc{Summary: "Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email", Body: addMemberRequest{}, Response: Invitation{}, Status: http.StatusAccepted},
 		m.addMember)
@@ -214,16 +198,8 @@ func (m *Module) bindMembers(r *app.Router) {
 		m.removeMember)
 }
 
-func (m *Module) listMembers(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.ListMembers(app.Ctx(c), app.ScopeOf(c).OrgID, page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listMembers(c *fiber.Ctx, page app.Page) ([]Member, int64, error) {
+	return m.svc.ListMembers(app.Ctx(c), app.ScopeOf(c).OrgID, page)
 }
 
 func (m *Module) addMember(c *fiber.Ctx) error {
@@ -271,13 +247,13 @@ func (m *Module) bindInvitations(r *app.Router) {
 	org := ScopeOrg(m.db, "id")
 	r.Get("/organizations/:id/invitations", app.Require(ObjMember, authz.Read, org),
 		app.Doc{Summary: "List the organization's pending invitations, oldest first; per_page is capped at 100", Response: Invitation{}, List: true, Query: pageQuery},
-		m.listInvitations)
+		app.ListHandler(m.listInvitations))
 	r.Delete("/organizations/:id/invitations/:invitation_id", app.Require(ObjMember, authz.Delete, org),
 		app.Doc{Summary: "Revoke a pending invitation (owner invitations only by owners)", Status: http.StatusNoContent},
 		m.revokeInvitation)
 	r.Get("/invitations", app.Authenticated(),
 		app.Doc{Summary: "List the caller's pending invitations, oldest first (users only, not API keys); per_page is capped at 100", Tag: "invitations", Response: Invitation{}, List: true, Query: pageQuery},
-		m.listMyInvitations)
+		app.ListHandler(m.listMyInvitations))
 	r.Post("/invitations/:id/accept", app.Authenticated(),
 		app.Doc{Summary: "Accept one of the caller's pending invitations: the caller becomes a member with its role; answers the invitation, now accepted", Tag: "invitations", Response: Invitation{}},
 		m.acceptInvitation)
@@ -286,16 +262,8 @@ func (m *Module) bindInvitations(r *app.Router) {
 		m.declineInvitation)
 }
 
-func (m *Module) listInvitations(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.ListInvitations(app.Ctx(c), app.ScopeOf(c).OrgID, page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listInvitations(c *fiber.Ctx, page app.Page) ([]Invitation, int64, error) {
+	return m.svc.ListInvitations(app.Ctx(c), app.ScopeOf(c).OrgID, page)
 }
 
 func (m *Module) revokeInvitation(c *fiber.Ctx) error {
@@ -309,16 +277,8 @@ func (m *Module) revokeInvitation(c *fiber.Ctx) error {
 	return c.SendStatus(http.StatusNoContent)
 }
 
-func (m *Module) listMyInvitations(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.ListMyInvitations(app.Ctx(c), page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listMyInvitations(c *fiber.Ctx, page app.Page) ([]Invitation, int64, error) {
+	return m.svc.ListMyInvitations(app.Ctx(c), page)
 }
 
 func (m *Module) acceptInvitation(c *fiber.Ctx) error {
@@ -412,7 +372,7 @@ func (m *Module) bindAPIKeys(r *app.Router) {
 	org := ScopeOrg(m.db, "id")
 	r.Get("/organizations/:id/api-keys", app.Require(ObjAPIKey, authz.Read, org),
 		app.Doc{Summary: "List the organization's API keys, newest first (secrets are never listed); per_page is capped at 100", Response: auth.APIKey{}, List: true, Query: pageQuery},
-		m.listAPIKeys)
+		app.ListHandler(m.listAPIKeys))
 	r.Post("/organizations/:id/api-keys", app.Require(ObjAPIKey, authz.Write, org),
 		app.Doc{Summary: "Create an API key; the response holds the secret (key), shown only this once", Body: createAPIKeyRequest{}, Response: auth.APIKeyWithSecret{}, Status: http.StatusCreated},
 		m.createAPIKey)
@@ -424,16 +384,8 @@ func (m *Module) bindAPIKeys(r *app.Router) {
 		m.rotateAPIKey)
 }
 
-func (m *Module) listAPIKeys(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.ListAPIKeys(app.Ctx(c), app.ScopeOf(c).OrgID, page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listAPIKeys(c *fiber.Ctx, page app.Page) ([]auth.APIKey, int64, error) {
+	return m.svc.ListAPIKeys(app.Ctx(c), app.ScopeOf(c).OrgID, page)
 }
 
 func (m *Module) createAPIKey(c *fiber.Ctx) error {

@@ -172,7 +172,7 @@ func TestAPI_Organizations(t *testing.T) {
 		if got["slug"] != "acme-corp" || got["require_email_code"] != false {
 			t.Fatalf("stored: %v", got)
 		}
-		// Turning the code on needs SMTP (TestRequireEmailCode covers it with mail).
+		// Turning the code on needs SMTP (TestAPI_RequireEmailCode covers it with mail).
 		b.call(http.MethodPatch, path, alice.Token, map[string]any{"name": "Other", "require_email_code": true}).
 			expectError(http.StatusUnprocessableEntity, app.CodeValidation, "require_email_code")
 		if got := b.call(http.MethodGet, path, alice.Token, nil).expect(http.StatusOK).object(); got["name"] != "Acme Corporation" || got["require_email_code"] != false {

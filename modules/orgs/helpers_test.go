@@ -40,9 +40,15 @@ func setup(t *testing.T) *bundle { return setupWith(t, nil) }
 func setupWith(t *testing.T, mutate func(*app.Config)) *bundle {
 	t.Helper()
 	a := apptest.NewApp(t, mutate)
-	authMod := auth.New(a.Deps)
-	mod := New(a.Deps, authMod.Service())
-	err := a.Mount(context.Background(), []app.Module{authMod, mod}, app.Wiring{
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	mod, err := New(a.Deps, Options{Auth: authMod.Service()})
+	if err != nil {
+		t.Fatalf("orgs.New: %v", err)
+	}
+	err = a.Mount(context.Background(), []app.Module{authMod, mod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            mod.Service().Role,

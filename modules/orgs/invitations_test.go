@@ -14,12 +14,12 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 )
 
-// TestAttack_CrossTenantLockout replays the lockout: any user creates an
+// TestAPI_CrossTenantLockout replays the lockout: any user creates an
 // organization, adds an existing account (here a superadmin) by e-mail and turns
 // on require_email_code without working mail. The victim must not become a
 // member without consent, the setting must be refused without SMTP, and the
 // victim's password login must keep working.
-func TestAttack_CrossTenantLockout(t *testing.T) {
+func TestAPI_CrossTenantLockout(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	root := b.user("root", true)
@@ -43,7 +43,7 @@ func TestAttack_CrossTenantLockout(t *testing.T) {
 	b.call(http.MethodGet, "/v1/users", root.Token, nil).expect(http.StatusOK)
 }
 
-func TestInvitations(t *testing.T) {
+func TestAPI_Invitations(t *testing.T) {
 	t.Parallel()
 
 	t.Run("AcceptMakesAMember", func(t *testing.T) {
@@ -209,9 +209,9 @@ func TestInvitations(t *testing.T) {
 	})
 }
 
-// TestRequireEmailCode checks an organization that requires the emailed code:
+// TestAPI_RequireEmailCode checks an organization that requires the emailed code:
 // it opens only to sessions confirmed with one, and leaves sign-in alone.
-func TestRequireEmailCode(t *testing.T) {
+func TestAPI_RequireEmailCode(t *testing.T) {
 	t.Parallel()
 	mb := apptest.StartMailbox(t, "", "")
 	b := setupWith(t, func(c *app.Config) {
@@ -272,9 +272,9 @@ func codeLogin(t *testing.T, b *bundle, mb *apptest.Mailbox, u testUser, fn func
 	fn(pair.AccessToken)
 }
 
-// TestAPIKeys_FollowTheirCreator replays a key outliving its creator's rights:
+// TestAPI_APIKeysFollowTheirCreator replays a key outliving its creator's rights:
 // an admin's admin key, the admin demoted to viewer, then removed.
-func TestAPIKeys_FollowTheirCreator(t *testing.T) {
+func TestAPI_APIKeysFollowTheirCreator(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	alice, adam, vic := b.user("alice", false), b.user("adam", false), b.user("vic", false)
@@ -313,9 +313,9 @@ func TestAPIKeys_FollowTheirCreator(t *testing.T) {
 	b.call(http.MethodGet, o, key.Key, nil).expectError(http.StatusUnauthorized, app.CodeUnauthorized, "")
 }
 
-// TestAPIKeys_SuperadminCreator: a superadmin's key in an organization the
+// TestAPI_APIKeysSuperadminCreator: a superadmin's key in an organization the
 // superadmin does not belong to keeps its role while they stay superadmin.
-func TestAPIKeys_SuperadminCreator(t *testing.T) {
+func TestAPI_APIKeysSuperadminCreator(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	root, alice := b.user("root", true), b.user("alice", false)

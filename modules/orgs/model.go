@@ -10,7 +10,7 @@ import (
 )
 
 // Organization is a tenant: it owns workspaces, members and API keys. Its JSON
-// form is seed 000's organization object (plus require_email_code).
+// form is the API's organization object (plus require_email_code).
 type Organization struct {
 	ID   uuid.UUID `gorm:"type:uuid;primaryKey;default:gen_random_uuid()" json:"id"`
 	Name string    `gorm:"not null" json:"name"`
@@ -38,7 +38,7 @@ func (o Organization) MarshalJSON() ([]byte, error) {
 }
 
 // Workspace groups the agents and configuration of one environment of an
-// organization. Its JSON form is seed 000's workspace object (plus updated_at).
+// organization. Its JSON form is the API's workspace object (plus updated_at).
 type Workspace struct {
 	ID             uuid.UUID `gorm:"type:uuid;primaryKey;default:gen_random_uuid()" json:"id"`
 	OrganizationID uuid.UUID `gorm:"type:uuid;not null" json:"organization_id"`

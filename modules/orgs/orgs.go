@@ -53,6 +53,14 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 )
 
+// Options connect the module to the modules below it.
+type Options struct {
+	// Auth is the auth service that stores the API keys whose routes this
+	// module mounts. Nil (the workspace navigation other modules' pages build
+	// from this module) leaves API keys and require_email_code unavailable.
+	Auth *auth.Service
+}
+
 // Module is the orgs module.
 type Module struct {
 	db    *gorm.DB
@@ -62,10 +70,10 @@ type Module struct {
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the module. authSvc manages the API keys whose routes this module
-// mounts.
-func New(d app.Deps, authSvc *auth.Service) *Module {
-	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, authSvc), pages: d.Pages}
+// New builds the module. The error is always nil: the module loads nothing
+// when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	return &Module{db: d.DB, svc: NewService(d, opts), pages: d.Pages}, nil
 }
 
 // Service returns the module's service (for main.go's wiring and the admin pages).
@@ -83,7 +91,7 @@ func (m *Module) Jobs(*river.Workers) []*river.PeriodicJob { return nil }
 // GRPC registers nothing.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go).
+// Routes mounts the JSON API (api.go) and the admin pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindOrganizations(r.API)
 	m.bindWorkspaces(r.API)

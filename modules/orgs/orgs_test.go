@@ -7,9 +7,9 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 )
 
-// TestModule_Routes checks that every API route of the module needs a credential,
+// TestAPI_ModuleRoutes checks that every API route of the module needs a credential,
 // is documented and appears in the OpenAPI document.
-func TestModule_Routes(t *testing.T) {
+func TestAPI_ModuleRoutes(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	doc := app.OpenAPI(b.app.Routes(), "test")

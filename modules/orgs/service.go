@@ -30,16 +30,14 @@ import (
 type Service struct {
 	db     *gorm.DB
 	logger *slog.Logger
+	clock  app.Clock
 	keys   *auth.Service
 }
 
-// NewService returns a Service over db. keys is the auth service that stores API
-// keys (only the API key methods use it).
-func NewService(db *gorm.DB, logger *slog.Logger, keys *auth.Service) *Service {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	return &Service{db: db, logger: logger.With("module", "orgs"), keys: keys}
+// NewService returns a Service over d.DB. opts.Auth is the auth service that
+// stores API keys (only the API key methods and require_email_code use it).
+func NewService(d app.Deps, opts Options) *Service {
+	return &Service{db: d.DB, logger: d.Logger.With("module", "orgs"), clock: d.Clock, keys: opts.Auth}
 }
 
 // Validation limits.
@@ -243,12 +241,8 @@ func (s *Service) ListOrganizations(ctx context.Context, p *app.Principal, page 
 	default:
 		q = q.Where("id IN (SELECT organization_id FROM memberships WHERE user_id = ?)", p.UserID)
 	}
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count organizations: %w", err)
-	}
-	var out []Organization
-	if err := q.Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&out).Error; err != nil {
+	out, total, err := app.FindPage[Organization](q, page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list organizations: %w", err)
 	}
 	return out, total, nil
@@ -398,12 +392,8 @@ func createWorkspace(ctx context.Context, tx *gorm.DB, ws *Workspace) error {
 // ListWorkspaces returns an organization's workspaces, oldest first.
 func (s *Service) ListWorkspaces(ctx context.Context, orgID uuid.UUID, page app.Page) ([]Workspace, int64, error) {
 	q := s.db.WithContext(ctx).Model(&Workspace{}).Where("organization_id = ?", orgID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count workspaces of %s: %w", orgID, err)
-	}
-	var out []Workspace
-	if err := q.Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&out).Error; err != nil {
+	out, total, err := app.FindPage[Workspace](q, page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list workspaces of %s: %w", orgID, err)
 	}
 	return out, total, nil
@@ -788,7 +778,7 @@ func (s *Service) InviteMember(ctx context.Context, p AddMemberParams) (Invitati
 		if role != "" {
 			return fmt.Errorf("invite %q: %w", p.Email, ErrAlreadyMember)
 		}
-		now := time.Now().UTC()
+		now := s.clock().UTC()
 		// An expired invitation no longer blocks a new one.
 		if err := tx.Model(&invitationRow{}).
 			Where("organization_id = ? AND user_id = ? AND status = ? AND expires_at <= ?", p.OrgID, userID, InvitationPending, now).
@@ -856,13 +846,13 @@ func lockPendingInvitation(tx *gorm.DB, id uuid.UUID, where string, arg any) (in
 }
 
 // answerInvitation sets a locked invitation's final status with its audit row.
-func answerInvitation(ctx context.Context, tx *gorm.DB, row invitationRow, status, action string) error {
+func (s *Service) answerInvitation(ctx context.Context, tx *gorm.DB, row invitationRow, status, action string) error {
 	before, err := loadInvitation(tx, row.ID)
 	if err != nil {
 		return err
 	}
 	if err := tx.Model(&invitationRow{}).Where("id = ?", row.ID).
-		Updates(map[string]any{"status": status, "responded_at": time.Now().UTC()}).Error; err != nil {
+		Updates(map[string]any{"status": status, "responded_at": s.clock().UTC()}).Error; err != nil {
 		return fmt.Errorf("%s invitation %s: %w", status, row.ID, err)
 	}
 	after := before
@@ -884,7 +874,7 @@ func (s *Service) RevokeInvitation(ctx context.Context, orgID, id uuid.UUID) err
 		if row.Role == authz.RoleOwner && caller != authz.RoleOwner {
 			return ErrOwnerRequired
 		}
-		return answerInvitation(ctx, tx, row, InvitationRevoked, "invitation.revoke")
+		return s.answerInvitation(ctx, tx, row, InvitationRevoked, "invitation.revoke")
 	})
 }
 
@@ -958,7 +948,7 @@ func (s *Service) AcceptInvitation(ctx context.Context, id uuid.UUID) (Invitatio
 				return ErrInvitationStale
 			}
 		}
-		if err := answerInvitation(ctx, tx, row, InvitationAccepted, "invitation.accept"); err != nil {
+		if err := s.answerInvitation(ctx, tx, row, InvitationAccepted, "invitation.accept"); err != nil {
 			return err
 		}
 		if _, err := insertMember(ctx, tx, row.OrganizationID, p.UserID, row.Role); err != nil {
@@ -1011,7 +1001,7 @@ func (s *Service) DeclineInvitation(ctx context.Context, id uuid.UUID) error {
 		if err != nil {
 			return err
 		}
-		return answerInvitation(ctx, tx, row, InvitationDeclined, "invitation.decline")
+		return s.answerInvitation(ctx, tx, row, InvitationDeclined, "invitation.decline")
 	})
 }
 
@@ -1038,12 +1028,8 @@ func (s *Service) ListAudit(ctx context.Context, f AuditFilter, page app.Page) (
 	if f.ObjectType != "" {
 		q = q.Where("object_type = ?", f.ObjectType)
 	}
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count audit entries of %s: %w", f.OrgID, err)
-	}
-	var rows []app.AuditEntry
-	if err := q.Order("created_at DESC, id DESC").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[app.AuditEntry](q, page, "created_at DESC, id DESC")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list audit entries of %s: %w", f.OrgID, err)
 	}
 	out := make([]AuditEntry, len(rows))

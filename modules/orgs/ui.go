@@ -37,7 +37,15 @@ const (
 	SectionAPIKeys    = "api-keys"
 	SectionAudit      = "audit"
 	SectionOverview   = "overview"
+	// SectionACMESettings is the organization's ACME settings page, served
+	// by the certs module.
+	SectionACMESettings = "acme-settings"
 )
+
+// objACMESettings is the certs module's object of the ACME settings (this
+// module cannot import it): the navigation links its page for those who may
+// read it.
+const objACMESettings = "certs.acme_settings"
 
 // navLimit bounds the entries of each switcher.
 const navLimit = 50
@@ -147,6 +155,7 @@ func (m *Module) Shell(c *fiber.Ctx, title string, orgID, wsID uuid.UUID, sectio
 	add("Members", uiOrgPath(orgID)+"/members", SectionMembers, ObjMember)
 	add("API keys", uiOrgPath(orgID)+"/api-keys", SectionAPIKeys, ObjAPIKey)
 	add("Audit log", uiOrgPath(orgID)+"/audit", SectionAudit, ObjAudit)
+	add("ACME settings", uiOrgPath(orgID)+"/acme-settings", SectionACMESettings, objACMESettings)
 	return s, nil
 }
 

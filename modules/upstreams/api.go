@@ -22,7 +22,7 @@ func (m *Module) bindUpstreams(r *app.Router) {
 	up := ScopeUpstream(m.db, "id")
 	r.Get("/workspaces/:id/upstreams", app.Require(ObjUpstream, authz.Read, ws),
 		app.Doc{Summary: "List a workspace's upstreams, sorted by name; per_page is capped at 100", Response: Upstream{}, List: true},
-		m.listUpstreams)
+		app.ListHandler(m.listUpstreams))
 	r.Post("/workspaces/:id/upstreams", app.Require(ObjUpstream, authz.Write, ws),
 		app.Doc{Summary: "Create an upstream; omitted fields take their defaults", Body: createUpstreamRequest{}, Response: Upstream{}, Status: http.StatusCreated},
 		m.createUpstream)
@@ -37,16 +37,8 @@ func (m *Module) bindUpstreams(r *app.Router) {
 		m.deleteUpstream)
 }
 
-func (m *Module) listUpstreams(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listUpstreams(c *fiber.Ctx, page app.Page) ([]Upstream, int64, error) {
+	return m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
 }
 
 func (m *Module) createUpstream(c *fiber.Ctx) error {

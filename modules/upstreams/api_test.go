@@ -119,7 +119,7 @@ func TestAPI_Upstreams(t *testing.T) {
 			t.Fatalf("get = %+v, want %+v", got, u)
 		}
 
-		// Seed 000's PATCH example: servers replace the whole list.
+		// A PATCH with servers replaces the whole list (docs/API.md).
 		patch := map[string]any{"servers": []any{map[string]any{"address": "10.0.1.30:8080", "weight": 3, "backup": false}}}
 		var upd Upstream
 		b.as(t, "operator", http.MethodPatch, "/v1/upstreams/"+u.ID.String(), patch, http.StatusOK, &upd)

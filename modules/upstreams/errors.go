@@ -15,8 +15,3 @@ var (
 	// case).
 	ErrNameTaken = fmt.Errorf("%w: an upstream with this name already exists in the workspace", app.ErrConflict)
 )
-
-// InUseError is returned when deleting an upstream that virtual hosts or
-// streams still use: app's InUseError with What "upstream", a conflict (409)
-// whose message names the users.
-type InUseError = app.InUseError

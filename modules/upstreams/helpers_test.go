@@ -106,12 +106,21 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	a := apptest.NewApp(t, func(cfg *app.Config) { cfg.Auth.RateLimitPerMinute = 1_000_000 })
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		t.Fatalf("orgs.New: %v", err)
+	}
 	h := newHooks()
-	mod := New(a.Deps, h.options())
+	mod, err := New(a.Deps, h.options())
+	if err != nil {
+		t.Fatalf("upstreams.New: %v", err)
+	}
 	ctx := context.Background()
-	err := a.Mount(ctx, []app.Module{authMod, orgsMod, mod}, app.Wiring{
+	err = a.Mount(ctx, []app.Module{authMod, orgsMod, mod}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,
@@ -258,7 +267,7 @@ func (b *bundle) audit(t *testing.T) []app.AuditEntry {
 	return rows
 }
 
-// apiError is seed 000's error envelope.
+// apiError is the API's error envelope (docs/API.md).
 type apiError struct {
 	Error struct {
 		Code    string           `json:"code"`
@@ -276,7 +285,7 @@ func decodeError(t *testing.T, raw []byte) apiError {
 	return e
 }
 
-// seedBody is seed 000's create example.
+// seedBody is the documented create example.
 func seedBody() map[string]any {
 	return map[string]any{
 		"name":      "web-backend",

@@ -13,7 +13,7 @@ import (
 // Algorithm is how an upstream spreads requests over its servers.
 type Algorithm string
 
-// Load-balancing algorithms (seed 000).
+// Load-balancing algorithms.
 const (
 	// RoundRobin is nginx's default: requests in turn, honouring weights.
 	RoundRobin Algorithm = "round_robin"
@@ -42,7 +42,7 @@ func (a Algorithm) Valid() bool {
 }
 
 // Upstream is a named group of backend servers in a workspace. It is the GORM
-// model of the upstreams table and, through MarshalJSON, seed 000's upstream
+// model of the upstreams table and, through MarshalJSON, the API's upstream
 // object: the API returns it, the audit log records it, and configuration
 // snapshots store it, so a snapshot holds exactly what the API returned and
 // decodes back into an Upstream (see Service.ReplaceAll).

@@ -29,12 +29,15 @@ type ChangeFunc func(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, su
 // refuses to remove an upstream that has any.
 type UsageFunc func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error)
 
-// Options are the functions the module gets from higher modules (main.go).
-// Nil functions do nothing: no configuration versions are recorded and no
-// upstream is ever in use, which is what tests of this module alone want.
+// Options connect the module to the rest of the master: the functions it
+// gets from higher modules (main.go fills them). Nil functions do nothing: no
+// configuration versions are recorded and no upstream is ever in use, which
+// is what tests of this module alone want.
 type Options struct {
+	// ChangeFunc is vhosts.(*Service).ConfigChanged.
 	ChangeFunc ChangeFunc
-	UsageFunc  UsageFunc
+	// UsageFunc lists the virtual hosts and streams using an upstream.
+	UsageFunc UsageFunc
 	// HealthFunc reads the agents' health-check verdicts on an upstream's
 	// servers (health.go); nil: none are shown.
 	HealthFunc HealthFunc
@@ -45,17 +48,15 @@ type Options struct {
 type Service struct {
 	db     *gorm.DB
 	logger *slog.Logger
+	clock  app.Clock
 	change ChangeFunc
 	usage  UsageFunc
 	health HealthFunc
 }
 
-// NewService returns a Service over db.
-func NewService(db *gorm.DB, logger *slog.Logger, opts Options) *Service {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	s := &Service{db: db, logger: logger, change: opts.ChangeFunc, usage: opts.UsageFunc, health: opts.HealthFunc}
+// NewService returns a Service over d.DB.
+func NewService(d app.Deps, opts Options) *Service {
+	s := &Service{db: d.DB, logger: d.Logger, clock: d.Clock, change: opts.ChangeFunc, usage: opts.UsageFunc, health: opts.HealthFunc}
 	if s.change == nil {
 		s.change = func(context.Context, *gorm.DB, uuid.UUID, string) error { return nil }
 	}
@@ -175,7 +176,7 @@ func (p UpdateParams) empty() bool {
 
 // now is the timestamp of a write, at PostgreSQL's precision so that what a
 // method returns equals what a later read returns.
-func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microsecond) }
 
 // Create validates p and creates the upstream.
 func (s *Service) Create(ctx context.Context, p CreateParams) (Upstream, error) {
@@ -200,7 +201,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Upstream, error) 
 	if err := validateUpstream(u, upstreamPaths{serversGiven: true, timeoutGiven: timeoutGiven}); err != nil {
 		return Upstream{}, err
 	}
-	u.CreatedAt = now()
+	u.CreatedAt = s.now()
 	u.UpdatedAt = u.CreatedAt
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		orgID, err := workspaceOrg(tx, u.WorkspaceID)
@@ -231,12 +232,8 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Upstream, error) 
 // total.
 func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, page app.Page) ([]Upstream, int64, error) {
 	q := s.db.WithContext(ctx).Model(&Upstream{}).Where("workspace_id = ?", workspaceID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count upstreams of workspace %s: %w", workspaceID, err)
-	}
-	var out []Upstream
-	if err := q.Order("name_key, id").Offset(page.Offset()).Limit(page.PerPage).Find(&out).Error; err != nil {
+	out, total, err := app.FindPage[Upstream](q, page, "name_key, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list upstreams of workspace %s: %w", workspaceID, err)
 	}
 	return out, total, nil
@@ -290,7 +287,7 @@ func (s *Service) Update(ctx context.Context, id uuid.UUID, p UpdateParams) (Ups
 		if reflect.DeepEqual(before, u) {
 			return nil
 		}
-		u.UpdatedAt = now()
+		u.UpdatedAt = s.now()
 		err = tx.Model(&u).Select("name", "algorithm", "servers", "keepalive_connections",
 			"health_check_enabled", "health_check_path", "health_check_interval", "health_check_timeout",
 			"health_check_healthy_threshold", "health_check_unhealthy_threshold", "updated_at").Updates(&u).Error
@@ -313,7 +310,7 @@ func (s *Service) Update(ctx context.Context, id uuid.UUID, p UpdateParams) (Ups
 }
 
 // Delete removes the upstream with id. An upstream that a virtual host or
-// stream uses (UsageFunc) is not removed: the error is an *InUseError naming
+// stream uses (UsageFunc) is not removed: the error is an *app.InUseError naming
 // the users.
 func (s *Service) Delete(ctx context.Context, id uuid.UUID) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -401,10 +398,10 @@ func (s *Service) ReplaceAll(ctx context.Context, tx *gorm.DB, workspaceID uuid.
 	}
 	if _, err := app.SQLTx(tx); err != nil {
 		return tx.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			return replaceAll(ctx, tx, workspaceID, ups)
+			return s.replaceAll(ctx, tx, workspaceID, ups)
 		})
 	}
-	return replaceAll(ctx, tx, workspaceID, ups)
+	return s.replaceAll(ctx, tx, workspaceID, ups)
 }
 
 // checkSnapshot validates the upstreams given to ReplaceAll.
@@ -433,7 +430,7 @@ func checkSnapshot(workspaceID uuid.UUID, ups []Upstream) error {
 	return v.Err()
 }
 
-func replaceAll(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, ups []Upstream) error {
+func (s *Service) replaceAll(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, ups []Upstream) error {
 	tx = tx.WithContext(ctx)
 	// Names may move between upstreams (a rename undone); check uniqueness once
 	// every row is in place.
@@ -451,7 +448,7 @@ func replaceAll(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, ups []U
 	if err := del.Delete(&Upstream{}).Error; err != nil {
 		return fmt.Errorf("replace upstreams of workspace %s: delete: %w", workspaceID, err)
 	}
-	t := now()
+	t := s.now()
 	for _, u := range ups {
 		u.WorkspaceID = workspaceID
 		if u.CreatedAt.IsZero() {

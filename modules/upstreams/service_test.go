@@ -31,7 +31,7 @@ func mustCreate(t *testing.T, b *bundle, name string, addrs ...string) Upstream 
 	return u
 }
 
-func TestService(t *testing.T) {
+func TestService_Upstreams(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
@@ -244,14 +244,14 @@ func TestService(t *testing.T) {
 		u := mustCreate(t, b, "api", "10.0.0.1:80")
 		b.hooks.setUsers(u.ID, `virtual host "api" (x)`)
 		err := e.svc.Delete(b.ctx, u.ID)
-		var inUse *InUseError
+		var inUse *app.InUseError
 		if !errors.As(err, &inUse) || !errors.Is(err, app.ErrConflict) || len(inUse.Users) != 1 {
 			t.Fatalf("err = %v", err)
 		}
 	})
 }
 
-func TestToProto(t *testing.T) {
+func TestService_ToProto(t *testing.T) {
 	t.Parallel()
 	id := uuid.MustParse("aa0e8400-e29b-41d4-a716-446655440006")
 	u := Upstream{
@@ -288,7 +288,7 @@ func TestToProto(t *testing.T) {
 	}
 }
 
-func TestAddressKey(t *testing.T) {
+func TestService_AddressKey(t *testing.T) {
 	t.Parallel()
 	good := map[string]string{
 		"10.0.1.20:8080":        "10.0.1.20:8080",
@@ -326,7 +326,7 @@ func TestAddressKey(t *testing.T) {
 	}
 }
 
-func TestCheckHealthPath(t *testing.T) {
+func TestService_CheckHealthPath(t *testing.T) {
 	t.Parallel()
 	for _, p := range []string{"/", "/health", "/healthz?full=1&x=y", "/a/b-c_d.e~f", "/%20x", "/@:!*'(),+="} {
 		if err := checkHealthPath(p); err != nil {
@@ -382,9 +382,9 @@ func FuzzHealthPath(f *testing.F) {
 	})
 }
 
-// TestToProtoRenders checks that what the API accepts converts into an
+// TestService_ToProtoRenders checks that what the API accepts converts into an
 // upstream the renderer turns into nginx configuration.
-func TestToProtoRenders(t *testing.T) {
+func TestService_ToProtoRenders(t *testing.T) {
 	t.Parallel()
 	u := Upstream{
 		ID: uuid.New(), Name: "web-backend", Algorithm: LeastConnections,

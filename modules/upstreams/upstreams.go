@@ -1,7 +1,7 @@
 // Package upstreams manages the upstreams of a workspace: named groups of
 // backend servers (address, weight, backup, down, max_fails, fail_timeout)
 // with a load-balancing algorithm, keepalive connections and an active health
-// check, which virtual hosts and streams proxy to (seed 000's Upstreams).
+// check, which virtual hosts and streams proxy to (the upstream objects of the REST API).
 //
 // The life of a change:
 //
@@ -53,8 +53,8 @@ var _ app.Module = (*Module)(nil)
 
 // New builds the module. opts carries the functions of the vhosts module that
 // record configuration changes and report an upstream's users.
-func New(d app.Deps, opts Options) *Module {
-	return &Module{db: d.DB, svc: NewService(d.DB, d.Logger, opts), pages: d.Pages}
+func New(d app.Deps, opts Options) (*Module, error) {
+	return &Module{db: d.DB, svc: NewService(d, opts), pages: d.Pages}, nil
 }
 
 // Service returns the module's service (for the vhosts module and the admin
@@ -73,7 +73,7 @@ func (m *Module) Jobs(*river.Workers) []*river.PeriodicJob { return nil }
 // GRPC registers nothing.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go).
+// Routes mounts the JSON API (api.go) and the admin pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindUpstreams(r.API)
 	m.mountUI(r.UI)

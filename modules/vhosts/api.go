@@ -83,7 +83,7 @@ func (m *Module) bindVirtualHosts(r *app.Router) {
 	vh := ScopeVirtualHost(m.db, "id")
 	r.Get("/workspaces/:id/virtual-hosts", app.Require(ObjVirtualHost, authz.Read, ws),
 		app.Doc{Summary: "List a workspace's virtual hosts; per_page is capped at 100", Response: VirtualHost{}, List: true, Query: pageQuery},
-		m.listVirtualHosts)
+		app.ListHandler(m.listVirtualHosts))
 	r.Post("/workspaces/:id/virtual-hosts", app.Require(ObjVirtualHost, authz.Write, ws),
 		app.Doc{Summary: "Create a virtual host. " + virtualHostsDoc, Body: VirtualHostInput{}, Response: VirtualHost{}, Status: http.StatusCreated},
 		m.createVirtualHost)
@@ -101,16 +101,8 @@ func (m *Module) bindVirtualHosts(r *app.Router) {
 		m.previewVirtualHost)
 }
 
-func (m *Module) listVirtualHosts(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.ListVirtualHosts(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listVirtualHosts(c *fiber.Ctx, page app.Page) ([]VirtualHost, int64, error) {
+	return m.svc.ListVirtualHosts(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
 }
 
 func (m *Module) createVirtualHost(c *fiber.Ctx) error {
@@ -196,7 +188,7 @@ func (m *Module) bindStreams(r *app.Router) {
 	st := ScopeStream(m.db, "id")
 	r.Get("/workspaces/:id/streams", app.Require(ObjStream, authz.Read, ws),
 		app.Doc{Summary: "List a workspace's TCP/UDP streams; per_page is capped at 100", Response: Stream{}, List: true, Query: pageQuery},
-		m.listStreams)
+		app.ListHandler(m.listStreams))
 	r.Post("/workspaces/:id/streams", app.Require(ObjStream, authz.Write, ws),
 		app.Doc{Summary: "Create a TCP/UDP stream", Body: StreamInput{}, Response: Stream{}, Status: http.StatusCreated},
 		m.createStream)
@@ -214,16 +206,8 @@ func (m *Module) bindStreams(r *app.Router) {
 		m.previewStream)
 }
 
-func (m *Module) listStreams(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.ListStreams(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listStreams(c *fiber.Ctx, page app.Page) ([]Stream, int64, error) {
+	return m.svc.ListStreams(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
 }
 
 func (m *Module) createStream(c *fiber.Ctx) error {
@@ -296,7 +280,7 @@ func (m *Module) bindConfig(r *app.Router) {
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	r.Get("/workspaces/:id/config/versions", app.Require(ObjConfig, authz.Read, ws),
 		app.Doc{Summary: "List a workspace's configuration versions, newest first; per_page is capped at 100", Response: VersionSummary{}, List: true, Query: pageQuery},
-		m.listVersions)
+		app.ListHandler(m.listVersions))
 	r.Get("/workspaces/:id/config/versions/:version", app.Require(ObjConfig, authz.Read, ws),
 		app.Doc{Summary: "Get a configuration version (an integer) with its snapshot and rendered nginx files", Response: Version{}},
 		m.getVersion)
@@ -318,16 +302,8 @@ func paramVersion(c *fiber.Ctx) (int64, error) {
 	return n, nil
 }
 
-func (m *Module) listVersions(c *fiber.Ctx) error {
-	page, err := app.ParsePage(c)
-	if err != nil {
-		return err
-	}
-	items, total, err := m.svc.ListVersions(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
-	if err != nil {
-		return err
-	}
-	return c.JSON(app.NewList(items, page, total))
+func (m *Module) listVersions(c *fiber.Ctx, page app.Page) ([]VersionSummary, int64, error) {
+	return m.svc.ListVersions(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
 }
 
 func (m *Module) getVersion(c *fiber.Ctx) error {

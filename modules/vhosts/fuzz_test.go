@@ -19,7 +19,7 @@ import (
 )
 
 // fuzzField is a user field of a virtual host that FuzzVirtualHostInput and
-// TestInjectionCorpusIsRejected put arbitrary strings into.
+// TestAPI_InjectionCorpusIsRejected put arbitrary strings into.
 type fuzzField struct {
 	// path is the field's JSON path, as 422 details name it.
 	path string
@@ -317,11 +317,11 @@ func corpusValues(t *testing.T) map[string]string {
 	return out
 }
 
-// TestInjectionCorpusIsRejected posts every value of the fuzz seed corpus (';',
+// TestAPI_InjectionCorpusIsRejected posts every value of the fuzz seed corpus (';',
 // braces, newlines, quotes, '#', '$', include, backslashes, unicode, NUL, ...)
 // into every fuzzed field through the HTTP API and expects a 422 naming
 // exactly that field.
-func TestInjectionCorpusIsRejected(t *testing.T) {
+func TestAPI_InjectionCorpusIsRejected(t *testing.T) {
 	t.Parallel()
 	values := corpusValues(t)
 	e := newEnv(t)
@@ -357,10 +357,10 @@ func TestInjectionCorpusIsRejected(t *testing.T) {
 	})
 }
 
-// TestQuotedHeaderValues shows what header values accept beyond the corpus:
+// TestService_QuotedHeaderValues shows what header values accept beyond the corpus:
 // semicolons, single quotes and commas (Strict-Transport-Security,
 // Content-Security-Policy) stay one quoted argument.
-func TestQuotedHeaderValues(t *testing.T) {
+func TestService_QuotedHeaderValues(t *testing.T) {
 	t.Parallel()
 	for _, value := range []string{";", "'", "max-age=63072000; includeSubDomains; preload", "default-src 'self'; script-src 'none'", "a, b"} {
 		in := fuzzBase()

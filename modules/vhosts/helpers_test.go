@@ -64,11 +64,17 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 			c(cfg)
 		}
 	})
-	authMod := auth.New(a.Deps)
-	orgsMod := orgs.New(a.Deps, authMod.Service())
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		t.Fatalf("orgs.New: %v", err)
+	}
 	// The lower modules call into vhosts, which is built after them.
 	var vh *Module
-	upsMod := upstreams.New(a.Deps, upstreams.Options{
+	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
 			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
 		},
@@ -76,7 +82,10 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 			return vh.Service().UpstreamUsers(ctx, tx, id)
 		},
 	})
-	certsMod := certs.New(a.Deps, certs.Options{
+	if err != nil {
+		t.Fatalf("upstreams.New: %v", err)
+	}
+	certsMod, err := certs.New(a.Deps, certs.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
 			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
 		},
@@ -84,10 +93,16 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 			return vh.Service().CertificateUsers(ctx, tx, id)
 		},
 	})
-	vh = New(a.Deps, upsMod.Service(), certsMod.Service(), nil)
+	if err != nil {
+		t.Fatalf("certs.New: %v", err)
+	}
+	vh, err = New(a.Deps, Options{Upstreams: upsMod.Service(), Certs: certsMod.Service()})
+	if err != nil {
+		t.Fatalf("vhosts.New: %v", err)
+	}
 	vh.svc.bcryptCost = bcrypt.MinCost
 	ctx := context.Background()
-	err := a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{
+	err = a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{
 		AuthenticateAPI: authMod.AuthenticateAPI,
 		AuthenticateUI:  authMod.AuthenticateUI,
 		Role:            orgsMod.Service().Role,
@@ -312,7 +327,7 @@ func (b *bundle) summaries(t *testing.T) []string {
 	return out
 }
 
-// apiError is seed 000's error envelope.
+// apiError is the API's error envelope (docs/API.md).
 type apiError struct {
 	Error struct {
 		Code    string           `json:"code"`

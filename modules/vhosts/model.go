@@ -118,7 +118,7 @@ type RateLimit struct {
 }
 
 // VirtualHost is a workspace's virtual host (an nginx server block) as the API
-// returns it and configuration snapshots store it. Its JSON form is seed 000's
+// returns it and configuration snapshots store it. Its JSON form is the API's
 // virtual host object with the additional fields of the product specification.
 type VirtualHost struct {
 	ID          uuid.UUID `json:"id"`

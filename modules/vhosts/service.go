@@ -33,6 +33,7 @@ import (
 type Service struct {
 	db     *gorm.DB
 	logger *slog.Logger
+	clock  app.Clock
 	ups    *upstreams.Service
 	certs  *certs.Service
 	// knownAgents checks target_agents.agent_ids; nil skips the check.
@@ -54,23 +55,42 @@ type Service struct {
 // this module's service, so main.go passes a closure.
 type KnownAgentsFunc func(ctx context.Context, tx *gorm.DB, workspaceID uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error)
 
-// NewService returns a Service over db that reads upstreams and certificates
-// through their services and agents through knownAgents (nil: agent ids in
-// target_agents are checked for their form only). Static roots must lie
-// under app.DefaultStaticRootPrefixes; New applies the configured ones.
-func NewService(db *gorm.DB, logger *slog.Logger, ups *upstreams.Service, certSvc *certs.Service, knownAgents KnownAgentsFunc) *Service {
-	if logger == nil {
-		logger = slog.Default()
+// Options connect the module to the rest of the master. Upstreams and Certs
+// are read for references and snapshots (rollback restores upstreams through
+// Upstreams); KnownAgentsFunc (nil: agent ids in target_agents are checked
+// for their form only) checks the target_agents lists.
+//
+// The upstreams and certs modules need this module's functions (their
+// ChangeFunc = Service().ConfigChanged, UsageFunc = Service().UpstreamUsers /
+// CertificateUsers) while this module needs their services, so main.go builds
+// them first with closures over the vhosts module built afterwards; likewise
+// KnownAgentsFunc is a closure over the agents module, which needs this one.
+type Options struct {
+	// Upstreams is the upstreams module's service.
+	Upstreams *upstreams.Service
+	// Certs is the certs module's service.
+	Certs *certs.Service
+	// KnownAgentsFunc is agents.(*Service).InWorkspace.
+	KnownAgentsFunc KnownAgentsFunc
+}
+
+// NewService returns a Service over d.DB. Static roots must lie under
+// d.Config.VHosts.RootPrefixes() and configuration updates are held to
+// grpc.max_message_bytes (d.Config.GRPC.MaxMessageBytes).
+func NewService(d app.Deps, opts Options) *Service {
+	s := &Service{
+		db: d.DB, logger: d.Logger, clock: d.Clock, ups: opts.Upstreams, certs: opts.Certs, knownAgents: opts.KnownAgentsFunc,
+		bcryptCost: bcrypt.DefaultCost, rootPrefixes: d.Config.VHosts.RootPrefixes(), maxUpdateBytes: app.DefaultMaxMessageBytes,
 	}
-	return &Service{
-		db: db, logger: logger, ups: ups, certs: certSvc, knownAgents: knownAgents, bcryptCost: bcrypt.DefaultCost,
-		rootPrefixes: app.VHostsConfig{}.RootPrefixes(), maxUpdateBytes: app.DefaultMaxMessageBytes,
+	if n := d.Config.GRPC.MaxMessageBytes; n > 0 {
+		s.maxUpdateBytes = n
 	}
+	return s
 }
 
 // now is the timestamp of a write, at PostgreSQL's precision so that what a
 // method returns equals what a later read returns.
-func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+func (s *Service) now() time.Time { return s.clock().UTC().Truncate(time.Microsecond) }
 
 // maxAttempts is how often a write transaction is tried when PostgreSQL
 // aborts it to break a deadlock or a serialization conflict.
@@ -700,12 +720,8 @@ func checkDefaultServer(tx *gorm.DB, vh VirtualHost) error {
 // total.
 func (s *Service) ListVirtualHosts(ctx context.Context, workspaceID uuid.UUID, page app.Page) ([]VirtualHost, int64, error) {
 	q := s.db.WithContext(ctx).Model(&vhostRow{}).Where("workspace_id = ?", workspaceID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count virtual hosts of workspace %s: %w", workspaceID, err)
-	}
-	var rows []vhostRow
-	if err := q.Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
+	rows, total, err := app.FindPage[vhostRow](q, page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list virtual hosts of workspace %s: %w", workspaceID, err)
 	}
 	out := make([]VirtualHost, len(rows))
@@ -742,7 +758,7 @@ func (s *Service) CreateVirtualHost(ctx context.Context, workspaceID uuid.UUID, 
 	}
 	vh.ID = uuid.New()
 	vh.WorkspaceID = workspaceID
-	vh.CreatedAt = now()
+	vh.CreatedAt = s.now()
 	vh.UpdatedAt = vh.CreatedAt
 	row := vhostRowOf(vh, hashesFor(vh, nil, fresh))
 	err = s.transaction(ctx, func(tx *gorm.DB) error {
@@ -829,7 +845,7 @@ func (s *Service) UpdateVirtualHost(ctx context.Context, id uuid.UUID, change fu
 			out = before
 			return nil
 		}
-		vh.UpdatedAt = now()
+		vh.UpdatedAt = s.now()
 		if err := s.checkVirtualHostRefs(ctx, tx, vh.WorkspaceID, vh); err != nil {
 			return err
 		}

@@ -51,7 +51,7 @@ func typedLocations(seed string, n, headers, valueLen int) []Location {
 	return locs
 }
 
-func TestConfigChanged_UpdateSize(t *testing.T) {
+func TestAPI_ConfigChangedUpdateSize(t *testing.T) {
 	t.Parallel()
 	const limit = 256 << 10
 	e := newEnv(t, func(cfg *app.Config) { cfg.GRPC.MaxMessageBytes = limit })
@@ -168,7 +168,7 @@ func TestConfigChanged_UpdateSize(t *testing.T) {
 		a := b.createVHost(t, map[string]any{"name": "a", "server_name": "a.example.com", "locations": paddedLocations("a", 1, 25, 4000)})
 		c := b.createVHost(t, map[string]any{"name": "c", "server_name": "c.example.com", "locations": paddedLocations("c", 1, 25, 4000)})
 		// The limit is lowered below what the workspace already has.
-		low := NewService(b.db, nil, b.ups, b.certs, nil)
+		low := NewService(b.app.Deps, Options{Upstreams: b.ups, Certs: b.certs})
 		low.maxUpdateBytes = 64 << 10
 
 		_, err := low.CreateVirtualHost(b.ctx, b.ws, VirtualHostInput{

@@ -97,12 +97,8 @@ func (s *Service) checkStreamRefs(ctx context.Context, tx *gorm.DB, st Stream) e
 // ListStreams returns a workspace's streams, oldest first, and their total.
 func (s *Service) ListStreams(ctx context.Context, workspaceID uuid.UUID, page app.Page) ([]Stream, int64, error) {
 	q := s.db.WithContext(ctx).Model(&Stream{}).Where("workspace_id = ?", workspaceID)
-	var total int64
-	if err := q.Count(&total).Error; err != nil {
-		return nil, 0, fmt.Errorf("count streams of workspace %s: %w", workspaceID, err)
-	}
-	var out []Stream
-	if err := q.Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&out).Error; err != nil {
+	out, total, err := app.FindPage[Stream](q, page, "created_at, id")
+	if err != nil {
 		return nil, 0, fmt.Errorf("list streams of workspace %s: %w", workspaceID, err)
 	}
 	for i := range out {
@@ -143,7 +139,7 @@ func (s *Service) CreateStream(ctx context.Context, workspaceID uuid.UUID, in St
 	}
 	st.ID = uuid.New()
 	st.WorkspaceID = workspaceID
-	st.CreatedAt = now()
+	st.CreatedAt = s.now()
 	st.UpdatedAt = st.CreatedAt
 	err := s.transaction(ctx, func(tx *gorm.DB) error {
 		ws, err := lockWorkspace(tx, workspaceID)
@@ -218,7 +214,7 @@ func (s *Service) UpdateStream(ctx context.Context, id uuid.UUID, change func(*S
 			out = before
 			return nil
 		}
-		st.UpdatedAt = now()
+		st.UpdatedAt = s.now()
 		if err := s.checkStreamRefs(ctx, tx, st); err != nil {
 			return err
 		}

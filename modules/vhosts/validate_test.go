@@ -4,10 +4,12 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/apptest"
 )
 
 // grammarCase is one value for one grammar and whether it is accepted.
@@ -29,7 +31,7 @@ func runGrammar(t *testing.T, name string, check func(string) error, cases []gra
 	})
 }
 
-func TestGrammars(t *testing.T) {
+func TestService_Grammars(t *testing.T) {
 	t.Parallel()
 	runGrammar(t, "ServerName", func(s string) error {
 		v := &app.Validator{}
@@ -273,7 +275,7 @@ func TestGrammars(t *testing.T) {
 	})
 }
 
-func TestCustomDirectives(t *testing.T) {
+func TestService_CustomDirectives(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name, value string
@@ -314,7 +316,7 @@ func TestCustomDirectives(t *testing.T) {
 	}
 }
 
-func TestTargetAgents(t *testing.T) {
+func TestService_TargetAgents(t *testing.T) {
 	t.Parallel()
 	agent := uuid.New()
 	cases := []struct {
@@ -347,7 +349,7 @@ func TestTargetAgents(t *testing.T) {
 	}
 }
 
-func TestConflict(t *testing.T) {
+func TestService_Conflict(t *testing.T) {
 	t.Parallel()
 	a := listener{port: 443, proto: ProtocolTCP, ssl: true, names: []string{"api.example.com"}}
 	cases := []struct {
@@ -369,7 +371,7 @@ func TestConflict(t *testing.T) {
 	}
 }
 
-func TestStaticRootPrefixes(t *testing.T) {
+func TestService_StaticRootPrefixes(t *testing.T) {
 	t.Parallel()
 	t.Run("RefusalNamesTheFieldAndListsThePrefixes", func(t *testing.T) {
 		t.Parallel()
@@ -386,7 +388,10 @@ func TestStaticRootPrefixes(t *testing.T) {
 		t.Parallel()
 		cfg := app.DefaultConfig()
 		cfg.VHosts.StaticRootPrefixes = "/data/sites"
-		m := New(app.Deps{Config: cfg}, nil, nil, nil)
+		m, err := New(app.Deps{Config: cfg, Logger: apptest.Logger(t), Clock: time.Now}, Options{})
+		if err != nil {
+			t.Fatalf("vhosts.New: %v", err)
+		}
 		if err := checkRoot("/data/sites/a", m.svc.rootPrefixes); err != nil {
 			t.Errorf("configured prefix refused: %v", err)
 		}

@@ -81,7 +81,7 @@ func (s *Service) ConfigChanged(ctx context.Context, tx *gorm.DB, workspaceID uu
 		Version:     ws.Version + 1,
 		Summary:     summary,
 		Snapshot:    snap,
-		CreatedAt:   now(),
+		CreatedAt:   s.now(),
 	}
 	if p := app.PrincipalFrom(ctx); p != nil {
 		if p.UserID != uuid.Nil {
@@ -484,10 +484,10 @@ func (s *Service) Rollback(ctx context.Context, workspaceID uuid.UUID, version i
 		if err := s.ups.ReplaceAll(ctx, tx, workspaceID, snap.Upstreams); err != nil {
 			return fmt.Errorf("roll back workspace %s to version %d: restore upstreams: %w", workspaceID, version, err)
 		}
-		if err := restoreVirtualHosts(tx, workspaceID, snap); err != nil {
+		if err := s.restoreVirtualHosts(tx, workspaceID, snap); err != nil {
 			return err
 		}
-		if err := restoreStreams(tx, workspaceID, snap.Streams); err != nil {
+		if err := s.restoreStreams(tx, workspaceID, snap.Streams); err != nil {
 			return err
 		}
 		summary := fmt.Sprintf("rollback to version %d", version)
@@ -553,7 +553,7 @@ func (s *Service) checkRollbackCertificates(ctx context.Context, tx *gorm.DB, wo
 // restoreVirtualHosts makes the workspace's virtual hosts exactly those of
 // snap (ids included). Names may move between hosts, so their uniqueness is
 // checked once every row is in place.
-func restoreVirtualHosts(tx *gorm.DB, workspaceID uuid.UUID, snap storedSnapshot) error {
+func (s *Service) restoreVirtualHosts(tx *gorm.DB, workspaceID uuid.UUID, snap storedSnapshot) error {
 	if err := tx.Exec("SET CONSTRAINTS virtual_hosts_workspace_name_key DEFERRED").Error; err != nil {
 		return fmt.Errorf("restore virtual hosts of workspace %s: defer name check: %w", workspaceID, err)
 	}
@@ -568,7 +568,7 @@ func restoreVirtualHosts(tx *gorm.DB, workspaceID uuid.UUID, snap storedSnapshot
 	if err := del.Delete(&vhostRow{}).Error; err != nil {
 		return fmt.Errorf("restore virtual hosts of workspace %s: delete: %w", workspaceID, err)
 	}
-	t := now()
+	t := s.now()
 	for _, vh := range snap.VirtualHosts {
 		row := vhostRowOf(vh, snap.PasswordHashes[vh.ID.String()])
 		row.WorkspaceID = workspaceID
@@ -596,7 +596,7 @@ func restoreVirtualHosts(tx *gorm.DB, workspaceID uuid.UUID, snap storedSnapshot
 }
 
 // restoreStreams makes the workspace's streams exactly sts (ids included).
-func restoreStreams(tx *gorm.DB, workspaceID uuid.UUID, sts []Stream) error {
+func (s *Service) restoreStreams(tx *gorm.DB, workspaceID uuid.UUID, sts []Stream) error {
 	if err := tx.Exec("SET CONSTRAINTS streams_workspace_name_key DEFERRED").Error; err != nil {
 		return fmt.Errorf("restore streams of workspace %s: defer name check: %w", workspaceID, err)
 	}
@@ -611,7 +611,7 @@ func restoreStreams(tx *gorm.DB, workspaceID uuid.UUID, sts []Stream) error {
 	if err := del.Delete(&Stream{}).Error; err != nil {
 		return fmt.Errorf("restore streams of workspace %s: delete: %w", workspaceID, err)
 	}
-	t := now()
+	t := s.now()
 	for _, st := range sts {
 		st.WorkspaceID = workspaceID
 		st.UpdatedAt = t

@@ -24,7 +24,7 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-func TestConfigVersions(t *testing.T) {
+func TestAPI_ConfigVersions(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 

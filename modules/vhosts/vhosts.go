@@ -148,8 +148,6 @@ import (
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/authz"
-	"github.com/nxmesh/nxmesh/modules/certs"
-	"github.com/nxmesh/nxmesh/modules/upstreams"
 )
 
 // Module is the vhosts module.
@@ -161,23 +159,11 @@ type Module struct {
 
 var _ app.Module = (*Module)(nil)
 
-// New builds the module. ups and certSvc are read for references and
-// snapshots; rollback restores upstreams through ups; knownAgents (may be
-// nil) checks the agents target_agents lists. Configuration updates are held
-// to grpc.max_message_bytes (d.Config.GRPC.MaxMessageBytes).
-//
-// The upstreams and certs modules need this module's functions (ChangeFunc =
-// Service().ConfigChanged, UsageFunc = Service().UpstreamUsers /
-// CertificateUsers) while this module needs their services, so main.go builds
-// them first with closures over the vhosts module built afterwards; likewise
-// knownAgents is a closure over the agents module, which needs this one.
-func New(d app.Deps, ups *upstreams.Service, certSvc *certs.Service, knownAgents KnownAgentsFunc) *Module {
-	svc := NewService(d.DB, d.Logger, ups, certSvc, knownAgents)
-	svc.rootPrefixes = d.Config.VHosts.RootPrefixes()
-	if n := d.Config.GRPC.MaxMessageBytes; n > 0 {
-		svc.maxUpdateBytes = n
-	}
-	return &Module{db: d.DB, svc: svc, pages: d.Pages}
+// New builds the module (see Options for how main.go connects it to the
+// upstreams, certs and agents modules). The error is always nil: the module
+// loads nothing when it is built.
+func New(d app.Deps, opts Options) (*Module, error) {
+	return &Module{db: d.DB, svc: NewService(d, opts), pages: d.Pages}, nil
 }
 
 // Service returns the module's service.
@@ -196,7 +182,7 @@ func (m *Module) Jobs(*river.Workers) []*river.PeriodicJob { return nil }
 // module.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API (api.go).
+// Routes mounts the JSON API (api.go) and the admin pages (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindVirtualHosts(r.API)
 	m.bindStreams(r.API)

@@ -13,10 +13,9 @@ import (
 
 	"github.com/nxmesh/nxmesh/agent/nginx/render"
 	"github.com/nxmesh/nxmesh/app"
-	"github.com/nxmesh/nxmesh/modules/upstreams"
 )
 
-// seedCreateBody is seed 000's "Create Virtual Host" example, verbatim but for
+// seedCreateBody is the documented "Create Virtual Host" example, verbatim but for
 // the certificate and upstream ids.
 const seedCreateBody = `{
   "name": "API Gateway",
@@ -47,7 +46,7 @@ const seedCreateBody = `{
   }
 }`
 
-// seedUpdateBody is seed 000's "Update Virtual Host" example.
+// seedUpdateBody is the documented "Update Virtual Host" example.
 const seedUpdateBody = `{
   "name": "API Gateway v2",
   "locations": [
@@ -67,7 +66,7 @@ func plainHost(name, serverName string) map[string]any {
 	}
 }
 
-func TestVirtualHosts(t *testing.T) {
+func TestAPI_VirtualHosts(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
@@ -93,7 +92,7 @@ func TestVirtualHosts(t *testing.T) {
 		for _, k := range []string{"id", "workspace_id", "name", "server_name", "listen_port", "ssl_enabled",
 			"ssl_certificate_id", "http2_enabled", "target_agents", "created_at", "updated_at"} {
 			if _, ok := got[k]; !ok {
-				t.Errorf("GET lacks seed field %q: %v", k, got)
+				t.Errorf("GET lacks documented field %q: %v", k, got)
 			}
 		}
 		var list app.List[VirtualHost]
@@ -544,7 +543,7 @@ func TestVirtualHosts(t *testing.T) {
 			// deletion is: 409 when it saw the host, ErrNotRenderable when the
 			// host committed while the deletion waited for the workspace.
 			var ve *app.ValidationError
-			var inUse *upstreams.InUseError
+			var inUse *app.InUseError
 			switch {
 			case createErr == nil && deleteErr == nil:
 				t.Fatalf("round %d: both the host and the deletion of the upstream it uses succeeded", i)
@@ -607,7 +606,7 @@ func TestVirtualHosts(t *testing.T) {
 	})
 }
 
-func TestStreams(t *testing.T) {
+func TestAPI_Streams(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 

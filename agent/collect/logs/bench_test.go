@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
 const benchLines = 100_000
@@ -67,4 +69,73 @@ func BenchmarkParseAccessLog(b *testing.B) {
 	b.ReportMetric(float64(parsed.Nanoseconds())/lines, "ns/line")
 	b.ReportMetric(float64(base.Nanoseconds())/lines, "baseline-ns/line")
 	b.ReportMetric(float64(parsed)/float64(base), "x-baseline")
+}
+
+// BenchmarkTailParseBatch follows a 100,000-line access log with a Tailer,
+// parses every line and spools batches of DefaultBatchLines (the Shipper's
+// path up to the stream), beside plain bufio.Scanner reading of the same
+// file.
+func BenchmarkTailParseBatch(b *testing.B) {
+	p := writeBenchLog(b)
+	raw := func() time.Duration {
+		start := time.Now()
+		f, err := os.Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		n := 0
+		for sc.Scan() {
+			n++
+		}
+		if n != benchLines {
+			b.Fatalf("%d lines", n)
+		}
+		return time.Since(start)
+	}
+	ship := func() time.Duration {
+		spool, err := OpenSpool(b.TempDir(), DefaultSpoolMax)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		t := NewTailer(p, Position{})
+		defer t.Close()
+		var lines [][]byte
+		entries := make([]*agentv1.AccessLogEntry, 0, DefaultBatchLines)
+		n := 0
+		for n < benchLines {
+			lines, err = t.Lines(lines[:0], DefaultBatchLines)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(lines) == 0 {
+				b.Fatalf("stopped at %d lines", n)
+			}
+			entries = entries[:0]
+			for _, l := range lines {
+				e, err := ParseAccessLine(l)
+				if err != nil {
+					b.Fatal(err)
+				}
+				entries = append(entries, e)
+			}
+			if _, err := spool.AddAccess(entries); err != nil {
+				b.Fatal(err)
+			}
+			n += len(lines)
+		}
+		return time.Since(start)
+	}
+	var base, shipped time.Duration
+	for b.Loop() {
+		base += raw()
+		shipped += ship()
+	}
+	lines := float64(b.N) * benchLines
+	b.ReportMetric(lines/shipped.Seconds(), "lines/s")
+	b.ReportMetric(float64(shipped.Nanoseconds())/lines, "ns/line")
+	b.ReportMetric(float64(base.Nanoseconds())/lines, "baseline-ns/line")
+	b.ReportMetric(float64(shipped)/float64(base), "x-baseline")
 }
