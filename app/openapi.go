@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"html/template"
+	"maps"
 	"net/http"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,10 +22,12 @@ import (
 func OpenAPI(routes []Route, version string) map[string]any {
 	g := &schemaGen{components: map[string]any{}, names: map[reflect.Type]string{}}
 	paths := map[string]map[string]any{}
+	tagSet := map[string]bool{}
 	for _, r := range routes {
 		if r.Kind != KindAPI {
 			continue
 		}
+		tagSet[r.Doc.Tag] = true
 		p := r.OpenAPIPath()
 		if paths[p] == nil {
 			paths[p] = map[string]any{}
@@ -51,7 +55,12 @@ func OpenAPI(routes []Route, version string) map[string]any {
 			},
 		}},
 	}
-	g.components["ListMeta"] = g.schema(reflect.TypeOf(ListMeta{}))
+	tags := make([]any, 0, len(tagSet))
+	for _, name := range slices.Sorted(maps.Keys(tagSet)) {
+		tags = append(tags, map[string]any{"name": name})
+	}
+	// structRef registers ListMeta under its own name; keep only the reference.
+	g.schema(reflect.TypeOf(ListMeta{}))
 	return map[string]any{
 		"openapi": "3.1.0",
 		"info": map[string]any{
@@ -60,12 +69,19 @@ func OpenAPI(routes []Route, version string) map[string]any {
 			"description": "Control plane for fleets of nginx servers. Lists take page and per_page (per_page is capped at 100). Errors use one envelope; ids are UUIDs (a malformed id in a path is a 404); timestamps are RFC 3339 UTC.",
 		},
 		"servers": []any{map[string]any{"url": "/v1"}},
+		"tags":    tags,
 		"paths":   stripPrefix(paths),
 		"components": map[string]any{
 			"schemas": g.components,
 			"securitySchemes": map[string]any{
-				"bearerAuth": map[string]any{"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key"},
-				"apiKey":     map[string]any{"type": "apiKey", "in": "header", "name": "X-API-Key"},
+				"bearerAuth": map[string]any{
+					"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key",
+					"description": "Authorization: Bearer with the access_token of POST /auth/login (or /auth/login/verify, /auth/refresh), or an organization API key.",
+				},
+				"apiKey": map[string]any{
+					"type": "apiKey", "in": "header", "name": "X-API-Key",
+					"description": "An organization API key (POST /organizations/{id}/api-keys) in the X-API-Key header.",
+				},
 			},
 		},
 		"security": []any{map[string]any{"bearerAuth": []string{}}, map[string]any{"apiKey": []string{}}},
@@ -122,16 +138,27 @@ func (g *schemaGen) operation(r Route) map[string]any {
 		op["parameters"] = params
 	}
 	if r.Doc.Body != nil {
-		op["requestBody"] = map[string]any{
-			"required": true,
-			"content":  map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(r.Doc.Body))}},
+		media := map[string]any{"schema": g.schema(reflect.TypeOf(r.Doc.Body))}
+		if ex := operationExamples[r.Method+" "+r.Path]; ex.Request != nil {
+			media["example"] = ex.Request
 		}
+		op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": media}}
 	}
 	status := r.Doc.Status
 	if status == 0 {
 		status = http.StatusOK
 	}
+	ex := operationExamples[r.Method+" "+r.Path]
 	resp := map[string]any{"description": http.StatusText(status)}
+	switch r.Doc.Stream {
+	case StreamSSE:
+		resp["content"] = map[string]any{"text/event-stream": map[string]any{
+			"schema": map[string]any{"type": "string", "description": "Server-Sent Events: event and data lines, data being JSON"},
+		}}
+	case StreamWebSocket:
+		status = http.StatusSwitchingProtocols
+		resp = map[string]any{"description": "Switching Protocols: the connection is a WebSocket from here on"}
+	}
 	if r.Doc.Response != nil {
 		s := g.schema(reflect.TypeOf(r.Doc.Response))
 		if r.Doc.List {
@@ -141,7 +168,11 @@ func (g *schemaGen) operation(r Route) map[string]any {
 				"properties": map[string]any{"data": map[string]any{"type": "array", "items": s}, "meta": map[string]any{"$ref": "#/components/schemas/ListMeta"}},
 			}
 		}
-		resp["content"] = map[string]any{"application/json": map[string]any{"schema": s}}
+		media := map[string]any{"schema": s}
+		if ex.Response != nil {
+			media["example"] = ex.Response
+		}
+		resp["content"] = map[string]any{"application/json": media}
 	}
 	errRef := map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
 	withDesc := func(d string) map[string]any {
@@ -152,6 +183,12 @@ func (g *schemaGen) operation(r Route) map[string]any {
 		return m
 	}
 	responses := map[string]any{strconv.Itoa(status): resp, "default": withDesc("Error (seed envelope)")}
+	if r.Doc.Stream == StreamWebSocket {
+		responses["426"] = withDesc("Upgrade Required: the request is not a WebSocket handshake")
+	}
+	if r.Doc.Stream == StreamSSE {
+		responses["406"] = withDesc("Not Acceptable: send Accept: text/event-stream")
+	}
 	if !r.Access.IsPublic() {
 		responses["401"] = withDesc("Authentication required")
 		responses["429"] = withDesc("Rate limited; see Retry-After")
@@ -426,4 +463,64 @@ func (a *App) docsHandler(version string) fiber.Handler {
 		c.Set(fiber.HeaderContentSecurityPolicy, docsPolicy)
 		return docsPage.Execute(c.Response().BodyWriter(), map[string]any{"Version": version, "Tags": tags})
 	}
+}
+
+// operationExample is the request and response example of one operation.
+type operationExample struct {
+	Request, Response any
+}
+
+// operationExamples are the examples of the main calls, keyed by "METHOD
+// /v1/path" as routes are registered. The document's validation checks each
+// against its schema, and the tests fail when a key names no route.
+var operationExamples = map[string]operationExample{
+	"POST /v1/auth/login": {
+		Request: map[string]any{"email": "admin@example.com", "password": "correct horse battery staple"},
+		Response: map[string]any{
+			"access_token":  "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIzZjJiIn0.c2lnbmF0dXJl",
+			"refresh_token": "rt_6f1d3c0f5e1b4c7a9b2e8d4f0a6c1e3b",
+			"token_type":    "Bearer",
+			"expires_in":    900,
+		},
+	},
+	"GET /v1/organizations": {
+		Response: map[string]any{
+			"data": []any{map[string]any{
+				"id":                 "5b0c8f0e-3c59-4a55-9b87-1f4b7bb0d6a1",
+				"name":               "Acme",
+				"slug":               "acme",
+				"require_email_code": false,
+				"created_at":         "2026-01-15T09:30:00Z",
+				"updated_at":         "2026-01-15T09:30:00Z",
+			}},
+			"meta": map[string]any{"page": 1, "per_page": 20, "total": 1},
+		},
+	},
+	"POST /v1/workspaces/:id/virtual-hosts": {
+		Request: map[string]any{
+			"name":                 "shop",
+			"server_name":          "shop.example.com www.shop.example.com",
+			"ssl_enabled":          false,
+			"ssl_certificate_id":   "",
+			"http2_enabled":        false,
+			"redirect_https":       false,
+			"default_server":       false,
+			"redirect_to":          "",
+			"redirect_code":        301,
+			"client_max_body_size": "10m",
+			"custom_directives":    map[string]any{},
+			"locations": []any{map[string]any{
+				"path": "/", "match": "prefix", "proxy_pass": "http://10.0.0.12:8080",
+				"websocket": false, "custom_headers": []any{}, "rewrite_rules": []any{},
+			}},
+		},
+	},
+	"POST /v1/workspaces/:id/certificates": {
+		Request: map[string]any{
+			"name":            "shop.example.com",
+			"provider":        "upload",
+			"certificate_pem": "-----BEGIN CERTIFICATE-----\nMIIB…leaf…\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nMIIB…issuer…\n-----END CERTIFICATE-----\n",
+			"private_key_pem": "-----BEGIN PRIVATE KEY-----\nMIG…\n-----END PRIVATE KEY-----\n",
+		},
+	},
 }
