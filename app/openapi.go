@@ -1,8 +1,6 @@
 package app
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"html/template"
 	"maps"
@@ -16,6 +14,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+
+	"github.com/nxmesh/nxmesh/static"
 )
 
 // OpenAPI builds the OpenAPI 3.1 document of every /v1 route in routes.
@@ -383,41 +383,38 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 	return out
 }
 
+// docsHTML is the API reference page: the vendored Swagger UI started by
+// static/docs.js on /v1/openapi.json. It carries no inline script or style, so
+// it is served under the admin's ContentSecurityPolicy unchanged. Readers
+// without JavaScript get the list of operations.
 const docsHTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>NxMesh API reference</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#1f2328}
-h1{margin-bottom:.2rem}.op{border:1px solid #d0d7de;border-radius:6px;margin:.5rem 0}
-summary{padding:.5rem .75rem;cursor:pointer;display:flex;gap:.75rem;align-items:center}
-.m{font-weight:700;font-family:monospace;min-width:4.5rem}.GET{color:#0969da}.POST{color:#1a7f37}.PATCH{color:#9a6700}.PUT{color:#9a6700}.DELETE{color:#cf222e}
-code,pre{font-family:ui-monospace,monospace;font-size:.85rem}pre{background:#f6f8fa;padding:.75rem;overflow:auto;margin:0 .75rem .75rem}
-.tag{margin-top:2rem;border-bottom:1px solid #d0d7de}.auth{color:#57606a;font-size:.85rem;margin-left:auto}
-</style></head><body>
-<h1>NxMesh API reference</h1>
-<p>Version {{.Version}}. Machine-readable document: <a href="/v1/openapi.json">/v1/openapi.json</a> (OpenAPI 3.1).
+<link rel="stylesheet" href="{{.SwaggerUICSS}}">
+<link rel="stylesheet" href="{{.DocsCSS}}">
+</head><body>
+<a class="skip-link" href="#swagger-ui">Skip to content</a>
+<header class="docs-header"><h1>NxMesh API reference</h1>
+<p>Version {{.Version}} · <a href="/v1/openapi.json">/v1/openapi.json</a> (OpenAPI 3.1) · <a href="/">Admin</a></p>
+<p>Authorize with an access token from <code>POST /v1/auth/login</code> or an API key, then try any call.</p></header>
+<main id="swagger-ui" class="docs-main" tabindex="-1" data-spec-url="/v1/openapi.json">
+<noscript><div class="docs-fallback">
+<p>The interactive reference needs JavaScript; the operations are listed here and described in <a href="/v1/openapi.json">/v1/openapi.json</a>.
 Authenticate with <code>Authorization: Bearer &lt;access token or API key&gt;</code> or <code>X-API-Key</code>.
 Lists take <code>page</code> and <code>per_page</code> (capped at 100).</p>
-{{range .Tags}}<h2 class="tag">{{.Name}}</h2>
-{{range .Ops}}<details class="op"><summary><span class="m {{.Method}}">{{.Method}}</span><code>{{.Path}}</code><span>{{.Summary}}</span><span class="auth">{{.Access}}</span></summary>
-<pre>{{.JSON}}</pre></details>
-{{end}}{{end}}
+{{range .Tags}}<h2>{{.Name}}</h2><ul>
+{{range .Ops}}<li><code>{{.Method}} {{.Path}}</code> {{.Summary}} ({{.Access}})</li>
+{{end}}</ul>{{end}}
+</div></noscript>
+</main>
+<script src="{{.SwaggerUI}}"></script>
+<script src="{{.DocsJS}}"></script>
 </body></html>`
 
 var docsPage = template.Must(template.New("docs").Parse(docsHTML))
 
-// docsPolicy is ContentSecurityPolicy allowing the reference page's inline
-// style by its hash.
-var docsPolicy = func() string {
-	_, rest, _ := strings.Cut(docsHTML, "<style>")
-	style, _, _ := strings.Cut(rest, "</style>")
-	sum := sha256.Sum256([]byte(style))
-	hash := "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
-	return strings.Replace(ContentSecurityPolicy, "style-src 'self'", "style-src 'self' "+hash, 1)
-}()
-
 type docsOp struct {
-	Method, Path, Summary, Access, JSON string
+	Method, Path, Summary, Access string
 }
 
 type docsTag struct {
@@ -439,13 +436,12 @@ func (a *App) docsHandler(version string) fiber.Handler {
 		for path, ops := range paths {
 			for method, op := range ops.(map[string]any) {
 				o := op.(map[string]any)
-				b, _ := json.MarshalIndent(o, "", "  ")
 				access := "authenticated"
 				if sec, ok := o["security"].([]any); ok && len(sec) == 0 {
 					access = "public"
 				}
 				tag := o["tags"].([]string)[0]
-				byTag[tag] = append(byTag[tag], docsOp{Method: strings.ToUpper(method), Path: "/v1" + path, Summary: o["summary"].(string), Access: access, JSON: string(b)})
+				byTag[tag] = append(byTag[tag], docsOp{Method: strings.ToUpper(method), Path: "/v1" + path, Summary: o["summary"].(string), Access: access})
 			}
 		}
 		var tags []docsTag
@@ -460,8 +456,10 @@ func (a *App) docsHandler(version string) fiber.Handler {
 		}
 		sort.Slice(tags, func(i, j int) bool { return tags[i].Name < tags[j].Name })
 		c.Type("html", "utf-8")
-		c.Set(fiber.HeaderContentSecurityPolicy, docsPolicy)
-		return docsPage.Execute(c.Response().BodyWriter(), map[string]any{"Version": version, "Tags": tags})
+		return docsPage.Execute(c.Response().BodyWriter(), map[string]any{
+			"Version": version, "Tags": tags,
+			"SwaggerUI": static.SwaggerUI, "SwaggerUICSS": static.SwaggerUICSS, "DocsJS": static.DocsJS, "DocsCSS": static.DocsCSS,
+		})
 	}
 }
 

@@ -1,13 +1,15 @@
-// Package static holds the admin's browser assets: vendored htmx and Pico CSS
-// (exact versions and licenses in README.md) and the admin's own stylesheet.
-// They are embedded in the binary and served under /static/.
+// Package static holds the admin's browser assets: vendored htmx, Pico CSS and
+// Swagger UI (exact versions and licenses in README.md), the admin's own
+// stylesheet and the API reference page's files. They are embedded in the
+// binary and served under /static/.
 package static
 
 import "embed"
 
-// FS is the embedded asset tree: app.css and vendor/*.
+// FS is the embedded asset tree: app.css, the API reference page's
+// docs.css and docs.js, and vendor/*.
 //
-//go:embed app.css vendor
+//go:embed app.css docs.css docs.js vendor
 var FS embed.FS
 
 // Paths of the assets the layout links to. The vendored file names carry their
@@ -19,4 +21,10 @@ const (
 	// HTMXSSE is htmx's Server-Sent Events extension (hx-ext="sse"), which
 	// live pages load themselves.
 	HTMXSSE = "/static/vendor/htmx-ext-sse-2.2.4.min.js"
+	// SwaggerUI and SwaggerUICSS are the OpenAPI viewer of /docs; DocsJS
+	// starts it on /v1/openapi.json and DocsCSS styles the page around it.
+	SwaggerUI    = "/static/vendor/swagger-ui-bundle-5.35.0.js"
+	SwaggerUICSS = "/static/vendor/swagger-ui-5.35.0.css"
+	DocsJS       = "/static/docs.js"
+	DocsCSS      = "/static/docs.css"
 )
