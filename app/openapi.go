@@ -342,14 +342,13 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 	walk = func(t reflect.Type) {
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
-			if !f.IsExported() {
-				continue
-			}
 			tag := f.Tag.Get("json")
 			if tag == "-" {
 				continue
 			}
 			name, opts, _ := strings.Cut(tag, ",")
+			// encoding/json promotes the fields of an embedded struct
+			// without a name, exported or not.
 			if f.Anonymous && name == "" {
 				ft := f.Type
 				if ft.Kind() == reflect.Pointer {
@@ -359,6 +358,9 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 					walk(ft)
 					continue
 				}
+			}
+			if !f.IsExported() {
+				continue
 			}
 			if name == "" {
 				name = f.Name
@@ -515,10 +517,11 @@ var operationExamples = map[string]operationExample{
 	},
 	"POST /v1/workspaces/:id/certificates": {
 		Request: map[string]any{
-			"name":            "shop.example.com",
-			"provider":        "upload",
-			"certificate_pem": "-----BEGIN CERTIFICATE-----\nMIIB…leaf…\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nMIIB…issuer…\n-----END CERTIFICATE-----\n",
-			"private_key_pem": "-----BEGIN PRIVATE KEY-----\nMIG…\n-----END PRIVATE KEY-----\n",
+			"domain":     "shop.example.com",
+			"san":        []any{"www.shop.example.com"},
+			"provider":   "letsencrypt",
+			"challenge":  "http-01",
+			"auto_renew": true,
 		},
 	},
 }

@@ -409,19 +409,37 @@ type CreateCertificateRequest struct {
 	AutoRenew *bool `json:"auto_renew,omitempty"`
 
 	// CertificatePem The chain as PEM CERTIFICATE blocks: the leaf first, then each issuing certificate in order
-	CertificatePem string `json:"certificate_pem"`
+	CertificatePem *string `json:"certificate_pem,omitempty"`
+
+	// Challenge ACME: http-01 (default; a plain-HTTP virtual host must serve each name) or dns-01 (needed for wildcards)
+	Challenge *string `json:"challenge,omitempty"`
+
+	// DnsCredentials ACME dns-01: the provider's lego environment variable names and values; stored encrypted, never returned
+	DnsCredentials *map[string]string `json:"dns_credentials,omitempty"`
+
+	// DnsProvider ACME dns-01: httpreq, rfc2136 or cloudflare
+	DnsProvider *string `json:"dns_provider,omitempty"`
 
 	// Domain ACME requests only (not enabled yet). On an upload it may be omitted or must equal the leaf's domain
 	Domain *string `json:"domain,omitempty"`
+
+	// KeyType ACME: ec256 (default), ec384, rsa2048 or rsa4096
+	KeyType *string `json:"key_type,omitempty"`
 
 	// Name A label; the certificate's domain when omitted
 	Name *string `json:"name,omitempty"`
 
 	// PrivateKeyPem The leaf's unencrypted private key as one PEM block (PKCS#1, PKCS#8 or SEC 1): RSA of 2048 bits or more, ECDSA P-256/P-384 or Ed25519. Stored encrypted, never returned
-	PrivateKeyPem string `json:"private_key_pem"`
+	PrivateKeyPem *string `json:"private_key_pem,omitempty"`
+
+	// Profile ACME: the issuer's certificate profile
+	Profile *string `json:"profile,omitempty"`
 
 	// Provider "upload" or omitted. ACME providers are refused with 422 until ACME issuance is enabled
 	Provider *string `json:"provider,omitempty"`
+
+	// San ACME: more names on the certificate
+	San *[]string `json:"san,omitempty"`
 }
 
 // CreateCommandRequest defines model for CreateCommandRequest.
