@@ -480,7 +480,7 @@ var operationExamples = map[string]operationExample{
 			"access_token":  "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIzZjJiIn0.c2lnbmF0dXJl",
 			"refresh_token": "rt_6f1d3c0f5e1b4c7a9b2e8d4f0a6c1e3b",
 			"token_type":    "Bearer",
-			"expires_in":    900,
+			"expires_in":    3600,
 		},
 	},
 	"GET /v1/organizations": {
