@@ -237,7 +237,7 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 	ops.Public.Get("/metrics", Public(), Doc{Summary: "Prometheus metrics of the master"},
 		adaptor.HTTPHandler(promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{})))
 	ops.Public.Get("/docs", Public(), Doc{Summary: "Browsable API reference"}, a.docsHandler(w.Version))
-	ops.API.Get("/openapi.json", Public(), Doc{Summary: "OpenAPI 3.1 document of this API"}, a.openapiHandler(w.Version))
+	ops.API.Get("/openapi.json", Public(), Doc{Summary: "OpenAPI 3.1 document of this API", Response: map[string]any{}}, a.openapiHandler(w.Version))
 	if w.Static != nil {
 		assets := http.FS(w.Static)
 		ops.Public.Get("/static/*", Public(), Doc{Summary: "Static assets of the admin"}, func(c *fiber.Ctx) error {

@@ -48,6 +48,7 @@ func mountEvents(ctx context.Context, hub *events.Hub, r Routers, w *Wiring, g *
 		Summary: "Live events over WebSocket: connect with ?token=, send subscribe/unsubscribe messages",
 		Tag:     "events",
 		Query:   []string{"token", "events", "workspace_id"},
+		Stream:  StreamWebSocket,
 	}, func(c *fiber.Ctx) error {
 		if !fiberws.IsWebSocketUpgrade(c) {
 			return &HTTPError{Status: http.StatusUpgradeRequired, Code: codeUpgradeRequired, Message: "Connect with a WebSocket client"}
@@ -67,6 +68,7 @@ func mountEvents(ctx context.Context, hub *events.Hub, r Routers, w *Wiring, g *
 		Summary: "Live events as Server-Sent Events (initial, create, update, delete, log, shutdown, and each event's type); send Accept: text/event-stream",
 		Tag:     "events",
 		Query:   []string{"token", "events", "workspace_id"},
+		Stream:  StreamSSE,
 	}, func(c *fiber.Ctx) error {
 		if !strings.Contains(c.Get(fiber.HeaderAccept), "text/event-stream") {
 			return &HTTPError{Status: http.StatusNotAcceptable, Code: codeNotAcceptable, Message: "Send Accept: text/event-stream"}

@@ -114,8 +114,8 @@ const maxRequestHead = 8 << 10
 // and styles from /static only (no inline script or style, htmx with eval
 // off), Pico CSS draws its icons from data: URIs, and no page may be framed.
 const (
-	// ContentSecurityPolicy is sent with every response (the API
-	// reference at /docs adds the hash of its inline style).
+	// ContentSecurityPolicy is sent with every response, the API
+	// reference at /docs included.
 	ContentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 		"font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 	referrerPolicy = "same-origin"

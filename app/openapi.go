@@ -1,12 +1,12 @@
 package app
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"html/template"
+	"maps"
 	"net/http"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,16 +14,20 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+
+	"github.com/nxmesh/nxmesh/static"
 )
 
 // OpenAPI builds the OpenAPI 3.1 document of every /v1 route in routes.
 func OpenAPI(routes []Route, version string) map[string]any {
 	g := &schemaGen{components: map[string]any{}, names: map[reflect.Type]string{}}
 	paths := map[string]map[string]any{}
+	tagSet := map[string]bool{}
 	for _, r := range routes {
 		if r.Kind != KindAPI {
 			continue
 		}
+		tagSet[r.Doc.Tag] = true
 		p := r.OpenAPIPath()
 		if paths[p] == nil {
 			paths[p] = map[string]any{}
@@ -51,7 +55,12 @@ func OpenAPI(routes []Route, version string) map[string]any {
 			},
 		}},
 	}
-	g.components["ListMeta"] = g.schema(reflect.TypeOf(ListMeta{}))
+	tags := make([]any, 0, len(tagSet))
+	for _, name := range slices.Sorted(maps.Keys(tagSet)) {
+		tags = append(tags, map[string]any{"name": name})
+	}
+	// structRef registers ListMeta under its own name; keep only the reference.
+	g.schema(reflect.TypeOf(ListMeta{}))
 	return map[string]any{
 		"openapi": "3.1.0",
 		"info": map[string]any{
@@ -60,12 +69,19 @@ func OpenAPI(routes []Route, version string) map[string]any {
 			"description": "Control plane for fleets of nginx servers. Lists take page and per_page (per_page is capped at 100). Errors use one envelope; ids are UUIDs (a malformed id in a path is a 404); timestamps are RFC 3339 UTC.",
 		},
 		"servers": []any{map[string]any{"url": "/v1"}},
+		"tags":    tags,
 		"paths":   stripPrefix(paths),
 		"components": map[string]any{
 			"schemas": g.components,
 			"securitySchemes": map[string]any{
-				"bearerAuth": map[string]any{"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key"},
-				"apiKey":     map[string]any{"type": "apiKey", "in": "header", "name": "X-API-Key"},
+				"bearerAuth": map[string]any{
+					"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key",
+					"description": "Authorization: Bearer with the access_token of POST /auth/login (or /auth/login/verify, /auth/refresh), or an organization API key.",
+				},
+				"apiKey": map[string]any{
+					"type": "apiKey", "in": "header", "name": "X-API-Key",
+					"description": "An organization API key (POST /organizations/{id}/api-keys) in the X-API-Key header.",
+				},
 			},
 		},
 		"security": []any{map[string]any{"bearerAuth": []string{}}, map[string]any{"apiKey": []string{}}},
@@ -122,16 +138,27 @@ func (g *schemaGen) operation(r Route) map[string]any {
 		op["parameters"] = params
 	}
 	if r.Doc.Body != nil {
-		op["requestBody"] = map[string]any{
-			"required": true,
-			"content":  map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(r.Doc.Body))}},
+		media := map[string]any{"schema": g.schema(reflect.TypeOf(r.Doc.Body))}
+		if ex := operationExamples[r.Method+" "+r.Path]; ex.Request != nil {
+			media["example"] = ex.Request
 		}
+		op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": media}}
 	}
 	status := r.Doc.Status
 	if status == 0 {
 		status = http.StatusOK
 	}
+	ex := operationExamples[r.Method+" "+r.Path]
 	resp := map[string]any{"description": http.StatusText(status)}
+	switch r.Doc.Stream {
+	case StreamSSE:
+		resp["content"] = map[string]any{"text/event-stream": map[string]any{
+			"schema": map[string]any{"type": "string", "description": "Server-Sent Events: event and data lines, data being JSON"},
+		}}
+	case StreamWebSocket:
+		status = http.StatusSwitchingProtocols
+		resp = map[string]any{"description": "Switching Protocols: the connection is a WebSocket from here on"}
+	}
 	if r.Doc.Response != nil {
 		s := g.schema(reflect.TypeOf(r.Doc.Response))
 		if r.Doc.List {
@@ -141,7 +168,11 @@ func (g *schemaGen) operation(r Route) map[string]any {
 				"properties": map[string]any{"data": map[string]any{"type": "array", "items": s}, "meta": map[string]any{"$ref": "#/components/schemas/ListMeta"}},
 			}
 		}
-		resp["content"] = map[string]any{"application/json": map[string]any{"schema": s}}
+		media := map[string]any{"schema": s}
+		if ex.Response != nil {
+			media["example"] = ex.Response
+		}
+		resp["content"] = map[string]any{"application/json": media}
 	}
 	errRef := map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
 	withDesc := func(d string) map[string]any {
@@ -152,6 +183,12 @@ func (g *schemaGen) operation(r Route) map[string]any {
 		return m
 	}
 	responses := map[string]any{strconv.Itoa(status): resp, "default": withDesc("Error (seed envelope)")}
+	if r.Doc.Stream == StreamWebSocket {
+		responses["426"] = withDesc("Upgrade Required: the request is not a WebSocket handshake")
+	}
+	if r.Doc.Stream == StreamSSE {
+		responses["406"] = withDesc("Not Acceptable: send Accept: text/event-stream")
+	}
 	if !r.Access.IsPublic() {
 		responses["401"] = withDesc("Authentication required")
 		responses["429"] = withDesc("Rate limited; see Retry-After")
@@ -305,14 +342,13 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 	walk = func(t reflect.Type) {
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
-			if !f.IsExported() {
-				continue
-			}
 			tag := f.Tag.Get("json")
 			if tag == "-" {
 				continue
 			}
 			name, opts, _ := strings.Cut(tag, ",")
+			// encoding/json promotes the fields of an embedded struct
+			// without a name, exported or not.
 			if f.Anonymous && name == "" {
 				ft := f.Type
 				if ft.Kind() == reflect.Pointer {
@@ -322,6 +358,9 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 					walk(ft)
 					continue
 				}
+			}
+			if !f.IsExported() {
+				continue
 			}
 			if name == "" {
 				name = f.Name
@@ -346,41 +385,38 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 	return out
 }
 
+// docsHTML is the API reference page: the vendored Swagger UI started by
+// static/docs.js on /v1/openapi.json. It carries no inline script or style, so
+// it is served under the admin's ContentSecurityPolicy unchanged. Readers
+// without JavaScript get the list of operations.
 const docsHTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>NxMesh API reference</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#1f2328}
-h1{margin-bottom:.2rem}.op{border:1px solid #d0d7de;border-radius:6px;margin:.5rem 0}
-summary{padding:.5rem .75rem;cursor:pointer;display:flex;gap:.75rem;align-items:center}
-.m{font-weight:700;font-family:monospace;min-width:4.5rem}.GET{color:#0969da}.POST{color:#1a7f37}.PATCH{color:#9a6700}.PUT{color:#9a6700}.DELETE{color:#cf222e}
-code,pre{font-family:ui-monospace,monospace;font-size:.85rem}pre{background:#f6f8fa;padding:.75rem;overflow:auto;margin:0 .75rem .75rem}
-.tag{margin-top:2rem;border-bottom:1px solid #d0d7de}.auth{color:#57606a;font-size:.85rem;margin-left:auto}
-</style></head><body>
-<h1>NxMesh API reference</h1>
-<p>Version {{.Version}}. Machine-readable document: <a href="/v1/openapi.json">/v1/openapi.json</a> (OpenAPI 3.1).
+<link rel="stylesheet" href="{{.SwaggerUICSS}}">
+<link rel="stylesheet" href="{{.DocsCSS}}">
+</head><body>
+<a class="skip-link" href="#swagger-ui">Skip to content</a>
+<header class="docs-header"><h1>NxMesh API reference</h1>
+<p>Version {{.Version}} · <a href="/v1/openapi.json">/v1/openapi.json</a> (OpenAPI 3.1) · <a href="/">Admin</a></p>
+<p>Authorize with an access token from <code>POST /v1/auth/login</code> or an API key, then try any call.</p></header>
+<main id="swagger-ui" class="docs-main" tabindex="-1" data-spec-url="/v1/openapi.json">
+<noscript><div class="docs-fallback">
+<p>The interactive reference needs JavaScript; the operations are listed here and described in <a href="/v1/openapi.json">/v1/openapi.json</a>.
 Authenticate with <code>Authorization: Bearer &lt;access token or API key&gt;</code> or <code>X-API-Key</code>.
 Lists take <code>page</code> and <code>per_page</code> (capped at 100).</p>
-{{range .Tags}}<h2 class="tag">{{.Name}}</h2>
-{{range .Ops}}<details class="op"><summary><span class="m {{.Method}}">{{.Method}}</span><code>{{.Path}}</code><span>{{.Summary}}</span><span class="auth">{{.Access}}</span></summary>
-<pre>{{.JSON}}</pre></details>
-{{end}}{{end}}
+{{range .Tags}}<h2>{{.Name}}</h2><ul>
+{{range .Ops}}<li><code>{{.Method}} {{.Path}}</code> {{.Summary}} ({{.Access}})</li>
+{{end}}</ul>{{end}}
+</div></noscript>
+</main>
+<script src="{{.SwaggerUI}}"></script>
+<script src="{{.DocsJS}}"></script>
 </body></html>`
 
 var docsPage = template.Must(template.New("docs").Parse(docsHTML))
 
-// docsPolicy is ContentSecurityPolicy allowing the reference page's inline
-// style by its hash.
-var docsPolicy = func() string {
-	_, rest, _ := strings.Cut(docsHTML, "<style>")
-	style, _, _ := strings.Cut(rest, "</style>")
-	sum := sha256.Sum256([]byte(style))
-	hash := "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
-	return strings.Replace(ContentSecurityPolicy, "style-src 'self'", "style-src 'self' "+hash, 1)
-}()
-
 type docsOp struct {
-	Method, Path, Summary, Access, JSON string
+	Method, Path, Summary, Access string
 }
 
 type docsTag struct {
@@ -402,13 +438,12 @@ func (a *App) docsHandler(version string) fiber.Handler {
 		for path, ops := range paths {
 			for method, op := range ops.(map[string]any) {
 				o := op.(map[string]any)
-				b, _ := json.MarshalIndent(o, "", "  ")
 				access := "authenticated"
 				if sec, ok := o["security"].([]any); ok && len(sec) == 0 {
 					access = "public"
 				}
 				tag := o["tags"].([]string)[0]
-				byTag[tag] = append(byTag[tag], docsOp{Method: strings.ToUpper(method), Path: "/v1" + path, Summary: o["summary"].(string), Access: access, JSON: string(b)})
+				byTag[tag] = append(byTag[tag], docsOp{Method: strings.ToUpper(method), Path: "/v1" + path, Summary: o["summary"].(string), Access: access})
 			}
 		}
 		var tags []docsTag
@@ -423,7 +458,70 @@ func (a *App) docsHandler(version string) fiber.Handler {
 		}
 		sort.Slice(tags, func(i, j int) bool { return tags[i].Name < tags[j].Name })
 		c.Type("html", "utf-8")
-		c.Set(fiber.HeaderContentSecurityPolicy, docsPolicy)
-		return docsPage.Execute(c.Response().BodyWriter(), map[string]any{"Version": version, "Tags": tags})
+		return docsPage.Execute(c.Response().BodyWriter(), map[string]any{
+			"Version": version, "Tags": tags,
+			"SwaggerUI": static.SwaggerUI, "SwaggerUICSS": static.SwaggerUICSS, "DocsJS": static.DocsJS, "DocsCSS": static.DocsCSS,
+		})
 	}
+}
+
+// operationExample is the request and response example of one operation.
+type operationExample struct {
+	Request, Response any
+}
+
+// operationExamples are the examples of the main calls, keyed by "METHOD
+// /v1/path" as routes are registered. The document's validation checks each
+// against its schema, and the tests fail when a key names no route.
+var operationExamples = map[string]operationExample{
+	"POST /v1/auth/login": {
+		Request: map[string]any{"email": "admin@example.com", "password": "correct horse battery staple"},
+		Response: map[string]any{
+			"access_token":  "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIzZjJiIn0.c2lnbmF0dXJl",
+			"refresh_token": "rt_6f1d3c0f5e1b4c7a9b2e8d4f0a6c1e3b",
+			"token_type":    "Bearer",
+			"expires_in":    3600,
+		},
+	},
+	"GET /v1/organizations": {
+		Response: map[string]any{
+			"data": []any{map[string]any{
+				"id":                 "5b0c8f0e-3c59-4a55-9b87-1f4b7bb0d6a1",
+				"name":               "Acme",
+				"slug":               "acme",
+				"require_email_code": false,
+				"created_at":         "2026-01-15T09:30:00Z",
+				"updated_at":         "2026-01-15T09:30:00Z",
+			}},
+			"meta": map[string]any{"page": 1, "per_page": 20, "total": 1},
+		},
+	},
+	"POST /v1/workspaces/:id/virtual-hosts": {
+		Request: map[string]any{
+			"name":                 "shop",
+			"server_name":          "shop.example.com www.shop.example.com",
+			"ssl_enabled":          false,
+			"ssl_certificate_id":   "",
+			"http2_enabled":        false,
+			"redirect_https":       false,
+			"default_server":       false,
+			"redirect_to":          "",
+			"redirect_code":        301,
+			"client_max_body_size": "10m",
+			"custom_directives":    map[string]any{},
+			"locations": []any{map[string]any{
+				"path": "/", "match": "prefix", "proxy_pass": "http://10.0.0.12:8080",
+				"websocket": false, "custom_headers": []any{}, "rewrite_rules": []any{},
+			}},
+		},
+	},
+	"POST /v1/workspaces/:id/certificates": {
+		Request: map[string]any{
+			"domain":     "shop.example.com",
+			"san":        []any{"www.shop.example.com"},
+			"provider":   "letsencrypt",
+			"challenge":  "http-01",
+			"auto_renew": true,
+		},
+	},
 }

@@ -78,7 +78,18 @@ type Doc struct {
 	Status int
 	// Query names the query parameters the route reads.
 	Query []string
+	// Stream is how a streaming route answers: StreamSSE or StreamWebSocket;
+	// empty for a plain JSON response.
+	Stream string
 }
+
+// Streaming kinds of Doc.Stream.
+const (
+	// StreamSSE answers with Server-Sent Events (text/event-stream).
+	StreamSSE = "sse"
+	// StreamWebSocket upgrades the connection to a WebSocket.
+	StreamWebSocket = "websocket"
+)
 
 // Route is one registered route.
 type Route struct {

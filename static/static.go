@@ -1,14 +1,16 @@
 // Package static holds the admin's browser assets: vendored htmx, Pico CSS and
-// uPlot (exact versions and licenses in README.md), the admin's own stylesheet
-// and its chart script (js/charts.js).
-// They are embedded in the binary and served under /static/.
+// uPlot and Swagger UI (exact versions and licenses in README.md), the
+// admin's own stylesheet, its chart script (js/charts.js) and the API
+// reference page's files. They are embedded in the binary and served under
+// /static/.
 package static
 
 import "embed"
 
-// FS is the embedded asset tree: app.css, js/* and vendor/*.
+// FS is the embedded asset tree: app.css, the API reference page's
+// docs.css and docs.js, js/* and vendor/*.
 //
-//go:embed app.css vendor js
+//go:embed app.css docs.css docs.js vendor js
 var FS embed.FS
 
 // Paths of the assets the layout links to. The vendored file names carry their
@@ -25,4 +27,10 @@ const (
 	UPlot    = "/static/vendor/uplot-1.6.32.iife.min.js"
 	UPlotCSS = "/static/vendor/uplot-1.6.32.min.css"
 	Charts   = "/static/js/charts.js"
+	// SwaggerUI and SwaggerUICSS are the OpenAPI viewer of /docs; DocsJS
+	// starts it on /v1/openapi.json and DocsCSS styles the page around it.
+	SwaggerUI    = "/static/vendor/swagger-ui-bundle-5.35.0.js"
+	SwaggerUICSS = "/static/vendor/swagger-ui-5.35.0.css"
+	DocsJS       = "/static/docs.js"
+	DocsCSS      = "/static/docs.css"
 )

@@ -17,10 +17,10 @@ const MaxBodyBytes = 1 << 20
 // name) or the ACME request (domain, provider, auto_renew), which is
 // refused until ACME issuance exists.
 type createCertificateRequest struct {
-	CertificatePEM string `json:"certificate_pem" doc:"The chain as PEM CERTIFICATE blocks: the leaf first, then each issuing certificate in order"`
-	PrivateKeyPEM  string `json:"private_key_pem" doc:"The leaf's unencrypted private key as one PEM block (PKCS#1, PKCS#8 or SEC 1): RSA of 2048 bits or more, ECDSA P-256/P-384 or Ed25519. Stored encrypted, never returned"`
+	CertificatePEM string `json:"certificate_pem,omitempty" doc:"The chain as PEM CERTIFICATE blocks: the leaf first, then each issuing certificate in order"`
+	PrivateKeyPEM  string `json:"private_key_pem,omitempty" doc:"The leaf's unencrypted private key as one PEM block (PKCS#1, PKCS#8 or SEC 1): RSA of 2048 bits or more, ECDSA P-256/P-384 or Ed25519. Stored encrypted, never returned"`
 	Name           string `json:"name,omitempty" doc:"A label; the certificate's domain when omitted"`
-	Domain         string `json:"domain,omitempty" doc:"ACME requests only (not enabled yet). On an upload it may be omitted or must equal the leaf's domain"`
+	Domain         string `json:"domain,omitempty" doc:"The name an ACME request is for (required there). On an upload it may be omitted or must equal the leaf's domain"`
 	Provider       string `json:"provider,omitempty" doc:"\"upload\" or omitted. ACME providers are refused with 422 until ACME issuance is enabled"`
 	AutoRenew      bool   `json:"auto_renew,omitempty" doc:"ACME requests only; must be false for uploads"`
 	acmeRequestFields

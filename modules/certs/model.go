@@ -69,7 +69,7 @@ type Certificate struct {
 	// IsWildcard is true when Domain starts with "*.".
 	IsWildcard bool `json:"is_wildcard"`
 	// Provider is "upload", or an ACME provider (later).
-	Provider string `json:"provider" doc:"upload (ACME providers later)"`
+	Provider string `json:"provider" doc:"upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom"`
 	// Status is pending, active, expiring, expired or failed, as of the time the
 	// certificate was read.
 	Status    string     `json:"status" doc:"pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request"`

@@ -171,7 +171,7 @@ func (m *Module) Routes(r app.Routers) {
 	r.API.Get("/workspaces/:id/logs/stream", app.Require(ObjLog, authz.Read, ws),
 		app.Doc{Summary: "Live access-log and error-log lines of a workspace as Server-Sent Events (event: log); " +
 			"the access-log filters apply to access lines, source=access|error selects one kind; send Accept: text/event-stream",
-			Query: append(slices.Clip(tailParamNames), "source")},
+			Query: append(slices.Clip(tailParamNames), "source"), Stream: app.StreamSSE},
 		func(c *fiber.Ctx) error {
 			f, err := parseLiveFilter(func(n string) string { return c.Query(n) }, m.svc.now())
 			if err != nil {
@@ -180,7 +180,7 @@ func (m *Module) Routes(r app.Routers) {
 			return m.serveTail(c, f, liveMessage)
 		})
 	r.API.Get("/agents/:id/logs/stream", app.Require(ObjLog, authz.Read, ag),
-		app.Doc{Summary: "Live access-log and error-log lines of an agent as Server-Sent Events (event: log), the WebSocket's data; send Accept: text/event-stream"},
+		app.Doc{Summary: "Live access-log and error-log lines of an agent as Server-Sent Events (event: log), the WebSocket's data; send Accept: text/event-stream", Stream: app.StreamSSE},
 		func(c *fiber.Ctx) error {
 			id, err := app.ParamUUID(c, "id")
 			if err != nil {

@@ -84,6 +84,7 @@ func mountSocket(m *Module, api *app.Router) {
 	api.Get("/ws/logs/:agent_id", app.Public(), app.Doc{
 		Summary: `Live access-log and error-log lines of an agent over WebSocket: send {"type":"auth","token":"<access token or API key>"} first; ` +
 			`then {"type":"log","data":{level, message, timestamp, …}} messages (needs read on logs.log in the agent's workspace)`,
+		Stream: app.StreamWebSocket,
 	}, func(c *fiber.Ctx) error {
 		if !fiberws.IsWebSocketUpgrade(c) {
 			return &app.HTTPError{Status: http.StatusUpgradeRequired, Code: "UPGRADE_REQUIRED", Message: "Connect with a WebSocket client"}
