@@ -263,6 +263,74 @@ type AgentSummary struct {
 	System            *System     `json:"system,omitempty"`
 }
 
+// Alert defines model for Alert.
+type Alert struct {
+	AgentId       *openapi_types.UUID `json:"agent_id,omitempty"`
+	CertificateId *openapi_types.UUID `json:"certificate_id,omitempty"`
+	FiredAt       time.Time           `json:"fired_at"`
+	Id            openapi_types.UUID  `json:"id"`
+	Message       string              `json:"message"`
+	Metric        string              `json:"metric"`
+	Operator      string              `json:"operator"`
+	ResolvedAt    *time.Time          `json:"resolved_at,omitempty"`
+	ResolvedValue *float32            `json:"resolved_value,omitempty"`
+	RuleId        *openapi_types.UUID `json:"rule_id,omitempty"`
+	RuleName      string              `json:"rule_name"`
+	Severity      string              `json:"severity"`
+	State         string              `json:"state"`
+	Threshold     float32             `json:"threshold"`
+	Value         float32             `json:"value"`
+	VirtualHostId *openapi_types.UUID `json:"virtual_host_id,omitempty"`
+	WorkspaceId   openapi_types.UUID  `json:"workspace_id"`
+}
+
+// AlertRule defines model for AlertRule.
+type AlertRule struct {
+	AgentId       *openapi_types.UUID `json:"agent_id,omitempty"`
+	Channels      Channels            `json:"channels"`
+	CreatedAt     time.Time           `json:"created_at"`
+	Enabled       bool                `json:"enabled"`
+	For           string              `json:"for"`
+	Id            openapi_types.UUID  `json:"id"`
+	Metric        string              `json:"metric"`
+	Name          string              `json:"name"`
+	Operator      string              `json:"operator"`
+	Scope         string              `json:"scope"`
+	Severity      string              `json:"severity"`
+	Threshold     float32             `json:"threshold"`
+	UpdatedAt     time.Time           `json:"updated_at"`
+	VirtualHostId *openapi_types.UUID `json:"virtual_host_id,omitempty"`
+	Window        string              `json:"window"`
+	WorkspaceId   openapi_types.UUID  `json:"workspace_id"`
+}
+
+// AlertRuleInput defines model for AlertRuleInput.
+type AlertRuleInput struct {
+	AgentId       *string        `json:"agent_id,omitempty"`
+	Channels      *ChannelsInput `json:"channels,omitempty"`
+	Enabled       *bool          `json:"enabled,omitempty"`
+	For           *string        `json:"for,omitempty"`
+	Metric        *string        `json:"metric,omitempty"`
+	Name          *string        `json:"name,omitempty"`
+	Operator      *string        `json:"operator,omitempty"`
+	Severity      *string        `json:"severity,omitempty"`
+	Threshold     *float32       `json:"threshold,omitempty"`
+	VirtualHostId *string        `json:"virtual_host_id,omitempty"`
+	Window        *string        `json:"window,omitempty"`
+}
+
+// Analytics defines model for Analytics.
+type Analytics struct {
+	ClientAddresses []TopValue `json:"client_addresses"`
+	From            time.Time  `json:"from"`
+	Hosts           []TopValue `json:"hosts"`
+	Paths           []TopValue `json:"paths"`
+	RequestsTotal   int        `json:"requests_total"`
+	StatusCodes     []TopValue `json:"status_codes"`
+	To              time.Time  `json:"to"`
+	UserAgents      []TopValue `json:"user_agents"`
+}
+
 // Attempt defines model for Attempt.
 type Attempt struct {
 	Challenge  string    `json:"challenge"`
@@ -338,7 +406,10 @@ type Certificate struct {
 	Issuer            string             `json:"issuer"`
 	Name              string             `json:"name"`
 
-	// Provider upload (ACME providers later)
+	// NextAttemptAt When a failed issuance or renewal is tried again; null when none is scheduled
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+	// Provider upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom
 	Provider string `json:"provider"`
 
 	// San The leaf's subjectAltNames: DNS names and IP addresses
@@ -347,7 +418,7 @@ type Certificate struct {
 	// Serial The leaf's serial number, lowercase hexadecimal
 	Serial string `json:"serial"`
 
-	// Status pending, active, expiring (less than 30 days left), expired or failed, as of the request
+	// Status pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request
 	Status      string             `json:"status"`
 	UpdatedAt   time.Time          `json:"updated_at"`
 	WorkspaceId openapi_types.UUID `json:"workspace_id"`
@@ -358,6 +429,18 @@ type CertificateRef struct {
 	Domain    string             `json:"domain"`
 	ExpiresAt *time.Time         `json:"expires_at,omitempty"`
 	Id        openapi_types.UUID `json:"id"`
+}
+
+// Channels defines model for Channels.
+type Channels struct {
+	Emails  []string `json:"emails"`
+	Webhook *Webhook `json:"webhook,omitempty"`
+}
+
+// ChannelsInput defines model for ChannelsInput.
+type ChannelsInput struct {
+	Emails  *[]string     `json:"emails,omitempty"`
+	Webhook *WebhookInput `json:"webhook,omitempty"`
 }
 
 // Command defines model for Command.
@@ -420,7 +503,7 @@ type CreateCertificateRequest struct {
 	// DnsProvider ACME dns-01: httpreq, rfc2136 or cloudflare
 	DnsProvider *string `json:"dns_provider,omitempty"`
 
-	// Domain ACME requests only (not enabled yet). On an upload it may be omitted or must equal the leaf's domain
+	// Domain The name an ACME request is for (required there). On an upload it may be omitted or must equal the leaf's domain
 	Domain *string `json:"domain,omitempty"`
 
 	// KeyType ACME: ec256 (default), ec384, rsa2048 or rsa4096
@@ -971,6 +1054,33 @@ type StreamInput struct {
 	UpstreamId string `json:"upstream_id"`
 }
 
+// StreamMetrics defines model for StreamMetrics.
+type StreamMetrics struct {
+	Bandwidth       Bandwidth          `json:"bandwidth"`
+	CountersResetAt *time.Time         `json:"counters_reset_at,omitempty"`
+	From            time.Time          `json:"from"`
+	Series          *[]StreamPoint     `json:"series,omitempty"`
+	SessionTimeMs   Latency            `json:"session_time_ms"`
+	Sessions        int                `json:"sessions"`
+	StatusCodes     StatusCodes        `json:"status_codes"`
+	StreamId        openapi_types.UUID `json:"stream_id"`
+	To              time.Time          `json:"to"`
+}
+
+// StreamPoint defines model for StreamPoint.
+type StreamPoint struct {
+	InBytes   int       `json:"in_bytes"`
+	OutBytes  int       `json:"out_bytes"`
+	Sessions  int       `json:"sessions"`
+	Timestamp time.Time `json:"timestamp"`
+}
+
+// StreamReset defines model for StreamReset.
+type StreamReset struct {
+	CountersResetAt time.Time          `json:"counters_reset_at"`
+	StreamId        openapi_types.UUID `json:"stream_id"`
+}
+
 // Summary defines model for Summary.
 type Summary struct {
 	ActiveConnections int         `json:"active_connections"`
@@ -1012,6 +1122,12 @@ type TokenPair struct {
 	ExpiresIn    int    `json:"expires_in"`
 	RefreshToken string `json:"refresh_token"`
 	TokenType    string `json:"token_type"`
+}
+
+// TopValue defines model for TopValue.
+type TopValue struct {
+	Count int    `json:"count"`
+	Value string `json:"value"`
 }
 
 // UpdateAgentRequest defines model for UpdateAgentRequest.
@@ -1235,6 +1351,18 @@ type VirtualHostInput struct {
 	TargetAgents *TargetAgents `json:"target_agents,omitempty"`
 }
 
+// Webhook defines model for Webhook.
+type Webhook struct {
+	SecretSet bool   `json:"secret_set"`
+	Url       string `json:"url"`
+}
+
+// WebhookInput defines model for WebhookInput.
+type WebhookInput struct {
+	Secret *string `json:"secret,omitempty"`
+	Url    string  `json:"url"`
+}
+
 // Workspace defines model for Workspace.
 type Workspace struct {
 	CreatedAt      time.Time          `json:"created_at"`
@@ -1333,6 +1461,14 @@ type GetOrganizationsByIdWorkspacesParams struct {
 	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
 }
 
+// GetStreamsByIdMetricsParams defines parameters for GetStreamsByIdMetrics.
+type GetStreamsByIdMetricsParams struct {
+	From     *string `form:"from,omitempty" json:"from,omitempty"`
+	To       *string `form:"to,omitempty" json:"to,omitempty"`
+	Interval *string `form:"interval,omitempty" json:"interval,omitempty"`
+	AgentId  *string `form:"agent_id,omitempty" json:"agent_id,omitempty"`
+}
+
 // GetUsersParams defines parameters for GetUsers.
 type GetUsersParams struct {
 	Page    *int `form:"page,omitempty" json:"page,omitempty"`
@@ -1362,6 +1498,31 @@ type GetWorkspacesByIdAgentsParams struct {
 	PerPage       *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
 	State         *string `form:"state,omitempty" json:"state,omitempty"`
 	LabelSelector *string `form:"label_selector,omitempty" json:"label_selector,omitempty"`
+}
+
+// GetWorkspacesByIdAlertRulesParams defines parameters for GetWorkspacesByIdAlertRules.
+type GetWorkspacesByIdAlertRulesParams struct {
+	Page    *int `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+}
+
+// GetWorkspacesByIdAlertsParams defines parameters for GetWorkspacesByIdAlerts.
+type GetWorkspacesByIdAlertsParams struct {
+	Page    *int    `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	State   *string `form:"state,omitempty" json:"state,omitempty"`
+	RuleId  *string `form:"rule_id,omitempty" json:"rule_id,omitempty"`
+	AgentId *string `form:"agent_id,omitempty" json:"agent_id,omitempty"`
+}
+
+// GetWorkspacesByIdAnalyticsParams defines parameters for GetWorkspacesByIdAnalytics.
+type GetWorkspacesByIdAnalyticsParams struct {
+	From          *string `form:"from,omitempty" json:"from,omitempty"`
+	To            *string `form:"to,omitempty" json:"to,omitempty"`
+	AgentId       *string `form:"agent_id,omitempty" json:"agent_id,omitempty"`
+	VirtualHostId *string `form:"virtual_host_id,omitempty" json:"virtual_host_id,omitempty"`
+	Host          *string `form:"host,omitempty" json:"host,omitempty"`
+	Limit         *string `form:"limit,omitempty" json:"limit,omitempty"`
 }
 
 // GetWorkspacesByIdCertificatesParams defines parameters for GetWorkspacesByIdCertificates.
@@ -1431,6 +1592,9 @@ type PostAgentsByIdCommandsJSONRequestBody = CreateCommandRequest
 // PostAgentsByIdTokensJSONRequestBody defines body for PostAgentsByIdTokens for application/json ContentType.
 type PostAgentsByIdTokensJSONRequestBody = NewTokenRequest
 
+// PatchAlertRulesByIdJSONRequestBody defines body for PatchAlertRulesById for application/json ContentType.
+type PatchAlertRulesByIdJSONRequestBody = AlertRuleInput
+
 // PostAuthLoginJSONRequestBody defines body for PostAuthLogin for application/json ContentType.
 type PostAuthLoginJSONRequestBody = LoginRequest
 
@@ -1493,6 +1657,9 @@ type PutWorkspacesByIdAgentsRegistrationPolicyJSONRequestBody = RegistrationPoli
 
 // PostWorkspacesByIdAgentsTokensJSONRequestBody defines body for PostWorkspacesByIdAgentsTokens for application/json ContentType.
 type PostWorkspacesByIdAgentsTokensJSONRequestBody = CreateTokenRequest
+
+// PostWorkspacesByIdAlertRulesJSONRequestBody defines body for PostWorkspacesByIdAlertRules for application/json ContentType.
+type PostWorkspacesByIdAlertRulesJSONRequestBody = AlertRuleInput
 
 // PostWorkspacesByIdCertificatesJSONRequestBody defines body for PostWorkspacesByIdCertificates for application/json ContentType.
 type PostWorkspacesByIdCertificatesJSONRequestBody = CreateCertificateRequest
@@ -1672,6 +1839,30 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /agents/{id}/tokens (the `PostAgentsByIdTokens` operationId).
 	PostAgentsByIdTokens(ctx context.Context, id openapi_types.UUID, body PostAgentsByIdTokensJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// DeleteAlertRulesById Delete an alert rule; its alerts stay in the history
+	//
+	// Corresponds with DELETE /alert-rules/{id} (the `DeleteAlertRulesById` operationId).
+	DeleteAlertRulesById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetAlertRulesById Get an alert rule (the webhook secret is never shown)
+	//
+	// Corresponds with GET /alert-rules/{id} (the `GetAlertRulesById` operationId).
+	GetAlertRulesById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PatchAlertRulesByIdWithBody Change an alert rule; absent fields are kept
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /alert-rules/{id} (the `PatchAlertRulesById` operationId).
+	PatchAlertRulesByIdWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PatchAlertRulesById Change an alert rule; absent fields are kept
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /alert-rules/{id} (the `PatchAlertRulesById` operationId).
+	PatchAlertRulesById(ctx context.Context, id openapi_types.UUID, body PatchAlertRulesByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// PostAuthLoginWithBody Sign in with email and password
 	//
@@ -1994,10 +2185,20 @@ type ClientInterface interface {
 	// Corresponds with PATCH /streams/{id} (the `PatchStreamsById` operationId).
 	PatchStreamsById(ctx context.Context, id openapi_types.UUID, body PatchStreamsByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetStreamsByIdMetrics A stream's traffic counters over a range (from, to), counted from its last counter reset: sessions, bytes in and out, status classes, session time percentiles; with interval (1m, 5m, 1h, 1d) a series
+	//
+	// Corresponds with GET /streams/{id}/metrics (the `GetStreamsByIdMetrics` operationId).
+	GetStreamsByIdMetrics(ctx context.Context, id openapi_types.UUID, params *GetStreamsByIdMetricsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetStreamsByIdPreview The nginx configuration rendered for a stream (stream.conf, with its upstream); text/plain with Accept: text/plain
 	//
 	// Corresponds with GET /streams/{id}/preview (the `GetStreamsByIdPreview` operationId).
 	GetStreamsByIdPreview(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostStreamsByIdResetCounters Reset a stream's traffic counters: its metrics count from now on (the workspace's traffic keeps its sessions)
+	//
+	// Corresponds with POST /streams/{id}/reset-counters (the `PostStreamsByIdResetCounters` operationId).
+	PostStreamsByIdResetCounters(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteUpstreamsById Delete an upstream; refused with 409 while a virtual host or stream uses it
 	//
@@ -2162,6 +2363,35 @@ type ClientInterface interface {
 	// Corresponds with POST /workspaces/{id}/agents/tokens (the `PostWorkspacesByIdAgentsTokens` operationId).
 	PostWorkspacesByIdAgentsTokens(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdAgentsTokensJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetWorkspacesByIdAlertRules List a workspace's alert rules
+	//
+	// Corresponds with GET /workspaces/{id}/alert-rules (the `GetWorkspacesByIdAlertRules` operationId).
+	GetWorkspacesByIdAlertRules(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAlertRulesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostWorkspacesByIdAlertRulesWithBody Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /workspaces/{id}/alert-rules (the `PostWorkspacesByIdAlertRules` operationId).
+	PostWorkspacesByIdAlertRulesWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostWorkspacesByIdAlertRules Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /workspaces/{id}/alert-rules (the `PostWorkspacesByIdAlertRules` operationId).
+	PostWorkspacesByIdAlertRules(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdAlertRulesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetWorkspacesByIdAlerts A workspace's alert history, newest first (state: firing or resolved; rule_id; agent_id)
+	//
+	// Corresponds with GET /workspaces/{id}/alerts (the `GetWorkspacesByIdAlerts` operationId).
+	GetWorkspacesByIdAlerts(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAlertsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetWorkspacesByIdAnalytics The tops of a workspace's access logs over a range (from, to): hosts, paths, status codes, client addresses and user agents with their counts (limit per top, default 10, at most 100)
+	//
+	// Corresponds with GET /workspaces/{id}/analytics (the `GetWorkspacesByIdAnalytics` operationId).
+	GetWorkspacesByIdAnalytics(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetWorkspacesByIdCertificates List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
 	//
 	// Corresponds with GET /workspaces/{id}/certificates (the `GetWorkspacesByIdCertificates` operationId).
@@ -2239,6 +2469,11 @@ type ClientInterface interface {
 	// Corresponds with GET /workspaces/{id}/metrics (the `GetWorkspacesByIdMetrics` operationId).
 	GetWorkspacesByIdMetrics(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdMetricsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetWorkspacesByIdMetricsPrometheus A workspace's traffic per virtual host in the Prometheus text exposition format: request, status class and byte counters, latency histogram
+	//
+	// Corresponds with GET /workspaces/{id}/metrics/prometheus (the `GetWorkspacesByIdMetricsPrometheus` operationId).
+	GetWorkspacesByIdMetricsPrometheus(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetWorkspacesByIdStreams List a workspace's TCP/UDP streams; per_page is capped at 100
 	//
 	// Corresponds with GET /workspaces/{id}/streams (the `GetWorkspacesByIdStreams` operationId).
@@ -2300,6 +2535,11 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /ws/logs/{agent_id} (the `GetWsLogsByAgentId` operationId).
 	GetWsLogsByAgentId(ctx context.Context, agentId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetWsMetricsByAgentId Live metrics of an agent over WebSocket: send {"type":"auth","token":"<access token or API key>"} first; then {"type":"metrics","data":{cpu_percent, memory_percent, disk_percent, load_average_1m, active_connections, requests_per_second, …}} every 5 s and {"type":"alert","data":{…}} when an alert of the agent fires or resolves (needs read on metrics.metric in the agent's workspace)
+	//
+	// Corresponds with GET /ws/metrics/{agent_id} (the `GetWsMetricsByAgentId` operationId).
+	GetWsMetricsByAgentId(ctx context.Context, agentId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // DeleteAgentsById Delete an agent: its certificate is refused and its stream dropped at once
@@ -2529,6 +2769,70 @@ func (c *Client) PostAgentsByIdTokensWithBody(ctx context.Context, id openapi_ty
 // Corresponds with POST /agents/{id}/tokens (the `PostAgentsByIdTokens` operationId).
 func (c *Client) PostAgentsByIdTokens(ctx context.Context, id openapi_types.UUID, body PostAgentsByIdTokensJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPostAgentsByIdTokensRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeleteAlertRulesById Delete an alert rule; its alerts stay in the history
+//
+// Corresponds with DELETE /alert-rules/{id} (the `DeleteAlertRulesById` operationId).
+func (c *Client) DeleteAlertRulesById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteAlertRulesByIdRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetAlertRulesById Get an alert rule (the webhook secret is never shown)
+//
+// Corresponds with GET /alert-rules/{id} (the `GetAlertRulesById` operationId).
+func (c *Client) GetAlertRulesById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetAlertRulesByIdRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PatchAlertRulesByIdWithBody Change an alert rule; absent fields are kept
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /alert-rules/{id} (the `PatchAlertRulesById` operationId).
+func (c *Client) PatchAlertRulesByIdWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPatchAlertRulesByIdRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PatchAlertRulesById Change an alert rule; absent fields are kept
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /alert-rules/{id} (the `PatchAlertRulesById` operationId).
+func (c *Client) PatchAlertRulesById(ctx context.Context, id openapi_types.UUID, body PatchAlertRulesByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPatchAlertRulesByIdRequest(c.Server, id, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3390,11 +3694,41 @@ func (c *Client) PatchStreamsById(ctx context.Context, id openapi_types.UUID, bo
 	return c.Client.Do(req)
 }
 
+// GetStreamsByIdMetrics A stream's traffic counters over a range (from, to), counted from its last counter reset: sessions, bytes in and out, status classes, session time percentiles; with interval (1m, 5m, 1h, 1d) a series
+//
+// Corresponds with GET /streams/{id}/metrics (the `GetStreamsByIdMetrics` operationId).
+func (c *Client) GetStreamsByIdMetrics(ctx context.Context, id openapi_types.UUID, params *GetStreamsByIdMetricsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetStreamsByIdMetricsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetStreamsByIdPreview The nginx configuration rendered for a stream (stream.conf, with its upstream); text/plain with Accept: text/plain
 //
 // Corresponds with GET /streams/{id}/preview (the `GetStreamsByIdPreview` operationId).
 func (c *Client) GetStreamsByIdPreview(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetStreamsByIdPreviewRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostStreamsByIdResetCounters Reset a stream's traffic counters: its metrics count from now on (the workspace's traffic keeps its sessions)
+//
+// Corresponds with POST /streams/{id}/reset-counters (the `PostStreamsByIdResetCounters` operationId).
+func (c *Client) PostStreamsByIdResetCounters(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostStreamsByIdResetCountersRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -3838,6 +4172,85 @@ func (c *Client) PostWorkspacesByIdAgentsTokens(ctx context.Context, id openapi_
 	return c.Client.Do(req)
 }
 
+// GetWorkspacesByIdAlertRules List a workspace's alert rules
+//
+// Corresponds with GET /workspaces/{id}/alert-rules (the `GetWorkspacesByIdAlertRules` operationId).
+func (c *Client) GetWorkspacesByIdAlertRules(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAlertRulesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWorkspacesByIdAlertRulesRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostWorkspacesByIdAlertRulesWithBody Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /workspaces/{id}/alert-rules (the `PostWorkspacesByIdAlertRules` operationId).
+func (c *Client) PostWorkspacesByIdAlertRulesWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostWorkspacesByIdAlertRulesRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostWorkspacesByIdAlertRules Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /workspaces/{id}/alert-rules (the `PostWorkspacesByIdAlertRules` operationId).
+func (c *Client) PostWorkspacesByIdAlertRules(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdAlertRulesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostWorkspacesByIdAlertRulesRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetWorkspacesByIdAlerts A workspace's alert history, newest first (state: firing or resolved; rule_id; agent_id)
+//
+// Corresponds with GET /workspaces/{id}/alerts (the `GetWorkspacesByIdAlerts` operationId).
+func (c *Client) GetWorkspacesByIdAlerts(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAlertsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWorkspacesByIdAlertsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetWorkspacesByIdAnalytics The tops of a workspace's access logs over a range (from, to): hosts, paths, status codes, client addresses and user agents with their counts (limit per top, default 10, at most 100)
+//
+// Corresponds with GET /workspaces/{id}/analytics (the `GetWorkspacesByIdAnalytics` operationId).
+func (c *Client) GetWorkspacesByIdAnalytics(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWorkspacesByIdAnalyticsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetWorkspacesByIdCertificates List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
 //
 // Corresponds with GET /workspaces/{id}/certificates (the `GetWorkspacesByIdCertificates` operationId).
@@ -4045,6 +4458,21 @@ func (c *Client) GetWorkspacesByIdMetrics(ctx context.Context, id openapi_types.
 	return c.Client.Do(req)
 }
 
+// GetWorkspacesByIdMetricsPrometheus A workspace's traffic per virtual host in the Prometheus text exposition format: request, status class and byte counters, latency histogram
+//
+// Corresponds with GET /workspaces/{id}/metrics/prometheus (the `GetWorkspacesByIdMetricsPrometheus` operationId).
+func (c *Client) GetWorkspacesByIdMetricsPrometheus(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWorkspacesByIdMetricsPrometheusRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetWorkspacesByIdStreams List a workspace's TCP/UDP streams; per_page is capped at 100
 //
 // Corresponds with GET /workspaces/{id}/streams (the `GetWorkspacesByIdStreams` operationId).
@@ -4197,6 +4625,21 @@ func (c *Client) PostWorkspacesByIdVirtualHosts(ctx context.Context, id openapi_
 // Corresponds with GET /ws/logs/{agent_id} (the `GetWsLogsByAgentId` operationId).
 func (c *Client) GetWsLogsByAgentId(ctx context.Context, agentId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetWsLogsByAgentIdRequest(c.Server, agentId)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetWsMetricsByAgentId Live metrics of an agent over WebSocket: send {"type":"auth","token":"<access token or API key>"} first; then {"type":"metrics","data":{cpu_percent, memory_percent, disk_percent, load_average_1m, active_connections, requests_per_second, …}} every 5 s and {"type":"alert","data":{…}} when an alert of the agent fires or resolves (needs read on metrics.metric in the agent's workspace)
+//
+// Corresponds with GET /ws/metrics/{agent_id} (the `GetWsMetricsByAgentId` operationId).
+func (c *Client) GetWsMetricsByAgentId(ctx context.Context, agentId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetWsMetricsByAgentIdRequest(c.Server, agentId)
 	if err != nil {
 		return nil, err
 	}
@@ -4829,6 +5272,121 @@ func NewPostAgentsByIdTokensRequestWithBody(server string, id openapi_types.UUID
 	}
 
 	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewDeleteAlertRulesByIdRequest constructs an http.Request for the DeleteAlertRulesById method
+func NewDeleteAlertRulesByIdRequest(server string, id openapi_types.UUID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/alert-rules/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetAlertRulesByIdRequest constructs an http.Request for the GetAlertRulesById method
+func NewGetAlertRulesByIdRequest(server string, id openapi_types.UUID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/alert-rules/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPatchAlertRulesByIdRequest calls the generic PatchAlertRulesById builder with application/json body
+func NewPatchAlertRulesByIdRequest(server string, id openapi_types.UUID, body PatchAlertRulesByIdJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPatchAlertRulesByIdRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewPatchAlertRulesByIdRequestWithBody constructs an http.Request for the PatchAlertRulesById method, with any body, and a specified content type
+func NewPatchAlertRulesByIdRequestWithBody(server string, id openapi_types.UUID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/alert-rules/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -6754,6 +7312,103 @@ func NewPatchStreamsByIdRequestWithBody(server string, id openapi_types.UUID, co
 	return req, nil
 }
 
+// NewGetStreamsByIdMetricsRequest constructs an http.Request for the GetStreamsByIdMetrics method
+func NewGetStreamsByIdMetricsRequest(server string, id openapi_types.UUID, params *GetStreamsByIdMetricsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/streams/%s/metrics", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Interval != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "interval", *params.Interval, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.AgentId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "agent_id", *params.AgentId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetStreamsByIdPreviewRequest constructs an http.Request for the GetStreamsByIdPreview method
 func NewGetStreamsByIdPreviewRequest(server string, id openapi_types.UUID) (*http.Request, error) {
 	var err error
@@ -6781,6 +7436,40 @@ func NewGetStreamsByIdPreviewRequest(server string, id openapi_types.UUID) (*htt
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostStreamsByIdResetCountersRequest constructs an http.Request for the PostStreamsByIdResetCounters method
+func NewPostStreamsByIdResetCountersRequest(server string, id openapi_types.UUID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/streams/%s/reset-counters", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -7811,6 +8500,356 @@ func NewPostWorkspacesByIdAgentsTokensRequestWithBody(server string, id openapi_
 	return req, nil
 }
 
+// NewGetWorkspacesByIdAlertRulesRequest constructs an http.Request for the GetWorkspacesByIdAlertRules method
+func NewGetWorkspacesByIdAlertRulesRequest(server string, id openapi_types.UUID, params *GetWorkspacesByIdAlertRulesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/alert-rules", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Page != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "page", *params.Page, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.PerPage != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "per_page", *params.PerPage, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostWorkspacesByIdAlertRulesRequest calls the generic PostWorkspacesByIdAlertRules builder with application/json body
+func NewPostWorkspacesByIdAlertRulesRequest(server string, id openapi_types.UUID, body PostWorkspacesByIdAlertRulesJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPostWorkspacesByIdAlertRulesRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewPostWorkspacesByIdAlertRulesRequestWithBody constructs an http.Request for the PostWorkspacesByIdAlertRules method, with any body, and a specified content type
+func NewPostWorkspacesByIdAlertRulesRequestWithBody(server string, id openapi_types.UUID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/alert-rules", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetWorkspacesByIdAlertsRequest constructs an http.Request for the GetWorkspacesByIdAlerts method
+func NewGetWorkspacesByIdAlertsRequest(server string, id openapi_types.UUID, params *GetWorkspacesByIdAlertsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/alerts", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Page != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "page", *params.Page, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.PerPage != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "per_page", *params.PerPage, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.State != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.RuleId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "rule_id", *params.RuleId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.AgentId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "agent_id", *params.AgentId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetWorkspacesByIdAnalyticsRequest constructs an http.Request for the GetWorkspacesByIdAnalytics method
+func NewGetWorkspacesByIdAnalyticsRequest(server string, id openapi_types.UUID, params *GetWorkspacesByIdAnalyticsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/analytics", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.AgentId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "agent_id", *params.AgentId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.VirtualHostId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "virtual_host_id", *params.VirtualHostId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Host != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "host", *params.Host, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetWorkspacesByIdCertificatesRequest constructs an http.Request for the GetWorkspacesByIdCertificates method
 func NewGetWorkspacesByIdCertificatesRequest(server string, id openapi_types.UUID, params *GetWorkspacesByIdCertificatesParams) (*http.Request, error) {
 	var err error
@@ -8519,6 +9558,40 @@ func NewGetWorkspacesByIdMetricsRequest(server string, id openapi_types.UUID, pa
 	return req, nil
 }
 
+// NewGetWorkspacesByIdMetricsPrometheusRequest constructs an http.Request for the GetWorkspacesByIdMetricsPrometheus method
+func NewGetWorkspacesByIdMetricsPrometheusRequest(server string, id openapi_types.UUID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/workspaces/%s/metrics/prometheus", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetWorkspacesByIdStreamsRequest constructs an http.Request for the GetWorkspacesByIdStreams method
 func NewGetWorkspacesByIdStreamsRequest(server string, id openapi_types.UUID, params *GetWorkspacesByIdStreamsParams) (*http.Request, error) {
 	var err error
@@ -8913,6 +9986,40 @@ func NewGetWsLogsByAgentIdRequest(server string, agentId openapi_types.UUID) (*h
 	return req, nil
 }
 
+// NewGetWsMetricsByAgentIdRequest constructs an http.Request for the GetWsMetricsByAgentId method
+func NewGetWsMetricsByAgentIdRequest(server string, agentId openapi_types.UUID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "agent_id", agentId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/ws/metrics/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 func (c *Client) applyEditors(ctx context.Context, req *http.Request, additionalEditors []RequestEditorFn) error {
 	for _, r := range c.RequestEditors {
 		if err := r(ctx, req); err != nil {
@@ -9061,6 +10168,34 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /agents/{id}/tokens (the `PostAgentsByIdTokens` operationId).
 	PostAgentsByIdTokensWithResponse(ctx context.Context, id openapi_types.UUID, body PostAgentsByIdTokensJSONRequestBody, reqEditors ...RequestEditorFn) (*PostAgentsByIdTokensResponse, error)
+
+	// DeleteAlertRulesByIdWithResponse Delete an alert rule; its alerts stay in the history
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /alert-rules/{id} (the `DeleteAlertRulesById` operationId).
+	DeleteAlertRulesByIdWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*DeleteAlertRulesByIdResponse, error)
+
+	// GetAlertRulesByIdWithResponse Get an alert rule (the webhook secret is never shown)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /alert-rules/{id} (the `GetAlertRulesById` operationId).
+	GetAlertRulesByIdWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetAlertRulesByIdResponse, error)
+
+	// PatchAlertRulesByIdWithBodyWithResponse Change an alert rule; absent fields are kept
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /alert-rules/{id} (the `PatchAlertRulesById` operationId).
+	PatchAlertRulesByIdWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PatchAlertRulesByIdResponse, error)
+
+	// PatchAlertRulesByIdWithResponse Change an alert rule; absent fields are kept
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /alert-rules/{id} (the `PatchAlertRulesById` operationId).
+	PatchAlertRulesByIdWithResponse(ctx context.Context, id openapi_types.UUID, body PatchAlertRulesByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*PatchAlertRulesByIdResponse, error)
 
 	// PostAuthLoginWithBodyWithResponse Sign in with email and password
 	//
@@ -9433,12 +10568,26 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /streams/{id} (the `PatchStreamsById` operationId).
 	PatchStreamsByIdWithResponse(ctx context.Context, id openapi_types.UUID, body PatchStreamsByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*PatchStreamsByIdResponse, error)
 
+	// GetStreamsByIdMetricsWithResponse A stream's traffic counters over a range (from, to), counted from its last counter reset: sessions, bytes in and out, status classes, session time percentiles; with interval (1m, 5m, 1h, 1d) a series
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /streams/{id}/metrics (the `GetStreamsByIdMetrics` operationId).
+	GetStreamsByIdMetricsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetStreamsByIdMetricsParams, reqEditors ...RequestEditorFn) (*GetStreamsByIdMetricsResponse, error)
+
 	// GetStreamsByIdPreviewWithResponse The nginx configuration rendered for a stream (stream.conf, with its upstream); text/plain with Accept: text/plain
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /streams/{id}/preview (the `GetStreamsByIdPreview` operationId).
 	GetStreamsByIdPreviewWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetStreamsByIdPreviewResponse, error)
+
+	// PostStreamsByIdResetCountersWithResponse Reset a stream's traffic counters: its metrics count from now on (the workspace's traffic keeps its sessions)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /streams/{id}/reset-counters (the `PostStreamsByIdResetCounters` operationId).
+	PostStreamsByIdResetCountersWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*PostStreamsByIdResetCountersResponse, error)
 
 	// DeleteUpstreamsByIdWithResponse Delete an upstream; refused with 409 while a virtual host or stream uses it
 	//
@@ -9629,6 +10778,41 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /workspaces/{id}/agents/tokens (the `PostWorkspacesByIdAgentsTokens` operationId).
 	PostWorkspacesByIdAgentsTokensWithResponse(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdAgentsTokensJSONRequestBody, reqEditors ...RequestEditorFn) (*PostWorkspacesByIdAgentsTokensResponse, error)
 
+	// GetWorkspacesByIdAlertRulesWithResponse List a workspace's alert rules
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /workspaces/{id}/alert-rules (the `GetWorkspacesByIdAlertRules` operationId).
+	GetWorkspacesByIdAlertRulesWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAlertRulesParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAlertRulesResponse, error)
+
+	// PostWorkspacesByIdAlertRulesWithBodyWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /workspaces/{id}/alert-rules (the `PostWorkspacesByIdAlertRules` operationId).
+	PostWorkspacesByIdAlertRulesWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostWorkspacesByIdAlertRulesResponse, error)
+
+	// PostWorkspacesByIdAlertRulesWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /workspaces/{id}/alert-rules (the `PostWorkspacesByIdAlertRules` operationId).
+	PostWorkspacesByIdAlertRulesWithResponse(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdAlertRulesJSONRequestBody, reqEditors ...RequestEditorFn) (*PostWorkspacesByIdAlertRulesResponse, error)
+
+	// GetWorkspacesByIdAlertsWithResponse A workspace's alert history, newest first (state: firing or resolved; rule_id; agent_id)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /workspaces/{id}/alerts (the `GetWorkspacesByIdAlerts` operationId).
+	GetWorkspacesByIdAlertsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAlertsParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAlertsResponse, error)
+
+	// GetWorkspacesByIdAnalyticsWithResponse The tops of a workspace's access logs over a range (from, to): hosts, paths, status codes, client addresses and user agents with their counts (limit per top, default 10, at most 100)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /workspaces/{id}/analytics (the `GetWorkspacesByIdAnalytics` operationId).
+	GetWorkspacesByIdAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAnalyticsParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAnalyticsResponse, error)
+
 	// GetWorkspacesByIdCertificatesWithResponse List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -9720,6 +10904,13 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /workspaces/{id}/metrics (the `GetWorkspacesByIdMetrics` operationId).
 	GetWorkspacesByIdMetricsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdMetricsParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdMetricsResponse, error)
 
+	// GetWorkspacesByIdMetricsPrometheusWithResponse A workspace's traffic per virtual host in the Prometheus text exposition format: request, status class and byte counters, latency histogram
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /workspaces/{id}/metrics/prometheus (the `GetWorkspacesByIdMetricsPrometheus` operationId).
+	GetWorkspacesByIdMetricsPrometheusWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdMetricsPrometheusResponse, error)
+
 	// GetWorkspacesByIdStreamsWithResponse List a workspace's TCP/UDP streams; per_page is capped at 100
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -9789,6 +10980,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /ws/logs/{agent_id} (the `GetWsLogsByAgentId` operationId).
 	GetWsLogsByAgentIdWithResponse(ctx context.Context, agentId openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetWsLogsByAgentIdResponse, error)
+
+	// GetWsMetricsByAgentIdWithResponse Live metrics of an agent over WebSocket: send {"type":"auth","token":"<access token or API key>"} first; then {"type":"metrics","data":{cpu_percent, memory_percent, disk_percent, load_average_1m, active_connections, requests_per_second, …}} every 5 s and {"type":"alert","data":{…}} when an alert of the agent fires or resolves (needs read on metrics.metric in the agent's workspace)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /ws/metrics/{agent_id} (the `GetWsMetricsByAgentId` operationId).
+	GetWsMetricsByAgentIdWithResponse(ctx context.Context, agentId openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetWsMetricsByAgentIdResponse, error)
 }
 
 type DeleteAgentsByIdResponse struct {
@@ -10710,6 +11908,234 @@ func (r PostAgentsByIdTokensResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r PostAgentsByIdTokensResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeleteAlertRulesByIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteAlertRulesByIdResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteAlertRulesByIdResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteAlertRulesByIdResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteAlertRulesByIdResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r DeleteAlertRulesByIdResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteAlertRulesByIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteAlertRulesByIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteAlertRulesByIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteAlertRulesByIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetAlertRulesByIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AlertRule
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetAlertRulesByIdResponse) GetJSON200() *AlertRule {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetAlertRulesByIdResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetAlertRulesByIdResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetAlertRulesByIdResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetAlertRulesByIdResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetAlertRulesByIdResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetAlertRulesByIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetAlertRulesByIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetAlertRulesByIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetAlertRulesByIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PatchAlertRulesByIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AlertRule
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PatchAlertRulesByIdResponse) GetJSON200() *AlertRule {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r PatchAlertRulesByIdResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r PatchAlertRulesByIdResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r PatchAlertRulesByIdResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r PatchAlertRulesByIdResponse) GetJSON422() *Error {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PatchAlertRulesByIdResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r PatchAlertRulesByIdResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PatchAlertRulesByIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PatchAlertRulesByIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PatchAlertRulesByIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PatchAlertRulesByIdResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -13518,6 +14944,82 @@ func (r PatchStreamsByIdResponse) ContentType() string {
 	return ""
 }
 
+type GetStreamsByIdMetricsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *StreamMetrics
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetStreamsByIdMetricsResponse) GetJSON200() *StreamMetrics {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetStreamsByIdMetricsResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetStreamsByIdMetricsResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetStreamsByIdMetricsResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetStreamsByIdMetricsResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetStreamsByIdMetricsResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetStreamsByIdMetricsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetStreamsByIdMetricsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetStreamsByIdMetricsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetStreamsByIdMetricsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetStreamsByIdPreviewResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -13588,6 +15090,82 @@ func (r GetStreamsByIdPreviewResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetStreamsByIdPreviewResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostStreamsByIdResetCountersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *StreamReset
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PostStreamsByIdResetCountersResponse) GetJSON200() *StreamReset {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r PostStreamsByIdResetCountersResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r PostStreamsByIdResetCountersResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r PostStreamsByIdResetCountersResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PostStreamsByIdResetCountersResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r PostStreamsByIdResetCountersResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostStreamsByIdResetCountersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostStreamsByIdResetCountersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostStreamsByIdResetCountersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostStreamsByIdResetCountersResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -15084,6 +16662,329 @@ func (r PostWorkspacesByIdAgentsTokensResponse) ContentType() string {
 	return ""
 }
 
+type GetWorkspacesByIdAlertRulesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Data []AlertRule `json:"data"`
+		Meta ListMeta    `json:"meta"`
+	}
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetWorkspacesByIdAlertRulesResponse) GetJSON200() *struct {
+	Data []AlertRule `json:"data"`
+	Meta ListMeta    `json:"meta"`
+} {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetWorkspacesByIdAlertRulesResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetWorkspacesByIdAlertRulesResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetWorkspacesByIdAlertRulesResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetWorkspacesByIdAlertRulesResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetWorkspacesByIdAlertRulesResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWorkspacesByIdAlertRulesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWorkspacesByIdAlertRulesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWorkspacesByIdAlertRulesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWorkspacesByIdAlertRulesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostWorkspacesByIdAlertRulesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *AlertRule
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r PostWorkspacesByIdAlertRulesResponse) GetJSON201() *AlertRule {
+	return r.JSON201
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r PostWorkspacesByIdAlertRulesResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r PostWorkspacesByIdAlertRulesResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r PostWorkspacesByIdAlertRulesResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r PostWorkspacesByIdAlertRulesResponse) GetJSON422() *Error {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PostWorkspacesByIdAlertRulesResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r PostWorkspacesByIdAlertRulesResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostWorkspacesByIdAlertRulesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostWorkspacesByIdAlertRulesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostWorkspacesByIdAlertRulesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostWorkspacesByIdAlertRulesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetWorkspacesByIdAlertsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Data []Alert  `json:"data"`
+		Meta ListMeta `json:"meta"`
+	}
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetWorkspacesByIdAlertsResponse) GetJSON200() *struct {
+	Data []Alert  `json:"data"`
+	Meta ListMeta `json:"meta"`
+} {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetWorkspacesByIdAlertsResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetWorkspacesByIdAlertsResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetWorkspacesByIdAlertsResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetWorkspacesByIdAlertsResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetWorkspacesByIdAlertsResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWorkspacesByIdAlertsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWorkspacesByIdAlertsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWorkspacesByIdAlertsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWorkspacesByIdAlertsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetWorkspacesByIdAnalyticsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Analytics
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetWorkspacesByIdAnalyticsResponse) GetJSON200() *Analytics {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetWorkspacesByIdAnalyticsResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetWorkspacesByIdAnalyticsResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetWorkspacesByIdAnalyticsResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetWorkspacesByIdAnalyticsResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetWorkspacesByIdAnalyticsResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWorkspacesByIdAnalyticsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWorkspacesByIdAnalyticsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWorkspacesByIdAnalyticsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWorkspacesByIdAnalyticsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetWorkspacesByIdCertificatesResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -15877,6 +17778,75 @@ func (r GetWorkspacesByIdMetricsResponse) ContentType() string {
 	return ""
 }
 
+type GetWorkspacesByIdMetricsPrometheusResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetWorkspacesByIdMetricsPrometheusResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetWorkspacesByIdMetricsPrometheusResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetWorkspacesByIdMetricsPrometheusResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetWorkspacesByIdMetricsPrometheusResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetWorkspacesByIdMetricsPrometheusResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWorkspacesByIdMetricsPrometheusResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWorkspacesByIdMetricsPrometheusResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWorkspacesByIdMetricsPrometheusResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWorkspacesByIdMetricsPrometheusResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetWorkspacesByIdStreamsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -16420,6 +18390,47 @@ func (r GetWsLogsByAgentIdResponse) ContentType() string {
 	return ""
 }
 
+type GetWsMetricsByAgentIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetWsMetricsByAgentIdResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetWsMetricsByAgentIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetWsMetricsByAgentIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetWsMetricsByAgentIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetWsMetricsByAgentIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // DeleteAgentsByIdWithResponse Delete an agent: its certificate is refused and its stream dropped at once
 //
 // Returns a wrapper object for the known response body format(s).
@@ -16613,6 +18624,58 @@ func (c *ClientWithResponses) PostAgentsByIdTokensWithResponse(ctx context.Conte
 		return nil, err
 	}
 	return ParsePostAgentsByIdTokensResponse(rsp)
+}
+
+// DeleteAlertRulesByIdWithResponse Delete an alert rule; its alerts stay in the history
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /alert-rules/{id} (the `DeleteAlertRulesById` operationId).
+func (c *ClientWithResponses) DeleteAlertRulesByIdWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*DeleteAlertRulesByIdResponse, error) {
+	rsp, err := c.DeleteAlertRulesById(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteAlertRulesByIdResponse(rsp)
+}
+
+// GetAlertRulesByIdWithResponse Get an alert rule (the webhook secret is never shown)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /alert-rules/{id} (the `GetAlertRulesById` operationId).
+func (c *ClientWithResponses) GetAlertRulesByIdWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetAlertRulesByIdResponse, error) {
+	rsp, err := c.GetAlertRulesById(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetAlertRulesByIdResponse(rsp)
+}
+
+// PatchAlertRulesByIdWithBodyWithResponse Change an alert rule; absent fields are kept
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /alert-rules/{id} (the `PatchAlertRulesById` operationId).
+func (c *ClientWithResponses) PatchAlertRulesByIdWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PatchAlertRulesByIdResponse, error) {
+	rsp, err := c.PatchAlertRulesByIdWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePatchAlertRulesByIdResponse(rsp)
+}
+
+// PatchAlertRulesByIdWithResponse Change an alert rule; absent fields are kept
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /alert-rules/{id} (the `PatchAlertRulesById` operationId).
+func (c *ClientWithResponses) PatchAlertRulesByIdWithResponse(ctx context.Context, id openapi_types.UUID, body PatchAlertRulesByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*PatchAlertRulesByIdResponse, error) {
+	rsp, err := c.PatchAlertRulesById(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePatchAlertRulesByIdResponse(rsp)
 }
 
 // PostAuthLoginWithBodyWithResponse Sign in with email and password
@@ -17304,6 +19367,19 @@ func (c *ClientWithResponses) PatchStreamsByIdWithResponse(ctx context.Context, 
 	return ParsePatchStreamsByIdResponse(rsp)
 }
 
+// GetStreamsByIdMetricsWithResponse A stream's traffic counters over a range (from, to), counted from its last counter reset: sessions, bytes in and out, status classes, session time percentiles; with interval (1m, 5m, 1h, 1d) a series
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /streams/{id}/metrics (the `GetStreamsByIdMetrics` operationId).
+func (c *ClientWithResponses) GetStreamsByIdMetricsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetStreamsByIdMetricsParams, reqEditors ...RequestEditorFn) (*GetStreamsByIdMetricsResponse, error) {
+	rsp, err := c.GetStreamsByIdMetrics(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetStreamsByIdMetricsResponse(rsp)
+}
+
 // GetStreamsByIdPreviewWithResponse The nginx configuration rendered for a stream (stream.conf, with its upstream); text/plain with Accept: text/plain
 //
 // Returns a wrapper object for the known response body format(s).
@@ -17315,6 +19391,19 @@ func (c *ClientWithResponses) GetStreamsByIdPreviewWithResponse(ctx context.Cont
 		return nil, err
 	}
 	return ParseGetStreamsByIdPreviewResponse(rsp)
+}
+
+// PostStreamsByIdResetCountersWithResponse Reset a stream's traffic counters: its metrics count from now on (the workspace's traffic keeps its sessions)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /streams/{id}/reset-counters (the `PostStreamsByIdResetCounters` operationId).
+func (c *ClientWithResponses) PostStreamsByIdResetCountersWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*PostStreamsByIdResetCountersResponse, error) {
+	rsp, err := c.PostStreamsByIdResetCounters(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostStreamsByIdResetCountersResponse(rsp)
 }
 
 // DeleteUpstreamsByIdWithResponse Delete an upstream; refused with 409 while a virtual host or stream uses it
@@ -17668,6 +19757,71 @@ func (c *ClientWithResponses) PostWorkspacesByIdAgentsTokensWithResponse(ctx con
 	return ParsePostWorkspacesByIdAgentsTokensResponse(rsp)
 }
 
+// GetWorkspacesByIdAlertRulesWithResponse List a workspace's alert rules
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /workspaces/{id}/alert-rules (the `GetWorkspacesByIdAlertRules` operationId).
+func (c *ClientWithResponses) GetWorkspacesByIdAlertRulesWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAlertRulesParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAlertRulesResponse, error) {
+	rsp, err := c.GetWorkspacesByIdAlertRules(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWorkspacesByIdAlertRulesResponse(rsp)
+}
+
+// PostWorkspacesByIdAlertRulesWithBodyWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /workspaces/{id}/alert-rules (the `PostWorkspacesByIdAlertRules` operationId).
+func (c *ClientWithResponses) PostWorkspacesByIdAlertRulesWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostWorkspacesByIdAlertRulesResponse, error) {
+	rsp, err := c.PostWorkspacesByIdAlertRulesWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostWorkspacesByIdAlertRulesResponse(rsp)
+}
+
+// PostWorkspacesByIdAlertRulesWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /workspaces/{id}/alert-rules (the `PostWorkspacesByIdAlertRules` operationId).
+func (c *ClientWithResponses) PostWorkspacesByIdAlertRulesWithResponse(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdAlertRulesJSONRequestBody, reqEditors ...RequestEditorFn) (*PostWorkspacesByIdAlertRulesResponse, error) {
+	rsp, err := c.PostWorkspacesByIdAlertRules(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostWorkspacesByIdAlertRulesResponse(rsp)
+}
+
+// GetWorkspacesByIdAlertsWithResponse A workspace's alert history, newest first (state: firing or resolved; rule_id; agent_id)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /workspaces/{id}/alerts (the `GetWorkspacesByIdAlerts` operationId).
+func (c *ClientWithResponses) GetWorkspacesByIdAlertsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAlertsParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAlertsResponse, error) {
+	rsp, err := c.GetWorkspacesByIdAlerts(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWorkspacesByIdAlertsResponse(rsp)
+}
+
+// GetWorkspacesByIdAnalyticsWithResponse The tops of a workspace's access logs over a range (from, to): hosts, paths, status codes, client addresses and user agents with their counts (limit per top, default 10, at most 100)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /workspaces/{id}/analytics (the `GetWorkspacesByIdAnalytics` operationId).
+func (c *ClientWithResponses) GetWorkspacesByIdAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAnalyticsParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAnalyticsResponse, error) {
+	rsp, err := c.GetWorkspacesByIdAnalytics(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWorkspacesByIdAnalyticsResponse(rsp)
+}
+
 // GetWorkspacesByIdCertificatesWithResponse List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
 //
 // Returns a wrapper object for the known response body format(s).
@@ -17837,6 +19991,19 @@ func (c *ClientWithResponses) GetWorkspacesByIdMetricsWithResponse(ctx context.C
 	return ParseGetWorkspacesByIdMetricsResponse(rsp)
 }
 
+// GetWorkspacesByIdMetricsPrometheusWithResponse A workspace's traffic per virtual host in the Prometheus text exposition format: request, status class and byte counters, latency histogram
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /workspaces/{id}/metrics/prometheus (the `GetWorkspacesByIdMetricsPrometheus` operationId).
+func (c *ClientWithResponses) GetWorkspacesByIdMetricsPrometheusWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdMetricsPrometheusResponse, error) {
+	rsp, err := c.GetWorkspacesByIdMetricsPrometheus(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWorkspacesByIdMetricsPrometheusResponse(rsp)
+}
+
 // GetWorkspacesByIdStreamsWithResponse List a workspace's TCP/UDP streams; per_page is capped at 100
 //
 // Returns a wrapper object for the known response body format(s).
@@ -17965,6 +20132,19 @@ func (c *ClientWithResponses) GetWsLogsByAgentIdWithResponse(ctx context.Context
 		return nil, err
 	}
 	return ParseGetWsLogsByAgentIdResponse(rsp)
+}
+
+// GetWsMetricsByAgentIdWithResponse Live metrics of an agent over WebSocket: send {"type":"auth","token":"<access token or API key>"} first; then {"type":"metrics","data":{cpu_percent, memory_percent, disk_percent, load_average_1m, active_connections, requests_per_second, …}} every 5 s and {"type":"alert","data":{…}} when an alert of the agent fires or resolves (needs read on metrics.metric in the agent's workspace)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /ws/metrics/{agent_id} (the `GetWsMetricsByAgentId` operationId).
+func (c *ClientWithResponses) GetWsMetricsByAgentIdWithResponse(ctx context.Context, agentId openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetWsMetricsByAgentIdResponse, error) {
+	rsp, err := c.GetWsMetricsByAgentId(ctx, agentId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetWsMetricsByAgentIdResponse(rsp)
 }
 
 // ParseDeleteAgentsByIdResponse parses an HTTP response from a DeleteAgentsByIdWithResponse call
@@ -18667,6 +20847,192 @@ func ParsePostAgentsByIdTokensResponse(rsp *http.Response) (*PostAgentsByIdToken
 			return nil, err
 		}
 		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeleteAlertRulesByIdResponse parses an HTTP response from a DeleteAlertRulesByIdWithResponse call
+func ParseDeleteAlertRulesByIdResponse(rsp *http.Response) (*DeleteAlertRulesByIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteAlertRulesByIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetAlertRulesByIdResponse parses an HTTP response from a GetAlertRulesByIdWithResponse call
+func ParseGetAlertRulesByIdResponse(rsp *http.Response) (*GetAlertRulesByIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetAlertRulesByIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AlertRule
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePatchAlertRulesByIdResponse parses an HTTP response from a PatchAlertRulesByIdWithResponse call
+func ParsePatchAlertRulesByIdResponse(rsp *http.Response) (*PatchAlertRulesByIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PatchAlertRulesByIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AlertRule
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Error
@@ -20935,6 +23301,67 @@ func ParsePatchStreamsByIdResponse(rsp *http.Response) (*PatchStreamsByIdRespons
 	return response, nil
 }
 
+// ParseGetStreamsByIdMetricsResponse parses an HTTP response from a GetStreamsByIdMetricsWithResponse call
+func ParseGetStreamsByIdMetricsResponse(rsp *http.Response) (*GetStreamsByIdMetricsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetStreamsByIdMetricsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest StreamMetrics
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetStreamsByIdPreviewResponse parses an HTTP response from a GetStreamsByIdPreviewWithResponse call
 func ParseGetStreamsByIdPreviewResponse(rsp *http.Response) (*GetStreamsByIdPreviewResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -20951,6 +23378,67 @@ func ParseGetStreamsByIdPreviewResponse(rsp *http.Response) (*GetStreamsByIdPrev
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Preview
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostStreamsByIdResetCountersResponse parses an HTTP response from a PostStreamsByIdResetCountersWithResponse call
+func ParsePostStreamsByIdResetCountersResponse(rsp *http.Response) (*PostStreamsByIdResetCountersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostStreamsByIdResetCountersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest StreamReset
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -22189,6 +24677,263 @@ func ParsePostWorkspacesByIdAgentsTokensResponse(rsp *http.Response) (*PostWorks
 	return response, nil
 }
 
+// ParseGetWorkspacesByIdAlertRulesResponse parses an HTTP response from a GetWorkspacesByIdAlertRulesWithResponse call
+func ParseGetWorkspacesByIdAlertRulesResponse(rsp *http.Response) (*GetWorkspacesByIdAlertRulesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWorkspacesByIdAlertRulesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Data []AlertRule `json:"data"`
+			Meta ListMeta    `json:"meta"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostWorkspacesByIdAlertRulesResponse parses an HTTP response from a PostWorkspacesByIdAlertRulesWithResponse call
+func ParsePostWorkspacesByIdAlertRulesResponse(rsp *http.Response) (*PostWorkspacesByIdAlertRulesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostWorkspacesByIdAlertRulesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest AlertRule
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetWorkspacesByIdAlertsResponse parses an HTTP response from a GetWorkspacesByIdAlertsWithResponse call
+func ParseGetWorkspacesByIdAlertsResponse(rsp *http.Response) (*GetWorkspacesByIdAlertsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWorkspacesByIdAlertsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Data []Alert  `json:"data"`
+			Meta ListMeta `json:"meta"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetWorkspacesByIdAnalyticsResponse parses an HTTP response from a GetWorkspacesByIdAnalyticsWithResponse call
+func ParseGetWorkspacesByIdAnalyticsResponse(rsp *http.Response) (*GetWorkspacesByIdAnalyticsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWorkspacesByIdAnalyticsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Analytics
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetWorkspacesByIdCertificatesResponse parses an HTTP response from a GetWorkspacesByIdCertificatesWithResponse call
 func ParseGetWorkspacesByIdCertificatesResponse(rsp *http.Response) (*GetWorkspacesByIdCertificatesResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -22826,6 +25571,63 @@ func ParseGetWorkspacesByIdMetricsResponse(rsp *http.Response) (*GetWorkspacesBy
 	return response, nil
 }
 
+// ParseGetWorkspacesByIdMetricsPrometheusResponse parses an HTTP response from a GetWorkspacesByIdMetricsPrometheusWithResponse call
+func ParseGetWorkspacesByIdMetricsPrometheusResponse(rsp *http.Response) (*GetWorkspacesByIdMetricsPrometheusResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWorkspacesByIdMetricsPrometheusResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetWorkspacesByIdStreamsResponse parses an HTTP response from a GetWorkspacesByIdStreamsWithResponse call
 func ParseGetWorkspacesByIdStreamsResponse(rsp *http.Response) (*GetWorkspacesByIdStreamsResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -23245,6 +26047,35 @@ func ParseGetWsLogsByAgentIdResponse(rsp *http.Response) (*GetWsLogsByAgentIdRes
 			return nil, err
 		}
 		response.JSON426 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetWsMetricsByAgentIdResponse parses an HTTP response from a GetWsMetricsByAgentIdWithResponse call
+func ParseGetWsMetricsByAgentIdResponse(rsp *http.Response) (*GetWsMetricsByAgentIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetWsMetricsByAgentIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		break // No content-type
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
