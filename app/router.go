@@ -78,6 +78,10 @@ type Doc struct {
 	Status int
 	// Query names the query parameters the route reads.
 	Query []string
+	// ConfigVersion: a successful answer carries HeaderConfigVersion, the
+	// workspace configuration version the write created (absent when it
+	// changed nothing).
+	ConfigVersion bool
 }
 
 // Route is one registered route.
@@ -176,6 +180,9 @@ func (r *Router) Handle(method, path string, a Access, d Doc, h fiber.Handler) {
 	}
 	if d.Tag == "" {
 		d.Tag = r.module
+	}
+	if d.ConfigVersion {
+		h = trackConfigVersion(h)
 	}
 	handlers := append(r.guard(r.kind, a), h)
 	r.fr.Add(method, path, handlers...)

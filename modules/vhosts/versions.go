@@ -52,9 +52,10 @@ type Notification struct {
 //  4. render it, so that a change leaving the configuration unrenderable
 //     (an object it refers to is gone) fails with ErrNotRenderable;
 //  5. increment workspaces.config_version, insert the config_versions row
-//     (actor from ctx, summary), and
+//     (actor from ctx, summary),
 //  6. pg_notify(NotifyChannel, {"workspace_id", "version"}), which PostgreSQL
-//     delivers to every replica only if tx commits.
+//     delivers to every replica only if tx commits, and
+//  7. note the version for the request's answer (app.RecordConfigVersion).
 //
 // It is the upstreams and certs modules' ChangeFunc; this module's own changes
 // call it too. Its errors leave tx to be rolled back by the caller, so a
@@ -107,6 +108,8 @@ func (s *Service) ConfigChanged(ctx context.Context, tx *gorm.DB, workspaceID uu
 	if err := tx.Exec("SELECT pg_notify(?, ?)", NotifyChannel, string(payload)).Error; err != nil {
 		return fmt.Errorf("notify config version %d of workspace %s: %w", row.Version, workspaceID, err)
 	}
+	// The request's answer names the version (app.HeaderConfigVersion).
+	app.RecordConfigVersion(ctx, row.Version)
 	return nil
 }
 
