@@ -282,7 +282,7 @@ func (m *Module) bindConfig(r *app.Router) {
 		app.Doc{Summary: "List a workspace's configuration versions, newest first; per_page is capped at 100", Response: VersionSummary{}, List: true, Query: pageQuery},
 		app.ListHandler(m.listVersions))
 	r.Get("/workspaces/:id/config/versions/:version", app.Require(ObjConfig, authz.Read, ws),
-		app.Doc{Summary: "Get a configuration version (an integer) with its snapshot and rendered nginx files", Response: Version{}},
+		app.Doc{Summary: "Get a configuration version (an integer) with its snapshot, rendered nginx files and rollout: agents lists what each registered agent made of it (status pending, applied, failed, rolled_back or superseded, with nginx's error text)", Response: Version{}},
 		m.getVersion)
 	r.Get("/workspaces/:id/config/versions/:version/diff", app.Require(ObjConfig, authz.Read, ws),
 		app.Doc{Summary: "Unified diff of the rendered nginx files of a version against another (against, default the previous version; 0 is the empty configuration); text/plain with Accept: text/plain", Response: Diff{}, Query: []string{"against"}},

@@ -343,8 +343,8 @@ func emptySnapshot() Snapshot {
 	return Snapshot{Upstreams: []upstreams.Upstream{}, VirtualHosts: []VirtualHost{}, Streams: []Stream{}, Certificates: []CertificateRef{}}
 }
 
-// GetVersion returns a configuration version with its snapshot and rendered
-// files.
+// GetVersion returns a configuration version with its snapshot, rendered
+// files and rollout to the agents.
 func (s *Service) GetVersion(ctx context.Context, workspaceID uuid.UUID, version int64) (Version, error) {
 	if version < 1 {
 		return Version{}, fmt.Errorf("%w %d", ErrVersionNotFound, version)
@@ -357,7 +357,11 @@ func (s *Service) GetVersion(ctx context.Context, workspaceID uuid.UUID, version
 	if err != nil {
 		return Version{}, fmt.Errorf("render config version %d of workspace %s: %w", version, workspaceID, err)
 	}
-	return Version{VersionSummary: r.summary(), Snapshot: r.Snapshot.Snapshot, Files: publicFiles(files)}, nil
+	agents, err := s.rollout(ctx, workspaceID, version)
+	if err != nil {
+		return Version{}, fmt.Errorf("rollout of config version %d of workspace %s: %w", version, workspaceID, err)
+	}
+	return Version{VersionSummary: r.summary(), Snapshot: r.Snapshot.Snapshot, Files: publicFiles(files), Agents: agents}, nil
 }
 
 // renderedVersion renders a stored version (0: the empty configuration) with
