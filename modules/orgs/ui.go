@@ -1,10 +1,10 @@
 package orgs
 
 import (
-	"github.com/a-h/templ"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/a-h/templ"
 	"net/http"
 	"net/url"
 	"strings"
