@@ -28,19 +28,6 @@ import (
 // workspace: an agent without a row is pending (not reached yet), or
 // superseded when a later version reached it first.
 
-// resultRow is a row of agent_config_results.
-type resultRow struct {
-	AgentID      uuid.UUID `gorm:"type:uuid;primaryKey"`
-	WorkspaceID  uuid.UUID `gorm:"type:uuid;not null"`
-	Version      int64     `gorm:"primaryKey"`
-	Status       string    `gorm:"not null"`
-	ErrorMessage string    `gorm:"not null"`
-	UpdatedAt    time.Time `gorm:"not null"`
-}
-
-// TableName is the agent_config_results table.
-func (resultRow) TableName() string { return "agent_config_results" }
-
 // recordResult stores in tx the status (an apply status) of version for the
 // agent, replacing an earlier one.
 func recordResult(tx *gorm.DB, agentID uuid.UUID, version int64, status, message string, now time.Time) error {
