@@ -114,7 +114,7 @@ func TestRollout_Browser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("save the virtual host: %v", err)
 	}
-	mustContain(t, "flash", flash, fmt.Sprintf("Saved as version %d", next), `virtual host "clash" created`)
+	mustContain(t, "flash", flash, fmt.Sprintf("Saved as version %d", next), `Virtual host "clash" created.`)
 	if strings.Contains(strings.ToLower(flash), "applied") || strings.Contains(flash, "live") {
 		t.Errorf("the flash claims the change is live: %q", flash)
 	}

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/a-h/templ"
@@ -138,21 +137,18 @@ func RolloutPath(ws uuid.UUID, v int64) string {
 }
 
 // SetSavedFlash ends a change that created configuration version v of
-// workspace ws: the next page says "Saved as version v" with what (e.g.
-// `virtual host "www" created`), not yet that it is live, and shows the
-// version's rollout to the agents under it. Without a version (v 0: the
-// change left the configuration as it was) the message is what alone.
-func SetSavedFlash(c *fiber.Ctx, ws uuid.UUID, v int64, what string) {
+// workspace ws: the next page says "Saved as version v: " and message (e.g.
+// `Virtual host "www" saved.`), not that the change is live yet, and shows
+// the version's rollout to the agents under it. Without a version (v 0: the
+// change left the configuration as it was) it says message alone.
+func SetSavedFlash(c *fiber.Ctx, ws uuid.UUID, v int64, message string) {
 	if v <= 0 {
-		if what != "" {
-			what = strings.ToUpper(what[:1]) + what[1:]
-		}
-		SetFlash(c, Flash{Kind: FlashSuccess, Message: what + "."})
+		SetFlash(c, Flash{Kind: FlashSuccess, Message: message})
 		return
 	}
 	SetFlash(c, Flash{
 		Kind:    FlashInfo,
-		Message: "Saved as version " + strconv.FormatInt(v, 10) + ": " + what + ".",
+		Message: "Saved as version " + strconv.FormatInt(v, 10) + ": " + message,
 		Rollout: RolloutPath(ws, v),
 	})
 }

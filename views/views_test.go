@@ -288,7 +288,7 @@ func TestSavedFlash(t *testing.T) {
 		cookie  func(string) string // rewrites the cookie's value; nil keeps it
 		want    string
 	}{
-		{name: "Version", version: 7, want: `info|Saved as version 7: virtual host "www" saved.|/workspaces/0b7a3c52-54a4-4d1b-9d0e-8f1c2a3b4c5d/config/versions/7/rollout` +
+		{name: "Version", version: 7, want: `info|Saved as version 7: Virtual host "www" saved.|/workspaces/0b7a3c52-54a4-4d1b-9d0e-8f1c2a3b4c5d/config/versions/7/rollout` +
 			`|<div class="rollout-loading" hx-get="/workspaces/0b7a3c52-54a4-4d1b-9d0e-8f1c2a3b4c5d/config/versions/7/rollout" hx-trigger="load" hx-swap="outerHTML">`},
 		{name: "NoVersion", version: 0, want: `success|Virtual host "www" saved.||`},
 		{name: "ForeignPathDropped", version: 7, cookie: func(string) string {
@@ -300,7 +300,7 @@ func TestSavedFlash(t *testing.T) {
 			t.Parallel()
 			f := fiber.New()
 			f.Get("/set", func(c *fiber.Ctx) error {
-				SetSavedFlash(c, ws, tc.version, `virtual host "www" saved`)
+				SetSavedFlash(c, ws, tc.version, `Virtual host "www" saved.`)
 				return nil
 			})
 			f.Get("/take", func(c *fiber.Ctx) error {

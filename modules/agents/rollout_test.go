@@ -300,7 +300,7 @@ func TestUI_Rollout(t *testing.T) {
 		}
 		rollout := fmt.Sprintf("/workspaces/%s/config/versions/%d/rollout", b.ws, v)
 		page := op.follow(t, r)
-		page.expect(t, http.StatusOK, fmt.Sprintf(`Saved as version %d: virtual host &#34;clash&#34; created.`, v), `hx-get="`+rollout+`"`)
+		page.expect(t, http.StatusOK, fmt.Sprintf(`Saved as version %d: Virtual host &#34;clash&#34; created.`, v), `hx-get="`+rollout+`"`)
 		if strings.Contains(page.body, "flash-success") {
 			t.Fatalf("the flash claims success before the agents answered: %.3000s", page.body)
 		}

@@ -254,7 +254,7 @@ func (p *pages) create(c *fiber.Ctx) error {
 	if err == nil {
 		var cert Certificate
 		if cert, err = p.svc.Create(app.Ctx(c), params); err == nil {
-			views.SetSavedFlash(c, ws, app.ConfigVersion(c), fmt.Sprintf("certificate for %s uploaded", cert.Domain))
+			views.SetSavedFlash(c, ws, app.ConfigVersion(c), fmt.Sprintf("Certificate for %s uploaded.", cert.Domain))
 			return views.SeeOther(c, uiPath(cert.ID))
 		}
 	}
@@ -348,6 +348,6 @@ func (p *pages) delete(c *fiber.Ctx) error {
 		}
 		return p.renderConfirm(c, status, cert, form)
 	}
-	views.SetSavedFlash(c, cert.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("certificate %q deleted", cert.Name))
+	views.SetSavedFlash(c, cert.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("Certificate %q deleted.", cert.Name))
 	return views.SeeOther(c, uiListPath(cert.WorkspaceID))
 }

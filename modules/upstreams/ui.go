@@ -440,7 +440,7 @@ func (p *pages) create(c *fiber.Ctx) error {
 	if err == nil {
 		var u Upstream
 		if u, err = p.svc.Create(app.Ctx(c), params); err == nil {
-			views.SetSavedFlash(c, ws, app.ConfigVersion(c), fmt.Sprintf("upstream %q created", u.Name))
+			views.SetSavedFlash(c, ws, app.ConfigVersion(c), fmt.Sprintf("Upstream %q created.", u.Name))
 			return views.SeeOther(c, uiListPath(ws))
 		}
 	}
@@ -470,7 +470,7 @@ func (p *pages) update(c *fiber.Ctx) error {
 	if err == nil {
 		var saved Upstream
 		if saved, err = p.svc.Update(app.Ctx(c), u.ID, params); err == nil {
-			views.SetSavedFlash(c, saved.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("upstream %q saved", saved.Name))
+			views.SetSavedFlash(c, saved.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("Upstream %q saved.", saved.Name))
 			return views.SeeOther(c, uiPath(saved.ID))
 		}
 	}
@@ -551,7 +551,7 @@ func (p *pages) delete(c *fiber.Ctx) error {
 		}
 		return p.renderConfirm(c, status, u, form)
 	}
-	views.SetSavedFlash(c, u.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("upstream %q deleted", u.Name))
+	views.SetSavedFlash(c, u.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("Upstream %q deleted.", u.Name))
 	return views.SeeOther(c, uiListPath(u.WorkspaceID))
 }
 

@@ -180,6 +180,6 @@ func (p *pages) rollback(c *fiber.Ctx) error {
 		}
 		return p.renderRollback(c, status, form)
 	}
-	views.SetSavedFlash(c, ws, out.Version, fmt.Sprintf("rollback to version %d", n))
+	views.SetSavedFlash(c, ws, out.Version, fmt.Sprintf("Rolled back to version %d.", n))
 	return views.SeeOther(c, uiWorkspacePath(ws, "/config/versions"))
 }
