@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/a-h/templ"
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 
@@ -138,7 +139,14 @@ func newModules(d app.Deps) (modules, error) {
 	if m.auth, err = auth.New(d, auth.Options{}); err != nil {
 		return m, fmt.Errorf("auth module: %w", err)
 	}
-	if m.orgs, err = orgs.New(d, orgs.Options{Auth: m.auth.Service()}); err != nil {
+	// The workspace overview's panels are drawn by the agents module, which
+	// sees agents, configuration versions and certificates.
+	if m.orgs, err = orgs.New(d, orgs.Options{
+		Auth: m.auth.Service(),
+		OverviewFunc: func(ctx context.Context, ws uuid.UUID) (templ.Component, error) {
+			return m.agents.Overview(ctx, ws)
+		},
+	}); err != nil {
 		return m, fmt.Errorf("orgs module: %w", err)
 	}
 	// Lower modules report changes to, and ask for their users from, the vhosts
@@ -181,6 +189,9 @@ func newModules(d app.Deps) (modules, error) {
 		Certs:     m.certs.Service(),
 		KnownAgentsFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
+		},
+		RolloutFunc: func(ctx context.Context, ws uuid.UUID, v int64) ([]vhosts.AgentRollout, error) {
+			return m.agents.Service().Rollout(ctx, ws, v)
 		},
 	})
 	if err != nil {

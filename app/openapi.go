@@ -159,6 +159,13 @@ func (g *schemaGen) operation(r Route) map[string]any {
 		status = http.StatusSwitchingProtocols
 		resp = map[string]any{"description": "Switching Protocols: the connection is a WebSocket from here on"}
 	}
+	if r.Doc.ConfigVersion {
+		resp["headers"] = map[string]any{HeaderConfigVersion: map[string]any{
+			"description": "the workspace configuration version this write created; absent when it changed nothing. " +
+				"Follow its rollout with GET /v1/workspaces/{id}/config/versions/{version} (agents)",
+			"schema": map[string]any{"type": "integer", "minimum": 1},
+		}}
+	}
 	if r.Doc.Response != nil {
 		s := g.schema(reflect.TypeOf(r.Doc.Response))
 		if r.Doc.List {
@@ -167,6 +174,15 @@ func (g *schemaGen) operation(r Route) map[string]any {
 				"required":   []string{"data", "meta"},
 				"properties": map[string]any{"data": map[string]any{"type": "array", "items": s}, "meta": map[string]any{"$ref": "#/components/schemas/ListMeta"}},
 			}
+		}
+		if r.Doc.ConfigVersion && !r.Doc.List {
+			s = map[string]any{"allOf": []any{s, map[string]any{
+				"type": "object",
+				"properties": map[string]any{FieldConfigVersion: map[string]any{
+					"type": "integer", "minimum": 1,
+					"description": "the workspace configuration version this write created (as " + HeaderConfigVersion + "); absent when it changed nothing",
+				}},
+			}}}
 		}
 		media := map[string]any{"schema": s}
 		if ex.Response != nil {

@@ -81,6 +81,10 @@ type Doc struct {
 	// Stream is how a streaming route answers: StreamSSE or StreamWebSocket;
 	// empty for a plain JSON response.
 	Stream string
+	// ConfigVersion: a successful answer carries HeaderConfigVersion, the
+	// workspace configuration version the write created (absent when it
+	// changed nothing).
+	ConfigVersion bool
 }
 
 // Streaming kinds of Doc.Stream.
@@ -187,6 +191,9 @@ func (r *Router) Handle(method, path string, a Access, d Doc, h fiber.Handler) {
 	}
 	if d.Tag == "" {
 		d.Tag = r.module
+	}
+	if d.ConfigVersion {
+		h = trackConfigVersion(h)
 	}
 	handlers := append(r.guard(r.kind, a), h)
 	r.fr.Add(method, path, handlers...)

@@ -706,7 +706,7 @@ func TestConfig_Forms(t *testing.T) {
 		p = b.c.post(b.wsPath("/config/versions/2/rollback"), url.Values{"_csrf": {b.csrf}})
 		expectStatus(t, p, http.StatusSeeOther)
 		p = b.c.get(b.wsPath("/config/versions"))
-		mustContain(t, "history", p.body, "Rolled back to version 2: the configuration is now version 4.", "rollback to version 2")
+		mustContain(t, "history", p.body, "Saved as version 4: Rolled back to version 2.", "rollback to version 2")
 		got, err := b.ups.Get(ctx, u.ID)
 		if err != nil || got.Servers[0].Address != "10.0.0.1:80" {
 			t.Errorf("upstream after the rollback: %+v, %v", got, err)

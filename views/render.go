@@ -4,10 +4,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/a-h/templ"
 	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
 
 	"github.com/nxmesh/nxmesh/app"
 )
@@ -74,7 +77,7 @@ func Redirect(c *fiber.Ctx, path string) error {
 
 // SetFlash stores f for the next page rendered by Page.
 func SetFlash(c *fiber.Ctx, f Flash) {
-	raw, err := json.Marshal(flashCookie{K: string(f.Kind), M: f.Message})
+	raw, err := json.Marshal(flashCookie{K: string(f.Kind), M: f.Message, R: f.Rollout})
 	if err != nil {
 		return
 	}
@@ -92,6 +95,7 @@ func SetFlash(c *fiber.Ctx, f Flash) {
 type flashCookie struct {
 	K string `json:"k"`
 	M string `json:"m"`
+	R string `json:"r,omitempty"`
 }
 
 // TakeFlash returns the pending flash message and clears it, or nil.
@@ -112,11 +116,41 @@ func TakeFlash(c *fiber.Ctx) *Flash {
 	if err := json.Unmarshal(raw, &fc); err != nil || fc.M == "" || len(fc.M) > 500 {
 		return nil
 	}
+	if fc.R != "" && !rolloutPath.MatchString(fc.R) {
+		fc.R = ""
+	}
 	switch FlashKind(fc.K) {
 	case FlashSuccess, FlashError, FlashInfo:
-		return &Flash{Kind: FlashKind(fc.K), Message: fc.M}
+		return &Flash{Kind: FlashKind(fc.K), Message: fc.M, Rollout: fc.R}
 	}
 	return nil
+}
+
+// rolloutPath matches RolloutPath's answers.
+var rolloutPath = regexp.MustCompile(`^/workspaces/[0-9a-f-]{36}/config/versions/[1-9][0-9]{0,18}/rollout$`)
+
+// RolloutPath is the admin fragment showing, live, what each agent of
+// workspace ws made of its configuration version v (mounted by the agents
+// module).
+func RolloutPath(ws uuid.UUID, v int64) string {
+	return "/workspaces/" + ws.String() + "/config/versions/" + strconv.FormatInt(v, 10) + "/rollout"
+}
+
+// SetSavedFlash ends a change that created configuration version v of
+// workspace ws: the next page says "Saved as version v: " and message (e.g.
+// `Virtual host "www" saved.`), not that the change is live yet, and shows
+// the version's rollout to the agents under it. Without a version (v 0: the
+// change left the configuration as it was) it says message alone.
+func SetSavedFlash(c *fiber.Ctx, ws uuid.UUID, v int64, message string) {
+	if v <= 0 {
+		SetFlash(c, Flash{Kind: FlashSuccess, Message: message})
+		return
+	}
+	SetFlash(c, Flash{
+		Kind:    FlashInfo,
+		Message: "Saved as version " + strconv.FormatInt(v, 10) + ": " + message,
+		Rollout: RolloutPath(ws, v),
+	})
 }
 
 // ErrorPage renders a failed admin request (the app.Wiring.ErrorPage hook): a

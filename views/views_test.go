@@ -2,6 +2,8 @@ package views
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/a-h/templ"
 	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
 
 	"github.com/nxmesh/nxmesh/app"
 )
@@ -273,5 +276,74 @@ func TestFlash(t *testing.T) {
 	}
 	if got := take("not base64!"); got != "none" {
 		t.Errorf("malformed cookie gave %q, want none", got)
+	}
+}
+
+func TestSavedFlash(t *testing.T) {
+	t.Parallel()
+	ws := uuid.MustParse("0b7a3c52-54a4-4d1b-9d0e-8f1c2a3b4c5d")
+	for _, tc := range []struct {
+		name    string
+		version int64
+		cookie  func(string) string // rewrites the cookie's value; nil keeps it
+		want    string
+	}{
+		{name: "Version", version: 7, want: `info|Saved as version 7: Virtual host "www" saved.|/workspaces/0b7a3c52-54a4-4d1b-9d0e-8f1c2a3b4c5d/config/versions/7/rollout` +
+			`|<div class="rollout-loading" hx-get="/workspaces/0b7a3c52-54a4-4d1b-9d0e-8f1c2a3b4c5d/config/versions/7/rollout" hx-trigger="load" hx-swap="outerHTML">`},
+		{name: "NoVersion", version: 0, want: `success|Virtual host "www" saved.||`},
+		{name: "ForeignPathDropped", version: 7, cookie: func(string) string {
+			raw, _ := json.Marshal(flashCookie{K: "info", M: "Saved as version 7.", R: "https://evil.example/x"})
+			return base64.RawURLEncoding.EncodeToString(raw)
+		}, want: `info|Saved as version 7.||`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := fiber.New()
+			f.Get("/set", func(c *fiber.Ctx) error {
+				SetSavedFlash(c, ws, tc.version, `Virtual host "www" saved.`)
+				return nil
+			})
+			f.Get("/take", func(c *fiber.Ctx) error {
+				fl := TakeFlash(c)
+				if fl == nil {
+					return c.SendString("none")
+				}
+				var b strings.Builder
+				if err := FlashMessage(fl).Render(context.Background(), &b); err != nil {
+					return err
+				}
+				html := b.String()
+				if i := strings.Index(html, `<div class="rollout-loading"`); i >= 0 {
+					html = html[i : i+strings.Index(html[i:], ">")+1]
+				} else {
+					html = ""
+				}
+				return c.SendString(string(fl.Kind) + "|" + fl.Message + "|" + fl.Rollout + "|" + html)
+			})
+			resp, err := f.Test(httptest.NewRequest(http.MethodGet, "/set", nil), -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var value string
+			for _, ck := range resp.Cookies() {
+				if ck.Name == FlashCookie {
+					value = ck.Value
+				}
+			}
+			if tc.cookie != nil {
+				value = tc.cookie(value)
+			}
+			req := httptest.NewRequest(http.MethodGet, "/take", nil)
+			req.AddCookie(&http.Cookie{Name: FlashCookie, Value: value})
+			resp, err = f.Test(req, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got, _ := io.ReadAll(resp.Body)
+			if html := strings.ReplaceAll(string(got), "&#34;", `"`); html != tc.want {
+				t.Errorf("flash = %s\nwant    %s", html, tc.want)
+			}
+		})
 	}
 }

@@ -47,6 +47,17 @@
 // cannot be delivered (too large, or its send failed) makes apply_status
 // failed with the reason in apply_error (delivery.go).
 //
+// # Rollouts and the workspace overview
+//
+// Every push, answer and undeliverable update is also recorded per version
+// (agent_config_results, rollout.go): Service.Rollout is what each agent made
+// of a version, which the vhosts module shows under
+// GET /v1/workspaces/{id}/config/versions/{version} (its RolloutFunc). The
+// admin's rollout panel (ui_rollout.go, a fragment the page a change lands on
+// loads) shows it live over the event stream. Module.Overview draws the
+// workspace overview's panels for the orgs module (its OverviewFunc): this
+// module is the highest that sees agents, versions and certificates.
+//
 // # State
 //
 // pending until the first registration; online while its stream is up and
@@ -58,6 +69,8 @@
 // # Wiring (main.go)
 //
 //	agentsMod, err := agents.New(d, agents.Options{VHosts: vhostsMod.Service(), Certs: certsMod.Service(), LogsFunc: ...})
+//	vhosts.Options.RolloutFunc = agentsMod.Service().Rollout   // closures: built later
+//	orgs.Options.OverviewFunc  = agentsMod.Overview
 //	wiring.GRPCServerOptions = agentsMod.GRPCServerOptions()
 //	// app.Run runs agentsMod.Run (the hub: LISTEN and reconcile) until shutdown
 package agents
@@ -200,4 +213,5 @@ func (m *Module) Routes(r app.Routers) {
 	m.bindAgents(r.API)
 	m.bindCommands(r.API)
 	m.mountUI(r.UI)
+	m.mountRolloutUI(r.UI)
 }

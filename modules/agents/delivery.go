@@ -126,6 +126,9 @@ func (s *Service) recordUndelivered(ctx context.Context, agentID, streamID uuid.
 		if err := tx.Model(&agentRow{}).Where("id = ?", agentID).Updates(updates).Error; err != nil {
 			return fmt.Errorf("record undelivered configuration of agent %s: %w", agentID, err)
 		}
+		if err := recordResult(tx, agentID, version, ApplyFailed, message, now); err != nil {
+			return err
+		}
 		orgID, err := workspaceOrg(tx, row.WorkspaceID)
 		if err != nil {
 			return err

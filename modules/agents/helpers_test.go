@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/a-h/templ"
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -86,12 +87,14 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	if err != nil {
 		t.Fatalf("auth.New: %v", err)
 	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	var e *env
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service(), OverviewFunc: func(ctx context.Context, ws uuid.UUID) (templ.Component, error) {
+		return e.mod.Overview(ctx, ws)
+	}})
 	if err != nil {
 		t.Fatalf("orgs.New: %v", err)
 	}
 	var vh *vhosts.Module
-	var e *env
 	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
 			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
@@ -120,7 +123,10 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	if err != nil {
 		t.Fatalf("certs.New: %v", err)
 	}
-	vh, err = vhosts.New(a.Deps, vhosts.Options{Upstreams: upsMod.Service(), Certs: certsMod.Service(), KnownAgentsFunc: known})
+	vh, err = vhosts.New(a.Deps, vhosts.Options{Upstreams: upsMod.Service(), Certs: certsMod.Service(), KnownAgentsFunc: known,
+		RolloutFunc: func(ctx context.Context, ws uuid.UUID, v int64) ([]vhosts.AgentRollout, error) {
+			return e.svc.Rollout(ctx, ws, v)
+		}})
 	if err != nil {
 		t.Fatalf("vhosts.New: %v", err)
 	}

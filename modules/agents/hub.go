@@ -549,6 +549,11 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 	same := c.push.checksum == u.Checksum
 	c.mu.Unlock()
 	if same && !force {
+		// The version leaves this agent's configuration as it is: its
+		// rollout here is the last push's.
+		if err := c.hub.svc.recordUnchanged(ctx, c.agentID, u.Version); err != nil && ctx.Err() == nil {
+			log.ErrorContext(ctx, "agents hub: record unchanged configuration", "error", err)
+		}
 		return
 	}
 	now := c.hub.svc.now()

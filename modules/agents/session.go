@@ -528,19 +528,23 @@ func (s *Service) recordHealth(ctx context.Context, agentID uuid.UUID, streamID 
 	})
 }
 
-// recordPush records that a configuration was sent on stream streamID.
+// recordPush records that a configuration was sent on stream streamID, and
+// the version's rollout to the agent pending.
 func (s *Service) recordPush(ctx context.Context, agentID, streamID uuid.UUID, version int64, checksum string) error {
-	res := s.db.WithContext(ctx).Model(&agentRow{}).Where("id = ? AND stream_id = ?", agentID, streamID).Updates(map[string]any{
-		"desired_version": version, "desired_checksum": checksum, "apply_status": ApplyPending, "drift": false,
-		"updated_at": s.now(),
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		now := s.now()
+		res := tx.Model(&agentRow{}).Where("id = ? AND stream_id = ?", agentID, streamID).Updates(map[string]any{
+			"desired_version": version, "desired_checksum": checksum, "apply_status": ApplyPending, "drift": false,
+			"updated_at": now,
+		})
+		if res.Error != nil {
+			return fmt.Errorf("record configuration push to agent %s: %w", agentID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return errGone
+		}
+		return recordResult(tx, agentID, version, ApplyPending, "", now)
 	})
-	if res.Error != nil {
-		return fmt.Errorf("record configuration push to agent %s: %w", agentID, res.Error)
-	}
-	if res.RowsAffected == 0 {
-		return errGone
-	}
-	return nil
 }
 
 func applyStatusOf(st agentv1.ConfigApplyStatus) string {
@@ -611,6 +615,14 @@ func (s *Service) recordStatus(ctx context.Context, agentID, streamID uuid.UUID,
 		}
 		if err := tx.Model(&agentRow{}).Where("id = ?", agentID).Updates(updates).Error; err != nil {
 			return fmt.Errorf("record configuration status of agent %s: %w", agentID, err)
+		}
+		if err := recordResult(tx, agentID, st.GetVersion(), status, st.GetErrorMessage(), now); err != nil {
+			return err
+		}
+		if r.Current && final {
+			if err := settleUnchanged(tx, agentID, st.GetVersion(), status, st.GetErrorMessage(), now); err != nil {
+				return err
+			}
 		}
 		if !final {
 			return nil

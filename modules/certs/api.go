@@ -36,14 +36,14 @@ func (m *Module) bindCertificates(r *app.Router) {
 		app.Doc{
 			Summary: "Upload a certificate: certificate_pem holds the chain (leaf first, then each issuer), private_key_pem the leaf's key (RSA of 2048 bits or more, ECDSA P-256/P-384 or Ed25519). " +
 				"The key is stored encrypted and never returned. An ACME request (domain, provider letsencrypt/letsencrypt_staging/zerossl/custom, auto_renew, optional san, challenge, dns_provider, dns_credentials, key_type, profile) answers 202 with the certificate pending",
-			Body: createCertificateRequest{}, Response: Certificate{}, Status: http.StatusCreated,
+			Body: createCertificateRequest{}, Response: Certificate{}, Status: http.StatusCreated, ConfigVersion: true,
 		},
 		m.createCertificate)
 	r.Get("/certificates/:id", app.Require(ObjCertificate, authz.Read, cert),
 		app.Doc{Summary: "Get a certificate (without its private key)", Response: Certificate{}},
 		m.getCertificate)
 	r.Delete("/certificates/:id", app.Require(ObjCertificate, authz.Delete, cert),
-		app.Doc{Summary: "Delete a certificate; 409 while virtual hosts or streams use it", Status: http.StatusNoContent},
+		app.Doc{Summary: "Delete a certificate; 409 while virtual hosts or streams use it", Status: http.StatusNoContent, ConfigVersion: true},
 		m.deleteCertificate)
 	m.bindACME(r)
 }

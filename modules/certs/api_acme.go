@@ -48,10 +48,10 @@ func (m *Module) bindACME(r *app.Router) {
 		app.Doc{Summary: "A certificate's issuance and renewal attempts, newest first", Response: Attempt{}, List: true},
 		m.listAttempts)
 	r.Post("/certificates/:id/renew", app.Require(ObjCertificate, authz.Write, cert),
-		app.Doc{Summary: "Renew an ACME certificate now (or retry a failed issuance); 202", Response: Certificate{}, Status: http.StatusAccepted},
+		app.Doc{Summary: "Renew an ACME certificate now (or retry a failed issuance); 202", Response: Certificate{}, Status: http.StatusAccepted, ConfigVersion: true},
 		m.renewCertificate)
 	r.Patch("/certificates/:id", app.Require(ObjCertificate, authz.Write, cert),
-		app.Doc{Summary: "Change a certificate's auto_renew or name", Body: UpdateParams{}, Response: Certificate{}},
+		app.Doc{Summary: "Change a certificate's auto_renew or name", Body: UpdateParams{}, Response: Certificate{}, ConfigVersion: true},
 		m.updateCertificate)
 	r.Get("/organizations/:id/acme-settings", app.Require(ObjACMESettings, authz.Read, org),
 		app.Doc{Summary: "The organization's ACME settings (the EAB HMAC is never returned)", Response: ACMESettings{}},

@@ -52,13 +52,13 @@ func (m *Module) mountUI(ui *app.Router) {
 	ui.Get("/workspaces/:id/certificates/new", app.Require(ObjCertificate, authz.Write, ws),
 		app.Doc{Summary: "Certificate upload form"}, p.newForm)
 	ui.Post("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Write, ws),
-		app.Doc{Summary: "Upload a certificate (multipart form: PEM text or files)"}, p.create)
+		app.Doc{Summary: "Upload a certificate (multipart form: PEM text or files)", ConfigVersion: true}, p.create)
 	ui.Get("/certificates/:id", app.Require(ObjCertificate, authz.Read, cert),
 		app.Doc{Summary: "Certificate page (never shows key material)"}, p.show)
 	ui.Get("/certificates/:id/delete", app.Require(ObjCertificate, authz.Delete, cert),
 		app.Doc{Summary: "Confirm the deletion of a certificate"}, p.confirmDelete)
 	ui.Post("/certificates/:id/delete", app.Require(ObjCertificate, authz.Delete, cert),
-		app.Doc{Summary: "Delete a certificate (form)"}, p.delete)
+		app.Doc{Summary: "Delete a certificate (form)", ConfigVersion: true}, p.delete)
 	p.mountACME(ui, ws, cert, orgs.ScopeOrg(m.d.DB, "id"))
 }
 
@@ -236,7 +236,7 @@ func (p *pages) create(c *fiber.Ctx) error {
 	if err == nil {
 		var cert Certificate
 		if cert, err = p.svc.Create(app.Ctx(c), params); err == nil {
-			views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Certificate for %s uploaded.", cert.Domain)})
+			views.SetSavedFlash(c, ws, app.ConfigVersion(c), fmt.Sprintf("Certificate for %s uploaded.", cert.Domain))
 			return views.SeeOther(c, uiPath(cert.ID))
 		}
 	}
@@ -330,6 +330,6 @@ func (p *pages) delete(c *fiber.Ctx) error {
 		}
 		return p.renderConfirm(c, status, cert, form)
 	}
-	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Certificate %q deleted.", cert.Name)})
+	views.SetSavedFlash(c, cert.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("Certificate %q deleted.", cert.Name))
 	return views.SeeOther(c, uiListPath(cert.WorkspaceID))
 }

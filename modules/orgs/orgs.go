@@ -44,6 +44,10 @@
 package orgs
 
 import (
+	"context"
+
+	"github.com/a-h/templ"
+	"github.com/google/uuid"
 	"github.com/riverqueue/river"
 	"google.golang.org/grpc"
 	"gorm.io/gorm"
@@ -53,19 +57,31 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 )
 
-// Options connect the module to the modules below it.
+// Options connect the module to the modules below it, and to the higher
+// modules through hooks filled by main.go.
 type Options struct {
 	// Auth is the auth service that stores the API keys whose routes this
 	// module mounts. Nil (the workspace navigation other modules' pages build
 	// from this module) leaves API keys and require_email_code unavailable.
 	Auth *auth.Service
+	// OverviewFunc draws the workspace overview's panels about what higher
+	// modules hold (agents by state, the configuration's rollout, failing
+	// agents, expiring certificates): the agents module's Overview, which
+	// sees them all, filled by main.go. Nil: the overview links to the
+	// workspace's sections instead. The overview's last changes come from
+	// this module's audit log.
+	OverviewFunc OverviewFunc
 }
+
+// OverviewFunc draws panels of a workspace's overview page.
+type OverviewFunc func(ctx context.Context, workspaceID uuid.UUID) (templ.Component, error)
 
 // Module is the orgs module.
 type Module struct {
-	db    *gorm.DB
-	svc   *Service
-	pages *app.Pages
+	db       *gorm.DB
+	svc      *Service
+	pages    *app.Pages
+	overview OverviewFunc
 }
 
 var _ app.Module = (*Module)(nil)
@@ -73,7 +89,7 @@ var _ app.Module = (*Module)(nil)
 // New builds the module. The error is always nil: the module loads nothing
 // when it is built.
 func New(d app.Deps, opts Options) (*Module, error) {
-	return &Module{db: d.DB, svc: NewService(d, opts), pages: d.Pages}, nil
+	return &Module{db: d.DB, svc: NewService(d, opts), pages: d.Pages, overview: opts.OverviewFunc}, nil
 }
 
 // Service returns the module's service (for main.go's wiring and the admin pages).

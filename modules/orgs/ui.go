@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/a-h/templ"
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 
@@ -53,13 +54,14 @@ const navLimit = 50
 // pages holds the admin handlers: the service and the shared navigation and
 // permission checks of the admin.
 type pages struct {
-	svc *Service
-	ui  *app.Pages
+	svc      *Service
+	ui       *app.Pages
+	overview OverviewFunc
 }
 
 // mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
-	p := &pages{svc: m.svc, ui: m.pages}
+	p := &pages{svc: m.svc, ui: m.pages, overview: m.overview}
 	org := ScopeOrg(m.db, "id")
 	ws := ScopeWorkspace(m.db, "id")
 
@@ -399,7 +401,34 @@ func (p *pages) uiWorkspace(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return views.Page(c, http.StatusOK, shell, workspacePage(ws))
+	d := workspaceData{Workspace: ws}
+	if p.overview != nil {
+		if d.Panels, err = p.overview(app.Ctx(c), ws.ID); err != nil {
+			return err
+		}
+	}
+	if p.ui.Allowed(c, ObjAudit, authz.Read) {
+		d.CanAudit = true
+		d.AuditURL = uiOrgPath(ws.OrganizationID) + "/audit?workspace_id=" + ws.ID.String()
+		d.Changes, _, err = p.svc.ListAudit(app.Ctx(c), AuditFilter{OrgID: ws.OrganizationID, WorkspaceID: ws.ID}, app.Page{Page: 1, PerPage: overviewChanges})
+		if err != nil {
+			return err
+		}
+	}
+	return views.Page(c, http.StatusOK, shell, workspacePage(d))
+}
+
+// overviewChanges is how many audit entries the workspace overview shows.
+const overviewChanges = 10
+
+// workspaceData is the workspace overview: the higher modules' panels
+// (Options.OverviewFunc) and the workspace's last changes from the audit log.
+type workspaceData struct {
+	Workspace Workspace
+	Panels    templ.Component
+	Changes   []AuditEntry
+	CanAudit  bool
+	AuditURL  string
 }
 
 // ---- Members ----

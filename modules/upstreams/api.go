@@ -24,16 +24,16 @@ func (m *Module) bindUpstreams(r *app.Router) {
 		app.Doc{Summary: "List a workspace's upstreams, sorted by name; per_page is capped at 100", Response: Upstream{}, List: true},
 		app.ListHandler(m.listUpstreams))
 	r.Post("/workspaces/:id/upstreams", app.Require(ObjUpstream, authz.Write, ws),
-		app.Doc{Summary: "Create an upstream; omitted fields take their defaults", Body: createUpstreamRequest{}, Response: Upstream{}, Status: http.StatusCreated},
+		app.Doc{Summary: "Create an upstream; omitted fields take their defaults", Body: createUpstreamRequest{}, Response: Upstream{}, Status: http.StatusCreated, ConfigVersion: true},
 		m.createUpstream)
 	r.Get("/upstreams/:id", app.Require(ObjUpstream, authz.Read, up),
 		app.Doc{Summary: "Get an upstream, with its servers' health as each agent last reported it (health)", Response: UpstreamDetail{}},
 		m.getUpstream)
 	r.Patch("/upstreams/:id", app.Require(ObjUpstream, authz.Write, up),
-		app.Doc{Summary: "Update an upstream; only the fields given change, servers replaces the whole list", Body: updateUpstreamRequest{}, Response: Upstream{}},
+		app.Doc{Summary: "Update an upstream; only the fields given change, servers replaces the whole list", Body: updateUpstreamRequest{}, Response: Upstream{}, ConfigVersion: true},
 		m.updateUpstream)
 	r.Delete("/upstreams/:id", app.Require(ObjUpstream, authz.Delete, up),
-		app.Doc{Summary: "Delete an upstream; refused with 409 while a virtual host or stream uses it", Status: http.StatusNoContent},
+		app.Doc{Summary: "Delete an upstream; refused with 409 while a virtual host or stream uses it", Status: http.StatusNoContent, ConfigVersion: true},
 		m.deleteUpstream)
 }
 

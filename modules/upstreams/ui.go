@@ -61,7 +61,7 @@ func (m *Module) mountUI(ui *app.Router) {
 	ui.Get("/workspaces/:id/upstreams/new", app.Require(ObjUpstream, authz.Write, ws),
 		app.Doc{Summary: "New upstream form"}, p.newForm)
 	ui.Post("/workspaces/:id/upstreams", app.Require(ObjUpstream, authz.Write, ws),
-		app.Doc{Summary: "Create an upstream (form)"}, p.create)
+		app.Doc{Summary: "Create an upstream (form)", ConfigVersion: true}, p.create)
 	ui.Get("/workspaces/:id/upstreams/server-row", app.Require(ObjUpstream, authz.Write, ws),
 		app.Doc{Summary: "An empty row of the servers editor (htmx fragment)", Query: []string{"index"}}, p.serverRow)
 	ui.Post("/workspaces/:id/upstreams/servers", app.Require(ObjUpstream, authz.Write, ws),
@@ -69,11 +69,11 @@ func (m *Module) mountUI(ui *app.Router) {
 	ui.Get("/upstreams/:id", app.Require(ObjUpstream, authz.Read, up),
 		app.Doc{Summary: "Upstream page with its edit form"}, p.show)
 	ui.Post("/upstreams/:id", app.Require(ObjUpstream, authz.Write, up),
-		app.Doc{Summary: "Update an upstream (form)"}, p.update)
+		app.Doc{Summary: "Update an upstream (form)", ConfigVersion: true}, p.update)
 	ui.Get("/upstreams/:id/delete", app.Require(ObjUpstream, authz.Delete, up),
 		app.Doc{Summary: "Confirm the deletion of an upstream"}, p.confirmDelete)
 	ui.Post("/upstreams/:id/delete", app.Require(ObjUpstream, authz.Delete, up),
-		app.Doc{Summary: "Delete an upstream (form)"}, p.delete)
+		app.Doc{Summary: "Delete an upstream (form)", ConfigVersion: true}, p.delete)
 }
 
 // ---- Helpers ----
@@ -440,7 +440,7 @@ func (p *pages) create(c *fiber.Ctx) error {
 	if err == nil {
 		var u Upstream
 		if u, err = p.svc.Create(app.Ctx(c), params); err == nil {
-			views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Upstream %q created.", u.Name)})
+			views.SetSavedFlash(c, ws, app.ConfigVersion(c), fmt.Sprintf("Upstream %q created.", u.Name))
 			return views.SeeOther(c, uiListPath(ws))
 		}
 	}
@@ -470,7 +470,7 @@ func (p *pages) update(c *fiber.Ctx) error {
 	if err == nil {
 		var saved Upstream
 		if saved, err = p.svc.Update(app.Ctx(c), u.ID, params); err == nil {
-			views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Upstream %q saved.", saved.Name)})
+			views.SetSavedFlash(c, saved.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("Upstream %q saved.", saved.Name))
 			return views.SeeOther(c, uiPath(saved.ID))
 		}
 	}
@@ -551,7 +551,7 @@ func (p *pages) delete(c *fiber.Ctx) error {
 		}
 		return p.renderConfirm(c, status, u, form)
 	}
-	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Upstream %q deleted.", u.Name)})
+	views.SetSavedFlash(c, u.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("Upstream %q deleted.", u.Name))
 	return views.SeeOther(c, uiListPath(u.WorkspaceID))
 }
 

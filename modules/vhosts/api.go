@@ -85,16 +85,16 @@ func (m *Module) bindVirtualHosts(r *app.Router) {
 		app.Doc{Summary: "List a workspace's virtual hosts; per_page is capped at 100", Response: VirtualHost{}, List: true, Query: pageQuery},
 		app.ListHandler(m.listVirtualHosts))
 	r.Post("/workspaces/:id/virtual-hosts", app.Require(ObjVirtualHost, authz.Write, ws),
-		app.Doc{Summary: "Create a virtual host. " + virtualHostsDoc, Body: VirtualHostInput{}, Response: VirtualHost{}, Status: http.StatusCreated},
+		app.Doc{Summary: "Create a virtual host. " + virtualHostsDoc, Body: VirtualHostInput{}, Response: VirtualHost{}, Status: http.StatusCreated, ConfigVersion: true},
 		m.createVirtualHost)
 	r.Get("/virtual-hosts/:id", app.Require(ObjVirtualHost, authz.Read, vh),
 		app.Doc{Summary: "Get a virtual host", Response: VirtualHost{}},
 		m.getVirtualHost)
 	r.Patch("/virtual-hosts/:id", app.Require(ObjVirtualHost, authz.Write, vh),
-		app.Doc{Summary: "Update a virtual host: each top-level field sent replaces the current one (null clears it). " + virtualHostsDoc, Body: VirtualHostInput{}, Response: VirtualHost{}},
+		app.Doc{Summary: "Update a virtual host: each top-level field sent replaces the current one (null clears it). " + virtualHostsDoc, Body: VirtualHostInput{}, Response: VirtualHost{}, ConfigVersion: true},
 		m.updateVirtualHost)
 	r.Delete("/virtual-hosts/:id", app.Require(ObjVirtualHost, authz.Delete, vh),
-		app.Doc{Summary: "Delete a virtual host", Status: http.StatusNoContent},
+		app.Doc{Summary: "Delete a virtual host", Status: http.StatusNoContent, ConfigVersion: true},
 		m.deleteVirtualHost)
 	r.Get("/virtual-hosts/:id/preview", app.Require(ObjVirtualHost, authz.Read, vh),
 		app.Doc{Summary: "The nginx configuration rendered for a virtual host (http.conf, with the upstreams it uses); text/plain with Accept: text/plain", Response: Preview{}},
@@ -190,16 +190,16 @@ func (m *Module) bindStreams(r *app.Router) {
 		app.Doc{Summary: "List a workspace's TCP/UDP streams; per_page is capped at 100", Response: Stream{}, List: true, Query: pageQuery},
 		app.ListHandler(m.listStreams))
 	r.Post("/workspaces/:id/streams", app.Require(ObjStream, authz.Write, ws),
-		app.Doc{Summary: "Create a TCP/UDP stream", Body: StreamInput{}, Response: Stream{}, Status: http.StatusCreated},
+		app.Doc{Summary: "Create a TCP/UDP stream", Body: StreamInput{}, Response: Stream{}, Status: http.StatusCreated, ConfigVersion: true},
 		m.createStream)
 	r.Get("/streams/:id", app.Require(ObjStream, authz.Read, st),
 		app.Doc{Summary: "Get a stream", Response: Stream{}},
 		m.getStream)
 	r.Patch("/streams/:id", app.Require(ObjStream, authz.Write, st),
-		app.Doc{Summary: "Update a stream: each top-level field sent replaces the current one (null clears it)", Body: StreamInput{}, Response: Stream{}},
+		app.Doc{Summary: "Update a stream: each top-level field sent replaces the current one (null clears it)", Body: StreamInput{}, Response: Stream{}, ConfigVersion: true},
 		m.updateStream)
 	r.Delete("/streams/:id", app.Require(ObjStream, authz.Delete, st),
-		app.Doc{Summary: "Delete a stream", Status: http.StatusNoContent},
+		app.Doc{Summary: "Delete a stream", Status: http.StatusNoContent, ConfigVersion: true},
 		m.deleteStream)
 	r.Get("/streams/:id/preview", app.Require(ObjStream, authz.Read, st),
 		app.Doc{Summary: "The nginx configuration rendered for a stream (stream.conf, with its upstream); text/plain with Accept: text/plain", Response: Preview{}},
@@ -282,13 +282,13 @@ func (m *Module) bindConfig(r *app.Router) {
 		app.Doc{Summary: "List a workspace's configuration versions, newest first; per_page is capped at 100", Response: VersionSummary{}, List: true, Query: pageQuery},
 		app.ListHandler(m.listVersions))
 	r.Get("/workspaces/:id/config/versions/:version", app.Require(ObjConfig, authz.Read, ws),
-		app.Doc{Summary: "Get a configuration version (an integer) with its snapshot and rendered nginx files", Response: Version{}},
+		app.Doc{Summary: "Get a configuration version (an integer) with its snapshot, rendered nginx files and rollout: agents lists what each registered agent made of it (status pending, applied, failed, rolled_back or superseded, with nginx's error text)", Response: Version{}},
 		m.getVersion)
 	r.Get("/workspaces/:id/config/versions/:version/diff", app.Require(ObjConfig, authz.Read, ws),
 		app.Doc{Summary: "Unified diff of the rendered nginx files of a version against another (against, default the previous version; 0 is the empty configuration); text/plain with Accept: text/plain", Response: Diff{}, Query: []string{"against"}},
 		m.diffVersions)
 	r.Post("/workspaces/:id/config/rollback", app.Require(ObjConfig, authz.Write, ws),
-		app.Doc{Summary: "Restore the upstreams, virtual hosts and streams of an earlier version as a new version (certificates are not restored; 409 if one it uses is gone)", Body: rollbackRequest{}, Response: VersionSummary{}, Status: http.StatusCreated},
+		app.Doc{Summary: "Restore the upstreams, virtual hosts and streams of an earlier version as a new version (certificates are not restored; 409 if one it uses is gone)", Body: rollbackRequest{}, Response: VersionSummary{}, Status: http.StatusCreated, ConfigVersion: true},
 		m.rollback)
 }
 

@@ -600,6 +600,8 @@ type Version struct {
 	VersionSummary
 	Snapshot Snapshot          `json:"snapshot"`
 	Files    map[string]string `json:"files"`
+	// Agents is the version's rollout: what each agent made of it.
+	Agents []AgentRollout `json:"agents"`
 }
 
 // MarshalJSON flattens the summary next to the snapshot and files.
@@ -611,7 +613,8 @@ func (v Version) MarshalJSON() ([]byte, error) {
 	rest, err := json.Marshal(struct {
 		Snapshot Snapshot          `json:"snapshot"`
 		Files    map[string]string `json:"files"`
-	}{v.Snapshot, v.Files})
+		Agents   []AgentRollout    `json:"agents"`
+	}{v.Snapshot, v.Files, v.Agents})
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,8 @@ type Service struct {
 	certs  *certs.Service
 	// knownAgents checks target_agents.agent_ids; nil skips the check.
 	knownAgents KnownAgentsFunc
+	// rolloutFunc reads a version's rollout to the agents; nil: none.
+	rolloutFunc RolloutFunc
 	// rootPrefixes are the directories static roots must lie under
 	// (app.VHostsConfig.RootPrefixes).
 	rootPrefixes []string
@@ -72,6 +74,9 @@ type Options struct {
 	Certs *certs.Service
 	// KnownAgentsFunc is agents.(*Service).InWorkspace.
 	KnownAgentsFunc KnownAgentsFunc
+	// RolloutFunc is agents.(*Service).Rollout (nil: versions show no
+	// agents).
+	RolloutFunc RolloutFunc
 }
 
 // NewService returns a Service over d.DB. Static roots must lie under
@@ -80,7 +85,8 @@ type Options struct {
 func NewService(d app.Deps, opts Options) *Service {
 	s := &Service{
 		db: d.DB, logger: d.Logger, clock: d.Clock, ups: opts.Upstreams, certs: opts.Certs, knownAgents: opts.KnownAgentsFunc,
-		bcryptCost: bcrypt.DefaultCost, rootPrefixes: d.Config.VHosts.RootPrefixes(), maxUpdateBytes: app.DefaultMaxMessageBytes,
+		rolloutFunc: opts.RolloutFunc,
+		bcryptCost:  bcrypt.DefaultCost, rootPrefixes: d.Config.VHosts.RootPrefixes(), maxUpdateBytes: app.DefaultMaxMessageBytes,
 	}
 	if n := d.Config.GRPC.MaxMessageBytes; n > 0 {
 		s.maxUpdateBytes = n

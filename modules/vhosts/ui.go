@@ -89,7 +89,7 @@ func (m *Module) mountUI(ui *app.Router) {
 	ui.Get("/workspaces/:id/virtual-hosts/new", app.Require(ObjVirtualHost, authz.Write, ws),
 		app.Doc{Summary: "New virtual host form"}, p.vhostNew)
 	ui.Post("/workspaces/:id/virtual-hosts", app.Require(ObjVirtualHost, authz.Write, ws),
-		app.Doc{Summary: "Create a virtual host (form)"}, p.vhostCreate)
+		app.Doc{Summary: "Create a virtual host (form)", ConfigVersion: true}, p.vhostCreate)
 	ui.Get("/workspaces/:id/virtual-hosts/location-row", app.Require(ObjVirtualHost, authz.Write, ws),
 		app.Doc{Summary: "An empty location of the locations editor (htmx fragment)", Query: []string{"index"}}, p.locationRow)
 	ui.Get("/workspaces/:id/virtual-hosts/header-row", app.Require(ObjVirtualHost, authz.Write, ws),
@@ -103,30 +103,30 @@ func (m *Module) mountUI(ui *app.Router) {
 	ui.Get("/virtual-hosts/:id", app.Require(ObjVirtualHost, authz.Read, vh),
 		app.Doc{Summary: "Virtual host page: preview panel and edit form"}, p.vhostShow)
 	ui.Post("/virtual-hosts/:id", app.Require(ObjVirtualHost, authz.Write, vh),
-		app.Doc{Summary: "Update a virtual host (form)"}, p.vhostUpdate)
+		app.Doc{Summary: "Update a virtual host (form)", ConfigVersion: true}, p.vhostUpdate)
 	ui.Get("/virtual-hosts/:id/preview", app.Require(ObjVirtualHost, authz.Read, vh),
 		app.Doc{Summary: "The nginx configuration rendered for a virtual host (page, or the panel for htmx)"}, p.vhostPreview)
 	ui.Get("/virtual-hosts/:id/delete", app.Require(ObjVirtualHost, authz.Delete, vh),
 		app.Doc{Summary: "Confirm the deletion of a virtual host"}, p.vhostConfirmDelete)
 	ui.Post("/virtual-hosts/:id/delete", app.Require(ObjVirtualHost, authz.Delete, vh),
-		app.Doc{Summary: "Delete a virtual host (form)"}, p.vhostDelete)
+		app.Doc{Summary: "Delete a virtual host (form)", ConfigVersion: true}, p.vhostDelete)
 
 	ui.Get("/workspaces/:id/streams", app.Require(ObjStream, authz.Read, ws),
 		app.Doc{Summary: "Streams page", Query: page}, p.streamList)
 	ui.Get("/workspaces/:id/streams/new", app.Require(ObjStream, authz.Write, ws),
 		app.Doc{Summary: "New stream form"}, p.streamNew)
 	ui.Post("/workspaces/:id/streams", app.Require(ObjStream, authz.Write, ws),
-		app.Doc{Summary: "Create a stream (form)"}, p.streamCreate)
+		app.Doc{Summary: "Create a stream (form)", ConfigVersion: true}, p.streamCreate)
 	ui.Get("/streams/:id", app.Require(ObjStream, authz.Read, st),
 		app.Doc{Summary: "Stream page: preview panel and edit form"}, p.streamShow)
 	ui.Post("/streams/:id", app.Require(ObjStream, authz.Write, st),
-		app.Doc{Summary: "Update a stream (form)"}, p.streamUpdate)
+		app.Doc{Summary: "Update a stream (form)", ConfigVersion: true}, p.streamUpdate)
 	ui.Get("/streams/:id/preview", app.Require(ObjStream, authz.Read, st),
 		app.Doc{Summary: "The nginx configuration rendered for a stream (page, or the panel for htmx)"}, p.streamPreview)
 	ui.Get("/streams/:id/delete", app.Require(ObjStream, authz.Delete, st),
 		app.Doc{Summary: "Confirm the deletion of a stream"}, p.streamConfirmDelete)
 	ui.Post("/streams/:id/delete", app.Require(ObjStream, authz.Delete, st),
-		app.Doc{Summary: "Delete a stream (form)"}, p.streamDelete)
+		app.Doc{Summary: "Delete a stream (form)", ConfigVersion: true}, p.streamDelete)
 
 	ui.Get("/workspaces/:id/config/versions", app.Require(ObjConfig, authz.Read, ws),
 		app.Doc{Summary: "Configuration history page", Query: page}, p.versionList)
@@ -135,7 +135,7 @@ func (m *Module) mountUI(ui *app.Router) {
 	ui.Get("/workspaces/:id/config/versions/:version/rollback", app.Require(ObjConfig, authz.Write, ws),
 		app.Doc{Summary: "Confirm a rollback to a configuration version"}, p.rollbackConfirm)
 	ui.Post("/workspaces/:id/config/versions/:version/rollback", app.Require(ObjConfig, authz.Write, ws),
-		app.Doc{Summary: "Roll back to a configuration version (form)"}, p.rollback)
+		app.Doc{Summary: "Roll back to a configuration version (form)", ConfigVersion: true}, p.rollback)
 }
 
 // ---- Shared helpers ----

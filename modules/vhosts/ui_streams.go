@@ -207,7 +207,7 @@ func (p *pages) streamCreate(c *fiber.Ctx) error {
 	if err == nil {
 		var st Stream
 		if st, err = p.svc.CreateStream(app.Ctx(c), ws, in); err == nil {
-			views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Stream %q created.", st.Name)})
+			views.SetSavedFlash(c, ws, app.ConfigVersion(c), fmt.Sprintf("Stream %q created.", st.Name))
 			return views.SeeOther(c, uiStreamPath(st.ID))
 		}
 	}
@@ -241,7 +241,7 @@ func (p *pages) streamUpdate(c *fiber.Ctx) error {
 	if err != nil {
 		return p.streamFailed(c, &st, f, err)
 	}
-	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Stream %q saved.", saved.Name)})
+	views.SetSavedFlash(c, saved.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("Stream %q saved.", saved.Name))
 	return views.SeeOther(c, uiStreamPath(saved.ID))
 }
 
@@ -280,6 +280,6 @@ func (p *pages) streamDelete(c *fiber.Ctx) error {
 	if err := p.svc.DeleteStream(app.Ctx(c), st.ID); err != nil {
 		return err
 	}
-	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Stream %q deleted.", st.Name)})
+	views.SetSavedFlash(c, st.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("Stream %q deleted.", st.Name))
 	return views.SeeOther(c, uiWorkspacePath(st.WorkspaceID, "/streams"))
 }

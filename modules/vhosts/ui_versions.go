@@ -180,7 +180,6 @@ func (p *pages) rollback(c *fiber.Ctx) error {
 		}
 		return p.renderRollback(c, status, form)
 	}
-	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess,
-		Message: fmt.Sprintf("Rolled back to version %d: the configuration is now version %d.", n, out.Version)})
+	views.SetSavedFlash(c, ws, out.Version, fmt.Sprintf("Rolled back to version %d.", n))
 	return views.SeeOther(c, uiWorkspacePath(ws, "/config/versions"))
 }

@@ -153,7 +153,7 @@ func (p *pages) vhostCreate(c *fiber.Ctx) error {
 	if err == nil {
 		var vh VirtualHost
 		if vh, err = p.svc.CreateVirtualHost(app.Ctx(c), ws, in); err == nil {
-			views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Virtual host %q created.", vh.Name)})
+			views.SetSavedFlash(c, ws, app.ConfigVersion(c), fmt.Sprintf("Virtual host %q created.", vh.Name))
 			return views.SeeOther(c, uiVhostPath(vh.ID))
 		}
 	}
@@ -195,7 +195,7 @@ func (p *pages) vhostUpdate(c *fiber.Ctx) error {
 	if err != nil {
 		return p.vhostFailed(c, &vh, f, err)
 	}
-	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Virtual host %q saved.", saved.Name)})
+	views.SetSavedFlash(c, saved.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("Virtual host %q saved.", saved.Name))
 	return views.SeeOther(c, uiVhostPath(saved.ID))
 }
 
@@ -314,6 +314,6 @@ func (p *pages) vhostDelete(c *fiber.Ctx) error {
 	if err := p.svc.DeleteVirtualHost(app.Ctx(c), vh.ID); err != nil {
 		return err
 	}
-	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Virtual host %q deleted.", vh.Name)})
+	views.SetSavedFlash(c, vh.WorkspaceID, app.ConfigVersion(c), fmt.Sprintf("Virtual host %q deleted.", vh.Name))
 	return views.SeeOther(c, uiWorkspacePath(vh.WorkspaceID, "/virtual-hosts"))
 }

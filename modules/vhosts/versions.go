@@ -52,9 +52,10 @@ type Notification struct {
 //  4. render it, so that a change leaving the configuration unrenderable
 //     (an object it refers to is gone) fails with ErrNotRenderable;
 //  5. increment workspaces.config_version, insert the config_versions row
-//     (actor from ctx, summary), and
+//     (actor from ctx, summary),
 //  6. pg_notify(NotifyChannel, {"workspace_id", "version"}), which PostgreSQL
-//     delivers to every replica only if tx commits.
+//     delivers to every replica only if tx commits, and
+//  7. note the version for the request's answer (app.RecordConfigVersion).
 //
 // It is the upstreams and certs modules' ChangeFunc; this module's own changes
 // call it too. Its errors leave tx to be rolled back by the caller, so a
@@ -107,6 +108,8 @@ func (s *Service) ConfigChanged(ctx context.Context, tx *gorm.DB, workspaceID uu
 	if err := tx.Exec("SELECT pg_notify(?, ?)", NotifyChannel, string(payload)).Error; err != nil {
 		return fmt.Errorf("notify config version %d of workspace %s: %w", row.Version, workspaceID, err)
 	}
+	// The request's answer names the version (app.HeaderConfigVersion).
+	app.RecordConfigVersion(ctx, row.Version)
 	return nil
 }
 
@@ -340,8 +343,8 @@ func emptySnapshot() Snapshot {
 	return Snapshot{Upstreams: []upstreams.Upstream{}, VirtualHosts: []VirtualHost{}, Streams: []Stream{}, Certificates: []CertificateRef{}}
 }
 
-// GetVersion returns a configuration version with its snapshot and rendered
-// files.
+// GetVersion returns a configuration version with its snapshot, rendered
+// files and rollout to the agents.
 func (s *Service) GetVersion(ctx context.Context, workspaceID uuid.UUID, version int64) (Version, error) {
 	if version < 1 {
 		return Version{}, fmt.Errorf("%w %d", ErrVersionNotFound, version)
@@ -354,7 +357,11 @@ func (s *Service) GetVersion(ctx context.Context, workspaceID uuid.UUID, version
 	if err != nil {
 		return Version{}, fmt.Errorf("render config version %d of workspace %s: %w", version, workspaceID, err)
 	}
-	return Version{VersionSummary: r.summary(), Snapshot: r.Snapshot.Snapshot, Files: publicFiles(files)}, nil
+	agents, err := s.rollout(ctx, workspaceID, version)
+	if err != nil {
+		return Version{}, fmt.Errorf("rollout of config version %d of workspace %s: %w", version, workspaceID, err)
+	}
+	return Version{VersionSummary: r.summary(), Snapshot: r.Snapshot.Snapshot, Files: publicFiles(files), Agents: agents}, nil
 }
 
 // renderedVersion renders a stored version (0: the empty configuration) with

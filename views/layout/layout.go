@@ -57,6 +57,9 @@ const (
 type Flash struct {
 	Kind    FlashKind
 	Message string
+	// Rollout is the path of a fragment loaded under the message: the
+	// rollout of the configuration version the change created, live.
+	Rollout string
 }
 
 // AddSections appends links to the shell's section tabs. A link whose target is

@@ -1,0 +1,130 @@
+package agents
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/modules/vhosts"
+)
+
+// This file records each configuration version's rollout: what every agent
+// made of it (agent_config_results, one row per agent and version).
+//
+//   - recordPush writes the pushed version's row pending;
+//   - recordStatus writes the answered version's status (validating,
+//     applying, success, failed, rolled_back) with nginx's error text; an
+//     answer to the current push also settles the later versions that left
+//     the agent's configuration as it was (below);
+//   - recordUndelivered writes failed with the reason;
+//   - a version that does not change an agent's configuration (its checksum
+//     equals the last push) is not sent: recordUnchanged gives it the status
+//     of the configuration the agent already has.
+//
+// Rollout reads a version's rows with every registered agent of the
+// workspace: an agent without a row is pending (not reached yet), or
+// superseded when a later version reached it first.
+
+// recordResult stores in tx the status (an apply status) of version for the
+// agent, replacing an earlier one.
+func recordResult(tx *gorm.DB, agentID uuid.UUID, version int64, status, message string, now time.Time) error {
+	if version < 1 {
+		return nil
+	}
+	err := tx.Exec(`INSERT INTO agent_config_results (agent_id, workspace_id, version, status, error_message, updated_at)
+		SELECT id, workspace_id, ?, ?, ?, ? FROM agents WHERE id = ?
+		ON CONFLICT (agent_id, version) DO UPDATE
+		SET status = EXCLUDED.status, error_message = EXCLUDED.error_message, updated_at = EXCLUDED.updated_at`,
+		version, status, clip(message, 8192), now, agentID).Error
+	if err != nil {
+		return fmt.Errorf("record the status of version %d on agent %s: %w", version, agentID, err)
+	}
+	return nil
+}
+
+// settleUnchanged gives the agent's versions after version that are still in
+// flight (those that left its configuration as version's) version's status.
+func settleUnchanged(tx *gorm.DB, agentID uuid.UUID, version int64, status, message string, now time.Time) error {
+	err := tx.Exec(`UPDATE agent_config_results SET status = ?, error_message = ?, updated_at = ?
+		WHERE agent_id = ? AND version > ? AND status IN ?`,
+		status, clip(message, 8192), now, agentID, version, []string{ApplyPending, ApplyValidating, ApplyApplying}).Error
+	if err != nil {
+		return fmt.Errorf("record the status of versions after %d on agent %s: %w", version, agentID, err)
+	}
+	return nil
+}
+
+// recordUnchanged records that version leaves the agent's configuration as
+// the last push made it: the version gets that push's status (success when
+// the agent runs it).
+func (s *Service) recordUnchanged(ctx context.Context, agentID uuid.UUID, version int64) error {
+	err := s.db.WithContext(ctx).Exec(`INSERT INTO agent_config_results (agent_id, workspace_id, version, status, error_message, updated_at)
+		SELECT id, workspace_id, ?,
+			CASE WHEN apply_status = '' THEN ? ELSE apply_status END, apply_error, ?
+		FROM agents WHERE id = ?
+		ON CONFLICT (agent_id, version) DO NOTHING`,
+		version, ApplyPending, s.now(), agentID).Error
+	if err != nil {
+		return fmt.Errorf("record unchanged version %d on agent %s: %w", version, agentID, err)
+	}
+	return nil
+}
+
+// rolloutStatus is the public status of an apply status.
+func rolloutStatus(applyStatus string) string {
+	switch applyStatus {
+	case ApplySuccess:
+		return vhosts.RolloutApplied
+	case ApplyFailed:
+		return vhosts.RolloutFailed
+	case ApplyRolledBack:
+		return vhosts.RolloutRolledBack
+	}
+	return vhosts.RolloutPending
+}
+
+// Rollout returns what each registered agent of the workspace made of its
+// configuration version version, sorted by name (the vhosts module's
+// RolloutFunc). Agents that never registered are left out: nothing is sent to
+// them.
+func (s *Service) Rollout(ctx context.Context, workspaceID uuid.UUID, version int64) ([]vhosts.AgentRollout, error) {
+	var rows []struct {
+		ID             uuid.UUID
+		Name           string
+		State          string
+		DesiredVersion int64
+		Status         *string
+		ErrorMessage   *string
+		UpdatedAt      *time.Time
+	}
+	err := s.db.WithContext(ctx).Raw(`SELECT a.id, a.name, a.state, a.desired_version, r.status, r.error_message, r.updated_at
+		FROM agents a
+		LEFT JOIN agent_config_results r ON r.agent_id = a.id AND r.version = ?
+		WHERE a.workspace_id = ? AND a.state <> ?
+		ORDER BY a.name, a.id`, version, workspaceID, StatePending).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("read the rollout of version %d of workspace %s: %w", version, workspaceID, err)
+	}
+	out := make([]vhosts.AgentRollout, 0, len(rows))
+	for _, r := range rows {
+		a := vhosts.AgentRollout{AgentID: r.ID, Name: r.Name, State: r.State, Status: vhosts.RolloutPending}
+		switch {
+		case r.Status != nil:
+			a.Status = rolloutStatus(*r.Status)
+			if a.Status == vhosts.RolloutFailed || a.Status == vhosts.RolloutRolledBack {
+				a.ErrorMessage = *r.ErrorMessage
+			}
+			if r.UpdatedAt != nil {
+				t := r.UpdatedAt.UTC()
+				a.UpdatedAt = &t
+			}
+		case r.DesiredVersion > version:
+			a.Status = vhosts.RolloutSuperseded
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
