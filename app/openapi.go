@@ -158,6 +158,10 @@ func (g *schemaGen) operation(r Route) map[string]any {
 	case StreamWebSocket:
 		status = http.StatusSwitchingProtocols
 		resp = map[string]any{"description": "Switching Protocols: the connection is a WebSocket from here on"}
+	case StreamText:
+		resp["content"] = map[string]any{"text/plain": map[string]any{
+			"schema": map[string]any{"type": "string"},
+		}}
 	}
 	if r.Doc.ConfigVersion {
 		resp["headers"] = map[string]any{HeaderConfigVersion: map[string]any{

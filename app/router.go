@@ -78,8 +78,8 @@ type Doc struct {
 	Status int
 	// Query names the query parameters the route reads.
 	Query []string
-	// Stream is how a streaming route answers: StreamSSE or StreamWebSocket;
-	// empty for a plain JSON response.
+	// Stream is how a streaming or non-JSON route answers: StreamSSE,
+	// StreamWebSocket or StreamText; empty for a plain JSON response.
 	Stream string
 	// ConfigVersion: a successful answer carries HeaderConfigVersion, the
 	// workspace configuration version the write created (absent when it
@@ -93,6 +93,9 @@ const (
 	StreamSSE = "sse"
 	// StreamWebSocket upgrades the connection to a WebSocket.
 	StreamWebSocket = "websocket"
+	// StreamText answers with plain text (e.g. the Prometheus exposition
+	// format), not JSON.
+	StreamText = "text"
 )
 
 // Route is one registered route.

@@ -250,6 +250,24 @@ type AgentInfo struct {
 	Version       string   `json:"version"`
 }
 
+// AgentRollout defines model for AgentRollout.
+type AgentRollout struct {
+	AgentId openapi_types.UUID `json:"agent_id"`
+
+	// ErrorMessage why the version failed on the agent: nginx's error text for failed and rolled_back; empty otherwise
+	ErrorMessage string `json:"error_message"`
+	Name         string `json:"name"`
+
+	// State the agent's connection state now: online, offline or degraded
+	State string `json:"state"`
+
+	// Status pending, applied, failed, rolled_back, or superseded (a later version reached the agent first)
+	Status string `json:"status"`
+
+	// UpdatedAt when the agent's status for this version last changed; null before it was sent
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+}
+
 // AgentSummary defines model for AgentSummary.
 type AgentSummary struct {
 	ActiveConnections int         `json:"active_connections"`
@@ -1256,6 +1274,7 @@ type User struct {
 // Version defines model for Version.
 type Version struct {
 	Actor     Actor             `json:"actor"`
+	Agents    []AgentRollout    `json:"agents"`
 	CreatedAt time.Time         `json:"created_at"`
 	Files     map[string]string `json:"files"`
 	Snapshot  Snapshot          `json:"snapshot"`
@@ -2430,7 +2449,7 @@ type ClientInterface interface {
 	// Corresponds with GET /workspaces/{id}/config/versions (the `GetWorkspacesByIdConfigVersions` operationId).
 	GetWorkspacesByIdConfigVersions(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdConfigVersionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdConfigVersionsByVersion Get a configuration version (an integer) with its snapshot and rendered nginx files
+	// GetWorkspacesByIdConfigVersionsByVersion Get a configuration version (an integer) with its snapshot, rendered nginx files and rollout: agents lists what each registered agent made of it (status pending, applied, failed, rolled_back or superseded, with nginx's error text)
 	//
 	// Corresponds with GET /workspaces/{id}/config/versions/{version} (the `GetWorkspacesByIdConfigVersionsByVersion` operationId).
 	GetWorkspacesByIdConfigVersionsByVersion(ctx context.Context, id openapi_types.UUID, version int, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -4349,7 +4368,7 @@ func (c *Client) GetWorkspacesByIdConfigVersions(ctx context.Context, id openapi
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdConfigVersionsByVersion Get a configuration version (an integer) with its snapshot and rendered nginx files
+// GetWorkspacesByIdConfigVersionsByVersion Get a configuration version (an integer) with its snapshot, rendered nginx files and rollout: agents lists what each registered agent made of it (status pending, applied, failed, rolled_back or superseded, with nginx's error text)
 //
 // Corresponds with GET /workspaces/{id}/config/versions/{version} (the `GetWorkspacesByIdConfigVersionsByVersion` operationId).
 func (c *Client) GetWorkspacesByIdConfigVersionsByVersion(ctx context.Context, id openapi_types.UUID, version int, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -10855,7 +10874,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /workspaces/{id}/config/versions (the `GetWorkspacesByIdConfigVersions` operationId).
 	GetWorkspacesByIdConfigVersionsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdConfigVersionsParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdConfigVersionsResponse, error)
 
-	// GetWorkspacesByIdConfigVersionsByVersionWithResponse Get a configuration version (an integer) with its snapshot and rendered nginx files
+	// GetWorkspacesByIdConfigVersionsByVersionWithResponse Get a configuration version (an integer) with its snapshot, rendered nginx files and rollout: agents lists what each registered agent made of it (status pending, applied, failed, rolled_back or superseded, with nginx's error text)
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -12424,6 +12443,11 @@ func (r PostAuthRefreshResponse) ContentType() string {
 	return ""
 }
 
+// DeleteCertificatesByIdResponse204Headers the declared response headers of an HTTP 204 response for DeleteCertificatesById
+type DeleteCertificatesByIdResponse204Headers struct {
+	XConfigVersion *int
+}
+
 type DeleteCertificatesByIdResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -12437,6 +12461,8 @@ type DeleteCertificatesByIdResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers204 the parsed response headers for an HTTP 204 response
+	Headers204 *DeleteCertificatesByIdResponse204Headers
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -12569,11 +12595,54 @@ func (r GetCertificatesByIdResponse) ContentType() string {
 	return ""
 }
 
+// PatchCertificatesByIdResponse200Headers the declared response headers of an HTTP 200 response for PatchCertificatesById
+type PatchCertificatesByIdResponse200Headers struct {
+	XConfigVersion *int
+}
+
 type PatchCertificatesByIdResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *Certificate
+	JSON200 *struct {
+		AutoRenew bool `json:"auto_renew"`
+
+		// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+		ConfigVersion *int      `json:"config_version,omitempty"`
+		CreatedAt     time.Time `json:"created_at"`
+
+		// Domain The leaf's first DNS subjectAltName, else its common name
+		Domain string `json:"domain"`
+
+		// Error The last issuance or renewal error; empty when none
+		Error     string     `json:"error"`
+		ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+		// FingerprintSha256 SHA-256 of the leaf's DER encoding, lowercase hexadecimal
+		FingerprintSha256 string             `json:"fingerprint_sha256"`
+		Id                openapi_types.UUID `json:"id"`
+		IsWildcard        bool               `json:"is_wildcard"`
+		IssuedAt          *time.Time         `json:"issued_at,omitempty"`
+		Issuer            string             `json:"issuer"`
+		Name              string             `json:"name"`
+
+		// NextAttemptAt When a failed issuance or renewal is tried again; null when none is scheduled
+		NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+		// Provider upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom
+		Provider string `json:"provider"`
+
+		// San The leaf's subjectAltNames: DNS names and IP addresses
+		San []string `json:"san"`
+
+		// Serial The leaf's serial number, lowercase hexadecimal
+		Serial string `json:"serial"`
+
+		// Status pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request
+		Status      string             `json:"status"`
+		UpdatedAt   time.Time          `json:"updated_at"`
+		WorkspaceId openapi_types.UUID `json:"workspace_id"`
+	}
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -12586,10 +12655,50 @@ type PatchCertificatesByIdResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *PatchCertificatesByIdResponse200Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r PatchCertificatesByIdResponse) GetJSON200() *Certificate {
+func (r PatchCertificatesByIdResponse) GetJSON200() *struct {
+	AutoRenew bool `json:"auto_renew"`
+
+	// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+	ConfigVersion *int      `json:"config_version,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+
+	// Domain The leaf's first DNS subjectAltName, else its common name
+	Domain string `json:"domain"`
+
+	// Error The last issuance or renewal error; empty when none
+	Error     string     `json:"error"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// FingerprintSha256 SHA-256 of the leaf's DER encoding, lowercase hexadecimal
+	FingerprintSha256 string             `json:"fingerprint_sha256"`
+	Id                openapi_types.UUID `json:"id"`
+	IsWildcard        bool               `json:"is_wildcard"`
+	IssuedAt          *time.Time         `json:"issued_at,omitempty"`
+	Issuer            string             `json:"issuer"`
+	Name              string             `json:"name"`
+
+	// NextAttemptAt When a failed issuance or renewal is tried again; null when none is scheduled
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+	// Provider upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom
+	Provider string `json:"provider"`
+
+	// San The leaf's subjectAltNames: DNS names and IP addresses
+	San []string `json:"san"`
+
+	// Serial The leaf's serial number, lowercase hexadecimal
+	Serial string `json:"serial"`
+
+	// Status pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request
+	Status      string             `json:"status"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+	WorkspaceId openapi_types.UUID `json:"workspace_id"`
+} {
 	return r.JSON200
 }
 
@@ -12734,11 +12843,54 @@ func (r GetCertificatesByIdAttemptsResponse) ContentType() string {
 	return ""
 }
 
+// PostCertificatesByIdRenewResponse202Headers the declared response headers of an HTTP 202 response for PostCertificatesByIdRenew
+type PostCertificatesByIdRenewResponse202Headers struct {
+	XConfigVersion *int
+}
+
 type PostCertificatesByIdRenewResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON202 the response for an HTTP 202 `application/json` response
-	JSON202 *Certificate
+	JSON202 *struct {
+		AutoRenew bool `json:"auto_renew"`
+
+		// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+		ConfigVersion *int      `json:"config_version,omitempty"`
+		CreatedAt     time.Time `json:"created_at"`
+
+		// Domain The leaf's first DNS subjectAltName, else its common name
+		Domain string `json:"domain"`
+
+		// Error The last issuance or renewal error; empty when none
+		Error     string     `json:"error"`
+		ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+		// FingerprintSha256 SHA-256 of the leaf's DER encoding, lowercase hexadecimal
+		FingerprintSha256 string             `json:"fingerprint_sha256"`
+		Id                openapi_types.UUID `json:"id"`
+		IsWildcard        bool               `json:"is_wildcard"`
+		IssuedAt          *time.Time         `json:"issued_at,omitempty"`
+		Issuer            string             `json:"issuer"`
+		Name              string             `json:"name"`
+
+		// NextAttemptAt When a failed issuance or renewal is tried again; null when none is scheduled
+		NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+		// Provider upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom
+		Provider string `json:"provider"`
+
+		// San The leaf's subjectAltNames: DNS names and IP addresses
+		San []string `json:"san"`
+
+		// Serial The leaf's serial number, lowercase hexadecimal
+		Serial string `json:"serial"`
+
+		// Status pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request
+		Status      string             `json:"status"`
+		UpdatedAt   time.Time          `json:"updated_at"`
+		WorkspaceId openapi_types.UUID `json:"workspace_id"`
+	}
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -12749,10 +12901,50 @@ type PostCertificatesByIdRenewResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *PostCertificatesByIdRenewResponse202Headers
 }
 
 // GetJSON202 returns the response for an HTTP 202 `application/json` response
-func (r PostCertificatesByIdRenewResponse) GetJSON202() *Certificate {
+func (r PostCertificatesByIdRenewResponse) GetJSON202() *struct {
+	AutoRenew bool `json:"auto_renew"`
+
+	// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+	ConfigVersion *int      `json:"config_version,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+
+	// Domain The leaf's first DNS subjectAltName, else its common name
+	Domain string `json:"domain"`
+
+	// Error The last issuance or renewal error; empty when none
+	Error     string     `json:"error"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// FingerprintSha256 SHA-256 of the leaf's DER encoding, lowercase hexadecimal
+	FingerprintSha256 string             `json:"fingerprint_sha256"`
+	Id                openapi_types.UUID `json:"id"`
+	IsWildcard        bool               `json:"is_wildcard"`
+	IssuedAt          *time.Time         `json:"issued_at,omitempty"`
+	Issuer            string             `json:"issuer"`
+	Name              string             `json:"name"`
+
+	// NextAttemptAt When a failed issuance or renewal is tried again; null when none is scheduled
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+	// Provider upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom
+	Provider string `json:"provider"`
+
+	// San The leaf's subjectAltNames: DNS names and IP addresses
+	San []string `json:"san"`
+
+	// Serial The leaf's serial number, lowercase hexadecimal
+	Serial string `json:"serial"`
+
+	// Status pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request
+	Status      string             `json:"status"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+	WorkspaceId openapi_types.UUID `json:"workspace_id"`
+} {
 	return r.JSON202
 }
 
@@ -14716,6 +14908,11 @@ func (r PostOrganizationsByIdWorkspacesResponse) ContentType() string {
 	return ""
 }
 
+// DeleteStreamsByIdResponse204Headers the declared response headers of an HTTP 204 response for DeleteStreamsById
+type DeleteStreamsByIdResponse204Headers struct {
+	XConfigVersion *int
+}
+
 type DeleteStreamsByIdResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -14729,6 +14926,8 @@ type DeleteStreamsByIdResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers204 the parsed response headers for an HTTP 204 response
+	Headers204 *DeleteStreamsByIdResponse204Headers
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -14861,11 +15060,38 @@ func (r GetStreamsByIdResponse) ContentType() string {
 	return ""
 }
 
+// PatchStreamsByIdResponse200Headers the declared response headers of an HTTP 200 response for PatchStreamsById
+type PatchStreamsByIdResponse200Headers struct {
+	XConfigVersion *int
+}
+
 type PatchStreamsByIdResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *Stream
+	JSON200 *struct {
+		AcceptProxyProtocol bool   `json:"accept_proxy_protocol"`
+		BandwidthLimit      string `json:"bandwidth_limit"`
+
+		// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+		ConfigVersion  *int               `json:"config_version,omitempty"`
+		ConnectTimeout *int               `json:"connect_timeout,omitempty"`
+		CreatedAt      time.Time          `json:"created_at"`
+		Id             openapi_types.UUID `json:"id"`
+		ListenPort     int                `json:"listen_port"`
+		Name           string             `json:"name"`
+
+		// Protocol tcp or udp
+		Protocol         string              `json:"protocol"`
+		ProxyProtocol    bool                `json:"proxy_protocol"`
+		SslCertificateId *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+		SslEnabled       bool                `json:"ssl_enabled"`
+		TargetAgents     TargetAgents        `json:"target_agents"`
+		Timeout          *int                `json:"timeout,omitempty"`
+		UpdatedAt        time.Time           `json:"updated_at"`
+		UpstreamId       openapi_types.UUID  `json:"upstream_id"`
+		WorkspaceId      openapi_types.UUID  `json:"workspace_id"`
+	}
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -14878,10 +15104,34 @@ type PatchStreamsByIdResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *PatchStreamsByIdResponse200Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r PatchStreamsByIdResponse) GetJSON200() *Stream {
+func (r PatchStreamsByIdResponse) GetJSON200() *struct {
+	AcceptProxyProtocol bool   `json:"accept_proxy_protocol"`
+	BandwidthLimit      string `json:"bandwidth_limit"`
+
+	// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+	ConfigVersion  *int               `json:"config_version,omitempty"`
+	ConnectTimeout *int               `json:"connect_timeout,omitempty"`
+	CreatedAt      time.Time          `json:"created_at"`
+	Id             openapi_types.UUID `json:"id"`
+	ListenPort     int                `json:"listen_port"`
+	Name           string             `json:"name"`
+
+	// Protocol tcp or udp
+	Protocol         string              `json:"protocol"`
+	ProxyProtocol    bool                `json:"proxy_protocol"`
+	SslCertificateId *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+	SslEnabled       bool                `json:"ssl_enabled"`
+	TargetAgents     TargetAgents        `json:"target_agents"`
+	Timeout          *int                `json:"timeout,omitempty"`
+	UpdatedAt        time.Time           `json:"updated_at"`
+	UpstreamId       openapi_types.UUID  `json:"upstream_id"`
+	WorkspaceId      openapi_types.UUID  `json:"workspace_id"`
+} {
 	return r.JSON200
 }
 
@@ -15172,6 +15422,11 @@ func (r PostStreamsByIdResetCountersResponse) ContentType() string {
 	return ""
 }
 
+// DeleteUpstreamsByIdResponse204Headers the declared response headers of an HTTP 204 response for DeleteUpstreamsById
+type DeleteUpstreamsByIdResponse204Headers struct {
+	XConfigVersion *int
+}
+
 type DeleteUpstreamsByIdResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -15185,6 +15440,8 @@ type DeleteUpstreamsByIdResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers204 the parsed response headers for an HTTP 204 response
+	Headers204 *DeleteUpstreamsByIdResponse204Headers
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -15317,11 +15574,32 @@ func (r GetUpstreamsByIdResponse) ContentType() string {
 	return ""
 }
 
+// PatchUpstreamsByIdResponse200Headers the declared response headers of an HTTP 200 response for PatchUpstreamsById
+type PatchUpstreamsByIdResponse200Headers struct {
+	XConfigVersion *int
+}
+
 type PatchUpstreamsByIdResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *Upstream
+	JSON200 *struct {
+		// Algorithm round_robin (default), least_connections, ip_hash or weighted_round_robin
+		Algorithm string `json:"algorithm"`
+
+		// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+		ConfigVersion *int               `json:"config_version,omitempty"`
+		CreatedAt     time.Time          `json:"created_at"`
+		HealthCheck   HealthCheck        `json:"health_check"`
+		Id            openapi_types.UUID `json:"id"`
+
+		// KeepaliveConnections idle keepalive connections kept open to the servers per worker; 0 disables keepalive
+		KeepaliveConnections int                `json:"keepalive_connections"`
+		Name                 string             `json:"name"`
+		Servers              []Server           `json:"servers"`
+		UpdatedAt            time.Time          `json:"updated_at"`
+		WorkspaceId          openapi_types.UUID `json:"workspace_id"`
+	}
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -15334,10 +15612,28 @@ type PatchUpstreamsByIdResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *PatchUpstreamsByIdResponse200Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r PatchUpstreamsByIdResponse) GetJSON200() *Upstream {
+func (r PatchUpstreamsByIdResponse) GetJSON200() *struct {
+	// Algorithm round_robin (default), least_connections, ip_hash or weighted_round_robin
+	Algorithm string `json:"algorithm"`
+
+	// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+	ConfigVersion *int               `json:"config_version,omitempty"`
+	CreatedAt     time.Time          `json:"created_at"`
+	HealthCheck   HealthCheck        `json:"health_check"`
+	Id            openapi_types.UUID `json:"id"`
+
+	// KeepaliveConnections idle keepalive connections kept open to the servers per worker; 0 disables keepalive
+	KeepaliveConnections int                `json:"keepalive_connections"`
+	Name                 string             `json:"name"`
+	Servers              []Server           `json:"servers"`
+	UpdatedAt            time.Time          `json:"updated_at"`
+	WorkspaceId          openapi_types.UUID `json:"workspace_id"`
+} {
 	return r.JSON200
 }
 
@@ -15730,6 +16026,11 @@ func (r PatchUsersByIdResponse) ContentType() string {
 	return ""
 }
 
+// DeleteVirtualHostsByIdResponse204Headers the declared response headers of an HTTP 204 response for DeleteVirtualHostsById
+type DeleteVirtualHostsByIdResponse204Headers struct {
+	XConfigVersion *int
+}
+
 type DeleteVirtualHostsByIdResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -15743,6 +16044,8 @@ type DeleteVirtualHostsByIdResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers204 the parsed response headers for an HTTP 204 response
+	Headers204 *DeleteVirtualHostsByIdResponse204Headers
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -15875,11 +16178,43 @@ func (r GetVirtualHostsByIdResponse) ContentType() string {
 	return ""
 }
 
+// PatchVirtualHostsByIdResponse200Headers the declared response headers of an HTTP 200 response for PatchVirtualHostsById
+type PatchVirtualHostsByIdResponse200Headers struct {
+	XConfigVersion *int
+}
+
 type PatchVirtualHostsByIdResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *VirtualHost
+	JSON200 *struct {
+		AccessList        *AccessList `json:"access_list,omitempty"`
+		ClientMaxBodySize string      `json:"client_max_body_size"`
+
+		// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+		ConfigVersion       *int                `json:"config_version,omitempty"`
+		CreatedAt           time.Time           `json:"created_at"`
+		CustomDirectives    map[string]string   `json:"custom_directives"`
+		DefaultServer       bool                `json:"default_server"`
+		Http2Enabled        bool                `json:"http2_enabled"`
+		Id                  openapi_types.UUID  `json:"id"`
+		ListenPort          int                 `json:"listen_port"`
+		Locations           []Location          `json:"locations"`
+		Name                string              `json:"name"`
+		ProxyConnectTimeout *int                `json:"proxy_connect_timeout,omitempty"`
+		ProxyReadTimeout    *int                `json:"proxy_read_timeout,omitempty"`
+		ProxySendTimeout    *int                `json:"proxy_send_timeout,omitempty"`
+		RateLimit           *RateLimit          `json:"rate_limit,omitempty"`
+		RedirectCode        int                 `json:"redirect_code"`
+		RedirectHttps       bool                `json:"redirect_https"`
+		RedirectTo          string              `json:"redirect_to"`
+		ServerName          string              `json:"server_name"`
+		SslCertificateId    *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+		SslEnabled          bool                `json:"ssl_enabled"`
+		TargetAgents        TargetAgents        `json:"target_agents"`
+		UpdatedAt           time.Time           `json:"updated_at"`
+		WorkspaceId         openapi_types.UUID  `json:"workspace_id"`
+	}
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -15892,10 +16227,39 @@ type PatchVirtualHostsByIdResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *PatchVirtualHostsByIdResponse200Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r PatchVirtualHostsByIdResponse) GetJSON200() *VirtualHost {
+func (r PatchVirtualHostsByIdResponse) GetJSON200() *struct {
+	AccessList        *AccessList `json:"access_list,omitempty"`
+	ClientMaxBodySize string      `json:"client_max_body_size"`
+
+	// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+	ConfigVersion       *int                `json:"config_version,omitempty"`
+	CreatedAt           time.Time           `json:"created_at"`
+	CustomDirectives    map[string]string   `json:"custom_directives"`
+	DefaultServer       bool                `json:"default_server"`
+	Http2Enabled        bool                `json:"http2_enabled"`
+	Id                  openapi_types.UUID  `json:"id"`
+	ListenPort          int                 `json:"listen_port"`
+	Locations           []Location          `json:"locations"`
+	Name                string              `json:"name"`
+	ProxyConnectTimeout *int                `json:"proxy_connect_timeout,omitempty"`
+	ProxyReadTimeout    *int                `json:"proxy_read_timeout,omitempty"`
+	ProxySendTimeout    *int                `json:"proxy_send_timeout,omitempty"`
+	RateLimit           *RateLimit          `json:"rate_limit,omitempty"`
+	RedirectCode        int                 `json:"redirect_code"`
+	RedirectHttps       bool                `json:"redirect_https"`
+	RedirectTo          string              `json:"redirect_to"`
+	ServerName          string              `json:"server_name"`
+	SslCertificateId    *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+	SslEnabled          bool                `json:"ssl_enabled"`
+	TargetAgents        TargetAgents        `json:"target_agents"`
+	UpdatedAt           time.Time           `json:"updated_at"`
+	WorkspaceId         openapi_types.UUID  `json:"workspace_id"`
+} {
 	return r.JSON200
 }
 
@@ -17067,11 +17431,54 @@ func (r GetWorkspacesByIdCertificatesResponse) ContentType() string {
 	return ""
 }
 
+// PostWorkspacesByIdCertificatesResponse201Headers the declared response headers of an HTTP 201 response for PostWorkspacesByIdCertificates
+type PostWorkspacesByIdCertificatesResponse201Headers struct {
+	XConfigVersion *int
+}
+
 type PostWorkspacesByIdCertificatesResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON201 the response for an HTTP 201 `application/json` response
-	JSON201 *Certificate
+	JSON201 *struct {
+		AutoRenew bool `json:"auto_renew"`
+
+		// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+		ConfigVersion *int      `json:"config_version,omitempty"`
+		CreatedAt     time.Time `json:"created_at"`
+
+		// Domain The leaf's first DNS subjectAltName, else its common name
+		Domain string `json:"domain"`
+
+		// Error The last issuance or renewal error; empty when none
+		Error     string     `json:"error"`
+		ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+		// FingerprintSha256 SHA-256 of the leaf's DER encoding, lowercase hexadecimal
+		FingerprintSha256 string             `json:"fingerprint_sha256"`
+		Id                openapi_types.UUID `json:"id"`
+		IsWildcard        bool               `json:"is_wildcard"`
+		IssuedAt          *time.Time         `json:"issued_at,omitempty"`
+		Issuer            string             `json:"issuer"`
+		Name              string             `json:"name"`
+
+		// NextAttemptAt When a failed issuance or renewal is tried again; null when none is scheduled
+		NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+		// Provider upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom
+		Provider string `json:"provider"`
+
+		// San The leaf's subjectAltNames: DNS names and IP addresses
+		San []string `json:"san"`
+
+		// Serial The leaf's serial number, lowercase hexadecimal
+		Serial string `json:"serial"`
+
+		// Status pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request
+		Status      string             `json:"status"`
+		UpdatedAt   time.Time          `json:"updated_at"`
+		WorkspaceId openapi_types.UUID `json:"workspace_id"`
+	}
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -17084,10 +17491,50 @@ type PostWorkspacesByIdCertificatesResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *PostWorkspacesByIdCertificatesResponse201Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
-func (r PostWorkspacesByIdCertificatesResponse) GetJSON201() *Certificate {
+func (r PostWorkspacesByIdCertificatesResponse) GetJSON201() *struct {
+	AutoRenew bool `json:"auto_renew"`
+
+	// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+	ConfigVersion *int      `json:"config_version,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+
+	// Domain The leaf's first DNS subjectAltName, else its common name
+	Domain string `json:"domain"`
+
+	// Error The last issuance or renewal error; empty when none
+	Error     string     `json:"error"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// FingerprintSha256 SHA-256 of the leaf's DER encoding, lowercase hexadecimal
+	FingerprintSha256 string             `json:"fingerprint_sha256"`
+	Id                openapi_types.UUID `json:"id"`
+	IsWildcard        bool               `json:"is_wildcard"`
+	IssuedAt          *time.Time         `json:"issued_at,omitempty"`
+	Issuer            string             `json:"issuer"`
+	Name              string             `json:"name"`
+
+	// NextAttemptAt When a failed issuance or renewal is tried again; null when none is scheduled
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+	// Provider upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom
+	Provider string `json:"provider"`
+
+	// San The leaf's subjectAltNames: DNS names and IP addresses
+	San []string `json:"san"`
+
+	// Serial The leaf's serial number, lowercase hexadecimal
+	Serial string `json:"serial"`
+
+	// Status pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request
+	Status      string             `json:"status"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+	WorkspaceId openapi_types.UUID `json:"workspace_id"`
+} {
 	return r.JSON201
 }
 
@@ -17150,11 +17597,24 @@ func (r PostWorkspacesByIdCertificatesResponse) ContentType() string {
 	return ""
 }
 
+// PostWorkspacesByIdConfigRollbackResponse201Headers the declared response headers of an HTTP 201 response for PostWorkspacesByIdConfigRollback
+type PostWorkspacesByIdConfigRollbackResponse201Headers struct {
+	XConfigVersion *int
+}
+
 type PostWorkspacesByIdConfigRollbackResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON201 the response for an HTTP 201 `application/json` response
-	JSON201 *VersionSummary
+	JSON201 *struct {
+		Actor Actor `json:"actor"`
+
+		// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+		ConfigVersion *int      `json:"config_version,omitempty"`
+		CreatedAt     time.Time `json:"created_at"`
+		Summary       string    `json:"summary"`
+		Version       int       `json:"version"`
+	}
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -17167,10 +17627,20 @@ type PostWorkspacesByIdConfigRollbackResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *PostWorkspacesByIdConfigRollbackResponse201Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
-func (r PostWorkspacesByIdConfigRollbackResponse) GetJSON201() *VersionSummary {
+func (r PostWorkspacesByIdConfigRollbackResponse) GetJSON201() *struct {
+	Actor Actor `json:"actor"`
+
+	// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+	ConfigVersion *int      `json:"config_version,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	Summary       string    `json:"summary"`
+	Version       int       `json:"version"`
+} {
 	return r.JSON201
 }
 
@@ -17929,11 +18399,38 @@ func (r GetWorkspacesByIdStreamsResponse) ContentType() string {
 	return ""
 }
 
+// PostWorkspacesByIdStreamsResponse201Headers the declared response headers of an HTTP 201 response for PostWorkspacesByIdStreams
+type PostWorkspacesByIdStreamsResponse201Headers struct {
+	XConfigVersion *int
+}
+
 type PostWorkspacesByIdStreamsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON201 the response for an HTTP 201 `application/json` response
-	JSON201 *Stream
+	JSON201 *struct {
+		AcceptProxyProtocol bool   `json:"accept_proxy_protocol"`
+		BandwidthLimit      string `json:"bandwidth_limit"`
+
+		// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+		ConfigVersion  *int               `json:"config_version,omitempty"`
+		ConnectTimeout *int               `json:"connect_timeout,omitempty"`
+		CreatedAt      time.Time          `json:"created_at"`
+		Id             openapi_types.UUID `json:"id"`
+		ListenPort     int                `json:"listen_port"`
+		Name           string             `json:"name"`
+
+		// Protocol tcp or udp
+		Protocol         string              `json:"protocol"`
+		ProxyProtocol    bool                `json:"proxy_protocol"`
+		SslCertificateId *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+		SslEnabled       bool                `json:"ssl_enabled"`
+		TargetAgents     TargetAgents        `json:"target_agents"`
+		Timeout          *int                `json:"timeout,omitempty"`
+		UpdatedAt        time.Time           `json:"updated_at"`
+		UpstreamId       openapi_types.UUID  `json:"upstream_id"`
+		WorkspaceId      openapi_types.UUID  `json:"workspace_id"`
+	}
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -17946,10 +18443,34 @@ type PostWorkspacesByIdStreamsResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *PostWorkspacesByIdStreamsResponse201Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
-func (r PostWorkspacesByIdStreamsResponse) GetJSON201() *Stream {
+func (r PostWorkspacesByIdStreamsResponse) GetJSON201() *struct {
+	AcceptProxyProtocol bool   `json:"accept_proxy_protocol"`
+	BandwidthLimit      string `json:"bandwidth_limit"`
+
+	// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+	ConfigVersion  *int               `json:"config_version,omitempty"`
+	ConnectTimeout *int               `json:"connect_timeout,omitempty"`
+	CreatedAt      time.Time          `json:"created_at"`
+	Id             openapi_types.UUID `json:"id"`
+	ListenPort     int                `json:"listen_port"`
+	Name           string             `json:"name"`
+
+	// Protocol tcp or udp
+	Protocol         string              `json:"protocol"`
+	ProxyProtocol    bool                `json:"proxy_protocol"`
+	SslCertificateId *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+	SslEnabled       bool                `json:"ssl_enabled"`
+	TargetAgents     TargetAgents        `json:"target_agents"`
+	Timeout          *int                `json:"timeout,omitempty"`
+	UpdatedAt        time.Time           `json:"updated_at"`
+	UpstreamId       openapi_types.UUID  `json:"upstream_id"`
+	WorkspaceId      openapi_types.UUID  `json:"workspace_id"`
+} {
 	return r.JSON201
 }
 
@@ -18094,11 +18615,32 @@ func (r GetWorkspacesByIdUpstreamsResponse) ContentType() string {
 	return ""
 }
 
+// PostWorkspacesByIdUpstreamsResponse201Headers the declared response headers of an HTTP 201 response for PostWorkspacesByIdUpstreams
+type PostWorkspacesByIdUpstreamsResponse201Headers struct {
+	XConfigVersion *int
+}
+
 type PostWorkspacesByIdUpstreamsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON201 the response for an HTTP 201 `application/json` response
-	JSON201 *Upstream
+	JSON201 *struct {
+		// Algorithm round_robin (default), least_connections, ip_hash or weighted_round_robin
+		Algorithm string `json:"algorithm"`
+
+		// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+		ConfigVersion *int               `json:"config_version,omitempty"`
+		CreatedAt     time.Time          `json:"created_at"`
+		HealthCheck   HealthCheck        `json:"health_check"`
+		Id            openapi_types.UUID `json:"id"`
+
+		// KeepaliveConnections idle keepalive connections kept open to the servers per worker; 0 disables keepalive
+		KeepaliveConnections int                `json:"keepalive_connections"`
+		Name                 string             `json:"name"`
+		Servers              []Server           `json:"servers"`
+		UpdatedAt            time.Time          `json:"updated_at"`
+		WorkspaceId          openapi_types.UUID `json:"workspace_id"`
+	}
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -18111,10 +18653,28 @@ type PostWorkspacesByIdUpstreamsResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *PostWorkspacesByIdUpstreamsResponse201Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
-func (r PostWorkspacesByIdUpstreamsResponse) GetJSON201() *Upstream {
+func (r PostWorkspacesByIdUpstreamsResponse) GetJSON201() *struct {
+	// Algorithm round_robin (default), least_connections, ip_hash or weighted_round_robin
+	Algorithm string `json:"algorithm"`
+
+	// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+	ConfigVersion *int               `json:"config_version,omitempty"`
+	CreatedAt     time.Time          `json:"created_at"`
+	HealthCheck   HealthCheck        `json:"health_check"`
+	Id            openapi_types.UUID `json:"id"`
+
+	// KeepaliveConnections idle keepalive connections kept open to the servers per worker; 0 disables keepalive
+	KeepaliveConnections int                `json:"keepalive_connections"`
+	Name                 string             `json:"name"`
+	Servers              []Server           `json:"servers"`
+	UpdatedAt            time.Time          `json:"updated_at"`
+	WorkspaceId          openapi_types.UUID `json:"workspace_id"`
+} {
 	return r.JSON201
 }
 
@@ -18259,11 +18819,43 @@ func (r GetWorkspacesByIdVirtualHostsResponse) ContentType() string {
 	return ""
 }
 
+// PostWorkspacesByIdVirtualHostsResponse201Headers the declared response headers of an HTTP 201 response for PostWorkspacesByIdVirtualHosts
+type PostWorkspacesByIdVirtualHostsResponse201Headers struct {
+	XConfigVersion *int
+}
+
 type PostWorkspacesByIdVirtualHostsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON201 the response for an HTTP 201 `application/json` response
-	JSON201 *VirtualHost
+	JSON201 *struct {
+		AccessList        *AccessList `json:"access_list,omitempty"`
+		ClientMaxBodySize string      `json:"client_max_body_size"`
+
+		// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+		ConfigVersion       *int                `json:"config_version,omitempty"`
+		CreatedAt           time.Time           `json:"created_at"`
+		CustomDirectives    map[string]string   `json:"custom_directives"`
+		DefaultServer       bool                `json:"default_server"`
+		Http2Enabled        bool                `json:"http2_enabled"`
+		Id                  openapi_types.UUID  `json:"id"`
+		ListenPort          int                 `json:"listen_port"`
+		Locations           []Location          `json:"locations"`
+		Name                string              `json:"name"`
+		ProxyConnectTimeout *int                `json:"proxy_connect_timeout,omitempty"`
+		ProxyReadTimeout    *int                `json:"proxy_read_timeout,omitempty"`
+		ProxySendTimeout    *int                `json:"proxy_send_timeout,omitempty"`
+		RateLimit           *RateLimit          `json:"rate_limit,omitempty"`
+		RedirectCode        int                 `json:"redirect_code"`
+		RedirectHttps       bool                `json:"redirect_https"`
+		RedirectTo          string              `json:"redirect_to"`
+		ServerName          string              `json:"server_name"`
+		SslCertificateId    *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+		SslEnabled          bool                `json:"ssl_enabled"`
+		TargetAgents        TargetAgents        `json:"target_agents"`
+		UpdatedAt           time.Time           `json:"updated_at"`
+		WorkspaceId         openapi_types.UUID  `json:"workspace_id"`
+	}
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -18276,10 +18868,39 @@ type PostWorkspacesByIdVirtualHostsResponse struct {
 	JSON429 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *PostWorkspacesByIdVirtualHostsResponse201Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
-func (r PostWorkspacesByIdVirtualHostsResponse) GetJSON201() *VirtualHost {
+func (r PostWorkspacesByIdVirtualHostsResponse) GetJSON201() *struct {
+	AccessList        *AccessList `json:"access_list,omitempty"`
+	ClientMaxBodySize string      `json:"client_max_body_size"`
+
+	// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+	ConfigVersion       *int                `json:"config_version,omitempty"`
+	CreatedAt           time.Time           `json:"created_at"`
+	CustomDirectives    map[string]string   `json:"custom_directives"`
+	DefaultServer       bool                `json:"default_server"`
+	Http2Enabled        bool                `json:"http2_enabled"`
+	Id                  openapi_types.UUID  `json:"id"`
+	ListenPort          int                 `json:"listen_port"`
+	Locations           []Location          `json:"locations"`
+	Name                string              `json:"name"`
+	ProxyConnectTimeout *int                `json:"proxy_connect_timeout,omitempty"`
+	ProxyReadTimeout    *int                `json:"proxy_read_timeout,omitempty"`
+	ProxySendTimeout    *int                `json:"proxy_send_timeout,omitempty"`
+	RateLimit           *RateLimit          `json:"rate_limit,omitempty"`
+	RedirectCode        int                 `json:"redirect_code"`
+	RedirectHttps       bool                `json:"redirect_https"`
+	RedirectTo          string              `json:"redirect_to"`
+	ServerName          string              `json:"server_name"`
+	SslCertificateId    *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+	SslEnabled          bool                `json:"ssl_enabled"`
+	TargetAgents        TargetAgents        `json:"target_agents"`
+	UpdatedAt           time.Time           `json:"updated_at"`
+	WorkspaceId         openapi_types.UUID  `json:"workspace_id"`
+} {
 	return r.JSON201
 }
 
@@ -18393,8 +19014,15 @@ func (r GetWsLogsByAgentIdResponse) ContentType() string {
 type GetWsMetricsByAgentIdResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// JSON426 the response for an HTTP 426 `application/json` response
+	JSON426 *Error
 	// JSONDefault the response for an HTTP default `application/json` response
 	JSONDefault *Error
+}
+
+// GetJSON426 returns the response for an HTTP 426 `application/json` response
+func (r GetWsMetricsByAgentIdResponse) GetJSON426() *Error {
+	return r.JSON426
 }
 
 // GetJSONDefault returns the response for an HTTP default `application/json` response
@@ -19900,7 +20528,7 @@ func (c *ClientWithResponses) GetWorkspacesByIdConfigVersionsWithResponse(ctx co
 	return ParseGetWorkspacesByIdConfigVersionsResponse(rsp)
 }
 
-// GetWorkspacesByIdConfigVersionsByVersionWithResponse Get a configuration version (an integer) with its snapshot and rendered nginx files
+// GetWorkspacesByIdConfigVersionsByVersionWithResponse Get a configuration version (an integer) with its snapshot, rendered nginx files and rollout: agents lists what each registered agent made of it (status pending, applied, failed, rolled_back or superseded, with nginx's error text)
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -21345,6 +21973,19 @@ func ParseDeleteCertificatesByIdResponse(rsp *http.Response) (*DeleteCertificate
 
 	}
 
+	switch {
+	case rsp.StatusCode == 204:
+		var headers DeleteCertificatesByIdResponse204Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers204 = &headers
+	}
+
 	return response, nil
 }
 
@@ -21424,7 +22065,45 @@ func ParsePatchCertificatesByIdResponse(rsp *http.Response) (*PatchCertificatesB
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest Certificate
+		var dest struct {
+			AutoRenew bool `json:"auto_renew"`
+
+			// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+			ConfigVersion *int      `json:"config_version,omitempty"`
+			CreatedAt     time.Time `json:"created_at"`
+
+			// Domain The leaf's first DNS subjectAltName, else its common name
+			Domain string `json:"domain"`
+
+			// Error The last issuance or renewal error; empty when none
+			Error     string     `json:"error"`
+			ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+			// FingerprintSha256 SHA-256 of the leaf's DER encoding, lowercase hexadecimal
+			FingerprintSha256 string             `json:"fingerprint_sha256"`
+			Id                openapi_types.UUID `json:"id"`
+			IsWildcard        bool               `json:"is_wildcard"`
+			IssuedAt          *time.Time         `json:"issued_at,omitempty"`
+			Issuer            string             `json:"issuer"`
+			Name              string             `json:"name"`
+
+			// NextAttemptAt When a failed issuance or renewal is tried again; null when none is scheduled
+			NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+			// Provider upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom
+			Provider string `json:"provider"`
+
+			// San The leaf's subjectAltNames: DNS names and IP addresses
+			San []string `json:"san"`
+
+			// Serial The leaf's serial number, lowercase hexadecimal
+			Serial string `json:"serial"`
+
+			// Status pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request
+			Status      string             `json:"status"`
+			UpdatedAt   time.Time          `json:"updated_at"`
+			WorkspaceId openapi_types.UUID `json:"workspace_id"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -21472,6 +22151,19 @@ func ParsePatchCertificatesByIdResponse(rsp *http.Response) (*PatchCertificatesB
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers PatchCertificatesByIdResponse200Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers200 = &headers
 	}
 
 	return response, nil
@@ -21556,7 +22248,45 @@ func ParsePostCertificatesByIdRenewResponse(rsp *http.Response) (*PostCertificat
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
-		var dest Certificate
+		var dest struct {
+			AutoRenew bool `json:"auto_renew"`
+
+			// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+			ConfigVersion *int      `json:"config_version,omitempty"`
+			CreatedAt     time.Time `json:"created_at"`
+
+			// Domain The leaf's first DNS subjectAltName, else its common name
+			Domain string `json:"domain"`
+
+			// Error The last issuance or renewal error; empty when none
+			Error     string     `json:"error"`
+			ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+			// FingerprintSha256 SHA-256 of the leaf's DER encoding, lowercase hexadecimal
+			FingerprintSha256 string             `json:"fingerprint_sha256"`
+			Id                openapi_types.UUID `json:"id"`
+			IsWildcard        bool               `json:"is_wildcard"`
+			IssuedAt          *time.Time         `json:"issued_at,omitempty"`
+			Issuer            string             `json:"issuer"`
+			Name              string             `json:"name"`
+
+			// NextAttemptAt When a failed issuance or renewal is tried again; null when none is scheduled
+			NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+			// Provider upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom
+			Provider string `json:"provider"`
+
+			// San The leaf's subjectAltNames: DNS names and IP addresses
+			San []string `json:"san"`
+
+			// Serial The leaf's serial number, lowercase hexadecimal
+			Serial string `json:"serial"`
+
+			// Status pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request
+			Status      string             `json:"status"`
+			UpdatedAt   time.Time          `json:"updated_at"`
+			WorkspaceId openapi_types.UUID `json:"workspace_id"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -21597,6 +22327,19 @@ func ParsePostCertificatesByIdRenewResponse(rsp *http.Response) (*PostCertificat
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 202:
+		var headers PostCertificatesByIdRenewResponse202Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers202 = &headers
 	}
 
 	return response, nil
@@ -23169,6 +23912,19 @@ func ParseDeleteStreamsByIdResponse(rsp *http.Response) (*DeleteStreamsByIdRespo
 
 	}
 
+	switch {
+	case rsp.StatusCode == 204:
+		var headers DeleteStreamsByIdResponse204Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers204 = &headers
+	}
+
 	return response, nil
 }
 
@@ -23248,7 +24004,29 @@ func ParsePatchStreamsByIdResponse(rsp *http.Response) (*PatchStreamsByIdRespons
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest Stream
+		var dest struct {
+			AcceptProxyProtocol bool   `json:"accept_proxy_protocol"`
+			BandwidthLimit      string `json:"bandwidth_limit"`
+
+			// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+			ConfigVersion  *int               `json:"config_version,omitempty"`
+			ConnectTimeout *int               `json:"connect_timeout,omitempty"`
+			CreatedAt      time.Time          `json:"created_at"`
+			Id             openapi_types.UUID `json:"id"`
+			ListenPort     int                `json:"listen_port"`
+			Name           string             `json:"name"`
+
+			// Protocol tcp or udp
+			Protocol         string              `json:"protocol"`
+			ProxyProtocol    bool                `json:"proxy_protocol"`
+			SslCertificateId *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+			SslEnabled       bool                `json:"ssl_enabled"`
+			TargetAgents     TargetAgents        `json:"target_agents"`
+			Timeout          *int                `json:"timeout,omitempty"`
+			UpdatedAt        time.Time           `json:"updated_at"`
+			UpstreamId       openapi_types.UUID  `json:"upstream_id"`
+			WorkspaceId      openapi_types.UUID  `json:"workspace_id"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -23296,6 +24074,19 @@ func ParsePatchStreamsByIdResponse(rsp *http.Response) (*PatchStreamsByIdRespons
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers PatchStreamsByIdResponse200Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers200 = &headers
 	}
 
 	return response, nil
@@ -23538,6 +24329,19 @@ func ParseDeleteUpstreamsByIdResponse(rsp *http.Response) (*DeleteUpstreamsByIdR
 
 	}
 
+	switch {
+	case rsp.StatusCode == 204:
+		var headers DeleteUpstreamsByIdResponse204Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers204 = &headers
+	}
+
 	return response, nil
 }
 
@@ -23617,7 +24421,23 @@ func ParsePatchUpstreamsByIdResponse(rsp *http.Response) (*PatchUpstreamsByIdRes
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest Upstream
+		var dest struct {
+			// Algorithm round_robin (default), least_connections, ip_hash or weighted_round_robin
+			Algorithm string `json:"algorithm"`
+
+			// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+			ConfigVersion *int               `json:"config_version,omitempty"`
+			CreatedAt     time.Time          `json:"created_at"`
+			HealthCheck   HealthCheck        `json:"health_check"`
+			Id            openapi_types.UUID `json:"id"`
+
+			// KeepaliveConnections idle keepalive connections kept open to the servers per worker; 0 disables keepalive
+			KeepaliveConnections int                `json:"keepalive_connections"`
+			Name                 string             `json:"name"`
+			Servers              []Server           `json:"servers"`
+			UpdatedAt            time.Time          `json:"updated_at"`
+			WorkspaceId          openapi_types.UUID `json:"workspace_id"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -23665,6 +24485,19 @@ func ParsePatchUpstreamsByIdResponse(rsp *http.Response) (*PatchUpstreamsByIdRes
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers PatchUpstreamsByIdResponse200Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers200 = &headers
 	}
 
 	return response, nil
@@ -23976,6 +24809,19 @@ func ParseDeleteVirtualHostsByIdResponse(rsp *http.Response) (*DeleteVirtualHost
 
 	}
 
+	switch {
+	case rsp.StatusCode == 204:
+		var headers DeleteVirtualHostsByIdResponse204Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers204 = &headers
+	}
+
 	return response, nil
 }
 
@@ -24055,7 +24901,34 @@ func ParsePatchVirtualHostsByIdResponse(rsp *http.Response) (*PatchVirtualHostsB
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest VirtualHost
+		var dest struct {
+			AccessList        *AccessList `json:"access_list,omitempty"`
+			ClientMaxBodySize string      `json:"client_max_body_size"`
+
+			// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+			ConfigVersion       *int                `json:"config_version,omitempty"`
+			CreatedAt           time.Time           `json:"created_at"`
+			CustomDirectives    map[string]string   `json:"custom_directives"`
+			DefaultServer       bool                `json:"default_server"`
+			Http2Enabled        bool                `json:"http2_enabled"`
+			Id                  openapi_types.UUID  `json:"id"`
+			ListenPort          int                 `json:"listen_port"`
+			Locations           []Location          `json:"locations"`
+			Name                string              `json:"name"`
+			ProxyConnectTimeout *int                `json:"proxy_connect_timeout,omitempty"`
+			ProxyReadTimeout    *int                `json:"proxy_read_timeout,omitempty"`
+			ProxySendTimeout    *int                `json:"proxy_send_timeout,omitempty"`
+			RateLimit           *RateLimit          `json:"rate_limit,omitempty"`
+			RedirectCode        int                 `json:"redirect_code"`
+			RedirectHttps       bool                `json:"redirect_https"`
+			RedirectTo          string              `json:"redirect_to"`
+			ServerName          string              `json:"server_name"`
+			SslCertificateId    *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+			SslEnabled          bool                `json:"ssl_enabled"`
+			TargetAgents        TargetAgents        `json:"target_agents"`
+			UpdatedAt           time.Time           `json:"updated_at"`
+			WorkspaceId         openapi_types.UUID  `json:"workspace_id"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -24103,6 +24976,19 @@ func ParsePatchVirtualHostsByIdResponse(rsp *http.Response) (*PatchVirtualHostsB
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers PatchVirtualHostsByIdResponse200Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers200 = &headers
 	}
 
 	return response, nil
@@ -25013,7 +25899,45 @@ func ParsePostWorkspacesByIdCertificatesResponse(rsp *http.Response) (*PostWorks
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
-		var dest Certificate
+		var dest struct {
+			AutoRenew bool `json:"auto_renew"`
+
+			// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+			ConfigVersion *int      `json:"config_version,omitempty"`
+			CreatedAt     time.Time `json:"created_at"`
+
+			// Domain The leaf's first DNS subjectAltName, else its common name
+			Domain string `json:"domain"`
+
+			// Error The last issuance or renewal error; empty when none
+			Error     string     `json:"error"`
+			ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+			// FingerprintSha256 SHA-256 of the leaf's DER encoding, lowercase hexadecimal
+			FingerprintSha256 string             `json:"fingerprint_sha256"`
+			Id                openapi_types.UUID `json:"id"`
+			IsWildcard        bool               `json:"is_wildcard"`
+			IssuedAt          *time.Time         `json:"issued_at,omitempty"`
+			Issuer            string             `json:"issuer"`
+			Name              string             `json:"name"`
+
+			// NextAttemptAt When a failed issuance or renewal is tried again; null when none is scheduled
+			NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+
+			// Provider upload, or the ACME provider: letsencrypt, letsencrypt_staging, zerossl or custom
+			Provider string `json:"provider"`
+
+			// San The leaf's subjectAltNames: DNS names and IP addresses
+			San []string `json:"san"`
+
+			// Serial The leaf's serial number, lowercase hexadecimal
+			Serial string `json:"serial"`
+
+			// Status pending, active, expiring (ACME: inside the renewal window, one third of the lifetime left or the CA's ARI window; uploads: less than 30 days left), expired or failed, as of the request
+			Status      string             `json:"status"`
+			UpdatedAt   time.Time          `json:"updated_at"`
+			WorkspaceId openapi_types.UUID `json:"workspace_id"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -25061,6 +25985,19 @@ func ParsePostWorkspacesByIdCertificatesResponse(rsp *http.Response) (*PostWorks
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers PostWorkspacesByIdCertificatesResponse201Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers201 = &headers
 	}
 
 	return response, nil
@@ -25081,7 +26018,15 @@ func ParsePostWorkspacesByIdConfigRollbackResponse(rsp *http.Response) (*PostWor
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
-		var dest VersionSummary
+		var dest struct {
+			Actor Actor `json:"actor"`
+
+			// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+			ConfigVersion *int      `json:"config_version,omitempty"`
+			CreatedAt     time.Time `json:"created_at"`
+			Summary       string    `json:"summary"`
+			Version       int       `json:"version"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -25129,6 +26074,19 @@ func ParsePostWorkspacesByIdConfigRollbackResponse(rsp *http.Response) (*PostWor
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers PostWorkspacesByIdConfigRollbackResponse201Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers201 = &headers
 	}
 
 	return response, nil
@@ -25585,9 +26543,6 @@ func ParseGetWorkspacesByIdMetricsPrometheusResponse(rsp *http.Response) (*GetWo
 	}
 
 	switch {
-	case rsp.StatusCode == 200:
-		break // No content-type
-
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Error
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -25707,7 +26662,29 @@ func ParsePostWorkspacesByIdStreamsResponse(rsp *http.Response) (*PostWorkspaces
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
-		var dest Stream
+		var dest struct {
+			AcceptProxyProtocol bool   `json:"accept_proxy_protocol"`
+			BandwidthLimit      string `json:"bandwidth_limit"`
+
+			// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+			ConfigVersion  *int               `json:"config_version,omitempty"`
+			ConnectTimeout *int               `json:"connect_timeout,omitempty"`
+			CreatedAt      time.Time          `json:"created_at"`
+			Id             openapi_types.UUID `json:"id"`
+			ListenPort     int                `json:"listen_port"`
+			Name           string             `json:"name"`
+
+			// Protocol tcp or udp
+			Protocol         string              `json:"protocol"`
+			ProxyProtocol    bool                `json:"proxy_protocol"`
+			SslCertificateId *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+			SslEnabled       bool                `json:"ssl_enabled"`
+			TargetAgents     TargetAgents        `json:"target_agents"`
+			Timeout          *int                `json:"timeout,omitempty"`
+			UpdatedAt        time.Time           `json:"updated_at"`
+			UpstreamId       openapi_types.UUID  `json:"upstream_id"`
+			WorkspaceId      openapi_types.UUID  `json:"workspace_id"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -25755,6 +26732,19 @@ func ParsePostWorkspacesByIdStreamsResponse(rsp *http.Response) (*PostWorkspaces
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers PostWorkspacesByIdStreamsResponse201Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers201 = &headers
 	}
 
 	return response, nil
@@ -25839,7 +26829,23 @@ func ParsePostWorkspacesByIdUpstreamsResponse(rsp *http.Response) (*PostWorkspac
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
-		var dest Upstream
+		var dest struct {
+			// Algorithm round_robin (default), least_connections, ip_hash or weighted_round_robin
+			Algorithm string `json:"algorithm"`
+
+			// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+			ConfigVersion *int               `json:"config_version,omitempty"`
+			CreatedAt     time.Time          `json:"created_at"`
+			HealthCheck   HealthCheck        `json:"health_check"`
+			Id            openapi_types.UUID `json:"id"`
+
+			// KeepaliveConnections idle keepalive connections kept open to the servers per worker; 0 disables keepalive
+			KeepaliveConnections int                `json:"keepalive_connections"`
+			Name                 string             `json:"name"`
+			Servers              []Server           `json:"servers"`
+			UpdatedAt            time.Time          `json:"updated_at"`
+			WorkspaceId          openapi_types.UUID `json:"workspace_id"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -25887,6 +26893,19 @@ func ParsePostWorkspacesByIdUpstreamsResponse(rsp *http.Response) (*PostWorkspac
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers PostWorkspacesByIdUpstreamsResponse201Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers201 = &headers
 	}
 
 	return response, nil
@@ -25971,7 +26990,34 @@ func ParsePostWorkspacesByIdVirtualHostsResponse(rsp *http.Response) (*PostWorks
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
-		var dest VirtualHost
+		var dest struct {
+			AccessList        *AccessList `json:"access_list,omitempty"`
+			ClientMaxBodySize string      `json:"client_max_body_size"`
+
+			// ConfigVersion the workspace configuration version this write created (as X-Config-Version); absent when it changed nothing
+			ConfigVersion       *int                `json:"config_version,omitempty"`
+			CreatedAt           time.Time           `json:"created_at"`
+			CustomDirectives    map[string]string   `json:"custom_directives"`
+			DefaultServer       bool                `json:"default_server"`
+			Http2Enabled        bool                `json:"http2_enabled"`
+			Id                  openapi_types.UUID  `json:"id"`
+			ListenPort          int                 `json:"listen_port"`
+			Locations           []Location          `json:"locations"`
+			Name                string              `json:"name"`
+			ProxyConnectTimeout *int                `json:"proxy_connect_timeout,omitempty"`
+			ProxyReadTimeout    *int                `json:"proxy_read_timeout,omitempty"`
+			ProxySendTimeout    *int                `json:"proxy_send_timeout,omitempty"`
+			RateLimit           *RateLimit          `json:"rate_limit,omitempty"`
+			RedirectCode        int                 `json:"redirect_code"`
+			RedirectHttps       bool                `json:"redirect_https"`
+			RedirectTo          string              `json:"redirect_to"`
+			ServerName          string              `json:"server_name"`
+			SslCertificateId    *openapi_types.UUID `json:"ssl_certificate_id,omitempty"`
+			SslEnabled          bool                `json:"ssl_enabled"`
+			TargetAgents        TargetAgents        `json:"target_agents"`
+			UpdatedAt           time.Time           `json:"updated_at"`
+			WorkspaceId         openapi_types.UUID  `json:"workspace_id"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -26019,6 +27065,19 @@ func ParsePostWorkspacesByIdVirtualHostsResponse(rsp *http.Response) (*PostWorks
 		}
 		response.JSONDefault = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers PostWorkspacesByIdVirtualHostsResponse201Headers
+		if values := rsp.Header.Values("X-Config-Version"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Config-Version", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XConfigVersion = &value
+		}
+		response.Headers201 = &headers
 	}
 
 	return response, nil
@@ -26074,8 +27133,15 @@ func ParseGetWsMetricsByAgentIdResponse(rsp *http.Response) (*GetWsMetricsByAgen
 	}
 
 	switch {
-	case rsp.StatusCode == 200:
+	case rsp.StatusCode == 101:
 		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 426:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON426 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error

@@ -131,7 +131,7 @@ func (m *Module) bindAlertRoutes(r app.Routers) {
 			return c.JSON(app.NewList(items, q.Page, total))
 		})
 	r.API.Get("/workspaces/:id/metrics/prometheus", app.Require(ObjMetrics, authz.Read, ws),
-		app.Doc{Summary: "A workspace's traffic per virtual host in the Prometheus text exposition format: request, status class and byte counters, latency histogram"},
+		app.Doc{Summary: "A workspace's traffic per virtual host in the Prometheus text exposition format: request, status class and byte counters, latency histogram", Stream: app.StreamText},
 		func(c *fiber.Ctx) error {
 			var buf bytes.Buffer
 			if err := m.svc.WritePrometheus(app.Ctx(c), app.ScopeOf(c).WorkspaceID, &buf); err != nil {

@@ -171,6 +171,7 @@ func (m *Module) mountSocket(api *app.Router) {
 		Summary: `Live metrics of an agent over WebSocket: send {"type":"auth","token":"<access token or API key>"} first; ` +
 			`then {"type":"metrics","data":{cpu_percent, memory_percent, disk_percent, load_average_1m, active_connections, requests_per_second, …}} every 5 s ` +
 			`and {"type":"alert","data":{…}} when an alert of the agent fires or resolves (needs read on metrics.metric in the agent's workspace)`,
+		Stream: app.StreamWebSocket,
 	}, func(c *fiber.Ctx) error {
 		if !fiberws.IsWebSocketUpgrade(c) {
 			return &app.HTTPError{Status: http.StatusUpgradeRequired, Code: "UPGRADE_REQUIRED", Message: "Connect with a WebSocket client"}
