@@ -200,4 +200,5 @@ func (m *Module) Routes(r app.Routers) {
 	m.bindAgents(r.API)
 	m.bindCommands(r.API)
 	m.mountUI(r.UI)
+	m.mountDownloads(r.Public)
 }
