@@ -5,9 +5,9 @@ package static
 
 import "embed"
 
-// FS is the embedded asset tree: app.css and vendor/*.
+// FS is the embedded asset tree: app.css, onboard.js and vendor/*.
 //
-//go:embed app.css vendor
+//go:embed app.css onboard.js vendor
 var FS embed.FS
 
 // Paths of the assets the layout links to. The vendored file names carry their
@@ -19,4 +19,7 @@ const (
 	// HTMXSSE is htmx's Server-Sent Events extension (hx-ext="sse"), which
 	// live pages load themselves.
 	HTMXSSE = "/static/vendor/htmx-ext-sse-2.2.4.min.js"
+	// Onboard switches the tabs of the "Add agent" install commands and
+	// copies a command to the clipboard (data-copy="<id of the element>").
+	Onboard = "/static/onboard.js"
 )
