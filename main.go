@@ -182,6 +182,9 @@ func newModules(d app.Deps) (modules, error) {
 		KnownAgentsFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
 			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
 		},
+		AgentsFunc: func(ctx context.Context, ws uuid.UUID) ([]vhosts.TargetAgent, error) {
+			return m.agents.Service().TargetAgents(ctx, ws)
+		},
 	})
 	if err != nil {
 		return m, fmt.Errorf("vhosts module: %w", err)

@@ -5,9 +5,9 @@ package static
 
 import "embed"
 
-// FS is the embedded asset tree: app.css, onboard.js and vendor/*.
+// FS is the embedded asset tree: app.css, onboard.js, targets.js and vendor/*.
 //
-//go:embed app.css onboard.js vendor
+//go:embed app.css onboard.js targets.js vendor
 var FS embed.FS
 
 // Paths of the assets the layout links to. The vendored file names carry their
@@ -22,4 +22,6 @@ const (
 	// Onboard switches the tabs of the "Add agent" install commands and
 	// copies a command to the clipboard (data-copy="<id of the element>").
 	Onboard = "/static/onboard.js"
+	// Targets is the agent picker of the virtual host and stream forms.
+	Targets = "/static/targets.js"
 )

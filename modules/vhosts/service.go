@@ -38,6 +38,8 @@ type Service struct {
 	certs  *certs.Service
 	// knownAgents checks target_agents.agent_ids; nil skips the check.
 	knownAgents KnownAgentsFunc
+	// agents lists agents for the target picker (ui_targets.go); may be nil.
+	agents AgentsFunc
 	// rootPrefixes are the directories static roots must lie under
 	// (app.VHostsConfig.RootPrefixes).
 	rootPrefixes []string
@@ -72,6 +74,8 @@ type Options struct {
 	Certs *certs.Service
 	// KnownAgentsFunc is agents.(*Service).InWorkspace.
 	KnownAgentsFunc KnownAgentsFunc
+	// AgentsFunc lists agents for the forms' target picker (ui_targets.go).
+	AgentsFunc AgentsFunc
 }
 
 // NewService returns a Service over d.DB. Static roots must lie under
@@ -79,7 +83,7 @@ type Options struct {
 // grpc.max_message_bytes (d.Config.GRPC.MaxMessageBytes).
 func NewService(d app.Deps, opts Options) *Service {
 	s := &Service{
-		db: d.DB, logger: d.Logger, clock: d.Clock, ups: opts.Upstreams, certs: opts.Certs, knownAgents: opts.KnownAgentsFunc,
+		db: d.DB, logger: d.Logger, clock: d.Clock, ups: opts.Upstreams, certs: opts.Certs, knownAgents: opts.KnownAgentsFunc, agents: opts.AgentsFunc,
 		bcryptCost: bcrypt.DefaultCost, rootPrefixes: d.Config.VHosts.RootPrefixes(), maxUpdateBytes: app.DefaultMaxMessageBytes,
 	}
 	if n := d.Config.GRPC.MaxMessageBytes; n > 0 {
