@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/nxmesh/nxmesh/app/apptest"
 )
@@ -119,6 +122,121 @@ func TestOnboarding(t *testing.T) {
 	if ag.Labels["env"] != "green" {
 		t.Errorf("labels %v, want the token's env=green", ag.Labels)
 	}
+
+	t.Run("AddAgentDialogAndTargetPickerInChromium", func(t *testing.T) {
+		onboardBrowser(t, m, ws, tok.AgentID)
+	})
+}
+
+// onboardBrowser drives the virtual host form's agent picker and "Add agent"
+// in Chromium: ticking the agent lists it as the target; the install
+// commands' tabs switch, their text wraps, the copy button answers.
+func onboardBrowser(t *testing.T, m *fleetMaster, ws, agentID string) {
+	chromium := chromiumPath(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	browser, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(func(format string, args ...any) {
+		if !strings.HasPrefix(format, "could not unmarshal event") {
+			t.Logf("chromedp: "+format, args...)
+		}
+	}))
+	t.Cleanup(cancelBrowser)
+	browser, cancelTimeout := context.WithTimeout(browser, browserTimeout)
+	t.Cleanup(cancelTimeout)
+	t.Cleanup(func() {
+		if t.Failed() {
+			screenshot(t, browser)
+		}
+	})
+	agents := m.base + "/workspaces/" + ws + "/agents"
+	err := chromedp.Run(browser,
+		chromedp.Navigate(agents),
+		chromedp.WaitVisible(`input[name="email"]`, chromedp.ByQuery),
+		chromedp.SendKeys(`input[name="email"]`, adminEmail, chromedp.ByQuery),
+		chromedp.SendKeys(`input[name="password"]`, adminPassword, chromedp.ByQuery),
+		chromedp.Click(`form[action="/login"] button[type="submit"]`, chromedp.ByQuery),
+		chromedp.Sleep(time.Second),
+	)
+	if err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+
+	// The agent picker of the virtual host form.
+	var ids, kind string
+	box := `input[data-target-agent][value="` + agentID + `"]`
+	form, cancelForm := context.WithTimeout(browser, 30*time.Second)
+	defer cancelForm()
+	if err := chromedp.Run(form, chromedp.Navigate(m.base+"/workspaces/"+ws+"/virtual-hosts/new"), chromedp.WaitVisible(box, chromedp.ByQuery)); err != nil {
+		var picker string
+		_ = chromedp.Run(browser, chromedp.Evaluate(`(document.getElementById("target-agent-picker") || document.body).outerHTML`, &picker))
+		t.Fatalf("agent picker: %v\n%.3000s", err, picker)
+	}
+	var clicked bool
+	err = chromedp.Run(form,
+		chromedp.Evaluate(`(() => { const b = document.querySelector('`+box+`'); b.click(); return b.checked })()`, &clicked),
+		chromedp.Evaluate(`document.querySelector('[name="target_agents.agent_ids"]').value`, &ids),
+		chromedp.Evaluate(`document.querySelector('[name="target_agents.type"]').value`, &kind),
+	)
+	if err != nil {
+		var names string
+		_ = chromedp.Run(browser, chromedp.Evaluate(`location.href + " " + Array.from(document.querySelectorAll("[name]")).map(e => e.name).join(" ")`, &names))
+		t.Fatalf("agent picker: %v\n%s", err, names)
+	}
+	if ids != agentID || kind != "agents" {
+		t.Fatalf("after ticking the agent: agent_ids %q, type %q", ids, kind)
+	}
+
+	err = chromedp.Run(browser,
+		chromedp.Navigate(agents),
+		chromedp.WaitVisible(`#add-agent input[name="name"]`, chromedp.ByQuery),
+		chromedp.SendKeys(`#add-agent input[name="name"]`, "browser-01", chromedp.ByQuery),
+		chromedp.Click(`#add-agent button[type="submit"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#install-script-tab`, chromedp.ByQuery),
+	)
+	if err != nil {
+		t.Fatalf("add an agent: %v", err)
+	}
+	visible := func(id string) bool {
+		var v bool
+		if err := chromedp.Run(browser, chromedp.Evaluate(`(() => { const e = document.getElementById(`+"`"+id+"`"+`); return !!e && !e.hidden && e.offsetParent !== null })()`, &v)); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if !visible("install-script") || visible("install-download") || visible("install-container") {
+		t.Fatal("the first tab alone should show")
+	}
+	if err := chromedp.Run(browser, chromedp.Click(`#install-download-tab`, chromedp.ByQuery)); err != nil {
+		t.Fatal(err)
+	}
+	if visible("install-script") || !visible("install-download") {
+		t.Fatal("the Binary tab did not switch the panels")
+	}
+	var download, wrap string
+	err = chromedp.Run(browser,
+		chromedp.Text(`#install-download-command`, &download, chromedp.ByQuery),
+		chromedp.Evaluate(`getComputedStyle(document.querySelector("#install-download pre")).whiteSpace`, &wrap),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(download, m.base+"/downloads/nxmesh-agent-linux-$arch") || wrap != "pre-wrap" {
+		t.Fatalf("download command %q, white-space %q", download, wrap)
+	}
+	var label string
+	err = chromedp.Run(browser,
+		chromedp.Click(`#install-download button[data-copy]`, chromedp.ByQuery),
+		chromedp.Poll(`document.querySelector("#install-download button[data-copy]").textContent !== "Copy"`, nil, chromedp.WithPollingTimeout(5*time.Second)),
+		chromedp.Text(`#install-download button[data-copy]`, &label, chromedp.ByQuery),
+	)
+	if err != nil || (label != "Copied" && label != "Select and copy") {
+		t.Fatalf("copy button: %q, %v", label, err)
+	}
+
 }
 
 // buildOnboarding builds the master, and the agent for linux/arch the way

@@ -23,7 +23,7 @@ func TestUI_TargetAgentPicker(t *testing.T) {
 
 	for _, form := range []string{"/workspaces/" + ws + "/virtual-hosts/new", "/workspaces/" + ws + "/streams/new"} {
 		admin.do(t, http.MethodGet, form, nil).expect(t, http.StatusOK,
-			`id="target-agent-picker"`, `hx-get="/workspaces/`+ws+`/target-agents?target_agents.agent_ids="`, `hx-trigger="load"`)
+			`id="target-agent-picker"`, `hx-get="/workspaces/`+ws+`/target-agents?target_agents.agent_ids="`, `hx-trigger="load"`, `hx-target="this"`)
 	}
 
 	q := url.Values{"target_agents.agent_ids": {web.AgentID.String() + ", not-an-id"}}
