@@ -193,6 +193,9 @@ func newModules(d app.Deps) (modules, error) {
 		RolloutFunc: func(ctx context.Context, ws uuid.UUID, v int64) ([]vhosts.AgentRollout, error) {
 			return m.agents.Service().Rollout(ctx, ws, v)
 		},
+		AgentsFunc: func(ctx context.Context, ws uuid.UUID) ([]vhosts.TargetAgent, error) {
+			return m.agents.Service().TargetAgents(ctx, ws)
+		},
 	})
 	if err != nil {
 		return m, fmt.Errorf("vhosts module: %w", err)

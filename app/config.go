@@ -32,6 +32,23 @@ type Config struct {
 	Logs     LogsConfig     `yaml:"logs"`
 	Metrics  MetricsConfig  `yaml:"metrics"`
 	ACME     ACMEConfig     `yaml:"acme"`
+	// Downloads are the agent binaries the master serves at /downloads/.
+	Downloads DownloadsConfig `yaml:"downloads"`
+}
+
+// DownloadsConfig is where the master finds the agent binaries it serves.
+type DownloadsConfig struct {
+	// Dir holds nxmesh-agent-linux-amd64 and nxmesh-agent-linux-arm64 (built by
+	// `go tool task build-agents`); empty: data_dir/downloads.
+	Dir string `yaml:"dir"`
+}
+
+// DownloadsDir is downloads.dir, or data_dir/downloads when it is empty.
+func (c Config) DownloadsDir() string {
+	if c.Downloads.Dir != "" {
+		return c.Downloads.Dir
+	}
+	return filepath.Join(c.DataDir, "downloads")
 }
 
 // ACMEConfig is certificate issuance through ACME (the certs module).
@@ -81,7 +98,8 @@ type HTTPConfig struct {
 type GRPCConfig struct {
 	Addr string `yaml:"addr"`
 	// PublicAddr is host:port agents dial, shown in install commands; empty:
-	// the host of http.public_url with the port of Addr.
+	// the host the admin was reached at (the request's Host) with the port of
+	// Addr, or, when that is a loopback name, the host of http.public_url.
 	PublicAddr string `yaml:"public_addr"`
 	// TLSHosts are extra names and addresses (comma-separated) in the server
 	// certificate, besides localhost, 127.0.0.1, ::1 and the machine's hostname.

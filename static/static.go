@@ -8,9 +8,9 @@ package static
 import "embed"
 
 // FS is the embedded asset tree: app.css, the API reference page's
-// docs.css and docs.js, js/* and vendor/*.
+// docs.css and docs.js, onboard.js, targets.js, js/* and vendor/*.
 //
-//go:embed app.css docs.css docs.js vendor js
+//go:embed app.css docs.css docs.js onboard.js targets.js vendor js
 var FS embed.FS
 
 // Paths of the assets the layout links to. The vendored file names carry their
@@ -33,4 +33,9 @@ const (
 	SwaggerUICSS = "/static/vendor/swagger-ui-5.35.0.css"
 	DocsJS       = "/static/docs.js"
 	DocsCSS      = "/static/docs.css"
+	// Onboard switches the tabs of the "Add agent" install commands and
+	// copies a command to the clipboard (data-copy="<id of the element>").
+	Onboard = "/static/onboard.js"
+	// Targets is the agent picker of the virtual host and stream forms.
+	Targets = "/static/targets.js"
 )

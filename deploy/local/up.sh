@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs a complete local NxMesh for trying it out (`go tool task up`):
 #
-#  1. builds the master and the agent into <data>/bin;
+#  1. builds the master and the agent into <data>/bin, and the agent binaries
+#     the master serves at /downloads/ into <data>/downloads
+#     (`go tool task build-agents`);
 #  2. starts `nxmesh serve` in the background (log: <data>/master.log) with its
 #     embedded PostgreSQL under <data> (run as root from a directory the user
 #     "postgres" cannot reach, e.g. a clone under /root: under
@@ -78,6 +80,10 @@ commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 built=$(date -u +%FT%TZ)
 go build -ldflags "-X main.version=$version -X main.commit=$commit -X main.date=$built" -o "$data/bin/nxmesh" .
 go build -ldflags "-X main.version=$version -X main.commit=$commit -X main.buildDate=$built" -o "$data/bin/nxmesh-agent" ./agent
+# The binaries the master serves at /downloads/ for "Add agent" on other machines.
+downloads="${NXMESH_DOWNLOADS_DIR:-$data/downloads}"
+log "building the downloadable agents (linux/amd64, linux/arm64) into $downloads"
+go tool task build-agents DIR="$downloads" >/dev/null
 
 # ---- Processes and their shutdown ----
 master_pid=""

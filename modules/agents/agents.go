@@ -214,4 +214,5 @@ func (m *Module) Routes(r app.Routers) {
 	m.bindCommands(r.API)
 	m.mountUI(r.UI)
 	m.mountRolloutUI(r.UI)
+	m.mountDownloads(r.Public)
 }

@@ -106,7 +106,7 @@ func (m *Module) createToken(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.Status(http.StatusCreated).JSON(tok)
+	return c.Status(http.StatusCreated).JSON(m.svc.tokenAt(tok, m.svc.onboard.endpointsFor(c)))
 }
 
 func (m *Module) getPolicy(c *fiber.Ctx) error {
@@ -191,7 +191,7 @@ func (m *Module) newToken(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return c.Status(http.StatusCreated).JSON(tok)
+	return c.Status(http.StatusCreated).JSON(m.svc.tokenAt(tok, m.svc.onboard.endpointsFor(c)))
 }
 
 func (m *Module) revokeTokens(c *fiber.Ctx) error {

@@ -123,10 +123,13 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	if err != nil {
 		t.Fatalf("certs.New: %v", err)
 	}
+	listAgents := func(ctx context.Context, ws uuid.UUID) ([]vhosts.TargetAgent, error) {
+		return e.svc.TargetAgents(ctx, ws)
+	}
 	vh, err = vhosts.New(a.Deps, vhosts.Options{Upstreams: upsMod.Service(), Certs: certsMod.Service(), KnownAgentsFunc: known,
 		RolloutFunc: func(ctx context.Context, ws uuid.UUID, v int64) ([]vhosts.AgentRollout, error) {
 			return e.svc.Rollout(ctx, ws, v)
-		}})
+		}, AgentsFunc: listAgents})
 	if err != nil {
 		t.Fatalf("vhosts.New: %v", err)
 	}

@@ -62,6 +62,8 @@ type Service struct {
 	metricsFunc MetricsFunc
 	heartbeat   time.Duration
 	publicAddr  string
+	// onboard serves the downloads and prints the install commands (downloads.go).
+	onboard *onboarding
 	// clock is d.Clock; tests move it through app.Deps.Clock.
 	clock app.Clock
 	// reloadTimeout bounds how long Reload waits for the agent's answer.
@@ -91,7 +93,7 @@ func NewService(d app.Deps, opts Options) *Service {
 		db: d.DB, logger: d.Logger, clock: d.Clock, vh: opts.VHosts, certs: opts.Certs, ca: opts.CA,
 		events: d.Events, logsFunc: opts.LogsFunc, metricsFunc: opts.MetricsFunc,
 		heartbeat: heartbeat, publicAddr: PublicAddr(cfg), reloadTimeout: defaultReloadTimeout,
-		maxMessageBytes: maxBytes,
+		maxMessageBytes: maxBytes, onboard: newOnboarding(cfg),
 	}
 	s.hub = newHub(s, d.Pool, d.Logger, opts.ReplicaID)
 	return s
@@ -478,7 +480,7 @@ func hashToken(token string) []byte {
 // The name is shell-quoted when needed; labels need no quoting (their grammar
 // has no shell metacharacters).
 func (s *Service) InstallCommand(token, name string, lbls map[string]string) string {
-	parts := []string{"nxmesh-agent", "--master", s.publicAddr, "--token", token, "--ca-fingerprint", s.ca.Fingerprint(), "--name", shellQuote(name)}
+	parts := []string{"nxmesh-agent", "--master", shellQuote(s.publicAddr), "--token", token, "--ca-fingerprint", s.ca.Fingerprint(), "--name", shellQuote(name)}
 	if len(lbls) > 0 {
 		kv := make([]string, 0, len(lbls))
 		for _, k := range slices.Sorted(maps.Keys(lbls)) {

@@ -264,6 +264,8 @@ type uiListData struct {
 type uiShownToken struct {
 	Name  string
 	Token RegistrationToken
+	// Install are the ways to install the agent, one tab each.
+	Install Onboarding
 	// Reinstall is true for a new token of an existing agent.
 	Reinstall bool
 }
@@ -271,6 +273,13 @@ type uiShownToken struct {
 type uiListState struct {
 	create views.Form
 	shown  *uiShownToken
+}
+
+// shown is tok to show once, with its install commands for the master as
+// the admin reached it.
+func (p *pages) shown(c *fiber.Ctx, name string, tok RegistrationToken, reinstall bool) *uiShownToken {
+	e := p.svc.onboard.endpointsFor(c)
+	return &uiShownToken{Name: name, Token: p.svc.tokenAt(tok, e), Install: p.svc.OnboardingFor(e, tok), Reinstall: reinstall}
 }
 
 func (p *pages) list(c *fiber.Ctx) error { return p.renderList(c, http.StatusOK, uiListState{}) }
@@ -354,7 +363,7 @@ func (p *pages) create(c *fiber.Ctx) error {
 	if err != nil {
 		return fail(err)
 	}
-	return p.renderList(c, http.StatusCreated, uiListState{shown: &uiShownToken{Name: strings.TrimSpace(vals["name"]), Token: tok}})
+	return p.renderList(c, http.StatusCreated, uiListState{shown: p.shown(c, strings.TrimSpace(vals["name"]), tok, false)})
 }
 
 // ---- One agent ----
@@ -538,7 +547,7 @@ func (p *pages) newToken(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	return p.renderAgent(c, http.StatusCreated, uiAgentState{shown: &uiShownToken{Name: a.Name, Token: tok, Reinstall: true}})
+	return p.renderAgent(c, http.StatusCreated, uiAgentState{shown: p.shown(c, a.Name, tok, true)})
 }
 
 func (p *pages) delete(c *fiber.Ctx) error {

@@ -54,6 +54,9 @@ func (u *uiClient) do(t *testing.T, method, path string, form url.Values, header
 	req.AddCookie(&http.Cookie{Name: auth.SessionCookie, Value: u.session})
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
+		if headers[i] == "Host" {
+			req.Host = headers[i+1]
+		}
 	}
 	resp := apptest.Do(t, u.e.app, req)
 	defer resp.Body.Close()

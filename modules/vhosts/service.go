@@ -40,6 +40,8 @@ type Service struct {
 	knownAgents KnownAgentsFunc
 	// rolloutFunc reads a version's rollout to the agents; nil: none.
 	rolloutFunc RolloutFunc
+	// agents lists agents for the target picker (ui_targets.go); may be nil.
+	agents AgentsFunc
 	// rootPrefixes are the directories static roots must lie under
 	// (app.VHostsConfig.RootPrefixes).
 	rootPrefixes []string
@@ -77,6 +79,8 @@ type Options struct {
 	// RolloutFunc is agents.(*Service).Rollout (nil: versions show no
 	// agents).
 	RolloutFunc RolloutFunc
+	// AgentsFunc lists agents for the forms' target picker (ui_targets.go).
+	AgentsFunc AgentsFunc
 }
 
 // NewService returns a Service over d.DB. Static roots must lie under
@@ -85,8 +89,8 @@ type Options struct {
 func NewService(d app.Deps, opts Options) *Service {
 	s := &Service{
 		db: d.DB, logger: d.Logger, clock: d.Clock, ups: opts.Upstreams, certs: opts.Certs, knownAgents: opts.KnownAgentsFunc,
-		rolloutFunc: opts.RolloutFunc,
-		bcryptCost:  bcrypt.DefaultCost, rootPrefixes: d.Config.VHosts.RootPrefixes(), maxUpdateBytes: app.DefaultMaxMessageBytes,
+		rolloutFunc: opts.RolloutFunc, agents: opts.AgentsFunc,
+		bcryptCost: bcrypt.DefaultCost, rootPrefixes: d.Config.VHosts.RootPrefixes(), maxUpdateBytes: app.DefaultMaxMessageBytes,
 	}
 	if n := d.Config.GRPC.MaxMessageBytes; n > 0 {
 		s.maxUpdateBytes = n

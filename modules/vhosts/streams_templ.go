@@ -623,7 +623,7 @@ func streamEditForm(d streamFormData) templ.Component {
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		templ_7745c5c3_Err = targetFields(d.Form).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = targetFields(d.Form, d.WorkspaceID).Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}

@@ -31,6 +31,7 @@ import (
 //	GET  /workspaces/:id/virtual-hosts/location-row     an empty location (htmx)
 //	GET  /workspaces/:id/virtual-hosts/header-row       an empty header row of a location (htmx)
 //	GET  /workspaces/:id/virtual-hosts/rewrite-row      an empty rewrite row of a location (htmx)
+//	GET  /workspaces/:id/target-agents                   the forms' agent picker (htmx)
 //	GET  /workspaces/:id/virtual-hosts/location-target  a location's target inputs for the chosen type (htmx)
 //	POST /workspaces/:id/virtual-hosts/locations        the locations editor without a row (htmx)
 //	GET  /virtual-hosts/:id                             the host: preview panel and edit form
@@ -96,6 +97,8 @@ func (m *Module) mountUI(ui *app.Router) {
 		app.Doc{Summary: "An empty header row of a location (htmx fragment)", Query: []string{"location", "index"}}, p.headerRow)
 	ui.Get("/workspaces/:id/virtual-hosts/rewrite-row", app.Require(ObjVirtualHost, authz.Write, ws),
 		app.Doc{Summary: "An empty rewrite rule row of a location (htmx fragment)", Query: []string{"location", "index"}}, p.rewriteRow)
+	ui.Get("/workspaces/:id/target-agents", app.Require(ObjVirtualHost, authz.Read, ws),
+		app.Doc{Summary: "The agents a virtual host or stream can be sent to (htmx fragment of the forms)"}, p.targetAgents)
 	ui.Get("/workspaces/:id/virtual-hosts/location-target", app.Require(ObjVirtualHost, authz.Write, ws),
 		app.Doc{Summary: "The target inputs of a location for the chosen target type (htmx fragment)", Query: []string{"index"}}, p.locationTarget)
 	ui.Post("/workspaces/:id/virtual-hosts/locations", app.Require(ObjVirtualHost, authz.Write, ws),

@@ -1,13 +1,27 @@
 package vhosts
 
 import (
+	"context"
 	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/views"
 )
 
-// The target agents selector of the virtual host and stream forms.
+// The target agents selector of the virtual host and stream forms. Listed
+// agents are ids in a text input; the picker below it (GET
+// /workspaces/:id/target-agents, fetched by htmx when the form loads) lists
+// the workspace's agents with their state and labels, each with a checkbox
+// that static/targets.js keeps in step with the ids, and a filter by name,
+// label or state. Without JavaScript the list shows the ids to copy.
 
 // Input names of the target selector.
 const (
@@ -68,4 +82,61 @@ func uiTarget(t TargetAgents) string {
 		return fmt.Sprintf("%d agent(s)", len(t.AgentIDs))
 	}
 	return "All agents"
+}
+
+// TargetAgent is an agent the target picker offers.
+type TargetAgent struct {
+	ID     uuid.UUID
+	Name   string
+	State  string
+	Labels map[string]string
+}
+
+// AgentsFunc lists a workspace's agents for the target picker. It is the
+// agents module's Service.TargetAgents; the agents module needs this
+// module's service, so main.go passes a closure (like KnownAgentsFunc). nil:
+// the picker says the list is unavailable.
+type AgentsFunc func(ctx context.Context, workspaceID uuid.UUID) ([]TargetAgent, error)
+
+// uiTargetAgentsURL is the picker fragment of a workspace with ids listed.
+func uiTargetAgentsURL(ws uuid.UUID, ids string) string {
+	return uiWorkspacePath(ws, "/target-agents") + "?" + url.Values{fTargetAgents: {ids}}.Encode()
+}
+
+// targetPickerData is the picker: the agents and which of them are listed.
+type targetPickerData struct {
+	Agents    []TargetAgent
+	Selected  map[string]bool
+	Available bool
+}
+
+// targetAgentLabels are an agent's labels as key=value, sorted.
+func targetAgentLabels(l map[string]string) []string {
+	out := make([]string, 0, len(l))
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		out = append(out, k+"="+l[k])
+	}
+	return out
+}
+
+// targetAgentSearch is the text the picker's filter matches.
+func targetAgentSearch(a TargetAgent) string {
+	return strings.ToLower(a.Name + " " + a.State + " " + strings.Join(targetAgentLabels(a.Labels), " ") + " " + a.ID.String())
+}
+
+// targetAgents answers the picker fragment; the query's
+// target_agents.agent_ids are the ids already listed.
+func (p *pages) targetAgents(c *fiber.Ctx) error {
+	d := targetPickerData{Selected: map[string]bool{}}
+	for _, id := range (targetForm{Type: TargetAgentList, AgentIDs: c.Query(fTargetAgents)}).targetAgents().AgentIDs {
+		d.Selected[strings.ToLower(id)] = true
+	}
+	if p.svc.agents != nil {
+		list, err := p.svc.agents(app.Ctx(c), app.ScopeOf(c).WorkspaceID)
+		if err != nil {
+			return err
+		}
+		d.Agents, d.Available = list, true
+	}
+	return views.Render(c, http.StatusOK, targetPicker(d))
 }
