@@ -650,7 +650,7 @@ func TestConfig_Forms(t *testing.T) {
 		}
 		p := b.c.get(b.wsPath("/certificates"))
 		expectStatus(t, p, http.StatusOK)
-		mustContain(t, "list", p.body, `class="cert-expiring"`, "<mark", "in 10 days", "expire within 30 days")
+		mustContain(t, "list", p.body, `class="cert-expiring"`, "<mark", "in 10 days", "due for renewal (highlighted)")
 		if n := strings.Count(p.body, `class="cert-expiring"`); n != 1 {
 			t.Errorf("%d rows highlighted, want 1", n)
 		}
