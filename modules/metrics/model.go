@@ -146,6 +146,21 @@ type System struct {
 	DiskTotalBytes   int64     `json:"disk_total_bytes"`
 	LoadAverage1m    float64   `json:"load_average_1m"`
 	Timestamp        time.Time `json:"timestamp"`
+	// Nginx is nginx's stub_status in the same sample; null when the sample
+	// has none (nginx not running, or only a health report is known).
+	Nginx *Nginx `json:"nginx"`
+}
+
+// Nginx is nginx's stub_status at one moment (host_metrics nginx_*).
+type Nginx struct {
+	ActiveConnections int64   `json:"active_connections"`
+	Accepts           int64   `json:"accepts"`
+	Handled           int64   `json:"handled"`
+	Requests          int64   `json:"requests"`
+	Reading           int64   `json:"reading"`
+	Writing           int64   `json:"writing"`
+	Waiting           int64   `json:"waiting"`
+	RequestsPerSecond float64 `json:"requests_per_second"`
 }
 
 // Filesystem is one mounted file system of a host sample (host_metrics.filesystems).
