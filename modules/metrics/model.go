@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"fmt"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -16,6 +18,23 @@ var LatencyBucketsMs = []float64{1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300
 
 // numBuckets is the length of a latency_counts array.
 var numBuckets = len(LatencyBucketsMs) + 1
+
+// sumCounts is the SQL expression of the element-wise sum of the latency
+// count arrays in column col over a group: one built-in sum per bucket,
+// which is many times faster than the metrics_sum_counts aggregate (a SQL
+// function called once per row) over a month of rollups.
+func sumCounts(col string) string {
+	var b strings.Builder
+	b.WriteString("ARRAY[")
+	for i := 1; i <= numBuckets; i++ {
+		if i > 1 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "coalesce(sum(%s[%d]), 0)", col, i)
+	}
+	b.WriteString("]::bigint[]")
+	return b.String()
+}
 
 // bucketOf is the histogram bucket of a request time.
 func bucketOf(ms float64) int {

@@ -541,7 +541,7 @@ func (s *Service) Traffic(ctx context.Context, q Query) (Summary, error) {
 	rows, err := s.pool.Query(ctx, `SELECT date_bin($1::interval, bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
 			sum(requests)::bigint, sum(status_1xx)::bigint, sum(status_2xx)::bigint, sum(status_3xx)::bigint,
 			sum(status_4xx)::bigint, sum(status_5xx)::bigint, sum(in_bytes)::bigint, sum(out_bytes)::bigint,
-			metrics_sum_counts(latency_counts)
+			`+sumCounts("latency_counts")+`
 		FROM `+s.table(q)+` WHERE `+strings.Join(conds, " AND ")+` GROUP BY 1 ORDER BY 1`, args...)
 	if err != nil {
 		return Summary{}, fmt.Errorf("query traffic of workspace %s: %w", q.WorkspaceID, err)
