@@ -100,7 +100,15 @@ func FetchStubStatus(ctx context.Context, client *http.Client, url string) (Stub
 // NginxSample is nginx's traffic at one moment.
 type NginxSample struct {
 	ActiveConnections uint64
-	TotalRequests     uint64
+	// Accepts and Handled are stub_status' connection counters.
+	Accepts uint64
+	Handled uint64
+	// TotalRequests is stub_status' request counter.
+	TotalRequests uint64
+	// Reading, Writing and Waiting are the connections in each state.
+	Reading uint64
+	Writing uint64
+	Waiting uint64
 	// RequestsPerSecond is the request rate since the previous sample of
 	// the same Collector (0 on the first, or after nginx restarted and its
 	// counter went back).
@@ -170,7 +178,8 @@ func (c *Collector) Nginx(ctx context.Context, url string) (NginxSample, error) 
 	now := c.opts.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := NginxSample{ActiveConnections: st.Active, TotalRequests: st.Requests}
+	s := NginxSample{ActiveConnections: st.Active, Accepts: st.Accepts, Handled: st.Handled, TotalRequests: st.Requests,
+		Reading: st.Reading, Writing: st.Writing, Waiting: st.Waiting}
 	if c.hasReq && st.Requests >= c.prevReq {
 		if dt := now.Sub(c.prevTime).Seconds(); dt > 0 {
 			s.RequestsPerSecond = float64(st.Requests-c.prevReq) / dt

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
 func TestParseStubStatus(t *testing.T) {
@@ -79,6 +81,45 @@ func TestCollector_Nginx(t *testing.T) {
 	}
 	if s.RequestsPerSecond != 0 {
 		t.Errorf("rps after counter reset = %v, want 0", s.RequestsPerSecond)
+	}
+}
+
+func TestCollector_NginxMetrics(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "Active connections: 7 \nserver accepts handled requests\n 11 10 42 \nReading: 1 Writing: 2 Waiting: 4 \n")
+	}))
+	t.Cleanup(srv.Close)
+	s, err := New(Options{}).Nginx(t.Context(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		v   float64
+		typ agentv1.MetricType
+	}{
+		"nginx.connections.active":   {7, agentv1.MetricType_GAUGE},
+		"nginx.connections.accepted": {11, agentv1.MetricType_COUNTER},
+		"nginx.connections.handled":  {10, agentv1.MetricType_COUNTER},
+		"nginx.requests.total":       {42, agentv1.MetricType_COUNTER},
+		"nginx.connections.reading":  {1, agentv1.MetricType_GAUGE},
+		"nginx.connections.writing":  {2, agentv1.MetricType_GAUGE},
+		"nginx.connections.waiting":  {4, agentv1.MetricType_GAUGE},
+		"nginx.requests.per_second":  {0, agentv1.MetricType_GAUGE},
+	}
+	got := s.Metrics(99)
+	if len(got) != len(want) {
+		t.Fatalf("%d metrics, want %d: %v", len(got), len(want), got)
+	}
+	for _, m := range got {
+		w, ok := want[m.GetName()]
+		if !ok {
+			t.Errorf("unexpected metric %q", m.GetName())
+			continue
+		}
+		if m.GetValue() != w.v || m.GetType() != w.typ || m.GetTimestamp() != 99 {
+			t.Errorf("%s = %v (%v, ts %d), want %v (%v, ts 99)", m.GetName(), m.GetValue(), m.GetType(), m.GetTimestamp(), w.v, w.typ)
+		}
 	}
 }
 

@@ -47,11 +47,22 @@ func (s HostSample) Metrics(ts int64) []*agentv1.Metric {
 	return out
 }
 
-// Metrics returns nginx's stub_status figures as named metrics.
+// Metrics returns nginx's stub_status figures as named metrics: every
+// figure of the page (active, accepts, handled, requests, reading, writing,
+// waiting) and the request rate.
 func (s NginxSample) Metrics(ts int64) []*agentv1.Metric {
+	g, c := agentv1.MetricType_GAUGE, agentv1.MetricType_COUNTER
+	m := func(name string, v float64, typ agentv1.MetricType) *agentv1.Metric {
+		return &agentv1.Metric{Name: name, Value: v, Timestamp: ts, Type: typ}
+	}
 	return []*agentv1.Metric{
-		{Name: "nginx.connections.active", Value: float64(s.ActiveConnections), Timestamp: ts, Type: agentv1.MetricType_GAUGE},
-		{Name: "nginx.requests.total", Value: float64(s.TotalRequests), Timestamp: ts, Type: agentv1.MetricType_COUNTER},
-		{Name: "nginx.requests.per_second", Value: s.RequestsPerSecond, Timestamp: ts, Type: agentv1.MetricType_GAUGE},
+		m("nginx.connections.active", float64(s.ActiveConnections), g),
+		m("nginx.connections.accepted", float64(s.Accepts), c),
+		m("nginx.connections.handled", float64(s.Handled), c),
+		m("nginx.connections.reading", float64(s.Reading), g),
+		m("nginx.connections.writing", float64(s.Writing), g),
+		m("nginx.connections.waiting", float64(s.Waiting), g),
+		m("nginx.requests.total", float64(s.TotalRequests), c),
+		m("nginx.requests.per_second", s.RequestsPerSecond, g),
 	}
 }

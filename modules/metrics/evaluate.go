@@ -307,7 +307,7 @@ func windowTrafficOf(ctx context.Context, pool *pgxpool.Pool, workspaceID, agent
 	}
 	t := windowTraffic{secs: secs}
 	err := pool.QueryRow(ctx, `SELECT coalesce(sum(requests), 0)::bigint, coalesce(sum(status_4xx), 0)::bigint,
-			coalesce(sum(status_5xx), 0)::bigint, coalesce(metrics_sum_counts(latency_counts), '{}')
+			coalesce(sum(status_5xx), 0)::bigint, `+sumCounts("latency_counts")+`
 		FROM traffic_minute WHERE `+strings.Join(conds, " AND "), args...).Scan(&t.requests, &t.s4xx, &t.s5xx, &t.latency)
 	if err != nil {
 		return t, fmt.Errorf("read recent traffic of workspace %s: %w", workspaceID, err)

@@ -421,7 +421,8 @@ func TestHostMetrics_StoredOnceAndReturned(t *testing.T) {
 		},
 		Interfaces: []collect.NetInterface{{Name: "lo", RxBytes: 999, TxBytes: 999}, {Name: "eth0", RxBytes: 1000, TxBytes: 2000}},
 	}
-	ms := append(host.Metrics(ts.Unix()), collect.NginxSample{ActiveConnections: 11, TotalRequests: 500, RequestsPerSecond: 2.5}.Metrics(ts.Unix())...)
+	ms := append(host.Metrics(ts.Unix()), collect.NginxSample{ActiveConnections: 11, Accepts: 40, Handled: 39,
+		TotalRequests: 500, Reading: 1, Writing: 3, Waiting: 7, RequestsPerSecond: 2.5}.Metrics(ts.Unix())...)
 	batch := agents.MetricsBatch{AgentID: b.online, WorkspaceID: b.ws, Batch: &agentv1.MetricsBatch{Timestamp: ts.Unix(), Metrics: ms}}
 	for i := 0; i < 2; i++ {
 		if err := b.mod.StoreHostMetrics(ctx, batch); err != nil {
@@ -454,7 +455,11 @@ func TestHostMetrics_StoredOnceAndReturned(t *testing.T) {
 		t.Fatalf("system %+v, want %+v", s.System, want)
 	}
 	got := *s.System
-	got.Timestamp, want.Timestamp = time.Time{}, time.Time{}
+	wantNginx := Nginx{ActiveConnections: 11, Accepts: 40, Handled: 39, Requests: 500, Reading: 1, Writing: 3, Waiting: 7, RequestsPerSecond: 2.5}
+	if got.Nginx == nil || *got.Nginx != wantNginx {
+		t.Fatalf("system.nginx %+v, want %+v", got.Nginx, wantNginx)
+	}
+	got.Timestamp, want.Timestamp, got.Nginx = time.Time{}, time.Time{}, nil
 	if got != want {
 		t.Fatalf("system %+v, want %+v", got, want)
 	}

@@ -271,7 +271,7 @@ func (s *Service) WritePrometheus(ctx context.Context, workspaceID uuid.UUID, w 
 	// virtual_hosts and streams are the vhosts module's: read only, for names.
 	rows, err := s.pool.Query(ctx, `SELECT t.virtual_host_id, coalesce(v.name, st.name, ''), sum(t.requests)::bigint,
 			sum(t.status_1xx)::bigint, sum(t.status_2xx)::bigint, sum(t.status_3xx)::bigint, sum(t.status_4xx)::bigint,
-			sum(t.status_5xx)::bigint, sum(t.in_bytes)::bigint, sum(t.out_bytes)::bigint, metrics_sum_counts(t.latency_counts)
+			sum(t.status_5xx)::bigint, sum(t.in_bytes)::bigint, sum(t.out_bytes)::bigint, `+sumCounts("t.latency_counts")+`
 		FROM traffic_hour t
 		LEFT JOIN virtual_hosts v ON v.id = t.virtual_host_id AND v.workspace_id = t.workspace_id
 		LEFT JOIN streams st ON st.id = t.virtual_host_id AND st.workspace_id = t.workspace_id

@@ -226,9 +226,21 @@ type hostSample struct {
 	diskUsed, diskTotal, rx, tx                    int64
 	nginxConns, nginxTotal                         *int64
 	nginxRPS                                       *float64
-	cpuSeconds                                     map[string]float64
-	filesystems                                    []Filesystem
-	interfaces                                     []Interface
+	// nginxAccepts … nginxWaiting are the rest of stub_status.
+	nginxAccepts, nginxHandled               *int64
+	nginxReading, nginxWriting, nginxWaiting *int64
+	cpuSeconds                               map[string]float64
+	filesystems                              []Filesystem
+	interfaces                               []Interface
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
 
 func finite(v float64) float64 {
@@ -355,6 +367,16 @@ func sampleOf(b *agentv1.MetricsBatch, now time.Time) hostSample {
 			s.nginxTotal = &n
 		case "nginx.requests.per_second":
 			s.nginxRPS = &v
+		case "nginx.connections.accepted":
+			s.nginxAccepts = ptr(count(v))
+		case "nginx.connections.handled":
+			s.nginxHandled = ptr(count(v))
+		case "nginx.connections.reading":
+			s.nginxReading = ptr(count(v))
+		case "nginx.connections.writing":
+			s.nginxWriting = ptr(count(v))
+		case "nginx.connections.waiting":
+			s.nginxWaiting = ptr(count(v))
 		}
 	}
 	var disk *Filesystem
@@ -396,11 +418,14 @@ func (s *Service) StoreHostMetrics(ctx context.Context, b agents.MetricsBatch) e
 	_, err := s.pool.Exec(ctx, `INSERT INTO host_metrics (agent_id, workspace_id, ts, cpu_percent, load_average_1m, load_average_5m,
 			load_average_15m, memory_used_bytes, memory_total_bytes, memory_available_bytes, swap_used_bytes, swap_total_bytes,
 			disk_used_bytes, disk_total_bytes, net_rx_bytes, net_tx_bytes, nginx_active_connections, nginx_requests_total,
-			nginx_requests_per_second, cpu_seconds, filesystems, interfaces)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+			nginx_requests_per_second, cpu_seconds, filesystems, interfaces, nginx_accepts, nginx_handled, nginx_reading,
+			nginx_writing, nginx_waiting)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+			$23, $24, $25, $26, $27)
 		ON CONFLICT (agent_id, ts) DO NOTHING`,
 		b.AgentID, b.WorkspaceID, h.ts, h.cpu, h.load1, h.load5, h.load15, h.memUsed, h.memTotal, h.memAvail, h.swapUsed, h.swapTot,
-		h.diskUsed, h.diskTotal, h.rx, h.tx, h.nginxConns, h.nginxTotal, h.nginxRPS, string(cpuSeconds), string(filesystems), string(interfaces))
+		h.diskUsed, h.diskTotal, h.rx, h.tx, h.nginxConns, h.nginxTotal, h.nginxRPS, string(cpuSeconds), string(filesystems), string(interfaces),
+		h.nginxAccepts, h.nginxHandled, h.nginxReading, h.nginxWriting, h.nginxWaiting)
 	if err != nil {
 		return fmt.Errorf("store host metrics of agent %s: %w", b.AgentID, err)
 	}
@@ -412,11 +437,26 @@ func (s *Service) StoreHostMetrics(ctx context.Context, b agents.MetricsBatch) e
 // there is neither.
 func (s *Service) System(ctx context.Context, agentID uuid.UUID) (*System, error) {
 	var sys System
+	var n Nginx
+	var active, requests, accepts, handled, reading, writing, waiting *int64
+	var rps *float64
 	err := s.pool.QueryRow(ctx, `SELECT cpu_percent, memory_used_bytes, memory_total_bytes, disk_used_bytes, disk_total_bytes,
-			load_average_1m, ts FROM host_metrics WHERE agent_id = $1 ORDER BY ts DESC LIMIT 1`, agentID).
-		Scan(&sys.CPUPercent, &sys.MemoryUsedBytes, &sys.MemoryTotalBytes, &sys.DiskUsedBytes, &sys.DiskTotalBytes, &sys.LoadAverage1m, &sys.Timestamp)
+			load_average_1m, ts, nginx_active_connections, nginx_requests_total, nginx_requests_per_second, nginx_accepts,
+			nginx_handled, nginx_reading, nginx_writing, nginx_waiting
+		FROM host_metrics WHERE agent_id = $1 ORDER BY ts DESC LIMIT 1`, agentID).
+		Scan(&sys.CPUPercent, &sys.MemoryUsedBytes, &sys.MemoryTotalBytes, &sys.DiskUsedBytes, &sys.DiskTotalBytes, &sys.LoadAverage1m, &sys.Timestamp,
+			&active, &requests, &rps, &accepts, &handled, &reading, &writing, &waiting)
 	if err == nil {
 		sys.Timestamp = sys.Timestamp.UTC()
+		if active != nil {
+			n.ActiveConnections, n.Requests = *active, deref(requests)
+			n.Accepts, n.Handled = deref(accepts), deref(handled)
+			n.Reading, n.Writing, n.Waiting = deref(reading), deref(writing), deref(waiting)
+			if rps != nil {
+				n.RequestsPerSecond = *rps
+			}
+			sys.Nginx = &n
+		}
 		return &sys, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
@@ -439,6 +479,10 @@ func (s *Service) System(ctx context.Context, agentID uuid.UUID) (*System, error
 		DiskTotalBytes   int64     `json:"disk_total_bytes"`
 		LoadAverage1m    float64   `json:"load_average_1m"`
 		ReportedAt       time.Time `json:"reported_at"`
+		NginxRunning     bool      `json:"nginx_running"`
+		Active           int64     `json:"active_connections"`
+		Requests         int64     `json:"total_requests"`
+		RPS              float64   `json:"requests_per_second"`
 	}
 	if err := json.Unmarshal(doc, &h); err != nil {
 		return nil, fmt.Errorf("read health of agent %s: %w", agentID, err)
@@ -446,8 +490,13 @@ func (s *Service) System(ctx context.Context, agentID uuid.UUID) (*System, error
 	if h.ReportedAt.IsZero() {
 		return nil, nil
 	}
-	return &System{CPUPercent: h.CPUPercent, MemoryUsedBytes: h.MemoryUsedBytes, MemoryTotalBytes: h.MemoryTotalBytes,
-		DiskUsedBytes: h.DiskUsedBytes, DiskTotalBytes: h.DiskTotalBytes, LoadAverage1m: h.LoadAverage1m, Timestamp: h.ReportedAt.UTC()}, nil
+	out := &System{CPUPercent: h.CPUPercent, MemoryUsedBytes: h.MemoryUsedBytes, MemoryTotalBytes: h.MemoryTotalBytes,
+		DiskUsedBytes: h.DiskUsedBytes, DiskTotalBytes: h.DiskTotalBytes, LoadAverage1m: h.LoadAverage1m, Timestamp: h.ReportedAt.UTC()}
+	if h.NginxRunning {
+		// A health report carries only part of stub_status (NginxStatus).
+		out.Nginx = &Nginx{ActiveConnections: h.Active, Requests: h.Requests, RequestsPerSecond: h.RPS}
+	}
+	return out, nil
 }
 
 // ---- Queries ----
@@ -492,7 +541,7 @@ func (s *Service) Traffic(ctx context.Context, q Query) (Summary, error) {
 	rows, err := s.pool.Query(ctx, `SELECT date_bin($1::interval, bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
 			sum(requests)::bigint, sum(status_1xx)::bigint, sum(status_2xx)::bigint, sum(status_3xx)::bigint,
 			sum(status_4xx)::bigint, sum(status_5xx)::bigint, sum(in_bytes)::bigint, sum(out_bytes)::bigint,
-			metrics_sum_counts(latency_counts)
+			`+sumCounts("latency_counts")+`
 		FROM `+s.table(q)+` WHERE `+strings.Join(conds, " AND ")+` GROUP BY 1 ORDER BY 1`, args...)
 	if err != nil {
 		return Summary{}, fmt.Errorf("query traffic of workspace %s: %w", q.WorkspaceID, err)
