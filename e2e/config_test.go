@@ -3,16 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -205,39 +198,6 @@ func (m *configMaster) signInAt(path, waitFor string) chromedp.Tasks {
 	}
 }
 
-// selfSigned returns a self-signed ECDSA server certificate for domain valid
-// until notAfter, and its private key, as PEM.
-func selfSigned(t *testing.T, domain string, notAfter time.Time) (certPEM, keyPEM string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: domain, Organization: []string{"NxMesh e2e"}},
-		DNSNames:     []string{domain},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}))
-}
-
 // setSelect chooses value in the select sel and fires its change event, as a
 // person choosing an option does (chromedp.SetValue fires no event).
 func setSelect(sel, value string) chromedp.Action {
@@ -376,7 +336,7 @@ func TestConfig_Browser(t *testing.T) {
 		t.Parallel()
 		m := startConfigMaster(t)
 		b := openBrowser(t)
-		certPEM, keyPEM := selfSigned(t, "shop.example.test", time.Now().Add(20*24*time.Hour))
+		certPEM, keyPEM := apptest.SelfSignedCertUntil(t, time.Now().Add(20*24*time.Hour), "shop.example.test")
 		// Accept the hx-confirm dialog of the delete button.
 		chromedp.ListenTarget(b, func(ev any) {
 			if _, ok := ev.(*cdppage.EventJavascriptDialogOpening); ok {
@@ -611,8 +571,8 @@ func TestConfig_Forms(t *testing.T) {
 	t.Run("UploadsCertificateAndNeverShowsKey", func(t *testing.T) {
 		t.Parallel()
 		b := setupConfig(t)
-		certPEM, keyPEM := selfSigned(t, "api.example.test", time.Now().Add(90*24*time.Hour))
-		_, otherKey := selfSigned(t, "api.example.test", time.Now().Add(90*24*time.Hour))
+		certPEM, keyPEM := apptest.SelfSignedCertUntil(t, time.Now().Add(90*24*time.Hour), "api.example.test")
+		_, otherKey := apptest.SelfSignedCertUntil(t, time.Now().Add(90*24*time.Hour), "api.example.test")
 		p := b.c.postMultipart(b.wsPath("/certificates"), map[string]string{"_csrf": b.csrf, "certificate_pem": certPEM, "private_key_pem": otherKey})
 		expectStatus(t, p, http.StatusUnprocessableEntity)
 		mustContain(t, "form", p.body, `id="f-private_key_pem-error"`, "BEGIN CERTIFICATE")
@@ -643,7 +603,7 @@ func TestConfig_Forms(t *testing.T) {
 			domain string
 			left   time.Duration
 		}{{"fresh.example.test", 200 * 24 * time.Hour}, {"soon.example.test", 10 * 24 * time.Hour}} {
-			certPEM, keyPEM := selfSigned(t, c.domain, time.Now().Add(c.left))
+			certPEM, keyPEM := apptest.SelfSignedCertUntil(t, time.Now().Add(c.left), c.domain)
 			if _, err := b.certs.Create(ctx, certs.CreateParams{WorkspaceID: b.ws.ID, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM}); err != nil {
 				t.Fatal(err)
 			}

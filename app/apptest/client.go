@@ -12,20 +12,29 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 )
 
-// Client sends JSON requests to a mounted master (a.Mount) as one credential.
-// The zero Token sends anonymous requests.
+// Client sends JSON requests to a master as one credential: in process to a
+// mounted one (NewClient, after a.Mount), or over HTTP to a served one
+// (NewHTTPClient). The zero Token sends anonymous requests. A bearer
+// credential needs no CSRF token.
 type Client struct {
-	app *app.App
+	app  *app.App
+	base string
 	// Token is sent as "Authorization: Bearer <Token>" (an access token or an
 	// API key) when not empty.
 	Token string
 }
 
-// NewClient returns an anonymous client of a.
+// NewClient returns an anonymous client of a, which serves the requests in
+// process.
 func NewClient(a *app.App) *Client { return &Client{app: a} }
 
-// As returns a copy of c that authenticates with token.
-func (c *Client) As(token string) *Client { return &Client{app: c.app, Token: token} }
+// NewHTTPClient returns an anonymous client of the master served at baseURL
+// (http://host:port).
+func NewHTTPClient(baseURL string) *Client { return &Client{base: strings.TrimSuffix(baseURL, "/")} }
+
+// As returns a copy of c that authenticates with token (an access token or an
+// API key).
+func (c *Client) As(token string) *Client { return &Client{app: c.app, base: c.base, Token: token} }
 
 // Response is an answer read in full.
 type Response struct {
@@ -63,7 +72,15 @@ func (c *Client) Do(t testing.TB, method, path string, body any, headers ...stri
 		}
 		rd = bytes.NewReader(raw)
 	}
-	req := httptest.NewRequest(method, path, rd)
+	var req *http.Request
+	if c.base != "" {
+		var err error
+		if req, err = http.NewRequest(method, c.base+path, rd); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	} else {
+		req = httptest.NewRequest(method, path, rd)
+	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -73,7 +90,15 @@ func (c *Client) Do(t testing.TB, method, path string, body any, headers ...stri
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp := Do(t, c.app, req)
+	var resp *http.Response
+	if c.base != "" {
+		var err error
+		if resp, err = http.DefaultClient.Do(req); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	} else {
+		resp = Do(t, c.app, req)
+	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -124,6 +149,25 @@ func (r Response) Expect(t testing.TB, status int, code string) {
 			t.Fatalf("error code %q, want %q; body %s", got, code, r.Body)
 		}
 	}
+}
+
+// APIError is an error envelope's code, message and the fields its details
+// name.
+type APIError struct {
+	Code    string
+	Message string
+	Fields  []string
+}
+
+// Error decodes the error envelope into its code, message and fields.
+func (r Response) Error(t testing.TB) APIError {
+	t.Helper()
+	e := r.Envelope(t)
+	out := APIError{Code: e.Error.Code, Message: e.Error.Message}
+	for _, d := range e.Error.Details {
+		out.Fields = append(out.Fields, d.Field)
+	}
+	return out
 }
 
 // Fields returns the fields the envelope's details name.

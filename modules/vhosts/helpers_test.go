@@ -3,21 +3,13 @@ package vhosts
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"golang.org/x/crypto/bcrypt"
@@ -181,44 +173,12 @@ func (b *bundle) createUpstream(t *testing.T, name string, addrs ...string) upst
 // createCert uploads a fresh self-signed certificate for domain.
 func (b *bundle) createCert(t *testing.T, domain string) certs.Certificate {
 	t.Helper()
-	certPEM, keyPEM := selfSigned(t, domain)
+	certPEM, keyPEM := apptest.SelfSignedCert(t, domain)
 	c, err := b.certs.Create(b.ctx, certs.CreateParams{WorkspaceID: b.ws, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM})
 	if err != nil {
 		t.Fatalf("upload certificate for %s: %v", domain, err)
 	}
 	return c
-}
-
-// selfSigned returns a certificate for domain valid for 90 days and its key.
-func selfSigned(t *testing.T, domain string) (string, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("generate key: %v", err)
-	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatalf("serial: %v", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: domain},
-		DNSNames:     []string{domain},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(90 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("create certificate: %v", err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatalf("marshal key: %v", err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}))
 }
 
 // do sends a request as the user whose token is tok ("" for none) with the

@@ -1,0 +1,60 @@
+// Package orgstest builds the two lowest modules, auth and orgs, for the tests
+// of a module above them, which mount their own module (with hooks standing in
+// for the modules above it) on top: the module wiring those two provide is
+// written once, here. A test that needs every module uses modules/wire/wiretest.
+package orgstest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/modules/auth"
+	"github.com/nxmesh/nxmesh/modules/orgs"
+)
+
+// Base is the auth and orgs modules of a test master.
+type Base struct {
+	App  *app.App
+	Auth *auth.Module
+	Orgs *orgs.Module
+}
+
+// New builds the auth and orgs modules on a's dependencies.
+func New(t testing.TB, a *app.App) *Base {
+	t.Helper()
+	authMod, err := auth.New(a.Deps, auth.Options{})
+	if err != nil {
+		t.Fatalf("auth.New: %v", err)
+	}
+	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
+	if err != nil {
+		t.Fatalf("orgs.New: %v", err)
+	}
+	return &Base{App: a, Auth: authMod, Orgs: orgsMod}
+}
+
+// Wiring is the wiring auth and orgs provide: the authenticators, the role
+// lookup and the admin's navigation.
+func (b *Base) Wiring() app.Wiring {
+	return app.Wiring{
+		AuthenticateAPI: b.Auth.AuthenticateAPI,
+		AuthenticateUI:  b.Auth.AuthenticateUI,
+		Role:            b.Orgs.Service().Role,
+		Nav:             b.Orgs.Shell,
+	}
+}
+
+// Mount mounts auth, orgs and then mods on the app with Wiring.
+func (b *Base) Mount(t testing.TB, mods ...app.Module) {
+	t.Helper()
+	b.MountWith(t, b.Wiring(), mods...)
+}
+
+// MountWith is Mount with a wiring the caller adjusted from Wiring.
+func (b *Base) MountWith(t testing.TB, w app.Wiring, mods ...app.Module) {
+	t.Helper()
+	if err := b.App.Mount(context.Background(), append([]app.Module{b.Auth, b.Orgs}, mods...), w); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+}
