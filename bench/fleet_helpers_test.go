@@ -21,7 +21,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -770,9 +769,8 @@ type floorMaster struct {
 	fingerprint string
 	applied     *rounds
 
-	caCert *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	caPEM  string
+	ca    *apptest.CA
+	caPEM string
 
 	mu      sync.Mutex
 	streams map[string]chan *agentv1.MasterMessage
@@ -783,25 +781,9 @@ type floorMaster struct {
 func startFloor(b *testing.B, applied *rounds) *floorMaster {
 	b.Helper()
 	f := &floorMaster{applied: applied, streams: map[string]chan *agentv1.MasterMessage{}}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "floor agents CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if f.caCert, err = x509.ParseCertificate(der); err != nil {
-		b.Fatal(err)
-	}
-	f.caKey = key
-	f.caPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	f.fingerprint = controlplane.Fingerprint(f.caCert)
+	f.ca = apptest.NewCA(b, "floor agents CA")
+	f.caPEM = string(f.ca.PEM)
+	f.fingerprint = controlplane.Fingerprint(f.ca.Cert)
 
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -816,12 +798,12 @@ func startFloor(b *testing.B, applied *rounds) *floorMaster {
 		b.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(f.caCert)
+	pool.AddCert(f.ca.Cert)
 	// The master's transport settings (modules/agents/grpc.go): the agents'
 	// keepalive pings are allowed.
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(&tls.Config{
-			Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER, der}, PrivateKey: srvKey}},
+			Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER, f.ca.DER}, PrivateKey: srvKey}},
 			ClientAuth:   tls.VerifyClientCertIfGiven, ClientCAs: pool, MinVersion: tls.VersionTLS12,
 		})),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -839,13 +821,8 @@ func startFloor(b *testing.B, applied *rounds) *floorMaster {
 }
 
 func (f *floorMaster) sign(tmpl *x509.Certificate, pub any) ([]byte, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return nil, err
-	}
-	tmpl.SerialNumber = serial
 	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
-	return x509.CreateCertificate(rand.Reader, tmpl, f.caCert, pub, f.caKey)
+	return f.ca.TrySign(tmpl, pub)
 }
 
 // Stream registers the agent (signing its CSR; any token is accepted) or
