@@ -40,6 +40,7 @@ import (
 	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	"github.com/nxmesh/nxmesh/static"
 	"github.com/nxmesh/nxmesh/views"
 )
@@ -79,26 +80,11 @@ func startMaster(t *testing.T, mutate func(*app.Config)) *master {
 			mutate(cfg)
 		}
 	})
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatalf("orgs.New: %v", err)
-	}
-	err = a.Mount(ctx, []app.Module{authMod, orgsMod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		Nav:             orgsMod.Shell,
-		ErrorPage:       views.ErrorPage,
-		Static:          static.FS,
-		Version:         "e2e",
-	})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	lower := orgstest.New(t, a)
+	authMod, orgsMod := lower.Auth, lower.Orgs
+	w := lower.Wiring()
+	w.ErrorPage, w.Static, w.Version = views.ErrorPage, static.FS, "e2e"
+	lower.MountWith(t, w)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)

@@ -27,6 +27,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	"github.com/nxmesh/nxmesh/static"
@@ -52,14 +53,8 @@ func startConfigMaster(t *testing.T) *configMaster {
 	t.Helper()
 	ctx := context.Background()
 	a := apptest.NewApp(t, func(cfg *app.Config) { cfg.HTTP.SecureCookies = false })
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatalf("orgs.New: %v", err)
-	}
+	lower := orgstest.New(t, a)
+	authMod, orgsMod := lower.Auth, lower.Orgs
 	var vh *vhosts.Module
 	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
@@ -87,18 +82,9 @@ func startConfigMaster(t *testing.T) *configMaster {
 	if err != nil {
 		t.Fatalf("vhosts.New: %v", err)
 	}
-	err = a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		Nav:             orgsMod.Shell,
-		ErrorPage:       views.ErrorPage,
-		Static:          static.FS,
-		Version:         "e2e",
-	})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	w := lower.Wiring()
+	w.ErrorPage, w.Static, w.Version = views.ErrorPage, static.FS, "e2e"
+	lower.MountWith(t, w, upsMod, certsMod, vh)
 	base := serveApp(t, a)
 	u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: adminEmail, Password: adminPassword, Superadmin: true})
 	if err != nil {

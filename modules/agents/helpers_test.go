@@ -1,7 +1,6 @@
 package agents
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,13 +8,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -34,6 +30,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
@@ -81,14 +78,8 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 			c(cfg)
 		}
 	})
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatalf("orgs.New: %v", err)
-	}
+	base := orgstest.New(t, a)
+	authMod, orgsMod := base.Auth, base.Orgs
 	var vh *vhosts.Module
 	var e *env
 	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
@@ -131,15 +122,7 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	mod, addr := e.replica(t, "replica-a")
 	e.mod, e.svc, e.addr = mod, mod.Service(), addr
 	ctx := context.Background()
-	err = a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh, mod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		Nav:             orgsMod.Shell,
-	})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	base.Mount(t, upsMod, certsMod, vh, mod)
 	for _, role := range []string{"owner", "admin", "operator", "viewer", "outsider"} {
 		email := role + "@example.test"
 		u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: testPassword, Name: role})
@@ -405,51 +388,19 @@ func (b *bundle) vhost(t *testing.T, name string, upstream uuid.UUID, target vho
 
 // ---- HTTP ----
 
-// do sends a request as the user whose token is tok ("" for none).
+// do sends a JSON request as the user whose token is tok ("" for none) and
+// returns the status and body.
 func (e *env) do(t *testing.T, tok, method, path string, body any) (int, []byte) {
 	t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = bytes.NewBufferString(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatalf("marshal body: %v", err)
-		}
-		r = bytes.NewReader(raw)
-	}
-	req := httptest.NewRequest(method, path, r)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp := apptest.Do(t, e.app, req)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
-	}
-	return resp.StatusCode, out
+	r := apptest.NewClient(e.app).As(tok).Do(t, method, path, body)
+	return r.Status, r.Body
 }
 
 // call is do that fails the test unless the status is want, and decodes the
 // body into out (when non-nil).
 func (e *env) call(t *testing.T, tok, method, path string, body any, want int, out any) []byte {
 	t.Helper()
-	status, raw := e.do(t, tok, method, path, body)
-	if status != want {
-		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, status, want, raw)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
-		}
-	}
-	return raw
+	return apptest.NewClient(e.app).As(tok).Call(t, method, path, body, want, out).Body
 }
 
 // as calls the API as role.
@@ -461,20 +412,8 @@ func (b *bundle) as(t *testing.T, role, method, path string, body any, want int,
 // errorOf decodes an error envelope.
 func errorOf(t *testing.T, raw []byte) (code, message string, fields []string) {
 	t.Helper()
-	var env struct {
-		Error struct {
-			Code    string           `json:"code"`
-			Message string           `json:"message"`
-			Details []app.FieldError `json:"details"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(raw, &env); err != nil {
-		t.Fatalf("decode error %s: %v", raw, err)
-	}
-	for _, d := range env.Error.Details {
-		fields = append(fields, d.Field)
-	}
-	return env.Error.Code, env.Error.Message, fields
+	e := apptest.Response{Body: raw}.Error(t)
+	return e.Code, e.Message, e.Fields
 }
 
 // keys returns the sorted keys of a JSON object.

@@ -1,13 +1,9 @@
 package vhosts
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"testing"
 
@@ -21,6 +17,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 )
 
@@ -56,14 +53,8 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 			c(cfg)
 		}
 	})
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatalf("orgs.New: %v", err)
-	}
+	base := orgstest.New(t, a)
+	authMod, orgsMod := base.Auth, base.Orgs
 	// The lower modules call into vhosts, which is built after them.
 	var vh *Module
 	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
@@ -94,15 +85,7 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	}
 	vh.svc.bcryptCost = bcrypt.MinCost
 	ctx := context.Background()
-	err = a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		Nav:             orgsMod.Shell,
-	})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	base.Mount(t, upsMod, certsMod, vh)
 	e := &env{app: a, db: a.Deps.DB, svc: vh.Service(), ups: upsMod.Service(), certs: certsMod.Service(),
 		orgs: orgsMod.Service(), users: map[string]auth.User{}, tokens: map[string]string{}}
 	for _, role := range []string{"owner", "operator", "viewer", "outsider"} {
@@ -185,53 +168,19 @@ func (b *bundle) createCert(t *testing.T, domain string) certs.Certificate {
 // given Accept header ("" for none) and returns the status and body.
 func (e *env) do(t *testing.T, tok, method, path string, body any, accept string) (int, []byte) {
 	t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = bytes.NewBufferString(b)
-	case []byte:
-		r = bytes.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatalf("marshal body: %v", err)
-		}
-		r = bytes.NewReader(raw)
-	}
-	req := httptest.NewRequest(method, path, r)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	var headers []string
 	if accept != "" {
-		req.Header.Set("Accept", accept)
+		headers = []string{"Accept", accept}
 	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp := apptest.Do(t, e.app, req)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
-	}
-	return resp.StatusCode, out
+	r := apptest.NewClient(e.app).As(tok).Do(t, method, path, body, headers...)
+	return r.Status, r.Body
 }
 
 // call is do that fails the test unless the status is want, and decodes the
 // body into out (when non-nil).
 func (e *env) call(t *testing.T, tok, method, path string, body any, want int, out any) []byte {
 	t.Helper()
-	status, raw := e.do(t, tok, method, path, body, "")
-	if status != want {
-		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, status, want, raw)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
-		}
-	}
-	return raw
+	return apptest.NewClient(e.app).As(tok).Call(t, method, path, body, want, out).Body
 }
 
 // as calls the API as role.
@@ -288,26 +237,12 @@ func (b *bundle) summaries(t *testing.T) []string {
 }
 
 // apiError is the API's error envelope (docs/API.md).
-type apiError struct {
-	Error struct {
-		Code    string           `json:"code"`
-		Message string           `json:"message"`
-		Details []app.FieldError `json:"details"`
-	} `json:"error"`
-}
+type apiError = apptest.ErrorEnvelope
 
 // fields are the details' field paths of an error body.
 func fields(t *testing.T, raw []byte) []string {
 	t.Helper()
-	var e apiError
-	if err := json.Unmarshal(raw, &e); err != nil {
-		t.Fatalf("decode error %s: %v", raw, err)
-	}
-	out := make([]string, len(e.Error.Details))
-	for i, d := range e.Error.Details {
-		out[i] = d.Field
-	}
-	return out
+	return append([]string{}, apptest.Response{Body: raw}.Fields(t)...)
 }
 
 // expectFields fails unless raw is a 422 naming exactly want.
