@@ -61,6 +61,7 @@ type env struct {
 	addr   string
 	events *recorder
 	obs    *observer
+	base   *orgstest.Base
 	users  map[string]auth.User
 	// tokens are access tokens of "owner", "admin", "operator", "viewer"
 	// (members of every organization setup creates) and "outsider" (owner
@@ -79,7 +80,6 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 		}
 	})
 	base := orgstest.New(t, a)
-	authMod, orgsMod := base.Auth, base.Orgs
 	var vh *vhosts.Module
 	var e *env
 	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
@@ -116,25 +116,15 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	}
 	e = &env{
 		app: a, db: a.Deps.DB, vh: vh.Service(), ups: upsMod.Service(), certs: certsMod.Service(),
-		orgs: orgsMod.Service(), events: &recorder{}, obs: newObserver(),
-		users: map[string]auth.User{}, tokens: map[string]string{},
+		orgs: base.Orgs.Service(), events: &recorder{}, obs: newObserver(),
+		base: base, users: map[string]auth.User{}, tokens: map[string]string{},
 	}
 	mod, addr := e.replica(t, "replica-a")
 	e.mod, e.svc, e.addr = mod, mod.Service(), addr
 	ctx := context.Background()
 	base.Mount(t, upsMod, certsMod, vh, mod)
 	for _, role := range []string{"owner", "admin", "operator", "viewer", "outsider"} {
-		email := role + "@example.test"
-		u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: testPassword, Name: role})
-		if err != nil {
-			t.Fatalf("create user %s: %v", email, err)
-		}
-		e.users[role] = u
-		var tok struct {
-			AccessToken string `json:"access_token"`
-		}
-		e.call(t, "", http.MethodPost, "/v1/auth/login", map[string]string{"email": email, "password": testPassword}, http.StatusOK, &tok)
-		e.tokens[role] = tok.AccessToken
+		e.users[role], e.tokens[role] = base.SignIn(t, role+"@example.test", testPassword, role)
 	}
 	if _, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Elsewhere", Slug: "elsewhere", OwnerID: e.users["outsider"].ID}); err != nil {
 		t.Fatalf("create outsider organization: %v", err)
@@ -301,20 +291,7 @@ type bundle struct {
 func (e *env) setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	slug := "o" + uuid.NewString()[:8]
-	org, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Org " + slug, Slug: slug, OwnerID: e.users["owner"].ID})
-	if err != nil {
-		t.Fatalf("create organization: %v", err)
-	}
-	for _, role := range []string{authz.RoleAdmin, authz.RoleOperator, authz.RoleViewer} {
-		if _, err := e.orgs.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: e.users[role].Email, Role: role}); err != nil {
-			t.Fatalf("add %s: %v", role, err)
-		}
-	}
-	ws, err := e.orgs.CreateWorkspace(ctx, orgs.CreateWorkspaceParams{OrgID: org.ID, Name: "Production", Slug: "production"})
-	if err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
+	org, ws := e.base.Org(t, e.users["owner"], e.users, authz.RoleAdmin, authz.RoleOperator, authz.RoleViewer)
 	return &bundle{env: e, ctx: ctx, orgID: org.ID, ws: ws.ID}
 }
 

@@ -94,6 +94,7 @@ type env struct {
 	svc   *Service
 	orgs  *orgs.Service
 	hooks *hooks
+	base  *orgstest.Base
 	users map[string]auth.User
 	// tokens are access tokens of "owner", "operator", "viewer" (members of
 	// every organization setup creates) and "outsider" (owner of another one).
@@ -104,7 +105,6 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	a := apptest.NewApp(t, func(cfg *app.Config) { cfg.Auth.RateLimitPerMinute = 1_000_000 })
 	base := orgstest.New(t, a)
-	authMod, orgsMod := base.Auth, base.Orgs
 	h := newHooks()
 	mod, err := New(a.Deps, h.options())
 	if err != nil {
@@ -112,20 +112,10 @@ func newEnv(t *testing.T) *env {
 	}
 	ctx := context.Background()
 	base.Mount(t, mod)
-	e := &env{app: a, db: a.Deps.DB, svc: mod.Service(), orgs: orgsMod.Service(), hooks: h,
-		users: map[string]auth.User{}, tokens: map[string]string{}}
+	e := &env{app: a, db: a.Deps.DB, svc: mod.Service(), orgs: base.Orgs.Service(), hooks: h,
+		base: base, users: map[string]auth.User{}, tokens: map[string]string{}}
 	for _, role := range []string{"owner", "operator", "viewer", "outsider"} {
-		email := role + "@example.test"
-		u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: testPassword, Name: role})
-		if err != nil {
-			t.Fatalf("create user %s: %v", email, err)
-		}
-		e.users[role] = u
-		var tok struct {
-			AccessToken string `json:"access_token"`
-		}
-		e.call(t, "", http.MethodPost, "/v1/auth/login", map[string]string{"email": email, "password": testPassword}, http.StatusOK, &tok)
-		e.tokens[role] = tok.AccessToken
+		e.users[role], e.tokens[role] = base.SignIn(t, role+"@example.test", testPassword, role)
 	}
 	org, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Elsewhere", Slug: "elsewhere", OwnerID: e.users["outsider"].ID})
 	if err != nil {
@@ -149,20 +139,7 @@ type bundle struct {
 func (e *env) setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	slug := "o" + uuid.NewString()[:8]
-	org, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Org " + slug, Slug: slug, OwnerID: e.users["owner"].ID})
-	if err != nil {
-		t.Fatalf("create organization: %v", err)
-	}
-	for _, role := range []string{authz.RoleOperator, authz.RoleViewer} {
-		if _, err := e.orgs.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: e.users[role].Email, Role: role}); err != nil {
-			t.Fatalf("add %s: %v", role, err)
-		}
-	}
-	ws, err := e.orgs.CreateWorkspace(ctx, orgs.CreateWorkspaceParams{OrgID: org.ID, Name: "Production", Slug: "production"})
-	if err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
+	org, ws := e.base.Org(t, e.users["owner"], e.users, authz.RoleOperator, authz.RoleViewer)
 	return &bundle{env: e, ctx: ctx, orgID: org.ID, ws: ws.ID}
 }
 

@@ -37,6 +37,7 @@ type env struct {
 	ups   *upstreams.Service
 	certs *certs.Service
 	orgs  *orgs.Service
+	base  *orgstest.Base
 	users map[string]auth.User
 	// tokens are access tokens of "owner", "operator", "viewer" (members of
 	// every organization setup creates) and "outsider" (owner of another one).
@@ -54,7 +55,6 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 		}
 	})
 	base := orgstest.New(t, a)
-	authMod, orgsMod := base.Auth, base.Orgs
 	// The lower modules call into vhosts, which is built after them.
 	var vh *Module
 	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
@@ -84,22 +84,11 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 		t.Fatalf("vhosts.New: %v", err)
 	}
 	vh.svc.bcryptCost = bcrypt.MinCost
-	ctx := context.Background()
 	base.Mount(t, upsMod, certsMod, vh)
 	e := &env{app: a, db: a.Deps.DB, svc: vh.Service(), ups: upsMod.Service(), certs: certsMod.Service(),
-		orgs: orgsMod.Service(), users: map[string]auth.User{}, tokens: map[string]string{}}
+		orgs: base.Orgs.Service(), base: base, users: map[string]auth.User{}, tokens: map[string]string{}}
 	for _, role := range []string{"owner", "operator", "viewer", "outsider"} {
-		email := role + "@example.test"
-		u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: testPassword, Name: role})
-		if err != nil {
-			t.Fatalf("create user %s: %v", email, err)
-		}
-		e.users[role] = u
-		var tok struct {
-			AccessToken string `json:"access_token"`
-		}
-		e.call(t, "", http.MethodPost, "/v1/auth/login", map[string]string{"email": email, "password": testPassword}, http.StatusOK, &tok)
-		e.tokens[role] = tok.AccessToken
+		e.users[role], e.tokens[role] = base.SignIn(t, role+"@example.test", testPassword, role)
 	}
 	return e
 }
@@ -119,20 +108,7 @@ type bundle struct {
 func (e *env) setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	slug := "o" + uuid.NewString()[:8]
-	org, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Org " + slug, Slug: slug, OwnerID: e.users["owner"].ID})
-	if err != nil {
-		t.Fatalf("create organization: %v", err)
-	}
-	for _, role := range []string{authz.RoleOperator, authz.RoleViewer} {
-		if _, err := e.orgs.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: e.users[role].Email, Role: role}); err != nil {
-			t.Fatalf("add %s: %v", role, err)
-		}
-	}
-	ws, err := e.orgs.CreateWorkspace(ctx, orgs.CreateWorkspaceParams{OrgID: org.ID, Name: "Production", Slug: "production"})
-	if err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
+	org, ws := e.base.Org(t, e.users["owner"], e.users, authz.RoleOperator, authz.RoleViewer)
 	b := &bundle{env: e, ctx: ctx, orgID: org.ID, ws: ws.ID}
 	b.upstream = b.createUpstream(t, "api-backend", "10.0.1.20:8080", "10.0.1.21:8080")
 	b.cert = b.createCert(t, "api.example.com")
