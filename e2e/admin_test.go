@@ -148,42 +148,9 @@ type browserBundle struct {
 
 func setupBrowser(t *testing.T) browserBundle {
 	t.Helper()
-	chromium := chromiumPath(t)
+	chromiumPath(t)
 	m := startMaster(t, nil)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	browser, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(func(format string, args ...any) {
-		// Chromium is newer than chromedp's protocol tables; events with values it
-		// does not know are skipped and do not matter to these tests.
-		if !strings.HasPrefix(format, "could not unmarshal event") {
-			t.Logf("chromedp: "+format, args...)
-		}
-	}))
-	t.Cleanup(cancelBrowser)
-	browser, cancelTimeout := context.WithTimeout(browser, browserTimeout)
-	t.Cleanup(cancelTimeout)
-	if err := chromedp.Run(browser); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	// Registered last, so it runs first: the browser is still up.
-	t.Cleanup(func() {
-		if t.Failed() {
-			screenshot(t, browser)
-		}
-	})
-	return browserBundle{master: m, browser: browser}
+	return browserBundle{master: m, browser: openBrowser(t)}
 }
 
 // screenshot saves the current page as PNG in the test's artifact directory.
