@@ -44,17 +44,12 @@ func newMaster(t *testing.T) *master {
 
 func (m *master) do(t *testing.T, method, path, token string, body []byte) (int, []byte) {
 	t.Helper()
-	req := httptest.NewRequest(method, path, bytes.NewReader(body))
+	var payload any // no body and no Content-Type when body is nil
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		payload = body
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp := apptest.Do(t, m.a, req)
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	r := apptest.NewClient(m.a).As(token).Do(t, method, path, payload)
+	return r.Status, r.Body
 }
 
 // principals of the access matrix: a member of each role, and the owner of

@@ -6,7 +6,6 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -220,36 +219,17 @@ func newREST(b *testing.B, base string) *rest {
 // do sends a JSON request and decodes the answer into out (may be nil); any
 // status other than want is an error.
 func (r *rest) do(ctx context.Context, method, path string, body, out any, want int) error {
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, r.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+r.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := r.hc.Do(req)
+	c := apptest.NewHTTPClient(r.base).As(r.token)
+	c.HTTP = r.hc
+	resp, err := c.Try(ctx, method, path, body)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: status %d: %s", method, path, resp.StatusCode, raw)
+	if resp.Status != want {
+		return fmt.Errorf("%s %s: status %d: %s", method, path, resp.Status, resp.Body)
 	}
 	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
+		if err := json.Unmarshal(resp.Body, out); err != nil {
 			return fmt.Errorf("%s %s: decode: %w", method, path, err)
 		}
 	}

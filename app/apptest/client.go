@@ -2,7 +2,9 @@ package apptest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +21,8 @@ import (
 type Client struct {
 	app  *app.App
 	base string
+	// HTTP sends the requests of an HTTP client (nil: http.DefaultClient).
+	HTTP *http.Client
 	// Token is sent as "Authorization: Bearer <Token>" (an access token or an
 	// API key) when not empty.
 	Token string
@@ -34,7 +38,9 @@ func NewHTTPClient(baseURL string) *Client { return &Client{base: strings.TrimSu
 
 // As returns a copy of c that authenticates with token (an access token or an
 // API key).
-func (c *Client) As(token string) *Client { return &Client{app: c.app, base: c.base, Token: token} }
+func (c *Client) As(token string) *Client {
+	return &Client{app: c.app, base: c.base, HTTP: c.HTTP, Token: token}
+}
 
 // Response is an answer read in full.
 type Response struct {
@@ -58,6 +64,17 @@ type ErrorEnvelope struct {
 // headers are name, value pairs.
 func (c *Client) Do(t testing.TB, method, path string, body any, headers ...string) Response {
 	t.Helper()
+	r, err := c.Try(context.Background(), method, path, body, headers...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return r
+}
+
+// Try is Do that returns what keeps the request from being answered instead
+// of failing the test: for a master that may be restarting, or for requests
+// sent off the test's goroutine.
+func (c *Client) Try(ctx context.Context, method, path string, body any, headers ...string) (Response, error) {
 	var rd io.Reader
 	switch v := body.(type) {
 	case nil:
@@ -68,18 +85,18 @@ func (c *Client) Do(t testing.TB, method, path string, body any, headers ...stri
 	default:
 		raw, err := json.Marshal(v)
 		if err != nil {
-			t.Fatalf("encode %s %s body: %v", method, path, err)
+			return Response{}, fmt.Errorf("encode body: %w", err)
 		}
 		rd = bytes.NewReader(raw)
 	}
 	var req *http.Request
 	if c.base != "" {
 		var err error
-		if req, err = http.NewRequest(method, c.base+path, rd); err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
+		if req, err = http.NewRequestWithContext(ctx, method, c.base+path, rd); err != nil {
+			return Response{}, err
 		}
 	} else {
-		req = httptest.NewRequest(method, path, rd)
+		req = httptest.NewRequestWithContext(ctx, method, path, rd)
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -91,20 +108,25 @@ func (c *Client) Do(t testing.TB, method, path string, body any, headers ...stri
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	var resp *http.Response
+	var err error
 	if c.base != "" {
-		var err error
-		if resp, err = http.DefaultClient.Do(req); err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
+		hc := c.HTTP
+		if hc == nil {
+			hc = http.DefaultClient
 		}
+		resp, err = hc.Do(req)
 	} else {
-		resp = Do(t, c.app, req)
+		resp, err = c.app.Fiber().Test(req, -1)
+	}
+	if err != nil {
+		return Response{}, err
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("read %s %s: %v", method, path, err)
+		return Response{}, fmt.Errorf("read answer: %w", err)
 	}
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, nil
 }
 
 // Call sends a request, fails the test unless the status is want, and decodes

@@ -1,7 +1,6 @@
 package certs_test
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"encoding/json"
@@ -118,22 +117,8 @@ func (h *hooks) changesOf(workspaceID uuid.UUID) []change {
 	return out
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects the log while the test runs.
+type syncBuffer = apptest.SyncBuffer
 
 // setup builds a bundle. Its cleanup checks that no log line and no audit row
 // holds key material.
