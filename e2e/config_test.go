@@ -20,24 +20,21 @@ import (
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/google/uuid"
-	"gorm.io/gorm"
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
-	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
-	"github.com/nxmesh/nxmesh/static"
-	"github.com/nxmesh/nxmesh/views"
+	"github.com/nxmesh/nxmesh/modules/wire/wiretest"
 )
 
 // The configuration pages (upstreams, certificates, virtual hosts, streams,
-// configuration history) run on a master with the auth, orgs, upstreams,
-// certs and vhosts modules wired as main.go wires them: the lower modules'
-// ChangeFunc and UsageFunc call the vhosts service built after them.
+// configuration history) run on a master with every module wired as main.go
+// wires them (modules/wire): the lower modules' ChangeFunc and UsageFunc call
+// the vhosts service built after them.
 
 // configMaster is a running master with the configuration modules, a
 // superadmin and the superadmin's "Default" organization and workspace.
@@ -52,39 +49,9 @@ type configMaster struct {
 func startConfigMaster(t *testing.T) *configMaster {
 	t.Helper()
 	ctx := context.Background()
-	a := apptest.NewApp(t, func(cfg *app.Config) { cfg.HTTP.SecureCookies = false })
-	lower := orgstest.New(t, a)
-	authMod, orgsMod := lower.Auth, lower.Orgs
-	var vh *vhosts.Module
-	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
-		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
-			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
-		},
-		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
-			return vh.Service().UpstreamUsers(ctx, tx, id)
-		},
-	})
-	if err != nil {
-		t.Fatalf("upstreams.New: %v", err)
-	}
-	certsMod, err := certs.New(a.Deps, certs.Options{
-		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
-			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
-		},
-		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
-			return vh.Service().CertificateUsers(ctx, tx, id)
-		},
-	})
-	if err != nil {
-		t.Fatalf("certs.New: %v", err)
-	}
-	vh, err = vhosts.New(a.Deps, vhosts.Options{Upstreams: upsMod.Service(), Certs: certsMod.Service()})
-	if err != nil {
-		t.Fatalf("vhosts.New: %v", err)
-	}
-	w := lower.Wiring()
-	w.ErrorPage, w.Static, w.Version = views.ErrorPage, static.FS, "e2e"
-	lower.MountWith(t, w, upsMod, certsMod, vh)
+	m := wiretest.New(t, wiretest.WithConfig(func(cfg *app.Config) { cfg.HTTP.SecureCookies = false }))
+	a, authMod, orgsMod := m.App, m.Modules.Auth, m.Modules.Orgs
+	upsMod, certsMod, vh := m.Modules.Upstreams, m.Modules.Certs, m.Modules.VHosts
 	base := serveApp(t, a)
 	u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: adminEmail, Password: adminPassword, Superadmin: true})
 	if err != nil {
