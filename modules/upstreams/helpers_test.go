@@ -143,16 +143,9 @@ func (e *env) setup(t *testing.T) *bundle {
 	return &bundle{env: e, ctx: ctx, orgID: org.ID, ws: ws.ID}
 }
 
-// do sends a JSON request as the user whose token is tok ("" for none) and
-// returns the status and body.
-func (e *env) do(t *testing.T, tok, method, path string, body any) (int, []byte) {
-	t.Helper()
-	r := apptest.NewClient(e.app).As(tok).Do(t, method, path, body)
-	return r.Status, r.Body
-}
-
-// call is do that fails the test unless the status is want, and decodes the
-// body into out (when non-nil).
+// call sends a JSON request as the user whose token is tok ("" for none),
+// fails the test unless the status is want, and decodes the body into out
+// (when non-nil).
 func (e *env) call(t *testing.T, tok, method, path string, body any, want int, out any) []byte {
 	t.Helper()
 	return apptest.NewClient(e.app).As(tok).Call(t, method, path, body, want, out).Body
