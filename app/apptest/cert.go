@@ -1,6 +1,7 @@
 package apptest
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -45,10 +46,7 @@ func SelfSignedCertUntil(t testing.TB, notAfter time.Time, names ...string) (cer
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("create certificate: %v", err)
-	}
+	der := CreateCert(t, tmpl, nil, key, nil).Raw
 	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatalf("marshal key: %v", err)
@@ -83,15 +81,8 @@ func NewCA(t testing.TB, name string) *CA {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("create CA certificate: %v", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatalf("parse CA certificate: %v", err)
-	}
-	return &CA{Cert: cert, Key: key, DER: der, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	cert := CreateCert(t, tmpl, nil, key, nil)
+	return &CA{Cert: cert, Key: key, DER: cert.Raw, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})}
 }
 
 // Sign signs tmpl for pub and returns the certificate's DER. A zero serial
@@ -134,4 +125,28 @@ func randomSerial(t testing.TB) *big.Int {
 		t.Fatalf("serial: %v", err)
 	}
 	return n
+}
+
+// CreateCert signs tmpl for key's public key with parentKey as parent
+// (self-signed with key when parent is nil) and returns the certificate: the
+// primitive for chains the helpers above do not build (other key types, an
+// intermediate, odd validity or usages). A nil serial number becomes a random
+// one.
+func CreateCert(t testing.TB, tmpl, parent *x509.Certificate, key, parentKey crypto.Signer) *x509.Certificate {
+	t.Helper()
+	if tmpl.SerialNumber == nil {
+		tmpl.SerialNumber = randomSerial(t)
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		t.Fatalf("create certificate %q: %v", tmpl.Subject.CommonName, err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("parse certificate: %v", err)
+	}
+	return c
 }
