@@ -18,7 +18,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -85,22 +84,7 @@ func startMaster(t *testing.T, mutate func(*app.Config)) *master {
 	w := lower.Wiring()
 	w.ErrorPage, w.Static, w.Version = views.ErrorPage, static.FS, "e2e"
 	lower.MountWith(t, w)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- a.Fiber().Listener(ln) }()
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := a.Fiber().ShutdownWithContext(sctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	baseURL := serveApp(t, a)
 
 	u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: adminEmail, Password: adminPassword, Superadmin: true})
 	if err != nil {
@@ -111,7 +95,7 @@ func startMaster(t *testing.T, mutate func(*app.Config)) *master {
 		t.Fatalf("default organization: %v", err)
 	}
 	return &master{
-		baseURL: "http://" + ln.Addr().String(),
+		baseURL: baseURL,
 		auth:    authMod.Service(),
 		orgs:    orgsMod.Service(),
 		org:     org,
