@@ -26,10 +26,15 @@ var moduleRank = map[string]int{
 
 const modulePrefix = "github.com/nxmesh/nxmesh/modules/"
 
+// wireDir is not a module but the master's module list and wiring: it imports
+// every module, and only the master's command, tests, e2e and bench import it.
+const wireDir = "wire"
+
 // TestLayout_ImportDirection fails when a module imports a module above (or
 // beside) it, when a module is missing from moduleRank, or when the plumbing
-// (app/, views/, static/, proto/, agent/) imports any module. Test files are not
-// checked: tests may wire several modules together.
+// (app/, views/, static/, proto/, agent/) imports any module or the wiring
+// (modules/wire). Test files are not checked: tests may wire several modules
+// together.
 func TestLayout_ImportDirection(t *testing.T) {
 	entries, err := os.ReadDir("modules")
 	if err != nil {
@@ -40,6 +45,9 @@ func TestLayout_ImportDirection(t *testing.T) {
 			continue
 		}
 		mod := e.Name()
+		if mod == wireDir {
+			continue
+		}
 		rank, ok := moduleRank[mod]
 		if !ok {
 			t.Errorf("modules/%s has no place in the import order (moduleRank in layout_test.go)", mod)
@@ -48,6 +56,10 @@ func TestLayout_ImportDirection(t *testing.T) {
 		for file, imp := range moduleImports(t, filepath.Join("modules", mod)) {
 			for _, other := range imp {
 				if other == mod {
+					continue
+				}
+				if other == wireDir {
+					t.Errorf("%s imports modules/wire: only the master's command, tests, e2e and bench import the wiring", file)
 					continue
 				}
 				if r, known := moduleRank[other]; !known || r >= rank {

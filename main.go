@@ -21,21 +21,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/a-h/templ"
-	"github.com/google/uuid"
-	"gorm.io/gorm"
-
 	"github.com/nxmesh/nxmesh/app"
-	"github.com/nxmesh/nxmesh/modules/agents"
 	"github.com/nxmesh/nxmesh/modules/auth"
-	"github.com/nxmesh/nxmesh/modules/certs"
-	"github.com/nxmesh/nxmesh/modules/logs"
-	"github.com/nxmesh/nxmesh/modules/metrics"
-	"github.com/nxmesh/nxmesh/modules/orgs"
-	"github.com/nxmesh/nxmesh/modules/upstreams"
-	"github.com/nxmesh/nxmesh/modules/vhosts"
-	"github.com/nxmesh/nxmesh/static"
-	"github.com/nxmesh/nxmesh/views"
+	"github.com/nxmesh/nxmesh/modules/wire"
 )
 
 // Build information, set with -ldflags "-X main.version=… -X main.commit=… -X main.date=…".
@@ -121,135 +109,6 @@ func load(path string, stderr io.Writer) (app.Config, *slog.Logger, error) {
 	return cfg, app.NewLogger(cfg.Log, stderr), nil
 }
 
-// modules constructs every module of the master, in dependency order.
-type modules struct {
-	auth      *auth.Module
-	orgs      *orgs.Module
-	upstreams *upstreams.Module
-	certs     *certs.Module
-	vhosts    *vhosts.Module
-	agents    *agents.Module
-	logs      *logs.Module
-	metrics   *metrics.Module
-}
-
-func newModules(d app.Deps) (modules, error) {
-	var m modules
-	var err error
-	if m.auth, err = auth.New(d, auth.Options{}); err != nil {
-		return m, fmt.Errorf("auth module: %w", err)
-	}
-	// The workspace overview's panels are drawn by the agents module, which
-	// sees agents, configuration versions and certificates.
-	if m.orgs, err = orgs.New(d, orgs.Options{
-		Auth: m.auth.Service(),
-		OverviewFunc: func(ctx context.Context, ws uuid.UUID) (templ.Component, error) {
-			return m.agents.Overview(ctx, ws)
-		},
-	}); err != nil {
-		return m, fmt.Errorf("orgs module: %w", err)
-	}
-	// Lower modules report changes to, and ask for their users from, the vhosts
-	// module, which owns the workspace's versioned configuration.
-	changed := func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
-		return m.vhosts.Service().ConfigChanged(ctx, tx, ws, summary)
-	}
-	m.upstreams, err = upstreams.New(d, upstreams.Options{
-		ChangeFunc: changed,
-		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
-			return m.vhosts.Service().UpstreamUsers(ctx, tx, id)
-		},
-		// The agents report the servers' health-check verdicts.
-		HealthFunc: func(ctx context.Context, ws, id uuid.UUID) ([]upstreams.ServerHealth, error) {
-			return m.agents.Service().UpstreamHealth(ctx, ws, id)
-		},
-	})
-	if err != nil {
-		return m, fmt.Errorf("upstreams module: %w", err)
-	}
-	m.certs, err = certs.New(d, certs.Options{
-		ChangeFunc: changed,
-		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
-			return m.vhosts.Service().CertificateUsers(ctx, tx, id)
-		},
-		// HTTP-01 challenges are answered by the agents' nginx, for names
-		// a plain-HTTP virtual host serves.
-		PresentFunc: func(ctx context.Context, ws uuid.UUID, domain, token, keyAuth string) (func(context.Context) error, error) {
-			return m.agents.Service().PresentHTTP01(ctx, ws, domain, token, keyAuth)
-		},
-		ServedFunc: func(ctx context.Context, ws uuid.UUID, domain string) (bool, error) {
-			return m.vhosts.Service().ServesHTTP(ctx, ws, domain)
-		},
-	})
-	if err != nil {
-		return m, fmt.Errorf("certs module: %w", err)
-	}
-	m.vhosts, err = vhosts.New(d, vhosts.Options{
-		Upstreams: m.upstreams.Service(),
-		Certs:     m.certs.Service(),
-		KnownAgentsFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
-			return m.agents.Service().InWorkspace(ctx, tx, ws, ids)
-		},
-		RolloutFunc: func(ctx context.Context, ws uuid.UUID, v int64) ([]vhosts.AgentRollout, error) {
-			return m.agents.Service().Rollout(ctx, ws, v)
-		},
-		AgentsFunc: func(ctx context.Context, ws uuid.UUID) ([]vhosts.TargetAgent, error) {
-			return m.agents.Service().TargetAgents(ctx, ws)
-		},
-	})
-	if err != nil {
-		return m, fmt.Errorf("vhosts module: %w", err)
-	}
-	// The live-metrics WebSocket authenticates like the live-log one.
-	if m.metrics, err = metrics.New(d, metrics.Options{
-		Authenticate: m.auth.Service().AuthenticateToken,
-		Role:         m.orgs.Service().Role,
-	}); err != nil {
-		return m, fmt.Errorf("metrics module: %w", err)
-	}
-	// Access-log batches are counted into the traffic rollups in the
-	// transaction that stores them. The live-log WebSocket authenticates its
-	// first message's token and checks the caller's role like the route guard.
-	if m.logs, err = logs.New(d, logs.Options{
-		RollupFunc:   m.metrics.Rollup,
-		Authenticate: m.auth.Service().AuthenticateToken,
-		Role:         m.orgs.Service().Role,
-	}); err != nil {
-		return m, fmt.Errorf("logs module: %w", err)
-	}
-	m.agents, err = agents.New(d, agents.Options{
-		VHosts: m.vhosts.Service(),
-		Certs:  m.certs.Service(),
-		// Log batches from the agents' streams are queued by the logs
-		// module and acknowledged on the stream once stored.
-		LogsFunc: m.logs.Ingest,
-		// Host metric batches are stored as the metrics module's samples.
-		MetricsFunc: m.metrics.StoreHostMetrics,
-	})
-	if err != nil {
-		return m, fmt.Errorf("agents module: %w", err)
-	}
-	return m, nil
-}
-
-func (m modules) list() []app.Module {
-	return []app.Module{m.auth, m.orgs, m.upstreams, m.certs, m.vhosts, m.agents, m.logs, m.metrics}
-}
-
-func (m modules) wiring() app.Wiring {
-	return app.Wiring{
-		AuthenticateAPI: m.auth.AuthenticateAPI,
-		AuthenticateUI:  m.auth.AuthenticateUI,
-		Role:            m.orgs.Service().Role,
-		Nav:             m.orgs.Shell,
-		ErrorPage:       views.ErrorPage,
-		Static:          static.FS,
-		Version:         version,
-
-		GRPCServerOptions: m.agents.GRPCServerOptions(),
-	}
-}
-
 func serve(ctx context.Context, cfgPath string, stdout, stderr io.Writer) error {
 	cfg, logger, err := load(cfgPath, stderr)
 	if err != nil {
@@ -259,7 +118,7 @@ func serve(ctx context.Context, cfgPath string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	mods, err := newModules(a.Deps)
+	mods, err := wire.New(a.Deps)
 	if err != nil {
 		a.Close(context.Background())
 		return err
@@ -269,14 +128,14 @@ func serve(ctx context.Context, cfgPath string, stdout, stderr io.Writer) error 
 		return err
 	}
 	// app.Run starts the agents hub and the logs ingest (both are app.Runners).
-	return a.Run(ctx, mods.list(), mods.wiring())
+	return a.Run(ctx, mods.List(), mods.Wiring(version))
 }
 
 // bootstrap creates the first administrator when there is no user at all, from
 // NXMESH_ADMIN_EMAIL/NXMESH_ADMIN_PASSWORD, or with a generated password printed
 // once. There is no sign-up route, so no request can claim the first account.
-func bootstrap(ctx context.Context, cfg app.Config, mods modules, stdout io.Writer) error {
-	created, generated, err := mods.auth.Service().EnsureFirstAdmin(ctx, cfg.Admin.Email, cfg.Admin.Password)
+func bootstrap(ctx context.Context, cfg app.Config, mods wire.Modules, stdout io.Writer) error {
+	created, generated, err := mods.Auth.Service().EnsureFirstAdmin(ctx, cfg.Admin.Email, cfg.Admin.Password)
 	if err != nil {
 		return fmt.Errorf("first administrator: %w", err)
 	}
@@ -287,11 +146,11 @@ func bootstrap(ctx context.Context, cfg app.Config, mods modules, stdout io.Writ
 	if email == "" {
 		email = auth.DefaultAdminEmail
 	}
-	user, err := mods.auth.Service().UserByEmail(ctx, email)
+	user, err := mods.Auth.Service().UserByEmail(ctx, email)
 	if err != nil {
 		return fmt.Errorf("first administrator: %w", err)
 	}
-	if _, _, _, err := mods.orgs.Service().EnsureDefaultOrganization(ctx, user.ID); err != nil {
+	if _, _, _, err := mods.Orgs.Service().EnsureDefaultOrganization(ctx, user.ID); err != nil {
 		return fmt.Errorf("default organization: %w", err)
 	}
 	fmt.Fprintf(stdout, "\nFirst administrator created.\n  URL:      %s\n  Email:    %s\n", cfg.HTTP.PublicURL, email)
@@ -345,11 +204,11 @@ func createUser(ctx context.Context, cfgPath, email, password string, super bool
 		return err
 	}
 	defer a.Close(context.Background())
-	mods, err := newModules(a.Deps)
+	mods, err := wire.New(a.Deps)
 	if err != nil {
 		return err
 	}
-	u, err := mods.auth.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: password, Superadmin: super})
+	u, err := mods.Auth.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: password, Superadmin: super})
 	if err != nil {
 		return err
 	}

@@ -302,7 +302,7 @@ func (m *master) failedACMECertificate(t *testing.T, f fixture) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := m.mods.certs.Service().Request(context.Background(), certs.RequestParams{
+	c, err := m.mods.Certs.Service().Request(context.Background(), certs.RequestParams{
 		WorkspaceID: ws, Domain: "*.acme.example.com", Provider: "letsencrypt", AutoRenew: true, Challenge: "dns-01",
 		DNSProvider: "httpreq", DNSCredentials: map[string]string{"HTTPREQ_ENDPOINT": "https://dns.example.com"},
 	})

@@ -4,16 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -35,40 +27,30 @@ import (
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
+	"github.com/nxmesh/nxmesh/modules/wire"
+	"github.com/nxmesh/nxmesh/modules/wire/wiretest"
 )
 
 // master is the whole master as main.go wires it, on a fresh database.
 type master struct {
 	a    *app.App
-	mods modules
+	mods wire.Modules
 }
 
 func newMaster(t *testing.T) *master {
 	t.Helper()
-	a := apptest.NewApp(t, func(c *app.Config) { c.Auth.RateLimitPerMinute = 1 << 30 })
-	mods, err := newModules(a.Deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Mount(context.Background(), mods.list(), mods.wiring()); err != nil {
-		t.Fatal(err)
-	}
-	return &master{a: a, mods: mods}
+	w := wiretest.New(t)
+	return &master{a: w.App, mods: w.Modules}
 }
 
 func (m *master) do(t *testing.T, method, path, token string, body []byte) (int, []byte) {
 	t.Helper()
-	req := httptest.NewRequest(method, path, bytes.NewReader(body))
+	var payload any // no body and no Content-Type when body is nil
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		payload = body
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp := apptest.Do(t, m.a, req)
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	r := apptest.NewClient(m.a).As(token).Do(t, method, path, payload)
+	return r.Status, r.Body
 }
 
 // principals of the access matrix: a member of each role, and the owner of
@@ -86,17 +68,17 @@ func (m *master) people(t *testing.T) people {
 	p := people{users: map[string]auth.User{}, tokens: map[string]string{}}
 	for _, who := range append(principals[1:], "member", "invitee") {
 		email := who + "@example.com"
-		u, err := m.mods.auth.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: "password-" + who})
+		u, err := m.mods.Auth.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: "password-" + who})
 		if err != nil {
 			t.Fatal(err)
 		}
-		pair, err := m.mods.auth.Service().Login(ctx, auth.LoginParams{Email: email, Password: "password-" + who, IP: "127.0.0.1"})
+		pair, err := m.mods.Auth.Service().Login(ctx, auth.LoginParams{Email: email, Password: "password-" + who, IP: "127.0.0.1"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.users[who], p.tokens[who] = u, pair.AccessToken
 	}
-	if _, err := m.mods.orgs.Service().CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Elsewhere", Slug: "elsewhere", OwnerID: p.users["outsider"].ID}); err != nil {
+	if _, err := m.mods.Orgs.Service().CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Elsewhere", Slug: "elsewhere", OwnerID: p.users["outsider"].ID}); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -108,7 +90,7 @@ func (m *master) relogin(t *testing.T, p people, who string) {
 	if status, _ := m.do(t, http.MethodGet, "/v1/users/me", p.tokens[who], nil); status != http.StatusUnauthorized {
 		return
 	}
-	pair, err := m.mods.auth.Service().Login(context.Background(), auth.LoginParams{Email: who + "@example.com", Password: "password-" + who, IP: "127.0.0.1"})
+	pair, err := m.mods.Auth.Service().Login(context.Background(), auth.LoginParams{Email: who + "@example.com", Password: "password-" + who, IP: "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +115,7 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 	n := fixtureSeq.n
 	fixtureSeq.Unlock()
 	ctx := context.Background()
-	os := m.mods.orgs.Service()
+	os := m.mods.Orgs.Service()
 	org, err := os.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Org", Slug: fmt.Sprintf("org-%d", n), OwnerID: p.users[authz.RoleOwner].ID})
 	if err != nil {
 		t.Fatal(err)
@@ -159,27 +141,27 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 		t.Fatal(err)
 	}
 	weight := 1
-	up, err := m.mods.upstreams.Service().Create(ctx, upstreams.CreateParams{WorkspaceID: ws.ID, Name: "api", Servers: []upstreams.ServerInput{{Address: "127.0.0.1:8081", Weight: &weight}}})
+	up, err := m.mods.Upstreams.Service().Create(ctx, upstreams.CreateParams{WorkspaceID: ws.ID, Name: "api", Servers: []upstreams.ServerInput{{Address: "127.0.0.1:8081", Weight: &weight}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM := selfSigned(t, "www.example.com")
-	cert, err := m.mods.certs.Service().Create(ctx, certs.CreateParams{WorkspaceID: ws.ID, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM, Provider: "upload"})
+	certPEM, keyPEM := apptest.SelfSignedCert(t, "www.example.com")
+	cert, err := m.mods.Certs.Service().Create(ctx, certs.CreateParams{WorkspaceID: ws.ID, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM, Provider: "upload"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	vh, err := m.mods.vhosts.Service().CreateVirtualHost(ctx, ws.ID, vhosts.VirtualHostInput{
+	vh, err := m.mods.VHosts.Service().CreateVirtualHost(ctx, ws.ID, vhosts.VirtualHostInput{
 		Name: "www", ServerName: "www.example.com",
 		Locations: []vhosts.Location{{Path: "/", UpstreamID: up.ID.String()}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := m.mods.vhosts.Service().CreateStream(ctx, ws.ID, vhosts.StreamInput{Name: "db", ListenPort: 5432, UpstreamID: up.ID.String()})
+	st, err := m.mods.VHosts.Service().CreateStream(ctx, ws.ID, vhosts.StreamInput{Name: "db", ListenPort: 5432, UpstreamID: up.ID.String()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := m.mods.agents.Service().CreateToken(ctx, agents.CreateTokenParams{WorkspaceID: ws.ID, Name: "edge"})
+	tok, err := m.mods.Agents.Service().CreateToken(ctx, agents.CreateTokenParams{WorkspaceID: ws.ID, Name: "edge"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +172,7 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 		t.Fatal(err)
 	}
 	metric, op, threshold := "error_rate", ">", 0.5
-	rule, err := m.mods.metrics.Alerts().CreateRule(ctx, ws.ID, metrics.AlertRuleInput{Metric: &metric, Operator: &op, Threshold: &threshold})
+	rule, err := m.mods.Metrics.Alerts().CreateRule(ctx, ws.ID, metrics.AlertRuleInput{Metric: &metric, Operator: &op, Threshold: &threshold})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,30 +196,6 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 		"invitations/:id":   inv.ID.String(),
 		"upstreams/:id":     up.ID.String(),
 	}}
-}
-
-// selfSigned returns a PEM certificate and key for name, valid for a day.
-func selfSigned(t *testing.T, name string) (string, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
 }
 
 // path fills route's parameters from f.

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/nxmesh/nxmesh/app/apptest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -59,9 +60,7 @@ func nginxBinary(t *testing.T) string {
 // and read what the agent sends.
 type master struct {
 	agentv1.UnimplementedAgentServiceServer
-	caCert *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	caPEM  []byte
+	ca *apptest.CA
 	// toAgent is sent to the agent after its registration.
 	toAgent  chan *agentv1.MasterMessage
 	received chan *agentv1.AgentMessage
@@ -79,16 +78,16 @@ func (m *master) Stream(stream grpc.BidiStreamingServer[agentv1.AgentMessage, ag
 		if err != nil {
 			return err
 		}
-		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		der, err := m.ca.TrySign(&x509.Certificate{
 			SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "agent-e2e"},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		}, m.caCert, csr.PublicKey, m.caKey)
+		}, csr.PublicKey)
 		if err != nil {
 			return err
 		}
 		resp.ClientCertificatePem = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-		resp.CaCertificatePem = string(m.caPEM)
+		resp.CaCertificatePem = string(m.ca.PEM)
 	}
 	if err := stream.Send(&agentv1.MasterMessage{Payload: &agentv1.MasterMessage_RegistrationResponse{RegistrationResponse: resp}}); err != nil {
 		return err
@@ -122,38 +121,22 @@ func (m *master) Stream(stream grpc.BidiStreamingServer[agentv1.AgentMessage, ag
 // address and CA fingerprint.
 func startMaster(t *testing.T) (*master, string, string) {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
+	ca := apptest.NewCA(t, "e2e CA")
 	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	srvDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+	srvDER := ca.Sign(t, &x509.Certificate{
 		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "master"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, caCert, &srvKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, &srvKey.PublicKey)
 	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
+	pool.AddCert(ca.Cert)
 	m := &master{
-		caCert: caCert, caKey: caKey, caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		ca:      ca,
 		toAgent: make(chan *agentv1.MasterMessage, 8), received: make(chan *agentv1.AgentMessage, 256),
 	}
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER, caDER}, PrivateKey: srvKey}},
+		Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER, ca.DER}, PrivateKey: srvKey}},
 		ClientAuth:   tls.VerifyClientCertIfGiven, ClientCAs: pool,
 	})))
 	agentv1.RegisterAgentServiceServer(srv, m)
@@ -163,7 +146,7 @@ func startMaster(t *testing.T) (*master, string, string) {
 	}
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	sum := sha256.Sum256(caDER)
+	sum := sha256.Sum256(ca.DER)
 	return m, lis.Addr().String(), "sha256:" + hex.EncodeToString(sum[:])
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 )
 
 const (
@@ -40,21 +41,9 @@ func BenchmarkAPIRead(b *testing.B) {
 		c.Auth.RateLimitPerMinute = 1 << 30 // measure the request path, not the limiter
 		c.Database.MaxConns = 20
 	})
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		b.Fatalf("auth.New: %v", err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		b.Fatalf("orgs.New: %v", err)
-	}
-	if err := a.Mount(ctx, []app.Module{authMod, orgsMod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-	}); err != nil {
-		b.Fatal(err)
-	}
+	base := orgstest.New(b, a)
+	authMod, orgsMod := base.Auth, base.Orgs
+	base.Mount(b)
 	user, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: "bench@example.com", Password: "bench-password-1"})
 	if err != nil {
 		b.Fatal(err)

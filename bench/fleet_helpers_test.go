@@ -6,7 +6,6 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,7 +20,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -223,36 +221,17 @@ func newREST(b *testing.B, base string) *rest {
 // do sends a JSON request and decodes the answer into out (may be nil); any
 // status other than want is an error.
 func (r *rest) do(ctx context.Context, method, path string, body, out any, want int) error {
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, r.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+r.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := r.hc.Do(req)
+	c := apptest.NewHTTPClient(r.base).As(r.token)
+	c.HTTP = r.hc
+	resp, err := c.Try(ctx, method, path, body)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: status %d: %s", method, path, resp.StatusCode, raw)
+	if resp.Status != want {
+		return fmt.Errorf("%s %s: status %d: %s", method, path, resp.Status, resp.Body)
 	}
 	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
+		if err := json.Unmarshal(resp.Body, out); err != nil {
 			return fmt.Errorf("%s %s: decode: %w", method, path, err)
 		}
 	}
@@ -772,9 +751,8 @@ type floorMaster struct {
 	fingerprint string
 	applied     *rounds
 
-	caCert *x509.Certificate
-	caKey  *ecdsa.PrivateKey
-	caPEM  string
+	ca    *apptest.CA
+	caPEM string
 
 	mu      sync.Mutex
 	streams map[string]chan *agentv1.MasterMessage
@@ -785,25 +763,9 @@ type floorMaster struct {
 func startFloor(b *testing.B, applied *rounds) *floorMaster {
 	b.Helper()
 	f := &floorMaster{applied: applied, streams: map[string]chan *agentv1.MasterMessage{}}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "floor agents CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if f.caCert, err = x509.ParseCertificate(der); err != nil {
-		b.Fatal(err)
-	}
-	f.caKey = key
-	f.caPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	f.fingerprint = controlplane.Fingerprint(f.caCert)
+	f.ca = apptest.NewCA(b, "floor agents CA")
+	f.caPEM = string(f.ca.PEM)
+	f.fingerprint = controlplane.Fingerprint(f.ca.Cert)
 
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -818,12 +780,12 @@ func startFloor(b *testing.B, applied *rounds) *floorMaster {
 		b.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(f.caCert)
+	pool.AddCert(f.ca.Cert)
 	// The master's transport settings (modules/agents/grpc.go): the agents'
 	// keepalive pings are allowed.
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(&tls.Config{
-			Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER, der}, PrivateKey: srvKey}},
+			Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER, f.ca.DER}, PrivateKey: srvKey}},
 			ClientAuth:   tls.VerifyClientCertIfGiven, ClientCAs: pool, MinVersion: tls.VersionTLS12,
 		})),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -841,13 +803,8 @@ func startFloor(b *testing.B, applied *rounds) *floorMaster {
 }
 
 func (f *floorMaster) sign(tmpl *x509.Certificate, pub any) ([]byte, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return nil, err
-	}
-	tmpl.SerialNumber = serial
 	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
-	return x509.CreateCertificate(rand.Reader, tmpl, f.caCert, pub, f.caKey)
+	return f.ca.TrySign(tmpl, pub)
 }
 
 // Stream registers the agent (signing its CSR; any token is accepted) or

@@ -18,7 +18,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -40,6 +39,7 @@ import (
 	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	"github.com/nxmesh/nxmesh/static"
 	"github.com/nxmesh/nxmesh/views"
 )
@@ -79,42 +79,12 @@ func startMaster(t *testing.T, mutate func(*app.Config)) *master {
 			mutate(cfg)
 		}
 	})
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatalf("orgs.New: %v", err)
-	}
-	err = a.Mount(ctx, []app.Module{authMod, orgsMod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		Nav:             orgsMod.Shell,
-		ErrorPage:       views.ErrorPage,
-		Static:          static.FS,
-		Version:         "e2e",
-	})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- a.Fiber().Listener(ln) }()
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := a.Fiber().ShutdownWithContext(sctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	lower := orgstest.New(t, a)
+	authMod, orgsMod := lower.Auth, lower.Orgs
+	w := lower.Wiring()
+	w.ErrorPage, w.Static, w.Version = views.ErrorPage, static.FS, "e2e"
+	lower.MountWith(t, w)
+	baseURL := serveApp(t, a)
 
 	u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: adminEmail, Password: adminPassword, Superadmin: true})
 	if err != nil {
@@ -125,7 +95,7 @@ func startMaster(t *testing.T, mutate func(*app.Config)) *master {
 		t.Fatalf("default organization: %v", err)
 	}
 	return &master{
-		baseURL: "http://" + ln.Addr().String(),
+		baseURL: baseURL,
 		auth:    authMod.Service(),
 		orgs:    orgsMod.Service(),
 		org:     org,
@@ -162,42 +132,9 @@ type browserBundle struct {
 
 func setupBrowser(t *testing.T) browserBundle {
 	t.Helper()
-	chromium := chromiumPath(t)
+	chromiumPath(t)
 	m := startMaster(t, nil)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	browser, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(func(format string, args ...any) {
-		// Chromium is newer than chromedp's protocol tables; events with values it
-		// does not know are skipped and do not matter to these tests.
-		if !strings.HasPrefix(format, "could not unmarshal event") {
-			t.Logf("chromedp: "+format, args...)
-		}
-	}))
-	t.Cleanup(cancelBrowser)
-	browser, cancelTimeout := context.WithTimeout(browser, browserTimeout)
-	t.Cleanup(cancelTimeout)
-	if err := chromedp.Run(browser); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	// Registered last, so it runs first: the browser is still up.
-	t.Cleanup(func() {
-		if t.Failed() {
-			screenshot(t, browser)
-		}
-	})
-	return browserBundle{master: m, browser: browser}
+	return browserBundle{master: m, browser: openBrowser(t)}
 }
 
 // screenshot saves the current page as PNG in the test's artifact directory.

@@ -3,16 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -27,7 +20,6 @@ import (
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/google/uuid"
-	"gorm.io/gorm"
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
@@ -36,14 +28,13 @@ import (
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
-	"github.com/nxmesh/nxmesh/static"
-	"github.com/nxmesh/nxmesh/views"
+	"github.com/nxmesh/nxmesh/modules/wire/wiretest"
 )
 
 // The configuration pages (upstreams, certificates, virtual hosts, streams,
-// configuration history) run on a master with the auth, orgs, upstreams,
-// certs and vhosts modules wired as main.go wires them: the lower modules'
-// ChangeFunc and UsageFunc call the vhosts service built after them.
+// configuration history) run on a master with every module wired as main.go
+// wires them (modules/wire): the lower modules' ChangeFunc and UsageFunc call
+// the vhosts service built after them.
 
 // configMaster is a running master with the configuration modules, a
 // superadmin and the superadmin's "Default" organization and workspace.
@@ -58,54 +49,9 @@ type configMaster struct {
 func startConfigMaster(t *testing.T) *configMaster {
 	t.Helper()
 	ctx := context.Background()
-	a := apptest.NewApp(t, func(cfg *app.Config) { cfg.HTTP.SecureCookies = false })
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatalf("orgs.New: %v", err)
-	}
-	var vh *vhosts.Module
-	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
-		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
-			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
-		},
-		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
-			return vh.Service().UpstreamUsers(ctx, tx, id)
-		},
-	})
-	if err != nil {
-		t.Fatalf("upstreams.New: %v", err)
-	}
-	certsMod, err := certs.New(a.Deps, certs.Options{
-		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
-			return vh.Service().ConfigChanged(ctx, tx, ws, summary)
-		},
-		UsageFunc: func(ctx context.Context, tx *gorm.DB, id uuid.UUID) ([]string, error) {
-			return vh.Service().CertificateUsers(ctx, tx, id)
-		},
-	})
-	if err != nil {
-		t.Fatalf("certs.New: %v", err)
-	}
-	vh, err = vhosts.New(a.Deps, vhosts.Options{Upstreams: upsMod.Service(), Certs: certsMod.Service()})
-	if err != nil {
-		t.Fatalf("vhosts.New: %v", err)
-	}
-	err = a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		Nav:             orgsMod.Shell,
-		ErrorPage:       views.ErrorPage,
-		Static:          static.FS,
-		Version:         "e2e",
-	})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	m := wiretest.New(t, wiretest.WithConfig(func(cfg *app.Config) { cfg.HTTP.SecureCookies = false }))
+	a, authMod, orgsMod := m.App, m.Modules.Auth, m.Modules.Orgs
+	upsMod, certsMod, vh := m.Modules.Upstreams, m.Modules.Certs, m.Modules.VHosts
 	base := serveApp(t, a)
 	u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: adminEmail, Password: adminPassword, Superadmin: true})
 	if err != nil {
@@ -203,39 +149,6 @@ func (m *configMaster) signInAt(path, waitFor string) chromedp.Tasks {
 		chromedp.Click(`form[action="/login"] button[type="submit"]`, chromedp.ByQuery),
 		chromedp.WaitVisible(waitFor, chromedp.ByQuery),
 	}
-}
-
-// selfSigned returns a self-signed ECDSA server certificate for domain valid
-// until notAfter, and its private key, as PEM.
-func selfSigned(t *testing.T, domain string, notAfter time.Time) (certPEM, keyPEM string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: domain, Organization: []string{"NxMesh e2e"}},
-		DNSNames:     []string{domain},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}))
 }
 
 // setSelect chooses value in the select sel and fires its change event, as a
@@ -376,7 +289,7 @@ func TestConfig_Browser(t *testing.T) {
 		t.Parallel()
 		m := startConfigMaster(t)
 		b := openBrowser(t)
-		certPEM, keyPEM := selfSigned(t, "shop.example.test", time.Now().Add(20*24*time.Hour))
+		certPEM, keyPEM := apptest.SelfSignedCertUntil(t, time.Now().Add(20*24*time.Hour), "shop.example.test")
 		// Accept the hx-confirm dialog of the delete button.
 		chromedp.ListenTarget(b, func(ev any) {
 			if _, ok := ev.(*cdppage.EventJavascriptDialogOpening); ok {
@@ -611,8 +524,8 @@ func TestConfig_Forms(t *testing.T) {
 	t.Run("UploadsCertificateAndNeverShowsKey", func(t *testing.T) {
 		t.Parallel()
 		b := setupConfig(t)
-		certPEM, keyPEM := selfSigned(t, "api.example.test", time.Now().Add(90*24*time.Hour))
-		_, otherKey := selfSigned(t, "api.example.test", time.Now().Add(90*24*time.Hour))
+		certPEM, keyPEM := apptest.SelfSignedCertUntil(t, time.Now().Add(90*24*time.Hour), "api.example.test")
+		_, otherKey := apptest.SelfSignedCertUntil(t, time.Now().Add(90*24*time.Hour), "api.example.test")
 		p := b.c.postMultipart(b.wsPath("/certificates"), map[string]string{"_csrf": b.csrf, "certificate_pem": certPEM, "private_key_pem": otherKey})
 		expectStatus(t, p, http.StatusUnprocessableEntity)
 		mustContain(t, "form", p.body, `id="f-private_key_pem-error"`, "BEGIN CERTIFICATE")
@@ -643,7 +556,7 @@ func TestConfig_Forms(t *testing.T) {
 			domain string
 			left   time.Duration
 		}{{"fresh.example.test", 200 * 24 * time.Hour}, {"soon.example.test", 10 * 24 * time.Hour}} {
-			certPEM, keyPEM := selfSigned(t, c.domain, time.Now().Add(c.left))
+			certPEM, keyPEM := apptest.SelfSignedCertUntil(t, time.Now().Add(c.left), c.domain)
 			if _, err := b.certs.Create(ctx, certs.CreateParams{WorkspaceID: b.ws.ID, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM}); err != nil {
 				t.Fatal(err)
 			}

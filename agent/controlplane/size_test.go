@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nxmesh/nxmesh/app/apptest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -104,23 +103,8 @@ func largeUpdate(size int) *agentv1.ConfigUpdate {
 	return &agentv1.ConfigUpdate{ConfigId: "big", Version: 9, VirtualHosts: []*agentv1.VirtualHost{{Id: "v", Name: "big", ServerName: b.String()}}}
 }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent logging.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer is a buffer safe for concurrent logging.
+type lockedBuffer = apptest.SyncBuffer
 
 // startLarge serves a largeMaster sending update and returns client options
 // for it.

@@ -2,18 +2,12 @@ package nginx
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +22,7 @@ import (
 	"time"
 
 	"github.com/nxmesh/nxmesh/agent/nginx/render"
+	"github.com/nxmesh/nxmesh/app/apptest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -435,7 +430,7 @@ func TestManager_Apply(t *testing.T) {
 	t.Run("WritesCertificatesWithPrivateKeyMode", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		certPEM, keyPEM := selfSigned(t, "localhost")
+		certPEM, keyPEM := apptest.SelfSignedCert(t, "localhost")
 		port := freeTestPort(t)
 		u := proxyUpdate(1, []uint32{port}, []string{backend(t, "tls-backend")})
 		u.VirtualHosts[0].SslEnabled = true
@@ -749,32 +744,4 @@ func waitEvent(t *testing.T, events <-chan Event, typ string) Event {
 			t.Fatalf("no %s event within 30s", typ)
 		}
 	}
-}
-
-// selfSigned returns a self-signed certificate and key for host.
-func selfSigned(t *testing.T, host string) (certPEM, keyPEM string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: host},
-		DNSNames:     []string{host},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
 }

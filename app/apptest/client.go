@@ -2,7 +2,9 @@ package apptest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,20 +14,33 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 )
 
-// Client sends JSON requests to a mounted master (a.Mount) as one credential.
-// The zero Token sends anonymous requests.
+// Client sends JSON requests to a master as one credential: in process to a
+// mounted one (NewClient, after a.Mount), or over HTTP to a served one
+// (NewHTTPClient). The zero Token sends anonymous requests. A bearer
+// credential needs no CSRF token.
 type Client struct {
-	app *app.App
+	app  *app.App
+	base string
+	// HTTP sends the requests of an HTTP client (nil: http.DefaultClient).
+	HTTP *http.Client
 	// Token is sent as "Authorization: Bearer <Token>" (an access token or an
 	// API key) when not empty.
 	Token string
 }
 
-// NewClient returns an anonymous client of a.
+// NewClient returns an anonymous client of a, which serves the requests in
+// process.
 func NewClient(a *app.App) *Client { return &Client{app: a} }
 
-// As returns a copy of c that authenticates with token.
-func (c *Client) As(token string) *Client { return &Client{app: c.app, Token: token} }
+// NewHTTPClient returns an anonymous client of the master served at baseURL
+// (http://host:port).
+func NewHTTPClient(baseURL string) *Client { return &Client{base: strings.TrimSuffix(baseURL, "/")} }
+
+// As returns a copy of c that authenticates with token (an access token or an
+// API key).
+func (c *Client) As(token string) *Client {
+	return &Client{app: c.app, base: c.base, HTTP: c.HTTP, Token: token}
+}
 
 // Response is an answer read in full.
 type Response struct {
@@ -49,6 +64,17 @@ type ErrorEnvelope struct {
 // headers are name, value pairs.
 func (c *Client) Do(t testing.TB, method, path string, body any, headers ...string) Response {
 	t.Helper()
+	r, err := c.Try(context.Background(), method, path, body, headers...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return r
+}
+
+// Try is Do that returns what keeps the request from being answered instead
+// of failing the test: for a master that may be restarting, or for requests
+// sent off the test's goroutine.
+func (c *Client) Try(ctx context.Context, method, path string, body any, headers ...string) (Response, error) {
 	var rd io.Reader
 	switch v := body.(type) {
 	case nil:
@@ -59,11 +85,19 @@ func (c *Client) Do(t testing.TB, method, path string, body any, headers ...stri
 	default:
 		raw, err := json.Marshal(v)
 		if err != nil {
-			t.Fatalf("encode %s %s body: %v", method, path, err)
+			return Response{}, fmt.Errorf("encode body: %w", err)
 		}
 		rd = bytes.NewReader(raw)
 	}
-	req := httptest.NewRequest(method, path, rd)
+	var req *http.Request
+	if c.base != "" {
+		var err error
+		if req, err = http.NewRequestWithContext(ctx, method, c.base+path, rd); err != nil {
+			return Response{}, err
+		}
+	} else {
+		req = httptest.NewRequestWithContext(ctx, method, path, rd)
+	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -73,13 +107,26 @@ func (c *Client) Do(t testing.TB, method, path string, body any, headers ...stri
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp := Do(t, c.app, req)
+	var resp *http.Response
+	var err error
+	if c.base != "" {
+		hc := c.HTTP
+		if hc == nil {
+			hc = http.DefaultClient
+		}
+		resp, err = hc.Do(req)
+	} else {
+		resp, err = c.app.Fiber().Test(req, -1)
+	}
+	if err != nil {
+		return Response{}, err
+	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("read %s %s: %v", method, path, err)
+		return Response{}, fmt.Errorf("read answer: %w", err)
 	}
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, nil
 }
 
 // Call sends a request, fails the test unless the status is want, and decodes
@@ -124,6 +171,25 @@ func (r Response) Expect(t testing.TB, status int, code string) {
 			t.Fatalf("error code %q, want %q; body %s", got, code, r.Body)
 		}
 	}
+}
+
+// APIError is an error envelope's code, message and the fields its details
+// name.
+type APIError struct {
+	Code    string
+	Message string
+	Fields  []string
+}
+
+// Error decodes the error envelope into its code, message and fields.
+func (r Response) Error(t testing.TB) APIError {
+	t.Helper()
+	e := r.Envelope(t)
+	out := APIError{Code: e.Error.Code, Message: e.Error.Message}
+	for _, d := range e.Error.Details {
+		out.Fields = append(out.Fields, d.Field)
+	}
+	return out
 }
 
 // Fields returns the fields the envelope's details name.

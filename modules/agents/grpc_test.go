@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
@@ -449,7 +450,7 @@ func TestGRPC_Registration(t *testing.T) {
 	t.Run("RefusesCertificateFromAnotherCA", func(t *testing.T) {
 		t.Parallel()
 		b := e.setup(t)
-		certPEM, keyPEM := selfSigned(t, "impostor")
+		certPEM, keyPEM := apptest.SelfSignedCert(t, "impostor")
 		pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
 		if err != nil {
 			t.Fatal(err)

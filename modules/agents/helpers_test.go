@@ -1,7 +1,6 @@
 package agents
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,14 +8,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -36,6 +31,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
@@ -66,6 +62,7 @@ type env struct {
 	addr   string
 	events *recorder
 	obs    *observer
+	base   *orgstest.Base
 	users  map[string]auth.User
 	// tokens are access tokens of "owner", "admin", "operator", "viewer"
 	// (members of every organization setup creates) and "outsider" (owner
@@ -83,17 +80,12 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 			c(cfg)
 		}
 	})
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
 	var e *env
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service(), OverviewFunc: func(ctx context.Context, ws uuid.UUID) (templ.Component, error) {
-		return e.mod.Overview(ctx, ws)
-	}})
-	if err != nil {
-		t.Fatalf("orgs.New: %v", err)
-	}
+	base := orgstest.New(t, a, func(o *orgs.Options) {
+		o.OverviewFunc = func(ctx context.Context, ws uuid.UUID) (templ.Component, error) {
+			return e.mod.Overview(ctx, ws)
+		}
+	})
 	var vh *vhosts.Module
 	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
 		ChangeFunc: func(ctx context.Context, tx *gorm.DB, ws uuid.UUID, summary string) error {
@@ -135,33 +127,15 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 	}
 	e = &env{
 		app: a, db: a.Deps.DB, vh: vh.Service(), ups: upsMod.Service(), certs: certsMod.Service(),
-		orgs: orgsMod.Service(), events: &recorder{}, obs: newObserver(),
-		users: map[string]auth.User{}, tokens: map[string]string{},
+		orgs: base.Orgs.Service(), events: &recorder{}, obs: newObserver(),
+		base: base, users: map[string]auth.User{}, tokens: map[string]string{},
 	}
 	mod, addr := e.replica(t, "replica-a")
 	e.mod, e.svc, e.addr = mod, mod.Service(), addr
 	ctx := context.Background()
-	err = a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh, mod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		Nav:             orgsMod.Shell,
-	})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	base.Mount(t, upsMod, certsMod, vh, mod)
 	for _, role := range []string{"owner", "admin", "operator", "viewer", "outsider"} {
-		email := role + "@example.test"
-		u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: testPassword, Name: role})
-		if err != nil {
-			t.Fatalf("create user %s: %v", email, err)
-		}
-		e.users[role] = u
-		var tok struct {
-			AccessToken string `json:"access_token"`
-		}
-		e.call(t, "", http.MethodPost, "/v1/auth/login", map[string]string{"email": email, "password": testPassword}, http.StatusOK, &tok)
-		e.tokens[role] = tok.AccessToken
+		e.users[role], e.tokens[role] = base.SignIn(t, role+"@example.test", testPassword, role)
 	}
 	if _, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Elsewhere", Slug: "elsewhere", OwnerID: e.users["outsider"].ID}); err != nil {
 		t.Fatalf("create outsider organization: %v", err)
@@ -328,20 +302,7 @@ type bundle struct {
 func (e *env) setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	slug := "o" + uuid.NewString()[:8]
-	org, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Org " + slug, Slug: slug, OwnerID: e.users["owner"].ID})
-	if err != nil {
-		t.Fatalf("create organization: %v", err)
-	}
-	for _, role := range []string{authz.RoleAdmin, authz.RoleOperator, authz.RoleViewer} {
-		if _, err := e.orgs.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: e.users[role].Email, Role: role}); err != nil {
-			t.Fatalf("add %s: %v", role, err)
-		}
-	}
-	ws, err := e.orgs.CreateWorkspace(ctx, orgs.CreateWorkspaceParams{OrgID: org.ID, Name: "Production", Slug: "production"})
-	if err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
+	org, ws := e.base.Org(t, e.users["owner"], e.users, authz.RoleAdmin, authz.RoleOperator, authz.RoleViewer)
 	return &bundle{env: e, ctx: ctx, orgID: org.ID, ws: ws.ID}
 }
 
@@ -413,81 +374,21 @@ func (b *bundle) vhost(t *testing.T, name string, upstream uuid.UUID, target vho
 	return v
 }
 
-// selfSigned returns a certificate for domain valid for 90 days and its key.
-func selfSigned(t *testing.T, domain string) (string, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("generate key: %v", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: domain},
-		DNSNames:     []string{domain},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(90 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("create certificate: %v", err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatalf("marshal key: %v", err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}))
-}
-
 // ---- HTTP ----
 
-// do sends a request as the user whose token is tok ("" for none).
+// do sends a JSON request as the user whose token is tok ("" for none) and
+// returns the status and body.
 func (e *env) do(t *testing.T, tok, method, path string, body any) (int, []byte) {
 	t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = bytes.NewBufferString(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatalf("marshal body: %v", err)
-		}
-		r = bytes.NewReader(raw)
-	}
-	req := httptest.NewRequest(method, path, r)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp := apptest.Do(t, e.app, req)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
-	}
-	return resp.StatusCode, out
+	r := apptest.NewClient(e.app).As(tok).Do(t, method, path, body)
+	return r.Status, r.Body
 }
 
 // call is do that fails the test unless the status is want, and decodes the
 // body into out (when non-nil).
 func (e *env) call(t *testing.T, tok, method, path string, body any, want int, out any) []byte {
 	t.Helper()
-	status, raw := e.do(t, tok, method, path, body)
-	if status != want {
-		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, status, want, raw)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
-		}
-	}
-	return raw
+	return apptest.NewClient(e.app).As(tok).Call(t, method, path, body, want, out).Body
 }
 
 // as calls the API as role.
@@ -499,20 +400,8 @@ func (b *bundle) as(t *testing.T, role, method, path string, body any, want int,
 // errorOf decodes an error envelope.
 func errorOf(t *testing.T, raw []byte) (code, message string, fields []string) {
 	t.Helper()
-	var env struct {
-		Error struct {
-			Code    string           `json:"code"`
-			Message string           `json:"message"`
-			Details []app.FieldError `json:"details"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(raw, &env); err != nil {
-		t.Fatalf("decode error %s: %v", raw, err)
-	}
-	for _, d := range env.Error.Details {
-		fields = append(fields, d.Field)
-	}
-	return env.Error.Code, env.Error.Message, fields
+	e := apptest.Response{Body: raw}.Error(t)
+	return e.Code, e.Message, e.Fields
 }
 
 // keys returns the sorted keys of a JSON object.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
@@ -71,7 +72,7 @@ func TestGRPC_Config(t *testing.T) {
 		t.Parallel()
 		b := e.setup(t)
 		_, s, _ := b.online(t, "web", nil)
-		certPEM, keyPEM := selfSigned(t, "shop.example.com")
+		certPEM, keyPEM := apptest.SelfSignedCert(t, "shop.example.com")
 		c, err := b.certs.Create(b.ctx, certs.CreateParams{WorkspaceID: b.ws, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM})
 		if err != nil {
 			t.Fatal(err)

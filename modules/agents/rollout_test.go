@@ -240,7 +240,7 @@ func TestAPI_Rollout(t *testing.T) {
 		if st != http.StatusOK || configVersion(t, h, obj, true) != v1+1 || obj["algorithm"] != "least_connections" {
 			t.Fatalf("update upstream: %d %s %v", st, h, obj)
 		}
-		certPEM, keyPEM := selfSigned(t, "www.example.com")
+		certPEM, keyPEM := apptest.SelfSignedCert(t, "www.example.com")
 		st, h, obj = b.write(t, "operator", http.MethodPost, fmt.Sprintf("/v1/workspaces/%s/certificates", b.ws), map[string]any{
 			"certificate_pem": certPEM, "private_key_pem": keyPEM,
 		})

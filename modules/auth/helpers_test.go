@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -122,78 +121,32 @@ func (c *testClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-type response struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
+// response is an answer read in full.
+type response apptest.Response
 
 func (r response) decode(t *testing.T, v any) {
 	t.Helper()
-	if err := json.Unmarshal(r.Body, v); err != nil {
-		t.Fatalf("decode %s: %v", r.Body, err)
-	}
+	apptest.Response(r).Decode(t, v)
 }
 
-type errorEnvelope struct {
-	Error struct {
-		Code      string           `json:"code"`
-		Message   string           `json:"message"`
-		RequestID string           `json:"request_id"`
-		Details   []app.FieldError `json:"details"`
-	} `json:"error"`
-}
+type errorEnvelope = apptest.ErrorEnvelope
 
 func (r response) errorBody(t *testing.T) errorEnvelope {
 	t.Helper()
-	var e errorEnvelope
-	r.decode(t, &e)
-	return e
+	return apptest.Response(r).Envelope(t)
 }
 
 // expect fails the test unless r has status and, for errors, code.
 func (r response) expect(t *testing.T, status int, code string) {
 	t.Helper()
-	if r.Status != status {
-		t.Fatalf("status = %d, want %d; body %s", r.Status, status, r.Body)
-	}
-	if code != "" {
-		if got := r.errorBody(t).Error.Code; got != code {
-			t.Fatalf("error code = %q, want %q; body %s", got, code, r.Body)
-		}
-	}
+	apptest.Response(r).Expect(t, status, code)
 }
 
 // do sends a request; body is JSON-encoded unless it is a string. headers are
 // name, value pairs.
 func (b *bundle) do(t *testing.T, method, path string, body any, headers ...string) response {
 	t.Helper()
-	var rd io.Reader
-	switch v := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(v)
-	default:
-		raw, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req := httptest.NewRequest(method, path, rd)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp := apptest.Do(t, b.app, req)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+	return response(apptest.NewClient(b.app).Do(t, method, path, body, headers...))
 }
 
 func bearer(token string) []string { return []string{"Authorization", "Bearer " + token} }

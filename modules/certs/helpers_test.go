@@ -1,16 +1,13 @@
 package certs_test
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +21,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 )
 
 func TestMain(m *testing.M) { apptest.Main(m) }
@@ -119,22 +117,8 @@ func (h *hooks) changesOf(workspaceID uuid.UUID) []change {
 	return out
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects the log while the test runs.
+type syncBuffer = apptest.SyncBuffer
 
 // setup builds a bundle. Its cleanup checks that no log line and no audit row
 // holds key material.
@@ -156,14 +140,8 @@ func setupWith(t *testing.T, mutate func(*app.Config), opts func(*certs.Options)
 	t.Cleanup(func() { a.Close(context.Background()) })
 
 	h := &hooks{inUse: map[uuid.UUID][]string{}}
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatalf("orgs.New: %v", err)
-	}
+	base := orgstest.New(t, a)
+	authMod, orgsMod := base.Auth, base.Orgs
 	o := certs.Options{ChangeFunc: h.change, UsageFunc: h.usage,
 		// A fleet that cannot answer challenges (there is no fleet in these
 		// tests); the Pebble tests replace it with an HTTP server of their own.
@@ -177,14 +155,7 @@ func setupWith(t *testing.T, mutate func(*app.Config), opts func(*certs.Options)
 	if err != nil {
 		t.Fatalf("certs.New: %v", err)
 	}
-	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, certsMod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		Nav:             orgsMod.Shell,
-	}); err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	base.Mount(t, certsMod)
 	b := &bundle{mod: certsMod, top: t, pki: testPKI(t), app: a, svc: certsMod.Service(), orgs: orgsMod.Service(), hooks: h, logs: logs, tokens: map[string]string{}}
 
 	users := map[string]auth.User{}
@@ -319,35 +290,11 @@ func (b *bundle) leaksKey(data string) string {
 // response is checked for key material.
 func (b *bundle) do(t *testing.T, method, path, token string, body any) (int, []byte) {
 	t.Helper()
-	var r io.Reader
-	switch v := body.(type) {
-	case nil:
-	case string:
-		r = strings.NewReader(v)
-	default:
-		raw, err := json.Marshal(v)
-		if err != nil {
-			t.Fatalf("encode body: %v", err)
-		}
-		r = bytes.NewReader(raw)
+	r := apptest.NewClient(b.app).As(token).Do(t, method, path, body)
+	if leak := b.leaksKey(string(r.Body)); leak != "" {
+		t.Errorf("%s %s: response contains %s: %s", method, path, leak, r.Body)
 	}
-	req := httptest.NewRequest(method, path, r)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp := apptest.Do(t, b.app, req)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
-	}
-	if leak := b.leaksKey(string(out)); leak != "" {
-		t.Errorf("%s %s: response contains %s: %s", method, path, leak, out)
-	}
-	return resp.StatusCode, out
+	return r.Status, r.Body
 }
 
 // as sends a request as a role of the bundle.

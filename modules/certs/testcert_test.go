@@ -10,10 +10,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nxmesh/nxmesh/app/apptest"
 )
 
 // pki is a test certificate authority: a self-signed root and an intermediate
@@ -28,7 +29,7 @@ func testPKI(t testing.TB) *pki {
 	t.Helper()
 	p := &pki{rootKey: ecKey(t, elliptic.P384()), interKey: ecKey(t, elliptic.P256())}
 	now := time.Now()
-	p.root = createCert(t, &x509.Certificate{
+	p.root = apptest.CreateCert(t, &x509.Certificate{
 		Subject:               pkix.Name{CommonName: "NxMesh Test Root", Organization: []string{"NxMesh Test"}},
 		NotBefore:             now.Add(-48 * time.Hour),
 		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
@@ -36,7 +37,7 @@ func testPKI(t testing.TB) *pki {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}, nil, p.rootKey, nil)
-	p.inter = createCert(t, &x509.Certificate{
+	p.inter = apptest.CreateCert(t, &x509.Certificate{
 		Subject:               pkix.Name{CommonName: "NxMesh Test Intermediate", Organization: []string{"NxMesh Test"}},
 		NotBefore:             now.Add(-48 * time.Hour),
 		NotAfter:              now.Add(5 * 365 * 24 * time.Hour),
@@ -64,35 +65,6 @@ func rsaKey(t testing.TB, bits int) *rsa.PrivateKey {
 		t.Fatalf("generate RSA key: %v", err)
 	}
 	return k
-}
-
-// randomSerial returns a random 127-bit serial number.
-func randomSerial(t testing.TB) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		t.Fatalf("serial: %v", err)
-	}
-	return n
-}
-
-// createCert signs tmpl for key's public key with parentKey (self-signed when
-// parent is nil).
-func createCert(t testing.TB, tmpl, parent *x509.Certificate, key, parentKey crypto.Signer) *x509.Certificate {
-	t.Helper()
-	tmpl.SerialNumber = randomSerial(t)
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
-	if err != nil {
-		t.Fatalf("create certificate %q: %v", tmpl.Subject.CommonName, err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatalf("parse certificate: %v", err)
-	}
-	return c
 }
 
 // leafSpec describes a leaf certificate.
@@ -131,9 +103,9 @@ func (p *pki) issue(t testing.TB, spec leafSpec, selfSigned bool) (*x509.Certifi
 		ExtKeyUsage: spec.extUsage,
 	}
 	if selfSigned {
-		return createCert(t, tmpl, nil, key, nil), key
+		return apptest.CreateCert(t, tmpl, nil, key, nil), key
 	}
-	return createCert(t, tmpl, p.inter, key, p.interKey), key
+	return apptest.CreateCert(t, tmpl, p.inter, key, p.interKey), key
 }
 
 // certsPEM encodes certificates as consecutive CERTIFICATE blocks.

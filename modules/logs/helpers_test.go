@@ -20,6 +20,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/agents"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 	"github.com/nxmesh/nxmesh/static"
 	"github.com/nxmesh/nxmesh/views"
@@ -51,29 +52,16 @@ func newReplica(t *testing.T, cfg app.Config) *replica {
 		t.Fatalf("app.New: %v", err)
 	}
 	t.Cleanup(func() { a.Close(context.Background()) })
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := orgstest.New(t, a)
+	authMod, orgsMod := base.Auth, base.Orgs
 	mod, err := New(a.Deps, Options{Authenticate: authMod.Service().AuthenticateToken, Role: orgsMod.Service().Role})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mod.recheck = 200 * time.Millisecond
-	if err := a.Mount(context.Background(), []app.Module{authMod, orgsMod, mod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		ErrorPage:       views.ErrorPage,
-		Static:          static.FS,
-		Nav:             orgsMod.Shell,
-	}); err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	w := base.Wiring()
+	w.ErrorPage, w.Static = views.ErrorPage, static.FS
+	base.MountWith(t, w, mod)
 	r := &replica{a: a, base: apptest.Serve(t, a), mod: mod, auth: authMod.Service(), orgs: orgsMod.Service()}
 	// Registered after Serve, so it runs first: the module's streams end
 	// before the server shuts down.

@@ -21,6 +21,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/logs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -46,14 +47,8 @@ func setup(t *testing.T) *bundle {
 	t.Helper()
 	a := apptest.NewApp(t, func(c *app.Config) { c.Auth.RateLimitPerMinute = 1 << 30 })
 	ctx := context.Background()
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := orgstest.New(t, a)
+	authMod, orgsMod := base.Auth, base.Orgs
 	mod, err := New(a.Deps, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -62,11 +57,7 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, logsMod, mod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI, AuthenticateUI: authMod.AuthenticateUI, Role: orgsMod.Service().Role,
-	}); err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	base.Mount(t, logsMod, mod)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = logsMod.Run(runCtx) }()

@@ -1,15 +1,11 @@
 package orgs
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -104,32 +100,8 @@ type result struct {
 // call sends a request; body is sent as is when it is a string, else as JSON.
 func (b *bundle) call(method, path, token string, body any) *result {
 	b.t.Helper()
-	var rd io.Reader
-	switch v := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(v)
-	default:
-		raw, err := json.Marshal(v)
-		if err != nil {
-			b.t.Fatalf("marshal body: %v", err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req := httptest.NewRequest(method, path, rd)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp := apptest.Do(b.t, b.app, req)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		b.t.Fatalf("read body: %v", err)
-	}
-	return &result{t: b.t, method: method, path: path, status: resp.StatusCode, body: raw}
+	r := apptest.NewClient(b.app).As(token).Do(b.t, method, path, body)
+	return &result{t: b.t, method: method, path: path, status: r.Status, body: r.Body}
 }
 
 func (r *result) expect(status int) *result {
@@ -170,15 +142,7 @@ func (r *result) list() ([]map[string]any, app.ListMeta) {
 func (r *result) expectError(status int, code, field string) {
 	r.t.Helper()
 	r.expect(status)
-	var env struct {
-		Error struct {
-			Code      string           `json:"code"`
-			Message   string           `json:"message"`
-			RequestID string           `json:"request_id"`
-			Details   []app.FieldError `json:"details"`
-		} `json:"error"`
-	}
-	r.decode(&env)
+	env := apptest.Response{Body: r.body}.Envelope(r.t)
 	if env.Error.Code != code {
 		r.t.Fatalf("%s %s: error code %q, want %q; body %s", r.method, r.path, env.Error.Code, code, r.body)
 	}
@@ -192,13 +156,7 @@ func (r *result) expectError(status int, code, field string) {
 
 func (r *result) message() string {
 	r.t.Helper()
-	var env struct {
-		Error struct {
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	r.decode(&env)
-	return env.Error.Message
+	return apptest.Response{Body: r.body}.Envelope(r.t).Error.Message
 }
 
 // expectKeys checks that obj has exactly keys.

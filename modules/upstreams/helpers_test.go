@@ -1,14 +1,10 @@
 package upstreams
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 
@@ -20,6 +16,7 @@ import (
 	"github.com/nxmesh/nxmesh/app/authz"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 )
 
 func TestMain(m *testing.M) { apptest.Main(m) }
@@ -97,6 +94,7 @@ type env struct {
 	svc   *Service
 	orgs  *orgs.Service
 	hooks *hooks
+	base  *orgstest.Base
 	users map[string]auth.User
 	// tokens are access tokens of "owner", "operator", "viewer" (members of
 	// every organization setup creates) and "outsider" (owner of another one).
@@ -106,43 +104,18 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	a := apptest.NewApp(t, func(cfg *app.Config) { cfg.Auth.RateLimitPerMinute = 1_000_000 })
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatalf("orgs.New: %v", err)
-	}
+	base := orgstest.New(t, a)
 	h := newHooks()
 	mod, err := New(a.Deps, h.options())
 	if err != nil {
 		t.Fatalf("upstreams.New: %v", err)
 	}
 	ctx := context.Background()
-	err = a.Mount(ctx, []app.Module{authMod, orgsMod, mod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		Nav:             orgsMod.Shell,
-	})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
-	e := &env{app: a, db: a.Deps.DB, svc: mod.Service(), orgs: orgsMod.Service(), hooks: h,
-		users: map[string]auth.User{}, tokens: map[string]string{}}
+	base.Mount(t, mod)
+	e := &env{app: a, db: a.Deps.DB, svc: mod.Service(), orgs: base.Orgs.Service(), hooks: h,
+		base: base, users: map[string]auth.User{}, tokens: map[string]string{}}
 	for _, role := range []string{"owner", "operator", "viewer", "outsider"} {
-		email := role + "@example.test"
-		u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: testPassword, Name: role})
-		if err != nil {
-			t.Fatalf("create user %s: %v", email, err)
-		}
-		e.users[role] = u
-		var tok struct {
-			AccessToken string `json:"access_token"`
-		}
-		e.call(t, "", http.MethodPost, "/v1/auth/login", map[string]string{"email": email, "password": testPassword}, http.StatusOK, &tok)
-		e.tokens[role] = tok.AccessToken
+		e.users[role], e.tokens[role] = base.SignIn(t, role+"@example.test", testPassword, role)
 	}
 	org, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Elsewhere", Slug: "elsewhere", OwnerID: e.users["outsider"].ID})
 	if err != nil {
@@ -166,69 +139,16 @@ type bundle struct {
 func (e *env) setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	slug := "o" + uuid.NewString()[:8]
-	org, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Org " + slug, Slug: slug, OwnerID: e.users["owner"].ID})
-	if err != nil {
-		t.Fatalf("create organization: %v", err)
-	}
-	for _, role := range []string{authz.RoleOperator, authz.RoleViewer} {
-		if _, err := e.orgs.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: e.users[role].Email, Role: role}); err != nil {
-			t.Fatalf("add %s: %v", role, err)
-		}
-	}
-	ws, err := e.orgs.CreateWorkspace(ctx, orgs.CreateWorkspaceParams{OrgID: org.ID, Name: "Production", Slug: "production"})
-	if err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
+	org, ws := e.base.Org(t, e.users["owner"], e.users, authz.RoleOperator, authz.RoleViewer)
 	return &bundle{env: e, ctx: ctx, orgID: org.ID, ws: ws.ID}
 }
 
-// do sends a JSON request as the user whose token is tok ("" for none) and
-// returns the status and body.
-func (e *env) do(t *testing.T, tok, method, path string, body any) (int, []byte) {
-	t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = bytes.NewBufferString(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatalf("marshal body: %v", err)
-		}
-		r = bytes.NewReader(raw)
-	}
-	req := httptest.NewRequest(method, path, r)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp := apptest.Do(t, e.app, req)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
-	}
-	return resp.StatusCode, out
-}
-
-// call is do that fails the test unless the status is want, and decodes the
-// body into out (when non-nil).
+// call sends a JSON request as the user whose token is tok ("" for none),
+// fails the test unless the status is want, and decodes the body into out
+// (when non-nil).
 func (e *env) call(t *testing.T, tok, method, path string, body any, want int, out any) []byte {
 	t.Helper()
-	status, raw := e.do(t, tok, method, path, body)
-	if status != want {
-		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, status, want, raw)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
-		}
-	}
-	return raw
+	return apptest.NewClient(e.app).As(tok).Call(t, method, path, body, want, out).Body
 }
 
 // as calls the API as role.
@@ -268,21 +188,11 @@ func (b *bundle) audit(t *testing.T) []app.AuditEntry {
 }
 
 // apiError is the API's error envelope (docs/API.md).
-type apiError struct {
-	Error struct {
-		Code    string           `json:"code"`
-		Message string           `json:"message"`
-		Details []app.FieldError `json:"details"`
-	} `json:"error"`
-}
+type apiError = apptest.ErrorEnvelope
 
 func decodeError(t *testing.T, raw []byte) apiError {
 	t.Helper()
-	var e apiError
-	if err := json.Unmarshal(raw, &e); err != nil {
-		t.Fatalf("decode error %s: %v", raw, err)
-	}
-	return e
+	return apptest.Response{Body: raw}.Envelope(t)
 }
 
 // seedBody is the documented create example.

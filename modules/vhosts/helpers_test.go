@@ -1,23 +1,11 @@
 package vhosts
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"math/big"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	"golang.org/x/crypto/bcrypt"
@@ -29,6 +17,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 )
 
@@ -48,6 +37,7 @@ type env struct {
 	ups   *upstreams.Service
 	certs *certs.Service
 	orgs  *orgs.Service
+	base  *orgstest.Base
 	users map[string]auth.User
 	// tokens are access tokens of "owner", "operator", "viewer" (members of
 	// every organization setup creates) and "outsider" (owner of another one).
@@ -64,14 +54,7 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 			c(cfg)
 		}
 	})
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		t.Fatalf("auth.New: %v", err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		t.Fatalf("orgs.New: %v", err)
-	}
+	base := orgstest.New(t, a)
 	// The lower modules call into vhosts, which is built after them.
 	var vh *Module
 	upsMod, err := upstreams.New(a.Deps, upstreams.Options{
@@ -101,30 +84,11 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 		t.Fatalf("vhosts.New: %v", err)
 	}
 	vh.svc.bcryptCost = bcrypt.MinCost
-	ctx := context.Background()
-	err = a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vh}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI,
-		AuthenticateUI:  authMod.AuthenticateUI,
-		Role:            orgsMod.Service().Role,
-		Nav:             orgsMod.Shell,
-	})
-	if err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	base.Mount(t, upsMod, certsMod, vh)
 	e := &env{app: a, db: a.Deps.DB, svc: vh.Service(), ups: upsMod.Service(), certs: certsMod.Service(),
-		orgs: orgsMod.Service(), users: map[string]auth.User{}, tokens: map[string]string{}}
+		orgs: base.Orgs.Service(), base: base, users: map[string]auth.User{}, tokens: map[string]string{}}
 	for _, role := range []string{"owner", "operator", "viewer", "outsider"} {
-		email := role + "@example.test"
-		u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: email, Password: testPassword, Name: role})
-		if err != nil {
-			t.Fatalf("create user %s: %v", email, err)
-		}
-		e.users[role] = u
-		var tok struct {
-			AccessToken string `json:"access_token"`
-		}
-		e.call(t, "", http.MethodPost, "/v1/auth/login", map[string]string{"email": email, "password": testPassword}, http.StatusOK, &tok)
-		e.tokens[role] = tok.AccessToken
+		e.users[role], e.tokens[role] = base.SignIn(t, role+"@example.test", testPassword, role)
 	}
 	return e
 }
@@ -144,20 +108,7 @@ type bundle struct {
 func (e *env) setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	slug := "o" + uuid.NewString()[:8]
-	org, err := e.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Org " + slug, Slug: slug, OwnerID: e.users["owner"].ID})
-	if err != nil {
-		t.Fatalf("create organization: %v", err)
-	}
-	for _, role := range []string{authz.RoleOperator, authz.RoleViewer} {
-		if _, err := e.orgs.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: e.users[role].Email, Role: role}); err != nil {
-			t.Fatalf("add %s: %v", role, err)
-		}
-	}
-	ws, err := e.orgs.CreateWorkspace(ctx, orgs.CreateWorkspaceParams{OrgID: org.ID, Name: "Production", Slug: "production"})
-	if err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
+	org, ws := e.base.Org(t, e.users["owner"], e.users, authz.RoleOperator, authz.RoleViewer)
 	b := &bundle{env: e, ctx: ctx, orgID: org.ID, ws: ws.ID}
 	b.upstream = b.createUpstream(t, "api-backend", "10.0.1.20:8080", "10.0.1.21:8080")
 	b.cert = b.createCert(t, "api.example.com")
@@ -181,7 +132,7 @@ func (b *bundle) createUpstream(t *testing.T, name string, addrs ...string) upst
 // createCert uploads a fresh self-signed certificate for domain.
 func (b *bundle) createCert(t *testing.T, domain string) certs.Certificate {
 	t.Helper()
-	certPEM, keyPEM := selfSigned(t, domain)
+	certPEM, keyPEM := apptest.SelfSignedCert(t, domain)
 	c, err := b.certs.Create(b.ctx, certs.CreateParams{WorkspaceID: b.ws, CertificatePEM: certPEM, PrivateKeyPEM: keyPEM})
 	if err != nil {
 		t.Fatalf("upload certificate for %s: %v", domain, err)
@@ -189,89 +140,23 @@ func (b *bundle) createCert(t *testing.T, domain string) certs.Certificate {
 	return c
 }
 
-// selfSigned returns a certificate for domain valid for 90 days and its key.
-func selfSigned(t *testing.T, domain string) (string, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("generate key: %v", err)
-	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatalf("serial: %v", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: domain},
-		DNSNames:     []string{domain},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(90 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatalf("create certificate: %v", err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatalf("marshal key: %v", err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}))
-}
-
 // do sends a request as the user whose token is tok ("" for none) with the
 // given Accept header ("" for none) and returns the status and body.
 func (e *env) do(t *testing.T, tok, method, path string, body any, accept string) (int, []byte) {
 	t.Helper()
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		r = bytes.NewBufferString(b)
-	case []byte:
-		r = bytes.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatalf("marshal body: %v", err)
-		}
-		r = bytes.NewReader(raw)
-	}
-	req := httptest.NewRequest(method, path, r)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	var headers []string
 	if accept != "" {
-		req.Header.Set("Accept", accept)
+		headers = []string{"Accept", accept}
 	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp := apptest.Do(t, e.app, req)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
-	}
-	return resp.StatusCode, out
+	r := apptest.NewClient(e.app).As(tok).Do(t, method, path, body, headers...)
+	return r.Status, r.Body
 }
 
 // call is do that fails the test unless the status is want, and decodes the
 // body into out (when non-nil).
 func (e *env) call(t *testing.T, tok, method, path string, body any, want int, out any) []byte {
 	t.Helper()
-	status, raw := e.do(t, tok, method, path, body, "")
-	if status != want {
-		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, status, want, raw)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
-		}
-	}
-	return raw
+	return apptest.NewClient(e.app).As(tok).Call(t, method, path, body, want, out).Body
 }
 
 // as calls the API as role.
@@ -328,26 +213,12 @@ func (b *bundle) summaries(t *testing.T) []string {
 }
 
 // apiError is the API's error envelope (docs/API.md).
-type apiError struct {
-	Error struct {
-		Code    string           `json:"code"`
-		Message string           `json:"message"`
-		Details []app.FieldError `json:"details"`
-	} `json:"error"`
-}
+type apiError = apptest.ErrorEnvelope
 
 // fields are the details' field paths of an error body.
 func fields(t *testing.T, raw []byte) []string {
 	t.Helper()
-	var e apiError
-	if err := json.Unmarshal(raw, &e); err != nil {
-		t.Fatalf("decode error %s: %v", raw, err)
-	}
-	out := make([]string, len(e.Error.Details))
-	for i, d := range e.Error.Details {
-		out[i] = d.Field
-	}
-	return out
+	return append([]string{}, apptest.Response{Body: raw}.Fields(t)...)
 }
 
 // expectFields fails unless raw is a 422 naming exactly want.
