@@ -837,6 +837,18 @@ type NewTokenRequest struct {
 	ExpiresInHours *int `json:"expires_in_hours,omitempty"`
 }
 
+// Nginx defines model for Nginx.
+type Nginx struct {
+	Accepts           int     `json:"accepts"`
+	ActiveConnections int     `json:"active_connections"`
+	Handled           int     `json:"handled"`
+	Reading           int     `json:"reading"`
+	Requests          int     `json:"requests"`
+	RequestsPerSecond float32 `json:"requests_per_second"`
+	Waiting           int     `json:"waiting"`
+	Writing           int     `json:"writing"`
+}
+
 // Organization defines model for Organization.
 type Organization struct {
 	CreatedAt        time.Time          `json:"created_at"`
@@ -1119,6 +1131,7 @@ type System struct {
 	LoadAverage1m    float32   `json:"load_average_1m"`
 	MemoryTotalBytes int       `json:"memory_total_bytes"`
 	MemoryUsedBytes  int       `json:"memory_used_bytes"`
+	Nginx            *Nginx    `json:"nginx,omitempty"`
 	Timestamp        time.Time `json:"timestamp"`
 }
 
