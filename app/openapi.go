@@ -202,7 +202,7 @@ func (g *schemaGen) operation(r Route) map[string]any {
 		}
 		return m
 	}
-	responses := map[string]any{strconv.Itoa(status): resp, "default": withDesc("Error (seed envelope)")}
+	responses := map[string]any{strconv.Itoa(status): resp, "default": withDesc("Error (the error envelope, docs/API.md)")}
 	if r.Doc.Stream == StreamWebSocket {
 		responses["426"] = withDesc("Upgrade Required: the request is not a WebSocket handshake")
 	}
