@@ -84,7 +84,7 @@ func startMaster(t *testing.T, mutate func(*app.Config)) *master {
 	w := lower.Wiring()
 	w.ErrorPage, w.Static, w.Version = views.ErrorPage, static.FS, "e2e"
 	lower.MountWith(t, w)
-	baseURL := serveApp(t, a)
+	baseURL := apptest.Serve(t, a)
 
 	u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: adminEmail, Password: adminPassword, Superadmin: true})
 	if err != nil {

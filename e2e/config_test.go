@@ -3,11 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -52,7 +50,7 @@ func startConfigMaster(t *testing.T) *configMaster {
 	m := wiretest.New(t, wiretest.WithConfig(func(cfg *app.Config) { cfg.HTTP.SecureCookies = false }))
 	a, authMod, orgsMod := m.App, m.Modules.Auth, m.Modules.Orgs
 	upsMod, certsMod, vh := m.Modules.Upstreams, m.Modules.Certs, m.Modules.VHosts
-	base := serveApp(t, a)
+	base := apptest.Serve(t, a)
 	u, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: adminEmail, Password: adminPassword, Superadmin: true})
 	if err != nil {
 		t.Fatalf("create user: %v", err)
@@ -68,29 +66,6 @@ func startConfigMaster(t *testing.T) *configMaster {
 		certs:  certsMod.Service(),
 		vhosts: vh.Service(),
 	}
-}
-
-// serveApp serves a's HTTP side on a free loopback port until the test ends
-// and returns its base URL.
-func serveApp(t *testing.T, a *app.App) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- a.Fiber().Listener(ln) }()
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := a.Fiber().ShutdownWithContext(sctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-served; err != nil && !errors.Is(err, net.ErrClosed) {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	return "http://" + ln.Addr().String()
 }
 
 // wsPath is a path under the workspace's pages.
@@ -303,7 +278,7 @@ func TestConfig_Browser(t *testing.T) {
 			chromedp.SetValue(byName("private_key_pem"), keyPEM, chromedp.ByQuery),
 			chromedp.Click(`#save-certificate`, chromedp.ByQuery),
 			chromedp.WaitVisible(`//h1[normalize-space()="shop.example.test"]`, chromedp.BySearch),
-			textOf(`#content article`, &details),
+			textOf(`#certificate-live article`, &details),
 			chromedp.Click(`button[hx-confirm]`, chromedp.ByQuery),
 			chromedp.WaitVisible(`//h1[normalize-space()="Certificates"]`, chromedp.BySearch),
 			textOf(`#flash`, &flash),
