@@ -102,18 +102,21 @@ type AuditActor struct {
 
 // AuditEntry is one audit log row as listed to an organization's admins.
 type AuditEntry struct {
-	ID             uuid.UUID       `json:"id"`
-	OrganizationID *uuid.UUID      `json:"organization_id"`
-	WorkspaceID    *uuid.UUID      `json:"workspace_id"`
-	Actor          AuditActor      `json:"actor"`
-	IP             string          `json:"ip"`
-	RequestID      string          `json:"request_id"`
-	Action         string          `json:"action"`
-	ObjectType     string          `json:"object_type"`
-	ObjectID       string          `json:"object_id"`
-	Before         json.RawMessage `json:"before"`
-	After          json.RawMessage `json:"after"`
-	CreatedAt      app.Time        `json:"created_at"`
+	ID             uuid.UUID  `json:"id"`
+	OrganizationID *uuid.UUID `json:"organization_id"`
+	WorkspaceID    *uuid.UUID `json:"workspace_id"`
+	Actor          AuditActor `json:"actor"`
+	IP             string     `json:"ip"`
+	RequestID      string     `json:"request_id"`
+	Action         string     `json:"action"`
+	ObjectType     string     `json:"object_type"`
+	ObjectID       string     `json:"object_id"`
+	// ObjectName is the object's name, e-mail address or domain at the change
+	// (empty when it has none, e.g. a configuration rollback).
+	ObjectName string          `json:"object_name"`
+	Before     json.RawMessage `json:"before"`
+	After      json.RawMessage `json:"after"`
+	CreatedAt  app.Time        `json:"created_at"`
 }
 
 func newAuditEntry(e app.AuditEntry) AuditEntry {
@@ -133,6 +136,7 @@ func newAuditEntry(e app.AuditEntry) AuditEntry {
 		Action:         e.Action,
 		ObjectType:     e.ObjectType,
 		ObjectID:       e.ObjectID,
+		ObjectName:     e.ObjectName,
 		Before:         raw(e.Before),
 		After:          raw(e.After),
 		CreatedAt:      app.Time{Time: e.CreatedAt},

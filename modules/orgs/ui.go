@@ -556,8 +556,111 @@ func (p *pages) uiRemoveMember(c *fiber.Ctx) error {
 
 // ---- Audit log ----
 
-// auditObjectTypes are offered in the filter; any other type can be typed in.
-var auditObjectTypes = []string{ObjectOrganization, ObjectWorkspace, ObjectMember, "apikey", "user"}
+// auditObjectType is an object type of the audit log: its label in the
+// filter and where its page is.
+type auditObjectType struct {
+	Type, Label string
+	// href returns the path of the object's page, "" when it has none.
+	href func(e AuditEntry, orgID uuid.UUID) string
+}
+
+// auditByID links to prefix + the object's id.
+func auditByID(prefix string) func(AuditEntry, uuid.UUID) string {
+	return func(e AuditEntry, _ uuid.UUID) string {
+		if _, err := uuid.Parse(e.ObjectID); err != nil {
+			return ""
+		}
+		return prefix + e.ObjectID
+	}
+}
+
+// auditOrgPage links to a page of the organization.
+func auditOrgPage(suffix string) func(AuditEntry, uuid.UUID) string {
+	return func(_ AuditEntry, orgID uuid.UUID) string { return uiOrgPath(orgID) + suffix }
+}
+
+// auditWorkspacePage links to a page of the entry's workspace.
+func auditWorkspacePage(suffix string) func(AuditEntry, uuid.UUID) string {
+	return func(e AuditEntry, _ uuid.UUID) string {
+		if e.WorkspaceID == nil {
+			return ""
+		}
+		return uiWorkspacePath(*e.WorkspaceID) + suffix
+	}
+}
+
+// auditObjectTypes are the object types the modules audit, offered in the
+// filter in this order; any other type can be asked for in the query.
+var auditObjectTypes = []auditObjectType{
+	{"virtual_host", "Virtual hosts", auditByID("/virtual-hosts/")},
+	{"upstream", "Upstreams", auditByID("/upstreams/")},
+	{"stream", "Streams", auditByID("/streams/")},
+	{"certificate", "Certificates", auditByID("/certificates/")},
+	{"acme_settings", "ACME settings", auditOrgPage("/acme-settings")},
+	{"agent", "Agents", auditByID("/agents/")},
+	{"agent_token", "Agent tokens", auditWorkspacePage("/agents")},
+	{"agent_command", "Agent commands", auditWorkspacePage("/agents")},
+	{"registration_policy", "Agent registration", auditWorkspacePage("/agents")},
+	{"config", "Configuration", func(e AuditEntry, _ uuid.UUID) string {
+		if e.WorkspaceID == nil {
+			return ""
+		}
+		if v := uiAuditVersion(e.After); v != "" {
+			return uiWorkspacePath(*e.WorkspaceID) + "/config/versions/" + v
+		}
+		return uiWorkspacePath(*e.WorkspaceID) + "/config/versions"
+	}},
+	{ObjectMember, "Members", auditOrgPage("/members")},
+	{ObjectInvitation, "Invitations", auditOrgPage("/members")},
+	{"apikey", "API keys", auditOrgPage("/api-keys")},
+	{ObjectWorkspace, "Workspaces", auditByID("/workspaces/")},
+	{ObjectOrganization, "Organizations", func(e AuditEntry, orgID uuid.UUID) string {
+		if e.ObjectID != orgID.String() {
+			return ""
+		}
+		return uiOrgPath(orgID) + "/workspaces"
+	}},
+	{"user", "Users", func(AuditEntry, uuid.UUID) string { return "/users" }},
+}
+
+// uiAuditVersion is the configuration version an entry's state names.
+func uiAuditVersion(raw json.RawMessage) string {
+	var v struct {
+		Version *int64 `json:"version"`
+	}
+	if json.Unmarshal(raw, &v) != nil || v.Version == nil {
+		return ""
+	}
+	return fmt.Sprint(*v.Version)
+}
+
+// auditObject is how the audit page shows an entry's object.
+type auditObject struct {
+	Label string
+	Name  string
+	// Href is the object's page; empty for a deleted object or a type
+	// without a page.
+	Href string
+}
+
+func uiAuditObject(e AuditEntry, orgID uuid.UUID) auditObject {
+	o := auditObject{Label: e.ObjectType, Name: e.ObjectName}
+	if o.Name == "" && e.ObjectType == "config" {
+		if v := uiAuditVersion(e.After); v != "" {
+			o.Name = "version " + v
+		}
+	}
+	for _, t := range auditObjectTypes {
+		if t.Type != e.ObjectType {
+			continue
+		}
+		if !strings.HasSuffix(e.Action, ".delete") || t.Type == "config" {
+			o.Href = t.href(e, orgID)
+		}
+		break
+	}
+	return o
+}
 
 func (p *pages) uiAudit(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
@@ -593,10 +696,12 @@ func (p *pages) uiAudit(c *fiber.Ctx) error {
 		actors = append(actors, views.Option{Value: mem.UserID.String(), Label: mem.Email})
 	}
 	types := []views.Option{{Value: "", Label: "Any"}}
+	known := make([]string, 0, len(auditObjectTypes))
 	for _, t := range auditObjectTypes {
-		types = append(types, views.Option{Value: t, Label: t})
+		types = append(types, views.Option{Value: t.Type, Label: t.Label})
+		known = append(known, t.Type)
 	}
-	if t := vals["object_type"]; t != "" && !uiContains(auditObjectTypes, t) {
+	if t := vals["object_type"]; t != "" && !uiContains(known, t) {
 		types = append(types, views.Option{Value: t, Label: t})
 	}
 	shell, err := p.ui.Shell(c, "Audit log", SectionAudit)
