@@ -116,3 +116,22 @@ func (s *Service) ChangePassword(ctx context.Context, p ChangePasswordParams) er
 	}
 	return nil
 }
+
+// CreateUserIn is CreateUser inside the caller's transaction tx, for a change
+// that creates the account together with something else (an accepted
+// invitation and its membership). The password is checked and hashed first.
+func (s *Service) CreateUserIn(ctx context.Context, tx *gorm.DB, p CreateUserParams) (User, error) {
+	row, err := s.prepareUser(ctx, p)
+	if err != nil {
+		return User{}, err
+	}
+	return insertUser(ctx, tx, row)
+}
+
+// CheckNewPassword returns the validation error, under field, of a password
+// the account with email could not have (the password policy).
+func CheckNewPassword(field, password, email string) error {
+	v := &app.Validator{}
+	checkPasswordPolicy(v, field, password, email)
+	return v.Err()
+}

@@ -155,15 +155,19 @@ const (
 
 // invitationRow is a row of the invitations table (migration 00050).
 type invitationRow struct {
-	ID             uuid.UUID  `gorm:"type:uuid;primaryKey"`
-	OrganizationID uuid.UUID  `gorm:"type:uuid"`
-	UserID         uuid.UUID  `gorm:"type:uuid"`
-	Role           string     `gorm:"not null"`
-	InvitedBy      *uuid.UUID `gorm:"type:uuid"`
-	Status         string     `gorm:"not null"`
-	CreatedAt      time.Time  `gorm:"not null"`
-	ExpiresAt      time.Time  `gorm:"not null"`
-	RespondedAt    *time.Time
+	ID             uuid.UUID `gorm:"type:uuid;primaryKey"`
+	OrganizationID uuid.UUID `gorm:"type:uuid"`
+	// UserID is the invited account; nil for an e-mail address without one
+	// (Email and TokenHash then).
+	UserID      *uuid.UUID `gorm:"type:uuid"`
+	Email       string     `gorm:"not null;default:''"`
+	TokenHash   []byte
+	Role        string     `gorm:"not null"`
+	InvitedBy   *uuid.UUID `gorm:"type:uuid"`
+	Status      string     `gorm:"not null"`
+	CreatedAt   time.Time  `gorm:"not null"`
+	ExpiresAt   time.Time  `gorm:"not null"`
+	RespondedAt *time.Time
 }
 
 func (invitationRow) TableName() string { return "invitations" }
@@ -186,6 +190,13 @@ type Invitation struct {
 	InvitedByEmail string     `json:"invited_by_email"`
 	CreatedAt      time.Time  `json:"created_at"`
 	ExpiresAt      time.Time  `json:"expires_at"`
+	// AcceptURL is the link to the page where an invitee without an account
+	// sets a password; it is answered once, on creation, when it could not be
+	// sent by e-mail (smtp.* not configured or the server refused), for the
+	// inviter to pass on.
+	AcceptURL string `json:"accept_url,omitempty" gorm:"-"`
+	// Mailed reports that the link went to the invitee by e-mail.
+	Mailed bool `json:"-" gorm:"-"`
 }
 
 // MarshalJSON writes timestamps as RFC 3339 UTC seconds (app.Time).
