@@ -77,6 +77,8 @@ func (m *Module) mountUI(ui *app.Router) {
 	ui.Get("/orgs/:id/members", app.Require(ObjMember, authz.Read, org), app.Doc{Summary: "Members page"}, p.uiMembers)
 	ui.Post("/orgs/:id/members", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Invite a member (form)"}, p.uiAddMember)
 	ui.Post("/orgs/:id/invitations/:invitation_id/revoke", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Revoke a pending invitation (form)"}, p.uiRevokeInvitation)
+	ui.Get(AcceptInvitationPath, app.Public(), app.Doc{Summary: "Page of an invitation link: choose a password and join", Query: []string{"token"}}, p.uiInvitationLink)
+	ui.Post(AcceptInvitationPath, app.Public(), app.Doc{Summary: "Accept an invitation link: create the account and join (form)"}, p.uiAcceptInvitationLink)
 	ui.Post("/invitations/:id/accept", app.Authenticated(), app.Doc{Summary: "Accept one of the caller's invitations (form)"}, p.uiAcceptInvitation)
 	ui.Post("/invitations/:id/decline", app.Authenticated(), app.Doc{Summary: "Decline one of the caller's invitations (form)"}, p.uiDeclineInvitation)
 	ui.Post("/orgs/:id/members/:user_id/role", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Change a member's role (form)"}, p.uiChangeRole)
@@ -405,6 +407,8 @@ func (p *pages) uiWorkspace(c *fiber.Ctx) error {
 // ---- Members ----
 
 type membersState struct {
+	// link is an invitation link that could not be mailed, shown this once.
+	link   *Invitation
 	add    views.Form
 	role   views.Form
 	roleOf uuid.UUID
@@ -443,6 +447,7 @@ func (p *pages) renderMembers(c *fiber.Ctx, status int, st membersState) error {
 		Add:         st.add,
 		Role:        st.role,
 		RoleOf:      st.roleOf,
+		Link:        st.link,
 		CSRF:        shell.CSRF,
 		CanWrite:    p.ui.Allowed(c, ObjMember, authz.Write),
 		CanDelete:   p.ui.Allowed(c, ObjMember, authz.Delete),
@@ -459,6 +464,14 @@ func (p *pages) uiAddMember(c *fiber.Ctx) error {
 			return err
 		}
 		return p.renderMembers(c, status, membersState{add: form})
+	}
+	if inv.AcceptURL != "" {
+		c.Set(fiber.HeaderCacheControl, "no-store")
+		return p.renderMembers(c, http.StatusOK, membersState{link: &inv})
+	}
+	if inv.Mailed {
+		views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s has no account yet: an invitation link was sent by e-mail; they choose a password and join as %s.", inv.Email, inv.Role)})
+		return views.SeeOther(c, uiOrgPath(orgID)+"/members")
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s invited as %s; they become a member when they accept.", inv.Email, inv.Role)})
 	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
@@ -871,4 +884,43 @@ func uiFirst(ss ...string) string {
 		}
 	}
 	return ""
+}
+
+// ---- Invitation links ----
+
+func (p *pages) uiInvitationLink(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set("Referrer-Policy", "no-referrer")
+	token := c.Query("token")
+	inv, err := p.svc.InvitationByToken(app.Ctx(c), token)
+	if err != nil {
+		if _, status, ok := views.FormFromError(err, nil); ok {
+			return views.Render(c, status, invitationLinkPage(invitationLinkData{Invalid: true}))
+		}
+		return err
+	}
+	return views.Render(c, http.StatusOK, invitationLinkPage(invitationLinkData{Invitation: inv, Token: token}))
+}
+
+func (p *pages) uiAcceptInvitationLink(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set("Referrer-Policy", "no-referrer")
+	token := c.FormValue("token")
+	vals := map[string]string{"name": c.FormValue("name")}
+	inv, err := p.svc.AcceptInvitationToken(app.Ctx(c), AcceptInvitationTokenParams{
+		Token: token, Name: vals["name"], Password: c.FormValue("password"),
+	})
+	if err != nil {
+		form, status, ok := views.FormFromError(err, vals, "name", "password")
+		if !ok {
+			return err
+		}
+		shown, lerr := p.svc.InvitationByToken(app.Ctx(c), token)
+		if lerr != nil {
+			return views.Render(c, status, invitationLinkPage(invitationLinkData{Invalid: true, Form: form}))
+		}
+		return views.Render(c, status, invitationLinkPage(invitationLinkData{Invitation: shown, Token: token, Form: form}))
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Your account %s is ready and you joined %s. Sign in with your new password.", inv.Email, inv.OrganizationName)})
+	return c.Redirect("/login", http.StatusSeeOther)
 }
