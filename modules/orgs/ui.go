@@ -281,6 +281,7 @@ func (p *pages) renderOrganizations(c *fiber.Ctx, status int, form views.Form) e
 		Form:        form,
 		CSRF:        shell.CSRF,
 		CanCreate:   caller != nil && caller.APIKey == nil,
+		Superadmin:  caller != nil && caller.APIKey == nil && caller.Superadmin,
 	}))
 }
 
