@@ -213,6 +213,8 @@ func TestPages_OfferExactlyWhatTheRouteAccepts(t *testing.T) {
 		{"/virtual-hosts/:id/metrics", nil},
 		{"/agents/:id/metrics", nil},
 		{"/streams/:id/metrics", []offer{{"POST", "/streams/:id/metrics/reset"}}},
+		{"/orgs/:org/audit", nil},
+		{"/account", nil},
 	}
 	roles := []string{authz.RoleOwner, authz.RoleAdmin, authz.RoleOperator, authz.RoleViewer}
 	browsers := map[string]*browser{}

@@ -25,9 +25,11 @@ type AuditEntry struct {
 	Action         string     `gorm:"not null"`
 	ObjectType     string     `gorm:"not null"`
 	ObjectID       string     `gorm:"not null;default:''"`
-	Before         JSON       `gorm:"type:jsonb"`
-	After          JSON       `gorm:"type:jsonb"`
-	CreatedAt      time.Time  `gorm:"not null"`
+	// ObjectName is the object's name at the change (see AuditParams.ObjectName).
+	ObjectName string    `gorm:"not null;default:''"`
+	Before     JSON      `gorm:"type:jsonb"`
+	After      JSON      `gorm:"type:jsonb"`
+	CreatedAt  time.Time `gorm:"not null"`
 }
 
 // TableName is the audit log's table.
@@ -41,6 +43,10 @@ type AuditParams struct {
 	Action     string
 	ObjectType string
 	ObjectID   string
+	// ObjectName is how people know the object (a name, an e-mail address, a
+	// domain). When empty it is taken from After, else Before: their "email",
+	// "name", "domain" or "hostname" field, in that order.
+	ObjectName string
 	// Before and After are the object's public representation (what the API
 	// returns); fields whose names suggest secrets are removed anyway.
 	Before any
@@ -82,6 +88,11 @@ func Audit(ctx context.Context, tx *gorm.DB, p AuditParams) error {
 	if e.After, err = scrubbedJSON(p.After); err != nil {
 		return fmt.Errorf("audit %s: %w", p.Action, err)
 	}
+	e.ObjectName = p.ObjectName
+	if e.ObjectName == "" {
+		e.ObjectName = objectName(e.After, e.Before)
+	}
+	e.ObjectName = truncateRunes(strings.TrimSpace(e.ObjectName), maxObjectName)
 	if err := tx.WithContext(ctx).Create(&e).Error; err != nil {
 		return fmt.Errorf("audit %s: %w", p.Action, err)
 	}
@@ -128,4 +139,37 @@ func scrub(v any) {
 			scrub(e)
 		}
 	}
+}
+
+// maxObjectName bounds the stored object name (characters).
+const maxObjectName = 200
+
+// objectNameFields are the fields of an object's JSON that name it, best first.
+var objectNameFields = []string{"email", "name", "domain", "hostname"}
+
+// objectName returns the first naming field of the first of docs that has one.
+func objectName(docs ...JSON) string {
+	for _, doc := range docs {
+		if len(doc) == 0 {
+			continue
+		}
+		var m map[string]any
+		if json.Unmarshal(doc, &m) != nil {
+			continue
+		}
+		for _, f := range objectNameFields {
+			if s, ok := m[f].(string); ok && strings.TrimSpace(s) != "" && s != "[redacted]" {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+func truncateRunes(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n])
 }

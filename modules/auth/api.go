@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/gofiber/fiber/v2"
@@ -35,6 +36,15 @@ type createUserRequest struct {
 	IsSuperadmin bool   `json:"is_superadmin"`
 }
 
+type changePasswordRequest struct {
+	CurrentPassword string `json:"current_password"`
+	NewPassword     string `json:"new_password"`
+}
+
+type setPasswordRequest struct {
+	Password string `json:"password"`
+}
+
 type updateUserRequest struct {
 	Name              *string `json:"name"`
 	Disabled          *bool   `json:"disabled"`
@@ -59,13 +69,16 @@ func (m *Module) bindAuth(r *app.Router) {
 	r.Post("/auth/logout", app.Authenticated(), app.Doc{
 		Summary: "End the caller's session", Body: refreshRequest{}, Status: http.StatusNoContent,
 	}, m.logout)
+	r.Post("/auth/password", app.Authenticated(), app.Doc{
+		Summary: "Change the caller's password; other sessions are signed out", Body: changePasswordRequest{}, Status: http.StatusNoContent,
+	}, m.changePassword)
 }
 
 // bindUsers mounts /v1/users*.
 func (m *Module) bindUsers(r *app.Router) {
 	r.Get("/users/me", app.Authenticated(), app.Doc{Summary: "The caller's account", Tag: "users", Response: User{}}, m.me)
 	r.Get("/users", app.Authenticated(), app.Doc{
-		Summary: "List users (superadmin)", Tag: "users", Response: User{}, List: true, Query: []string{"page", "per_page"},
+		Summary: "List users (superadmin)", Tag: "users", Response: User{}, List: true, Query: []string{"page", "per_page", "q"},
 	}, m.listUsers)
 	r.Post("/users", app.Authenticated(), app.Doc{
 		Summary: "Create a user (superadmin)", Tag: "users", Body: createUserRequest{}, Response: User{}, Status: http.StatusCreated,
@@ -74,6 +87,10 @@ func (m *Module) bindUsers(r *app.Router) {
 	r.Patch("/users/:id", app.Authenticated(), app.Doc{
 		Summary: "Update, disable or enable a user (superadmin)", Tag: "users", Body: updateUserRequest{}, Response: User{},
 	}, m.updateUser)
+	r.Post("/users/:id/password", app.Authenticated(), app.Doc{
+		Summary: "Reset a user's password (superadmin); the user is signed out everywhere", Tag: "users",
+		Body: setPasswordRequest{}, Status: http.StatusNoContent,
+	}, m.resetPassword)
 }
 
 func tokenResponse(c *fiber.Ctx, pair TokenPair) error {
@@ -189,7 +206,7 @@ func (m *Module) listUsers(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	users, total, err := m.svc.ListUsers(app.Ctx(c), page)
+	users, total, err := m.svc.SearchUsers(app.Ctx(c), c.Query("q"), page)
 	if err != nil {
 		return err
 	}
@@ -246,4 +263,36 @@ func (m *Module) updateUser(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(u)
+}
+
+func (m *Module) changePassword(c *fiber.Ctx) error {
+	p := app.Caller(c)
+	if p.APIKey != nil {
+		return fmt.Errorf("%w: an API key cannot change a password; sign in as the user", app.ErrForbidden)
+	}
+	var req changePasswordRequest
+	if err := app.Bind(c, &req); err != nil {
+		return err
+	}
+	if err := m.svc.ChangePassword(app.Ctx(c), ChangePasswordParams{
+		UserID: p.UserID, KeepSessionID: p.SessionID, CurrentPassword: req.CurrentPassword, NewPassword: req.NewPassword,
+	}); err != nil {
+		return err
+	}
+	return c.SendStatus(http.StatusNoContent)
+}
+
+func (m *Module) resetPassword(c *fiber.Ctx) error {
+	id, err := m.userParam(c)
+	if err != nil {
+		return err
+	}
+	var req setPasswordRequest
+	if err := app.Bind(c, &req); err != nil {
+		return err
+	}
+	if err := m.svc.SetPassword(app.Ctx(c), id, req.Password); err != nil {
+		return err
+	}
+	return c.SendStatus(http.StatusNoContent)
 }

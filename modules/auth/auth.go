@@ -55,6 +55,7 @@ type Options struct{}
 // Module is the auth module.
 type Module struct {
 	svc           *Service
+	pages         *app.Pages
 	secureCookies bool
 }
 
@@ -63,7 +64,7 @@ var _ app.Module = (*Module)(nil)
 // New builds the auth module over d. The error is always nil: the module
 // loads nothing when it is built.
 func New(d app.Deps, opts Options) (*Module, error) {
-	return &Module{svc: NewService(d, opts), secureCookies: d.Config.HTTP.SecureCookies}, nil
+	return &Module{svc: NewService(d, opts), pages: d.Pages, secureCookies: d.Config.HTTP.SecureCookies}, nil
 }
 
 // Service returns the module's service, for other modules, main.go and the
@@ -82,11 +83,13 @@ func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJo
 // GRPC registers nothing: agents do not authenticate as users.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts /v1/auth/* and /v1/users* (api.go) and the admin's sign-in pages (ui.go).
+// Routes mounts /v1/auth/* and /v1/users* (api.go), the admin's sign-in pages
+// (ui.go) and the users and account pages (users_ui.go).
 func (m *Module) Routes(r app.Routers) {
 	m.bindAuth(r.API)
 	m.bindUsers(r.API)
 	m.mountUI(r.UI)
+	m.mountAccountUI(r.UI)
 }
 
 // AuthenticateAPI is app.Wiring.AuthenticateAPI: the caller of an API request,

@@ -188,7 +188,7 @@ func (m *Module) bindMembers(r *app.Router) {
 		app.Doc{Summary: "List an organization's members; per_page is capped at 100", Response: Member{}, List: true, Query: pageQuery},
 		app.ListHandler(m.listMembers))
 	r.Post("/organizations/:id/members", app.Require(ObjMember, authz.Write, org),
-		app.Doc{Summary: "Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email", Body: addMemberRequest{}, Response: Invitation{}, Status: http.StatusAccepted},
+		app.Doc{Summary: "Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account gets a single-use link, mailed to it (or, without smtp.*, answered once in accept_url), to choose a password and join (POST /v1/invitations/accept)", Body: addMemberRequest{}, Response: Invitation{}, Status: http.StatusAccepted},
 		m.addMember)
 	r.Patch("/organizations/:id/members/:user_id", app.Require(ObjMember, authz.Write, org),
 		app.Doc{Summary: "Change a member's role (owners only by owners; the last owner stays)", Body: updateMemberRequest{}, Response: Member{}},
@@ -254,6 +254,8 @@ func (m *Module) bindInvitations(r *app.Router) {
 	r.Get("/invitations", app.Authenticated(),
 		app.Doc{Summary: "List the caller's pending invitations, oldest first (users only, not API keys); per_page is capped at 100", Tag: "invitations", Response: Invitation{}, List: true, Query: pageQuery},
 		app.ListHandler(m.listMyInvitations))
+	r.Post("/invitations/accept", app.Public(),
+		app.Doc{Summary: "Answer an invitation link: create the invited address's account with a password and join with the invitation's role; the token then stops working", Tag: "invitations", Body: acceptInvitationTokenRequest{}, Response: Invitation{}, Status: http.StatusCreated}, m.acceptInvitationToken)
 	r.Post("/invitations/:id/accept", app.Authenticated(),
 		app.Doc{Summary: "Accept one of the caller's pending invitations: the caller becomes a member with its role; answers the invitation, now accepted", Tag: "invitations", Response: Invitation{}},
 		m.acceptInvitation)
@@ -436,4 +438,22 @@ func (m *Module) rotateAPIKey(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(key)
+}
+
+type acceptInvitationTokenRequest struct {
+	Token    string `json:"token"`
+	Name     string `json:"name"`
+	Password string `json:"password"`
+}
+
+func (m *Module) acceptInvitationToken(c *fiber.Ctx) error {
+	var req acceptInvitationTokenRequest
+	if err := app.Bind(c, &req); err != nil {
+		return err
+	}
+	inv, err := m.svc.AcceptInvitationToken(app.Ctx(c), AcceptInvitationTokenParams(req))
+	if err != nil {
+		return err
+	}
+	return c.Status(http.StatusCreated).JSON(inv)
 }

@@ -311,7 +311,7 @@ func TestAPI_Members(t *testing.T) {
 		alice, bob := b.user("alice", false), b.user("bob", false)
 		org := b.createOrg(alice, "acme")
 		base := "/v1/organizations/" + org.ID.String() + "/members"
-		b.call(http.MethodPost, base, alice.Token, map[string]string{"email": "nobody@example.com", "role": "viewer"}).
+		b.call(http.MethodPost, base, alice.Token, map[string]string{"email": "nobody", "role": "viewer"}).
 			expectError(http.StatusUnprocessableEntity, app.CodeValidation, "email")
 		b.call(http.MethodPost, base, alice.Token, map[string]string{"email": bob.Email, "role": "god"}).
 			expectError(http.StatusUnprocessableEntity, app.CodeValidation, "role")

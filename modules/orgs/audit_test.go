@@ -44,7 +44,7 @@ func TestAPI_AuditLog(t *testing.T) {
 
 		e := data[1] // member.update
 		expectKeys(t, "audit entry", e, "id", "organization_id", "workspace_id", "actor", "ip", "request_id",
-			"action", "object_type", "object_id", "before", "after", "created_at")
+			"action", "object_type", "object_id", "object_name", "before", "after", "created_at")
 		actor := e["actor"].(map[string]any)
 		expectKeys(t, "actor", actor, "user_id", "api_key_id", "email")
 		if actor["user_id"] != alice.ID.String() || actor["email"] != alice.Email || actor["api_key_id"] != nil {

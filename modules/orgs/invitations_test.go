@@ -170,15 +170,25 @@ func TestAPI_Invitations(t *testing.T) {
 		b.call(http.MethodGet, o, olga.Token, nil).expectError(http.StatusNotFound, app.CodeNotFound, "")
 	})
 
-	t.Run("UnknownEmailIs422", func(t *testing.T) {
+	t.Run("UnknownEmailGetsALinkWithoutSMTP", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		alice := b.user("alice", false)
 		org := b.createOrg(alice, "acme")
-		r := b.call(http.MethodPost, "/v1/organizations/"+org.ID.String()+"/members", alice.Token, map[string]string{"email": "nobody@example.com", "role": "viewer"})
-		r.expectError(http.StatusUnprocessableEntity, app.CodeValidation, "email")
-		if !strings.Contains(string(r.body), "no account with this e-mail") {
-			t.Fatalf("body %s", r.body)
+		members := "/v1/organizations/" + org.ID.String() + "/members"
+		b.call(http.MethodPost, members, alice.Token, map[string]string{"email": "not an address", "role": "viewer"}).
+			expectError(http.StatusUnprocessableEntity, app.CodeValidation, "email")
+		inv := b.call(http.MethodPost, members, alice.Token, map[string]string{"email": "Nobody@Example.com", "role": "viewer"}).
+			expect(http.StatusAccepted).object()
+		link, _ := inv["accept_url"].(string)
+		if inv["email"] != "nobody@example.com" || !strings.HasPrefix(link, "http://") || !strings.Contains(link, "/invitations/accept?token=") {
+			t.Fatalf("invitation = %v", inv)
+		}
+		b.call(http.MethodPost, members, alice.Token, map[string]string{"email": "nobody@example.com", "role": "viewer"}).
+			expectError(http.StatusConflict, app.CodeConflict, "")
+		listed, _ := b.call(http.MethodGet, "/v1/organizations/"+org.ID.String()+"/invitations", alice.Token, nil).expect(http.StatusOK).list()
+		if len(listed) != 1 || listed[0]["email"] != "nobody@example.com" || listed[0]["accept_url"] != nil {
+			t.Fatalf("listed = %v", listed)
 		}
 	})
 

@@ -102,18 +102,21 @@ type AuditActor struct {
 
 // AuditEntry is one audit log row as listed to an organization's admins.
 type AuditEntry struct {
-	ID             uuid.UUID       `json:"id"`
-	OrganizationID *uuid.UUID      `json:"organization_id"`
-	WorkspaceID    *uuid.UUID      `json:"workspace_id"`
-	Actor          AuditActor      `json:"actor"`
-	IP             string          `json:"ip"`
-	RequestID      string          `json:"request_id"`
-	Action         string          `json:"action"`
-	ObjectType     string          `json:"object_type"`
-	ObjectID       string          `json:"object_id"`
-	Before         json.RawMessage `json:"before"`
-	After          json.RawMessage `json:"after"`
-	CreatedAt      app.Time        `json:"created_at"`
+	ID             uuid.UUID  `json:"id"`
+	OrganizationID *uuid.UUID `json:"organization_id"`
+	WorkspaceID    *uuid.UUID `json:"workspace_id"`
+	Actor          AuditActor `json:"actor"`
+	IP             string     `json:"ip"`
+	RequestID      string     `json:"request_id"`
+	Action         string     `json:"action"`
+	ObjectType     string     `json:"object_type"`
+	ObjectID       string     `json:"object_id"`
+	// ObjectName is the object's name, e-mail address or domain at the change
+	// (empty when it has none, e.g. a configuration rollback).
+	ObjectName string          `json:"object_name"`
+	Before     json.RawMessage `json:"before"`
+	After      json.RawMessage `json:"after"`
+	CreatedAt  app.Time        `json:"created_at"`
 }
 
 func newAuditEntry(e app.AuditEntry) AuditEntry {
@@ -133,6 +136,7 @@ func newAuditEntry(e app.AuditEntry) AuditEntry {
 		Action:         e.Action,
 		ObjectType:     e.ObjectType,
 		ObjectID:       e.ObjectID,
+		ObjectName:     e.ObjectName,
 		Before:         raw(e.Before),
 		After:          raw(e.After),
 		CreatedAt:      app.Time{Time: e.CreatedAt},
@@ -151,15 +155,19 @@ const (
 
 // invitationRow is a row of the invitations table (migration 00050).
 type invitationRow struct {
-	ID             uuid.UUID  `gorm:"type:uuid;primaryKey"`
-	OrganizationID uuid.UUID  `gorm:"type:uuid"`
-	UserID         uuid.UUID  `gorm:"type:uuid"`
-	Role           string     `gorm:"not null"`
-	InvitedBy      *uuid.UUID `gorm:"type:uuid"`
-	Status         string     `gorm:"not null"`
-	CreatedAt      time.Time  `gorm:"not null"`
-	ExpiresAt      time.Time  `gorm:"not null"`
-	RespondedAt    *time.Time
+	ID             uuid.UUID `gorm:"type:uuid;primaryKey"`
+	OrganizationID uuid.UUID `gorm:"type:uuid"`
+	// UserID is the invited account; nil for an e-mail address without one
+	// (Email and TokenHash then).
+	UserID      *uuid.UUID `gorm:"type:uuid"`
+	Email       string     `gorm:"not null;default:''"`
+	TokenHash   []byte
+	Role        string     `gorm:"not null"`
+	InvitedBy   *uuid.UUID `gorm:"type:uuid"`
+	Status      string     `gorm:"not null"`
+	CreatedAt   time.Time  `gorm:"not null"`
+	ExpiresAt   time.Time  `gorm:"not null"`
+	RespondedAt *time.Time
 }
 
 func (invitationRow) TableName() string { return "invitations" }
@@ -182,6 +190,13 @@ type Invitation struct {
 	InvitedByEmail string     `json:"invited_by_email"`
 	CreatedAt      time.Time  `json:"created_at"`
 	ExpiresAt      time.Time  `json:"expires_at"`
+	// AcceptURL is the link to the page where an invitee without an account
+	// sets a password; it is answered once, on creation, when it could not be
+	// sent by e-mail (smtp.* not configured or the server refused), for the
+	// inviter to pass on.
+	AcceptURL string `json:"accept_url,omitempty" gorm:"-"`
+	// Mailed reports that the link went to the invitee by e-mail.
+	Mailed bool `json:"-" gorm:"-"`
 }
 
 // MarshalJSON writes timestamps as RFC 3339 UTC seconds (app.Time).

@@ -32,12 +32,18 @@ type Service struct {
 	logger *slog.Logger
 	clock  app.Clock
 	keys   *auth.Service
+	// mailer sends invitation links; publicURL is where they point.
+	mailer    *auth.Mailer
+	publicURL string
 }
 
 // NewService returns a Service over d.DB. opts.Auth is the auth service that
 // stores API keys (only the API key methods and require_email_code use it).
 func NewService(d app.Deps, opts Options) *Service {
-	return &Service{db: d.DB, logger: d.Logger.With("module", "orgs"), clock: d.Clock, keys: opts.Auth}
+	return &Service{
+		db: d.DB, logger: d.Logger.With("module", "orgs"), clock: d.Clock, keys: opts.Auth,
+		mailer: auth.NewMailer(d.Config.SMTP), publicURL: d.Config.HTTP.PublicURL,
+	}
 }
 
 // Validation limits.
@@ -734,11 +740,11 @@ const InvitationTTL = 7 * 24 * time.Hour
 
 func invitationQuery(tx *gorm.DB) *gorm.DB {
 	return tx.Table("invitations AS i").
-		Select("i.id, i.organization_id, o.name AS organization_name, i.user_id, u.email, i.role, " +
+		Select("i.id, i.organization_id, o.name AS organization_name, i.user_id, coalesce(u.email, i.email) AS email, i.role, " +
 			"CASE WHEN i.status = 'pending' AND i.expires_at <= now() THEN 'expired' ELSE i.status END AS status, " +
 			"i.invited_by, coalesce(b.email, '') AS invited_by_email, i.created_at, i.expires_at").
 		Joins("JOIN organizations AS o ON o.id = i.organization_id").
-		Joins("JOIN users AS u ON u.id = i.user_id").
+		Joins("LEFT JOIN users AS u ON u.id = i.user_id").
 		Joins("LEFT JOIN users AS b ON b.id = i.invited_by")
 }
 
@@ -753,11 +759,13 @@ func loadInvitation(tx *gorm.DB, id uuid.UUID) (Invitation, error) {
 	return out[0], nil
 }
 
-// InviteMember invites an existing user to the organization with a role, valid
-// for InvitationTTL; the user becomes a member only by accepting it
+// InviteMember invites a user to the organization with a role, valid for
+// InvitationTTL; the user becomes a member only by accepting it
 // (AcceptInvitation). Only admins invite, only owners invite owners. An e-mail
-// without an account is a 422 naming email (there is no sign-up by
-// invitation); a member or a user with a pending invitation is a 409.
+// without an account gets an invitation with a single-use token, mailed as a
+// link to the page where the invitee sets a password (AcceptInvitationToken);
+// when it cannot be mailed the link is returned once in AcceptURL. A member
+// or an address with a pending invitation is a 409.
 func (s *Service) InviteMember(ctx context.Context, p AddMemberParams) (Invitation, error) {
 	if err := checkMemberParams(&p); err != nil {
 		return Invitation{}, err
@@ -768,6 +776,10 @@ func (s *Service) InviteMember(ctx context.Context, p AddMemberParams) (Invitati
 			return ErrOwnerRequired
 		}
 		userID, err := findUserByEmail(tx, p.Email)
+		if errors.Is(err, app.ErrInvalid) {
+			inv, err = s.inviteByEmail(ctx, tx, p)
+			return err
+		}
 		if err != nil {
 			return err
 		}
@@ -786,7 +798,7 @@ func (s *Service) InviteMember(ctx context.Context, p AddMemberParams) (Invitati
 			return fmt.Errorf("expire old invitations of %q: %w", p.Email, err)
 		}
 		row := invitationRow{
-			ID: uuid.New(), OrganizationID: p.OrgID, UserID: userID, Role: p.Role,
+			ID: uuid.New(), OrganizationID: p.OrgID, UserID: &userID, Role: p.Role,
 			Status: InvitationPending, CreatedAt: now, ExpiresAt: now.Add(InvitationTTL),
 		}
 		if pr := app.PrincipalFrom(ctx); pr != nil {
@@ -808,6 +820,9 @@ func (s *Service) InviteMember(ctx context.Context, p AddMemberParams) (Invitati
 	})
 	if err != nil {
 		return Invitation{}, err
+	}
+	if inv.AcceptURL != "" {
+		s.mailInvitation(ctx, &inv)
 	}
 	return inv, nil
 }

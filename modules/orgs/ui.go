@@ -79,6 +79,8 @@ func (m *Module) mountUI(ui *app.Router) {
 	ui.Get("/orgs/:id/members", app.Require(ObjMember, authz.Read, org), app.Doc{Summary: "Members page"}, p.uiMembers)
 	ui.Post("/orgs/:id/members", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Invite a member (form)"}, p.uiAddMember)
 	ui.Post("/orgs/:id/invitations/:invitation_id/revoke", app.Require(ObjMember, authz.Delete, org), app.Doc{Summary: "Revoke a pending invitation (form)"}, p.uiRevokeInvitation)
+	ui.Get(AcceptInvitationPath, app.Public(), app.Doc{Summary: "Page of an invitation link: choose a password and join", Query: []string{"token"}}, p.uiInvitationLink)
+	ui.Post(AcceptInvitationPath, app.Public(), app.Doc{Summary: "Accept an invitation link: create the account and join (form)"}, p.uiAcceptInvitationLink)
 	ui.Post("/invitations/:id/accept", app.Authenticated(), app.Doc{Summary: "Accept one of the caller's invitations (form)"}, p.uiAcceptInvitation)
 	ui.Post("/invitations/:id/decline", app.Authenticated(), app.Doc{Summary: "Decline one of the caller's invitations (form)"}, p.uiDeclineInvitation)
 	ui.Post("/orgs/:id/members/:user_id/role", app.Require(ObjMember, authz.Write, org), app.Doc{Summary: "Change a member's role (form)"}, p.uiChangeRole)
@@ -281,6 +283,7 @@ func (p *pages) renderOrganizations(c *fiber.Ctx, status int, form views.Form) e
 		Form:        form,
 		CSRF:        shell.CSRF,
 		CanCreate:   caller != nil && caller.APIKey == nil,
+		Superadmin:  caller != nil && caller.APIKey == nil && caller.Superadmin,
 	}))
 }
 
@@ -434,6 +437,8 @@ type workspaceData struct {
 // ---- Members ----
 
 type membersState struct {
+	// link is an invitation link that could not be mailed, shown this once.
+	link   *Invitation
 	add    views.Form
 	role   views.Form
 	roleOf uuid.UUID
@@ -472,6 +477,7 @@ func (p *pages) renderMembers(c *fiber.Ctx, status int, st membersState) error {
 		Add:         st.add,
 		Role:        st.role,
 		RoleOf:      st.roleOf,
+		Link:        st.link,
 		CSRF:        shell.CSRF,
 		CanWrite:    p.ui.Allowed(c, ObjMember, authz.Write),
 		CanDelete:   p.ui.Allowed(c, ObjMember, authz.Delete),
@@ -488,6 +494,14 @@ func (p *pages) uiAddMember(c *fiber.Ctx) error {
 			return err
 		}
 		return p.renderMembers(c, status, membersState{add: form})
+	}
+	if inv.AcceptURL != "" {
+		c.Set(fiber.HeaderCacheControl, "no-store")
+		return p.renderMembers(c, http.StatusOK, membersState{link: &inv})
+	}
+	if inv.Mailed {
+		views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s has no account yet: an invitation link was sent by e-mail; they choose a password and join as %s.", inv.Email, inv.Role)})
+		return views.SeeOther(c, uiOrgPath(orgID)+"/members")
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("%s invited as %s; they become a member when they accept.", inv.Email, inv.Role)})
 	return views.SeeOther(c, uiOrgPath(orgID)+"/members")
@@ -585,8 +599,111 @@ func (p *pages) uiRemoveMember(c *fiber.Ctx) error {
 
 // ---- Audit log ----
 
-// auditObjectTypes are offered in the filter; any other type can be typed in.
-var auditObjectTypes = []string{ObjectOrganization, ObjectWorkspace, ObjectMember, "apikey", "user"}
+// auditObjectType is an object type of the audit log: its label in the
+// filter and where its page is.
+type auditObjectType struct {
+	Type, Label string
+	// href returns the path of the object's page, "" when it has none.
+	href func(e AuditEntry, orgID uuid.UUID) string
+}
+
+// auditByID links to prefix + the object's id.
+func auditByID(prefix string) func(AuditEntry, uuid.UUID) string {
+	return func(e AuditEntry, _ uuid.UUID) string {
+		if _, err := uuid.Parse(e.ObjectID); err != nil {
+			return ""
+		}
+		return prefix + e.ObjectID
+	}
+}
+
+// auditOrgPage links to a page of the organization.
+func auditOrgPage(suffix string) func(AuditEntry, uuid.UUID) string {
+	return func(_ AuditEntry, orgID uuid.UUID) string { return uiOrgPath(orgID) + suffix }
+}
+
+// auditWorkspacePage links to a page of the entry's workspace.
+func auditWorkspacePage(suffix string) func(AuditEntry, uuid.UUID) string {
+	return func(e AuditEntry, _ uuid.UUID) string {
+		if e.WorkspaceID == nil {
+			return ""
+		}
+		return uiWorkspacePath(*e.WorkspaceID) + suffix
+	}
+}
+
+// auditObjectTypes are the object types the modules audit, offered in the
+// filter in this order; any other type can be asked for in the query.
+var auditObjectTypes = []auditObjectType{
+	{"virtual_host", "Virtual hosts", auditByID("/virtual-hosts/")},
+	{"upstream", "Upstreams", auditByID("/upstreams/")},
+	{"stream", "Streams", auditByID("/streams/")},
+	{"certificate", "Certificates", auditByID("/certificates/")},
+	{"acme_settings", "ACME settings", auditOrgPage("/acme-settings")},
+	{"agent", "Agents", auditByID("/agents/")},
+	{"agent_token", "Agent tokens", auditWorkspacePage("/agents")},
+	{"agent_command", "Agent commands", auditWorkspacePage("/agents")},
+	{"registration_policy", "Agent registration", auditWorkspacePage("/agents")},
+	{"config", "Configuration", func(e AuditEntry, _ uuid.UUID) string {
+		if e.WorkspaceID == nil {
+			return ""
+		}
+		if v := uiAuditVersion(e.After); v != "" {
+			return uiWorkspacePath(*e.WorkspaceID) + "/config/versions/" + v
+		}
+		return uiWorkspacePath(*e.WorkspaceID) + "/config/versions"
+	}},
+	{ObjectMember, "Members", auditOrgPage("/members")},
+	{ObjectInvitation, "Invitations", auditOrgPage("/members")},
+	{"apikey", "API keys", auditOrgPage("/api-keys")},
+	{ObjectWorkspace, "Workspaces", auditByID("/workspaces/")},
+	{ObjectOrganization, "Organizations", func(e AuditEntry, orgID uuid.UUID) string {
+		if e.ObjectID != orgID.String() {
+			return ""
+		}
+		return uiOrgPath(orgID) + "/workspaces"
+	}},
+	{"user", "Users", func(AuditEntry, uuid.UUID) string { return "/users" }},
+}
+
+// uiAuditVersion is the configuration version an entry's state names.
+func uiAuditVersion(raw json.RawMessage) string {
+	var v struct {
+		Version *int64 `json:"version"`
+	}
+	if json.Unmarshal(raw, &v) != nil || v.Version == nil {
+		return ""
+	}
+	return fmt.Sprint(*v.Version)
+}
+
+// auditObject is how the audit page shows an entry's object.
+type auditObject struct {
+	Label string
+	Name  string
+	// Href is the object's page; empty for a deleted object or a type
+	// without a page.
+	Href string
+}
+
+func uiAuditObject(e AuditEntry, orgID uuid.UUID) auditObject {
+	o := auditObject{Label: e.ObjectType, Name: e.ObjectName}
+	if o.Name == "" && e.ObjectType == "config" {
+		if v := uiAuditVersion(e.After); v != "" {
+			o.Name = "version " + v
+		}
+	}
+	for _, t := range auditObjectTypes {
+		if t.Type != e.ObjectType {
+			continue
+		}
+		if !strings.HasSuffix(e.Action, ".delete") || t.Type == "config" {
+			o.Href = t.href(e, orgID)
+		}
+		break
+	}
+	return o
+}
 
 func (p *pages) uiAudit(c *fiber.Ctx) error {
 	orgID := app.ScopeOf(c).OrgID
@@ -622,10 +739,12 @@ func (p *pages) uiAudit(c *fiber.Ctx) error {
 		actors = append(actors, views.Option{Value: mem.UserID.String(), Label: mem.Email})
 	}
 	types := []views.Option{{Value: "", Label: "Any"}}
+	known := make([]string, 0, len(auditObjectTypes))
 	for _, t := range auditObjectTypes {
-		types = append(types, views.Option{Value: t, Label: t})
+		types = append(types, views.Option{Value: t.Type, Label: t.Label})
+		known = append(known, t.Type)
 	}
-	if t := vals["object_type"]; t != "" && !uiContains(auditObjectTypes, t) {
+	if t := vals["object_type"]; t != "" && !uiContains(known, t) {
 		types = append(types, views.Option{Value: t, Label: t})
 	}
 	shell, err := p.ui.Shell(c, "Audit log", SectionAudit)
@@ -795,4 +914,43 @@ func uiFirst(ss ...string) string {
 		}
 	}
 	return ""
+}
+
+// ---- Invitation links ----
+
+func (p *pages) uiInvitationLink(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set("Referrer-Policy", "no-referrer")
+	token := c.Query("token")
+	inv, err := p.svc.InvitationByToken(app.Ctx(c), token)
+	if err != nil {
+		if _, status, ok := views.FormFromError(err, nil); ok {
+			return views.Render(c, status, invitationLinkPage(invitationLinkData{Invalid: true}))
+		}
+		return err
+	}
+	return views.Render(c, http.StatusOK, invitationLinkPage(invitationLinkData{Invitation: inv, Token: token}))
+}
+
+func (p *pages) uiAcceptInvitationLink(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set("Referrer-Policy", "no-referrer")
+	token := c.FormValue("token")
+	vals := map[string]string{"name": c.FormValue("name")}
+	inv, err := p.svc.AcceptInvitationToken(app.Ctx(c), AcceptInvitationTokenParams{
+		Token: token, Name: vals["name"], Password: c.FormValue("password"),
+	})
+	if err != nil {
+		form, status, ok := views.FormFromError(err, vals, "name", "password")
+		if !ok {
+			return err
+		}
+		shown, lerr := p.svc.InvitationByToken(app.Ctx(c), token)
+		if lerr != nil {
+			return views.Render(c, status, invitationLinkPage(invitationLinkData{Invalid: true, Form: form}))
+		}
+		return views.Render(c, status, invitationLinkPage(invitationLinkData{Invitation: shown, Token: token, Form: form}))
+	}
+	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Your account %s is ready and you joined %s. Sign in with your new password.", inv.Email, inv.OrganizationName)})
+	return c.Redirect("/login", http.StatusSeeOther)
 }
