@@ -159,14 +159,10 @@ func (in *ingester) submit(b agents.LogBatch) error {
 	}
 	kind := kindOf(b)
 	n := len(b.Errors.GetEntries())
-	dropped := b.Errors.GetDroppedLines()
 	if b.Access != nil {
-		n, dropped = len(b.Access.GetEntries()), b.Access.GetDroppedLines()
+		n = len(b.Access.GetEntries())
 	}
 	in.metrics.received.WithLabelValues(kind).Add(float64(n))
-	if dropped > 0 {
-		in.metrics.agentDrops.WithLabelValues(kind).Add(float64(dropped))
-	}
 	in.mu.Lock()
 	stopped := in.stopped
 	in.mu.Unlock()
@@ -322,6 +318,15 @@ func (in *ingester) store(ctx context.Context, b agents.LogBatch) (lines []Line,
 		return nil, false, err
 	}
 	in.metrics.stored.WithLabelValues(kind).Add(float64(len(rows)))
+	// Counted once per stored batch: a refused batch sent again, or a
+	// redelivery, reports the same dropped lines.
+	dropped := b.Errors.GetDroppedLines()
+	if b.Access != nil {
+		dropped = b.Access.GetDroppedLines()
+	}
+	if dropped > 0 {
+		in.metrics.agentDrops.WithLabelValues(kind).Add(float64(dropped))
+	}
 	if !newest.IsZero() {
 		in.metrics.lag.Set(time.Since(newest).Seconds())
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
@@ -177,5 +178,48 @@ func TestService_RetentionDropsOldPartitionAndTrimsWorkspace(t *testing.T) {
 	big := 100
 	if _, err := svc.SetSettings(ctx, wsID, SettingsParams{RetentionDays: &big}); err == nil {
 		t.Fatal("retention_days above logs.retention accepted")
+	}
+}
+
+// TestIngest_DroppedLinesCountedOncePerStoredBatch checks that the lines an
+// agent reports dropped reach nxmesh_logs_agent_dropped_lines_total once: a
+// redelivered batch, or one refused and sent again, reports the same lines.
+func TestIngest_DroppedLinesCountedOncePerStoredBatch(t *testing.T) {
+	a := apptest.NewApp(t, nil)
+	m, err := New(a.Deps, Options{})
+	if err != nil {
+		t.Fatalf("logs.New: %v", err)
+	}
+	ak := &acks{ch: make(chan struct{}, 16)}
+	ws, agent := uuid.New(), uuid.New()
+	batch := agents.LogBatch{AgentID: agent, WorkspaceID: ws, Ack: ak.ack, Access: &agentv1.AccessLogBatch{
+		BatchId: "dropped-1", DroppedLines: 7,
+		Entries: []*agentv1.AccessLogEntry{{TimestampMs: time.Now().UnixMilli(), Method: "GET", Uri: "/", Status: 200, Kind: "http"}},
+	}}
+	errBatch := agents.LogBatch{AgentID: agent, WorkspaceID: ws, Ack: ak.ack, Errors: &agentv1.LogBatch{
+		BatchId: "dropped-2", DroppedLines: 3, Entries: []*agentv1.LogEntry{{Level: "error", Message: "boom"}},
+	}}
+	// Before Run the queue holds them; a stopped ingester refuses them.
+	m.Ingest(context.Background(), batch)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = m.Run(ctx) }()
+	ak.wait(t, 1)
+	m.Ingest(ctx, batch) // redelivery
+	m.Ingest(ctx, errBatch)
+	m.Ingest(ctx, errBatch)
+	for _, x := range ak.wait(t, 4) {
+		if !x.GetSuccess() {
+			t.Fatalf("ack %+v, want success", x)
+		}
+	}
+	for kind, want := range map[string]float64{"access": 7, "error": 3} {
+		var got dto.Metric
+		if err := m.in.metrics.agentDrops.WithLabelValues(kind).Write(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got := got.GetCounter().GetValue(); got != want {
+			t.Errorf("dropped %s lines counted %v, want %v", kind, got, want)
+		}
 	}
 }

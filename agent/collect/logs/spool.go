@@ -42,6 +42,9 @@ type SpooledBatch struct {
 	Lines int
 	Size  int64
 	name  string
+	// dropped is the batch's dropped_lines: lines dropped before it, which
+	// are counted again should the batch itself be dropped.
+	dropped uint64
 }
 
 // Spool is a bounded directory of batches waiting for the master's
@@ -184,7 +187,7 @@ func (s *Spool) add(kind Kind, lines int, build func(id string, dropped uint64) 
 		return SpooledBatch{}, fmt.Errorf("log spool: %w", err)
 	}
 	s.seq++
-	b := SpooledBatch{Seq: s.seq, Kind: kind, ID: id, Lines: lines, Size: int64(len(data))}
+	b := SpooledBatch{Seq: s.seq, Kind: kind, ID: id, Lines: lines, Size: int64(len(data)), dropped: dropped}
 	b.name = fmt.Sprintf("%020d-%s-%s.pb", b.Seq, kind, id)
 	if err := writeSynced(filepath.Join(s.dir, b.name), data); err != nil {
 		return SpooledBatch{}, fmt.Errorf("log spool: %w", err)
@@ -202,34 +205,34 @@ func (s *Spool) add(kind Kind, lines int, build func(id string, dropped uint64) 
 	return b, nil
 }
 
-// dropOldest deletes the oldest batch and counts its lines as dropped.
-// s.mu is held.
+// dropOldest deletes the oldest batch and counts its lines as dropped,
+// with the dropped lines it was to report. s.mu is held.
 func (s *Spool) dropOldest() {
 	b := s.batches[0]
 	s.batches = s.batches[1:]
 	s.total -= b.Size
-	lines := b.Lines
-	if lines < 0 {
-		lines = s.countLines(b)
+	if b.Lines < 0 {
+		b.Lines, b.dropped = s.countLines(b)
 	}
 	os.Remove(filepath.Join(s.dir, b.name))
-	s.dropped[b.Kind] += uint64(lines)
+	s.dropped[b.Kind] += uint64(b.Lines) + b.dropped
 	s.saveDropped()
 }
 
-// countLines reads a batch left by a previous run to count its entries.
-func (s *Spool) countLines(b SpooledBatch) int {
+// countLines reads a batch left by a previous run to count its entries and
+// the dropped lines it reports.
+func (s *Spool) countLines(b SpooledBatch) (lines int, dropped uint64) {
 	msg, err := s.read(b)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	switch m := msg.(type) {
 	case *agentv1.AccessLogBatch:
-		return len(m.GetEntries())
+		return len(m.GetEntries()), m.GetDroppedLines()
 	case *agentv1.LogBatch:
-		return len(m.GetEntries())
+		return len(m.GetEntries()), m.GetDroppedLines()
 	}
-	return 0
+	return 0, 0
 }
 
 // saveDropped persists s.dropped; s.mu is held.

@@ -146,3 +146,47 @@ func TestSpoolRemoveAndOversize(t *testing.T) {
 		t.Errorf("dropped count not saved: %v", err)
 	}
 }
+
+// TestSpoolDropsAccountEveryLine fills a spool far past its bound: every line
+// is either in a spooled batch or counted in the dropped_lines of one (or in
+// Dropped), also when the batches that carried earlier counts are dropped in
+// turn, in this run and after a reopen.
+func TestSpoolDropsAccountEveryLine(t *testing.T) {
+	t.Parallel()
+	for _, reopen := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reopen=%v", reopen), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			size := batchSize(errorEntries(10, 1000, "a"))
+			limit := 2*size + 2*droppedMargin + 40 // two batches
+			s, err := OpenSpool(dir, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const batches = 12
+			for i := range batches {
+				if reopen && i%3 == 2 {
+					if s, err = OpenSpool(dir, limit); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := s.AddErrors(errorEntries(10, 1000, fmt.Sprint("b", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			spooled, reported := 0, s.Dropped(KindError)
+			for _, b := range s.Batches() {
+				msg, err := s.Read(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				lb := msg.(*agentv1.LogBatch)
+				spooled += len(lb.GetEntries())
+				reported += lb.GetDroppedLines()
+			}
+			if spooled+int(reported) != batches*10 || spooled != 20 {
+				t.Errorf("%d lines spooled + %d reported dropped, want %d with 20 spooled", spooled, reported, batches*10)
+			}
+		})
+	}
+}
