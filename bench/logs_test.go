@@ -34,8 +34,6 @@ const (
 	loadClients = 4
 	// queryRounds is how many times each query is timed.
 	queryRounds = 7
-	// benchNginx is the nginx the agent supervises.
-	benchNginx = "/usr/sbin/nginx"
 )
 
 // queryRows is how many rows the query latencies are measured over
@@ -408,16 +406,6 @@ func benchBackend(b *testing.B) string {
 	go srv.Serve(l)
 	b.Cleanup(func() { srv.Close() })
 	return l.Addr().String()
-}
-
-func freePort(b *testing.B) int {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func readPID(b *testing.B, path string) int {
