@@ -107,22 +107,8 @@ func (m *master) workspacesPath() string { return "/orgs/" + m.org.ID.String() +
 
 // ---- Browser ----
 
-// chromiumPath returns the browser to drive. A missing browser fails the test
-// (so CI cannot silently lose browser coverage) unless NXMESH_SKIP_BROWSER=1.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	if os.Getenv("NXMESH_SKIP_BROWSER") == "1" {
-		t.Skip("NXMESH_SKIP_BROWSER=1: browser tests skipped")
-	}
-	path := os.Getenv("NXMESH_CHROMIUM")
-	if path == "" {
-		path = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("chromium not found at %s (%v): install it (apt-get install chromium) or set NXMESH_SKIP_BROWSER=1", path, err)
-	}
-	return path
-}
+// chromiumPath returns the browser to drive (see apptest.ChromiumPath).
+func chromiumPath(t *testing.T) string { return apptest.ChromiumPath(t) }
 
 // browserBundle is a master and a fresh headless Chromium (own profile).
 type browserBundle struct {

@@ -79,32 +79,7 @@ func (m *configMaster) wsPath(rest string) string {
 // Chromium time to leave its profile directory before it is removed.
 func openBrowser(t *testing.T) context.Context {
 	t.Helper()
-	chromium := chromiumPath(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	browser, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(func(format string, args ...any) {
-		if !strings.HasPrefix(format, "could not unmarshal event") {
-			t.Logf("chromedp: "+format, args...)
-		}
-	}))
-	t.Cleanup(cancelBrowser)
-	browser, cancelTimeout := context.WithTimeout(browser, browserTimeout)
-	t.Cleanup(cancelTimeout)
-	if err := chromedp.Run(browser); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
+	browser := apptest.Browser(t, 1280, 900, browserTimeout)
 	t.Cleanup(func() {
 		if t.Failed() {
 			screenshot(t, browser)

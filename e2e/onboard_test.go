@@ -132,26 +132,7 @@ func TestOnboarding(t *testing.T) {
 // in Chromium: ticking the agent lists it as the target; the install
 // commands' tabs switch, their text wraps, the copy button answers.
 func onboardBrowser(t *testing.T, m *fleetMaster, ws, agentID string) {
-	chromium := chromiumPath(t)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	browser, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(func(format string, args ...any) {
-		if !strings.HasPrefix(format, "could not unmarshal event") {
-			t.Logf("chromedp: "+format, args...)
-		}
-	}))
-	t.Cleanup(cancelBrowser)
-	browser, cancelTimeout := context.WithTimeout(browser, browserTimeout)
-	t.Cleanup(cancelTimeout)
-	t.Cleanup(func() {
-		if t.Failed() {
-			screenshot(t, browser)
-		}
-	})
+	browser := openBrowser(t)
 	agents := m.base + "/workspaces/" + ws + "/agents"
 	err := chromedp.Run(browser,
 		chromedp.Navigate(agents),

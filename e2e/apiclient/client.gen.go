@@ -121,6 +121,13 @@ type APIKeyWithSecret struct {
 	WorkspaceId    *openapi_types.UUID `json:"workspace_id,omitempty"`
 }
 
+// AcceptInvitationTokenRequest defines model for AcceptInvitationTokenRequest.
+type AcceptInvitationTokenRequest struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+	Token    string `json:"token"`
+}
+
 // AccessList defines model for AccessList.
 type AccessList struct {
 	// Allow IP addresses or CIDR networks; when any is set every other client is denied
@@ -381,6 +388,7 @@ type AuditEntry struct {
 	Id             openapi_types.UUID  `json:"id"`
 	Ip             string              `json:"ip"`
 	ObjectId       string              `json:"object_id"`
+	ObjectName     string              `json:"object_name"`
 	ObjectType     string              `json:"object_type"`
 	OrganizationId *openapi_types.UUID `json:"organization_id,omitempty"`
 	RequestId      string              `json:"request_id"`
@@ -447,6 +455,12 @@ type CertificateRef struct {
 	Domain    string             `json:"domain"`
 	ExpiresAt *time.Time         `json:"expires_at,omitempty"`
 	Id        openapi_types.UUID `json:"id"`
+}
+
+// ChangePasswordRequest defines model for ChangePasswordRequest.
+type ChangePasswordRequest struct {
+	CurrentPassword string `json:"current_password"`
+	NewPassword     string `json:"new_password"`
 }
 
 // Channels defines model for Channels.
@@ -748,6 +762,7 @@ type HealthCheckInput struct {
 
 // Invitation defines model for Invitation.
 type Invitation struct {
+	AcceptUrl        *string             `json:"accept_url,omitempty"`
 	CreatedAt        time.Time           `json:"created_at"`
 	Email            string              `json:"email"`
 	ExpiresAt        time.Time           `json:"expires_at"`
@@ -992,6 +1007,11 @@ type ServerInput struct {
 
 	// Weight 1 to 1000, default 1
 	Weight *int `json:"weight,omitempty"`
+}
+
+// SetPasswordRequest defines model for SetPasswordRequest.
+type SetPasswordRequest struct {
+	Password string `json:"password"`
 }
 
 // Settings defines model for Settings.
@@ -1503,8 +1523,9 @@ type GetStreamsByIdMetricsParams struct {
 
 // GetUsersParams defines parameters for GetUsers.
 type GetUsersParams struct {
-	Page    *int `form:"page,omitempty" json:"page,omitempty"`
-	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Page    *int    `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q       *string `form:"q,omitempty" json:"q,omitempty"`
 }
 
 // GetWorkspacesByIdAccessLogsParams defines parameters for GetWorkspacesByIdAccessLogs.
@@ -1639,11 +1660,17 @@ type PostAuthLoginVerifyJSONRequestBody = LoginVerifyRequest
 // PostAuthLogoutJSONRequestBody defines body for PostAuthLogout for application/json ContentType.
 type PostAuthLogoutJSONRequestBody = RefreshRequest
 
+// PostAuthPasswordJSONRequestBody defines body for PostAuthPassword for application/json ContentType.
+type PostAuthPasswordJSONRequestBody = ChangePasswordRequest
+
 // PostAuthRefreshJSONRequestBody defines body for PostAuthRefresh for application/json ContentType.
 type PostAuthRefreshJSONRequestBody = RefreshRequest
 
 // PatchCertificatesByIdJSONRequestBody defines body for PatchCertificatesById for application/json ContentType.
 type PatchCertificatesByIdJSONRequestBody = UpdateParams
+
+// PostInvitationsAcceptJSONRequestBody defines body for PostInvitationsAccept for application/json ContentType.
+type PostInvitationsAcceptJSONRequestBody = AcceptInvitationTokenRequest
 
 // PostOrganizationsJSONRequestBody defines body for PostOrganizations for application/json ContentType.
 type PostOrganizationsJSONRequestBody = CreateOrganizationRequest
@@ -1677,6 +1704,9 @@ type PostUsersJSONRequestBody = CreateUserRequest
 
 // PatchUsersByIdJSONRequestBody defines body for PatchUsersById for application/json ContentType.
 type PatchUsersByIdJSONRequestBody = UpdateUserRequest
+
+// PostUsersByIdPasswordJSONRequestBody defines body for PostUsersByIdPassword for application/json ContentType.
+type PostUsersByIdPasswordJSONRequestBody = SetPasswordRequest
 
 // PatchVirtualHostsByIdJSONRequestBody defines body for PatchVirtualHostsById for application/json ContentType.
 type PatchVirtualHostsByIdJSONRequestBody = VirtualHostInput
@@ -1952,6 +1982,20 @@ type ClientInterface interface {
 	// Corresponds with POST /auth/logout (the `PostAuthLogout` operationId).
 	PostAuthLogout(ctx context.Context, body PostAuthLogoutJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// PostAuthPasswordWithBody Change the caller's password; other sessions are signed out
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /auth/password (the `PostAuthPassword` operationId).
+	PostAuthPasswordWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostAuthPassword Change the caller's password; other sessions are signed out
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /auth/password (the `PostAuthPassword` operationId).
+	PostAuthPassword(ctx context.Context, body PostAuthPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// PostAuthRefreshWithBody Exchange a refresh token for new tokens
 	//
 	// Takes any type of body and a specified content type.
@@ -2014,6 +2058,20 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /invitations (the `GetInvitations` operationId).
 	GetInvitations(ctx context.Context, params *GetInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostInvitationsAcceptWithBody Answer an invitation link: create the invited address's account with a password and join with the invitation's role; the token then stops working
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /invitations/accept (the `PostInvitationsAccept` operationId).
+	PostInvitationsAcceptWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostInvitationsAccept Answer an invitation link: create the invited address's account with a password and join with the invitation's role; the token then stops working
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /invitations/accept (the `PostInvitationsAccept` operationId).
+	PostInvitationsAccept(ctx context.Context, body PostInvitationsAcceptJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// PostInvitationsByIdAccept Accept one of the caller's pending invitations: the caller becomes a member with its role; answers the invitation, now accepted
 	//
@@ -2141,14 +2199,14 @@ type ClientInterface interface {
 	// Corresponds with GET /organizations/{id}/members (the `GetOrganizationsByIdMembers` operationId).
 	GetOrganizationsByIdMembers(ctx context.Context, id openapi_types.UUID, params *GetOrganizationsByIdMembersParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// PostOrganizationsByIdMembersWithBody Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email
+	// PostOrganizationsByIdMembersWithBody Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account gets a single-use link, mailed to it (or, without smtp.*, answered once in accept_url), to choose a password and join (POST /v1/invitations/accept)
 	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /organizations/{id}/members (the `PostOrganizationsByIdMembers` operationId).
 	PostOrganizationsByIdMembersWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// PostOrganizationsByIdMembers Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email
+	// PostOrganizationsByIdMembers Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account gets a single-use link, mailed to it (or, without smtp.*, answered once in accept_url), to choose a password and join (POST /v1/invitations/accept)
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -2298,6 +2356,20 @@ type ClientInterface interface {
 	//
 	// Corresponds with PATCH /users/{id} (the `PatchUsersById` operationId).
 	PatchUsersById(ctx context.Context, id openapi_types.UUID, body PatchUsersByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostUsersByIdPasswordWithBody Reset a user's password (superadmin); the user is signed out everywhere
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /users/{id}/password (the `PostUsersByIdPassword` operationId).
+	PostUsersByIdPasswordWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostUsersByIdPassword Reset a user's password (superadmin); the user is signed out everywhere
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /users/{id}/password (the `PostUsersByIdPassword` operationId).
+	PostUsersByIdPassword(ctx context.Context, id openapi_types.UUID, body PostUsersByIdPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteVirtualHostsById Delete a virtual host
 	//
@@ -3011,6 +3083,40 @@ func (c *Client) PostAuthLogout(ctx context.Context, body PostAuthLogoutJSONRequ
 	return c.Client.Do(req)
 }
 
+// PostAuthPasswordWithBody Change the caller's password; other sessions are signed out
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /auth/password (the `PostAuthPassword` operationId).
+func (c *Client) PostAuthPasswordWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostAuthPasswordRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostAuthPassword Change the caller's password; other sessions are signed out
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /auth/password (the `PostAuthPassword` operationId).
+func (c *Client) PostAuthPassword(ctx context.Context, body PostAuthPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostAuthPasswordRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // PostAuthRefreshWithBody Exchange a refresh token for new tokens
 //
 // Takes any type of body and a specified content type.
@@ -3174,6 +3280,40 @@ func (c *Client) GetEventsStream(ctx context.Context, params *GetEventsStreamPar
 // Corresponds with GET /invitations (the `GetInvitations` operationId).
 func (c *Client) GetInvitations(ctx context.Context, params *GetInvitationsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetInvitationsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostInvitationsAcceptWithBody Answer an invitation link: create the invited address's account with a password and join with the invitation's role; the token then stops working
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /invitations/accept (the `PostInvitationsAccept` operationId).
+func (c *Client) PostInvitationsAcceptWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostInvitationsAcceptRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostInvitationsAccept Answer an invitation link: create the invited address's account with a password and join with the invitation's role; the token then stops working
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /invitations/accept (the `PostInvitationsAccept` operationId).
+func (c *Client) PostInvitationsAccept(ctx context.Context, body PostInvitationsAcceptJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostInvitationsAcceptRequest(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3530,7 +3670,7 @@ func (c *Client) GetOrganizationsByIdMembers(ctx context.Context, id openapi_typ
 	return c.Client.Do(req)
 }
 
-// PostOrganizationsByIdMembersWithBody Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email
+// PostOrganizationsByIdMembersWithBody Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account gets a single-use link, mailed to it (or, without smtp.*, answered once in accept_url), to choose a password and join (POST /v1/invitations/accept)
 //
 // Takes any type of body and a specified content type.
 //
@@ -3547,7 +3687,7 @@ func (c *Client) PostOrganizationsByIdMembersWithBody(ctx context.Context, id op
 	return c.Client.Do(req)
 }
 
-// PostOrganizationsByIdMembers Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email
+// PostOrganizationsByIdMembers Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account gets a single-use link, mailed to it (or, without smtp.*, answered once in accept_url), to choose a password and join (POST /v1/invitations/accept)
 //
 // Takes a body of the `application/json` content type.
 //
@@ -3938,6 +4078,40 @@ func (c *Client) PatchUsersByIdWithBody(ctx context.Context, id openapi_types.UU
 // Corresponds with PATCH /users/{id} (the `PatchUsersById` operationId).
 func (c *Client) PatchUsersById(ctx context.Context, id openapi_types.UUID, body PatchUsersByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPatchUsersByIdRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostUsersByIdPasswordWithBody Reset a user's password (superadmin); the user is signed out everywhere
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /users/{id}/password (the `PostUsersByIdPassword` operationId).
+func (c *Client) PostUsersByIdPasswordWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostUsersByIdPasswordRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostUsersByIdPassword Reset a user's password (superadmin); the user is signed out everywhere
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /users/{id}/password (the `PostUsersByIdPassword` operationId).
+func (c *Client) PostUsersByIdPassword(ctx context.Context, id openapi_types.UUID, body PostUsersByIdPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostUsersByIdPasswordRequest(c.Server, id, body)
 	if err != nil {
 		return nil, err
 	}
@@ -5588,6 +5762,46 @@ func NewPostAuthLogoutRequestWithBody(server string, contentType string, body io
 	return req, nil
 }
 
+// NewPostAuthPasswordRequest calls the generic PostAuthPassword builder with application/json body
+func NewPostAuthPasswordRequest(server string, body PostAuthPasswordJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPostAuthPasswordRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewPostAuthPasswordRequestWithBody constructs an http.Request for the PostAuthPassword method, with any body, and a specified content type
+func NewPostAuthPasswordRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/auth/password")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewPostAuthRefreshRequest calls the generic PostAuthRefresh builder with application/json body
 func NewPostAuthRefreshRequest(server string, body PostAuthRefreshJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -6068,6 +6282,46 @@ func NewGetInvitationsRequest(server string, params *GetInvitationsParams) (*htt
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewPostInvitationsAcceptRequest calls the generic PostInvitationsAccept builder with application/json body
+func NewPostInvitationsAcceptRequest(server string, body PostInvitationsAcceptJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPostInvitationsAcceptRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewPostInvitationsAcceptRequestWithBody constructs an http.Request for the PostInvitationsAccept method, with any body, and a specified content type
+func NewPostInvitationsAcceptRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/invitations/accept")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -7676,6 +7930,18 @@ func NewGetUsersRequest(server string, params *GetUsersParams) (*http.Request, e
 
 		}
 
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -7829,6 +8095,53 @@ func NewPatchUsersByIdRequestWithBody(server string, id openapi_types.UUID, cont
 	}
 
 	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewPostUsersByIdPasswordRequest calls the generic PostUsersByIdPassword builder with application/json body
+func NewPostUsersByIdPasswordRequest(server string, id openapi_types.UUID, body PostUsersByIdPasswordJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPostUsersByIdPasswordRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewPostUsersByIdPasswordRequestWithBody constructs an http.Request for the PostUsersByIdPassword method, with any body, and a specified content type
+func NewPostUsersByIdPasswordRequestWithBody(server string, id openapi_types.UUID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/users/%s/password", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -10285,6 +10598,20 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /auth/logout (the `PostAuthLogout` operationId).
 	PostAuthLogoutWithResponse(ctx context.Context, body PostAuthLogoutJSONRequestBody, reqEditors ...RequestEditorFn) (*PostAuthLogoutResponse, error)
 
+	// PostAuthPasswordWithBodyWithResponse Change the caller's password; other sessions are signed out
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /auth/password (the `PostAuthPassword` operationId).
+	PostAuthPasswordWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostAuthPasswordResponse, error)
+
+	// PostAuthPasswordWithResponse Change the caller's password; other sessions are signed out
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /auth/password (the `PostAuthPassword` operationId).
+	PostAuthPasswordWithResponse(ctx context.Context, body PostAuthPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*PostAuthPasswordResponse, error)
+
 	// PostAuthRefreshWithBodyWithResponse Exchange a refresh token for new tokens
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -10361,6 +10688,20 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /invitations (the `GetInvitations` operationId).
 	GetInvitationsWithResponse(ctx context.Context, params *GetInvitationsParams, reqEditors ...RequestEditorFn) (*GetInvitationsResponse, error)
+
+	// PostInvitationsAcceptWithBodyWithResponse Answer an invitation link: create the invited address's account with a password and join with the invitation's role; the token then stops working
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /invitations/accept (the `PostInvitationsAccept` operationId).
+	PostInvitationsAcceptWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostInvitationsAcceptResponse, error)
+
+	// PostInvitationsAcceptWithResponse Answer an invitation link: create the invited address's account with a password and join with the invitation's role; the token then stops working
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /invitations/accept (the `PostInvitationsAccept` operationId).
+	PostInvitationsAcceptWithResponse(ctx context.Context, body PostInvitationsAcceptJSONRequestBody, reqEditors ...RequestEditorFn) (*PostInvitationsAcceptResponse, error)
 
 	// PostInvitationsByIdAcceptWithResponse Accept one of the caller's pending invitations: the caller becomes a member with its role; answers the invitation, now accepted
 	//
@@ -10516,14 +10857,14 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /organizations/{id}/members (the `GetOrganizationsByIdMembers` operationId).
 	GetOrganizationsByIdMembersWithResponse(ctx context.Context, id openapi_types.UUID, params *GetOrganizationsByIdMembersParams, reqEditors ...RequestEditorFn) (*GetOrganizationsByIdMembersResponse, error)
 
-	// PostOrganizationsByIdMembersWithBodyWithResponse Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email
+	// PostOrganizationsByIdMembersWithBodyWithResponse Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account gets a single-use link, mailed to it (or, without smtp.*, answered once in accept_url), to choose a password and join (POST /v1/invitations/accept)
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /organizations/{id}/members (the `PostOrganizationsByIdMembers` operationId).
 	PostOrganizationsByIdMembersWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostOrganizationsByIdMembersResponse, error)
 
-	// PostOrganizationsByIdMembersWithResponse Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email
+	// PostOrganizationsByIdMembersWithResponse Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account gets a single-use link, mailed to it (or, without smtp.*, answered once in accept_url), to choose a password and join (POST /v1/invitations/accept)
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -10697,6 +11038,20 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PATCH /users/{id} (the `PatchUsersById` operationId).
 	PatchUsersByIdWithResponse(ctx context.Context, id openapi_types.UUID, body PatchUsersByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*PatchUsersByIdResponse, error)
+
+	// PostUsersByIdPasswordWithBodyWithResponse Reset a user's password (superadmin); the user is signed out everywhere
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /users/{id}/password (the `PostUsersByIdPassword` operationId).
+	PostUsersByIdPasswordWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostUsersByIdPasswordResponse, error)
+
+	// PostUsersByIdPasswordWithResponse Reset a user's password (superadmin); the user is signed out everywhere
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /users/{id}/password (the `PostUsersByIdPassword` operationId).
+	PostUsersByIdPasswordWithResponse(ctx context.Context, id openapi_types.UUID, body PostUsersByIdPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*PostUsersByIdPasswordResponse, error)
 
 	// DeleteVirtualHostsByIdWithResponse Delete a virtual host
 	//
@@ -12401,6 +12756,68 @@ func (r PostAuthLogoutResponse) ContentType() string {
 	return ""
 }
 
+type PostAuthPasswordResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r PostAuthPasswordResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r PostAuthPasswordResponse) GetJSON422() *Error {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PostAuthPasswordResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r PostAuthPasswordResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostAuthPasswordResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostAuthPasswordResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostAuthPasswordResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostAuthPasswordResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type PostAuthRefreshResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -13201,6 +13618,61 @@ func (r GetInvitationsResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetInvitationsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostInvitationsAcceptResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Invitation
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r PostInvitationsAcceptResponse) GetJSON201() *Invitation {
+	return r.JSON201
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r PostInvitationsAcceptResponse) GetJSON422() *Error {
+	return r.JSON422
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r PostInvitationsAcceptResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostInvitationsAcceptResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostInvitationsAcceptResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostInvitationsAcceptResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostInvitationsAcceptResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -16033,6 +16505,68 @@ func (r PatchUsersByIdResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r PatchUsersByIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostUsersByIdPasswordResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r PostUsersByIdPasswordResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r PostUsersByIdPasswordResponse) GetJSON422() *Error {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PostUsersByIdPasswordResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r PostUsersByIdPasswordResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostUsersByIdPasswordResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostUsersByIdPasswordResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostUsersByIdPasswordResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostUsersByIdPasswordResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -19423,6 +19957,32 @@ func (c *ClientWithResponses) PostAuthLogoutWithResponse(ctx context.Context, bo
 	return ParsePostAuthLogoutResponse(rsp)
 }
 
+// PostAuthPasswordWithBodyWithResponse Change the caller's password; other sessions are signed out
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /auth/password (the `PostAuthPassword` operationId).
+func (c *ClientWithResponses) PostAuthPasswordWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostAuthPasswordResponse, error) {
+	rsp, err := c.PostAuthPasswordWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostAuthPasswordResponse(rsp)
+}
+
+// PostAuthPasswordWithResponse Change the caller's password; other sessions are signed out
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /auth/password (the `PostAuthPassword` operationId).
+func (c *ClientWithResponses) PostAuthPasswordWithResponse(ctx context.Context, body PostAuthPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*PostAuthPasswordResponse, error) {
+	rsp, err := c.PostAuthPassword(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostAuthPasswordResponse(rsp)
+}
+
 // PostAuthRefreshWithBodyWithResponse Exchange a refresh token for new tokens
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -19564,6 +20124,32 @@ func (c *ClientWithResponses) GetInvitationsWithResponse(ctx context.Context, pa
 		return nil, err
 	}
 	return ParseGetInvitationsResponse(rsp)
+}
+
+// PostInvitationsAcceptWithBodyWithResponse Answer an invitation link: create the invited address's account with a password and join with the invitation's role; the token then stops working
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /invitations/accept (the `PostInvitationsAccept` operationId).
+func (c *ClientWithResponses) PostInvitationsAcceptWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostInvitationsAcceptResponse, error) {
+	rsp, err := c.PostInvitationsAcceptWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostInvitationsAcceptResponse(rsp)
+}
+
+// PostInvitationsAcceptWithResponse Answer an invitation link: create the invited address's account with a password and join with the invitation's role; the token then stops working
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /invitations/accept (the `PostInvitationsAccept` operationId).
+func (c *ClientWithResponses) PostInvitationsAcceptWithResponse(ctx context.Context, body PostInvitationsAcceptJSONRequestBody, reqEditors ...RequestEditorFn) (*PostInvitationsAcceptResponse, error) {
+	rsp, err := c.PostInvitationsAccept(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostInvitationsAcceptResponse(rsp)
 }
 
 // PostInvitationsByIdAcceptWithResponse Accept one of the caller's pending invitations: the caller becomes a member with its role; answers the invitation, now accepted
@@ -19852,7 +20438,7 @@ func (c *ClientWithResponses) GetOrganizationsByIdMembersWithResponse(ctx contex
 	return ParseGetOrganizationsByIdMembersResponse(rsp)
 }
 
-// PostOrganizationsByIdMembersWithBodyWithResponse Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email
+// PostOrganizationsByIdMembersWithBodyWithResponse Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account gets a single-use link, mailed to it (or, without smtp.*, answered once in accept_url), to choose a password and join (POST /v1/invitations/accept)
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -19865,7 +20451,7 @@ func (c *ClientWithResponses) PostOrganizationsByIdMembersWithBodyWithResponse(c
 	return ParsePostOrganizationsByIdMembersResponse(rsp)
 }
 
-// PostOrganizationsByIdMembersWithResponse Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account is a 422 naming email
+// PostOrganizationsByIdMembersWithResponse Invite an existing user to the organization with a role (owner only by owners): answers 202 with the pending invitation, valid 7 days; the user becomes a member by accepting it (POST /v1/invitations/{id}/accept). An e-mail without an account gets a single-use link, mailed to it (or, without smtp.*, answered once in accept_url), to choose a password and join (POST /v1/invitations/accept)
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -20188,6 +20774,32 @@ func (c *ClientWithResponses) PatchUsersByIdWithResponse(ctx context.Context, id
 		return nil, err
 	}
 	return ParsePatchUsersByIdResponse(rsp)
+}
+
+// PostUsersByIdPasswordWithBodyWithResponse Reset a user's password (superadmin); the user is signed out everywhere
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /users/{id}/password (the `PostUsersByIdPassword` operationId).
+func (c *ClientWithResponses) PostUsersByIdPasswordWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostUsersByIdPasswordResponse, error) {
+	rsp, err := c.PostUsersByIdPasswordWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostUsersByIdPasswordResponse(rsp)
+}
+
+// PostUsersByIdPasswordWithResponse Reset a user's password (superadmin); the user is signed out everywhere
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /users/{id}/password (the `PostUsersByIdPassword` operationId).
+func (c *ClientWithResponses) PostUsersByIdPasswordWithResponse(ctx context.Context, id openapi_types.UUID, body PostUsersByIdPasswordJSONRequestBody, reqEditors ...RequestEditorFn) (*PostUsersByIdPasswordResponse, error) {
+	rsp, err := c.PostUsersByIdPassword(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostUsersByIdPasswordResponse(rsp)
 }
 
 // DeleteVirtualHostsByIdWithResponse Delete a virtual host
@@ -21892,6 +22504,56 @@ func ParsePostAuthLogoutResponse(rsp *http.Response) (*PostAuthLogoutResponse, e
 	return response, nil
 }
 
+// ParsePostAuthPasswordResponse parses an HTTP response from a PostAuthPasswordWithResponse call
+func ParsePostAuthPasswordResponse(rsp *http.Response) (*PostAuthPasswordResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostAuthPasswordResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParsePostAuthRefreshResponse parses an HTTP response from a PostAuthRefreshWithResponse call
 func ParsePostAuthRefreshResponse(rsp *http.Response) (*PostAuthRefreshResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -22492,6 +23154,46 @@ func ParseGetInvitationsResponse(rsp *http.Response) (*GetInvitationsResponse, e
 			return nil, err
 		}
 		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostInvitationsAcceptResponse parses an HTTP response from a PostInvitationsAcceptWithResponse call
+func ParsePostInvitationsAcceptResponse(rsp *http.Response) (*PostInvitationsAcceptResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostInvitationsAcceptResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Invitation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
@@ -24734,6 +25436,56 @@ func ParsePatchUsersByIdResponse(rsp *http.Response) (*PatchUsersByIdResponse, e
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostUsersByIdPasswordResponse parses an HTTP response from a PostUsersByIdPasswordWithResponse call
+func ParsePostUsersByIdPasswordResponse(rsp *http.Response) (*PostUsersByIdPasswordResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostUsersByIdPasswordResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Error

@@ -3,7 +3,6 @@ package logs
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,27 +20,14 @@ import (
 // admin's Content-Security-Policy applies) and waits for lines ingested
 // meanwhile to appear at the top of the live table.
 func TestUI_LiveTailInBrowser(t *testing.T) {
-	chromium := os.Getenv("NXMESH_CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		t.Fatalf("chromium not found at %s: %v", chromium, err)
-	}
+	apptest.ChromiumPath(t)
 	r := newReplica(t, apptest.Config(t))
 	w := newWorld(t, r)
 	cookie, _, err := r.auth.CreateWebSession(context.Background(), w.users[authz.RoleViewer].ID, "127.0.0.1", "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.Headless,
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()))
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	browser, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(func(string, ...any) {}))
-	t.Cleanup(cancelBrowser)
-	browser, cancel := context.WithTimeout(browser, 90*time.Second)
-	t.Cleanup(cancel)
+	browser := apptest.Browser(t, 1280, 900, 90*time.Second)
 
 	page := r.base + "/workspaces/" + w.ws.String() + "/logs?status=5xx"
 	if err := chromedp.Run(browser,

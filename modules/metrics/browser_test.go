@@ -3,7 +3,6 @@ package metrics
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -24,13 +23,7 @@ import (
 // draws a canvas for every chart, the live refresh replaces the panel and
 // the charts are drawn again, and the console shows no error.
 func TestUI_DashboardDrawsInBrowser(t *testing.T) {
-	chromium := os.Getenv("NXMESH_CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		t.Fatalf("chromium not found at %s: %v", chromium, err)
-	}
+	apptest.ChromiumPath(t)
 	w := setupWide(t)
 	now := time.Now().UTC()
 	w.ingest(t, w.online, "browser-1",
@@ -38,15 +31,7 @@ func TestUI_DashboardDrawsInBrowser(t *testing.T) {
 		request(now.Add(-2*time.Minute), "www.example.com", "/b", 500, "10.0.0.2", "curl/8.5", w.vh))
 	base := apptest.Serve(t, w.a)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.Headless,
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 1600))
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelAlloc)
-	browser, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(func(string, ...any) {}))
-	t.Cleanup(cancelBrowser)
-	browser, cancel := context.WithTimeout(browser, 90*time.Second)
-	t.Cleanup(cancel)
+	browser := apptest.Browser(t, 1280, 1600, 90*time.Second)
 
 	var mu sync.Mutex
 	var problems []string
