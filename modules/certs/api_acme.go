@@ -15,7 +15,7 @@ import (
 type acmeRequestFields struct {
 	SAN            []string          `json:"san,omitempty" doc:"ACME: more names on the certificate"`
 	Challenge      string            `json:"challenge,omitempty" doc:"ACME: http-01 (default; a plain-HTTP virtual host must serve each name) or dns-01 (needed for wildcards)"`
-	DNSProvider    string            `json:"dns_provider,omitempty" doc:"ACME dns-01: httpreq, rfc2136 or cloudflare"`
+	DNSProvider    string            `json:"dns_provider,omitempty" doc:"ACME dns-01: a lego DNS provider the master supports: cloudflare, digitalocean, gandiv5, godaddy, hetzner, httpreq, ovh, rfc2136 or route53"`
 	DNSCredentials map[string]string `json:"dns_credentials,omitempty" doc:"ACME dns-01: the provider's lego environment variable names and values; stored encrypted, never returned"`
 	KeyType        string            `json:"key_type,omitempty" doc:"ACME: ec256 (default), ec384, rsa2048 or rsa4096"`
 	Profile        string            `json:"profile,omitempty" doc:"ACME: the issuer's certificate profile"`

@@ -289,6 +289,14 @@ func TestAPI_Certificates(t *testing.T) {
 			{"UnknownCredential", map[string]any{"domain": "*.example.com", "provider": "letsencrypt", "challenge": "dns-01", "dns_provider": "httpreq",
 				"dns_credentials": map[string]string{"HTTPREQ_ENDPOINT": "http://127.0.0.1:1/", "AWS_SECRET": "x"}}, "dns_credentials.AWS_SECRET"},
 			{"BadKeyType", map[string]any{"domain": "api.example.com", "provider": "letsencrypt", "key_type": "dsa"}, "key_type"},
+			{"Route53WithoutSecret", map[string]any{"domain": "*.example.com", "provider": "letsencrypt", "challenge": "dns-01", "dns_provider": "route53",
+				"dns_credentials": map[string]string{"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"}}, "dns_credentials.AWS_SECRET_ACCESS_KEY"},
+			{"GoDaddyWithoutSecret", map[string]any{"domain": "*.example.com", "provider": "letsencrypt", "challenge": "dns-01", "dns_provider": "godaddy",
+				"dns_credentials": map[string]string{"GODADDY_API_KEY": "k"}}, "dns_credentials.GODADDY_API_SECRET"},
+			{"DigitalOceanMetadataURL", map[string]any{"domain": "*.example.com", "provider": "letsencrypt", "challenge": "dns-01", "dns_provider": "digitalocean",
+				"dns_credentials": map[string]string{"DO_AUTH_TOKEN": "t", "DO_API_URL": "http://169.254.169.254/"}}, "dns_credentials.DO_API_URL"},
+			{"HetznerForeignKey", map[string]any{"domain": "*.example.com", "provider": "letsencrypt", "challenge": "dns-01", "dns_provider": "hetzner",
+				"dns_credentials": map[string]string{"HETZNER_API_KEY": "k", "CLOUDFLARE_DNS_API_TOKEN": "x"}}, "dns_credentials.CLOUDFLARE_DNS_API_TOKEN"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()

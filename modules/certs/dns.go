@@ -18,8 +18,14 @@ import (
 
 	"github.com/go-acme/lego/v4/challenge"
 	"github.com/go-acme/lego/v4/providers/dns/cloudflare"
+	"github.com/go-acme/lego/v4/providers/dns/digitalocean"
+	"github.com/go-acme/lego/v4/providers/dns/gandiv5"
+	"github.com/go-acme/lego/v4/providers/dns/godaddy"
+	"github.com/go-acme/lego/v4/providers/dns/hetzner"
 	"github.com/go-acme/lego/v4/providers/dns/httpreq"
+	"github.com/go-acme/lego/v4/providers/dns/ovh"
 	"github.com/go-acme/lego/v4/providers/dns/rfc2136"
+	"github.com/go-acme/lego/v4/providers/dns/route53"
 )
 
 // dnsProviderSpec is what a DNS provider accepts.
@@ -73,6 +79,62 @@ var dnsProviders = map[string]dnsProviderSpec{
 				PollingInterval: 2 * time.Second, HTTPClient: hc})
 		},
 	},
+	"route53": {
+		required: []string{route53.EnvAccessKeyID, route53.EnvSecretAccessKey},
+		optional: []string{route53.EnvRegion, route53.EnvHostedZoneID, route53.EnvAssumeRoleArn, route53.EnvExternalID, route53.EnvPrivateZone},
+		build: func(c map[string]string, _ *http.Client) (challenge.Provider, error) {
+			region := c[route53.EnvRegion]
+			if region == "" {
+				region = "us-east-1"
+			}
+			return route53.NewDNSProviderConfig(&route53.Config{AccessKeyID: c[route53.EnvAccessKeyID], SecretAccessKey: c[route53.EnvSecretAccessKey],
+				Region: region, HostedZoneID: c[route53.EnvHostedZoneID], AssumeRoleArn: c[route53.EnvAssumeRoleArn], ExternalID: c[route53.EnvExternalID],
+				PrivateZone: c[route53.EnvPrivateZone] == "true", MaxRetries: 5, TTL: 10, WaitForRecordSetsChanged: true,
+				PropagationTimeout: dnsPropagationTimeout, PollingInterval: 4 * time.Second})
+		},
+	},
+	"digitalocean": {
+		required: []string{digitalocean.EnvAuthToken},
+		optional: []string{digitalocean.EnvAPIUrl},
+		build: func(c map[string]string, hc *http.Client) (challenge.Provider, error) {
+			return digitalocean.NewDNSProviderConfig(&digitalocean.Config{BaseURL: c[digitalocean.EnvAPIUrl], AuthToken: c[digitalocean.EnvAuthToken],
+				TTL: 30, PropagationTimeout: dnsPropagationTimeout, PollingInterval: 5 * time.Second, HTTPClient: hc})
+		},
+	},
+	"hetzner": {
+		required: []string{hetzner.EnvAPIKey},
+		build: func(c map[string]string, hc *http.Client) (challenge.Provider, error) {
+			return hetzner.NewDNSProviderConfig(&hetzner.Config{APIKey: c[hetzner.EnvAPIKey], TTL: 120,
+				PropagationTimeout: dnsPropagationTimeout, PollingInterval: 2 * time.Second, HTTPClient: hc})
+		},
+	},
+	"gandiv5": {
+		optional: []string{gandiv5.EnvPersonalAccessToken, gandiv5.EnvAPIKey},
+		build: func(c map[string]string, hc *http.Client) (challenge.Provider, error) {
+			return gandiv5.NewDNSProviderConfig(&gandiv5.Config{PersonalAccessToken: c[gandiv5.EnvPersonalAccessToken], APIKey: c[gandiv5.EnvAPIKey],
+				TTL: 300, PropagationTimeout: dnsPropagationTimeout, PollingInterval: 5 * time.Second, HTTPClient: hc})
+		},
+	},
+	"ovh": {
+		required: []string{ovh.EnvEndpoint},
+		optional: []string{ovh.EnvApplicationKey, ovh.EnvApplicationSecret, ovh.EnvConsumerKey, ovh.EnvClientID, ovh.EnvClientSecret, ovh.EnvAccessToken},
+		build: func(c map[string]string, hc *http.Client) (challenge.Provider, error) {
+			cfg := &ovh.Config{APIEndpoint: c[ovh.EnvEndpoint], ApplicationKey: c[ovh.EnvApplicationKey], ApplicationSecret: c[ovh.EnvApplicationSecret],
+				ConsumerKey: c[ovh.EnvConsumerKey], AccessToken: c[ovh.EnvAccessToken], TTL: 120,
+				PropagationTimeout: dnsPropagationTimeout, PollingInterval: 2 * time.Second, HTTPClient: hc}
+			if c[ovh.EnvClientID] != "" || c[ovh.EnvClientSecret] != "" {
+				cfg.OAuth2Config = &ovh.OAuth2Config{ClientID: c[ovh.EnvClientID], ClientSecret: c[ovh.EnvClientSecret]}
+			}
+			return ovh.NewDNSProviderConfig(cfg)
+		},
+	},
+	"godaddy": {
+		required: []string{godaddy.EnvAPIKey, godaddy.EnvAPISecret},
+		build: func(c map[string]string, hc *http.Client) (challenge.Provider, error) {
+			return godaddy.NewDNSProviderConfig(&godaddy.Config{APIKey: c[godaddy.EnvAPIKey], APISecret: c[godaddy.EnvAPISecret], TTL: 600,
+				PropagationTimeout: dnsPropagationTimeout, PollingInterval: 2 * time.Second, HTTPClient: hc})
+		},
+	},
 }
 
 // dnsProviderNames lists the supported DNS providers.
@@ -106,7 +168,7 @@ func checkDNSCredentials(provider string, creds map[string]string) (field, msg s
 			return "dns_credentials." + k, "must be at most 4096 characters"
 		}
 	}
-	for _, k := range []string{httpreq.EnvEndpoint, cloudflare.EnvBaseURL} {
+	for _, k := range []string{httpreq.EnvEndpoint, cloudflare.EnvBaseURL, digitalocean.EnvAPIUrl} {
 		if v := creds[k]; v != "" {
 			u, err := url.Parse(v)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

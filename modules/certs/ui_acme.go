@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,7 +27,7 @@ import (
 //	GET  /workspaces/:id/certificates/request/credential-row   an empty row of the other DNS settings (htmx)
 //	POST /workspaces/:id/certificates/request/dns              the DNS section for the chosen provider (htmx)
 //	POST /workspaces/:id/certificates/request/credentials      the other DNS settings without a row (htmx)
-//	GET  /certificates/:id/live                                the status block, polled while pending (htmx)
+//	GET  /certificates/:id/live                                the status block, fetched again while pending (htmx, on SSE events)
 //	POST /certificates/:id                                     rename, auto-renew (form; PATCH semantics)
 //	POST /certificates/:id/renew                               renew now (form)
 //	GET  /orgs/:id/acme-settings                               the organization's ACME settings
@@ -53,7 +54,7 @@ func (p *pages) mountACME(ui *app.Router, ws, cert, org app.ScopeFunc) {
 	ui.Post("/workspaces/:id/certificates/request/credentials", app.Require(ObjCertificate, authz.Write, ws),
 		app.Doc{Summary: "The other DNS settings re-rendered without a row (htmx fragment)"}, p.credentialsEditor)
 	ui.Get("/certificates/:id/live", app.Require(ObjCertificate, authz.Read, cert),
-		app.Doc{Summary: "A certificate's status and attempts (htmx fragment, polled while pending)"}, p.live)
+		app.Doc{Summary: "A certificate's status and attempts (htmx fragment, fetched again on certificate events while pending)"}, p.live)
 	ui.Post("/certificates/:id", app.Require(ObjCertificate, authz.Write, cert),
 		app.Doc{Summary: "Rename a certificate or switch its auto-renewal (form)"}, p.update)
 	ui.Post("/certificates/:id/renew", app.Require(ObjCertificate, authz.Write, cert),
@@ -67,6 +68,17 @@ func (p *pages) mountACME(ui *app.Router, ws, cert, org app.ScopeFunc) {
 func uiRequestPath(ws uuid.UUID) string { return uiListPath(ws) + "/request" }
 func uiRenewPath(id uuid.UUID) string   { return uiPath(id) + "/renew" }
 func uiLivePath(id uuid.UUID) string    { return uiPath(id) + "/live" }
+
+// uiCertLiveTrigger refreshes a pending certificate's status block: on
+// connecting to the event stream (what happened before), on every
+// certificate event, and every 10 s in case the stream is lost.
+const uiCertLiveTrigger = "sse:initial, sse:update, every 10s"
+
+// uiCertStreamURL is the live event stream a pending certificate's page
+// listens to: the workspace's certificate events.
+func uiCertStreamURL(ws uuid.UUID) string {
+	return "/v1/events/stream?" + url.Values{"workspace_id": {ws.String()}, "events": {"certificate.*"}}.Encode()
+}
 func uiSettingsPath(org uuid.UUID) string {
 	return "/orgs/" + org.String() + "/acme-settings"
 }
@@ -140,6 +152,22 @@ var uiDNSPresets = []dnsPreset{
 	}},
 	{Name: "digitalocean", Label: "DigitalOcean", Fields: []dnsField{
 		{Key: "DO_AUTH_TOKEN", Label: "API token", Secret: true},
+	}},
+	{Name: "hetzner", Label: "Hetzner DNS", Fields: []dnsField{
+		{Key: "HETZNER_API_KEY", Label: "API token", Secret: true},
+	}},
+	{Name: "gandiv5", Label: "Gandi (LiveDNS)", Fields: []dnsField{
+		{Key: "GANDIV5_PERSONAL_ACCESS_TOKEN", Label: "Personal access token", Secret: true},
+	}},
+	{Name: "ovh", Label: "OVHcloud", Fields: []dnsField{
+		{Key: "OVH_ENDPOINT", Label: "Endpoint", Placeholder: "ovh-eu"},
+		{Key: "OVH_APPLICATION_KEY", Label: "Application key"},
+		{Key: "OVH_APPLICATION_SECRET", Label: "Application secret", Secret: true},
+		{Key: "OVH_CONSUMER_KEY", Label: "Consumer key", Secret: true},
+	}},
+	{Name: "godaddy", Label: "GoDaddy", Fields: []dnsField{
+		{Key: "GODADDY_API_KEY", Label: "API key"},
+		{Key: "GODADDY_API_SECRET", Label: "API secret", Secret: true},
 	}},
 	{Name: "httpreq", Label: "HTTP request (httpreq)", Fields: []dnsField{
 		{Key: "HTTPREQ_ENDPOINT", Label: "Endpoint", Placeholder: "https://dns-api.example.com"},

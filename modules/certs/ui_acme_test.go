@@ -184,14 +184,15 @@ func TestUI_RequestCertificate(t *testing.T) {
 			t.Fatalf("redirect to %q", loc)
 		}
 		page := op.follow(t, r).expect(t, http.StatusOK, "Certificate for api.example.com requested", "Pending",
-			`id="certificate-pending"`, `hx-get="/certificates/`+row.ID.String()+`/live"`, `hx-trigger="every 2s"`, "No attempt yet.",
+			`id="certificate-pending"`, `hx-get="/certificates/`+row.ID.String()+`/live"`, `hx-trigger="sse:initial, sse:update, every 10s"`,
+			`hx-ext="sse"`, `sse-connect="/v1/events/stream?events=certificate.%2A&amp;workspace_id=`, "No attempt yet.",
 			"http-01", "ec384", "shortlived")
 		// A pending certificate cannot be renewed yet; the settings form is there.
 		page.lacks(t, "/renew")
 		page.expect(t, http.StatusOK, `action="/certificates/`+row.ID.String()+`"`, `name="auto_renew"`)
 
 		live := op.do(t, http.MethodGet, "/certificates/"+row.ID.String()+"/live", nil, "HX-Request", "true")
-		live.expect(t, http.StatusOK, `id="certificate-live"`, "every 2s")
+		live.expect(t, http.StatusOK, `id="certificate-live"`, "sse:update")
 		live.lacks(t, "<html", `name="_csrf"`)
 		if live.header.Get("HX-Refresh") != "" {
 			t.Fatal("a pending certificate's block reloads the page")
@@ -309,7 +310,7 @@ func TestUI_CertificatePageActions(t *testing.T) {
 		r := owner.do(t, http.MethodGet, page, nil).expect(t, http.StatusOK, "Failed", `id="certificate-error"`,
 			"the authority could not reach", `id="certificate-attempts"`, "connection refused by 203.0.113.7",
 			`action="`+page+`/renew"`, "Retry issuance now", `action="`+page+`"`, `name="auto_renew"`, `name="name"`)
-		r.lacks(t, `hx-trigger="every 2s"`)
+		r.lacks(t, `hx-trigger="sse:initial`, `sse-connect=`)
 		// A poll that finds issuance over reloads the page.
 		live := owner.do(t, http.MethodGet, page+"/live", nil, "HX-Request", "true").expect(t, http.StatusOK, `id="certificate-live"`)
 		if live.header.Get("HX-Refresh") != "true" {
