@@ -9,7 +9,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,10 +28,8 @@ type Service struct {
 	retention time.Duration
 	now       app.Clock
 
-	// partitions caches the days whose access_logs partition exists
-	// ("20260302"); ensurePartition fills it, retention empties it.
-	partMu     sync.Mutex
-	partitions map[string]bool
+	// partitions are access_logs' daily partitions.
+	partitions *app.DailyPartitions
 }
 
 // NewService returns the service over d.Pool, keeping lines for
@@ -44,7 +41,7 @@ func NewService(d app.Deps, _ Options) *Service {
 	if retention < 24*time.Hour {
 		retention = app.DefaultLogsRetention
 	}
-	return &Service{pool: d.Pool, logger: d.Logger, retention: retention, now: d.Clock, partitions: map[string]bool{}}
+	return &Service{pool: d.Pool, logger: d.Logger, retention: retention, now: d.Clock, partitions: app.NewDailyPartitions(d.Pool, "access_logs", "ts", partitionLock)}
 }
 
 // GlobalRetentionDays is logs.retention in whole days (rounded up).
