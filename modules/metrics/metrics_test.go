@@ -494,7 +494,7 @@ func TestRetention_PerResolution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res != (RetentionResult{MinuteRows: 1, HourRows: 1, HostRows: 1}) {
+	if res.MinuteRows != 1 || res.HourRows != 1 || res.HostRows != 1 {
 		t.Fatalf("deleted %+v, want one row of each", res)
 	}
 	for _, table := range []string{tableMinute, tableHour, "host_metrics"} {
@@ -580,5 +580,110 @@ func TestRollup_BoundsHostNames(t *testing.T) {
 	want := map[string]int64{"h0.example.com": 2, "h1.example.com": 1, "": 4}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("rows %v, want %v", got, want)
+	}
+}
+
+// TestHostMetrics_PartitionedAndRolledUpHourly stores host samples into
+// their day's partition and counts each once in its hour; hour-step series
+// come from the hourly rollups, which outlive the samples; retention drops
+// whole days.
+func TestHostMetrics_PartitionedAndRolledUpHourly(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	svc := b.mod.Service()
+	hour := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
+	store := func(ts time.Time, cpu float64, conns uint64) {
+		t.Helper()
+		host := collect.HostSample{CPUPercent: cpu, Load1: cpu / 10, Memory: collect.Memory{Total: 8 << 30, Used: 2 << 30}}
+		ms := append(host.Metrics(ts.Unix()), collect.NginxSample{ActiveConnections: conns}.Metrics(ts.Unix())...)
+		batch := agents.MetricsBatch{AgentID: b.online, WorkspaceID: b.ws, Batch: &agentv1.MetricsBatch{Timestamp: ts.Unix(), Metrics: ms}}
+		if err := b.mod.StoreHostMetrics(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store(hour.Add(5*time.Minute), 10, 3)
+	store(hour.Add(10*time.Minute), 20, 9)
+	store(hour.Add(10*time.Minute), 20, 9) // sent again: stored and counted once
+	store(hour.Add(50*time.Minute), 60, 4)
+	store(hour.Add(70*time.Minute), 50, 1)
+
+	var parts []string
+	rows, err := b.a.Deps.Pool.Query(ctx, "SELECT DISTINCT tableoid::regclass::text FROM host_metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, n)
+	}
+	rows.Close()
+	wantPart := "host_metrics_p" + hour.Format("20060102")
+	if len(parts) == 0 || !slices.Contains(parts, wantPart) || slices.Contains(parts, "host_metrics_default") {
+		t.Fatalf("samples stored in %v, want %s", parts, wantPart)
+	}
+
+	var samples int64
+	var cpuSum, cpuMax float64
+	if err := b.a.Deps.Pool.QueryRow(ctx, `SELECT samples, cpu_percent_sum, cpu_percent_max FROM host_metrics_hour
+		WHERE agent_id = $1 AND bucket = $2`, b.online, hour).Scan(&samples, &cpuSum, &cpuMax); err != nil {
+		t.Fatal(err)
+	}
+	if samples != 3 || cpuSum != 90 || cpuMax != 60 {
+		t.Fatalf("hour rollup: %d samples, cpu sum %v, max %v; want 3, 90, 60", samples, cpuSum, cpuMax)
+	}
+
+	check := func(what string) {
+		t.Helper()
+		pts, err := svc.HostSeries(ctx, b.online, hour, hour.Add(2*time.Hour), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pts) != 2 || pts[0].Samples != 3 || pts[0].CPUPercent != 30 || pts[0].ActiveConnections == nil || *pts[0].ActiveConnections != 9 ||
+			pts[1].Samples != 1 || pts[1].CPUPercent != 50 || pts[0].MemoryUsedBytes != 2<<30 {
+			t.Fatalf("%s: hourly series %+v", what, pts)
+		}
+	}
+	check("with samples")
+	// The hourly rollups answer once the samples are gone.
+	if _, err := b.a.Deps.Pool.Exec(ctx, "DELETE FROM host_metrics WHERE agent_id = $1", b.online); err != nil {
+		t.Fatal(err)
+	}
+	check("from the rollups alone")
+
+	// A sample from before the retention window lands in the default
+	// partition; retention drops whole old days and the default's old rows.
+	old := time.Now().UTC().Add(-30 * 24 * time.Hour)
+	store(old, 5, 0)
+	oldDay := time.Now().UTC().Add(-20 * 24 * time.Hour)
+	if err := svc.hostParts.Ensure(ctx, oldDay); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.a.Deps.Pool.Exec(ctx, "INSERT INTO host_metrics (agent_id, workspace_id, ts) VALUES ($1, $2, $3)", b.online, b.ws, oldDay); err != nil {
+		t.Fatal(err)
+	}
+	res, err := svc.ApplyRetention(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(res.HostPartitions, "host_metrics_p"+oldDay.Format("20060102")) || res.HostRows != 1 {
+		t.Fatalf("retention %+v: want the 20-day-old partition dropped and the 30-day-old default row deleted", res)
+	}
+	days, err := svc.HostPartitions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range days {
+		if d.Before(app.DayOf(time.Now().Add(-8 * 24 * time.Hour))) {
+			t.Fatalf("partition of %s kept", d.Format(time.DateOnly))
+		}
+	}
+	if err := svc.EnsureHostPartitionsAhead(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if days, _ = svc.HostPartitions(ctx); len(days) == 0 || !days[len(days)-1].Equal(app.DayOf(time.Now()).AddDate(0, 0, HostPartitionsAhead)) {
+		t.Fatalf("partitions after EnsureHostPartitionsAhead: %v", days)
 	}
 }

@@ -32,7 +32,17 @@ type Service struct {
 	retentionMinute time.Duration
 	retentionHour   time.Duration
 	maxHosts        int
+	// hostParts are host_metrics' daily partitions.
+	hostParts *app.DailyPartitions
 }
+
+// hostPartitionLock serializes host_metrics partition changes across
+// replicas (pg_advisory_xact_lock key).
+const hostPartitionLock = 0x6e78686f7374 // "nxhost"
+
+// HostPartitionsAhead is how many days after today get a host_metrics
+// partition ahead (job metrics.partitions).
+const HostPartitionsAhead = 3
 
 // NewService returns the service over d.Pool, with d's logger, clock and
 // metrics retention (metrics.retention_minute, metrics.retention_hour).
@@ -42,7 +52,8 @@ func NewService(d app.Deps, opts Options) *Service {
 		maxHosts = DefaultMaxHostsPerBatch
 	}
 	return &Service{pool: d.Pool, logger: d.Logger, now: d.Clock, retentionMinute: d.Config.Metrics.RetentionMinute,
-		retentionHour: d.Config.Metrics.RetentionHour, maxHosts: maxHosts}
+		retentionHour: d.Config.Metrics.RetentionHour, maxHosts: maxHosts,
+		hostParts: app.NewDailyPartitions(d.Pool, "host_metrics", "ts", hostPartitionLock)}
 }
 
 // DefaultMaxHostsPerBatch is Options.MaxHostsPerBatch when it is not set.
@@ -402,8 +413,9 @@ func sampleOf(b *agentv1.MetricsBatch, now time.Time) hostSample {
 }
 
 // StoreHostMetrics stores an agent's metrics batch as one host_metrics row
-// (agents.MetricsFunc). A batch without metrics stores nothing; a batch sent
-// again (same agent and timestamp) is stored once.
+// and counts it in the agent's host_metrics_hour row (agents.MetricsFunc).
+// A batch without metrics stores nothing; a batch sent again (same agent and
+// timestamp) is stored and counted once.
 func (s *Service) StoreHostMetrics(ctx context.Context, b agents.MetricsBatch) error {
 	if len(b.Batch.GetMetrics()) == 0 {
 		return nil
@@ -412,17 +424,46 @@ func (s *Service) StoreHostMetrics(ctx context.Context, b agents.MetricsBatch) e
 		return ErrNoAgent
 	}
 	h := sampleOf(b.Batch, s.now())
+	if day := app.DayOf(h.ts); s.hostOnDemand(day) {
+		if err := s.hostParts.Ensure(ctx, day); err != nil {
+			return fmt.Errorf("store host metrics of agent %s: %w", b.AgentID, err)
+		}
+	}
 	cpuSeconds, _ := json.Marshal(h.cpuSeconds)
 	filesystems, _ := json.Marshal(h.filesystems)
 	interfaces, _ := json.Marshal(h.interfaces)
-	_, err := s.pool.Exec(ctx, `INSERT INTO host_metrics (agent_id, workspace_id, ts, cpu_percent, load_average_1m, load_average_5m,
-			load_average_15m, memory_used_bytes, memory_total_bytes, memory_available_bytes, swap_used_bytes, swap_total_bytes,
-			disk_used_bytes, disk_total_bytes, net_rx_bytes, net_tx_bytes, nginx_active_connections, nginx_requests_total,
-			nginx_requests_per_second, cpu_seconds, filesystems, interfaces, nginx_accepts, nginx_handled, nginx_reading,
-			nginx_writing, nginx_waiting)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-			$23, $24, $25, $26, $27)
-		ON CONFLICT (agent_id, ts) DO NOTHING`,
+	// One statement stores the sample and counts it in its hour: a sample
+	// sent again is not inserted, so it is not counted twice.
+	_, err := s.pool.Exec(ctx, `WITH sample AS (
+			INSERT INTO host_metrics (agent_id, workspace_id, ts, cpu_percent, load_average_1m, load_average_5m,
+				load_average_15m, memory_used_bytes, memory_total_bytes, memory_available_bytes, swap_used_bytes, swap_total_bytes,
+				disk_used_bytes, disk_total_bytes, net_rx_bytes, net_tx_bytes, nginx_active_connections, nginx_requests_total,
+				nginx_requests_per_second, cpu_seconds, filesystems, interfaces, nginx_accepts, nginx_handled, nginx_reading,
+				nginx_writing, nginx_waiting)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+				$23, $24, $25, $26, $27)
+			ON CONFLICT (agent_id, ts) DO NOTHING
+			RETURNING *)
+		INSERT INTO host_metrics_hour AS h (agent_id, workspace_id, bucket, samples, cpu_percent_sum, cpu_percent_max,
+			load_average_1m_sum, load_average_5m_sum, load_average_15m_sum, memory_used_bytes_sum, memory_total_bytes_sum,
+			disk_used_bytes_sum, disk_total_bytes_sum, nginx_samples, nginx_active_connections_max)
+		SELECT agent_id, workspace_id, date_bin('1 hour', ts, TIMESTAMPTZ '1970-01-01 00:00:00+00'), 1, cpu_percent, cpu_percent,
+			load_average_1m, load_average_5m, load_average_15m, memory_used_bytes, memory_total_bytes,
+			disk_used_bytes, disk_total_bytes, (nginx_active_connections IS NOT NULL)::int, nginx_active_connections
+		FROM sample
+		ON CONFLICT (agent_id, bucket) DO UPDATE SET
+			samples = h.samples + 1,
+			cpu_percent_sum = h.cpu_percent_sum + EXCLUDED.cpu_percent_sum,
+			cpu_percent_max = greatest(h.cpu_percent_max, EXCLUDED.cpu_percent_max),
+			load_average_1m_sum = h.load_average_1m_sum + EXCLUDED.load_average_1m_sum,
+			load_average_5m_sum = h.load_average_5m_sum + EXCLUDED.load_average_5m_sum,
+			load_average_15m_sum = h.load_average_15m_sum + EXCLUDED.load_average_15m_sum,
+			memory_used_bytes_sum = h.memory_used_bytes_sum + EXCLUDED.memory_used_bytes_sum,
+			memory_total_bytes_sum = h.memory_total_bytes_sum + EXCLUDED.memory_total_bytes_sum,
+			disk_used_bytes_sum = h.disk_used_bytes_sum + EXCLUDED.disk_used_bytes_sum,
+			disk_total_bytes_sum = h.disk_total_bytes_sum + EXCLUDED.disk_total_bytes_sum,
+			nginx_samples = h.nginx_samples + EXCLUDED.nginx_samples,
+			nginx_active_connections_max = greatest(h.nginx_active_connections_max, EXCLUDED.nginx_active_connections_max)`,
 		b.AgentID, b.WorkspaceID, h.ts, h.cpu, h.load1, h.load5, h.load15, h.memUsed, h.memTotal, h.memAvail, h.swapUsed, h.swapTot,
 		h.diskUsed, h.diskTotal, h.rx, h.tx, h.nginxConns, h.nginxTotal, h.nginxRPS, string(cpuSeconds), string(filesystems), string(interfaces),
 		h.nginxAccepts, h.nginxHandled, h.nginxReading, h.nginxWriting, h.nginxWaiting)
@@ -636,12 +677,16 @@ func (s *Service) AgentTraffic(ctx context.Context, q Query) (AgentSummary, erro
 
 // RetentionResult counts the rows ApplyRetention deleted.
 type RetentionResult struct {
-	MinuteRows, HourRows, HostRows int64
+	MinuteRows, HourRows, HostRows, HostHourRows int64
+	// HostPartitions are the host_metrics partitions dropped.
+	HostPartitions []string
 }
 
-// ApplyRetention deletes per-minute rollups and host samples older than
+// ApplyRetention deletes per-minute rollups older than
 // metrics.retention_minute and hourly rollups older than
-// metrics.retention_hour.
+// metrics.retention_hour; host samples are kept like the per-minute rollups
+// (whole daily partitions dropped, and the default partition's older rows
+// deleted), their hourly rollups like the hourly ones.
 func (s *Service) ApplyRetention(ctx context.Context) (RetentionResult, error) {
 	var res RetentionResult
 	now := s.now()
@@ -652,7 +697,7 @@ func (s *Service) ApplyRetention(ctx context.Context) (RetentionResult, error) {
 	}{
 		{"per-minute rollups", "DELETE FROM traffic_minute WHERE bucket < $1", now.Add(-s.retentionMinute), &res.MinuteRows},
 		{"hourly rollups", "DELETE FROM traffic_hour WHERE bucket < $1", now.Add(-s.retentionHour), &res.HourRows},
-		{"host metrics", "DELETE FROM host_metrics WHERE ts < $1", now.Add(-s.retentionMinute), &res.HostRows},
+		{"hourly host rollups", "DELETE FROM host_metrics_hour WHERE bucket < $1", now.Add(-s.retentionHour), &res.HostHourRows},
 	} {
 		tag, err := s.pool.Exec(ctx, d.q, d.cutoff)
 		if err != nil {
@@ -660,5 +705,34 @@ func (s *Service) ApplyRetention(ctx context.Context) (RetentionResult, error) {
 		}
 		*d.n = tag.RowsAffected()
 	}
+	cutoff := now.Add(-s.retentionMinute)
+	dropped, deleted, err := s.hostParts.DropBefore(ctx, cutoff)
+	res.HostPartitions, res.HostRows = dropped, deleted
+	if err != nil {
+		return res, fmt.Errorf("metrics retention: %w", err)
+	}
+	// Rows of a partition that straddles the cutoff.
+	tag, err := s.pool.Exec(ctx, "DELETE FROM host_metrics WHERE ts < $1", cutoff)
+	if err != nil {
+		return res, fmt.Errorf("metrics retention: delete host metrics: %w", err)
+	}
+	res.HostRows += tag.RowsAffected()
 	return res, nil
 }
+
+// hostOnDemand reports whether storing a sample of day creates its
+// host_metrics partition: days from the retention window to
+// HostPartitionsAhead days ahead (others land in the default partition).
+func (s *Service) hostOnDemand(day time.Time) bool {
+	today := app.DayOf(s.now())
+	return !day.Before(app.DayOf(s.now().Add(-s.retentionMinute))) && !day.After(today.AddDate(0, 0, HostPartitionsAhead))
+}
+
+// EnsureHostPartitionsAhead creates the host_metrics partitions of today
+// and the next HostPartitionsAhead days.
+func (s *Service) EnsureHostPartitionsAhead(ctx context.Context) error {
+	return s.hostParts.EnsureAhead(ctx, s.now(), HostPartitionsAhead)
+}
+
+// HostPartitions lists the days that have a host_metrics partition.
+func (s *Service) HostPartitions(ctx context.Context) ([]time.Time, error) { return s.hostParts.Days(ctx) }

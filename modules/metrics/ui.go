@@ -522,13 +522,27 @@ type HostPoint struct {
 
 // HostSeries returns an agent's host samples from from (inclusive) to to
 // (exclusive) in intervals of step, one point per interval (empty ones with
-// Samples 0), as buckets numbers them.
+// Samples 0), as buckets numbers them. Steps of whole hours read the hourly
+// rollups (host_metrics_hour), the others the samples.
 func (s *Service) HostSeries(ctx context.Context, agentID uuid.UUID, from, to time.Time, step time.Duration) ([]HostPoint, error) {
-	rows, err := s.pool.Query(ctx, `SELECT date_bin($1::interval, ts, TIMESTAMPTZ '1970-01-01 00:00:00+00'), count(*),
+	q := `SELECT date_bin($1::interval, ts, TIMESTAMPTZ '1970-01-01 00:00:00+00'), count(*),
 			avg(cpu_percent), avg(memory_used_bytes), avg(memory_total_bytes), avg(disk_used_bytes), avg(disk_total_bytes),
 			avg(load_average_1m), avg(load_average_5m), avg(load_average_15m), max(nginx_active_connections)::double precision
-		FROM host_metrics WHERE agent_id = $2 AND ts >= $3 AND ts < $4 GROUP BY 1 ORDER BY 1`,
-		strconv.FormatInt(int64(step/time.Second), 10)+" seconds", agentID, from, to)
+		FROM host_metrics WHERE agent_id = $2 AND ts >= $3 AND ts < $4 GROUP BY 1 ORDER BY 1`
+	if step >= time.Hour && step%time.Hour == 0 {
+		// Whole hours come from the hourly rollups, kept longer than the
+		// samples: the means of the hour's samples, weighted by their count
+		// (the hour that holds from counts whole).
+		q = `SELECT date_bin($1::interval, bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00'), sum(samples)::bigint,
+				sum(cpu_percent_sum) / sum(samples), sum(memory_used_bytes_sum) / sum(samples),
+				sum(memory_total_bytes_sum) / sum(samples), sum(disk_used_bytes_sum) / sum(samples),
+				sum(disk_total_bytes_sum) / sum(samples), sum(load_average_1m_sum) / sum(samples),
+				sum(load_average_5m_sum) / sum(samples), sum(load_average_15m_sum) / sum(samples),
+				max(nginx_active_connections_max)::double precision
+			FROM host_metrics_hour WHERE agent_id = $2 AND bucket >= date_bin('1 hour', $3::timestamptz, TIMESTAMPTZ '1970-01-01 00:00:00+00')
+				AND bucket < $4 AND samples > 0 GROUP BY 1 ORDER BY 1`
+	}
+	rows, err := s.pool.Query(ctx, q, strconv.FormatInt(int64(step/time.Second), 10)+" seconds", agentID, from, to)
 	if err != nil {
 		return nil, fmt.Errorf("query host metrics of agent %s: %w", agentID, err)
 	}
