@@ -735,4 +735,6 @@ func (s *Service) EnsureHostPartitionsAhead(ctx context.Context) error {
 }
 
 // HostPartitions lists the days that have a host_metrics partition.
-func (s *Service) HostPartitions(ctx context.Context) ([]time.Time, error) { return s.hostParts.Days(ctx) }
+func (s *Service) HostPartitions(ctx context.Context) ([]time.Time, error) {
+	return s.hostParts.Days(ctx)
+}
