@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nxmesh/nxmesh/modules/agents"
@@ -341,11 +342,13 @@ var copyColumns = []string{"workspace_id", "agent_id", "virtual_host_id", "kind"
 	"request_length", "bytes_sent", "upstream_addr", "upstream_response_time_ms", "scheme", "server_port", "stream_id"}
 
 func (e *Entry) copyRow() []any {
-	var vh any
+	// pgtype.UUID encodes straight to the wire; a uuid.UUID would go through
+	// its driver.Valuer and a text round trip for each row.
+	var vh pgtype.UUID
 	if e.VirtualHostID != nil {
-		vh = *e.VirtualHostID
+		vh = pgtype.UUID{Bytes: *e.VirtualHostID, Valid: true}
 	}
-	return []any{e.workspaceID, e.AgentID, vh, e.Kind, e.Timestamp.Time, e.RemoteAddr, e.Method, e.URI,
+	return []any{pgtype.UUID{Bytes: e.workspaceID, Valid: true}, pgtype.UUID{Bytes: e.AgentID, Valid: true}, vh, e.Kind, e.Timestamp.Time, e.RemoteAddr, e.Method, e.URI,
 		e.Protocol, e.Host, e.Status, e.BodyBytesSent, e.ResponseTimeMs, e.UserAgent, e.Referer, e.RequestID,
 		e.RequestLength, e.BytesSent, e.UpstreamAddr, e.UpstreamResponseTimeMs, e.Scheme, e.ServerPort, e.StreamID}
 }

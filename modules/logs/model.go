@@ -113,10 +113,12 @@ func dash(s string) string {
 	return s
 }
 
+// quoter escapes what would end a quoted field, as nginx writes it (a
+// Replacer is immutable and safe for concurrent use; built once).
+var quoter = strings.NewReplacer(`"`, `\x22`, `\`, `\x5C`, "\n", `\x0A`, "\r", `\x0D`)
+
 // quoted escapes what would end a quoted field, as nginx writes it.
-func quoted(s string) string {
-	return strings.NewReplacer(`"`, `\x22`, `\`, `\x5C`, "\n", `\x0A`, "\r", `\x0D`).Replace(s)
-}
+func quoted(s string) string { return quoter.Replace(s) }
 
 // ErrorLine is one nginx error-log line of an agent.
 type ErrorLine struct {
