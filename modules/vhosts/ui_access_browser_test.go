@@ -1,6 +1,7 @@
 package vhosts
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,12 @@ func TestUI_VhostAccessFormInBrowser(t *testing.T) {
 		return text
 	}
 	input := func(name string) string { return `input[name="` + name + `"]` }
+	// click clicks an element from the page's script: the panels htmx loads
+	// move the layout, so a click at coordinates could miss.
+	click := func(sel string) chromedp.Action {
+		var ok bool
+		return chromedp.Evaluate(fmt.Sprintf(`(() => { const el = document.querySelector(%q); if (el) el.click(); return !!el; })()`, sel), &ok)
+	}
 	noPassword := func(t *testing.T, pw string) {
 		t.Helper()
 		var html string
@@ -71,12 +78,12 @@ func TestUI_VhostAccessFormInBrowser(t *testing.T) {
 
 	// Allow a network, deny a part of it, add a user.
 	if err := chromedp.Run(browser,
-		chromedp.Click(`#access-section > summary`, chromedp.ByQuery),
+		chromedp.Evaluate(`document.getElementById("access-section").open = true`, nil),
 		chromedp.SendKeys(input("access_list.allow[0]"), "10.0.0.0/8", chromedp.ByQuery),
 		chromedp.SendKeys(input("access_list.deny[0]"), "10.9.0.0/16", chromedp.ByQuery),
 		chromedp.SendKeys(input("access_list.basic_auth_users[0].username"), "alice", chromedp.ByQuery),
 		chromedp.SendKeys(input("access_list.basic_auth_users[0].password"), newPassword, chromedp.ByQuery),
-		chromedp.Click(`#save-virtual-host`, chromedp.ByQuery),
+		click(`#save-virtual-host`),
 	); err != nil {
 		t.Fatalf("fill in the access list: %v", err)
 	}
@@ -99,8 +106,8 @@ func TestUI_VhostAccessFormInBrowser(t *testing.T) {
 	if err := chromedp.Run(browser,
 		chromedp.WaitVisible(input("access_list.allow[0]"), chromedp.ByQuery),
 		chromedp.SetValue(input("access_list.allow[0]"), "192.0.2.0/24", chromedp.ByQuery),
-		chromedp.Click(input("access_list.basic_auth_users[0].remove"), chromedp.ByQuery),
-		chromedp.Click(`#save-virtual-host`, chromedp.ByQuery),
+		click(input("access_list.basic_auth_users[0].remove")),
+		click(`#save-virtual-host`),
 	); err != nil {
 		t.Fatalf("edit the access list: %v", err)
 	}
