@@ -158,10 +158,11 @@ func TestUI_VhostFormAccess(t *testing.T) {
 			}}, preview: []string{"rate=10r/s", "burst=20"}},
 		{name: "CustomDirectives", set: map[string]string{
 			"custom_directives.gzip": "on", "custom_directives.client_body_timeout": " 30s ", "custom_directives.proxy_buffers": "8 16k",
+			"custom_directives.access_log": "off", "custom_directives.proxy_http_version": "1.1",
 			// Not allowlisted: never read.
 			"custom_directives.include": "/etc/passwd",
 		}, checks: []check{func(t *testing.T, vh VirtualHost, _ map[string]string) {
-			want := map[string]string{"gzip": "on", "client_body_timeout": "30s", "proxy_buffers": "8 16k"}
+			want := map[string]string{"gzip": "on", "client_body_timeout": "30s", "proxy_buffers": "8 16k", "access_log": "off", "proxy_http_version": "1.1"}
 			if !reflect.DeepEqual(vh.CustomDirectives, want) {
 				t.Errorf("custom directives = %v, want %v", vh.CustomDirectives, want)
 			}
@@ -291,6 +292,43 @@ func TestUI_VhostFormAccess(t *testing.T) {
 		}
 	})
 
+	t.Run("AddRowStepsStoreNothing", func(t *testing.T) {
+		vh, err := b.svc.CreateVirtualHost(b.ctx, b.ws, VirtualHostInput{
+			Name: "access-steps", ServerName: "steps.example.test",
+			Locations: []Location{{Path: "/", ProxyPass: "http://127.0.0.1:8080"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ op, typed, newRow, beyond string }{
+			// Typed rows, the added row and the spare empty ones.
+			{stepAddAllow, "access_list.allow[0]", `name="access_list.allow[3]"`, `name="access_list.allow[4]"`},
+			{stepAddDeny, "access_list.deny[0]", `name="access_list.deny[3]"`, `name="access_list.deny[4]"`},
+			{stepAddUser, "access_list.basic_auth_users[0].username", `name="access_list.basic_auth_users[2].username"`, `name="access_list.basic_auth_users[3].username"`},
+		} {
+			form := url.Values{}
+			for k, v := range vhostFormOf(vh).values() {
+				form.Set(k, v)
+			}
+			form.Set(tc.typed, "192.0.2.1")
+			form.Set("_op", tc.op)
+			status, body, _ := e.page(t, op, http.MethodPost, uiVhostPath(vh.ID), form)
+			if status != http.StatusOK || !strings.Contains(body, tc.newRow) || !strings.Contains(body, `value="192.0.2.1"`) {
+				t.Errorf("%s: status %d, want 200 with the typed row and %s", tc.op, status, tc.newRow)
+			}
+			if strings.Contains(body, tc.beyond) {
+				t.Errorf("%s: more than one row added", tc.op)
+			}
+		}
+		after, err := b.svc.GetVirtualHost(b.ctx, vh.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(after, vh) {
+			t.Errorf("an editor step saved the host: %+v", after)
+		}
+	})
+
 	t.Run("FailedCreateShowsNoPassword", func(t *testing.T) {
 		form := url.Values{
 			"name": {"refused"}, "server_name": {"refused.example.test"}, "target_agents.type": {"all"},
@@ -346,4 +384,34 @@ func formSection(body string) string {
 		body = body[:6000]
 	}
 	return body
+}
+
+// TestUI_DirectiveInputs: the form has one input per allowlisted custom
+// directive, a select for those whose values are keywords.
+func TestUI_DirectiveInputs(t *testing.T) {
+	t.Parallel()
+	inputs := map[string][]string{}
+	for _, d := range directiveInputs() {
+		var opts []string
+		for _, o := range d.Options {
+			opts = append(opts, o.Value)
+		}
+		inputs[d.Name] = opts
+	}
+	if len(inputs) != len(CustomDirectives) {
+		t.Errorf("%d inputs for %d allowlisted directives", len(inputs), len(CustomDirectives))
+	}
+	for name, want := range map[string][]string{
+		"gzip":                {"", "on", "off"},
+		"access_log":          {"", "off"},
+		"proxy_http_version":  {"", "1.0", "1.1"},
+		"expires":             nil,
+		"gzip_comp_level":     nil,
+		"client_body_timeout": nil,
+	} {
+		got, ok := inputs[name]
+		if !ok || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: options %q (present %v), want %q", name, got, ok, want)
+		}
+	}
 }

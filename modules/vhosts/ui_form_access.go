@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -274,16 +275,29 @@ type directiveInput struct {
 	Options []views.Option
 }
 
-var uiOnOff = []views.Option{{Value: "", Label: "not set"}, {Value: "on", Label: "on"}, {Value: "off", Label: "off"}}
+var keywordPattern = regexp.MustCompile(`^[a-z0-9.]+$`)
+
+// directiveOptions are the choices of a directive whose grammar is a list of
+// keywords ("on | off", "1.0 | 1.1"), after "not set"; nil for any other
+// grammar.
+func directiveOptions(grammar string) []views.Option {
+	words := strings.Split(grammar, " | ")
+	out := []views.Option{{Value: "", Label: "not set"}}
+	for _, w := range words {
+		if !keywordPattern.MatchString(w) {
+			return nil
+		}
+		out = append(out, views.Option{Value: w, Label: w})
+	}
+	return out
+}
 
 // directiveInputs are the allowlisted custom directives, by name.
 func directiveInputs() []directiveInput {
 	out := make([]directiveInput, 0, len(CustomDirectives))
 	for _, name := range customDirectiveNames() {
 		d := directiveInput{Name: name, Grammar: CustomDirectives[name].Value}
-		if d.Grammar == onOff {
-			d.Options = uiOnOff
-		}
+		d.Options = directiveOptions(d.Grammar)
 		out = append(out, d)
 	}
 	return out

@@ -283,7 +283,7 @@ func userRowCells(d vhostFormData, i int, u userRow) templ.Component {
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		templ_7745c5c3_Err = views.CellInput(d.Form, views.FieldProps{Name: userField(i, "username"), Label: "User name " + strconv.Itoa(i+1), Placeholder: "alice"}).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = views.CellInput(d.Form, views.FieldProps{Name: userField(i, "username"), Label: "User name " + strconv.Itoa(i+1), Placeholder: "user name"}).Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
