@@ -329,6 +329,29 @@ func TestUI_VhostFormAccess(t *testing.T) {
 		}
 	})
 
+	t.Run("ViewerSeesTheSettingsReadOnly", func(t *testing.T) {
+		rl := RateLimit{RequestsPerSecond: 7, Burst: 3}
+		vh, err := b.svc.CreateVirtualHost(b.ctx, b.ws, VirtualHostInput{
+			Name: "access-viewer", ServerName: "viewer.example.test",
+			Locations:  []Location{{Path: "/", ProxyPass: "http://127.0.0.1:8080"}},
+			AccessList: &AccessList{Deny: []string{"198.51.100.0/24"}, BasicAuthUsers: []BasicAuthUser{{Username: "bob", Password: bobPassword}}},
+			RateLimit:  &rl, CustomDirectives: map[string]string{"etag": "off"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, body, _ := e.page(t, e.webSession(t, "viewer"), http.MethodGet, uiVhostPath(vh.ID), nil)
+		if status != http.StatusOK || strings.Contains(body, `id="vhost-form"`) {
+			t.Fatalf("status %d; the viewer gets the form: %v", status, strings.Contains(body, `id="vhost-form"`))
+		}
+		for _, want := range []string{"<code>198.51.100.0/24</code>", "<code>bob</code>", "7 requests per second, burst 3", "<code>etag off;</code>"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("the read-only page lacks %s", want)
+			}
+		}
+		noSecrets(t, body, b.storedHashes(t, vh.ID))
+	})
+
 	t.Run("FailedCreateShowsNoPassword", func(t *testing.T) {
 		form := url.Values{
 			"name": {"refused"}, "server_name": {"refused.example.test"}, "target_agents.type": {"all"},
