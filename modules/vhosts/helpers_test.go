@@ -19,6 +19,8 @@ import (
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
+	"github.com/nxmesh/nxmesh/static"
+	"github.com/nxmesh/nxmesh/views"
 )
 
 func TestMain(m *testing.M) { apptest.Main(m) }
@@ -84,7 +86,11 @@ func newEnv(t *testing.T, configure ...func(*app.Config)) *env {
 		t.Fatalf("vhosts.New: %v", err)
 	}
 	vh.svc.bcryptCost = bcrypt.MinCost
-	base.Mount(t, upsMod, certsMod, vh)
+	// The admin's error page and assets, as main.go mounts them, so that
+	// pages render as in production and a browser gets htmx.
+	w := base.Wiring()
+	w.ErrorPage, w.Static = views.ErrorPage, static.FS
+	base.MountWith(t, w, upsMod, certsMod, vh)
 	e := &env{app: a, db: a.Deps.DB, svc: vh.Service(), ups: upsMod.Service(), certs: certsMod.Service(),
 		orgs: base.Orgs.Service(), base: base, users: map[string]auth.User{}, tokens: map[string]string{}}
 	for _, role := range []string{"owner", "operator", "viewer", "outsider"} {

@@ -122,7 +122,7 @@ func (p *pages) vhostFailed(c *fiber.Ctx, vh *VirtualHost, f vhostForm, err erro
 	if len(f.Locations) == 0 {
 		f.Locations = []locationRow{newLocationRow()}
 	}
-	form, status, ok := formFromError(err, f.values(), f.errorFields())
+	form, status, ok := formFromError(f.Access.formErrors(err), f.values(), f.errorFields())
 	if !ok {
 		return err
 	}

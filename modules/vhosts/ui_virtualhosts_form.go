@@ -107,6 +107,7 @@ type vhostForm struct {
 	SendTimeout                  string
 	Locations                    []locationRow
 	Target                       targetForm
+	Access                       accessForm
 }
 
 func locationField(i int, field string) string { return views.RowField(fLocations, i, field) }
@@ -153,6 +154,7 @@ func vhostFormOf(v VirtualHost) vhostForm {
 		ReadTimeout:    views.IntValue(v.ProxyReadTimeout),
 		SendTimeout:    views.IntValue(v.ProxySendTimeout),
 		Target:         targetFormOf(v.TargetAgents),
+		Access:         accessFormOf(v),
 	}
 	if v.SSLCertificateID != nil {
 		f.Certificate = v.SSLCertificateID.String()
@@ -221,6 +223,7 @@ func readVhostForm(vals map[string]string) vhostForm {
 		ReadTimeout:    vals[fReadTimeout],
 		SendTimeout:    vals[fSendTimeout],
 		Target:         readTargetForm(vals),
+		Access:         readAccessForm(vals),
 	}
 	for _, i := range views.RowIndexes(vals, fLocations) {
 		if l := readLocation(vals, i); !l.blank() {
@@ -233,6 +236,7 @@ func readVhostForm(vals map[string]string) vhostForm {
 // applyEditorStep adds the row an "add-..." step asks for; the form always
 // shows at least one location.
 func (f *vhostForm) applyEditorStep(add string) {
+	f.Access.applyStep(add)
 	switch {
 	case add == "add-location":
 		f.Locations = append(f.Locations, newLocationRow())
@@ -301,6 +305,7 @@ func (f vhostForm) values() map[string]string {
 		fSendTimeout:    f.SendTimeout,
 	}
 	f.Target.values(v)
+	f.Access.values(v)
 	for i, l := range f.Locations {
 		locationValues(v, i, l)
 	}
@@ -309,7 +314,7 @@ func (f vhostForm) values() map[string]string {
 
 // errorFields are the names the form shows errors at.
 func (f vhostForm) errorFields() []string {
-	extra := []string{fLocations, "target_agents"}
+	extra := append([]string{fLocations, "target_agents"}, f.Access.errorFields()...)
 	for i := range f.Locations {
 		extra = append(extra, views.RowName(fLocations, i), headersName(i), rewritesName(i))
 	}
@@ -375,5 +380,6 @@ func (f vhostForm) apply(in *VirtualHostInput) error {
 		in.Locations = append(in.Locations, l.location(v, i))
 	}
 	in.TargetAgents = f.Target.targetAgents()
+	f.Access.apply(v, in)
 	return v.Err()
 }
