@@ -200,7 +200,7 @@ type VirtualHostInput struct {
 	Name                string            `json:"name" doc:"1 to 100 printable characters, unique in the workspace"`
 	ServerName          string            `json:"server_name" doc:"space-separated host names (RFC 1123, *.example.com allowed), at most 20"`
 	ListenPort          *int              `json:"listen_port" doc:"1 to 65535; default 443 with ssl_enabled, else 80; the TLS port when ssl_enabled"`
-	HTTPPort            int               `json:"http_port" doc:"with ssl_enabled only: a plain-HTTP port (1 to 65535, not listen_port) served alongside the TLS listen_port, or where redirect_https redirects from; 0 or absent: none (redirect_https then uses port 80)"`
+	HTTPPort            int               `json:"http_port,omitempty" doc:"with ssl_enabled only: a plain-HTTP port (1 to 65535, not listen_port) served alongside the TLS listen_port, or where redirect_https redirects from; 0 or absent: none (redirect_https then uses port 80)"`
 	SSLEnabled          bool              `json:"ssl_enabled"`
 	SSLCertificateID    string            `json:"ssl_certificate_id" doc:"a certificate of the same workspace; required with ssl_enabled"`
 	HTTP2Enabled        bool              `json:"http2_enabled" doc:"requires ssl_enabled"`
