@@ -112,8 +112,12 @@ func TestFleetHTTPAndHTTPS(t *testing.T) {
 	f.m.api.awaitApplied(t, f.ws, f.agentID)
 
 	c := dualClient(roots, false)
-	plainURL := func(host, path string) string { return "http://" + net.JoinHostPort(host, strconv.Itoa(httpPort)) + path }
-	tlsURL := func(host, path string) string { return "https://" + net.JoinHostPort(host, strconv.Itoa(tlsPort)) + path }
+	plainURL := func(host, path string) string {
+		return "http://" + net.JoinHostPort(host, strconv.Itoa(httpPort)) + path
+	}
+	tlsURL := func(host, path string) string {
+		return "https://" + net.JoinHostPort(host, strconv.Itoa(tlsPort)) + path
+	}
 
 	t.Run("BothPortsServeTheHost", func(t *testing.T) {
 		for _, url := range []string{plainURL(dualHost, "/a"), tlsURL(dualHost, "/a")} {

@@ -221,3 +221,21 @@ func TestUI_VhostFormHTTPPort(t *testing.T) {
 		}
 	})
 }
+
+func TestUI_Ports(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		v    VirtualHost
+		want string
+	}{
+		{VirtualHost{ListenPort: 80}, "80"},
+		{VirtualHost{ListenPort: 443, SSLEnabled: true}, "443"},
+		{VirtualHost{ListenPort: 443, SSLEnabled: true, HTTPPort: 80}, "443 + 80 (HTTP)"},
+		{VirtualHost{ListenPort: 8443, SSLEnabled: true, HTTPPort: 8080, RedirectHTTPS: true}, "8443 + 8080 (redirect)"},
+		{VirtualHost{ListenPort: 443, SSLEnabled: true, RedirectHTTPS: true}, "443 + 80 (redirect)"},
+	} {
+		if got := uiPorts(c.v); got != c.want {
+			t.Errorf("uiPorts(%+v) = %q, want %q", c.v, got, c.want)
+		}
+	}
+}

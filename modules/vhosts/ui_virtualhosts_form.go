@@ -116,6 +116,19 @@ func locationField(i int, field string) string { return views.RowField(fLocation
 func headersName(i int) string  { return locationField(i, "custom_headers") }
 func rewritesName(i int) string { return locationField(i, "rewrite_rules") }
 
+// uiPorts describes the ports of a virtual host: "443", "443 + 80 (HTTP)",
+// or "443 + 80 (redirect)".
+func uiPorts(v VirtualHost) string {
+	out := strconv.Itoa(v.ListenPort)
+	switch p := plainPort(v.SSLEnabled, v.HTTPPort, v.RedirectHTTPS); {
+	case p != 0 && v.RedirectHTTPS:
+		out += " + " + strconv.Itoa(p) + " (redirect)"
+	case p != 0:
+		out += " + " + strconv.Itoa(p) + " (HTTP)"
+	}
+	return out
+}
+
 // httpPortText is the HTTP port input for a stored http_port: empty for none.
 func httpPortText(p int) string {
 	if p == 0 {
