@@ -121,8 +121,8 @@ type acmeTarget struct {
 }
 
 // acmeTargets lists, per plain-HTTP port, one server name a request can
-// use: virtual hosts without TLS, and port 80 of the HTTP-to-HTTPS
-// redirects. Regular-expression and suffix-wildcard names are skipped.
+// use: virtual hosts without TLS, the plain http_port of TLS hosts, and
+// port 80 of the HTTP-to-HTTPS redirects without http_port. Regular-expression and suffix-wildcard names are skipped.
 func acmeTargets(u *agentv1.ConfigUpdate) []acmeTarget {
 	var out []acmeTarget
 	seen := map[uint32]bool{}
@@ -152,6 +152,8 @@ func acmeTargets(u *agentv1.ConfigUpdate) []acmeTarget {
 				port = 80
 			}
 			add(port, vh.GetServerName())
+		case vh.GetHttpPort() != 0:
+			add(vh.GetHttpPort(), vh.GetServerName())
 		case vh.GetRedirectHttps():
 			add(80, vh.GetServerName())
 		}

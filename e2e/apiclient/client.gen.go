@@ -1331,6 +1331,7 @@ type VirtualHost struct {
 	CustomDirectives    map[string]string   `json:"custom_directives"`
 	DefaultServer       bool                `json:"default_server"`
 	Http2Enabled        bool                `json:"http2_enabled"`
+	HttpPort            int                 `json:"http_port"`
 	Id                  openapi_types.UUID  `json:"id"`
 	ListenPort          int                 `json:"listen_port"`
 	Locations           []Location          `json:"locations"`
@@ -1360,13 +1361,16 @@ type VirtualHostInput struct {
 	// CustomDirectives allowlisted directive name to value (see the virtual hosts description)
 	CustomDirectives map[string]string `json:"custom_directives"`
 
-	// DefaultServer answer requests whose Host matches no server name on listen_port (default false: those get 404); at most one host per port in a workspace
+	// DefaultServer answer requests whose Host matches no server name on listen_port, and on http_port unless redirect_https (default false: those get 404, or a refused TLS handshake); at most one host per port in a workspace
 	DefaultServer bool `json:"default_server"`
 
 	// Http2Enabled requires ssl_enabled
 	Http2Enabled bool `json:"http2_enabled"`
 
-	// ListenPort 1 to 65535; default 443 with ssl_enabled, else 80
+	// HttpPort with ssl_enabled only: a plain-HTTP port (1 to 65535, not listen_port) served alongside the TLS listen_port, or where redirect_https redirects from; 0 or absent: none (redirect_https then uses port 80)
+	HttpPort *int `json:"http_port,omitempty"`
+
+	// ListenPort 1 to 65535; default 443 with ssl_enabled, else 80; the TLS port when ssl_enabled
 	ListenPort *int       `json:"listen_port,omitempty"`
 	Locations  []Location `json:"locations"`
 
@@ -1386,7 +1390,7 @@ type VirtualHostInput struct {
 	// RedirectCode 301 (default), 302, 307 or 308
 	RedirectCode int `json:"redirect_code"`
 
-	// RedirectHttps also listen on port 80 and answer with a 301 to https; requires ssl_enabled
+	// RedirectHttps answer plain HTTP on http_port (port 80 when http_port is 0) with a 301 to https on listen_port instead of serving it; requires ssl_enabled
 	RedirectHttps bool `json:"redirect_https"`
 
 	// RedirectTo http(s):// URL; makes a redirect-only host (no locations)
@@ -16744,6 +16748,7 @@ type PatchVirtualHostsByIdResponse struct {
 		CustomDirectives    map[string]string   `json:"custom_directives"`
 		DefaultServer       bool                `json:"default_server"`
 		Http2Enabled        bool                `json:"http2_enabled"`
+		HttpPort            int                 `json:"http_port"`
 		Id                  openapi_types.UUID  `json:"id"`
 		ListenPort          int                 `json:"listen_port"`
 		Locations           []Location          `json:"locations"`
@@ -16789,6 +16794,7 @@ func (r PatchVirtualHostsByIdResponse) GetJSON200() *struct {
 	CustomDirectives    map[string]string   `json:"custom_directives"`
 	DefaultServer       bool                `json:"default_server"`
 	Http2Enabled        bool                `json:"http2_enabled"`
+	HttpPort            int                 `json:"http_port"`
 	Id                  openapi_types.UUID  `json:"id"`
 	ListenPort          int                 `json:"listen_port"`
 	Locations           []Location          `json:"locations"`
@@ -19385,6 +19391,7 @@ type PostWorkspacesByIdVirtualHostsResponse struct {
 		CustomDirectives    map[string]string   `json:"custom_directives"`
 		DefaultServer       bool                `json:"default_server"`
 		Http2Enabled        bool                `json:"http2_enabled"`
+		HttpPort            int                 `json:"http_port"`
 		Id                  openapi_types.UUID  `json:"id"`
 		ListenPort          int                 `json:"listen_port"`
 		Locations           []Location          `json:"locations"`
@@ -19430,6 +19437,7 @@ func (r PostWorkspacesByIdVirtualHostsResponse) GetJSON201() *struct {
 	CustomDirectives    map[string]string   `json:"custom_directives"`
 	DefaultServer       bool                `json:"default_server"`
 	Http2Enabled        bool                `json:"http2_enabled"`
+	HttpPort            int                 `json:"http_port"`
 	Id                  openapi_types.UUID  `json:"id"`
 	ListenPort          int                 `json:"listen_port"`
 	Locations           []Location          `json:"locations"`
@@ -25676,6 +25684,7 @@ func ParsePatchVirtualHostsByIdResponse(rsp *http.Response) (*PatchVirtualHostsB
 			CustomDirectives    map[string]string   `json:"custom_directives"`
 			DefaultServer       bool                `json:"default_server"`
 			Http2Enabled        bool                `json:"http2_enabled"`
+			HttpPort            int                 `json:"http_port"`
 			Id                  openapi_types.UUID  `json:"id"`
 			ListenPort          int                 `json:"listen_port"`
 			Locations           []Location          `json:"locations"`
@@ -27765,6 +27774,7 @@ func ParsePostWorkspacesByIdVirtualHostsResponse(rsp *http.Response) (*PostWorks
 			CustomDirectives    map[string]string   `json:"custom_directives"`
 			DefaultServer       bool                `json:"default_server"`
 			Http2Enabled        bool                `json:"http2_enabled"`
+			HttpPort            int                 `json:"http_port"`
 			Id                  openapi_types.UUID  `json:"id"`
 			ListenPort          int                 `json:"listen_port"`
 			Locations           []Location          `json:"locations"`

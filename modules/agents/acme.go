@@ -6,8 +6,9 @@ package agents
 //  1. The targets are the workspace's online agents whose desired
 //     configuration (the current version, filtered by target_agents as for
 //     delivery) has a plain-HTTP virtual host covering the domain: a host
-//     without ssl_enabled, or one with redirect_https (its port-80 redirect
-//     server), with a matching server name (vhosts.ServerNameCovers).
+//     without ssl_enabled, or one with an http_port or redirect_https (its
+//     plain port or redirect server), with a matching server name
+//     (vhosts.ServerNameCovers).
 //  2. Each target gets an AcmeChallenge (challenge_id, token, key
 //     authorization, expires_at an hour ahead) on its stream. The stream may
 //     be held by another master replica: an agent whose stream is not on
@@ -148,7 +149,7 @@ func (s *Service) acmeTargets(ctx context.Context, workspaceID uuid.UUID, domain
 			return nil, fmt.Errorf("configuration of agent %s: %w", ag.ID, err)
 		}
 		if slices.ContainsFunc(u.GetVirtualHosts(), func(vh *agentv1.VirtualHost) bool {
-			return (!vh.GetSslEnabled() || vh.GetRedirectHttps()) && vhosts.ServerNameCovers(vh.GetServerName(), domain)
+			return (!vh.GetSslEnabled() || vh.GetRedirectHttps() || vh.GetHttpPort() != 0) && vhosts.ServerNameCovers(vh.GetServerName(), domain)
 		}) {
 			label := ag.Name
 			if label == "" {

@@ -30,14 +30,15 @@ func ServerNameCovers(serverName, domain string) bool {
 
 // ServesHTTP reports whether a virtual host of the workspace answers domain
 // over plain HTTP, where ACME HTTP-01 challenges arrive: a host without
-// ssl_enabled, or one with redirect_https (its port-80 redirect server),
+// ssl_enabled, or one with an http_port or redirect_https (its plain port
+// or redirect server),
 // whose server names cover domain (ServerNameCovers). It is the certs
 // module's ServedFunc. The listen port is not checked: a host on another
 // port may sit behind a port-80 forward.
 func (s *Service) ServesHTTP(ctx context.Context, workspaceID uuid.UUID, domain string) (bool, error) {
 	var rows []vhostRow
 	err := s.db.WithContext(ctx).Select("server_name").
-		Where("workspace_id = ? AND (NOT ssl_enabled OR redirect_https)", workspaceID).Find(&rows).Error
+		Where("workspace_id = ? AND (NOT ssl_enabled OR redirect_https OR http_port <> 0)", workspaceID).Find(&rows).Error
 	if err != nil {
 		return false, fmt.Errorf("virtual hosts serving %s over HTTP: %w", domain, err)
 	}

@@ -125,14 +125,18 @@ type VirtualHost struct {
 	WorkspaceID uuid.UUID `json:"workspace_id"`
 	Name        string    `json:"name"`
 	// ServerName is space-separated host names.
-	ServerName       string     `json:"server_name"`
-	ListenPort       int        `json:"listen_port"`
+	ServerName string `json:"server_name"`
+	ListenPort int    `json:"listen_port"`
+	// HTTPPort is the plain-HTTP port of a TLS host (0: none): the host is
+	// served there too, or only redirected with RedirectHTTPS.
+	HTTPPort         int        `json:"http_port"`
 	SSLEnabled       bool       `json:"ssl_enabled"`
 	SSLCertificateID *uuid.UUID `json:"ssl_certificate_id"`
 	HTTP2Enabled     bool       `json:"http2_enabled"`
 	RedirectHTTPS    bool       `json:"redirect_https"`
 	// DefaultServer: the host answers requests whose Host matches no server
-	// name on its listen port.
+	// name on its listen port, and on its HTTP port unless that only
+	// redirects.
 	DefaultServer       bool              `json:"default_server"`
 	RedirectTo          string            `json:"redirect_to"`
 	RedirectCode        int               `json:"redirect_code"`
@@ -195,12 +199,13 @@ func nonNil[T any](s []T) []T {
 type VirtualHostInput struct {
 	Name                string            `json:"name" doc:"1 to 100 printable characters, unique in the workspace"`
 	ServerName          string            `json:"server_name" doc:"space-separated host names (RFC 1123, *.example.com allowed), at most 20"`
-	ListenPort          *int              `json:"listen_port" doc:"1 to 65535; default 443 with ssl_enabled, else 80"`
+	ListenPort          *int              `json:"listen_port" doc:"1 to 65535; default 443 with ssl_enabled, else 80; the TLS port when ssl_enabled"`
+	HTTPPort            int               `json:"http_port,omitempty" doc:"with ssl_enabled only: a plain-HTTP port (1 to 65535, not listen_port) served alongside the TLS listen_port, or where redirect_https redirects from; 0 or absent: none (redirect_https then uses port 80)"`
 	SSLEnabled          bool              `json:"ssl_enabled"`
 	SSLCertificateID    string            `json:"ssl_certificate_id" doc:"a certificate of the same workspace; required with ssl_enabled"`
 	HTTP2Enabled        bool              `json:"http2_enabled" doc:"requires ssl_enabled"`
-	RedirectHTTPS       bool              `json:"redirect_https" doc:"also listen on port 80 and answer with a 301 to https; requires ssl_enabled"`
-	DefaultServer       bool              `json:"default_server" doc:"answer requests whose Host matches no server name on listen_port (default false: those get 404); at most one host per port in a workspace"`
+	RedirectHTTPS       bool              `json:"redirect_https" doc:"answer plain HTTP on http_port (port 80 when http_port is 0) with a 301 to https on listen_port instead of serving it; requires ssl_enabled"`
+	DefaultServer       bool              `json:"default_server" doc:"answer requests whose Host matches no server name on listen_port, and on http_port unless redirect_https (default false: those get 404, or a refused TLS handshake); at most one host per port in a workspace"`
 	RedirectTo          string            `json:"redirect_to" doc:"http(s):// URL; makes a redirect-only host (no locations)"`
 	RedirectCode        int               `json:"redirect_code" doc:"301 (default), 302, 307 or 308"`
 	Locations           []Location        `json:"locations"`
@@ -222,6 +227,7 @@ func (v VirtualHost) Input() VirtualHostInput {
 		Name:                v.Name,
 		ServerName:          v.ServerName,
 		ListenPort:          &port,
+		HTTPPort:            v.HTTPPort,
 		SSLEnabled:          v.SSLEnabled,
 		HTTP2Enabled:        v.HTTP2Enabled,
 		RedirectHTTPS:       v.RedirectHTTPS,
@@ -298,6 +304,7 @@ type vhostRow struct {
 	Name                string            `gorm:"column:name;not null"`
 	ServerName          string            `gorm:"column:server_name;not null"`
 	ListenPort          int               `gorm:"column:listen_port;not null"`
+	HTTPPort            int               `gorm:"column:http_port;not null"`
 	SSLEnabled          bool              `gorm:"column:ssl_enabled;not null"`
 	SSLCertificateID    *uuid.UUID        `gorm:"column:ssl_certificate_id;type:uuid"`
 	HTTP2Enabled        bool              `gorm:"column:http2_enabled;not null"`
@@ -325,7 +332,7 @@ func (vhostRow) TableName() string { return "virtual_hosts" }
 // vhostColumns are the columns a write sets (everything but the generated
 // name_key).
 var vhostColumns = []string{
-	"name", "server_name", "listen_port", "ssl_enabled", "ssl_certificate_id", "http2_enabled",
+	"name", "server_name", "listen_port", "http_port", "ssl_enabled", "ssl_certificate_id", "http2_enabled",
 	"redirect_https", "default_server", "redirect_to", "redirect_code", "locations", "access_list", "rate_limit_rps",
 	"rate_limit_burst", "client_max_body_size", "proxy_connect_timeout", "proxy_read_timeout",
 	"proxy_send_timeout", "custom_directives", "target_agents", "created_at", "updated_at",
@@ -354,6 +361,7 @@ func (r vhostRow) virtualHost() (VirtualHost, map[string]string) {
 		Name:                r.Name,
 		ServerName:          r.ServerName,
 		ListenPort:          r.ListenPort,
+		HTTPPort:            r.HTTPPort,
 		SSLEnabled:          r.SSLEnabled,
 		SSLCertificateID:    clonePtr(r.SSLCertificateID),
 		HTTP2Enabled:        r.HTTP2Enabled,
@@ -407,6 +415,7 @@ func vhostRowOf(v VirtualHost, hashes map[string]string) vhostRow {
 		Name:                v.Name,
 		ServerName:          v.ServerName,
 		ListenPort:          v.ListenPort,
+		HTTPPort:            v.HTTPPort,
 		SSLEnabled:          v.SSLEnabled,
 		SSLCertificateID:    clonePtr(v.SSLCertificateID),
 		HTTP2Enabled:        v.HTTP2Enabled,

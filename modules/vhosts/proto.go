@@ -20,6 +20,7 @@ func VirtualHostToProto(v VirtualHost, hashes map[string]string) *agentv1.Virtua
 		Name:                       v.Name,
 		ServerName:                 v.ServerName,
 		ListenPort:                 uint32(max(v.ListenPort, 0)),
+		HttpPort:                   uint32(max(v.HTTPPort, 0)),
 		SslEnabled:                 v.SSLEnabled,
 		Http2Enabled:               v.HTTP2Enabled,
 		Locations:                  make([]*agentv1.Location, 0, len(v.Locations)),

@@ -208,9 +208,23 @@ func checkVirtualHost(in VirtualHostInput, known map[string]string, rootPrefixes
 		v.Add("ssl_certificate_id", app.FieldRequired, "is required when ssl_enabled is true")
 	}
 	v.Check(!in.HTTP2Enabled || in.SSLEnabled, "http2_enabled", app.FieldInvalidValue, "requires ssl_enabled")
+	// http_port is refused rather than ignored without TLS: the plain port
+	// of such a host is listen_port, and a stored value would come back to
+	// life when TLS is turned on.
+	switch {
+	case in.HTTPPort == 0:
+	case in.HTTPPort < 1 || in.HTTPPort > 65535:
+		v.Add("http_port", app.FieldInvalidValue, "must be between 1 and 65535 (or 0 for none)")
+	case !in.SSLEnabled:
+		v.Add("http_port", app.FieldInvalidValue, "requires ssl_enabled (without TLS, listen_port is the plain HTTP port)")
+	case out.ListenPort != 0 && in.HTTPPort == out.ListenPort:
+		v.Add("http_port", app.FieldInvalidValue, "must differ from listen_port (the TLS port)")
+	default:
+		out.HTTPPort = in.HTTPPort
+	}
 	if in.RedirectHTTPS {
-		if v.Check(in.SSLEnabled, "redirect_https", app.FieldInvalidValue, "requires ssl_enabled") {
-			v.Check(out.ListenPort != 80, "redirect_https", app.FieldInvalidValue, "requires a listen_port other than 80 (the redirect listens on 80)")
+		if v.Check(in.SSLEnabled, "redirect_https", app.FieldInvalidValue, "requires ssl_enabled") && in.HTTPPort == 0 {
+			v.Check(out.ListenPort != 80, "redirect_https", app.FieldInvalidValue, "requires a listen_port other than 80 (without http_port the redirect listens on 80)")
 		}
 	}
 
@@ -634,14 +648,44 @@ type listener struct {
 
 func (l listener) String() string { return fmt.Sprintf("%d/%s", l.port, l.proto) }
 
-// vhostListeners are the sockets of a virtual host: its port, and port 80 for
-// its HTTP-to-HTTPS redirect.
-func vhostListeners(id uuid.UUID, name, serverName string, port int, ssl, redirectHTTPS bool) []listener {
-	names := strings.Fields(serverName)
-	owner := describeVirtualHost(name, id)
-	out := []listener{{port: port, proto: ProtocolTCP, ssl: ssl, names: names, owner: owner}}
-	if redirectHTTPS {
-		out = append(out, listener{port: 80, proto: ProtocolTCP, names: names, owner: owner + " (its redirect to HTTPS)"})
+// vhostListeners are the sockets of a virtual host: its port, and the plain
+// port of a TLS host (http_port, where its HTTP-to-HTTPS redirect listens
+// too; port 80 for a redirect without http_port).
+func vhostListeners(r vhostRow) []listener {
+	names := strings.Fields(r.ServerName)
+	owner := describeVirtualHost(r.Name, r.ID)
+	out := []listener{{port: r.ListenPort, proto: ProtocolTCP, ssl: r.SSLEnabled, names: names, owner: owner}}
+	if p := plainPort(r.SSLEnabled, r.HTTPPort, r.RedirectHTTPS); p != 0 {
+		what := " (its HTTP port)"
+		if r.RedirectHTTPS {
+			what = " (its redirect to HTTPS)"
+		}
+		out = append(out, listener{port: p, proto: ProtocolTCP, names: names, owner: owner + what})
+	}
+	return out
+}
+
+// plainPort is the plain-HTTP port a TLS virtual host also listens on:
+// http_port, or 80 for a redirect without one; 0 for none.
+func plainPort(ssl bool, httpPort int, redirectHTTPS bool) int {
+	switch {
+	case !ssl:
+		return 0
+	case httpPort != 0:
+		return httpPort
+	case redirectHTTPS:
+		return 80
+	}
+	return 0
+}
+
+// defaultPorts are the ports where a virtual host marked default_server is
+// the default: its listen port, and its http_port unless that only
+// redirects (a redirect server is never a default server).
+func defaultPorts(ssl bool, listenPort, httpPort int, redirectHTTPS bool) []int {
+	out := []int{listenPort}
+	if ssl && httpPort != 0 && !redirectHTTPS {
+		out = append(out, httpPort)
 	}
 	return out
 }
@@ -675,7 +719,7 @@ func conflict(a, b listener) string {
 // and streams (except self). The caller holds the workspace lock.
 func checkPorts(tx *gorm.DB, workspaceID, self uuid.UUID, mine []listener) error {
 	var vhs []vhostRow
-	if err := tx.Select("id", "name", "server_name", "listen_port", "ssl_enabled", "redirect_https").
+	if err := tx.Select("id", "name", "server_name", "listen_port", "http_port", "ssl_enabled", "redirect_https").
 		Where("workspace_id = ? AND id <> ?", workspaceID, self).Order("created_at, id").Find(&vhs).Error; err != nil {
 		return fmt.Errorf("read listen ports of workspace %s: %w", workspaceID, err)
 	}
@@ -686,7 +730,7 @@ func checkPorts(tx *gorm.DB, workspaceID, self uuid.UUID, mine []listener) error
 	}
 	var others []listener
 	for _, r := range vhs {
-		others = append(others, vhostListeners(r.ID, r.Name, r.ServerName, r.ListenPort, r.SSLEnabled, r.RedirectHTTPS)...)
+		others = append(others, vhostListeners(r)...)
 	}
 	for _, s := range sts {
 		others = append(others, streamListener(s))
@@ -703,25 +747,31 @@ func checkPorts(tx *gorm.DB, workspaceID, self uuid.UUID, mine []listener) error
 
 // checkDefaultServer returns a validation error at default_server when vh is
 // marked default_server and another virtual host of its workspace already is
-// the default server of the same listen port. The caller holds the workspace
-// lock.
+// the default server of one of the same ports (defaultPorts). The caller
+// holds the workspace lock.
 func checkDefaultServer(tx *gorm.DB, vh VirtualHost) error {
 	if !vh.DefaultServer {
 		return nil
 	}
+	mine := defaultPorts(vh.SSLEnabled, vh.ListenPort, vh.HTTPPort, vh.RedirectHTTPS)
 	var others []vhostRow
-	if err := tx.Select("id", "name").
-		Where("workspace_id = ? AND id <> ? AND default_server AND listen_port = ?", vh.WorkspaceID, vh.ID, vh.ListenPort).
-		Order("created_at, id").Limit(1).Find(&others).Error; err != nil {
+	if err := tx.Select("id", "name", "listen_port", "http_port", "ssl_enabled", "redirect_https").
+		Where("workspace_id = ? AND id <> ? AND default_server", vh.WorkspaceID, vh.ID).
+		Where("listen_port IN ? OR (http_port IN ? AND ssl_enabled AND NOT redirect_https)", mine, mine).
+		Order("created_at, id").Find(&others).Error; err != nil {
 		return fmt.Errorf("read default servers of workspace %s: %w", vh.WorkspaceID, err)
 	}
-	if len(others) == 0 {
-		return nil
+	for _, o := range others {
+		for _, p := range defaultPorts(o.SSLEnabled, o.ListenPort, o.HTTPPort, o.RedirectHTTPS) {
+			if slices.Contains(mine, p) {
+				v := &app.Validator{}
+				v.Add("default_server", app.FieldInvalidValue, fmt.Sprintf("%s is already the default server of port %d; at most one host per port may be",
+					describeVirtualHost(o.Name, o.ID), p))
+				return v.Err()
+			}
+		}
 	}
-	v := &app.Validator{}
-	v.Add("default_server", app.FieldInvalidValue, fmt.Sprintf("%s is already the default server of port %d; at most one host per port may be",
-		describeVirtualHost(others[0].Name, others[0].ID), vh.ListenPort))
-	return v.Err()
+	return nil
 }
 
 // ---- Virtual hosts ----
@@ -779,7 +829,7 @@ func (s *Service) CreateVirtualHost(ctx context.Context, workspaceID uuid.UUID, 
 		if err := s.checkVirtualHostRefs(ctx, tx, workspaceID, vh); err != nil {
 			return err
 		}
-		if err := checkPorts(tx, workspaceID, vh.ID, vhostListeners(vh.ID, vh.Name, vh.ServerName, vh.ListenPort, vh.SSLEnabled, vh.RedirectHTTPS)); err != nil {
+		if err := checkPorts(tx, workspaceID, vh.ID, vhostListeners(vhostRowOf(vh, nil))); err != nil {
 			return err
 		}
 		if err := checkDefaultServer(tx, vh); err != nil {
@@ -859,7 +909,7 @@ func (s *Service) UpdateVirtualHost(ctx context.Context, id uuid.UUID, change fu
 		if err := s.checkVirtualHostRefs(ctx, tx, vh.WorkspaceID, vh); err != nil {
 			return err
 		}
-		if err := checkPorts(tx, vh.WorkspaceID, vh.ID, vhostListeners(vh.ID, vh.Name, vh.ServerName, vh.ListenPort, vh.SSLEnabled, vh.RedirectHTTPS)); err != nil {
+		if err := checkPorts(tx, vh.WorkspaceID, vh.ID, vhostListeners(vhostRowOf(vh, nil))); err != nil {
 			return err
 		}
 		if err := checkDefaultServer(tx, vh); err != nil {

@@ -156,3 +156,86 @@ func TestUI_VhostFormDefaultServer(t *testing.T) {
 		}
 	})
 }
+
+func TestUI_VhostFormHTTPPort(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name      string
+		ssl, port string
+		want      int
+		errField  string
+	}{
+		{"WithHTTPS", "true", "80", 80, ""},
+		{"EmptyIsNone", "true", "", 0, ""},
+		{"IgnoredWithoutHTTPS", "", "80", 0, ""},
+		{"NotANumber", "true", "eighty", 0, "http_port"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := readVhostForm(map[string]string{"name": "web", "server_name": "www.example.test", "listen_port": "443",
+				"ssl_enabled": c.ssl, "ssl_certificate_id": "c", "http_port": c.port})
+			var in VirtualHostInput
+			err := f.apply(&in)
+			var ve *app.ValidationError
+			switch {
+			case c.errField == "" && err != nil:
+				t.Fatalf("apply: %v", err)
+			case c.errField != "" && (!errors.As(err, &ve) || len(ve.Fields) != 1 || ve.Fields[0].Field != c.errField):
+				t.Fatalf("apply error = %v, want one at %s", err, c.errField)
+			}
+			if in.HTTPPort != c.want {
+				t.Errorf("http_port = %d, want %d", in.HTTPPort, c.want)
+			}
+		})
+	}
+	t.Run("FormShowsTheStoredPortAndItsError", func(t *testing.T) {
+		t.Parallel()
+		if v := vhostFormOf(VirtualHost{SSLEnabled: true, ListenPort: 443, HTTPPort: 8080}).values(); v["http_port"] != "8080" {
+			t.Errorf("form http_port = %q, want 8080", v["http_port"])
+		}
+		if v := vhostFormOf(VirtualHost{SSLEnabled: true, ListenPort: 443}).values(); v["http_port"] != "" {
+			t.Errorf("form http_port of a host without one = %q, want empty", v["http_port"])
+		}
+		form := views.Form{Values: map[string]string{"http_port": "443"}, Errors: map[string]string{"http_port": "must differ from listen_port"}}
+		var buf bytes.Buffer
+		if err := vhostEditForm(vhostFormData{editor: editor{Form: form}}).Render(context.Background(), &buf); err != nil {
+			t.Fatal(err)
+		}
+		html := buf.String()
+		for _, want := range []string{`name="http_port"`, `value="443"`, "HTTP port", "must differ from listen_port"} {
+			if !strings.Contains(html, want) {
+				t.Errorf("form lacks %q", want)
+			}
+		}
+		buf.Reset()
+		if err := vhostEditForm(vhostFormData{editor: editor{Form: views.Form{}}}).Render(context.Background(), &buf); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(buf.String(), "a plain HTTP port served too") {
+			t.Error("form lacks the HTTP port's help text")
+		}
+		// The HTTP port sits next to the listen port.
+		if i, j := strings.Index(html, `name="listen_port"`), strings.Index(html, `name="http_port"`); i < 0 || j < i || strings.Contains(html[i:j], "<article") {
+			t.Errorf("http_port input is not right after listen_port")
+		}
+	})
+}
+
+func TestUI_Ports(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		v    VirtualHost
+		want string
+	}{
+		{VirtualHost{ListenPort: 80}, "80"},
+		{VirtualHost{ListenPort: 443, SSLEnabled: true}, "443"},
+		{VirtualHost{ListenPort: 443, SSLEnabled: true, HTTPPort: 80}, "443 + 80 (HTTP)"},
+		{VirtualHost{ListenPort: 8443, SSLEnabled: true, HTTPPort: 8080, RedirectHTTPS: true}, "8443 + 8080 (redirect)"},
+		{VirtualHost{ListenPort: 443, SSLEnabled: true, RedirectHTTPS: true}, "443 + 80 (redirect)"},
+	} {
+		if got := uiPorts(c.v); got != c.want {
+			t.Errorf("uiPorts(%+v) = %q, want %q", c.v, got, c.want)
+		}
+	}
+}

@@ -50,6 +50,7 @@ const (
 	fName           = "name"
 	fServerName     = "server_name"
 	fListenPort     = "listen_port"
+	fHTTPPort       = "http_port"
 	fDefaultServer  = "default_server"
 	fSSL            = "ssl_enabled"
 	fCertificate    = "ssl_certificate_id"
@@ -97,6 +98,7 @@ func newLocationRow() locationRow { return locationRow{Match: MatchPrefix, Targe
 // vhostForm is the virtual host form as typed: the text of every input.
 type vhostForm struct {
 	Name, ServerName, ListenPort string
+	HTTPPort                     string
 	DefaultServer                bool
 	SSL                          bool
 	Certificate                  string
@@ -114,6 +116,27 @@ func locationField(i int, field string) string { return views.RowField(fLocation
 
 func headersName(i int) string  { return locationField(i, "custom_headers") }
 func rewritesName(i int) string { return locationField(i, "rewrite_rules") }
+
+// uiPorts describes the ports of a virtual host: "443", "443 + 80 (HTTP)",
+// or "443 + 80 (redirect)".
+func uiPorts(v VirtualHost) string {
+	out := strconv.Itoa(v.ListenPort)
+	switch p := plainPort(v.SSLEnabled, v.HTTPPort, v.RedirectHTTPS); {
+	case p != 0 && v.RedirectHTTPS:
+		out += " + " + strconv.Itoa(p) + " (redirect)"
+	case p != 0:
+		out += " + " + strconv.Itoa(p) + " (HTTP)"
+	}
+	return out
+}
+
+// httpPortText is the HTTP port input for a stored http_port: empty for none.
+func httpPortText(p int) string {
+	if p == 0 {
+		return ""
+	}
+	return strconv.Itoa(p)
+}
 
 func newVhostForm() vhostForm {
 	return vhostForm{RedirectCode: "301", Locations: []locationRow{newLocationRow()}, Target: targetForm{Type: TargetAll}}
@@ -143,6 +166,7 @@ func vhostFormOf(v VirtualHost) vhostForm {
 		Name:           v.Name,
 		ServerName:     v.ServerName,
 		ListenPort:     strconv.Itoa(v.ListenPort),
+		HTTPPort:       httpPortText(v.HTTPPort),
 		DefaultServer:  v.DefaultServer,
 		SSL:            v.SSLEnabled,
 		HTTP2:          v.HTTP2Enabled,
@@ -211,6 +235,7 @@ func readVhostForm(vals map[string]string) vhostForm {
 		Name:           vals[fName],
 		ServerName:     vals[fServerName],
 		ListenPort:     vals[fListenPort],
+		HTTPPort:       vals[fHTTPPort],
 		DefaultServer:  views.Checked(vals, fDefaultServer),
 		SSL:            views.Checked(vals, fSSL),
 		Certificate:    vals[fCertificate],
@@ -292,6 +317,7 @@ func (f vhostForm) values() map[string]string {
 		fName:           f.Name,
 		fServerName:     f.ServerName,
 		fListenPort:     f.ListenPort,
+		fHTTPPort:       f.HTTPPort,
 		fDefaultServer:  views.CheckedValue(f.DefaultServer),
 		fSSL:            views.CheckedValue(f.SSL),
 		fCertificate:    f.Certificate,
@@ -360,9 +386,15 @@ func (f vhostForm) apply(in *VirtualHostInput) error {
 	in.ListenPort = views.OptionalInt(v, fListenPort, f.ListenPort)
 	in.SSLEnabled, in.HTTP2Enabled, in.RedirectHTTPS = f.SSL, f.HTTP2, f.RedirectHTTPS
 	in.DefaultServer = f.DefaultServer
+	// Like the certificate, the HTTP port only applies with HTTPS: the form
+	// drops it when HTTPS is off (the API refuses it then).
 	in.SSLCertificateID = ""
+	in.HTTPPort = 0
 	if f.SSL {
 		in.SSLCertificateID = f.Certificate
+		if p := views.OptionalInt(v, fHTTPPort, f.HTTPPort); p != nil {
+			in.HTTPPort = *p
+		}
 	}
 	in.RedirectTo = strings.TrimSpace(f.RedirectTo)
 	in.RedirectCode = 0

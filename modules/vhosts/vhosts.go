@@ -117,12 +117,18 @@
 //
 // Within a workspace a stream owns its port and protocol: another stream, or
 // a virtual host (tcp), on the same port is a 409. Virtual hosts share a port
-// when they agree on TLS and have no server name in common; a host with
-// redirect_https also occupies port 80 (plain) with its names. At most one
-// virtual host per listen port of a workspace has default_server (422 at
-// default_server otherwise); it answers requests whose Host matches no server
-// name on that port, and without one the agents answer them with 404 (TLS
-// ports refuse the handshake).
+// when they agree on TLS and have no server name in common. A TLS host may
+// also serve a plain port, http_port (1-65535, not listen_port; 422 at
+// http_port otherwise, and without ssl_enabled, where listen_port is the
+// plain port): its server answers there too, or with redirect_https only a
+// 301 to https://$host[:listen_port]$request_uri (no port when it is 443).
+// That port is occupied (plain) with the host's names; a redirect without
+// http_port occupies port 80, as before http_port existed. At most one
+// virtual host per port of a workspace has default_server (422 at
+// default_server otherwise); a host marked so is the default of its
+// listen_port and of its http_port unless that only redirects. It answers
+// requests whose Host matches no server name on that port, and without one
+// the agents answer them with 404 (TLS ports refuse the handshake).
 //
 // # Versions and rollback
 //

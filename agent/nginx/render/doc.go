@@ -77,10 +77,18 @@
 //     the latter from a map so that plain requests send an empty Connection
 //     header. Upstreams with keepalive get proxy_http_version 1.1 and an
 //     empty Connection header, as nginx's keepalive requires.
-//   - redirect_https adds a server{} on port 80 with the same server names
-//     that answers "return 301 https://$host$request_uri" (with ":port" when
-//     the HTTPS port is not 443). It requires ssl_enabled and a port other
-//     than 80.
+//   - http_port (with ssl_enabled) is a plain-HTTP port served alongside
+//     the TLS listen_port: the host's server gets a second "listen
+//     <http_port>" (with default_server when the host is marked), unless
+//     redirect_https is set. It must differ from listen_port; without
+//     ssl_enabled it is an error (listen_port is then the plain port).
+//   - redirect_https adds a server{} on http_port (port 80 when http_port is
+//     zero, as before the field existed) with the same server names that
+//     answers "return 301 https://$host$request_uri" (with ":port" when the
+//     HTTPS port is not 443). $host is nginx's validated host name (lower
+//     case, no port); the redirect server is never a default server, so it
+//     only answers the host's own names. It requires ssl_enabled and a
+//     plain port other than listen_port.
 //   - redirect_to makes a redirect-only host: "return <code>
 //     <redirect_to>$request_uri" at server level, without one trailing "/" of
 //     redirect_to; its locations are not rendered. The code is
@@ -104,20 +112,23 @@
 //   - Default servers: nginx hands a request whose Host (or TLS SNI name)
 //     matches no server_name of its port to the port's default server,
 //     which is the first server of the port unless one is marked. For every
-//     port a virtual host or its HTTP-to-HTTPS redirect listens on, the
-//     virtual host with default_server gets "listen <port> ... default_server";
+//     port a virtual host, its http_port or its HTTP-to-HTTPS redirect
+//     listens on, the virtual host with default_server gets "listen <port>
+//     ... default_server" on the ports its own server listens on;
 //     a port without one gets its own server{} before the hosts: "listen
 //     <port> default_server" and "return 404" on plain ports, and on TLS
 //     ports "listen <port> ssl default_server" with "ssl_reject_handshake
 //     on" (nginx 1.19.4+), which refuses unknown names during the handshake
 //     and so needs no certificate. ssl and http2 are merged over the servers
 //     of a port by nginx, so the default server repeats them. Two hosts
-//     marked default on one port are an error. Options.NoDefaultServers
+//     marked default on one port, and a port that one host serves with TLS
+//     and another (or an http_port) without, are errors. Options.NoDefaultServers
 //     leaves the rendered 404 servers out (for an nginx.conf that has its
 //     own default servers).
 //   - Options.ACMEChallengeDir (an agent-owned absolute directory) makes
 //     every plain-HTTP server answer ACME HTTP-01 challenges: virtual hosts
-//     without ssl_enabled, the HTTP-to-HTTPS redirect servers and the 404
+//     without ssl_enabled, TLS hosts with a plain http_port (their own
+//     server, on both ports), the HTTP-to-HTTPS redirect servers and the 404
 //     default servers of plain ports get "location ^~
 //     /.well-known/acme-challenge/ { default_type text/plain; alias
 //     <dir>/; try_files $uri =404; }", so a file <dir>/<token> is served

@@ -13,10 +13,19 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-// vhostEntry is a virtual host with its effective listen port.
+// vhostEntry is a virtual host with its effective listen ports.
 type vhostEntry struct {
 	vh   *agentv1.VirtualHost
 	port uint32
+	// httpPort is the plain-HTTP port a TLS host also listens on (its own
+	// server, or only its redirect with redirect_https); zero for none.
+	httpPort uint32
+}
+
+// plainAlongside reports whether the host's own server also listens on a
+// plain-HTTP port (TLS with http_port and no redirect).
+func (e vhostEntry) plainAlongside() bool {
+	return e.vh.GetSslEnabled() && e.httpPort != 0 && !e.vh.GetRedirectHttps()
 }
 
 // httpConf builds the tree of http.conf.
@@ -46,7 +55,13 @@ func (r *renderer) httpConf(u *agentv1.ConfigUpdate) crossplane.Directives {
 				port = 443
 			}
 		}
-		vhosts = append(vhosts, vhostEntry{vh: vh, port: port})
+		// redirect_https without http_port is the redirect from port 80 that
+		// predates http_port.
+		httpPort := vh.GetHttpPort()
+		if httpPort == 0 && vh.GetRedirectHttps() {
+			httpPort = 80
+		}
+		vhosts = append(vhosts, vhostEntry{vh: vh, port: port, httpPort: httpPort})
 	}
 	slices.SortFunc(vhosts, func(a, b vhostEntry) int {
 		return cmp.Or(
@@ -118,14 +133,22 @@ type listenPort struct {
 	ssl, http2 bool
 	// defaultHost is the id of the virtual host marked default_server.
 	defaultHost string
+	// tlsBy and plainBy are the first hosts that listen on the port with
+	// and without TLS: nginx would turn TLS on for all of them.
+	tlsBy, plainBy string
 }
 
-// defaultServers renders, for every port a virtual host (or its
-// HTTP-to-HTTPS redirect) listens on and on which no host is marked
-// default_server, a server that answers requests for unknown names: 404 on
-// plain ports, a rejected TLS handshake on TLS ports (no certificate
-// needed). Without it nginx would hand such requests to the first server
-// of the port. Two hosts marked default on the same port are an error.
+// defaultServers renders, for every port a virtual host (or its plain
+// http_port, or its HTTP-to-HTTPS redirect) listens on and on which no host
+// is marked default_server, a server that answers requests for unknown
+// names: 404 on plain ports, a rejected TLS handshake on TLS ports (no
+// certificate needed). Without it nginx would hand such requests to the
+// first server of the port. A host marked default_server is the default of
+// every port its own server listens on (listen_port, and http_port unless
+// that only redirects: a redirect server is never a default, so $host in
+// its Location is always one of the host's names). Two hosts marked default
+// on the same port, and a port served both with and without TLS, are
+// errors.
 func (r *renderer) defaultServers(vhosts []vhostEntry) crossplane.Directives {
 	ports := map[uint32]*listenPort{}
 	at := func(p uint32) *listenPort {
@@ -136,23 +159,44 @@ func (r *renderer) defaultServers(vhosts []vhostEntry) crossplane.Directives {
 		}
 		return lp
 	}
+	markDefault := func(e vhostEntry, p uint32) {
+		lp := ports[p]
+		if lp.defaultHost != "" {
+			r.fail(fmt.Sprintf("virtual_hosts[id=%s].default_server", e.vh.GetId()),
+				"virtual host %q is already the default server of port %d", lp.defaultHost, p)
+		}
+		lp.defaultHost = e.vh.GetId()
+	}
+	mixed := func(e vhostEntry, field string, p uint32, lp *listenPort) {
+		if lp.tlsBy != "" && lp.plainBy != "" {
+			r.fail(fmt.Sprintf("virtual_hosts[id=%s].%s", e.vh.GetId(), field),
+				"port %d is served with TLS (virtual host %q) and without (virtual host %q)", p, lp.tlsBy, lp.plainBy)
+		}
+	}
 	for _, e := range vhosts {
-		if e.port > 65535 {
+		if e.port > 65535 || e.httpPort > 65535 {
 			continue // reported by virtualHost
 		}
 		lp := at(e.port)
 		// nginx merges ssl and http2 over every server of a port.
 		lp.ssl = lp.ssl || e.vh.GetSslEnabled()
 		lp.http2 = lp.http2 || e.vh.GetHttp2Enabled()
-		if e.vh.GetDefaultServer() {
-			if lp.defaultHost != "" {
-				r.fail(fmt.Sprintf("virtual_hosts[id=%s].default_server", e.vh.GetId()),
-					"virtual host %q is already the default server of port %d", lp.defaultHost, e.port)
-			}
-			lp.defaultHost = e.vh.GetId()
+		if e.vh.GetSslEnabled() {
+			lp.tlsBy = cmp.Or(lp.tlsBy, e.vh.GetId())
+		} else {
+			lp.plainBy = cmp.Or(lp.plainBy, e.vh.GetId())
 		}
-		if e.vh.GetRedirectHttps() {
-			at(80)
+		mixed(e, "listen_port", e.port, lp)
+		if e.vh.GetDefaultServer() {
+			markDefault(e, e.port)
+		}
+		if e.httpPort != 0 && e.vh.GetSslEnabled() && e.httpPort != e.port {
+			hp := at(e.httpPort)
+			hp.plainBy = cmp.Or(hp.plainBy, e.vh.GetId())
+			mixed(e, "http_port", e.httpPort, hp)
+			if e.vh.GetDefaultServer() && e.plainAlongside() {
+				markDefault(e, e.httpPort)
+			}
 		}
 	}
 	portList := make([]uint32, 0, len(ports))
@@ -229,19 +273,33 @@ func (r *renderer) virtualHost(e vhostEntry) crossplane.Directives {
 		r.fail(field+".server_name", "contains a control character")
 	}
 
+	switch {
+	case e.httpPort > 65535:
+		r.fail(field+".http_port", "%d is out of range", e.httpPort)
+	case vh.GetHttpPort() != 0 && !vh.GetSslEnabled():
+		r.fail(field+".http_port", "requires ssl_enabled (without TLS, listen_port is the plain port)")
+	case vh.GetHttpPort() != 0 && e.httpPort == e.port:
+		r.fail(field+".http_port", "equals listen_port")
+	}
+	httpPort := strconv.FormatUint(uint64(e.httpPort), 10)
+
 	var out crossplane.Directives
 	if vh.GetRedirectHttps() {
 		switch {
 		case !vh.GetSslEnabled():
 			r.fail(field+".redirect_https", "requires ssl_enabled")
-		case e.port == 80:
+		case vh.GetHttpPort() == 0 && e.port == 80:
 			r.fail(field+".redirect_https", "the host itself listens on port 80")
 		}
+		// $host is the request's host name as nginx validated it: lower
+		// case, without a port, and (the redirect server is never a default
+		// server) one of the names below. The TLS port is appended unless
+		// it is https's own.
 		target := "https://$host$request_uri"
 		if e.port != 443 {
 			target = "https://$host:" + port + "$request_uri"
 		}
-		redirect := crossplane.Directives{dir("listen", "80")}
+		redirect := crossplane.Directives{dir("listen", httpPort)}
 		if len(names) > 0 {
 			redirect = append(redirect, dir("server_name", names...))
 		}
@@ -260,6 +318,16 @@ func (r *renderer) virtualHost(e vhostEntry) crossplane.Directives {
 		listen = append(listen, "default_server")
 	}
 	body := crossplane.Directives{dir("listen", listen...)}
+	if e.plainAlongside() {
+		plain := []string{httpPort}
+		if vh.GetDefaultServer() {
+			plain = append(plain, "default_server")
+		}
+		body = append(body, dir("listen", plain...))
+	}
+	// servesPlain: the host's own server answers plain HTTP, where ACME
+	// challenges arrive.
+	servesPlain := !vh.GetSslEnabled() || e.plainAlongside()
 	if len(names) > 0 {
 		body = append(body, dir("server_name", names...))
 	}
@@ -302,13 +370,13 @@ func (r *renderer) virtualHost(e vhostEntry) crossplane.Directives {
 		}
 		r.arg(field+".redirect_to", to)
 		ret := dir("return", strconv.FormatUint(uint64(code), 10), strings.TrimSuffix(to, "/")+"$request_uri")
-		if vh.GetSslEnabled() {
-			body = append(body, ret)
-		} else {
+		if servesPlain {
 			body = r.withACME(vh, body, ret)
+		} else {
+			body = append(body, ret)
 		}
 	} else {
-		if loc := r.acmeLocation(vh); loc != nil && !vh.GetSslEnabled() && !ownsACMEPath(vh) {
+		if loc := r.acmeLocation(vh); loc != nil && servesPlain && !ownsACMEPath(vh) {
 			body = append(body, loc)
 		}
 		for i, loc := range vh.GetLocations() {

@@ -132,6 +132,56 @@ func TestRenderRejects(t *testing.T) {
 			field: "virtual_hosts[id=vh].redirect_https",
 		},
 		{name: "listen port out of range", u: withHost(func(vh *agentv1.VirtualHost) { vh.ListenPort = 65536 }), field: "virtual_hosts[id=vh-1].listen_port"},
+		{name: "http_port without ssl", u: withHost(func(vh *agentv1.VirtualHost) { vh.HttpPort = 8080 }), field: "virtual_hosts[id=vh-1].http_port"},
+		{
+			name: "http_port out of range",
+			u: &agentv1.ConfigUpdate{
+				VirtualHosts: []*agentv1.VirtualHost{{Id: "vh", SslEnabled: true, SslCertificateId: "c1", HttpPort: 65536}},
+				Certificates: cert,
+			},
+			field: "virtual_hosts[id=vh].http_port",
+		},
+		{
+			name: "http_port equals listen_port",
+			u: &agentv1.ConfigUpdate{
+				VirtualHosts: []*agentv1.VirtualHost{{Id: "vh", ListenPort: 8443, SslEnabled: true, SslCertificateId: "c1", HttpPort: 8443}},
+				Certificates: cert,
+			},
+			field: "virtual_hosts[id=vh].http_port",
+		},
+		{
+			name: "http_port on another host's TLS port",
+			u: &agentv1.ConfigUpdate{
+				VirtualHosts: []*agentv1.VirtualHost{
+					{Id: "vh-a", ServerName: "a.test", SslEnabled: true, SslCertificateId: "c1"},
+					{Id: "vh-b", ServerName: "b.test", ListenPort: 8443, SslEnabled: true, SslCertificateId: "c1", HttpPort: 443},
+				},
+				Certificates: cert,
+			},
+			field: "virtual_hosts[id=vh-b].http_port",
+		},
+		{
+			name: "plain host on a TLS port",
+			u: &agentv1.ConfigUpdate{
+				VirtualHosts: []*agentv1.VirtualHost{
+					{Id: "vh-a", ServerName: "a.test", SslEnabled: true, SslCertificateId: "c1"},
+					{Id: "vh-b", ServerName: "b.test", ListenPort: 443},
+				},
+				Certificates: cert,
+			},
+			field: "virtual_hosts[id=vh-b].listen_port",
+		},
+		{
+			name: "two default servers through http_port",
+			u: &agentv1.ConfigUpdate{
+				VirtualHosts: []*agentv1.VirtualHost{
+					{Id: "vh-a", ServerName: "a.test", DefaultServer: true},
+					{Id: "vh-b", ServerName: "b.test", SslEnabled: true, SslCertificateId: "c1", HttpPort: 80, DefaultServer: true},
+				},
+				Certificates: cert,
+			},
+			field: "virtual_hosts[id=vh-b].default_server",
+		},
 		{name: "redirect code", u: withHost(func(vh *agentv1.VirtualHost) { vh.RedirectTo, vh.RedirectCode = "https://x", 200 }), field: "virtual_hosts[id=vh-1].redirect_code"},
 		{name: "redirect target with newline", u: withHost(func(vh *agentv1.VirtualHost) { vh.RedirectTo = "https://x\n" }), field: "virtual_hosts[id=vh-1].redirect_to"},
 		{name: "server name with newline", u: withHost(func(vh *agentv1.VirtualHost) { vh.ServerName = "a.test\nb.test" }), field: "virtual_hosts[id=vh-1].server_name"},

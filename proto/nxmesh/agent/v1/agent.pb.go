@@ -1591,8 +1591,9 @@ type VirtualHost struct {
 	Locations        []*Location `protobuf:"bytes,9,rep,name=locations,proto3" json:"locations,omitempty"`
 	// Extra server-level directives, name to value; rendered sorted by name.
 	CustomDirectives map[string]string `protobuf:"bytes,10,rep,name=custom_directives,json=customDirectives,proto3" json:"custom_directives,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Also listen on port 80 and answer every request there with a 301 to the
-	// https:// form of the same URL.
+	// With ssl_enabled: also listen on http_port (port 80 when http_port is
+	// zero) and answer every request there with a 301 to the https:// form of
+	// the same URL on listen_port.
 	RedirectHttps bool `protobuf:"varint,11,opt,name=redirect_https,json=redirectHttps,proto3" json:"redirect_https,omitempty"`
 	// When set, the host only redirects: every request is answered with
 	// redirect_code and Location: <redirect_to>$request_uri.
@@ -1610,6 +1611,11 @@ type VirtualHost struct {
 	// port(s). Without one, the agent renders its own default server per port that
 	// answers 404.
 	DefaultServer bool `protobuf:"varint,20,opt,name=default_server,json=defaultServer,proto3" json:"default_server,omitempty"`
+	// With ssl_enabled, a plain-HTTP port served alongside the TLS listen_port:
+	// the same server answers on both, or only the redirect when
+	// redirect_https is set. Zero means none (port 80 for redirect_https).
+	// Agents that predate the field keep the TLS port and redirect from 80.
+	HttpPort      uint32 `protobuf:"varint,21,opt,name=http_port,json=httpPort,proto3" json:"http_port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1782,6 +1788,13 @@ func (x *VirtualHost) GetDefaultServer() bool {
 		return x.DefaultServer
 	}
 	return false
+}
+
+func (x *VirtualHost) GetHttpPort() uint32 {
+	if x != nil {
+		return x.HttpPort
+	}
+	return 0
 }
 
 // AccessList restricts who may reach a virtual host.
@@ -4241,7 +4254,7 @@ const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
 	"\x05value\x18\x02 \x01(\v2\x1c.nxmesh.agent.v1.CertificateR\x05value:\x028\x01\"0\n" +
 	"\vAgentPolicy\x12!\n" +
-	"\fauto_restart\x18\x01 \x01(\bR\vautoRestart\"\xe6\a\n" +
+	"\fauto_restart\x18\x01 \x01(\bR\vautoRestart\"\x83\b\n" +
 	"\vVirtualHost\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
@@ -4269,7 +4282,8 @@ const file_nxmesh_agent_v1_agent_proto_rawDesc = "" +
 	"\x1dproxy_connect_timeout_seconds\x18\x11 \x01(\rR\x1aproxyConnectTimeoutSeconds\x12;\n" +
 	"\x1aproxy_read_timeout_seconds\x18\x12 \x01(\rR\x17proxyReadTimeoutSeconds\x12;\n" +
 	"\x1aproxy_send_timeout_seconds\x18\x13 \x01(\rR\x17proxySendTimeoutSeconds\x12%\n" +
-	"\x0edefault_server\x18\x14 \x01(\bR\rdefaultServer\x1aC\n" +
+	"\x0edefault_server\x18\x14 \x01(\bR\rdefaultServer\x12\x1b\n" +
+	"\thttp_port\x18\x15 \x01(\rR\bhttpPort\x1aC\n" +
 	"\x15CustomDirectivesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x01\n" +
