@@ -48,7 +48,9 @@ type lab struct {
 	mail   *apptest.Mailbox
 	hook   *hookServer
 	org    uuid.UUID
-	ws     uuid.UUID
+	// elseOrg is the outsider's organization.
+	elseOrg uuid.UUID
+	ws      uuid.UUID
 	agent  uuid.UUID
 	owner  *apptest.Client
 	viewer *apptest.Client
@@ -139,9 +141,11 @@ func newLab(t *testing.T, o labOpts) *lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Else", Slug: "else", OwnerID: users["outsider"].ID}); err != nil {
+	elseOrg, err := l.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Else", Slug: "else", OwnerID: users["outsider"].ID})
+	if err != nil {
 		t.Fatal(err)
 	}
+	l.elseOrg = elseOrg.ID
 	if _, err := l.orgs.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: users["viewer"].Email, Role: authz.RoleViewer}); err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +210,13 @@ func (l *lab) createRule(t *testing.T, body map[string]any) AlertRule {
 	var r AlertRule
 	l.owner.Call(t, http.MethodPost, "/v1/workspaces/"+l.ws.String()+"/alert-rules", body, http.StatusCreated, &r)
 	return r
+}
+
+func (l *lab) createChannel(t *testing.T, as *apptest.Client, org uuid.UUID, body map[string]any) NotificationChannel {
+	t.Helper()
+	var c NotificationChannel
+	as.Call(t, http.MethodPost, "/v1/organizations/"+org.String()+"/notification-channels", body, http.StatusCreated, &c)
+	return c
 }
 
 // ---- Webhook receiver ----
@@ -413,11 +424,27 @@ func TestAlertRules_BadInput(t *testing.T) {
 		{"NegativeFor", ok(`,"for":"-1m"`), "for"},
 		{"WindowTooShort", ok(`,"window":"30s"`), "window"},
 		{"BadSeverity", ok(`,"severity":"meh"`), "severity"},
-		{"AgentNotUUID", ok(`,"agent_id":"web-01"`), "agent_id"},
-		{"AgentOfNoOne", ok(`,"agent_id":"` + uuid.NewString() + `"`), "agent_id"},
-		{"VirtualHostOfNoOne", ok(`,"virtual_host_id":"` + uuid.NewString() + `"`), "virtual_host_id"},
-		{"HostMetricPerVirtualHost", `{"metric":"cpu_percent","operator":">","threshold":80,"virtual_host_id":"` + uuid.NewString() + `"}`, "virtual_host_id"},
-		{"CertificatesPerAgent", `{"metric":"certificate_days_left","operator":"<","threshold":14,"agent_id":"AGENT"}`, "agent_id"},
+		{"ScopeNotAnObject", ok(`,"scope":"agent"`), "scope"},
+		{"ScopeTypeMissing", ok(`,"scope":{}`), "scope.type"},
+		{"ScopeTypeUnknown", ok(`,"scope":{"type":"region"}`), "scope.type"},
+		{"ScopeAgentNotUUID", ok(`,"scope":{"type":"agents","agent_ids":["AGENT","web-01"]}`), "scope.agent_ids[1]"},
+		{"ScopeAgentOfNoOne", ok(`,"scope":{"type":"agents","agent_ids":["` + uuid.NewString() + `"]}`), "scope.agent_ids[0]"},
+		{"ScopeAgentTwice", ok(`,"scope":{"type":"agents","agent_ids":["AGENT","AGENT"]}`), "scope.agent_ids[1]"},
+		{"ScopeAgentsEmpty", ok(`,"scope":{"type":"agents","agent_ids":[]}`), "scope.agent_ids"},
+		{"ScopeAgentsWithSelector", ok(`,"scope":{"type":"agents","agent_ids":["AGENT"],"label_selector":"env=prod"}`), "scope.label_selector"},
+		{"ScopeLabelsMissing", ok(`,"scope":{"type":"labels"}`), "scope.label_selector"},
+		{"ScopeLabelsBad", ok(`,"scope":{"type":"labels","label_selector":"env prod"}`), "scope.label_selector"},
+		{"ScopeAllWithAgents", ok(`,"scope":{"type":"all","agent_ids":["AGENT"]}`), "scope.agent_ids"},
+		{"ScopeVirtualHostMissing", ok(`,"scope":{"type":"virtual_host"}`), "scope.virtual_host_id"},
+		{"ScopeVirtualHostNotUUID", ok(`,"scope":{"type":"virtual_host","virtual_host_id":"www"}`), "scope.virtual_host_id"},
+		{"ScopeVirtualHostOfNoOne", ok(`,"scope":{"type":"virtual_host","virtual_host_id":"` + uuid.NewString() + `"}`), "scope.virtual_host_id"},
+		{"CertificatesPerAgent", `{"metric":"certificate_days_left","operator":"<","threshold":14,"scope":{"type":"agents","agent_ids":["AGENT"]}}`, "scope.type"},
+		{"CertificatesPerLabel", `{"metric":"certificate_days_left","operator":"<","threshold":14,"scope":{"type":"labels","label_selector":"env=prod"}}`, "scope.type"},
+		{"NotifyNotAList", ok(`,"notify":"ops"`), "notify"},
+		{"NotifyNotUUID", ok(`,"notify":["ops"]`), "notify[0]"},
+		{"NotifyUnknownChannel", ok(`,"notify":["` + uuid.NewString() + `"]`), "notify[0]"},
+		{"NotifyOtherOrgChannel", ok(`,"notify":["FOREIGN"]`), "notify[0]"},
+		{"NotifyTwice", ok(`,"notify":["CHANNEL","CHANNEL"]`), "notify[1]"},
 		{"WebhookNotHTTP", ok(`,"channels":{"webhook":{"url":"ftp://hooks.example.com/x","secret":"0123456789abcdef"}}`), "channels.webhook.url"},
 		{"WebhookMetadata", ok(`,"channels":{"webhook":{"url":"http://169.254.169.254/latest","secret":"0123456789abcdef"}}`), "channels.webhook.url"},
 		{"WebhookMetadataV6", ok(`,"channels":{"webhook":{"url":"http://[fd00:ec2::254]/","secret":"0123456789abcdef"}}`), "channels.webhook.url"},
@@ -428,9 +455,12 @@ func TestAlertRules_BadInput(t *testing.T) {
 		{"EmailHeaderInjection", ok(`,"channels":{"emails":["ops@example.com\r\nBcc: x@example.com"]}`), "channels.emails[0]"},
 		{"UnknownField", ok(`,"colour":"red"`), "colour"},
 	}
+	channel := l.createChannel(t, l.owner, l.org, map[string]any{"name": "ops", "type": "webhook", "url": l.hook.URL, "secret": "0123456789abcdef"})
+	foreign := l.createChannel(t, apptest.NewClient(l.a).As(l.tokens["outsider"]), l.elseOrg,
+		map[string]any{"name": "theirs", "type": "webhook", "url": l.hook.URL, "secret": "0123456789abcdef"})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			body := strings.ReplaceAll(tc.body, "AGENT", l.agent.String())
+			body := strings.NewReplacer("AGENT", l.agent.String(), "FOREIGN", foreign.ID.String(), "CHANNEL", channel.ID.String()).Replace(tc.body)
 			resp := l.owner.Do(t, http.MethodPost, path, body)
 			if resp.Status != http.StatusUnprocessableEntity {
 				t.Fatalf("status %d, want 422: %s", resp.Status, resp.Body)
@@ -474,11 +504,11 @@ func TestAlertRules_CRUD(t *testing.T) {
 	l := newLab(t, labOpts{})
 	const secret = "s3cret-webhook-key-0123"
 	r := l.createRule(t, map[string]any{"name": "High CPU", "metric": "cpu_percent", "operator": ">=", "threshold": 85,
-		"for": "2m", "severity": "critical", "agent_id": l.agent.String(),
+		"for": "2m", "severity": "critical", "scope": map[string]any{"type": "agents", "agent_ids": []string{l.agent.String()}},
 		"channels": map[string]any{"webhook": map[string]any{"url": "https://hooks.example.com/nxmesh", "secret": secret},
 			"emails": []string{"ops@example.com", "ops@example.com", "oncall@example.com"}}})
 	if r.Name != "High CPU" || r.Metric != "cpu_percent" || r.Operator != ">=" || r.Threshold != 85 || r.For != "2m" ||
-		r.Window != "5m" || r.Severity != "critical" || r.Scope != "agent" || r.AgentID == nil || *r.AgentID != l.agent ||
+		r.Window != "5m" || r.Severity != "critical" || r.Scope.Type != ScopeAgents || len(r.Scope.AgentIDs) != 1 || r.Scope.AgentIDs[0] != l.agent.String() ||
 		!r.Enabled || r.Channels.Webhook == nil || !r.Channels.Webhook.SecretSet || len(r.Channels.Emails) != 2 {
 		t.Fatalf("created %+v", r)
 	}
@@ -499,9 +529,9 @@ func TestAlertRules_CRUD(t *testing.T) {
 		}
 	}
 	var changed AlertRule
-	l.owner.Call(t, http.MethodPatch, "/v1/alert-rules/"+r.ID.String(), map[string]any{"threshold": 90.5, "agent_id": "",
+	l.owner.Call(t, http.MethodPatch, "/v1/alert-rules/"+r.ID.String(), map[string]any{"threshold": 90.5, "scope": map[string]any{"type": "all"},
 		"channels": map[string]any{"webhook": map[string]any{"url": "https://hooks.example.com/other"}}}, http.StatusOK, &changed)
-	if changed.Threshold != 90.5 || changed.Scope != "workspace" || changed.AgentID != nil || changed.Name != "High CPU" ||
+	if changed.Threshold != 90.5 || changed.Scope.Type != ScopeAll || changed.Scope.AgentIDs != nil || changed.Name != "High CPU" ||
 		changed.Channels.Webhook == nil || changed.Channels.Webhook.URL != "https://hooks.example.com/other" || !changed.Channels.Webhook.SecretSet {
 		t.Fatalf("changed %+v", changed)
 	}
@@ -532,18 +562,23 @@ func TestAlertRules_CRUD(t *testing.T) {
 }
 
 // TestAlerts_FireAndResolve runs the evaluation as River's periodic job: a
-// burst of 5xx ingested through the logs path fires the rule (event,
-// signed webhook retried after a failure, e-mail, socket message, history),
-// and enough 2xx afterwards resolve it.
+// burst of 5xx ingested through the logs path fires the rule (event, a
+// webhook channel's signed delivery retried after a failure, an e-mail
+// channel's message, socket message, history), and enough 2xx afterwards
+// resolve it (alert.resolved).
 func TestAlerts_FireAndResolve(t *testing.T) {
 	l := newLab(t, labOpts{periodic: true, interval: time.Second})
 	l.hook.failFirst = 1 // River retries the first delivery
 	const secret = "webhook-secret-0123456789"
+	hook := l.createChannel(t, l.owner, l.org, map[string]any{"name": "Hook", "type": "webhook", "url": l.hook.URL + "/hook", "secret": secret})
+	mail := l.createChannel(t, l.owner, l.org, map[string]any{"name": "Ops mail", "type": "email", "addresses": []string{"ops@example.com"}})
 	rule := l.createRule(t, map[string]any{"name": "Errors", "metric": "error_rate", "operator": ">", "threshold": 0.5,
-		"window": "1m", "agent_id": l.agent.String(),
-		"channels": map[string]any{"webhook": map[string]any{"url": l.hook.URL + "/hook", "secret": secret},
-			"emails": []string{"ops@example.com"}}})
-	sub, err := l.a.Events().Subscribe([]string{"health.alert*"}, l.ws)
+		"window": "1m", "scope": map[string]any{"type": "agents", "agent_ids": []string{l.agent.String()}},
+		"notify": []string{hook.ID.String(), mail.ID.String()}})
+	if len(rule.Notify) != 2 || rule.Notify[0] != hook.ID || rule.Notify[1] != mail.ID {
+		t.Fatalf("notify %v", rule.Notify)
+	}
+	sub, err := l.a.Events().Subscribe([]string{EventAlert, EventAlertResolved}, l.ws)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -627,7 +662,8 @@ func TestAlerts_Evaluate(t *testing.T) {
 	svc := l.mod.Alerts()
 	cpu := l.createRule(t, map[string]any{"metric": "cpu_percent", "operator": ">", "threshold": 80})
 	memHeld := l.createRule(t, map[string]any{"metric": "memory_percent", "operator": ">=", "threshold": 50, "for": "1h"})
-	offline := l.createRule(t, map[string]any{"metric": "agent_offline", "operator": ">=", "threshold": 1, "agent_id": l.agent.String()})
+	offline := l.createRule(t, map[string]any{"metric": "agent_offline", "operator": ">=", "threshold": 1,
+		"scope": map[string]any{"type": "agents", "agent_ids": []string{l.agent.String()}}})
 	days := l.createRule(t, map[string]any{"metric": "certificate_days_left", "operator": "<", "threshold": 14})
 	evaluate := func(wantFired, wantResolved int) {
 		t.Helper()
@@ -840,8 +876,8 @@ func TestAlerts_VirtualHostScope(t *testing.T) {
 		t.Fatal(err)
 	}
 	rule := l.createRule(t, map[string]any{"metric": "requests_per_second", "operator": ">", "threshold": 0,
-		"window": "1m", "virtual_host_id": vh.String()})
-	if rule.Scope != "virtual_host" || rule.VirtualHostID == nil || *rule.VirtualHostID != vh {
+		"window": "1m", "scope": map[string]any{"type": "virtual_host", "virtual_host_id": vh.String()}})
+	if rule.Scope.Type != ScopeVirtualHost || rule.Scope.VirtualHostID != vh.String() {
 		t.Fatalf("rule %+v", rule)
 	}
 	l.ingest(t, burst(3, 200, uuid.New())...)
