@@ -39,24 +39,24 @@ const wait = 20 * time.Second
 // module's jobs, an organization with a workspace, an online agent and its
 // people.
 type lab struct {
-	a      *app.App
-	base   string
-	mod    *Module
-	logs   *logs.Module
-	auth   *auth.Service
-	orgs   *orgs.Service
-	mail   *apptest.Mailbox
-	hook   *hookServer
-	org    uuid.UUID
+	a    *app.App
+	base string
+	mod  *Module
+	logs *logs.Module
+	auth *auth.Service
+	orgs *orgs.Service
+	mail *apptest.Mailbox
+	hook *hookServer
+	org  uuid.UUID
 	// elseOrg is the outsider's organization.
 	elseOrg uuid.UUID
 	ws      uuid.UUID
-	agent  uuid.UUID
-	owner  *apptest.Client
-	viewer *apptest.Client
-	tokens map[string]string // access tokens: owner, viewer, outsider
-	key    string            // a viewer API key of the organization
-	keyID  uuid.UUID
+	agent   uuid.UUID
+	owner   *apptest.Client
+	viewer  *apptest.Client
+	tokens  map[string]string // access tokens: owner, viewer, outsider
+	key     string            // a viewer API key of the organization
+	keyID   uuid.UUID
 	// ownerID is the organization's owner.
 	ownerID uuid.UUID
 }

@@ -60,7 +60,9 @@ type ChannelArgs struct {
 func (ChannelArgs) Kind() string { return "metrics.alert_channel" }
 
 // InsertOpts bounds the retries.
-func (ChannelArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{MaxAttempts: notifyAttempts} }
+func (ChannelArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{MaxAttempts: notifyAttempts}
+}
 
 // SendToChannel delivers one alert notification to a notification channel.
 // A channel deleted since, or of another organization, is not sent to.
@@ -382,7 +384,9 @@ func (w *channelWorker) Work(ctx context.Context, j *river.Job[ChannelArgs]) err
 	return w.svc.SendToChannel(ctx, j.Args)
 }
 
-func (w *channelWorker) Timeout(*river.Job[ChannelArgs]) time.Duration { return 2 * webhookTimeout * maxEmails }
+func (w *channelWorker) Timeout(*river.Job[ChannelArgs]) time.Duration {
+	return 2 * webhookTimeout * maxEmails
+}
 
 type emailWorker struct {
 	river.WorkerDefaults[EmailArgs]
