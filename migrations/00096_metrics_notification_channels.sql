@@ -17,12 +17,12 @@ CREATE TABLE notification_channels (
 CREATE UNIQUE INDEX notification_channels_name ON notification_channels (organization_id, lower(name));
 
 -- The channels each rule notifies, in the order given (position). A channel
--- a rule uses cannot be deleted (the API answers 409 naming the rules; the
--- foreign key, checked at the end of the statement, backs it up, and lets
--- an organization's deletion cascade to both).
+-- a rule uses cannot be deleted through the API (409 naming the rules, the
+-- channel's row locked against a rule starting to use it); the cascade is
+-- for an organization's deletion, which removes channels and rules alike.
 CREATE TABLE alert_rule_channels (
     rule_id    uuid NOT NULL REFERENCES alert_rules (id) ON DELETE CASCADE,
-    channel_id uuid NOT NULL REFERENCES notification_channels (id),
+    channel_id uuid NOT NULL REFERENCES notification_channels (id) ON DELETE CASCADE,
     position   integer NOT NULL,
     PRIMARY KEY (rule_id, channel_id)
 );

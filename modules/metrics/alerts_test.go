@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -894,5 +895,190 @@ func TestAlerts_VirtualHostScope(t *testing.T) {
 	}
 	if len(as) != 1 || as[0].VirtualHostID == nil || *as[0].VirtualHostID != vh || as[0].Value <= 0 || as[0].AgentID != nil {
 		t.Fatalf("alerts %+v", as)
+	}
+}
+
+// TestAlerts_Scopes evaluates each scope type for traffic, host,
+// agent-state and certificate metrics: all, labels (an agent gaining the
+// label is included, losing it resolves), listed agents, and a virtual
+// host (its target agents; its certificate).
+func TestAlerts_Scopes(t *testing.T) {
+	l := newLab(t, labOpts{})
+	ctx := context.Background()
+	pool := l.a.Deps.Pool
+	svc := l.mod.Alerts()
+	web1 := l.agent
+	var web2 uuid.UUID
+	if err := pool.QueryRow(ctx, `INSERT INTO agents (workspace_id, name, state, labels) VALUES ($1, 'web-02', 'online', '{"env":"staging"}') RETURNING id`, l.ws).Scan(&web2); err != nil {
+		t.Fatal(err)
+	}
+	setLabels := func(agent uuid.UUID, labels string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `UPDATE agents SET labels = $2::jsonb WHERE id = $1`, agent, labels); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sample := func(agent uuid.UUID, cpu float64) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `INSERT INTO host_metrics (agent_id, workspace_id, ts, cpu_percent, memory_used_bytes,
+				memory_total_bytes, disk_used_bytes, disk_total_bytes, load_average_1m) VALUES ($1, $2, $3, $4, 1, 2, 1, 2, 0)`,
+			agent, l.ws, time.Now().UTC(), cpu); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var certA, certB, vh uuid.UUID
+	for _, c := range []struct {
+		domain string
+		dst    *uuid.UUID
+	}{{"a.example.com", &certA}, {"b.example.com", &certB}} {
+		if err := pool.QueryRow(ctx, `INSERT INTO certificates (workspace_id, domain, provider, status, certificate_pem,
+				private_key_sealed, issued_at, expires_at)
+			VALUES ($1, $2, 'upload', 'active', 'PEM', '\x00', now() - interval '80 days', now() + interval '5 days') RETURNING id`,
+			l.ws, c.domain).Scan(c.dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO virtual_hosts (workspace_id, name, server_name, listen_port, target_agents, ssl_certificate_id)
+		VALUES ($1, 'api', 'api.example.com', 80, $2::jsonb, $3) RETURNING id`, l.ws,
+		`{"type":"agents","agent_ids":["`+web2.String()+`"]}`, certA).Scan(&vh); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]any{"type": "labels", "label_selector": "env=prod"}
+	listed := map[string]any{"type": "agents", "agent_ids": []string{web1.String()}}
+	onVH := map[string]any{"type": "virtual_host", "virtual_host_id": vh.String()}
+	rule := func(metric, op string, threshold float64, scope map[string]any) uuid.UUID {
+		body := map[string]any{"metric": metric, "operator": op, "threshold": threshold, "window": "1m"}
+		if scope != nil {
+			body["scope"] = scope
+		}
+		return l.createRule(t, body).ID
+	}
+	cpuAll := rule("cpu_percent", ">", 80, nil)
+	cpuLabels := rule("cpu_percent", ">", 80, labels)
+	cpuListed := rule("cpu_percent", ">", 80, listed)
+	cpuVH := rule("cpu_percent", ">", 80, onVH)
+	offLabels := rule("agent_offline", ">=", 1, labels)
+	errLabels := rule("error_rate", ">", 0.5, labels)
+	errListed := rule("error_rate", ">", 0.5, listed)
+	certAll := rule("certificate_days_left", "<", 14, nil)
+	certVH := rule("certificate_days_left", "<", 14, onVH)
+
+	// firing is what each rule fires for now: agent or certificate ids ("" for the whole scope).
+	firing := func() map[uuid.UUID][]string {
+		t.Helper()
+		if _, err := svc.Evaluate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		as, _, err := svc.Alerts(ctx, AlertQuery{WorkspaceID: l.ws, State: AlertFiring, Page: app.Page{Page: 1, PerPage: 100}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[uuid.UUID][]string{}
+		for _, a := range as {
+			subject := ""
+			switch {
+			case a.AgentID != nil:
+				subject = a.AgentID.String()
+			case a.CertificateID != nil:
+				subject = a.CertificateID.String()
+			}
+			out[*a.RuleID] = append(out[*a.RuleID], subject)
+		}
+		for _, v := range out {
+			sort.Strings(v)
+		}
+		return out
+	}
+	expect := func(got map[uuid.UUID][]string, name string, rule uuid.UUID, want ...uuid.UUID) {
+		t.Helper()
+		w := []string{}
+		for _, id := range want {
+			w = append(w, id.String())
+		}
+		sort.Strings(w)
+		g := got[rule]
+		if g == nil {
+			g = []string{}
+		}
+		if strings.Join(g, ",") != strings.Join(w, ",") {
+			t.Errorf("%s fires for %v, want %v", name, g, w)
+		}
+	}
+
+	sample(web1, 90)
+	sample(web2, 95)
+	l.ingest(t, burst(4, 503, uuid.Nil)...) // web-01's traffic: all errors
+	got := firing()
+	expect(got, "cpu/all", cpuAll, web1, web2)
+	expect(got, "cpu/labels before any agent has env=prod", cpuLabels)
+	expect(got, "cpu/agents", cpuListed, web1)
+	expect(got, "cpu/virtual_host (its target agents)", cpuVH, web2)
+	expect(got, "offline/labels", offLabels)
+	expect(got, "errors/labels", errLabels)
+	expect(got, "errors/agents", errListed, web1)
+	expect(got, "certificates/all", certAll, certA, certB)
+	expect(got, "certificates/virtual_host (its certificate)", certVH, certA)
+
+	// web-02 gains the label: the labels rules include it at the next evaluation.
+	setLabels(web2, `{"env":"prod"}`)
+	got = firing()
+	expect(got, "cpu/labels after web-02 gained env=prod", cpuLabels, web2)
+	expect(got, "errors/labels (web-02 has no traffic)", errLabels)
+	setLabels(web1, `{"env":"prod","role":"edge"}`)
+	got = firing()
+	expect(got, "cpu/labels after web-01 gained env=prod", cpuLabels, web1, web2)
+	expect(got, "errors/labels after web-01 gained env=prod", errLabels, web1)
+
+	// web-02 goes offline: the offline rule fires for it; then it loses the
+	// label and leaves the scope, which resolves the alert.
+	if _, err := pool.Exec(ctx, `UPDATE agents SET state = 'offline' WHERE id = $1`, web2); err != nil {
+		t.Fatal(err)
+	}
+	got = firing()
+	expect(got, "offline/labels", offLabels, web2)
+	expect(got, "cpu/labels (an offline agent's samples do not count)", cpuLabels, web1)
+	setLabels(web2, `{"env":"staging"}`)
+	got = firing()
+	expect(got, "offline/labels after web-02 lost the label", offLabels)
+	var resolved int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM alerts WHERE rule_id = $1 AND state = 'resolved'`, offLabels).Scan(&resolved); err != nil || resolved != 1 {
+		t.Fatalf("%d resolved offline alerts (%v), want 1", resolved, err)
+	}
+}
+
+// TestAlerts_RuleChannels fires a rule with its own webhook and address
+// (the inline channels kept from before notification channels) and a
+// webhook channel: each is notified, signed with its own secret.
+func TestAlerts_RuleChannels(t *testing.T) {
+	l := newLab(t, labOpts{})
+	ctx := context.Background()
+	const inline, shared = "inline-secret-0123456789", "shared-secret-0123456789"
+	other := newHookServer(t)
+	hook := l.createChannel(t, l.owner, l.org, map[string]any{"name": "Shared", "type": "webhook", "url": other.URL, "secret": shared})
+	rule := l.createRule(t, map[string]any{"name": "CPU", "metric": "cpu_percent", "operator": ">", "threshold": 50,
+		"notify":   []string{hook.ID.String()},
+		"channels": map[string]any{"webhook": map[string]any{"url": l.hook.URL, "secret": inline}, "emails": []string{"inline@example.com"}}})
+	l.sample(t, 75, 1, 2)
+	if res, err := l.mod.Alerts().Evaluate(ctx); err != nil || res.Fired != 1 {
+		t.Fatalf("evaluation %+v, %v", res, err)
+	}
+	if p := verified(t, l.hook.next(t), inline); p.Type != EventAlert || p.Data["rule_id"] != rule.ID.String() {
+		t.Fatalf("inline webhook %+v", p)
+	}
+	if p := verified(t, other.next(t), shared); p.Type != EventAlert || p.Data["rule_id"] != rule.ID.String() || numOf(t, p.Data["value"]) != 75 {
+		t.Fatalf("channel webhook %+v", p)
+	}
+	if m := l.mail.Next(t); len(m.To) != 1 || m.To[0] != "inline@example.com" || !strings.Contains(m.Data, "[NxMesh FIRING] CPU") {
+		t.Fatalf("inline mail to %v:\n%s", m.To, m.Data)
+	}
+	l.sample(t, 10, 1, 2)
+	if res, err := l.mod.Alerts().Evaluate(ctx); err != nil || res.Resolved != 1 {
+		t.Fatalf("evaluation %+v, %v", res, err)
+	}
+	if p := verified(t, other.next(t), shared); p.Type != "alert.resolved" || p.Data["state"] != AlertResolved {
+		t.Fatalf("channel webhook on resolve %+v", p)
+	}
+	if p := verified(t, l.hook.next(t), inline); p.Type != "alert.resolved" {
+		t.Fatalf("inline webhook on resolve %+v", p)
 	}
 }
