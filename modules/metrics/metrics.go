@@ -162,4 +162,5 @@ func (m *Module) Routes(r app.Routers) {
 	m.bindAnalytics(r)
 	m.bindStreams(r)
 	m.mountUI(r.UI)
+	m.mountAlertUI(r.UI)
 }
