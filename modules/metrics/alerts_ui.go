@@ -701,7 +701,9 @@ func (m *Module) renderChannels(c *fiber.Ctx, status int, form views.Form) error
 		CanDelete: m.pages.Allowed(c, ObjNotificationChannel, authz.Delete)}))
 }
 
-func (m *Module) uiChannels(c *fiber.Ctx) error { return m.renderChannels(c, http.StatusOK, views.Form{}) }
+func (m *Module) uiChannels(c *fiber.Ctx) error {
+	return m.renderChannels(c, http.StatusOK, views.Form{})
+}
 
 func (m *Module) uiCreateChannel(c *fiber.Ctx) error {
 	org := app.ScopeOf(c).OrgID
