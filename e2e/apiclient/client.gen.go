@@ -330,17 +330,20 @@ type AlertRule struct {
 
 // AlertRuleInput defines model for AlertRuleInput.
 type AlertRuleInput struct {
-	Channels  *ChannelsInput `json:"channels,omitempty"`
-	Enabled   *bool          `json:"enabled,omitempty"`
-	For       *string        `json:"for,omitempty"`
-	Metric    *string        `json:"metric,omitempty"`
-	Name      *string        `json:"name,omitempty"`
-	Notify    *[]string      `json:"notify,omitempty"`
-	Operator  *string        `json:"operator,omitempty"`
-	Scope     *AlertScope    `json:"scope,omitempty"`
-	Severity  *string        `json:"severity,omitempty"`
-	Threshold *float32       `json:"threshold,omitempty"`
-	Window    *string        `json:"window,omitempty"`
+	// Channels the rule's own webhook and addresses, notified besides notify
+	Channels *ChannelsInput `json:"channels,omitempty"`
+	Enabled  *bool          `json:"enabled,omitempty"`
+	For      *string        `json:"for,omitempty"`
+	Metric   *string        `json:"metric,omitempty"`
+	Name     *string        `json:"name,omitempty"`
+
+	// Notify ids of notification channels of the workspace's organization; replaces the list
+	Notify    *[]string   `json:"notify,omitempty"`
+	Operator  *string     `json:"operator,omitempty"`
+	Scope     *AlertScope `json:"scope,omitempty"`
+	Severity  *string     `json:"severity,omitempty"`
+	Threshold *float32    `json:"threshold,omitempty"`
+	Window    *string     `json:"window,omitempty"`
 }
 
 // AlertScope defines model for AlertScope.
@@ -893,11 +896,20 @@ type NotificationChannel struct {
 
 // NotificationChannelInput defines model for NotificationChannelInput.
 type NotificationChannelInput struct {
+	// Addresses email: 1 to 20 addresses
 	Addresses *[]string `json:"addresses,omitempty"`
-	Name      *string   `json:"name,omitempty"`
-	Secret    *string   `json:"secret,omitempty"`
-	Type      *string   `json:"type,omitempty"`
-	Url       *string   `json:"url,omitempty"`
+
+	// Name 1 to 100 characters, unique in the organization
+	Name *string `json:"name,omitempty"`
+
+	// Secret webhook: 16 to 256 bytes the deliveries are signed with (X-NxMesh-Signature: sha256=<hex HMAC-SHA256 of the body>); write-only, kept when absent
+	Secret *string `json:"secret,omitempty"`
+
+	// Type webhook or email; cannot change in a PATCH
+	Type *string `json:"type,omitempty"`
+
+	// Url webhook: an http:// or https:// URL
+	Url *string `json:"url,omitempty"`
 }
 
 // Organization defines model for Organization.

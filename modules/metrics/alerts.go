@@ -261,8 +261,8 @@ type AlertRuleInput struct {
 	Severity  *string        `json:"severity"`
 	Scope     *AlertScope    `json:"scope"`
 	Enabled   *bool          `json:"enabled"`
-	Notify    *[]string      `json:"notify"`
-	Channels  *ChannelsInput `json:"channels"`
+	Notify    *[]string      `json:"notify" doc:"ids of notification channels of the workspace's organization; replaces the list"`
+	Channels  *ChannelsInput `json:"channels" doc:"the rule's own webhook and addresses, notified besides notify"`
 }
 
 // ChannelsInput sets a rule's own channels; an absent member is kept.

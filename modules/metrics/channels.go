@@ -83,16 +83,16 @@ type NotificationChannel struct {
 // NotificationChannelInput creates (POST) or changes (PATCH) a channel; in
 // a PATCH an absent field is kept, and type cannot change.
 type NotificationChannelInput struct {
-	Name *string `json:"name"`
+	Name *string `json:"name" doc:"1 to 100 characters, unique in the organization"`
 	// Type is webhook or email.
-	Type *string `json:"type"`
+	Type *string `json:"type" doc:"webhook or email; cannot change in a PATCH"`
 	// URL is the webhook's http:// or https:// URL.
-	URL *string `json:"url"`
+	URL *string `json:"url" doc:"webhook: an http:// or https:// URL"`
 	// Secret signs the webhook's deliveries (16 to 256 bytes; write-only;
 	// required with a new webhook, kept when absent).
-	Secret *string `json:"secret"`
+	Secret *string `json:"secret" doc:"webhook: 16 to 256 bytes the deliveries are signed with (X-NxMesh-Signature: sha256=<hex HMAC-SHA256 of the body>); write-only, kept when absent"`
 	// Addresses are the e-mail channel's recipients (1 to 20).
-	Addresses *[]string `json:"addresses"`
+	Addresses *[]string `json:"addresses" doc:"email: 1 to 20 addresses"`
 }
 
 // channelRow is a notification_channels row.
