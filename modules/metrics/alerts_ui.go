@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -486,6 +487,7 @@ func (m *Module) renderRuleForm(c *fiber.Ctx, status int, rule *AlertRule, f rul
 		for k, v := range labels {
 			ls = append(ls, k+"="+v)
 		}
+		sort.Strings(ls)
 		note := state
 		if len(ls) > 0 {
 			note += " · " + strings.Join(ls, ", ")
