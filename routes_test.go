@@ -176,25 +176,31 @@ func (m *master) fixture(t *testing.T, p people) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	chName, chType, chURL, chSecret := "hook", metrics.ChannelWebhook, "https://hooks.example.com/nxmesh", "0123456789abcdef"
+	channel, err := m.mods.Metrics.Alerts().CreateChannel(ctx, org.ID, metrics.NotificationChannelInput{Name: &chName, Type: &chType, URL: &chURL, Secret: &chSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return fixture{params: map[string]string{
-		"alert-rules/:id":   rule.ID.String(),
-		"agents/:id":        tok.AgentID.String(),
-		":agent_id":         tok.AgentID.String(),
-		":command_id":       cmdID.String(),
-		"certificates/:id":  cert.ID.String(),
-		"virtual-hosts/:id": vh.ID.String(),
-		"streams/:id":       st.ID.String(),
-		":version":          "1",
-		"organizations/:id": org.ID.String(),
-		"workspaces/:id":    ws.ID.String(),
-		"users/:id":         p.users["member"].ID.String(),
-		":user_id":          p.users["member"].ID.String(),
-		"orgs/:id":          org.ID.String(),
-		":org":              org.ID.String(),
-		":key_id":           key.ID.String(),
-		":invitation_id":    inv.ID.String(),
-		"invitations/:id":   inv.ID.String(),
-		"upstreams/:id":     up.ID.String(),
+		"alert-rules/:id":           rule.ID.String(),
+		"notification-channels/:id": channel.ID.String(),
+		"agents/:id":                tok.AgentID.String(),
+		":agent_id":                 tok.AgentID.String(),
+		":command_id":               cmdID.String(),
+		"certificates/:id":          cert.ID.String(),
+		"virtual-hosts/:id":         vh.ID.String(),
+		"streams/:id":               st.ID.String(),
+		":version":                  "1",
+		"organizations/:id":         org.ID.String(),
+		"workspaces/:id":            ws.ID.String(),
+		"users/:id":                 p.users["member"].ID.String(),
+		":user_id":                  p.users["member"].ID.String(),
+		"orgs/:id":                  org.ID.String(),
+		":org":                      org.ID.String(),
+		":key_id":                   key.ID.String(),
+		":invitation_id":            inv.ID.String(),
+		"invitations/:id":           inv.ID.String(),
+		"upstreams/:id":             up.ID.String(),
 	}}
 }
 

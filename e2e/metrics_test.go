@@ -328,9 +328,19 @@ func TestAgentMetrics(t *testing.T) {
 		h := &hook{secret: []byte("webhook-secret-1")}
 		srv := httptest.NewServer(h)
 		t.Cleanup(srv.Close)
+		var wsInfo struct {
+			OrganizationID string `json:"organization_id"`
+		}
+		m.api.call(t, http.MethodGet, "/v1/workspaces/"+ws, nil, http.StatusOK, &wsInfo)
+		var channel struct {
+			ID string `json:"id"`
+		}
+		m.api.call(t, http.MethodPost, "/v1/organizations/"+wsInfo.OrganizationID+"/notification-channels", map[string]any{
+			"name": "e2e hook", "type": "webhook", "url": srv.URL + "/hook", "secret": string(h.secret),
+		}, http.StatusCreated, &channel)
 		m.api.call(t, http.MethodPost, "/v1/workspaces/"+ws+"/alert-rules", map[string]any{
 			"name": "errors", "metric": "error_rate", "operator": ">", "threshold": 0.5, "for": "0s", "window": "1m",
-			"severity": "critical", "channels": map[string]any{"webhook": map[string]any{"url": srv.URL + "/hook", "secret": string(h.secret)}},
+			"severity": "critical", "scope": map[string]any{"type": "all"}, "notify": []string{channel.ID},
 		}, http.StatusCreated, nil)
 		send(t, 500, 5, 60)
 		var fired metrics.WebhookPayload
@@ -347,8 +357,8 @@ func TestAgentMetrics(t *testing.T) {
 		}
 		// The burst stops: good traffic brings the rate down and the alert resolves.
 		send(t, 200, 10, 300)
-		fleetEventually(t, 90*time.Second, "a signed health.alert.resolved delivery", func() (bool, string) {
-			_, ok, why := h.find("health.alert.resolved")
+		fleetEventually(t, 90*time.Second, "a signed alert.resolved delivery", func() (bool, string) {
+			_, ok, why := h.find("alert.resolved")
 			return ok, why
 		})
 		h.mu.Lock()

@@ -2,8 +2,8 @@ package views
 
 import "github.com/google/uuid"
 
-// Sections of a workspace's pages (the upstreams, certs, vhosts and agents
-// modules), as passed to WorkspaceSections to mark the current one.
+// Sections of a workspace's pages (the upstreams, certs, vhosts, agents, logs
+// and metrics modules), as passed to WorkspaceSections to mark the current one.
 const (
 	SectionVirtualHosts = "virtual-hosts"
 	SectionUpstreams    = "upstreams"
@@ -13,6 +13,7 @@ const (
 	SectionAgents       = "agents"
 	SectionLogs         = "logs"
 	SectionMetrics      = "metrics"
+	SectionAlerts       = "alerts"
 )
 
 // WorkspaceSections are the tabs of a workspace's pages, with
@@ -28,5 +29,6 @@ func WorkspaceSections(workspaceID uuid.UUID, active string) []Link {
 		{Label: "Agents", Href: base + "/agents", Active: active == SectionAgents},
 		{Label: "Logs", Href: base + "/logs", Active: active == SectionLogs},
 		{Label: "Metrics", Href: base + "/metrics", Active: active == SectionMetrics},
+		{Label: "Alerts", Href: base + "/alerts", Active: active == SectionAlerts},
 	}
 }

@@ -311,37 +311,54 @@ type Alert struct {
 
 // AlertRule defines model for AlertRule.
 type AlertRule struct {
-	AgentId       *openapi_types.UUID `json:"agent_id,omitempty"`
-	Channels      Channels            `json:"channels"`
-	CreatedAt     time.Time           `json:"created_at"`
-	Enabled       bool                `json:"enabled"`
-	For           string              `json:"for"`
-	Id            openapi_types.UUID  `json:"id"`
-	Metric        string              `json:"metric"`
-	Name          string              `json:"name"`
-	Operator      string              `json:"operator"`
-	Scope         string              `json:"scope"`
-	Severity      string              `json:"severity"`
-	Threshold     float32             `json:"threshold"`
-	UpdatedAt     time.Time           `json:"updated_at"`
-	VirtualHostId *openapi_types.UUID `json:"virtual_host_id,omitempty"`
-	Window        string              `json:"window"`
-	WorkspaceId   openapi_types.UUID  `json:"workspace_id"`
+	Channels    Channels             `json:"channels"`
+	CreatedAt   time.Time            `json:"created_at"`
+	Enabled     bool                 `json:"enabled"`
+	For         string               `json:"for"`
+	Id          openapi_types.UUID   `json:"id"`
+	Metric      string               `json:"metric"`
+	Name        string               `json:"name"`
+	Notify      []openapi_types.UUID `json:"notify"`
+	Operator    string               `json:"operator"`
+	Scope       AlertScope           `json:"scope"`
+	Severity    string               `json:"severity"`
+	Threshold   float32              `json:"threshold"`
+	UpdatedAt   time.Time            `json:"updated_at"`
+	Window      string               `json:"window"`
+	WorkspaceId openapi_types.UUID   `json:"workspace_id"`
 }
 
 // AlertRuleInput defines model for AlertRuleInput.
 type AlertRuleInput struct {
-	AgentId       *string        `json:"agent_id,omitempty"`
-	Channels      *ChannelsInput `json:"channels,omitempty"`
-	Enabled       *bool          `json:"enabled,omitempty"`
-	For           *string        `json:"for,omitempty"`
-	Metric        *string        `json:"metric,omitempty"`
-	Name          *string        `json:"name,omitempty"`
-	Operator      *string        `json:"operator,omitempty"`
-	Severity      *string        `json:"severity,omitempty"`
-	Threshold     *float32       `json:"threshold,omitempty"`
-	VirtualHostId *string        `json:"virtual_host_id,omitempty"`
-	Window        *string        `json:"window,omitempty"`
+	// Channels the rule's own webhook and addresses, notified besides notify
+	Channels *ChannelsInput `json:"channels,omitempty"`
+	Enabled  *bool          `json:"enabled,omitempty"`
+	For      *string        `json:"for,omitempty"`
+	Metric   *string        `json:"metric,omitempty"`
+	Name     *string        `json:"name,omitempty"`
+
+	// Notify ids of notification channels of the workspace's organization; replaces the list
+	Notify    *[]string   `json:"notify,omitempty"`
+	Operator  *string     `json:"operator,omitempty"`
+	Scope     *AlertScope `json:"scope,omitempty"`
+	Severity  *string     `json:"severity,omitempty"`
+	Threshold *float32    `json:"threshold,omitempty"`
+	Window    *string     `json:"window,omitempty"`
+}
+
+// AlertScope defines model for AlertScope.
+type AlertScope struct {
+	// AgentIds with type agents: agent UUIDs of the workspace
+	AgentIds *[]string `json:"agent_ids,omitempty"`
+
+	// LabelSelector with type labels: comma-separated key=value or key!=value terms
+	LabelSelector *string `json:"label_selector,omitempty"`
+
+	// Type all (default), labels, agents or virtual_host
+	Type string `json:"type"`
+
+	// VirtualHostId with type virtual_host: a virtual host or stream UUID of the workspace
+	VirtualHostId *string `json:"virtual_host_id,omitempty"`
 }
 
 // Analytics defines model for Analytics.
@@ -862,6 +879,37 @@ type Nginx struct {
 	RequestsPerSecond float32 `json:"requests_per_second"`
 	Waiting           int     `json:"waiting"`
 	Writing           int     `json:"writing"`
+}
+
+// NotificationChannel defines model for NotificationChannel.
+type NotificationChannel struct {
+	Addresses      []string           `json:"addresses"`
+	CreatedAt      time.Time          `json:"created_at"`
+	Id             openapi_types.UUID `json:"id"`
+	Name           string             `json:"name"`
+	OrganizationId openapi_types.UUID `json:"organization_id"`
+	SecretSet      bool               `json:"secret_set"`
+	Type           string             `json:"type"`
+	UpdatedAt      time.Time          `json:"updated_at"`
+	Url            string             `json:"url"`
+}
+
+// NotificationChannelInput defines model for NotificationChannelInput.
+type NotificationChannelInput struct {
+	// Addresses email: 1 to 20 addresses
+	Addresses *[]string `json:"addresses,omitempty"`
+
+	// Name 1 to 100 characters, unique in the organization
+	Name *string `json:"name,omitempty"`
+
+	// Secret webhook: 16 to 256 bytes the deliveries are signed with (X-NxMesh-Signature: sha256=<hex HMAC-SHA256 of the body>); write-only, kept when absent
+	Secret *string `json:"secret,omitempty"`
+
+	// Type webhook or email; cannot change in a PATCH
+	Type *string `json:"type,omitempty"`
+
+	// Url webhook: an http:// or https:// URL
+	Url *string `json:"url,omitempty"`
 }
 
 // Organization defines model for Organization.
@@ -1511,6 +1559,12 @@ type GetOrganizationsByIdMembersParams struct {
 	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
 }
 
+// GetOrganizationsByIdNotificationChannelsParams defines parameters for GetOrganizationsByIdNotificationChannels.
+type GetOrganizationsByIdNotificationChannelsParams struct {
+	Page    *int `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+}
+
 // GetOrganizationsByIdWorkspacesParams defines parameters for GetOrganizationsByIdWorkspaces.
 type GetOrganizationsByIdWorkspacesParams struct {
 	Page    *int `form:"page,omitempty" json:"page,omitempty"`
@@ -1676,6 +1730,9 @@ type PatchCertificatesByIdJSONRequestBody = UpdateParams
 // PostInvitationsAcceptJSONRequestBody defines body for PostInvitationsAccept for application/json ContentType.
 type PostInvitationsAcceptJSONRequestBody = AcceptInvitationTokenRequest
 
+// PatchNotificationChannelsByIdJSONRequestBody defines body for PatchNotificationChannelsById for application/json ContentType.
+type PatchNotificationChannelsByIdJSONRequestBody = NotificationChannelInput
+
 // PostOrganizationsJSONRequestBody defines body for PostOrganizations for application/json ContentType.
 type PostOrganizationsJSONRequestBody = CreateOrganizationRequest
 
@@ -1693,6 +1750,9 @@ type PostOrganizationsByIdMembersJSONRequestBody = AddMemberRequest
 
 // PatchOrganizationsByIdMembersByUserIdJSONRequestBody defines body for PatchOrganizationsByIdMembersByUserId for application/json ContentType.
 type PatchOrganizationsByIdMembersByUserIdJSONRequestBody = UpdateMemberRequest
+
+// PostOrganizationsByIdNotificationChannelsJSONRequestBody defines body for PostOrganizationsByIdNotificationChannels for application/json ContentType.
+type PostOrganizationsByIdNotificationChannelsJSONRequestBody = NotificationChannelInput
 
 // PostOrganizationsByIdWorkspacesJSONRequestBody defines body for PostOrganizationsByIdWorkspaces for application/json ContentType.
 type PostOrganizationsByIdWorkspacesJSONRequestBody = CreateWorkspaceRequest
@@ -1911,19 +1971,19 @@ type ClientInterface interface {
 	// Corresponds with DELETE /alert-rules/{id} (the `DeleteAlertRulesById` operationId).
 	DeleteAlertRulesById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetAlertRulesById Get an alert rule (the webhook secret is never shown)
+	// GetAlertRulesById Get an alert rule (webhook secrets are never shown)
 	//
 	// Corresponds with GET /alert-rules/{id} (the `GetAlertRulesById` operationId).
 	GetAlertRulesById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// PatchAlertRulesByIdWithBody Change an alert rule; absent fields are kept
+	// PatchAlertRulesByIdWithBody Change an alert rule; absent fields are kept, scope and notify are replaced when given
 	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with PATCH /alert-rules/{id} (the `PatchAlertRulesById` operationId).
 	PatchAlertRulesByIdWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// PatchAlertRulesById Change an alert rule; absent fields are kept
+	// PatchAlertRulesById Change an alert rule; absent fields are kept, scope and notify are replaced when given
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -2087,6 +2147,30 @@ type ClientInterface interface {
 	// Corresponds with POST /invitations/{id}/decline (the `PostInvitationsByIdDecline` operationId).
 	PostInvitationsByIdDecline(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// DeleteNotificationChannelsById Delete a notification channel; 409 naming the alert rules that still notify it
+	//
+	// Corresponds with DELETE /notification-channels/{id} (the `DeleteNotificationChannelsById` operationId).
+	DeleteNotificationChannelsById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetNotificationChannelsById Get a notification channel (the secret is never shown)
+	//
+	// Corresponds with GET /notification-channels/{id} (the `GetNotificationChannelsById` operationId).
+	GetNotificationChannelsById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PatchNotificationChannelsByIdWithBody Change a notification channel; absent fields are kept (the secret too), type cannot change
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PATCH /notification-channels/{id} (the `PatchNotificationChannelsById` operationId).
+	PatchNotificationChannelsByIdWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PatchNotificationChannelsById Change a notification channel; absent fields are kept (the secret too), type cannot change
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PATCH /notification-channels/{id} (the `PatchNotificationChannelsById` operationId).
+	PatchNotificationChannelsById(ctx context.Context, id openapi_types.UUID, body PatchNotificationChannelsByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetOpenapiJson OpenAPI 3.1 document of this API
 	//
 	// Corresponds with GET /openapi.json (the `GetOpenapiJson` operationId).
@@ -2235,6 +2319,25 @@ type ClientInterface interface {
 	//
 	// Corresponds with PATCH /organizations/{id}/members/{user_id} (the `PatchOrganizationsByIdMembersByUserId` operationId).
 	PatchOrganizationsByIdMembersByUserId(ctx context.Context, id openapi_types.UUID, userId openapi_types.UUID, body PatchOrganizationsByIdMembersByUserIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetOrganizationsByIdNotificationChannels List an organization's notification channels (secrets are never shown: secret_set)
+	//
+	// Corresponds with GET /organizations/{id}/notification-channels (the `GetOrganizationsByIdNotificationChannels` operationId).
+	GetOrganizationsByIdNotificationChannels(ctx context.Context, id openapi_types.UUID, params *GetOrganizationsByIdNotificationChannelsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostOrganizationsByIdNotificationChannelsWithBody Create a notification channel: name, type webhook (url, write-only secret) or email (addresses)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /organizations/{id}/notification-channels (the `PostOrganizationsByIdNotificationChannels` operationId).
+	PostOrganizationsByIdNotificationChannelsWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// PostOrganizationsByIdNotificationChannels Create a notification channel: name, type webhook (url, write-only secret) or email (addresses)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /organizations/{id}/notification-channels (the `PostOrganizationsByIdNotificationChannels` operationId).
+	PostOrganizationsByIdNotificationChannels(ctx context.Context, id openapi_types.UUID, body PostOrganizationsByIdNotificationChannelsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetOrganizationsByIdWorkspaces List an organization's workspaces; per_page is capped at 100
 	//
@@ -2476,14 +2579,14 @@ type ClientInterface interface {
 	// Corresponds with GET /workspaces/{id}/alert-rules (the `GetWorkspacesByIdAlertRules` operationId).
 	GetWorkspacesByIdAlertRules(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAlertRulesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// PostWorkspacesByIdAlertRulesWithBody Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+	// PostWorkspacesByIdAlertRulesWithBody Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, severity, scope ({"type":"all"} default, labels with label_selector, agents with agent_ids, virtual_host with virtual_host_id), notify (ids of the organization's notification channels), channels (the rule's own webhook url and secret, emails)
 	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /workspaces/{id}/alert-rules (the `PostWorkspacesByIdAlertRules` operationId).
 	PostWorkspacesByIdAlertRulesWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// PostWorkspacesByIdAlertRules Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+	// PostWorkspacesByIdAlertRules Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, severity, scope ({"type":"all"} default, labels with label_selector, agents with agent_ids, virtual_host with virtual_host_id), notify (ids of the organization's notification channels), channels (the rule's own webhook url and secret, emails)
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -2902,7 +3005,7 @@ func (c *Client) DeleteAlertRulesById(ctx context.Context, id openapi_types.UUID
 	return c.Client.Do(req)
 }
 
-// GetAlertRulesById Get an alert rule (the webhook secret is never shown)
+// GetAlertRulesById Get an alert rule (webhook secrets are never shown)
 //
 // Corresponds with GET /alert-rules/{id} (the `GetAlertRulesById` operationId).
 func (c *Client) GetAlertRulesById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2917,7 +3020,7 @@ func (c *Client) GetAlertRulesById(ctx context.Context, id openapi_types.UUID, r
 	return c.Client.Do(req)
 }
 
-// PatchAlertRulesByIdWithBody Change an alert rule; absent fields are kept
+// PatchAlertRulesByIdWithBody Change an alert rule; absent fields are kept, scope and notify are replaced when given
 //
 // Takes any type of body and a specified content type.
 //
@@ -2934,7 +3037,7 @@ func (c *Client) PatchAlertRulesByIdWithBody(ctx context.Context, id openapi_typ
 	return c.Client.Do(req)
 }
 
-// PatchAlertRulesById Change an alert rule; absent fields are kept
+// PatchAlertRulesById Change an alert rule; absent fields are kept, scope and notify are replaced when given
 //
 // Takes a body of the `application/json` content type.
 //
@@ -3358,6 +3461,70 @@ func (c *Client) PostInvitationsByIdDecline(ctx context.Context, id openapi_type
 	return c.Client.Do(req)
 }
 
+// DeleteNotificationChannelsById Delete a notification channel; 409 naming the alert rules that still notify it
+//
+// Corresponds with DELETE /notification-channels/{id} (the `DeleteNotificationChannelsById` operationId).
+func (c *Client) DeleteNotificationChannelsById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteNotificationChannelsByIdRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetNotificationChannelsById Get a notification channel (the secret is never shown)
+//
+// Corresponds with GET /notification-channels/{id} (the `GetNotificationChannelsById` operationId).
+func (c *Client) GetNotificationChannelsById(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetNotificationChannelsByIdRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PatchNotificationChannelsByIdWithBody Change a notification channel; absent fields are kept (the secret too), type cannot change
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PATCH /notification-channels/{id} (the `PatchNotificationChannelsById` operationId).
+func (c *Client) PatchNotificationChannelsByIdWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPatchNotificationChannelsByIdRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PatchNotificationChannelsById Change a notification channel; absent fields are kept (the secret too), type cannot change
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PATCH /notification-channels/{id} (the `PatchNotificationChannelsById` operationId).
+func (c *Client) PatchNotificationChannelsById(ctx context.Context, id openapi_types.UUID, body PatchNotificationChannelsByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPatchNotificationChannelsByIdRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetOpenapiJson OpenAPI 3.1 document of this API
 //
 // Corresponds with GET /openapi.json (the `GetOpenapiJson` operationId).
@@ -3747,6 +3914,55 @@ func (c *Client) PatchOrganizationsByIdMembersByUserIdWithBody(ctx context.Conte
 // Corresponds with PATCH /organizations/{id}/members/{user_id} (the `PatchOrganizationsByIdMembersByUserId` operationId).
 func (c *Client) PatchOrganizationsByIdMembersByUserId(ctx context.Context, id openapi_types.UUID, userId openapi_types.UUID, body PatchOrganizationsByIdMembersByUserIdJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPatchOrganizationsByIdMembersByUserIdRequest(c.Server, id, userId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetOrganizationsByIdNotificationChannels List an organization's notification channels (secrets are never shown: secret_set)
+//
+// Corresponds with GET /organizations/{id}/notification-channels (the `GetOrganizationsByIdNotificationChannels` operationId).
+func (c *Client) GetOrganizationsByIdNotificationChannels(ctx context.Context, id openapi_types.UUID, params *GetOrganizationsByIdNotificationChannelsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetOrganizationsByIdNotificationChannelsRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostOrganizationsByIdNotificationChannelsWithBody Create a notification channel: name, type webhook (url, write-only secret) or email (addresses)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /organizations/{id}/notification-channels (the `PostOrganizationsByIdNotificationChannels` operationId).
+func (c *Client) PostOrganizationsByIdNotificationChannelsWithBody(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostOrganizationsByIdNotificationChannelsRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// PostOrganizationsByIdNotificationChannels Create a notification channel: name, type webhook (url, write-only secret) or email (addresses)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /organizations/{id}/notification-channels (the `PostOrganizationsByIdNotificationChannels` operationId).
+func (c *Client) PostOrganizationsByIdNotificationChannels(ctx context.Context, id openapi_types.UUID, body PostOrganizationsByIdNotificationChannelsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewPostOrganizationsByIdNotificationChannelsRequest(c.Server, id, body)
 	if err != nil {
 		return nil, err
 	}
@@ -4397,7 +4613,7 @@ func (c *Client) GetWorkspacesByIdAlertRules(ctx context.Context, id openapi_typ
 	return c.Client.Do(req)
 }
 
-// PostWorkspacesByIdAlertRulesWithBody Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+// PostWorkspacesByIdAlertRulesWithBody Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, severity, scope ({"type":"all"} default, labels with label_selector, agents with agent_ids, virtual_host with virtual_host_id), notify (ids of the organization's notification channels), channels (the rule's own webhook url and secret, emails)
 //
 // Takes any type of body and a specified content type.
 //
@@ -4414,7 +4630,7 @@ func (c *Client) PostWorkspacesByIdAlertRulesWithBody(ctx context.Context, id op
 	return c.Client.Do(req)
 }
 
-// PostWorkspacesByIdAlertRules Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+// PostWorkspacesByIdAlertRules Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, severity, scope ({"type":"all"} default, labels with label_selector, agents with agent_ids, virtual_host with virtual_host_id), notify (ids of the organization's notification channels), channels (the rule's own webhook url and secret, emails)
 //
 // Takes a body of the `application/json` content type.
 //
@@ -6398,6 +6614,121 @@ func NewPostInvitationsByIdDeclineRequest(server string, id openapi_types.UUID) 
 	return req, nil
 }
 
+// NewDeleteNotificationChannelsByIdRequest constructs an http.Request for the DeleteNotificationChannelsById method
+func NewDeleteNotificationChannelsByIdRequest(server string, id openapi_types.UUID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/notification-channels/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetNotificationChannelsByIdRequest constructs an http.Request for the GetNotificationChannelsById method
+func NewGetNotificationChannelsByIdRequest(server string, id openapi_types.UUID) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/notification-channels/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPatchNotificationChannelsByIdRequest calls the generic PatchNotificationChannelsById builder with application/json body
+func NewPatchNotificationChannelsByIdRequest(server string, id openapi_types.UUID, body PatchNotificationChannelsByIdJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPatchNotificationChannelsByIdRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewPatchNotificationChannelsByIdRequestWithBody constructs an http.Request for the PatchNotificationChannelsById method, with any body, and a specified content type
+func NewPatchNotificationChannelsByIdRequestWithBody(server string, id openapi_types.UUID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/notification-channels/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewGetOpenapiJsonRequest constructs an http.Request for the GetOpenapiJson method
 func NewGetOpenapiJsonRequest(server string) (*http.Request, error) {
 	var err error
@@ -7358,6 +7689,126 @@ func NewPatchOrganizationsByIdMembersByUserIdRequestWithBody(server string, id o
 	}
 
 	req, err := http.NewRequest(http.MethodPatch, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewGetOrganizationsByIdNotificationChannelsRequest constructs an http.Request for the GetOrganizationsByIdNotificationChannels method
+func NewGetOrganizationsByIdNotificationChannelsRequest(server string, id openapi_types.UUID, params *GetOrganizationsByIdNotificationChannelsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/organizations/%s/notification-channels", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Page != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "page", *params.Page, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.PerPage != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "per_page", *params.PerPage, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewPostOrganizationsByIdNotificationChannelsRequest calls the generic PostOrganizationsByIdNotificationChannels builder with application/json body
+func NewPostOrganizationsByIdNotificationChannelsRequest(server string, id openapi_types.UUID, body PostOrganizationsByIdNotificationChannelsJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewPostOrganizationsByIdNotificationChannelsRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewPostOrganizationsByIdNotificationChannelsRequestWithBody constructs an http.Request for the PostOrganizationsByIdNotificationChannels method, with any body, and a specified content type
+func NewPostOrganizationsByIdNotificationChannelsRequestWithBody(server string, id openapi_types.UUID, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/organizations/%s/notification-channels", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -10525,21 +10976,21 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with DELETE /alert-rules/{id} (the `DeleteAlertRulesById` operationId).
 	DeleteAlertRulesByIdWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*DeleteAlertRulesByIdResponse, error)
 
-	// GetAlertRulesByIdWithResponse Get an alert rule (the webhook secret is never shown)
+	// GetAlertRulesByIdWithResponse Get an alert rule (webhook secrets are never shown)
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /alert-rules/{id} (the `GetAlertRulesById` operationId).
 	GetAlertRulesByIdWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetAlertRulesByIdResponse, error)
 
-	// PatchAlertRulesByIdWithBodyWithResponse Change an alert rule; absent fields are kept
+	// PatchAlertRulesByIdWithBodyWithResponse Change an alert rule; absent fields are kept, scope and notify are replaced when given
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PATCH /alert-rules/{id} (the `PatchAlertRulesById` operationId).
 	PatchAlertRulesByIdWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PatchAlertRulesByIdResponse, error)
 
-	// PatchAlertRulesByIdWithResponse Change an alert rule; absent fields are kept
+	// PatchAlertRulesByIdWithResponse Change an alert rule; absent fields are kept, scope and notify are replaced when given
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -10721,6 +11172,34 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /invitations/{id}/decline (the `PostInvitationsByIdDecline` operationId).
 	PostInvitationsByIdDeclineWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*PostInvitationsByIdDeclineResponse, error)
 
+	// DeleteNotificationChannelsByIdWithResponse Delete a notification channel; 409 naming the alert rules that still notify it
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /notification-channels/{id} (the `DeleteNotificationChannelsById` operationId).
+	DeleteNotificationChannelsByIdWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*DeleteNotificationChannelsByIdResponse, error)
+
+	// GetNotificationChannelsByIdWithResponse Get a notification channel (the secret is never shown)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /notification-channels/{id} (the `GetNotificationChannelsById` operationId).
+	GetNotificationChannelsByIdWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetNotificationChannelsByIdResponse, error)
+
+	// PatchNotificationChannelsByIdWithBodyWithResponse Change a notification channel; absent fields are kept (the secret too), type cannot change
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /notification-channels/{id} (the `PatchNotificationChannelsById` operationId).
+	PatchNotificationChannelsByIdWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PatchNotificationChannelsByIdResponse, error)
+
+	// PatchNotificationChannelsByIdWithResponse Change a notification channel; absent fields are kept (the secret too), type cannot change
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PATCH /notification-channels/{id} (the `PatchNotificationChannelsById` operationId).
+	PatchNotificationChannelsByIdWithResponse(ctx context.Context, id openapi_types.UUID, body PatchNotificationChannelsByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*PatchNotificationChannelsByIdResponse, error)
+
 	// GetOpenapiJsonWithResponse OpenAPI 3.1 document of this API
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -10895,6 +11374,27 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PATCH /organizations/{id}/members/{user_id} (the `PatchOrganizationsByIdMembersByUserId` operationId).
 	PatchOrganizationsByIdMembersByUserIdWithResponse(ctx context.Context, id openapi_types.UUID, userId openapi_types.UUID, body PatchOrganizationsByIdMembersByUserIdJSONRequestBody, reqEditors ...RequestEditorFn) (*PatchOrganizationsByIdMembersByUserIdResponse, error)
+
+	// GetOrganizationsByIdNotificationChannelsWithResponse List an organization's notification channels (secrets are never shown: secret_set)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /organizations/{id}/notification-channels (the `GetOrganizationsByIdNotificationChannels` operationId).
+	GetOrganizationsByIdNotificationChannelsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetOrganizationsByIdNotificationChannelsParams, reqEditors ...RequestEditorFn) (*GetOrganizationsByIdNotificationChannelsResponse, error)
+
+	// PostOrganizationsByIdNotificationChannelsWithBodyWithResponse Create a notification channel: name, type webhook (url, write-only secret) or email (addresses)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /organizations/{id}/notification-channels (the `PostOrganizationsByIdNotificationChannels` operationId).
+	PostOrganizationsByIdNotificationChannelsWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostOrganizationsByIdNotificationChannelsResponse, error)
+
+	// PostOrganizationsByIdNotificationChannelsWithResponse Create a notification channel: name, type webhook (url, write-only secret) or email (addresses)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /organizations/{id}/notification-channels (the `PostOrganizationsByIdNotificationChannels` operationId).
+	PostOrganizationsByIdNotificationChannelsWithResponse(ctx context.Context, id openapi_types.UUID, body PostOrganizationsByIdNotificationChannelsJSONRequestBody, reqEditors ...RequestEditorFn) (*PostOrganizationsByIdNotificationChannelsResponse, error)
 
 	// GetOrganizationsByIdWorkspacesWithResponse List an organization's workspaces; per_page is capped at 100
 	//
@@ -11176,14 +11676,14 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /workspaces/{id}/alert-rules (the `GetWorkspacesByIdAlertRules` operationId).
 	GetWorkspacesByIdAlertRulesWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAlertRulesParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAlertRulesResponse, error)
 
-	// PostWorkspacesByIdAlertRulesWithBodyWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+	// PostWorkspacesByIdAlertRulesWithBodyWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, severity, scope ({"type":"all"} default, labels with label_selector, agents with agent_ids, virtual_host with virtual_host_id), notify (ids of the organization's notification channels), channels (the rule's own webhook url and secret, emails)
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /workspaces/{id}/alert-rules (the `PostWorkspacesByIdAlertRules` operationId).
 	PostWorkspacesByIdAlertRulesWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostWorkspacesByIdAlertRulesResponse, error)
 
-	// PostWorkspacesByIdAlertRulesWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+	// PostWorkspacesByIdAlertRulesWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, severity, scope ({"type":"all"} default, labels with label_selector, agents with agent_ids, virtual_host with virtual_host_id), notify (ids of the organization's notification channels), channels (the rule's own webhook url and secret, emails)
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -13800,6 +14300,234 @@ func (r PostInvitationsByIdDeclineResponse) ContentType() string {
 	return ""
 }
 
+type DeleteNotificationChannelsByIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r DeleteNotificationChannelsByIdResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r DeleteNotificationChannelsByIdResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r DeleteNotificationChannelsByIdResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r DeleteNotificationChannelsByIdResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r DeleteNotificationChannelsByIdResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeleteNotificationChannelsByIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeleteNotificationChannelsByIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeleteNotificationChannelsByIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeleteNotificationChannelsByIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetNotificationChannelsByIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NotificationChannel
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetNotificationChannelsByIdResponse) GetJSON200() *NotificationChannel {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetNotificationChannelsByIdResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetNotificationChannelsByIdResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetNotificationChannelsByIdResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetNotificationChannelsByIdResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetNotificationChannelsByIdResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetNotificationChannelsByIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetNotificationChannelsByIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetNotificationChannelsByIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetNotificationChannelsByIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PatchNotificationChannelsByIdResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *NotificationChannel
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r PatchNotificationChannelsByIdResponse) GetJSON200() *NotificationChannel {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r PatchNotificationChannelsByIdResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r PatchNotificationChannelsByIdResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r PatchNotificationChannelsByIdResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r PatchNotificationChannelsByIdResponse) GetJSON422() *Error {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PatchNotificationChannelsByIdResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r PatchNotificationChannelsByIdResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PatchNotificationChannelsByIdResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PatchNotificationChannelsByIdResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PatchNotificationChannelsByIdResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PatchNotificationChannelsByIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetOpenapiJsonResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -15226,6 +15954,171 @@ func (r PatchOrganizationsByIdMembersByUserIdResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r PatchOrganizationsByIdMembersByUserIdResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetOrganizationsByIdNotificationChannelsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Data []NotificationChannel `json:"data"`
+		Meta ListMeta              `json:"meta"`
+	}
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetOrganizationsByIdNotificationChannelsResponse) GetJSON200() *struct {
+	Data []NotificationChannel `json:"data"`
+	Meta ListMeta              `json:"meta"`
+} {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetOrganizationsByIdNotificationChannelsResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetOrganizationsByIdNotificationChannelsResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetOrganizationsByIdNotificationChannelsResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetOrganizationsByIdNotificationChannelsResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetOrganizationsByIdNotificationChannelsResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetOrganizationsByIdNotificationChannelsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetOrganizationsByIdNotificationChannelsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetOrganizationsByIdNotificationChannelsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetOrganizationsByIdNotificationChannelsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type PostOrganizationsByIdNotificationChannelsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *NotificationChannel
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r PostOrganizationsByIdNotificationChannelsResponse) GetJSON201() *NotificationChannel {
+	return r.JSON201
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r PostOrganizationsByIdNotificationChannelsResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r PostOrganizationsByIdNotificationChannelsResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r PostOrganizationsByIdNotificationChannelsResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r PostOrganizationsByIdNotificationChannelsResponse) GetJSON422() *Error {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r PostOrganizationsByIdNotificationChannelsResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r PostOrganizationsByIdNotificationChannelsResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r PostOrganizationsByIdNotificationChannelsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r PostOrganizationsByIdNotificationChannelsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r PostOrganizationsByIdNotificationChannelsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r PostOrganizationsByIdNotificationChannelsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -19822,7 +20715,7 @@ func (c *ClientWithResponses) DeleteAlertRulesByIdWithResponse(ctx context.Conte
 	return ParseDeleteAlertRulesByIdResponse(rsp)
 }
 
-// GetAlertRulesByIdWithResponse Get an alert rule (the webhook secret is never shown)
+// GetAlertRulesByIdWithResponse Get an alert rule (webhook secrets are never shown)
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -19835,7 +20728,7 @@ func (c *ClientWithResponses) GetAlertRulesByIdWithResponse(ctx context.Context,
 	return ParseGetAlertRulesByIdResponse(rsp)
 }
 
-// PatchAlertRulesByIdWithBodyWithResponse Change an alert rule; absent fields are kept
+// PatchAlertRulesByIdWithBodyWithResponse Change an alert rule; absent fields are kept, scope and notify are replaced when given
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -19848,7 +20741,7 @@ func (c *ClientWithResponses) PatchAlertRulesByIdWithBodyWithResponse(ctx contex
 	return ParsePatchAlertRulesByIdResponse(rsp)
 }
 
-// PatchAlertRulesByIdWithResponse Change an alert rule; absent fields are kept
+// PatchAlertRulesByIdWithResponse Change an alert rule; absent fields are kept, scope and notify are replaced when given
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -20186,6 +21079,58 @@ func (c *ClientWithResponses) PostInvitationsByIdDeclineWithResponse(ctx context
 	return ParsePostInvitationsByIdDeclineResponse(rsp)
 }
 
+// DeleteNotificationChannelsByIdWithResponse Delete a notification channel; 409 naming the alert rules that still notify it
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /notification-channels/{id} (the `DeleteNotificationChannelsById` operationId).
+func (c *ClientWithResponses) DeleteNotificationChannelsByIdWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*DeleteNotificationChannelsByIdResponse, error) {
+	rsp, err := c.DeleteNotificationChannelsById(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeleteNotificationChannelsByIdResponse(rsp)
+}
+
+// GetNotificationChannelsByIdWithResponse Get a notification channel (the secret is never shown)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /notification-channels/{id} (the `GetNotificationChannelsById` operationId).
+func (c *ClientWithResponses) GetNotificationChannelsByIdWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetNotificationChannelsByIdResponse, error) {
+	rsp, err := c.GetNotificationChannelsById(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetNotificationChannelsByIdResponse(rsp)
+}
+
+// PatchNotificationChannelsByIdWithBodyWithResponse Change a notification channel; absent fields are kept (the secret too), type cannot change
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /notification-channels/{id} (the `PatchNotificationChannelsById` operationId).
+func (c *ClientWithResponses) PatchNotificationChannelsByIdWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PatchNotificationChannelsByIdResponse, error) {
+	rsp, err := c.PatchNotificationChannelsByIdWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePatchNotificationChannelsByIdResponse(rsp)
+}
+
+// PatchNotificationChannelsByIdWithResponse Change a notification channel; absent fields are kept (the secret too), type cannot change
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PATCH /notification-channels/{id} (the `PatchNotificationChannelsById` operationId).
+func (c *ClientWithResponses) PatchNotificationChannelsByIdWithResponse(ctx context.Context, id openapi_types.UUID, body PatchNotificationChannelsByIdJSONRequestBody, reqEditors ...RequestEditorFn) (*PatchNotificationChannelsByIdResponse, error) {
+	rsp, err := c.PatchNotificationChannelsById(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePatchNotificationChannelsByIdResponse(rsp)
+}
+
 // GetOpenapiJsonWithResponse OpenAPI 3.1 document of this API
 //
 // Returns a wrapper object for the known response body format(s).
@@ -20509,6 +21454,45 @@ func (c *ClientWithResponses) PatchOrganizationsByIdMembersByUserIdWithResponse(
 		return nil, err
 	}
 	return ParsePatchOrganizationsByIdMembersByUserIdResponse(rsp)
+}
+
+// GetOrganizationsByIdNotificationChannelsWithResponse List an organization's notification channels (secrets are never shown: secret_set)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /organizations/{id}/notification-channels (the `GetOrganizationsByIdNotificationChannels` operationId).
+func (c *ClientWithResponses) GetOrganizationsByIdNotificationChannelsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetOrganizationsByIdNotificationChannelsParams, reqEditors ...RequestEditorFn) (*GetOrganizationsByIdNotificationChannelsResponse, error) {
+	rsp, err := c.GetOrganizationsByIdNotificationChannels(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetOrganizationsByIdNotificationChannelsResponse(rsp)
+}
+
+// PostOrganizationsByIdNotificationChannelsWithBodyWithResponse Create a notification channel: name, type webhook (url, write-only secret) or email (addresses)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /organizations/{id}/notification-channels (the `PostOrganizationsByIdNotificationChannels` operationId).
+func (c *ClientWithResponses) PostOrganizationsByIdNotificationChannelsWithBodyWithResponse(ctx context.Context, id openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PostOrganizationsByIdNotificationChannelsResponse, error) {
+	rsp, err := c.PostOrganizationsByIdNotificationChannelsWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostOrganizationsByIdNotificationChannelsResponse(rsp)
+}
+
+// PostOrganizationsByIdNotificationChannelsWithResponse Create a notification channel: name, type webhook (url, write-only secret) or email (addresses)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /organizations/{id}/notification-channels (the `PostOrganizationsByIdNotificationChannels` operationId).
+func (c *ClientWithResponses) PostOrganizationsByIdNotificationChannelsWithResponse(ctx context.Context, id openapi_types.UUID, body PostOrganizationsByIdNotificationChannelsJSONRequestBody, reqEditors ...RequestEditorFn) (*PostOrganizationsByIdNotificationChannelsResponse, error) {
+	rsp, err := c.PostOrganizationsByIdNotificationChannels(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParsePostOrganizationsByIdNotificationChannelsResponse(rsp)
 }
 
 // GetOrganizationsByIdWorkspacesWithResponse List an organization's workspaces; per_page is capped at 100
@@ -21031,7 +22015,7 @@ func (c *ClientWithResponses) GetWorkspacesByIdAlertRulesWithResponse(ctx contex
 	return ParseGetWorkspacesByIdAlertRulesResponse(rsp)
 }
 
-// PostWorkspacesByIdAlertRulesWithBodyWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+// PostWorkspacesByIdAlertRulesWithBodyWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, severity, scope ({"type":"all"} default, labels with label_selector, agents with agent_ids, virtual_host with virtual_host_id), notify (ids of the organization's notification channels), channels (the rule's own webhook url and secret, emails)
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -21044,7 +22028,7 @@ func (c *ClientWithResponses) PostWorkspacesByIdAlertRulesWithBodyWithResponse(c
 	return ParsePostWorkspacesByIdAlertRulesResponse(rsp)
 }
 
-// PostWorkspacesByIdAlertRulesWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), channels (webhook url and secret, emails)
+// PostWorkspacesByIdAlertRulesWithResponse Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, severity, scope ({"type":"all"} default, labels with label_selector, agents with agent_ids, virtual_host with virtual_host_id), notify (ids of the organization's notification channels), channels (the rule's own webhook url and secret, emails)
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -23305,6 +24289,192 @@ func ParsePostInvitationsByIdDeclineResponse(rsp *http.Response) (*PostInvitatio
 	return response, nil
 }
 
+// ParseDeleteNotificationChannelsByIdResponse parses an HTTP response from a DeleteNotificationChannelsByIdWithResponse call
+func ParseDeleteNotificationChannelsByIdResponse(rsp *http.Response) (*DeleteNotificationChannelsByIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeleteNotificationChannelsByIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetNotificationChannelsByIdResponse parses an HTTP response from a GetNotificationChannelsByIdWithResponse call
+func ParseGetNotificationChannelsByIdResponse(rsp *http.Response) (*GetNotificationChannelsByIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetNotificationChannelsByIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NotificationChannel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePatchNotificationChannelsByIdResponse parses an HTTP response from a PatchNotificationChannelsByIdWithResponse call
+func ParsePatchNotificationChannelsByIdResponse(rsp *http.Response) (*PatchNotificationChannelsByIdResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PatchNotificationChannelsByIdResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest NotificationChannel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetOpenapiJsonResponse parses an HTTP response from a GetOpenapiJsonWithResponse call
 func ParseGetOpenapiJsonResponse(rsp *http.Response) (*GetOpenapiJsonResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -24401,6 +25571,138 @@ func ParsePatchOrganizationsByIdMembersByUserIdResponse(rsp *http.Response) (*Pa
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetOrganizationsByIdNotificationChannelsResponse parses an HTTP response from a GetOrganizationsByIdNotificationChannelsWithResponse call
+func ParseGetOrganizationsByIdNotificationChannelsResponse(rsp *http.Response) (*GetOrganizationsByIdNotificationChannelsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetOrganizationsByIdNotificationChannelsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Data []NotificationChannel `json:"data"`
+			Meta ListMeta              `json:"meta"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParsePostOrganizationsByIdNotificationChannelsResponse parses an HTTP response from a PostOrganizationsByIdNotificationChannelsWithResponse call
+func ParsePostOrganizationsByIdNotificationChannelsResponse(rsp *http.Response) (*PostOrganizationsByIdNotificationChannelsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &PostOrganizationsByIdNotificationChannelsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest NotificationChannel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Error

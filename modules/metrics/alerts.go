@@ -23,32 +23,37 @@ import (
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/authz"
 	"github.com/nxmesh/nxmesh/modules/auth"
+	"github.com/nxmesh/nxmesh/modules/vhosts"
 )
 
 // Alert rules and alerts:
 //
-//  1. A rule watches one metric of a workspace (all of it, one agent, or
-//     one virtual host or stream) and compares it with a threshold
-//     (operator >, >=, < or <=). Traffic metrics are computed over the
-//     rule's window of per-minute rollups; host metrics from each online
-//     agent's newest sample (at most hostSampleMaxAge old); agent_offline is
-//     1 for an offline agent and 0 otherwise; certificate_days_left is
-//     computed for each certificate of the workspace that has material.
+//  1. A rule watches one metric over its scope (AlertScope: the whole
+//     workspace, the agents matching a label selector, listed agents, or one
+//     virtual host or stream) and compares it with a threshold (operator >,
+//     >=, < or <=). Traffic metrics are computed over the rule's window of
+//     per-minute rollups; host metrics from each online agent's newest
+//     sample (at most hostSampleMaxAge old); agent_offline is 1 for an
+//     offline agent and 0 otherwise; certificate_days_left is computed for
+//     each certificate of the workspace (or of the scope's virtual host)
+//     that has material.
 //  2. The periodic job metrics.alerts (on the elected leader, every
 //     metrics.alert_interval) calls AlertService.Evaluate. For each enabled
-//     rule and each subject it watches (the whole scope for traffic, each
-//     agent, each certificate), a condition that holds is remembered in
-//     alert_states with the time it started to hold; when it has held for
-//     the rule's for duration an alert fires: an alerts row, the live event
-//     health.alert and one notification job per channel, in one
-//     transaction.
+//     rule and each subject it watches (the whole scope for workspace and
+//     virtual-host traffic, each agent, each certificate), a condition that
+//     holds is remembered in alert_states with the time it started to hold;
+//     when it has held for the rule's for duration an alert fires: an
+//     alerts row, the live event health.alert and one notification job per
+//     channel, in one transaction.
 //  3. When the condition no longer holds (or its subject is gone: agent
-//     deleted or back online without samples, certificate deleted), the
-//     alert resolves: the row is marked resolved, health.alert.resolved is
-//     published and the channels are told, in one transaction.
-//  4. Notifications are River jobs (notify.go): a webhook POST signed with
-//     the rule's secret, an e-mail per address; a failed delivery is retried
-//     by River.
+//     deleted, out of the scope or back online without samples, certificate
+//     deleted), the alert resolves: the row is marked resolved, the event
+//     alert.resolved is published and the channels are told, in one
+//     transaction.
+//  4. Notifications are River jobs (notify.go): one per notification
+//     channel the rule names (notify: the organization's channels,
+//     channels.go), and for the rule's own webhook and addresses; a failed
+//     delivery is retried by River.
 //
 // Each rule is evaluated in its own transaction holding the rule's row
 // lock, so two evaluations that overlap never fire an alert twice.
@@ -126,7 +131,7 @@ const (
 // Alert event types.
 const (
 	EventAlert         = "health.alert"
-	EventAlertResolved = "health.alert.resolved"
+	EventAlertResolved = "alert.resolved"
 )
 
 // Alert states.
@@ -165,8 +170,8 @@ var (
 
 // ---- API shapes ----
 
-// AlertRule is an alert rule as the API shows it. The webhook secret is
-// never shown: webhook.secret_set says whether one is stored.
+// AlertRule is an alert rule as the API shows it. Webhook secrets are
+// never shown: secret_set says whether one is stored.
 type AlertRule struct {
 	ID          uuid.UUID `json:"id"`
 	WorkspaceID uuid.UUID `json:"workspace_id"`
@@ -180,18 +185,57 @@ type AlertRule struct {
 	// Window is the range of traffic a traffic metric is computed over.
 	Window   string `json:"window"`
 	Severity string `json:"severity"`
-	// Scope is "workspace", "agent" or "virtual_host" (agent_id and
-	// virtual_host_id say which).
-	Scope         string     `json:"scope"`
-	AgentID       *uuid.UUID `json:"agent_id"`
-	VirtualHostID *uuid.UUID `json:"virtual_host_id"`
-	Enabled       bool       `json:"enabled"`
-	Channels      Channels   `json:"channels"`
-	CreatedAt     app.Time   `json:"created_at"`
-	UpdatedAt     app.Time   `json:"updated_at"`
+	// Scope is what the rule watches (AlertScope).
+	Scope   AlertScope `json:"scope"`
+	Enabled bool       `json:"enabled"`
+	// Notify are the ids of the organization's notification channels the
+	// rule's alerts are sent to, in order.
+	Notify []uuid.UUID `json:"notify"`
+	// Channels are the rule's own webhook and addresses, notified besides
+	// Notify (kept for rules written before notification channels).
+	Channels  Channels `json:"channels"`
+	CreatedAt app.Time `json:"created_at"`
+	UpdatedAt app.Time `json:"updated_at"`
 }
 
-// Channels are where a rule's alerts are sent.
+// Scope types of a rule.
+const (
+	ScopeAll         = "all"
+	ScopeLabels      = "labels"
+	ScopeAgents      = "agents"
+	ScopeVirtualHost = "virtual_host"
+)
+
+// maxScopeAgents bounds the agents a rule lists.
+const maxScopeAgents = 100
+
+// AlertScope is what a rule watches: {"type":"all"} (the whole workspace,
+// the default), {"type":"labels","label_selector":"env=prod,role!=canary"}
+// (the agents whose labels match when the rule is evaluated),
+// {"type":"agents","agent_ids":[…]} (listed agents of the workspace) or
+// {"type":"virtual_host","virtual_host_id":"…"} (one virtual host or
+// stream of the workspace). What each means for each kind of metric:
+//
+//   - traffic metrics: all and virtual_host are one figure over the
+//     workspace's or the virtual host's traffic; labels and agents one
+//     figure per agent, over that agent's traffic.
+//   - host metrics and agent_offline: one figure per agent — every agent
+//     (all), the matching or listed ones, or the agents the virtual host is
+//     sent to (its target_agents).
+//   - certificate_days_left: certificates are the workspace's, not an
+//     agent's: all watches every certificate of the workspace, virtual_host
+//     the certificate that virtual host or stream serves; labels and agents
+//     are refused.
+type AlertScope struct {
+	Type string `json:"type" doc:"all (default), labels, agents or virtual_host"`
+	// LabelSelector is "key=value,key!=value" (the grammar of a virtual
+	// host's target_agents; key!=value also matches agents without the key).
+	LabelSelector string   `json:"label_selector,omitempty" doc:"with type labels: comma-separated key=value or key!=value terms"`
+	AgentIDs      []string `json:"agent_ids,omitempty" doc:"with type agents: agent UUIDs of the workspace"`
+	VirtualHostID string   `json:"virtual_host_id,omitempty" doc:"with type virtual_host: a virtual host or stream UUID of the workspace"`
+}
+
+// Channels are a rule's own webhook and addresses.
 type Channels struct {
 	// Webhook is null when the rule posts to none.
 	Webhook *Webhook `json:"webhook"`
@@ -205,23 +249,23 @@ type Webhook struct {
 }
 
 // AlertRuleInput creates (POST) or changes (PATCH) a rule; in a PATCH an
-// absent field is kept. An empty agent_id or virtual_host_id widens the
-// scope again; an empty channels.webhook.url removes the webhook.
+// absent field is kept. An absent scope is {"type":"all"} on create; notify
+// replaces the list; an empty channels.webhook.url removes the webhook.
 type AlertRuleInput struct {
-	Name          *string        `json:"name"`
-	Metric        *string        `json:"metric"`
-	Operator      *string        `json:"operator"`
-	Threshold     *float64       `json:"threshold"`
-	For           *string        `json:"for"`
-	Window        *string        `json:"window"`
-	Severity      *string        `json:"severity"`
-	AgentID       *string        `json:"agent_id"`
-	VirtualHostID *string        `json:"virtual_host_id"`
-	Enabled       *bool          `json:"enabled"`
-	Channels      *ChannelsInput `json:"channels"`
+	Name      *string        `json:"name"`
+	Metric    *string        `json:"metric"`
+	Operator  *string        `json:"operator"`
+	Threshold *float64       `json:"threshold"`
+	For       *string        `json:"for"`
+	Window    *string        `json:"window"`
+	Severity  *string        `json:"severity"`
+	Scope     *AlertScope    `json:"scope"`
+	Enabled   *bool          `json:"enabled"`
+	Notify    *[]string      `json:"notify" doc:"ids of notification channels of the workspace's organization; replaces the list"`
+	Channels  *ChannelsInput `json:"channels" doc:"the rule's own webhook and addresses, notified besides notify"`
 }
 
-// ChannelsInput sets a rule's channels; an absent member is kept.
+// ChannelsInput sets a rule's own channels; an absent member is kept.
 type ChannelsInput struct {
 	Webhook *WebhookInput `json:"webhook"`
 	Emails  *[]string     `json:"emails"`
@@ -287,46 +331,66 @@ func newAlertService(d app.Deps, logger *slog.Logger, now func() time.Time) *Ale
 		logger: logger, now: now, interval: interval, mailer: auth.NewMailer(d.Config.SMTP), webhooks: newWebhookSender()}
 }
 
-// ruleRow is an alert_rules row.
+// ruleRow is an alert_rules row, with the channels it notifies.
 type ruleRow struct {
-	ID, WorkspaceID       uuid.UUID
-	OrgID                 uuid.UUID
-	Name, Metric, Op      string
-	Threshold             float64
-	ForSeconds, WindowSec int
-	Severity              string
-	AgentID, VHostID      *uuid.UUID
-	Enabled               bool
-	WebhookURL            string
-	Secret                []byte
-	Emails                []string
-	CreatedAt, UpdatedAt  time.Time
+	ID, WorkspaceID      uuid.UUID
+	OrgID                uuid.UUID
+	Name, Metric, Op     string
+	Threshold            float64
+	ForSeconds           int
+	WindowSec            int
+	Severity             string
+	ScopeType            string
+	ScopeSelector        string
+	ScopeAgents          []uuid.UUID
+	VHostID              *uuid.UUID
+	Enabled              bool
+	WebhookURL           string
+	Secret               []byte
+	Emails               []string
+	CreatedAt, UpdatedAt time.Time
+	Notify               []ChannelRef
 }
 
 const ruleColumns = `r.id, r.workspace_id, w.organization_id, r.name, r.metric, r.operator, r.threshold, r.for_seconds,
-	r.window_seconds, r.severity, r.agent_id, r.virtual_host_id, r.enabled, r.webhook_url, r.webhook_secret_sealed,
-	r.emails, r.created_at, r.updated_at`
+	r.window_seconds, r.severity, r.scope_type, r.scope_label_selector, r.scope_agent_ids, r.virtual_host_id, r.enabled,
+	r.webhook_url, r.webhook_secret_sealed, r.emails, r.created_at, r.updated_at`
 
 func scanRule(row pgx.Row) (ruleRow, error) {
 	var r ruleRow
 	err := row.Scan(&r.ID, &r.WorkspaceID, &r.OrgID, &r.Name, &r.Metric, &r.Op, &r.Threshold, &r.ForSeconds,
-		&r.WindowSec, &r.Severity, &r.AgentID, &r.VHostID, &r.Enabled, &r.WebhookURL, &r.Secret, &r.Emails,
-		&r.CreatedAt, &r.UpdatedAt)
+		&r.WindowSec, &r.Severity, &r.ScopeType, &r.ScopeSelector, &r.ScopeAgents, &r.VHostID, &r.Enabled,
+		&r.WebhookURL, &r.Secret, &r.Emails, &r.CreatedAt, &r.UpdatedAt)
 	return r, err
+}
+
+// scope is the rule's scope as shown.
+func (r ruleRow) scope() AlertScope {
+	sc := AlertScope{Type: r.ScopeType}
+	switch r.ScopeType {
+	case ScopeLabels:
+		sc.LabelSelector = r.ScopeSelector
+	case ScopeAgents:
+		sc.AgentIDs = []string{}
+		for _, id := range r.ScopeAgents {
+			sc.AgentIDs = append(sc.AgentIDs, id.String())
+		}
+	case ScopeVirtualHost:
+		if r.VHostID != nil {
+			sc.VirtualHostID = r.VHostID.String()
+		}
+	}
+	return sc
 }
 
 func (r ruleRow) api() AlertRule {
 	out := AlertRule{ID: r.ID, WorkspaceID: r.WorkspaceID, Name: r.Name, Metric: r.Metric, Operator: r.Op,
 		Threshold: r.Threshold, For: durationText(time.Duration(r.ForSeconds) * time.Second),
-		Window: durationText(time.Duration(r.WindowSec) * time.Second), Severity: r.Severity, Scope: "workspace",
-		AgentID: r.AgentID, VirtualHostID: r.VHostID, Enabled: r.Enabled,
-		Channels:  Channels{Emails: r.Emails},
+		Window: durationText(time.Duration(r.WindowSec) * time.Second), Severity: r.Severity, Scope: r.scope(),
+		Enabled: r.Enabled, Notify: []uuid.UUID{}, Channels: Channels{Emails: r.Emails},
 		CreatedAt: app.Time{Time: r.CreatedAt}, UpdatedAt: app.Time{Time: r.UpdatedAt}}
-	switch {
-	case r.VHostID != nil:
-		out.Scope = "virtual_host"
-	case r.AgentID != nil:
-		out.Scope = "agent"
+	for _, c := range r.Notify {
+		out.Notify = append(out.Notify, c.ID)
 	}
 	if out.Channels.Emails == nil {
 		out.Channels.Emails = []string{}
@@ -361,17 +425,31 @@ func (s *AlertService) Rules(ctx context.Context, workspaceID uuid.UUID, p app.P
 	if err != nil {
 		return nil, 0, fmt.Errorf("list alert rules of workspace %s: %w", workspaceID, err)
 	}
-	defer rows.Close()
-	out := []AlertRule{}
+	var list []ruleRow
 	for rows.Next() {
 		r, err := scanRule(rows)
 		if err != nil {
+			rows.Close()
 			return nil, 0, fmt.Errorf("read alert rule: %w", err)
 		}
-		out = append(out, r.api())
+		list = append(list, r)
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, 0, fmt.Errorf("list alert rules of workspace %s: %w", workspaceID, err)
+	}
+	ids := make([]uuid.UUID, len(list))
+	for i, r := range list {
+		ids[i] = r.ID
+	}
+	chans, err := ruleChannels(ctx, s.pool, ids)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := []AlertRule{}
+	for _, r := range list {
+		r.Notify = chans[r.ID]
+		out = append(out, r.api())
 	}
 	return out, total, nil
 }
@@ -381,19 +459,22 @@ func (s *AlertService) rule(ctx context.Context, q pgx.Tx, id uuid.UUID, lock bo
 	if lock {
 		sqlText += ` FOR UPDATE OF r`
 	}
-	var row pgx.Row
+	var qr querier = s.pool
 	if q != nil {
-		row = q.QueryRow(ctx, sqlText, id)
-	} else {
-		row = s.pool.QueryRow(ctx, sqlText, id)
+		qr = q
 	}
-	r, err := scanRule(row)
+	r, err := scanRule(qr.QueryRow(ctx, sqlText, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, ErrRuleNotFound
 	}
 	if err != nil {
 		return r, fmt.Errorf("read alert rule %s: %w", id, err)
 	}
+	chans, err := ruleChannels(ctx, qr, []uuid.UUID{id})
+	if err != nil {
+		return r, err
+	}
+	r.Notify = chans[id]
 	return r, nil
 }
 
@@ -409,14 +490,19 @@ func (s *AlertService) Rule(ctx context.Context, id uuid.UUID) (AlertRule, error
 // CreateRule validates in and stores a new rule of the workspace. metric,
 // operator and threshold are required.
 func (s *AlertService) CreateRule(ctx context.Context, workspaceID uuid.UUID, in AlertRuleInput) (AlertRule, error) {
-	r := ruleRow{WorkspaceID: workspaceID, Severity: "warning", WindowSec: int(defaultWindow / time.Second), Enabled: true, Emails: []string{}}
+	r := ruleRow{WorkspaceID: workspaceID, Severity: "warning", WindowSec: int(defaultWindow / time.Second), Enabled: true,
+		Emails: []string{}, ScopeType: ScopeAll, ScopeAgents: []uuid.UUID{}}
 	var v app.Validator
 	v.Check(in.Metric != nil, "metric", app.FieldRequired, "is required: one of "+strings.Join(AlertMetricNames, ", "))
 	v.Check(in.Operator != nil, "operator", app.FieldRequired, "is required: one of >, >=, <, <=")
 	v.Check(in.Threshold != nil, "threshold", app.FieldRequired, "is required: a number")
 	var created AlertRule
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := s.apply(ctx, tx, &r, in, &v, true); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT organization_id FROM workspaces WHERE id = $1`, workspaceID).Scan(&r.OrgID); err != nil {
+			return fmt.Errorf("read workspace %s: %w", workspaceID, err)
+		}
+		notify, err := s.apply(ctx, tx, &r, in, &v, true)
+		if err != nil {
 			return err
 		}
 		if err := v.Err(); err != nil {
@@ -431,11 +517,17 @@ func (s *AlertService) CreateRule(ctx context.Context, workspaceID uuid.UUID, in
 		}
 		var id uuid.UUID
 		if err := tx.QueryRow(ctx, `INSERT INTO alert_rules (workspace_id, name, metric, operator, threshold, for_seconds,
-				window_seconds, severity, agent_id, virtual_host_id, enabled, webhook_url, webhook_secret_sealed, emails)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id`,
-			r.WorkspaceID, r.Name, r.Metric, r.Op, r.Threshold, r.ForSeconds, r.WindowSec, r.Severity, r.AgentID,
-			r.VHostID, r.Enabled, r.WebhookURL, r.Secret, r.Emails).Scan(&id); err != nil {
+				window_seconds, severity, scope_type, scope_label_selector, scope_agent_ids, virtual_host_id, enabled,
+				webhook_url, webhook_secret_sealed, emails)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id`,
+			r.WorkspaceID, r.Name, r.Metric, r.Op, r.Threshold, r.ForSeconds, r.WindowSec, r.Severity, r.ScopeType,
+			r.ScopeSelector, r.ScopeAgents, r.VHostID, r.Enabled, r.WebhookURL, r.Secret, r.Emails).Scan(&id); err != nil {
 			return fmt.Errorf("insert alert rule %q: %w", r.Name, err)
+		}
+		if notify != nil {
+			if err := setRuleChannels(ctx, tx, id, notify); err != nil {
+				return err
+			}
 		}
 		got, err := s.rule(ctx, tx, id, false)
 		created = got.api()
@@ -456,20 +548,27 @@ func (s *AlertService) UpdateRule(ctx context.Context, id uuid.UUID, in AlertRul
 			return err
 		}
 		var v app.Validator
-		if err := s.apply(ctx, tx, &r, in, &v, false); err != nil {
+		notify, err := s.apply(ctx, tx, &r, in, &v, false)
+		if err != nil {
 			return err
 		}
 		if err := v.Err(); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE alert_rules SET name = $2, metric = $3, operator = $4, threshold = $5,
-				for_seconds = $6, window_seconds = $7, severity = $8, agent_id = $9, virtual_host_id = $10, enabled = $11,
-				webhook_url = $12, webhook_secret_sealed = $13, emails = $14, updated_at = now() WHERE id = $1`,
-			id, r.Name, r.Metric, r.Op, r.Threshold, r.ForSeconds, r.WindowSec, r.Severity, r.AgentID, r.VHostID,
-			r.Enabled, r.WebhookURL, r.Secret, r.Emails); err != nil {
+				for_seconds = $6, window_seconds = $7, severity = $8, scope_type = $9, scope_label_selector = $10,
+				scope_agent_ids = $11, virtual_host_id = $12, enabled = $13, webhook_url = $14, webhook_secret_sealed = $15,
+				emails = $16, updated_at = now() WHERE id = $1`,
+			id, r.Name, r.Metric, r.Op, r.Threshold, r.ForSeconds, r.WindowSec, r.Severity, r.ScopeType, r.ScopeSelector,
+			r.ScopeAgents, r.VHostID, r.Enabled, r.WebhookURL, r.Secret, r.Emails); err != nil {
 			return fmt.Errorf("update alert rule %s: %w", id, err)
 		}
-		if in.Metric != nil || in.Operator != nil || in.Threshold != nil || in.AgentID != nil || in.VirtualHostID != nil || in.Window != nil {
+		if notify != nil {
+			if err := setRuleChannels(ctx, tx, id, notify); err != nil {
+				return err
+			}
+		}
+		if in.Metric != nil || in.Operator != nil || in.Threshold != nil || in.Scope != nil || in.Window != nil {
 			if _, err := tx.Exec(ctx, `DELETE FROM alert_states WHERE rule_id = $1 AND alert_id IS NULL`, id); err != nil {
 				return fmt.Errorf("reset pending conditions of alert rule %s: %w", id, err)
 			}
@@ -499,8 +598,9 @@ func (s *AlertService) DeleteRule(ctx context.Context, id uuid.UUID) error {
 }
 
 // apply validates in into r (create: every field; update: the fields set).
-// Field errors go to v; other errors are returned.
-func (s *AlertService) apply(ctx context.Context, tx pgx.Tx, r *ruleRow, in AlertRuleInput, v *app.Validator, create bool) error {
+// Field errors go to v; other errors are returned. notify is the rule's new
+// list of channels, nil when in leaves it unchanged.
+func (s *AlertService) apply(ctx context.Context, tx pgx.Tx, r *ruleRow, in AlertRuleInput, v *app.Validator, create bool) (notify []uuid.UUID, err error) {
 	if in.Metric != nil {
 		m := strings.TrimSpace(*in.Metric)
 		if v.Check(alertMetrics[m] != 0, "metric", app.FieldInvalidValue, "must be one of "+strings.Join(AlertMetricNames, ", ")) {
@@ -550,51 +650,22 @@ func (s *AlertService) apply(ctx context.Context, tx pgx.Tx, r *ruleRow, in Aler
 	if in.Enabled != nil {
 		r.Enabled = *in.Enabled
 	}
-	if in.AgentID != nil {
-		r.AgentID = nil
-		if s := strings.TrimSpace(*in.AgentID); s != "" {
-			id, err := uuid.Parse(s)
-			if v.Check(err == nil, "agent_id", app.FieldInvalidFormat, "must be a UUID") {
-				var ok bool
-				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1 AND workspace_id = $2)`, id, r.WorkspaceID).Scan(&ok); err != nil {
-					return fmt.Errorf("find agent %s: %w", id, err)
-				}
-				if v.Check(ok, "agent_id", app.FieldNotFound, "no agent of this workspace has this id") {
-					r.AgentID = &id
-				}
-			}
+	if in.Scope != nil {
+		if err := applyScope(ctx, tx, r, *in.Scope, v); err != nil {
+			return nil, err
 		}
 	}
-	if in.VirtualHostID != nil {
-		r.VHostID = nil
-		if s := strings.TrimSpace(*in.VirtualHostID); s != "" {
-			id, err := uuid.Parse(s)
-			if v.Check(err == nil, "virtual_host_id", app.FieldInvalidFormat, "must be a UUID") {
-				var ok bool
-				// virtual_hosts and streams are the vhosts module's.
-				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM virtual_hosts WHERE id = $1 AND workspace_id = $2)
-						OR EXISTS (SELECT 1 FROM streams WHERE id = $1 AND workspace_id = $2)`, id, r.WorkspaceID).Scan(&ok); err != nil {
-					return fmt.Errorf("find virtual host %s: %w", id, err)
-				}
-				if v.Check(ok, "virtual_host_id", app.FieldNotFound, "no virtual host or stream of this workspace has this id") {
-					r.VHostID = &id
-				}
-			}
+	if in.Notify != nil {
+		if notify, err = checkNotify(ctx, tx, r.OrgID, *in.Notify, v); err != nil {
+			return nil, err
 		}
 	}
 	if c := in.Channels; c != nil {
 		if c.Emails != nil {
 			r.Emails = []string{}
-			mailOK := len(*c.Emails) == 0 || v.Check(s.mailer.Configured(), "channels.emails", app.FieldInvalidValue,
-				"outgoing mail is not configured on this master (smtp.host)")
-			if mailOK && v.Check(len(*c.Emails) <= maxEmails, "channels.emails", app.FieldInvalidValue, fmt.Sprintf("at most %d addresses", maxEmails)) {
-				seen := map[string]bool{}
-				for i, e := range *c.Emails {
-					addr, ok := emailAddress(e)
-					if v.Check(ok, fmt.Sprintf("channels.emails[%d]", i), app.FieldInvalidFormat, "must be an e-mail address such as ops@example.com") && !seen[addr] {
-						seen[addr] = true
-						r.Emails = append(r.Emails, addr)
-					}
+			if len(*c.Emails) > 0 {
+				if addrs, ok := s.checkAddresses(*c.Emails, "channels.emails", v); ok {
+					r.Emails = addrs
 				}
 			}
 		}
@@ -613,7 +684,7 @@ func (s *AlertService) apply(ctx context.Context, tx pgx.Tx, r *ruleRow, in Aler
 						fmt.Sprintf("must be %d to %d bytes", minSecretLen, maxSecretLen)) {
 						sealed, err := s.secrets.Seal([]byte(sec))
 						if err != nil {
-							return fmt.Errorf("seal webhook secret: %w", err)
+							return nil, fmt.Errorf("seal webhook secret: %w", err)
 						}
 						r.Secret = sealed
 					}
@@ -623,16 +694,95 @@ func (s *AlertService) apply(ctx context.Context, tx pgx.Tx, r *ruleRow, in Aler
 			}
 		}
 	}
-	// The metric decides which scopes make sense.
-	switch alertMetrics[r.Metric] {
-	case kindHost, kindAgentState:
-		v.Check(r.VHostID == nil, "virtual_host_id", app.FieldInvalidValue, "host and agent metrics are per agent: set agent_id or neither")
-	case kindCertificate:
-		v.Check(r.VHostID == nil, "virtual_host_id", app.FieldInvalidValue, "certificate_days_left watches every certificate of the workspace")
-		v.Check(r.AgentID == nil, "agent_id", app.FieldInvalidValue, "certificate_days_left watches every certificate of the workspace")
+	// Certificates are the workspace's: no agent scope makes sense.
+	if alertMetrics[r.Metric] == kindCertificate && (r.ScopeType == ScopeLabels || r.ScopeType == ScopeAgents) {
+		v.Add("scope.type", app.FieldInvalidValue, "certificate_days_left watches the workspace's certificates: use all or virtual_host")
 	}
 	if create && in.Name == nil && r.Metric != "" && r.Op != "" {
 		r.Name = fmt.Sprintf("%s %s %s", r.Metric, r.Op, formatValue(r.Threshold))
+	}
+	return notify, nil
+}
+
+// applyScope validates sc into r's scope: its type's member, ids of the
+// rule's workspace (scope.agent_ids[i], scope.virtual_host_id).
+func applyScope(ctx context.Context, tx pgx.Tx, r *ruleRow, sc AlertScope, v *app.Validator) error {
+	only := func(ok bool, field, typ string) {
+		v.Check(ok, "scope."+field, app.FieldInvalidValue, `is only allowed with type "`+typ+`"`)
+	}
+	t := strings.TrimSpace(sc.Type)
+	switch t {
+	case ScopeAll:
+		only(sc.LabelSelector == "", "label_selector", ScopeLabels)
+		only(sc.AgentIDs == nil, "agent_ids", ScopeAgents)
+		only(sc.VirtualHostID == "", "virtual_host_id", ScopeVirtualHost)
+		r.ScopeType, r.ScopeSelector, r.ScopeAgents, r.VHostID = ScopeAll, "", []uuid.UUID{}, nil
+	case ScopeLabels:
+		only(sc.AgentIDs == nil, "agent_ids", ScopeAgents)
+		only(sc.VirtualHostID == "", "virtual_host_id", ScopeVirtualHost)
+		sel := strings.TrimSpace(sc.LabelSelector)
+		if _, err := vhosts.ParseLabelSelector(sel); err != nil {
+			code := app.FieldInvalidFormat
+			if sel == "" {
+				code = app.FieldRequired
+			}
+			v.Add("scope.label_selector", code, err.Error())
+		}
+		r.ScopeType, r.ScopeSelector, r.ScopeAgents, r.VHostID = ScopeLabels, sel, []uuid.UUID{}, nil
+	case ScopeAgents:
+		only(sc.LabelSelector == "", "label_selector", ScopeLabels)
+		only(sc.VirtualHostID == "", "virtual_host_id", ScopeVirtualHost)
+		ids := []uuid.UUID{}
+		switch {
+		case len(sc.AgentIDs) == 0:
+			v.Add("scope.agent_ids", app.FieldRequired, "must list at least one agent id")
+		case len(sc.AgentIDs) > maxScopeAgents:
+			v.Add("scope.agent_ids", app.FieldInvalidValue, fmt.Sprintf("must list at most %d agent ids", maxScopeAgents))
+		default:
+			seen := map[uuid.UUID]bool{}
+			for i, s := range sc.AgentIDs {
+				field := fmt.Sprintf("scope.agent_ids[%d]", i)
+				id, err := uuid.Parse(strings.TrimSpace(s))
+				if !v.Check(err == nil, field, app.FieldInvalidFormat, "must be a UUID") ||
+					!v.Check(!seen[id], field, app.FieldInvalidValue, "is listed twice") {
+					continue
+				}
+				seen[id] = true
+				var ok bool
+				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM agents WHERE id = $1 AND workspace_id = $2)`, id, r.WorkspaceID).Scan(&ok); err != nil {
+					return fmt.Errorf("find agent %s: %w", id, err)
+				}
+				if v.Check(ok, field, app.FieldNotFound, "no agent of this workspace has this id") {
+					ids = append(ids, id)
+				}
+			}
+		}
+		r.ScopeType, r.ScopeSelector, r.ScopeAgents, r.VHostID = ScopeAgents, "", ids, nil
+	case ScopeVirtualHost:
+		only(sc.LabelSelector == "", "label_selector", ScopeLabels)
+		only(sc.AgentIDs == nil, "agent_ids", ScopeAgents)
+		r.ScopeType, r.ScopeSelector, r.ScopeAgents, r.VHostID = ScopeVirtualHost, "", []uuid.UUID{}, nil
+		s := strings.TrimSpace(sc.VirtualHostID)
+		if !v.Check(s != "", "scope.virtual_host_id", app.FieldRequired, "is required with type virtual_host") {
+			break
+		}
+		id, err := uuid.Parse(s)
+		if !v.Check(err == nil, "scope.virtual_host_id", app.FieldInvalidFormat, "must be a UUID") {
+			break
+		}
+		var ok bool
+		// virtual_hosts and streams are the vhosts module's.
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM virtual_hosts WHERE id = $1 AND workspace_id = $2)
+				OR EXISTS (SELECT 1 FROM streams WHERE id = $1 AND workspace_id = $2)`, id, r.WorkspaceID).Scan(&ok); err != nil {
+			return fmt.Errorf("find virtual host %s: %w", id, err)
+		}
+		if v.Check(ok, "scope.virtual_host_id", app.FieldNotFound, "no virtual host or stream of this workspace has this id") {
+			r.VHostID = &id
+		}
+	case "":
+		v.Add("scope.type", app.FieldRequired, "must be all, labels, agents or virtual_host")
+	default:
+		v.Add("scope.type", app.FieldInvalidValue, "must be all, labels, agents or virtual_host")
 	}
 	return nil
 }

@@ -57,8 +57,10 @@ func (m *Module) bindAlertRoutes(r app.Routers) {
 			return c.JSON(app.NewList(items, p, total))
 		})
 	r.API.Post("/workspaces/:id/alert-rules", app.Require(ObjAlertRule, authz.Write, ws),
-		app.Doc{Summary: "Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, scope (agent_id, virtual_host_id), " +
-			"channels (webhook url and secret, emails)", Body: AlertRuleInput{}, Response: AlertRule{}, Status: http.StatusCreated},
+		app.Doc{Summary: "Create an alert rule: metric, operator (>, >=, <, <=), threshold, for, window, severity, " +
+			`scope ({"type":"all"} default, labels with label_selector, agents with agent_ids, virtual_host with virtual_host_id), ` +
+			"notify (ids of the organization's notification channels), channels (the rule's own webhook url and secret, emails)",
+			Body: AlertRuleInput{}, Response: AlertRule{}, Status: http.StatusCreated},
 		func(c *fiber.Ctx) error {
 			var in AlertRuleInput
 			if err := app.Bind(c, &in); err != nil {
@@ -71,7 +73,7 @@ func (m *Module) bindAlertRoutes(r app.Routers) {
 			return c.Status(http.StatusCreated).JSON(out)
 		})
 	r.API.Get("/alert-rules/:id", app.Require(ObjAlertRule, authz.Read, rule),
-		app.Doc{Summary: "Get an alert rule (the webhook secret is never shown)", Response: AlertRule{}},
+		app.Doc{Summary: "Get an alert rule (webhook secrets are never shown)", Response: AlertRule{}},
 		func(c *fiber.Ctx) error {
 			id, err := app.ParamUUID(c, "id")
 			if err != nil {
@@ -84,7 +86,7 @@ func (m *Module) bindAlertRoutes(r app.Routers) {
 			return c.JSON(out)
 		})
 	r.API.Patch("/alert-rules/:id", app.Require(ObjAlertRule, authz.Write, rule),
-		app.Doc{Summary: "Change an alert rule; absent fields are kept", Body: AlertRuleInput{}, Response: AlertRule{}},
+		app.Doc{Summary: "Change an alert rule; absent fields are kept, scope and notify are replaced when given", Body: AlertRuleInput{}, Response: AlertRule{}},
 		func(c *fiber.Ctx) error {
 			id, err := app.ParamUUID(c, "id")
 			if err != nil {
@@ -140,5 +142,85 @@ func (m *Module) bindAlertRoutes(r app.Routers) {
 			c.Set(fiber.HeaderContentType, "text/plain; version=0.0.4; charset=utf-8")
 			return c.Send(buf.Bytes())
 		})
+	m.bindChannelRoutes(r)
 	m.mountSocket(r.API)
+}
+
+// bindChannelRoutes mounts an organization's notification channels:
+// members read them, admins write and delete them.
+func (m *Module) bindChannelRoutes(r app.Routers) {
+	org := orgs.ScopeOrg(m.db, "id")
+	ch := app.ScopeOrgRow(m.db, "id", "notification_channels", "organization_id", ErrChannelNotFound)
+	a := m.alerts
+	r.API.Get("/organizations/:id/notification-channels", app.Require(ObjNotificationChannel, authz.Read, org),
+		app.Doc{Summary: "List an organization's notification channels (secrets are never shown: secret_set)",
+			Response: NotificationChannel{}, List: true, Query: []string{"page", "per_page"}},
+		func(c *fiber.Ctx) error {
+			p, err := app.ParsePage(c)
+			if err != nil {
+				return err
+			}
+			items, total, err := a.Channels(app.Ctx(c), app.ScopeOf(c).OrgID, p)
+			if err != nil {
+				return err
+			}
+			return c.JSON(app.NewList(items, p, total))
+		})
+	r.API.Post("/organizations/:id/notification-channels", app.Require(ObjNotificationChannel, authz.Write, org),
+		app.Doc{Summary: "Create a notification channel: name, type webhook (url, write-only secret) or email (addresses)",
+			Body: NotificationChannelInput{}, Response: NotificationChannel{}, Status: http.StatusCreated},
+		func(c *fiber.Ctx) error {
+			var in NotificationChannelInput
+			if err := app.Bind(c, &in); err != nil {
+				return err
+			}
+			out, err := a.CreateChannel(app.Ctx(c), app.ScopeOf(c).OrgID, in)
+			if err != nil {
+				return err
+			}
+			return c.Status(http.StatusCreated).JSON(out)
+		})
+	r.API.Get("/notification-channels/:id", app.Require(ObjNotificationChannel, authz.Read, ch),
+		app.Doc{Summary: "Get a notification channel (the secret is never shown)", Response: NotificationChannel{}},
+		func(c *fiber.Ctx) error {
+			id, err := app.ParamUUID(c, "id")
+			if err != nil {
+				return err
+			}
+			out, err := a.Channel(app.Ctx(c), id)
+			if err != nil {
+				return err
+			}
+			return c.JSON(out)
+		})
+	r.API.Patch("/notification-channels/:id", app.Require(ObjNotificationChannel, authz.Write, ch),
+		app.Doc{Summary: "Change a notification channel; absent fields are kept (the secret too), type cannot change",
+			Body: NotificationChannelInput{}, Response: NotificationChannel{}},
+		func(c *fiber.Ctx) error {
+			id, err := app.ParamUUID(c, "id")
+			if err != nil {
+				return err
+			}
+			var in NotificationChannelInput
+			if err := app.Bind(c, &in); err != nil {
+				return err
+			}
+			out, err := a.UpdateChannel(app.Ctx(c), id, in)
+			if err != nil {
+				return err
+			}
+			return c.JSON(out)
+		})
+	r.API.Delete("/notification-channels/:id", app.Require(ObjNotificationChannel, authz.Delete, ch),
+		app.Doc{Summary: "Delete a notification channel; 409 naming the alert rules that still notify it", Status: http.StatusNoContent},
+		func(c *fiber.Ctx) error {
+			id, err := app.ParamUUID(c, "id")
+			if err != nil {
+				return err
+			}
+			if err := a.DeleteChannel(app.Ctx(c), id); err != nil {
+				return err
+			}
+			return c.SendStatus(http.StatusNoContent)
+		})
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,22 +40,24 @@ const wait = 20 * time.Second
 // module's jobs, an organization with a workspace, an online agent and its
 // people.
 type lab struct {
-	a      *app.App
-	base   string
-	mod    *Module
-	logs   *logs.Module
-	auth   *auth.Service
-	orgs   *orgs.Service
-	mail   *apptest.Mailbox
-	hook   *hookServer
-	org    uuid.UUID
-	ws     uuid.UUID
-	agent  uuid.UUID
-	owner  *apptest.Client
-	viewer *apptest.Client
-	tokens map[string]string // access tokens: owner, viewer, outsider
-	key    string            // a viewer API key of the organization
-	keyID  uuid.UUID
+	a    *app.App
+	base string
+	mod  *Module
+	logs *logs.Module
+	auth *auth.Service
+	orgs *orgs.Service
+	mail *apptest.Mailbox
+	hook *hookServer
+	org  uuid.UUID
+	// elseOrg is the outsider's organization.
+	elseOrg uuid.UUID
+	ws      uuid.UUID
+	agent   uuid.UUID
+	owner   *apptest.Client
+	viewer  *apptest.Client
+	tokens  map[string]string // access tokens: owner, viewer, outsider
+	key     string            // a viewer API key of the organization
+	keyID   uuid.UUID
 	// ownerID is the organization's owner.
 	ownerID uuid.UUID
 }
@@ -139,9 +142,11 @@ func newLab(t *testing.T, o labOpts) *lab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Else", Slug: "else", OwnerID: users["outsider"].ID}); err != nil {
+	elseOrg, err := l.orgs.CreateOrganization(ctx, orgs.CreateOrganizationParams{Name: "Else", Slug: "else", OwnerID: users["outsider"].ID})
+	if err != nil {
 		t.Fatal(err)
 	}
+	l.elseOrg = elseOrg.ID
 	if _, err := l.orgs.AddMember(ctx, orgs.AddMemberParams{OrgID: org.ID, Email: users["viewer"].Email, Role: authz.RoleViewer}); err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +211,13 @@ func (l *lab) createRule(t *testing.T, body map[string]any) AlertRule {
 	var r AlertRule
 	l.owner.Call(t, http.MethodPost, "/v1/workspaces/"+l.ws.String()+"/alert-rules", body, http.StatusCreated, &r)
 	return r
+}
+
+func (l *lab) createChannel(t *testing.T, as *apptest.Client, org uuid.UUID, body map[string]any) NotificationChannel {
+	t.Helper()
+	var c NotificationChannel
+	as.Call(t, http.MethodPost, "/v1/organizations/"+org.String()+"/notification-channels", body, http.StatusCreated, &c)
+	return c
 }
 
 // ---- Webhook receiver ----
@@ -413,11 +425,27 @@ func TestAlertRules_BadInput(t *testing.T) {
 		{"NegativeFor", ok(`,"for":"-1m"`), "for"},
 		{"WindowTooShort", ok(`,"window":"30s"`), "window"},
 		{"BadSeverity", ok(`,"severity":"meh"`), "severity"},
-		{"AgentNotUUID", ok(`,"agent_id":"web-01"`), "agent_id"},
-		{"AgentOfNoOne", ok(`,"agent_id":"` + uuid.NewString() + `"`), "agent_id"},
-		{"VirtualHostOfNoOne", ok(`,"virtual_host_id":"` + uuid.NewString() + `"`), "virtual_host_id"},
-		{"HostMetricPerVirtualHost", `{"metric":"cpu_percent","operator":">","threshold":80,"virtual_host_id":"` + uuid.NewString() + `"}`, "virtual_host_id"},
-		{"CertificatesPerAgent", `{"metric":"certificate_days_left","operator":"<","threshold":14,"agent_id":"AGENT"}`, "agent_id"},
+		{"ScopeNotAnObject", ok(`,"scope":"agent"`), "scope"},
+		{"ScopeTypeMissing", ok(`,"scope":{}`), "scope.type"},
+		{"ScopeTypeUnknown", ok(`,"scope":{"type":"region"}`), "scope.type"},
+		{"ScopeAgentNotUUID", ok(`,"scope":{"type":"agents","agent_ids":["AGENT","web-01"]}`), "scope.agent_ids[1]"},
+		{"ScopeAgentOfNoOne", ok(`,"scope":{"type":"agents","agent_ids":["` + uuid.NewString() + `"]}`), "scope.agent_ids[0]"},
+		{"ScopeAgentTwice", ok(`,"scope":{"type":"agents","agent_ids":["AGENT","AGENT"]}`), "scope.agent_ids[1]"},
+		{"ScopeAgentsEmpty", ok(`,"scope":{"type":"agents","agent_ids":[]}`), "scope.agent_ids"},
+		{"ScopeAgentsWithSelector", ok(`,"scope":{"type":"agents","agent_ids":["AGENT"],"label_selector":"env=prod"}`), "scope.label_selector"},
+		{"ScopeLabelsMissing", ok(`,"scope":{"type":"labels"}`), "scope.label_selector"},
+		{"ScopeLabelsBad", ok(`,"scope":{"type":"labels","label_selector":"env prod"}`), "scope.label_selector"},
+		{"ScopeAllWithAgents", ok(`,"scope":{"type":"all","agent_ids":["AGENT"]}`), "scope.agent_ids"},
+		{"ScopeVirtualHostMissing", ok(`,"scope":{"type":"virtual_host"}`), "scope.virtual_host_id"},
+		{"ScopeVirtualHostNotUUID", ok(`,"scope":{"type":"virtual_host","virtual_host_id":"www"}`), "scope.virtual_host_id"},
+		{"ScopeVirtualHostOfNoOne", ok(`,"scope":{"type":"virtual_host","virtual_host_id":"` + uuid.NewString() + `"}`), "scope.virtual_host_id"},
+		{"CertificatesPerAgent", `{"metric":"certificate_days_left","operator":"<","threshold":14,"scope":{"type":"agents","agent_ids":["AGENT"]}}`, "scope.type"},
+		{"CertificatesPerLabel", `{"metric":"certificate_days_left","operator":"<","threshold":14,"scope":{"type":"labels","label_selector":"env=prod"}}`, "scope.type"},
+		{"NotifyNotAList", ok(`,"notify":"ops"`), "notify"},
+		{"NotifyNotUUID", ok(`,"notify":["ops"]`), "notify[0]"},
+		{"NotifyUnknownChannel", ok(`,"notify":["` + uuid.NewString() + `"]`), "notify[0]"},
+		{"NotifyOtherOrgChannel", ok(`,"notify":["FOREIGN"]`), "notify[0]"},
+		{"NotifyTwice", ok(`,"notify":["CHANNEL","CHANNEL"]`), "notify[1]"},
 		{"WebhookNotHTTP", ok(`,"channels":{"webhook":{"url":"ftp://hooks.example.com/x","secret":"0123456789abcdef"}}`), "channels.webhook.url"},
 		{"WebhookMetadata", ok(`,"channels":{"webhook":{"url":"http://169.254.169.254/latest","secret":"0123456789abcdef"}}`), "channels.webhook.url"},
 		{"WebhookMetadataV6", ok(`,"channels":{"webhook":{"url":"http://[fd00:ec2::254]/","secret":"0123456789abcdef"}}`), "channels.webhook.url"},
@@ -428,9 +456,12 @@ func TestAlertRules_BadInput(t *testing.T) {
 		{"EmailHeaderInjection", ok(`,"channels":{"emails":["ops@example.com\r\nBcc: x@example.com"]}`), "channels.emails[0]"},
 		{"UnknownField", ok(`,"colour":"red"`), "colour"},
 	}
+	channel := l.createChannel(t, l.owner, l.org, map[string]any{"name": "ops", "type": "webhook", "url": l.hook.URL, "secret": "0123456789abcdef"})
+	foreign := l.createChannel(t, apptest.NewClient(l.a).As(l.tokens["outsider"]), l.elseOrg,
+		map[string]any{"name": "theirs", "type": "webhook", "url": l.hook.URL, "secret": "0123456789abcdef"})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			body := strings.ReplaceAll(tc.body, "AGENT", l.agent.String())
+			body := strings.NewReplacer("AGENT", l.agent.String(), "FOREIGN", foreign.ID.String(), "CHANNEL", channel.ID.String()).Replace(tc.body)
 			resp := l.owner.Do(t, http.MethodPost, path, body)
 			if resp.Status != http.StatusUnprocessableEntity {
 				t.Fatalf("status %d, want 422: %s", resp.Status, resp.Body)
@@ -474,11 +505,11 @@ func TestAlertRules_CRUD(t *testing.T) {
 	l := newLab(t, labOpts{})
 	const secret = "s3cret-webhook-key-0123"
 	r := l.createRule(t, map[string]any{"name": "High CPU", "metric": "cpu_percent", "operator": ">=", "threshold": 85,
-		"for": "2m", "severity": "critical", "agent_id": l.agent.String(),
+		"for": "2m", "severity": "critical", "scope": map[string]any{"type": "agents", "agent_ids": []string{l.agent.String()}},
 		"channels": map[string]any{"webhook": map[string]any{"url": "https://hooks.example.com/nxmesh", "secret": secret},
 			"emails": []string{"ops@example.com", "ops@example.com", "oncall@example.com"}}})
 	if r.Name != "High CPU" || r.Metric != "cpu_percent" || r.Operator != ">=" || r.Threshold != 85 || r.For != "2m" ||
-		r.Window != "5m" || r.Severity != "critical" || r.Scope != "agent" || r.AgentID == nil || *r.AgentID != l.agent ||
+		r.Window != "5m" || r.Severity != "critical" || r.Scope.Type != ScopeAgents || len(r.Scope.AgentIDs) != 1 || r.Scope.AgentIDs[0] != l.agent.String() ||
 		!r.Enabled || r.Channels.Webhook == nil || !r.Channels.Webhook.SecretSet || len(r.Channels.Emails) != 2 {
 		t.Fatalf("created %+v", r)
 	}
@@ -499,9 +530,9 @@ func TestAlertRules_CRUD(t *testing.T) {
 		}
 	}
 	var changed AlertRule
-	l.owner.Call(t, http.MethodPatch, "/v1/alert-rules/"+r.ID.String(), map[string]any{"threshold": 90.5, "agent_id": "",
+	l.owner.Call(t, http.MethodPatch, "/v1/alert-rules/"+r.ID.String(), map[string]any{"threshold": 90.5, "scope": map[string]any{"type": "all"},
 		"channels": map[string]any{"webhook": map[string]any{"url": "https://hooks.example.com/other"}}}, http.StatusOK, &changed)
-	if changed.Threshold != 90.5 || changed.Scope != "workspace" || changed.AgentID != nil || changed.Name != "High CPU" ||
+	if changed.Threshold != 90.5 || changed.Scope.Type != ScopeAll || changed.Scope.AgentIDs != nil || changed.Name != "High CPU" ||
 		changed.Channels.Webhook == nil || changed.Channels.Webhook.URL != "https://hooks.example.com/other" || !changed.Channels.Webhook.SecretSet {
 		t.Fatalf("changed %+v", changed)
 	}
@@ -532,18 +563,23 @@ func TestAlertRules_CRUD(t *testing.T) {
 }
 
 // TestAlerts_FireAndResolve runs the evaluation as River's periodic job: a
-// burst of 5xx ingested through the logs path fires the rule (event,
-// signed webhook retried after a failure, e-mail, socket message, history),
-// and enough 2xx afterwards resolve it.
+// burst of 5xx ingested through the logs path fires the rule (event, a
+// webhook channel's signed delivery retried after a failure, an e-mail
+// channel's message, socket message, history), and enough 2xx afterwards
+// resolve it (alert.resolved).
 func TestAlerts_FireAndResolve(t *testing.T) {
 	l := newLab(t, labOpts{periodic: true, interval: time.Second})
 	l.hook.failFirst = 1 // River retries the first delivery
 	const secret = "webhook-secret-0123456789"
+	hook := l.createChannel(t, l.owner, l.org, map[string]any{"name": "Hook", "type": "webhook", "url": l.hook.URL + "/hook", "secret": secret})
+	mail := l.createChannel(t, l.owner, l.org, map[string]any{"name": "Ops mail", "type": "email", "addresses": []string{"ops@example.com"}})
 	rule := l.createRule(t, map[string]any{"name": "Errors", "metric": "error_rate", "operator": ">", "threshold": 0.5,
-		"window": "1m", "agent_id": l.agent.String(),
-		"channels": map[string]any{"webhook": map[string]any{"url": l.hook.URL + "/hook", "secret": secret},
-			"emails": []string{"ops@example.com"}}})
-	sub, err := l.a.Events().Subscribe([]string{"health.alert*"}, l.ws)
+		"window": "1m", "scope": map[string]any{"type": "agents", "agent_ids": []string{l.agent.String()}},
+		"notify": []string{hook.ID.String(), mail.ID.String()}})
+	if len(rule.Notify) != 2 || rule.Notify[0] != hook.ID || rule.Notify[1] != mail.ID {
+		t.Fatalf("notify %v", rule.Notify)
+	}
+	sub, err := l.a.Events().Subscribe([]string{EventAlert, EventAlertResolved}, l.ws)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -627,7 +663,8 @@ func TestAlerts_Evaluate(t *testing.T) {
 	svc := l.mod.Alerts()
 	cpu := l.createRule(t, map[string]any{"metric": "cpu_percent", "operator": ">", "threshold": 80})
 	memHeld := l.createRule(t, map[string]any{"metric": "memory_percent", "operator": ">=", "threshold": 50, "for": "1h"})
-	offline := l.createRule(t, map[string]any{"metric": "agent_offline", "operator": ">=", "threshold": 1, "agent_id": l.agent.String()})
+	offline := l.createRule(t, map[string]any{"metric": "agent_offline", "operator": ">=", "threshold": 1,
+		"scope": map[string]any{"type": "agents", "agent_ids": []string{l.agent.String()}}})
 	days := l.createRule(t, map[string]any{"metric": "certificate_days_left", "operator": "<", "threshold": 14})
 	evaluate := func(wantFired, wantResolved int) {
 		t.Helper()
@@ -840,8 +877,8 @@ func TestAlerts_VirtualHostScope(t *testing.T) {
 		t.Fatal(err)
 	}
 	rule := l.createRule(t, map[string]any{"metric": "requests_per_second", "operator": ">", "threshold": 0,
-		"window": "1m", "virtual_host_id": vh.String()})
-	if rule.Scope != "virtual_host" || rule.VirtualHostID == nil || *rule.VirtualHostID != vh {
+		"window": "1m", "scope": map[string]any{"type": "virtual_host", "virtual_host_id": vh.String()}})
+	if rule.Scope.Type != ScopeVirtualHost || rule.Scope.VirtualHostID != vh.String() {
 		t.Fatalf("rule %+v", rule)
 	}
 	l.ingest(t, burst(3, 200, uuid.New())...)
@@ -858,5 +895,190 @@ func TestAlerts_VirtualHostScope(t *testing.T) {
 	}
 	if len(as) != 1 || as[0].VirtualHostID == nil || *as[0].VirtualHostID != vh || as[0].Value <= 0 || as[0].AgentID != nil {
 		t.Fatalf("alerts %+v", as)
+	}
+}
+
+// TestAlerts_Scopes evaluates each scope type for traffic, host,
+// agent-state and certificate metrics: all, labels (an agent gaining the
+// label is included, losing it resolves), listed agents, and a virtual
+// host (its target agents; its certificate).
+func TestAlerts_Scopes(t *testing.T) {
+	l := newLab(t, labOpts{})
+	ctx := context.Background()
+	pool := l.a.Deps.Pool
+	svc := l.mod.Alerts()
+	web1 := l.agent
+	var web2 uuid.UUID
+	if err := pool.QueryRow(ctx, `INSERT INTO agents (workspace_id, name, state, labels) VALUES ($1, 'web-02', 'online', '{"env":"staging"}') RETURNING id`, l.ws).Scan(&web2); err != nil {
+		t.Fatal(err)
+	}
+	setLabels := func(agent uuid.UUID, labels string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `UPDATE agents SET labels = $2::jsonb WHERE id = $1`, agent, labels); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sample := func(agent uuid.UUID, cpu float64) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `INSERT INTO host_metrics (agent_id, workspace_id, ts, cpu_percent, memory_used_bytes,
+				memory_total_bytes, disk_used_bytes, disk_total_bytes, load_average_1m) VALUES ($1, $2, $3, $4, 1, 2, 1, 2, 0)`,
+			agent, l.ws, time.Now().UTC(), cpu); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var certA, certB, vh uuid.UUID
+	for _, c := range []struct {
+		domain string
+		dst    *uuid.UUID
+	}{{"a.example.com", &certA}, {"b.example.com", &certB}} {
+		if err := pool.QueryRow(ctx, `INSERT INTO certificates (workspace_id, domain, provider, status, certificate_pem,
+				private_key_sealed, issued_at, expires_at)
+			VALUES ($1, $2, 'upload', 'active', 'PEM', '\x00', now() - interval '80 days', now() + interval '5 days') RETURNING id`,
+			l.ws, c.domain).Scan(c.dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO virtual_hosts (workspace_id, name, server_name, listen_port, target_agents, ssl_certificate_id)
+		VALUES ($1, 'api', 'api.example.com', 80, $2::jsonb, $3) RETURNING id`, l.ws,
+		`{"type":"agents","agent_ids":["`+web2.String()+`"]}`, certA).Scan(&vh); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]any{"type": "labels", "label_selector": "env=prod"}
+	listed := map[string]any{"type": "agents", "agent_ids": []string{web1.String()}}
+	onVH := map[string]any{"type": "virtual_host", "virtual_host_id": vh.String()}
+	rule := func(metric, op string, threshold float64, scope map[string]any) uuid.UUID {
+		body := map[string]any{"metric": metric, "operator": op, "threshold": threshold, "window": "1m"}
+		if scope != nil {
+			body["scope"] = scope
+		}
+		return l.createRule(t, body).ID
+	}
+	cpuAll := rule("cpu_percent", ">", 80, nil)
+	cpuLabels := rule("cpu_percent", ">", 80, labels)
+	cpuListed := rule("cpu_percent", ">", 80, listed)
+	cpuVH := rule("cpu_percent", ">", 80, onVH)
+	offLabels := rule("agent_offline", ">=", 1, labels)
+	errLabels := rule("error_rate", ">", 0.5, labels)
+	errListed := rule("error_rate", ">", 0.5, listed)
+	certAll := rule("certificate_days_left", "<", 14, nil)
+	certVH := rule("certificate_days_left", "<", 14, onVH)
+
+	// firing is what each rule fires for now: agent or certificate ids ("" for the whole scope).
+	firing := func() map[uuid.UUID][]string {
+		t.Helper()
+		if _, err := svc.Evaluate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		as, _, err := svc.Alerts(ctx, AlertQuery{WorkspaceID: l.ws, State: AlertFiring, Page: app.Page{Page: 1, PerPage: 100}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[uuid.UUID][]string{}
+		for _, a := range as {
+			subject := ""
+			switch {
+			case a.AgentID != nil:
+				subject = a.AgentID.String()
+			case a.CertificateID != nil:
+				subject = a.CertificateID.String()
+			}
+			out[*a.RuleID] = append(out[*a.RuleID], subject)
+		}
+		for _, v := range out {
+			sort.Strings(v)
+		}
+		return out
+	}
+	expect := func(got map[uuid.UUID][]string, name string, rule uuid.UUID, want ...uuid.UUID) {
+		t.Helper()
+		w := []string{}
+		for _, id := range want {
+			w = append(w, id.String())
+		}
+		sort.Strings(w)
+		g := got[rule]
+		if g == nil {
+			g = []string{}
+		}
+		if strings.Join(g, ",") != strings.Join(w, ",") {
+			t.Errorf("%s fires for %v, want %v", name, g, w)
+		}
+	}
+
+	sample(web1, 90)
+	sample(web2, 95)
+	l.ingest(t, burst(4, 503, uuid.Nil)...) // web-01's traffic: all errors
+	got := firing()
+	expect(got, "cpu/all", cpuAll, web1, web2)
+	expect(got, "cpu/labels before any agent has env=prod", cpuLabels)
+	expect(got, "cpu/agents", cpuListed, web1)
+	expect(got, "cpu/virtual_host (its target agents)", cpuVH, web2)
+	expect(got, "offline/labels", offLabels)
+	expect(got, "errors/labels", errLabels)
+	expect(got, "errors/agents", errListed, web1)
+	expect(got, "certificates/all", certAll, certA, certB)
+	expect(got, "certificates/virtual_host (its certificate)", certVH, certA)
+
+	// web-02 gains the label: the labels rules include it at the next evaluation.
+	setLabels(web2, `{"env":"prod"}`)
+	got = firing()
+	expect(got, "cpu/labels after web-02 gained env=prod", cpuLabels, web2)
+	expect(got, "errors/labels (web-02 has no traffic)", errLabels)
+	setLabels(web1, `{"env":"prod","role":"edge"}`)
+	got = firing()
+	expect(got, "cpu/labels after web-01 gained env=prod", cpuLabels, web1, web2)
+	expect(got, "errors/labels after web-01 gained env=prod", errLabels, web1)
+
+	// web-02 goes offline: the offline rule fires for it; then it loses the
+	// label and leaves the scope, which resolves the alert.
+	if _, err := pool.Exec(ctx, `UPDATE agents SET state = 'offline' WHERE id = $1`, web2); err != nil {
+		t.Fatal(err)
+	}
+	got = firing()
+	expect(got, "offline/labels", offLabels, web2)
+	expect(got, "cpu/labels (an offline agent's samples do not count)", cpuLabels, web1)
+	setLabels(web2, `{"env":"staging"}`)
+	got = firing()
+	expect(got, "offline/labels after web-02 lost the label", offLabels)
+	var resolved int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM alerts WHERE rule_id = $1 AND state = 'resolved'`, offLabels).Scan(&resolved); err != nil || resolved != 1 {
+		t.Fatalf("%d resolved offline alerts (%v), want 1", resolved, err)
+	}
+}
+
+// TestAlerts_RuleChannels fires a rule with its own webhook and address
+// (the inline channels kept from before notification channels) and a
+// webhook channel: each is notified, signed with its own secret.
+func TestAlerts_RuleChannels(t *testing.T) {
+	l := newLab(t, labOpts{})
+	ctx := context.Background()
+	const inline, shared = "inline-secret-0123456789", "shared-secret-0123456789"
+	other := newHookServer(t)
+	hook := l.createChannel(t, l.owner, l.org, map[string]any{"name": "Shared", "type": "webhook", "url": other.URL, "secret": shared})
+	rule := l.createRule(t, map[string]any{"name": "CPU", "metric": "cpu_percent", "operator": ">", "threshold": 50,
+		"notify":   []string{hook.ID.String()},
+		"channels": map[string]any{"webhook": map[string]any{"url": l.hook.URL, "secret": inline}, "emails": []string{"inline@example.com"}}})
+	l.sample(t, 75, 1, 2)
+	if res, err := l.mod.Alerts().Evaluate(ctx); err != nil || res.Fired != 1 {
+		t.Fatalf("evaluation %+v, %v", res, err)
+	}
+	if p := verified(t, l.hook.next(t), inline); p.Type != EventAlert || p.Data["rule_id"] != rule.ID.String() {
+		t.Fatalf("inline webhook %+v", p)
+	}
+	if p := verified(t, other.next(t), shared); p.Type != EventAlert || p.Data["rule_id"] != rule.ID.String() || numOf(t, p.Data["value"]) != 75 {
+		t.Fatalf("channel webhook %+v", p)
+	}
+	if m := l.mail.Next(t); len(m.To) != 1 || m.To[0] != "inline@example.com" || !strings.Contains(m.Data, "[NxMesh FIRING] CPU") {
+		t.Fatalf("inline mail to %v:\n%s", m.To, m.Data)
+	}
+	l.sample(t, 10, 1, 2)
+	if res, err := l.mod.Alerts().Evaluate(ctx); err != nil || res.Resolved != 1 {
+		t.Fatalf("evaluation %+v, %v", res, err)
+	}
+	if p := verified(t, other.next(t), shared); p.Type != "alert.resolved" || p.Data["state"] != AlertResolved {
+		t.Fatalf("channel webhook on resolve %+v", p)
+	}
+	if p := verified(t, l.hook.next(t), inline); p.Type != "alert.resolved" {
+		t.Fatalf("inline webhook on resolve %+v", p)
 	}
 }

@@ -100,3 +100,51 @@ func TestUI_DashboardDrawsInBrowser(t *testing.T) {
 		t.Fatalf("the browser reported:\n%s", strings.Join(problems, "\n"))
 	}
 }
+
+// TestUI_RuleFormInBrowser creates an alert rule through the editor in
+// headless Chromium (htmx posts the form): a threshold that is not a
+// number is shown next to its input, a good rule lands on the alerts page.
+func TestUI_RuleFormInBrowser(t *testing.T) {
+	apptest.ChromiumPath(t)
+	w := setupWide(t)
+	base := apptest.Serve(t, w.a)
+	browser := apptest.Browser(t, 1280, 1600, 90*time.Second)
+	cookie := w.sessions[authz.RoleOperator].cookie
+	agentBox := `input[name="scope.agent_ids"][value="` + w.online.String() + `"]`
+	var errText, rows string
+	if err := chromedp.Run(browser,
+		network.SetCookie(auth.SessionCookie, cookie).WithDomain("127.0.0.1").WithPath("/"),
+		chromedp.Navigate(base+"/workspaces/"+w.ws.String()+"/alerts"),
+		chromedp.Click(`#new-alert-rule`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#alert-rule-form`, chromedp.ByQuery),
+		chromedp.SendKeys(`#f-name`, "Browser CPU", chromedp.ByQuery),
+		chromedp.SetValue(`#f-metric`, "cpu_percent", chromedp.ByQuery),
+		chromedp.SendKeys(`#f-threshold`, "hot", chromedp.ByQuery),
+		chromedp.SetValue(`#f-scope\.type`, "agents", chromedp.ByQuery),
+		chromedp.Click(agentBox, chromedp.ByQuery),
+		chromedp.Click(`#save-alert-rule`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#f-threshold-error`, chromedp.ByQuery),
+		chromedp.Text(`#f-threshold-error`, &errText, chromedp.ByQuery),
+	); err != nil {
+		t.Fatalf("submit a bad rule: %v", err)
+	}
+	if !strings.Contains(errText, "number") {
+		t.Fatalf("threshold error %q", errText)
+	}
+	var checked bool
+	if err := chromedp.Run(browser,
+		chromedp.Evaluate(`document.querySelector('`+agentBox+`').checked`, &checked),
+		chromedp.SetValue(`#f-threshold`, "90", chromedp.ByQuery),
+		chromedp.Click(`#save-alert-rule`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#alert-rules`, chromedp.ByQuery),
+		chromedp.Text(`#alert-rules`, &rows, chromedp.ByQuery),
+	); err != nil {
+		t.Fatalf("submit the rule: %v", err)
+	}
+	if !checked {
+		t.Error("the re-rendered form lost the ticked agent")
+	}
+	if !strings.Contains(rows, "Browser CPU") || !strings.Contains(rows, "cpu_percent > 90") || !strings.Contains(rows, "agents edge-1") {
+		t.Fatalf("alerts page rules: %s", rows)
+	}
+}

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/modules/agents"
+	"github.com/nxmesh/nxmesh/modules/vhosts"
 )
 
 // ---- Evaluation ----
@@ -200,7 +202,7 @@ func (s *AlertService) resolve(ctx context.Context, tx *gorm.DB, r ruleRow, id u
 	return s.announce(ctx, tx, r, a, now)
 }
 
-// eventData is the data of a health.alert or health.alert.resolved event
+// eventData is the data of a health.alert or alert.resolved event
 // (and of a webhook delivery).
 func eventData(a Alert) map[string]any {
 	d := map[string]any{
@@ -240,12 +242,17 @@ func (s *AlertService) announce(ctx context.Context, tx *gorm.DB, r ruleRow, a A
 			return fmt.Errorf("publish %s of alert %s: %w", eventType(a.State), a.ID, err)
 		}
 	}
-	if s.jobs == nil || (r.WebhookURL == "" && len(r.Emails) == 0) {
+	if s.jobs == nil || (r.WebhookURL == "" && len(r.Emails) == 0 && len(r.Notify) == 0) {
 		return nil
 	}
 	sqlTx, err := app.SQLTx(tx)
 	if err != nil {
 		return err
+	}
+	for _, c := range r.Notify {
+		if _, err := s.jobs.InsertTx(ctx, sqlTx, ChannelArgs{AlertID: a.ID, State: a.State, ChannelID: c.ID}, nil); err != nil {
+			return fmt.Errorf("enqueue notification of alert %s to channel %s: %w", a.ID, c.ID, err)
+		}
 	}
 	if r.WebhookURL != "" {
 		if _, err := s.jobs.InsertTx(ctx, sqlTx, WebhookArgs{AlertID: a.ID, State: a.State}, nil); err != nil {
@@ -339,29 +346,157 @@ func (t windowTraffic) value(metric string) float64 {
 	return 0
 }
 
-func (s *AlertService) observeTraffic(ctx context.Context, r ruleRow, now time.Time) ([]observation, error) {
-	var agentID, vhostID uuid.UUID
-	var what []string
-	if r.AgentID != nil {
-		agentID = *r.AgentID
-		name := agentID.String()
-		if err := s.pool.QueryRow(ctx, `SELECT name FROM agents WHERE id = $1`, agentID).Scan(&name); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("read agent %s: %w", agentID, err)
+// scopeAgent is an agent a rule's scope covers.
+type scopeAgent struct {
+	id          uuid.UUID
+	name, state string
+}
+
+// agentsInScope returns the agents of r's workspace its scope covers, in
+// any state: every agent (all), those whose labels match now (labels), the
+// listed ones still there (agents), or those the virtual host or stream is
+// sent to (virtual_host: its target_agents).
+func (s *AlertService) agentsInScope(ctx context.Context, r ruleRow) ([]scopeAgent, error) {
+	target := vhosts.TargetAgents{Type: vhosts.TargetAll}
+	switch r.ScopeType {
+	case ScopeLabels:
+		target = vhosts.TargetAgents{Type: vhosts.TargetSelector, LabelSelector: r.ScopeSelector}
+	case ScopeAgents:
+		target = vhosts.TargetAgents{Type: vhosts.TargetAgentList, AgentIDs: []string{}}
+		for _, id := range r.ScopeAgents {
+			target.AgentIDs = append(target.AgentIDs, id.String())
 		}
-		what = append(what, "agent "+name)
+	case ScopeVirtualHost:
+		if r.VHostID == nil {
+			return nil, nil
+		}
+		// virtual_hosts and streams are the vhosts module's.
+		var raw []byte
+		err := s.pool.QueryRow(ctx, `SELECT target_agents FROM virtual_hosts WHERE id = $1
+			UNION ALL SELECT target_agents FROM streams WHERE id = $1 LIMIT 1`, *r.VHostID).Scan(&raw)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil // the virtual host is gone: nothing to watch
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read target agents of virtual host %s: %w", *r.VHostID, err)
+		}
+		if err := json.Unmarshal(raw, &target); err != nil {
+			return nil, fmt.Errorf("read target agents of virtual host %s: %w", *r.VHostID, err)
+		}
 	}
-	if r.VHostID != nil {
-		vhostID = *r.VHostID
-		what = append(what, "virtual host "+vhostID.String())
-	}
-	t, err := windowTrafficOf(ctx, s.pool, r.WorkspaceID, agentID, vhostID, now, time.Duration(r.WindowSec)*time.Second)
+	rows, err := s.pool.Query(ctx, `SELECT id, name, state, labels FROM agents WHERE workspace_id = $1 ORDER BY id`, r.WorkspaceID)
 	if err != nil {
+		return nil, fmt.Errorf("list agents of workspace %s: %w", r.WorkspaceID, err)
+	}
+	defer rows.Close()
+	var out []scopeAgent
+	for rows.Next() {
+		var a scopeAgent
+		var labels map[string]string
+		if err := rows.Scan(&a.id, &a.name, &a.state, &labels); err != nil {
+			return nil, fmt.Errorf("read agent: %w", err)
+		}
+		if target.Matches(a.id, labels) {
+			out = append(out, a)
+		}
+	}
+	return out, rows.Err()
+}
+
+// perAgent reports whether r's traffic metric is one figure per agent.
+func (r ruleRow) perAgent() bool { return r.ScopeType == ScopeLabels || r.ScopeType == ScopeAgents }
+
+func (s *AlertService) observeTraffic(ctx context.Context, r ruleRow, now time.Time) ([]observation, error) {
+	window := time.Duration(r.WindowSec) * time.Second
+	if !r.perAgent() {
+		var vhostID uuid.UUID
+		what := ""
+		if r.ScopeType == ScopeVirtualHost {
+			if r.VHostID == nil {
+				return nil, nil
+			}
+			vhostID = *r.VHostID
+			what = "virtual host " + vhostID.String()
+			var name string
+			err := s.pool.QueryRow(ctx, `SELECT name FROM virtual_hosts WHERE id = $1 UNION ALL SELECT name FROM streams WHERE id = $1 LIMIT 1`, vhostID).Scan(&name)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return nil, fmt.Errorf("read virtual host %s: %w", vhostID, err)
+			}
+			if name != "" {
+				what = "virtual host " + name
+			}
+		}
+		t, err := windowTrafficOf(ctx, s.pool, r.WorkspaceID, uuid.Nil, vhostID, now, window)
+		if err != nil {
+			return nil, err
+		}
+		return []observation{{subject: "", value: t.value(r.Metric), vhostID: r.VHostID, what: what}}, nil
+	}
+	scope, err := s.agentsInScope(ctx, r)
+	if err != nil || len(scope) == 0 {
 		return nil, err
 	}
-	return []observation{{subject: "", value: t.value(r.Metric), agentID: r.AgentID, vhostID: r.VHostID, what: strings.Join(what, ", ")}}, nil
+	ids := make([]uuid.UUID, len(scope))
+	for i, a := range scope {
+		ids[i] = a.id
+	}
+	from, secs := trafficWindow(now, window)
+	rows, err := s.pool.Query(ctx, `SELECT agent_id, coalesce(sum(requests), 0)::bigint, coalesce(sum(status_4xx), 0)::bigint,
+			coalesce(sum(status_5xx), 0)::bigint, `+sumCounts("latency_counts")+`
+		FROM traffic_minute WHERE workspace_id = $1 AND bucket >= $2 AND agent_id = ANY($3) GROUP BY agent_id`, r.WorkspaceID, from, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read recent traffic of workspace %s: %w", r.WorkspaceID, err)
+	}
+	defer rows.Close()
+	byAgent := map[uuid.UUID]windowTraffic{}
+	for rows.Next() {
+		var id uuid.UUID
+		t := windowTraffic{secs: secs}
+		if err := rows.Scan(&id, &t.requests, &t.s4xx, &t.s5xx, &t.latency); err != nil {
+			return nil, fmt.Errorf("read recent traffic: %w", err)
+		}
+		byAgent[id] = t
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read recent traffic of workspace %s: %w", r.WorkspaceID, err)
+	}
+	var out []observation
+	for _, a := range scope {
+		if a.state == agents.StatePending {
+			continue
+		}
+		t, ok := byAgent[a.id]
+		if !ok {
+			t = windowTraffic{secs: secs}
+		}
+		id := a.id
+		out = append(out, observation{subject: "agent:" + id.String(), value: t.value(r.Metric), agentID: &id, what: "agent " + a.name})
+	}
+	return out, nil
+}
+
+// scopeFilter is the agent ids r's scope limits an agent query to; all is
+// true when it does not limit it.
+func (s *AlertService) scopeFilter(ctx context.Context, r ruleRow) (ids []uuid.UUID, all bool, err error) {
+	if r.ScopeType == ScopeAll || r.ScopeType == "" {
+		return nil, true, nil
+	}
+	scope, err := s.agentsInScope(ctx, r)
+	if err != nil {
+		return nil, false, err
+	}
+	ids = []uuid.UUID{}
+	for _, a := range scope {
+		ids = append(ids, a.id)
+	}
+	return ids, false, nil
 }
 
 func (s *AlertService) observeHosts(ctx context.Context, r ruleRow, now time.Time) ([]observation, error) {
+	ids, all, err := s.scopeFilter(ctx, r)
+	if err != nil {
+		return nil, err
+	}
 	q := `SELECT a.id, a.name, h.cpu_percent, h.memory_used_bytes, h.memory_total_bytes, h.disk_used_bytes,
 			h.disk_total_bytes, h.load_average_1m, coalesce(h.nginx_active_connections, (a.health->>'active_connections')::bigint, 0)
 		FROM agents a JOIN LATERAL (
@@ -369,9 +504,9 @@ func (s *AlertService) observeHosts(ctx context.Context, r ruleRow, now time.Tim
 		) h ON true
 		WHERE a.workspace_id = $1 AND a.state = ANY($2)`
 	args := []any{r.WorkspaceID, []string{agents.StateOnline, agents.StateDegraded}, now.Add(-hostSampleMaxAge)}
-	if r.AgentID != nil {
-		q += ` AND a.id = $4`
-		args = append(args, *r.AgentID)
+	if !all {
+		q += ` AND a.id = ANY($4)`
+		args = append(args, ids)
 	}
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
@@ -413,11 +548,15 @@ func ratioPercent(used, total int64) float64 {
 }
 
 func (s *AlertService) observeAgentStates(ctx context.Context, r ruleRow) ([]observation, error) {
+	ids, all, err := s.scopeFilter(ctx, r)
+	if err != nil {
+		return nil, err
+	}
 	q := `SELECT id, name, state FROM agents WHERE workspace_id = $1 AND state <> $2`
 	args := []any{r.WorkspaceID, agents.StatePending}
-	if r.AgentID != nil {
-		q += ` AND id = $3`
-		args = append(args, *r.AgentID)
+	if !all {
+		q += ` AND id = ANY($3)`
+		args = append(args, ids)
 	}
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
@@ -441,9 +580,18 @@ func (s *AlertService) observeAgentStates(ctx context.Context, r ruleRow) ([]obs
 }
 
 func (s *AlertService) observeCertificates(ctx context.Context, r ruleRow, now time.Time) ([]observation, error) {
-	// certificates are the certs module's.
-	rows, err := s.pool.Query(ctx, `SELECT id, domain, expires_at FROM certificates
-		WHERE workspace_id = $1 AND expires_at IS NOT NULL AND status IN ('active', 'expiring', 'expired')`, r.WorkspaceID)
+	// certificates are the certs module's, virtual_hosts and streams the
+	// vhosts module's. A virtual_host scope watches the certificate the
+	// virtual host or stream serves; any other scope every certificate.
+	q := `SELECT id, domain, expires_at FROM certificates
+		WHERE workspace_id = $1 AND expires_at IS NOT NULL AND status IN ('active', 'expiring', 'expired')`
+	args := []any{r.WorkspaceID}
+	if r.ScopeType == ScopeVirtualHost {
+		q += ` AND id IN (SELECT ssl_certificate_id FROM virtual_hosts WHERE id = $2
+			UNION SELECT ssl_certificate_id FROM streams WHERE id = $2)`
+		args = append(args, r.VHostID)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read certificates of workspace %s: %w", r.WorkspaceID, err)
 	}

@@ -140,7 +140,9 @@ func (m *Module) StoreHostMetrics(ctx context.Context, b agents.MetricsBatch) er
 func (m *Module) Name() string { return "metrics" }
 
 // Policies returns the role matrix of policies.go.
-func (m *Module) Policies() []authz.Policy { return append(policies(), alertPolicies()...) }
+func (m *Module) Policies() []authz.Policy {
+	return append(append(policies(), alertPolicies()...), channelPolicies()...)
+}
 
 // Jobs registers metrics.retention, and the alert evaluation and
 // notifications (notify.go).
@@ -160,4 +162,5 @@ func (m *Module) Routes(r app.Routers) {
 	m.bindAnalytics(r)
 	m.bindStreams(r)
 	m.mountUI(r.UI)
+	m.mountAlertUI(r.UI)
 }

@@ -26,6 +26,10 @@ import (
 // fires or resolves the alert (so none is sent for a rolled-back change,
 // and none is lost when the process stops):
 //
+//   - metrics.alert_channel sends the alert to one notification channel of
+//     the rule's organization: a webhook channel as below (signed with the
+//     channel's secret), an e-mail channel one message per address. One
+//     job is enqueued per channel the rule notifies.
 //   - metrics.alert_webhook POSTs the alert as JSON to the rule's webhook,
 //     signed X-NxMesh-Signature: sha256=<hex HMAC-SHA256 of the body, keyed
 //     with the rule's secret>. Any answer but 2xx, or no answer within
@@ -41,6 +45,72 @@ import (
 // A job whose rule or alert was deleted since, or whose webhook was
 // removed, completes without sending. The webhook URL and secret are read
 // when the job runs: job arguments never hold the secret.
+
+// ChannelArgs is the job "metrics.alert_channel": tell one notification
+// channel of the rule's organization that the alert fired or resolved
+// (State). A webhook channel gets the signed POST, an e-mail channel one
+// message per address.
+type ChannelArgs struct {
+	AlertID   uuid.UUID `json:"alert_id"`
+	State     string    `json:"state"`
+	ChannelID uuid.UUID `json:"channel_id"`
+}
+
+// Kind names the job.
+func (ChannelArgs) Kind() string { return "metrics.alert_channel" }
+
+// InsertOpts bounds the retries.
+func (ChannelArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{MaxAttempts: notifyAttempts}
+}
+
+// SendToChannel delivers one alert notification to a notification channel.
+// A channel deleted since, or of another organization, is not sent to.
+func (s *AlertService) SendToChannel(ctx context.Context, args ChannelArgs) error {
+	n, err := s.load(ctx, args.AlertID)
+	if err != nil {
+		return err
+	}
+	if !n.exists {
+		s.logger.InfoContext(ctx, "alert notification not sent: the rule or the alert is gone", "alert_id", args.AlertID)
+		return nil
+	}
+	c, err := s.channel(ctx, s.pool, args.ChannelID, false)
+	if errors.Is(err, ErrChannelNotFound) || (err == nil && c.OrgID != n.rule.OrgID) {
+		s.logger.InfoContext(ctx, "alert notification not sent: the channel is gone", "alert_id", args.AlertID, "channel_id", args.ChannelID)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	a := asState(n.alert, args.State)
+	switch c.Type {
+	case ChannelWebhook:
+		if c.URL == "" || len(c.Secret) == 0 {
+			return nil
+		}
+		secret, err := s.secrets.Open(c.Secret)
+		if err != nil {
+			return fmt.Errorf("open secret of notification channel %s: %w", c.ID, err)
+		}
+		body, err := json.Marshal(WebhookPayload{Type: eventType(a.State), Timestamp: s.now().UTC(), WorkspaceID: a.WorkspaceID, Data: eventData(a)})
+		if err != nil {
+			return fmt.Errorf("encode webhook of alert %s: %w", a.ID, err)
+		}
+		return s.webhooks.post(ctx, c.URL, secret, body, eventType(a.State))
+	case ChannelEmail:
+		if !s.mailer.Configured() {
+			return errors.New("send alert e-mail: smtp.host is not configured")
+		}
+		subject, body := emailText(a)
+		for _, to := range c.Addresses {
+			if err := s.mailer.Send(ctx, to, subject, body); err != nil {
+				return fmt.Errorf("mail alert %s to %s: %w", a.ID, to, err)
+			}
+		}
+	}
+	return nil
+}
 
 // Delivery bounds.
 const (
@@ -305,6 +375,19 @@ func (w *webhookWorker) Work(ctx context.Context, j *river.Job[WebhookArgs]) err
 
 func (w *webhookWorker) Timeout(*river.Job[WebhookArgs]) time.Duration { return 2 * webhookTimeout }
 
+type channelWorker struct {
+	river.WorkerDefaults[ChannelArgs]
+	svc *AlertService
+}
+
+func (w *channelWorker) Work(ctx context.Context, j *river.Job[ChannelArgs]) error {
+	return w.svc.SendToChannel(ctx, j.Args)
+}
+
+func (w *channelWorker) Timeout(*river.Job[ChannelArgs]) time.Duration {
+	return 2 * webhookTimeout * maxEmails
+}
+
 type emailWorker struct {
 	river.WorkerDefaults[EmailArgs]
 	svc *AlertService
@@ -344,6 +427,7 @@ func (s *AlertService) registerJobs(w *river.Workers) []*river.PeriodicJob {
 	river.AddWorker(w, &evaluateWorker{svc: s})
 	river.AddWorker(w, &webhookWorker{svc: s})
 	river.AddWorker(w, &emailWorker{svc: s})
+	river.AddWorker(w, &channelWorker{svc: s})
 	return []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(s.interval),
 			func() (river.JobArgs, *river.InsertOpts) {

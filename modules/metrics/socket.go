@@ -38,7 +38,7 @@ import (
 //     the agent's newest host sample and its traffic of the last minute)
 //     and another every socketEvery (5 s), and {"type":"alert","data":{…}}
 //     whenever an alert of this agent fires or resolves, on any replica
-//     (the data of health.alert / health.alert.resolved, state telling
+//     (the data of health.alert / alert.resolved, state telling
 //     which). A client may send {"type":"ping"} (answered {"type":"pong"});
 //     any other message is an error and closes the socket.
 //  4. Every recheck the caller's credential (Principal.RecheckFunc) and role

@@ -41,12 +41,19 @@ const (
 	// SectionACMESettings is the organization's ACME settings page, served
 	// by the certs module.
 	SectionACMESettings = "acme-settings"
+	// SectionChannels is the organization's notification channels page,
+	// served by the metrics module.
+	SectionChannels = "notification-channels"
 )
 
 // objACMESettings is the certs module's object of the ACME settings (this
 // module cannot import it): the navigation links its page for those who may
 // read it.
 const objACMESettings = "certs.acme_settings"
+
+// objChannels is the metrics module's object of the notification channels,
+// linked in the navigation for those who may read them.
+const objChannels = "metrics.notification_channel"
 
 // navLimit bounds the entries of each switcher.
 const navLimit = 50
@@ -160,6 +167,7 @@ func (m *Module) Shell(c *fiber.Ctx, title string, orgID, wsID uuid.UUID, sectio
 	add("API keys", uiOrgPath(orgID)+"/api-keys", SectionAPIKeys, ObjAPIKey)
 	add("Audit log", uiOrgPath(orgID)+"/audit", SectionAudit, ObjAudit)
 	add("ACME settings", uiOrgPath(orgID)+"/acme-settings", SectionACMESettings, objACMESettings)
+	add("Notification channels", uiOrgPath(orgID)+"/notification-channels", SectionChannels, objChannels)
 	return s, nil
 }
 

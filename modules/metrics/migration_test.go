@@ -1,0 +1,83 @@
+package metrics
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/apptest"
+)
+
+// TestMigration_RuleScopes rolls back the notification-channels migration,
+// stores rules of the former shape (agent_id, virtual_host_id), migrates up
+// again and reads their scopes: one agent becomes an agents scope, a
+// virtual host a virtual_host scope, neither all.
+func TestMigration_RuleScopes(t *testing.T) {
+	a := apptest.NewApp(t, nil)
+	ctx := context.Background()
+	sqlDB, err := a.Deps.DB.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mig, err := app.NewMigrator(&app.Database{Pool: a.Deps.Pool, SQL: sqlDB, Gorm: a.Deps.DB}, apptest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mig.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pool := a.Deps.Pool
+	var org, ws, agent uuid.UUID
+	vh := uuid.New()
+	if err := pool.QueryRow(ctx, `INSERT INTO organizations (name, slug) VALUES ('O', 'o') RETURNING id`).Scan(&org); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO workspaces (organization_id, name, slug) VALUES ($1, 'W', 'w') RETURNING id`, org).Scan(&ws); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO agents (workspace_id, name) VALUES ($1, 'a') RETURNING id`, ws).Scan(&agent); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]uuid.UUID{}
+	for name, cols := range map[string][2]any{"all": {nil, nil}, "agent": {agent, nil}, "vhost": {nil, vh}, "both": {agent, vh}} {
+		var id uuid.UUID
+		if err := pool.QueryRow(ctx, `INSERT INTO alert_rules (workspace_id, name, metric, operator, threshold, agent_id, virtual_host_id)
+			VALUES ($1, $2, 'error_rate', '>', 0.5, $3, $4) RETURNING id`, ws, name, cols[0], cols[1]).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = id
+	}
+	if err := mig.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]struct {
+		typ    string
+		agents []uuid.UUID
+		vh     *uuid.UUID
+	}{"all": {ScopeAll, []uuid.UUID{}, nil}, "agent": {ScopeAgents, []uuid.UUID{agent}, nil},
+		"vhost": {ScopeVirtualHost, []uuid.UUID{}, &vh}, "both": {ScopeVirtualHost, []uuid.UUID{}, &vh}} {
+		var typ string
+		var agents []uuid.UUID
+		var got *uuid.UUID
+		if err := pool.QueryRow(ctx, `SELECT scope_type, scope_agent_ids, virtual_host_id FROM alert_rules WHERE id = $1`, ids[name]).Scan(&typ, &agents, &got); err != nil {
+			t.Fatal(err)
+		}
+		if typ != want.typ || len(agents) != len(want.agents) || (len(agents) == 1 && agents[0] != want.agents[0]) ||
+			(got == nil) != (want.vh == nil) || (got != nil && *got != *want.vh) {
+			t.Errorf("%s: scope %s %v %v, want %s %v %v", name, typ, agents, got, want.typ, want.agents, want.vh)
+		}
+	}
+	// And back: the agents scope of one agent is agent_id again.
+	if err := mig.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var back *uuid.UUID
+	if err := pool.QueryRow(ctx, `SELECT agent_id FROM alert_rules WHERE id = $1`, ids["agent"]).Scan(&back); err != nil || back == nil || *back != agent {
+		t.Fatalf("rolled back agent_id %v, %v", back, err)
+	}
+	if err := mig.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
