@@ -549,7 +549,7 @@ type CreateCertificateRequest struct {
 	// DnsCredentials ACME dns-01: the provider's lego environment variable names and values; stored encrypted, never returned
 	DnsCredentials *map[string]string `json:"dns_credentials,omitempty"`
 
-	// DnsProvider ACME dns-01: httpreq, rfc2136 or cloudflare
+	// DnsProvider ACME dns-01: a lego DNS provider the master supports: cloudflare, digitalocean, gandiv5, godaddy, hetzner, httpreq, ovh, rfc2136 or route53
 	DnsProvider *string `json:"dns_provider,omitempty"`
 
 	// Domain The name an ACME request is for (required there). On an upload it may be omitted or must equal the leaf's domain
