@@ -117,6 +117,18 @@ func (m *Migrator) Down(ctx context.Context) error {
 	return nil
 }
 
+// DownTo rolls back the application migrations newer than version.
+func (m *Migrator) DownTo(ctx context.Context, version int64) error {
+	res, err := m.goose.DownTo(ctx, version)
+	if err != nil {
+		return fmt.Errorf("migrate down to %d: %w", version, err)
+	}
+	for _, r := range res {
+		m.logger.InfoContext(ctx, "migration rolled back", "version", r.Source.Version, "file", r.Source.Path)
+	}
+	return nil
+}
+
 // MigrationStatus is one migration and whether it is applied.
 type MigrationStatus struct {
 	Version   int64

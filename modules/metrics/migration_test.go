@@ -15,6 +15,8 @@ import (
 // again and reads their scopes: one agent becomes an agents scope, a
 // virtual host a virtual_host scope, neither all.
 func TestMigration_RuleScopes(t *testing.T) {
+	// beforeChannels is the migration before 00096_metrics_notification_channels.
+	const beforeChannels = 95
 	a := apptest.NewApp(t, nil)
 	ctx := context.Background()
 	sqlDB, err := a.Deps.DB.DB()
@@ -25,7 +27,7 @@ func TestMigration_RuleScopes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := mig.Down(ctx); err != nil {
+	if err := mig.DownTo(ctx, beforeChannels); err != nil {
 		t.Fatal(err)
 	}
 	pool := a.Deps.Pool
@@ -70,7 +72,7 @@ func TestMigration_RuleScopes(t *testing.T) {
 		}
 	}
 	// And back: the agents scope of one agent is agent_id again.
-	if err := mig.Down(ctx); err != nil {
+	if err := mig.DownTo(ctx, beforeChannels); err != nil {
 		t.Fatal(err)
 	}
 	var back *uuid.UUID
