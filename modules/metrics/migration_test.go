@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -78,6 +79,63 @@ func TestMigration_RuleScopes(t *testing.T) {
 	var back *uuid.UUID
 	if err := pool.QueryRow(ctx, `SELECT agent_id FROM alert_rules WHERE id = $1`, ids["agent"]).Scan(&back); err != nil || back == nil || *back != agent {
 		t.Fatalf("rolled back agent_id %v, %v", back, err)
+	}
+	if err := mig.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMigration_HostMetricsPartitioned rolls back the migration that
+// partitions host_metrics, stores samples in the former table, migrates up
+// again: the samples are kept and their hourly rollup is built from them;
+// rolling back once more keeps them too.
+func TestMigration_HostMetricsPartitioned(t *testing.T) {
+	const beforePartitions = 109
+	a := apptest.NewApp(t, nil)
+	ctx := context.Background()
+	sqlDB, err := a.Deps.DB.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mig, err := app.NewMigrator(&app.Database{Pool: a.Deps.Pool, SQL: sqlDB, Gorm: a.Deps.DB}, apptest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mig.DownTo(ctx, beforePartitions); err != nil {
+		t.Fatal(err)
+	}
+	pool := a.Deps.Pool
+	agent, ws := uuid.New(), uuid.New()
+	hour := time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+	for i, cpu := range []float64{10, 30} {
+		if _, err := pool.Exec(ctx, `INSERT INTO host_metrics (agent_id, workspace_id, ts, cpu_percent, nginx_active_connections)
+			VALUES ($1, $2, $3, $4, $5)`, agent, ws, hour.Add(time.Duration(i+1)*time.Minute), cpu, 5*(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mig.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n, samples int64
+	var cpuSum float64
+	var conns int64
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM host_metrics WHERE agent_id = $1), samples, cpu_percent_sum,
+		nginx_active_connections_max FROM host_metrics_hour WHERE agent_id = $1 AND bucket = $2`, agent, hour).
+		Scan(&n, &samples, &cpuSum, &conns); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 || samples != 2 || cpuSum != 40 || conns != 10 {
+		t.Fatalf("after up: %d samples kept, hour rollup %d samples, cpu sum %v, max connections %d", n, samples, cpuSum, conns)
+	}
+	var partitioned bool
+	if err := pool.QueryRow(ctx, `SELECT relkind = 'p' FROM pg_class WHERE relname = 'host_metrics'`).Scan(&partitioned); err != nil || !partitioned {
+		t.Fatalf("host_metrics partitioned: %v (%v)", partitioned, err)
+	}
+	if err := mig.DownTo(ctx, beforePartitions); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM host_metrics WHERE agent_id = $1`, agent).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("after down: %d samples (%v)", n, err)
 	}
 	if err := mig.Up(ctx); err != nil {
 		t.Fatal(err)
