@@ -72,6 +72,7 @@ const (
 	MetricLoadAverage1m       = "load_average_1m"
 	MetricActiveConnections   = "active_connections"
 	MetricAgentOffline        = "agent_offline"
+	MetricAgentAlert          = "agent_alert"
 	MetricCertificateDaysLeft = "certificate_days_left"
 )
 
@@ -82,6 +83,7 @@ const (
 	kindTraffic metricKind = iota + 1
 	kindHost
 	kindAgentState
+	kindAgentAlert
 	kindCertificate
 )
 
@@ -92,13 +94,14 @@ var alertMetrics = map[string]metricKind{
 	MetricCPUPercent: kindHost, MetricMemoryPercent: kindHost, MetricDiskPercent: kindHost,
 	MetricLoadAverage1m: kindHost, MetricActiveConnections: kindHost,
 	MetricAgentOffline:        kindAgentState,
+	MetricAgentAlert:          kindAgentAlert,
 	MetricCertificateDaysLeft: kindCertificate,
 }
 
 // AlertMetricNames lists alertMetrics in a stable order, for messages.
 var AlertMetricNames = []string{MetricErrorRate, MetricClientErrorRate, MetricRequestsPerSecond,
 	MetricLatencyP50, MetricLatencyP95, MetricLatencyP99, MetricCPUPercent, MetricMemoryPercent,
-	MetricDiskPercent, MetricLoadAverage1m, MetricActiveConnections, MetricAgentOffline, MetricCertificateDaysLeft}
+	MetricDiskPercent, MetricLoadAverage1m, MetricActiveConnections, MetricAgentOffline, MetricAgentAlert, MetricCertificateDaysLeft}
 
 // Operators compare a metric's value (left) with the threshold (right).
 var operators = map[string]func(v, t float64) bool{
@@ -219,7 +222,8 @@ const maxScopeAgents = 100
 //   - traffic metrics: all and virtual_host are one figure over the
 //     workspace's or the virtual host's traffic; labels and agents one
 //     figure per agent, over that agent's traffic.
-//   - host metrics and agent_offline: one figure per agent — every agent
+//   - host metrics, agent_offline and agent_alert: one figure per agent
+//     (agent_alert: per alert the agent reports) — every agent
 //     (all), the matching or listed ones, or the agents the virtual host is
 //     sent to (its target_agents).
 //   - certificate_days_left: certificates are the workspace's, not an

@@ -3,6 +3,7 @@ package metrics
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"crypto/hmac"
 	"encoding/json"
 	"errors"
@@ -1080,5 +1081,65 @@ func TestAlerts_RuleChannels(t *testing.T) {
 	}
 	if p := verified(t, l.hook.next(t), inline); p.Type != "alert.resolved" {
 		t.Fatalf("inline webhook on resolve %+v", p)
+	}
+}
+
+// TestAlerts_AgentOwnAlerts turns the alerts an agent reports in its health
+// (nginx down, disk full) into alerts of an agent_alert rule: one per
+// reported alert at or above the rule's severity, with the agent's message,
+// resolved when the agent stops reporting it.
+func TestAlerts_AgentOwnAlerts(t *testing.T) {
+	l := newLab(t, labOpts{})
+	ctx := context.Background()
+	pool := l.a.Deps.Pool
+	svc := l.mod.Alerts()
+	report := func(alerts string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `UPDATE agents SET state = 'online', health = jsonb_build_object('alerts', $2::jsonb) WHERE id = $1`,
+			l.agent, alerts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rule := l.createRule(t, map[string]any{"name": "agent says", "metric": "agent_alert", "operator": ">=", "threshold": 2}).ID
+	firing := func() []Alert {
+		t.Helper()
+		if _, err := svc.Evaluate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		as, _, err := svc.Alerts(ctx, AlertQuery{WorkspaceID: l.ws, State: AlertFiring, Page: app.Page{Page: 1, PerPage: 100}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return as
+	}
+	report(`[{"id":"nginx_down","severity":"critical","message":"nginx is not running"},
+		{"id":"disk_full","severity":"warning","message":"/var is 97% full"},
+		{"id":"note","severity":"info","message":"config drift checked"}]`)
+	got := firing()
+	msgs := []string{}
+	for _, a := range got {
+		if a.RuleID == nil || *a.RuleID != rule || a.AgentID == nil || *a.AgentID != l.agent {
+			t.Fatalf("alert %+v not of the rule and agent", a)
+		}
+		msgs = append(msgs, fmt.Sprintf("%v %s", a.Value, a.Message))
+	}
+	sort.Strings(msgs)
+	if len(msgs) != 2 || !strings.Contains(msgs[0], "2 ") || !strings.Contains(msgs[0], "/var is 97% full") ||
+		!strings.Contains(msgs[1], "4 ") || !strings.Contains(msgs[1], "nginx is not running") {
+		t.Fatalf("firing %q, want the warning and the critical alert with their messages", msgs)
+	}
+	// nginx is back: its alert resolves, the disk one keeps firing.
+	report(`[{"id":"disk_full","severity":"warning","message":"/var is 97% full"}]`)
+	got = firing()
+	if len(got) != 1 || !strings.Contains(got[0].Message, "/var is 97% full") {
+		t.Fatalf("firing after nginx came back: %+v", got)
+	}
+	report(`[]`)
+	if got = firing(); len(got) != 0 {
+		t.Fatalf("firing after the agent cleared its alerts: %+v", got)
+	}
+	resolved, _, err := svc.Alerts(ctx, AlertQuery{WorkspaceID: l.ws, State: AlertResolved, Page: app.Page{Page: 1, PerPage: 100}})
+	if err != nil || len(resolved) != 2 {
+		t.Fatalf("resolved %d alerts (%v), want 2", len(resolved), err)
 	}
 }

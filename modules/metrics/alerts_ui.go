@@ -300,7 +300,8 @@ var uiMetricLabels = map[string]string{
 	MetricRequestsPerSecond: "Requests per second", MetricLatencyP50: "Latency p50 (ms)", MetricLatencyP95: "Latency p95 (ms)",
 	MetricLatencyP99: "Latency p99 (ms)", MetricCPUPercent: "CPU (%)", MetricMemoryPercent: "Memory (%)", MetricDiskPercent: "Disk (%)",
 	MetricLoadAverage1m: "Load average (1 min)", MetricActiveConnections: "Active connections",
-	MetricAgentOffline: "Agent offline (1 when offline)", MetricCertificateDaysLeft: "Certificate days left",
+	MetricAgentOffline: "Agent offline (1 when offline)",
+	MetricAgentAlert:   "Agent's own alert (severity: info 1 … critical 4)", MetricCertificateDaysLeft: "Certificate days left",
 }
 
 func uiMetricOptions() []views.Option {

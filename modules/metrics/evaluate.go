@@ -278,6 +278,8 @@ func (s *AlertService) observe(ctx context.Context, r ruleRow, now time.Time) ([
 		return s.observeHosts(ctx, r, now)
 	case kindAgentState:
 		return s.observeAgentStates(ctx, r)
+	case kindAgentAlert:
+		return s.observeAgentAlerts(ctx, r)
 	case kindCertificate:
 		return s.observeCertificates(ctx, r, now)
 	}
@@ -575,6 +577,53 @@ func (s *AlertService) observeAgentStates(ctx context.Context, r ruleRow) ([]obs
 			v = 1
 		}
 		out = append(out, observation{subject: "agent:" + id.String(), value: v, agentID: &id, what: "agent " + name})
+	}
+	return out, rows.Err()
+}
+
+// severityRank orders the agent protocol's alert severities (0: unknown).
+var severityRank = map[string]float64{"info": 1, "warning": 2, "error": 3, "critical": 4}
+
+// observeAgentAlerts is one observation per alert in the newest health
+// report of each agent in scope (subject agent:<id>:alert:<alert id>), its
+// value the severity's rank. An alert the agent no longer reports, or an
+// agent that went offline, has no observation, so its alert resolves.
+func (s *AlertService) observeAgentAlerts(ctx context.Context, r ruleRow) ([]observation, error) {
+	ids, all, err := s.scopeFilter(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	// agents.health is the agents module's health summary (HealthAlert
+	// objects in "alerts").
+	q := `SELECT a.id, a.name, coalesce(al->>'id', ''), coalesce(al->>'severity', ''), coalesce(al->>'message', '')
+		FROM agents a CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(a.health->'alerts') = 'array'
+			THEN a.health->'alerts' ELSE '[]'::jsonb END) al
+		WHERE a.workspace_id = $1 AND a.state = ANY($2)`
+	args := []any{r.WorkspaceID, []string{agents.StateOnline, agents.StateDegraded}}
+	if !all {
+		q += ` AND a.id = ANY($3)`
+		args = append(args, ids)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read agent alerts of workspace %s: %w", r.WorkspaceID, err)
+	}
+	defer rows.Close()
+	var out []observation
+	for rows.Next() {
+		var id uuid.UUID
+		var name, alertID, severity, message string
+		if err := rows.Scan(&id, &name, &alertID, &severity, &message); err != nil {
+			return nil, fmt.Errorf("read agent alert: %w", err)
+		}
+		if alertID == "" {
+			alertID = message
+		}
+		what := "agent " + name
+		if message != "" {
+			what += " (" + severity + ": " + message + ")"
+		}
+		out = append(out, observation{subject: "agent:" + id.String() + ":alert:" + alertID, value: severityRank[severity], agentID: &id, what: what})
 	}
 	return out, rows.Err()
 }
