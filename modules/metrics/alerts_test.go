@@ -3,10 +3,10 @@ package metrics
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"crypto/hmac"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
