@@ -26,12 +26,12 @@ type SearchProps struct {
 	Placeholder string
 	// States are the choices of the state filter, the first one "any".
 	States []Option
+	// Fields are further filters, after the state.
+	Fields []FieldProps
 }
 
 // Active reports whether a filter is set (the form offers to clear it).
-func (p SearchProps) Active() bool {
-	return p.Form.Value("q") != "" || p.Form.Value("state") != ""
-}
+func (p SearchProps) Active() bool { return len(p.Form.Query()) > 0 }
 
 // SearchForm reads a list's filters from the query string of c: each of
 // names, trimmed.
