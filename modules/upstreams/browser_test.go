@@ -47,7 +47,7 @@ func TestUI_FailedSubmitFocusesFirstError(t *testing.T) {
 		form := url.Values{
 			"_csrf": {csrf}, fName: {"far"}, "algorithm": {"round_robin"}, "keepalive_connections": {"0"},
 			serverField(0, "address"): {"10.0.0.1:80"},
-			fHCEnabled: {"true"}, fHCPath: {"/healthz"}, fHCInterval: {"0"}, fHCTimeout: {"5"},
+			fHCEnabled:                {"true"}, fHCPath: {"/healthz"}, fHCInterval: {"0"}, fHCTimeout: {"5"},
 			fHCHealthy: {"2"}, fHCUnhealthy: {"3"},
 		}
 		req, _ := http.NewRequest(http.MethodPost, base+"/workspaces/"+b.ws.String()+"/upstreams", strings.NewReader(form.Encode()))
