@@ -1549,6 +1549,7 @@ type GetWorkspacesByIdAccessLogsParams struct {
 type GetWorkspacesByIdAgentsParams struct {
 	Page          *int    `form:"page,omitempty" json:"page,omitempty"`
 	PerPage       *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q             *string `form:"q,omitempty" json:"q,omitempty"`
 	State         *string `form:"state,omitempty" json:"state,omitempty"`
 	LabelSelector *string `form:"label_selector,omitempty" json:"label_selector,omitempty"`
 }
@@ -1580,8 +1581,10 @@ type GetWorkspacesByIdAnalyticsParams struct {
 
 // GetWorkspacesByIdCertificatesParams defines parameters for GetWorkspacesByIdCertificates.
 type GetWorkspacesByIdCertificatesParams struct {
-	Page    *int `form:"page,omitempty" json:"page,omitempty"`
-	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Page    *int    `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q       *string `form:"q,omitempty" json:"q,omitempty"`
+	State   *string `form:"state,omitempty" json:"state,omitempty"`
 }
 
 // GetWorkspacesByIdConfigVersionsParams defines parameters for GetWorkspacesByIdConfigVersions.
@@ -1620,20 +1623,23 @@ type GetWorkspacesByIdMetricsParams struct {
 
 // GetWorkspacesByIdStreamsParams defines parameters for GetWorkspacesByIdStreams.
 type GetWorkspacesByIdStreamsParams struct {
-	Page    *int `form:"page,omitempty" json:"page,omitempty"`
-	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Page    *int    `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q       *string `form:"q,omitempty" json:"q,omitempty"`
 }
 
 // GetWorkspacesByIdUpstreamsParams defines parameters for GetWorkspacesByIdUpstreams.
 type GetWorkspacesByIdUpstreamsParams struct {
-	Page    *int `form:"page,omitempty" json:"page,omitempty"`
-	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Page    *int    `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q       *string `form:"q,omitempty" json:"q,omitempty"`
 }
 
 // GetWorkspacesByIdVirtualHostsParams defines parameters for GetWorkspacesByIdVirtualHosts.
 type GetWorkspacesByIdVirtualHostsParams struct {
-	Page    *int `form:"page,omitempty" json:"page,omitempty"`
-	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Page    *int    `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q       *string `form:"q,omitempty" json:"q,omitempty"`
 }
 
 // PatchAgentsByIdJSONRequestBody defines body for PatchAgentsById for application/json ContentType.
@@ -2429,7 +2435,7 @@ type ClientInterface interface {
 	// Corresponds with GET /workspaces/{id}/access-logs (the `GetWorkspacesByIdAccessLogs` operationId).
 	GetWorkspacesByIdAccessLogs(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAccessLogsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdAgents List a workspace's agents; state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
+	// GetWorkspacesByIdAgents List a workspace's agents; q matches a part of the name, hostname or an address (ignoring case); state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
 	//
 	// Corresponds with GET /workspaces/{id}/agents (the `GetWorkspacesByIdAgents` operationId).
 	GetWorkspacesByIdAgents(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAgentsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2496,7 +2502,7 @@ type ClientInterface interface {
 	// Corresponds with GET /workspaces/{id}/analytics (the `GetWorkspacesByIdAnalytics` operationId).
 	GetWorkspacesByIdAnalytics(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdCertificates List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
+	// GetWorkspacesByIdCertificates List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100); q matches a part of the name, the domain or a subjectAltName (ignoring case); state is active, expiring, expired, pending or failed, as of the request
 	//
 	// Corresponds with GET /workspaces/{id}/certificates (the `GetWorkspacesByIdCertificates` operationId).
 	GetWorkspacesByIdCertificates(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdCertificatesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2578,7 +2584,7 @@ type ClientInterface interface {
 	// Corresponds with GET /workspaces/{id}/metrics/prometheus (the `GetWorkspacesByIdMetricsPrometheus` operationId).
 	GetWorkspacesByIdMetricsPrometheus(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdStreams List a workspace's TCP/UDP streams; per_page is capped at 100
+	// GetWorkspacesByIdStreams List a workspace's TCP/UDP streams; q matches a part of the name or the listen port; per_page is capped at 100
 	//
 	// Corresponds with GET /workspaces/{id}/streams (the `GetWorkspacesByIdStreams` operationId).
 	GetWorkspacesByIdStreams(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdStreamsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2597,7 +2603,7 @@ type ClientInterface interface {
 	// Corresponds with POST /workspaces/{id}/streams (the `PostWorkspacesByIdStreams` operationId).
 	PostWorkspacesByIdStreams(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdStreamsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdUpstreams List a workspace's upstreams, sorted by name; per_page is capped at 100
+	// GetWorkspacesByIdUpstreams List a workspace's upstreams, sorted by name; q matches a part of the name or of a server address (ignoring case); per_page is capped at 100
 	//
 	// Corresponds with GET /workspaces/{id}/upstreams (the `GetWorkspacesByIdUpstreams` operationId).
 	GetWorkspacesByIdUpstreams(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdUpstreamsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2616,7 +2622,7 @@ type ClientInterface interface {
 	// Corresponds with POST /workspaces/{id}/upstreams (the `PostWorkspacesByIdUpstreams` operationId).
 	PostWorkspacesByIdUpstreams(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdUpstreamsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdVirtualHosts List a workspace's virtual hosts; per_page is capped at 100
+	// GetWorkspacesByIdVirtualHosts List a workspace's virtual hosts; q matches a part of the name or the server names (ignoring case); per_page is capped at 100
 	//
 	// Corresponds with GET /workspaces/{id}/virtual-hosts (the `GetWorkspacesByIdVirtualHosts` operationId).
 	GetWorkspacesByIdVirtualHosts(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdVirtualHostsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -4280,7 +4286,7 @@ func (c *Client) GetWorkspacesByIdAccessLogs(ctx context.Context, id openapi_typ
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdAgents List a workspace's agents; state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
+// GetWorkspacesByIdAgents List a workspace's agents; q matches a part of the name, hostname or an address (ignoring case); state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
 //
 // Corresponds with GET /workspaces/{id}/agents (the `GetWorkspacesByIdAgents` operationId).
 func (c *Client) GetWorkspacesByIdAgents(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAgentsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4457,7 +4463,7 @@ func (c *Client) GetWorkspacesByIdAnalytics(ctx context.Context, id openapi_type
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdCertificates List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
+// GetWorkspacesByIdCertificates List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100); q matches a part of the name, the domain or a subjectAltName (ignoring case); state is active, expiring, expired, pending or failed, as of the request
 //
 // Corresponds with GET /workspaces/{id}/certificates (the `GetWorkspacesByIdCertificates` operationId).
 func (c *Client) GetWorkspacesByIdCertificates(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdCertificatesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4679,7 +4685,7 @@ func (c *Client) GetWorkspacesByIdMetricsPrometheus(ctx context.Context, id open
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdStreams List a workspace's TCP/UDP streams; per_page is capped at 100
+// GetWorkspacesByIdStreams List a workspace's TCP/UDP streams; q matches a part of the name or the listen port; per_page is capped at 100
 //
 // Corresponds with GET /workspaces/{id}/streams (the `GetWorkspacesByIdStreams` operationId).
 func (c *Client) GetWorkspacesByIdStreams(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdStreamsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4728,7 +4734,7 @@ func (c *Client) PostWorkspacesByIdStreams(ctx context.Context, id openapi_types
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdUpstreams List a workspace's upstreams, sorted by name; per_page is capped at 100
+// GetWorkspacesByIdUpstreams List a workspace's upstreams, sorted by name; q matches a part of the name or of a server address (ignoring case); per_page is capped at 100
 //
 // Corresponds with GET /workspaces/{id}/upstreams (the `GetWorkspacesByIdUpstreams` operationId).
 func (c *Client) GetWorkspacesByIdUpstreams(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdUpstreamsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4777,7 +4783,7 @@ func (c *Client) PostWorkspacesByIdUpstreams(ctx context.Context, id openapi_typ
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdVirtualHosts List a workspace's virtual hosts; per_page is capped at 100
+// GetWorkspacesByIdVirtualHosts List a workspace's virtual hosts; q matches a part of the name or the server names (ignoring case); per_page is capped at 100
 //
 // Corresponds with GET /workspaces/{id}/virtual-hosts (the `GetWorkspacesByIdVirtualHosts` operationId).
 func (c *Client) GetWorkspacesByIdVirtualHosts(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdVirtualHostsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -8679,6 +8685,18 @@ func NewGetWorkspacesByIdAgentsRequest(server string, id openapi_types.UUID, par
 
 		}
 
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.State != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
@@ -9245,6 +9263,30 @@ func NewGetWorkspacesByIdCertificatesRequest(server string, id openapi_types.UUI
 		if params.PerPage != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "per_page", *params.PerPage, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.State != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -9996,6 +10038,18 @@ func NewGetWorkspacesByIdStreamsRequest(server string, id openapi_types.UUID, pa
 
 		}
 
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -10116,6 +10170,18 @@ func NewGetWorkspacesByIdUpstreamsRequest(server string, id openapi_types.UUID, 
 
 		}
 
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -10227,6 +10293,18 @@ func NewGetWorkspacesByIdVirtualHostsRequest(server string, id openapi_types.UUI
 		if params.PerPage != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "per_page", *params.PerPage, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -11123,7 +11201,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /workspaces/{id}/access-logs (the `GetWorkspacesByIdAccessLogs` operationId).
 	GetWorkspacesByIdAccessLogsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAccessLogsParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAccessLogsResponse, error)
 
-	// GetWorkspacesByIdAgentsWithResponse List a workspace's agents; state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
+	// GetWorkspacesByIdAgentsWithResponse List a workspace's agents; q matches a part of the name, hostname or an address (ignoring case); state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -11200,7 +11278,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /workspaces/{id}/analytics (the `GetWorkspacesByIdAnalytics` operationId).
 	GetWorkspacesByIdAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAnalyticsParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAnalyticsResponse, error)
 
-	// GetWorkspacesByIdCertificatesWithResponse List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
+	// GetWorkspacesByIdCertificatesWithResponse List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100); q matches a part of the name, the domain or a subjectAltName (ignoring case); state is active, expiring, expired, pending or failed, as of the request
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -11298,7 +11376,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /workspaces/{id}/metrics/prometheus (the `GetWorkspacesByIdMetricsPrometheus` operationId).
 	GetWorkspacesByIdMetricsPrometheusWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdMetricsPrometheusResponse, error)
 
-	// GetWorkspacesByIdStreamsWithResponse List a workspace's TCP/UDP streams; per_page is capped at 100
+	// GetWorkspacesByIdStreamsWithResponse List a workspace's TCP/UDP streams; q matches a part of the name or the listen port; per_page is capped at 100
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -11319,7 +11397,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /workspaces/{id}/streams (the `PostWorkspacesByIdStreams` operationId).
 	PostWorkspacesByIdStreamsWithResponse(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdStreamsJSONRequestBody, reqEditors ...RequestEditorFn) (*PostWorkspacesByIdStreamsResponse, error)
 
-	// GetWorkspacesByIdUpstreamsWithResponse List a workspace's upstreams, sorted by name; per_page is capped at 100
+	// GetWorkspacesByIdUpstreamsWithResponse List a workspace's upstreams, sorted by name; q matches a part of the name or of a server address (ignoring case); per_page is capped at 100
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -11340,7 +11418,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /workspaces/{id}/upstreams (the `PostWorkspacesByIdUpstreams` operationId).
 	PostWorkspacesByIdUpstreamsWithResponse(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdUpstreamsJSONRequestBody, reqEditors ...RequestEditorFn) (*PostWorkspacesByIdUpstreamsResponse, error)
 
-	// GetWorkspacesByIdVirtualHostsWithResponse List a workspace's virtual hosts; per_page is capped at 100
+	// GetWorkspacesByIdVirtualHostsWithResponse List a workspace's virtual hosts; q matches a part of the name or the server names (ignoring case); per_page is capped at 100
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -20932,7 +21010,7 @@ func (c *ClientWithResponses) GetWorkspacesByIdAccessLogsWithResponse(ctx contex
 	return ParseGetWorkspacesByIdAccessLogsResponse(rsp)
 }
 
-// GetWorkspacesByIdAgentsWithResponse List a workspace's agents; state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
+// GetWorkspacesByIdAgentsWithResponse List a workspace's agents; q matches a part of the name, hostname or an address (ignoring case); state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -21075,7 +21153,7 @@ func (c *ClientWithResponses) GetWorkspacesByIdAnalyticsWithResponse(ctx context
 	return ParseGetWorkspacesByIdAnalyticsResponse(rsp)
 }
 
-// GetWorkspacesByIdCertificatesWithResponse List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
+// GetWorkspacesByIdCertificatesWithResponse List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100); q matches a part of the name, the domain or a subjectAltName (ignoring case); state is active, expiring, expired, pending or failed, as of the request
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -21257,7 +21335,7 @@ func (c *ClientWithResponses) GetWorkspacesByIdMetricsPrometheusWithResponse(ctx
 	return ParseGetWorkspacesByIdMetricsPrometheusResponse(rsp)
 }
 
-// GetWorkspacesByIdStreamsWithResponse List a workspace's TCP/UDP streams; per_page is capped at 100
+// GetWorkspacesByIdStreamsWithResponse List a workspace's TCP/UDP streams; q matches a part of the name or the listen port; per_page is capped at 100
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -21296,7 +21374,7 @@ func (c *ClientWithResponses) PostWorkspacesByIdStreamsWithResponse(ctx context.
 	return ParsePostWorkspacesByIdStreamsResponse(rsp)
 }
 
-// GetWorkspacesByIdUpstreamsWithResponse List a workspace's upstreams, sorted by name; per_page is capped at 100
+// GetWorkspacesByIdUpstreamsWithResponse List a workspace's upstreams, sorted by name; q matches a part of the name or of a server address (ignoring case); per_page is capped at 100
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -21335,7 +21413,7 @@ func (c *ClientWithResponses) PostWorkspacesByIdUpstreamsWithResponse(ctx contex
 	return ParsePostWorkspacesByIdUpstreamsResponse(rsp)
 }
 
-// GetWorkspacesByIdVirtualHostsWithResponse List a workspace's virtual hosts; per_page is capped at 100
+// GetWorkspacesByIdVirtualHostsWithResponse List a workspace's virtual hosts; q matches a part of the name or the server names (ignoring case); per_page is capped at 100
 //
 // Returns a wrapper object for the known response body format(s).
 //

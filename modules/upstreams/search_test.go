@@ -2,6 +2,8 @@ package upstreams
 
 import (
 	"errors"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -59,6 +61,19 @@ func TestService_Search(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("API", func(t *testing.T) {
+		path := "/v1/workspaces/" + b.ws.String() + "/upstreams"
+		var out struct {
+			Data []Upstream   `json:"data"`
+			Meta app.ListMeta `json:"meta"`
+		}
+		e.call(t, e.tokens["viewer"], http.MethodGet, path+"?q="+url.QueryEscape("B_1"), nil, http.StatusOK, &out)
+		if len(out.Data) != 1 || out.Data[0].Name != "web_1" || out.Meta.Total != 1 {
+			t.Errorf("q=B_1 answered %+v", out)
+		}
+		e.call(t, e.tokens["viewer"], http.MethodGet, path+"?q="+strings.Repeat("a", app.MaxSearchLength+1), nil, http.StatusUnprocessableEntity, nil)
+	})
 
 	t.Run("TooLong", func(t *testing.T) {
 		_, _, err := e.svc.Search(b.ctx, b.ws, Filter{Q: strings.Repeat("a", app.MaxSearchLength+1)}, page)
