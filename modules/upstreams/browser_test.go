@@ -122,6 +122,34 @@ func TestUI_FailedSubmitFocusesFirstError(t *testing.T) {
 		if !strings.Contains(summaryText, "1 problem") || !strings.Contains(summaryText, "Interval (s)") {
 			t.Errorf("summary %q, want the count and the field's label", summaryText)
 		}
+
+		// Corrected and saved from the bottom of the page: the flash is a
+		// toast in the viewport, announced by the live region, and its
+		// close button dismisses it.
+		var toast string
+		var closed bool
+		if err := chromedp.Run(browser,
+			chromedp.Evaluate(`document.getElementById("f-health_check.interval").value = "10"`, nil),
+			chromedp.Click(`#save-upstream`, chromedp.ByID),
+			chromedp.WaitVisible(`#flash .flash .flash-close`, chromedp.ByQuery),
+			chromedp.Evaluate(`(function () {
+				var f = document.querySelector("#flash .flash"), r = f.getBoundingClientRect();
+				var live = f.closest("[aria-live]");
+				return getComputedStyle(f).position + " " + (r.top >= 0 && r.bottom <= window.innerHeight) + " " +
+					(live ? live.getAttribute("aria-live") : "none") + " " + f.textContent;
+			})()`, &toast),
+			chromedp.Click(`#flash .flash-close`, chromedp.ByQuery),
+			chromedp.WaitNotPresent(`#flash .flash`, chromedp.ByQuery),
+			chromedp.Evaluate(`document.querySelector("#flash .flash") === null`, &closed),
+		); err != nil {
+			t.Fatalf("save the corrected form: %v (toast %q)", err, toast)
+		}
+		if !strings.HasPrefix(toast, "fixed true polite") || !strings.Contains(toast, "far") {
+			t.Errorf("flash after saving: %q, want a fixed toast in view in the live region naming the upstream", toast)
+		}
+		if !closed {
+			t.Error("the close button left the flash")
+		}
 	})
 }
 
