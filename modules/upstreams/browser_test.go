@@ -168,11 +168,27 @@ func TestUI_SearchNarrowsListAsYouType(t *testing.T) {
 	cookie, _ := e.webSession(t)
 	list := "/workspaces/" + b.ws.String() + "/upstreams"
 
+	// Without JavaScript the form is a plain GET: the answer is the whole
+	// page with the search kept in the box and a way back.
+	req, _ := http.NewRequest(http.MethodGet, base+list+"?q=zzz", nil)
+	req.AddCookie(&http.Cookie{Name: auth.SessionCookie, Value: cookie})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"<html", `role="search"`, `name="q" type="search" value="zzz"`, "No matches", `href="` + list + `" class="clear-filter"`} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("list?q=zzz lacks %q", want)
+		}
+	}
+
 	browser := apptest.Browser(t, 1100, 800, 90*time.Second)
 	rows := `document.querySelectorAll("#upstream-list tbody tr[id^=upstream-]").length`
 	var all, narrowed int
 	var loc, empty string
-	err := chromedp.Run(browser,
+	err = chromedp.Run(browser,
 		network.SetCookie(auth.SessionCookie, cookie).WithDomain("127.0.0.1").WithPath("/"),
 		chromedp.Navigate(base+list),
 		chromedp.WaitVisible(`#upstream-list`, chromedp.ByID),
