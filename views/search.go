@@ -60,3 +60,13 @@ func (f Form) Query() url.Values {
 func IsFragmentFor(c *fiber.Ctx, target string) bool {
 	return IsHTMX(c) && c.Get("HX-Target") == target
 }
+
+// filterProblem says why a list shows nothing when its filter is invalid
+// (the table, not the form, is what the search replaces as the user types).
+func filterProblem(f Form) string {
+	msg := f.Message
+	if names := f.ErrorNames(); len(names) > 0 {
+		msg = humanField(names[0]) + ": " + f.Error(names[0])
+	}
+	return "The search is not valid (" + msg + "). Correct it to see the list."
+}

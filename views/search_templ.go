@@ -211,7 +211,7 @@ func ListEmpty(cols int, filter Form, path, empty string) templ.Component {
 		}
 		ctx = templ.ClearChildren(ctx)
 		if filter.Failed() {
-			templ_7745c5c3_Err = EmptyRow(cols, "Correct the search to see the list.").Render(ctx, templ_7745c5c3_Buffer)
+			templ_7745c5c3_Err = EmptyRow(cols, filterProblem(filter)).Render(ctx, templ_7745c5c3_Buffer)
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}

@@ -106,3 +106,29 @@ func TestContainsPattern(t *testing.T) {
 		}
 	}
 }
+
+// TestListEmpty says why a list is empty: nothing at all, nothing matching
+// the filter (with a link clearing it), or a filter that is not valid.
+func TestListEmpty(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		filter Form
+		want   []string
+	}{
+		{"Empty", Form{Values: map[string]string{"q": ""}}, []string{"Nothing yet"}},
+		{"NoMatches", Form{Values: map[string]string{"q": "x"}}, []string{"No matches", `href="/list" class="clear-filter"`}},
+		{"Invalid", Form{Values: map[string]string{"q": "x"}, Errors: map[string]string{"q": "Must be at most 200 characters"}}, []string{"The search is not valid (Q: Must be at most 200 characters)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := ListEmpty(3, tc.filter, "/list", "Nothing yet").Render(context.Background(), &b); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("%s lacks %q", b.String(), w)
+				}
+			}
+		})
+	}
+}
