@@ -2,6 +2,8 @@ package app
 
 import (
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"gorm.io/gorm"
@@ -42,4 +44,43 @@ func ListHandler[T any](list ListFunc[T]) fiber.Handler {
 		}
 		return c.JSON(NewList(items, page, total))
 	}
+}
+
+// MaxSearchLength is the longest search text (q) a list accepts.
+const MaxSearchLength = 200
+
+// CheckSearch validates a list's search text q: at most MaxSearchLength
+// characters, else a 422 naming field.
+func CheckSearch(v *Validator, field, q string) {
+	v.Check(utf8.RuneCountInString(q) <= MaxSearchLength, field, FieldTooLong,
+		fmt.Sprintf("must be at most %d characters", MaxSearchLength))
+}
+
+// likeEscaper escapes the LIKE wildcards and the escape character itself.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+// ContainsPattern is the ILIKE pattern that matches values containing s
+// literally: '%', '_' and '\' in s are escaped, so they match only
+// themselves. Pass it as a parameter of "col ILIKE ? ESCAPE '\'" (see
+// SearchClause); never splice it into SQL.
+func ContainsPattern(s string) string {
+	return "%" + likeEscaper.Replace(s) + "%"
+}
+
+// SearchClause is the WHERE clause matching rows where any of exprs (SQL
+// expressions written in code, never user input) contains the search text
+// case-insensitively, with its arguments (ContainsPattern(q), once per
+// expression):
+//
+//	clause, args := app.SearchClause(search, "name", "server_name")
+//	q = q.Where(clause, args...)
+func SearchClause(search string, exprs ...string) (string, []any) {
+	parts := make([]string, len(exprs))
+	args := make([]any, len(exprs))
+	pattern := ContainsPattern(search)
+	for i, e := range exprs {
+		parts[i] = e + ` ILIKE ? ESCAPE '\'`
+		args[i] = pattern
+	}
+	return "(" + strings.Join(parts, " OR ") + ")", args
 }

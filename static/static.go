@@ -1,6 +1,7 @@
 // Package static holds the admin's browser assets: vendored htmx, Pico CSS and
 // uPlot and Swagger UI (exact versions and licenses in README.md), the
-// admin's own stylesheet, its chart script (js/charts.js) and the API
+// admin's own stylesheet, its chart script (js/charts.js), its form script
+// (js/forms.js) and the API
 // reference page's files. They are embedded in the binary and served under
 // /static/.
 package static
@@ -27,6 +28,10 @@ const (
 	UPlot    = "/static/vendor/uplot-1.6.32.iife.min.js"
 	UPlotCSS = "/static/vendor/uplot-1.6.32.min.css"
 	Charts   = "/static/js/charts.js"
+	// Forms is loaded by every page: it focuses the first field in error
+	// after a failed submission, orders the error summary's links and shows
+	// flash messages as a dismissable toast.
+	Forms = "/static/js/forms.js"
 	// SwaggerUI and SwaggerUICSS are the OpenAPI viewer of /docs; DocsJS
 	// starts it on /v1/openapi.json and DocsCSS styles the page around it.
 	SwaggerUI    = "/static/vendor/swagger-ui-bundle-5.35.0.js"

@@ -34,7 +34,7 @@ func Render(c *fiber.Ctx, status int, comp templ.Component) error {
 	c.Status(status)
 	c.Type("html", "utf-8")
 	c.Set("Cache-Control", "no-store")
-	return comp.Render(c.UserContext(), c.Response().BodyWriter())
+	return comp.Render(withFocus(c.UserContext()), c.Response().BodyWriter())
 }
 
 // Page renders content in the admin layout, or only the content fragment for an

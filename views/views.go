@@ -15,6 +15,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -53,6 +54,10 @@ type Form struct {
 	// Message is a form-level error: a conflict, or field errors that no input of
 	// the form displays.
 	Message string
+	// Order lists the names of Errors in the order the service reported them
+	// (FormFromError sets it); the error summary links them in this order,
+	// then any others by name.
+	Order []string
 }
 
 // Value returns the submitted value of name.
@@ -63,6 +68,72 @@ func (f Form) Error(name string) string { return f.Errors[name] }
 
 // Failed reports whether the form has any error to show.
 func (f Form) Failed() bool { return f.Message != "" || len(f.Errors) > 0 }
+
+// ErrorNames are the names of the fields in error: Order first, then the
+// other names of Errors sorted.
+func (f Form) ErrorNames() []string {
+	out := make([]string, 0, len(f.Errors))
+	seen := make(map[string]bool, len(f.Errors))
+	for _, n := range f.Order {
+		if f.Errors[n] != "" && !seen[n] {
+			out = append(out, n)
+			seen[n] = true
+		}
+	}
+	rest := make([]string, 0, len(f.Errors))
+	for n, msg := range f.Errors {
+		if msg != "" && !seen[n] {
+			rest = append(rest, n)
+		}
+	}
+	sort.Strings(rest)
+	return append(out, rest...)
+}
+
+// Problems is the number of problems the error summary lists: one per field
+// in error, plus the form-level message.
+func (f Form) Problems() int {
+	n := len(f.ErrorNames())
+	if f.Message != "" {
+		n++
+	}
+	return n
+}
+
+// FieldID is the id of the input of the field name (Field, Checkbox,
+// Textarea and the cell inputs use it): the error summary links to it.
+func FieldID(name string) string { return "f-" + name }
+
+// humanField turns a field name into words for the error summary:
+// "servers[1].address" reads "Servers 2 address", "health_check" reads
+// "Health check". The script of the admin replaces it with the field's label.
+func humanField(name string) string {
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		switch ch := name[i]; ch {
+		case '[':
+			j := strings.IndexByte(name[i:], ']')
+			if n, err := strconv.Atoi(name[i+1 : i+max(j, 1)]); j > 0 && err == nil {
+				b.WriteString(" " + strconv.Itoa(n+1))
+				i += j
+				continue
+			}
+			b.WriteByte(' ')
+		case '.', '_', ']', '-':
+			b.WriteByte(' ')
+		default:
+			b.WriteByte(ch)
+		}
+	}
+	return sentence(strings.Join(strings.Fields(b.String()), " "))
+}
+
+func problemsLabel(n int) string {
+	if n == 1 {
+		return "1 problem"
+	}
+	return strconv.Itoa(n) + " problems"
+}
 
 // FormFromError turns a service error into form errors and the status to
 // re-render the form with. A validation error (422) puts each message next to
@@ -81,6 +152,7 @@ func FormFromError(err error, values map[string]string, fields ...string) (f For
 			if contains(fields, fe.Field) {
 				if f.Errors[fe.Field] == "" {
 					f.Errors[fe.Field] = fieldMessage(fe.Message)
+					f.Order = append(f.Order, fe.Field)
 				}
 				continue
 			}
@@ -201,7 +273,7 @@ func (p FieldProps) inputType() string {
 	return p.Type
 }
 
-func (p FieldProps) id() string { return "f-" + p.Name }
+func (p FieldProps) id() string { return FieldID(p.Name) }
 
 func (p FieldProps) errorID() string { return "f-" + p.Name + "-error" }
 

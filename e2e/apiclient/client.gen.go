@@ -1607,6 +1607,7 @@ type GetWorkspacesByIdAccessLogsParams struct {
 type GetWorkspacesByIdAgentsParams struct {
 	Page          *int    `form:"page,omitempty" json:"page,omitempty"`
 	PerPage       *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q             *string `form:"q,omitempty" json:"q,omitempty"`
 	State         *string `form:"state,omitempty" json:"state,omitempty"`
 	LabelSelector *string `form:"label_selector,omitempty" json:"label_selector,omitempty"`
 }
@@ -1638,8 +1639,10 @@ type GetWorkspacesByIdAnalyticsParams struct {
 
 // GetWorkspacesByIdCertificatesParams defines parameters for GetWorkspacesByIdCertificates.
 type GetWorkspacesByIdCertificatesParams struct {
-	Page    *int `form:"page,omitempty" json:"page,omitempty"`
-	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Page    *int    `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q       *string `form:"q,omitempty" json:"q,omitempty"`
+	State   *string `form:"state,omitempty" json:"state,omitempty"`
 }
 
 // GetWorkspacesByIdConfigVersionsParams defines parameters for GetWorkspacesByIdConfigVersions.
@@ -1678,20 +1681,23 @@ type GetWorkspacesByIdMetricsParams struct {
 
 // GetWorkspacesByIdStreamsParams defines parameters for GetWorkspacesByIdStreams.
 type GetWorkspacesByIdStreamsParams struct {
-	Page    *int `form:"page,omitempty" json:"page,omitempty"`
-	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Page    *int    `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q       *string `form:"q,omitempty" json:"q,omitempty"`
 }
 
 // GetWorkspacesByIdUpstreamsParams defines parameters for GetWorkspacesByIdUpstreams.
 type GetWorkspacesByIdUpstreamsParams struct {
-	Page    *int `form:"page,omitempty" json:"page,omitempty"`
-	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Page    *int    `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q       *string `form:"q,omitempty" json:"q,omitempty"`
 }
 
 // GetWorkspacesByIdVirtualHostsParams defines parameters for GetWorkspacesByIdVirtualHosts.
 type GetWorkspacesByIdVirtualHostsParams struct {
-	Page    *int `form:"page,omitempty" json:"page,omitempty"`
-	PerPage *int `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Page    *int    `form:"page,omitempty" json:"page,omitempty"`
+	PerPage *int    `form:"per_page,omitempty" json:"per_page,omitempty"`
+	Q       *string `form:"q,omitempty" json:"q,omitempty"`
 }
 
 // PatchAgentsByIdJSONRequestBody defines body for PatchAgentsById for application/json ContentType.
@@ -2536,7 +2542,7 @@ type ClientInterface interface {
 	// Corresponds with GET /workspaces/{id}/access-logs (the `GetWorkspacesByIdAccessLogs` operationId).
 	GetWorkspacesByIdAccessLogs(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAccessLogsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdAgents List a workspace's agents; state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
+	// GetWorkspacesByIdAgents List a workspace's agents; q matches a part of the name, hostname or an address (ignoring case); state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
 	//
 	// Corresponds with GET /workspaces/{id}/agents (the `GetWorkspacesByIdAgents` operationId).
 	GetWorkspacesByIdAgents(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAgentsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2603,7 +2609,7 @@ type ClientInterface interface {
 	// Corresponds with GET /workspaces/{id}/analytics (the `GetWorkspacesByIdAnalytics` operationId).
 	GetWorkspacesByIdAnalytics(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAnalyticsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdCertificates List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
+	// GetWorkspacesByIdCertificates List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100); q matches a part of the name, the domain or a subjectAltName (ignoring case); state is active, expiring, expired, pending or failed, as of the request
 	//
 	// Corresponds with GET /workspaces/{id}/certificates (the `GetWorkspacesByIdCertificates` operationId).
 	GetWorkspacesByIdCertificates(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdCertificatesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2685,7 +2691,7 @@ type ClientInterface interface {
 	// Corresponds with GET /workspaces/{id}/metrics/prometheus (the `GetWorkspacesByIdMetricsPrometheus` operationId).
 	GetWorkspacesByIdMetricsPrometheus(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdStreams List a workspace's TCP/UDP streams; per_page is capped at 100
+	// GetWorkspacesByIdStreams List a workspace's TCP/UDP streams; q matches a part of the name or the listen port; per_page is capped at 100
 	//
 	// Corresponds with GET /workspaces/{id}/streams (the `GetWorkspacesByIdStreams` operationId).
 	GetWorkspacesByIdStreams(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdStreamsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2704,7 +2710,7 @@ type ClientInterface interface {
 	// Corresponds with POST /workspaces/{id}/streams (the `PostWorkspacesByIdStreams` operationId).
 	PostWorkspacesByIdStreams(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdStreamsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdUpstreams List a workspace's upstreams, sorted by name; per_page is capped at 100
+	// GetWorkspacesByIdUpstreams List a workspace's upstreams, sorted by name; q matches a part of the name or of a server address (ignoring case); per_page is capped at 100
 	//
 	// Corresponds with GET /workspaces/{id}/upstreams (the `GetWorkspacesByIdUpstreams` operationId).
 	GetWorkspacesByIdUpstreams(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdUpstreamsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2723,7 +2729,7 @@ type ClientInterface interface {
 	// Corresponds with POST /workspaces/{id}/upstreams (the `PostWorkspacesByIdUpstreams` operationId).
 	PostWorkspacesByIdUpstreams(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdUpstreamsJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetWorkspacesByIdVirtualHosts List a workspace's virtual hosts; per_page is capped at 100
+	// GetWorkspacesByIdVirtualHosts List a workspace's virtual hosts; q matches a part of the name or the server names (ignoring case); per_page is capped at 100
 	//
 	// Corresponds with GET /workspaces/{id}/virtual-hosts (the `GetWorkspacesByIdVirtualHosts` operationId).
 	GetWorkspacesByIdVirtualHosts(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdVirtualHostsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -4500,7 +4506,7 @@ func (c *Client) GetWorkspacesByIdAccessLogs(ctx context.Context, id openapi_typ
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdAgents List a workspace's agents; state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
+// GetWorkspacesByIdAgents List a workspace's agents; q matches a part of the name, hostname or an address (ignoring case); state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
 //
 // Corresponds with GET /workspaces/{id}/agents (the `GetWorkspacesByIdAgents` operationId).
 func (c *Client) GetWorkspacesByIdAgents(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAgentsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4677,7 +4683,7 @@ func (c *Client) GetWorkspacesByIdAnalytics(ctx context.Context, id openapi_type
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdCertificates List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
+// GetWorkspacesByIdCertificates List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100); q matches a part of the name, the domain or a subjectAltName (ignoring case); state is active, expiring, expired, pending or failed, as of the request
 //
 // Corresponds with GET /workspaces/{id}/certificates (the `GetWorkspacesByIdCertificates` operationId).
 func (c *Client) GetWorkspacesByIdCertificates(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdCertificatesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4899,7 +4905,7 @@ func (c *Client) GetWorkspacesByIdMetricsPrometheus(ctx context.Context, id open
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdStreams List a workspace's TCP/UDP streams; per_page is capped at 100
+// GetWorkspacesByIdStreams List a workspace's TCP/UDP streams; q matches a part of the name or the listen port; per_page is capped at 100
 //
 // Corresponds with GET /workspaces/{id}/streams (the `GetWorkspacesByIdStreams` operationId).
 func (c *Client) GetWorkspacesByIdStreams(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdStreamsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4948,7 +4954,7 @@ func (c *Client) PostWorkspacesByIdStreams(ctx context.Context, id openapi_types
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdUpstreams List a workspace's upstreams, sorted by name; per_page is capped at 100
+// GetWorkspacesByIdUpstreams List a workspace's upstreams, sorted by name; q matches a part of the name or of a server address (ignoring case); per_page is capped at 100
 //
 // Corresponds with GET /workspaces/{id}/upstreams (the `GetWorkspacesByIdUpstreams` operationId).
 func (c *Client) GetWorkspacesByIdUpstreams(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdUpstreamsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4997,7 +5003,7 @@ func (c *Client) PostWorkspacesByIdUpstreams(ctx context.Context, id openapi_typ
 	return c.Client.Do(req)
 }
 
-// GetWorkspacesByIdVirtualHosts List a workspace's virtual hosts; per_page is capped at 100
+// GetWorkspacesByIdVirtualHosts List a workspace's virtual hosts; q matches a part of the name or the server names (ignoring case); per_page is capped at 100
 //
 // Corresponds with GET /workspaces/{id}/virtual-hosts (the `GetWorkspacesByIdVirtualHosts` operationId).
 func (c *Client) GetWorkspacesByIdVirtualHosts(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdVirtualHostsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -9134,6 +9140,18 @@ func NewGetWorkspacesByIdAgentsRequest(server string, id openapi_types.UUID, par
 
 		}
 
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.State != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
@@ -9700,6 +9718,30 @@ func NewGetWorkspacesByIdCertificatesRequest(server string, id openapi_types.UUI
 		if params.PerPage != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "per_page", *params.PerPage, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.State != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -10451,6 +10493,18 @@ func NewGetWorkspacesByIdStreamsRequest(server string, id openapi_types.UUID, pa
 
 		}
 
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -10571,6 +10625,18 @@ func NewGetWorkspacesByIdUpstreamsRequest(server string, id openapi_types.UUID, 
 
 		}
 
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if encoded := queryValues.Encode(); encoded != "" {
 			rawQueryFragments = append(rawQueryFragments, encoded)
 		}
@@ -10682,6 +10748,18 @@ func NewGetWorkspacesByIdVirtualHostsRequest(server string, id openapi_types.UUI
 		if params.PerPage != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "per_page", *params.PerPage, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -11627,7 +11705,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /workspaces/{id}/access-logs (the `GetWorkspacesByIdAccessLogs` operationId).
 	GetWorkspacesByIdAccessLogsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAccessLogsParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAccessLogsResponse, error)
 
-	// GetWorkspacesByIdAgentsWithResponse List a workspace's agents; state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
+	// GetWorkspacesByIdAgentsWithResponse List a workspace's agents; q matches a part of the name, hostname or an address (ignoring case); state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -11704,7 +11782,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /workspaces/{id}/analytics (the `GetWorkspacesByIdAnalytics` operationId).
 	GetWorkspacesByIdAnalyticsWithResponse(ctx context.Context, id openapi_types.UUID, params *GetWorkspacesByIdAnalyticsParams, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdAnalyticsResponse, error)
 
-	// GetWorkspacesByIdCertificatesWithResponse List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
+	// GetWorkspacesByIdCertificatesWithResponse List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100); q matches a part of the name, the domain or a subjectAltName (ignoring case); state is active, expiring, expired, pending or failed, as of the request
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -11802,7 +11880,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /workspaces/{id}/metrics/prometheus (the `GetWorkspacesByIdMetricsPrometheus` operationId).
 	GetWorkspacesByIdMetricsPrometheusWithResponse(ctx context.Context, id openapi_types.UUID, reqEditors ...RequestEditorFn) (*GetWorkspacesByIdMetricsPrometheusResponse, error)
 
-	// GetWorkspacesByIdStreamsWithResponse List a workspace's TCP/UDP streams; per_page is capped at 100
+	// GetWorkspacesByIdStreamsWithResponse List a workspace's TCP/UDP streams; q matches a part of the name or the listen port; per_page is capped at 100
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -11823,7 +11901,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /workspaces/{id}/streams (the `PostWorkspacesByIdStreams` operationId).
 	PostWorkspacesByIdStreamsWithResponse(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdStreamsJSONRequestBody, reqEditors ...RequestEditorFn) (*PostWorkspacesByIdStreamsResponse, error)
 
-	// GetWorkspacesByIdUpstreamsWithResponse List a workspace's upstreams, sorted by name; per_page is capped at 100
+	// GetWorkspacesByIdUpstreamsWithResponse List a workspace's upstreams, sorted by name; q matches a part of the name or of a server address (ignoring case); per_page is capped at 100
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -11844,7 +11922,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /workspaces/{id}/upstreams (the `PostWorkspacesByIdUpstreams` operationId).
 	PostWorkspacesByIdUpstreamsWithResponse(ctx context.Context, id openapi_types.UUID, body PostWorkspacesByIdUpstreamsJSONRequestBody, reqEditors ...RequestEditorFn) (*PostWorkspacesByIdUpstreamsResponse, error)
 
-	// GetWorkspacesByIdVirtualHostsWithResponse List a workspace's virtual hosts; per_page is capped at 100
+	// GetWorkspacesByIdVirtualHostsWithResponse List a workspace's virtual hosts; q matches a part of the name or the server names (ignoring case); per_page is capped at 100
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -21924,7 +22002,7 @@ func (c *ClientWithResponses) GetWorkspacesByIdAccessLogsWithResponse(ctx contex
 	return ParseGetWorkspacesByIdAccessLogsResponse(rsp)
 }
 
-// GetWorkspacesByIdAgentsWithResponse List a workspace's agents; state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
+// GetWorkspacesByIdAgentsWithResponse List a workspace's agents; q matches a part of the name, hostname or an address (ignoring case); state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -22067,7 +22145,7 @@ func (c *ClientWithResponses) GetWorkspacesByIdAnalyticsWithResponse(ctx context
 	return ParseGetWorkspacesByIdAnalyticsResponse(rsp)
 }
 
-// GetWorkspacesByIdCertificatesWithResponse List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)
+// GetWorkspacesByIdCertificatesWithResponse List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100); q matches a part of the name, the domain or a subjectAltName (ignoring case); state is active, expiring, expired, pending or failed, as of the request
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -22249,7 +22327,7 @@ func (c *ClientWithResponses) GetWorkspacesByIdMetricsPrometheusWithResponse(ctx
 	return ParseGetWorkspacesByIdMetricsPrometheusResponse(rsp)
 }
 
-// GetWorkspacesByIdStreamsWithResponse List a workspace's TCP/UDP streams; per_page is capped at 100
+// GetWorkspacesByIdStreamsWithResponse List a workspace's TCP/UDP streams; q matches a part of the name or the listen port; per_page is capped at 100
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -22288,7 +22366,7 @@ func (c *ClientWithResponses) PostWorkspacesByIdStreamsWithResponse(ctx context.
 	return ParsePostWorkspacesByIdStreamsResponse(rsp)
 }
 
-// GetWorkspacesByIdUpstreamsWithResponse List a workspace's upstreams, sorted by name; per_page is capped at 100
+// GetWorkspacesByIdUpstreamsWithResponse List a workspace's upstreams, sorted by name; q matches a part of the name or of a server address (ignoring case); per_page is capped at 100
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -22327,7 +22405,7 @@ func (c *ClientWithResponses) PostWorkspacesByIdUpstreamsWithResponse(ctx contex
 	return ParsePostWorkspacesByIdUpstreamsResponse(rsp)
 }
 
-// GetWorkspacesByIdVirtualHostsWithResponse List a workspace's virtual hosts; per_page is capped at 100
+// GetWorkspacesByIdVirtualHostsWithResponse List a workspace's virtual hosts; q matches a part of the name or the server names (ignoring case); per_page is capped at 100
 //
 // Returns a wrapper object for the known response body format(s).
 //

@@ -2,6 +2,7 @@ package agents
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
@@ -38,14 +39,14 @@ type createCommandRequest struct {
 
 var (
 	pageQuery  = []string{"page", "per_page"}
-	agentQuery = []string{"page", "per_page", "state", "label_selector"}
+	agentQuery = []string{"page", "per_page", "q", "state", "label_selector"}
 )
 
 func (m *Module) bindAgents(r *app.Router) {
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	agent := ScopeAgent(m.db, "id")
 	r.Get("/workspaces/:id/agents", app.Require(ObjAgent, authz.Read, ws),
-		app.Doc{Summary: "List a workspace's agents; state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value", Response: Agent{}, List: true, Query: agentQuery},
+		app.Doc{Summary: "List a workspace's agents; q matches a part of the name, hostname or an address (ignoring case); state filters by online, offline, degraded, pending or all (default); label_selector is key=value,key!=value", Response: Agent{}, List: true, Query: agentQuery},
 		app.ListHandler(m.listAgents))
 	r.Post("/workspaces/:id/agents/tokens", app.Require(ObjAgent, authz.Write, ws),
 		app.Doc{Summary: "Create an agent and its single-use registration token (shown once, with the install command)", Body: createTokenRequest{}, Response: RegistrationToken{}, Status: http.StatusCreated},
@@ -91,7 +92,7 @@ func (m *Module) bindCommands(r *app.Router) {
 
 func (m *Module) listAgents(c *fiber.Ctx, page app.Page) ([]Agent, int64, error) {
 	return m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, ListAgentsParams{
-		Page: page, State: c.Query("state"), LabelSelector: c.Query("label_selector"),
+		Page: page, State: c.Query("state"), LabelSelector: c.Query("label_selector"), Q: strings.TrimSpace(c.Query("q")),
 	})
 }
 

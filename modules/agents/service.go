@@ -233,6 +233,10 @@ type ListAgentsParams struct {
 	// LabelSelector is "key=value,key!=value" (the target_agents grammar); a
 	// key!=value term also matches agents without the key.
 	LabelSelector string
+	// Q matches, ignoring case, a part of the name, the hostname or an
+	// address (reported or seen by the master); '%' and '_' are plain
+	// characters.
+	Q string
 }
 
 // List returns a workspace's agents, oldest first, and their total.
@@ -259,6 +263,11 @@ func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, p ListAgentsP
 				q = q.Where("labels @> ?::jsonb", string(doc))
 			}
 		}
+	}
+	app.CheckSearch(v, "q", p.Q)
+	if p.Q != "" {
+		clause, args := app.SearchClause(p.Q, "name", "hostname", "ip_address", "peer_address")
+		q = q.Where(clause, args...)
 	}
 	if err := v.Err(); err != nil {
 		return nil, 0, err

@@ -290,16 +290,11 @@ func (p *pages) renderList(c *fiber.Ctx, status int, st uiListState) error {
 	if err != nil {
 		return err
 	}
-	filter := views.Form{Values: map[string]string{"state": c.Query("state"), "label_selector": c.Query("label_selector")}}
-	query := url.Values{}
-	for k, v := range filter.Values {
-		if v != "" {
-			query.Set(k, v)
-		}
-	}
-	agents, total, err := p.svc.List(app.Ctx(c), ws, ListAgentsParams{Page: page, State: filter.Values["state"], LabelSelector: filter.Values["label_selector"]})
+	filter := views.SearchForm(c, "q", "state", "label_selector")
+	query := filter.Query()
+	agents, total, err := p.svc.List(app.Ctx(c), ws, ListAgentsParams{Page: page, State: filter.Value("state"), LabelSelector: filter.Value("label_selector"), Q: filter.Value("q")})
 	if err != nil {
-		f, fstatus, ok := views.FormFromError(err, filter.Values, "state", "label_selector")
+		f, fstatus, ok := views.FormFromError(err, filter.Values, "q", "state", "label_selector")
 		if !ok {
 			return err
 		}

@@ -131,8 +131,11 @@ func TestUI_Agents(t *testing.T) {
 		if strings.Contains(frag.body, "<html") || strings.Contains(frag.body, "add-agent") {
 			t.Fatalf("fragment carries the page: %.2000s", frag.body)
 		}
+		// A filter matching nothing says so and offers to clear it.
 		admin.do(t, http.MethodGet, list+"?state=online", nil, "HX-Request", "true", "HX-Target", uiListTarget).
-			expect(t, http.StatusOK, "No agents here yet")
+			expect(t, http.StatusOK, "No matches", `class="clear-filter"`, `href="`+list+`"`)
+		admin.do(t, http.MethodGet, list+"?q=WEB-0", nil, "HX-Request", "true", "HX-Target", uiListTarget).
+			expect(t, http.StatusOK, "web-01")
 	})
 
 	t.Run("AddAgentShowsErrorsNextToFields", func(t *testing.T) {

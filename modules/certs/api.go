@@ -2,6 +2,7 @@ package certs
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -30,7 +31,7 @@ func (m *Module) bindCertificates(r *app.Router) {
 	ws := orgs.ScopeWorkspace(m.d.DB, "id")
 	cert := ScopeCertificate(m.d.DB, "id")
 	r.Get("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Read, ws),
-		app.Doc{Summary: "List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100)", Response: Certificate{}, List: true},
+		app.Doc{Summary: "List a workspace's certificates, oldest first (page, per_page; per_page is capped at 100); q matches a part of the name, the domain or a subjectAltName (ignoring case); state is active, expiring, expired, pending or failed, as of the request", Response: Certificate{}, List: true, Query: []string{"q", "state"}},
 		app.ListHandler(m.listCertificates))
 	r.Post("/workspaces/:id/certificates", app.Require(ObjCertificate, authz.Write, ws),
 		app.Doc{
@@ -49,7 +50,7 @@ func (m *Module) bindCertificates(r *app.Router) {
 }
 
 func (m *Module) listCertificates(c *fiber.Ctx, page app.Page) ([]Certificate, int64, error) {
-	return m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
+	return m.svc.Search(app.Ctx(c), app.ScopeOf(c).WorkspaceID, Filter{Q: strings.TrimSpace(c.Query("q")), State: c.Query("state")}, page)
 }
 
 func (m *Module) createCertificate(c *fiber.Ctx) error {

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,7 +97,41 @@ func workspaceOrg(tx *gorm.DB, workspaceID uuid.UUID) (uuid.UUID, error) {
 
 // List returns a workspace's certificates, oldest first.
 func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, page app.Page) ([]Certificate, int64, error) {
+	return s.Search(ctx, workspaceID, Filter{}, page)
+}
+
+// Filter narrows a list of certificates.
+type Filter struct {
+	// Q matches, ignoring case, a part of the name, the domain or a
+	// subjectAltName; '%' and '_' are plain characters.
+	Q string
+	// State is a status as of now (active, expiring, expired, pending,
+	// failed), or empty for all.
+	State string
+}
+
+// Search is List narrowed by f: a 422 naming q or state when malformed.
+func (s *Service) Search(ctx context.Context, workspaceID uuid.UUID, f Filter, page app.Page) ([]Certificate, int64, error) {
+	v := &app.Validator{}
+	app.CheckSearch(v, "q", f.Q)
+	now := s.now()
 	q := s.db.WithContext(ctx).Model(&certificateRow{}).Where("workspace_id = ?", workspaceID)
+	if f.Q != "" {
+		pattern := app.ContainsPattern(f.Q)
+		q = q.Where(`(name ILIKE ? ESCAPE '\' OR domain ILIKE ? ESCAPE '\' OR EXISTS (
+			SELECT 1 FROM jsonb_array_elements_text(san) AS alt WHERE alt ILIKE ? ESCAPE '\'))`, pattern, pattern, pattern)
+	}
+	if f.State != "" {
+		clause, args, ok := stateClause(f.State, now)
+		if !ok {
+			v.Add("state", app.FieldInvalidValue, "must be active, expiring, expired, pending or failed")
+		} else {
+			q = q.Where(clause, args...)
+		}
+	}
+	if err := v.Err(); err != nil {
+		return nil, 0, err
+	}
 	var total int64
 	if err := q.Count(&total).Error; err != nil {
 		return nil, 0, fmt.Errorf("count certificates of workspace %s: %w", workspaceID, err)
@@ -105,7 +140,30 @@ func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, page app.Page
 	if err := q.Select(publicColumns).Order("created_at, id").Offset(page.Offset()).Limit(page.PerPage).Find(&rows).Error; err != nil {
 		return nil, 0, fmt.Errorf("list certificates of workspace %s: %w", workspaceID, err)
 	}
-	return certificates(rows, s.now()), total, nil
+	return certificates(rows, now), total, nil
+}
+
+// stateClause is the condition on certificate rows of having state at now,
+// as certificateRow.certificate computes it (statusAt): a stored status for
+// pending and failed ones, else from the expiry and the renewal time.
+func stateClause(state string, now time.Time) (string, []any, bool) {
+	const material = "status IN ('active', 'expiring', 'expired') AND expires_at IS NOT NULL"
+	// expiring: past an ACME certificate's renewal time, or (uploads and
+	// certificates without one) less than ExpiringWindow before expiry.
+	const expiring = `((provider <> @upload AND renew_at IS NOT NULL AND renew_at <= @now)
+		OR ((provider = @upload OR renew_at IS NULL) AND expires_at < @window))`
+	args := []any{sql.Named("now", now), sql.Named("upload", ProviderUpload), sql.Named("window", now.Add(ExpiringWindow))}
+	switch state {
+	case StatusPending, StatusFailed:
+		return "status = ?", []any{state}, true
+	case StatusExpired:
+		return material + " AND expires_at <= @now", args, true
+	case StatusExpiring:
+		return material + " AND expires_at > @now AND " + expiring, args, true
+	case StatusActive:
+		return material + " AND expires_at > @now AND NOT " + expiring, args, true
+	}
+	return "", nil, false
 }
 
 // ListAll returns every certificate of a workspace, by domain, in tx (nil: the

@@ -141,9 +141,11 @@ type listData struct {
 	WorkspaceID  uuid.UUID
 	Certificates []Certificate
 	Pager        views.Pager
-	Now          time.Time
-	CanWrite     bool
-	CanDelete    bool
+	// Filter is the search (q) and the state filter.
+	Filter    views.Form
+	Now       time.Time
+	CanWrite  bool
+	CanDelete bool
 	// Expiring and Expired count the certificates of the page that need
 	// attention.
 	Expiring, Expired int
@@ -155,18 +157,21 @@ func (p *pages) list(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	list, total, err := p.svc.List(app.Ctx(c), ws, page)
+	filter := views.SearchForm(c, "q", "state")
+	status := http.StatusOK
+	list, total, err := p.svc.Search(app.Ctx(c), ws, Filter{Q: filter.Value("q"), State: filter.Value("state")}, page)
 	if err != nil {
-		return err
-	}
-	shell, err := p.ui.Shell(c, "Certificates", views.SectionCertificates)
-	if err != nil {
-		return err
+		f, fstatus, ok := views.FormFromError(err, filter.Values, "q", "state")
+		if !ok {
+			return err
+		}
+		filter, status = f, fstatus
 	}
 	d := listData{
 		WorkspaceID:  ws,
 		Certificates: list,
-		Pager:        views.NewPager(page, total, uiListPath(ws), nil),
+		Pager:        views.NewPager(page, total, uiListPath(ws), filter.Query()),
+		Filter:       filter,
 		Now:          p.svc.now(),
 		CanWrite:     p.ui.Allowed(c, ObjCertificate, authz.Write),
 		CanDelete:    p.ui.Allowed(c, ObjCertificate, authz.Delete),
@@ -179,8 +184,19 @@ func (p *pages) list(c *fiber.Ctx) error {
 			d.Expired++
 		}
 	}
-	return views.Page(c, http.StatusOK, shell, listPage(d))
+	if views.IsFragmentFor(c, uiListTarget) {
+		return views.Render(c, status, certificateTable(d))
+	}
+	shell, err := p.ui.Shell(c, "Certificates", views.SectionCertificates)
+	if err != nil {
+		return err
+	}
+	return views.Page(c, status, shell, listPage(d))
 }
+
+// uiListTarget is the id of the list's table, which the search form
+// replaces as the user types.
+const uiListTarget = "certificate-list"
 
 // certificate loads the certificate the route addresses.
 func (p *pages) certificate(c *fiber.Ctx) (Certificate, error) {

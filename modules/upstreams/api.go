@@ -2,6 +2,7 @@ package upstreams
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -21,7 +22,7 @@ func (m *Module) bindUpstreams(r *app.Router) {
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	up := ScopeUpstream(m.db, "id")
 	r.Get("/workspaces/:id/upstreams", app.Require(ObjUpstream, authz.Read, ws),
-		app.Doc{Summary: "List a workspace's upstreams, sorted by name; per_page is capped at 100", Response: Upstream{}, List: true},
+		app.Doc{Summary: "List a workspace's upstreams, sorted by name; q matches a part of the name or of a server address (ignoring case); per_page is capped at 100", Response: Upstream{}, List: true, Query: []string{"q"}},
 		app.ListHandler(m.listUpstreams))
 	r.Post("/workspaces/:id/upstreams", app.Require(ObjUpstream, authz.Write, ws),
 		app.Doc{Summary: "Create an upstream; omitted fields take their defaults", Body: createUpstreamRequest{}, Response: Upstream{}, Status: http.StatusCreated, ConfigVersion: true},
@@ -38,7 +39,7 @@ func (m *Module) bindUpstreams(r *app.Router) {
 }
 
 func (m *Module) listUpstreams(c *fiber.Ctx, page app.Page) ([]Upstream, int64, error) {
-	return m.svc.List(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
+	return m.svc.Search(app.Ctx(c), app.ScopeOf(c).WorkspaceID, Filter{Q: strings.TrimSpace(c.Query("q"))}, page)
 }
 
 func (m *Module) createUpstream(c *fiber.Ctx) error {

@@ -17,6 +17,8 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/orgs"
 	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
+	"github.com/nxmesh/nxmesh/static"
+	"github.com/nxmesh/nxmesh/views"
 )
 
 func TestMain(m *testing.M) { apptest.Main(m) }
@@ -111,7 +113,10 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("upstreams.New: %v", err)
 	}
 	ctx := context.Background()
-	base.Mount(t, mod)
+	// The admin's assets and error page, for the browser tests.
+	w := base.Wiring()
+	w.Static, w.ErrorPage = static.FS, views.ErrorPage
+	base.MountWith(t, w, mod)
 	e := &env{app: a, db: a.Deps.DB, svc: mod.Service(), orgs: base.Orgs.Service(), hooks: h,
 		base: base, users: map[string]auth.User{}, tokens: map[string]string{}}
 	for _, role := range []string{"owner", "operator", "viewer", "outsider"} {

@@ -231,7 +231,29 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Upstream, error) 
 // List returns a page of a workspace's upstreams, sorted by name, and their
 // total.
 func (s *Service) List(ctx context.Context, workspaceID uuid.UUID, page app.Page) ([]Upstream, int64, error) {
+	return s.Search(ctx, workspaceID, Filter{}, page)
+}
+
+// Filter narrows a list of upstreams.
+type Filter struct {
+	// Q matches, ignoring case, a part of the name or of a server's address;
+	// '%' and '_' are plain characters.
+	Q string
+}
+
+// Search is List narrowed by f: a 422 naming q when it is too long.
+func (s *Service) Search(ctx context.Context, workspaceID uuid.UUID, f Filter, page app.Page) ([]Upstream, int64, error) {
+	v := &app.Validator{}
+	app.CheckSearch(v, "q", f.Q)
+	if err := v.Err(); err != nil {
+		return nil, 0, err
+	}
 	q := s.db.WithContext(ctx).Model(&Upstream{}).Where("workspace_id = ?", workspaceID)
+	if f.Q != "" {
+		pattern := app.ContainsPattern(f.Q)
+		q = q.Where(`(name ILIKE ? ESCAPE '\' OR EXISTS (
+			SELECT 1 FROM jsonb_array_elements(servers) AS srv WHERE srv->>'address' ILIKE ? ESCAPE '\'))`, pattern, pattern)
+	}
 	out, total, err := app.FindPage[Upstream](q, page, "name_key, id")
 	if err != nil {
 		return nil, 0, fmt.Errorf("list upstreams of workspace %s: %w", workspaceID, err)

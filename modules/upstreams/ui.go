@@ -336,8 +336,10 @@ type listData struct {
 	WorkspaceID uuid.UUID
 	Upstreams   []Upstream
 	Pager       views.Pager
-	CanWrite    bool
-	CanDelete   bool
+	// Filter is the search (q).
+	Filter    views.Form
+	CanWrite  bool
+	CanDelete bool
 }
 
 func (p *pages) list(c *fiber.Ctx) error {
@@ -346,22 +348,37 @@ func (p *pages) list(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ups, total, err := p.svc.List(app.Ctx(c), ws, page)
+	filter := views.SearchForm(c, "q")
+	status := http.StatusOK
+	ups, total, err := p.svc.Search(app.Ctx(c), ws, Filter{Q: filter.Value("q")}, page)
 	if err != nil {
-		return err
+		f, fstatus, ok := views.FormFromError(err, filter.Values, "q")
+		if !ok {
+			return err
+		}
+		filter, status = f, fstatus
+	}
+	d := listData{
+		WorkspaceID: ws,
+		Upstreams:   ups,
+		Pager:       views.NewPager(page, total, uiListPath(ws), filter.Query()),
+		Filter:      filter,
+		CanWrite:    p.ui.Allowed(c, ObjUpstream, authz.Write),
+		CanDelete:   p.ui.Allowed(c, ObjUpstream, authz.Delete),
+	}
+	if views.IsFragmentFor(c, uiListTarget) {
+		return views.Render(c, status, upstreamTable(d))
 	}
 	shell, err := p.ui.Shell(c, "Upstreams", views.SectionUpstreams)
 	if err != nil {
 		return err
 	}
-	return views.Page(c, http.StatusOK, shell, listPage(listData{
-		WorkspaceID: ws,
-		Upstreams:   ups,
-		Pager:       views.NewPager(page, total, uiListPath(ws), nil),
-		CanWrite:    p.ui.Allowed(c, ObjUpstream, authz.Write),
-		CanDelete:   p.ui.Allowed(c, ObjUpstream, authz.Delete),
-	}))
+	return views.Page(c, status, shell, listPage(d))
 }
+
+// uiListTarget is the id of the list's table, which the search form
+// replaces as the user types.
+const uiListTarget = "upstream-list"
 
 // formData is what the form template needs.
 type formData struct {

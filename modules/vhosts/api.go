@@ -14,7 +14,10 @@ import (
 	"github.com/nxmesh/nxmesh/modules/orgs"
 )
 
-var pageQuery = []string{"page", "per_page"}
+var (
+	pageQuery   = []string{"page", "per_page"}
+	searchQuery = []string{"page", "per_page", "q"}
+)
 
 // rollbackRequest is the body of POST /v1/workspaces/:id/config/rollback.
 type rollbackRequest struct {
@@ -82,7 +85,7 @@ func (m *Module) bindVirtualHosts(r *app.Router) {
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	vh := ScopeVirtualHost(m.db, "id")
 	r.Get("/workspaces/:id/virtual-hosts", app.Require(ObjVirtualHost, authz.Read, ws),
-		app.Doc{Summary: "List a workspace's virtual hosts; per_page is capped at 100", Response: VirtualHost{}, List: true, Query: pageQuery},
+		app.Doc{Summary: "List a workspace's virtual hosts; q matches a part of the name or the server names (ignoring case); per_page is capped at 100", Response: VirtualHost{}, List: true, Query: searchQuery},
 		app.ListHandler(m.listVirtualHosts))
 	r.Post("/workspaces/:id/virtual-hosts", app.Require(ObjVirtualHost, authz.Write, ws),
 		app.Doc{Summary: "Create a virtual host. " + virtualHostsDoc, Body: VirtualHostInput{}, Response: VirtualHost{}, Status: http.StatusCreated, ConfigVersion: true},
@@ -102,7 +105,7 @@ func (m *Module) bindVirtualHosts(r *app.Router) {
 }
 
 func (m *Module) listVirtualHosts(c *fiber.Ctx, page app.Page) ([]VirtualHost, int64, error) {
-	return m.svc.ListVirtualHosts(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
+	return m.svc.SearchVirtualHosts(app.Ctx(c), app.ScopeOf(c).WorkspaceID, ListFilter{Q: strings.TrimSpace(c.Query("q"))}, page)
 }
 
 func (m *Module) createVirtualHost(c *fiber.Ctx) error {
@@ -187,7 +190,7 @@ func (m *Module) bindStreams(r *app.Router) {
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	st := ScopeStream(m.db, "id")
 	r.Get("/workspaces/:id/streams", app.Require(ObjStream, authz.Read, ws),
-		app.Doc{Summary: "List a workspace's TCP/UDP streams; per_page is capped at 100", Response: Stream{}, List: true, Query: pageQuery},
+		app.Doc{Summary: "List a workspace's TCP/UDP streams; q matches a part of the name or the listen port; per_page is capped at 100", Response: Stream{}, List: true, Query: searchQuery},
 		app.ListHandler(m.listStreams))
 	r.Post("/workspaces/:id/streams", app.Require(ObjStream, authz.Write, ws),
 		app.Doc{Summary: "Create a TCP/UDP stream", Body: StreamInput{}, Response: Stream{}, Status: http.StatusCreated, ConfigVersion: true},
@@ -207,7 +210,7 @@ func (m *Module) bindStreams(r *app.Router) {
 }
 
 func (m *Module) listStreams(c *fiber.Ctx, page app.Page) ([]Stream, int64, error) {
-	return m.svc.ListStreams(app.Ctx(c), app.ScopeOf(c).WorkspaceID, page)
+	return m.svc.SearchStreams(app.Ctx(c), app.ScopeOf(c).WorkspaceID, ListFilter{Q: strings.TrimSpace(c.Query("q"))}, page)
 }
 
 func (m *Module) createStream(c *fiber.Ctx) error {

@@ -779,7 +779,34 @@ func checkDefaultServer(tx *gorm.DB, vh VirtualHost) error {
 // ListVirtualHosts returns a workspace's virtual hosts, oldest first, and their
 // total.
 func (s *Service) ListVirtualHosts(ctx context.Context, workspaceID uuid.UUID, page app.Page) ([]VirtualHost, int64, error) {
+	return s.SearchVirtualHosts(ctx, workspaceID, ListFilter{}, page)
+}
+
+// ListFilter narrows a list of virtual hosts or streams.
+type ListFilter struct {
+	// Q matches, ignoring case, a part of the name or of the server names (a
+	// stream: of the name or the listen port); '%' and '_' are plain
+	// characters.
+	Q string
+}
+
+func (f ListFilter) check() error {
+	v := &app.Validator{}
+	app.CheckSearch(v, "q", f.Q)
+	return v.Err()
+}
+
+// SearchVirtualHosts is ListVirtualHosts narrowed by f: a 422 naming q when
+// it is too long.
+func (s *Service) SearchVirtualHosts(ctx context.Context, workspaceID uuid.UUID, f ListFilter, page app.Page) ([]VirtualHost, int64, error) {
+	if err := f.check(); err != nil {
+		return nil, 0, err
+	}
 	q := s.db.WithContext(ctx).Model(&vhostRow{}).Where("workspace_id = ?", workspaceID)
+	if f.Q != "" {
+		clause, args := app.SearchClause(f.Q, "name", "server_name")
+		q = q.Where(clause, args...)
+	}
 	rows, total, err := app.FindPage[vhostRow](q, page, "created_at, id")
 	if err != nil {
 		return nil, 0, fmt.Errorf("list virtual hosts of workspace %s: %w", workspaceID, err)

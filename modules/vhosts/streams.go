@@ -96,7 +96,20 @@ func (s *Service) checkStreamRefs(ctx context.Context, tx *gorm.DB, st Stream) e
 
 // ListStreams returns a workspace's streams, oldest first, and their total.
 func (s *Service) ListStreams(ctx context.Context, workspaceID uuid.UUID, page app.Page) ([]Stream, int64, error) {
+	return s.SearchStreams(ctx, workspaceID, ListFilter{}, page)
+}
+
+// SearchStreams is ListStreams narrowed by f (name or listen port): a 422
+// naming q when it is too long.
+func (s *Service) SearchStreams(ctx context.Context, workspaceID uuid.UUID, f ListFilter, page app.Page) ([]Stream, int64, error) {
+	if err := f.check(); err != nil {
+		return nil, 0, err
+	}
 	q := s.db.WithContext(ctx).Model(&Stream{}).Where("workspace_id = ?", workspaceID)
+	if f.Q != "" {
+		clause, args := app.SearchClause(f.Q, "name", "listen_port::text")
+		q = q.Where(clause, args...)
+	}
 	out, total, err := app.FindPage[Stream](q, page, "created_at, id")
 	if err != nil {
 		return nil, 0, fmt.Errorf("list streams of workspace %s: %w", workspaceID, err)

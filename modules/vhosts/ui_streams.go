@@ -106,8 +106,10 @@ type streamListData struct {
 	Streams     []Stream
 	Upstreams   []views.Option
 	Pager       views.Pager
-	CanWrite    bool
-	CanDelete   bool
+	// Filter is the search (q).
+	Filter    views.Form
+	CanWrite  bool
+	CanDelete bool
 }
 
 func (p *pages) streamList(c *fiber.Ctx) error {
@@ -116,27 +118,42 @@ func (p *pages) streamList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	list, total, err := p.svc.ListStreams(ctx, ws, page)
+	filter := views.SearchForm(c, "q")
+	status := http.StatusOK
+	list, total, err := p.svc.SearchStreams(ctx, ws, ListFilter{Q: filter.Value("q")}, page)
 	if err != nil {
-		return err
+		f, fstatus, ok := views.FormFromError(err, filter.Values, "q")
+		if !ok {
+			return err
+		}
+		filter, status = f, fstatus
 	}
 	ups, err := p.upstreamOptions(ctx, ws)
 	if err != nil {
 		return err
 	}
+	d := streamListData{
+		WorkspaceID: ws,
+		Streams:     list,
+		Upstreams:   ups,
+		Pager:       views.NewPager(page, total, uiWorkspacePath(ws, "/streams"), filter.Query()),
+		Filter:      filter,
+		CanWrite:    p.ui.Allowed(c, ObjStream, authz.Write),
+		CanDelete:   p.ui.Allowed(c, ObjStream, authz.Delete),
+	}
+	if views.IsFragmentFor(c, uiStreamListTarget) {
+		return views.Render(c, status, streamTable(d))
+	}
 	shell, err := p.ui.Shell(c, "Streams", views.SectionStreams)
 	if err != nil {
 		return err
 	}
-	return views.Page(c, http.StatusOK, shell, streamListPage(streamListData{
-		WorkspaceID: ws,
-		Streams:     list,
-		Upstreams:   ups,
-		Pager:       views.NewPager(page, total, uiWorkspacePath(ws, "/streams"), nil),
-		CanWrite:    p.ui.Allowed(c, ObjStream, authz.Write),
-		CanDelete:   p.ui.Allowed(c, ObjStream, authz.Delete),
-	}))
+	return views.Page(c, status, shell, streamListPage(d))
 }
+
+// uiStreamListTarget is the id of the list's table, which the search form
+// replaces as the user types.
+const uiStreamListTarget = "stream-list"
 
 type streamFormData struct {
 	WorkspaceID  uuid.UUID

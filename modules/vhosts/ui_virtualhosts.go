@@ -20,8 +20,10 @@ type vhostListData struct {
 	WorkspaceID  uuid.UUID
 	VirtualHosts []VirtualHost
 	Pager        views.Pager
-	CanWrite     bool
-	CanDelete    bool
+	// Filter is the search (q).
+	Filter    views.Form
+	CanWrite  bool
+	CanDelete bool
 }
 
 func (p *pages) vhostList(c *fiber.Ctx) error {
@@ -30,22 +32,37 @@ func (p *pages) vhostList(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	list, total, err := p.svc.ListVirtualHosts(app.Ctx(c), ws, page)
+	filter := views.SearchForm(c, "q")
+	status := http.StatusOK
+	list, total, err := p.svc.SearchVirtualHosts(app.Ctx(c), ws, ListFilter{Q: filter.Value("q")}, page)
 	if err != nil {
-		return err
+		f, fstatus, ok := views.FormFromError(err, filter.Values, "q")
+		if !ok {
+			return err
+		}
+		filter, status = f, fstatus
+	}
+	d := vhostListData{
+		WorkspaceID:  ws,
+		VirtualHosts: list,
+		Pager:        views.NewPager(page, total, uiWorkspacePath(ws, "/virtual-hosts"), filter.Query()),
+		Filter:       filter,
+		CanWrite:     p.ui.Allowed(c, ObjVirtualHost, authz.Write),
+		CanDelete:    p.ui.Allowed(c, ObjVirtualHost, authz.Delete),
+	}
+	if views.IsFragmentFor(c, uiVhostListTarget) {
+		return views.Render(c, status, vhostTable(d))
 	}
 	shell, err := p.ui.Shell(c, "Virtual hosts", views.SectionVirtualHosts)
 	if err != nil {
 		return err
 	}
-	return views.Page(c, http.StatusOK, shell, vhostListPage(vhostListData{
-		WorkspaceID:  ws,
-		VirtualHosts: list,
-		Pager:        views.NewPager(page, total, uiWorkspacePath(ws, "/virtual-hosts"), nil),
-		CanWrite:     p.ui.Allowed(c, ObjVirtualHost, authz.Write),
-		CanDelete:    p.ui.Allowed(c, ObjVirtualHost, authz.Delete),
-	}))
+	return views.Page(c, status, shell, vhostListPage(d))
 }
+
+// uiVhostListTarget is the id of the list's table, which the search form
+// replaces as the user types.
+const uiVhostListTarget = "virtual-host-list"
 
 // editor is what the rows of the locations editor need.
 type editor struct {
