@@ -28,6 +28,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/logs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -78,17 +79,13 @@ func newLab(t *testing.T, o labOpts) *lab {
 		}
 	})
 	ctx := context.Background()
-	authMod := must(auth.New(a.Deps, auth.Options{}))
-	orgsMod := must(orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()}))
-	mod := must(New(a.Deps, Options{Authenticate: authMod.Service().AuthenticateToken, Role: orgsMod.Service().Role}))
+	base := orgstest.New(t, a)
+	authMod, orgsMod := base.Auth, base.Orgs
+	mod := must(New(a.Deps, Options{}))
 	mod.socketEvery = 200 * time.Millisecond
 	mod.recheck = 200 * time.Millisecond
 	logsMod := must(logs.New(a.Deps, logs.Options{RollupFunc: mod.Rollup}))
-	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, logsMod, mod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI, AuthenticateUI: authMod.AuthenticateUI, Role: orgsMod.Service().Role,
-	}); err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	base.Mount(t, logsMod, mod)
 	l := &lab{a: a, mod: mod, logs: logsMod, auth: authMod.Service(), orgs: orgsMod.Service(), mail: mb,
 		hook: newHookServer(t), tokens: map[string]string{}}
 	l.base = apptest.Serve(t, a)
