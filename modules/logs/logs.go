@@ -113,7 +113,8 @@ func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJo
 // GRPC registers nothing: batches arrive through the agents module's stream.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API.
+// Routes mounts the JSON API (here, stream.go), the live-log WebSocket
+// (socket.go) and the admin's Logs page (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	ag := agents.ScopeAgent(m.db, "id")
