@@ -57,6 +57,11 @@ const (
 	SocketWriteWait = 10 * time.Second
 	// SocketReadLimit is the largest message a client may send.
 	SocketReadLimit = 8 << 10
+	// SocketPing is how often a handler pings its client (Socket.Ping).
+	SocketPing = 30 * time.Second
+	// SocketPongWait is how long a socket's reader (Socket.ReadPings)
+	// waits for any message or pong before it ends.
+	SocketPongWait = 75 * time.Second
 	// socketLookupWait bounds authenticating a token and resolving a role.
 	socketLookupWait = 5 * time.Second
 )
@@ -74,7 +79,10 @@ const (
 	// request budget (auth.rate_limit_per_minute).
 	SocketTooManyRequests = "Too many requests"
 	SocketRevoked         = "Credential revoked or expired, or access removed; authenticate again"
-	SocketUnavailable     = "Service temporarily unavailable; reconnect"
+	// SocketBadMessage ends a socket whose client sent something other than
+	// a ping after authenticating (Socket.ReadPings).
+	SocketBadMessage  = `Invalid message format: send {"type":"ping"} or nothing`
+	SocketUnavailable = "Service temporarily unavailable; reconnect"
 )
 
 // maxCloseReason is the longest close reason a close frame carries (a
@@ -240,7 +248,9 @@ func (sg *socketGuard) admit(ctx context.Context, ip, token string, t socketTarg
 
 // Socket is an authenticated first-message WebSocket (Router.Socket). Its
 // Conn gives the upgrade request's parameters (Params) and the connection;
-// only one goroutine may write to it at a time.
+// only one goroutine may write to it at a time. A handler that reads in
+// another goroutine closes the socket and waits for that goroutine before it
+// returns: the connection's buffers go back to the server then.
 type Socket struct {
 	*fiberws.Conn
 	grant *Grant
@@ -269,6 +279,74 @@ func (s *Socket) Send(v any) error {
 func (s *Socket) WriteText(b []byte) error {
 	_ = s.SetWriteDeadline(time.Now().Add(SocketWriteWait))
 	return s.WriteMessage(websocket.TextMessage, b)
+}
+
+// Ping sends a ping control frame, within SocketWriteWait.
+func (s *Socket) Ping() error {
+	return s.WriteControl(websocket.PingMessage, nil, time.Now().Add(SocketWriteWait))
+}
+
+// SocketReader reads an authenticated socket's client in its own goroutine
+// (Socket.ReadPings): it answers {"type":"ping"} through Replies and ends on
+// any other message, on a close, or when neither a message nor a pong came
+// within SocketPongWait.
+type SocketReader struct {
+	// Replies are the answers ({"type":"pong"}) the handler writes.
+	Replies <-chan []byte
+	// Done is closed when the reader ended.
+	Done <-chan struct{}
+	s    *Socket
+	bad  chan string
+}
+
+// ReadPings starts the socket's reader. The handler writes what Replies
+// brings, ends when Done is closed (failing with Err when it says why), and
+// calls Stop before it returns.
+func (s *Socket) ReadPings() *SocketReader {
+	replies := make(chan []byte, 4)
+	done := make(chan struct{})
+	r := &SocketReader{Replies: replies, Done: done, s: s, bad: make(chan string, 1)}
+	go func() {
+		defer close(done)
+		_ = s.SetReadDeadline(time.Now().Add(SocketPongWait))
+		s.SetPongHandler(func(string) error { return s.SetReadDeadline(time.Now().Add(SocketPongWait)) })
+		for {
+			_, msg, err := s.ReadMessage()
+			if err != nil {
+				return
+			}
+			_ = s.SetReadDeadline(time.Now().Add(SocketPongWait))
+			var in struct {
+				Type string `json:"type"`
+			}
+			if json.Unmarshal(msg, &in) != nil || in.Type != "ping" {
+				r.bad <- SocketBadMessage
+				return
+			}
+			select {
+			case replies <- []byte(`{"type":"pong"}`):
+			default:
+			}
+		}
+	}()
+	return r
+}
+
+// Err returns, once Done is closed, why the client broke the protocol; ""
+// when it left or went quiet.
+func (r *SocketReader) Err() string {
+	select {
+	case why := <-r.bad:
+		return why
+	default:
+		return ""
+	}
+}
+
+// Stop closes the socket and waits for the reader to end.
+func (r *SocketReader) Stop() {
+	_ = r.s.Close()
+	<-r.Done
 }
 
 // Fail sends {"type":"error","message":message} and a close frame with code

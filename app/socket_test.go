@@ -57,20 +57,20 @@ func (m socketModule) Routes(r app.Routers) {
 			"credential": s.Principal().Credential(), "id": s.Params("id")}) != nil {
 			return
 		}
-		gone := make(chan struct{})
-		go func() {
-			defer close(gone)
-			for {
-				if _, _, err := s.ReadMessage(); err != nil {
-					return
-				}
-			}
-		}()
+		rd := s.ReadPings()
+		defer rd.Stop()
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
-			case <-gone:
+			case r := <-rd.Replies:
+				if s.WriteText(r) != nil {
+					return
+				}
+			case <-rd.Done:
+				if why := rd.Err(); why != "" {
+					s.Fail(websocket.ClosePolicyViolation, why)
+				}
 				return
 			case <-tick.C:
 				if !s.StillAllowed(context.Background()) {
@@ -300,6 +300,19 @@ func TestSocket_FirstMessageAuth(t *testing.T) {
 		if m, err := c.read(); err != nil || m.Type != "auth_success" {
 			t.Fatalf("another address: got %+v (%v), want auth_success", m, err)
 		}
+	})
+	t.Run("PingsThenAnythingElseCloses", func(t *testing.T) {
+		c := w.dial(t, "thing", "10.2.0.1")
+		c.send(authFrame("operator"))
+		if m, err := c.read(); err != nil || m.Type != "auth_success" {
+			t.Fatalf("got %+v (%v), want auth_success", m, err)
+		}
+		c.send(`{"type":"ping"}`)
+		if m, err := c.read(); err != nil || m.Type != "pong" {
+			t.Fatalf("got %+v (%v), want pong", m, err)
+		}
+		c.send(`{"type":"subscribe"}`)
+		c.refused(websocket.ClosePolicyViolation, app.SocketBadMessage)
 	})
 	t.Run("PlainGETIs426", func(t *testing.T) {
 		resp, err := http.Get(w.base + "/v1/sockprobe/thing")

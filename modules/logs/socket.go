@@ -2,7 +2,6 @@ package logs
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -36,28 +35,20 @@ import (
 //     expired token or a removed membership ends the socket with an error
 //     message and close 1008. On shutdown the socket closes with 1001.
 
-// Timing of the live sockets and streams.
-const (
-	socketPing     = 30 * time.Second
-	socketPongWait = 75 * time.Second
-	liveRecheck    = 5 * time.Second
-)
+// liveRecheck is how often a live socket or stream authenticates its
+// caller again.
+const liveRecheck = 5 * time.Second
 
 // Messages of the live socket's errors.
 const (
 	msgBadFirstMessage = app.SocketBadFirstMessage
-	msgBadMessage      = `Invalid message format: send {"type":"ping"} or nothing`
+	msgBadMessage      = app.SocketBadMessage
 	msgBadToken        = app.SocketBadToken
 	msgNotFound        = "Agent not found"
 	msgForbidden       = "Insufficient permissions to read this agent's logs"
 	msgRevoked         = app.SocketRevoked
 	msgUnavailable     = app.SocketUnavailable
 )
-
-// socketMessage is a client's message after authentication.
-type socketMessage struct {
-	Type string `json:"type"`
-}
 
 func mountSocket(m *Module, api *app.Router) {
 	api.Socket("/ws/logs/:agent_id", app.SocketAuth{
@@ -93,36 +84,10 @@ func (m *Module) runSocket(s *app.Socket) {
 
 	// The reader answers pings and ends the socket on anything else; only
 	// this goroutine writes data messages.
-	replies := make(chan []byte, 4)
-	bad := make(chan string, 1)
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		_ = s.SetReadDeadline(time.Now().Add(socketPongWait))
-		s.SetPongHandler(func(string) error { return s.SetReadDeadline(time.Now().Add(socketPongWait)) })
-		for {
-			_, msg, err := s.ReadMessage()
-			if err != nil {
-				return
-			}
-			_ = s.SetReadDeadline(time.Now().Add(socketPongWait))
-			var in socketMessage
-			if json.Unmarshal(msg, &in) != nil || in.Type != "ping" {
-				bad <- msgBadMessage
-				return
-			}
-			select {
-			case replies <- []byte(`{"type":"pong"}`):
-			default:
-			}
-		}
-	}()
-	defer func() {
-		_ = s.Close()
-		<-readerDone
-	}()
+	rd := s.ReadPings()
+	defer rd.Stop()
 
-	ping := time.NewTicker(socketPing)
+	ping := time.NewTicker(app.SocketPing)
 	defer ping.Stop()
 	recheck := time.NewTicker(m.recheck)
 	defer recheck.Stop()
@@ -132,12 +97,12 @@ func (m *Module) runSocket(s *app.Socket) {
 			if s.WriteText(liveMessage(l)) != nil {
 				return
 			}
-		case r := <-replies:
+		case r := <-rd.Replies:
 			if s.WriteText(r) != nil {
 				return
 			}
 		case <-ping.C:
-			if s.WriteControl(websocket.PingMessage, nil, time.Now().Add(app.SocketWriteWait)) != nil {
+			if s.Ping() != nil {
 				return
 			}
 		case <-recheck.C:
@@ -145,11 +110,9 @@ func (m *Module) runSocket(s *app.Socket) {
 				s.Fail(websocket.ClosePolicyViolation, msgRevoked)
 				return
 			}
-		case <-readerDone:
-			select {
-			case why := <-bad:
+		case <-rd.Done:
+			if why := rd.Err(); why != "" {
 				s.Fail(websocket.ClosePolicyViolation, why)
-			default:
 			}
 			return
 		case <-sub.Done():

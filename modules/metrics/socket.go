@@ -44,8 +44,6 @@ import (
 
 // Timing of the live socket.
 const (
-	socketPing     = 30 * time.Second
-	socketPongWait = 75 * time.Second
 	// liveWait bounds reading an agent's live metrics.
 	liveWait = 5 * time.Second
 	// SocketInterval is how often the socket sends the agent's metrics.
@@ -57,7 +55,7 @@ const (
 // Messages of the live socket's errors.
 const (
 	msgBadFirstMessage = app.SocketBadFirstMessage
-	msgBadMessage      = `Invalid message format: send {"type":"ping"} or nothing`
+	msgBadMessage      = app.SocketBadMessage
 	msgBadToken        = app.SocketBadToken
 	msgNotFound        = "Agent not found"
 	msgForbidden       = "Insufficient permissions to read this agent's metrics"
@@ -137,11 +135,6 @@ func (s *Service) Live(ctx context.Context, workspaceID, agentID uuid.UUID) (Liv
 	return l, nil
 }
 
-// socketMessage is a client's message after authentication.
-type socketMessage struct {
-	Type string `json:"type"`
-}
-
 // alertSource is the events hub, when Deps.Events is one: the socket's
 // alerts come from it (so they reach the sockets of every replica).
 type alertSource interface {
@@ -207,34 +200,8 @@ func (m *Module) runSocket(s *app.Socket) {
 
 	// The reader answers pings and ends the socket on anything else; only
 	// this goroutine writes data messages.
-	replies := make(chan []byte, 4)
-	bad := make(chan string, 1)
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		_ = s.SetReadDeadline(time.Now().Add(socketPongWait))
-		s.SetPongHandler(func(string) error { return s.SetReadDeadline(time.Now().Add(socketPongWait)) })
-		for {
-			_, msg, err := s.ReadMessage()
-			if err != nil {
-				return
-			}
-			_ = s.SetReadDeadline(time.Now().Add(socketPongWait))
-			var in socketMessage
-			if json.Unmarshal(msg, &in) != nil || in.Type != "ping" {
-				bad <- msgBadMessage
-				return
-			}
-			select {
-			case replies <- []byte(`{"type":"pong"}`):
-			default:
-			}
-		}
-	}()
-	defer func() {
-		_ = s.Close()
-		<-readerDone
-	}()
+	rd := s.ReadPings()
+	defer rd.Stop()
 
 	sendMetrics := func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), liveWait)
@@ -255,7 +222,7 @@ func (m *Module) runSocket(s *app.Socket) {
 	}
 	every := time.NewTicker(m.socketEvery)
 	defer every.Stop()
-	ping := time.NewTicker(socketPing)
+	ping := time.NewTicker(app.SocketPing)
 	defer ping.Stop()
 	recheck := time.NewTicker(m.recheck)
 	defer recheck.Stop()
@@ -273,12 +240,12 @@ func (m *Module) runSocket(s *app.Socket) {
 			if s.Send(map[string]any{"type": "alert", "data": ev.Data}) != nil {
 				return
 			}
-		case r := <-replies:
+		case r := <-rd.Replies:
 			if s.WriteText(r) != nil {
 				return
 			}
 		case <-ping.C:
-			if s.WriteControl(websocket.PingMessage, nil, time.Now().Add(app.SocketWriteWait)) != nil {
+			if s.Ping() != nil {
 				return
 			}
 		case <-recheck.C:
@@ -286,11 +253,9 @@ func (m *Module) runSocket(s *app.Socket) {
 				s.Fail(websocket.ClosePolicyViolation, msgRevoked)
 				return
 			}
-		case <-readerDone:
-			select {
-			case why := <-bad:
+		case <-rd.Done:
+			if why := rd.Err(); why != "" {
 				s.Fail(websocket.ClosePolicyViolation, why)
-			default:
 			}
 			return
 		case <-stopped:
