@@ -106,29 +106,7 @@ func uiFormError(err error, vals map[string]string) (views.Form, int, bool) {
 }
 
 // uiChoice is an agent or virtual host offered in a filter.
-type uiChoice struct {
-	ID   uuid.UUID
-	Name string
-}
-
-// choices reads the names of the workspace's agents or virtual hosts for
-// the filters (read only; the agents and vhosts modules own the tables).
-func (p *pages) choices(ctx context.Context, table string, ws uuid.UUID) ([]uiChoice, error) {
-	rows, err := p.svc.pool.Query(ctx, "SELECT id, name FROM "+table+" WHERE workspace_id = $1 ORDER BY lower(name), id LIMIT "+strconv.Itoa(uiChoices), ws)
-	if err != nil {
-		return nil, fmt.Errorf("list %s of workspace %s: %w", table, ws, err)
-	}
-	defer rows.Close()
-	var out []uiChoice
-	for rows.Next() {
-		var c uiChoice
-		if err := rows.Scan(&c.ID, &c.Name); err != nil {
-			return nil, fmt.Errorf("list %s: %w", table, err)
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
-}
+type uiChoice = app.Named
 
 func choiceOptions(any string, cs []uiChoice) []views.Option {
 	opts := []views.Option{{Value: "", Label: any}}
@@ -172,11 +150,11 @@ func (p *pages) logs(c *fiber.Ctx) error {
 			query.Set(f, vals[f])
 		}
 	}
-	agentList, err := p.choices(ctx, "agents", ws)
+	agentList, err := p.svc.workspaceNames(ctx, "agents", ws, uiChoices)
 	if err != nil {
 		return err
 	}
-	vhostList, err := p.choices(ctx, "virtual_hosts", ws)
+	vhostList, err := p.svc.workspaceNames(ctx, "virtual_hosts", ws, uiChoices)
 	if err != nil {
 		return err
 	}

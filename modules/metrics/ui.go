@@ -349,13 +349,13 @@ func (p *pages) uiWorkspace(c *fiber.Ctx) error {
 			{"Virtual hosts", "virtual_hosts", "/virtual-hosts/"},
 			{"Streams", "streams", "/streams/"},
 		} {
-			links, err := p.names(ctx, g.table, ws)
+			links, err := p.svc.workspaceNames(ctx, g.table, ws)
 			if err != nil {
 				return err
 			}
 			lg := uiLinkGroup{Title: g.title}
 			for _, l := range links {
-				lg.Links = append(lg.Links, views.Link{Label: l.name, Href: g.path + l.id.String() + "/metrics"})
+				lg.Links = append(lg.Links, views.Link{Label: l.Name, Href: g.path + l.ID.String() + "/metrics"})
 			}
 			d.Links = append(d.Links, lg)
 		}
@@ -384,9 +384,9 @@ func (p *pages) uiVirtualHost(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var name, server string
-	if err := p.svc.pool.QueryRow(ctx, "SELECT name, server_name FROM virtual_hosts WHERE id = $1", id).Scan(&name, &server); err != nil {
-		return fmt.Errorf("read virtual host %s: %w", id, err)
+	name, server, err := p.svc.virtualHostNames(ctx, id)
+	if err != nil {
+		return err
 	}
 	title := "Metrics of " + name
 	d := uiPageData{Path: "/virtual-hosts/" + id.String() + "/metrics", Intro: "Traffic of the virtual host " + name + " (" + server + ")."}
@@ -406,9 +406,9 @@ func (p *pages) uiAgent(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var name string
-	if err := p.svc.pool.QueryRow(ctx, "SELECT name FROM agents WHERE id = $1", id).Scan(&name); err != nil {
-		return fmt.Errorf("read agent %s: %w", id, err)
+	name, err := p.svc.agentName(ctx, id)
+	if err != nil {
+		return err
 	}
 	title := "Metrics of " + name
 	d := uiPageData{Path: "/agents/" + id.String() + "/metrics", Intro: "Host metrics and traffic of the agent " + name + "."}
@@ -446,10 +446,9 @@ func (p *pages) uiStream(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var name, protocol string
-	var port int
-	if err := p.svc.pool.QueryRow(ctx, "SELECT name, protocol, listen_port FROM streams WHERE id = $1", id).Scan(&name, &protocol, &port); err != nil {
-		return fmt.Errorf("read stream %s: %w", id, err)
+	name, protocol, port, err := p.svc.streamListener(ctx, id)
+	if err != nil {
+		return err
 	}
 	title := "Metrics of " + name
 	path := "/streams/" + id.String() + "/metrics"
@@ -600,32 +599,6 @@ func hostCharts(points []HostPoint) []uiChart {
 		chartSpec{Unit: "number", X: x, Series: []chartSeries{l1, l5, l15}}.component("chart-load", "Load average"),
 		chartSpec{Unit: "count", X: x, Series: []chartSeries{conns}}.component("chart-connections", "nginx connections"),
 	}
-}
-
-// ---- Names ----
-
-type uiName struct {
-	id   uuid.UUID
-	name string
-}
-
-// names lists the workspace's agents, virtual hosts or streams (read only;
-// their modules own the tables), at most 200.
-func (p *pages) names(ctx context.Context, table string, ws uuid.UUID) ([]uiName, error) {
-	rows, err := p.svc.pool.Query(ctx, "SELECT id, name FROM "+table+" WHERE workspace_id = $1 ORDER BY lower(name), id LIMIT 200", ws)
-	if err != nil {
-		return nil, fmt.Errorf("list %s of workspace %s: %w", table, ws, err)
-	}
-	defer rows.Close()
-	var out []uiName
-	for rows.Next() {
-		var n uiName
-		if err := rows.Scan(&n.id, &n.name); err != nil {
-			return nil, fmt.Errorf("list %s: %w", table, err)
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
 }
 
 // ---- Formatting ----
