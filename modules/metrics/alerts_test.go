@@ -389,9 +389,9 @@ func (c *wsClient) expectClosed(code int) {
 
 // ---- Tests ----
 
-// TestAlertRules_BadInput posts bad rules: each is a 422 naming the field,
+// TestAPI_AlertRulesBadInput posts bad rules: each is a 422 naming the field,
 // and nothing is stored.
-func TestAlertRules_BadInput(t *testing.T) {
+func TestAPI_AlertRulesBadInput(t *testing.T) {
 	l := newLab(t, labOpts{})
 	path := "/v1/workspaces/" + l.ws.String() + "/alert-rules"
 	ok := func(extra string) string {
@@ -465,9 +465,9 @@ func TestAlertRules_BadInput(t *testing.T) {
 	})
 }
 
-// TestAlertRules_CRUD creates, reads, changes and deletes a rule; the
+// TestAPI_AlertRulesCRUD creates, reads, changes and deletes a rule; the
 // webhook secret is stored sealed and never shown.
-func TestAlertRules_CRUD(t *testing.T) {
+func TestAPI_AlertRulesCRUD(t *testing.T) {
 	l := newLab(t, labOpts{})
 	const secret = "s3cret-webhook-key-0123"
 	r := l.createRule(t, map[string]any{"name": "High CPU", "metric": "cpu_percent", "operator": ">=", "threshold": 85,
@@ -528,11 +528,11 @@ func TestAlertRules_CRUD(t *testing.T) {
 	}
 }
 
-// TestAlerts_FireAndResolve runs the evaluation as River's periodic job: a
+// TestAPI_AlertsFireAndResolve runs the evaluation as River's periodic job: a
 // burst of 5xx ingested through the logs path fires the rule (event,
 // signed webhook retried after a failure, e-mail, socket message, history),
 // and enough 2xx afterwards resolve it.
-func TestAlerts_FireAndResolve(t *testing.T) {
+func TestAPI_AlertsFireAndResolve(t *testing.T) {
 	l := newLab(t, labOpts{periodic: true, interval: time.Second})
 	l.hook.failFirst = 1 // River retries the first delivery
 	const secret = "webhook-secret-0123456789"
@@ -616,9 +616,9 @@ func TestAlerts_FireAndResolve(t *testing.T) {
 	}
 }
 
-// TestAlerts_Evaluate evaluates host, agent-state and certificate rules
+// TestAPI_AlertsEvaluate evaluates host, agent-state and certificate rules
 // directly, with the for duration.
-func TestAlerts_Evaluate(t *testing.T) {
+func TestAPI_AlertsEvaluate(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ctx := context.Background()
 	svc := l.mod.Alerts()
@@ -694,9 +694,9 @@ func TestAlerts_Evaluate(t *testing.T) {
 	}
 }
 
-// TestWebhook_RefusesBlockedDestinations dials link-local and metadata
+// TestService_WebhookRefusesBlockedDestinations dials link-local and metadata
 // addresses: refused before connecting.
-func TestWebhook_RefusesBlockedDestinations(t *testing.T) {
+func TestService_WebhookRefusesBlockedDestinations(t *testing.T) {
 	for _, tc := range []struct {
 		ip      string
 		blocked bool
@@ -727,9 +727,9 @@ func TestWebhook_RefusesBlockedDestinations(t *testing.T) {
 	h.next(t)
 }
 
-// TestSocket_Auth checks who may open the live-metrics socket, what it
+// TestAPI_LiveSocketAuth checks who may open the live-metrics socket, what it
 // sends and when it ends.
-func TestSocket_Auth(t *testing.T) {
+func TestAPI_LiveSocketAuth(t *testing.T) {
 	l := newLab(t, labOpts{})
 	cases := []struct {
 		name  string
@@ -826,9 +826,9 @@ func TestSocket_Auth(t *testing.T) {
 	})
 }
 
-// TestAlerts_VirtualHostScope watches one virtual host's request rate:
+// TestService_AlertsVirtualHostScope watches one virtual host's request rate:
 // another's traffic does not count, its own fires the rule.
-func TestAlerts_VirtualHostScope(t *testing.T) {
+func TestService_AlertsVirtualHostScope(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ctx := context.Background()
 	var vh uuid.UUID
