@@ -26,7 +26,7 @@ package app
 //     (SocketAuth.Forbidden); 1013 (try again later) when the client address
 //     has failed authentication too often or the credential spent its budget.
 //  5. Bad tokens are counted per client address (the address Fiber resolves,
-//     behind auth.trusted proxies the forwarded one): after
+//     behind http.trusted_proxies the forwarded one): after
 //     auth.login_attempts_per_ip of them within auth.login_window further
 //     first messages from that address are refused without looking at their
 //     token until the window ends. Counted per replica.
@@ -389,8 +389,12 @@ func (gr *Grant) Principal() *Principal { return gr.p }
 // enforcer, as the guard did. It reports false once the credential is
 // revoked or expired, the caller is no longer a member, or the role lost
 // the permission. A failed lookup (the database unreachable) keeps the
-// connection; the next check decides. Not safe for concurrent use.
+// connection; the next check decides. A nil Grant (outside a Require
+// route) is never allowed. Not safe for concurrent use.
 func (gr *Grant) StillAllowed(ctx context.Context) bool {
+	if gr == nil {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(ctx, socketLookupWait)
 	defer cancel()
 	if f := gr.p.RecheckFunc; f != nil {
