@@ -223,11 +223,13 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 	a.Deps.Pages.nav = w.Nav
 	metrics := newHTTPMetrics(a.registry)
 	a.fiber = newFiber(a.cfg, a.logger, metrics, &w)
-	g := &guard{w: &w, authz: a.Deps.Authz, limiter: newRateLimiter(a.cfg.Auth.RateLimitPerMinute, time.Minute)}
+	g := &guard{w: &w, authz: a.Deps.Authz, limiter: newRateLimiter(a.cfg.Auth.RateLimitPerMinute, time.Minute),
+		logger: a.logger}
+	sockets := newSocketGuard(g, a.cfg.Auth)
 	root := Routers{
-		API:    &Router{kind: KindAPI, prefix: "/v1", fr: a.fiber.Group("/v1"), reg: a.routes, guard: g.handlers},
-		Public: &Router{kind: KindPublic, fr: a.fiber, reg: a.routes, guard: g.handlers},
-		UI:     &Router{kind: KindUI, fr: a.fiber, reg: a.routes, guard: g.handlers},
+		API:    &Router{kind: KindAPI, prefix: "/v1", fr: a.fiber.Group("/v1"), reg: a.routes, guard: g.handlers, sockets: sockets},
+		Public: &Router{kind: KindPublic, fr: a.fiber, reg: a.routes, guard: g.handlers, sockets: sockets},
+		UI:     &Router{kind: KindUI, fr: a.fiber, reg: a.routes, guard: g.handlers, sockets: sockets},
 	}
 	ops := root.ForModule("app")
 	ops.Public.Get("/healthz", Public(), Doc{Summary: "Process is up"}, func(c *fiber.Ctx) error {

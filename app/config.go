@@ -135,7 +135,9 @@ type AuthConfig struct {
 	// LoginAttemptsPerAccount is the number of failed logins allowed per account
 	// within LoginWindow before further attempts are refused.
 	LoginAttemptsPerAccount int `yaml:"login_attempts_per_account"`
-	// LoginAttemptsPerIP is the same budget per client IP.
+	// LoginAttemptsPerIP is the same budget per client IP. It also bounds the
+	// bad tokens one client IP may send as a live socket's first message
+	// within LoginWindow (Router.Socket, counted per replica).
 	LoginAttemptsPerIP int `yaml:"login_attempts_per_ip"`
 	// LoginWindow is the throttling window.
 	LoginWindow time.Duration `yaml:"login_window"`

@@ -62,7 +62,7 @@ func mountEvents(ctx context.Context, hub *events.Hub, r Routers, w *Wiring, g *
 	})
 
 	stream := *r.API
-	sg := &guard{w: withSessionFallback(w), authz: g.authz, limiter: g.limiter}
+	sg := &guard{w: withSessionFallback(w), authz: g.authz, limiter: g.limiter, logger: g.logger}
 	stream.guard = sg.handlers
 	stream.Get("/events/stream", Authenticated(), Doc{
 		Summary: "Live events as Server-Sent Events (initial, create, update, delete, log, shutdown, and each event's type); send Accept: text/event-stream",

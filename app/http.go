@@ -31,6 +31,11 @@ type Wiring struct {
 	// AuthenticateUI returns the caller of an admin request from its session
 	// cookie, nil when there is none.
 	AuthenticateUI func(c *fiber.Ctx) (*Principal, error)
+	// AuthenticateToken returns the caller of a bearer value (an access token
+	// or an API key) that arrived without a request header: the first
+	// message of a first-message WebSocket (Router.Socket). An error wraps
+	// ErrUnauthorized for a bad one. Without it such sockets refuse everyone.
+	AuthenticateToken func(ctx context.Context, token string) (*Principal, error)
 	// Role returns a user's role in scope, "" when the user is not a member.
 	// ctx carries the caller (PrincipalFrom); an error wrapping ErrForbidden
 	// refuses the caller's session in that scope.
@@ -55,6 +60,7 @@ const (
 	localRole      = "nxmesh.role"
 	localKind      = "nxmesh.kind"
 	localRequestID = "nxmesh.request_id"
+	localGrant     = "nxmesh.grant"
 )
 
 // Caller returns the authenticated caller of c (nil on public routes).
@@ -326,6 +332,7 @@ type guard struct {
 		Allowed(role, domain, object, action string) (bool, error)
 	}
 	limiter *rateLimiter
+	logger  *slog.Logger
 }
 
 func (g *guard) handlers(kind RouterKind, a Access) []fiber.Handler {
@@ -427,8 +434,28 @@ func (g *guard) authorize(a Access) fiber.Handler {
 		}
 		c.Locals(localScope, scope)
 		c.Locals(localRole, role)
+		c.Locals(localGrant, &Grant{g: g, p: p, scope: scope, object: a.Object, action: a.Action})
 		return c.Next()
 	}
+}
+
+// allowed resolves p's role in s and checks permission action on object
+// there. It returns the role; "" when p has none in s (also when s refuses
+// p's session, ErrForbidden from Wiring.Role), and ok false when the role
+// lacks the permission.
+func (g *guard) allowed(ctx context.Context, p *Principal, s Scope, object, action string) (role string, ok bool, err error) {
+	role, err = g.roleIn(ctx, p, s)
+	if errors.Is(err, ErrForbidden) {
+		return "", false, nil
+	}
+	if err != nil || role == "" {
+		return "", false, err
+	}
+	ok, err = g.authz.Allowed(role, s.OrgID.String(), object, action)
+	if err != nil {
+		return role, false, err
+	}
+	return role, ok, nil
 }
 
 func (g *guard) roleIn(ctx context.Context, p *Principal, s Scope) (string, error) {

@@ -1,11 +1,15 @@
 package app
 
 import (
+	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 )
 
@@ -83,4 +87,41 @@ func SearchClause(search string, exprs ...string) (string, []any) {
 		args[i] = pattern
 	}
 	return "(" + strings.Join(parts, " OR ") + ")", args
+}
+
+// Named is an object's id and name, as a page offers it in a filter or a
+// link.
+type Named struct {
+	ID   uuid.UUID
+	Name string
+}
+
+// Querier runs a query: the shared pgx pool or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// WorkspaceNames returns the id and name of at most limit rows of table in
+// workspace ws, by name (case-insensitively) then id: what a module's page
+// offers of objects another module owns (agents, virtual hosts, streams),
+// read only. table is the caller's constant, never user input; its rows have
+// id, name and workspace_id.
+func WorkspaceNames(ctx context.Context, q Querier, table string, ws uuid.UUID, limit int) ([]Named, error) {
+	rows, err := q.Query(ctx, "SELECT id, name FROM "+table+" WHERE workspace_id = $1 ORDER BY lower(name), id LIMIT "+strconv.Itoa(limit), ws)
+	if err != nil {
+		return nil, fmt.Errorf("list %s of workspace %s: %w", table, ws, err)
+	}
+	defer rows.Close()
+	var out []Named
+	for rows.Next() {
+		var n Named
+		if err := rows.Scan(&n.ID, &n.Name); err != nil {
+			return nil, fmt.Errorf("list %s: %w", table, err)
+		}
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list %s: %w", table, err)
+	}
+	return out, nil
 }

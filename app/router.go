@@ -147,6 +147,8 @@ type Router struct {
 	fr     fiber.Router
 	reg    *Routes
 	guard  func(kind RouterKind, a Access) []fiber.Handler
+	// sockets authenticates the first messages of Socket routes.
+	sockets *socketGuard
 }
 
 // Routers are the three route groups a module may mount on.

@@ -46,11 +46,11 @@ import (
 	"github.com/go-acme/lego/v4/registration"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 )
 
 const benchNginx = "/usr/sbin/nginx"
@@ -392,23 +392,13 @@ func BenchmarkACMERenewScan10k(b *testing.B) {
 	const n, due = 10000, 1000
 	ctx := context.Background()
 	a := apptest.NewApp(b, nil)
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	base := orgstest.New(b, a)
+	authMod, orgsMod := base.Auth, base.Orgs
 	certsMod, err := certs.New(a.Deps, certs.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, certsMod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI, AuthenticateUI: authMod.AuthenticateUI, Role: orgsMod.Service().Role,
-	}); err != nil {
-		b.Fatal(err)
-	}
+	base.Mount(b, certsMod)
 	user, err := authMod.Service().CreateUser(ctx, auth.CreateUserParams{Email: "bench@example.com", Password: "bench-password-1"})
 	if err != nil {
 		b.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/logs"
 	"github.com/nxmesh/nxmesh/modules/metrics"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -48,14 +49,8 @@ func newMetricsStack(b *testing.B, rollup bool) *metricsStack {
 		c.Auth.RateLimitPerMinute = 1 << 30
 		c.Database.MaxConns = 20
 	})
-	authMod, err := auth.New(a.Deps, auth.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	orgsMod, err := orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	base := orgstest.New(b, a)
+	authMod, orgsMod := base.Auth, base.Orgs
 	metricsMod, err := metrics.New(a.Deps, metrics.Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -68,11 +63,7 @@ func newMetricsStack(b *testing.B, rollup bool) *metricsStack {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, logsMod, metricsMod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI, AuthenticateUI: authMod.AuthenticateUI, Role: orgsMod.Service().Role,
-	}); err != nil {
-		b.Fatal(err)
-	}
+	base.Mount(b, logsMod, metricsMod)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = logsMod.Run(runCtx) }()

@@ -322,7 +322,7 @@ func (p *pages) renderList(c *fiber.Ctx, status int, st uiListState) error {
 		RefreshURL:  refresh,
 		Create:      st.create,
 		Shown:       st.shown,
-		Now:         time.Now(),
+		Now:         p.svc.now(),
 		CanWrite:    p.ui.Allowed(c, ObjAgent, authz.Write),
 	}
 	if uiFragmentFor(c, uiListTarget) {
@@ -409,7 +409,7 @@ func (p *pages) renderAgent(c *fiber.Ctx, status int, st uiAgentState) error {
 		Commands: cmds,
 		Settings: st.settings,
 		Shown:    st.shown,
-		Now:      time.Now(),
+		Now:      p.svc.now(),
 		CanWrite: p.ui.Allowed(c, ObjAgent, authz.Write),
 		CanAct:   p.ui.Allowed(c, ObjCommand, authz.Write),
 		CanDel:   p.ui.Allowed(c, ObjAgent, authz.Delete),

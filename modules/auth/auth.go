@@ -2,8 +2,8 @@
 // second factor by emailed one-time code, API sessions (access JWT plus rotated
 // refresh token), admin cookie sessions, API keys, and login throttling.
 //
-// How a request is authenticated (main.go wires AuthenticateAPI and
-// AuthenticateUI into app.Wiring):
+// How a request is authenticated (main.go wires AuthenticateAPI,
+// AuthenticateUI and AuthenticateToken into app.Wiring):
 //
 //  1. An API request carries X-API-Key, or Authorization: Bearer with either
 //     an API key ("nxm_…") or an access JWT (HS256, 1 h, claims sub = user,
@@ -39,6 +39,8 @@
 package auth
 
 import (
+	"context"
+
 	"github.com/gofiber/fiber/v2"
 	"github.com/riverqueue/river"
 	"google.golang.org/grpc"
@@ -102,3 +104,9 @@ func (m *Module) AuthenticateAPI(c *fiber.Ctx) (*app.Principal, error) {
 // from its nxmesh_session cookie (with the session's CSRF token), nil without
 // a cookie.
 func (m *Module) AuthenticateUI(c *fiber.Ctx) (*app.Principal, error) { return m.svc.authenticateUI(c) }
+
+// AuthenticateToken is app.Wiring.AuthenticateToken: the caller of an access
+// token or API key sent in a first-message WebSocket's first message.
+func (m *Module) AuthenticateToken(ctx context.Context, token string) (*app.Principal, error) {
+	return m.svc.AuthenticateToken(ctx, token)
+}

@@ -202,7 +202,7 @@ func (s *Service) authenticateAPI(c *fiber.Ctx) (*app.Principal, error) {
 
 // AuthenticateToken returns the caller of a bearer value: an API key
 // ("nxm_…") or an access JWT. Sockets that receive their credential in a
-// message (the live-log WebSocket) use it.
+// message (app.Router.Socket, through Wiring.AuthenticateToken) use it.
 func (s *Service) AuthenticateToken(ctx context.Context, token string) (*app.Principal, error) {
 	if strings.HasPrefix(token, apiKeyPrefix) {
 		return s.AuthenticateAPIKey(ctx, token)

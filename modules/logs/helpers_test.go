@@ -54,7 +54,7 @@ func newReplica(t *testing.T, cfg app.Config) *replica {
 	t.Cleanup(func() { a.Close(context.Background()) })
 	base := orgstest.New(t, a)
 	authMod, orgsMod := base.Auth, base.Orgs
-	mod, err := New(a.Deps, Options{Authenticate: authMod.Service().AuthenticateToken, Role: orgsMod.Service().Role})
+	mod, err := New(a.Deps, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

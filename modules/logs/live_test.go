@@ -19,10 +19,10 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-// TestLiveSocket_Auth walks the socket's authentication rules: nothing is
+// TestAPI_LiveSocketAuth walks the socket's authentication rules: nothing is
 // sent before the first message, and every bad first message, bad token or
 // agent out of the caller's reach is answered with an error and a close.
-func TestLiveSocket_Auth(t *testing.T) {
+func TestAPI_LiveSocketAuth(t *testing.T) {
 	r := newReplica(t, apptest.Config(t))
 	w := newWorld(t, r)
 
@@ -90,9 +90,9 @@ func authMsg(token string) string {
 	return string(b)
 }
 
-// TestLiveSocket_LinesArrive ingests access and error batches and reads
+// TestAPI_LiveSocketLinesArrive ingests access and error batches and reads
 // them from the socket, with only the agent's own lines.
-func TestLiveSocket_LinesArrive(t *testing.T) {
+func TestAPI_LiveSocketLinesArrive(t *testing.T) {
 	r := newReplica(t, apptest.Config(t))
 	w := newWorld(t, r)
 	c := dialLogs(t, r, w.agent.String())
@@ -121,9 +121,9 @@ func TestLiveSocket_LinesArrive(t *testing.T) {
 	}
 }
 
-// TestLiveSocket_AcrossReplicas reads on one replica the lines another
+// TestAPI_LiveSocketAcrossReplicas reads on one replica the lines another
 // replica stores.
-func TestLiveSocket_AcrossReplicas(t *testing.T) {
+func TestAPI_LiveSocketAcrossReplicas(t *testing.T) {
 	cfg := apptest.Config(t)
 	a, b := newReplica(t, cfg), newReplica(t, cfg)
 	w := newWorld(t, a)
@@ -136,9 +136,9 @@ func TestLiveSocket_AcrossReplicas(t *testing.T) {
 	}
 }
 
-// TestLiveSocket_ClosesWhenCredentialGoes closes a socket whose API key is
+// TestAPI_LiveSocketClosesWhenCredentialGoes closes a socket whose API key is
 // revoked, and one whose user leaves the organization.
-func TestLiveSocket_ClosesWhenCredentialGoes(t *testing.T) {
+func TestAPI_LiveSocketClosesWhenCredentialGoes(t *testing.T) {
 	r := newReplica(t, apptest.Config(t))
 	w := newWorld(t, r)
 	ctx := context.Background()
@@ -167,8 +167,8 @@ func TestLiveSocket_ClosesWhenCredentialGoes(t *testing.T) {
 	})
 }
 
-// TestTail_SSE reads the agent and workspace SSE tails.
-func TestTail_SSE(t *testing.T) {
+// TestAPI_TailSSE reads the agent and workspace SSE tails.
+func TestAPI_TailSSE(t *testing.T) {
 	r := newReplica(t, apptest.Config(t))
 	w := newWorld(t, r)
 	bearer := func(token string, accept bool) http.Header {
@@ -243,8 +243,8 @@ func TestTail_SSE(t *testing.T) {
 	})
 }
 
-// TestExport_NDJSON streams every matching entry as NDJSON.
-func TestExport_NDJSON(t *testing.T) {
+// TestAPI_ExportNDJSON streams every matching entry as NDJSON.
+func TestAPI_ExportNDJSON(t *testing.T) {
 	r := newReplica(t, apptest.Config(t))
 	w := newWorld(t, r)
 	var batch []*agentv1.AccessLogEntry
@@ -428,9 +428,9 @@ func orgsKey(w *world) orgs.CreateAPIKeyParams {
 	return orgs.CreateAPIKeyParams{OrgID: w.org, WorkspaceID: w.ws, Name: "tail", Role: authz.RoleViewer, CreatedBy: w.users[authz.RoleOwner].ID}
 }
 
-// TestLive_Shutdown ends the socket (close 1001) and the SSE tail
+// TestAPI_LiveShutdown ends the socket (close 1001) and the SSE tail
 // (event: shutdown) when the module stops.
-func TestLive_Shutdown(t *testing.T) {
+func TestAPI_LiveShutdown(t *testing.T) {
 	r := newReplica(t, apptest.Config(t))
 	w := newWorld(t, r)
 	c := dialLogs(t, r, w.agent.String())

@@ -9,7 +9,7 @@
 //
 // # Wiring (main.go)
 //
-//	logsMod, err := logs.New(d, logs.Options{RollupFunc: metricsMod.Rollup, Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
+//	logsMod, err := logs.New(d, logs.Options{RollupFunc: metricsMod.Rollup})
 //	agents.Options{LogsFunc: logsMod.Ingest}
 //	// app.Run runs logsMod.Run (ingest workers and the live tail) until shutdown
 package logs
@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"google.golang.org/grpc"
@@ -39,15 +38,6 @@ import (
 type Options struct {
 	// Ingest sizes the ingest queue and its batches (zero: defaults).
 	Ingest IngestConfig
-	// Authenticate returns the caller of a token sent in the first message of
-	// the live-log WebSocket (an access token or an API key), or an error
-	// wrapping app.ErrUnauthorized for a bad one. main.go wires the auth
-	// module's AuthenticateToken; without it every socket is refused.
-	Authenticate func(ctx context.Context, token string) (*app.Principal, error)
-	// Role returns a user's role in scope ("" when not a member), as the
-	// route guard's (the orgs module's Role). The socket, which
-	// authenticates after the upgrade, checks its caller with it.
-	Role func(ctx context.Context, userID uuid.UUID, s app.Scope) (string, error)
 	// RollupFunc, when set, is called for every access-log batch inside the
 	// transaction that stores it, after its batch id was recorded (so never
 	// for a redelivery); an error rolls the batch back and refuses it. The
@@ -66,8 +56,6 @@ type Module struct {
 	in     *ingester
 	lv     *live
 	logger *slog.Logger
-	authz  *authz.Enforcer
-	opts   Options
 	pages  *app.Pages
 	// recheck is how often a live socket or stream authenticates its caller
 	// again (liveRecheck; tests shorten it).
@@ -90,7 +78,7 @@ func New(d app.Deps, opts Options) (*Module, error) {
 	in := newIngester(svc, opts.Ingest, d.Metrics, lv)
 	in.rollup = opts.RollupFunc
 	return &Module{db: d.DB, svc: svc, lv: lv, in: in,
-		logger: d.Logger, authz: d.Authz, opts: opts, pages: d.Pages, recheck: liveRecheck,
+		logger: d.Logger, pages: d.Pages, recheck: liveRecheck,
 		exports: make(chan struct{}, maxExports)}, nil
 }
 
@@ -125,7 +113,8 @@ func (m *Module) Jobs(w *river.Workers) []*river.PeriodicJob { return registerJo
 // GRPC registers nothing: batches arrive through the agents module's stream.
 func (m *Module) GRPC(grpc.ServiceRegistrar) {}
 
-// Routes mounts the JSON API.
+// Routes mounts the JSON API (here, stream.go), the live-log WebSocket
+// (socket.go) and the admin's Logs page (ui.go).
 func (m *Module) Routes(r app.Routers) {
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	ag := agents.ScopeAgent(m.db, "id")

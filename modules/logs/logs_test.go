@@ -181,10 +181,10 @@ func TestService_RetentionDropsOldPartitionAndTrimsWorkspace(t *testing.T) {
 	}
 }
 
-// TestIngest_DroppedLinesCountedOncePerStoredBatch checks that the lines an
+// TestService_IngestDroppedLinesCountedOncePerStoredBatch checks that the lines an
 // agent reports dropped reach nxmesh_logs_agent_dropped_lines_total once: a
 // redelivered batch, or one refused and sent again, reports the same lines.
-func TestIngest_DroppedLinesCountedOncePerStoredBatch(t *testing.T) {
+func TestService_IngestDroppedLinesCountedOncePerStoredBatch(t *testing.T) {
 	a := apptest.NewApp(t, nil)
 	m, err := New(a.Deps, Options{})
 	if err != nil {

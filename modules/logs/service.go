@@ -264,3 +264,10 @@ func (s *Service) SetSettings(ctx context.Context, workspaceID uuid.UUID, p Sett
 	}
 	return s.Settings(ctx, workspaceID)
 }
+
+// workspaceNames lists at most limit agents or virtual hosts (table) of
+// workspace ws by name, for the Logs page's filters (read only; the agents
+// and vhosts modules own the tables).
+func (s *Service) workspaceNames(ctx context.Context, table string, ws uuid.UUID, limit int) ([]app.Named, error) {
+	return app.WorkspaceNames(ctx, s.pool, table, ws, limit)
+}

@@ -94,9 +94,8 @@ func (m *Module) serveTail(c *fiber.Ctx, f LiveFilter, render func(Line) []byte)
 	if !strings.Contains(c.Get(fiber.HeaderAccept), "text/event-stream") {
 		return &app.HTTPError{Status: http.StatusNotAcceptable, Code: "NOT_ACCEPTABLE", Message: "Send Accept: text/event-stream"}
 	}
-	scope := app.ScopeOf(c)
-	f.WorkspaceID = scope.WorkspaceID
-	p := app.Caller(c)
+	f.WorkspaceID = app.ScopeOf(c).WorkspaceID
+	grant := app.GrantOf(c)
 	sub := m.lv.Subscribe(f)
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
@@ -105,12 +104,12 @@ func (m *Module) serveTail(c *fiber.Ctx, f LiveFilter, render func(Line) []byte)
 	conn := c.Context().Conn()
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer sub.Close()
-		m.tail(w, conn, sub, p, scope, render)
+		m.tail(w, conn, sub, grant, render)
 	})
 	return nil
 }
 
-func (m *Module) tail(w *bufio.Writer, conn net.Conn, sub *Subscription, p *app.Principal, scope app.Scope, render func(Line) []byte) {
+func (m *Module) tail(w *bufio.Writer, conn net.Conn, sub *Subscription, grant *app.Grant, render func(Line) []byte) {
 	flush := func() bool {
 		if conn != nil {
 			_ = conn.SetWriteDeadline(time.Now().Add(2 * sseKeepAlive))
@@ -148,8 +147,7 @@ func (m *Module) tail(w *bufio.Writer, conn net.Conn, sub *Subscription, p *app.
 				return
 			}
 		case <-recheck.C:
-			var ok bool
-			if p, ok = m.stillAllowed(p, scope); !ok {
+			if !grant.StillAllowed(context.Background()) {
 				b, _ := json.Marshal(map[string]string{"type": "unauthorized", "message": msgRevoked})
 				sseFrame(w, "unauthorized", b)
 				flush()

@@ -41,12 +41,24 @@ const (
 // uiFilterFields are the filter form's fields.
 var uiFilterFields = []string{"from", "to", "host", "status", "virtual_host_id", "agent_id"}
 
+// pages holds the admin handlers: the service, the shared navigation and
+// permission checks of the admin, and the live tail the page streams.
+type pages struct {
+	svc *Service
+	ui  *app.Pages
+	// tail answers with the SSE tail of the lines a filter selects
+	// (Module.serveTail).
+	tail func(c *fiber.Ctx, f LiveFilter, render func(Line) []byte) error
+}
+
+// mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
+	p := &pages{svc: m.svc, ui: m.pages, tail: m.serveTail}
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	ui.Get("/workspaces/:id/logs", app.Require(ObjLog, authz.Read, ws),
-		app.Doc{Summary: "Logs page: access logs with filters, live tail, an agent's error log", Query: append(slices.Clip(uiFilterFields), "cursor")}, m.uiPage)
+		app.Doc{Summary: "Logs page: access logs with filters, live tail, an agent's error log", Query: append(slices.Clip(uiFilterFields), "cursor")}, p.logs)
 	ui.Get("/workspaces/:id/logs/stream", app.Require(ObjLog, authz.Read, ws),
-		app.Doc{Summary: "Live tail of the Logs page (Server-Sent Events of table rows)", Query: uiFilterFields}, m.uiStream)
+		app.Doc{Summary: "Live tail of the Logs page (Server-Sent Events of table rows)", Query: uiFilterFields}, p.stream)
 }
 
 func uiLogsPath(ws uuid.UUID) string { return "/workspaces/" + ws.String() + "/logs" }
@@ -94,29 +106,7 @@ func uiFormError(err error, vals map[string]string) (views.Form, int, bool) {
 }
 
 // uiChoice is an agent or virtual host offered in a filter.
-type uiChoice struct {
-	ID   uuid.UUID
-	Name string
-}
-
-// choices reads the names of the workspace's agents or virtual hosts for
-// the filters (read only; the agents and vhosts modules own the tables).
-func (m *Module) choices(ctx context.Context, table string, ws uuid.UUID) ([]uiChoice, error) {
-	rows, err := m.svc.pool.Query(ctx, "SELECT id, name FROM "+table+" WHERE workspace_id = $1 ORDER BY lower(name), id LIMIT "+strconv.Itoa(uiChoices), ws)
-	if err != nil {
-		return nil, fmt.Errorf("list %s of workspace %s: %w", table, ws, err)
-	}
-	defer rows.Close()
-	var out []uiChoice
-	for rows.Next() {
-		var c uiChoice
-		if err := rows.Scan(&c.ID, &c.Name); err != nil {
-			return nil, fmt.Errorf("list %s: %w", table, err)
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
-}
+type uiChoice = app.Named
 
 func choiceOptions(any string, cs []uiChoice) []views.Option {
 	opts := []views.Option{{Value: "", Label: any}}
@@ -149,7 +139,7 @@ type uiData struct {
 	HasCursor   bool
 }
 
-func (m *Module) uiPage(c *fiber.Ctx) error {
+func (p *pages) logs(c *fiber.Ctx) error {
 	ctx := app.Ctx(c)
 	ws := app.ScopeOf(c).WorkspaceID
 	vals := map[string]string{}
@@ -160,11 +150,11 @@ func (m *Module) uiPage(c *fiber.Ctx) error {
 			query.Set(f, vals[f])
 		}
 	}
-	agentList, err := m.choices(ctx, "agents", ws)
+	agentList, err := p.svc.workspaceNames(ctx, "agents", ws, uiChoices)
 	if err != nil {
 		return err
 	}
-	vhostList, err := m.choices(ctx, "virtual_hosts", ws)
+	vhostList, err := p.svc.workspaceNames(ctx, "virtual_hosts", ws, uiChoices)
 	if err != nil {
 		return err
 	}
@@ -190,7 +180,7 @@ func (m *Module) uiPage(c *fiber.Ctx) error {
 			return strconv.Itoa(uiPageSize)
 		}
 		return get(n)
-	}, m.svc.now())
+	}, p.svc.now())
 	if err == nil && q.AgentID != uuid.Nil && !hasChoice(agentList, q.AgentID) {
 		err = app.Invalid("agent_id", app.FieldInvalidValue, "is not an agent of this workspace")
 	}
@@ -203,10 +193,10 @@ func (m *Module) uiPage(c *fiber.Ctx) error {
 			return err
 		}
 		d.Filter, status = f, fstatus
-		return views.Page(c, status, m.uiShell(c, ws), uiLogsPage(d))
+		return p.render(c, status, d)
 	}
 	q.WorkspaceID = ws
-	if d.Page, err = m.svc.AccessLogs(ctx, q); err != nil {
+	if d.Page, err = p.svc.AccessLogs(ctx, q); err != nil {
 		return err
 	}
 	if d.Page.Meta.NextCursor != "" {
@@ -229,34 +219,35 @@ func (m *Module) uiPage(c *fiber.Ctx) error {
 	}
 	if q.AgentID != uuid.Nil {
 		d.ErrorAgent = q.AgentID
-		page, err := m.svc.ErrorLogs(ctx, ErrorQuery{AgentID: q.AgentID, From: q.From, To: q.To, Limit: uiErrorLines})
+		page, err := p.svc.ErrorLogs(ctx, ErrorQuery{AgentID: q.AgentID, From: q.From, To: q.To, Limit: uiErrorLines})
 		if err != nil {
 			return err
 		}
 		d.ErrorLines, d.ErrorsTotal = page.Data, page.Meta.Total
 	}
-	return views.Page(c, status, m.uiShell(c, ws), uiLogsPage(d))
+	return p.render(c, status, d)
 }
 
-// uiShell is the layout of the Logs page, with its tab marked current.
-func (m *Module) uiShell(c *fiber.Ctx, _ uuid.UUID) views.Shell {
-	s, err := m.pages.Shell(c, "Logs", views.SectionLogs)
+// render answers with the Logs page in the admin's layout, its tab marked
+// current.
+func (p *pages) render(c *fiber.Ctx, status int, d uiData) error {
+	shell, err := p.ui.Shell(c, "Logs", views.SectionLogs)
 	if err != nil {
-		m.logger.WarnContext(app.Ctx(c), "logs: navigation", "error", err)
+		return err
 	}
-	return s
+	return views.Page(c, status, shell, uiLogsPage(d))
 }
 
-func (m *Module) uiStream(c *fiber.Ctx) error {
+func (p *pages) stream(c *fiber.Ctx) error {
 	vals := map[string]string{}
 	for _, f := range uiFilterFields {
 		vals[f] = strings.TrimSpace(c.Query(f))
 	}
-	f, err := parseLiveFilter(uiParams(vals), m.svc.now())
+	f, err := parseLiveFilter(uiParams(vals), p.svc.now())
 	if err != nil {
 		return err
 	}
-	return m.serveTail(c, f, func(l Line) []byte {
+	return p.tail(c, f, func(l Line) []byte {
 		var b bytes.Buffer
 		_ = uiLiveRow(l).Render(context.Background(), &b)
 		return b.Bytes()

@@ -30,6 +30,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/auth"
 	"github.com/nxmesh/nxmesh/modules/logs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -82,17 +83,13 @@ func newLab(t *testing.T, o labOpts) *lab {
 		}
 	})
 	ctx := context.Background()
-	authMod := must(auth.New(a.Deps, auth.Options{}))
-	orgsMod := must(orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()}))
-	mod := must(New(a.Deps, Options{Authenticate: authMod.Service().AuthenticateToken, Role: orgsMod.Service().Role}))
+	base := orgstest.New(t, a)
+	authMod, orgsMod := base.Auth, base.Orgs
+	mod := must(New(a.Deps, Options{}))
 	mod.socketEvery = 200 * time.Millisecond
 	mod.recheck = 200 * time.Millisecond
 	logsMod := must(logs.New(a.Deps, logs.Options{RollupFunc: mod.Rollup}))
-	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, logsMod, mod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI, AuthenticateUI: authMod.AuthenticateUI, Role: orgsMod.Service().Role,
-	}); err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	base.Mount(t, logsMod, mod)
 	l := &lab{a: a, mod: mod, logs: logsMod, auth: authMod.Service(), orgs: orgsMod.Service(), mail: mb,
 		hook: newHookServer(t), tokens: map[string]string{}}
 	l.base = apptest.Serve(t, a)
@@ -405,9 +402,9 @@ func (c *wsClient) expectClosed(code int) {
 
 // ---- Tests ----
 
-// TestAlertRules_BadInput posts bad rules: each is a 422 naming the field,
+// TestAPI_AlertRulesBadInput posts bad rules: each is a 422 naming the field,
 // and nothing is stored.
-func TestAlertRules_BadInput(t *testing.T) {
+func TestAPI_AlertRulesBadInput(t *testing.T) {
 	l := newLab(t, labOpts{})
 	path := "/v1/workspaces/" + l.ws.String() + "/alert-rules"
 	ok := func(extra string) string {
@@ -500,9 +497,9 @@ func TestAlertRules_BadInput(t *testing.T) {
 	})
 }
 
-// TestAlertRules_CRUD creates, reads, changes and deletes a rule; the
+// TestAPI_AlertRulesCRUD creates, reads, changes and deletes a rule; the
 // webhook secret is stored sealed and never shown.
-func TestAlertRules_CRUD(t *testing.T) {
+func TestAPI_AlertRulesCRUD(t *testing.T) {
 	l := newLab(t, labOpts{})
 	const secret = "s3cret-webhook-key-0123"
 	r := l.createRule(t, map[string]any{"name": "High CPU", "metric": "cpu_percent", "operator": ">=", "threshold": 85,
@@ -563,12 +560,12 @@ func TestAlertRules_CRUD(t *testing.T) {
 	}
 }
 
-// TestAlerts_FireAndResolve runs the evaluation as River's periodic job: a
+// TestAPI_AlertsFireAndResolve runs the evaluation as River's periodic job: a
 // burst of 5xx ingested through the logs path fires the rule (event, a
 // webhook channel's signed delivery retried after a failure, an e-mail
 // channel's message, socket message, history), and enough 2xx afterwards
 // resolve it (alert.resolved).
-func TestAlerts_FireAndResolve(t *testing.T) {
+func TestAPI_AlertsFireAndResolve(t *testing.T) {
 	l := newLab(t, labOpts{periodic: true, interval: time.Second})
 	l.hook.failFirst = 1 // River retries the first delivery
 	const secret = "webhook-secret-0123456789"
@@ -656,9 +653,9 @@ func TestAlerts_FireAndResolve(t *testing.T) {
 	}
 }
 
-// TestAlerts_Evaluate evaluates host, agent-state and certificate rules
+// TestAPI_AlertsEvaluate evaluates host, agent-state and certificate rules
 // directly, with the for duration.
-func TestAlerts_Evaluate(t *testing.T) {
+func TestAPI_AlertsEvaluate(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ctx := context.Background()
 	svc := l.mod.Alerts()
@@ -735,9 +732,9 @@ func TestAlerts_Evaluate(t *testing.T) {
 	}
 }
 
-// TestWebhook_RefusesBlockedDestinations dials link-local and metadata
+// TestService_WebhookRefusesBlockedDestinations dials link-local and metadata
 // addresses: refused before connecting.
-func TestWebhook_RefusesBlockedDestinations(t *testing.T) {
+func TestService_WebhookRefusesBlockedDestinations(t *testing.T) {
 	for _, tc := range []struct {
 		ip      string
 		blocked bool
@@ -768,9 +765,9 @@ func TestWebhook_RefusesBlockedDestinations(t *testing.T) {
 	h.next(t)
 }
 
-// TestSocket_Auth checks who may open the live-metrics socket, what it
+// TestAPI_LiveSocketAuth checks who may open the live-metrics socket, what it
 // sends and when it ends.
-func TestSocket_Auth(t *testing.T) {
+func TestAPI_LiveSocketAuth(t *testing.T) {
 	l := newLab(t, labOpts{})
 	cases := []struct {
 		name  string
@@ -867,9 +864,9 @@ func TestSocket_Auth(t *testing.T) {
 	})
 }
 
-// TestAlerts_VirtualHostScope watches one virtual host's request rate:
+// TestService_AlertsVirtualHostScope watches one virtual host's request rate:
 // another's traffic does not count, its own fires the rule.
-func TestAlerts_VirtualHostScope(t *testing.T) {
+func TestService_AlertsVirtualHostScope(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ctx := context.Background()
 	var vh uuid.UUID

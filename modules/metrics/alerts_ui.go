@@ -48,37 +48,46 @@ const SectionChannels = orgs.SectionChannels
 // uiAlertPages is how many alerts the history shows per page.
 const uiAlertPages = 25
 
+// alertPages are the alert and notification-channel pages: the holder
+// shape of the module's other pages (ui.go).
+type alertPages struct {
+	svc    *Service
+	alerts *AlertService
+	ui     *app.Pages
+}
+
 func (m *Module) mountAlertUI(ui *app.Router) {
+	p := &alertPages{svc: m.svc, alerts: m.alerts, ui: m.pages}
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	rule := m.scopeRule("id")
 	org := orgs.ScopeOrg(m.db, "id")
 	ch := app.ScopeOrgRow(m.db, "id", "notification_channels", "organization_id", ErrChannelNotFound)
 	ui.Get("/workspaces/:id/alerts", app.Require(ObjAlert, authz.Read, ws),
-		app.Doc{Summary: "Alerts page: firing alerts, the history and the rules", Query: []string{"state", "page", "per_page"}}, m.uiAlerts)
+		app.Doc{Summary: "Alerts page: firing alerts, the history and the rules", Query: []string{"state", "page", "per_page"}}, p.uiAlerts)
 	ui.Get("/workspaces/:id/alert-rules/new", app.Require(ObjAlertRule, authz.Write, ws),
-		app.Doc{Summary: "New alert rule form"}, m.uiNewRule)
+		app.Doc{Summary: "New alert rule form"}, p.uiNewRule)
 	ui.Post("/workspaces/:id/alert-rules", app.Require(ObjAlertRule, authz.Write, ws),
-		app.Doc{Summary: "Create an alert rule (form)"}, m.uiCreateRule)
+		app.Doc{Summary: "Create an alert rule (form)"}, p.uiCreateRule)
 	ui.Get("/alert-rules/:id", app.Require(ObjAlertRule, authz.Read, rule),
-		app.Doc{Summary: "Alert rule page with its edit form"}, m.uiShowRule)
+		app.Doc{Summary: "Alert rule page with its edit form"}, p.uiShowRule)
 	ui.Post("/alert-rules/:id", app.Require(ObjAlertRule, authz.Write, rule),
-		app.Doc{Summary: "Save an alert rule (form)"}, m.uiUpdateRule)
+		app.Doc{Summary: "Save an alert rule (form)"}, p.uiUpdateRule)
 	ui.Get("/alert-rules/:id/delete", app.Require(ObjAlertRule, authz.Delete, rule),
-		app.Doc{Summary: "Confirm the deletion of an alert rule"}, m.uiConfirmDeleteRule)
+		app.Doc{Summary: "Confirm the deletion of an alert rule"}, p.uiConfirmDeleteRule)
 	ui.Post("/alert-rules/:id/delete", app.Require(ObjAlertRule, authz.Delete, rule),
-		app.Doc{Summary: "Delete an alert rule (form)"}, m.uiDeleteRule)
+		app.Doc{Summary: "Delete an alert rule (form)"}, p.uiDeleteRule)
 	ui.Get("/orgs/:id/notification-channels", app.Require(ObjNotificationChannel, authz.Read, org),
-		app.Doc{Summary: "Notification channels page of an organization", Query: []string{"page", "per_page"}}, m.uiChannels)
+		app.Doc{Summary: "Notification channels page of an organization", Query: []string{"page", "per_page"}}, p.uiChannels)
 	ui.Post("/orgs/:id/notification-channels", app.Require(ObjNotificationChannel, authz.Write, org),
-		app.Doc{Summary: "Create a notification channel (form)"}, m.uiCreateChannel)
+		app.Doc{Summary: "Create a notification channel (form)"}, p.uiCreateChannel)
 	ui.Get("/notification-channels/:id", app.Require(ObjNotificationChannel, authz.Read, ch),
-		app.Doc{Summary: "Notification channel page with its edit form"}, m.uiShowChannel)
+		app.Doc{Summary: "Notification channel page with its edit form"}, p.uiShowChannel)
 	ui.Post("/notification-channels/:id", app.Require(ObjNotificationChannel, authz.Write, ch),
-		app.Doc{Summary: "Save a notification channel (form)"}, m.uiUpdateChannel)
+		app.Doc{Summary: "Save a notification channel (form)"}, p.uiUpdateChannel)
 	ui.Get("/notification-channels/:id/delete", app.Require(ObjNotificationChannel, authz.Delete, ch),
-		app.Doc{Summary: "Confirm the deletion of a notification channel"}, m.uiConfirmDeleteChannel)
+		app.Doc{Summary: "Confirm the deletion of a notification channel"}, p.uiConfirmDeleteChannel)
 	ui.Post("/notification-channels/:id/delete", app.Require(ObjNotificationChannel, authz.Delete, ch),
-		app.Doc{Summary: "Delete a notification channel (form)"}, m.uiDeleteChannel)
+		app.Doc{Summary: "Delete a notification channel (form)"}, p.uiDeleteChannel)
 }
 
 func uiAlertsPath(ws uuid.UUID) string  { return "/workspaces/" + ws.String() + "/alerts" }
@@ -115,7 +124,7 @@ type alertsPageData struct {
 	CanRules    bool
 }
 
-func (m *Module) uiAlerts(c *fiber.Ctx) error {
+func (p *alertPages) uiAlerts(c *fiber.Ctx) error {
 	ctx := app.Ctx(c)
 	ws := app.ScopeOf(c).WorkspaceID
 	q, err := ParseAlertQuery(func(n string) string {
@@ -134,22 +143,22 @@ func (m *Module) uiAlerts(c *fiber.Ctx) error {
 		q.Page.PerPage = uiAlertPages
 	}
 	q.WorkspaceID = ws
-	names, err := m.subjectNames(ctx, ws)
+	names, err := p.subjectNames(ctx, ws)
 	if err != nil {
 		return err
 	}
 	d := alertsPageData{WorkspaceID: ws, State: q.State,
-		CanRules:  m.pages.Allowed(c, ObjAlertRule, authz.Read),
-		CanWrite:  m.pages.Allowed(c, ObjAlertRule, authz.Write),
-		CanDelete: m.pages.Allowed(c, ObjAlertRule, authz.Delete)}
-	firing, _, err := m.alerts.Alerts(ctx, AlertQuery{WorkspaceID: ws, State: AlertFiring, Page: app.Page{Page: 1, PerPage: 100}})
+		CanRules:  p.ui.Allowed(c, ObjAlertRule, authz.Read),
+		CanWrite:  p.ui.Allowed(c, ObjAlertRule, authz.Write),
+		CanDelete: p.ui.Allowed(c, ObjAlertRule, authz.Delete)}
+	firing, _, err := p.alerts.Alerts(ctx, AlertQuery{WorkspaceID: ws, State: AlertFiring, Page: app.Page{Page: 1, PerPage: 100}})
 	if err != nil {
 		return err
 	}
 	for _, a := range firing {
 		d.Firing = append(d.Firing, uiAlertRow{Alert: a, Subject: names.subject(a)})
 	}
-	hist, total, err := m.alerts.Alerts(ctx, q)
+	hist, total, err := p.alerts.Alerts(ctx, q)
 	if err != nil {
 		return err
 	}
@@ -162,11 +171,11 @@ func (m *Module) uiAlerts(c *fiber.Ctx) error {
 	}
 	d.Pager = views.NewPager(q.Page, total, uiAlertsPath(ws), query)
 	if d.CanRules {
-		rules, _, err := m.alerts.Rules(ctx, ws, app.Page{Page: 1, PerPage: maxRulesPerSpace})
+		rules, _, err := p.alerts.Rules(ctx, ws, app.Page{Page: 1, PerPage: maxRulesPerSpace})
 		if err != nil {
 			return err
 		}
-		channels, err := m.channelNames(ctx, app.ScopeOf(c).OrgID)
+		channels, err := p.channelNames(ctx, app.ScopeOf(c).OrgID)
 		if err != nil {
 			return err
 		}
@@ -182,7 +191,11 @@ func (m *Module) uiAlerts(c *fiber.Ctx) error {
 			d.Rules = append(d.Rules, uiRuleRow{Rule: r, Condition: uiCondition(r), Scope: names.scope(r.Scope), Notify: strings.Join(notify, ", ")})
 		}
 	}
-	return views.Page(c, http.StatusOK, m.uiShell(c, "Alerts", views.SectionAlerts), alertsPage(d))
+	shell, err := p.ui.Shell(c, "Alerts", views.SectionAlerts)
+	if err != nil {
+		return err
+	}
+	return views.Page(c, http.StatusOK, shell, alertsPage(d))
 }
 
 func uiCondition(r AlertRule) string {
@@ -200,9 +213,9 @@ func uiCondition(r AlertRule) string {
 // certificates, for the pages.
 type uiNames map[uuid.UUID]string
 
-func (m *Module) subjectNames(ctx context.Context, ws uuid.UUID) (uiNames, error) {
+func (p *alertPages) subjectNames(ctx context.Context, ws uuid.UUID) (uiNames, error) {
 	out := uiNames{}
-	rows, err := m.svc.pool.Query(ctx, `SELECT id, 'agent ' || name FROM agents WHERE workspace_id = $1
+	rows, err := p.svc.pool.Query(ctx, `SELECT id, 'agent ' || name FROM agents WHERE workspace_id = $1
 		UNION ALL SELECT id, 'virtual host ' || name FROM virtual_hosts WHERE workspace_id = $1
 		UNION ALL SELECT id, 'stream ' || name FROM streams WHERE workspace_id = $1
 		UNION ALL SELECT id, 'certificate ' || domain FROM certificates WHERE workspace_id = $1`, ws)
@@ -261,8 +274,8 @@ func (n uiNames) scope(s AlertScope) string {
 	return "the whole workspace"
 }
 
-func (m *Module) channelNames(ctx context.Context, org uuid.UUID) (map[uuid.UUID]string, error) {
-	list, _, err := m.alerts.Channels(ctx, org, app.Page{Page: 1, PerPage: maxChannelsPerOrg})
+func (p *alertPages) channelNames(ctx context.Context, org uuid.UUID) (map[uuid.UUID]string, error) {
+	list, _, err := p.alerts.Channels(ctx, org, app.Page{Page: 1, PerPage: maxChannelsPerOrg})
 	if err != nil {
 		return nil, err
 	}
@@ -451,19 +464,22 @@ func groupErrors(err error) error {
 	return out
 }
 
-func (m *Module) renderRuleForm(c *fiber.Ctx, status int, rule *AlertRule, f ruleForm, form views.Form) error {
+func (p *alertPages) renderRuleForm(c *fiber.Ctx, status int, rule *AlertRule, f ruleForm, form views.Form) error {
 	ctx := app.Ctx(c)
 	scope := app.ScopeOf(c)
 	title := "New alert rule"
 	if rule != nil {
 		title = rule.Name
 	}
-	shell := m.uiShell(c, title, views.SectionAlerts)
+	shell, err := p.ui.Shell(c, title, views.SectionAlerts)
+	if err != nil {
+		return err
+	}
 	form.Values = f.vals
 	d := ruleFormData{WorkspaceID: scope.WorkspaceID, Rule: rule, Form: form, CSRF: shell.CSRF,
 		ChannelsPath: uiChannelsPath(scope.OrgID),
-		CanWrite:     m.pages.Allowed(c, ObjAlertRule, authz.Write),
-		CanDelete:    rule != nil && m.pages.Allowed(c, ObjAlertRule, authz.Delete)}
+		CanWrite:     p.ui.Allowed(c, ObjAlertRule, authz.Write),
+		CanDelete:    rule != nil && p.ui.Allowed(c, ObjAlertRule, authz.Delete)}
 	ticked := func(list []string) map[string]bool {
 		out := map[string]bool{}
 		for _, s := range list {
@@ -472,7 +488,7 @@ func (m *Module) renderRuleForm(c *fiber.Ctx, status int, rule *AlertRule, f rul
 		return out
 	}
 	agentSel, notifySel := ticked(f.agents), ticked(f.notify)
-	rows, err := m.svc.pool.Query(ctx, `SELECT id, name, state, labels FROM agents WHERE workspace_id = $1 ORDER BY lower(name), id LIMIT 500`, scope.WorkspaceID)
+	rows, err := p.svc.pool.Query(ctx, `SELECT id, name, state, labels FROM agents WHERE workspace_id = $1 ORDER BY lower(name), id LIMIT 500`, scope.WorkspaceID)
 	if err != nil {
 		return fmt.Errorf("list agents of workspace %s: %w", scope.WorkspaceID, err)
 	}
@@ -501,15 +517,15 @@ func (m *Module) renderRuleForm(c *fiber.Ctx, status int, rule *AlertRule, f rul
 	}
 	d.VHosts = []views.Option{{Value: "", Label: "Choose…"}}
 	for _, g := range []struct{ table, kind string }{{"virtual_hosts", "virtual host"}, {"streams", "stream"}} {
-		list, err := m.names(ctx, g.table, scope.WorkspaceID)
+		list, err := p.svc.workspaceNames(ctx, g.table, scope.WorkspaceID)
 		if err != nil {
 			return err
 		}
 		for _, n := range list {
-			d.VHosts = append(d.VHosts, views.Option{Value: n.id.String(), Label: n.name + " (" + g.kind + ")"})
+			d.VHosts = append(d.VHosts, views.Option{Value: n.ID.String(), Label: n.Name + " (" + g.kind + ")"})
 		}
 	}
-	channels, _, err := m.alerts.Channels(ctx, scope.OrgID, app.Page{Page: 1, PerPage: maxChannelsPerOrg})
+	channels, _, err := p.alerts.Channels(ctx, scope.OrgID, app.Page{Page: 1, PerPage: maxChannelsPerOrg})
 	if err != nil {
 		return err
 	}
@@ -523,50 +539,50 @@ func (m *Module) renderRuleForm(c *fiber.Ctx, status int, rule *AlertRule, f rul
 	return views.Page(c, status, shell, ruleFormPage(d))
 }
 
-func (m *Module) ruleFailed(c *fiber.Ctx, rule *AlertRule, f ruleForm, err error) error {
+func (p *alertPages) ruleFailed(c *fiber.Ctx, rule *AlertRule, f ruleForm, err error) error {
 	form, status, ok := views.FormFromError(groupErrors(err), f.vals, ruleFields...)
 	if !ok {
 		return err
 	}
-	return m.renderRuleForm(c, status, rule, f, form)
+	return p.renderRuleForm(c, status, rule, f, form)
 }
 
-func (m *Module) uiNewRule(c *fiber.Ctx) error {
-	return m.renderRuleForm(c, http.StatusOK, nil, newRuleForm(), views.Form{})
+func (p *alertPages) uiNewRule(c *fiber.Ctx) error {
+	return p.renderRuleForm(c, http.StatusOK, nil, newRuleForm(), views.Form{})
 }
 
-func (m *Module) uiCreateRule(c *fiber.Ctx) error {
+func (p *alertPages) uiCreateRule(c *fiber.Ctx) error {
 	ws := app.ScopeOf(c).WorkspaceID
 	f := readRuleForm(c)
 	in, err := f.input()
 	if err == nil {
 		var r AlertRule
-		if r, err = m.alerts.CreateRule(app.Ctx(c), ws, in); err == nil {
+		if r, err = p.alerts.CreateRule(app.Ctx(c), ws, in); err == nil {
 			views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Alert rule %q created.", r.Name)})
 			return views.SeeOther(c, uiAlertsPath(ws))
 		}
 	}
-	return m.ruleFailed(c, nil, f, err)
+	return p.ruleFailed(c, nil, f, err)
 }
 
-func (m *Module) uiRule(c *fiber.Ctx) (AlertRule, error) {
+func (p *alertPages) uiRule(c *fiber.Ctx) (AlertRule, error) {
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return AlertRule{}, ErrRuleNotFound
 	}
-	return m.alerts.Rule(app.Ctx(c), id)
+	return p.alerts.Rule(app.Ctx(c), id)
 }
 
-func (m *Module) uiShowRule(c *fiber.Ctx) error {
-	r, err := m.uiRule(c)
+func (p *alertPages) uiShowRule(c *fiber.Ctx) error {
+	r, err := p.uiRule(c)
 	if err != nil {
 		return err
 	}
-	return m.renderRuleForm(c, http.StatusOK, &r, ruleFormOf(r), views.Form{})
+	return p.renderRuleForm(c, http.StatusOK, &r, ruleFormOf(r), views.Form{})
 }
 
-func (m *Module) uiUpdateRule(c *fiber.Ctx) error {
-	r, err := m.uiRule(c)
+func (p *alertPages) uiUpdateRule(c *fiber.Ctx) error {
+	r, err := p.uiRule(c)
 	if err != nil {
 		return err
 	}
@@ -577,20 +593,23 @@ func (m *Module) uiUpdateRule(c *fiber.Ctx) error {
 			in.Name = &r.Name
 		}
 		var saved AlertRule
-		if saved, err = m.alerts.UpdateRule(app.Ctx(c), r.ID, in); err == nil {
+		if saved, err = p.alerts.UpdateRule(app.Ctx(c), r.ID, in); err == nil {
 			views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Alert rule %q saved.", saved.Name)})
 			return views.SeeOther(c, uiAlertsPath(saved.WorkspaceID))
 		}
 	}
-	return m.ruleFailed(c, &r, f, err)
+	return p.ruleFailed(c, &r, f, err)
 }
 
-func (m *Module) uiConfirmDeleteRule(c *fiber.Ctx) error {
-	r, err := m.uiRule(c)
+func (p *alertPages) uiConfirmDeleteRule(c *fiber.Ctx) error {
+	r, err := p.uiRule(c)
 	if err != nil {
 		return err
 	}
-	shell := m.uiShell(c, "Delete alert rule", views.SectionAlerts)
+	shell, err := p.ui.Shell(c, "Delete alert rule", views.SectionAlerts)
+	if err != nil {
+		return err
+	}
 	return views.Page(c, http.StatusOK, shell, views.Confirm(views.ConfirmProps{
 		Question: fmt.Sprintf("Delete alert rule %q?", r.Name),
 		Details:  []string{"Its alerts stay in the history; firing ones are marked resolved without notifications."},
@@ -598,12 +617,12 @@ func (m *Module) uiConfirmDeleteRule(c *fiber.Ctx) error {
 	}))
 }
 
-func (m *Module) uiDeleteRule(c *fiber.Ctx) error {
-	r, err := m.uiRule(c)
+func (p *alertPages) uiDeleteRule(c *fiber.Ctx) error {
+	r, err := p.uiRule(c)
 	if err != nil {
 		return err
 	}
-	if err := m.alerts.DeleteRule(app.Ctx(c), r.ID); err != nil {
+	if err := p.alerts.DeleteRule(app.Ctx(c), r.ID); err != nil {
 		return err
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Alert rule %q deleted.", r.Name)})
@@ -684,74 +703,80 @@ func channelValues(c *fiber.Ctx) map[string]string {
 	return out
 }
 
-func (m *Module) renderChannels(c *fiber.Ctx, status int, form views.Form) error {
+func (p *alertPages) renderChannels(c *fiber.Ctx, status int, form views.Form) error {
 	org := app.ScopeOf(c).OrgID
 	page, err := app.ParsePage(c)
 	if err != nil {
 		return err
 	}
-	list, total, err := m.alerts.Channels(app.Ctx(c), org, page)
+	list, total, err := p.alerts.Channels(app.Ctx(c), org, page)
 	if err != nil {
 		return err
 	}
-	shell := m.uiShell(c, "Notification channels", SectionChannels)
+	shell, err := p.ui.Shell(c, "Notification channels", SectionChannels)
+	if err != nil {
+		return err
+	}
 	if form.Values == nil {
 		form.Values = map[string]string{fChType: ChannelWebhook}
 	}
 	return views.Page(c, status, shell, channelsPage(channelsPageData{OrgID: org, Channels: list, Form: form, CSRF: shell.CSRF,
 		Pager:     views.NewPager(page, total, uiChannelsPath(org), nil),
-		CanWrite:  m.pages.Allowed(c, ObjNotificationChannel, authz.Write),
-		CanDelete: m.pages.Allowed(c, ObjNotificationChannel, authz.Delete)}))
+		CanWrite:  p.ui.Allowed(c, ObjNotificationChannel, authz.Write),
+		CanDelete: p.ui.Allowed(c, ObjNotificationChannel, authz.Delete)}))
 }
 
-func (m *Module) uiChannels(c *fiber.Ctx) error {
-	return m.renderChannels(c, http.StatusOK, views.Form{})
+func (p *alertPages) uiChannels(c *fiber.Ctx) error {
+	return p.renderChannels(c, http.StatusOK, views.Form{})
 }
 
-func (m *Module) uiCreateChannel(c *fiber.Ctx) error {
+func (p *alertPages) uiCreateChannel(c *fiber.Ctx) error {
 	org := app.ScopeOf(c).OrgID
 	vals := channelValues(c)
-	ch, err := m.alerts.CreateChannel(app.Ctx(c), org, channelInput(views.PostedValues(c), true))
+	ch, err := p.alerts.CreateChannel(app.Ctx(c), org, channelInput(views.PostedValues(c), true))
 	if err != nil {
 		form, status, ok := views.FormFromError(groupErrors(err), vals, channelFields...)
 		if !ok {
 			return err
 		}
-		return m.renderChannels(c, status, form)
+		return p.renderChannels(c, status, form)
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Notification channel %q created.", ch.Name)})
 	return views.SeeOther(c, uiChannelsPath(org))
 }
 
-func (m *Module) uiChannel(c *fiber.Ctx) (NotificationChannel, error) {
+func (p *alertPages) uiChannel(c *fiber.Ctx) (NotificationChannel, error) {
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return NotificationChannel{}, ErrChannelNotFound
 	}
-	return m.alerts.Channel(app.Ctx(c), id)
+	return p.alerts.Channel(app.Ctx(c), id)
 }
 
 func channelFormOf(ch NotificationChannel) map[string]string {
 	return map[string]string{fChName: ch.Name, fChType: ch.Type, fChURL: ch.URL, fChAddresses: strings.Join(ch.Addresses, "\n")}
 }
 
-func (m *Module) renderChannel(c *fiber.Ctx, status int, ch NotificationChannel, form views.Form) error {
-	shell := m.uiShell(c, ch.Name, SectionChannels)
-	return views.Page(c, status, shell, channelFormPage(channelFormData{Channel: ch, Form: form, CSRF: shell.CSRF,
-		CanWrite:  m.pages.Allowed(c, ObjNotificationChannel, authz.Write),
-		CanDelete: m.pages.Allowed(c, ObjNotificationChannel, authz.Delete)}))
-}
-
-func (m *Module) uiShowChannel(c *fiber.Ctx) error {
-	ch, err := m.uiChannel(c)
+func (p *alertPages) renderChannel(c *fiber.Ctx, status int, ch NotificationChannel, form views.Form) error {
+	shell, err := p.ui.Shell(c, ch.Name, SectionChannels)
 	if err != nil {
 		return err
 	}
-	return m.renderChannel(c, http.StatusOK, ch, views.Form{Values: channelFormOf(ch)})
+	return views.Page(c, status, shell, channelFormPage(channelFormData{Channel: ch, Form: form, CSRF: shell.CSRF,
+		CanWrite:  p.ui.Allowed(c, ObjNotificationChannel, authz.Write),
+		CanDelete: p.ui.Allowed(c, ObjNotificationChannel, authz.Delete)}))
 }
 
-func (m *Module) uiUpdateChannel(c *fiber.Ctx) error {
-	ch, err := m.uiChannel(c)
+func (p *alertPages) uiShowChannel(c *fiber.Ctx) error {
+	ch, err := p.uiChannel(c)
+	if err != nil {
+		return err
+	}
+	return p.renderChannel(c, http.StatusOK, ch, views.Form{Values: channelFormOf(ch)})
+}
+
+func (p *alertPages) uiUpdateChannel(c *fiber.Ctx) error {
+	ch, err := p.uiChannel(c)
 	if err != nil {
 		return err
 	}
@@ -759,20 +784,23 @@ func (m *Module) uiUpdateChannel(c *fiber.Ctx) error {
 	posted[fChType] = ch.Type
 	vals := channelValues(c)
 	vals[fChType] = ch.Type
-	saved, err := m.alerts.UpdateChannel(app.Ctx(c), ch.ID, channelInput(posted, false))
+	saved, err := p.alerts.UpdateChannel(app.Ctx(c), ch.ID, channelInput(posted, false))
 	if err != nil {
 		form, status, ok := views.FormFromError(groupErrors(err), vals, channelFields...)
 		if !ok {
 			return err
 		}
-		return m.renderChannel(c, status, ch, form)
+		return p.renderChannel(c, status, ch, form)
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Notification channel %q saved.", saved.Name)})
 	return views.SeeOther(c, uiChannelsPath(saved.OrganizationID))
 }
 
-func (m *Module) renderConfirmChannel(c *fiber.Ctx, status int, ch NotificationChannel, form views.Form) error {
-	shell := m.uiShell(c, "Delete notification channel", SectionChannels)
+func (p *alertPages) renderConfirmChannel(c *fiber.Ctx, status int, ch NotificationChannel, form views.Form) error {
+	shell, err := p.ui.Shell(c, "Delete notification channel", SectionChannels)
+	if err != nil {
+		return err
+	}
 	return views.Page(c, status, shell, views.Confirm(views.ConfirmProps{
 		Question: fmt.Sprintf("Delete notification channel %q?", ch.Name),
 		Details:  []string{"Alert rules that notify it must stop notifying it first."},
@@ -780,25 +808,25 @@ func (m *Module) renderConfirmChannel(c *fiber.Ctx, status int, ch NotificationC
 	}))
 }
 
-func (m *Module) uiConfirmDeleteChannel(c *fiber.Ctx) error {
-	ch, err := m.uiChannel(c)
+func (p *alertPages) uiConfirmDeleteChannel(c *fiber.Ctx) error {
+	ch, err := p.uiChannel(c)
 	if err != nil {
 		return err
 	}
-	return m.renderConfirmChannel(c, http.StatusOK, ch, views.Form{})
+	return p.renderConfirmChannel(c, http.StatusOK, ch, views.Form{})
 }
 
-func (m *Module) uiDeleteChannel(c *fiber.Ctx) error {
-	ch, err := m.uiChannel(c)
+func (p *alertPages) uiDeleteChannel(c *fiber.Ctx) error {
+	ch, err := p.uiChannel(c)
 	if err != nil {
 		return err
 	}
-	if err := m.alerts.DeleteChannel(app.Ctx(c), ch.ID); err != nil {
+	if err := p.alerts.DeleteChannel(app.Ctx(c), ch.ID); err != nil {
 		form, status, ok := views.FormFromError(err, nil)
 		if !ok {
 			return err
 		}
-		return m.renderConfirmChannel(c, status, ch, form)
+		return p.renderConfirmChannel(c, status, ch, form)
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: fmt.Sprintf("Notification channel %q deleted.", ch.Name)})
 	return views.SeeOther(c, uiChannelsPath(ch.OrganizationID))

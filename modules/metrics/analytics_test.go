@@ -13,9 +13,9 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-// TestAnalytics_Tops ingests known entries through the logs ingest and
+// TestAPI_AnalyticsTops ingests known entries through the logs ingest and
 // reads the tops over ranges and filters.
-func TestAnalytics_Tops(t *testing.T) {
+func TestAPI_AnalyticsTops(t *testing.T) {
 	b := setup(t)
 	vh, stream := uuid.New(), uuid.New()
 	at := func(sec int) time.Time { return b.base.Add(time.Duration(sec) * time.Second) }
@@ -118,9 +118,9 @@ func TestAnalytics_Tops(t *testing.T) {
 	}
 }
 
-// TestAnalytics_BadInput answers 422 naming the parameter, and 404/403
+// TestAPI_AnalyticsBadInput answers 422 naming the parameter, and 404/403
 // outside the caller's workspaces.
-func TestAnalytics_BadInput(t *testing.T) {
+func TestAPI_AnalyticsBadInput(t *testing.T) {
 	b := setup(t)
 	path := "/v1/workspaces/" + b.ws.String() + "/analytics"
 	now := time.Now().UTC()

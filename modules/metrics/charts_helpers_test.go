@@ -22,6 +22,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/certs"
 	"github.com/nxmesh/nxmesh/modules/logs"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/orgs/orgstest"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
@@ -50,8 +51,8 @@ func setupWide(t *testing.T) *wide {
 	t.Helper()
 	a := apptest.NewApp(t, func(c *app.Config) { c.Auth.RateLimitPerMinute = 1 << 30 })
 	ctx := context.Background()
-	authMod := must(auth.New(a.Deps, auth.Options{}))
-	orgsMod := must(orgs.New(a.Deps, orgs.Options{Auth: authMod.Service()}))
+	base := orgstest.New(t, a)
+	authMod, orgsMod := base.Auth, base.Orgs
 	upsMod := must(upstreams.New(a.Deps, upstreams.Options{}))
 	certsMod := must(certs.New(a.Deps, certs.Options{}))
 	vhMod := must(vhosts.New(a.Deps, vhosts.Options{Upstreams: upsMod.Service(), Certs: certsMod.Service(),
@@ -64,12 +65,9 @@ func setupWide(t *testing.T) *wide {
 		}}))
 	mod := must(New(a.Deps, Options{}))
 	logsMod := must(logs.New(a.Deps, logs.Options{RollupFunc: mod.Rollup}))
-	if err := a.Mount(ctx, []app.Module{authMod, orgsMod, upsMod, certsMod, vhMod, logsMod, mod}, app.Wiring{
-		AuthenticateAPI: authMod.AuthenticateAPI, AuthenticateUI: authMod.AuthenticateUI, Role: orgsMod.Service().Role,
-		ErrorPage: views.ErrorPage, Static: static.FS, Nav: orgsMod.Shell,
-	}); err != nil {
-		t.Fatalf("mount: %v", err)
-	}
+	wiring := base.Wiring()
+	wiring.ErrorPage, wiring.Static = views.ErrorPage, static.FS
+	base.MountWith(t, wiring, upsMod, certsMod, vhMod, logsMod, mod)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = logsMod.Run(runCtx) }()

@@ -53,7 +53,7 @@
 //
 // # Wiring (main.go)
 //
-//	metricsMod := metrics.New(d, metrics.Options{Authenticate: authSvc.AuthenticateToken, Role: orgsSvc.Role})
+//	metricsMod := metrics.New(d, metrics.Options{})
 //	logs.Options{RollupFunc: metricsMod.Rollup}
 //	agents.Options{MetricsFunc: metricsMod.StoreHostMetrics}
 package metrics
@@ -62,7 +62,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"google.golang.org/grpc"
@@ -80,15 +79,6 @@ type Options struct {
 	// the rows a flood of made-up Host headers can create; default
 	// DefaultMaxHostsPerBatch.
 	MaxHostsPerBatch int
-	// Authenticate returns the caller of a token sent in the first message of
-	// the live-metrics WebSocket (an access token or an API key), or an
-	// error wrapping app.ErrUnauthorized for a bad one; main.go wires the
-	// auth module's AuthenticateToken. Without it every socket is refused.
-	Authenticate func(ctx context.Context, token string) (*app.Principal, error)
-	// Role returns a user's role in scope ("" when not a member), as the
-	// route guard's (the orgs module's Role); the socket checks its caller
-	// with it.
-	Role func(ctx context.Context, userID uuid.UUID, s app.Scope) (string, error)
 }
 
 // Module is the metrics module.
@@ -97,9 +87,7 @@ type Module struct {
 	svc *Service
 	// alerts are the alert rules and their evaluation (alerts.go).
 	alerts *AlertService
-	authz  *authz.Enforcer
 	events app.Publisher
-	opts   Options
 	// socketEvery and recheck are the live socket's cadence and credential
 	// recheck (SocketInterval, socketRecheck; tests shorten them).
 	socketEvery, recheck time.Duration
@@ -115,8 +103,8 @@ func New(d app.Deps, opts Options) (*Module, error) {
 	svc := NewService(d, opts)
 	fleet := newFleetCollector(d.Pool, d.Logger, svc.now)
 	registerFleet(d.Metrics, fleet)
-	return &Module{db: d.DB, svc: svc, alerts: newAlertService(d, d.Logger, svc.now), authz: d.Authz, events: d.Events,
-		opts: opts, socketEvery: SocketInterval, recheck: socketRecheck, fleet: fleet, pages: d.Pages}, nil
+	return &Module{db: d.DB, svc: svc, alerts: newAlertService(d, d.Logger, svc.now), events: d.Events,
+		socketEvery: SocketInterval, recheck: socketRecheck, fleet: fleet, pages: d.Pages}, nil
 }
 
 // Alerts returns the alert rules' service.

@@ -163,9 +163,9 @@ func (b *bundle) get(t *testing.T, path string, params map[string]string, out an
 
 func rfc(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// TestRollup_ExactlyOnce ingests a batch twice and another once through the
+// TestAPI_RollupExactlyOnce ingests a batch twice and another once through the
 // logs ingest: the redelivery is not counted, in either resolution.
-func TestRollup_ExactlyOnce(t *testing.T) {
+func TestAPI_RollupExactlyOnce(t *testing.T) {
 	b := setup(t)
 	vh := uuid.New()
 	first := []*agentv1.AccessLogEntry{
@@ -201,9 +201,9 @@ func TestRollup_ExactlyOnce(t *testing.T) {
 	}
 }
 
-// TestTraffic_TotalsSeriesFiltersPercentiles checks the totals, series,
+// TestAPI_TrafficTotalsSeriesFiltersPercentiles checks the totals, series,
 // filters and latency percentiles of known entries, and zeros outside them.
-func TestTraffic_TotalsSeriesFiltersPercentiles(t *testing.T) {
+func TestAPI_TrafficTotalsSeriesFiltersPercentiles(t *testing.T) {
 	b := setup(t)
 	vhA, vhB := uuid.New(), uuid.New()
 	// 100 requests of 1..100 ms on vhost A, minute 0 and 1: 90 2xx, 5 3xx, 3 4xx, 2 5xx.
@@ -356,9 +356,9 @@ func TestTraffic_TotalsSeriesFiltersPercentiles(t *testing.T) {
 	})
 }
 
-// TestParseQuery_BadInput answers 422 naming the parameter, for the
+// TestAPI_QueryBadInput answers 422 naming the parameter, for the
 // workspace and the agent route.
-func TestParseQuery_BadInput(t *testing.T) {
+func TestAPI_QueryBadInput(t *testing.T) {
 	b := setup(t)
 	now := time.Now().UTC()
 	for _, tc := range []struct {
@@ -397,9 +397,9 @@ func TestParseQuery_BadInput(t *testing.T) {
 	}
 }
 
-// TestHostMetrics_StoredOnceAndReturned stores the agent's own metric names
+// TestAPI_HostMetricsStoredOnceAndReturned stores the agent's own metric names
 // (collect.HostSample.Metrics, NginxSample.Metrics) twice and reads them back.
-func TestHostMetrics_StoredOnceAndReturned(t *testing.T) {
+func TestAPI_HostMetricsStoredOnceAndReturned(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	ts := time.Now().UTC().Truncate(time.Second).Add(-time.Minute)
@@ -465,9 +465,9 @@ func TestHostMetrics_StoredOnceAndReturned(t *testing.T) {
 	}
 }
 
-// TestRetention_PerResolution deletes what is older than each resolution's
+// TestAPI_RetentionPerResolution deletes what is older than each resolution's
 // retention and keeps the rest.
-func TestRetention_PerResolution(t *testing.T) {
+func TestAPI_RetentionPerResolution(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	now := time.Now().UTC()
@@ -511,8 +511,8 @@ func TestRetention_PerResolution(t *testing.T) {
 	}
 }
 
-// TestPercentile covers the histogram's edges.
-func TestPercentile(t *testing.T) {
+// TestService_Percentile covers the histogram's edges.
+func TestService_Percentile(t *testing.T) {
 	counts := func(pairs ...float64) []int64 {
 		c := make([]int64, numBuckets)
 		for i := 0; i+1 < len(pairs); i += 2 {
@@ -540,9 +540,9 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-// TestRollup_BoundsHostNames counts the host names past the batch's limit
+// TestService_RollupBoundsHostNames counts the host names past the batch's limit
 // under host "", keeping the totals.
-func TestRollup_BoundsHostNames(t *testing.T) {
+func TestService_RollupBoundsHostNames(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	svc := NewService(b.a.Deps, Options{MaxHostsPerBatch: 2})

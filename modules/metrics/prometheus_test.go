@@ -47,10 +47,10 @@ func metricOf(t *testing.T, fams map[string]*dto.MetricFamily, fam string, want 
 	return nil
 }
 
-// TestPrometheus_Workspace ingests traffic of two virtual hosts through the
+// TestAPI_PrometheusWorkspace ingests traffic of two virtual hosts through the
 // logs path and reads the workspace's exposition: counters and histogram
 // as the entries say, for a token and for an API key, not for anonymous.
-func TestPrometheus_Workspace(t *testing.T) {
+func TestAPI_PrometheusWorkspace(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ctx := context.Background()
 	var vh uuid.UUID
@@ -115,10 +115,10 @@ func TestPrometheus_Workspace(t *testing.T) {
 	}
 }
 
-// TestPrometheus_Fleet scrapes the master's /metrics: the fleet figures are
+// TestAPI_PrometheusFleet scrapes the master's /metrics: the fleet figures are
 // there with their values, and a second scrape within the cache's life does
 // not query again.
-func TestPrometheus_Fleet(t *testing.T) {
+func TestAPI_PrometheusFleet(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ctx := context.Background()
 	pool := l.a.Deps.Pool

@@ -738,3 +738,36 @@ func (s *Service) EnsureHostPartitionsAhead(ctx context.Context) error {
 func (s *Service) HostPartitions(ctx context.Context) ([]time.Time, error) {
 	return s.hostParts.Days(ctx)
 }
+
+// The names the metrics pages show of objects other modules own (read only).
+
+// workspaceNames lists at most 200 agents, virtual hosts or streams (table)
+// of workspace ws by name.
+func (s *Service) workspaceNames(ctx context.Context, table string, ws uuid.UUID) ([]app.Named, error) {
+	return app.WorkspaceNames(ctx, s.pool, table, ws, 200)
+}
+
+// virtualHostNames returns a virtual host's name and server_name.
+func (s *Service) virtualHostNames(ctx context.Context, id uuid.UUID) (name, server string, err error) {
+	if err := s.pool.QueryRow(ctx, "SELECT name, server_name FROM virtual_hosts WHERE id = $1", id).Scan(&name, &server); err != nil {
+		return "", "", fmt.Errorf("read virtual host %s: %w", id, err)
+	}
+	return name, server, nil
+}
+
+// agentName returns an agent's name.
+func (s *Service) agentName(ctx context.Context, id uuid.UUID) (string, error) {
+	var name string
+	if err := s.pool.QueryRow(ctx, "SELECT name FROM agents WHERE id = $1", id).Scan(&name); err != nil {
+		return "", fmt.Errorf("read agent %s: %w", id, err)
+	}
+	return name, nil
+}
+
+// streamListener returns a stream's name, protocol and listen port.
+func (s *Service) streamListener(ctx context.Context, id uuid.UUID) (name, protocol string, port int, err error) {
+	if err := s.pool.QueryRow(ctx, "SELECT name, protocol, listen_port FROM streams WHERE id = $1", id).Scan(&name, &protocol, &port); err != nil {
+		return "", "", 0, fmt.Errorf("read stream %s: %w", id, err)
+	}
+	return name, protocol, port, nil
+}

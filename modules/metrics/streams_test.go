@@ -11,10 +11,10 @@ import (
 	"github.com/nxmesh/nxmesh/app/authz"
 )
 
-// TestStreams_MetricsAndReset counts a stream's sessions from the rollups,
+// TestAPI_StreamsMetricsAndReset counts a stream's sessions from the rollups,
 // resets its counters (operator and above only) and counts from the reset
 // on, while the workspace keeps the sessions.
-func TestStreams_MetricsAndReset(t *testing.T) {
+func TestAPI_StreamsMetricsAndReset(t *testing.T) {
 	w := setupWide(t)
 	ctx := context.Background()
 	at := func(d time.Duration) time.Time { return w.base.Add(d) }
@@ -105,9 +105,9 @@ func TestStreams_MetricsAndReset(t *testing.T) {
 	}
 }
 
-// TestStreams_BadInput answers 422 naming the parameter and 404 for a
+// TestAPI_StreamsBadInput answers 422 naming the parameter and 404 for a
 // stream that is not one, reading and resetting.
-func TestStreams_BadInput(t *testing.T) {
+func TestAPI_StreamsBadInput(t *testing.T) {
 	w := setupWide(t)
 	path := "/v1/streams/" + w.stream.String() + "/metrics"
 	for _, tc := range []struct {

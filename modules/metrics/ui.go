@@ -61,22 +61,34 @@ var uiRanges = []struct {
 
 var uiFormFields = []string{"range", "from", "to"}
 
+// pages holds the admin handlers: the service and the shared navigation and
+// permission checks of the admin.
+type pages struct {
+	svc *Service
+	ui  *app.Pages
+	// resetCounters resets a stream's traffic counters
+	// (Module.ResetStreamCounters).
+	resetCounters func(ctx context.Context, scope app.Scope, streamID uuid.UUID) (StreamReset, error)
+}
+
+// mountUI mounts the admin pages; Routes calls it with the UI router.
 func (m *Module) mountUI(ui *app.Router) {
+	p := &pages{svc: m.svc, ui: m.pages, resetCounters: m.ResetStreamCounters}
 	ws := orgs.ScopeWorkspace(m.db, "id")
 	vh := vhosts.ScopeVirtualHost(m.db, "id")
 	ag := agents.ScopeAgent(m.db, "id")
 	st := vhosts.ScopeStream(m.db, "id")
 	query := append(uiFormFields[:len(uiFormFields):len(uiFormFields)], "fragment")
 	ui.Get("/workspaces/:id/metrics", app.Require(ObjMetrics, authz.Read, ws),
-		app.Doc{Summary: "Metrics page of a workspace: traffic charts and the analytics tops", Query: query}, m.uiWorkspace)
+		app.Doc{Summary: "Metrics page of a workspace: traffic charts and the analytics tops", Query: query}, p.uiWorkspace)
 	ui.Get("/virtual-hosts/:id/metrics", app.Require(ObjMetrics, authz.Read, vh),
-		app.Doc{Summary: "Metrics page of a virtual host: traffic charts and the analytics tops", Query: query}, m.uiVirtualHost)
+		app.Doc{Summary: "Metrics page of a virtual host: traffic charts and the analytics tops", Query: query}, p.uiVirtualHost)
 	ui.Get("/agents/:id/metrics", app.Require(ObjMetrics, authz.Read, ag),
-		app.Doc{Summary: "Metrics page of an agent: host metrics and traffic charts", Query: query}, m.uiAgent)
+		app.Doc{Summary: "Metrics page of an agent: host metrics and traffic charts", Query: query}, p.uiAgent)
 	ui.Get("/streams/:id/metrics", app.Require(vhosts.ObjStream, authz.Read, st),
-		app.Doc{Summary: "Metrics page of a stream: its traffic counters since their last reset", Query: query}, m.uiStream)
+		app.Doc{Summary: "Metrics page of a stream: its traffic counters since their last reset", Query: query}, p.uiStream)
 	ui.Post("/streams/:id/metrics/reset", app.Require(vhosts.ObjStream, authz.Write, st),
-		app.Doc{Summary: "Reset a stream's traffic counters (from the stream's Metrics page)"}, m.uiStreamReset)
+		app.Doc{Summary: "Reset a stream's traffic counters (from the stream's Metrics page)"}, p.uiStreamReset)
 }
 
 // ---- Range ----
@@ -258,14 +270,14 @@ func trafficCards(s Summary) []uiCard {
 }
 
 // tops are the analytics tables of a page.
-func (m *Module) tops(ctx context.Context, q Query) ([]uiTop, string, error) {
+func (p *pages) tops(ctx context.Context, q Query) ([]uiTop, string, error) {
 	aq := AnalyticsQuery{Query: q, Limit: DefaultAnalyticsLimit}
 	note := ""
 	if aq.To.Sub(aq.From) > MaxAnalyticsRange {
 		aq.From = aq.To.Add(-MaxAnalyticsRange)
 		note = "The tops count the last 31 days of the range."
 	}
-	a, err := m.svc.Analytics(ctx, aq)
+	a, err := p.svc.Analytics(ctx, aq)
 	if err != nil {
 		return nil, "", err
 	}
@@ -282,20 +294,24 @@ func (m *Module) tops(ctx context.Context, q Query) ([]uiTop, string, error) {
 
 // uiStart reads the range picker of c; on a bad value it renders the page
 // with the form's errors (done is true).
-func (m *Module) uiStart(c *fiber.Ctx, d *uiPageData, title, section string) (done bool, err error) {
+func (p *pages) uiStart(c *fiber.Ctx, d *uiPageData, title, section string) (done bool, err error) {
 	vals := map[string]string{}
 	for _, f := range uiFormFields {
 		vals[f] = strings.TrimSpace(c.Query(f))
 	}
 	d.Form = views.Form{Values: vals}
-	r, err := parseRange(vals, m.svc.now())
+	r, err := parseRange(vals, p.svc.now())
 	if err != nil {
 		f, status, ok := views.FormFromError(err, vals, uiFormFields...)
 		if !ok {
 			return true, err
 		}
 		d.Form, d.Range = f, uiRange{Key: vals["range"]}
-		return true, views.Page(c, status, m.uiShell(c, title, section), uiMetricsPage(*d))
+		shell, err := p.ui.Shell(c, title, section)
+		if err != nil {
+			return true, err
+		}
+		return true, views.Page(c, status, shell, uiMetricsPage(*d))
 	}
 	d.Range = r
 	if r.live() {
@@ -305,30 +321,26 @@ func (m *Module) uiStart(c *fiber.Ctx, d *uiPageData, title, section string) (do
 }
 
 // uiFinish renders the page, or only its panel for the live refresh.
-func (m *Module) uiFinish(c *fiber.Ctx, d uiPageData, title, section string) error {
+func (p *pages) uiFinish(c *fiber.Ctx, d uiPageData, title, section string) error {
 	if c.Query("fragment") == "panel" {
 		return views.Render(c, http.StatusOK, uiPanelView(d.Panel))
 	}
-	return views.Page(c, http.StatusOK, m.uiShell(c, title, section), uiMetricsPage(d))
-}
-
-func (m *Module) uiShell(c *fiber.Ctx, title, section string) views.Shell {
-	s, err := m.pages.Shell(c, title, section)
+	shell, err := p.ui.Shell(c, title, section)
 	if err != nil {
-		m.svc.logger.WarnContext(app.Ctx(c), "metrics: navigation", "error", err)
+		return err
 	}
-	return s
+	return views.Page(c, http.StatusOK, shell, uiMetricsPage(d))
 }
 
-func (m *Module) uiWorkspace(c *fiber.Ctx) error {
+func (p *pages) uiWorkspace(c *fiber.Ctx) error {
 	ctx := app.Ctx(c)
 	ws := app.ScopeOf(c).WorkspaceID
 	d := uiPageData{Path: "/workspaces/" + ws.String() + "/metrics", Intro: "Traffic of every virtual host and stream of the workspace."}
-	if done, err := m.uiStart(c, &d, "Metrics", views.SectionMetrics); done {
+	if done, err := p.uiStart(c, &d, "Metrics", views.SectionMetrics); done {
 		return err
 	}
 	q := Query{WorkspaceID: ws, From: d.Range.From, To: d.Range.To, Interval: d.Range.Interval}
-	if err := m.trafficPanel(ctx, &d, q, true); err != nil {
+	if err := p.trafficPanel(ctx, &d, q, true); err != nil {
 		return err
 	}
 	if c.Query("fragment") != "panel" {
@@ -337,78 +349,78 @@ func (m *Module) uiWorkspace(c *fiber.Ctx) error {
 			{"Virtual hosts", "virtual_hosts", "/virtual-hosts/"},
 			{"Streams", "streams", "/streams/"},
 		} {
-			links, err := m.names(ctx, g.table, ws)
+			links, err := p.svc.workspaceNames(ctx, g.table, ws)
 			if err != nil {
 				return err
 			}
 			lg := uiLinkGroup{Title: g.title}
 			for _, l := range links {
-				lg.Links = append(lg.Links, views.Link{Label: l.name, Href: g.path + l.id.String() + "/metrics"})
+				lg.Links = append(lg.Links, views.Link{Label: l.Name, Href: g.path + l.ID.String() + "/metrics"})
 			}
 			d.Links = append(d.Links, lg)
 		}
 	}
-	return m.uiFinish(c, d, "Metrics", views.SectionMetrics)
+	return p.uiFinish(c, d, "Metrics", views.SectionMetrics)
 }
 
-func (m *Module) trafficPanel(ctx context.Context, d *uiPageData, q Query, withTops bool) error {
-	sum, err := m.svc.Traffic(ctx, q)
+func (p *pages) trafficPanel(ctx context.Context, d *uiPageData, q Query, withTops bool) error {
+	sum, err := p.svc.Traffic(ctx, q)
 	if err != nil {
 		return err
 	}
 	d.Panel.Cards = trafficCards(sum)
 	d.Panel.Charts = trafficCharts(sum.Series, q.Interval)
 	if withTops {
-		if d.Panel.Tops, d.Panel.TopNote, err = m.tops(ctx, q); err != nil {
+		if d.Panel.Tops, d.Panel.TopNote, err = p.tops(ctx, q); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (m *Module) uiVirtualHost(c *fiber.Ctx) error {
+func (p *pages) uiVirtualHost(c *fiber.Ctx) error {
 	ctx := app.Ctx(c)
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return err
 	}
-	var name, server string
-	if err := m.svc.pool.QueryRow(ctx, "SELECT name, server_name FROM virtual_hosts WHERE id = $1", id).Scan(&name, &server); err != nil {
-		return fmt.Errorf("read virtual host %s: %w", id, err)
+	name, server, err := p.svc.virtualHostNames(ctx, id)
+	if err != nil {
+		return err
 	}
 	title := "Metrics of " + name
 	d := uiPageData{Path: "/virtual-hosts/" + id.String() + "/metrics", Intro: "Traffic of the virtual host " + name + " (" + server + ")."}
-	if done, err := m.uiStart(c, &d, title, views.SectionVirtualHosts); done {
+	if done, err := p.uiStart(c, &d, title, views.SectionVirtualHosts); done {
 		return err
 	}
 	q := Query{WorkspaceID: app.ScopeOf(c).WorkspaceID, VirtualHostID: id, From: d.Range.From, To: d.Range.To, Interval: d.Range.Interval}
-	if err := m.trafficPanel(ctx, &d, q, true); err != nil {
+	if err := p.trafficPanel(ctx, &d, q, true); err != nil {
 		return err
 	}
-	return m.uiFinish(c, d, title, views.SectionVirtualHosts)
+	return p.uiFinish(c, d, title, views.SectionVirtualHosts)
 }
 
-func (m *Module) uiAgent(c *fiber.Ctx) error {
+func (p *pages) uiAgent(c *fiber.Ctx) error {
 	ctx := app.Ctx(c)
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return err
 	}
-	var name string
-	if err := m.svc.pool.QueryRow(ctx, "SELECT name FROM agents WHERE id = $1", id).Scan(&name); err != nil {
-		return fmt.Errorf("read agent %s: %w", id, err)
-	}
-	title := "Metrics of " + name
-	d := uiPageData{Path: "/agents/" + id.String() + "/metrics", Intro: "Host metrics and traffic of the agent " + name + "."}
-	if done, err := m.uiStart(c, &d, title, views.SectionAgents); done {
-		return err
-	}
-	q := Query{WorkspaceID: app.ScopeOf(c).WorkspaceID, AgentID: id, From: d.Range.From, To: d.Range.To, Interval: d.Range.Interval}
-	sum, err := m.svc.AgentTraffic(ctx, q)
+	name, err := p.svc.agentName(ctx, id)
 	if err != nil {
 		return err
 	}
-	host, err := m.svc.HostSeries(ctx, id, q.From, q.To, q.Interval)
+	title := "Metrics of " + name
+	d := uiPageData{Path: "/agents/" + id.String() + "/metrics", Intro: "Host metrics and traffic of the agent " + name + "."}
+	if done, err := p.uiStart(c, &d, title, views.SectionAgents); done {
+		return err
+	}
+	q := Query{WorkspaceID: app.ScopeOf(c).WorkspaceID, AgentID: id, From: d.Range.From, To: d.Range.To, Interval: d.Range.Interval}
+	sum, err := p.svc.AgentTraffic(ctx, q)
+	if err != nil {
+		return err
+	}
+	host, err := p.svc.HostSeries(ctx, id, q.From, q.To, q.Interval)
 	if err != nil {
 		return err
 	}
@@ -425,32 +437,31 @@ func (m *Module) uiAgent(c *fiber.Ctx) error {
 		d.Panel.Cards = []uiCard{{"Host metrics", "none reported yet"}}
 	}
 	d.Panel.Charts = append(hostCharts(host), trafficCharts(sum.Series, q.Interval)...)
-	return m.uiFinish(c, d, title, views.SectionAgents)
+	return p.uiFinish(c, d, title, views.SectionAgents)
 }
 
-func (m *Module) uiStream(c *fiber.Ctx) error {
+func (p *pages) uiStream(c *fiber.Ctx) error {
 	ctx := app.Ctx(c)
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return err
 	}
-	var name, protocol string
-	var port int
-	if err := m.svc.pool.QueryRow(ctx, "SELECT name, protocol, listen_port FROM streams WHERE id = $1", id).Scan(&name, &protocol, &port); err != nil {
-		return fmt.Errorf("read stream %s: %w", id, err)
+	name, protocol, port, err := p.svc.streamListener(ctx, id)
+	if err != nil {
+		return err
 	}
 	title := "Metrics of " + name
 	path := "/streams/" + id.String() + "/metrics"
 	d := uiPageData{Path: path, Intro: fmt.Sprintf("Traffic counters of the stream %s (%s port %d), counted since their last reset.", name, strings.ToUpper(protocol), port)}
-	if p := m.pages; p.Allowed(c, vhosts.ObjStream, authz.Write) {
+	if p.ui.Allowed(c, vhosts.ObjStream, authz.Write) {
 		d.Reset = &views.ActionProps{Action: path + "/reset", CSRF: uiCSRF(c), Label: "Reset counters",
 			Confirm: "Reset the counters of " + name + "? They will count from now on.", Danger: true}
 	}
-	if done, err := m.uiStart(c, &d, title, views.SectionStreams); done {
+	if done, err := p.uiStart(c, &d, title, views.SectionStreams); done {
 		return err
 	}
 	q := Query{WorkspaceID: app.ScopeOf(c).WorkspaceID, VirtualHostID: id, From: d.Range.From, To: d.Range.To, Interval: d.Range.Interval}
-	st, err := m.svc.StreamTraffic(ctx, q)
+	st, err := p.svc.StreamTraffic(ctx, q)
 	if err != nil {
 		return err
 	}
@@ -479,15 +490,15 @@ func (m *Module) uiStream(c *fiber.Ctx) error {
 		chartSpec{Unit: "count", X: x, Series: []chartSeries{sessions}}.component("chart-sessions", "Sessions (per "+step+")"),
 		chartSpec{Unit: "bytes", X: x, Series: []chartSeries{in, out}}.component("chart-bandwidth", "Bytes (per "+step+")"),
 	}
-	return m.uiFinish(c, d, title, views.SectionStreams)
+	return p.uiFinish(c, d, title, views.SectionStreams)
 }
 
-func (m *Module) uiStreamReset(c *fiber.Ctx) error {
+func (p *pages) uiStreamReset(c *fiber.Ctx) error {
 	id, err := app.ParamUUID(c, "id")
 	if err != nil {
 		return err
 	}
-	if _, err := m.ResetStreamCounters(app.Ctx(c), app.ScopeOf(c), id); err != nil {
+	if _, err := p.resetCounters(app.Ctx(c), app.ScopeOf(c), id); err != nil {
 		return err
 	}
 	views.SetFlash(c, views.Flash{Kind: views.FlashSuccess, Message: "The stream's counters were reset: they count from now on."})
@@ -602,32 +613,6 @@ func hostCharts(points []HostPoint) []uiChart {
 		chartSpec{Unit: "number", X: x, Series: []chartSeries{l1, l5, l15}}.component("chart-load", "Load average"),
 		chartSpec{Unit: "count", X: x, Series: []chartSeries{conns}}.component("chart-connections", "nginx connections"),
 	}
-}
-
-// ---- Names ----
-
-type uiName struct {
-	id   uuid.UUID
-	name string
-}
-
-// names lists the workspace's agents, virtual hosts or streams (read only;
-// their modules own the tables), at most 200.
-func (m *Module) names(ctx context.Context, table string, ws uuid.UUID) ([]uiName, error) {
-	rows, err := m.svc.pool.Query(ctx, "SELECT id, name FROM "+table+" WHERE workspace_id = $1 ORDER BY lower(name), id LIMIT 200", ws)
-	if err != nil {
-		return nil, fmt.Errorf("list %s of workspace %s: %w", table, ws, err)
-	}
-	defer rows.Close()
-	var out []uiName
-	for rows.Next() {
-		var n uiName
-		if err := rows.Scan(&n.id, &n.name); err != nil {
-			return nil, fmt.Errorf("list %s: %w", table, err)
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
 }
 
 // ---- Formatting ----

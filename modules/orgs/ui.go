@@ -842,7 +842,7 @@ func (p *pages) renderAPIKeys(c *fiber.Ctx, status int, st apiKeysState) error {
 		Scopes:         scopes,
 		Shown:          st.shown,
 		CSRF:           shell.CSRF,
-		Now:            time.Now(),
+		Now:            p.svc.clock(),
 		CanWrite:       p.ui.Allowed(c, ObjAPIKey, authz.Write),
 		CanDelete:      p.ui.Allowed(c, ObjAPIKey, authz.Delete),
 	}))

@@ -105,21 +105,12 @@ func New(d app.Deps) (Modules, error) {
 	if err != nil {
 		return m, fmt.Errorf("vhosts module: %w", err)
 	}
-	// The live-metrics WebSocket authenticates like the live-log one.
-	if m.Metrics, err = metrics.New(d, metrics.Options{
-		Authenticate: m.Auth.Service().AuthenticateToken,
-		Role:         m.Orgs.Service().Role,
-	}); err != nil {
+	if m.Metrics, err = metrics.New(d, metrics.Options{}); err != nil {
 		return m, fmt.Errorf("metrics module: %w", err)
 	}
 	// Access-log batches are counted into the traffic rollups in the
-	// transaction that stores them. The live-log WebSocket authenticates its
-	// first message's token and checks the caller's role like the route guard.
-	if m.Logs, err = logs.New(d, logs.Options{
-		RollupFunc:   m.Metrics.Rollup,
-		Authenticate: m.Auth.Service().AuthenticateToken,
-		Role:         m.Orgs.Service().Role,
-	}); err != nil {
+	// transaction that stores them.
+	if m.Logs, err = logs.New(d, logs.Options{RollupFunc: m.Metrics.Rollup}); err != nil {
 		return m, fmt.Errorf("logs module: %w", err)
 	}
 	m.Agents, err = agents.New(d, agents.Options{
@@ -143,17 +134,18 @@ func (m Modules) List() []app.Module {
 }
 
 // Wiring returns what the HTTP and gRPC layers take from the modules: the
-// authenticators, the role lookup, the admin's navigation, the error page, the
+// authenticators (of requests and of first-message sockets), the role lookup, the admin's navigation, the error page, the
 // static files, the master's version and the agents' gRPC server options.
 func (m Modules) Wiring(version string) app.Wiring {
 	return app.Wiring{
-		AuthenticateAPI: m.Auth.AuthenticateAPI,
-		AuthenticateUI:  m.Auth.AuthenticateUI,
-		Role:            m.Orgs.Service().Role,
-		Nav:             m.Orgs.Shell,
-		ErrorPage:       views.ErrorPage,
-		Static:          static.FS,
-		Version:         version,
+		AuthenticateAPI:   m.Auth.AuthenticateAPI,
+		AuthenticateUI:    m.Auth.AuthenticateUI,
+		AuthenticateToken: m.Auth.AuthenticateToken,
+		Role:              m.Orgs.Service().Role,
+		Nav:               m.Orgs.Shell,
+		ErrorPage:         views.ErrorPage,
+		Static:            static.FS,
+		Version:           version,
 
 		GRPCServerOptions: m.Agents.GRPCServerOptions(),
 	}

@@ -47,10 +47,11 @@ func New(t testing.TB, a *app.App, configure ...func(*orgs.Options)) *Base {
 // lookup and the admin's navigation.
 func (b *Base) Wiring() app.Wiring {
 	return app.Wiring{
-		AuthenticateAPI: b.Auth.AuthenticateAPI,
-		AuthenticateUI:  b.Auth.AuthenticateUI,
-		Role:            b.Orgs.Service().Role,
-		Nav:             b.Orgs.Shell,
+		AuthenticateAPI:   b.Auth.AuthenticateAPI,
+		AuthenticateUI:    b.Auth.AuthenticateUI,
+		AuthenticateToken: b.Auth.AuthenticateToken,
+		Role:              b.Orgs.Service().Role,
+		Nav:               b.Orgs.Shell,
 	}
 }
 
