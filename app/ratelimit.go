@@ -12,16 +12,18 @@ import (
 // rateLimiter grants each credential limit requests per fixed window (the
 // wall-clock minute), counted over every replica together.
 //
-// A request never waits for the database: take decides from memory, with
-// the cluster's total for the credential as of the last flush plus what
-// this replica admitted since. About once every rateFlushInterval (at once
-// when a credential's unflushed count reaches limit/rateKickDivisor) one
-// statement adds this replica's counts to rate_limit_windows and reads back
-// the totals of every credential this replica saw in the window, so a
-// credential over the limit on any replica is refused on all of them within
-// about a flush. The cluster may admit more than limit by what the replicas
-// admit between two flushes (a few requests per replica, well under 10 % of
-// the 1,000-per-minute default).
+// A request does not wait for the database as long as the credential is
+// within this replica's share of its remaining limit: take decides from
+// memory, with the cluster's total for the credential as of the last flush
+// plus what this replica admitted since. About once every rateFlushInterval
+// (at once when a credential's unflushed count reaches limit/rateKickDivisor
+// or its share) one statement adds this replica's counts to
+// rate_limit_windows and reads back the totals of every credential this
+// replica saw in the window and the number of replicas up. A replica admits
+// between two flushes at most the remainder of the limit divided by the
+// replicas up; a request past that waits for the next flush. So replicas
+// together admit the limit and then refuse, each within about a flush of the
+// others, without a round trip per request.
 //
 // Without a pool (tests of the plumbing) the counts are this replica's
 // only. Buckets of idle credentials are dropped as windows roll.
@@ -34,6 +36,10 @@ type rateLimiter struct {
 	mu     sync.Mutex
 	start  time.Time
 	counts map[string]*rateCount
+	// replicas is the number of replicas up at the last flush (at least 1).
+	replicas int
+	// flushed is closed, and replaced, when a flush ends.
+	flushed chan struct{}
 
 	kick    chan struct{}
 	cancel  context.CancelFunc
@@ -56,7 +62,12 @@ const (
 	// rateFlushInterval is how often the counts are flushed.
 	rateFlushInterval = time.Second
 	// rateFlushGap is the least time between two flushes.
-	rateFlushGap = 100 * time.Millisecond
+	rateFlushGap = 20 * time.Millisecond
+	// rateShareWait is how long a request over its replica's share waits
+	// for a flush, and rateShareWaits how many times, before it is admitted
+	// on the limit alone (the database is slow or unreachable).
+	rateShareWait  = 500 * time.Millisecond
+	rateShareWaits = 3
 	// rateKickDivisor: a credential's unflushed count of limit/rateKickDivisor
 	// (at least 1) flushes at once.
 	rateKickDivisor = 50
@@ -65,7 +76,7 @@ const (
 // newRateLimiter returns a limiter of limit requests per window; with a pool
 // it starts flushing the counts to PostgreSQL until stop.
 func newRateLimiter(limit int, window time.Duration, pool *pgxpool.Pool, logger *slog.Logger) *rateLimiter {
-	l := &rateLimiter{limit: limit, window: window, counts: map[string]*rateCount{}, logger: logger}
+	l := &rateLimiter{limit: limit, window: window, counts: map[string]*rateCount{}, logger: logger, replicas: 1, flushed: make(chan struct{})}
 	if pool == nil || limit <= 0 {
 		return l
 	}
@@ -93,33 +104,59 @@ func (l *rateLimiter) stop() {
 
 // take counts one request for key at now and returns 0 when allowed, or the
 // number of seconds until the window resets.
+//
+// Besides the limit, a replica admits between two flushes at most its share
+// of what remains of the credential's limit (the remainder divided by the
+// replicas up), so replicas admitting a burst at once cannot together pass
+// the limit; a request over the share waits for the next flush (a few
+// milliseconds, at most rateShareWait) and is decided again.
 func (l *rateLimiter) take(key string, now time.Time) int {
 	if l == nil || l.limit <= 0 {
 		return 0
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.roll(now)
-	c := l.counts[key]
-	if c == nil {
-		c = &rateCount{}
-		l.counts[key] = c
-	}
-	if c.cluster+c.inflight+c.pending >= l.limit {
-		retry := int(l.start.Add(l.window).Sub(now).Seconds() + 0.999)
-		if retry < 1 {
-			retry = 1
+	for waits := 0; ; waits++ {
+		l.roll(now)
+		c := l.counts[key]
+		if c == nil {
+			c = &rateCount{}
+			l.counts[key] = c
 		}
-		return retry
-	}
-	c.pending++
-	if l.kick != nil && c.pending >= max(1, l.limit/rateKickDivisor) {
+		local := c.inflight + c.pending
+		if c.cluster+local >= l.limit {
+			retry := int(l.start.Add(l.window).Sub(now).Seconds() + 0.999)
+			if retry < 1 {
+				retry = 1
+			}
+			return retry
+		}
+		share := (l.limit - c.cluster + l.replicas - 1) / l.replicas
+		if l.kick == nil || local < share || waits >= rateShareWaits {
+			c.pending++
+			if l.kick != nil && c.pending >= max(1, min(share, l.limit/rateKickDivisor)) {
+				l.kickFlush()
+			}
+			return 0
+		}
+		// Over this replica's share: learn the cluster's total first.
+		l.kickFlush()
+		flushed := l.flushed
+		l.mu.Unlock()
 		select {
-		case l.kick <- struct{}{}:
-		default:
+		case <-flushed:
+		case <-time.After(rateShareWait):
 		}
+		l.mu.Lock()
 	}
-	return 0
+}
+
+// kickFlush asks for a flush now; l.mu is held.
+func (l *rateLimiter) kickFlush() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
 }
 
 // roll starts a new window when now is past the current one; l.mu is held.
@@ -173,6 +210,12 @@ func (l *rateLimiter) flush(ctx context.Context) {
 	if len(keys) == 0 && len(seen) == 0 {
 		return
 	}
+	defer func() {
+		l.mu.Lock()
+		close(l.flushed)
+		l.flushed = make(chan struct{})
+		l.mu.Unlock()
+	}()
 	totals := make(map[string]int, len(keys)+len(seen))
 	rows, err := l.pool.Query(ctx, `
 WITH up AS (
@@ -183,8 +226,10 @@ WITH up AS (
 )
 SELECT credential, count FROM up
 UNION ALL
-SELECT credential, count FROM rate_limit_windows WHERE window_start = $1 AND credential = ANY($4::text[])`,
-		window, keys, deltas, seen)
+SELECT credential, count FROM rate_limit_windows WHERE window_start = $1 AND credential = ANY($4::text[])
+UNION ALL
+SELECT '', count(*)::int FROM replicas WHERE stopped_at IS NULL AND last_seen_at > now() - make_interval(secs => $5)`,
+		window, keys, deltas, seen, ReplicaDownAfter.Seconds())
 	if err == nil {
 		for rows.Next() {
 			var k string
@@ -200,6 +245,9 @@ SELECT credential, count FROM rate_limit_windows WHERE window_start = $1 AND cre
 		}
 	}
 	l.mu.Lock()
+	if n := totals[""]; err == nil {
+		l.replicas = max(1, n)
+	}
 	if l.start.Equal(window) {
 		for _, k := range keys {
 			c := l.counts[k]
