@@ -337,7 +337,7 @@ func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
 	}
 	beatCtx, stopBeat := context.WithCancel(ctx)
 	beat := make(chan struct{})
-	go func() { defer close(beat); a.replicas.run(beatCtx, w.ConnectedAgentsFunc) }()
+	go func() { defer close(beat); a.replicas.run(beatCtx, start, w.ConnectedAgentsFunc) }()
 	defer func() {
 		stopBeat()
 		<-beat

@@ -122,23 +122,25 @@ ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname, version = EXCLUDED.
 }
 
 // heartbeat refreshes this replica's row and prunes rows of replicas gone
-// for ReplicaPruneAfter, in one statement.
-func (r *Replicas) heartbeat(ctx context.Context, agents int) error {
-	_, err := r.pool.Exec(ctx, `
+// for ReplicaPruneAfter, in one statement. It reports false when the row is
+// missing (the registration at start failed, or the row was deleted).
+func (r *Replicas) heartbeat(ctx context.Context, agents int) (bool, error) {
+	tag, err := r.pool.Exec(ctx, `
 WITH pruned AS (
     DELETE FROM replicas WHERE id <> $1 AND last_seen_at < now() - make_interval(secs => $3)
 )
 UPDATE replicas SET last_seen_at = now(), connected_agents = $2, stopped_at = NULL WHERE id = $1`,
 		r.id, agents, ReplicaPruneAfter.Seconds())
 	if err != nil {
-		return fmt.Errorf("refresh replica %s: %w", r.id, err)
+		return false, fmt.Errorf("refresh replica %s: %w", r.id, err)
 	}
-	return nil
+	return tag.RowsAffected() == 1, nil
 }
 
-// run refreshes this replica's row every ReplicaHeartbeat until ctx ends;
-// agents counts the agent streams (nil: none).
-func (r *Replicas) run(ctx context.Context, agents func() int) {
+// run refreshes this replica's row every ReplicaHeartbeat until ctx ends,
+// registering it again (as s, with the current agent count) when the row is
+// missing; agents counts the agent streams (nil: none).
+func (r *Replicas) run(ctx context.Context, s replicaStart, agents func() int) {
 	t := time.NewTicker(ReplicaHeartbeat)
 	defer t.Stop()
 	for {
@@ -151,7 +153,12 @@ func (r *Replicas) run(ctx context.Context, agents func() int) {
 		if agents != nil {
 			n = agents()
 		}
-		if err := r.heartbeat(ctx, n); err != nil && ctx.Err() == nil {
+		ok, err := r.heartbeat(ctx, n)
+		if err == nil && !ok {
+			s.ConnectedAgents = n
+			err = r.register(ctx, s)
+		}
+		if err != nil && ctx.Err() == nil {
 			r.logger.Warn("replica heartbeat", "error", err)
 		}
 	}

@@ -149,6 +149,19 @@ func TestReplicas_TwoReplicasWithLeaderAndFailover(t *testing.T) {
 	if r := after.byID()["dead/1/00"]; r.State != app.ReplicaDown {
 		t.Errorf("unrefreshed replica = %+v, want down", r)
 	}
+
+	// A replica whose row is gone (deleted, or its registration failed)
+	// registers again at its next heartbeat.
+	sid := survivor.App.Deps.Replicas.ID()
+	if _, err := survivor.App.Deps.Pool.Exec(context.Background(), `DELETE FROM replicas WHERE id = $1`, sid); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*app.ReplicaHeartbeat, "the survivor registers again", func() (bool, string) {
+		var l list
+		sroot.Call(t, http.MethodGet, "/v1/replicas", nil, http.StatusOK, &l)
+		r, ok := l.byID()[sid]
+		return ok && r.State == app.ReplicaUp && r.HTTPAddr != "", "listed " + strings.Join(keys(l.byID()), ", ")
+	})
 }
 
 func keys(m map[string]app.Replica) []string {
