@@ -10,23 +10,25 @@ import (
 )
 
 // rateLimiter grants each credential limit requests per fixed window (the
-// wall-clock minute), counted over every replica together.
+// wall-clock minute), over every replica together.
 //
-// A request does not wait for the database as long as the credential is
-// within this replica's share of its remaining limit: take decides from
-// memory, with the cluster's total for the credential as of the last flush
-// plus what this replica admitted since. About once every rateFlushInterval
-// (at once when a credential's unflushed count reaches limit/rateKickDivisor
-// or its share) one statement adds this replica's counts to
-// rate_limit_windows and reads back the totals of every credential this
-// replica saw in the window and the number of replicas up. A replica admits
-// between two flushes at most the remainder of the limit divided by the
-// replicas up; a request past that waits for the next flush. So replicas
-// together admit the limit and then refuse, each within about a flush of the
-// others, without a round trip per request.
+// Replicas claim a credential's requests from rate_limit_windows in batches
+// (a lease of limit/(rateBatchDivisor × replicas up), at least one) and
+// admit them from memory; the row never grants more than limit in a window,
+// so the replicas together never admit more. A replica asks for the next
+// batch when half of its lease is used, so a request waits for the database
+// only when its credential's lease ran out (near the limit, or the first
+// request of a credential in a window on this replica). All the claims of a
+// moment go in one statement. What a replica claimed but did not use is
+// lost when the window ends: at most one batch per replica, 1/rateBatchDivisor
+// of the limit in all. Once the row granted everything, every replica
+// refuses the credential (429 with Retry-After) until the window ends.
 //
-// Without a pool (tests of the plumbing) the counts are this replica's
-// only. Buckets of idle credentials are dropped as windows roll.
+// If the database does not answer within rateClaimWait, the request is
+// admitted on this replica's own count. Without a pool (tests of the
+// plumbing), or with a limit of 2^30 or more, the counts are this replica's
+// only. Buckets of idle credentials
+// are dropped as windows roll.
 type rateLimiter struct {
 	limit  int
 	window time.Duration
@@ -36,10 +38,10 @@ type rateLimiter struct {
 	mu     sync.Mutex
 	start  time.Time
 	counts map[string]*rateCount
-	// replicas is the number of replicas up at the last flush (at least 1).
+	// replicas is the number of replicas up, as last read (at least 1).
 	replicas int
-	// flushed is closed, and replaced, when a flush ends.
-	flushed chan struct{}
+	// claimed is closed, and replaced, when a claim ends.
+	claimed chan struct{}
 
 	kick    chan struct{}
 	cancel  context.CancelFunc
@@ -47,37 +49,34 @@ type rateLimiter struct {
 	flushes int
 }
 
-// rateCount is one credential's requests in the current window.
+// rateCount is one credential's requests in the current window on this
+// replica.
 type rateCount struct {
-	// cluster is the total over every replica read back by the last flush
-	// (this replica's flushed requests included).
-	cluster int
-	// inflight are admitted requests a running flush is adding.
-	inflight int
-	// pending are admitted requests not flushed yet.
-	pending int
+	// granted are the requests this replica claimed, used those it admitted.
+	granted, used int
+	// want: a claim is due; claiming: it is in flight.
+	want, claiming bool
+	// exhausted: the window's limit is granted; refuse once used = granted.
+	exhausted bool
 }
 
 const (
-	// rateFlushInterval is how often the counts are flushed.
-	rateFlushInterval = time.Second
-	// rateFlushGap is the least time between two flushes.
-	rateFlushGap = 20 * time.Millisecond
-	// rateShareWait is how long a request over its replica's share waits
-	// for a flush, and rateShareWaits how many times, before it is admitted
-	// on the limit alone (the database is slow or unreachable).
-	rateShareWait  = 500 * time.Millisecond
-	rateShareWaits = 3
-	// rateKickDivisor: a credential's unflushed count of limit/rateKickDivisor
-	// (at least 1) flushes at once.
-	rateKickDivisor = 50
+	// rateRefreshInterval is how often the number of replicas up is read
+	// (and old windows pruned, every 60th time).
+	rateRefreshInterval = time.Second
+	// rateBatchDivisor: a claim asks for limit/(rateBatchDivisor × replicas).
+	rateBatchDivisor = 40
+	// rateClaimWait is how long a request waits for its credential's claim.
+	rateClaimWait = 2 * time.Second
 )
 
 // newRateLimiter returns a limiter of limit requests per window; with a pool
-// it starts flushing the counts to PostgreSQL until stop.
+// it claims from PostgreSQL until stop.
 func newRateLimiter(limit int, window time.Duration, pool *pgxpool.Pool, logger *slog.Logger) *rateLimiter {
-	l := &rateLimiter{limit: limit, window: window, counts: map[string]*rateCount{}, logger: logger, replicas: 1, flushed: make(chan struct{})}
-	if pool == nil || limit <= 0 {
+	l := &rateLimiter{limit: limit, window: window, counts: map[string]*rateCount{}, logger: logger, replicas: 1, claimed: make(chan struct{})}
+	// A limit this large is no limit (tests and benchmarks set it so); the
+	// row's integer counts stay in range.
+	if pool == nil || limit <= 0 || limit >= 1<<30 {
 		return l
 	}
 	if l.logger == nil {
@@ -92,7 +91,7 @@ func newRateLimiter(limit int, window time.Duration, pool *pgxpool.Pool, logger 
 	return l
 }
 
-// stop ends the flushing (a last flush is attempted first).
+// stop ends the claiming.
 func (l *rateLimiter) stop() {
 	if l == nil || l.cancel == nil {
 		return
@@ -104,55 +103,66 @@ func (l *rateLimiter) stop() {
 
 // take counts one request for key at now and returns 0 when allowed, or the
 // number of seconds until the window resets.
-//
-// Besides the limit, a replica admits between two flushes at most its share
-// of what remains of the credential's limit (the remainder divided by the
-// replicas up), so replicas admitting a burst at once cannot together pass
-// the limit; a request over the share waits for the next flush (a few
-// milliseconds, at most rateShareWait) and is decided again.
 func (l *rateLimiter) take(key string, now time.Time) int {
 	if l == nil || l.limit <= 0 {
 		return 0
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for waits := 0; ; waits++ {
+	deadline := time.Now().Add(rateClaimWait)
+	for {
 		l.roll(now)
 		c := l.counts[key]
 		if c == nil {
 			c = &rateCount{}
 			l.counts[key] = c
 		}
-		local := c.inflight + c.pending
-		if c.cluster+local >= l.limit {
+		if l.pool == nil {
+			c.granted = l.limit
+		}
+		if c.used < c.granted {
+			c.used++
+			if !c.exhausted && c.granted-c.used <= l.batch()/2 {
+				l.want(c)
+			}
+			return 0
+		}
+		if c.exhausted {
 			retry := int(l.start.Add(l.window).Sub(now).Seconds() + 0.999)
 			if retry < 1 {
 				retry = 1
 			}
 			return retry
 		}
-		share := (l.limit - c.cluster + l.replicas - 1) / l.replicas
-		if l.kick == nil || local < share || waits >= rateShareWaits {
-			c.pending++
-			if l.kick != nil && c.pending >= max(1, min(share, l.limit/rateKickDivisor)) {
-				l.kickFlush()
-			}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			// The database is slow or down: admit on this replica's count.
+			c.granted++
+			c.used++
 			return 0
 		}
-		// Over this replica's share: learn the cluster's total first.
-		l.kickFlush()
-		flushed := l.flushed
+		l.want(c)
+		claimed := l.claimed
 		l.mu.Unlock()
+		t := time.NewTimer(wait)
 		select {
-		case <-flushed:
-		case <-time.After(rateShareWait):
+		case <-claimed:
+		case <-t.C:
 		}
+		t.Stop()
 		l.mu.Lock()
+		now = time.Now()
 	}
 }
 
-// kickFlush asks for a flush now; l.mu is held.
-func (l *rateLimiter) kickFlush() {
+// batch is the number of requests a claim asks for; l.mu is held.
+func (l *rateLimiter) batch() int {
+	return max(1, l.limit/(rateBatchDivisor*l.replicas))
+}
+
+// want marks c for the next claim and asks for one now; l.mu is held.
+func (l *rateLimiter) want(c *rateCount) {
+	c.want = true
 	select {
 	case l.kick <- struct{}{}:
 	default:
@@ -169,67 +179,76 @@ func (l *rateLimiter) roll(now time.Time) {
 
 func (l *rateLimiter) run(ctx context.Context) {
 	defer close(l.done)
-	t := time.NewTicker(rateFlushInterval)
+	t := time.NewTicker(rateRefreshInterval)
 	defer t.Stop()
+	l.refresh(ctx)
 	for {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			l.flush(fctx)
-			cancel()
 			return
 		case <-t.C:
+			l.refresh(ctx)
 		case <-l.kick:
 		}
-		l.flush(ctx)
-		select {
-		case <-ctx.Done():
-		case <-time.After(rateFlushGap):
+		if err := l.claim(ctx); err != nil {
+			select { // the database failed: do not retry at once
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}
 }
 
-// flush adds this replica's pending counts to rate_limit_windows and reads
-// back the cluster totals of every credential seen in the window, in one
-// statement; once a minute it also deletes old windows.
-func (l *rateLimiter) flush(ctx context.Context) {
+// refresh reads the number of replicas up and, once a minute, deletes old
+// windows.
+func (l *rateLimiter) refresh(ctx context.Context) {
+	var n int
+	err := l.pool.QueryRow(ctx, `SELECT count(*) FROM replicas WHERE stopped_at IS NULL AND last_seen_at > now() - make_interval(secs => $1)`,
+		ReplicaDownAfter.Seconds()).Scan(&n)
+	l.mu.Lock()
+	if err == nil {
+		l.replicas = max(1, n)
+	}
+	window := l.start
+	l.flushes++
+	prune := l.flushes%60 == 1
+	l.mu.Unlock()
+	if err != nil && ctx.Err() == nil {
+		l.logger.Warn("rate limit: count replicas", "error", err)
+	}
+	if prune && !window.IsZero() {
+		if _, err := l.pool.Exec(ctx, `DELETE FROM rate_limit_windows WHERE window_start < $1`, window.Add(-2*l.window)); err != nil && ctx.Err() == nil {
+			l.logger.Warn("rate limit prune", "error", err)
+		}
+	}
+}
+
+// claim asks rate_limit_windows, in one statement, for a batch of every
+// credential that wants one, and wakes the requests waiting for them.
+func (l *rateLimiter) claim(ctx context.Context) error {
 	l.mu.Lock()
 	l.roll(time.Now())
 	window := l.start
-	var keys, seen []string
-	var deltas []int32
+	batch := l.batch()
+	var keys []string
 	for k, c := range l.counts {
-		if c.pending > 0 {
-			keys, deltas = append(keys, k), append(deltas, int32(c.pending))
-			c.inflight, c.pending = c.pending, 0
-		} else {
-			seen = append(seen, k)
+		if c.want && !c.claiming && !c.exhausted {
+			c.want, c.claiming = false, true
+			keys = append(keys, k)
 		}
 	}
 	l.mu.Unlock()
-	if len(keys) == 0 && len(seen) == 0 {
-		return
+	if len(keys) == 0 {
+		return nil
 	}
-	defer func() {
-		l.mu.Lock()
-		close(l.flushed)
-		l.flushed = make(chan struct{})
-		l.mu.Unlock()
-	}()
-	totals := make(map[string]int, len(keys)+len(seen))
+	grants := make(map[string]int, len(keys))
 	rows, err := l.pool.Query(ctx, `
-WITH up AS (
-    INSERT INTO rate_limit_windows (credential, window_start, count)
-    SELECT d.credential, $1, d.n FROM unnest($2::text[], $3::int[]) AS d(credential, n)
-    ON CONFLICT (credential, window_start) DO UPDATE SET count = rate_limit_windows.count + EXCLUDED.count
-    RETURNING credential, count
-)
-SELECT credential, count FROM up
-UNION ALL
-SELECT credential, count FROM rate_limit_windows WHERE window_start = $1 AND credential = ANY($4::text[])
-UNION ALL
-SELECT '', count(*)::int FROM replicas WHERE stopped_at IS NULL AND last_seen_at > now() - make_interval(secs => $5)`,
-		window, keys, deltas, seen, ReplicaDownAfter.Seconds())
+INSERT INTO rate_limit_windows AS w (credential, window_start, count, last_grant)
+SELECT k, $1, LEAST($3::int, $4::int), LEAST($3::int, $4::int) FROM unnest($2::text[]) AS k
+ON CONFLICT (credential, window_start) DO UPDATE
+SET count = w.count + LEAST($3::int, GREATEST(0, $4::int - w.count)),
+    last_grant = LEAST($3::int, GREATEST(0, $4::int - w.count))
+RETURNING credential, last_grant`, window, keys, batch, l.limit)
 	if err == nil {
 		for rows.Next() {
 			var k string
@@ -237,7 +256,7 @@ SELECT '', count(*)::int FROM replicas WHERE stopped_at IS NULL AND last_seen_at
 			if err = rows.Scan(&k, &n); err != nil {
 				break
 			}
-			totals[k] = n
+			grants[k] = n
 		}
 		rows.Close()
 		if err == nil {
@@ -245,44 +264,26 @@ SELECT '', count(*)::int FROM replicas WHERE stopped_at IS NULL AND last_seen_at
 		}
 	}
 	l.mu.Lock()
-	if n := totals[""]; err == nil {
-		l.replicas = max(1, n)
-	}
-	if l.start.Equal(window) {
-		for _, k := range keys {
-			c := l.counts[k]
-			if c == nil {
-				continue
-			}
-			if err != nil {
-				c.pending += c.inflight // retried by the next flush
-			} else if n, ok := totals[k]; ok {
-				c.cluster = n
-			} else {
-				c.cluster += c.inflight
-			}
-			c.inflight = 0
+	for _, k := range keys {
+		c := l.counts[k]
+		if c == nil || !l.start.Equal(window) {
+			continue
 		}
-		if err == nil {
-			for _, k := range seen {
-				if c, ok := l.counts[k]; ok && totals[k] > c.cluster {
-					c.cluster = totals[k]
-				}
-			}
+		c.claiming = false
+		if err != nil {
+			continue
+		}
+		n := grants[k]
+		c.granted += n
+		if n < batch {
+			c.exhausted = true
 		}
 	}
-	l.flushes++
-	prune := l.flushes%60 == 1
+	close(l.claimed)
+	l.claimed = make(chan struct{})
 	l.mu.Unlock()
-	if err != nil {
-		if ctx.Err() == nil {
-			l.logger.Warn("rate limit flush", "error", err)
-		}
-		return
+	if err != nil && ctx.Err() == nil {
+		l.logger.Warn("rate limit claim", "error", err)
 	}
-	if prune {
-		if _, err := l.pool.Exec(ctx, `DELETE FROM rate_limit_windows WHERE window_start < $1`, window.Add(-2*l.window)); err != nil && ctx.Err() == nil {
-			l.logger.Warn("rate limit prune", "error", err)
-		}
-	}
+	return err
 }
