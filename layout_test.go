@@ -22,6 +22,7 @@ var moduleRank = map[string]int{
 	"agents":    4,
 	"metrics":   5,
 	"logs":      5,
+	"replicas":  0, // imports no module: it lists the app's replicas registry
 }
 
 const modulePrefix = "github.com/nxmesh/nxmesh/modules/"

@@ -128,7 +128,9 @@ func serve(ctx context.Context, cfgPath string, stdout, stderr io.Writer) error 
 		return err
 	}
 	// app.Run starts the agents hub and the logs ingest (both are app.Runners).
-	return a.Run(ctx, mods.List(), mods.Wiring(version))
+	w := mods.Wiring(version)
+	w.Commit = commit
+	return a.Run(ctx, mods.List(), w)
 }
 
 // bootstrap creates the first administrator when there is no user at all, from

@@ -165,6 +165,32 @@ func (v portValue) Set(s string) error {
 
 // bytesValue is a flag.Value for a size: bytes, or a number with KiB,
 // MiB or GiB.
+// mastersValue is --master: repeatable, each a host:port or a
+// comma-separated list of them, kept as one comma-separated list.
+type mastersValue struct{ s *string }
+
+func (v mastersValue) String() string {
+	if v.s == nil {
+		return ""
+	}
+	return *v.s
+}
+
+func (v mastersValue) Set(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	if *v.s != "" {
+		s = *v.s + "," + s
+	}
+	list, err := controlplane.ParseMasters(s)
+	if err != nil {
+		return err
+	}
+	*v.s = strings.Join(list, ",")
+	return nil
+}
+
 type bytesValue struct{ n *int64 }
 
 var byteUnits = []struct {
@@ -209,7 +235,8 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("nxmesh-agent", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&cfg.ConfigFile, "config", "", "optional YAML `file` whose keys are the flag names below, e.g. \"nginx-binary: /usr/sbin/nginx\"")
-	fs.StringVar(&cfg.Master, "master", "", "the master's gRPC address, `host:port` (required)")
+	fs.Var(mastersValue{&cfg.Master}, "master", "the master's gRPC address, `host:port` (required); repeat the flag or separate addresses by commas "+
+		"for several replicas, tried in turn when the connection fails")
 	fs.StringVar(&cfg.Token, "token", "", "registration `token` (nxmesh_agent_...), needed until the agent has registered")
 	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM `file` of the master's agent CA, to trust the master before registration")
 	fs.StringVar(&cfg.CAFingerprint, "ca-fingerprint", "", "`sha256:<64 hex>` fingerprint of the master's agent CA certificate (alternative to --ca-file)")
@@ -384,6 +411,16 @@ func yamlString(v any) (string, error) {
 		return v, nil
 	case bool, int, int64, uint64, float64:
 		return fmt.Sprint(v), nil
+	case []any: // a list of addresses (master)
+		parts := make([]string, 0, len(v))
+		for _, e := range v {
+			s, err := yamlString(e)
+			if err != nil {
+				return "", err
+			}
+			parts = append(parts, s)
+		}
+		return strings.Join(parts, ","), nil
 	case map[string]any:
 		keys := make([]string, 0, len(v))
 		for k := range v {

@@ -102,6 +102,32 @@ func TestParseConfig(t *testing.T) {
 		}
 	})
 
+	t.Run("SeveralMasters", func(t *testing.T) {
+		t.Parallel()
+		fp := []string{"--ca-fingerprint", "sha256:" + strings.Repeat("ab", 32)}
+		cfg, err := parseConfig(append([]string{"--master", "a:9090, b:9090", "--master", "c:9090", "--master", "a:9090"}, fp...), env{}.lookup, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Master != "a:9090,b:9090,c:9090" {
+			t.Errorf("masters from flags = %q", cfg.Master)
+		}
+		file := filepath.Join(t.TempDir(), "agent.yaml")
+		if err := os.WriteFile(file, []byte("master:\n  - x:1\n  - y:2\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err = parseConfig(fp, env{"NXMESH_AGENT_CONFIG": file}.lookup, &bytes.Buffer{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Master != "x:1,y:2" {
+			t.Errorf("masters from the file = %q", cfg.Master)
+		}
+		if _, err := parseConfig(append([]string{"--master", "a:9090,nope"}, fp...), env{}.lookup, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "nope") {
+			t.Errorf("bad address: err = %v", err)
+		}
+	})
+
 	t.Run("ManageMode", func(t *testing.T) {
 		t.Parallel()
 		cfg, err := parseConfig(append([]string{"--nginx-conf", "/etc/nginx/nginx.conf", "--include-dir", "/etc/nginx/nxmesh",

@@ -68,6 +68,8 @@ type App struct {
 	routes   *Routes
 	fiber    *fiber.App
 	events   *events.Hub
+	replicas *Replicas
+	limiter  *rateLimiter
 }
 
 // New prepares the plumbing (step 2 of the lifecycle): it runs cfg.Validate
@@ -112,7 +114,10 @@ func (a *App) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	jobs, err := river.NewClient(riverdatabasesql.New(a.db.SQL), &river.Config{Logger: logger})
+	if a.replicas, err = newReplicas(a.db.Pool, logger); err != nil {
+		return err
+	}
+	jobs, err := river.NewClient(riverdatabasesql.New(a.db.SQL), &river.Config{ID: a.replicas.ID() + "/insert", Logger: logger})
 	if err != nil {
 		return fmt.Errorf("river insert client: %w", err)
 	}
@@ -130,7 +135,10 @@ func (a *App) prepare(ctx context.Context) error {
 		Logger:  logger,
 		Clock:   time.Now,
 		Pages:   NewPages(enforcer, logger),
+
+		Replicas: a.replicas,
 	}
+	a.limiter = newRateLimiter(cfg.Auth.RateLimitPerMinute, time.Minute, a.db.Pool, logger)
 	a.events = events.New(a.db.Pool, logger, a.registry)
 	a.Deps.Events = a.events
 	return nil
@@ -189,6 +197,10 @@ func (a *App) Close(ctx context.Context) {
 		a.events.Stop()
 		a.events = nil
 	}
+	if a.limiter != nil {
+		a.limiter.stop()
+		a.limiter = nil
+	}
 	if a.db != nil {
 		a.db.Close()
 		a.db = nil
@@ -223,8 +235,7 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 	a.Deps.Pages.nav = w.Nav
 	metrics := newHTTPMetrics(a.registry)
 	a.fiber = newFiber(a.cfg, a.logger, metrics, &w)
-	g := &guard{w: &w, authz: a.Deps.Authz, limiter: newRateLimiter(a.cfg.Auth.RateLimitPerMinute, time.Minute),
-		logger: a.logger}
+	g := &guard{w: &w, authz: a.Deps.Authz, limiter: a.limiter, logger: a.logger}
 	sockets := newSocketGuard(g, a.cfg.Auth)
 	root := Routers{
 		API:    &Router{kind: KindAPI, prefix: "/v1", fr: a.fiber.Group("/v1"), reg: a.routes, guard: g.handlers, sockets: sockets},
@@ -279,7 +290,10 @@ func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
 	for _, m := range mods {
 		periodic = append(periodic, m.Jobs(workers)...)
 	}
+	// The River client id is the replica id, so river_leader.leader_id
+	// names the replica running the periodic jobs (Replicas.List).
 	worker, err := river.NewClient(riverpgxv5.New(a.db.Pool), &river.Config{
+		ID:           a.replicas.ID(),
 		Queues:       map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}},
 		Workers:      workers,
 		PeriodicJobs: periodic,
@@ -297,12 +311,14 @@ func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
 		m.GRPC(gs)
 	}
 	errc := make(chan error, 2)
+	start := replicaStart{Version: w.Version, Commit: w.Commit}
 	if len(gs.GetServiceInfo()) > 0 {
 		lis, err := net.Listen("tcp", a.cfg.GRPC.Addr)
 		if err != nil {
 			return fmt.Errorf("listen grpc %s: %w", a.cfg.GRPC.Addr, err)
 		}
 		a.logger.Info("grpc listening", "addr", lis.Addr().String())
+		start.GRPCAddr = lis.Addr().String()
 		go func() { errc <- gs.Serve(lis) }()
 	}
 
@@ -311,7 +327,27 @@ func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
 		return fmt.Errorf("listen http %s: %w", a.cfg.HTTP.Addr, err)
 	}
 	a.logger.Info("http listening", "addr", lis.Addr().String())
+	start.HTTPAddr = lis.Addr().String()
 	go func() { errc <- a.Serve(lis) }()
+
+	if w.ConnectedAgentsFunc != nil {
+		start.ConnectedAgents = w.ConnectedAgentsFunc()
+	}
+	if err := a.replicas.register(ctx, start); err != nil {
+		a.logger.Error("replica registry", "error", err)
+	}
+	beatCtx, stopBeat := context.WithCancel(ctx)
+	beat := make(chan struct{})
+	go func() { defer close(beat); a.replicas.run(beatCtx, start, w.ConnectedAgentsFunc) }()
+	defer func() {
+		stopBeat()
+		<-beat
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.replicas.stop(ctx); err != nil {
+			a.logger.Error("replica registry", "error", err)
+		}
+	}()
 
 	runCtx, stopRunners := context.WithCancel(ctx)
 	defer stopRunners()

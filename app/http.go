@@ -47,8 +47,14 @@ type Wiring struct {
 	ErrorPage func(c *fiber.Ctx, status int, message string) error
 	// Static is served under /static/.
 	Static fs.FS
-	// Version is shown in the OpenAPI document.
+	// Version is shown in the OpenAPI document and recorded in the
+	// replicas registry, with Commit.
 	Version string
+	// Commit is the source revision the master was built from.
+	Commit string
+	// ConnectedAgentsFunc counts the agent streams this replica holds, for
+	// the replicas registry; nil counts none.
+	ConnectedAgentsFunc func() int
 	// GRPCServerOptions configure the agents' gRPC server (transport
 	// credentials, keepalive); the agents module provides them.
 	GRPCServerOptions []grpc.ServerOption

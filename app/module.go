@@ -61,6 +61,9 @@ type Deps struct {
 	// Pages decides which buttons and forms the admin pages offer, as the
 	// route guard decides (see Pages).
 	Pages *Pages
+	// Replicas is this process's entry in the replicas registry (its ID
+	// names the replica) and the registry's reader.
+	Replicas *Replicas
 }
 
 // Clock returns the current time.

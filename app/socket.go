@@ -109,11 +109,11 @@ type SocketAuth struct {
 type socketGuard struct {
 	g *guard
 	// failures counts bad tokens per client address.
-	failures *rateLimiter
+	failures *failureLimiter
 }
 
 func newSocketGuard(g *guard, cfg AuthConfig) *socketGuard {
-	return &socketGuard{g: g, failures: newRateLimiter(cfg.LoginAttemptsPerIP, cfg.LoginWindow)}
+	return &socketGuard{g: g, failures: newFailureLimiter(cfg.LoginAttemptsPerIP, cfg.LoginWindow)}
 }
 
 // socketTarget is the scope a socket addressed, resolved before the upgrade.

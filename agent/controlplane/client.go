@@ -109,7 +109,10 @@ type ACMEHandler interface {
 
 // Options configure a Client.
 type Options struct {
-	// Master is the master's gRPC address, host:port.
+	// Master is the master's gRPC address, host:port, or several separated
+	// by commas (replicas of the master): the client connects to the first
+	// and, whenever its stream ends or cannot be opened, to the next one,
+	// backing off only once every address failed in a row.
 	Master string
 	// Token is the registration token, needed only until the agent has an
 	// identity.
@@ -154,6 +157,10 @@ type Options struct {
 type Client struct {
 	opts Options
 	log  *slog.Logger
+	// masters are the addresses of Options.Master; masterIdx indexes the
+	// one in use.
+	masters   []string
+	masterIdx atomic.Int32
 
 	mu      sync.Mutex
 	current *session // the live session, nil while disconnected
@@ -175,11 +182,9 @@ type Client struct {
 
 // New validates opts and returns a Client.
 func New(opts Options) (*Client, error) {
-	if opts.Master == "" {
-		return nil, errors.New("controlplane: master address is required")
-	}
-	if _, _, err := net.SplitHostPort(opts.Master); err != nil {
-		return nil, fmt.Errorf("controlplane: master address %q: %w", opts.Master, err)
+	masters, err := ParseMasters(opts.Master)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: %w", err)
 	}
 	if opts.DataDir == "" {
 		return nil, errors.New("controlplane: data directory is required")
@@ -212,10 +217,39 @@ func New(opts Options) (*Client, error) {
 		opts.Logger = slog.Default()
 	}
 	return &Client{
-		opts: opts, log: opts.Logger.With("component", "controlplane"),
+		opts: opts, log: opts.Logger.With("component", "controlplane"), masters: masters,
 		wake: make(chan struct{}, 1), healthNow: make(chan struct{}, 1),
 	}, nil
 }
+
+// ParseMasters splits a comma-separated list of master addresses
+// (host:port each), dropping empty entries and duplicates.
+func ParseMasters(s string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" || seen[a] {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("master address %q: %w", a, err)
+		}
+		seen[a] = true
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("master address is required")
+	}
+	return out, nil
+}
+
+// master is the address of the master the client connects to now.
+func (c *Client) master() string { return c.masters[int(c.masterIdx.Load())%len(c.masters)] }
+
+// Master is the address of the master the client is connected or
+// connecting to.
+func (c *Client) Master() string { return c.master() }
 
 // AgentID returns the agent's id once known (after registration or from
 // the stored identity).
@@ -245,17 +279,29 @@ func (c *Client) Run(ctx context.Context) error {
 	wg.Go(func() { c.applyLoop(ctx) })
 	defer wg.Wait()
 	defer c.commands.Wait()
+	// failed counts the sessions that ended in a row since one was stable:
+	// each moves on to the next master at once, and once every master
+	// failed the client backs off.
+	failed := 0
 	for {
 		started := time.Now()
+		master := c.master()
 		registered, err := c.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if registered || time.Since(started) >= c.opts.StableAfter {
 			c.opts.Backoff.Reset()
+			failed = 0
 		}
-		delay := c.opts.Backoff.Next()
-		c.log.Warn("connection to the master ended; reconnecting", "master", c.opts.Master, "error", err, "retry_in", delay.Round(time.Millisecond))
+		failed++
+		c.masterIdx.Store(int32((int(c.masterIdx.Load()) + 1) % len(c.masters)))
+		delay := time.Duration(0)
+		if failed >= len(c.masters) {
+			failed = 0
+			delay = c.opts.Backoff.Next()
+		}
+		c.log.Warn("connection to the master ended; reconnecting", "master", master, "next", c.master(), "error", err, "retry_in", delay.Round(time.Millisecond))
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -353,13 +399,14 @@ func (c *Client) dial(id *Identity) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(c.opts.Master,
+	master := c.master()
+	conn, err := grpc.NewClient(master,
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.opts.MaxMessageBytes), grpc.MaxCallSendMsgSize(c.opts.MaxMessageBytes)),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("dial master %s: %w", c.opts.Master, err)
+		return nil, fmt.Errorf("dial master %s: %w", master, err)
 	}
 	return conn, nil
 }
@@ -391,7 +438,7 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 	// 2. Register or say hello.
 	reg := &agentv1.RegistrationRequest{
 		Hostname:       c.opts.Hostname,
-		IpAddress:      localIP(c.opts.Master),
+		IpAddress:      localIP(c.master()),
 		Version:        c.opts.Version,
 		Capabilities:   c.opts.Capabilities,
 		Labels:         c.opts.Labels,
@@ -455,7 +502,7 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 	s := &session{stream: stream, agentID: agentID}
 	c.setSession(s)
 	defer c.setSession(nil)
-	c.log.Info("connected to the master", "master", c.opts.Master, "agent_id", agentID, "mtls", id != nil)
+	c.log.Info("connected to the master", "master", c.master(), "agent_id", agentID, "mtls", id != nil)
 
 	// 4–5. Heartbeats and the receive loop.
 	interval := c.opts.Heartbeat

@@ -587,3 +587,75 @@ func TestClient_LogBatches(t *testing.T) {
 		t.Errorf("acks %v", acked)
 	}
 }
+
+// TestClient_SeveralMasters gives the client a dead address first and two
+// replicas of the master: it registers through the first live one, and
+// when that one stops it reconnects to the other.
+func TestClient_SeveralMasters(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(b.ca.cert)
+	srv2 := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{b.ca.serverCert(t)},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    pool,
+		MinVersion:   tls.VersionTLS12,
+	})))
+	agentv1.RegisterAgentServiceServer(srv2, b.master)
+	lis2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv2.Serve(lis2)
+	t.Cleanup(srv2.Stop)
+	deadLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := deadLis.Addr().String()
+	deadLis.Close()
+
+	opts := b.opts
+	opts.Master = dead + ", " + b.addr + "," + lis2.Addr().String()
+	c := newClient(t, opts)
+	if c.Master() != dead {
+		t.Fatalf("first master = %q, want %q", c.Master(), dead)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	if first := next(t, b.master.streams, "registration stream"); first.registration.GetToken() == "" {
+		t.Fatalf("first stream did not register: %v", first.registration)
+	}
+	b.srv.Stop() // the replica the agent registered with dies
+	for {
+		s := next(t, b.master.streams, "a stream to the surviving replica")
+		if s.clientCN != "agent-1" {
+			continue
+		}
+		if got := c.Master(); got != lis2.Addr().String() {
+			t.Fatalf("connected through %q, want the surviving replica %s", got, lis2.Addr())
+		}
+		break
+	}
+}
+
+func TestParseMasters(t *testing.T) {
+	t.Parallel()
+	got, err := ParseMasters(" a:1, b:2,,a:1 ")
+	if err != nil || strings.Join(got, " ") != "a:1 b:2" {
+		t.Errorf("ParseMasters = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", " , ", "a:1,b"} {
+		if _, err := ParseMasters(bad); err == nil {
+			t.Errorf("ParseMasters(%q) accepted", bad)
+		}
+	}
+}

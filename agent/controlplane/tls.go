@@ -38,9 +38,10 @@ func Fingerprint(cert *x509.Certificate) string {
 // pinned CA fingerprint. With an identity, the client certificate is
 // presented (mutual TLS).
 func (c *Client) tlsConfig(id *Identity) (*tls.Config, error) {
-	host, _, err := net.SplitHostPort(c.opts.Master)
+	master := c.master()
+	host, _, err := net.SplitHostPort(master)
 	if err != nil {
-		return nil, fmt.Errorf("master address %q: %w", c.opts.Master, err)
+		return nil, fmt.Errorf("master address %q: %w", master, err)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
 	if id != nil {

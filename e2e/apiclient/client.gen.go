@@ -975,6 +975,26 @@ type ReloadResult struct {
 	Timestamp time.Time `json:"timestamp"`
 }
 
+// Replica defines model for Replica.
+type Replica struct {
+	Commit          string    `json:"commit"`
+	ConnectedAgents int       `json:"connected_agents"`
+	GrpcAddr        string    `json:"grpc_addr"`
+	Hostname        string    `json:"hostname"`
+	HttpAddr        string    `json:"http_addr"`
+	Id              string    `json:"id"`
+	LastSeenAt      time.Time `json:"last_seen_at"`
+	Leader          bool      `json:"leader"`
+	StartedAt       time.Time `json:"started_at"`
+	State           string    `json:"state"`
+	Version         string    `json:"version"`
+}
+
+// ReplicaList defines model for ReplicaList.
+type ReplicaList struct {
+	Data []Replica `json:"data"`
+}
+
 // RewriteRule defines model for RewriteRule.
 type RewriteRule struct {
 	// Flag last, break, redirect, permanent, or empty
@@ -2363,6 +2383,11 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /organizations/{id}/workspaces (the `PostOrganizationsByIdWorkspaces` operationId).
 	PostOrganizationsByIdWorkspaces(ctx context.Context, id openapi_types.UUID, body PostOrganizationsByIdWorkspacesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetReplicas List the master's replicas with their state and the leader (superadmin)
+	//
+	// Corresponds with GET /replicas (the `GetReplicas` operationId).
+	GetReplicas(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteStreamsById Delete a stream
 	//
@@ -4018,6 +4043,21 @@ func (c *Client) PostOrganizationsByIdWorkspacesWithBody(ctx context.Context, id
 // Corresponds with POST /organizations/{id}/workspaces (the `PostOrganizationsByIdWorkspaces` operationId).
 func (c *Client) PostOrganizationsByIdWorkspaces(ctx context.Context, id openapi_types.UUID, body PostOrganizationsByIdWorkspacesJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewPostOrganizationsByIdWorkspacesRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetReplicas List the master's replicas with their state and the leader (superadmin)
+//
+// Corresponds with GET /replicas (the `GetReplicas` operationId).
+func (c *Client) GetReplicas(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetReplicasRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -7944,6 +7984,33 @@ func NewPostOrganizationsByIdWorkspacesRequestWithBody(server string, id openapi
 	return req, nil
 }
 
+// NewGetReplicasRequest constructs an http.Request for the GetReplicas method
+func NewGetReplicasRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/replicas")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewDeleteStreamsByIdRequest constructs an http.Request for the DeleteStreamsById method
 func NewDeleteStreamsByIdRequest(server string, id openapi_types.UUID) (*http.Request, error) {
 	var err error
@@ -11494,6 +11561,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /organizations/{id}/workspaces (the `PostOrganizationsByIdWorkspaces` operationId).
 	PostOrganizationsByIdWorkspacesWithResponse(ctx context.Context, id openapi_types.UUID, body PostOrganizationsByIdWorkspacesJSONRequestBody, reqEditors ...RequestEditorFn) (*PostOrganizationsByIdWorkspacesResponse, error)
+
+	// GetReplicasWithResponse List the master's replicas with their state and the leader (superadmin)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /replicas (the `GetReplicas` operationId).
+	GetReplicasWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReplicasResponse, error)
 
 	// DeleteStreamsByIdWithResponse Delete a stream
 	//
@@ -16362,6 +16436,68 @@ func (r PostOrganizationsByIdWorkspacesResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r PostOrganizationsByIdWorkspacesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetReplicasResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ReplicaList
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetReplicasResponse) GetJSON200() *ReplicaList {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetReplicasResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetReplicasResponse) GetJSON429() *Error {
+	return r.JSON429
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r GetReplicasResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetReplicasResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetReplicasResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetReplicasResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetReplicasResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -21612,6 +21748,19 @@ func (c *ClientWithResponses) PostOrganizationsByIdWorkspacesWithResponse(ctx co
 	return ParsePostOrganizationsByIdWorkspacesResponse(rsp)
 }
 
+// GetReplicasWithResponse List the master's replicas with their state and the leader (superadmin)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /replicas (the `GetReplicas` operationId).
+func (c *ClientWithResponses) GetReplicasWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReplicasResponse, error) {
+	rsp, err := c.GetReplicas(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetReplicasResponse(rsp)
+}
+
 // DeleteStreamsByIdWithResponse Delete a stream
 //
 // Returns a wrapper object for the known response body format(s).
@@ -25941,6 +26090,53 @@ func ParsePostOrganizationsByIdWorkspacesResponse(rsp *http.Response) (*PostOrga
 			return nil, err
 		}
 		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetReplicasResponse parses an HTTP response from a GetReplicasWithResponse call
+func ParseGetReplicasResponse(rsp *http.Response) (*GetReplicasResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetReplicasResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ReplicaList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
 		var dest Error

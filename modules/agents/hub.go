@@ -114,6 +114,13 @@ func (h *Hub) Replica() string { return h.replica }
 // Ready is closed once the hub first listens for notifications.
 func (h *Hub) Ready() <-chan struct{} { return h.ready }
 
+// Count is the number of agent streams this replica holds.
+func (h *Hub) Count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns)
+}
+
 // Connected reports whether the agent has a stream on this replica.
 func (h *Hub) Connected(agentID uuid.UUID) bool {
 	h.mu.Lock()

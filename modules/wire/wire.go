@@ -19,6 +19,7 @@ import (
 	"github.com/nxmesh/nxmesh/modules/logs"
 	"github.com/nxmesh/nxmesh/modules/metrics"
 	"github.com/nxmesh/nxmesh/modules/orgs"
+	"github.com/nxmesh/nxmesh/modules/replicas"
 	"github.com/nxmesh/nxmesh/modules/upstreams"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
 	"github.com/nxmesh/nxmesh/static"
@@ -35,6 +36,7 @@ type Modules struct {
 	Agents    *agents.Module
 	Logs      *logs.Module
 	Metrics   *metrics.Module
+	Replicas  *replicas.Module
 }
 
 // New constructs every module of the master on d, in dependency order.
@@ -113,9 +115,15 @@ func New(d app.Deps) (Modules, error) {
 	if m.Logs, err = logs.New(d, logs.Options{RollupFunc: m.Metrics.Rollup}); err != nil {
 		return m, fmt.Errorf("logs module: %w", err)
 	}
+	var replicaID string
+	if d.Replicas != nil {
+		replicaID = d.Replicas.ID()
+	}
 	m.Agents, err = agents.New(d, agents.Options{
-		VHosts: m.VHosts.Service(),
-		Certs:  m.Certs.Service(),
+		// agents.connected_replica names the replica as the registry does.
+		ReplicaID: replicaID,
+		VHosts:    m.VHosts.Service(),
+		Certs:     m.Certs.Service(),
 		// Log batches from the agents' streams are queued by the logs
 		// module and acknowledged on the stream once stored.
 		LogsFunc: m.Logs.Ingest,
@@ -125,12 +133,15 @@ func New(d app.Deps) (Modules, error) {
 	if err != nil {
 		return m, fmt.Errorf("agents module: %w", err)
 	}
+	if m.Replicas, err = replicas.New(d); err != nil {
+		return m, fmt.Errorf("replicas module: %w", err)
+	}
 	return m, nil
 }
 
 // List returns the modules in mount order.
 func (m Modules) List() []app.Module {
-	return []app.Module{m.Auth, m.Orgs, m.Upstreams, m.Certs, m.VHosts, m.Agents, m.Logs, m.Metrics}
+	return []app.Module{m.Auth, m.Orgs, m.Upstreams, m.Certs, m.VHosts, m.Agents, m.Logs, m.Metrics, m.Replicas}
 }
 
 // Wiring returns what the HTTP and gRPC layers take from the modules: the
@@ -147,6 +158,7 @@ func (m Modules) Wiring(version string) app.Wiring {
 		Static:            static.FS,
 		Version:           version,
 
-		GRPCServerOptions: m.Agents.GRPCServerOptions(),
+		GRPCServerOptions:   m.Agents.GRPCServerOptions(),
+		ConnectedAgentsFunc: m.Agents.Hub().Count,
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +41,9 @@ type Master struct {
 	GRPCAddr string
 	// Client is an anonymous client; Client.As(token) authenticates.
 	Client *apptest.Client
+	// Stop shuts a started master down as SIGTERM does and waits for Run to
+	// return (the test's end does it otherwise); nil after New.
+	Stop func()
 }
 
 // Option adjusts a test master.
@@ -109,16 +113,21 @@ func Start(t testing.TB, opts ...Option) *Master {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.App.Run(ctx, m.Modules.List(), m.Modules.Wiring(Version)) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("master run: %v", err)
-		}
-	})
+	var once sync.Once
+	m.Stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("master run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(m.Stop)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
 		case err := <-done:
+			done <- err // for Stop
 			t.Fatalf("master stopped while starting: %v", err)
 		default:
 		}
