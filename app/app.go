@@ -68,6 +68,8 @@ type App struct {
 	routes   *Routes
 	fiber    *fiber.App
 	events   *events.Hub
+	inval    *Invalidator
+	scopes   *Cache[Scope]
 }
 
 // New prepares the plumbing (step 2 of the lifecycle): it runs cfg.Validate
@@ -133,6 +135,10 @@ func (a *App) prepare(ctx context.Context) error {
 	}
 	a.events = events.New(a.db.Pool, logger, a.registry)
 	a.Deps.Events = a.events
+	a.inval = NewInvalidator(a.db.Pool, logger)
+	a.Deps.Invalidator = a.inval
+	a.scopes = NewCache[Scope](a.inval, 0)
+	a.inval.Start()
 	return nil
 }
 
@@ -189,6 +195,10 @@ func (a *App) Close(ctx context.Context) {
 		a.events.Stop()
 		a.events = nil
 	}
+	if a.inval != nil {
+		a.inval.Stop()
+		a.inval = nil
+	}
 	if a.db != nil {
 		a.db.Close()
 		a.db = nil
@@ -200,6 +210,9 @@ func (a *App) Close(ctx context.Context) {
 		a.embedded = nil
 	}
 }
+
+// Invalidator returns this replica's cache invalidation listener (Deps.Invalidator).
+func (a *App) Invalidator() *Invalidator { return a.inval }
 
 // Events returns this replica's live-event hub (Deps.Events publishes to it).
 func (a *App) Events() *events.Hub { return a.events }
@@ -223,7 +236,7 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 	a.Deps.Pages.nav = w.Nav
 	metrics := newHTTPMetrics(a.registry)
 	a.fiber = newFiber(a.cfg, a.logger, metrics, &w)
-	g := &guard{w: &w, authz: a.Deps.Authz, limiter: newRateLimiter(a.cfg.Auth.RateLimitPerMinute, time.Minute)}
+	g := &guard{w: &w, authz: a.Deps.Authz, limiter: newRateLimiter(a.cfg.Auth.RateLimitPerMinute, time.Minute), scopes: a.scopes}
 	root := Routers{
 		API:    &Router{kind: KindAPI, prefix: "/v1", fr: a.fiber.Group("/v1"), reg: a.routes, guard: g.handlers},
 		Public: &Router{kind: KindPublic, fr: a.fiber, reg: a.routes, guard: g.handlers},

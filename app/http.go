@@ -50,11 +50,12 @@ type Wiring struct {
 }
 
 const (
-	localPrincipal = "nxmesh.principal"
-	localScope     = "nxmesh.scope"
-	localRole      = "nxmesh.role"
-	localKind      = "nxmesh.kind"
-	localRequestID = "nxmesh.request_id"
+	localPrincipal  = "nxmesh.principal"
+	localScope      = "nxmesh.scope"
+	localRole       = "nxmesh.role"
+	localKind       = "nxmesh.kind"
+	localRequestID  = "nxmesh.request_id"
+	localScopeCache = "nxmesh.scope_cache"
 )
 
 // Caller returns the authenticated caller of c (nil on public routes).
@@ -326,11 +327,17 @@ type guard struct {
 		Allowed(role, domain, object, action string) (bool, error)
 	}
 	limiter *rateLimiter
+	// scopes caches what ScopeRow and ScopeOrgRow resolve for the tables
+	// whose changes are announced (see scopeTags).
+	scopes *Cache[Scope]
 }
 
 func (g *guard) handlers(kind RouterKind, a Access) []fiber.Handler {
 	mark := func(c *fiber.Ctx) error {
 		c.Locals(localKind, kind)
+		if g.scopes != nil {
+			c.Locals(localScopeCache, g.scopes)
+		}
 		return c.Next()
 	}
 	hs := []fiber.Handler{mark}

@@ -61,6 +61,9 @@ type Deps struct {
 	// Pages decides which buttons and forms the admin pages offer, as the
 	// route guard decides (see Pages).
 	Pages *Pages
+	// Invalidator keeps the replica's caches (NewCache) consistent with the
+	// database on every replica. Nil: caches never serve an entry.
+	Invalidator *Invalidator
 }
 
 // Clock returns the current time.
