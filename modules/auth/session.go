@@ -20,8 +20,12 @@ const SessionCookie = "nxmesh_session"
 // get before a request refreshes it: one write per minute, not per request.
 const touchInterval = time.Minute
 
-// sessionEntry is what AuthenticateAccessToken caches of an API session.
+// sessionEntry is what AuthenticateAccessToken caches of an access token:
+// its verified claims and its API session's row.
 type sessionEntry struct {
+	UserID            uuid.UUID
+	SessionID         uuid.UUID
+	TokenExpiresAt    time.Time
 	Email             string
 	IsSuperadmin      bool
 	EmailCodeVerified bool
@@ -31,17 +35,22 @@ type sessionEntry struct {
 // AuthenticateAccessToken returns the caller of an access JWT. Besides the
 // signature and expiry, every request checks that the session is not revoked
 // or expired and the user is not disabled, so logging out, refresh-token
-// reuse and disabling a user take effect at once: one indexed query, whose
-// answer is cached per replica until the session or the user changes (see
-// app.Invalidator).
+// reuse and disabling a user take effect at once: the verified token and the
+// answer of one indexed query are cached per replica, keyed by the token,
+// until the session or the user changes (see app.Invalidator). Both expiries
+// are checked on every request.
 func (s *Service) AuthenticateAccessToken(ctx context.Context, token string) (*app.Principal, error) {
-	userID, sessionID, err := parseAccessToken(s.jwtKey, token, s.now)
-	if err != nil {
-		return nil, err
-	}
-	key := sessionID.String() + "/" + userID.String()
-	row, err := s.sessions.Load(ctx, key, func(ctx context.Context) (sessionEntry, []string, error) {
-		var row sessionEntry
+	row, err := s.sessions.Load(ctx, token, func(ctx context.Context) (sessionEntry, []string, error) {
+		userID, sessionID, expires, err := parseAccessToken(s.jwtKey, token, s.now)
+		if err != nil {
+			return sessionEntry{}, nil, err
+		}
+		var row struct {
+			Email             string
+			IsSuperadmin      bool
+			EmailCodeVerified bool
+			ExpiresAt         time.Time
+		}
 		res := s.db.WithContext(ctx).Raw(`
 			SELECT u.email, u.is_superadmin, s.email_code_verified, s.expires_at
 			FROM auth_sessions s JOIN users u ON u.id = s.user_id
@@ -49,21 +58,24 @@ func (s *Service) AuthenticateAccessToken(ctx context.Context, token string) (*a
 			  AND s.expires_at > ? AND u.disabled_at IS NULL`,
 			sessionID, userID, sessionAPI, s.now()).Scan(&row)
 		if res.Error != nil {
-			return row, nil, fmt.Errorf("authenticate access token: %w", res.Error)
+			return sessionEntry{}, nil, fmt.Errorf("authenticate access token: %w", res.Error)
 		}
 		if res.RowsAffected == 0 {
-			return row, nil, ErrInvalidToken
+			return sessionEntry{}, nil, ErrInvalidToken
 		}
-		return row, []string{app.TagSession + sessionID.String(), app.TagUser + userID.String()}, nil
+		return sessionEntry{
+			UserID: userID, SessionID: sessionID, TokenExpiresAt: expires,
+			Email: row.Email, IsSuperadmin: row.IsSuperadmin, EmailCodeVerified: row.EmailCodeVerified, ExpiresAt: row.ExpiresAt,
+		}, []string{app.TagSession + sessionID.String(), app.TagUser + userID.String()}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	if !row.ExpiresAt.After(s.now()) {
+	if now := s.now(); !row.ExpiresAt.After(now) || !row.TokenExpiresAt.After(now) {
 		return nil, ErrInvalidToken
 	}
 	return &app.Principal{
-		UserID: userID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: sessionID,
+		UserID: row.UserID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: row.SessionID,
 		EmailCodeVerified: row.EmailCodeVerified,
 		RecheckFunc:       func(ctx context.Context) (*app.Principal, error) { return s.AuthenticateAccessToken(ctx, token) },
 	}, nil

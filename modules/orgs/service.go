@@ -2,6 +2,7 @@ package orgs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,9 @@ type Service struct {
 	// dropped when a workspace of the organization changes.
 	workspaces     *app.Cache[Workspace]
 	workspaceLists *app.Cache[cachedWorkspaces]
+	// workspaceBodies holds the API's encoded answers of both, under the
+	// same keys prefixed "get/" and "list/".
+	workspaceBodies *app.Cache[[]byte]
 }
 
 // cachedWorkspaces is one cached page of ListWorkspaces.
@@ -66,8 +70,9 @@ func NewService(d app.Deps, opts Options) *Service {
 		db: d.DB, logger: d.Logger.With("module", "orgs"), clock: d.Clock, keys: opts.Auth,
 		mailer: auth.NewMailer(d.Config.SMTP), publicURL: d.Config.HTTP.PublicURL,
 		inval: d.Invalidator, roles: app.NewCache[roleEntry](d.Invalidator, 0),
-		workspaces:     app.NewCache[Workspace](d.Invalidator, 0),
-		workspaceLists: app.NewCache[cachedWorkspaces](d.Invalidator, 0),
+		workspaces:      app.NewCache[Workspace](d.Invalidator, 0),
+		workspaceLists:  app.NewCache[cachedWorkspaces](d.Invalidator, 0),
+		workspaceBodies: app.NewCache[[]byte](d.Invalidator, 0),
 	}
 }
 
@@ -469,6 +474,32 @@ func (s *Service) GetWorkspace(ctx context.Context, id uuid.UUID) (Workspace, er
 			return ws, nil, fmt.Errorf("get workspace %s: %w", id, err)
 		}
 		return ws, []string{app.TagWorkspace + id.String(), app.TagOrg + ws.OrganizationID.String()}, nil
+	})
+}
+
+// workspaceJSON is GetWorkspace encoded as the API answers it, cached the same way.
+func (s *Service) workspaceJSON(ctx context.Context, id uuid.UUID) ([]byte, error) {
+	return s.workspaceBodies.Load(ctx, "get/"+id.String(), func(ctx context.Context) ([]byte, []string, error) {
+		ws, err := s.GetWorkspace(ctx, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := json.Marshal(ws)
+		return b, []string{app.TagWorkspace + id.String(), app.TagOrg + ws.OrganizationID.String()}, err
+	})
+}
+
+// listWorkspacesJSON is ListWorkspaces encoded as the API's list envelope,
+// cached the same way.
+func (s *Service) listWorkspacesJSON(ctx context.Context, orgID uuid.UUID, page app.Page) ([]byte, error) {
+	key := fmt.Sprintf("list/%s/%d/%d", orgID, page.Page, page.PerPage)
+	return s.workspaceBodies.Load(ctx, key, func(ctx context.Context) ([]byte, []string, error) {
+		items, total, err := s.ListWorkspaces(ctx, orgID, page)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := json.Marshal(app.NewList(items, page, total))
+		return b, []string{app.TagOrgWorkspaces + orgID.String(), app.TagOrg + orgID.String()}, err
 	})
 }
 
