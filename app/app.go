@@ -11,7 +11,8 @@
 //  2. New creates data_dir, loads or generates secrets, starts the embedded
 //     PostgreSQL (package embedpg) when database.url is empty, opens the shared
 //     pool, applies River's and the application's migrations, builds the Casbin
-//     enforcer and the live-event hub (package events).
+//     enforcer and the live-event hub (package events), and starts the
+//     Invalidator that keeps the replica's caches (Cache) consistent.
 //  3. main.go constructs each module with app.Deps and lists them.
 //  4. Run syncs the modules' policies, registers their River workers and periodic
 //     jobs, mounts their routes and gRPC services, and starts River, gRPC and HTTP.
