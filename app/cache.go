@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 )
@@ -109,6 +110,8 @@ func (c *Cache[V]) get(key string) (V, bool) {
 }
 
 func (c *Cache[V]) put(key string, v V, tags []string) {
+	// Fiber's strings alias buffers it reuses: the key outlives the request.
+	key = strings.Clone(key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
