@@ -11,7 +11,8 @@
 //  2. New creates data_dir, loads or generates secrets, starts the embedded
 //     PostgreSQL (package embedpg) when database.url is empty, opens the shared
 //     pool, applies River's and the application's migrations, builds the Casbin
-//     enforcer and the live-event hub (package events).
+//     enforcer and the live-event hub (package events), and starts the
+//     Invalidator that keeps the replica's caches (Cache) consistent.
 //  3. main.go constructs each module with app.Deps and lists them.
 //  4. Run syncs the modules' policies, registers their River workers and periodic
 //     jobs, mounts their routes and gRPC services, and starts River, gRPC and HTTP.
@@ -70,6 +71,8 @@ type App struct {
 	events   *events.Hub
 	replicas *Replicas
 	limiter  *rateLimiter
+	inval    *Invalidator
+	scopes   *Cache[Scope]
 }
 
 // New prepares the plumbing (step 2 of the lifecycle): it runs cfg.Validate
@@ -141,6 +144,10 @@ func (a *App) prepare(ctx context.Context) error {
 	a.limiter = newRateLimiter(cfg.Auth.RateLimitPerMinute, time.Minute, a.db.Pool, logger)
 	a.events = events.New(a.db.Pool, logger, a.registry)
 	a.Deps.Events = a.events
+	a.inval = NewInvalidator(a.db.Pool, logger)
+	a.Deps.Invalidator = a.inval
+	a.scopes = NewCache[Scope](a.inval, 0)
+	a.inval.Start()
 	return nil
 }
 
@@ -201,6 +208,10 @@ func (a *App) Close(ctx context.Context) {
 		a.limiter.stop()
 		a.limiter = nil
 	}
+	if a.inval != nil {
+		a.inval.Stop()
+		a.inval = nil
+	}
 	if a.db != nil {
 		a.db.Close()
 		a.db = nil
@@ -212,6 +223,9 @@ func (a *App) Close(ctx context.Context) {
 		a.embedded = nil
 	}
 }
+
+// Invalidator returns this replica's cache invalidation listener (Deps.Invalidator).
+func (a *App) Invalidator() *Invalidator { return a.inval }
 
 // Events returns this replica's live-event hub (Deps.Events publishes to it).
 func (a *App) Events() *events.Hub { return a.events }
@@ -235,7 +249,7 @@ func (a *App) Mount(ctx context.Context, mods []Module, w Wiring) error {
 	a.Deps.Pages.nav = w.Nav
 	metrics := newHTTPMetrics(a.registry)
 	a.fiber = newFiber(a.cfg, a.logger, metrics, &w)
-	g := &guard{w: &w, authz: a.Deps.Authz, limiter: a.limiter, logger: a.logger}
+	g := &guard{w: &w, authz: a.Deps.Authz, limiter: a.limiter, logger: a.logger, scopes: a.scopes}
 	sockets := newSocketGuard(g, a.cfg.Auth)
 	root := Routers{
 		API:    &Router{kind: KindAPI, prefix: "/v1", fr: a.fiber.Group("/v1"), reg: a.routes, guard: g.handlers, sockets: sockets},

@@ -61,12 +61,13 @@ type Wiring struct {
 }
 
 const (
-	localPrincipal = "nxmesh.principal"
-	localScope     = "nxmesh.scope"
-	localRole      = "nxmesh.role"
-	localKind      = "nxmesh.kind"
-	localRequestID = "nxmesh.request_id"
-	localGrant     = "nxmesh.grant"
+	localPrincipal  = "nxmesh.principal"
+	localScope      = "nxmesh.scope"
+	localRole       = "nxmesh.role"
+	localKind       = "nxmesh.kind"
+	localRequestID  = "nxmesh.request_id"
+	localGrant      = "nxmesh.grant"
+	localScopeCache = "nxmesh.scope_cache"
 )
 
 // Caller returns the authenticated caller of c (nil on public routes).
@@ -339,11 +340,17 @@ type guard struct {
 	}
 	limiter *rateLimiter
 	logger  *slog.Logger
+	// scopes caches what ScopeRow and ScopeOrgRow resolve for the tables
+	// whose changes are announced (see scopeTags).
+	scopes *Cache[Scope]
 }
 
 func (g *guard) handlers(kind RouterKind, a Access) []fiber.Handler {
 	mark := func(c *fiber.Ctx) error {
 		c.Locals(localKind, kind)
+		if g.scopes != nil {
+			c.Locals(localScopeCache, g.scopes)
+		}
 		return c.Next()
 	}
 	hs := []fiber.Handler{mark}

@@ -64,6 +64,9 @@ type Deps struct {
 	// Replicas is this process's entry in the replicas registry (its ID
 	// names the replica) and the registry's reader.
 	Replicas *Replicas
+	// Invalidator keeps the replica's caches (NewCache) consistent with the
+	// database on every replica. Nil: caches never serve an entry.
+	Invalidator *Invalidator
 }
 
 // Clock returns the current time.

@@ -185,7 +185,7 @@ func (s *Service) RevokeAPIKey(ctx context.Context, orgID, keyID uuid.UUID) erro
 			Action: "apikey.revoke", ObjectType: "apikey", ObjectID: keyID.String(), Before: before, After: row.apiKey(),
 		})
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return fmt.Errorf("revoke api key %s: %w", keyID, err)
 	}
 	return nil
@@ -219,10 +219,25 @@ func (s *Service) RotateAPIKey(ctx context.Context, orgID, keyID uuid.UUID) (API
 			Action: "apikey.rotate", ObjectType: "apikey", ObjectID: keyID.String(), Before: before, After: out,
 		})
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return APIKey{}, "", fmt.Errorf("rotate api key %s: %w", keyID, err)
 	}
 	return out, secret, nil
+}
+
+// apiKeyEntry is what AuthenticateAPIKey caches of a key, with its creator's
+// state and current role in the key's organization.
+type apiKeyEntry struct {
+	ID             uuid.UUID
+	OrganizationID uuid.UUID
+	WorkspaceID    *uuid.UUID
+	Role           string
+	CreatedBy      uuid.UUID
+	LastUsedAt     *time.Time
+	ExpiresAt      *time.Time
+	Email          string
+	IsSuperadmin   bool
+	CreatorRole    *string
 }
 
 // AuthenticateAPIKey returns the caller of an API key: its scope and role, and
@@ -232,7 +247,9 @@ func (s *Service) RotateAPIKey(ctx context.Context, orgID, keyID uuid.UUID) (API
 //
 // A key never acts with more than its creator may do now: its role is the
 // lower of the key's role and the creator's current role in the key's
-// organization (memberships, read in the same query). A creator who is no
+// organization (memberships, read in the same query). The query's answer is
+// cached per replica until the key, its creator or the creator's membership
+// changes (see app.Invalidator). A creator who is no
 // longer a member makes the key invalid (401), also for keys that outlived a
 // removal from before removals revoked keys (RevokeMemberAPIKeys). A creator
 // who is a superadmin counts as owner, as superadmins do everywhere, so their
@@ -243,28 +260,32 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*app.Prin
 		return nil, ErrInvalidAPIKey
 	}
 	now := s.now()
-	var row struct {
-		ID             uuid.UUID
-		OrganizationID uuid.UUID
-		WorkspaceID    *uuid.UUID
-		Role           string
-		CreatedBy      uuid.UUID
-		LastUsedAt     *time.Time
-		Email          string
-		IsSuperadmin   bool
-		CreatorRole    *string
+	hash := hashToken(key)
+	cacheKey := string(hash)
+	row, err := s.apiKeys.Load(ctx, cacheKey, func(ctx context.Context) (apiKeyEntry, []string, error) {
+		var row apiKeyEntry
+		res := s.db.WithContext(ctx).Raw(`
+			SELECT k.id, k.organization_id, k.workspace_id, k.role, k.created_by, k.last_used_at, k.expires_at, u.email,
+			       u.is_superadmin, m.role AS creator_role
+			FROM api_keys k JOIN users u ON u.id = k.created_by
+			LEFT JOIN memberships m ON m.organization_id = k.organization_id AND m.user_id = k.created_by
+			WHERE k.key_hash = ? AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)
+			  AND u.disabled_at IS NULL`, hash, now).Scan(&row)
+		if res.Error != nil {
+			return row, nil, fmt.Errorf("authenticate api key: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return row, nil, ErrInvalidAPIKey
+		}
+		return row, []string{
+			app.TagAPIKey + row.ID.String(), app.TagUser + row.CreatedBy.String(),
+			app.TagMember + row.OrganizationID.String() + ":" + row.CreatedBy.String(),
+		}, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	res := s.db.WithContext(ctx).Raw(`
-		SELECT k.id, k.organization_id, k.workspace_id, k.role, k.created_by, k.last_used_at, u.email,
-		       u.is_superadmin, m.role AS creator_role
-		FROM api_keys k JOIN users u ON u.id = k.created_by
-		LEFT JOIN memberships m ON m.organization_id = k.organization_id AND m.user_id = k.created_by
-		WHERE k.key_hash = ? AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)
-		  AND u.disabled_at IS NULL`, hashToken(key), now).Scan(&row)
-	if res.Error != nil {
-		return nil, fmt.Errorf("authenticate api key: %w", res.Error)
-	}
-	if res.RowsAffected == 0 {
+	if row.ExpiresAt != nil && !row.ExpiresAt.After(now) {
 		return nil, ErrInvalidAPIKey
 	}
 	role := row.Role
@@ -282,6 +303,10 @@ func (s *Service) AuthenticateAPIKey(ctx context.Context, key string) (*app.Prin
 			Where("id = ? AND (last_used_at IS NULL OR last_used_at <= ?)", row.ID, now.Add(-touchInterval)).
 			Update("last_used_at", now).Error; err != nil {
 			s.logger.WarnContext(ctx, "record api key use", "api_key_id", row.ID, "error", err)
+		} else {
+			touched := row
+			touched.LastUsedAt = &now
+			s.apiKeys.Replace(cacheKey, touched)
 		}
 	}
 	p := &app.Principal{

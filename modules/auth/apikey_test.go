@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -267,6 +268,7 @@ func TestAPI_APIKeys(t *testing.T) {
 		if err := b.app.Deps.DB.Exec(`DELETE FROM memberships WHERE organization_id = ? AND user_id = ?`, b.org, b.user.ID).Error; err != nil {
 			t.Fatal(err)
 		}
+		b.app.Invalidator().Sync(context.Background())
 		b.do(t, "GET", path, nil, "X-API-Key", secret).expect(t, http.StatusUnauthorized, app.CodeUnauthorized)
 	})
 

@@ -14,9 +14,12 @@
 //     by its SHA-256 (refresh tokens, session cookies and API keys are stored
 //     only hashed).
 //  3. One indexed query then confirms that the session or key is not revoked or
-//     expired and that the user is not disabled, on every request, so logout,
-//     refresh-token reuse, key revocation and disabling a user take effect at
-//     once on every replica. The same query reads whether the session was
+//     expired and that the user is not disabled. Its answer is cached per
+//     replica (app.Cache) and dropped by the PostgreSQL notification that the
+//     revoking transaction sends (app.Invalidator), so logout, refresh-token
+//     reuse, key revocation and disabling a user take effect at once on the
+//     replica that wrote them and within a second on every other one; the
+//     expiries are checked on every request. The same query reads whether the session was
 //     confirmed with an emailed code (app.Principal.EmailCodeVerified), and
 //     for an API key its creator's current membership: a key acts with at most
 //     its creator's role and stops when the creator is no longer a member.

@@ -188,6 +188,8 @@ func (b *bundle) addMember(t *testing.T, orgID, userID uuid.UUID, role string) {
 		ON CONFLICT (organization_id, user_id) DO UPDATE SET role = EXCLUDED.role`, orgID, userID, role).Error; err != nil {
 		t.Fatalf("insert membership: %v", err)
 	}
+	// A write outside the services reaches this replica's caches by notification.
+	b.app.Invalidator().Sync(context.Background())
 }
 
 func (b *bundle) createWorkspace(t *testing.T, orgID uuid.UUID) uuid.UUID {

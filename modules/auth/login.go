@@ -508,7 +508,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (TokenPair, 
 		userID, sessionID, emailCode = st.UserID, rt.SessionID, st.EmailCodeVerified
 		return nil
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return TokenPair{}, fmt.Errorf("refresh: %w", err)
 	}
 	if outcome != nil {
@@ -546,7 +546,7 @@ func (s *Service) Logout(ctx context.Context, p *app.Principal, refreshToken str
 		return tx.Model(&sessionRow{}).Where("id IN ? AND user_id = ? AND revoked_at IS NULL", ids, p.UserID).
 			Updates(map[string]any{"revoked_at": now, "revoked_reason": "logout"}).Error
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return fmt.Errorf("logout: %w", err)
 	}
 	return nil

@@ -52,6 +52,13 @@ type Service struct {
 
 	// clock is d.Clock; tests move time through app.Deps.Clock.
 	clock app.Clock
+
+	// inval keeps the credential caches consistent on every replica; the
+	// methods that revoke call its Sync after their transaction commits.
+	inval    *app.Invalidator
+	sessions *app.Cache[sessionEntry]
+	webs     *app.Cache[webSessionEntry]
+	apiKeys  *app.Cache[apiKeyEntry]
 }
 
 // NewService returns the auth service over d's database and secrets. Zero
@@ -80,10 +87,24 @@ func NewService(d app.Deps, _ Options) *Service {
 
 		hashSlots: make(chan struct{}, hashSlotsFor(cfg.PasswordHashConcurrency)),
 		hashWait:  hashSlotWait,
+
+		inval:    d.Invalidator,
+		sessions: app.NewCache[sessionEntry](d.Invalidator, 0),
+		webs:     app.NewCache[webSessionEntry](d.Invalidator, 0),
+		apiKeys:  app.NewCache[apiKeyEntry](d.Invalidator, 0),
 	}
 	// Computed now, so that not even the first unknown email answers faster.
 	s.dummyHash()
 	return s
+}
+
+// synced returns err; after a committed change (err nil) it first waits until
+// this replica's credential caches have seen it (Invalidator.Sync).
+func (s *Service) synced(ctx context.Context, err error) error {
+	if err == nil {
+		s.inval.Sync(ctx)
+	}
+	return err
 }
 
 // now is the service clock in UTC at PostgreSQL's precision.
@@ -398,7 +419,7 @@ func (s *Service) UpdateUser(ctx context.Context, id uuid.UUID, p UpdateUserPara
 		after = row.user()
 		return app.Audit(ctx, tx, app.AuditParams{Action: action, ObjectType: "user", ObjectID: id.String(), Before: before, After: after})
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return User{}, fmt.Errorf("update user %s: %w", id, err)
 	}
 	return after, nil
@@ -442,7 +463,7 @@ func (s *Service) SetPassword(ctx context.Context, userID uuid.UUID, password st
 		}
 		return app.Audit(ctx, tx, app.AuditParams{Action: "user.password", ObjectType: "user", ObjectID: userID.String()})
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return fmt.Errorf("set password of user %s: %w", userID, err)
 	}
 	return nil

@@ -20,34 +20,62 @@ const SessionCookie = "nxmesh_session"
 // get before a request refreshes it: one write per minute, not per request.
 const touchInterval = time.Minute
 
+// sessionEntry is what AuthenticateAccessToken caches of an access token:
+// its verified claims and its API session's row.
+type sessionEntry struct {
+	UserID            uuid.UUID
+	SessionID         uuid.UUID
+	TokenExpiresAt    time.Time
+	Email             string
+	IsSuperadmin      bool
+	EmailCodeVerified bool
+	ExpiresAt         time.Time
+}
+
 // AuthenticateAccessToken returns the caller of an access JWT. Besides the
-// signature and expiry, every request checks in one indexed query that the
-// session is not revoked and the user is not disabled, so logging out,
-// refresh-token reuse and disabling a user take effect at once.
+// signature and expiry, every request checks that the session is not revoked
+// or expired and the user is not disabled, so logging out, refresh-token
+// reuse and disabling a user take effect at once: the verified token and the
+// answer of one indexed query are cached per replica, keyed by the token,
+// until the session or the user changes (see app.Invalidator). Both expiries
+// are checked on every request.
 func (s *Service) AuthenticateAccessToken(ctx context.Context, token string) (*app.Principal, error) {
-	userID, sessionID, err := parseAccessToken(s.jwtKey, token, s.now)
+	row, err := s.sessions.Load(ctx, token, func(ctx context.Context) (sessionEntry, []string, error) {
+		userID, sessionID, expires, err := parseAccessToken(s.jwtKey, token, s.now)
+		if err != nil {
+			return sessionEntry{}, nil, err
+		}
+		var row struct {
+			Email             string
+			IsSuperadmin      bool
+			EmailCodeVerified bool
+			ExpiresAt         time.Time
+		}
+		res := s.db.WithContext(ctx).Raw(`
+			SELECT u.email, u.is_superadmin, s.email_code_verified, s.expires_at
+			FROM auth_sessions s JOIN users u ON u.id = s.user_id
+			WHERE s.id = ? AND s.user_id = ? AND s.kind = ? AND s.revoked_at IS NULL
+			  AND s.expires_at > ? AND u.disabled_at IS NULL`,
+			sessionID, userID, sessionAPI, s.now()).Scan(&row)
+		if res.Error != nil {
+			return sessionEntry{}, nil, fmt.Errorf("authenticate access token: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return sessionEntry{}, nil, ErrInvalidToken
+		}
+		return sessionEntry{
+			UserID: userID, SessionID: sessionID, TokenExpiresAt: expires,
+			Email: row.Email, IsSuperadmin: row.IsSuperadmin, EmailCodeVerified: row.EmailCodeVerified, ExpiresAt: row.ExpiresAt,
+		}, []string{app.TagSession + sessionID.String(), app.TagUser + userID.String()}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	var row struct {
-		Email             string
-		IsSuperadmin      bool
-		EmailCodeVerified bool
-	}
-	res := s.db.WithContext(ctx).Raw(`
-		SELECT u.email, u.is_superadmin, s.email_code_verified
-		FROM auth_sessions s JOIN users u ON u.id = s.user_id
-		WHERE s.id = ? AND s.user_id = ? AND s.kind = ? AND s.revoked_at IS NULL
-		  AND s.expires_at > ? AND u.disabled_at IS NULL`,
-		sessionID, userID, sessionAPI, s.now()).Scan(&row)
-	if res.Error != nil {
-		return nil, fmt.Errorf("authenticate access token: %w", res.Error)
-	}
-	if res.RowsAffected == 0 {
+	if now := s.now(); !row.ExpiresAt.After(now) || !row.TokenExpiresAt.After(now) {
 		return nil, ErrInvalidToken
 	}
 	return &app.Principal{
-		UserID: userID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: sessionID,
+		UserID: row.UserID, Email: row.Email, Superadmin: row.IsSuperadmin, SessionID: row.SessionID,
 		EmailCodeVerified: row.EmailCodeVerified,
 		RecheckFunc:       func(ctx context.Context) (*app.Principal, error) { return s.AuthenticateAccessToken(ctx, token) },
 	}, nil
@@ -123,42 +151,62 @@ func (s *Service) RevokeWebSession(ctx context.Context, token string) error {
 	err := s.db.WithContext(ctx).Model(&sessionRow{}).
 		Where("token_hash = ? AND kind = ? AND revoked_at IS NULL", hashToken(token), sessionWeb).
 		Updates(map[string]any{"revoked_at": s.now(), "revoked_reason": "logout"}).Error
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return fmt.Errorf("revoke web session: %w", err)
 	}
 	return nil
 }
 
+// webSessionEntry is what AuthenticateWebSession caches of an admin session.
+type webSessionEntry struct {
+	ID           uuid.UUID
+	UserID       uuid.UUID
+	CSRFToken    string `gorm:"column:csrf_token"`
+	LastUsedAt   time.Time
+	ExpiresAt    time.Time
+	Email        string
+	IsSuperadmin bool
+
+	EmailCodeVerified bool
+}
+
 // AuthenticateWebSession returns the caller of an admin session cookie value,
-// with the session's CSRF token.
+// with the session's CSRF token. The session's row is cached per replica
+// until the session or its user changes (see app.Invalidator).
 func (s *Service) AuthenticateWebSession(ctx context.Context, token string) (*app.Principal, error) {
 	now := s.now()
-	var row struct {
-		ID           uuid.UUID
-		UserID       uuid.UUID
-		CSRFToken    string `gorm:"column:csrf_token"`
-		LastUsedAt   time.Time
-		Email        string
-		IsSuperadmin bool
-
-		EmailCodeVerified bool
+	hash := hashToken(token)
+	key := string(hash)
+	row, err := s.webs.Load(ctx, key, func(ctx context.Context) (webSessionEntry, []string, error) {
+		var row webSessionEntry
+		res := s.db.WithContext(ctx).Raw(`
+			SELECT s.id, s.user_id, s.csrf_token, s.last_used_at, s.expires_at, u.email, u.is_superadmin, s.email_code_verified
+			FROM auth_sessions s JOIN users u ON u.id = s.user_id
+			WHERE s.token_hash = ? AND s.kind = ? AND s.revoked_at IS NULL
+			  AND s.expires_at > ? AND u.disabled_at IS NULL`,
+			hash, sessionWeb, now).Scan(&row)
+		if res.Error != nil {
+			return row, nil, fmt.Errorf("authenticate web session: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return row, nil, ErrInvalidSession
+		}
+		return row, []string{app.TagSession + row.ID.String(), app.TagUser + row.UserID.String()}, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	res := s.db.WithContext(ctx).Raw(`
-		SELECT s.id, s.user_id, s.csrf_token, s.last_used_at, u.email, u.is_superadmin, s.email_code_verified
-		FROM auth_sessions s JOIN users u ON u.id = s.user_id
-		WHERE s.token_hash = ? AND s.kind = ? AND s.revoked_at IS NULL
-		  AND s.expires_at > ? AND u.disabled_at IS NULL`,
-		hashToken(token), sessionWeb, now).Scan(&row)
-	if res.Error != nil {
-		return nil, fmt.Errorf("authenticate web session: %w", res.Error)
-	}
-	if res.RowsAffected == 0 {
+	if !row.ExpiresAt.After(now) {
 		return nil, ErrInvalidSession
 	}
 	if now.Sub(row.LastUsedAt) >= touchInterval {
 		if err := s.db.WithContext(ctx).Model(&sessionRow{}).Where("id = ?", row.ID).
 			Update("last_used_at", now).Error; err != nil {
 			s.logger.WarnContext(ctx, "record session use", "session_id", row.ID, "error", err)
+		} else {
+			touched := row
+			touched.LastUsedAt = now
+			s.webs.Replace(key, touched)
 		}
 	}
 	return &app.Principal{

@@ -56,8 +56,8 @@ func signAccessToken(key []byte, userID, sessionID uuid.UUID, emailCode bool, no
 }
 
 // parseAccessToken verifies raw's signature, issuer and expiry (at now) and
-// returns its user and session ids.
-func parseAccessToken(key []byte, raw string, now func() time.Time) (userID, sessionID uuid.UUID, err error) {
+// returns its user and session ids and its expiry.
+func parseAccessToken(key []byte, raw string, now func() time.Time) (userID, sessionID uuid.UUID, expires time.Time, err error) {
 	var claims accessClaims
 	_, err = jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return key, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
@@ -67,15 +67,15 @@ func parseAccessToken(key []byte, raw string, now func() time.Time) (userID, ses
 	)
 	// The reason (bad signature, expired, wrong issuer) stays out of the answer.
 	if err != nil {
-		return uuid.Nil, uuid.Nil, ErrInvalidToken
+		return uuid.Nil, uuid.Nil, time.Time{}, ErrInvalidToken
 	}
 	if userID, err = uuid.Parse(claims.Subject); err != nil {
-		return uuid.Nil, uuid.Nil, ErrInvalidToken
+		return uuid.Nil, uuid.Nil, time.Time{}, ErrInvalidToken
 	}
 	if sessionID, err = uuid.Parse(claims.SessionID); err != nil {
-		return uuid.Nil, uuid.Nil, ErrInvalidToken
+		return uuid.Nil, uuid.Nil, time.Time{}, ErrInvalidToken
 	}
-	return userID, sessionID, nil
+	return userID, sessionID, claims.ExpiresAt.Time, nil
 }
 
 // newOpaqueToken returns a random 32-byte token (base64url, unpadded) and its

@@ -120,7 +120,7 @@ func (m *Module) bindWorkspaces(r *app.Router) {
 	ws := ScopeWorkspace(m.db, "id")
 	r.Get("/organizations/:id/workspaces", app.Require(ObjWorkspace, authz.Read, org),
 		app.Doc{Summary: "List an organization's workspaces; per_page is capped at 100", Response: Workspace{}, List: true, Query: pageQuery},
-		app.ListHandler(m.listWorkspaces))
+		m.listWorkspaces)
 	r.Post("/organizations/:id/workspaces", app.Require(ObjWorkspace, authz.Write, org),
 		app.Doc{Summary: "Create a workspace", Body: createWorkspaceRequest{}, Response: Workspace{}, Status: http.StatusCreated},
 		m.createWorkspace)
@@ -135,8 +135,19 @@ func (m *Module) bindWorkspaces(r *app.Router) {
 		m.deleteWorkspace)
 }
 
-func (m *Module) listWorkspaces(c *fiber.Ctx, page app.Page) ([]Workspace, int64, error) {
-	return m.svc.ListWorkspaces(app.Ctx(c), app.ScopeOf(c).OrgID, page)
+// listWorkspaces answers as app.ListHandler would, from the encoded page the
+// service caches.
+func (m *Module) listWorkspaces(c *fiber.Ctx) error {
+	page, err := app.ParsePage(c)
+	if err != nil {
+		return err
+	}
+	body, err := m.svc.listWorkspacesJSON(app.Ctx(c), app.ScopeOf(c).OrgID, page)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(body)
 }
 
 func (m *Module) createWorkspace(c *fiber.Ctx) error {
@@ -154,11 +165,12 @@ func (m *Module) createWorkspace(c *fiber.Ctx) error {
 }
 
 func (m *Module) getWorkspace(c *fiber.Ctx) error {
-	ws, err := m.svc.GetWorkspace(app.Ctx(c), app.ScopeOf(c).WorkspaceID)
+	body, err := m.svc.workspaceJSON(app.Ctx(c), app.ScopeOf(c).WorkspaceID)
 	if err != nil {
 		return err
 	}
-	return c.JSON(ws)
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(body)
 }
 
 func (m *Module) updateWorkspace(c *fiber.Ctx) error {

@@ -2,6 +2,7 @@ package orgs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,31 @@ type Service struct {
 	// mailer sends invitation links; publicURL is where they point.
 	mailer    *auth.Mailer
 	publicURL string
+
+	// inval keeps roles cached per (user, organization) consistent on every
+	// replica; membership and organization changes Sync after committing.
+	inval *app.Invalidator
+	roles *app.Cache[roleEntry]
+	// workspaces and workspaceLists cache GetWorkspace and ListWorkspaces,
+	// dropped when a workspace of the organization changes.
+	workspaces     *app.Cache[Workspace]
+	workspaceLists *app.Cache[cachedWorkspaces]
+	// workspaceBodies holds the API's encoded answers of both, under the
+	// same keys prefixed "get/" and "list/".
+	workspaceBodies *app.Cache[[]byte]
+}
+
+// cachedWorkspaces is one cached page of ListWorkspaces.
+type cachedWorkspaces struct {
+	Items []Workspace
+	Total int64
+}
+
+// roleEntry is what Role caches: a membership's role ("" for none) and its
+// organization's require_email_code.
+type roleEntry struct {
+	Role             string
+	RequireEmailCode bool
 }
 
 // NewService returns a Service over d.DB. opts.Auth is the auth service that
@@ -43,7 +69,20 @@ func NewService(d app.Deps, opts Options) *Service {
 	return &Service{
 		db: d.DB, logger: d.Logger.With("module", "orgs"), clock: d.Clock, keys: opts.Auth,
 		mailer: auth.NewMailer(d.Config.SMTP), publicURL: d.Config.HTTP.PublicURL,
+		inval: d.Invalidator, roles: app.NewCache[roleEntry](d.Invalidator, 0),
+		workspaces:      app.NewCache[Workspace](d.Invalidator, 0),
+		workspaceLists:  app.NewCache[cachedWorkspaces](d.Invalidator, 0),
+		workspaceBodies: app.NewCache[[]byte](d.Invalidator, 0),
 	}
+}
+
+// synced returns err; after a committed change (err nil) it first waits until
+// this replica's caches have seen it (app.Invalidator.Sync).
+func (s *Service) synced(ctx context.Context, err error) error {
+	if err == nil {
+		s.inval.Sync(ctx)
+	}
+	return err
 }
 
 // Validation limits.
@@ -145,26 +184,34 @@ func membershipRole(tx *gorm.DB, userID, orgID uuid.UUID) (string, error) {
 // keys and superadmins do not reach Role; a ctx without a principal is the
 // master itself.
 func (s *Service) Role(ctx context.Context, userID uuid.UUID, scope app.Scope) (string, error) {
-	var rows []struct {
-		Role             string
-		RequireEmailCode bool
-	}
-	err := s.db.WithContext(ctx).Raw(`
-		SELECT m.role, o.require_email_code
-		FROM memberships m JOIN organizations o ON o.id = m.organization_id
-		WHERE m.organization_id = ? AND m.user_id = ?`, scope.OrgID, userID).Scan(&rows).Error
+	key := scope.OrgID.String() + ":" + userID.String()
+	row, err := s.roles.Load(ctx, key, func(ctx context.Context) (roleEntry, []string, error) {
+		var rows []roleEntry
+		err := s.db.WithContext(ctx).Raw(`
+			SELECT m.role, o.require_email_code
+			FROM memberships m JOIN organizations o ON o.id = m.organization_id
+			WHERE m.organization_id = ? AND m.user_id = ?`, scope.OrgID, userID).Scan(&rows).Error
+		if err != nil {
+			return roleEntry{}, nil, fmt.Errorf("read role of user %s in organization %s: %w", userID, scope.OrgID, err)
+		}
+		tags := []string{app.TagMember + key, app.TagOrg + scope.OrgID.String()}
+		if len(rows) == 0 {
+			return roleEntry{}, tags, nil
+		}
+		return rows[0], tags, nil
+	})
 	if err != nil {
-		return "", fmt.Errorf("read role of user %s in organization %s: %w", userID, scope.OrgID, err)
+		return "", err
 	}
-	if len(rows) == 0 {
+	if row.Role == "" {
 		return "", nil
 	}
-	if rows[0].RequireEmailCode {
+	if row.RequireEmailCode {
 		if p := app.PrincipalFrom(ctx); p != nil && p.APIKey == nil && !p.EmailCodeVerified {
 			return "", ErrEmailCodeSessionRequired
 		}
 	}
-	return rows[0].Role, nil
+	return row.Role, nil
 }
 
 // ---- Organizations ----
@@ -197,7 +244,7 @@ func (s *Service) CreateOrganization(ctx context.Context, p CreateOrganizationPa
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		return createOrganization(ctx, tx, &org, p.OwnerID)
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return Organization{}, err
 	}
 	return org, nil
@@ -327,7 +374,7 @@ func (s *Service) UpdateOrganization(ctx context.Context, id uuid.UUID, p Update
 			ObjectID: org.ID.String(), Before: before, After: org,
 		})
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return Organization{}, err
 	}
 	return org, nil
@@ -336,7 +383,7 @@ func (s *Service) UpdateOrganization(ctx context.Context, id uuid.UUID, p Update
 // DeleteOrganization deletes the organization with id and, through the schema's
 // cascades, everything it owns.
 func (s *Service) DeleteOrganization(ctx context.Context, id uuid.UUID) error {
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return s.synced(ctx, s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		org, err := lockOrganization(tx, id)
 		if err != nil {
 			return err
@@ -348,7 +395,7 @@ func (s *Service) DeleteOrganization(ctx context.Context, id uuid.UUID) error {
 			OrgID: org.ID, Action: "organization.delete", ObjectType: ObjectOrganization,
 			ObjectID: org.ID.String(), Before: org,
 		})
-	})
+	}))
 }
 
 // ---- Workspaces ----
@@ -373,7 +420,7 @@ func (s *Service) CreateWorkspace(ctx context.Context, p CreateWorkspaceParams) 
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		return createWorkspace(ctx, tx, &ws)
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return Workspace{}, err
 	}
 	return ws, nil
@@ -395,27 +442,65 @@ func createWorkspace(ctx context.Context, tx *gorm.DB, ws *Workspace) error {
 	})
 }
 
-// ListWorkspaces returns an organization's workspaces, oldest first.
+// ListWorkspaces returns an organization's workspaces, oldest first. Pages
+// are cached per replica until a workspace of the organization changes (see
+// app.Invalidator); callers must not modify the returned slice.
 func (s *Service) ListWorkspaces(ctx context.Context, orgID uuid.UUID, page app.Page) ([]Workspace, int64, error) {
-	q := s.db.WithContext(ctx).Model(&Workspace{}).Where("organization_id = ?", orgID)
-	out, total, err := app.FindPage[Workspace](q, page, "created_at, id")
+	key := fmt.Sprintf("%s/%d/%d", orgID, page.Page, page.PerPage)
+	p, err := s.workspaceLists.Load(ctx, key, func(ctx context.Context) (cachedWorkspaces, []string, error) {
+		q := s.db.WithContext(ctx).Model(&Workspace{}).Where("organization_id = ?", orgID)
+		out, total, err := app.FindPage[Workspace](q, page, "created_at, id")
+		if err != nil {
+			return cachedWorkspaces{}, nil, fmt.Errorf("list workspaces of %s: %w", orgID, err)
+		}
+		return cachedWorkspaces{Items: out, Total: total}, []string{app.TagOrgWorkspaces + orgID.String(), app.TagOrg + orgID.String()}, nil
+	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("list workspaces of %s: %w", orgID, err)
+		return nil, 0, err
 	}
-	return out, total, nil
+	return p.Items, p.Total, nil
 }
 
-// GetWorkspace returns the workspace with id.
+// GetWorkspace returns the workspace with id, cached per replica until it
+// changes (see app.Invalidator).
 func (s *Service) GetWorkspace(ctx context.Context, id uuid.UUID) (Workspace, error) {
-	var ws Workspace
-	err := s.db.WithContext(ctx).Take(&ws, "id = ?", id).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return ws, ErrWorkspaceNotFound
-	}
-	if err != nil {
-		return ws, fmt.Errorf("get workspace %s: %w", id, err)
-	}
-	return ws, nil
+	return s.workspaces.Load(ctx, id.String(), func(ctx context.Context) (Workspace, []string, error) {
+		var ws Workspace
+		err := s.db.WithContext(ctx).Take(&ws, "id = ?", id).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return ws, nil, ErrWorkspaceNotFound
+		}
+		if err != nil {
+			return ws, nil, fmt.Errorf("get workspace %s: %w", id, err)
+		}
+		return ws, []string{app.TagWorkspace + id.String(), app.TagOrg + ws.OrganizationID.String()}, nil
+	})
+}
+
+// workspaceJSON is GetWorkspace encoded as the API answers it, cached the same way.
+func (s *Service) workspaceJSON(ctx context.Context, id uuid.UUID) ([]byte, error) {
+	return s.workspaceBodies.Load(ctx, "get/"+id.String(), func(ctx context.Context) ([]byte, []string, error) {
+		ws, err := s.GetWorkspace(ctx, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := json.Marshal(ws)
+		return b, []string{app.TagWorkspace + id.String(), app.TagOrg + ws.OrganizationID.String()}, err
+	})
+}
+
+// listWorkspacesJSON is ListWorkspaces encoded as the API's list envelope,
+// cached the same way.
+func (s *Service) listWorkspacesJSON(ctx context.Context, orgID uuid.UUID, page app.Page) ([]byte, error) {
+	key := fmt.Sprintf("list/%s/%d/%d", orgID, page.Page, page.PerPage)
+	return s.workspaceBodies.Load(ctx, key, func(ctx context.Context) ([]byte, []string, error) {
+		items, total, err := s.ListWorkspaces(ctx, orgID, page)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := json.Marshal(app.NewList(items, page, total))
+		return b, []string{app.TagOrgWorkspaces + orgID.String(), app.TagOrg + orgID.String()}, err
+	})
 }
 
 // UpdateWorkspaceParams are the changes of UpdateWorkspace; nil fields are left
@@ -471,7 +556,7 @@ func (s *Service) UpdateWorkspace(ctx context.Context, id uuid.UUID, p UpdateWor
 			ObjectType: ObjectWorkspace, ObjectID: ws.ID.String(), Before: before, After: ws,
 		})
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return Workspace{}, err
 	}
 	return ws, nil
@@ -480,7 +565,7 @@ func (s *Service) UpdateWorkspace(ctx context.Context, id uuid.UUID, p UpdateWor
 // DeleteWorkspace deletes the workspace with id and, through the schema's
 // cascades, everything it holds.
 func (s *Service) DeleteWorkspace(ctx context.Context, id uuid.UUID) error {
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return s.synced(ctx, s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var ws Workspace
 		err := tx.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Take(&ws, "id = ?", id).Error
 		if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -496,7 +581,7 @@ func (s *Service) DeleteWorkspace(ctx context.Context, id uuid.UUID) error {
 			OrgID: ws.OrganizationID, WorkspaceID: ws.ID, Action: "workspace.delete",
 			ObjectType: ObjectWorkspace, ObjectID: ws.ID.String(), Before: ws,
 		})
-	})
+	}))
 }
 
 // ---- Members ----
@@ -551,7 +636,7 @@ type AddMemberParams struct {
 // memberChange runs fn in a transaction holding the organization's lock, with the
 // caller's role in it; callers below admin are refused.
 func (s *Service) memberChange(ctx context.Context, orgID uuid.UUID, fn func(tx *gorm.DB, callerRole string) error) error {
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return s.synced(ctx, s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if _, err := lockOrganization(tx, orgID); err != nil {
 			return err
 		}
@@ -563,7 +648,7 @@ func (s *Service) memberChange(ctx context.Context, orgID uuid.UUID, fn func(tx 
 			return ErrNotPermitted
 		}
 		return fn(tx, role)
-	})
+	}))
 }
 
 // checkMemberParams validates the inputs of AddMember and InviteMember.
@@ -972,7 +1057,7 @@ func (s *Service) AcceptInvitation(ctx context.Context, id uuid.UUID) (Invitatio
 		inv, err = loadInvitation(tx, row.ID)
 		return err
 	})
-	if err != nil {
+	if err := s.synced(ctx, err); err != nil {
 		return Invitation{}, err
 	}
 	return inv, nil
