@@ -111,7 +111,9 @@ func (s *Service) ChangePassword(ctx context.Context, p ChangePasswordParams) er
 		u := row.user()
 		return app.Audit(ctx, tx, app.AuditParams{Action: "user.password", ObjectType: "user", ObjectID: p.UserID.String(), After: u})
 	})
-	if err != nil {
+	// The other sessions end on this replica before the answer (and on the
+	// others as their caches hear of it).
+	if err := s.synced(ctx, err); err != nil {
 		return fmt.Errorf("change password of user %s: %w", p.UserID, err)
 	}
 	return nil
