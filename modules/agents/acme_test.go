@@ -58,7 +58,7 @@ type presented struct {
 	err     error
 }
 
-func TestPresentHTTP01(t *testing.T) {
+func TestService_PresentHTTP01(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.svc.acmeTimeout = 3 * time.Second

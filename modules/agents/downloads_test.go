@@ -44,7 +44,7 @@ func (e *env) get(t *testing.T, path string, headers ...string) (int, string, ht
 	return resp.StatusCode, string(raw), resp.Header
 }
 
-func TestDownloads(t *testing.T) {
+func TestAPI_Downloads(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
 	dir := filepath.Join(root, "downloads")
@@ -283,7 +283,7 @@ func shSyntax(t *testing.T, script string) {
 	}
 }
 
-func TestOnboarding_Endpoints(t *testing.T) {
+func TestAPI_OnboardingEndpoints(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name               string

@@ -16,11 +16,11 @@ import (
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
-// TestMetricsFunc_ReceivesStreamAndUnaryBatches serves a replica whose
+// TestGRPC_MetricsFuncReceivesStreamAndUnaryBatches serves a replica whose
 // Options.MetricsFunc records what it gets: a batch on the stream and one
 // through ReportMetrics reach it with the agent's identity, and its error
 // answers ReportMetrics with Internal.
-func TestMetricsFunc_ReceivesStreamAndUnaryBatches(t *testing.T) {
+func TestGRPC_MetricsFuncReceivesStreamAndUnaryBatches(t *testing.T) {
 	e := newEnv(t)
 	got := make(chan MetricsBatch, 4)
 	deps := e.app.Deps

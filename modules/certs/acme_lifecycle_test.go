@@ -232,12 +232,12 @@ func leafOf(t *testing.T, b *bundle, id uuid.UUID) *x509.Certificate {
 	return c
 }
 
-// TestACME_DNS01 issues a wildcard certificate through DNS-01 against Pebble,
+// TestService_ACMEDNS01 issues a wildcard certificate through DNS-01 against Pebble,
 // whose validation asks a real DNS server (pebble-challtestsrv) for the TXT
 // records lego's httpreq provider placed there through dnsAPI; then shows a
 // DNS provider that refuses: a failed certificate with a readable error, a
 // failure attempt, a retry scheduled after the Retry-After it asked for.
-func TestACME_DNS01(t *testing.T) {
+func TestService_ACMEDNS01(t *testing.T) {
 	lab := newACMELab(t)
 	b := setupWith(t, func(c *app.Config) {
 		c.ACME.LetsEncryptURL = lab.dirURL
@@ -401,11 +401,11 @@ func closedPortURL(t *testing.T) string {
 	return "http://" + addr
 }
 
-// TestACME_Lifecycle follows ACME certificates through their statuses with a
+// TestService_ACMELifecycle follows ACME certificates through their statuses with a
 // clock the test moves (pending → active → expiring → expired), beside
 // uploaded ones that keep the 30-day rule, with 6-day and 90-day lifetimes;
 // then renews a short-lived certificate by the scheduled scan.
-func TestACME_Lifecycle(t *testing.T) {
+func TestService_ACMELifecycle(t *testing.T) {
 	const sixDays, ninetyDays = 6 * 24 * 3600, 90 * 24 * 3600
 	lab := newACMELabWith(t, map[string]int{"sixday": sixDays, "ninetyday": ninetyDays, "short": 40})
 	var offset atomic.Int64
@@ -566,10 +566,10 @@ func TestACME_Lifecycle(t *testing.T) {
 	})
 }
 
-// TestACME_TwoReplicas runs two masters' job workers over one database: each
+// TestService_ACMETwoReplicas runs two masters' job workers over one database: each
 // certificate gets one order, whichever replica takes its job, and when both
 // scans find the same certificates due, each is renewed once.
-func TestACME_TwoReplicas(t *testing.T) {
+func TestService_ACMETwoReplicas(t *testing.T) {
 	lab := newACMELab(t)
 	b := setupWith(t, func(c *app.Config) {
 		c.ACME.LetsEncryptURL = lab.dirURL

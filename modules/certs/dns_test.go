@@ -5,13 +5,13 @@ import (
 	"testing"
 )
 
-// TestDNSProviders_Build builds every supported DNS provider from a complete
+// TestService_DNSProvidersBuild builds every supported DNS provider from a complete
 // set of its credentials, as the issuance job does, without touching the
 // process environment: a provider whose config the master fills wrongly
 // fails here rather than in a user's first dns-01 order. The providers'
 // APIs are external services and are not called; httpreq and rfc2136 are
 // exercised against real servers in the ACME lifecycle tests.
-func TestDNSProviders_Build(t *testing.T) {
+func TestService_DNSProvidersBuild(t *testing.T) {
 	t.Parallel()
 	creds := map[string]map[string]string{
 		"cloudflare":   {"CLOUDFLARE_DNS_API_TOKEN": "token"},

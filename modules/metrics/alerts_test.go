@@ -896,11 +896,11 @@ func TestService_AlertsVirtualHostScope(t *testing.T) {
 	}
 }
 
-// TestAlerts_Scopes evaluates each scope type for traffic, host,
+// TestService_AlertsScopes evaluates each scope type for traffic, host,
 // agent-state and certificate metrics: all, labels (an agent gaining the
 // label is included, losing it resolves), listed agents, and a virtual
 // host (its target agents; its certificate).
-func TestAlerts_Scopes(t *testing.T) {
+func TestService_AlertsScopes(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ctx := context.Background()
 	pool := l.a.Deps.Pool
@@ -1044,10 +1044,10 @@ func TestAlerts_Scopes(t *testing.T) {
 	}
 }
 
-// TestAlerts_RuleChannels fires a rule with its own webhook and address
+// TestService_AlertsRuleChannels fires a rule with its own webhook and address
 // (the inline channels kept from before notification channels) and a
 // webhook channel: each is notified, signed with its own secret.
-func TestAlerts_RuleChannels(t *testing.T) {
+func TestService_AlertsRuleChannels(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ctx := context.Background()
 	const inline, shared = "inline-secret-0123456789", "shared-secret-0123456789"
@@ -1081,11 +1081,11 @@ func TestAlerts_RuleChannels(t *testing.T) {
 	}
 }
 
-// TestAlerts_AgentOwnAlerts turns the alerts an agent reports in its health
+// TestService_AlertsAgentOwnAlerts turns the alerts an agent reports in its health
 // (nginx down, disk full) into alerts of an agent_alert rule: one per
 // reported alert at or above the rule's severity, with the agent's message,
 // resolved when the agent stops reporting it.
-func TestAlerts_AgentOwnAlerts(t *testing.T) {
+func TestService_AlertsAgentOwnAlerts(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ctx := context.Background()
 	pool := l.a.Deps.Pool

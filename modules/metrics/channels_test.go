@@ -36,9 +36,9 @@ func expect422(t *testing.T, c *apptest.Client, method, path, body, field string
 	t.Fatalf("details %+v do not name %s", env.Error.Details, field)
 }
 
-// TestChannels_BadInput creates and changes channels with bad input: each is
+// TestAPI_ChannelsBadInput creates and changes channels with bad input: each is
 // a 422 naming the field, and nothing is stored or changed.
-func TestChannels_BadInput(t *testing.T) {
+func TestAPI_ChannelsBadInput(t *testing.T) {
 	l := newLab(t, labOpts{})
 	path := "/v1/organizations/" + l.org.String() + "/notification-channels"
 	const sec = `"secret":"0123456789abcdef"`
@@ -101,10 +101,10 @@ func TestChannels_BadInput(t *testing.T) {
 	}
 }
 
-// TestChannels_CRUD creates, lists, changes and deletes channels: the
+// TestAPI_ChannelsCRUD creates, lists, changes and deletes channels: the
 // secret is sealed and never in a response, members read, only admins
 // write, other organizations see nothing, a channel in use is not deleted.
-func TestChannels_CRUD(t *testing.T) {
+func TestAPI_ChannelsCRUD(t *testing.T) {
 	l := newLab(t, labOpts{})
 	ctx := context.Background()
 	const secret = "channel-secret-0123456789"

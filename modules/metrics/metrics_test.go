@@ -583,11 +583,11 @@ func TestService_RollupBoundsHostNames(t *testing.T) {
 	}
 }
 
-// TestHostMetrics_PartitionedAndRolledUpHourly stores host samples into
+// TestService_HostMetricsPartitionedAndRolledUpHourly stores host samples into
 // their day's partition and counts each once in its hour; hour-step series
 // come from the hourly rollups, which outlive the samples; retention drops
 // whole days.
-func TestHostMetrics_PartitionedAndRolledUpHourly(t *testing.T) {
+func TestService_HostMetricsPartitionedAndRolledUpHourly(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	svc := b.mod.Service()

@@ -12,10 +12,10 @@ import (
 	"github.com/nxmesh/nxmesh/modules/wire/wiretest"
 )
 
-// TestRateLimit_HoldsAcrossReplicas runs two replicas on one database with a
+// TestAPI_RateLimitHoldsAcrossReplicas runs two replicas on one database with a
 // limit of 100 requests per minute per credential: together they admit the
 // limit (within 10 %), then both refuse with 429 and Retry-After.
-func TestRateLimit_HoldsAcrossReplicas(t *testing.T) {
+func TestAPI_RateLimitHoldsAcrossReplicas(t *testing.T) {
 	const limit = 100
 	a := wiretest.Start(t, wiretest.WithConfig(func(c *app.Config) { c.Auth.RateLimitPerMinute = limit }))
 	b := wiretest.Start(t, wiretest.WithConfig(func(c *app.Config) {

@@ -59,7 +59,7 @@ func riverLeader(t *testing.T, m *wiretest.Master) string {
 	return id
 }
 
-func TestReplicas_TwoReplicasWithLeaderAndFailover(t *testing.T) {
+func TestAPI_ReplicasTwoWithLeaderAndFailover(t *testing.T) {
 	a := wiretest.Start(t)
 	b := wiretest.Start(t, wiretest.WithConfig(func(c *app.Config) { c.Database.URL = a.App.Deps.Config.Database.URL }))
 	ids := map[string]*wiretest.Master{a.App.Deps.Replicas.ID(): a, b.App.Deps.Replicas.ID(): b}

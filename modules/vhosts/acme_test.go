@@ -2,7 +2,7 @@ package vhosts
 
 import "testing"
 
-func TestServerNameCovers(t *testing.T) {
+func TestService_ServerNameCovers(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		names, domain string
@@ -27,7 +27,7 @@ func TestServerNameCovers(t *testing.T) {
 	}
 }
 
-func TestServesHTTP(t *testing.T) {
+func TestService_ServesHTTP(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.setup(t)

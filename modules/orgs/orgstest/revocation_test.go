@@ -45,11 +45,11 @@ func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) ti
 	return time.Since(start)
 }
 
-// TestRevocationReachesOtherReplicaWithinOneSecond: a request that replica B
+// TestAPI_RevocationReachesOtherReplicaWithinOneSecond: a request that replica B
 // answered (and cached the answer's credential, role and scope of) is
 // refused by B within a second of a revocation written through replica A,
 // for each kind of revocation.
-func TestRevocationReachesOtherReplicaWithinOneSecond(t *testing.T) {
+func TestAPI_RevocationReachesOtherReplicaWithinOneSecond(t *testing.T) {
 	cfg := apptest.Config(t)
 	ra := replicaOf(t, cfg)
 	cfgB := cfg
@@ -136,11 +136,11 @@ func TestRevocationReachesOtherReplicaWithinOneSecond(t *testing.T) {
 	}
 }
 
-// TestListenerLossBypassesCache: a change the listener never hears of (the
+// TestAPI_ListenerLossBypassesCache: a change the listener never hears of (the
 // triggers are off for the writing session) is served from B's cache while
 // B listens, and is seen within a second once B's listening connection is
 // cut, because B then empties and bypasses its caches.
-func TestListenerLossBypassesCache(t *testing.T) {
+func TestAPI_ListenerLossBypassesCache(t *testing.T) {
 	cfg := apptest.Config(t)
 	ra := replicaOf(t, cfg)
 	cfgB := cfg

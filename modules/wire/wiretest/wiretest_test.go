@@ -11,7 +11,7 @@ import (
 
 func TestMain(m *testing.M) { apptest.Main(m) }
 
-func TestMaster_ServesEveryModuleToEachRole(t *testing.T) {
+func TestAPI_MasterServesEveryModuleToEachRole(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name  string
