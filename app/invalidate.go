@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nxmesh/nxmesh/app/backoff"
 )
 
 // InvalidationChannel is the PostgreSQL notification channel on which the
@@ -266,27 +268,14 @@ func (v *Invalidator) setReady(ready bool) {
 func (v *Invalidator) run(ctx context.Context) {
 	defer close(v.done)
 	defer v.setReady(false)
-	backoff := 100 * time.Millisecond
-	for {
+	backoff.Reconnect(ctx, 100*time.Millisecond, maxInvalidateBackoff, func(ctx context.Context) (bool, error) {
 		connected, err := v.listen(ctx)
 		v.setReady(false)
 		v.pid.Store(0)
-		if ctx.Err() != nil {
-			return
-		}
-		if connected {
-			backoff = 100 * time.Millisecond
-		}
-		v.logger.Warn("cache invalidation: listener lost; caches bypassed until it reconnects", "error", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(backoff*2, maxInvalidateBackoff)
-	}
+		return connected, err
+	}, func(err error, retryIn time.Duration) {
+		v.logger.Warn("cache invalidation: listener lost; caches bypassed until it reconnects", "error", err, "retry_in", retryIn)
+	})
 }
 
 // listen holds one dedicated connection LISTENing until it fails, its ping

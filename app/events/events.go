@@ -117,6 +117,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
+
+	"github.com/nxmesh/nxmesh/app/backoff"
 )
 
 // Channel is the PostgreSQL NOTIFY channel of live events.
@@ -517,25 +519,9 @@ func (e *Hub) Stop() {
 func (e *Hub) run(ctx context.Context) {
 	defer close(e.loopDone)
 	defer e.closeSubscribers()
-	backoff := time.Second
-	for {
-		connected, err := e.listen(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if connected {
-			backoff = time.Second
-		}
-		e.logger.Warn("events: listener failed; reconnecting", "error", err, "retry_in", backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(backoff*2, maxListenBackoff)
-	}
+	backoff.Reconnect(ctx, time.Second, maxListenBackoff, e.listen, func(err error, retryIn time.Duration) {
+		e.logger.Warn("events: listener failed; reconnecting", "error", err, "retry_in", retryIn)
+	})
 }
 
 // listen holds one dedicated connection LISTENing until it fails or ctx ends.

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/modules/agents"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
@@ -259,7 +260,7 @@ func (in *ingester) store(ctx context.Context, b agents.LogBatch) (lines []Line,
 		days := map[time.Time]bool{}
 		for _, pe := range b.Access.GetEntries() {
 			e := entryFromProto(b, pe, now)
-			days[dayOf(e.Timestamp.Time)] = true
+			days[app.DayOf(e.Timestamp.Time)] = true
 			rows = append(rows, e.copyRow())
 			lines = append(lines, e.line(b.OrgID))
 			if e.Timestamp.After(newest) {

@@ -13,6 +13,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nxmesh/nxmesh/app/backoff"
 )
 
 // The live tail:
@@ -305,24 +307,9 @@ func shrink(ln Line) Line {
 }
 
 func (l *live) listenLoop(ctx context.Context) {
-	backoff := time.Second
-	for ctx.Err() == nil {
-		established := l.listen(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if established {
-			backoff = time.Second
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(backoff*2, maxLiveBackoff)
-	}
+	backoff.Reconnect(ctx, time.Second, maxLiveBackoff, func(ctx context.Context) (bool, error) {
+		return l.listen(ctx), nil
+	}, nil)
 }
 
 func (l *live) listen(ctx context.Context) bool {

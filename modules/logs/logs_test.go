@@ -168,7 +168,7 @@ func TestService_RetentionDropsOldPartitionAndTrimsWorkspace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.DroppedPartitions) != 1 || res.DroppedPartitions[0] != partitionName(dayOf(old)) {
+	if len(res.DroppedPartitions) != 1 || res.DroppedPartitions[0] != svc.partitions.Name(old) {
 		t.Fatalf("dropped %v, want the partition of %s", res.DroppedPartitions, old)
 	}
 	var n int

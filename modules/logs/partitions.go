@@ -26,14 +26,10 @@ const PartitionsAhead = 3
 // (pg_advisory_xact_lock key).
 const partitionLock = 0x6e786c6f6773 // "nxlogs"
 
-func dayOf(t time.Time) time.Time { return app.DayOf(t) }
-
-func partitionName(day time.Time) string { return "access_logs_p" + dayOf(day).Format("20060102") }
-
 // onDemand reports whether the ingest creates day's partition: days from
 // the retention window to PartitionsAhead days ahead.
 func (s *Service) onDemand(day time.Time) bool {
-	today := dayOf(s.now())
+	today := app.DayOf(s.now())
 	return !day.Before(today.AddDate(0, 0, -s.GlobalRetentionDays())) && !day.After(today.AddDate(0, 0, PartitionsAhead))
 }
 
