@@ -18,16 +18,8 @@ import (
 func TestMigration_RuleScopes(t *testing.T) {
 	// beforeChannels is the migration before 00096_metrics_notification_channels.
 	const beforeChannels = 95
-	a := apptest.NewApp(t, nil)
+	a, mig := newMigrator(t)
 	ctx := context.Background()
-	sqlDB, err := a.Deps.DB.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mig, err := app.NewMigrator(&app.Database{Pool: a.Deps.Pool, SQL: sqlDB, Gorm: a.Deps.DB}, apptest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := mig.DownTo(ctx, beforeChannels); err != nil {
 		t.Fatal(err)
 	}
@@ -91,16 +83,8 @@ func TestMigration_RuleScopes(t *testing.T) {
 // rolling back once more keeps them too.
 func TestMigration_HostMetricsPartitioned(t *testing.T) {
 	const beforePartitions = 109
-	a := apptest.NewApp(t, nil)
+	a, mig := newMigrator(t)
 	ctx := context.Background()
-	sqlDB, err := a.Deps.DB.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mig, err := app.NewMigrator(&app.Database{Pool: a.Deps.Pool, SQL: sqlDB, Gorm: a.Deps.DB}, apptest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := mig.DownTo(ctx, beforePartitions); err != nil {
 		t.Fatal(err)
 	}
@@ -140,4 +124,20 @@ func TestMigration_HostMetricsPartitioned(t *testing.T) {
 	if err := mig.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// newMigrator is a master on its own database and the migrator of that
+// database, for tests that migrate down and up again.
+func newMigrator(t *testing.T) (*app.App, *app.Migrator) {
+	t.Helper()
+	a := apptest.NewApp(t, nil)
+	sqlDB, err := a.Deps.DB.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mig, err := app.NewMigrator(&app.Database{Pool: a.Deps.Pool, SQL: sqlDB, Gorm: a.Deps.DB}, apptest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, mig
 }
