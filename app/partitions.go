@@ -44,6 +44,14 @@ func DayOf(t time.Time) time.Time {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
+// InWindow reports whether day's partition is created on demand at now:
+// days from the retention window (keep before now) to ahead days after
+// today. Rows of other days land in the default partition.
+func InWindow(day, now time.Time, keep time.Duration, ahead int) bool {
+	day = DayOf(day)
+	return !day.Before(DayOf(now.Add(-keep))) && !day.After(DayOf(now).AddDate(0, 0, ahead))
+}
+
 // Name is the partition of day.
 func (p *DailyPartitions) Name(day time.Time) string {
 	return p.table + "_p" + DayOf(day).Format(partitionLayout)

@@ -29,8 +29,7 @@ const partitionLock = 0x6e786c6f6773 // "nxlogs"
 // onDemand reports whether the ingest creates day's partition: days from
 // the retention window to PartitionsAhead days ahead.
 func (s *Service) onDemand(day time.Time) bool {
-	today := app.DayOf(s.now())
-	return !day.Before(today.AddDate(0, 0, -s.GlobalRetentionDays())) && !day.After(today.AddDate(0, 0, PartitionsAhead))
+	return app.InWindow(day, s.now(), time.Duration(s.GlobalRetentionDays())*24*time.Hour, PartitionsAhead)
 }
 
 // EnsurePartition creates day's partition of access_logs unless it exists,

@@ -724,8 +724,7 @@ func (s *Service) ApplyRetention(ctx context.Context) (RetentionResult, error) {
 // host_metrics partition: days from the retention window to
 // HostPartitionsAhead days ahead (others land in the default partition).
 func (s *Service) hostOnDemand(day time.Time) bool {
-	today := app.DayOf(s.now())
-	return !day.Before(app.DayOf(s.now().Add(-s.retentionMinute))) && !day.After(today.AddDate(0, 0, HostPartitionsAhead))
+	return app.InWindow(day, s.now(), s.retentionMinute, HostPartitionsAhead)
 }
 
 // EnsureHostPartitionsAhead creates the host_metrics partitions of today
