@@ -156,6 +156,11 @@ func TestAPI_ListenerLossBypassesCache(t *testing.T) {
 	}
 	path := "/v1/workspaces/" + ws.ID.String()
 	cb := apptest.NewClient(rb.App).As(token)
+	// B must listen and have heard every change made so far (the sign-ups and
+	// the membership above), or a late notification would empty the entry
+	// this test relies on.
+	waitFor(t, 5*time.Second, "B listens", rb.App.Invalidator().Ready)
+	rb.App.Invalidator().Sync(ctx)
 	cb.Call(t, http.MethodGet, path, nil, http.StatusOK, nil)
 
 	silentlyDisable(t, ra.App, u.ID)
