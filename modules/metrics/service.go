@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -178,34 +179,7 @@ func (s *Service) Rollup(ctx context.Context, tx pgx.Tx, b agents.LogBatch, now 
 		table string
 		rows  map[rollKey]*rollRow
 	}{{tableMinute, minutes}, {tableHour, hours}} {
-		keys := make([]rollKey, 0, len(t.rows))
-		for k := range t.rows {
-			keys = append(keys, k)
-		}
-		slices.SortFunc(keys, func(a, b rollKey) int {
-			if c := a.bucket.Compare(b.bucket); c != 0 {
-				return c
-			}
-			if c := strings.Compare(a.vh.String(), b.vh.String()); c != 0 {
-				return c
-			}
-			return strings.Compare(a.host, b.host)
-		})
-		q := `INSERT INTO ` + t.table + ` AS t (workspace_id, bucket, agent_id, virtual_host_id, host, requests,
-				status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, in_bytes, out_bytes, latency_counts)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-			ON CONFLICT (workspace_id, bucket, agent_id, virtual_host_id, host) DO UPDATE SET
-				requests = t.requests + EXCLUDED.requests,
-				status_1xx = t.status_1xx + EXCLUDED.status_1xx, status_2xx = t.status_2xx + EXCLUDED.status_2xx,
-				status_3xx = t.status_3xx + EXCLUDED.status_3xx, status_4xx = t.status_4xx + EXCLUDED.status_4xx,
-				status_5xx = t.status_5xx + EXCLUDED.status_5xx,
-				in_bytes = t.in_bytes + EXCLUDED.in_bytes, out_bytes = t.out_bytes + EXCLUDED.out_bytes,
-				latency_counts = metrics_add_counts(t.latency_counts, EXCLUDED.latency_counts)`
-		for _, k := range keys {
-			r := t.rows[k]
-			batch.Queue(q, b.WorkspaceID, k.bucket, b.AgentID, k.vh, k.host, r.requests,
-				r.status[0], r.status[1], r.status[2], r.status[3], r.status[4], r.in, r.out, r.latency)
-		}
+		queueRollupUpsert(batch, t.table, b.WorkspaceID, b.AgentID, t.rows)
 	}
 	br := tx.SendBatch(ctx, batch)
 	for i := 0; i < batch.Len(); i++ {
@@ -218,6 +192,62 @@ func (s *Service) Rollup(ctx context.Context, tx pgx.Tx, b agents.LogBatch, now 
 		return fmt.Errorf("upsert traffic rollups of agent %s: %w", b.AgentID, err)
 	}
 	return nil
+}
+
+// queueRollupUpsert queues one statement that adds rows into table: the
+// rows travel as one array per column (latency counts as one flat array
+// sliced per row) and are upserted in key order, so concurrent batches of an
+// agent wait for each other instead of deadlocking.
+func queueRollupUpsert(batch *pgx.Batch, table string, ws, agent uuid.UUID, rows map[rollKey]*rollRow) {
+	keys := make([]rollKey, 0, len(rows))
+	for k := range rows {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b rollKey) int {
+		if c := a.bucket.Compare(b.bucket); c != 0 {
+			return c
+		}
+		if c := bytes.Compare(a.vh[:], b.vh[:]); c != 0 {
+			return c
+		}
+		return strings.Compare(a.host, b.host)
+	})
+	n := len(keys)
+	buckets := make([]time.Time, n)
+	vhs := make([]uuid.UUID, n)
+	hosts := make([]string, n)
+	var cols [9][]int64 // requests, status 1xx…5xx, in, out
+	for i := range cols {
+		cols[i] = make([]int64, n)
+	}
+	latency := make([]int64, 0, n*numBuckets)
+	for i, k := range keys {
+		r := rows[k]
+		buckets[i], vhs[i], hosts[i] = k.bucket, k.vh, k.host
+		cols[0][i] = r.requests
+		for c := range r.status {
+			cols[1+c][i] = r.status[c]
+		}
+		cols[6][i], cols[7][i] = r.in, r.out
+		latency = append(latency, r.latency...)
+	}
+	q := `INSERT INTO ` + table + ` AS t (workspace_id, bucket, agent_id, virtual_host_id, host, requests,
+			status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, in_bytes, out_bytes, latency_counts)
+		SELECT $1, r.bucket, $2, r.vh, r.host, r.requests, r.s1, r.s2, r.s3, r.s4, r.s5, r.inb, r.outb,
+			($14::bigint[])[((r.o - 1) * $15 + 1):(r.o * $15)]
+		FROM unnest($3::timestamptz[], $4::uuid[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[],
+			$9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[])
+			WITH ORDINALITY AS r(bucket, vh, host, requests, s1, s2, s3, s4, s5, inb, outb, o)
+		ORDER BY r.o
+		ON CONFLICT (workspace_id, bucket, agent_id, virtual_host_id, host) DO UPDATE SET
+			requests = t.requests + EXCLUDED.requests,
+			status_1xx = t.status_1xx + EXCLUDED.status_1xx, status_2xx = t.status_2xx + EXCLUDED.status_2xx,
+			status_3xx = t.status_3xx + EXCLUDED.status_3xx, status_4xx = t.status_4xx + EXCLUDED.status_4xx,
+			status_5xx = t.status_5xx + EXCLUDED.status_5xx,
+			in_bytes = t.in_bytes + EXCLUDED.in_bytes, out_bytes = t.out_bytes + EXCLUDED.out_bytes,
+			latency_counts = metrics_add_counts(t.latency_counts, EXCLUDED.latency_counts)`
+	batch.Queue(q, ws, agent, buckets, vhs, hosts, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5],
+		cols[6], cols[7], latency, numBuckets)
 }
 
 // ---- Host metrics ----
