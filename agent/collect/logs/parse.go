@@ -5,6 +5,7 @@
 package logs
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -51,8 +52,11 @@ type accessLine struct {
 // several upstream times ("0.001, 0.002 : 0.003") are summed.
 func ParseAccessLine(line []byte) (*agentv1.AccessLogEntry, error) {
 	var l accessLine
-	if err := json.Unmarshal(line, &l); err != nil {
-		return nil, fmt.Errorf("parse access log line: %w", err)
+	if !l.scan(line) {
+		l = accessLine{}
+		if err := json.Unmarshal(line, &l); err != nil {
+			return nil, fmt.Errorf("parse access log line: %w", err)
+		}
 	}
 	e := &agentv1.AccessLogEntry{
 		TimestampMs:  msec(l.Time),
@@ -86,6 +90,86 @@ func ParseAccessLine(line []byte) (*agentv1.AccessLogEntry, error) {
 		e.Scheme = str(l.Scheme)
 	}
 	return e, nil
+}
+
+// scan fills l from a line in the renderer's shape (a flat object of
+// string values with the exact field names) without reflection; false
+// means the line is in another shape and encoding/json decides.
+func (l *accessLine) scan(line []byte) bool {
+	ok := true
+	return scanFlatObject(line, func(key []byte, v string) {
+		if p := l.field(key); p != nil {
+			*p = v
+		} else if ok {
+			// encoding/json matches names without regard to case.
+			for _, name := range accessFieldNames {
+				if bytes.EqualFold(key, []byte(name)) {
+					ok = false
+				}
+			}
+		}
+	}) && ok
+}
+
+// accessFieldNames are accessLine's JSON names.
+var accessFieldNames = []string{"kind", "time", "remote_addr", "method", "uri", "protocol", "host", "status",
+	"body_bytes_sent", "request_time", "user_agent", "referer", "request_id", "virtual_host_id", "request_length",
+	"bytes_sent", "upstream_addr", "upstream_response_time", "scheme", "server_port", "bytes_received",
+	"session_time", "upstream_session_time", "stream_id"}
+
+// field is the member of l named key, nil for another name.
+func (l *accessLine) field(key []byte) *string {
+	switch string(key) {
+	case "kind":
+		return &l.Kind
+	case "time":
+		return &l.Time
+	case "remote_addr":
+		return &l.RemoteAddr
+	case "method":
+		return &l.Method
+	case "uri":
+		return &l.URI
+	case "protocol":
+		return &l.Protocol
+	case "host":
+		return &l.Host
+	case "status":
+		return &l.Status
+	case "body_bytes_sent":
+		return &l.BodyBytesSent
+	case "request_time":
+		return &l.RequestTime
+	case "user_agent":
+		return &l.UserAgent
+	case "referer":
+		return &l.Referer
+	case "request_id":
+		return &l.RequestID
+	case "virtual_host_id":
+		return &l.VirtualHostID
+	case "request_length":
+		return &l.RequestLength
+	case "bytes_sent":
+		return &l.BytesSent
+	case "upstream_addr":
+		return &l.UpstreamAddr
+	case "upstream_response_time":
+		return &l.UpstreamResponseTime
+	case "scheme":
+		return &l.Scheme
+	case "server_port":
+		return &l.ServerPort
+	case "bytes_received":
+		return &l.BytesReceived
+	case "session_time":
+		return &l.SessionTime
+	case "upstream_session_time":
+		return &l.UpstreamSessionTime
+	case "stream_id":
+		return &l.StreamID
+	}
+	return nil
 }
 
 func str(s string) string {

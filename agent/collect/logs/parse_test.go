@@ -1,6 +1,7 @@
 package logs
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -53,4 +54,65 @@ func TestParseErrorLine(t *testing.T) {
 	if e := ParseErrorLine("not nginx", time.UTC); e.GetLevel() != "info" || e.GetMessage() != "not nginx" {
 		t.Errorf("unprefixed line: %v", e)
 	}
+}
+
+// TestAccessLineScan_AgreesWithEncodingJSON: the fast scanner either gives
+// exactly encoding/json's fields or hands the line to it.
+func TestAccessLineScan_AgreesWithEncodingJSON(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, line string
+		fast       bool // the scanner accepts the line
+	}{
+		{"Plain", `{"kind":"http","uri":"/a","status":"200"}`, true},
+		{"Escapes", `{"uri":"/a\"b\\c\/d\n\t\u00e9\u0001"}`, true},
+		{"SurrogatePair", `{"user_agent":"\ud83d\ude00 x"}`, true},
+		{"LoneSurrogates", `{"user_agent":"\ud83d x \ude00 \ud83d\u0041"}`, true},
+		{"Spaces", " { \"uri\" : \"/a\" , \"host\":\"h\" } \n", true},
+		{"Empty", `{}`, true},
+		{"UnknownKeyIgnored", `{"other":"x","uri":"/a"}`, true},
+		{"DuplicateKeyLastWins", `{"uri":"/a","uri":"/b"}`, true},
+		{"KeyOtherCase", `{"URI":"/a"}`, false},
+		{"NumberValue", `{"status":200}`, false},
+		{"NullValue", `{"uri":null}`, false},
+		{"NestedValue", `{"uri":{"a":"b"}}`, false},
+		{"InvalidUTF8", "{\"uri\":\"\xff\"}", false},
+		{"TrailingBytes", `{"uri":"/a"}x`, false},
+		{"Truncated", `{"uri":"/a`, false},
+		{"BadEscape", `{"uri":"\x"}`, false},
+		{"ControlByte", "{\"uri\":\"a\x01\"}", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var fast, std accessLine
+			ok := fast.scan([]byte(c.line))
+			if ok != c.fast {
+				t.Fatalf("scan accepted = %v, want %v", ok, c.fast)
+			}
+			err := json.Unmarshal([]byte(c.line), &std)
+			if ok && (err != nil || fast != std) {
+				t.Errorf("scan %+v\njson %+v (%v)", fast, std, err)
+			}
+		})
+	}
+}
+
+// FuzzAccessLineScan: whatever the line, a line the scanner accepts decodes
+// to the same fields with encoding/json.
+func FuzzAccessLineScan(f *testing.F) {
+	f.Add(`{"kind":"http","time":"1700000000.123","uri":"/a?b=\"c\"","status":"502"}`)
+	f.Add(`{"user_agent":"\ud83d\ude00\u00e9\\"}`)
+	f.Add(`{"uri":"/a","URI":"/b"}`)
+	f.Fuzz(func(t *testing.T, line string) {
+		var fast, std accessLine
+		if !fast.scan([]byte(line)) {
+			return
+		}
+		if err := json.Unmarshal([]byte(line), &std); err != nil {
+			t.Fatalf("scan accepted %q, encoding/json: %v", line, err)
+		}
+		if fast != std {
+			t.Fatalf("%q:\nscan %+v\njson %+v", line, fast, std)
+		}
+	})
 }
