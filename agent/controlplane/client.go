@@ -57,12 +57,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nxmesh/nxmesh/proto/compress"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -427,7 +427,7 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 	defer cancel()
 	var callOpts []grpc.CallOption
 	if !c.uncompressed.Load() {
-		callOpts = append(callOpts, grpc.UseCompressor(gzip.Name))
+		callOpts = append(callOpts, grpc.UseCompressor(compress.Name))
 	}
 	mdctx := metadata.AppendToOutgoingContext(sctx, MaxMessageBytesMetadata, strconv.Itoa(c.opts.MaxMessageBytes))
 	stream, err := agentv1.NewAgentServiceClient(conn).Stream(mdctx, callOpts...)
@@ -583,7 +583,7 @@ func (c *Client) heartbeats(ctx context.Context, s *session, interval time.Durat
 // messages (a master built without the gzip codec).
 func gzipRefused(err error) bool {
 	st := status.Convert(err)
-	return st.Code() == codes.Unimplemented && strings.Contains(st.Message(), "grpc-encoding") && strings.Contains(st.Message(), gzip.Name)
+	return st.Code() == codes.Unimplemented && strings.Contains(st.Message(), "grpc-encoding") && strings.Contains(st.Message(), compress.Name)
 }
 
 // receiveFailed logs and remembers (for the next health reports) a receive

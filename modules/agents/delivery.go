@@ -9,12 +9,12 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/proto/compress"
 )
 
 // This file bounds and compresses what travels on the agents' streams, and
@@ -57,10 +57,10 @@ func deliveryServerOptions(maxBytes int) []grpc.ServerOption {
 // compressStreams makes the server gzip what it sends on a stream whose
 // client accepts gzip.
 func compressStreams(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if names, err := grpc.ClientSupportedCompressors(ss.Context()); err == nil && slices.Contains(names, gzip.Name) {
+	if names, err := grpc.ClientSupportedCompressors(ss.Context()); err == nil && slices.Contains(names, compress.Name) {
 		// The only failure is a client that does not accept gzip, excluded
 		// above; the stream then stays uncompressed.
-		_ = grpc.SetSendCompressor(ss.Context(), gzip.Name)
+		_ = grpc.SetSendCompressor(ss.Context(), compress.Name)
 	}
 	return handler(srv, ss)
 }
