@@ -39,7 +39,7 @@ import (
 //     answered with success=false and the error.
 //  3. After the commit the batch is acknowledged on the agent's stream
 //     (Ack.message_id = batch_id, success = true) and its lines go to the
-//     live tail (live.go).
+//     live tail (live.go) when somebody tails the workspace.
 
 // IngestConfig sizes the ingest of one replica.
 type IngestConfig struct {
@@ -241,7 +241,7 @@ func (in *ingester) handle(ctx context.Context, q queued) {
 	if id != "" && q.b.Ack != nil {
 		q.b.Ack(&agentv1.Ack{MessageId: id, Success: true})
 	}
-	if !dup && in.live != nil {
+	if !dup && in.live != nil && lines != nil {
 		in.live.publish(lines)
 	}
 }
@@ -255,6 +255,8 @@ func (in *ingester) store(ctx context.Context, b agents.LogBatch) (lines []Line,
 	var table string
 	var columns []string
 	var newest time.Time
+	// Lines for the live tail only when somebody tails the workspace.
+	tailed := in.live != nil && in.live.wanted(b.WorkspaceID)
 	if b.Access != nil {
 		table, columns = "access_logs", copyColumns
 		days := map[time.Time]bool{}
@@ -262,7 +264,9 @@ func (in *ingester) store(ctx context.Context, b agents.LogBatch) (lines []Line,
 			e := entryFromProto(b, pe, now)
 			days[app.DayOf(e.Timestamp.Time)] = true
 			rows = append(rows, e.copyRow())
-			lines = append(lines, e.line(b.OrgID))
+			if tailed {
+				lines = append(lines, e.line(b.OrgID))
+			}
 			if e.Timestamp.After(newest) {
 				newest = e.Timestamp.Time
 			}
@@ -280,8 +284,10 @@ func (in *ingester) store(ctx context.Context, b agents.LogBatch) (lines []Line,
 			l := errorLineFromProto(b, pe, now)
 			fields, _ := json.Marshal(l.Fields)
 			rows = append(rows, []any{b.WorkspaceID, b.AgentID, l.Timestamp.Time, l.Level, l.Message, string(fields)})
-			lines = append(lines, Line{WorkspaceID: b.WorkspaceID, OrgID: b.OrgID, AgentID: b.AgentID,
-				Level: l.Level, Message: l.Message, Timestamp: l.Timestamp, Fields: l.Fields})
+			if tailed {
+				lines = append(lines, Line{WorkspaceID: b.WorkspaceID, OrgID: b.OrgID, AgentID: b.AgentID,
+					Level: l.Level, Message: l.Message, Timestamp: l.Timestamp, Fields: l.Fields})
+			}
 			if l.Timestamp.After(newest) {
 				newest = l.Timestamp.Time
 			}

@@ -30,6 +30,13 @@ import (
 //     tail is read by people; the stored logs have them all). Each replica
 //     LISTENs (reconnecting with backoff) and hands the lines of other
 //     replicas to its own subscribers.
+//  3. Lines are only built and sent for a workspace somebody tails: a
+//     replica with subscribers announces their workspaces on the same
+//     channel when a subscription starts and every InterestRefresh after
+//     it; the others keep each announcement for InterestTTL. Without a
+//     tail anywhere, storing a batch costs nothing here. A tail sees the
+//     lines stored from the moment its announcement reaches the storing
+//     replica (milliseconds after it starts).
 
 // Limits of the live tail.
 const (
@@ -40,6 +47,10 @@ const (
 	maxNotifyPayload = 7900
 	remoteQueue      = 64
 	maxLiveBackoff   = 30 * time.Second
+	// InterestRefresh is how often a replica with subscribers announces
+	// their workspaces; InterestTTL how long an announcement holds.
+	InterestRefresh = 5 * time.Second
+	InterestTTL     = 3 * InterestRefresh
 )
 
 // Line is one log line for the live tail: an access-log entry (Access set,
@@ -131,7 +142,12 @@ type Subscription struct {
 func (s *Subscription) Close() {
 	s.once.Do(func() {
 		s.l.mu.Lock()
-		delete(s.l.subs, s)
+		if _, ok := s.l.subs[s]; ok {
+			delete(s.l.subs, s)
+			if s.l.local[s.filter.WorkspaceID]--; s.l.local[s.filter.WorkspaceID] <= 0 {
+				delete(s.l.local, s.filter.WorkspaceID)
+			}
+		}
 		s.l.mu.Unlock()
 		close(s.done)
 	})
@@ -145,13 +161,21 @@ type live struct {
 	logger  *slog.Logger
 	replica string
 	dropped prometheus.Counter
-	remote  chan []Line
+	outbox  chan []Line
 	// listening is closed once this replica LISTENs for the others' lines.
 	listening  chan struct{}
 	listenOnce sync.Once
 
-	mu      sync.Mutex
-	subs    map[*Subscription]struct{}
+	// announce asks run to announce this replica's interest now.
+	announce chan struct{}
+
+	mu   sync.Mutex
+	subs map[*Subscription]struct{}
+	// local counts this replica's subscriptions by workspace (uuid.Nil:
+	// every workspace); remote holds the other replicas' announcements
+	// until they expire.
+	local   map[uuid.UUID]int
+	remote  map[uuid.UUID]time.Time
 	stopped bool
 }
 
@@ -159,7 +183,8 @@ func newLive(pool *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer)
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	l := &live{pool: pool, logger: logger, replica: hex.EncodeToString(b), subs: map[*Subscription]struct{}{},
-		remote: make(chan []Line, remoteQueue), listening: make(chan struct{}),
+		outbox: make(chan []Line, remoteQueue), listening: make(chan struct{}), announce: make(chan struct{}, 1),
+		local: map[uuid.UUID]int{}, remote: map[uuid.UUID]time.Time{},
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nxmesh_logs_live_dropped_lines_total", Help: "Live log lines not sent to a subscriber that fell behind, or not sent to other replicas.",
 		})}
@@ -176,12 +201,60 @@ func (l *live) Subscribe(f LiveFilter) *Subscription {
 	stopped := l.stopped
 	if !stopped {
 		l.subs[s] = struct{}{}
+		l.local[f.WorkspaceID]++
 	}
 	l.mu.Unlock()
 	if stopped {
 		s.Close()
+		return s
+	}
+	select {
+	case l.announce <- struct{}{}:
+	default:
 	}
 	return s
+}
+
+// wanted reports whether anybody, on this replica or another, tails
+// workspace ws.
+func (l *live) wanted(ws uuid.UUID) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.local[ws] > 0 || l.local[uuid.Nil] > 0 {
+		return true
+	}
+	until, ok := l.remote[ws]
+	if !ok {
+		until = l.remote[uuid.Nil]
+	}
+	return time.Now().Before(until)
+}
+
+// interest is the workspaces this replica's subscribers tail.
+func (l *live) interest() []uuid.UUID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]uuid.UUID, 0, len(l.local))
+	for ws := range l.local {
+		out = append(out, ws)
+	}
+	return out
+}
+
+// heard records another replica's announcement.
+func (l *live) heard(workspaces []uuid.UUID) {
+	now := time.Now()
+	until := now.Add(InterestTTL)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for ws, t := range l.remote {
+		if now.After(t) {
+			delete(l.remote, ws)
+		}
+	}
+	for _, ws := range workspaces {
+		l.remote[ws] = until
+	}
 }
 
 // deliver hands lines to this replica's subscribers without blocking.
@@ -214,23 +287,28 @@ func (l *live) publish(lines []Line) {
 		lines = lines[len(lines)-RemoteLinesPerBatch:]
 	}
 	select {
-	case l.remote <- lines:
+	case l.outbox <- lines:
 	default:
 		l.dropped.Add(float64(len(lines)))
 	}
 }
 
+// livePayload is one notification: lines, or an announcement of the
+// workspaces the sending replica's subscribers tail. Replica is encoded
+// first, so a replica recognises its own payloads without decoding them.
 type livePayload struct {
-	Replica string `json:"r"`
-	Lines   []Line `json:"l"`
+	Replica  string      `json:"r"`
+	Lines    []Line      `json:"l,omitempty"`
+	Interest []uuid.UUID `json:"i,omitempty"`
 }
 
 // run sends queued lines to the other replicas and LISTENs for theirs until
 // ctx ends.
 func (l *live) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); l.sendLoop(ctx) }()
+	go func() { defer wg.Done(); l.announceLoop(ctx) }()
 	go func() { defer wg.Done(); l.listenLoop(ctx) }()
 	wg.Wait()
 	l.mu.Lock()
@@ -250,13 +328,36 @@ func (l *live) sendLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case lines := <-l.remote:
+		case lines := <-l.outbox:
 			for _, p := range chunkLines(l.replica, lines) {
 				if _, err := l.pool.Exec(ctx, "SELECT pg_notify($1, $2)", LiveChannel, string(p)); err != nil && ctx.Err() == nil {
 					l.logger.Warn("logs: notify live lines", "error", err)
 					break
 				}
 			}
+		}
+	}
+}
+
+// announceLoop announces this replica's interest when a subscription
+// starts and every InterestRefresh while it has subscribers.
+func (l *live) announceLoop(ctx context.Context) {
+	t := time.NewTicker(InterestRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-l.announce:
+		}
+		ws := l.interest()
+		if len(ws) == 0 {
+			continue
+		}
+		b, _ := json.Marshal(livePayload{Replica: l.replica, Interest: ws})
+		if _, err := l.pool.Exec(ctx, "SELECT pg_notify($1, $2)", LiveChannel, string(b)); err != nil && ctx.Err() == nil {
+			l.logger.Warn("logs: announce live tails", "error", err)
 		}
 	}
 }
@@ -330,6 +431,7 @@ func (l *live) listen(ctx context.Context) bool {
 			conn.Conn().Close(uctx)
 		}
 	}()
+	own := `{"r":"` + l.replica + `"`
 	for {
 		n, err := conn.Conn().WaitForNotification(ctx)
 		if err != nil {
@@ -338,9 +440,15 @@ func (l *live) listen(ctx context.Context) bool {
 			}
 			return true
 		}
+		if strings.HasPrefix(n.Payload, own) {
+			continue
+		}
 		var p livePayload
 		if json.Unmarshal([]byte(n.Payload), &p) != nil || p.Replica == l.replica {
 			continue
+		}
+		if len(p.Interest) > 0 {
+			l.heard(p.Interest)
 		}
 		for i := range p.Lines {
 			if e := p.Lines[i].Access; e != nil {

@@ -127,9 +127,23 @@ func TestAPI_LiveSocketAcrossReplicas(t *testing.T) {
 	cfg := apptest.Config(t)
 	a, b := newReplica(t, cfg), newReplica(t, cfg)
 	w := newWorld(t, a)
+	if a.mod.lv.wanted(w.ws) {
+		t.Fatal("nobody tails yet, but replica A would build live lines")
+	}
 	c := dialLogs(t, b, w.agent.String())
 	c.auth(w.tokens[authz.RoleViewer])
 	c.expect("auth_success")
+	// B announces its tail; A builds and sends lines once it has heard.
+	deadline := time.Now().Add(5 * time.Second)
+	for !a.mod.lv.wanted(w.ws) {
+		if time.Now().After(deadline) {
+			t.Fatal("replica A never heard of B's tail")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if a.mod.lv.wanted(uuid.New()) {
+		t.Fatal("A would build lines for a workspace nobody tails")
+	}
 	w.ingest(t, a, w.agent, []*agentv1.AccessLogEntry{accessEntry(404, "/from-replica-a")}, nil)
 	if d := c.expect("log").Data; d["uri"] != "/from-replica-a" || d["status"] != float64(404) || d["level"] != "INFO" {
 		t.Fatalf("line from the other replica %v", d)
