@@ -62,6 +62,9 @@ type Spool struct {
 	total   int64
 	seq     uint64
 	dropped map[Kind]uint64
+	// recent holds the messages of the last batches added, so that sending
+	// them does not read and decode their files again.
+	recent map[string]proto.Message
 	// notify receives a value (without blocking) when a batch is added.
 	notify chan struct{}
 }
@@ -75,7 +78,7 @@ func OpenSpool(dir string, limit int64) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("log spool: %w", err)
 	}
-	s := &Spool{dir: dir, max: limit, dropped: map[Kind]uint64{}, notify: make(chan struct{}, 1)}
+	s := &Spool{dir: dir, max: limit, dropped: map[Kind]uint64{}, recent: map[string]proto.Message{}, notify: make(chan struct{}, 1)}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("log spool: %w", err)
@@ -171,7 +174,12 @@ func (s *Spool) add(kind Kind, lines int, build func(id string, dropped uint64) 
 	id := newBatchID()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	size := int64(proto.Size(build(id, 0))) + droppedMargin
+	msg := build(id, s.dropped[kind])
+	data, err := proto.Marshal(msg)
+	if err != nil {
+		return SpooledBatch{}, fmt.Errorf("log spool: %w", err)
+	}
+	size := int64(len(data)) + droppedMargin
 	if size > s.max {
 		// Larger than the whole spool: this batch is what is dropped.
 		s.dropped[kind] += uint64(lines)
@@ -182,9 +190,12 @@ func (s *Spool) add(kind Kind, lines int, build func(id string, dropped uint64) 
 		s.dropOldest()
 	}
 	dropped := s.dropped[kind]
-	data, err := proto.Marshal(build(id, dropped))
-	if err != nil {
-		return SpooledBatch{}, fmt.Errorf("log spool: %w", err)
+	if dropped != msg.(interface{ GetDroppedLines() uint64 }).GetDroppedLines() {
+		// Dropping the oldest batches added lines to report.
+		msg = build(id, dropped)
+		if data, err = proto.Marshal(msg); err != nil {
+			return SpooledBatch{}, fmt.Errorf("log spool: %w", err)
+		}
 	}
 	s.seq++
 	b := SpooledBatch{Seq: s.seq, Kind: kind, ID: id, Lines: lines, Size: int64(len(data)), dropped: dropped}
@@ -194,6 +205,7 @@ func (s *Spool) add(kind Kind, lines int, build func(id string, dropped uint64) 
 	}
 	s.batches = append(s.batches, b)
 	s.total += b.Size
+	s.remember(b, msg)
 	if dropped > 0 {
 		delete(s.dropped, kind)
 		s.saveDropped()
@@ -205,12 +217,33 @@ func (s *Spool) add(kind Kind, lines int, build func(id string, dropped uint64) 
 	return b, nil
 }
 
+// recentBatches is how many of the last batches' messages the spool keeps
+// in memory (the Shipper sends at most DefaultWindow at a time).
+const recentBatches = 16
+
+// remember keeps msg, batch b's message, among the recent ones; s.mu is
+// held.
+func (s *Spool) remember(b SpooledBatch, msg proto.Message) {
+	s.recent[b.ID] = msg
+	if len(s.recent) <= recentBatches {
+		return
+	}
+	// Forget the oldest remembered batch: the first by sequence.
+	for _, old := range s.batches {
+		if _, ok := s.recent[old.ID]; ok {
+			delete(s.recent, old.ID)
+			return
+		}
+	}
+}
+
 // dropOldest deletes the oldest batch and counts its lines as dropped,
 // with the dropped lines it was to report. s.mu is held.
 func (s *Spool) dropOldest() {
 	b := s.batches[0]
 	s.batches = s.batches[1:]
 	s.total -= b.Size
+	delete(s.recent, b.ID)
 	if b.Lines < 0 {
 		b.Lines, b.dropped = s.countLines(b)
 	}
@@ -263,8 +296,14 @@ func (s *Spool) Dropped(kind Kind) uint64 {
 }
 
 // Read returns the batch's message (*agentv1.AccessLogBatch or
-// *agentv1.LogBatch).
+// *agentv1.LogBatch); callers must not modify it.
 func (s *Spool) Read(b SpooledBatch) (proto.Message, error) {
+	s.mu.Lock()
+	msg, ok := s.recent[b.ID]
+	s.mu.Unlock()
+	if ok {
+		return msg, nil
+	}
 	return s.read(b)
 }
 
@@ -292,6 +331,7 @@ func (s *Spool) Remove(id string) bool {
 		if b.ID == id {
 			s.batches = slices.Delete(s.batches, i, i+1)
 			s.total -= b.Size
+			delete(s.recent, id)
 			_ = os.Remove(filepath.Join(s.dir, b.name))
 			return true
 		}
