@@ -16,7 +16,7 @@ import (
 
 // Defaults of ShipperOptions.
 const (
-	DefaultBatchLines    = 1000
+	DefaultBatchLines    = 4000
 	DefaultBatchInterval = 5 * time.Second
 	DefaultPollInterval  = 250 * time.Millisecond
 	DefaultAckTimeout    = 30 * time.Second
@@ -28,8 +28,8 @@ const (
 )
 
 // maxBatchBytes closes a batch early when its lines reach this size, so
-// that one message on the stream stays small.
-const maxBatchBytes = 1 << 20
+// that one message on the stream stays well under gRPC's default 4 MiB.
+const maxBatchBytes = 2 << 20
 
 // positionsFile keeps the Tailers' positions.
 const positionsFile = "positions.json"
