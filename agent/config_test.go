@@ -50,7 +50,7 @@ func TestParseConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !cfg.Logs || cfg.LogBatchLines != 1000 || cfg.LogBatchInterval != 5*time.Second || cfg.LogSpoolMax != 512<<20 || cfg.LogFileMax != 64<<20 {
+		if !cfg.Logs || cfg.LogBatchLines != 4000 || cfg.LogBatchInterval != 5*time.Second || cfg.LogSpoolMax != 512<<20 || cfg.LogFileMax != 64<<20 {
 			t.Errorf("log defaults: %+v", cfg)
 		}
 		file := filepath.Join(t.TempDir(), "agent.yaml")
