@@ -251,7 +251,9 @@ func (g *grpcServer) recvLoop(ctx context.Context, c *conn) error {
 		c.seen()
 		switch p := m.GetPayload().(type) {
 		case *agentv1.AgentMessage_Health:
-			err = g.svc.recordHealth(ctx, c.agentID, &c.streamID, p.Health)
+			// Stored in a batch; the writer reports it observed.
+			g.hub.health.add(c, p.Health)
+			continue
 		case *agentv1.AgentMessage_ConfigStatus:
 			err = c.onStatus(ctx, p.ConfigStatus)
 		case *agentv1.AgentMessage_CommandResult:

@@ -81,6 +81,9 @@ type Hub struct {
 	stopped bool
 	// acme are the ACME challenges this replica waits for (acme.go).
 	acme acmeWaiters
+	// health stores the streams' health reports in batches
+	// (healthwriter.go).
+	health *healthWriter
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -101,11 +104,13 @@ func (h *Hub) observed(kind string, agentID uuid.UUID) {
 }
 
 func newHub(svc *Service, pool *pgxpool.Pool, logger *slog.Logger, replica string) *Hub {
-	return &Hub{
+	h := &Hub{
 		svc: svc, pool: pool, logger: logger, replica: replica,
 		conns: map[uuid.UUID]*conn{}, waiters: map[uuid.UUID]chan struct{}{},
 		ready: make(chan struct{}),
 	}
+	h.health = newHealthWriter(h)
+	return h
 }
 
 // Replica names this hub in agents.connected_replica.
@@ -133,10 +138,14 @@ func (h *Hub) Connected(agentID uuid.UUID) bool {
 // then closes every stream of this replica (agents reconnect to another).
 func (h *Hub) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		h.tickLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		h.health.run(ctx)
 	}()
 	backoff := time.Second
 	for ctx.Err() == nil {

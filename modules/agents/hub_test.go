@@ -352,6 +352,54 @@ func TestGRPC_Health(t *testing.T) {
 		}
 	})
 
+	t.Run("ReportsAreStoredInBatchesInOrder", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		a1, _, _ := b.online(t, "web-1", nil)
+		a2, _, _ := b.online(t, "web-2", nil)
+		r1 := b.row(t, a1.id)
+		stale := uuid.New()
+		alert := func(id string) *agentv1.HealthReport {
+			return &agentv1.HealthReport{Nginx: &agentv1.NginxStatus{IsRunning: true},
+				Alerts: []*agentv1.Alert{{Id: id, Severity: "warning", Message: id}}}
+		}
+		// Two reports of one agent in one batch: both alerts are published
+		// and the row ends as the second left it; a report from a stream
+		// that is no longer the agent's is refused alone.
+		errs, err := e.svc.recordHealthBatch(context.Background(), []healthItem{
+			{agentID: a1.id, streamID: r1.StreamID, rep: alert("first")},
+			{agentID: a2.id, streamID: &stale, rep: alert("stale")},
+			{agentID: a1.id, streamID: r1.StreamID, rep: alert("second")},
+			{agentID: a2.id, rep: &agentv1.HealthReport{Nginx: &agentv1.NginxStatus{IsRunning: false}}},
+			{agentID: uuid.New(), rep: alert("unknown")},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []error{nil, errGone, nil, nil, errGone}
+		for i := range want {
+			if errs[i] != want[i] {
+				t.Fatalf("item %d: %v, want %v", i, errs[i], want[i])
+			}
+		}
+		for _, id := range []string{"first", "second"} {
+			b.events.await(t, EventHealthAlert, a1.id, func(ev app.Event) bool { return ev.Data["alert_id"] == id })
+		}
+		if r := b.row(t, a1.id); r.Health == nil || len(r.Health.Alerts) != 1 || r.Health.Alerts[0].ID != "second" || r.State != StateDegraded {
+			t.Fatalf("agent 1 after the batch: %+v %+v", r.State, r.Health)
+		}
+		if r := b.row(t, a2.id); r.State != StateDegraded || r.Health == nil || r.Health.NginxRunning {
+			t.Fatalf("agent 2 after the batch: %s %+v", r.State, r.Health)
+		}
+		b.events.mu.Lock()
+		for _, ev := range b.events.events {
+			if ev.Type == EventHealthAlert && ev.Data["alert_id"] == "stale" {
+				t.Errorf("the stale stream's alert was published: %v", ev.Data)
+			}
+		}
+		b.events.mu.Unlock()
+	})
+
 	t.Run("HubClosesSilentStreams", func(t *testing.T) {
 		t.Parallel()
 		b := e.setup(t)

@@ -1,6 +1,7 @@
 package agents
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -440,92 +441,170 @@ func agentInfoOf(i *agentv1.AgentInfo) *AgentInfo {
 	return out
 }
 
-// recordHealth stores a health report of an agent received on stream
-// streamID (nil: the unary ReportHealth, any stream): the health summary,
-// agent info, last_seen_at, state, the checksum the agent runs and whether it
-// drifted from the one pushed, and the upstream servers' health-check verdicts
-// (health.go, publishing upstream.health on changes). New alerts are
-// published as health.alert, and an agent coming back from offline as
-// agent.connected. errGone when the agent
-// is deleted or streamID is no longer its stream.
+// healthItem is one health report to record: from the agent's stream
+// streamID, or (streamID nil) from the unary ReportHealth.
+type healthItem struct {
+	agentID  uuid.UUID
+	streamID *uuid.UUID
+	rep      *agentv1.HealthReport
+}
+
+// healthWrite is the agents row's columns a health report sets.
+type healthWrite struct {
+	ID               uuid.UUID       `json:"id"`
+	Health           json.RawMessage `json:"health"`
+	State            string          `json:"state"`
+	ReportedChecksum string          `json:"reported_checksum"`
+	Drift            bool            `json:"drift"`
+	AgentInfo        json.RawMessage `json:"agent_info,omitempty"`
+	Version          string          `json:"version,omitempty"`
+}
+
+// recordHealth stores one health report (see recordHealthBatch); errGone
+// when the agent is deleted or streamID is no longer its stream.
 func (s *Service) recordHealth(ctx context.Context, agentID uuid.UUID, streamID *uuid.UUID, rep *agentv1.HealthReport) error {
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	errs, err := s.recordHealthBatch(ctx, []healthItem{{agentID: agentID, streamID: streamID, rep: rep}})
+	if err != nil {
+		return err
+	}
+	return errs[0]
+}
+
+// recordHealthBatch stores health reports in one transaction, in order: for
+// each, the health summary, agent info, last_seen_at, state, the checksum
+// the agent runs and whether it drifted from the one pushed, and the
+// upstream servers' health-check verdicts (health.go, publishing
+// upstream.health on changes). New alerts are published as health.alert,
+// and an agent coming back from offline as agent.connected. The agents'
+// rows are locked in id order and written with one statement. errs[i] is
+// errGone when item i's agent is deleted or its stream is no longer the
+// agent's; err is a failure of the whole batch.
+func (s *Service) recordHealthBatch(ctx context.Context, items []healthItem) (errs []error, err error) {
+	errs = make([]error, len(items))
+	ids := make([]uuid.UUID, 0, len(items))
+	for _, it := range items {
+		ids = append(ids, it.agentID)
+	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	ids = slices.Compact(ids)
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
-		q := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", agentID)
-		if streamID != nil {
-			q = q.Where("stream_id = ?", *streamID)
+		var rows []agentRow
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id IN ?", ids).Order("id").Find(&rows).Error; err != nil {
+			return fmt.Errorf("read %d agents: %w", len(ids), err)
 		}
-		var row agentRow
-		err := q.Take(&row).Error
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return errGone
+		byID := make(map[uuid.UUID]*agentRow, len(rows))
+		for i := range rows {
+			byID[rows[i].ID] = &rows[i]
 		}
-		if err != nil {
-			return fmt.Errorf("read agent %s: %w", agentID, err)
-		}
-		h := healthOf(rep, now)
-		prev := map[string]bool{}
-		if row.Health != nil {
-			for _, a := range row.Health.Alerts {
-				prev[a.ID] = true
-			}
-		}
-		inFlight := slices.Contains([]string{ApplyPending, ApplyValidating, ApplyApplying}, row.ApplyStatus)
-		drift := h.ConfigChecksum != "" && row.DesiredChecksum != "" && h.ConfigChecksum != row.DesiredChecksum && !inFlight
-		state := stateOf(row.ApplyStatus, h)
-		healthJSON, err := json.Marshal(h)
-		if err != nil {
-			return fmt.Errorf("record health of agent %s: %w", agentID, err)
-		}
-		updates := map[string]any{
-			"health": string(healthJSON), "last_seen_at": now, "state": state, "reported_checksum": h.ConfigChecksum,
-			"drift": drift, "updated_at": now,
-		}
-		if info := agentInfoOf(rep.GetAgentInfo()); info != nil {
-			infoJSON, err := json.Marshal(info)
-			if err != nil {
-				return fmt.Errorf("record health of agent %s: %w", agentID, err)
-			}
-			updates["agent_info"] = string(infoJSON)
-			if info.Version != "" {
-				updates["version"] = info.Version
-			}
-		}
-		if err := tx.Model(&agentRow{}).Where("id = ?", agentID).Updates(updates).Error; err != nil {
-			return fmt.Errorf("record health of agent %s: %w", agentID, err)
-		}
-		orgID, err := workspaceOrg(tx, row.WorkspaceID)
-		if err != nil {
-			return err
-		}
-		if err := s.recordUpstreamHealth(ctx, tx, row, orgID, rep.GetUpstreamHealth(), now); err != nil {
-			return err
-		}
-		if row.State == StateOffline || row.State == StatePending {
-			if err := s.publish(ctx, tx, app.Event{
-				Type: EventAgentConnected, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
-				Data: map[string]any{"agent_id": agentID.String(), "hostname": row.Hostname, "ip_address": row.IPAddress, "peer_address": row.PeerAddress},
-			}); err != nil {
-				return err
-			}
-		}
-		for _, a := range h.Alerts {
-			if prev[a.ID] {
+		orgOf := map[uuid.UUID]uuid.UUID{}
+		writes := make(map[uuid.UUID]healthWrite, len(rows))
+		for i, it := range items {
+			row := byID[it.agentID]
+			if row == nil || it.streamID != nil && (row.StreamID == nil || *row.StreamID != *it.streamID) {
+				errs[i] = errGone
 				continue
 			}
-			prev[a.ID] = true
-			if err := s.publish(ctx, tx, app.Event{
-				Type: EventHealthAlert, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
-				Data: map[string]any{
-					"agent_id": agentID.String(), "alert_id": a.ID, "severity": a.Severity,
-					"message": a.Message, "metric": "", "value": nil,
-				},
-			}); err != nil {
+			orgID, ok := orgOf[row.WorkspaceID]
+			if !ok {
+				var err error
+				if orgID, err = workspaceOrg(tx, row.WorkspaceID); err != nil {
+					return err
+				}
+				orgOf[row.WorkspaceID] = orgID
+			}
+			w, err := s.applyHealth(ctx, tx, row, orgID, it.rep, now)
+			if err != nil {
 				return err
 			}
+			if prev, ok := writes[row.ID]; ok && w.AgentInfo == nil {
+				w.AgentInfo, w.Version = prev.AgentInfo, prev.Version
+			}
+			writes[row.ID] = w
+		}
+		if len(writes) == 0 {
+			return nil
+		}
+		list := make([]healthWrite, 0, len(writes))
+		for _, w := range writes {
+			list = append(list, w)
+		}
+		data, err := json.Marshal(list)
+		if err != nil {
+			return fmt.Errorf("record health of %d agents: %w", len(list), err)
+		}
+		err = tx.Exec(`UPDATE agents AS a SET health = u.health, last_seen_at = ?, state = u.state,
+				reported_checksum = u.reported_checksum, drift = u.drift, updated_at = ?,
+				agent_info = coalesce(u.agent_info, a.agent_info), version = coalesce(nullif(u.version, ''), a.version)
+			FROM jsonb_to_recordset(?::jsonb) AS u(id uuid, health jsonb, state text, reported_checksum text,
+				drift boolean, agent_info jsonb, version text)
+			WHERE a.id = u.id`, now, now, string(data)).Error
+		if err != nil {
+			return fmt.Errorf("record health of %d agents: %w", len(list), err)
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return errs, nil
+}
+
+// applyHealth works out what report rep of the agent of row (locked in tx)
+// changes, publishes its events and stores its upstream health, and
+// updates row as the next report in the same batch must see it.
+func (s *Service) applyHealth(ctx context.Context, tx *gorm.DB, row *agentRow, orgID uuid.UUID, rep *agentv1.HealthReport, now time.Time) (healthWrite, error) {
+	agentID := row.ID
+	h := healthOf(rep, now)
+	prev := map[string]bool{}
+	if row.Health != nil {
+		for _, a := range row.Health.Alerts {
+			prev[a.ID] = true
+		}
+	}
+	inFlight := slices.Contains([]string{ApplyPending, ApplyValidating, ApplyApplying}, row.ApplyStatus)
+	drift := h.ConfigChecksum != "" && row.DesiredChecksum != "" && h.ConfigChecksum != row.DesiredChecksum && !inFlight
+	state := stateOf(row.ApplyStatus, h)
+	healthJSON, err := json.Marshal(h)
+	if err != nil {
+		return healthWrite{}, fmt.Errorf("record health of agent %s: %w", agentID, err)
+	}
+	w := healthWrite{ID: agentID, Health: healthJSON, State: state, ReportedChecksum: h.ConfigChecksum, Drift: drift}
+	if info := agentInfoOf(rep.GetAgentInfo()); info != nil {
+		if w.AgentInfo, err = json.Marshal(info); err != nil {
+			return healthWrite{}, fmt.Errorf("record health of agent %s: %w", agentID, err)
+		}
+		w.Version = info.Version
+	}
+	if err := s.recordUpstreamHealth(ctx, tx, *row, orgID, rep.GetUpstreamHealth(), now); err != nil {
+		return healthWrite{}, err
+	}
+	if row.State == StateOffline || row.State == StatePending {
+		if err := s.publish(ctx, tx, app.Event{
+			Type: EventAgentConnected, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
+			Data: map[string]any{"agent_id": agentID.String(), "hostname": row.Hostname, "ip_address": row.IPAddress, "peer_address": row.PeerAddress},
+		}); err != nil {
+			return healthWrite{}, err
+		}
+	}
+	for _, a := range h.Alerts {
+		if prev[a.ID] {
+			continue
+		}
+		prev[a.ID] = true
+		if err := s.publish(ctx, tx, app.Event{
+			Type: EventHealthAlert, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
+			Data: map[string]any{
+				"agent_id": agentID.String(), "alert_id": a.ID, "severity": a.Severity,
+				"message": a.Message, "metric": "", "value": nil,
+			},
+		}); err != nil {
+			return healthWrite{}, err
+		}
+	}
+	row.Health, row.State, row.ReportedChecksum, row.Drift = h, state, h.ConfigChecksum, drift
+	row.UpstreamHealth = upstreamHealthOf(rep.GetUpstreamHealth())
+	return w, nil
 }
 
 // recordPush records that a configuration was sent on stream streamID, and
