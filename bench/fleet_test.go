@@ -234,16 +234,16 @@ type idleStep struct {
 }
 
 // BenchmarkFleetIdle measures the master (`nxmesh serve` as a child process,
-// default settings) holding an idle fleet: 0 agents, then 1,000, then 5,000
+// default settings) holding an idle fleet: 0 agents, then 1,000, 5,000 and 10,000
 // (1,000 only with -short), each the real agent control-plane client sending
 // a health report every 10 s (the master's default heartbeat interval) and
 // doing nothing else. For each step it samples, over idleWindow after the fleet
 // settled, the master's VmRSS every second and its CPU time, and the CPU time
-// of the whole PostgreSQL server (where every heartbeat lands as a
-// transaction); the agents run in the bench process, outside both. The
+// of the whole PostgreSQL server (where heartbeats land in batched
+// transactions); the agents run in the bench process, outside both. The
 // registration tokens of every agent are created before the 0-agent sample.
 func BenchmarkFleetIdle(b *testing.B) {
-	steps := []int{1000, 5000}
+	steps := []int{1000, 5000, 10000}
 	if testing.Short() {
 		steps = steps[:1]
 	}
