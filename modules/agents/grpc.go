@@ -251,11 +251,12 @@ func (g *grpcServer) recvLoop(ctx context.Context, c *conn) error {
 		c.seen()
 		switch p := m.GetPayload().(type) {
 		case *agentv1.AgentMessage_Health:
-			// Stored in a batch; the writer reports it observed.
-			g.hub.health.add(c, p.Health)
+			// Stored in a batch, which reports it observed.
+			g.hub.health.add(streamHealth{conn: c, rep: p.Health})
 			continue
 		case *agentv1.AgentMessage_ConfigStatus:
-			err = c.onStatus(ctx, p.ConfigStatus)
+			c.onStatus(p.ConfigStatus)
+			continue
 		case *agentv1.AgentMessage_CommandResult:
 			if err = g.svc.recordCommandResult(ctx, c.agentID, p.CommandResult); err == nil {
 				if id, perr := uuid.Parse(p.CommandResult.GetCommandId()); perr == nil {

@@ -81,9 +81,10 @@ type Hub struct {
 	stopped bool
 	// acme are the ACME challenges this replica waits for (acme.go).
 	acme acmeWaiters
-	// health stores the streams' health reports in batches
-	// (healthwriter.go).
-	health *healthWriter
+	// health and statuses store the streams' health reports and
+	// configuration statuses in batches (batcher.go).
+	health   *batcher[streamHealth]
+	statuses *batcher[streamStatus]
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -109,8 +110,61 @@ func newHub(svc *Service, pool *pgxpool.Pool, logger *slog.Logger, replica strin
 		conns: map[uuid.UUID]*conn{}, waiters: map[uuid.UUID]chan struct{}{},
 		ready: make(chan struct{}),
 	}
-	h.health = newHealthWriter(h)
+	h.health = newBatcher("health reports", healthCoalesce, logger, h.storeHealth)
+	h.statuses = newBatcher("configuration statuses", 0, logger, h.storeStatuses)
 	return h
+}
+
+// streamHealth is a health report received on c's stream.
+type streamHealth struct {
+	conn *conn
+	rep  *agentv1.HealthReport
+}
+
+// streamStatus is a configuration status received on c's stream.
+type streamStatus struct {
+	conn *conn
+	r    statusReport
+}
+
+// storeHealth records a batch of health reports.
+func (h *Hub) storeHealth(ctx context.Context, batch []streamHealth) {
+	items := make([]healthItem, len(batch))
+	for i, b := range batch {
+		sid := b.conn.streamID
+		items[i] = healthItem{agentID: b.conn.agentID, streamID: &sid, rep: b.rep}
+	}
+	errs, err := h.svc.recordHealthBatch(ctx, items)
+	h.settled(ctx, "health reports", errs, err, func(i int) *conn { return batch[i].conn })
+}
+
+// storeStatuses records a batch of configuration statuses.
+func (h *Hub) storeStatuses(ctx context.Context, batch []streamStatus) {
+	items := make([]statusItem, len(batch))
+	for i, b := range batch {
+		items[i] = statusItem{agentID: b.conn.agentID, streamID: b.conn.streamID, r: b.r}
+	}
+	errs, err := h.svc.recordStatusBatch(ctx, items)
+	h.settled(ctx, "configuration statuses", errs, err, func(i int) *conn { return batch[i].conn })
+}
+
+// settled ends the streams of the items a batch found gone and reports the
+// others observed.
+func (h *Hub) settled(ctx context.Context, what string, errs []error, err error, connOf func(int) *conn) {
+	if err != nil {
+		if ctx.Err() == nil {
+			h.logger.ErrorContext(ctx, "agents hub: record "+what, "error", err)
+		}
+		return
+	}
+	for i, e := range errs {
+		c := connOf(i)
+		if errors.Is(e, errGone) {
+			c.close(ReasonReplaced)
+			continue
+		}
+		h.observed("message", c.agentID)
+	}
 }
 
 // Replica names this hub in agents.connected_replica.
@@ -138,7 +192,7 @@ func (h *Hub) Connected(agentID uuid.UUID) bool {
 // then closes every stream of this replica (agents reconnect to another).
 func (h *Hub) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		h.tickLoop(ctx)
@@ -146,6 +200,10 @@ func (h *Hub) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		h.health.run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		h.statuses.run(ctx)
 	}()
 	backoff := time.Second
 	for ctx.Err() == nil {
@@ -671,8 +729,8 @@ func (c *conn) retry(ctx context.Context) {
 	c.pushConfig(ctx, true)
 }
 
-// onStatus records a ConfigStatus from the agent.
-func (c *conn) onStatus(ctx context.Context, st *agentv1.ConfigStatus) error {
+// onStatus queues a ConfigStatus from the agent for recording.
+func (c *conn) onStatus(st *agentv1.ConfigStatus) {
 	now := c.hub.svc.now()
 	c.mu.Lock()
 	sc := c.sent[st.GetConfigId()]
@@ -688,9 +746,9 @@ func (c *conn) onStatus(ctx context.Context, st *agentv1.ConfigStatus) error {
 		}
 	}
 	c.mu.Unlock()
-	return c.hub.svc.recordStatus(ctx, c.agentID, c.streamID, statusReport{
+	c.hub.statuses.add(streamStatus{conn: c, r: statusReport{
 		Status: st, Current: current, Checksum: sc.checksum, SentAt: sc.sentAt,
-	})
+	}})
 }
 
 // sendCommands sends the agent's pending commands.

@@ -529,20 +529,12 @@ func (s *Service) recordHealthBatch(ctx context.Context, items []healthItem) (er
 		for _, w := range writes {
 			list = append(list, w)
 		}
-		data, err := json.Marshal(list)
-		if err != nil {
-			return fmt.Errorf("record health of %d agents: %w", len(list), err)
-		}
-		err = tx.Exec(`UPDATE agents AS a SET health = u.health, last_seen_at = ?, state = u.state,
-				reported_checksum = u.reported_checksum, drift = u.drift, updated_at = ?,
+		return execJSON(tx, "record health reports", `UPDATE agents AS a SET health = u.health, last_seen_at = ?,
+				state = u.state, reported_checksum = u.reported_checksum, drift = u.drift, updated_at = ?,
 				agent_info = coalesce(u.agent_info, a.agent_info), version = coalesce(nullif(u.version, ''), a.version)
 			FROM jsonb_to_recordset(?::jsonb) AS u(id uuid, health jsonb, state text, reported_checksum text,
 				drift boolean, agent_info jsonb, version text)
-			WHERE a.id = u.id`, now, now, string(data)).Error
-		if err != nil {
-			return fmt.Errorf("record health of %d agents: %w", len(list), err)
-		}
-		return nil
+			WHERE a.id = u.id`, list, now, now)
 	})
 	if err != nil {
 		return nil, err
@@ -654,75 +646,217 @@ type statusReport struct {
 	SentAt time.Time
 }
 
-// recordStatus stores a ConfigStatus: the apply status (and error) when it
-// answers the current push, the applied version and checksum on SUCCESS, the
-// state; final statuses (SUCCESS, FAILED, ROLLED_BACK) publish config.applied.
+// statusItem is a ConfigStatus received on the agent's stream streamID.
+type statusItem struct {
+	agentID, streamID uuid.UUID
+	r                 statusReport
+}
+
+// recordStatus stores one ConfigStatus (see recordStatusBatch); errGone
+// when streamID is no longer the agent's stream.
 func (s *Service) recordStatus(ctx context.Context, agentID, streamID uuid.UUID, r statusReport) error {
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	errs, err := s.recordStatusBatch(ctx, []statusItem{{agentID: agentID, streamID: streamID, r: r}})
+	if err != nil {
+		return err
+	}
+	return errs[0]
+}
+
+// statusWrite is the agents row's columns a ConfigStatus sets.
+type statusWrite struct {
+	ID              uuid.UUID `json:"id"`
+	ApplyStatus     string    `json:"apply_status"`
+	ApplyError      string    `json:"apply_error"`
+	AppliedVersion  int64     `json:"applied_version"`
+	AppliedChecksum string    `json:"applied_checksum"`
+	State           string    `json:"state"`
+}
+
+// versionStatus is an agent's status of one version (agent_config_results).
+type versionStatus struct {
+	AgentID uuid.UUID `json:"agent_id"`
+	Version int64     `json:"version"`
+	Status  string    `json:"status"`
+	Message string    `json:"error_message"`
+}
+
+// recordStatusBatch stores ConfigStatus messages in one transaction, in
+// order. For each: the apply status (and error) when it answers the current
+// push, the applied version and checksum on SUCCESS, the state, and the
+// version's status for the agent (a final status of the current push also
+// settles the later versions that left its configuration unchanged); final
+// statuses (SUCCESS, FAILED, ROLLED_BACK) publish config.applied. The rows
+// are locked in id order and written set-wise: one statement each for the
+// agents, the versions' statuses and the settled versions. errs[i] is
+// errGone when item i's stream is no longer the agent's; err is a failure of
+// the whole batch.
+func (s *Service) recordStatusBatch(ctx context.Context, items []statusItem) (errs []error, err error) {
+	errs = make([]error, len(items))
+	ids := make([]uuid.UUID, 0, len(items))
+	for _, it := range items {
+		ids = append(ids, it.agentID)
+	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	ids = slices.Compact(ids)
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
-		var row agentRow
-		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&row, "id = ? AND stream_id = ?", agentID, streamID).Error
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return errGone
+		var rows []agentRow
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id IN ?", ids).Order("id").Find(&rows).Error; err != nil {
+			return fmt.Errorf("read %d agents: %w", len(ids), err)
 		}
-		if err != nil {
-			return fmt.Errorf("read agent %s: %w", agentID, err)
+		byID := make(map[uuid.UUID]*agentRow, len(rows))
+		for i := range rows {
+			byID[rows[i].ID] = &rows[i]
 		}
-		st := r.Status
-		status := applyStatusOf(st.GetStatus())
-		final := status == ApplySuccess || status == ApplyFailed || status == ApplyRolledBack
-		updates := map[string]any{"updated_at": now, "last_seen_at": now}
-		applyStatus := row.ApplyStatus
-		if r.Current {
-			applyStatus = status
-			updates["apply_status"] = status
-			switch status {
-			case ApplySuccess:
-				updates["apply_error"] = ""
-			case ApplyFailed, ApplyRolledBack:
-				updates["apply_error"] = clip(st.GetErrorMessage(), 8192)
+		type versionKey struct {
+			agent   uuid.UUID
+			version int64
+		}
+		written := map[uuid.UUID]bool{}
+		results := map[versionKey]versionStatus{}
+		var resultOrder []versionKey
+		settles := map[uuid.UUID]versionStatus{}
+		orgOf := map[uuid.UUID]uuid.UUID{}
+		var events []app.Event
+		for i, it := range items {
+			row := byID[it.agentID]
+			if row == nil || row.StreamID == nil || *row.StreamID != it.streamID {
+				errs[i] = errGone
+				continue
+			}
+			st := it.r.Status
+			status := applyStatusOf(st.GetStatus())
+			final := status == ApplySuccess || status == ApplyFailed || status == ApplyRolledBack
+			applyStatus := row.ApplyStatus
+			if it.r.Current {
+				applyStatus = status
+				row.ApplyStatus = status
+				switch status {
+				case ApplySuccess:
+					row.ApplyError = ""
+				case ApplyFailed, ApplyRolledBack:
+					row.ApplyError = clip(st.GetErrorMessage(), 8192)
+				}
+			}
+			if status == ApplySuccess && (it.r.Current || st.GetVersion() > row.AppliedVersion) {
+				row.AppliedVersion = st.GetVersion()
+				if it.r.Checksum != "" {
+					row.AppliedChecksum = it.r.Checksum
+				}
+			}
+			if row.State == StateOnline || row.State == StateDegraded {
+				row.State = stateOf(applyStatus, row.Health)
+			}
+			written[row.ID] = true
+			vs := versionStatus{AgentID: row.ID, Version: st.GetVersion(), Status: status, Message: clip(st.GetErrorMessage(), 8192)}
+			if vs.Version >= 1 {
+				k := versionKey{row.ID, vs.Version}
+				if _, ok := results[k]; !ok {
+					resultOrder = append(resultOrder, k)
+				}
+				results[k] = vs
+			}
+			if it.r.Current && final {
+				settles[row.ID] = vs
+			}
+			if !final {
+				continue
+			}
+			orgID, ok := orgOf[row.WorkspaceID]
+			if !ok {
+				var err error
+				if orgID, err = workspaceOrg(tx, row.WorkspaceID); err != nil {
+					return err
+				}
+				orgOf[row.WorkspaceID] = orgID
+			}
+			var ms int64
+			if !it.r.SentAt.IsZero() {
+				ms = max(now.Sub(it.r.SentAt).Milliseconds(), 0)
+			}
+			events = append(events, app.Event{
+				Type: EventConfigApplied, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
+				Data: map[string]any{
+					"agent_id": row.ID.String(), "config_id": st.GetConfigId(), "version": st.GetVersion(),
+					"duration_ms": ms, "success": status == ApplySuccess,
+					"status": status, "error_message": st.GetErrorMessage(),
+				},
+			})
+		}
+		if len(written) == 0 {
+			return nil
+		}
+		agentsData := make([]statusWrite, 0, len(written))
+		for _, r := range rows {
+			if written[r.ID] {
+				agentsData = append(agentsData, statusWrite{ID: r.ID, ApplyStatus: r.ApplyStatus, ApplyError: r.ApplyError,
+					AppliedVersion: r.AppliedVersion, AppliedChecksum: r.AppliedChecksum, State: r.State})
 			}
 		}
-		if status == ApplySuccess && (r.Current || st.GetVersion() > row.AppliedVersion) {
-			updates["applied_version"] = st.GetVersion()
-			if r.Checksum != "" {
-				updates["applied_checksum"] = r.Checksum
-			}
-		}
-		if row.State == StateOnline || row.State == StateDegraded {
-			updates["state"] = stateOf(applyStatus, row.Health)
-		}
-		if err := tx.Model(&agentRow{}).Where("id = ?", agentID).Updates(updates).Error; err != nil {
-			return fmt.Errorf("record configuration status of agent %s: %w", agentID, err)
-		}
-		if err := recordResult(tx, agentID, st.GetVersion(), status, st.GetErrorMessage(), now); err != nil {
+		if err := execJSON(tx, "record configuration statuses", `UPDATE agents AS a SET apply_status = u.apply_status,
+				apply_error = u.apply_error, applied_version = u.applied_version, applied_checksum = u.applied_checksum,
+				state = u.state, updated_at = ?, last_seen_at = ?
+			FROM jsonb_to_recordset(?::jsonb) AS u(id uuid, apply_status text, apply_error text,
+				applied_version bigint, applied_checksum text, state text)
+			WHERE a.id = u.id`, agentsData, now, now); err != nil {
 			return err
 		}
-		if r.Current && final {
-			if err := settleUnchanged(tx, agentID, st.GetVersion(), status, st.GetErrorMessage(), now); err != nil {
+		if len(resultOrder) > 0 {
+			list := make([]versionStatus, len(resultOrder))
+			for i, k := range resultOrder {
+				list[i] = results[k]
+			}
+			if err := execJSON(tx, "record the versions' statuses", `INSERT INTO agent_config_results
+					(agent_id, workspace_id, version, status, error_message, updated_at)
+				SELECT a.id, a.workspace_id, u.version, u.status, u.error_message, ?
+				FROM jsonb_to_recordset(?::jsonb) AS u(agent_id uuid, version bigint, status text, error_message text)
+				JOIN agents a ON a.id = u.agent_id
+				ON CONFLICT (agent_id, version) DO UPDATE
+				SET status = EXCLUDED.status, error_message = EXCLUDED.error_message, updated_at = EXCLUDED.updated_at`, list, now); err != nil {
 				return err
 			}
 		}
-		if !final {
-			return nil
+		if len(settles) > 0 {
+			// The later versions still in flight left the configuration
+			// as the settled push made it; versions this batch recorded
+			// itself (updated at now) keep their own status.
+			list := make([]versionStatus, 0, len(settles))
+			for _, v := range settles {
+				list = append(list, v)
+			}
+			if err := execJSON(tx, "settle the unchanged versions", `UPDATE agent_config_results AS r
+					SET status = u.status, error_message = u.error_message, updated_at = n.now
+				FROM (SELECT ?::timestamptz AS now) AS n,
+					jsonb_to_recordset(?::jsonb) AS u(agent_id uuid, version bigint, status text, error_message text)
+				WHERE r.agent_id = u.agent_id AND r.version > u.version AND r.updated_at < n.now
+					AND r.status IN ('`+ApplyPending+`', '`+ApplyValidating+`', '`+ApplyApplying+`')`, list, now); err != nil {
+				return err
+			}
 		}
-		orgID, err := workspaceOrg(tx, row.WorkspaceID)
-		if err != nil {
-			return err
+		for _, ev := range events {
+			if err := s.publish(ctx, tx, ev); err != nil {
+				return err
+			}
 		}
-		var ms int64
-		if !r.SentAt.IsZero() {
-			ms = max(now.Sub(r.SentAt).Milliseconds(), 0)
-		}
-		return s.publish(ctx, tx, app.Event{
-			Type: EventConfigApplied, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
-			Data: map[string]any{
-				"agent_id": agentID.String(), "config_id": st.GetConfigId(), "version": st.GetVersion(),
-				"duration_ms": ms, "success": status == ApplySuccess,
-				"status": status, "error_message": st.GetErrorMessage(),
-			},
-		})
+		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return errs, nil
+}
+
+// execJSON runs query in tx with args and, last, rows encoded as a JSON
+// array (for jsonb_to_recordset).
+func execJSON(tx *gorm.DB, what, query string, rows any, args ...any) error {
+	data, err := json.Marshal(rows)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := tx.Exec(query, append(args, string(data))...).Error; err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }
 
 // claimCommands marks the agent's pending commands sent and returns them,

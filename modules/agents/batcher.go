@@ -1,0 +1,111 @@
+package agents
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// A replica stores what its streams report in batches rather than one
+// transaction per message:
+//
+//   - Health reports wait at most healthCoalesce for others to join them;
+//     one transaction (Service.recordHealthBatch) stores up to batchMax with
+//     one UPDATE. Ten thousand agents with 10 s heartbeats make about five
+//     transactions a second instead of a thousand, and what the API shows is
+//     at most healthCoalesce older.
+//   - Configuration statuses are stored at once when nothing is being
+//     stored, and otherwise together as soon as the transaction in progress
+//     ends (Service.recordStatusBatch): a rollout to a thousand agents costs
+//     a few dozen transactions, and a single status waits for none.
+//
+// Items are stored in the order they arrived. A report whose stream is no
+// longer the agent's ends that stream, as before.
+const (
+	healthCoalesce = 200 * time.Millisecond
+	batchMax       = 1000
+	// batchPendingMax bounds what waits while the database is slow; past it
+	// the oldest items are dropped (a heartbeat is replaced by the next one;
+	// an unrecorded status by the resend of its configuration).
+	batchPendingMax = 50_000
+	// batchTimeout bounds one batch's transaction.
+	batchTimeout = 30 * time.Second
+)
+
+// batcher collects items and hands them to store in batches of at most
+// batchMax, in order, from one goroutine (run).
+type batcher[T any] struct {
+	what     string
+	coalesce time.Duration
+	logger   *slog.Logger
+	store    func(ctx context.Context, items []T)
+	wake     chan struct{}
+
+	mu      sync.Mutex
+	pending []T
+	dropped int
+}
+
+func newBatcher[T any](what string, coalesce time.Duration, logger *slog.Logger, store func(context.Context, []T)) *batcher[T] {
+	return &batcher[T]{what: what, coalesce: coalesce, logger: logger, store: store, wake: make(chan struct{}, 1)}
+}
+
+// add queues an item.
+func (b *batcher[T]) add(it T) {
+	b.mu.Lock()
+	if len(b.pending) >= batchPendingMax {
+		b.pending = b.pending[1:]
+		b.dropped++
+	}
+	b.pending = append(b.pending, it)
+	n := len(b.pending)
+	b.mu.Unlock()
+	if n == 1 || n >= batchMax {
+		signal(b.wake)
+	}
+}
+
+// run stores the queued items until ctx ends, then stores what is left.
+func (b *batcher[T]) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			b.flush(fctx)
+			cancel()
+			return
+		case <-b.wake:
+		}
+		if b.coalesce > 0 {
+			// Let the items arriving meanwhile join this batch, unless
+			// it is full already.
+			t := time.NewTimer(b.coalesce)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			case <-b.wake:
+			}
+			t.Stop()
+		}
+		b.flush(ctx)
+	}
+}
+
+// flush stores every queued item, batchMax per call of store.
+func (b *batcher[T]) flush(ctx context.Context) {
+	b.mu.Lock()
+	items, dropped := b.pending, b.dropped
+	b.pending, b.dropped = nil, 0
+	b.mu.Unlock()
+	if dropped > 0 {
+		b.logger.WarnContext(ctx, "agents hub: items dropped while the database was slow", "what", b.what, "items", dropped)
+	}
+	for len(items) > 0 {
+		n := min(len(items), batchMax)
+		sctx, cancel := context.WithTimeout(ctx, batchTimeout)
+		b.store(sctx, items[:n])
+		cancel()
+		items = items[n:]
+	}
+}
