@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -172,14 +171,11 @@ func (g *grpcServer) Stream(stream agentv1.AgentService_StreamServer) error {
 
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	senderDone := make(chan struct{})
-	var workers sync.WaitGroup
-	workers.Add(1)
-	go func() { defer close(senderDone); c.sendLoop() }()
-	go func() { defer workers.Done(); c.work(wctx) }()
+	c.ctx = wctx
 	c.force.Store(true)
-	signal(c.wakeConfig)
-	signal(c.wakeCommands)
+	c.sender.start()
+	c.want(wantConfig | wantCommands)
+	c.worker.start()
 	received := make(chan error, 1)
 	go func() { received <- g.recvLoop(wctx, c) }()
 
@@ -191,13 +187,8 @@ func (g *grpcServer) Stream(stream agentv1.AgentService_StreamServer) error {
 	}
 	reason := c.reason
 	cancel()
-	workers.Wait()
-	t := time.NewTimer(senderGrace)
-	select {
-	case <-senderDone:
-	case <-t.C:
-	}
-	t.Stop()
+	c.worker.stop(-1)
+	c.sender.stop(senderGrace)
 	eventReason := reason
 	if reason == reasonShutdown {
 		eventReason = ReasonClosed

@@ -303,7 +303,7 @@ func (h *Hub) configChanged(workspaceID uuid.UUID) {
 	defer h.mu.Unlock()
 	for _, c := range h.conns {
 		if c.workspaceID == workspaceID {
-			signal(c.wakeConfig)
+			c.want(wantConfig)
 		}
 	}
 }
@@ -317,7 +317,7 @@ func (h *Hub) resync(force bool) {
 		if force {
 			c.force.Store(true)
 		}
-		signal(c.wakeConfig)
+		c.want(wantConfig)
 	}
 }
 
@@ -325,7 +325,7 @@ func (h *Hub) resync(force bool) {
 // configuration.
 func (h *Hub) retarget(agentID uuid.UUID) {
 	if c := h.conn(agentID); c != nil {
-		signal(c.wakeConfig)
+		c.want(wantConfig)
 	}
 }
 
@@ -333,7 +333,7 @@ func (h *Hub) retarget(agentID uuid.UUID) {
 // pending commands.
 func (h *Hub) deliverCommands(agentID uuid.UUID) {
 	if c := h.conn(agentID); c != nil {
-		signal(c.wakeCommands)
+		c.want(wantCommands)
 	}
 }
 
@@ -449,7 +449,9 @@ func (h *Hub) reconcile() {
 			c.close(ReasonTimeout)
 			continue
 		}
-		signal(c.wakeRetry)
+		if c.retryDue(now) {
+			c.want(wantRetry)
+		}
 	}
 }
 
@@ -501,10 +503,14 @@ type conn struct {
 	streamID    uuid.UUID
 	stream      agentv1.AgentService_StreamServer
 
-	out          chan *agentv1.MasterMessage
-	wakeConfig   chan struct{}
-	wakeCommands chan struct{}
-	wakeRetry    chan struct{}
+	out chan *agentv1.MasterMessage
+	// sender sends what is queued in out; worker does what wants asks
+	// for (wantConfig, …) in ctx. Both run only while there is something
+	// to do (runner).
+	sender *runner
+	worker *runner
+	wants  atomic.Uint32
+	ctx    context.Context
 	// force makes the next configuration push send even an unchanged
 	// checksum (first push of a stream).
 	force    atomic.Bool
@@ -526,14 +532,28 @@ type conn struct {
 func (h *Hub) newConn(stream agentv1.AgentService_StreamServer, c connected, streamID uuid.UUID) *conn {
 	cn := &conn{
 		hub: h, agentID: c.Agent.ID, workspaceID: c.Agent.WorkspaceID, orgID: c.OrgID, streamID: streamID, stream: stream,
-		out:        make(chan *agentv1.MasterMessage, sendBuffer),
-		wakeConfig: make(chan struct{}, 1), wakeCommands: make(chan struct{}, 1), wakeRetry: make(chan struct{}, 1),
+		out:       make(chan *agentv1.MasterMessage, sendBuffer),
 		done:      make(chan struct{}),
 		sent:      map[string]sentConfig{},
 		recvLimit: agentReceiveLimit(stream.Context()),
 	}
+	cn.sender = &runner{pass: cn.sendQueued}
+	cn.worker = &runner{pass: cn.work}
 	cn.seen()
 	return cn
+}
+
+// What a stream's worker is asked to do (conn.want).
+const (
+	wantConfig uint32 = 1 << iota
+	wantCommands
+	wantRetry
+)
+
+// want asks the stream's worker for w.
+func (c *conn) want(w uint32) {
+	c.wants.Or(w)
+	c.worker.kick()
 }
 
 func (c *conn) seen() { c.lastSeen.Store(c.hub.svc.now().UnixNano()) }
@@ -558,6 +578,7 @@ func (c *conn) send(m *agentv1.MasterMessage) bool {
 	}
 	select {
 	case c.out <- m:
+		c.sender.kick()
 		return true
 	default:
 		c.hub.logger.Warn("agents hub: agent does not read its stream; dropping it", "agent_id", c.agentID)
@@ -566,8 +587,9 @@ func (c *conn) send(m *agentv1.MasterMessage) bool {
 	}
 }
 
-// sendLoop is the only sender on the stream once it is established.
-func (c *conn) sendLoop() {
+// sendQueued sends what is queued, from the stream's sender (the only
+// sender on the stream once it is established).
+func (c *conn) sendQueued() {
 	for {
 		select {
 		case <-c.done:
@@ -580,23 +602,24 @@ func (c *conn) sendLoop() {
 				c.close(ReasonClosed)
 				return
 			}
+		default:
+			return
 		}
 	}
 }
 
-// work pushes configurations and delivers commands when woken.
-func (c *conn) work(ctx context.Context) {
-	for {
-		select {
-		case <-c.done:
-			return
-		case <-c.wakeConfig:
-			c.pushConfig(ctx, c.force.Swap(false))
-		case <-c.wakeCommands:
-			c.sendCommands(ctx)
-		case <-c.wakeRetry:
-			c.retry(ctx)
-		}
+// work does what the stream's worker was asked for: push the
+// configuration, deliver commands, resend a push that is due.
+func (c *conn) work() {
+	w := c.wants.Swap(0)
+	if w&wantConfig != 0 {
+		c.pushConfig(c.ctx, c.force.Swap(false))
+	}
+	if w&wantCommands != 0 {
+		c.sendCommands(c.ctx)
+	}
+	if w&wantRetry != 0 {
+		c.retry(c.ctx)
 	}
 }
 
@@ -714,6 +737,13 @@ func (c *conn) sendFailed(u *agentv1.ConfigUpdate, size int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), disconnectTimeout)
 	defer cancel()
 	c.undelivered(ctx, u, fmt.Sprintf("sending the configuration update (%s) failed: %v", formatBytes(size), err))
+}
+
+// retryDue reports whether the last push is to be sent again at now.
+func (c *conn) retryDue(now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.push.settled && !c.push.retryAt.IsZero() && !now.Before(c.push.retryAt)
 }
 
 // retry sends the last push again when it is due (no final answer, or a
