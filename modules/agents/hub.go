@@ -65,10 +65,13 @@ const reasonShutdown = "shutdown"
 //     LISTEN is re-established (notifications may have been lost) all
 //     streams are recomputed at once.
 //
-// Each stream has three goroutines besides its gRPC handler: one receives
-// (grpc.go), one sends (the only caller of Send after the registration
-// answer), and one works (pushes configurations, delivers commands), so a
-// slow database or agent never blocks the listener or other streams.
+// Each stream has a goroutine besides its gRPC handler that receives
+// (grpc.go; health reports and configuration statuses go to the hub's
+// batchers, batcher.go), and two that run only while they have something to
+// do (runner.go): the sender (the only caller of Send after the registration
+// answer) and the worker (pushes configurations, delivers commands). A slow
+// database or agent never blocks the listener or other streams, and an idle
+// stream costs no more goroutines than that.
 type Hub struct {
 	svc     *Service
 	pool    *pgxpool.Pool
