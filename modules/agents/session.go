@@ -489,9 +489,9 @@ func (s *Service) recordHealthBatch(ctx context.Context, items []healthItem) (er
 	ids = slices.Compact(ids)
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
-		var rows []agentRow
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id IN ?", ids).Order("id").Find(&rows).Error; err != nil {
-			return fmt.Errorf("read %d agents: %w", len(ids), err)
+		rows, err := lockForReports(tx, ids, false)
+		if err != nil {
+			return err
 		}
 		byID := make(map[uuid.UUID]*agentRow, len(rows))
 		for i := range rows {
@@ -540,6 +540,50 @@ func (s *Service) recordHealthBatch(ctx context.Context, items []healthItem) (er
 		return nil, err
 	}
 	return errs, nil
+}
+
+// lockForReports locks the agents ids (sorted) in tx, in id order, and reads
+// what recording their reports needs: the columns applyHealth and
+// recordStatusBatch use, and of the health document the alerts only unless
+// fullHealth. Rows are scanned by hand: thousands of agents a second pass
+// through here.
+func lockForReports(tx *gorm.DB, ids []uuid.UUID, fullHealth bool) ([]agentRow, error) {
+	health := "jsonb_build_object('alerts', coalesce(health->'alerts', '[]'))"
+	if fullHealth {
+		health = "health"
+	}
+	rs, err := tx.Raw(`SELECT id, stream_id, workspace_id, state, apply_status, apply_error, applied_version,
+			applied_checksum, desired_checksum, hostname, ip_address, peer_address, `+health+`, upstream_health
+		FROM agents WHERE id IN ? ORDER BY id FOR UPDATE`, ids).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("read %d agents: %w", len(ids), err)
+	}
+	defer rs.Close()
+	rows := make([]agentRow, 0, len(ids))
+	for rs.Next() {
+		var r agentRow
+		var healthJSON, upstreamJSON []byte
+		if err := rs.Scan(&r.ID, &r.StreamID, &r.WorkspaceID, &r.State, &r.ApplyStatus, &r.ApplyError, &r.AppliedVersion,
+			&r.AppliedChecksum, &r.DesiredChecksum, &r.Hostname, &r.IPAddress, &r.PeerAddress, &healthJSON, &upstreamJSON); err != nil {
+			return nil, fmt.Errorf("read agents: %w", err)
+		}
+		if len(healthJSON) > 0 && string(healthJSON) != "null" {
+			r.Health = &healthDoc{}
+			if err := json.Unmarshal(healthJSON, r.Health); err != nil {
+				return nil, fmt.Errorf("read health of agent %s: %w", r.ID, err)
+			}
+		}
+		if len(upstreamJSON) > 2 { // not "[]"
+			if err := json.Unmarshal(upstreamJSON, &r.UpstreamHealth); err != nil {
+				return nil, fmt.Errorf("read upstream health of agent %s: %w", r.ID, err)
+			}
+		}
+		rows = append(rows, r)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("read agents: %w", err)
+	}
+	return rows, nil
 }
 
 // applyHealth works out what report rep of the agent of row (locked in tx)
@@ -700,9 +744,9 @@ func (s *Service) recordStatusBatch(ctx context.Context, items []statusItem) (er
 	ids = slices.Compact(ids)
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
-		var rows []agentRow
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id IN ?", ids).Order("id").Find(&rows).Error; err != nil {
-			return fmt.Errorf("read %d agents: %w", len(ids), err)
+		rows, err := lockForReports(tx, ids, true)
+		if err != nil {
+			return err
 		}
 		byID := make(map[uuid.UUID]*agentRow, len(rows))
 		for i := range rows {
