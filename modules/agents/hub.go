@@ -88,6 +88,7 @@ type Hub struct {
 	// configuration statuses in batches (batcher.go).
 	health   *batcher[streamHealth]
 	statuses *batcher[streamStatus]
+	pushes   *batcher[waitingPush]
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -115,6 +116,7 @@ func newHub(svc *Service, pool *pgxpool.Pool, logger *slog.Logger, replica strin
 	}
 	h.health = newBatcher("health reports", healthCoalesce, logger, h.storeHealth)
 	h.statuses = newBatcher("configuration statuses", 0, logger, h.storeStatuses)
+	h.pushes = newBatcher("configuration pushes", 0, logger, h.storePushes)
 	return h
 }
 
@@ -128,6 +130,42 @@ type streamHealth struct {
 type streamStatus struct {
 	conn *conn
 	r    statusReport
+}
+
+// waitingPush is a push whose worker waits for it to be recorded.
+type waitingPush struct {
+	item pushItem
+	done chan error
+}
+
+// recordPush records a push with the others being made (a rollout's pushes
+// share a few transactions) and returns when it is committed: a push is
+// recorded before it is sent, so the agent's answer always finds it.
+func (h *Hub) recordPush(ctx context.Context, it pushItem) error {
+	done := make(chan error, 1)
+	h.pushes.add(waitingPush{item: it, done: done})
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// storePushes records a batch of pushes and answers their workers.
+func (h *Hub) storePushes(ctx context.Context, batch []waitingPush) {
+	items := make([]pushItem, len(batch))
+	for i, b := range batch {
+		items[i] = b.item
+	}
+	errs, err := h.svc.recordPushBatch(ctx, items)
+	for i, b := range batch {
+		if err != nil {
+			b.done <- err
+		} else {
+			b.done <- errs[i]
+		}
+	}
 }
 
 // storeHealth records a batch of health reports.
@@ -195,7 +233,7 @@ func (h *Hub) Connected(agentID uuid.UUID) bool {
 // then closes every stream of this replica (agents reconnect to another).
 func (h *Hub) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		h.tickLoop(ctx)
@@ -207,6 +245,10 @@ func (h *Hub) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		h.statuses.run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		h.pushes.run(ctx)
 	}()
 	backoff := time.Second
 	for ctx.Err() == nil {
@@ -692,7 +734,7 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 	}
 	c.sent[u.ConfigId] = sentConfig{checksum: u.Checksum, sentAt: now}
 	c.mu.Unlock()
-	if err := c.hub.svc.recordPush(ctx, c.agentID, c.streamID, u.Version, u.Checksum); err != nil {
+	if err := c.hub.recordPush(ctx, pushItem{AgentID: c.agentID, StreamID: c.streamID, Version: u.Version, Checksum: u.Checksum}); err != nil {
 		if errors.Is(err, errGone) {
 			c.close(ReasonReplaced)
 			return

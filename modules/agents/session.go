@@ -643,23 +643,87 @@ func (s *Service) applyHealth(ctx context.Context, tx *gorm.DB, row *agentRow, o
 	return w, nil
 }
 
-// recordPush records that a configuration was sent on stream streamID, and
-// the version's rollout to the agent pending.
+// pushItem is a configuration pushed (about to be sent) on the agent's
+// stream streamID.
+type pushItem struct {
+	AgentID  uuid.UUID `json:"agent_id"`
+	StreamID uuid.UUID `json:"stream_id"`
+	Version  int64     `json:"version"`
+	Checksum string    `json:"checksum"`
+}
+
+// recordPush records one push (see recordPushBatch); errGone when streamID
+// is no longer the agent's stream.
 func (s *Service) recordPush(ctx context.Context, agentID, streamID uuid.UUID, version int64, checksum string) error {
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	errs, err := s.recordPushBatch(ctx, []pushItem{{AgentID: agentID, StreamID: streamID, Version: version, Checksum: checksum}})
+	if err != nil {
+		return err
+	}
+	return errs[0]
+}
+
+// recordPushBatch records in one transaction that configurations are being
+// sent: each agent's desired version and checksum, apply_status pending, and
+// the version's rollout to the agent pending. The rows are locked in id
+// order and written with one statement each for the agents and the
+// versions. errs[i] is errGone when item i's stream is no longer the
+// agent's; err is a failure of the whole batch. Of several pushes to one
+// agent in a batch the last counts.
+func (s *Service) recordPushBatch(ctx context.Context, items []pushItem) (errs []error, err error) {
+	errs = make([]error, len(items))
+	last := map[uuid.UUID]pushItem{}
+	for _, it := range items {
+		last[it.AgentID] = it
+	}
+	ids := make([]uuid.UUID, 0, len(last))
+	for id := range last {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
-		res := tx.Model(&agentRow{}).Where("id = ? AND stream_id = ?", agentID, streamID).Updates(map[string]any{
-			"desired_version": version, "desired_checksum": checksum, "apply_status": ApplyPending, "drift": false,
-			"updated_at": now,
-		})
-		if res.Error != nil {
-			return fmt.Errorf("record configuration push to agent %s: %w", agentID, res.Error)
+		var locked []struct {
+			ID       uuid.UUID
+			StreamID *uuid.UUID
 		}
-		if res.RowsAffected == 0 {
-			return errGone
+		if err := tx.Raw("SELECT id, stream_id FROM agents WHERE id IN ? ORDER BY id FOR UPDATE", ids).Scan(&locked).Error; err != nil {
+			return fmt.Errorf("read %d agents: %w", len(ids), err)
 		}
-		return recordResult(tx, agentID, version, ApplyPending, "", now)
+		current := map[uuid.UUID]bool{}
+		list := make([]pushItem, 0, len(locked))
+		for _, l := range locked {
+			if it := last[l.ID]; l.StreamID != nil && *l.StreamID == it.StreamID {
+				current[l.ID] = true
+				list = append(list, it)
+			}
+		}
+		for i, it := range items {
+			if !current[it.AgentID] {
+				errs[i] = errGone
+			}
+		}
+		if len(list) == 0 {
+			return nil
+		}
+		if err := execJSON(tx, "record configuration pushes", `UPDATE agents AS a SET desired_version = u.version,
+				desired_checksum = u.checksum, apply_status = '`+ApplyPending+`', drift = false, updated_at = ?
+			FROM jsonb_to_recordset(?::jsonb) AS u(agent_id uuid, version bigint, checksum text)
+			WHERE a.id = u.agent_id`, list, now); err != nil {
+			return err
+		}
+		return execJSON(tx, "record the pushed versions", `INSERT INTO agent_config_results
+				(agent_id, workspace_id, version, status, error_message, updated_at)
+			SELECT a.id, a.workspace_id, u.version, '`+ApplyPending+`', '', ?
+			FROM jsonb_to_recordset(?::jsonb) AS u(agent_id uuid, version bigint)
+			JOIN agents a ON a.id = u.agent_id
+			WHERE u.version >= 1
+			ON CONFLICT (agent_id, version) DO UPDATE
+			SET status = EXCLUDED.status, error_message = EXCLUDED.error_message, updated_at = EXCLUDED.updated_at`, list, now)
 	})
+	if err != nil {
+		return nil, err
+	}
+	return errs, nil
 }
 
 func applyStatusOf(st agentv1.ConfigApplyStatus) string {
