@@ -1,11 +1,13 @@
 package agents
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
@@ -62,11 +64,44 @@ func (s *Service) DesiredConfig(ctx context.Context, id uuid.UUID) (*agentv1.Con
 	return s.desiredFor(ctx, ag)
 }
 
+// DesiredConfigs is DesiredConfig for the agents ids of workspace ws, with
+// two reads for all of them (their rows and the workspace's version) and
+// one read of certificate material per set of certificates. Agents not
+// found there are absent from the result.
+func (s *Service) DesiredConfigs(ctx context.Context, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]*agentv1.ConfigUpdate, error) {
+	var rows []agentRow
+	err := s.db.WithContext(ctx).Select("id", "workspace_id", "labels", "auto_restart").
+		Where("id IN ? AND workspace_id = ?", ids, ws).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("read %d agents: %w", len(ids), err)
+	}
+	version, err := s.vh.CurrentVersion(ctx, ws)
+	if err != nil {
+		return nil, fmt.Errorf("desired config of workspace %s: %w", ws, err)
+	}
+	material := map[string]map[string]*agentv1.Certificate{}
+	out := make(map[uuid.UUID]*agentv1.ConfigUpdate, len(rows))
+	for _, ag := range rows {
+		u, err := s.desiredAt(ctx, ag, version, material)
+		if err != nil {
+			return nil, err
+		}
+		out[ag.ID] = u
+	}
+	return out, nil
+}
+
 func (s *Service) desiredFor(ctx context.Context, ag agentRow) (*agentv1.ConfigUpdate, error) {
 	version, err := s.vh.CurrentVersion(ctx, ag.WorkspaceID)
 	if err != nil {
 		return nil, fmt.Errorf("desired config of agent %s: %w", ag.ID, err)
 	}
+	return s.desiredAt(ctx, ag, version, nil)
+}
+
+// desiredAt is the agent's configuration at version; memo, when not nil,
+// keeps the certificate material read, by set of certificate ids.
+func (s *Service) desiredAt(ctx context.Context, ag agentRow, version int64, memo map[string]map[string]*agentv1.Certificate) (*agentv1.ConfigUpdate, error) {
 	lbls := map[string]string(ag.Labels)
 	u, err := s.vh.DesiredConfig(ctx, ag.WorkspaceID, version, func(t vhosts.TargetAgents) bool {
 		return t.Matches(ag.ID, lbls)
@@ -81,9 +116,17 @@ func (s *Service) desiredFor(ctx context.Context, ag agentRow) (*agentv1.ConfigU
 				ids = append(ids, cid)
 			}
 		}
-		material, err := s.certs.Material(ctx, nil, ids)
-		if err != nil {
-			return nil, fmt.Errorf("desired config of agent %s: %w", ag.ID, err)
+		slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+		key := fmt.Sprint(ids)
+		material, ok := memo[key]
+		if !ok {
+			var err error
+			if material, err = s.certs.Material(ctx, nil, ids); err != nil {
+				return nil, fmt.Errorf("desired config of agent %s: %w", ag.ID, err)
+			}
+			if memo != nil {
+				memo[key] = material
+			}
 		}
 		for id := range u.Certificates {
 			if m, ok := material[id]; ok {

@@ -311,7 +311,7 @@ func (h *Hub) dispatch(ctx context.Context, channel, payload string) {
 			h.logger.WarnContext(ctx, "agents hub: bad config notification", "payload", payload, "error", err)
 			return
 		}
-		h.configChanged(n.WorkspaceID)
+		h.configChanged(ctx, n.WorkspaceID)
 	case NotifyChannel:
 		var n AgentNotice
 		if err := json.Unmarshal([]byte(payload), &n); err != nil {
@@ -343,13 +343,51 @@ func (h *Hub) dispatch(ctx context.Context, channel, payload string) {
 }
 
 // configChanged wakes the streams of a workspace.
-func (h *Hub) configChanged(workspaceID uuid.UUID) {
+func (h *Hub) configChanged(ctx context.Context, workspaceID uuid.UUID) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	var conns []*conn
 	for _, c := range h.conns {
 		if c.workspaceID == workspaceID {
+			conns = append(conns, c)
+		}
+	}
+	h.mu.Unlock()
+	if len(conns) < precomputeMin {
+		for _, c := range conns {
 			c.want(wantConfig)
 		}
+		return
+	}
+	// Many streams: their configurations are computed together, off the
+	// listener's goroutine, and handed to their workers.
+	go h.precompute(ctx, workspaceID, conns)
+}
+
+// precomputeMin is how many streams of a workspace make configChanged
+// compute their configurations together (Service.DesiredConfigs).
+const precomputeMin = 8
+
+// precompute computes the configurations of conns (streams of workspace
+// ws) together, offers each to its stream and wakes its worker. A stream
+// whose agent was retargeted meanwhile refuses the offer and computes its
+// own.
+func (h *Hub) precompute(ctx context.Context, ws uuid.UUID, conns []*conn) {
+	gens := make([]uint64, len(conns))
+	ids := make([]uuid.UUID, len(conns))
+	for i, c := range conns {
+		gens[i], ids[i] = c.gen.Load(), c.agentID
+	}
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	defer cancel()
+	us, err := h.svc.DesiredConfigs(ctx, ws, ids)
+	if err != nil && ctx.Err() == nil {
+		h.logger.ErrorContext(ctx, "agents hub: compute desired configurations", "workspace_id", ws, "agents", len(ids), "error", err)
+	}
+	for i, c := range conns {
+		if u := us[c.agentID]; u != nil {
+			c.offer(u, gens[i])
+		}
+		c.want(wantConfig)
 	}
 }
 
@@ -362,6 +400,7 @@ func (h *Hub) resync(force bool) {
 		if force {
 			c.force.Store(true)
 		}
+		c.gen.Add(1)
 		c.want(wantConfig)
 	}
 }
@@ -370,6 +409,7 @@ func (h *Hub) resync(force bool) {
 // configuration.
 func (h *Hub) retarget(agentID uuid.UUID) {
 	if c := h.conn(agentID); c != nil {
+		c.gen.Add(1) // an offered configuration may predate the change
 		c.want(wantConfig)
 	}
 }
@@ -556,6 +596,12 @@ type conn struct {
 	worker *runner
 	wants  atomic.Uint32
 	ctx    context.Context
+	// offered is a configuration computed for this stream by precompute,
+	// valid while gen (bumped by retargets and resyncs) is what it was
+	// computed at.
+	offered    *agentv1.ConfigUpdate
+	offeredGen uint64
+	gen        atomic.Uint64
 	// force makes the next configuration push send even an unchanged
 	// checksum (first push of a stream).
 	force    atomic.Bool
@@ -594,6 +640,29 @@ const (
 	wantCommands
 	wantRetry
 )
+
+// offer hands the stream a configuration computed at generation gen; a
+// newer version replaces an older one.
+func (c *conn) offer(u *agentv1.ConfigUpdate, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen.Load() == gen && (c.offered == nil || u.Version >= c.offered.Version) {
+		c.offered, c.offeredGen = u, gen
+	}
+}
+
+// takeOffered returns the configuration offered to the stream, if it is
+// still valid, and forgets it.
+func (c *conn) takeOffered() *agentv1.ConfigUpdate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u := c.offered
+	c.offered = nil
+	if u == nil || c.offeredGen != c.gen.Load() {
+		return nil
+	}
+	return u
+}
 
 // want asks the stream's worker for w.
 func (c *conn) want(w uint32) {
@@ -672,7 +741,11 @@ func (c *conn) work() {
 // checksum differs from the last push (or force).
 func (c *conn) pushConfig(ctx context.Context, force bool) {
 	log := c.hub.logger.With("agent_id", c.agentID)
-	u, err := c.hub.svc.DesiredConfig(ctx, c.agentID)
+	u := c.takeOffered()
+	var err error
+	if u == nil {
+		u, err = c.hub.svc.DesiredConfig(ctx, c.agentID)
+	}
 	if errors.Is(err, ErrAgentNotFound) {
 		c.close(ReasonDeleted)
 		return

@@ -3,6 +3,7 @@ package agents
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -65,6 +66,42 @@ func TestGRPC_Config(t *testing.T) {
 		r := b.row(t, prod.id)
 		if r.DesiredVersion != 6 || r.ApplyStatus != ApplyPending {
 			t.Fatalf("prod desired version %d, status %q", r.DesiredVersion, r.ApplyStatus)
+		}
+	})
+
+	t.Run("ManyStreamsOfAWorkspaceAreComputedTogether", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		// More streams than precomputeMin: the hub computes their
+		// configurations in one go, each with its own targets.
+		var prod, staging []*session
+		for i := range precomputeMin + 2 {
+			env := map[bool]string{true: "production", false: "staging"}[i%2 == 0]
+			_, s, _ := b.online(t, fmt.Sprintf("edge-%d", i), map[string]string{"env": env})
+			if env == "production" {
+				prod = append(prod, s)
+			} else {
+				staging = append(staging, s)
+			}
+		}
+		b.vhost(t, "everyone", uuid.Nil, vhosts.TargetAgents{Type: vhosts.TargetAll})
+		for _, s := range append(append([]*session{}, prod...), staging...) {
+			if u := s.config(t); !slices.Equal(names(u), []string{"everyone"}) || u.GetChecksum() != Checksum(u) {
+				t.Fatalf("got %v (checksum %s)", names(u), u.GetChecksum())
+			}
+		}
+		b.vhost(t, "prod-only", uuid.Nil, vhosts.TargetAgents{Type: vhosts.TargetSelector, LabelSelector: "env=production"})
+		for _, s := range prod {
+			if got := names(s.config(t)); !slices.Equal(got, []string{"everyone", "prod-only"}) {
+				t.Fatalf("production agent got %v", got)
+			}
+		}
+		b.vhost(t, "last", uuid.Nil, vhosts.TargetAgents{Type: vhosts.TargetAll})
+		for _, s := range staging {
+			// The production-only host never reached them.
+			if got := names(s.config(t)); !slices.Equal(got, []string{"everyone", "last"}) {
+				t.Fatalf("staging agent got %v", got)
+			}
 		}
 	})
 
