@@ -381,6 +381,35 @@ func (e *Hub) Publish(ctx context.Context, tx *gorm.DB, ev Event) error {
 	return nil
 }
 
+// PublishAll is Publish for several events with one statement.
+func (e *Hub) PublishAll(ctx context.Context, tx *gorm.DB, evs []Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	payloads := make([]string, len(evs))
+	for i, ev := range evs {
+		p, err := encodeNotification(ev)
+		if err != nil {
+			return err
+		}
+		payloads[i] = string(p)
+	}
+	data, err := json.Marshal(payloads)
+	if err != nil {
+		return fmt.Errorf("publish %d events: %w", len(evs), err)
+	}
+	const q = "SELECT count(pg_notify($1, p)) FROM jsonb_array_elements_text($2::jsonb) AS p"
+	if tx == nil {
+		_, err = e.pool.Exec(ctx, q, Channel, string(data))
+	} else {
+		err = tx.WithContext(ctx).Exec("SELECT count(pg_notify(?, p)) FROM jsonb_array_elements_text(?::jsonb) AS p", Channel, string(data)).Error
+	}
+	if err != nil {
+		return fmt.Errorf("publish %d events: %w", len(evs), err)
+	}
+	return nil
+}
+
 // encodeNotification validates ev and encodes it within maxEventPayload,
 // dropping the largest data values (and setting data.truncated) if needed.
 func encodeNotification(ev Event) ([]byte, error) {

@@ -426,6 +426,39 @@ func TestEvents_Publish(t *testing.T) {
 		}
 	})
 
+	t.Run("PublishAllSendsEveryEventInOrderOnCommit", func(t *testing.T) {
+		t.Parallel()
+		b := setupEvents(t)
+		hub := b.replicas[1].Events()
+		sub, err := hub.Subscribe([]string{"batch.*"}, uuid.Nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		a := b.replicas[0]
+		evs := make([]events.Event, 5)
+		for i := range evs {
+			evs[i] = events.Event{Type: "batch.item", OrgID: b.org1, Data: map[string]any{"i": i}}
+		}
+		err = a.Deps.DB.Transaction(func(tx *gorm.DB) error {
+			return a.Events().PublishAll(context.Background(), tx, evs)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Events().PublishAll(context.Background(), nil, []events.Event{{Type: "Bad Type"}}); err == nil {
+			t.Error("a bad type was accepted")
+		}
+		for i := range evs {
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			ev, err := sub.Next(ctx)
+			cancel()
+			if err != nil || ev.Type != "batch.item" || fmt.Sprint(ev.Data["i"]) != fmt.Sprint(i) {
+				t.Fatalf("event %d: %v %v %v", i, ev.Type, ev.Data, err)
+			}
+		}
+	})
+
 	t.Run("RejectsBadType", func(t *testing.T) {
 		t.Parallel()
 		b := setupEvents(t)

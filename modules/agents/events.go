@@ -39,6 +39,28 @@ const (
 // that records the change (the plain database when nothing was written), as
 // an object of ObjAgent: subscribers see it when their role may read agents.
 // A zero Timestamp is the service's clock. An error rolls the change back.
+// publishAll publishes evs in tx, with one statement when the publisher
+// can.
+func (s *Service) publishAll(ctx context.Context, tx *gorm.DB, evs []app.Event) error {
+	type batchPublisher interface {
+		PublishAll(ctx context.Context, tx *gorm.DB, evs []app.Event) error
+	}
+	if bp, ok := s.events.(batchPublisher); ok && len(evs) > 1 {
+		for i := range evs {
+			if evs[i].Object == "" {
+				evs[i].Object = ObjAgent
+			}
+		}
+		return bp.PublishAll(ctx, tx, evs)
+	}
+	for _, ev := range evs {
+		if err := s.publish(ctx, tx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s *Service) publish(ctx context.Context, tx *gorm.DB, ev app.Event) error {
 	if s.events == nil {
 		return nil

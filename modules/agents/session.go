@@ -941,12 +941,7 @@ func (s *Service) recordStatusBatch(ctx context.Context, items []statusItem) (er
 				return err
 			}
 		}
-		for _, ev := range events {
-			if err := s.publish(ctx, tx, ev); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.publishAll(ctx, tx, events)
 	})
 	if err != nil {
 		return nil, err
