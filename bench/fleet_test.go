@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -30,6 +33,24 @@ const (
 	idleSettle = 12 * time.Second
 )
 
+// fleetSizes are the fleet sizes BenchmarkFleetPropagation measures: 100
+// and 1,000, or NXMESH_BENCH_FLEET_SIZES (comma-separated, e.g. "10000").
+func fleetSizes(b *testing.B) []int {
+	v := os.Getenv("NXMESH_BENCH_FLEET_SIZES")
+	if v == "" {
+		return []int{100, 1000}
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			b.Fatalf("NXMESH_BENCH_FLEET_SIZES: %q is not a fleet size", f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 // propagation is what one fleet size measured.
 type propagation struct {
 	n            int
@@ -47,7 +68,7 @@ type propagation struct {
 }
 
 // BenchmarkFleetPropagation times a configuration change reaching a fleet of N
-// agents (N = 100 and 1,000), each the real agent control-plane client with a
+// agents (N = 100 and 1,000; NXMESH_BENCH_FLEET_SIZES for others, e.g. 10000), each the real agent control-plane client with a
 // no-op applier, against the master running as a child process (`nxmesh
 // serve`, default settings, PostgreSQL from testpg).
 //
@@ -64,10 +85,11 @@ type propagation struct {
 // configuration build, no events. The ratio master/floor is what the master's
 // work on the path costs.
 func BenchmarkFleetPropagation(b *testing.B) {
-	needFiles(b, 4096)
+	sizes := fleetSizes(b)
+	needFiles(b, uint64(slices.Max(sizes))*2+4096)
 	bin := buildMaster(b)
 	var results []propagation
-	for _, n := range []int{100, 1000} {
+	for _, n := range sizes {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			p := propagate(b, bin, n)
 			results = append(results, p)
