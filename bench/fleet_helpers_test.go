@@ -1031,6 +1031,16 @@ func sample(b *testing.B, pid, pgPID int, window time.Duration) usage {
 	return u
 }
 
+// fileLimit is the hard limit of open files of this process.
+func fileLimit(b *testing.B) uint64 {
+	b.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	return lim.Max
+}
+
 // needFiles makes sure the process may open n files.
 func needFiles(b *testing.B, n uint64) {
 	b.Helper()

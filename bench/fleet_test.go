@@ -86,15 +86,22 @@ type propagation struct {
 // work on the path costs.
 func BenchmarkFleetPropagation(b *testing.B) {
 	sizes := fleetSizes(b)
-	needFiles(b, uint64(slices.Max(sizes))*2+4096)
+	// The floor holds both ends of N streams in this process: 2N files.
+	// Where the hard limit does not allow that (and cannot be raised), a
+	// size is measured without its floor, and the table says so.
+	limit := fileLimit(b)
+	needFiles(b, min(uint64(slices.Max(sizes))*2+4096, max(limit, uint64(slices.Max(sizes))+4096)))
 	bin := buildMaster(b)
 	var results []propagation
 	for _, n := range sizes {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
-			p := propagate(b, bin, n)
+			p := propagate(b, bin, n, uint64(n)*2+4096 <= fileLimit(b))
 			results = append(results, p)
 			b.ReportMetric(ms(percentile(p.applied, 0.50)), "p50-ms")
 			b.ReportMetric(ms(percentile(p.applied, 0.99)), "p99-ms")
+			if p.floorApplied == nil {
+				return
+			}
 			b.ReportMetric(ms(percentile(p.floorApplied, 0.50)), "floor-p50-ms")
 			b.ReportMetric(ms(percentile(p.floorApplied, 0.99)), "floor-p99-ms")
 			b.ReportMetric(ms(percentile(p.applied, 0.50))/ms(percentile(p.floorApplied, 0.50)), "ratio-p50")
@@ -110,7 +117,11 @@ func BenchmarkFleetPropagation(b *testing.B) {
 	for _, p := range results {
 		row := func(target, step string, ds, floor []time.Duration) {
 			ratio50, ratio99 := "", ""
-			if floor != nil {
+			if len(ds) == 0 {
+				fmt.Fprintf(w, "%d\t%s\t%s\tnot measured: the floor needs %d open files in one process, over the hard limit\t\t\t\n", p.n, target, step, 2*p.n+4096)
+				return
+			}
+			if len(floor) > 0 {
 				ratio50 = fmt.Sprintf("%.1f", ms(percentile(ds, 0.50))/ms(percentile(floor, 0.50)))
 				ratio99 = fmt.Sprintf("%.1f", ms(percentile(ds, 0.99))/ms(percentile(floor, 0.99)))
 			}
@@ -133,8 +144,9 @@ func BenchmarkFleetPropagation(b *testing.B) {
 	w.Flush()
 }
 
-// propagate measures one fleet size against the master, then the floor.
-func propagate(b *testing.B, bin string, n int) propagation {
+// propagate measures one fleet size against the master, then (withFloor)
+// the floor.
+func propagate(b *testing.B, bin string, n int, withFloor bool) propagation {
 	ctx := context.Background()
 	p := propagation{n: n}
 
@@ -211,6 +223,9 @@ func propagate(b *testing.B, bin string, n int) propagation {
 	p.payloadBytes = proto.Size(payload)
 	agents.stop()
 	m.stop()
+	if !withFloor {
+		return p
+	}
 
 	floorApplied, floorReceived := newRounds(), newRounds()
 	floor := startFloor(b, floorApplied)
