@@ -14,11 +14,11 @@ import (
 // This file records each configuration version's rollout: what every agent
 // made of it (agent_config_results, one row per agent and version).
 //
-//   - recordPush writes the pushed version's row pending;
-//   - recordStatus writes the answered version's status (validating,
+//   - recordPushBatch writes the pushed versions' rows pending;
+//   - recordStatusBatch writes the answered versions' status (validating,
 //     applying, success, failed, rolled_back) with nginx's error text; an
 //     answer to the current push also settles the later versions that left
-//     the agent's configuration as it was (below);
+//     the agent's configuration as it was;
 //   - recordUndelivered writes failed with the reason;
 //   - a version that does not change an agent's configuration (its checksum
 //     equals the last push) is not sent: recordUnchanged gives it the status
@@ -41,18 +41,6 @@ func recordResult(tx *gorm.DB, agentID uuid.UUID, version int64, status, message
 		version, status, clip(message, 8192), now, agentID).Error
 	if err != nil {
 		return fmt.Errorf("record the status of version %d on agent %s: %w", version, agentID, err)
-	}
-	return nil
-}
-
-// settleUnchanged gives the agent's versions after version that are still in
-// flight (those that left its configuration as version's) version's status.
-func settleUnchanged(tx *gorm.DB, agentID uuid.UUID, version int64, status, message string, now time.Time) error {
-	err := tx.Exec(`UPDATE agent_config_results SET status = ?, error_message = ?, updated_at = ?
-		WHERE agent_id = ? AND version > ? AND status IN ?`,
-		status, clip(message, 8192), now, agentID, version, []string{ApplyPending, ApplyValidating, ApplyApplying}).Error
-	if err != nil {
-		return fmt.Errorf("record the status of versions after %d on agent %s: %w", version, agentID, err)
 	}
 	return nil
 }

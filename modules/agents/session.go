@@ -652,16 +652,6 @@ type pushItem struct {
 	Checksum string    `json:"checksum"`
 }
 
-// recordPush records one push (see recordPushBatch); errGone when streamID
-// is no longer the agent's stream.
-func (s *Service) recordPush(ctx context.Context, agentID, streamID uuid.UUID, version int64, checksum string) error {
-	errs, err := s.recordPushBatch(ctx, []pushItem{{AgentID: agentID, StreamID: streamID, Version: version, Checksum: checksum}})
-	if err != nil {
-		return err
-	}
-	return errs[0]
-}
-
 // recordPushBatch records in one transaction that configurations are being
 // sent: each agent's desired version and checksum, apply_status pending, and
 // the version's rollout to the agent pending. The rows are locked in id
@@ -758,16 +748,6 @@ type statusReport struct {
 type statusItem struct {
 	agentID, streamID uuid.UUID
 	r                 statusReport
-}
-
-// recordStatus stores one ConfigStatus (see recordStatusBatch); errGone
-// when streamID is no longer the agent's stream.
-func (s *Service) recordStatus(ctx context.Context, agentID, streamID uuid.UUID, r statusReport) error {
-	errs, err := s.recordStatusBatch(ctx, []statusItem{{agentID: agentID, streamID: streamID, r: r}})
-	if err != nil {
-		return err
-	}
-	return errs[0]
 }
 
 // statusWrite is the agents row's columns a ConfigStatus sets.
