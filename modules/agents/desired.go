@@ -1,13 +1,11 @@
 package agents
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
@@ -116,8 +114,7 @@ func (s *Service) desiredAt(ctx context.Context, ag agentRow, version int64, mem
 				ids = append(ids, cid)
 			}
 		}
-		slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-		key := fmt.Sprint(ids)
+		key := fmt.Sprint(sortedIDs(ids))
 		material, ok := memo[key]
 		if !ok {
 			var err error

@@ -485,19 +485,13 @@ func (s *Service) recordHealthBatch(ctx context.Context, items []healthItem) (er
 	for _, it := range items {
 		ids = append(ids, it.agentID)
 	}
-	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-	ids = slices.Compact(ids)
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
-		rows, err := lockForReports(tx, ids, false)
+		rows, byID, err := lockForReports(tx, ids, false)
 		if err != nil {
 			return err
 		}
-		byID := make(map[uuid.UUID]*agentRow, len(rows))
-		for i := range rows {
-			byID[rows[i].ID] = &rows[i]
-		}
-		orgOf := map[uuid.UUID]uuid.UUID{}
+		orgOf := orgsOf(tx)
 		writes := make(map[uuid.UUID]healthWrite, len(rows))
 		for i, it := range items {
 			row := byID[it.agentID]
@@ -505,13 +499,9 @@ func (s *Service) recordHealthBatch(ctx context.Context, items []healthItem) (er
 				errs[i] = errGone
 				continue
 			}
-			orgID, ok := orgOf[row.WorkspaceID]
-			if !ok {
-				var err error
-				if orgID, err = workspaceOrg(tx, row.WorkspaceID); err != nil {
-					return err
-				}
-				orgOf[row.WorkspaceID] = orgID
+			orgID, err := orgOf(row.WorkspaceID)
+			if err != nil {
+				return err
 			}
 			w, err := s.applyHealth(ctx, tx, row, orgID, it.rep, now)
 			if err != nil {
@@ -542,12 +532,14 @@ func (s *Service) recordHealthBatch(ctx context.Context, items []healthItem) (er
 	return errs, nil
 }
 
-// lockForReports locks the agents ids (sorted) in tx, in id order, and reads
+// lockForReports locks the agents ids in tx, in id order, and reads
 // what recording their reports needs: the columns applyHealth and
 // recordStatusBatch use, and of the health document the alerts only unless
 // fullHealth. Rows are scanned by hand: thousands of agents a second pass
 // through here.
-func lockForReports(tx *gorm.DB, ids []uuid.UUID, fullHealth bool) ([]agentRow, error) {
+// It returns the rows in id order and by id.
+func lockForReports(tx *gorm.DB, ids []uuid.UUID, fullHealth bool) ([]agentRow, map[uuid.UUID]*agentRow, error) {
+	ids = sortedIDs(ids)
 	health := "jsonb_build_object('alerts', coalesce(health->'alerts', '[]'))"
 	if fullHealth {
 		health = "health"
@@ -556,7 +548,7 @@ func lockForReports(tx *gorm.DB, ids []uuid.UUID, fullHealth bool) ([]agentRow, 
 			applied_checksum, desired_checksum, hostname, ip_address, peer_address, `+health+`, upstream_health
 		FROM agents WHERE id IN ? ORDER BY id FOR UPDATE`, ids).Rows()
 	if err != nil {
-		return nil, fmt.Errorf("read %d agents: %w", len(ids), err)
+		return nil, nil, fmt.Errorf("read %d agents: %w", len(ids), err)
 	}
 	defer rs.Close()
 	rows := make([]agentRow, 0, len(ids))
@@ -565,25 +557,51 @@ func lockForReports(tx *gorm.DB, ids []uuid.UUID, fullHealth bool) ([]agentRow, 
 		var healthJSON, upstreamJSON []byte
 		if err := rs.Scan(&r.ID, &r.StreamID, &r.WorkspaceID, &r.State, &r.ApplyStatus, &r.ApplyError, &r.AppliedVersion,
 			&r.AppliedChecksum, &r.DesiredChecksum, &r.Hostname, &r.IPAddress, &r.PeerAddress, &healthJSON, &upstreamJSON); err != nil {
-			return nil, fmt.Errorf("read agents: %w", err)
+			return nil, nil, fmt.Errorf("read agents: %w", err)
 		}
 		if len(healthJSON) > 0 && string(healthJSON) != "null" {
 			r.Health = &healthDoc{}
 			if err := json.Unmarshal(healthJSON, r.Health); err != nil {
-				return nil, fmt.Errorf("read health of agent %s: %w", r.ID, err)
+				return nil, nil, fmt.Errorf("read health of agent %s: %w", r.ID, err)
 			}
 		}
 		if len(upstreamJSON) > 2 { // not "[]"
 			if err := json.Unmarshal(upstreamJSON, &r.UpstreamHealth); err != nil {
-				return nil, fmt.Errorf("read upstream health of agent %s: %w", r.ID, err)
+				return nil, nil, fmt.Errorf("read upstream health of agent %s: %w", r.ID, err)
 			}
 		}
 		rows = append(rows, r)
 	}
 	if err := rs.Err(); err != nil {
-		return nil, fmt.Errorf("read agents: %w", err)
+		return nil, nil, fmt.Errorf("read agents: %w", err)
 	}
-	return rows, nil
+	byID := make(map[uuid.UUID]*agentRow, len(rows))
+	for i := range rows {
+		byID[rows[i].ID] = &rows[i]
+	}
+	return rows, byID, nil
+}
+
+// sortedIDs sorts ids in place, in PostgreSQL's uuid order, without
+// repeats: the order batches lock agents in.
+func sortedIDs(ids []uuid.UUID) []uuid.UUID {
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	return slices.Compact(ids)
+}
+
+// orgsOf looks up workspaces' organizations in tx, each once.
+func orgsOf(tx *gorm.DB) func(ws uuid.UUID) (uuid.UUID, error) {
+	seen := map[uuid.UUID]uuid.UUID{}
+	return func(ws uuid.UUID) (uuid.UUID, error) {
+		if id, ok := seen[ws]; ok {
+			return id, nil
+		}
+		id, err := workspaceOrg(tx, ws)
+		if err == nil {
+			seen[ws] = id
+		}
+		return id, err
+	}
 }
 
 // applyHealth works out what report rep of the agent of row (locked in tx)
@@ -669,7 +687,7 @@ func (s *Service) recordPushBatch(ctx context.Context, items []pushItem) (errs [
 	for id := range last {
 		ids = append(ids, id)
 	}
-	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	ids = sortedIDs(ids)
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
 		var locked []struct {
@@ -784,17 +802,11 @@ func (s *Service) recordStatusBatch(ctx context.Context, items []statusItem) (er
 	for _, it := range items {
 		ids = append(ids, it.agentID)
 	}
-	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-	ids = slices.Compact(ids)
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		now := s.now()
-		rows, err := lockForReports(tx, ids, true)
+		rows, byID, err := lockForReports(tx, ids, true)
 		if err != nil {
 			return err
-		}
-		byID := make(map[uuid.UUID]*agentRow, len(rows))
-		for i := range rows {
-			byID[rows[i].ID] = &rows[i]
 		}
 		type versionKey struct {
 			agent   uuid.UUID
@@ -804,7 +816,7 @@ func (s *Service) recordStatusBatch(ctx context.Context, items []statusItem) (er
 		results := map[versionKey]versionStatus{}
 		var resultOrder []versionKey
 		settles := map[uuid.UUID]versionStatus{}
-		orgOf := map[uuid.UUID]uuid.UUID{}
+		orgOf := orgsOf(tx)
 		var events []app.Event
 		for i, it := range items {
 			row := byID[it.agentID]
@@ -850,13 +862,9 @@ func (s *Service) recordStatusBatch(ctx context.Context, items []statusItem) (er
 			if !final {
 				continue
 			}
-			orgID, ok := orgOf[row.WorkspaceID]
-			if !ok {
-				var err error
-				if orgID, err = workspaceOrg(tx, row.WorkspaceID); err != nil {
-					return err
-				}
-				orgOf[row.WorkspaceID] = orgID
+			orgID, err := orgOf(row.WorkspaceID)
+			if err != nil {
+				return err
 			}
 			var ms int64
 			if !it.r.SentAt.IsZero() {
