@@ -181,6 +181,8 @@ func TestAPI_Agents(t *testing.T) {
 		t.Parallel()
 		b := e.setup(t)
 		a, _, _ := b.online(t, "web", map[string]string{"env": "production"})
+		// The push is recorded as the agent receives it.
+		b.awaitDetail(t, a.id, "pending", func(d AgentDetail) bool { return d.ApplyStatus == ApplyPending })
 		var got map[string]any
 		b.as(t, "viewer", http.MethodGet, agentPath(a.id), nil, http.StatusOK, &got)
 		expectKeys(t, "agent", got, "id", "workspace_id", "name", "hostname", "ip_address", "version", "state",

@@ -15,10 +15,13 @@ import (
 //     one UPDATE. Ten thousand agents with 10 s heartbeats make about five
 //     transactions a second instead of a thousand, and what the API shows is
 //     at most healthCoalesce older.
-//   - Configuration statuses are stored at once when nothing is being
-//     stored, and otherwise together as soon as the transaction in progress
-//     ends (Service.recordStatusBatch): a rollout to a thousand agents costs
-//     a few dozen transactions, and a single status waits for none.
+//   - Configuration pushes and statuses share one batcher, so an answer is
+//     always stored after the push it answers: they are stored at once when
+//     nothing is being stored, and otherwise together as soon as the
+//     transaction in progress ends (Service.recordPushBatch,
+//     Service.recordStatusBatch): a rollout to a thousand agents costs a few
+//     transactions, and a single status waits for none. A push is sent
+//     without waiting for its record.
 //
 // Items are stored in the order they arrived. A report whose stream is no
 // longer the agent's ends that stream, as before.

@@ -65,11 +65,13 @@ func (s *Service) DesiredConfig(ctx context.Context, id uuid.UUID) (*agentv1.Con
 // DesiredConfigs is DesiredConfig for the agents ids of workspace ws, with
 // two reads for all of them (their rows and the workspace's version) and
 // one read of certificate material per set of certificates. Agents not
-// found there are absent from the result.
+// found there are absent from the result. Agents that every target of the
+// version includes or leaves out alike (and with the same policy) share
+// one ConfigUpdate, computed once: callers must not modify the updates.
 func (s *Service) DesiredConfigs(ctx context.Context, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]*agentv1.ConfigUpdate, error) {
 	var rows []agentRow
 	err := s.db.WithContext(ctx).Select("id", "workspace_id", "labels", "auto_restart").
-		Where("id IN ? AND workspace_id = ?", ids, ws).Find(&rows).Error
+		Where("id = ANY(?::uuid[]) AND workspace_id = ?", uuidArray(ids), ws).Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("read %d agents: %w", len(ids), err)
 	}
@@ -79,14 +81,61 @@ func (s *Service) DesiredConfigs(ctx context.Context, ws uuid.UUID, ids []uuid.U
 	}
 	material := map[string]map[string]*agentv1.Certificate{}
 	out := make(map[uuid.UUID]*agentv1.ConfigUpdate, len(rows))
+	var groups []*targetGroup
+next:
 	for _, ag := range rows {
-		u, err := s.desiredAt(ctx, ag, version, material)
+		for _, g := range groups {
+			if g.has(ag) {
+				out[ag.ID] = g.u
+				continue next
+			}
+		}
+		g := &targetGroup{autoRestart: ag.AutoRestart}
+		u, err := s.desiredAt(ctx, ag, version, material, g.record)
 		if err != nil {
 			return nil, err
 		}
-		out[ag.ID] = u
+		out[ag.ID], g.u = u, u
+		if len(groups) < maxTargetGroups {
+			groups = append(groups, g)
+		}
 	}
 	return out, nil
+}
+
+// maxTargetGroups bounds the groups DesiredConfigs compares each agent
+// with; agents past them get their own update.
+const maxTargetGroups = 64
+
+// targetGroup is the agents whose configuration is u: the targets the
+// configuration of version asked about, in order, answered as decisions,
+// and the policy.
+type targetGroup struct {
+	targets     []vhosts.TargetAgents
+	decisions   []bool
+	autoRestart bool
+	u           *agentv1.ConfigUpdate
+}
+
+// record notes that target t was asked about and answered ok.
+func (g *targetGroup) record(t vhosts.TargetAgents, ok bool) {
+	g.targets = append(g.targets, t)
+	g.decisions = append(g.decisions, ok)
+}
+
+// has reports whether ag's configuration is g's: building it asks about
+// the same targets in turn, so the same answers give the same update.
+func (g *targetGroup) has(ag agentRow) bool {
+	if ag.AutoRestart != g.autoRestart {
+		return false
+	}
+	lbls := map[string]string(ag.Labels)
+	for i, t := range g.targets {
+		if t.Matches(ag.ID, lbls) != g.decisions[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Service) desiredFor(ctx context.Context, ag agentRow) (*agentv1.ConfigUpdate, error) {
@@ -94,15 +143,20 @@ func (s *Service) desiredFor(ctx context.Context, ag agentRow) (*agentv1.ConfigU
 	if err != nil {
 		return nil, fmt.Errorf("desired config of agent %s: %w", ag.ID, err)
 	}
-	return s.desiredAt(ctx, ag, version, nil)
+	return s.desiredAt(ctx, ag, version, nil, nil)
 }
 
 // desiredAt is the agent's configuration at version; memo, when not nil,
-// keeps the certificate material read, by set of certificate ids.
-func (s *Service) desiredAt(ctx context.Context, ag agentRow, version int64, memo map[string]map[string]*agentv1.Certificate) (*agentv1.ConfigUpdate, error) {
+// keeps the certificate material read, by set of certificate ids; record,
+// when not nil, is told each target asked about and the answer.
+func (s *Service) desiredAt(ctx context.Context, ag agentRow, version int64, memo map[string]map[string]*agentv1.Certificate, record func(vhosts.TargetAgents, bool)) (*agentv1.ConfigUpdate, error) {
 	lbls := map[string]string(ag.Labels)
 	u, err := s.vh.DesiredConfig(ctx, ag.WorkspaceID, version, func(t vhosts.TargetAgents) bool {
-		return t.Matches(ag.ID, lbls)
+		ok := t.Matches(ag.ID, lbls)
+		if record != nil {
+			record(t, ok)
+		}
+		return ok
 	})
 	if err != nil {
 		return nil, fmt.Errorf("desired config of agent %s: %w", ag.ID, err)

@@ -55,7 +55,8 @@ const reasonShutdown = "shutdown"
 //  2. A configuration notification wakes each stream of that workspace: its
 //     worker computes the agent's desired ConfigUpdate (Service.DesiredConfig)
 //     and sends it when its checksum differs from the last one pushed,
-//     recording desired_version/desired_checksum (apply_status pending).
+//     recording desired_version/desired_checksum (apply_status pending) in
+//     the rollout batch, ahead of the answer.
 //  3. ConfigStatus answers are matched to the push by config_id; a push
 //     without a final answer within ackTimeout, or answered FAILED or
 //     ROLLED_BACK, is sent again with exponential backoff (the reconcile
@@ -84,11 +85,10 @@ type Hub struct {
 	stopped bool
 	// acme are the ACME challenges this replica waits for (acme.go).
 	acme acmeWaiters
-	// health and statuses store the streams' health reports and
-	// configuration statuses in batches (batcher.go).
-	health   *batcher[streamHealth]
-	statuses *batcher[streamStatus]
-	pushes   *batcher[waitingPush]
+	// health stores the streams' health reports in batches, rollout the
+	// configuration pushes and statuses (batcher.go).
+	health  *batcher[streamHealth]
+	rollout *batcher[rolloutItem]
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -115,8 +115,7 @@ func newHub(svc *Service, pool *pgxpool.Pool, logger *slog.Logger, replica strin
 		ready: make(chan struct{}),
 	}
 	h.health = newBatcher("health reports", healthCoalesce, logger, h.storeHealth)
-	h.statuses = newBatcher("configuration statuses", 0, logger, h.storeStatuses)
-	h.pushes = newBatcher("configuration pushes", 0, logger, h.storePushes)
+	h.rollout = newBatcher("configuration pushes and statuses", 0, logger, h.storeRollout)
 	return h
 }
 
@@ -126,44 +125,56 @@ type streamHealth struct {
 	rep  *agentv1.HealthReport
 }
 
-// streamStatus is a configuration status received on c's stream.
-type streamStatus struct {
-	conn *conn
-	r    statusReport
+// rolloutItem is a configuration push made on conn's stream (push) or a
+// configuration status received on it (status).
+type rolloutItem struct {
+	conn   *conn
+	push   *pushItem
+	status *statusReport
 }
 
-// waitingPush is a push whose worker waits for it to be recorded.
-type waitingPush struct {
-	item pushItem
-	done chan error
-}
-
-// recordPush records a push with the others being made (a rollout's pushes
-// share a few transactions) and returns when it is committed: a push is
-// recorded before it is sent, so the agent's answer always finds it.
-func (h *Hub) recordPush(ctx context.Context, it pushItem) error {
-	done := make(chan error, 1)
-	h.pushes.add(waitingPush{item: it, done: done})
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+// storeRollout records a batch of pushes and configuration statuses in the
+// order they came: each run of pushes, then of statuses, is one batch. A
+// push is queued before it is sent, so the status answering it is stored
+// after it.
+func (h *Hub) storeRollout(ctx context.Context, batch []rolloutItem) {
+	for len(batch) > 0 {
+		n := 1
+		for n < len(batch) && (batch[n].push == nil) == (batch[0].push == nil) {
+			n++
+		}
+		run := batch[:n]
+		batch = batch[n:]
+		if run[0].push != nil {
+			h.storePushes(ctx, run)
+		} else {
+			h.storeStatuses(ctx, run)
+		}
 	}
 }
 
-// storePushes records a batch of pushes and answers their workers.
-func (h *Hub) storePushes(ctx context.Context, batch []waitingPush) {
-	items := make([]pushItem, len(batch))
-	for i, b := range batch {
-		items[i] = b.item
+// storePushes records a run of pushes; a push whose stream is no longer
+// the agent's ends that stream.
+func (h *Hub) storePushes(ctx context.Context, run []rolloutItem) {
+	items := make([]pushItem, len(run))
+	for i, it := range run {
+		items[i] = *it.push
 	}
 	errs, err := h.svc.recordPushBatch(ctx, items)
-	for i, b := range batch {
-		if err != nil {
-			b.done <- err
-		} else {
-			b.done <- errs[i]
+	if err != nil {
+		if ctx.Err() == nil {
+			h.logger.ErrorContext(ctx, "agents hub: record configuration pushes", "pushes", len(items), "error", err)
+		}
+		return
+	}
+	for i, it := range run {
+		switch {
+		case errors.Is(errs[i], errGone):
+			it.conn.close(ReasonReplaced)
+		case errs[i] != nil:
+			h.logger.ErrorContext(ctx, "agents hub: record configuration push", "agent_id", it.conn.agentID, "error", errs[i])
+		default:
+			h.observed("push", it.conn.agentID)
 		}
 	}
 }
@@ -179,11 +190,11 @@ func (h *Hub) storeHealth(ctx context.Context, batch []streamHealth) {
 	h.settled(ctx, "health reports", errs, err, func(i int) *conn { return batch[i].conn })
 }
 
-// storeStatuses records a batch of configuration statuses.
-func (h *Hub) storeStatuses(ctx context.Context, batch []streamStatus) {
+// storeStatuses records a run of configuration statuses.
+func (h *Hub) storeStatuses(ctx context.Context, batch []rolloutItem) {
 	items := make([]statusItem, len(batch))
 	for i, b := range batch {
-		items[i] = statusItem{agentID: b.conn.agentID, streamID: b.conn.streamID, r: b.r}
+		items[i] = statusItem{agentID: b.conn.agentID, streamID: b.conn.streamID, r: *b.status}
 	}
 	errs, err := h.svc.recordStatusBatch(ctx, items)
 	h.settled(ctx, "configuration statuses", errs, err, func(i int) *conn { return batch[i].conn })
@@ -233,7 +244,7 @@ func (h *Hub) Connected(agentID uuid.UUID) bool {
 // then closes every stream of this replica (agents reconnect to another).
 func (h *Hub) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		h.tickLoop(ctx)
@@ -244,11 +255,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		h.statuses.run(ctx)
-	}()
-	go func() {
-		defer wg.Done()
-		h.pushes.run(ctx)
+		h.rollout.run(ctx)
 	}()
 	backoff := time.Second
 	for ctx.Err() == nil {
@@ -785,8 +792,8 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 		c.undelivered(ctx, u, why)
 		return
 	}
-	// The push is recorded (in memory and in the database) before it is sent,
-	// so the agent's answer always finds it.
+	// The push is recorded in memory before it is sent, so the agent's
+	// answer always finds it.
 	c.mu.Lock()
 	attempts := 1
 	if same {
@@ -807,17 +814,12 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 	}
 	c.sent[u.ConfigId] = sentConfig{checksum: u.Checksum, sentAt: now}
 	c.mu.Unlock()
-	if err := c.hub.recordPush(ctx, pushItem{AgentID: c.agentID, StreamID: c.streamID, Version: u.Version, Checksum: u.Checksum}); err != nil {
-		if errors.Is(err, errGone) {
-			c.close(ReasonReplaced)
-			return
-		}
-		log.ErrorContext(ctx, "agents hub: record configuration push", "error", err)
-	}
-	if !c.send(msg) {
-		return
-	}
-	c.hub.observed("push", c.agentID)
+	// Queued for recording before it is sent: the agent's answer is
+	// recorded after it (storeRollout). Sending does not wait for the
+	// commit; should this replica die in between, the agent's next
+	// connection reports what it runs.
+	c.hub.rollout.add(rolloutItem{conn: c, push: &pushItem{AgentID: c.agentID, StreamID: c.streamID, Version: u.Version, Checksum: u.Checksum}})
+	c.send(msg)
 }
 
 // undelivered records that u could not be delivered on this stream, for the
@@ -894,7 +896,7 @@ func (c *conn) onStatus(st *agentv1.ConfigStatus) {
 		}
 	}
 	c.mu.Unlock()
-	c.hub.statuses.add(streamStatus{conn: c, r: statusReport{
+	c.hub.rollout.add(rolloutItem{conn: c, status: &statusReport{
 		Status: st, Current: current, Checksum: sc.checksum, SentAt: sc.sentAt,
 	}})
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
@@ -63,10 +64,10 @@ func TestGRPC_Config(t *testing.T) {
 		if got := names(ss.config(t)); !slices.Equal(got, []string{"everyone", "last", "staging-by-id"}) {
 			t.Fatalf("staging got %v", got)
 		}
-		r := b.row(t, prod.id)
-		if r.DesiredVersion != 6 || r.ApplyStatus != ApplyPending {
-			t.Fatalf("prod desired version %d, status %q", r.DesiredVersion, r.ApplyStatus)
-		}
+		// The push is recorded as the agent receives it.
+		b.awaitDetail(t, prod.id, "desired version 6, pending", func(d AgentDetail) bool {
+			return d.DesiredVersion == 6 && d.ApplyStatus == ApplyPending
+		})
 	})
 
 	t.Run("ManyStreamsOfAWorkspaceAreComputedTogether", func(t *testing.T) {
@@ -101,6 +102,57 @@ func TestGRPC_Config(t *testing.T) {
 			// The production-only host never reached them.
 			if got := names(s.config(t)); !slices.Equal(got, []string{"everyone", "last"}) {
 				t.Fatalf("staging agent got %v", got)
+			}
+		}
+	})
+
+	t.Run("AgentsTargetedAlikeShareOneComputedConfig", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		ids := map[string]uuid.UUID{}
+		for _, a := range []struct{ name, env string }{
+			{"prod-1", "production"}, {"prod-2", "production"}, {"prod-listed", "production"},
+			{"prod-manual", "production"}, {"stage-1", "staging"}, {"stage-2", "staging"},
+		} {
+			c, _, _ := b.online(t, a.name, map[string]string{"env": a.env})
+			ids[a.name] = c.id
+		}
+		if err := b.db.Exec("UPDATE agents SET auto_restart = false WHERE id = ?", ids["prod-manual"]).Error; err != nil {
+			t.Fatal(err)
+		}
+		b.vhost(t, "everyone", uuid.Nil, vhosts.TargetAgents{Type: vhosts.TargetAll})
+		b.vhost(t, "prod", uuid.Nil, vhosts.TargetAgents{Type: vhosts.TargetSelector, LabelSelector: "env=production"})
+		b.vhost(t, "listed", uuid.Nil, vhosts.TargetAgents{Type: vhosts.TargetAgentList, AgentIDs: []string{ids["prod-listed"].String()}})
+		all := make([]uuid.UUID, 0, len(ids))
+		for _, id := range ids {
+			all = append(all, id)
+		}
+		got, err := b.svc.DesiredConfigs(b.ctx, b.ws, all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each agent's update is exactly what it gets computed alone.
+		for name, id := range ids {
+			own, err := b.svc.DesiredConfig(b.ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got[id], own) {
+				t.Errorf("%s: computed together %v, alone %v", name, got[id], own)
+			}
+		}
+		for _, tc := range []struct {
+			a, b   string
+			shared bool
+		}{
+			{"prod-1", "prod-2", true},
+			{"stage-1", "stage-2", true},
+			{"prod-1", "stage-1", false},     // a selector tells them apart
+			{"prod-1", "prod-listed", false}, // a list of agents
+			{"prod-1", "prod-manual", false}, // the policy
+		} {
+			if shared := got[ids[tc.a]] == got[ids[tc.b]]; shared != tc.shared {
+				t.Errorf("%s and %s share one update: %v, want %v", tc.a, tc.b, shared, tc.shared)
 			}
 		}
 	})

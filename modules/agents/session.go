@@ -533,20 +533,24 @@ func (s *Service) recordHealthBatch(ctx context.Context, items []healthItem) (er
 }
 
 // lockForReports locks the agents ids in tx, in id order, and reads
-// what recording their reports needs: the columns applyHealth and
-// recordStatusBatch use, and of the health document the alerts only unless
-// fullHealth. Rows are scanned by hand: thousands of agents a second pass
-// through here.
+// what recording their reports needs: the columns applyHealth uses, or
+// recordStatusBatch (forStatuses), and of the health document only what
+// each compares. Rows are scanned by hand: thousands of agents a second
+// pass through here.
 // It returns the rows in id order and by id.
-func lockForReports(tx *gorm.DB, ids []uuid.UUID, fullHealth bool) ([]agentRow, map[uuid.UUID]*agentRow, error) {
+func lockForReports(tx *gorm.DB, ids []uuid.UUID, forStatuses bool) ([]agentRow, map[uuid.UUID]*agentRow, error) {
 	ids = sortedIDs(ids)
-	health := "jsonb_build_object('alerts', coalesce(health->'alerts', '[]'))"
-	if fullHealth {
-		health = "health"
+	// Health reports replace the document and the upstream health, and
+	// compare alerts; statuses need what stateOf reads.
+	health, upstream := "jsonb_build_object('alerts', coalesce(health->'alerts', '[]'))", "upstream_health"
+	if forStatuses {
+		health = `CASE WHEN jsonb_typeof(health) = 'object' THEN jsonb_build_object(
+			'nginx_running', coalesce(health->'nginx_running', 'false'), 'alerts', coalesce(health->'alerts', '[]')) END`
+		upstream = "'[]'::jsonb"
 	}
 	rs, err := tx.Raw(`SELECT id, stream_id, workspace_id, state, apply_status, apply_error, applied_version,
-			applied_checksum, desired_checksum, hostname, ip_address, peer_address, `+health+`, upstream_health
-		FROM agents WHERE id IN ? ORDER BY id FOR UPDATE`, ids).Rows()
+			applied_checksum, desired_checksum, hostname, ip_address, peer_address, `+health+`, `+upstream+`
+		FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE`, uuidArray(ids)).Rows()
 	if err != nil {
 		return nil, nil, fmt.Errorf("read %d agents: %w", len(ids), err)
 	}
@@ -580,6 +584,20 @@ func lockForReports(tx *gorm.DB, ids []uuid.UUID, fullHealth bool) ([]agentRow, 
 		byID[rows[i].ID] = &rows[i]
 	}
 	return rows, byID, nil
+}
+
+// uuidArray is ids as one PostgreSQL array literal: a single parameter
+// however many ids a batch has.
+func uuidArray(ids []uuid.UUID) string {
+	b := make([]byte, 0, 2+len(ids)*37)
+	b = append(b, '{')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, id.String()...)
+	}
+	return string(append(b, '}'))
 }
 
 // sortedIDs sorts ids in place, in PostgreSQL's uuid order, without
@@ -694,7 +712,7 @@ func (s *Service) recordPushBatch(ctx context.Context, items []pushItem) (errs [
 			ID       uuid.UUID
 			StreamID *uuid.UUID
 		}
-		if err := tx.Raw("SELECT id, stream_id FROM agents WHERE id IN ? ORDER BY id FOR UPDATE", ids).Scan(&locked).Error; err != nil {
+		if err := tx.Raw("SELECT id, stream_id FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE", uuidArray(ids)).Scan(&locked).Error; err != nil {
 			return fmt.Errorf("read %d agents: %w", len(ids), err)
 		}
 		current := map[uuid.UUID]bool{}
