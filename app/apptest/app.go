@@ -96,16 +96,27 @@ func Serve(t testing.TB, a *app.App) string {
 }
 
 // FreeAddr returns 127.0.0.1:<a port nobody listens on right now>, for
-// programs a test starts that need an address before they run.
+// programs a test starts that need an address before they run. It never
+// returns the same address twice in one test binary: the kernel may hand
+// out a port again once its listener is closed, and two programs of one
+// test would then be given the same address.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr := l.Addr().String()
+		_ = l.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
+
+// handedOut holds the addresses FreeAddr returned in this test binary.
+var handedOut sync.Map
 
 // SyncBuffer is a buffer that several goroutines may write to while a test
 // reads it: a process's output, a logger's records.
