@@ -18,8 +18,8 @@ import (
 //   - Configuration pushes and statuses share one batcher, so an answer is
 //     always stored after the push it answers: they are stored at once when
 //     nothing is being stored, and otherwise together as soon as the
-//     transaction in progress ends (Service.recordPushBatch,
-//     Service.recordStatusBatch): a rollout to a thousand agents costs a few
+//     transaction in progress ends, pushes then statuses in one transaction
+//     (Service.recordRollout): a rollout to a thousand agents costs a few
 //     transactions, and a single status waits for none. A push is sent
 //     without waiting for its record.
 //

@@ -133,49 +133,63 @@ type rolloutItem struct {
 	status *statusReport
 }
 
-// storeRollout records a batch of pushes and configuration statuses in the
-// order they came: each run of pushes, then of statuses, is one batch. A
-// push is queued before it is sent, so the status answering it is stored
-// after it.
+// storeRollout records a batch of pushes and configuration statuses with
+// the order of each agent's items kept: a group is pushes, then statuses,
+// in one transaction (Service.recordRollout), and a push of an agent whose
+// status is in the group starts the next group. A push is queued before it
+// is sent, so the status answering it is stored with it or after it.
 func (h *Hub) storeRollout(ctx context.Context, batch []rolloutItem) {
 	for len(batch) > 0 {
-		n := 1
-		for n < len(batch) && (batch[n].push == nil) == (batch[0].push == nil) {
-			n++
+		var pushes, statuses []rolloutItem
+		answered := map[uuid.UUID]bool{}
+		n := 0
+		for ; n < len(batch); n++ {
+			it := batch[n]
+			if it.push == nil {
+				statuses = append(statuses, it)
+				answered[it.conn.agentID] = true
+				continue
+			}
+			if answered[it.conn.agentID] {
+				break
+			}
+			pushes = append(pushes, it)
 		}
-		run := batch[:n]
 		batch = batch[n:]
-		if run[0].push != nil {
-			h.storePushes(ctx, run)
-		} else {
-			h.storeStatuses(ctx, run)
-		}
+		h.storeGroup(ctx, pushes, statuses)
 	}
 }
 
-// storePushes records a run of pushes; a push whose stream is no longer
-// the agent's ends that stream.
-func (h *Hub) storePushes(ctx context.Context, run []rolloutItem) {
-	items := make([]pushItem, len(run))
-	for i, it := range run {
-		items[i] = *it.push
+// storeGroup records pushes, then statuses, in one transaction. A push or
+// status whose stream is no longer the agent's ends that stream.
+func (h *Hub) storeGroup(ctx context.Context, pushes, statuses []rolloutItem) {
+	ps := make([]pushItem, len(pushes))
+	for i, it := range pushes {
+		ps[i] = *it.push
 	}
-	errs, err := h.svc.recordPushBatch(ctx, items)
+	ss := make([]statusItem, len(statuses))
+	for i, it := range statuses {
+		ss[i] = statusItem{agentID: it.conn.agentID, streamID: it.conn.streamID, r: *it.status}
+	}
+	pushErrs, statusErrs, err := h.svc.recordRollout(ctx, ps, ss)
 	if err != nil {
 		if ctx.Err() == nil {
-			h.logger.ErrorContext(ctx, "agents hub: record configuration pushes", "pushes", len(items), "error", err)
+			h.logger.ErrorContext(ctx, "agents hub: record configuration pushes and statuses", "pushes", len(ps), "statuses", len(ss), "error", err)
 		}
 		return
 	}
-	for i, it := range run {
+	for i, it := range pushes {
 		switch {
-		case errors.Is(errs[i], errGone):
+		case errors.Is(pushErrs[i], errGone):
 			it.conn.close(ReasonReplaced)
-		case errs[i] != nil:
-			h.logger.ErrorContext(ctx, "agents hub: record configuration push", "agent_id", it.conn.agentID, "error", errs[i])
+		case pushErrs[i] != nil:
+			h.logger.ErrorContext(ctx, "agents hub: record configuration push", "agent_id", it.conn.agentID, "error", pushErrs[i])
 		default:
 			h.observed("push", it.conn.agentID)
 		}
+	}
+	if len(statuses) > 0 {
+		h.settled(ctx, "configuration statuses", statusErrs, nil, func(i int) *conn { return statuses[i].conn })
 	}
 }
 
@@ -188,16 +202,6 @@ func (h *Hub) storeHealth(ctx context.Context, batch []streamHealth) {
 	}
 	errs, err := h.svc.recordHealthBatch(ctx, items)
 	h.settled(ctx, "health reports", errs, err, func(i int) *conn { return batch[i].conn })
-}
-
-// storeStatuses records a run of configuration statuses.
-func (h *Hub) storeStatuses(ctx context.Context, batch []rolloutItem) {
-	items := make([]statusItem, len(batch))
-	for i, b := range batch {
-		items[i] = statusItem{agentID: b.conn.agentID, streamID: b.conn.streamID, r: *b.status}
-	}
-	errs, err := h.svc.recordStatusBatch(ctx, items)
-	h.settled(ctx, "configuration statuses", errs, err, func(i int) *conn { return batch[i].conn })
 }
 
 // settled ends the streams of the items a batch found gone and reports the

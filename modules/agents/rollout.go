@@ -14,8 +14,8 @@ import (
 // This file records each configuration version's rollout: what every agent
 // made of it (agent_config_results, one row per agent and version).
 //
-//   - recordPushBatch writes the pushed versions' rows pending;
-//   - recordStatusBatch writes the answered versions' status (validating,
+//   - recordPushes writes the pushed versions' rows pending;
+//   - recordStatuses writes the answered versions' status (validating,
 //     applying, success, failed, rolled_back) with nginx's error text; an
 //     answer to the current push also settles the later versions that left
 //     the agent's configuration as it was;

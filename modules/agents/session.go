@@ -534,7 +534,7 @@ func (s *Service) recordHealthBatch(ctx context.Context, items []healthItem) (er
 
 // lockForReports locks the agents ids in tx, in id order, and reads
 // what recording their reports needs: the columns applyHealth uses, or
-// recordStatusBatch (forStatuses), and of the health document only what
+// recordStatuses (forStatuses), and of the health document only what
 // each compares. Rows are scanned by hand: thousands of agents a second
 // pass through here.
 // It returns the rows in id order and by id.
@@ -688,14 +688,50 @@ type pushItem struct {
 	Checksum string    `json:"checksum"`
 }
 
-// recordPushBatch records in one transaction that configurations are being
+// recordRollout records in one transaction a batch of pushes, then a batch
+// of statuses (recordPushes, recordStatuses), their agents locked in id
+// order first. pushErrs and statusErrs are the items' own errors; err is a
+// failure of the whole batch, which then records nothing.
+func (s *Service) recordRollout(ctx context.Context, pushes []pushItem, statuses []statusItem) (pushErrs, statusErrs []error, err error) {
+	ids := make([]uuid.UUID, 0, len(pushes)+len(statuses))
+	for _, it := range pushes {
+		ids = append(ids, it.AgentID)
+	}
+	for _, it := range statuses {
+		ids = append(ids, it.agentID)
+	}
+	ids = sortedIDs(ids)
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec("SELECT FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE", uuidArray(ids)).Error; err != nil {
+			return fmt.Errorf("lock %d agents: %w", len(ids), err)
+		}
+		var err error
+		if len(pushes) > 0 {
+			if pushErrs, err = s.recordPushes(tx, pushes); err != nil {
+				return err
+			}
+		}
+		if len(statuses) > 0 {
+			if statusErrs, err = s.recordStatuses(ctx, tx, statuses); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return pushErrs, statusErrs, nil
+}
+
+// recordPushes records in tx that configurations are being
 // sent: each agent's desired version and checksum, apply_status pending, and
 // the version's rollout to the agent pending. The rows are locked in id
 // order and written with one statement each for the agents and the
 // versions. errs[i] is errGone when item i's stream is no longer the
 // agent's; err is a failure of the whole batch. Of several pushes to one
 // agent in a batch the last counts.
-func (s *Service) recordPushBatch(ctx context.Context, items []pushItem) (errs []error, err error) {
+func (s *Service) recordPushes(tx *gorm.DB, items []pushItem) (errs []error, err error) {
 	errs = make([]error, len(items))
 	last := map[uuid.UUID]pushItem{}
 	for _, it := range items {
@@ -706,7 +742,7 @@ func (s *Service) recordPushBatch(ctx context.Context, items []pushItem) (errs [
 		ids = append(ids, id)
 	}
 	ids = sortedIDs(ids)
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = func() error {
 		now := s.now()
 		var locked []struct {
 			ID       uuid.UUID
@@ -745,7 +781,7 @@ func (s *Service) recordPushBatch(ctx context.Context, items []pushItem) (errs [
 			WHERE u.version >= 1
 			ON CONFLICT (agent_id, version) DO UPDATE
 			SET status = EXCLUDED.status, error_message = EXCLUDED.error_message, updated_at = EXCLUDED.updated_at`, list, now)
-	})
+	}()
 	if err != nil {
 		return nil, err
 	}
@@ -804,7 +840,7 @@ type versionStatus struct {
 	Message string    `json:"error_message"`
 }
 
-// recordStatusBatch stores ConfigStatus messages in one transaction, in
+// recordStatuses stores ConfigStatus messages in tx, in
 // order. For each: the apply status (and error) when it answers the current
 // push, the applied version and checksum on SUCCESS, the state, and the
 // version's status for the agent (a final status of the current push also
@@ -814,13 +850,13 @@ type versionStatus struct {
 // agents, the versions' statuses and the settled versions. errs[i] is
 // errGone when item i's stream is no longer the agent's; err is a failure of
 // the whole batch.
-func (s *Service) recordStatusBatch(ctx context.Context, items []statusItem) (errs []error, err error) {
+func (s *Service) recordStatuses(ctx context.Context, tx *gorm.DB, items []statusItem) (errs []error, err error) {
 	errs = make([]error, len(items))
 	ids := make([]uuid.UUID, 0, len(items))
 	for _, it := range items {
 		ids = append(ids, it.agentID)
 	}
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = func() error {
 		now := s.now()
 		rows, byID, err := lockForReports(tx, ids, true)
 		if err != nil {
@@ -948,7 +984,7 @@ func (s *Service) recordStatusBatch(ctx context.Context, items []statusItem) (er
 			}
 		}
 		return s.publishAll(ctx, tx, events)
-	})
+	}()
 	if err != nil {
 		return nil, err
 	}
