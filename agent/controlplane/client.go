@@ -393,6 +393,10 @@ func (c *Client) ReportHealth() {
 	}
 }
 
+// flowWindow is the HTTP/2 flow-control window of the stream and the
+// connection to the master.
+const flowWindow = 1 << 20
+
 // dial opens a gRPC connection with the TLS configuration for id.
 func (c *Client) dial(id *Identity) (*grpc.ClientConn, error) {
 	cfg, err := c.tlsConfig(id)
@@ -404,6 +408,10 @@ func (c *Client) dial(id *Identity) (*grpc.ClientConn, error) {
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.opts.MaxMessageBytes), grpc.MaxCallSendMsgSize(c.opts.MaxMessageBytes)),
+		// Fixed flow-control windows, as the master's: no bandwidth-probing
+		// PING after every message received.
+		grpc.WithStaticStreamWindowSize(flowWindow),
+		grpc.WithStaticConnWindowSize(flowWindow),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("dial master %s: %w", master, err)
