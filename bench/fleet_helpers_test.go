@@ -45,6 +45,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/nxmesh/nxmesh/agent/controlplane"
+	"github.com/nxmesh/nxmesh/agent/controlplane/cptest"
 	"github.com/nxmesh/nxmesh/app/apptest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
@@ -620,58 +621,10 @@ func (f *appliedFeed) close() {
 
 // ---- Agents ----
 
-// noopAgent is the agent's Handler without nginx: an update is reported
-// applied (SUCCESS) as soon as it arrives, and health says nginx runs the
-// last update.
-type noopAgent struct {
-	key      string
-	received *rounds
-
-	up     chan struct{}
-	upOnce sync.Once
-
-	mu   sync.Mutex
-	last *agentv1.ConfigUpdate
-}
-
-// ApplyConfig records the update and reports it applied.
-func (a *noopAgent) ApplyConfig(_ context.Context, u *agentv1.ConfigUpdate, report func(*agentv1.ConfigStatus)) {
-	now := time.Now()
-	a.received.mark(u.GetVersion(), a.key, now)
-	a.mu.Lock()
-	a.last = u
-	a.mu.Unlock()
-	report(&agentv1.ConfigStatus{ConfigId: u.GetConfigId(), Version: u.GetVersion(), Status: agentv1.ConfigApplyStatus_SUCCESS, AppliedAt: now.Unix()})
-}
-
-// RunCommand reports every command done.
-func (a *noopAgent) RunCommand(context.Context, *agentv1.Command) *agentv1.CommandResult {
-	return &agentv1.CommandResult{Success: true}
-}
-
-// Health reports nginx running the last update.
-func (a *noopAgent) Health(context.Context) *agentv1.HealthReport {
-	// The first report is sent right after the registration answer: the
-	// stream is up.
-	a.upOnce.Do(func() { close(a.up) })
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return &agentv1.HealthReport{
-		Nginx:          &agentv1.NginxStatus{IsRunning: true, Pid: 1},
-		ConfigVersion:  a.last.GetVersion(),
-		ConfigChecksum: a.last.GetChecksum(),
-	}
-}
-
-func (a *noopAgent) lastUpdate() *agentv1.ConfigUpdate {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.last
-}
-
-// fleet is a set of real agent control-plane clients in this process.
+// fleet is a set of real agent control-plane clients in this process, each
+// with a no-op applier.
 type fleet struct {
-	agents []*noopAgent
+	agents []*cptest.NoopAgent
 	cancel context.CancelFunc
 	runs   sync.WaitGroup
 }
@@ -684,7 +637,7 @@ func startFleet(b *testing.B, master, fingerprint string, tokens []string, recei
 	b.Helper()
 	root := b.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &fleet{agents: make([]*noopAgent, len(tokens)), cancel: cancel}
+	f := &fleet{agents: make([]*cptest.NoopAgent, len(tokens)), cancel: cancel}
 	b.Cleanup(f.stop)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	errs := make(chan error, len(tokens))
@@ -692,7 +645,8 @@ func startFleet(b *testing.B, master, fingerprint string, tokens []string, recei
 	var wg sync.WaitGroup
 	for i, tok := range tokens {
 		sem <- struct{}{}
-		a := &noopAgent{key: strconv.Itoa(i), received: received, up: make(chan struct{})}
+		key := strconv.Itoa(i)
+		a := cptest.NewNoopAgent(func(u *agentv1.ConfigUpdate, at time.Time) { received.mark(u.GetVersion(), key, at) })
 		f.agents[i] = a
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -715,7 +669,7 @@ func startFleet(b *testing.B, master, fingerprint string, tokens []string, recei
 			exited := make(chan error, 1)
 			f.runs.Go(func() { exited <- c.Run(ctx) })
 			select {
-			case <-a.up:
+			case <-a.Up():
 			case err := <-exited:
 				errs <- fmt.Errorf("agent %d stopped: %v", i, err)
 			case <-time.After(2 * time.Minute):

@@ -216,7 +216,7 @@ func propagate(b *testing.B, bin string, n int, withFloor bool) propagation {
 		p.applied = append(p.applied, lastApplied.Sub(start))
 		p.received = append(p.received, lastReceived.Sub(start))
 	}
-	payload := agents.agents[0].lastUpdate()
+	payload := agents.agents[0].Last()
 	if payload.GetVersion() != v || len(payload.GetVirtualHosts()) != 1 {
 		b.Fatalf("last update: version %d with %d virtual hosts, want version %d with 1", payload.GetVersion(), len(payload.GetVirtualHosts()), v)
 	}
