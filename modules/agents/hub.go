@@ -772,8 +772,16 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 		return
 	}
 	c.mu.Lock()
+	// Configurations computed together for a workspace's streams
+	// (precompute) may be offered out of order: one computed for an older
+	// version, finishing late, must not take the agent back from the
+	// version it was sent since.
+	stale := u.Version < c.push.version
 	same := c.push.checksum == u.Checksum
 	c.mu.Unlock()
+	if stale {
+		return
+	}
 	if same && !force {
 		// The version leaves this agent's configuration as it is: its
 		// rollout here is the last push's.
