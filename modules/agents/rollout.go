@@ -26,7 +26,13 @@ import (
 //
 // Rollout reads a version's rows with every registered agent of the
 // workspace: an agent without a row is pending (not reached yet), or
-// superseded when a later version reached it first.
+// superseded when a later version reached it first. A row still pending
+// (validating, applying) once the agent answered a later version for good
+// (it applied one, or a later row has a final status) is superseded too:
+// the agent answers in order, so that version will not be answered any
+// more. Its client applies only the newest of the updates waiting for it,
+// and an answer may be lost with the stream or replica that carried it, or
+// with a database outage.
 
 // recordResult stores in tx the status (an apply status) of version for the
 // agent, replacing an earlier one.
@@ -87,12 +93,17 @@ func (s *Service) Rollout(ctx context.Context, workspaceID uuid.UUID, version in
 		Status         *string
 		ErrorMessage   *string
 		UpdatedAt      *time.Time
+		// AnsweredLater: the agent answered a later version for good.
+		AnsweredLater bool
 	}
-	err := s.db.WithContext(ctx).Raw(`SELECT a.id, a.name, a.state, a.desired_version, r.status, r.error_message, r.updated_at
+	err := s.db.WithContext(ctx).Raw(`SELECT a.id, a.name, a.state, a.desired_version, r.status, r.error_message, r.updated_at,
+			(a.applied_version > ? OR EXISTS (SELECT 1 FROM agent_config_results l
+				WHERE l.agent_id = a.id AND l.version > ? AND l.status IN ?)) AS answered_later
 		FROM agents a
 		LEFT JOIN agent_config_results r ON r.agent_id = a.id AND r.version = ?
 		WHERE a.workspace_id = ? AND a.state <> ?
-		ORDER BY a.name, a.id`, version, workspaceID, StatePending).Scan(&rows).Error
+		ORDER BY a.name, a.id`, version, version, []string{ApplySuccess, ApplyFailed, ApplyRolledBack},
+		version, workspaceID, StatePending).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("read the rollout of version %d of workspace %s: %w", version, workspaceID, err)
 	}
@@ -108,6 +119,9 @@ func (s *Service) Rollout(ctx context.Context, workspaceID uuid.UUID, version in
 			if r.UpdatedAt != nil {
 				t := r.UpdatedAt.UTC()
 				a.UpdatedAt = &t
+			}
+			if a.Status == vhosts.RolloutPending && r.AnsweredLater {
+				a.Status = vhosts.RolloutSuperseded
 			}
 		case r.DesiredVersion > version:
 			a.Status = vhosts.RolloutSuperseded

@@ -197,6 +197,48 @@ func TestAPI_Rollout(t *testing.T) {
 		b.awaitStatuses(t, v, map[string]string{"edge-1": vhosts.RolloutApplied, "edge-2": vhosts.RolloutRolledBack})
 	})
 
+	t.Run("AVersionLeftUnansweredIsSupersededOnceALaterOneIsAnswered", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		_, s, _ := b.online(t, "edge-1", nil)
+		create := func(name string) int64 {
+			t.Helper()
+			st, h, obj := b.write(t, "operator", http.MethodPost, fmt.Sprintf("/v1/workspaces/%s/virtual-hosts", b.ws), map[string]any{
+				"name": name, "server_name": name + ".example.com",
+				"locations": []map[string]any{{"path": "/", "proxy_pass": "http://10.0.0.1:8080"}},
+			})
+			if st != http.StatusCreated {
+				t.Fatalf("create virtual host %s: %d %v", name, st, obj)
+			}
+			return configVersion(t, h, obj, true)
+		}
+		// The agent gets v1 and, before applying it, v2: its client applies
+		// only v2, so v1 is never answered.
+		v1 := create("first")
+		if u := s.config(t); u.GetVersion() != v1 {
+			t.Fatalf("pushed version %d, want %d", u.GetVersion(), v1)
+		}
+		v2 := create("second")
+		u2 := s.config(t)
+		if u2.GetVersion() != v2 {
+			t.Fatalf("pushed version %d, want %d", u2.GetVersion(), v2)
+		}
+		// While v2 is not answered either, v1 may still be.
+		b.awaitStatuses(t, v1, map[string]string{"edge-1": vhosts.RolloutPending})
+		s.status(t, u2, agentv1.ConfigApplyStatus_SUCCESS, "")
+		b.awaitStatuses(t, v2, map[string]string{"edge-1": vhosts.RolloutApplied})
+		b.awaitStatuses(t, v1, map[string]string{"edge-1": vhosts.RolloutSuperseded})
+
+		// A later push not answered yet leaves the earlier ones as they are.
+		v3 := create("third")
+		if u := s.config(t); u.GetVersion() != v3 {
+			t.Fatalf("pushed version %d, want %d", u.GetVersion(), v3)
+		}
+		b.awaitStatuses(t, v3, map[string]string{"edge-1": vhosts.RolloutPending})
+		b.awaitStatuses(t, v2, map[string]string{"edge-1": vhosts.RolloutApplied})
+		b.awaitStatuses(t, v1, map[string]string{"edge-1": vhosts.RolloutSuperseded})
+	})
+
 	t.Run("UpstreamsCertificatesRollbackAnswerTheirVersion", func(t *testing.T) {
 		t.Parallel()
 		b := e.setup(t)

@@ -25,7 +25,9 @@ const (
 	// RolloutRolledBack: nginx refused it and the agent restored its
 	// previous configuration; error_message is nginx's own text.
 	RolloutRolledBack = "rolled_back"
-	// RolloutSuperseded: a later version reached the agent before this one.
+	// RolloutSuperseded: a later version reached the agent before this one,
+	// or was answered while this one was not (this one will not be any
+	// more).
 	RolloutSuperseded = "superseded"
 )
 
