@@ -16,12 +16,12 @@ import (
 //     transactions a second instead of a thousand, and what the API shows is
 //     at most healthCoalesce older.
 //   - Configuration pushes and statuses share one batcher, so an answer is
-//     always stored after the push it answers: they are stored at once when
-//     nothing is being stored, and otherwise together as soon as the
-//     transaction in progress ends, pushes then statuses in one transaction
-//     (Service.recordRollout): a rollout to a thousand agents costs a few
-//     transactions, and a single status waits for none. A push is sent
-//     without waiting for its record.
+//     always stored after the push it answers. A batch is stored once no
+//     item came for rolloutGap (at most gapMax after its first), pushes then
+//     statuses in one transaction (Service.recordRollout): a rollout to a
+//     thousand agents whose answers come at once is one transaction, where
+//     a push answered in the same batch is written once, with its answer.
+//     A push is sent without waiting for its record.
 //
 // Items are stored in the order they arrived. A report whose stream is no
 // longer the agent's ends that stream, as before.
@@ -32,6 +32,9 @@ const (
 	// the oldest items are dropped (a heartbeat is replaced by the next one;
 	// an unrecorded status by the resend of its configuration).
 	batchPendingMax = 50_000
+	// rolloutGap is the pause in pushes and statuses that ends a rollout
+	// batch.
+	rolloutGap = 5 * time.Millisecond
 	// batchTimeout bounds one batch's transaction.
 	batchTimeout = 30 * time.Second
 )
@@ -41,17 +44,47 @@ const (
 type batcher[T any] struct {
 	what     string
 	coalesce time.Duration
-	logger   *slog.Logger
-	store    func(ctx context.Context, items []T)
-	wake     chan struct{}
+	// gap, when set, lets a batch wait while items keep arriving: it is
+	// stored once none came for gap, or gapMax after the first.
+	gap    time.Duration
+	logger *slog.Logger
+	store  func(ctx context.Context, items []T)
+	wake   chan struct{}
 
 	mu      sync.Mutex
 	pending []T
 	dropped int
+	lastAdd time.Time
 }
 
 func newBatcher[T any](what string, coalesce time.Duration, logger *slog.Logger, store func(context.Context, []T)) *batcher[T] {
 	return &batcher[T]{what: what, coalesce: coalesce, logger: logger, store: store, wake: make(chan struct{}, 1)}
+}
+
+// gapMax bounds how long a batch with a gap waits for more items.
+const gapMax = 250 * time.Millisecond
+
+// waitGap waits until no item was added for b.gap (or gapMax passed).
+func (b *batcher[T]) waitGap(ctx context.Context) {
+	deadline := time.Now().Add(gapMax)
+	wait := b.gap
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		full, since := len(b.pending) >= batchMax, time.Since(b.lastAdd)
+		b.mu.Unlock()
+		now := time.Now()
+		if full || since >= b.gap || !now.Before(deadline) {
+			return
+		}
+		wait = min(b.gap-since, deadline.Sub(now))
+	}
 }
 
 // add queues an item.
@@ -63,6 +96,9 @@ func (b *batcher[T]) add(it T) {
 	}
 	b.pending = append(b.pending, it)
 	n := len(b.pending)
+	if b.gap > 0 {
+		b.lastAdd = time.Now()
+	}
 	b.mu.Unlock()
 	if n == 1 || n >= batchMax {
 		signal(b.wake)
@@ -90,6 +126,9 @@ func (b *batcher[T]) run(ctx context.Context) {
 			case <-b.wake:
 			}
 			t.Stop()
+		}
+		if b.gap > 0 {
+			b.waitGap(ctx)
 		}
 		b.flush(ctx)
 	}

@@ -116,6 +116,7 @@ func newHub(svc *Service, pool *pgxpool.Pool, logger *slog.Logger, replica strin
 	}
 	h.health = newBatcher("health reports", healthCoalesce, logger, h.storeHealth)
 	h.rollout = newBatcher("configuration pushes and statuses", 0, logger, h.storeRollout)
+	h.rollout.gap = rolloutGap
 	return h
 }
 

@@ -705,14 +705,15 @@ func (s *Service) recordRollout(ctx context.Context, pushes []pushItem, statuses
 		if err := tx.Exec("SELECT FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE", uuidArray(ids)).Error; err != nil {
 			return fmt.Errorf("lock %d agents: %w", len(ids), err)
 		}
+		answered := answeredPushes(pushes, statuses)
 		var err error
 		if len(pushes) > 0 {
-			if pushErrs, err = s.recordPushes(tx, pushes); err != nil {
+			if pushErrs, err = s.recordPushes(tx, pushes, answered); err != nil {
 				return err
 			}
 		}
 		if len(statuses) > 0 {
-			if statusErrs, err = s.recordStatuses(ctx, tx, statuses); err != nil {
+			if statusErrs, err = s.recordStatuses(ctx, tx, statuses, answered); err != nil {
 				return err
 			}
 		}
@@ -724,6 +725,29 @@ func (s *Service) recordRollout(ctx context.Context, pushes []pushItem, statuses
 	return pushErrs, statusErrs, nil
 }
 
+// answeredPushes returns, by agent, the last push of pushes that a final
+// status among statuses answers: recordPushes leaves such a push to
+// recordStatuses, which writes it with its answer.
+func answeredPushes(pushes []pushItem, statuses []statusItem) map[uuid.UUID]pushItem {
+	if len(pushes) == 0 || len(statuses) == 0 {
+		return nil
+	}
+	last := make(map[uuid.UUID]pushItem, len(pushes))
+	for _, p := range pushes {
+		last[p.AgentID] = p
+	}
+	out := map[uuid.UUID]pushItem{}
+	for _, st := range statuses {
+		p, ok := last[st.agentID]
+		status := applyStatusOf(st.r.Status.GetStatus())
+		final := status == ApplySuccess || status == ApplyFailed || status == ApplyRolledBack
+		if ok && final && st.r.Current && st.r.Status.GetVersion() == p.Version && st.streamID == p.StreamID {
+			out[st.agentID] = p
+		}
+	}
+	return out
+}
+
 // recordPushes records in tx that configurations are being
 // sent: each agent's desired version and checksum, apply_status pending, and
 // the version's rollout to the agent pending. The rows are locked in id
@@ -731,7 +755,7 @@ func (s *Service) recordRollout(ctx context.Context, pushes []pushItem, statuses
 // versions. errs[i] is errGone when item i's stream is no longer the
 // agent's; err is a failure of the whole batch. Of several pushes to one
 // agent in a batch the last counts.
-func (s *Service) recordPushes(tx *gorm.DB, items []pushItem) (errs []error, err error) {
+func (s *Service) recordPushes(tx *gorm.DB, items []pushItem, answered map[uuid.UUID]pushItem) (errs []error, err error) {
 	errs = make([]error, len(items))
 	last := map[uuid.UUID]pushItem{}
 	for _, it := range items {
@@ -756,7 +780,9 @@ func (s *Service) recordPushes(tx *gorm.DB, items []pushItem) (errs []error, err
 		for _, l := range locked {
 			if it := last[l.ID]; l.StreamID != nil && *l.StreamID == it.StreamID {
 				current[l.ID] = true
-				list = append(list, it)
+				if _, ok := answered[l.ID]; !ok {
+					list = append(list, it)
+				}
 			}
 		}
 		for i, it := range items {
@@ -830,6 +856,10 @@ type statusWrite struct {
 	AppliedVersion  int64     `json:"applied_version"`
 	AppliedChecksum string    `json:"applied_checksum"`
 	State           string    `json:"state"`
+	// DesiredVersion and DesiredChecksum are the push this status answers,
+	// when it was recorded together with it (answeredPushes).
+	DesiredVersion  *int64  `json:"desired_version,omitempty"`
+	DesiredChecksum *string `json:"desired_checksum,omitempty"`
 }
 
 // versionStatus is an agent's status of one version (agent_config_results).
@@ -850,7 +880,7 @@ type versionStatus struct {
 // agents, the versions' statuses and the settled versions. errs[i] is
 // errGone when item i's stream is no longer the agent's; err is a failure of
 // the whole batch.
-func (s *Service) recordStatuses(ctx context.Context, tx *gorm.DB, items []statusItem) (errs []error, err error) {
+func (s *Service) recordStatuses(ctx context.Context, tx *gorm.DB, items []statusItem, answered map[uuid.UUID]pushItem) (errs []error, err error) {
 	errs = make([]error, len(items))
 	ids := make([]uuid.UUID, 0, len(items))
 	for _, it := range items {
@@ -939,15 +969,22 @@ func (s *Service) recordStatuses(ctx context.Context, tx *gorm.DB, items []statu
 		agentsData := make([]statusWrite, 0, len(written))
 		for _, r := range rows {
 			if written[r.ID] {
-				agentsData = append(agentsData, statusWrite{ID: r.ID, ApplyStatus: r.ApplyStatus, ApplyError: r.ApplyError,
-					AppliedVersion: r.AppliedVersion, AppliedChecksum: r.AppliedChecksum, State: r.State})
+				w := statusWrite{ID: r.ID, ApplyStatus: r.ApplyStatus, ApplyError: r.ApplyError,
+					AppliedVersion: r.AppliedVersion, AppliedChecksum: r.AppliedChecksum, State: r.State}
+				if p, ok := answered[r.ID]; ok {
+					w.DesiredVersion, w.DesiredChecksum = &p.Version, &p.Checksum
+				}
+				agentsData = append(agentsData, w)
 			}
 		}
 		if err := execJSON(tx, "record configuration statuses", `UPDATE agents AS a SET apply_status = u.apply_status,
 				apply_error = u.apply_error, applied_version = u.applied_version, applied_checksum = u.applied_checksum,
-				state = u.state, updated_at = ?, last_seen_at = ?
+				state = u.state, updated_at = ?, last_seen_at = ?,
+				desired_version = coalesce(u.desired_version, a.desired_version),
+				desired_checksum = coalesce(u.desired_checksum, a.desired_checksum),
+				drift = CASE WHEN u.desired_version IS NULL THEN a.drift ELSE false END
 			FROM jsonb_to_recordset(?::jsonb) AS u(id uuid, apply_status text, apply_error text,
-				applied_version bigint, applied_checksum text, state text)
+				applied_version bigint, applied_checksum text, state text, desired_version bigint, desired_checksum text)
 			WHERE a.id = u.id`, agentsData, now, now); err != nil {
 			return err
 		}
