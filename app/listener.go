@@ -2,9 +2,12 @@ package app
 
 import (
 	"bytes"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -21,19 +24,43 @@ const (
 // Fiber().Listener, its connections tell a request line that is too long
 // (414) from headers that are too large (431), and drain an oversized body
 // the client keeps sending after its 413, so the client reads the answer.
+// Running out of file descriptors does not end it: accepting waits and
+// tries again, as net/http does.
 func (a *App) Serve(ln net.Listener) error {
-	return a.fiber.Listener(edgeListener{ln})
+	return a.fiber.Listener(edgeListener{Listener: ln, logger: a.logger})
 }
 
-// edgeListener wraps each accepted connection in an edgeConn.
-type edgeListener struct{ net.Listener }
+// acceptRetryMax caps the wait between accepts while the process is out of
+// file descriptors.
+const acceptRetryMax = time.Second
+
+// edgeListener wraps each accepted connection in an edgeConn. An accept
+// that fails for want of file descriptors (EMFILE, ENFILE) is tried again
+// after a pause, from 5 ms doubling to acceptRetryMax: the server keeps
+// serving once connections close, where the HTTP server would stop.
+type edgeListener struct {
+	net.Listener
+	logger *slog.Logger
+}
 
 func (l edgeListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return &edgeConn{Conn: c}, nil
+		}
+		if !errors.Is(err, syscall.EMFILE) && !errors.Is(err, syscall.ENFILE) {
+			return nil, err
+		}
+		if delay == 0 {
+			delay = 5 * time.Millisecond
+			l.logger.Warn("http: out of file descriptors; accepting again once connections close", "error", err)
+		} else {
+			delay = min(2*delay, acceptRetryMax)
+		}
+		time.Sleep(delay)
 	}
-	return &edgeConn{Conn: c}, nil
 }
 
 // edgeConn is a server connection that counts the bytes read since the last
