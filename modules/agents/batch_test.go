@@ -34,6 +34,8 @@ func TestService_RolloutBatchWritesAnAnsweredPushWithItsAnswer(t *testing.T) {
 			t.Parallel()
 			b := e.setup(t)
 			a, _, _ := b.online(t, "edge", nil)
+			// The first configuration's push is recorded as it is sent.
+			b.awaitDetail(t, a.id, "pushed", func(d AgentDetail) bool { return d.ApplyStatus == ApplyPending })
 			row := b.row(t, a.id)
 			if row.StreamID == nil {
 				t.Fatal("the agent has no stream")
@@ -50,7 +52,7 @@ func TestService_RolloutBatchWritesAnAnsweredPushWithItsAnswer(t *testing.T) {
 			if got := answeredPushes([]pushItem{push}, []statusItem{st}); (len(got) == 1) != tc.merged {
 				t.Fatalf("answered pushes %v, want merged %v", got, tc.merged)
 			}
-			pushErrs, statusErrs, err := b.svc.recordRollout(b.ctx, []pushItem{push}, []statusItem{st})
+			pushErrs, statusErrs, err := b.svc.recordRollout(b.ctx, []pushItem{push}, []statusItem{st}, nil)
 			if err != nil || pushErrs[0] != nil || statusErrs[0] != nil {
 				t.Fatalf("record: %v %v %v", err, pushErrs, statusErrs)
 			}
@@ -68,11 +70,47 @@ func TestService_RolloutBatchWritesAnAnsweredPushWithItsAnswer(t *testing.T) {
 			}
 		})
 	}
+	t.Run("an unchanged version follows the push in flight", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		a, _, _ := b.online(t, "edge", nil)
+		b.awaitDetail(t, a.id, "pushed", func(d AgentDetail) bool { return d.ApplyStatus == ApplyPending })
+		row := b.row(t, a.id)
+		// The agent ran what it had: a version that changes nothing for it
+		// must not take that status while version 7 is on its way.
+		if err := b.db.Exec("UPDATE agents SET apply_status = ? WHERE id = ?", ApplySuccess, a.id).Error; err != nil {
+			t.Fatal(err)
+		}
+		push := pushItem{AgentID: a.id, StreamID: *row.StreamID, Version: 7, Checksum: "c7"}
+		if _, _, err := b.svc.recordRollout(b.ctx, []pushItem{push}, nil, []unchangedItem{{AgentID: a.id, Version: 8}}); err != nil {
+			t.Fatal(err)
+		}
+		result := func(v int64) string {
+			t.Helper()
+			var st string
+			if err := b.db.Raw("SELECT status FROM agent_config_results WHERE agent_id = ? AND version = ?", a.id, v).Scan(&st).Error; err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}
+		if got := result(8); got != ApplyPending {
+			t.Fatalf("version 8 while 7 is in flight: %q, want %q", got, ApplyPending)
+		}
+		st := statusItem{agentID: a.id, streamID: *row.StreamID, r: statusReport{
+			Status: &agentv1.ConfigStatus{ConfigId: "v7", Version: 7, Status: agentv1.ConfigApplyStatus_SUCCESS}, Current: true, Checksum: "c7",
+		}}
+		if _, _, err := b.svc.recordRollout(b.ctx, nil, []statusItem{st}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got7, got8 := result(7), result(8); got7 != ApplySuccess || got8 != ApplySuccess {
+			t.Fatalf("after 7's answer: version 7 %q, version 8 %q; want both %q", got7, got8, ApplySuccess)
+		}
+	})
 	t.Run("another stream's push is gone", func(t *testing.T) {
 		t.Parallel()
 		b := e.setup(t)
 		a, _, _ := b.online(t, "edge", nil)
-		pushErrs, _, err := b.svc.recordRollout(b.ctx, []pushItem{{AgentID: a.id, StreamID: uuid.New(), Version: 7, Checksum: "c7"}}, nil)
+		pushErrs, _, err := b.svc.recordRollout(b.ctx, []pushItem{{AgentID: a.id, StreamID: uuid.New(), Version: 7, Checksum: "c7"}}, nil, nil)
 		if err != nil || pushErrs[0] != errGone {
 			t.Fatalf("record: %v %v, want errGone", err, pushErrs)
 		}

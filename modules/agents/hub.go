@@ -126,12 +126,14 @@ type streamHealth struct {
 	rep  *agentv1.HealthReport
 }
 
-// rolloutItem is a configuration push made on conn's stream (push) or a
-// configuration status received on it (status).
+// rolloutItem is a configuration push made on conn's stream (push), a
+// configuration status received on it (status), or a version that leaves
+// its configuration unchanged (unchanged, the version).
 type rolloutItem struct {
-	conn   *conn
-	push   *pushItem
-	status *statusReport
+	conn      *conn
+	push      *pushItem
+	status    *statusReport
+	unchanged int64
 }
 
 // storeRollout records a batch of pushes and configuration statuses with
@@ -142,28 +144,35 @@ type rolloutItem struct {
 func (h *Hub) storeRollout(ctx context.Context, batch []rolloutItem) {
 	for len(batch) > 0 {
 		var pushes, statuses []rolloutItem
+		var unchanged []unchangedItem
 		answered := map[uuid.UUID]bool{}
 		n := 0
+	scan:
 		for ; n < len(batch); n++ {
 			it := batch[n]
-			if it.push == nil {
-				statuses = append(statuses, it)
-				answered[it.conn.agentID] = true
+			switch {
+			case it.push != nil:
+				if answered[it.conn.agentID] {
+					break scan
+				}
+				pushes = append(pushes, it)
 				continue
+			case it.status != nil:
+				statuses = append(statuses, it)
+			default:
+				unchanged = append(unchanged, unchangedItem{AgentID: it.conn.agentID, Version: it.unchanged})
 			}
-			if answered[it.conn.agentID] {
-				break
-			}
-			pushes = append(pushes, it)
+			answered[it.conn.agentID] = true
 		}
 		batch = batch[n:]
-		h.storeGroup(ctx, pushes, statuses)
+		h.storeGroup(ctx, pushes, statuses, unchanged)
 	}
 }
 
-// storeGroup records pushes, then statuses, in one transaction. A push or
-// status whose stream is no longer the agent's ends that stream.
-func (h *Hub) storeGroup(ctx context.Context, pushes, statuses []rolloutItem) {
+// storeGroup records pushes, then statuses, then unchanged versions, in one
+// transaction. A push or status whose stream is no longer the agent's ends
+// that stream.
+func (h *Hub) storeGroup(ctx context.Context, pushes, statuses []rolloutItem, unchanged []unchangedItem) {
 	ps := make([]pushItem, len(pushes))
 	for i, it := range pushes {
 		ps[i] = *it.push
@@ -172,7 +181,7 @@ func (h *Hub) storeGroup(ctx context.Context, pushes, statuses []rolloutItem) {
 	for i, it := range statuses {
 		ss[i] = statusItem{agentID: it.conn.agentID, streamID: it.conn.streamID, r: *it.status}
 	}
-	pushErrs, statusErrs, err := h.svc.recordRollout(ctx, ps, ss)
+	pushErrs, statusErrs, err := h.svc.recordRollout(ctx, ps, ss, unchanged)
 	if err != nil {
 		if ctx.Err() == nil {
 			h.logger.ErrorContext(ctx, "agents hub: record configuration pushes and statuses", "pushes", len(ps), "statuses", len(ss), "error", err)
@@ -785,10 +794,9 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 	}
 	if same && !force {
 		// The version leaves this agent's configuration as it is: its
-		// rollout here is the last push's.
-		if err := c.hub.svc.recordUnchanged(ctx, c.agentID, u.Version); err != nil && ctx.Err() == nil {
-			log.ErrorContext(ctx, "agents hub: record unchanged configuration", "error", err)
-		}
+		// rollout here is the last push's, recorded after that push and
+		// the answers queued before it.
+		c.hub.rollout.add(rolloutItem{conn: c, unchanged: u.Version})
 		return
 	}
 	now := c.hub.svc.now()

@@ -51,18 +51,27 @@ func recordResult(tx *gorm.DB, agentID uuid.UUID, version int64, status, message
 	return nil
 }
 
-// recordUnchanged records that version leaves the agent's configuration as
-// the last push made it: the version gets that push's status (success when
-// the agent runs it).
-func (s *Service) recordUnchanged(ctx context.Context, agentID uuid.UUID, version int64) error {
-	err := s.db.WithContext(ctx).Exec(`INSERT INTO agent_config_results (agent_id, workspace_id, version, status, error_message, updated_at)
-		SELECT id, workspace_id, ?,
-			CASE WHEN apply_status = '' THEN ? ELSE apply_status END, apply_error, ?
-		FROM agents WHERE id = ?
-		ON CONFLICT (agent_id, version) DO NOTHING`,
-		version, ApplyPending, s.now(), agentID).Error
+// unchangedItem is a version that leaves the agent's configuration as the
+// last push made it.
+type unchangedItem struct {
+	AgentID uuid.UUID `json:"agent_id"`
+	Version int64     `json:"version"`
+}
+
+// recordUnchanged records in tx that versions leave their agents'
+// configurations as the last push made them: each version gets that push's
+// status as recorded (success when the agent runs it; pending while it is
+// in flight, settled with the push's answer).
+func (s *Service) recordUnchanged(tx *gorm.DB, items []unchangedItem) error {
+	err := execJSON(tx, "record unchanged versions", `INSERT INTO agent_config_results (agent_id, workspace_id, version, status, error_message, updated_at)
+		SELECT a.id, a.workspace_id, u.version,
+			CASE WHEN a.apply_status = '' THEN '`+ApplyPending+`' ELSE a.apply_status END, a.apply_error, ?
+		FROM jsonb_to_recordset(?::jsonb) AS u(agent_id uuid, version bigint)
+		JOIN agents a ON a.id = u.agent_id
+		WHERE u.version >= 1
+		ON CONFLICT (agent_id, version) DO NOTHING`, items, s.now())
 	if err != nil {
-		return fmt.Errorf("record unchanged version %d on agent %s: %w", version, agentID, err)
+		return err
 	}
 	return nil
 }

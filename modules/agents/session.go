@@ -689,11 +689,15 @@ type pushItem struct {
 }
 
 // recordRollout records in one transaction a batch of pushes, then a batch
-// of statuses (recordPushes, recordStatuses), their agents locked in id
-// order first. pushErrs and statusErrs are the items' own errors; err is a
+// of statuses, then versions that left configurations unchanged
+// (recordPushes, recordStatuses, recordUnchanged), their agents locked in
+// id order first. pushErrs and statusErrs are the items' own errors; err is a
 // failure of the whole batch, which then records nothing.
-func (s *Service) recordRollout(ctx context.Context, pushes []pushItem, statuses []statusItem) (pushErrs, statusErrs []error, err error) {
-	ids := make([]uuid.UUID, 0, len(pushes)+len(statuses))
+func (s *Service) recordRollout(ctx context.Context, pushes []pushItem, statuses []statusItem, unchanged []unchangedItem) (pushErrs, statusErrs []error, err error) {
+	ids := make([]uuid.UUID, 0, len(pushes)+len(statuses)+len(unchanged))
+	for _, it := range unchanged {
+		ids = append(ids, it.AgentID)
+	}
 	for _, it := range pushes {
 		ids = append(ids, it.AgentID)
 	}
@@ -716,6 +720,9 @@ func (s *Service) recordRollout(ctx context.Context, pushes []pushItem, statuses
 			if statusErrs, err = s.recordStatuses(ctx, tx, statuses, answered); err != nil {
 				return err
 			}
+		}
+		if len(unchanged) > 0 {
+			return s.recordUnchanged(tx, unchanged)
 		}
 		return nil
 	})
