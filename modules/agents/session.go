@@ -705,9 +705,19 @@ func (s *Service) recordRollout(ctx context.Context, pushes []pushItem, statuses
 		ids = append(ids, it.agentID)
 	}
 	ids = sortedIDs(ids)
+	kinds := 0
+	for _, n := range []int{len(pushes), len(statuses), len(unchanged)} {
+		if n > 0 {
+			kinds++
+		}
+	}
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Exec("SELECT FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE", uuidArray(ids)).Error; err != nil {
-			return fmt.Errorf("lock %d agents: %w", len(ids), err)
+		// One kind locks its agents in order itself; several lock them
+		// all first, so that no two transactions wait for each other.
+		if kinds > 1 {
+			if err := tx.Exec("SELECT FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE", uuidArray(ids)).Error; err != nil {
+				return fmt.Errorf("lock %d agents: %w", len(ids), err)
+			}
 		}
 		answered := answeredPushes(pushes, statuses)
 		var err error
