@@ -381,20 +381,20 @@ func (e *Hub) Publish(ctx context.Context, tx *gorm.DB, ev Event) error {
 	return nil
 }
 
-// PublishAll is Publish for several events with one statement.
+// PublishAll is Publish for several events with one statement. Events are
+// packed into as few notifications as fit (a JSON array of events each,
+// within PostgreSQL's payload limit): a rollout's thousand config.applied
+// are a few dozen notifications for PostgreSQL and every listener, not a
+// thousand. Subscribers get them one by one, in order.
 func (e *Hub) PublishAll(ctx context.Context, tx *gorm.DB, evs []Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	payloads := make([]string, len(evs))
-	for i, ev := range evs {
-		p, err := encodeNotification(ev)
-		if err != nil {
-			return err
-		}
-		payloads[i] = string(p)
+	packs, err := packNotifications(evs)
+	if err != nil {
+		return err
 	}
-	data, err := json.Marshal(payloads)
+	data, err := json.Marshal(packs)
 	if err != nil {
 		return fmt.Errorf("publish %d events: %w", len(evs), err)
 	}
@@ -408,6 +408,44 @@ func (e *Hub) PublishAll(ctx context.Context, tx *gorm.DB, evs []Event) error {
 		return fmt.Errorf("publish %d events: %w", len(evs), err)
 	}
 	return nil
+}
+
+// packNotifications encodes evs as notification payloads: JSON arrays of
+// encoded events, in order, each within maxEventPayload.
+func packNotifications(evs []Event) ([]string, error) {
+	var packs []string
+	var cur []byte
+	for _, ev := range evs {
+		p, err := encodeNotification(ev)
+		if err != nil {
+			return nil, err
+		}
+		if len(p)+2 > maxEventPayload {
+			// Too large to be wrapped: a notification of its own, as
+			// Publish sends it.
+			if len(cur) > 0 {
+				packs = append(packs, string(append(cur, ']')))
+				cur = cur[:0]
+			}
+			packs = append(packs, string(p))
+			continue
+		}
+		// "[" + events joined by "," + "]"
+		if len(cur) > 0 && len(cur)+1+len(p)+1 > maxEventPayload {
+			packs = append(packs, string(append(cur, ']')))
+			cur = cur[:0]
+		}
+		if len(cur) == 0 {
+			cur = append(cur, '[')
+		} else {
+			cur = append(cur, ',')
+		}
+		cur = append(cur, p...)
+	}
+	if len(cur) > 0 {
+		packs = append(packs, string(append(cur, ']')))
+	}
+	return packs, nil
 }
 
 // encodeNotification validates ev and encodes it within maxEventPayload,
@@ -574,13 +612,42 @@ func (e *Hub) listen(ctx context.Context) (connected bool, err error) {
 		if err != nil {
 			return true, fmt.Errorf("wait for events: %w", err)
 		}
-		d, err := decodeNotification(n.Payload)
+		ds, err := decodeNotifications(n.Payload)
 		if err != nil {
 			e.logger.Warn("events: bad notification", "error", err)
+		}
+		for _, d := range ds {
+			e.dispatch(d)
+		}
+	}
+}
+
+// decodeNotifications decodes a notification's payload: one event
+// (Publish), or a JSON array of events (PublishAll). A bad event in an
+// array is skipped, and reported in err.
+func decodeNotifications(payload string) ([]*delivery, error) {
+	if !strings.HasPrefix(payload, "[") {
+		d, err := decodeNotification(payload)
+		if err != nil {
+			return nil, err
+		}
+		return []*delivery{d}, nil
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal([]byte(payload), &raws); err != nil {
+		return nil, fmt.Errorf("decode event notifications: %w", err)
+	}
+	out := make([]*delivery, 0, len(raws))
+	var errs []error
+	for _, r := range raws {
+		d, err := decodeNotification(string(r))
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		e.dispatch(d)
+		out = append(out, d)
 	}
+	return out, errors.Join(errs...)
 }
 
 // dispatch hands d to every interested subscriber without blocking.

@@ -436,10 +436,13 @@ func TestEvents_Publish(t *testing.T) {
 		}
 		defer sub.Close()
 		a := b.replicas[0]
-		evs := make([]events.Event, 5)
+		// Many events are packed several to a notification; one too
+		// large to share one goes alone, in its place.
+		evs := make([]events.Event, 300)
 		for i := range evs {
-			evs[i] = events.Event{Type: "batch.item", OrgID: b.org1, Data: map[string]any{"i": i}}
+			evs[i] = events.Event{Type: "batch.item", OrgID: b.org1, Data: map[string]any{"i": i, "pad": strings.Repeat("x", 100)}}
 		}
+		evs[150].Data["pad"] = strings.Repeat("y", 7700)
 		err = a.Deps.DB.Transaction(func(tx *gorm.DB) error {
 			return a.Events().PublishAll(context.Background(), tx, evs)
 		})
@@ -453,8 +456,8 @@ func TestEvents_Publish(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), wait)
 			ev, err := sub.Next(ctx)
 			cancel()
-			if err != nil || ev.Type != "batch.item" || fmt.Sprint(ev.Data["i"]) != fmt.Sprint(i) {
-				t.Fatalf("event %d: %v %v %v", i, ev.Type, ev.Data, err)
+			if err != nil || ev.Type != "batch.item" || fmt.Sprint(ev.Data["i"]) != fmt.Sprint(i) || ev.Data["pad"] != evs[i].Data["pad"] {
+				t.Fatalf("event %d: %v %v %v", i, ev.Type, ev.Data["i"], err)
 			}
 		}
 	})
