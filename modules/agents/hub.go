@@ -82,6 +82,10 @@ type Hub struct {
 	mu      sync.Mutex
 	conns   map[uuid.UUID]*conn
 	waiters map[uuid.UUID]chan struct{}
+	// precomputing holds the workspaces whose streams' configurations are
+	// being computed together (configChanged): true when a change came
+	// meanwhile, so that it runs again.
+	precomputing map[uuid.UUID]bool
 	stopped bool
 	// acme are the ACME challenges this replica waits for (acme.go).
 	acme acmeWaiters
@@ -98,7 +102,8 @@ type Hub struct {
 	// "message" (an agent's message recorded), "push" (a configuration sent
 	// and recorded), "undelivered" (a configuration that could not be sent,
 	// recorded as failed), "closed" (a stream ended and its disconnection
-	// recorded).
+	// recorded), "precompute" (under the workspace's id: its streams'
+	// configurations computed together and offered).
 	observe func(kind string, agentID uuid.UUID)
 }
 
@@ -111,7 +116,7 @@ func (h *Hub) observed(kind string, agentID uuid.UUID) {
 func newHub(svc *Service, pool *pgxpool.Pool, logger *slog.Logger, replica string) *Hub {
 	h := &Hub{
 		svc: svc, pool: pool, logger: logger, replica: replica,
-		conns: map[uuid.UUID]*conn{}, waiters: map[uuid.UUID]chan struct{}{},
+		conns: map[uuid.UUID]*conn{}, waiters: map[uuid.UUID]chan struct{}{}, precomputing: map[uuid.UUID]bool{},
 		ready: make(chan struct{}),
 	}
 	h.health = newBatcher("health reports", healthCoalesce, logger, h.storeHealth)
@@ -365,14 +370,7 @@ func (h *Hub) dispatch(ctx context.Context, channel, payload string) {
 
 // configChanged wakes the streams of a workspace.
 func (h *Hub) configChanged(ctx context.Context, workspaceID uuid.UUID) {
-	h.mu.Lock()
-	var conns []*conn
-	for _, c := range h.conns {
-		if c.workspaceID == workspaceID {
-			conns = append(conns, c)
-		}
-	}
-	h.mu.Unlock()
+	conns := h.connsOf(workspaceID)
 	if len(conns) < precomputeMin {
 		for _, c := range conns {
 			c.want(wantConfig)
@@ -380,8 +378,55 @@ func (h *Hub) configChanged(ctx context.Context, workspaceID uuid.UUID) {
 		return
 	}
 	// Many streams: their configurations are computed together, off the
-	// listener's goroutine, and handed to their workers.
-	go h.precompute(ctx, workspaceID, conns)
+	// listener's goroutine, and handed to their workers. While that runs,
+	// further changes of the workspace make it run once more when it ends
+	// (with the newest version then): a burst of writes costs a few
+	// computations for its streams, not one each, and offers of one
+	// workspace come in order.
+	h.mu.Lock()
+	if again, running := h.precomputing[workspaceID]; running {
+		if !again {
+			h.precomputing[workspaceID] = true
+		}
+		h.mu.Unlock()
+		return
+	}
+	h.precomputing[workspaceID] = false
+	h.mu.Unlock()
+	go func() {
+		for {
+			if len(conns) > 0 {
+				h.precompute(ctx, workspaceID, conns)
+			}
+			h.mu.Lock()
+			if !h.precomputing[workspaceID] || ctx.Err() != nil {
+				delete(h.precomputing, workspaceID)
+				h.mu.Unlock()
+				return
+			}
+			h.precomputing[workspaceID] = false
+			h.mu.Unlock()
+			if conns = h.connsOf(workspaceID); len(conns) < precomputeMin {
+				for _, c := range conns {
+					c.want(wantConfig)
+				}
+				conns = nil
+			}
+		}
+	}()
+}
+
+// connsOf returns the streams of workspace ws on this replica.
+func (h *Hub) connsOf(ws uuid.UUID) []*conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var conns []*conn
+	for _, c := range h.conns {
+		if c.workspaceID == ws {
+			conns = append(conns, c)
+		}
+	}
+	return conns
 }
 
 // precomputeMin is how many streams of a workspace make configChanged
@@ -410,6 +455,7 @@ func (h *Hub) precompute(ctx context.Context, ws uuid.UUID, conns []*conn) {
 		}
 		c.want(wantConfig)
 	}
+	h.observed("precompute", ws)
 }
 
 // resync wakes every stream's configuration worker (force: send even when

@@ -3,6 +3,7 @@ package agents
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -45,5 +46,56 @@ func TestGRPC_LateOfferDoesNotTakeTheAgentBack(t *testing.T) {
 	u := s.config(t)
 	if got := names(u); !slices.Equal(got, []string{"first", "second", "third"}) {
 		t.Fatalf("next update: version %d with %v, want the third version (the late offer of version %d must not be sent)", u.GetVersion(), got, late.GetVersion())
+	}
+}
+
+// TestGRPC_ABurstOfChangesIsComputedAFewTimes sends fifty configuration
+// notifications of a workspace with more streams than precomputeMin at once:
+// its streams' configurations are computed together a few times, not fifty,
+// and a change after the burst still reaches every stream.
+func TestGRPC_ABurstOfChangesIsComputedAFewTimes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.setup(t)
+	var sessions []*session
+	for i := range precomputeMin + 2 {
+		_, s, _ := b.online(t, "edge-"+string(rune('a'+i)), nil)
+		sessions = append(sessions, s)
+	}
+	all := vhosts.TargetAgents{Type: vhosts.TargetAll}
+	b.vhost(t, "before", uuid.Nil, all)
+	for _, s := range sessions {
+		if got := names(s.config(t)); !slices.Equal(got, []string{"before"}) {
+			t.Fatalf("got %v", got)
+		}
+	}
+	runs := e.obs.watch(t, b.ws)
+	const burst = 50
+	for range burst {
+		e.mod.hub.configChanged(b.ctx, b.ws)
+	}
+	n := 0
+	quiet := time.NewTimer(time.Second)
+	defer quiet.Stop()
+count:
+	for {
+		select {
+		case kind := <-runs:
+			if kind == "precompute" {
+				n++
+				quiet.Reset(time.Second)
+			}
+		case <-quiet.C:
+			break count
+		}
+	}
+	if n < 1 || n > 5 {
+		t.Fatalf("%d notifications computed the streams' configurations %d times, want 1 to 5", burst, n)
+	}
+	b.vhost(t, "after", uuid.Nil, all)
+	for _, s := range sessions {
+		if got := names(s.config(t)); !slices.Equal(got, []string{"after", "before"}) {
+			t.Fatalf("after the burst: got %v", got)
+		}
 	}
 }
