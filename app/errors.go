@@ -144,6 +144,9 @@ func classify(err error) publicError {
 		return publicError{Status: http.StatusTooManyRequests, Code: CodeRateLimited, Message: messageOf(err, "Too many requests"), RetryAfter: 60}
 	case errors.Is(err, ErrUnavailable):
 		return publicError{Status: http.StatusServiceUnavailable, Code: CodeServiceUnavailable, Message: messageOf(err, "Service temporarily unavailable")}
+	case IsDatabaseUnavailable(err):
+		return publicError{Status: http.StatusServiceUnavailable, Code: CodeServiceUnavailable,
+			Message: "The database is unavailable; try again shortly", RetryAfter: 5}
 	}
 	return publicError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "Internal server error"}
 }
@@ -203,6 +206,21 @@ func (e *InUseError) Unwrap() error { return ErrConflict }
 func IsUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.Is(err, gorm.ErrDuplicatedKey) || (errors.As(err, &pgErr) && pgErr.Code == "23505")
+}
+
+// IsDatabaseUnavailable reports whether err says that PostgreSQL cannot be
+// reached or is shutting down or starting up: a connection that could not
+// be made, a connection exception (SQLSTATE class 08), or an operator
+// intervention (class 57: admin or crash shutdown, cannot connect now).
+// Requests failing so are answered 503 with Retry-After; the pool
+// reconnects by itself once the server is back.
+func IsDatabaseUnavailable(err error) bool {
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P"))
 }
 
 // IsForeignKeyViolation reports whether err is PostgreSQL's
