@@ -33,12 +33,16 @@ const (
 	idleSettle = 12 * time.Second
 )
 
-// fleetSizes are the fleet sizes BenchmarkFleetPropagation measures: 100
-// and 1,000, or NXMESH_BENCH_FLEET_SIZES (comma-separated, e.g. "10000").
+// fleetSizes are the fleet sizes BenchmarkFleetPropagation measures: 100,
+// 1,000 and 10,000 (100 and 1,000 with -short), or NXMESH_BENCH_FLEET_SIZES
+// (comma-separated, e.g. "10000").
 func fleetSizes(b *testing.B) []int {
 	v := os.Getenv("NXMESH_BENCH_FLEET_SIZES")
 	if v == "" {
-		return []int{100, 1000}
+		if testing.Short() {
+			return []int{100, 1000}
+		}
+		return []int{100, 1000, 10000}
 	}
 	var out []int
 	for _, f := range strings.Split(v, ",") {
