@@ -86,7 +86,7 @@ type Hub struct {
 	// being computed together (configChanged): true when a change came
 	// meanwhile, so that it runs again.
 	precomputing map[uuid.UUID]bool
-	stopped bool
+	stopped      bool
 	// acme are the ACME challenges this replica waits for (acme.go).
 	acme acmeWaiters
 	// health stores the streams' health reports in batches, rollout the
