@@ -626,3 +626,42 @@ func TestService_MarkOffline(t *testing.T) {
 		t.Fatalf("reconnected agent = %s", r.State)
 	}
 }
+
+// TestService_MarkOfflineLeavesALiveReplicasAgents: an agent gone quiet in
+// the database while the replica holding its stream is alive (its
+// heartbeats could not be written, as in a database outage) is left to
+// that replica; once the replica reads as down, or stopped, it is marked.
+func TestService_MarkOfflineLeavesALiveReplicasAgents(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.setup(t)
+	a, _, _ := b.online(t, "web", nil)
+	replica := b.row(t, a.id).ConnectedReplica
+	if replica == "" {
+		t.Fatal("the agent names no replica")
+	}
+	now := time.Now().Add(3*e.svc.heartbeat + time.Second)
+	for _, tc := range []struct {
+		name     string
+		seen     time.Time
+		stopped  bool
+		want     int
+		wantedAs string
+	}{
+		{"replica alive", now, false, 0, StateOnline},
+		{"replica stopped", now, true, 1, StateOffline},
+	} {
+		if err := e.db.Exec(`INSERT INTO replicas (id, hostname, last_seen_at, stopped_at) VALUES (?, 'h', ?, CASE WHEN ? THEN now() END)
+			ON CONFLICT (id) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at, stopped_at = EXCLUDED.stopped_at`,
+			replica, tc.seen, tc.stopped).Error; err != nil {
+			t.Fatal(err)
+		}
+		n, err := e.svc.MarkOffline(context.Background(), now)
+		if err != nil || n != tc.want {
+			t.Fatalf("%s: MarkOffline = %d, %v; want %d", tc.name, n, err, tc.want)
+		}
+		if r := b.row(t, a.id); r.State != tc.wantedAs {
+			t.Fatalf("%s: agent %s, want %s", tc.name, r.State, tc.wantedAs)
+		}
+	}
+}

@@ -1114,9 +1114,14 @@ func (s *Service) recordCommandResult(ctx context.Context, agentID uuid.UUID, re
 // publishes agent.disconnected (reason connection_timeout). It returns how
 // many agents it marked. The River job agents.mark_offline runs it; it covers
 // agents whose replica died, as each replica's hub closes silent streams
-// itself.
+// itself: an agent whose stream a live replica holds (its replicas row
+// refreshed within app.ReplicaDownAfter, not stopped) is left to that
+// replica. Its last_seen_at lags when the replica could not write for a
+// while (a database outage), and marking it offline would end a stream
+// that is alive and lose the answers in flight on it.
 func (s *Service) MarkOffline(ctx context.Context, now time.Time) (int, error) {
 	cutoff := now.Add(-3 * s.heartbeat)
+	replicaCutoff := now.Add(-app.ReplicaDownAfter)
 	var n int
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var rows []struct {
@@ -1127,8 +1132,10 @@ func (s *Service) MarkOffline(ctx context.Context, now time.Time) (int, error) {
 		err := tx.Raw(`UPDATE agents AS a SET state = ?, connected_replica = '', stream_id = NULL, updated_at = ?
 			FROM workspaces AS w
 			WHERE w.id = a.workspace_id AND a.state IN (?, ?) AND (a.last_seen_at IS NULL OR a.last_seen_at < ?)
+				AND NOT EXISTS (SELECT 1 FROM replicas AS r WHERE r.id = a.connected_replica
+					AND r.stopped_at IS NULL AND r.last_seen_at > ?)
 			RETURNING a.id, a.workspace_id, w.organization_id`,
-			StateOffline, now.UTC(), StateOnline, StateDegraded, cutoff.UTC()).Scan(&rows).Error
+			StateOffline, now.UTC(), StateOnline, StateDegraded, cutoff.UTC(), replicaCutoff.UTC()).Scan(&rows).Error
 		if err != nil {
 			return fmt.Errorf("mark silent agents offline: %w", err)
 		}
