@@ -95,6 +95,22 @@ func Serve(t testing.TB, a *app.App) string {
 	return "http://" + l.Addr().String()
 }
 
+// NewMigrator returns an app on a fresh, migrated database (NewApp) and a
+// migrator over it, for tests that move the schema down and up again.
+func NewMigrator(t testing.TB) (*app.App, *app.Migrator) {
+	t.Helper()
+	a := NewApp(t, nil)
+	sqlDB, err := a.Deps.DB.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mig, err := app.NewMigrator(&app.Database{Pool: a.Deps.Pool, SQL: sqlDB, Gorm: a.Deps.DB}, Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, mig
+}
+
 // FreeAddr returns 127.0.0.1:<a port nobody listens on right now>, for
 // programs a test starts that need an address before they run. It never
 // returns the same address twice in one test binary: the kernel may hand

@@ -82,9 +82,9 @@ type Hub struct {
 	mu      sync.Mutex
 	conns   map[uuid.UUID]*conn
 	waiters map[uuid.UUID]chan struct{}
-	// precomputing holds the workspaces whose streams' configurations are
-	// being computed together (configChanged): true when a change came
-	// meanwhile, so that it runs again.
+	// precomputing holds the workspaces whose streams are being woken for
+	// a change (configChanged): true when another change came meanwhile,
+	// so that it runs again.
 	precomputing map[uuid.UUID]bool
 	stopped      bool
 	// acme are the ACME challenges this replica waits for (acme.go).
@@ -368,26 +368,16 @@ func (h *Hub) dispatch(ctx context.Context, channel, payload string) {
 	}
 }
 
-// configChanged wakes the streams of a workspace.
+// configChanged wakes the streams of a workspace: a few are woken at once,
+// many get their configurations computed together (precompute), off the
+// listener's goroutine. While that runs, further changes of the workspace
+// make it run once more when it ends (with the newest version then): a
+// burst of writes costs a few computations for its streams, not one each,
+// and offers of one workspace come in order.
 func (h *Hub) configChanged(ctx context.Context, workspaceID uuid.UUID) {
-	conns := h.connsOf(workspaceID)
-	if len(conns) < precomputeMin {
-		for _, c := range conns {
-			c.want(wantConfig)
-		}
-		return
-	}
-	// Many streams: their configurations are computed together, off the
-	// listener's goroutine, and handed to their workers. While that runs,
-	// further changes of the workspace make it run once more when it ends
-	// (with the newest version then): a burst of writes costs a few
-	// computations for its streams, not one each, and offers of one
-	// workspace come in order.
 	h.mu.Lock()
-	if again, running := h.precomputing[workspaceID]; running {
-		if !again {
-			h.precomputing[workspaceID] = true
-		}
+	if _, running := h.precomputing[workspaceID]; running {
+		h.precomputing[workspaceID] = true
 		h.mu.Unlock()
 		return
 	}
@@ -395,22 +385,23 @@ func (h *Hub) configChanged(ctx context.Context, workspaceID uuid.UUID) {
 	h.mu.Unlock()
 	go func() {
 		for {
-			if len(conns) > 0 {
+			if conns := h.connsOf(workspaceID); len(conns) >= precomputeMin {
 				h.precompute(ctx, workspaceID, conns)
-			}
-			h.mu.Lock()
-			if !h.precomputing[workspaceID] || ctx.Err() != nil {
-				delete(h.precomputing, workspaceID)
-				h.mu.Unlock()
-				return
-			}
-			h.precomputing[workspaceID] = false
-			h.mu.Unlock()
-			if conns = h.connsOf(workspaceID); len(conns) < precomputeMin {
+			} else {
 				for _, c := range conns {
 					c.want(wantConfig)
 				}
-				conns = nil
+			}
+			h.mu.Lock()
+			again := h.precomputing[workspaceID] && ctx.Err() == nil
+			if !again {
+				delete(h.precomputing, workspaceID)
+			} else {
+				h.precomputing[workspaceID] = false
+			}
+			h.mu.Unlock()
+			if !again {
+				return
 			}
 		}
 	}()

@@ -6,7 +6,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
 )
 
@@ -19,15 +18,7 @@ import (
 func TestMigration_HeartbeatsUpdateInPlace(t *testing.T) {
 	// beforeHOT is the migration before 00125_agents_hot_updates.
 	const beforeHOT = 124
-	a := apptest.NewApp(t, nil)
-	sqlDB, err := a.Deps.DB.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mig, err := app.NewMigrator(&app.Database{Pool: a.Deps.Pool, SQL: sqlDB, Gorm: a.Deps.DB}, apptest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, mig := apptest.NewMigrator(t)
 	ctx := context.Background()
 	pool := a.Deps.Pool
 	var org, ws, agent uuid.UUID
@@ -79,12 +70,11 @@ func TestMigration_HeartbeatsUpdateInPlace(t *testing.T) {
 		{"before", beforeHOT, false},
 		{"after again", 0, true},
 	} {
+		migrate := mig.Up
 		if tc.version > 0 {
-			err = mig.DownTo(ctx, tc.version)
-		} else {
-			err = mig.Up(ctx)
+			migrate = func(ctx context.Context) error { return mig.DownTo(ctx, tc.version) }
 		}
-		if err != nil {
+		if err := migrate(ctx); err != nil {
 			t.Fatalf("%s: migrate: %v", tc.name, err)
 		}
 		for _, state := range []string{"online", "degraded"} {

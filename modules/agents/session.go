@@ -772,8 +772,8 @@ func answeredPushes(pushes []pushItem, statuses []statusItem) map[uuid.UUID]push
 // versions. errs[i] is errGone when item i's stream is no longer the
 // agent's; err is a failure of the whole batch. Of several pushes to one
 // agent in a batch the last counts.
-func (s *Service) recordPushes(tx *gorm.DB, items []pushItem, answered map[uuid.UUID]pushItem) (errs []error, err error) {
-	errs = make([]error, len(items))
+func (s *Service) recordPushes(tx *gorm.DB, items []pushItem, answered map[uuid.UUID]pushItem) ([]error, error) {
+	errs := make([]error, len(items))
 	last := map[uuid.UUID]pushItem{}
 	for _, it := range items {
 		last[it.AgentID] = it
@@ -783,49 +783,46 @@ func (s *Service) recordPushes(tx *gorm.DB, items []pushItem, answered map[uuid.
 		ids = append(ids, id)
 	}
 	ids = sortedIDs(ids)
-	err = func() error {
-		now := s.now()
-		var locked []struct {
-			ID       uuid.UUID
-			StreamID *uuid.UUID
-		}
-		if err := tx.Raw("SELECT id, stream_id FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE", uuidArray(ids)).Scan(&locked).Error; err != nil {
-			return fmt.Errorf("read %d agents: %w", len(ids), err)
-		}
-		current := map[uuid.UUID]bool{}
-		list := make([]pushItem, 0, len(locked))
-		for _, l := range locked {
-			if it := last[l.ID]; l.StreamID != nil && *l.StreamID == it.StreamID {
-				current[l.ID] = true
-				if _, ok := answered[l.ID]; !ok {
-					list = append(list, it)
-				}
+	now := s.now()
+	var locked []struct {
+		ID       uuid.UUID
+		StreamID *uuid.UUID
+	}
+	if err := tx.Raw("SELECT id, stream_id FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE", uuidArray(ids)).Scan(&locked).Error; err != nil {
+		return nil, fmt.Errorf("read %d agents: %w", len(ids), err)
+	}
+	current := map[uuid.UUID]bool{}
+	list := make([]pushItem, 0, len(locked))
+	for _, l := range locked {
+		if it := last[l.ID]; l.StreamID != nil && *l.StreamID == it.StreamID {
+			current[l.ID] = true
+			if _, ok := answered[l.ID]; !ok {
+				list = append(list, it)
 			}
 		}
-		for i, it := range items {
-			if !current[it.AgentID] {
-				errs[i] = errGone
-			}
+	}
+	for i, it := range items {
+		if !current[it.AgentID] {
+			errs[i] = errGone
 		}
-		if len(list) == 0 {
-			return nil
-		}
-		if err := execJSON(tx, "record configuration pushes", `UPDATE agents AS a SET desired_version = u.version,
+	}
+	if len(list) == 0 {
+		return errs, nil
+	}
+	if err := execJSON(tx, "record configuration pushes", `UPDATE agents AS a SET desired_version = u.version,
 				desired_checksum = u.checksum, apply_status = '`+ApplyPending+`', drift = false, updated_at = ?
 			FROM jsonb_to_recordset(?::jsonb) AS u(agent_id uuid, version bigint, checksum text)
 			WHERE a.id = u.agent_id`, list, now); err != nil {
-			return err
-		}
-		return execJSON(tx, "record the pushed versions", `INSERT INTO agent_config_results
+		return nil, err
+	}
+	if err := execJSON(tx, "record the pushed versions", `INSERT INTO agent_config_results
 				(agent_id, workspace_id, version, status, error_message, updated_at)
 			SELECT a.id, a.workspace_id, u.version, '`+ApplyPending+`', '', ?
 			FROM jsonb_to_recordset(?::jsonb) AS u(agent_id uuid, version bigint)
 			JOIN agents a ON a.id = u.agent_id
 			WHERE u.version >= 1
 			ON CONFLICT (agent_id, version) DO UPDATE
-			SET status = EXCLUDED.status, error_message = EXCLUDED.error_message, updated_at = EXCLUDED.updated_at`, list, now)
-	}()
-	if err != nil {
+			SET status = EXCLUDED.status, error_message = EXCLUDED.error_message, updated_at = EXCLUDED.updated_at`, list, now); err != nil {
 		return nil, err
 	}
 	return errs, nil
@@ -897,104 +894,103 @@ type versionStatus struct {
 // agents, the versions' statuses and the settled versions. errs[i] is
 // errGone when item i's stream is no longer the agent's; err is a failure of
 // the whole batch.
-func (s *Service) recordStatuses(ctx context.Context, tx *gorm.DB, items []statusItem, answered map[uuid.UUID]pushItem) (errs []error, err error) {
-	errs = make([]error, len(items))
+func (s *Service) recordStatuses(ctx context.Context, tx *gorm.DB, items []statusItem, answered map[uuid.UUID]pushItem) ([]error, error) {
+	errs := make([]error, len(items))
 	ids := make([]uuid.UUID, 0, len(items))
 	for _, it := range items {
 		ids = append(ids, it.agentID)
 	}
-	err = func() error {
-		now := s.now()
-		rows, byID, err := lockForReports(tx, ids, true)
+	now := s.now()
+	rows, byID, err := lockForReports(tx, ids, true)
+	if err != nil {
+		return nil, err
+	}
+	type versionKey struct {
+		agent   uuid.UUID
+		version int64
+	}
+	written := map[uuid.UUID]bool{}
+	results := map[versionKey]versionStatus{}
+	var resultOrder []versionKey
+	settles := map[uuid.UUID]versionStatus{}
+	orgOf := orgsOf(tx)
+	var events []app.Event
+	for i, it := range items {
+		row := byID[it.agentID]
+		if row == nil || row.StreamID == nil || *row.StreamID != it.streamID {
+			errs[i] = errGone
+			continue
+		}
+		st := it.r.Status
+		status := applyStatusOf(st.GetStatus())
+		final := status == ApplySuccess || status == ApplyFailed || status == ApplyRolledBack
+		applyStatus := row.ApplyStatus
+		if it.r.Current {
+			applyStatus = status
+			row.ApplyStatus = status
+			switch status {
+			case ApplySuccess:
+				row.ApplyError = ""
+			case ApplyFailed, ApplyRolledBack:
+				row.ApplyError = clip(st.GetErrorMessage(), 8192)
+			}
+		}
+		if status == ApplySuccess && (it.r.Current || st.GetVersion() > row.AppliedVersion) {
+			row.AppliedVersion = st.GetVersion()
+			if it.r.Checksum != "" {
+				row.AppliedChecksum = it.r.Checksum
+			}
+		}
+		if row.State == StateOnline || row.State == StateDegraded {
+			row.State = stateOf(applyStatus, row.Health)
+		}
+		written[row.ID] = true
+		vs := versionStatus{AgentID: row.ID, Version: st.GetVersion(), Status: status, Message: clip(st.GetErrorMessage(), 8192)}
+		if vs.Version >= 1 {
+			k := versionKey{row.ID, vs.Version}
+			if _, ok := results[k]; !ok {
+				resultOrder = append(resultOrder, k)
+			}
+			results[k] = vs
+		}
+		if it.r.Current && final {
+			settles[row.ID] = vs
+		}
+		if !final {
+			continue
+		}
+		orgID, err := orgOf(row.WorkspaceID)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		type versionKey struct {
-			agent   uuid.UUID
-			version int64
+		var ms int64
+		if !it.r.SentAt.IsZero() {
+			ms = max(now.Sub(it.r.SentAt).Milliseconds(), 0)
 		}
-		written := map[uuid.UUID]bool{}
-		results := map[versionKey]versionStatus{}
-		var resultOrder []versionKey
-		settles := map[uuid.UUID]versionStatus{}
-		orgOf := orgsOf(tx)
-		var events []app.Event
-		for i, it := range items {
-			row := byID[it.agentID]
-			if row == nil || row.StreamID == nil || *row.StreamID != it.streamID {
-				errs[i] = errGone
-				continue
+		events = append(events, app.Event{
+			Type: EventConfigApplied, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
+			Data: map[string]any{
+				"agent_id": row.ID.String(), "config_id": st.GetConfigId(), "version": st.GetVersion(),
+				"duration_ms": ms, "success": status == ApplySuccess,
+				"status": status, "error_message": st.GetErrorMessage(),
+			},
+		})
+	}
+	if len(written) == 0 {
+		return errs, nil
+	}
+	agentsData := make([]statusWrite, 0, len(written))
+	for _, r := range rows {
+		if written[r.ID] {
+			w := statusWrite{ID: r.ID, ApplyStatus: r.ApplyStatus, ApplyError: r.ApplyError,
+				AppliedVersion: r.AppliedVersion, AppliedChecksum: r.AppliedChecksum, State: r.State}
+			if p, ok := answered[r.ID]; ok {
+				w.DesiredVersion, w.DesiredChecksum = &p.Version, &p.Checksum
 			}
-			st := it.r.Status
-			status := applyStatusOf(st.GetStatus())
-			final := status == ApplySuccess || status == ApplyFailed || status == ApplyRolledBack
-			applyStatus := row.ApplyStatus
-			if it.r.Current {
-				applyStatus = status
-				row.ApplyStatus = status
-				switch status {
-				case ApplySuccess:
-					row.ApplyError = ""
-				case ApplyFailed, ApplyRolledBack:
-					row.ApplyError = clip(st.GetErrorMessage(), 8192)
-				}
-			}
-			if status == ApplySuccess && (it.r.Current || st.GetVersion() > row.AppliedVersion) {
-				row.AppliedVersion = st.GetVersion()
-				if it.r.Checksum != "" {
-					row.AppliedChecksum = it.r.Checksum
-				}
-			}
-			if row.State == StateOnline || row.State == StateDegraded {
-				row.State = stateOf(applyStatus, row.Health)
-			}
-			written[row.ID] = true
-			vs := versionStatus{AgentID: row.ID, Version: st.GetVersion(), Status: status, Message: clip(st.GetErrorMessage(), 8192)}
-			if vs.Version >= 1 {
-				k := versionKey{row.ID, vs.Version}
-				if _, ok := results[k]; !ok {
-					resultOrder = append(resultOrder, k)
-				}
-				results[k] = vs
-			}
-			if it.r.Current && final {
-				settles[row.ID] = vs
-			}
-			if !final {
-				continue
-			}
-			orgID, err := orgOf(row.WorkspaceID)
-			if err != nil {
-				return err
-			}
-			var ms int64
-			if !it.r.SentAt.IsZero() {
-				ms = max(now.Sub(it.r.SentAt).Milliseconds(), 0)
-			}
-			events = append(events, app.Event{
-				Type: EventConfigApplied, WorkspaceID: row.WorkspaceID, OrgID: orgID, Timestamp: now,
-				Data: map[string]any{
-					"agent_id": row.ID.String(), "config_id": st.GetConfigId(), "version": st.GetVersion(),
-					"duration_ms": ms, "success": status == ApplySuccess,
-					"status": status, "error_message": st.GetErrorMessage(),
-				},
-			})
+			agentsData = append(agentsData, w)
 		}
-		if len(written) == 0 {
-			return nil
-		}
-		agentsData := make([]statusWrite, 0, len(written))
-		for _, r := range rows {
-			if written[r.ID] {
-				w := statusWrite{ID: r.ID, ApplyStatus: r.ApplyStatus, ApplyError: r.ApplyError,
-					AppliedVersion: r.AppliedVersion, AppliedChecksum: r.AppliedChecksum, State: r.State}
-				if p, ok := answered[r.ID]; ok {
-					w.DesiredVersion, w.DesiredChecksum = &p.Version, &p.Checksum
-				}
-				agentsData = append(agentsData, w)
-			}
-		}
-		if err := execJSON(tx, "record configuration statuses", `UPDATE agents AS a SET apply_status = u.apply_status,
+	}
+	if err := execJSON(tx, "record configuration statuses", `UPDATE agents AS a SET apply_status = u.apply_status,
 				apply_error = u.apply_error, applied_version = u.applied_version, applied_checksum = u.applied_checksum,
 				state = u.state, updated_at = ?, last_seen_at = ?,
 				desired_version = coalesce(u.desired_version, a.desired_version),
@@ -1003,43 +999,41 @@ func (s *Service) recordStatuses(ctx context.Context, tx *gorm.DB, items []statu
 			FROM jsonb_to_recordset(?::jsonb) AS u(id uuid, apply_status text, apply_error text,
 				applied_version bigint, applied_checksum text, state text, desired_version bigint, desired_checksum text)
 			WHERE a.id = u.id`, agentsData, now, now); err != nil {
-			return err
+		return nil, err
+	}
+	if len(resultOrder) > 0 {
+		list := make([]versionStatus, len(resultOrder))
+		for i, k := range resultOrder {
+			list[i] = results[k]
 		}
-		if len(resultOrder) > 0 {
-			list := make([]versionStatus, len(resultOrder))
-			for i, k := range resultOrder {
-				list[i] = results[k]
-			}
-			if err := execJSON(tx, "record the versions' statuses", `INSERT INTO agent_config_results
+		if err := execJSON(tx, "record the versions' statuses", `INSERT INTO agent_config_results
 					(agent_id, workspace_id, version, status, error_message, updated_at)
 				SELECT a.id, a.workspace_id, u.version, u.status, u.error_message, ?
 				FROM jsonb_to_recordset(?::jsonb) AS u(agent_id uuid, version bigint, status text, error_message text)
 				JOIN agents a ON a.id = u.agent_id
 				ON CONFLICT (agent_id, version) DO UPDATE
 				SET status = EXCLUDED.status, error_message = EXCLUDED.error_message, updated_at = EXCLUDED.updated_at`, list, now); err != nil {
-				return err
-			}
+			return nil, err
 		}
-		if len(settles) > 0 {
-			// The later versions still in flight left the configuration
-			// as the settled push made it; versions this batch recorded
-			// itself (updated at now) keep their own status.
-			list := make([]versionStatus, 0, len(settles))
-			for _, v := range settles {
-				list = append(list, v)
-			}
-			if err := execJSON(tx, "settle the unchanged versions", `UPDATE agent_config_results AS r
+	}
+	if len(settles) > 0 {
+		// The later versions still in flight left the configuration
+		// as the settled push made it; versions this batch recorded
+		// itself (updated at now) keep their own status.
+		list := make([]versionStatus, 0, len(settles))
+		for _, v := range settles {
+			list = append(list, v)
+		}
+		if err := execJSON(tx, "settle the unchanged versions", `UPDATE agent_config_results AS r
 					SET status = u.status, error_message = u.error_message, updated_at = n.now
 				FROM (SELECT ?::timestamptz AS now) AS n,
 					jsonb_to_recordset(?::jsonb) AS u(agent_id uuid, version bigint, status text, error_message text)
 				WHERE r.agent_id = u.agent_id AND r.version > u.version AND r.updated_at < n.now
 					AND r.status IN ('`+ApplyPending+`', '`+ApplyValidating+`', '`+ApplyApplying+`')`, list, now); err != nil {
-				return err
-			}
+			return nil, err
 		}
-		return s.publishAll(ctx, tx, events)
-	}()
-	if err != nil {
+	}
+	if err := s.publishAll(ctx, tx, events); err != nil {
 		return nil, err
 	}
 	return errs, nil

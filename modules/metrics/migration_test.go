@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/app/apptest"
 )
 
@@ -18,7 +17,7 @@ import (
 func TestMigration_RuleScopes(t *testing.T) {
 	// beforeChannels is the migration before 00096_metrics_notification_channels.
 	const beforeChannels = 95
-	a, mig := newMigrator(t)
+	a, mig := apptest.NewMigrator(t)
 	ctx := context.Background()
 	if err := mig.DownTo(ctx, beforeChannels); err != nil {
 		t.Fatal(err)
@@ -83,7 +82,7 @@ func TestMigration_RuleScopes(t *testing.T) {
 // rolling back once more keeps them too.
 func TestMigration_HostMetricsPartitioned(t *testing.T) {
 	const beforePartitions = 109
-	a, mig := newMigrator(t)
+	a, mig := apptest.NewMigrator(t)
 	ctx := context.Background()
 	if err := mig.DownTo(ctx, beforePartitions); err != nil {
 		t.Fatal(err)
@@ -124,20 +123,4 @@ func TestMigration_HostMetricsPartitioned(t *testing.T) {
 	if err := mig.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// newMigrator is a master on its own database and the migrator of that
-// database, for tests that migrate down and up again.
-func newMigrator(t *testing.T) (*app.App, *app.Migrator) {
-	t.Helper()
-	a := apptest.NewApp(t, nil)
-	sqlDB, err := a.Deps.DB.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mig, err := app.NewMigrator(&app.Database{Pool: a.Deps.Pool, SQL: sqlDB, Gorm: a.Deps.DB}, apptest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, mig
 }
