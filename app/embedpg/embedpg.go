@@ -169,7 +169,7 @@ func startEmbedded(ctx context.Context, dataDir string, logger *slog.Logger, opt
 	started := false
 	defer func() {
 		if !started {
-			_ = lock.Close()
+			unlockDataDir(lock)
 		}
 	}()
 
@@ -325,7 +325,7 @@ func (e *Server) urlFor(database string) string {
 func (e *Server) Stop(ctx context.Context) error {
 	e.stopOnce.Do(func() {
 		e.stopErr = e.stop(ctx)
-		_ = e.lock.Close()
+		unlockDataDir(e.lock)
 	})
 	return e.stopErr
 }
@@ -500,6 +500,15 @@ func lockDataDir(dataDir string) (*os.File, error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return f, nil
+}
+
+// unlockDataDir releases the data directory's lock and closes its file. The lock
+// is released explicitly first: a child process forked by another goroutine
+// holds a copy of every descriptor until it calls exec, and closing ours alone
+// would leave the lock held by that copy for a moment.
+func unlockDataDir(f *os.File) {
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	_ = f.Close()
 }
 
 // clusterInitialised reports whether dir holds a cluster; it fails when dir holds
