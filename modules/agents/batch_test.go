@@ -1,6 +1,8 @@
 package agents
 
 import (
+	"encoding/json"
+	"reflect"
 	"testing"
 
 	"github.com/google/uuid"
@@ -115,4 +117,39 @@ func TestService_RolloutBatchWritesAnAnsweredPushWithItsAnswer(t *testing.T) {
 			t.Fatalf("record: %v %v, want errGone", err, pushErrs)
 		}
 	})
+}
+
+// TestHealthWrite_AppendJSONMatchesEncodingJSON checks the hand-written
+// encoding of a health write against encoding/json's, for the strings
+// that take the fast path and those that need escaping.
+func TestHealthWrite_AppendJSONMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	id := uuid.MustParse("0b5d2c3e-8f4a-4c1e-9d2b-7a6e5f4c3b2a")
+	for _, tc := range []struct {
+		name string
+		w    healthWrite
+	}{
+		{"plain", healthWrite{ID: id, Health: json.RawMessage(`{"alerts":[],"cpu_percent":1.5}`), State: StateOnline, ReportedChecksum: "sha256:abc", Drift: true}},
+		{"agent info and version", healthWrite{ID: id, Health: json.RawMessage(`{}`), State: StateDegraded, AgentInfo: json.RawMessage(`{"version":"1.2.3"}`), Version: "1.2.3"}},
+		{"escapes", healthWrite{ID: id, Health: json.RawMessage(`null`), State: "on\"line\\", ReportedChecksum: "tab\there\n\x01", Version: "é<&>"}},
+		{"empty strings", healthWrite{ID: id, Health: json.RawMessage(`{}`)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.w.appendJSON(nil)
+			want, err := json.Marshal(tc.w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var g, w map[string]any
+			if err := json.Unmarshal(got, &g); err != nil {
+				t.Fatalf("appendJSON wrote invalid JSON %s: %v", got, err)
+			}
+			if err := json.Unmarshal(want, &w); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(g, w) {
+				t.Fatalf("appendJSON = %s, encoding/json = %s", got, want)
+			}
+		})
+	}
 }

@@ -37,7 +37,13 @@ const (
 func serverOptions(ca *CA) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(ca.ServerTLSConfig())),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// An agent's heartbeats keep its connection busy, and the hub
+		// closes a stream silent for three heartbeat intervals; the PING
+		// after keepaliveTime without a read is for a connection that
+		// never sent anything. The timer behind it wakes once per
+		// keepaliveTime on every connection, which at 30 s was a tenth
+		// of an idle master's work.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// An idle agent's connection should cost little: reads go through
 		// 4 KiB instead of 32 KiB (what agents send is mostly small; a large
@@ -52,6 +58,10 @@ func serverOptions(ca *CA) []grpc.ServerOption {
 		grpc.StaticConnWindowSize(flowWindow),
 	}
 }
+
+// keepaliveTime is how long a connection may go without a read before the
+// master pings the agent.
+const keepaliveTime = 5 * time.Minute
 
 // flowWindow is the HTTP/2 flow-control window of the agents' streams and
 // connections, both ways.
