@@ -184,6 +184,26 @@ type notification struct {
 	Object      string         `json:"object,omitempty"`
 }
 
+// receivedNotification is a notification as the listener reads it: the
+// data is passed on as it came.
+type receivedNotification struct {
+	Type        string          `json:"type"`
+	Timestamp   time.Time       `json:"timestamp"`
+	Data        json.RawMessage `json:"data"`
+	WorkspaceID uuid.UUID       `json:"workspace_id"`
+	OrgID       uuid.UUID       `json:"org_id"`
+	Object      string          `json:"object,omitempty"`
+}
+
+// receivedClientEvent is clientEvent with the data as received.
+type receivedClientEvent struct {
+	Type        string          `json:"type"`
+	Timestamp   timestamp       `json:"timestamp"`
+	Data        json.RawMessage `json:"data"`
+	WorkspaceID *uuid.UUID      `json:"workspace_id,omitempty"`
+	OrgID       *uuid.UUID      `json:"org_id,omitempty"`
+}
+
 // clientEvent is what subscribers receive: the API's {type, timestamp, data}
 // plus the routing fields.
 type clientEvent struct {
@@ -205,9 +225,11 @@ func (t timestamp) MarshalJSON() ([]byte, error) {
 	return []byte(`"` + t.UTC().Format(time.RFC3339) + `"`), nil
 }
 
-// delivery is one received event, encoded once for every subscriber.
+// delivery is one received event, encoded once for every subscriber. ev
+// has no Data; data is its encoding (see event).
 type delivery struct {
 	ev       Event
+	data     json.RawMessage
 	json     []byte
 	category string
 }
@@ -496,17 +518,17 @@ func encodeNotification(ev Event) ([]byte, error) {
 }
 
 func decodeNotification(payload string) (*delivery, error) {
-	dec := json.NewDecoder(strings.NewReader(payload))
-	dec.UseNumber()
-	var n notification
-	if err := dec.Decode(&n); err != nil {
+	var n receivedNotification
+	if err := json.Unmarshal([]byte(payload), &n); err != nil {
 		return nil, fmt.Errorf("decode event notification: %w", err)
 	}
-	if n.Data == nil {
-		n.Data = map[string]any{}
+	if len(n.Data) == 0 || string(n.Data) == "null" {
+		n.Data = json.RawMessage(`{}`)
+	} else if n.Data[0] != '{' {
+		return nil, fmt.Errorf("decode event notification: data is not an object")
 	}
-	ev := Event{Type: n.Type, OrgID: n.OrgID, WorkspaceID: n.WorkspaceID, Data: n.Data, Timestamp: n.Timestamp, Object: n.Object}
-	ce := clientEvent{Type: ev.Type, Timestamp: timestamp{ev.Timestamp}, Data: ev.Data}
+	ev := Event{Type: n.Type, OrgID: n.OrgID, WorkspaceID: n.WorkspaceID, Timestamp: n.Timestamp, Object: n.Object}
+	ce := receivedClientEvent{Type: ev.Type, Timestamp: timestamp{ev.Timestamp}, Data: n.Data}
 	if ev.WorkspaceID != uuid.Nil {
 		ce.WorkspaceID = &ev.WorkspaceID
 	}
@@ -517,7 +539,20 @@ func decodeNotification(payload string) (*delivery, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", ev.Type, err)
 	}
-	return &delivery{ev: ev, json: b, category: sseCategory(ev.Type)}, nil
+	return &delivery{ev: ev, data: n.Data, json: b, category: sseCategory(ev.Type)}, nil
+}
+
+// event is d's Event with its own copy of the data: decoded for each
+// in-process subscriber that takes it, as the streams send d.json and
+// never need it.
+func (d *delivery) event() Event {
+	ev := d.ev
+	dec := json.NewDecoder(bytes.NewReader(d.data))
+	dec.UseNumber()
+	if err := dec.Decode(&ev.Data); err != nil || ev.Data == nil {
+		ev.Data = map[string]any{} // d.data is an object: decoded when received
+	}
+	return ev
 }
 
 // sseCategory maps an event type to the admin's SSE event names.
@@ -748,7 +783,7 @@ func (s *Subscription) Next(ctx context.Context) (Event, error) {
 		}
 		select {
 		case d := <-s.s.ch:
-			return d.ev, nil
+			return d.event(), nil
 		default:
 			return Event{}, ErrStopped
 		}
@@ -756,7 +791,7 @@ func (s *Subscription) Next(ctx context.Context) (Event, error) {
 	}
 	select {
 	case d := <-s.s.ch:
-		return d.ev, nil
+		return d.event(), nil
 	case <-s.s.done:
 		return s.Next(ctx)
 	case <-ctx.Done():

@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -62,5 +63,60 @@ func TestEvents_PackNotifications(t *testing.T) {
 				t.Fatalf("%d events decoded, want %d", next, len(tc.evs))
 			}
 		})
+	}
+}
+
+// TestEvents_DecodedDataPassesThrough: what a stream receives carries the
+// data as published, and each in-process subscriber gets its own decoded
+// copy (numbers kept exact).
+func TestEvents_DecodedDataPassesThrough(t *testing.T) {
+	t.Parallel()
+	org, ws := uuid.New(), uuid.New()
+	for _, tc := range []struct {
+		name string
+		data map[string]any
+		want map[string]any
+	}{
+		{"values", map[string]any{"agent_id": "a", "version": int64(9007199254740993), "ok": true, "nested": map[string]any{"x": []any{1, "<b>"}}},
+			map[string]any{"agent_id": "a", "version": json.Number("9007199254740993"), "ok": true, "nested": map[string]any{"x": []any{json.Number("1"), "<b>"}}}},
+		{"no data", nil, map[string]any{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			packs, err := packNotifications([]Event{{Type: "config.applied", OrgID: org, WorkspaceID: ws, Data: tc.data}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds, err := decodeNotifications(packs[0])
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("decoded %d events: %v", len(ds), err)
+			}
+			d := ds[0]
+			var got struct {
+				Type        string
+				WorkspaceID uuid.UUID `json:"workspace_id"`
+				OrgID       uuid.UUID `json:"org_id"`
+				Data        map[string]any
+			}
+			dec := json.NewDecoder(strings.NewReader(string(d.json)))
+			dec.UseNumber()
+			if err := dec.Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Type != "config.applied" || got.WorkspaceID != ws || got.OrgID != org || !reflect.DeepEqual(got.Data, tc.want) {
+				t.Fatalf("stream message %s", d.json)
+			}
+			a, b := d.event(), d.event()
+			if !reflect.DeepEqual(a.Data, tc.want) || a.OrgID != org || a.Type != "config.applied" {
+				t.Fatalf("event() = %+v", a)
+			}
+			a.Data["changed"] = true
+			if _, shared := b.Data["changed"]; shared {
+				t.Fatal("two subscribers share one data map")
+			}
+		})
+	}
+	if _, err := decodeNotification(`{"type":"x","data":[1]}`); err == nil {
+		t.Fatal("data that is not an object was accepted")
 	}
 }

@@ -1,9 +1,13 @@
 package agents
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"reflect"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -151,5 +155,71 @@ func TestHealthWrite_AppendJSONMatchesEncodingJSON(t *testing.T) {
 				t.Fatalf("appendJSON = %s, encoding/json = %s", got, want)
 			}
 		})
+	}
+}
+
+// TestAwaitsAnswer covers which rollout batches wait for answers: a push
+// is answered only by a final status of its version on its stream.
+func TestAwaitsAnswer(t *testing.T) {
+	t.Parallel()
+	a, b := &conn{}, &conn{}
+	push := func(c *conn, v int64) rolloutItem { return rolloutItem{conn: c, push: &pushItem{Version: v}} }
+	status := func(c *conn, v int64, st agentv1.ConfigApplyStatus, current bool) rolloutItem {
+		return rolloutItem{conn: c, status: &statusReport{Status: &agentv1.ConfigStatus{Version: v, Status: st}, Current: current}}
+	}
+	ok := agentv1.ConfigApplyStatus_SUCCESS
+	for _, tc := range []struct {
+		name  string
+		batch []rolloutItem
+		want  bool
+	}{
+		{"nothing", nil, false},
+		{"a push alone", []rolloutItem{push(a, 2)}, true},
+		{"a push and its success", []rolloutItem{push(a, 2), status(a, 2, ok, true)}, false},
+		{"a push and its rollback", []rolloutItem{push(a, 2), status(a, 2, agentv1.ConfigApplyStatus_ROLLED_BACK, true)}, false},
+		{"an intermediate status", []rolloutItem{push(a, 2), status(a, 2, agentv1.ConfigApplyStatus_APPLYING, true)}, true},
+		{"the answer to an older version", []rolloutItem{push(a, 3), status(a, 2, ok, true)}, true},
+		{"an answer that is not current", []rolloutItem{push(a, 2), status(a, 2, ok, false)}, true},
+		{"another agent's answer", []rolloutItem{push(a, 2), status(b, 2, ok, true)}, true},
+		{"a later push after the answer", []rolloutItem{push(a, 2), status(a, 2, ok, true), push(a, 3)}, true},
+		{"statuses only", []rolloutItem{status(a, 2, ok, true)}, false},
+		{"two agents answered", []rolloutItem{push(a, 2), push(b, 2), status(b, 2, ok, true), status(a, 2, agentv1.ConfigApplyStatus_FAILED, true)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := awaitsAnswer(tc.batch); got != tc.want {
+				t.Fatalf("awaitsAnswer = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestBatcher_UnsettledBatchWaitsForAnswers: a batch whose items expect
+// others is not stored before answerGap without new items, where a settled
+// one would be after gap; once the answer joins it, both are stored
+// together.
+func TestBatcher_UnsettledBatchWaitsForAnswers(t *testing.T) {
+	t.Parallel()
+	stored := make(chan []string, 4)
+	b := newBatcher("test", 0, slog.New(slog.DiscardHandler), func(_ context.Context, items []string) { stored <- items })
+	b.gap = time.Millisecond
+	b.unsettled = func(items []string) bool { return !slices.Contains(items, "answer") }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.run(ctx)
+
+	start := time.Now()
+	b.add("push")
+	got := <-stored
+	if waited := time.Since(start); waited < answerGap {
+		t.Fatalf("an unanswered batch was stored after %s, before answerGap (%s)", waited, answerGap)
+	}
+	if !slices.Equal(got, []string{"push"}) {
+		t.Fatalf("stored %v", got)
+	}
+
+	b.add("push")
+	b.add("answer")
+	if got := <-stored; !slices.Equal(got, []string{"push", "answer"}) {
+		t.Fatalf("a push and its answer added together were stored as %v", got)
 	}
 }

@@ -21,7 +21,10 @@ import (
 //     statuses in one transaction (Service.recordRollout): a rollout to a
 //     thousand agents whose answers come at once is one transaction, where
 //     a push answered in the same batch is written once, with its answer.
-//     A push is sent without waiting for its record.
+//     While pushes of a batch are not answered yet, it waits for answerGap
+//     without items rather than rolloutGap, so that the answers of agents
+//     that apply at once join it. A push is sent without waiting for its
+//     record.
 //
 // Items are stored in the order they arrived. A report whose stream is no
 // longer the agent's ends that stream, as before.
@@ -46,7 +49,13 @@ type batcher[T any] struct {
 	coalesce time.Duration
 	// gap, when set, lets a batch wait while items keep arriving: it is
 	// stored once none came for gap, or gapMax after the first.
-	gap    time.Duration
+	gap time.Duration
+	// unsettled, when set, reports whether the items waiting still expect
+	// others (pushes their answers); the batch then waits for answerGap
+	// without new items rather than gap.
+	unsettled func(items []T) bool
+	// max is the most items one call of store gets.
+	max    int
 	logger *slog.Logger
 	store  func(ctx context.Context, items []T)
 	wake   chan struct{}
@@ -58,11 +67,18 @@ type batcher[T any] struct {
 }
 
 func newBatcher[T any](what string, coalesce time.Duration, logger *slog.Logger, store func(context.Context, []T)) *batcher[T] {
-	return &batcher[T]{what: what, coalesce: coalesce, logger: logger, store: store, wake: make(chan struct{}, 1)}
+	return &batcher[T]{what: what, coalesce: coalesce, logger: logger, store: store, wake: make(chan struct{}, 1), max: batchMax}
 }
 
 // gapMax bounds how long a batch with a gap waits for more items.
 const gapMax = 250 * time.Millisecond
+
+// answerGap is how long a rollout batch whose pushes are not all answered
+// waits without new items: the answers of agents that apply at once then
+// join their pushes, and one transaction records both (a push answered in
+// its batch is written once, with its answer). Agents that take longer are
+// answered in a later batch, as before.
+const answerGap = 30 * time.Millisecond
 
 // waitGap waits until no item was added for b.gap (or gapMax passed).
 func (b *batcher[T]) waitGap(ctx context.Context) {
@@ -77,13 +93,17 @@ func (b *batcher[T]) waitGap(ctx context.Context) {
 		case <-t.C:
 		}
 		b.mu.Lock()
-		full, since := len(b.pending) >= batchMax, time.Since(b.lastAdd)
+		full, since := len(b.pending) >= b.max, time.Since(b.lastAdd)
+		gap := b.gap
+		if !full && since >= gap && since < answerGap && b.unsettled != nil && b.unsettled(b.pending) {
+			gap = answerGap
+		}
 		b.mu.Unlock()
 		now := time.Now()
-		if full || since >= b.gap || !now.Before(deadline) {
+		if full || since >= gap || !now.Before(deadline) {
 			return
 		}
-		wait = min(b.gap-since, deadline.Sub(now))
+		wait = min(gap-since, deadline.Sub(now))
 	}
 }
 
@@ -100,7 +120,7 @@ func (b *batcher[T]) add(it T) {
 		b.lastAdd = time.Now()
 	}
 	b.mu.Unlock()
-	if n == 1 || n >= batchMax {
+	if n == 1 || n >= b.max {
 		signal(b.wake)
 	}
 }
@@ -134,7 +154,7 @@ func (b *batcher[T]) run(ctx context.Context) {
 	}
 }
 
-// flush stores every queued item, batchMax per call of store.
+// flush stores every queued item, b.max per call of store.
 func (b *batcher[T]) flush(ctx context.Context) {
 	b.mu.Lock()
 	items, dropped := b.pending, b.dropped
@@ -144,7 +164,7 @@ func (b *batcher[T]) flush(ctx context.Context) {
 		b.logger.WarnContext(ctx, "agents hub: items dropped while the database was slow", "what", b.what, "items", dropped)
 	}
 	for len(items) > 0 {
-		n := min(len(items), batchMax)
+		n := min(len(items), b.max)
 		sctx, cancel := context.WithTimeout(ctx, batchTimeout)
 		b.store(sctx, items[:n])
 		cancel()

@@ -122,6 +122,9 @@ func newHub(svc *Service, pool *pgxpool.Pool, logger *slog.Logger, replica strin
 	h.health = newBatcher("health reports", healthCoalesce, logger, h.storeHealth)
 	h.rollout = newBatcher("configuration pushes and statuses", 0, logger, h.storeRollout)
 	h.rollout.gap = rolloutGap
+	h.rollout.unsettled = awaitsAnswer
+	// A push and its answer are two items about one agent.
+	h.rollout.max = 2 * batchMax
 	return h
 }
 
@@ -139,6 +142,29 @@ type rolloutItem struct {
 	push      *pushItem
 	status    *statusReport
 	unchanged int64
+}
+
+// awaitsAnswer reports whether batch holds a push that no final status
+// after it (success, failure or rollback of that version, on that stream)
+// answers.
+func awaitsAnswer(batch []rolloutItem) bool {
+	open := map[*conn]int64{}
+	for _, it := range batch {
+		switch {
+		case it.push != nil:
+			open[it.conn] = it.push.Version
+		case it.status != nil:
+			v, ok := open[it.conn]
+			st := it.status.Status
+			switch applyStatusOf(st.GetStatus()) {
+			case ApplySuccess, ApplyFailed, ApplyRolledBack:
+				if ok && it.status.Current && st.GetVersion() == v {
+					delete(open, it.conn)
+				}
+			}
+		}
+	}
+	return len(open) > 0
 }
 
 // storeRollout records a batch of pushes and configuration statuses with

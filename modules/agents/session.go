@@ -768,20 +768,25 @@ func (s *Service) recordRollout(ctx context.Context, pushes []pushItem, statuses
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		// One kind locks its agents in order itself; several lock them
 		// all first, so that no two transactions wait for each other.
+		// The rows read then serve pushes and statuses alike, kept up to
+		// date in memory as the pushes are written.
+		var locked *lockedAgents
 		if kinds > 1 {
-			if err := tx.Exec("SELECT FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE", uuidArray(ids)).Error; err != nil {
-				return fmt.Errorf("lock %d agents: %w", len(ids), err)
+			rows, byID, err := lockForReports(tx, ids, true)
+			if err != nil {
+				return err
 			}
+			locked = &lockedAgents{rows: rows, byID: byID}
 		}
 		answered := answeredPushes(pushes, statuses)
 		var err error
 		if len(pushes) > 0 {
-			if pushErrs, err = s.recordPushes(tx, pushes, answered); err != nil {
+			if pushErrs, err = s.recordPushes(tx, pushes, answered, locked); err != nil {
 				return err
 			}
 		}
 		if len(statuses) > 0 {
-			if statusErrs, err = s.recordStatuses(ctx, tx, statuses, answered); err != nil {
+			if statusErrs, err = s.recordStatuses(ctx, tx, statuses, answered, locked); err != nil {
 				return err
 			}
 		}
@@ -794,6 +799,13 @@ func (s *Service) recordRollout(ctx context.Context, pushes []pushItem, statuses
 		return nil, nil, err
 	}
 	return pushErrs, statusErrs, nil
+}
+
+// lockedAgents are agents' rows locked in a transaction (lockForReports,
+// with what statuses need), in id order and by id.
+type lockedAgents struct {
+	rows []agentRow
+	byID map[uuid.UUID]*agentRow
 }
 
 // answeredPushes returns, by agent, the last push of pushes that a final
@@ -825,8 +837,10 @@ func answeredPushes(pushes []pushItem, statuses []statusItem) map[uuid.UUID]push
 // order and written with one statement each for the agents and the
 // versions. errs[i] is errGone when item i's stream is no longer the
 // agent's; err is a failure of the whole batch. Of several pushes to one
-// agent in a batch the last counts.
-func (s *Service) recordPushes(tx *gorm.DB, items []pushItem, answered map[uuid.UUID]pushItem) ([]error, error) {
+// agent in a batch the last counts. With locked (the agents' rows read and
+// locked already), the rows are not read again, and those written are
+// updated as the statuses after the pushes must see them.
+func (s *Service) recordPushes(tx *gorm.DB, items []pushItem, answered map[uuid.UUID]pushItem, locked *lockedAgents) ([]error, error) {
 	errs := make([]error, len(items))
 	last := map[uuid.UUID]pushItem{}
 	for _, it := range items {
@@ -838,16 +852,23 @@ func (s *Service) recordPushes(tx *gorm.DB, items []pushItem, answered map[uuid.
 	}
 	ids = sortedIDs(ids)
 	now := s.now()
-	var locked []struct {
+	type streamOf struct {
 		ID       uuid.UUID
 		StreamID *uuid.UUID
 	}
-	if err := tx.Raw("SELECT id, stream_id FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE", uuidArray(ids)).Scan(&locked).Error; err != nil {
+	var streams []streamOf
+	if locked != nil {
+		for _, id := range ids {
+			if r := locked.byID[id]; r != nil {
+				streams = append(streams, streamOf{ID: id, StreamID: r.StreamID})
+			}
+		}
+	} else if err := tx.Raw("SELECT id, stream_id FROM agents WHERE id = ANY(?::uuid[]) ORDER BY id FOR UPDATE", uuidArray(ids)).Scan(&streams).Error; err != nil {
 		return nil, fmt.Errorf("read %d agents: %w", len(ids), err)
 	}
 	current := map[uuid.UUID]bool{}
-	list := make([]pushItem, 0, len(locked))
-	for _, l := range locked {
+	list := make([]pushItem, 0, len(streams))
+	for _, l := range streams {
 		if it := last[l.ID]; l.StreamID != nil && *l.StreamID == it.StreamID {
 			current[l.ID] = true
 			if _, ok := answered[l.ID]; !ok {
@@ -878,6 +899,12 @@ func (s *Service) recordPushes(tx *gorm.DB, items []pushItem, answered map[uuid.
 			ON CONFLICT (agent_id, version) DO UPDATE
 			SET status = EXCLUDED.status, error_message = EXCLUDED.error_message, updated_at = EXCLUDED.updated_at`, list, now); err != nil {
 		return nil, err
+	}
+	if locked != nil {
+		for _, it := range list {
+			r := locked.byID[it.AgentID]
+			r.ApplyStatus, r.DesiredChecksum = ApplyPending, it.Checksum
+		}
 	}
 	return errs, nil
 }
@@ -948,17 +975,21 @@ type versionStatus struct {
 // agents, the versions' statuses and the settled versions. errs[i] is
 // errGone when item i's stream is no longer the agent's; err is a failure of
 // the whole batch.
-func (s *Service) recordStatuses(ctx context.Context, tx *gorm.DB, items []statusItem, answered map[uuid.UUID]pushItem) ([]error, error) {
+func (s *Service) recordStatuses(ctx context.Context, tx *gorm.DB, items []statusItem, answered map[uuid.UUID]pushItem, locked *lockedAgents) ([]error, error) {
 	errs := make([]error, len(items))
-	ids := make([]uuid.UUID, 0, len(items))
-	for _, it := range items {
-		ids = append(ids, it.agentID)
-	}
 	now := s.now()
-	rows, byID, err := lockForReports(tx, ids, true)
-	if err != nil {
-		return nil, err
+	if locked == nil {
+		ids := make([]uuid.UUID, 0, len(items))
+		for _, it := range items {
+			ids = append(ids, it.agentID)
+		}
+		rows, byID, err := lockForReports(tx, ids, true)
+		if err != nil {
+			return nil, err
+		}
+		locked = &lockedAgents{rows: rows, byID: byID}
 	}
+	rows, byID := locked.rows, locked.byID
 	type versionKey struct {
 		agent   uuid.UUID
 		version int64
