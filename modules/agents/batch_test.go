@@ -158,9 +158,10 @@ func TestHealthWrite_AppendJSONMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
-// TestAwaitsAnswer covers which rollout batches wait for answers: a push
-// is answered only by a final status of its version on its stream.
-func TestAwaitsAnswer(t *testing.T) {
+// TestPushAnswers covers which rollout batches wait for answers, and
+// which have them all: a push is answered only by a final status of its
+// version on its stream.
+func TestPushAnswers(t *testing.T) {
 	t.Parallel()
 	a, b := &conn{}, &conn{}
 	push := func(c *conn, v int64) rolloutItem { return rolloutItem{conn: c, push: &pushItem{Version: v}} }
@@ -169,40 +170,47 @@ func TestAwaitsAnswer(t *testing.T) {
 	}
 	ok := agentv1.ConfigApplyStatus_SUCCESS
 	for _, tc := range []struct {
-		name  string
-		batch []rolloutItem
-		want  bool
+		name              string
+		batch             []rolloutItem
+		waiting, complete bool
 	}{
-		{"nothing", nil, false},
-		{"a push alone", []rolloutItem{push(a, 2)}, true},
-		{"a push and its success", []rolloutItem{push(a, 2), status(a, 2, ok, true)}, false},
-		{"a push and its rollback", []rolloutItem{push(a, 2), status(a, 2, agentv1.ConfigApplyStatus_ROLLED_BACK, true)}, false},
-		{"an intermediate status", []rolloutItem{push(a, 2), status(a, 2, agentv1.ConfigApplyStatus_APPLYING, true)}, true},
-		{"the answer to an older version", []rolloutItem{push(a, 3), status(a, 2, ok, true)}, true},
-		{"an answer that is not current", []rolloutItem{push(a, 2), status(a, 2, ok, false)}, true},
-		{"another agent's answer", []rolloutItem{push(a, 2), status(b, 2, ok, true)}, true},
-		{"a later push after the answer", []rolloutItem{push(a, 2), status(a, 2, ok, true), push(a, 3)}, true},
-		{"statuses only", []rolloutItem{status(a, 2, ok, true)}, false},
-		{"two agents answered", []rolloutItem{push(a, 2), push(b, 2), status(b, 2, ok, true), status(a, 2, agentv1.ConfigApplyStatus_FAILED, true)}, false},
+		{"nothing", nil, false, false},
+		{"a push alone", []rolloutItem{push(a, 2)}, true, false},
+		{"a push and its success", []rolloutItem{push(a, 2), status(a, 2, ok, true)}, false, true},
+		{"a push and its rollback", []rolloutItem{push(a, 2), status(a, 2, agentv1.ConfigApplyStatus_ROLLED_BACK, true)}, false, true},
+		{"an intermediate status", []rolloutItem{push(a, 2), status(a, 2, agentv1.ConfigApplyStatus_APPLYING, true)}, true, false},
+		{"the answer to an older version", []rolloutItem{push(a, 3), status(a, 2, ok, true)}, true, false},
+		{"an answer that is not current", []rolloutItem{push(a, 2), status(a, 2, ok, false)}, true, false},
+		{"another agent's answer", []rolloutItem{push(a, 2), status(b, 2, ok, true)}, true, false},
+		{"a later push after the answer", []rolloutItem{push(a, 2), status(a, 2, ok, true), push(a, 3)}, true, false},
+		{"statuses only", []rolloutItem{status(a, 2, ok, true)}, false, false},
+		{"two agents answered", []rolloutItem{push(a, 2), push(b, 2), status(b, 2, ok, true), status(a, 2, agentv1.ConfigApplyStatus_FAILED, true)}, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := awaitsAnswer(tc.batch); got != tc.want {
-				t.Fatalf("awaitsAnswer = %v, want %v", got, tc.want)
+			p := &pushAnswers{}
+			// Reset empties what came before.
+			p.add(push(b, 9))
+			p.reset()
+			for _, it := range tc.batch {
+				p.add(it)
+			}
+			waiting, complete := p.state()
+			if waiting != tc.waiting || complete != tc.complete {
+				t.Fatalf("state = %v, %v, want %v, %v", waiting, complete, tc.waiting, tc.complete)
 			}
 		})
 	}
 }
 
-// TestBatcher_UnsettledBatchWaitsForAnswers: a batch whose items expect
-// others is not stored before answerGap without new items, where a settled
-// one would be after gap; once the answer joins it, both are stored
-// together.
-func TestBatcher_UnsettledBatchWaitsForAnswers(t *testing.T) {
+// TestBatcher_BatchWaitsForAnswers: a batch whose items expect others is
+// not stored before answerGap without new items, where a settled one would
+// be after gap; a complete one is stored before gap.
+func TestBatcher_BatchWaitsForAnswers(t *testing.T) {
 	t.Parallel()
 	stored := make(chan []string, 4)
 	b := newBatcher("test", 0, slog.New(slog.DiscardHandler), func(_ context.Context, items []string) { stored <- items })
 	b.gap = time.Millisecond
-	b.unsettled = func(items []string) bool { return !slices.Contains(items, "answer") }
+	b.answers = &answerOf{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go b.run(ctx)
@@ -222,4 +230,32 @@ func TestBatcher_UnsettledBatchWaitsForAnswers(t *testing.T) {
 	if got := <-stored; !slices.Equal(got, []string{"push", "answer"}) {
 		t.Fatalf("a push and its answer added together were stored as %v", got)
 	}
+
+	// A complete batch does not wait for the gap.
+	b.gap = time.Hour
+	start = time.Now()
+	b.add("push")
+	b.add("answer")
+	<-stored
+	if waited := time.Since(start); waited > gapMax {
+		t.Fatalf("a complete batch was stored after %s", waited)
+	}
 }
+
+// answerOf is a tracker for strings: a "push" waits for an "answer".
+type answerOf struct{ pushes, answers int }
+
+func (a *answerOf) add(it string) {
+	switch it {
+	case "push":
+		a.pushes++
+	case "answer":
+		a.answers++
+	}
+}
+
+func (a *answerOf) state() (bool, bool) {
+	return a.pushes > a.answers, a.pushes > 0 && a.pushes == a.answers
+}
+
+func (a *answerOf) reset() { *a = answerOf{} }

@@ -23,8 +23,8 @@ import (
 //     a push answered in the same batch is written once, with its answer.
 //     While pushes of a batch are not answered yet, it waits for answerGap
 //     without items rather than rolloutGap, so that the answers of agents
-//     that apply at once join it. A push is sent without waiting for its
-//     record.
+//     that apply at once join it; once every push has its answer it is
+//     stored at once. A push is sent without waiting for its record.
 //
 // Items are stored in the order they arrived. A report whose stream is no
 // longer the agent's ends that stream, as before.
@@ -42,6 +42,17 @@ const (
 	batchTimeout = 30 * time.Second
 )
 
+// tracker follows whether the items of a batch expect others, item by item
+// as they are added (the batcher's lock held), until reset when the batch
+// is taken.
+type tracker[T any] interface {
+	add(it T)
+	// state: waiting when some items expect others still; complete when
+	// some expected others and all have them.
+	state() (waiting, complete bool)
+	reset()
+}
+
 // batcher collects items and hands them to store in batches of at most
 // batchMax, in order, from one goroutine (run).
 type batcher[T any] struct {
@@ -50,10 +61,12 @@ type batcher[T any] struct {
 	// gap, when set, lets a batch wait while items keep arriving: it is
 	// stored once none came for gap, or gapMax after the first.
 	gap time.Duration
-	// unsettled, when set, reports whether the items waiting still expect
-	// others (pushes their answers); the batch then waits for answerGap
-	// without new items rather than gap.
-	unsettled func(items []T) bool
+	// answers, when set, follows what the items waiting expect (pushes
+	// their answers). A waiting batch is stored after answerGap without
+	// new items rather than gap; a complete one at once.
+	answers tracker[T]
+	// complete is signalled when an item makes the batch complete.
+	complete chan struct{}
 	// max is the most items one call of store gets.
 	max    int
 	logger *slog.Logger
@@ -67,7 +80,7 @@ type batcher[T any] struct {
 }
 
 func newBatcher[T any](what string, coalesce time.Duration, logger *slog.Logger, store func(context.Context, []T)) *batcher[T] {
-	return &batcher[T]{what: what, coalesce: coalesce, logger: logger, store: store, wake: make(chan struct{}, 1), max: batchMax}
+	return &batcher[T]{what: what, coalesce: coalesce, logger: logger, store: store, wake: make(chan struct{}, 1), complete: make(chan struct{}, 1), max: batchMax}
 }
 
 // gapMax bounds how long a batch with a gap waits for more items.
@@ -80,7 +93,8 @@ const gapMax = 250 * time.Millisecond
 // answered in a later batch, as before.
 const answerGap = 30 * time.Millisecond
 
-// waitGap waits until no item was added for b.gap (or gapMax passed).
+// waitGap waits until no item was added for b.gap (answerGap while answers
+// are awaited), the batch is complete or full, or gapMax passed.
 func (b *batcher[T]) waitGap(ctx context.Context) {
 	deadline := time.Now().Add(gapMax)
 	wait := b.gap
@@ -91,16 +105,22 @@ func (b *batcher[T]) waitGap(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-b.complete:
+			t.Stop()
 		}
 		b.mu.Lock()
 		full, since := len(b.pending) >= b.max, time.Since(b.lastAdd)
-		gap := b.gap
-		if !full && since >= gap && since < answerGap && b.unsettled != nil && b.unsettled(b.pending) {
-			gap = answerGap
+		waiting, complete := false, false
+		if b.answers != nil {
+			waiting, complete = b.answers.state()
 		}
 		b.mu.Unlock()
+		gap := b.gap
+		if waiting {
+			gap = answerGap
+		}
 		now := time.Now()
-		if full || since >= gap || !now.Before(deadline) {
+		if full || complete || since >= gap || !now.Before(deadline) {
 			return
 		}
 		wait = min(gap-since, deadline.Sub(now))
@@ -115,6 +135,11 @@ func (b *batcher[T]) add(it T) {
 		b.dropped++
 	}
 	b.pending = append(b.pending, it)
+	complete := false
+	if b.answers != nil {
+		b.answers.add(it)
+		_, complete = b.answers.state()
+	}
 	n := len(b.pending)
 	if b.gap > 0 {
 		b.lastAdd = time.Now()
@@ -122,6 +147,9 @@ func (b *batcher[T]) add(it T) {
 	b.mu.Unlock()
 	if n == 1 || n >= b.max {
 		signal(b.wake)
+	}
+	if complete {
+		signal(b.complete)
 	}
 }
 
@@ -159,6 +187,9 @@ func (b *batcher[T]) flush(ctx context.Context) {
 	b.mu.Lock()
 	items, dropped := b.pending, b.dropped
 	b.pending, b.dropped = nil, 0
+	if b.answers != nil {
+		b.answers.reset()
+	}
 	b.mu.Unlock()
 	if dropped > 0 {
 		b.logger.WarnContext(ctx, "agents hub: items dropped while the database was slow", "what", b.what, "items", dropped)
