@@ -742,7 +742,7 @@ func startFloor(b *testing.B, applied *rounds) *floorMaster {
 			Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER, f.ca.DER}, PrivateKey: srvKey}},
 			ClientAuth:   tls.VerifyClientCertIfGiven, ClientCAs: pool, MinVersion: tls.VersionTLS12,
 		})),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 5 * time.Minute, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	agentv1.RegisterAgentServiceServer(srv, f)

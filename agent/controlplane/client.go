@@ -80,6 +80,11 @@ const (
 // agents.MaxMessageBytesMetadata).
 const MaxMessageBytesMetadata = "nxmesh-max-message-bytes"
 
+// MessageEncodingMetadata is the request metadata key in which the agent
+// states the compression of what it sends on the stream (gzip, or absent
+// when it sends uncompressed messages); see agents.MessageEncodingMetadata.
+const MessageEncodingMetadata = "nxmesh-message-encoding"
+
 // AlertConfigReceiveFailed is the id of the HealthReport alert raised when a
 // message from the master could not be received.
 const AlertConfigReceiveFailed = "config_receive_failed"
@@ -447,10 +452,12 @@ func (c *Client) session(ctx context.Context) (registered bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var callOpts []grpc.CallOption
+	md := []string{MaxMessageBytesMetadata, strconv.Itoa(c.opts.MaxMessageBytes)}
 	if !c.uncompressed.Load() {
 		callOpts = append(callOpts, grpc.UseCompressor(compress.Name))
+		md = append(md, MessageEncodingMetadata, compress.Name)
 	}
-	mdctx := metadata.AppendToOutgoingContext(sctx, MaxMessageBytesMetadata, strconv.Itoa(c.opts.MaxMessageBytes))
+	mdctx := metadata.AppendToOutgoingContext(sctx, md...)
 	stream, err := agentv1.NewAgentServiceClient(conn).Stream(mdctx, callOpts...)
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)

@@ -24,6 +24,7 @@ import (
 	"github.com/nxmesh/nxmesh/agent/controlplane"
 	"github.com/nxmesh/nxmesh/app"
 	"github.com/nxmesh/nxmesh/modules/vhosts"
+	"github.com/nxmesh/nxmesh/proto/compress"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -243,6 +244,49 @@ func TestGRPC_Delivery(t *testing.T) {
 		t.Logf("update of %d bytes sent as %d bytes", size, wire)
 		if wire == 0 || wire*5 > size {
 			t.Errorf("the %d-byte update took %d bytes on the wire, want at most a fifth", size, wire)
+		}
+	})
+
+	// Agents that send gzip and say so share one prepared message per
+	// update: each still gets the whole update, compressed.
+	t.Run("PreparedUpdatesReachGzipAgentsCompressed", func(t *testing.T) {
+		t.Parallel()
+		b := e.setup(t)
+		b.bigVHost(t, "big", 5<<20)
+		var updates []*agentv1.ConfigUpdate
+		for i := range 2 {
+			tok := b.token(t, fmt.Sprintf("gz%d", i), nil)
+			a := newAgentClient(t, b.addr, b.svc.CA())
+			sh := &payloads{}
+			cfg := &tls.Config{RootCAs: a.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+			cc, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.UseCompressor(compress.Name)), grpc.WithStatsHandler(sh))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := startSession(t, cc, metadata.Pairs(MaxMessageBytesMetadata, strconv.Itoa(64<<20), MessageEncodingMetadata, compress.Name))
+			req := a.hello(fmt.Sprintf("gz%d.internal", i))
+			req.Token, req.CsrPem = tok.Token, a.csr(t)
+			if resp := s.handshake(t, req); !resp.GetSuccess() {
+				t.Fatalf("register: %s", resp.GetErrorMessage())
+			}
+			u := s.config(t)
+			size := proto.Size(&agentv1.MasterMessage{Payload: &agentv1.MasterMessage_ConfigUpdate{ConfigUpdate: u}})
+			sh.mu.Lock()
+			var wire int
+			for _, p := range sh.in {
+				if p.Length >= size-16 {
+					wire = p.CompressedLength
+				}
+			}
+			sh.mu.Unlock()
+			if wire == 0 || wire*5 > size {
+				t.Errorf("agent %d: the %d-byte update took %d bytes on the wire, want at most a fifth", i, size, wire)
+			}
+			updates = append(updates, u)
+		}
+		if !proto.Equal(updates[0], updates[1]) || len(updates[0].GetVirtualHosts()) != 1 {
+			t.Fatalf("the two agents got different updates, or not the one virtual host")
 		}
 	})
 

@@ -95,6 +95,9 @@ type Hub struct {
 	// configuration pushes and statuses (batcher.go).
 	health  *batcher[streamHealth]
 	rollout *batcher[rolloutItem]
+	// prepared are configuration updates encoded once for many streams
+	// (prepared.go).
+	prepared preparedMessages
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -746,6 +749,9 @@ type conn struct {
 	orgID       uuid.UUID
 	streamID    uuid.UUID
 	stream      agentv1.AgentService_StreamServer
+	// prepared: the stream takes configuration updates prepared once for
+	// every such stream (prepared.go).
+	prepared bool
 
 	out chan *agentv1.MasterMessage
 	// sender sends what is queued in out; worker does what wants asks
@@ -786,6 +792,7 @@ func (h *Hub) newConn(stream agentv1.AgentService_StreamServer, c connected, str
 		done:      make(chan struct{}),
 		sent:      map[string]sentConfig{},
 		recvLimit: agentReceiveLimit(stream.Context()),
+		prepared:  sharesPrepared(stream),
 	}
 	cn.sender = &runner{pass: cn.sendQueued}
 	cn.worker = &runner{pass: cn.work}
@@ -868,7 +875,7 @@ func (c *conn) sendQueued() {
 		case <-c.done:
 			return
 		case m := <-c.out:
-			if err := c.stream.Send(m); err != nil {
+			if err := c.sendMessage(m); err != nil {
 				if u := m.GetConfigUpdate(); u != nil {
 					c.sendFailed(u, proto.Size(m), err)
 				}
