@@ -195,15 +195,6 @@ type receivedNotification struct {
 	Object      string          `json:"object,omitempty"`
 }
 
-// receivedClientEvent is clientEvent with the data as received.
-type receivedClientEvent struct {
-	Type        string          `json:"type"`
-	Timestamp   timestamp       `json:"timestamp"`
-	Data        json.RawMessage `json:"data"`
-	WorkspaceID *uuid.UUID      `json:"workspace_id,omitempty"`
-	OrgID       *uuid.UUID      `json:"org_id,omitempty"`
-}
-
 // clientEvent is what subscribers receive: the API's {type, timestamp, data}
 // plus the routing fields.
 type clientEvent struct {
@@ -522,24 +513,37 @@ func decodeNotification(payload string) (*delivery, error) {
 	if err := json.Unmarshal([]byte(payload), &n); err != nil {
 		return nil, fmt.Errorf("decode event notification: %w", err)
 	}
-	if len(n.Data) == 0 || string(n.Data) == "null" {
-		n.Data = json.RawMessage(`{}`)
-	} else if n.Data[0] != '{' {
+	return deliveryOf(&n)
+}
+
+// deliveryOf is the delivery of a decoded notification: what streams
+// receive is written around the data as it came (valid JSON, as decoding
+// checked), in clientEvent's form.
+func deliveryOf(n *receivedNotification) (*delivery, error) {
+	data := n.Data
+	if len(data) == 0 || string(data) == "null" {
+		data = json.RawMessage(`{}`)
+	} else if data[0] != '{' {
 		return nil, fmt.Errorf("decode event notification: data is not an object")
 	}
 	ev := Event{Type: n.Type, OrgID: n.OrgID, WorkspaceID: n.WorkspaceID, Timestamp: n.Timestamp, Object: n.Object}
-	ce := receivedClientEvent{Type: ev.Type, Timestamp: timestamp{ev.Timestamp}, Data: n.Data}
-	if ev.WorkspaceID != uuid.Nil {
-		ce.WorkspaceID = &ev.WorkspaceID
-	}
-	if ev.OrgID != uuid.Nil {
-		ce.OrgID = &ev.OrgID
-	}
-	b, err := json.Marshal(ce)
+	typ, err := json.Marshal(ev.Type)
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", ev.Type, err)
 	}
-	return &delivery{ev: ev, data: n.Data, json: b, category: sseCategory(ev.Type)}, nil
+	ts, _ := timestamp{ev.Timestamp}.MarshalJSON()
+	b := make([]byte, 0, len(data)+len(typ)+len(ts)+120)
+	b = append(append(b, `{"type":`...), typ...)
+	b = append(append(b, `,"timestamp":`...), ts...)
+	b = append(append(b, `,"data":`...), data...)
+	if ev.WorkspaceID != uuid.Nil {
+		b = append(append(append(b, `,"workspace_id":"`...), ev.WorkspaceID.String()...), '"')
+	}
+	if ev.OrgID != uuid.Nil {
+		b = append(append(append(b, `,"org_id":"`...), ev.OrgID.String()...), '"')
+	}
+	b = append(b, '}')
+	return &delivery{ev: ev, data: data, json: b, category: sseCategory(ev.Type)}, nil
 }
 
 // event is d's Event with its own copy of the data: decoded for each
@@ -667,6 +671,22 @@ func decodeNotifications(payload string) ([]*delivery, error) {
 			return nil, err
 		}
 		return []*delivery{d}, nil
+	}
+	// Most arrays decode in one pass; one with a bad event is taken apart
+	// event by event, so that the others still go out.
+	var ns []receivedNotification
+	if err := json.Unmarshal([]byte(payload), &ns); err == nil {
+		out := make([]*delivery, 0, len(ns))
+		var errs []error
+		for i := range ns {
+			d, err := deliveryOf(&ns[i])
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			out = append(out, d)
+		}
+		return out, errors.Join(errs...)
 	}
 	var raws []json.RawMessage
 	if err := json.Unmarshal([]byte(payload), &raws); err != nil {

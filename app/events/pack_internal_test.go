@@ -119,4 +119,18 @@ func TestEvents_DecodedDataPassesThrough(t *testing.T) {
 	if _, err := decodeNotification(`{"type":"x","data":[1]}`); err == nil {
 		t.Fatal("data that is not an object was accepted")
 	}
+	// A bad event in an array is skipped and reported; the others go out,
+	// in order, whichever way the array is taken apart.
+	for _, payload := range []string{
+		`[{"type":"a","data":{"x":1}},{"type":"b","data":[1]},{"type":"c"}]`,
+		`[{"type":"a","data":{"x":1}},"not an event",{"type":"c"}]`,
+	} {
+		ds, err := decodeNotifications(payload)
+		if err == nil || len(ds) != 2 || ds[0].ev.Type != "a" || ds[1].ev.Type != "c" {
+			t.Fatalf("%s: %d deliveries, error %v", payload, len(ds), err)
+		}
+		if !strings.Contains(string(ds[1].json), `"data":{}`) {
+			t.Fatalf("an event without data is sent as %s", ds[1].json)
+		}
+	}
 }
