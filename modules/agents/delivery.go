@@ -57,12 +57,19 @@ func deliveryServerOptions(maxBytes int) []grpc.ServerOption {
 // compressStreams makes the server gzip what it sends on a stream whose
 // client accepts gzip.
 func compressStreams(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if names, err := grpc.ClientSupportedCompressors(ss.Context()); err == nil && slices.Contains(names, compress.Name) {
+	if acceptsGzip(ss.Context()) {
 		// The only failure is a client that does not accept gzip, excluded
 		// above; the stream then stays uncompressed.
 		_ = grpc.SetSendCompressor(ss.Context(), compress.Name)
 	}
 	return handler(srv, ss)
+}
+
+// acceptsGzip reports whether the client of the stream of ctx accepts
+// gzip-compressed messages.
+func acceptsGzip(ctx context.Context) bool {
+	names, err := grpc.ClientSupportedCompressors(ctx)
+	return err == nil && slices.Contains(names, compress.Name)
 }
 
 // agentReceiveLimit is the largest message the agent of a stream accepts, from

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/nxmesh/nxmesh/proto/compress"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
@@ -22,9 +23,13 @@ import (
 // (stated in MessageEncodingMetadata) and accepts it: such streams share
 // prepared messages; any other stream encodes its own.
 
-// preparedMax bounds the prepared messages kept; past it they are dropped
-// and encoded again when needed. Each serves one change's fan-out.
-const preparedMax = 32
+// preparedMax and preparedMaxBytes bound the prepared messages kept (their
+// number, and their encoded size before compression); past either they are
+// dropped and encoded again when needed. Each serves one change's fan-out.
+const (
+	preparedMax      = 32
+	preparedMaxBytes = 32 << 20
+)
 
 // MessageEncodingMetadata is the request metadata key of an agent's stream
 // in which the agent states the compression of what it sends
@@ -49,6 +54,7 @@ type preparedEntry struct {
 type preparedMessages struct {
 	mu      sync.Mutex
 	entries map[preparedKey]*preparedEntry
+	bytes   int // encoded size of the entries' messages
 }
 
 // get returns m (a ConfigUpdate message) prepared for streams that send
@@ -58,11 +64,13 @@ func (p *preparedMessages) get(stream grpc.ServerStream, m *agentv1.MasterMessag
 	p.mu.Lock()
 	e := p.entries[k]
 	if e == nil {
-		if p.entries == nil || len(p.entries) >= preparedMax {
-			p.entries = map[preparedKey]*preparedEntry{}
+		size := proto.Size(m)
+		if p.entries == nil || len(p.entries) >= preparedMax || p.bytes+size > preparedMaxBytes {
+			p.entries, p.bytes = map[preparedKey]*preparedEntry{}, 0
 		}
 		e = &preparedEntry{}
 		p.entries[k] = e
+		p.bytes += size
 	}
 	p.mu.Unlock()
 	e.once.Do(func() {
@@ -78,8 +86,7 @@ func (p *preparedMessages) get(stream grpc.ServerStream, m *agentv1.MasterMessag
 // messages and accepts them: its stream can take prepared messages.
 func sharesPrepared(stream grpc.ServerStream) bool {
 	md, _ := metadata.FromIncomingContext(stream.Context())
-	names, err := grpc.ClientSupportedCompressors(stream.Context())
-	return err == nil && slices.Contains(names, compress.Name) && slices.Equal(md.Get(MessageEncodingMetadata), []string{compress.Name})
+	return acceptsGzip(stream.Context()) && slices.Equal(md.Get(MessageEncodingMetadata), []string{compress.Name})
 }
 
 // sendMessage sends m on the stream: a configuration update as prepared
