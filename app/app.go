@@ -66,13 +66,15 @@ type App struct {
 	embedded *embedpg.Server
 	migrator *Migrator
 	registry *prometheus.Registry
-	routes   *Routes
-	fiber    *fiber.App
-	events   *events.Hub
-	replicas *Replicas
-	limiter  *rateLimiter
-	inval    *Invalidator
-	scopes   *Cache[Scope]
+	// memoryReturns counts returns of memory after bursts (returnMemory).
+	memoryReturns prometheus.Counter
+	routes        *Routes
+	fiber         *fiber.App
+	events        *events.Hub
+	replicas      *Replicas
+	limiter       *rateLimiter
+	inval         *Invalidator
+	scopes        *Cache[Scope]
 }
 
 // New prepares the plumbing (step 2 of the lifecycle): it runs cfg.Validate
@@ -126,6 +128,11 @@ func (a *App) prepare(ctx context.Context) error {
 	}
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.memoryReturns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nxmesh_memory_returns_total",
+		Help: "Times the master returned free memory to the system after a burst of work.",
+	})
+	a.registry.MustRegister(a.memoryReturns)
 	a.Deps = Deps{
 		Config:  cfg,
 		DB:      a.db.Gorm,
@@ -362,6 +369,11 @@ func (a *App) Run(ctx context.Context, mods []Module, w Wiring) error {
 			a.logger.Error("replica registry", "error", err)
 		}
 	}()
+
+	memCtx, stopMem := context.WithCancel(ctx)
+	memDone := make(chan struct{})
+	go func() { defer close(memDone); returnMemory(memCtx, a.logger, a.memoryReturns) }()
+	defer func() { stopMem(); <-memDone }()
 
 	runCtx, stopRunners := context.WithCancel(ctx)
 	defer stopRunners()

@@ -52,6 +52,9 @@ const (
 	// behind lowers the rate reached rather than piling up connections
 	// until it runs out of open files.
 	loadInFlight = 1
+	// loadWarmup is how long the same mix runs before the start figures
+	// are taken (a quarter of the run at most, for quick runs).
+	loadWarmup = 15 * time.Second
 	// rssWindow is how long the master's RSS is averaged at start and end.
 	rssWindow = 5 * time.Second
 	// maxRSSGrowth is the goal for the master's RSS growth over the run, %.
@@ -166,9 +169,15 @@ type loadWorkspace struct {
 // being sent connections until it runs out of open files (an accept that
 // fails with EMFILE ends `nxmesh serve`).
 //
+// A warm-up of 15 s with the same mix comes first, so that the start
+// figures are those of a master that has grown its working memory for this
+// load: the RSS growth then measures what the run adds (a leak would show),
+// not the first use of pools and caches. The RSS before any load is
+// printed as well.
+//
 // It prints vegeta's figures (success rate, status codes, latency
 // percentiles), the same per kind of request, the master's RSS before and
-// after the load and how many agents ended on the last version. It fails
+// after the run and how many agents ended on the last version. It fails
 // on responses other than 2xx and 429 and on RSS growth of 10 % or more.
 // NXMESH_BENCH_LOAD_AGENTS, NXMESH_BENCH_LOAD_RATE and
 // NXMESH_BENCH_LOAD_DURATION change the fleet size, the rate (per second)
@@ -232,11 +241,10 @@ func BenchmarkLoad(b *testing.B) {
 	observer.waitOnline(b, lw.ws, s.agents, loadConverge)
 	connected := time.Since(connectStart)
 
-	// Before the load: every agent in its heartbeat rhythm.
+	// Before any load: every agent in its heartbeat rhythm.
 	time.Sleep(idleSettle)
 	pgPID := postmasterPID(b, m.dbURL)
-	before := sample(b, m.pid, pgPID, rssWindow)
-	goBefore := readGoStats(m.httpURL)
+	idle := sample(b, m.pid, pgPID, rssWindow)
 
 	dir := b.TempDir()
 	targetsPath := filepath.Join(dir, "targets.json")
@@ -244,7 +252,33 @@ func BenchmarkLoad(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	maxWorkers := s.rate * loadInFlight
+	attack := func(d time.Duration, output string) (time.Duration, error) {
+		return runVegeta("attack",
+			"-rate="+strconv.Itoa(s.rate)+"/s", "-duration="+d.String(), "-max-workers="+strconv.Itoa(maxWorkers),
+			"-targets="+targetsPath, "-format=json", "-max-body=512", "-output="+output)
+	}
+
+	// The warm-up: the same mix at the same rate, then the same wait as
+	// after the run. The start figures are then those of a master that has
+	// grown its working memory for this load (connections, pools, caches,
+	// the heap's spans), so the growth measured is what the run adds.
+	warmup := min(loadWarmup, s.duration/4)
+	warmupPath := filepath.Join(dir, "warmup.bin")
+	if _, err := attack(warmup, warmupPath); err != nil {
+		b.Fatalf("vegeta attack (warm-up): %v\nmaster log:\n%s", err, m.logTail())
+	}
+	warmupReport, err := vegetaSummary(warmupPath)
+	if err != nil {
+		b.Fatal(err)
+	}
 	versionBefore := observer.configVersion(b, lw.ws)
+	if _, err := waitConverged(ctx, observer, lw.ws, versionBefore, s.agents, loadConverge); err != nil {
+		b.Fatalf("after the warm-up: %v", err)
+	}
+	time.Sleep(idleSettle)
+	before := sample(b, m.pid, pgPID, rssWindow)
+	goBefore := readGoStats(m.httpURL)
 
 	// During the load: the master's peak RSS and its CPU.
 	stopWatch := make(chan struct{})
@@ -253,10 +287,7 @@ func BenchmarkLoad(b *testing.B) {
 	resultsPath := filepath.Join(dir, "results.bin")
 	attackStart := time.Now()
 	machine0, benchTicks0 := machineTicks(), ownTicks(b, os.Getpid())
-	maxWorkers := s.rate * loadInFlight
-	vegetaCPU, attackErr := runVegeta("attack",
-		"-rate="+strconv.Itoa(s.rate)+"/s", "-duration="+s.duration.String(), "-max-workers="+strconv.Itoa(maxWorkers),
-		"-targets="+targetsPath, "-format=json", "-max-body=512", "-output="+resultsPath)
+	vegetaCPU, attackErr := attack(s.duration, resultsPath)
 	attackTook := time.Since(attackStart)
 	machine1, benchTicks1 := machineTicks(), ownTicks(b, os.Getpid())
 	close(stopWatch)
@@ -313,10 +344,7 @@ func BenchmarkLoad(b *testing.B) {
 			writesOK += c.ok
 		}
 	}
-	growth := math.NaN()
-	if after.rssMeanKiB > 0 {
-		growth = (float64(after.rssMeanKiB) - float64(before.rssMeanKiB)) / float64(before.rssMeanKiB) * 100
-	}
+	growth := growthSince(before, after)
 
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "\nload run: %d agents connected (in %s), %d requests/s for %s with at most %d in flight (vegeta attack took %s), %d credentials (%d load API keys, 1 hot key), limit %d requests/minute each\n",
@@ -333,9 +361,11 @@ func BenchmarkLoad(b *testing.B) {
 	}
 	fmt.Fprintf(w, "configuration versions\t%d written during the load (%d successful writes), %d → %d\n", versionAfter-versionBefore, writesOK, versionBefore, versionAfter)
 	fmt.Fprintf(w, "agents on the last version\t%d of %d applied version %d (as the master recorded it, %s after the load)\n", applied, s.agents, versionAfter, converged.Round(100*time.Millisecond))
-	fmt.Fprintf(w, "master RSS start / end\t%.1f / %.1f MiB (mean of %s each, %s after the agents connected and %s after the fleet converged; peak during the load %.1f MiB)\n",
-		mib(before.rssMeanKiB), mib(after.rssMeanKiB), rssWindow, idleSettle, idleSettle, mib(during.rssMaxKiB))
-	fmt.Fprintf(w, "master RSS growth\t%+.1f %%\n", growth)
+	fmt.Fprintf(w, "warm-up\t%d requests in %s (success %.2f %%), before the start figures\n", warmupReport.Requests, warmup, warmupReport.Success*100)
+	fmt.Fprintf(w, "master RSS start / end\t%.1f / %.1f MiB (mean of %s each, %s after the fleet converged after the warm-up and after the run; peak during the run %.1f MiB)\n",
+		mib(before.rssMeanKiB), mib(after.rssMeanKiB), rssWindow, idleSettle, mib(during.rssMaxKiB))
+	fmt.Fprintf(w, "master RSS growth\t%+.1f %% over the run (%+.1f %% since before any load, %.1f MiB %s after the agents connected)\n",
+		growth, growthSince(idle, after), mib(idle.rssMeanKiB), idleSettle)
 	fmt.Fprintf(w, "master Go heap in use start / end\t%.1f / %.1f MiB (goroutines %.0f / %.0f; from its /metrics)\n",
 		goBefore.heapInuse/(1<<20), goAfter.heapInuse/(1<<20), goBefore.goroutines, goAfter.goroutines)
 	secs := attackTook.Seconds()
@@ -398,6 +428,15 @@ func BenchmarkLoad(b *testing.B) {
 	if convergeErr != nil {
 		b.Errorf("after the load: %v", convergeErr)
 	}
+}
+
+// growthSince is the growth of the master's mean RSS from a to b in %, NaN
+// when b was not measured.
+func growthSince(a, b usage) float64 {
+	if b.rssMeanKiB == 0 || a.rssMeanKiB == 0 {
+		return math.NaN()
+	}
+	return (float64(b.rssMeanKiB) - float64(a.rssMeanKiB)) / float64(a.rssMeanKiB) * 100
 }
 
 // createLoadWorkspace fills the administrator's default workspace with
