@@ -46,6 +46,7 @@ import (
 
 	"github.com/nxmesh/nxmesh/agent/controlplane"
 	"github.com/nxmesh/nxmesh/agent/controlplane/cptest"
+	"github.com/nxmesh/nxmesh/modules/vhosts"
 	"github.com/nxmesh/nxmesh/app/apptest"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
@@ -1017,4 +1018,46 @@ func needFiles(b *testing.B, n uint64) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// listenCommits marks in r, as each configuration version's commit becomes
+// visible, the version (key "commit"): a connection to the master's
+// database LISTENs on the channel the master's replicas learn of new
+// versions on (vhosts.NotifyChannel), which PostgreSQL delivers when the
+// writing transaction commits. The connection ends with the benchmark.
+func listenCommits(b *testing.B, dbURL string, r *rounds) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+vhosts.NotifyChannel); err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			n, err := conn.WaitForNotification(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.fail(fmt.Errorf("listen for commits: %w", err))
+				}
+				return
+			}
+			at := time.Now()
+			var p vhosts.Notification
+			if err := json.Unmarshal([]byte(n.Payload), &p); err == nil {
+				r.mark(p.Version, "commit", at)
+			}
+		}
+	}()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+		_ = conn.Close(context.Background())
+	})
 }

@@ -118,6 +118,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
 
+	"github.com/nxmesh/nxmesh/app/jsonenc"
+
 	"github.com/nxmesh/nxmesh/app/backoff"
 )
 
@@ -407,21 +409,25 @@ func (e *Hub) PublishAll(ctx context.Context, tx *gorm.DB, evs []Event) error {
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(packs)
-	if err != nil {
-		return fmt.Errorf("publish %d events: %w", len(evs), err)
-	}
-	const q = "SELECT count(pg_notify($1, p)) FROM jsonb_array_elements_text($2::jsonb) AS p"
+	// The payloads are JSON texts, which never hold a raw control
+	// character: joined by the record separator, they are one parameter
+	// that PostgreSQL splits without parsing.
+	data := strings.Join(packs, packSeparator)
+	const q = "SELECT count(pg_notify($1, p)) FROM unnest(string_to_array($2, chr(30))) AS p"
 	if tx == nil {
-		_, err = e.pool.Exec(ctx, q, Channel, string(data))
+		_, err = e.pool.Exec(ctx, q, Channel, data)
 	} else {
-		err = tx.WithContext(ctx).Exec("SELECT count(pg_notify(?, p)) FROM jsonb_array_elements_text(?::jsonb) AS p", Channel, string(data)).Error
+		err = tx.WithContext(ctx).Exec("SELECT count(pg_notify(?, p)) FROM unnest(string_to_array(?, chr(30))) AS p", Channel, data).Error
 	}
 	if err != nil {
 		return fmt.Errorf("publish %d events: %w", len(evs), err)
 	}
 	return nil
 }
+
+// packSeparator joins the payloads of PublishAll's statement: the record
+// separator, chr(30), which JSON text holds only escaped.
+const packSeparator = "\x1e"
 
 // packNotifications encodes evs as notification payloads: JSON arrays of
 // encoded events, in order, each within maxEventPayload.
@@ -478,6 +484,9 @@ func encodeNotification(ev Event) ([]byte, error) {
 	if n.Data == nil {
 		n.Data = map[string]any{}
 	}
+	if b, ok := appendNotification(nil, &n); ok && len(b) <= maxEventPayload {
+		return b, nil
+	}
 	b, err := json.Marshal(n)
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", ev.Type, err)
@@ -506,6 +515,35 @@ func encodeNotification(ev Event) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("encode event %s: does not fit a notification", ev.Type)
+}
+
+// appendNotification appends n as encoding/json writes it, by hand: most
+// events' data are flat maps of strings, numbers and booleans. ok is false
+// when the data hold something else (or the timestamp is outside the years
+// JSON timestamps allow); encoding/json encodes those.
+func appendNotification(b []byte, n *notification) (_ []byte, ok bool) {
+	if y := n.Timestamp.Year(); y < 0 || y > 9999 {
+		return b, false
+	}
+	start := len(b)
+	b = append(b, `{"type":`...)
+	b = jsonenc.AppendString(b, n.Type)
+	b = append(b, `,"timestamp":"`...)
+	b = n.Timestamp.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","data":`...)
+	if b, ok = jsonenc.AppendObject(b, n.Data); !ok {
+		return b[:start], false
+	}
+	b = append(b, `,"workspace_id":"`...)
+	b = append(b, n.WorkspaceID.String()...)
+	b = append(b, `","org_id":"`...)
+	b = append(b, n.OrgID.String()...)
+	b = append(b, '"')
+	if n.Object != "" {
+		b = append(b, `,"object":`...)
+		b = jsonenc.AppendString(b, n.Object)
+	}
+	return append(b, '}'), true
 }
 
 func decodeNotification(payload string) (*delivery, error) {
@@ -674,8 +712,11 @@ func decodeNotifications(payload string) ([]*delivery, error) {
 	}
 	// Most arrays decode in one pass; one with a bad event is taken apart
 	// event by event, so that the others still go out.
-	var ns []receivedNotification
-	if err := json.Unmarshal([]byte(payload), &ns); err == nil {
+	ns, ok := parsePacked(payload)
+	if !ok {
+		ns = nil
+	}
+	if ok || json.Unmarshal([]byte(payload), &ns) == nil {
 		out := make([]*delivery, 0, len(ns))
 		var errs []error
 		for i := range ns {
@@ -703,6 +744,114 @@ func decodeNotifications(payload string) ([]*delivery, error) {
 		out = append(out, d)
 	}
 	return out, errors.Join(errs...)
+}
+
+// parsePacked reads a valid JSON array of notifications in the form
+// encoding/json and appendNotification write (fields in notification's
+// order, strings without escapes, the data an object), without decoding
+// the data: a rollout's thousand events arrive so. ok is false for anything
+// else, which encoding/json then decodes.
+func parsePacked(payload string) (_ []receivedNotification, ok bool) {
+	if !json.Valid([]byte(payload)) {
+		return nil, false
+	}
+	r := packReader{s: payload}
+	if !r.lit("[") {
+		return nil, false
+	}
+	var out []receivedNotification
+	for {
+		var n receivedNotification
+		var ts, ws, org string
+		var err error
+		if !r.lit(`{"type":`) || !r.str(&n.Type) || !r.lit(`,"timestamp":`) || !r.str(&ts) || !r.lit(`,"data":`) {
+			return nil, false
+		}
+		start := r.i
+		if !r.skipObject() {
+			return nil, false
+		}
+		n.Data = json.RawMessage(payload[start:r.i])
+		if !r.lit(`,"workspace_id":`) || !r.str(&ws) || !r.lit(`,"org_id":`) || !r.str(&org) {
+			return nil, false
+		}
+		if r.lit(`,"object":`) && !r.str(&n.Object) {
+			return nil, false
+		}
+		if !r.lit("}") {
+			return nil, false
+		}
+		if n.Timestamp, err = time.Parse(time.RFC3339Nano, ts); err != nil {
+			return nil, false
+		}
+		if n.WorkspaceID, err = uuid.Parse(ws); err != nil {
+			return nil, false
+		}
+		if n.OrgID, err = uuid.Parse(org); err != nil {
+			return nil, false
+		}
+		out = append(out, n)
+		if r.lit(",") {
+			continue
+		}
+		return out, r.lit("]") && r.i == len(r.s)
+	}
+}
+
+// packReader walks a payload json.Valid accepted.
+type packReader struct {
+	s string
+	i int
+}
+
+// lit consumes p if the payload continues with it.
+func (r *packReader) lit(p string) bool {
+	if strings.HasPrefix(r.s[r.i:], p) {
+		r.i += len(p)
+		return true
+	}
+	return false
+}
+
+// str reads a string without escapes into dst.
+func (r *packReader) str(dst *string) bool {
+	if r.i >= len(r.s) || r.s[r.i] != '"' {
+		return false
+	}
+	end := strings.IndexAny(r.s[r.i+1:], `"\`)
+	if end < 0 || r.s[r.i+1+end] != '"' {
+		return false
+	}
+	*dst = r.s[r.i+1 : r.i+1+end]
+	r.i += end + 2
+	return true
+}
+
+// skipObject moves past a JSON object (valid, as the payload is).
+func (r *packReader) skipObject() bool {
+	if r.i >= len(r.s) || r.s[r.i] != '{' {
+		return false
+	}
+	depth := 0
+	for ; r.i < len(r.s); r.i++ {
+		switch r.s[r.i] {
+		case '"':
+			for r.i++; r.i < len(r.s) && r.s[r.i] != '"'; r.i++ {
+				if r.s[r.i] == '\\' {
+					r.i++
+				}
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				r.i++
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // dispatch hands d to every interested subscriber without blocking.

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -132,5 +133,89 @@ func TestEvents_DecodedDataPassesThrough(t *testing.T) {
 		if !strings.Contains(string(ds[1].json), `"data":{}`) {
 			t.Fatalf("an event without data is sent as %s", ds[1].json)
 		}
+	}
+}
+
+// TestEvents_ParsePackedMatchesEncodingJSON: what the fast reader of packed
+// notifications makes of a payload is what encoding/json makes of it, for
+// payloads written by hand (appendNotification) and by encoding/json
+// (data it does not encode by hand); payloads in another form are left to
+// encoding/json.
+func TestEvents_ParsePackedMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	org, ws := uuid.New(), uuid.New()
+	ts := time.Date(2026, 12, 4, 5, 6, 7, 890123000, time.UTC)
+	evs := []Event{
+		{Type: "config.applied", OrgID: org, WorkspaceID: ws, Timestamp: ts, Data: map[string]any{"agent_id": "a", "version": int64(7), "success": true}},
+		{Type: "agent.connected", OrgID: org, Timestamp: ts, Object: "agents.agent", Data: map[string]any{"braces": "}{][", "quote": `a "b" \c`, "nil": nil}},
+		{Type: "metrics.alert", OrgID: org, WorkspaceID: ws, Timestamp: ts, Data: map[string]any{"value": 1.25, "nested": map[string]any{"x": []any{1, "}"}}}},
+		{Type: "cert.renewed", OrgID: org, WorkspaceID: ws, Timestamp: ts, Data: map[string]any{}},
+	}
+	packs, err := packNotifications(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(packs) != 1 {
+		t.Fatalf("%d packs", len(packs))
+	}
+	got, ok := parsePacked(packs[0])
+	if !ok {
+		t.Fatalf("parsePacked refused %s", packs[0])
+	}
+	var want []receivedNotification
+	if err := json.Unmarshal([]byte(packs[0]), &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("parsePacked:\n%+v\nencoding/json:\n%+v", got, want)
+	}
+
+	for _, payload := range []string{
+		`[]`,
+		`{"type":"a.b"}`,
+		`[{"data":{},"type":"a.b","timestamp":"2026-12-04T05:06:07Z","workspace_id":"` + ws.String() + `","org_id":"` + org.String() + `"}]`,
+		`[{"type":"a\u002eb","timestamp":"2026-12-04T05:06:07Z","data":{},"workspace_id":"` + ws.String() + `","org_id":"` + org.String() + `"}]`,
+		`[{"type":"a.b","timestamp":"2026-12-04T05:06:07Z","data":{},"workspace_id":"` + ws.String() + `","org_id":"` + org.String() + `"}`,
+		`[{"type":"a.b","timestamp":"2026-12-04T05:06:07Z","data":{},"workspace_id":"` + ws.String() + `","org_id":"` + org.String() + `"}] `,
+	} {
+		if _, ok := parsePacked(payload); ok {
+			t.Errorf("parsePacked accepted %s", payload)
+		}
+	}
+}
+
+// TestEvents_AppendNotificationMatchesEncodingJSON: an event written by
+// hand is byte for byte what encoding/json writes; data it cannot write
+// are refused.
+func TestEvents_AppendNotificationMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	id := uuid.New()
+	for _, tc := range []struct {
+		name string
+		n    notification
+		ok   bool
+	}{
+		{"flat data", notification{Type: "config.applied", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC), WorkspaceID: id, OrgID: id,
+			Data: map[string]any{"agent_id": id.String(), "version": int64(3), "duration_ms": int64(0), "success": true, "error_message": "<x> & \"y\""}}, true},
+		{"an object, no workspace", notification{Type: "agent.connected", Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), OrgID: id, Object: "agents.agent", Data: map[string]any{}}, true},
+		{"a float", notification{Type: "metrics.alert", Timestamp: time.Now().UTC(), Data: map[string]any{"value": 0.5}}, false},
+		{"year 10000", notification{Type: "a.b", Timestamp: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), Data: map[string]any{}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := appendNotification(nil, &tc.n)
+			if ok != tc.ok {
+				t.Fatalf("ok = %v, want %v", ok, tc.ok)
+			}
+			if !ok {
+				return
+			}
+			want, err := json.Marshal(tc.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Fatalf("got  %s\nwant %s", got, want)
+			}
+		})
 	}
 }

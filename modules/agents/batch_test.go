@@ -259,3 +259,100 @@ func (a *answerOf) state() (bool, bool) {
 }
 
 func (a *answerOf) reset() { *a = answerOf{} }
+
+func (a *answerOf) met() int               { return 0 }
+func (a *answerOf) settled(it string) bool { return true }
+func (a *answerOf) rebase()                {}
+
+// TestBatcher_SettledPartStoredBeforeTheRest: once settledFlush pushes of a
+// waiting rollout batch are answered, those agents' items are stored at
+// once, in order, and the unanswered ones wait on in the batch and are
+// stored with their answers.
+func TestBatcher_SettledPartStoredBeforeTheRest(t *testing.T) {
+	t.Parallel()
+	stored := make(chan []rolloutItem, 4)
+	b := newBatcher("test", 0, slog.New(slog.DiscardHandler), func(_ context.Context, items []rolloutItem) { stored <- items })
+	b.gap = time.Millisecond
+	b.answers = &pushAnswers{}
+	b.max = 1 << 20
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.run(ctx)
+
+	const later = 10
+	conns := make([]*conn, settledFlush+later)
+	for i := range conns {
+		conns[i] = &conn{agentID: uuid.New()}
+	}
+	answer := func(c *conn) rolloutItem {
+		return rolloutItem{conn: c, status: &statusReport{Status: &agentv1.ConfigStatus{Version: 2, Status: agentv1.ConfigApplyStatus_SUCCESS}, Current: true}}
+	}
+	for _, c := range conns {
+		b.add(rolloutItem{conn: c, push: &pushItem{AgentID: c.agentID, Version: 2}})
+	}
+	start := time.Now()
+	for _, c := range conns[:settledFlush] {
+		b.add(answer(c))
+	}
+	first := <-stored
+	if waited := time.Since(start); waited >= answerGap {
+		t.Fatalf("the settled part was stored after %s, not before answerGap (%s)", waited, answerGap)
+	}
+	check := func(items []rolloutItem, want []*conn) {
+		t.Helper()
+		if len(items) != 2*len(want) {
+			t.Fatalf("stored %d items, want %d", len(items), 2*len(want))
+		}
+		seen := map[*conn]int{}
+		for _, it := range items {
+			n := seen[it.conn]
+			if (n == 0) != (it.push != nil) {
+				t.Fatalf("agent %s: item %d is not push then answer", it.conn.agentID, n)
+			}
+			seen[it.conn] = n + 1
+		}
+		for _, c := range want {
+			if seen[c] != 2 {
+				t.Fatalf("agent %s: %d items stored, want its push and answer", c.agentID, seen[c])
+			}
+		}
+	}
+	check(first, conns[:settledFlush])
+
+	for _, c := range conns[settledFlush:] {
+		b.add(answer(c))
+	}
+	check(<-stored, conns[settledFlush:])
+	select {
+	case more := <-stored:
+		t.Fatalf("%d more items stored", len(more))
+	case <-time.After(2 * answerGap):
+	}
+}
+
+// TestRolloutRows_AppendJSONMatchesEncodingJSON: the rows rollout
+// statements read are written by hand as encoding/json writes them.
+func TestRolloutRows_AppendJSONMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	v, sum := int64(12), "sha256:<&>\"x\""
+	for _, tc := range []struct {
+		name string
+		row  jsonRow
+	}{
+		{"push", pushItem{AgentID: uuid.New(), StreamID: uuid.New(), Version: 3, Checksum: "abc"}},
+		{"unchanged", unchangedItem{AgentID: uuid.New(), Version: -1}},
+		{"version status", versionStatus{AgentID: uuid.New(), Version: 9, Status: ApplyFailed, Message: "nginx: [emerg] \"x\"\n\tline 2 é"}},
+		{"status, alone", statusWrite{ID: uuid.New(), ApplyStatus: ApplySuccess, AppliedVersion: 4, AppliedChecksum: "c", State: StateOnline}},
+		{"status with its push", statusWrite{ID: uuid.New(), ApplyStatus: ApplyRolledBack, ApplyError: "bad", State: StateDegraded, DesiredVersion: &v, DesiredChecksum: &sum}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want, err := json.Marshal(tc.row)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tc.row.appendJSON(nil); string(got) != string(want) {
+				t.Fatalf("got  %s\nwant %s", got, want)
+			}
+		})
+	}
+}

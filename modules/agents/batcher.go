@@ -50,6 +50,15 @@ type tracker[T any] interface {
 	// state: waiting when some items expect others still; complete when
 	// some expected others and all have them.
 	state() (waiting, complete bool)
+	// met is how many expectations were met since the batch began or since
+	// the last rebase.
+	met() int
+	// settled reports whether it can be stored without what is still
+	// expected: the items it belongs with expect nothing more.
+	settled(it T) bool
+	// rebase starts counting met afresh once the settled items were taken,
+	// the others staying in the batch.
+	rebase()
 	reset()
 }
 
@@ -93,9 +102,17 @@ const gapMax = 250 * time.Millisecond
 // answered in a later batch, as before.
 const answerGap = 30 * time.Millisecond
 
+// settledFlush is how many met expectations (answered pushes) make a
+// waiting batch store its settled part at once, the rest waiting on: a
+// rollout to a thousand agents is then recorded while the later answers are
+// still coming, instead of all after the last one.
+const settledFlush = 256
+
 // waitGap waits until no item was added for b.gap (answerGap while answers
-// are awaited), the batch is complete or full, or gapMax passed.
-func (b *batcher[T]) waitGap(ctx context.Context) {
+// are awaited), the batch is complete or full, or gapMax passed; or, with
+// settledPart true, until settledFlush expectations were met in a batch
+// still waiting for others.
+func (b *batcher[T]) waitGap(ctx context.Context) (settledPart bool) {
 	deadline := time.Now().Add(gapMax)
 	wait := b.gap
 	for {
@@ -103,16 +120,17 @@ func (b *batcher[T]) waitGap(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return false
 		case <-t.C:
 		case <-b.complete:
 			t.Stop()
 		}
 		b.mu.Lock()
 		full, since := len(b.pending) >= b.max, time.Since(b.lastAdd)
-		waiting, complete := false, false
+		waiting, complete, met := false, false, 0
 		if b.answers != nil {
 			waiting, complete = b.answers.state()
+			met = b.answers.met()
 		}
 		b.mu.Unlock()
 		gap := b.gap
@@ -121,7 +139,10 @@ func (b *batcher[T]) waitGap(ctx context.Context) {
 		}
 		now := time.Now()
 		if full || complete || since >= gap || !now.Before(deadline) {
-			return
+			return false
+		}
+		if met >= settledFlush {
+			return true
 		}
 		wait = min(gap-since, deadline.Sub(now))
 	}
@@ -139,6 +160,7 @@ func (b *batcher[T]) add(it T) {
 	if b.answers != nil {
 		b.answers.add(it)
 		_, complete = b.answers.state()
+		complete = complete || b.answers.met() == settledFlush
 	}
 	n := len(b.pending)
 	if b.gap > 0 {
@@ -176,10 +198,30 @@ func (b *batcher[T]) run(ctx context.Context) {
 			t.Stop()
 		}
 		if b.gap > 0 {
-			b.waitGap(ctx)
+			for b.waitGap(ctx) {
+				b.flushSettled(ctx)
+			}
 		}
 		b.flush(ctx)
 	}
+}
+
+// flushSettled stores the queued items the tracker finds settled, in order,
+// and keeps the others queued, in order.
+func (b *batcher[T]) flushSettled(ctx context.Context) {
+	b.mu.Lock()
+	var ready, rest []T
+	for _, it := range b.pending {
+		if b.answers.settled(it) {
+			ready = append(ready, it)
+		} else {
+			rest = append(rest, it)
+		}
+	}
+	b.pending = rest
+	b.answers.rebase()
+	b.mu.Unlock()
+	b.storeAll(ctx, ready)
 }
 
 // flush stores every queued item, b.max per call of store.
@@ -194,6 +236,11 @@ func (b *batcher[T]) flush(ctx context.Context) {
 	if dropped > 0 {
 		b.logger.WarnContext(ctx, "agents hub: items dropped while the database was slow", "what", b.what, "items", dropped)
 	}
+	b.storeAll(ctx, items)
+}
+
+// storeAll stores items, b.max per call of store.
+func (b *batcher[T]) storeAll(ctx context.Context, items []T) {
 	for len(items) > 0 {
 		n := min(len(items), b.max)
 		sctx, cancel := context.WithTimeout(ctx, batchTimeout)

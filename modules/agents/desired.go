@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -69,11 +70,9 @@ func (s *Service) DesiredConfig(ctx context.Context, id uuid.UUID) (*agentv1.Con
 // version includes or leaves out alike (and with the same policy) share
 // one ConfigUpdate, computed once: callers must not modify the updates.
 func (s *Service) DesiredConfigs(ctx context.Context, ws uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]*agentv1.ConfigUpdate, error) {
-	var rows []agentRow
-	err := s.db.WithContext(ctx).Select("id", "workspace_id", "labels", "auto_restart").
-		Where("id = ANY(?::uuid[]) AND workspace_id = ?", uuidArray(ids), ws).Find(&rows).Error
+	rows, err := s.targetingOf(ctx, ws, ids)
 	if err != nil {
-		return nil, fmt.Errorf("read %d agents: %w", len(ids), err)
+		return nil, err
 	}
 	version, err := s.vh.CurrentVersion(ctx, ws)
 	if err != nil {
@@ -101,6 +100,36 @@ next:
 		}
 	}
 	return out, nil
+}
+
+// targetingOf reads what targeting needs of the agents ids of workspace ws
+// (id, workspace, labels, policy), scanned by hand: a rollout reads every
+// agent of the workspace here.
+func (s *Service) targetingOf(ctx context.Context, ws uuid.UUID, ids []uuid.UUID) ([]agentRow, error) {
+	rs, err := s.db.WithContext(ctx).Raw(`SELECT id, labels, auto_restart FROM agents
+		WHERE id = ANY(?::uuid[]) AND workspace_id = ?`, uuidArray(ids), ws).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("read %d agents: %w", len(ids), err)
+	}
+	defer rs.Close()
+	rows := make([]agentRow, 0, len(ids))
+	for rs.Next() {
+		r := agentRow{WorkspaceID: ws}
+		var lbls []byte
+		if err := rs.Scan(&r.ID, &lbls, &r.AutoRestart); err != nil {
+			return nil, fmt.Errorf("read agents: %w", err)
+		}
+		if string(lbls) != "{}" {
+			if err := json.Unmarshal(lbls, &r.Labels); err != nil {
+				return nil, fmt.Errorf("read the labels of agent %s: %w", r.ID, err)
+			}
+		}
+		rows = append(rows, r)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("read agents: %w", err)
+	}
+	return rows, nil
 }
 
 // maxTargetGroups bounds the groups DesiredConfigs compares each agent

@@ -153,8 +153,9 @@ type rolloutItem struct {
 // push is answered by a final status after it (success, failure or
 // rollback of that version, on that stream).
 type pushAnswers struct {
-	open   map[*conn]int64 // the version pushed and not answered yet
-	pushes bool
+	open     map[*conn]int64 // the version pushed and not answered yet
+	pushes   bool
+	answered int // pushes answered since the batch began or the last rebase
 }
 
 func (p *pushAnswers) add(it rolloutItem) {
@@ -172,6 +173,7 @@ func (p *pushAnswers) add(it rolloutItem) {
 		case ApplySuccess, ApplyFailed, ApplyRolledBack:
 			if ok && it.status.Current && st.GetVersion() == v {
 				delete(p.open, it.conn)
+				p.answered++
 			}
 		}
 	}
@@ -181,9 +183,21 @@ func (p *pushAnswers) state() (waiting, complete bool) {
 	return len(p.open) > 0, p.pushes && len(p.open) == 0
 }
 
+func (p *pushAnswers) met() int { return p.answered }
+
+// settled: none of the agent's pushes in the batch waits for its answer,
+// so the agent's items can be stored without the others'.
+func (p *pushAnswers) settled(it rolloutItem) bool {
+	_, open := p.open[it.conn]
+	return !open
+}
+
+func (p *pushAnswers) rebase() { p.answered = 0 }
+
 func (p *pushAnswers) reset() {
 	clear(p.open)
 	p.pushes = false
+	p.answered = 0
 }
 
 // storeRollout records a batch of pushes and configuration statuses with
@@ -906,7 +920,8 @@ func (c *conn) work() {
 // pushConfig computes the agent's desired configuration and sends it when its
 // checksum differs from the last push (or force).
 func (c *conn) pushConfig(ctx context.Context, force bool) {
-	log := c.hub.logger.With("agent_id", c.agentID)
+	// Built only to report a failure: a rollout pushes to every agent.
+	log := func() *slog.Logger { return c.hub.logger.With("agent_id", c.agentID) }
 	u := c.takeOffered()
 	var err error
 	if u == nil {
@@ -918,7 +933,7 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			log.ErrorContext(ctx, "agents hub: compute desired configuration", "error", err)
+			log().ErrorContext(ctx, "agents hub: compute desired configuration", "error", err)
 		}
 		// Try again at the next reconcile.
 		c.mu.Lock()
@@ -953,7 +968,7 @@ func (c *conn) pushConfig(ctx context.Context, force bool) {
 		c.mu.Lock()
 		c.push = pushState{configID: u.ConfigId, version: u.Version, checksum: u.Checksum, sentAt: now, attempts: 1, settled: true}
 		c.mu.Unlock()
-		log.ErrorContext(ctx, "agents hub: configuration update not sent", "version", u.Version, "bytes", size,
+		log().ErrorContext(ctx, "agents hub: configuration update not sent", "version", u.Version, "bytes", size,
 			"agent_limit", c.recvLimit, "master_limit", c.hub.svc.maxMessageBytes, "reason", why)
 		c.undelivered(ctx, u, why)
 		return

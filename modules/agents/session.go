@@ -19,6 +19,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"github.com/nxmesh/nxmesh/app"
+	"github.com/nxmesh/nxmesh/app/jsonenc"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
@@ -470,9 +471,9 @@ func (w healthWrite) appendJSON(b []byte) []byte {
 	b = append(b, `","health":`...)
 	b = append(b, w.Health...)
 	b = append(b, `,"state":`...)
-	b = appendJSONString(b, w.State)
+	b = jsonenc.AppendString(b, w.State)
 	b = append(b, `,"reported_checksum":`...)
-	b = appendJSONString(b, w.ReportedChecksum)
+	b = jsonenc.AppendString(b, w.ReportedChecksum)
 	b = append(b, `,"drift":`...)
 	b = strconv.AppendBool(b, w.Drift)
 	if w.AgentInfo != nil {
@@ -481,22 +482,9 @@ func (w healthWrite) appendJSON(b []byte) []byte {
 	}
 	if w.Version != "" {
 		b = append(b, `,"version":`...)
-		b = appendJSONString(b, w.Version)
+		b = jsonenc.AppendString(b, w.Version)
 	}
 	return append(b, '}')
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // recordHealth stores one health report (see recordHealthBatch); errGone
@@ -1124,17 +1112,82 @@ func (s *Service) recordStatuses(ctx context.Context, tx *gorm.DB, items []statu
 	return errs, nil
 }
 
+// jsonRow is a row a rollout statement reads with jsonb_to_recordset,
+// encoded by hand: a rollout writes thousands of them.
+type jsonRow interface {
+	appendJSON(b []byte) []byte
+}
+
 // execJSON runs query in tx with args and, last, rows encoded as a JSON
 // array (for jsonb_to_recordset).
-func execJSON(tx *gorm.DB, what, query string, rows any, args ...any) error {
-	data, err := json.Marshal(rows)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+func execJSON[T jsonRow](tx *gorm.DB, what, query string, rows []T, args ...any) error {
+	data := make([]byte, 0, 2+len(rows)*160)
+	data = append(data, '[')
+	for i := range rows {
+		if i > 0 {
+			data = append(data, ',')
+		}
+		data = rows[i].appendJSON(data)
 	}
+	data = append(data, ']')
 	if err := tx.Exec(query, append(args, string(data))...).Error; err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
+}
+
+// appendField appends "name": (after a comma unless first).
+func appendField(b []byte, name string, first bool) []byte {
+	if !first {
+		b = append(b, ',')
+	}
+	b = append(b, '"')
+	b = append(b, name...)
+	return append(b, '"', ':')
+}
+
+func appendUUID(b []byte, id uuid.UUID) []byte {
+	b = append(b, '"')
+	b = append(b, id.String()...)
+	return append(b, '"')
+}
+
+func (p pushItem) appendJSON(b []byte) []byte {
+	b = appendUUID(appendField(append(b, '{'), "agent_id", true), p.AgentID)
+	b = appendUUID(appendField(b, "stream_id", false), p.StreamID)
+	b = strconv.AppendInt(appendField(b, "version", false), p.Version, 10)
+	b = jsonenc.AppendString(appendField(b, "checksum", false), p.Checksum)
+	return append(b, '}')
+}
+
+func (u unchangedItem) appendJSON(b []byte) []byte {
+	b = appendUUID(appendField(append(b, '{'), "agent_id", true), u.AgentID)
+	b = strconv.AppendInt(appendField(b, "version", false), u.Version, 10)
+	return append(b, '}')
+}
+
+func (v versionStatus) appendJSON(b []byte) []byte {
+	b = appendUUID(appendField(append(b, '{'), "agent_id", true), v.AgentID)
+	b = strconv.AppendInt(appendField(b, "version", false), v.Version, 10)
+	b = jsonenc.AppendString(appendField(b, "status", false), v.Status)
+	b = jsonenc.AppendString(appendField(b, "error_message", false), v.Message)
+	return append(b, '}')
+}
+
+func (w statusWrite) appendJSON(b []byte) []byte {
+	b = appendUUID(appendField(append(b, '{'), "id", true), w.ID)
+	b = jsonenc.AppendString(appendField(b, "apply_status", false), w.ApplyStatus)
+	b = jsonenc.AppendString(appendField(b, "apply_error", false), w.ApplyError)
+	b = strconv.AppendInt(appendField(b, "applied_version", false), w.AppliedVersion, 10)
+	b = jsonenc.AppendString(appendField(b, "applied_checksum", false), w.AppliedChecksum)
+	b = jsonenc.AppendString(appendField(b, "state", false), w.State)
+	if w.DesiredVersion != nil {
+		b = strconv.AppendInt(appendField(b, "desired_version", false), *w.DesiredVersion, 10)
+	}
+	if w.DesiredChecksum != nil {
+		b = jsonenc.AppendString(appendField(b, "desired_checksum", false), *w.DesiredChecksum)
+	}
+	return append(b, '}')
 }
 
 // claimCommands marks the agent's pending commands sent and returns them,
