@@ -46,8 +46,8 @@ import (
 
 	"github.com/nxmesh/nxmesh/agent/controlplane"
 	"github.com/nxmesh/nxmesh/agent/controlplane/cptest"
-	"github.com/nxmesh/nxmesh/modules/vhosts"
 	"github.com/nxmesh/nxmesh/app/apptest"
+	"github.com/nxmesh/nxmesh/modules/vhosts"
 	agentv1 "github.com/nxmesh/nxmesh/proto/nxmesh/agent/v1"
 )
 
