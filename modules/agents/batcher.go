@@ -24,7 +24,10 @@ import (
 //     While pushes of a batch are not answered yet, it waits for answerGap
 //     without items rather than rolloutGap, so that the answers of agents
 //     that apply at once join it; once every push has its answer it is
-//     stored at once. A push is sent without waiting for its record.
+//     stored at once. Once settledFlush of its pushes are answered, those
+//     agents' items are stored at once and the others wait on, so that a
+//     large rollout is recorded while its last answers are still coming.
+//     A push is sent without waiting for its record.
 //
 // Items are stored in the order they arrived. A report whose stream is no
 // longer the agent's ends that stream, as before.
