@@ -84,3 +84,86 @@ func TestMigration_HeartbeatsUpdateInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestMigration_ResultsGoWithTheirAgent: without the foreign key from
+// agent_config_results to agents (00128), deleting an agent, or its
+// workspace, still deletes its results and leaves other agents' alone; and
+// the way back restores the key.
+func TestMigration_ResultsGoWithTheirAgent(t *testing.T) {
+	// beforeTrigger is the migration before 00128_config_results_agent_fk.
+	const beforeTrigger = 127
+	a, mig := apptest.NewMigrator(t)
+	ctx := context.Background()
+	pool := a.Deps.Pool
+	var org uuid.UUID
+	if err := pool.QueryRow(ctx, `INSERT INTO organizations (name, slug) VALUES ('O', 'o') RETURNING id`).Scan(&org); err != nil {
+		t.Fatal(err)
+	}
+	workspace := func(slug string) uuid.UUID {
+		t.Helper()
+		var ws uuid.UUID
+		if err := pool.QueryRow(ctx, `INSERT INTO workspaces (organization_id, name, slug) VALUES ($1, $2, $2) RETURNING id`, org, slug).Scan(&ws); err != nil {
+			t.Fatal(err)
+		}
+		return ws
+	}
+	agentWithResults := func(ws uuid.UUID) uuid.UUID {
+		t.Helper()
+		var id uuid.UUID
+		if err := pool.QueryRow(ctx, `INSERT INTO agents (workspace_id, name) VALUES ($1, 'a') RETURNING id`, ws).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, `INSERT INTO agent_config_results (agent_id, workspace_id, version, status, updated_at)
+			SELECT $1, $2, v, 'success', now() FROM generate_series(1, 3) AS v`, id, ws); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	results := func(agent uuid.UUID) int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM agent_config_results WHERE agent_id = $1`, agent).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	check := func(stage string) {
+		t.Helper()
+		ws1, ws2 := workspace(stage+"-1"), workspace(stage+"-2")
+		deleted, kept, inWorkspace := agentWithResults(ws1), agentWithResults(ws1), agentWithResults(ws2)
+		if _, err := pool.Exec(ctx, `DELETE FROM agents WHERE id = $1`, deleted); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, `DELETE FROM workspaces WHERE id = $1`, ws2); err != nil {
+			t.Fatal(err)
+		}
+		if n := results(deleted); n != 0 {
+			t.Errorf("%s: a deleted agent kept %d results", stage, n)
+		}
+		if n := results(inWorkspace); n != 0 {
+			t.Errorf("%s: an agent of a deleted workspace kept %d results", stage, n)
+		}
+		if n := results(kept); n != 3 {
+			t.Errorf("%s: another agent has %d results, want 3", stage, n)
+		}
+	}
+	if err := mig.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after")
+	if err := mig.DownTo(ctx, beforeTrigger); err != nil {
+		t.Fatal(err)
+	}
+	check("before")
+	var fk bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'agent_config_results_agent_id_fkey')`).Scan(&fk); err != nil {
+		t.Fatal(err)
+	}
+	if !fk {
+		t.Error("the way back did not restore the foreign key")
+	}
+	if err := mig.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after again")
+}

@@ -41,7 +41,7 @@ func recordResult(tx *gorm.DB, agentID uuid.UUID, version int64, status, message
 		return nil
 	}
 	err := tx.Exec(`INSERT INTO agent_config_results (agent_id, workspace_id, version, status, error_message, updated_at)
-		SELECT id, workspace_id, ?, ?, ?, ? FROM agents WHERE id = ?
+		SELECT id, workspace_id, ?, ?, ?, ? FROM agents WHERE id = ? FOR KEY SHARE
 		ON CONFLICT (agent_id, version) DO UPDATE
 		SET status = EXCLUDED.status, error_message = EXCLUDED.error_message, updated_at = EXCLUDED.updated_at`,
 		version, status, clip(message, 8192), now, agentID).Error
@@ -69,6 +69,7 @@ func (s *Service) recordUnchanged(tx *gorm.DB, items []unchangedItem) error {
 		FROM jsonb_to_recordset(?::jsonb) AS u(agent_id uuid, version bigint)
 		JOIN agents a ON a.id = u.agent_id
 		WHERE u.version >= 1
+		FOR KEY SHARE OF a
 		ON CONFLICT (agent_id, version) DO NOTHING`, items, s.now())
 	if err != nil {
 		return err
