@@ -484,7 +484,7 @@ func encodeNotification(ev Event) ([]byte, error) {
 	if n.Data == nil {
 		n.Data = map[string]any{}
 	}
-	if b, ok := appendNotification(nil, &n); ok && len(b) <= maxEventPayload {
+	if b, ok := appendNotification(make([]byte, 0, 512), &n); ok && len(b) <= maxEventPayload {
 		return b, nil
 	}
 	b, err := json.Marshal(n)

@@ -104,7 +104,7 @@ next:
 
 // targetingOf reads what targeting needs of the agents ids of workspace ws
 // (id, workspace, labels, policy), scanned by hand: a rollout reads every
-// agent of the workspace here.
+// agent of the workspace here. The rows' labels must not be modified.
 func (s *Service) targetingOf(ctx context.Context, ws uuid.UUID, ids []uuid.UUID) ([]agentRow, error) {
 	rs, err := s.db.WithContext(ctx).Raw(`SELECT id, labels, auto_restart FROM agents
 		WHERE id = ANY(?::uuid[]) AND workspace_id = ?`, uuidArray(ids), ws).Rows()
@@ -113,16 +113,26 @@ func (s *Service) targetingOf(ctx context.Context, ws uuid.UUID, ids []uuid.UUID
 	}
 	defer rs.Close()
 	rows := make([]agentRow, 0, len(ids))
+	// Agents with the same labels share one map, read only: a fleet has
+	// few distinct label sets.
+	shared := map[string]labels{}
+	var lbls []byte
 	for rs.Next() {
 		r := agentRow{WorkspaceID: ws}
-		var lbls []byte
 		if err := rs.Scan(&r.ID, &lbls, &r.AutoRestart); err != nil {
 			return nil, fmt.Errorf("read agents: %w", err)
 		}
 		if string(lbls) != "{}" {
-			if err := json.Unmarshal(lbls, &r.Labels); err != nil {
-				return nil, fmt.Errorf("read the labels of agent %s: %w", r.ID, err)
+			l, ok := shared[string(lbls)]
+			if !ok {
+				if err := json.Unmarshal(lbls, &l); err != nil {
+					return nil, fmt.Errorf("read the labels of agent %s: %w", r.ID, err)
+				}
+				if len(shared) < 1024 {
+					shared[string(lbls)] = l
+				}
 			}
+			r.Labels = l
 		}
 		rows = append(rows, r)
 	}

@@ -1121,7 +1121,7 @@ type jsonRow interface {
 // execJSON runs query in tx with args and, last, rows encoded as a JSON
 // array (for jsonb_to_recordset).
 func execJSON[T jsonRow](tx *gorm.DB, what, query string, rows []T, args ...any) error {
-	data := make([]byte, 0, 2+len(rows)*160)
+	data := make([]byte, 0, 2+len(rows)*256)
 	data = append(data, '[')
 	for i := range rows {
 		if i > 0 {
