@@ -55,6 +55,10 @@ const (
 	// loadWarmup is how long the same mix runs before the start figures
 	// are taken (a quarter of the run at most, for quick runs).
 	loadWarmup = 15 * time.Second
+	// loadGoroutineWait bounds the wait for the master's goroutines to come
+	// back within loadGoroutineSlack of their number before any load.
+	loadGoroutineWait  = 30 * time.Second
+	loadGoroutineSlack = 50
 	// rssWindow is how long the master's RSS is averaged at start and end.
 	rssWindow = 5 * time.Second
 	// maxRSSGrowth is the goal for the master's RSS growth over the run, %.
@@ -245,6 +249,7 @@ func BenchmarkLoad(b *testing.B) {
 	time.Sleep(idleSettle)
 	pgPID := postmasterPID(b, m.dbURL)
 	idle := sample(b, m.pid, pgPID, rssWindow)
+	idleGoroutines := readGoStats(m.httpURL).goroutines
 
 	dir := b.TempDir()
 	targetsPath := filepath.Join(dir, "targets.json")
@@ -277,6 +282,9 @@ func BenchmarkLoad(b *testing.B) {
 		b.Fatalf("after the warm-up: %v", err)
 	}
 	time.Sleep(idleSettle)
+	// The HTTP server keeps idle workers for a while after a burst: both
+	// samples wait until they are gone, so that they compare alike.
+	waitGoroutines(m.httpURL, idleGoroutines, loadGoroutineWait)
 	before := sample(b, m.pid, pgPID, rssWindow)
 	goBefore := readGoStats(m.httpURL)
 
@@ -326,6 +334,7 @@ func BenchmarkLoad(b *testing.B) {
 		applied, convergeErr = waitConverged(ctx, observer, lw.ws, versionAfter, s.agents, loadConverge)
 		converged = time.Since(convergeStart)
 		time.Sleep(idleSettle)
+		waitGoroutines(m.httpURL, idleGoroutines, loadGoroutineWait)
 		after = sample(b, m.pid, pgPID, rssWindow)
 		goAfter = readGoStats(m.httpURL)
 	}
@@ -362,12 +371,12 @@ func BenchmarkLoad(b *testing.B) {
 	fmt.Fprintf(w, "configuration versions\t%d written during the load (%d successful writes), %d → %d\n", versionAfter-versionBefore, writesOK, versionBefore, versionAfter)
 	fmt.Fprintf(w, "agents on the last version\t%d of %d applied version %d (as the master recorded it, %s after the load)\n", applied, s.agents, versionAfter, converged.Round(100*time.Millisecond))
 	fmt.Fprintf(w, "warm-up\t%d requests in %s (success %.2f %%), before the start figures\n", warmupReport.Requests, warmup, warmupReport.Success*100)
-	fmt.Fprintf(w, "master RSS start / end\t%.1f / %.1f MiB (mean of %s each, %s after the fleet converged after the warm-up and after the run; peak during the run %.1f MiB)\n",
+	fmt.Fprintf(w, "master RSS start / end\t%.1f / %.1f MiB (mean of %s each, %s after the fleet converged after the warm-up and after the run, and once the goroutines were back to their number before any load; peak during the run %.1f MiB)\n",
 		mib(before.rssMeanKiB), mib(after.rssMeanKiB), rssWindow, idleSettle, mib(during.rssMaxKiB))
 	fmt.Fprintf(w, "master RSS growth\t%+.1f %% over the run (%+.1f %% since before any load, %.1f MiB %s after the agents connected)\n",
 		growth, growthSince(idle, after), mib(idle.rssMeanKiB), idleSettle)
-	fmt.Fprintf(w, "master Go heap in use start / end\t%.1f / %.1f MiB (goroutines %.0f / %.0f; from its /metrics)\n",
-		goBefore.heapInuse/(1<<20), goAfter.heapInuse/(1<<20), goBefore.goroutines, goAfter.goroutines)
+	fmt.Fprintf(w, "master Go heap in use start / end\t%.1f / %.1f MiB (goroutines %.0f / %.0f, %.0f before any load; from its /metrics)\n",
+		goBefore.heapInuse/(1<<20), goAfter.heapInuse/(1<<20), goBefore.goroutines, goAfter.goroutines, idleGoroutines)
 	secs := attackTook.Seconds()
 	machineBusy := 0.0
 	if d := machine1.total - machine0.total; d > 0 {
@@ -427,6 +436,15 @@ func BenchmarkLoad(b *testing.B) {
 	}
 	if convergeErr != nil {
 		b.Errorf("after the load: %v", convergeErr)
+	}
+}
+
+// waitGoroutines waits, at most timeout, until the master runs no more
+// than loadGoroutineSlack goroutines above n.
+func waitGoroutines(base string, n float64, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && readGoStats(base).goroutines > n+loadGoroutineSlack {
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
