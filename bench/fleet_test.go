@@ -70,6 +70,12 @@ type propagation struct {
 	// Floor: fan-out → every SUCCESS status at the server, → every handler
 	// holding the update.
 	floorApplied, floorReceived []time.Duration
+	// cpu is the CPU time per write of the master, of PostgreSQL (the
+	// whole server) and of this process (the agents and the events
+	// reader), in ms of one core, and how busy the machine's cores were,
+	// %; floorCPU is the floor's (this process: the agents and the bare
+	// server).
+	cpu, floorCPU roundCPU
 	// drops counts writes whose events were lost because the master closed
 	// the events WebSocket with 1013; they are written again and not timed.
 	drops int
@@ -156,6 +162,61 @@ func BenchmarkFleetPropagation(b *testing.B) {
 		}
 	}
 	w.Flush()
+
+	// Where the CPU goes: on a small machine both sides can be bound by it,
+	// and the ratio then follows the work per write.
+	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "\nagents\tCPU per write (ms of one core)\tmaster\tPostgreSQL\tthis process\ttotal\tcores busy\n")
+	for _, p := range results {
+		c := p.cpu
+		fmt.Fprintf(w, "%d\tnxmesh\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f %%\n", p.n, c.master, c.pg, c.bench, c.master+c.pg+c.bench, c.busy)
+		if p.floorApplied != nil {
+			f := p.floorCPU
+			fmt.Fprintf(w, "%d\tfloor\t\t\t%.1f\t%.1f\t%.0f %%\n", p.n, f.bench, f.bench, f.busy)
+		}
+	}
+	fmt.Fprintf(w, "(over the timed writes, from /proc; this process runs the N agents and the events reader, and for the floor the bare server too; PostgreSQL is the whole shared server)\n")
+	w.Flush()
+}
+
+// roundCPU is CPU time per write, in ms of one core, and the machine's
+// busy share over the writes, %.
+type roundCPU struct{ master, pg, bench, busy float64 }
+
+// cpuMark is the CPU counters at the start of the timed writes.
+type cpuMark struct {
+	master, pg, bench uint64
+	machine           cpuTicks
+}
+
+// markCPU reads the counters of the master (pid, 0 for none), of the
+// PostgreSQL server (postmaster, 0 for none) and of this process.
+func markCPU(b *testing.B, pid, postmaster int) cpuMark {
+	m := cpuMark{bench: ownTicks(b, os.Getpid()), machine: machineTicks()}
+	if pid > 0 {
+		m.master = ownTicks(b, pid)
+	}
+	if postmaster > 0 {
+		m.pg = treeTicks(postmaster)
+	}
+	return m
+}
+
+// since is the CPU per write of writes writes since m.
+func (m cpuMark) since(b *testing.B, pid, postmaster, writes int) roundCPU {
+	now := markCPU(b, pid, postmaster)
+	per := func(ticks uint64) float64 { return float64(ticks) / clockTicks * 1000 / float64(writes) }
+	c := roundCPU{bench: per(now.bench - m.bench)}
+	if pid > 0 {
+		c.master = per(now.master - m.master)
+	}
+	if postmaster > 0 {
+		c.pg = per(now.pg - m.pg)
+	}
+	if d := now.machine.total - m.machine.total; d > 0 {
+		c.busy = float64(now.machine.busy-m.machine.busy) / float64(d) * 100
+	}
+	return c
 }
 
 // roundsFor is how many writes are timed for a fleet of n agents.
@@ -202,7 +263,11 @@ func propagate(b *testing.B, bin string, n int, withFloor bool) propagation {
 
 	v := base
 	rounds := roundsFor(n)
+	pgPID := postmasterPID(b, m.dbURL)
+	mark := markCPU(b, m.pid, pgPID)
+	writes := 0
 	for i := 1; len(p.applied) < rounds; i++ {
+		writes++
 		v = base + int64(i)
 		appliedDone, receivedDone, committed := applied.arm(v, n), received.arm(v, n), commits.arm(v, 1)
 		start := time.Now()
@@ -246,6 +311,7 @@ func propagate(b *testing.B, bin string, n int, withFloor bool) propagation {
 		p.received = append(p.received, lastReceived.Sub(commit))
 		p.appliedFromWrite = append(p.appliedFromWrite, lastApplied.Sub(start))
 	}
+	p.cpu = mark.since(b, m.pid, pgPID, writes)
 	payload := agents.agents[0].Last()
 	if payload.GetVersion() != v || len(payload.GetVirtualHosts()) != 1 {
 		b.Fatalf("last update: version %d with %d virtual hosts, want version %d with 1", payload.GetVersion(), len(payload.GetVirtualHosts()), v)
@@ -271,6 +337,7 @@ func propagate(b *testing.B, bin string, n int, withFloor bool) propagation {
 		u.ConfigId = fmt.Sprintf("floor-v%d", u.Version)
 		msgs[i] = &agentv1.MasterMessage{Timestamp: time.Now().Unix(), Payload: &agentv1.MasterMessage_ConfigUpdate{ConfigUpdate: u}}
 	}
+	floorMark := markCPU(b, 0, 0)
 	for i := 1; i <= rounds; i++ {
 		v := msgs[i].GetConfigUpdate().GetVersion()
 		appliedDone, receivedDone := floorApplied.arm(v, n), floorReceived.arm(v, n)
@@ -289,6 +356,7 @@ func propagate(b *testing.B, bin string, n int, withFloor bool) propagation {
 		p.floorApplied = append(p.floorApplied, lastApplied.Sub(start))
 		p.floorReceived = append(p.floorReceived, lastReceived.Sub(start))
 	}
+	p.floorCPU = floorMark.since(b, 0, 0, rounds)
 	floorAgents.stop()
 	return p
 }
